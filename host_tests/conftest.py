@@ -1,0 +1,74 @@
+"""Shared fixtures: test models converted once per run, the TFLM oracle, paths."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PERSON_DETECT = SHARED / "models" / "person_detect.tflite"
+CACHE = Path(os.environ.get("MCUGEN_TEST_CACHE", "/tmp/mcugen-test-cache"))
+
+
+def _cache_key(params: dict) -> str:
+    """Converted models are cached on disk between runs, keyed by the parameters and by the
+    front end's own source, so a change to the converter path rebuilds them."""
+    import tensorflow as tf
+
+    frontend = (REPO / "mcugen" / "frontend" / "keras.py").read_bytes()
+    text = repr(sorted(params.items())) + tf.__version__
+    return hashlib.sha256(text.encode() + frontend).hexdigest()[:20]
+
+
+_session_models: dict[tuple, bytes] = {}
+
+
+def mobilenet_tflite(**params) -> bytes:
+    """An int8 MobileNet .tflite from mcugen's Keras front end, converted once per key."""
+    key = tuple(sorted(params.items()))
+    if key not in _session_models:
+        path = CACHE / f"{_cache_key(params)}.tflite"
+        if not path.is_file():
+            from mcugen.frontend.keras import build_mobilenet_tflite
+
+            data = build_mobilenet_tflite(**params)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.part")
+            partial.write_bytes(data)
+            partial.replace(path)
+        _session_models[key] = path.read_bytes()
+    return _session_models[key]
+
+
+def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray:
+    """TFLM's interpreter (reference kernels, double rounding): the oracle users trust."""
+    from tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(model)
+    shape = interpreter.get_input_details(0)["shape"]
+    outputs = []
+    for x in inputs:
+        interpreter.set_input(x.reshape(shape).astype(np.int8), 0)
+        interpreter.invoke()
+        outputs.append(interpreter.get_output(0).reshape(-1).copy())
+        interpreter.reset()
+    return np.stack(outputs)
+
+
+def standard_inputs(size: int, seed: int = 0, random_count: int = 3) -> np.ndarray:
+    """The inputs every model is tried on: all -128, all 127, zeros, and random ones."""
+    rng = np.random.default_rng(seed)
+    fixed = [np.full(size, -128), np.full(size, 127), np.zeros(size)]
+    noise = [rng.integers(-128, 128, size) for _ in range(random_count)]
+    return np.stack(fixed + noise).astype(np.int8)
+
+
+@pytest.fixture(scope="session")
+def person_detect() -> bytes:
+    assert PERSON_DETECT.is_file(), f"missing {PERSON_DETECT} (shared/ beside the repo)"
+    return PERSON_DETECT.read_bytes()

@@ -1,0 +1,109 @@
+"""`mcugen build` as a function: options in, an output folder and its report out."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .compile import CompiledModel, compile_graph
+from .codegen import check_model_name
+from .errors import McugenError
+from .frontend.tflite import load_tflite, read_model_file
+from .output import check_output_folder, write_output_folder
+from .targets import load_target
+
+Progress = Callable[[str], None]
+
+ARCHES = ("v1", "v2", "v3-small", "v3-large")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    model: Path | None = None  # an int8 .tflite; otherwise a MobileNet is built from:
+    arch: str = "v1"
+    alpha: float = 0.25
+    height: int = 96
+    width: int = 96
+    channels: int = 3
+    classes: int = 2
+    seed: int = 0
+    calibration: Path | None = None
+    weights: Path | None = None
+    target: str = "host"
+    name: str = "model"
+    out: Path | None = None  # default build/NAME
+    force: bool = False
+    memory_check: bool = True
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out if self.out is not None else Path("build") / self.name
+
+    def validate(self) -> None:
+        """Everything that can be checked before the slow steps."""
+        check_model_name(self.name)
+        load_target(self.target)
+        if self.model is None:
+            if self.arch not in ARCHES:
+                raise McugenError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHES)}")
+            if not 0 < self.alpha <= 1.5:
+                raise McugenError(f"--alpha {self.alpha} is out of range: use 0 < alpha <= 1.5")
+            if min(self.height, self.width) < 32:
+                raise McugenError(f"--res {self.height}x{self.width} is too small: "
+                                  f"MobileNet needs at least 32x32")
+            if self.channels not in (1, 3):
+                raise McugenError(f"--channels {self.channels}: use 1 (grayscale) or 3 (RGB)")
+            if self.classes < 1:
+                raise McugenError(f"--classes {self.classes}: need at least 1 class")
+        check_output_folder(self.out_dir, self.force)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out_dir: Path
+    tflite: bytes
+    compiled: CompiledModel
+
+
+def model_bytes_and_source(options: BuildOptions, progress: Progress) -> tuple[bytes, str]:
+    """The int8 .tflite to compile, and a one-line description of where it came from."""
+    if options.model is not None:
+        data = read_model_file(options.model)
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        return data, f"{options.model.name} (sha256 {digest}...)"
+    from .frontend.keras import build_mobilenet_tflite, load_calibration
+
+    calibration = None
+    if options.calibration is not None:
+        calibration = load_calibration(options.calibration, options.height, options.width,
+                                       options.channels)
+    data = build_mobilenet_tflite(
+        arch=options.arch, alpha=options.alpha, height=options.height, width=options.width,
+        channels=options.channels, classes=options.classes, seed=options.seed,
+        calibration=calibration,
+        weights=str(options.weights) if options.weights is not None else None,
+        progress=progress)
+    source = (f"MobileNet {options.arch} alpha={options.alpha:g} "
+              f"{options.height}x{options.width}x{options.channels}, {options.classes} classes, "
+              f"seed {options.seed}")
+    if options.calibration is not None or options.weights is not None:
+        source += " (user calibration/weights)"
+    return data, source
+
+
+def build(options: BuildOptions, progress: Progress = lambda message: None) -> BuildResult:
+    options.validate()
+    data, source = model_bytes_and_source(options, progress)
+    progress("compiling")
+    graph = load_tflite(data, options.name)
+    compiled = compile_graph(graph, name=options.name, target=load_target(options.target),
+                             source=source, memory_check=options.memory_check)
+    progress(f"writing {options.out_dir}")
+    files: dict[str, str | bytes] = dict(compiled.sources)
+    files[f"{options.name}.tflite"] = data
+    files["report.json"] = compiled.report.to_json()
+    files["report.md"] = compiled.report.to_markdown()
+    write_output_folder(options.out_dir, files, options.force)
+    return BuildResult(options.out_dir, data, compiled)

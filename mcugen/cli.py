@@ -1,0 +1,143 @@
+"""The `mcugen` command: parse arguments, run a stage, turn every failure into one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .build import ARCHES, BuildOptions, build
+from .errors import McugenError
+from .targets import load_target, target_names
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise McugenError(f"{message} (see mcugen {self.prog.split()[-1]} --help)"
+                          if " " in self.prog else f"{message} (see mcugen --help)")
+
+
+def progress(message: str) -> None:
+    print(f"mcugen: {message}...", file=sys.stderr, flush=True)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise McugenError(f"--res {text!r}: give R or HxW, e.g. 96 or 128x96") from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise McugenError(f"--res {text!r}: give R or HxW, e.g. 96 or 128x96")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("model (an int8 .tflite, or a MobileNet built from these)")
+    source.add_argument("--model", type=Path, help="int8 .tflite file to compile")
+    source.add_argument("--arch", default="v1", help=f"one of {', '.join(ARCHES)} (default v1)")
+    source.add_argument("--alpha", type=float, default=0.25, help="width multiplier, 0 < A <= 1.5")
+    source.add_argument("--res", default="96", help="input resolution: R or HxW (default 96)")
+    source.add_argument("--channels", type=int, default=3, help="1 or 3 (default 3)")
+    source.add_argument("--classes", type=int, default=2, help="output classes (default 2)")
+    source.add_argument("--seed", type=int, default=0, help="seed for weights and calibration")
+    source.add_argument("--calibration", type=Path,
+                        help="folder of images or .npy array [N,H,W,C] in [-1, 1]")
+    source.add_argument("--weights", type=Path, help="trained Keras weights to load")
+    parser.add_argument("--target", default="host", help="see `mcugen targets` (default host)")
+
+
+def build_options(args: argparse.Namespace) -> BuildOptions:
+    height, width = parse_resolution(args.res)
+    return BuildOptions(
+        model=args.model, arch=args.arch, alpha=args.alpha, height=height, width=width,
+        channels=args.channels, classes=args.classes, seed=args.seed,
+        calibration=args.calibration, weights=args.weights, target=args.target,
+        name=args.name, out=args.out, force=args.force,
+        memory_check=not args.no_memory_check)
+
+
+def command_build(args: argparse.Namespace) -> int:
+    result = build(build_options(args), progress)
+    report = result.compiled.report
+    print(f"{report.model}: {len(report.layers)} layers, {report.macs:,} MACs, "
+          f"flash {report.const_bytes:,} B (weights), RAM {report.arena_bytes:,} B (arena) "
+          f"-> {result.out_dir}")
+    return 0
+
+
+def command_inspect(args: argparse.Namespace) -> int:
+    from .compile import compile_graph
+    from .frontend.tflite import load_tflite, read_model_file
+
+    graph = load_tflite(read_model_file(args.model), "model")
+    compiled = compile_graph(graph, name="model", target=load_target("host"),
+                             source=args.model.name, memory_check=False)
+    report = compiled.report
+    print(f"{args.model}: {len(graph.ops)} ops in the file, {len(report.layers)} layers after "
+          f"folding")
+    print(f"{'#':>3}  {'op':<18} {'input':<14} {'output':<14} {'MACs':>11} {'weights':>8}")
+    for layer in report.layers:
+        print(f"{layer.index:>3}  {layer.op:<18} {'x'.join(map(str, layer.input_shape)):<14} "
+              f"{'x'.join(map(str, layer.output_shape)):<14} {layer.macs:>11,} "
+              f"{layer.weight_bytes:>8,}")
+    print(f"total: {report.macs:,} MACs, {report.weight_bytes:,} B of weights, "
+          f"arena {report.arena_bytes:,} B")
+    return 0
+
+
+def command_targets(args: argparse.Namespace) -> int:
+    for name in target_names():
+        target = load_target(name)
+        print(f"{name:<12} {target.description}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mcugen", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mcugen {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    build_parser = commands.add_parser("build", help="compile a model into a folder of C99")
+    add_model_arguments(build_parser)
+    build_parser.add_argument("--name", default="model", help="C prefix and file names")
+    build_parser.add_argument("--out", type=Path, help="output folder (default build/NAME)")
+    build_parser.add_argument("--force", action="store_true",
+                              help="write into a non-empty folder mcugen did not create")
+    build_parser.add_argument("--no-memory-check", action="store_true",
+                              help="allow a model bigger than the target's flash or RAM")
+    build_parser.set_defaults(run=command_build)
+
+    inspect_parser = commands.add_parser("inspect", help="print a .tflite's layer table")
+    inspect_parser.add_argument("model", type=Path)
+    inspect_parser.set_defaults(run=command_inspect)
+
+    targets_parser = commands.add_parser("targets", help="list the targets")
+    targets_parser.set_defaults(run=command_targets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        return args.run(args)
+    except McugenError as error:
+        print(f"mcugen: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mcugen: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug in mcugen: still one line, the traceback on request
+        if os.environ.get("MCUGEN_DEBUG"):
+            raise
+        print(f"mcugen: internal error: {type(error).__name__}: {error} "
+              f"(set MCUGEN_DEBUG=1 for a traceback, and please report it)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Code generation: turn the planned graph into view records, and the views into files.
+
+Python decides every number here (shapes, offsets, folded constants, C names); the Jinja2
+templates in templates/ only lay them out. Each op kind has one view function.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+
+import jinja2
+import numpy as np
+
+from . import __version__
+from .errors import McugenError
+from .ir import (AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Mean, Op, Pad,
+                 Reshape, Softmax)
+from .kernels import POINTWISE, Kernel
+from .planner import Plan
+from .quant import mean_multiplier
+from .resources import templates_dir
+
+C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
+float for goto if inline int long register restrict return short signed sizeof static struct
+switch typedef union unsigned void volatile while _Bool _Complex _Imaginary main""".split())
+
+
+def check_model_name(name: str) -> None:
+    """The name prefixes every C symbol: it must be a C identifier and not a reserved word."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in C_KEYWORDS \
+            or keyword.iskeyword(name) or name.startswith("__"):
+        raise McugenError(f"--name {name!r} is not usable as a C identifier prefix")
+
+
+KERNELS_WITH_HELPERS = frozenset({"softmax_s8"})
+
+
+@dataclass(frozen=True)
+class ConstArray:
+    """A const table in flash: weights, biases, multipliers, shifts."""
+
+    name: str
+    ctype: str  # "int8_t" or "int32_t"
+    values: np.ndarray  # flat
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.size * self.values.itemsize
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Shapes and quantization constants of one layer, as literals for its kernel."""
+
+    in_h: int
+    in_w: int
+    in_c: int
+    out_h: int
+    out_w: int
+    out_c: int
+    k_h: int = 1
+    k_w: int = 1
+    stride_h: int = 1
+    stride_w: int = 1
+    dil_h: int = 1
+    dil_w: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+    depth_multiplier: int = 1
+    input_offset: int = 0  # -input zero point, as TFLite's kernels add it
+    output_offset: int = 0  # +output zero point
+    act_min: int = -128
+    act_max: int = 127
+
+    @property
+    def pixels(self) -> int:
+        return self.out_h * self.out_w
+
+
+@dataclass(frozen=True)
+class LayerView:
+    index: int
+    op: str
+    kernel: str
+    function: str
+    input: str  # C expression of the input pointer
+    output: str
+    output_bytes: int
+    comment: str
+    geometry: Geometry
+    arrays: dict[str, ConstArray] = field(default_factory=dict)  # role -> table
+    extra: dict[str, int] = field(default_factory=dict)  # kernel-specific integer constants
+
+
+@dataclass(frozen=True)
+class ModelView:
+    name: str
+    upper: str
+    source: str  # provenance line: what was compiled, with which options
+    input_size: int
+    output_size: int
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    input_scale: str  # C float literals
+    output_scale: str
+    input_zero_point: int
+    output_zero_point: int
+    arena_size: int
+    layers: tuple[LayerView, ...]
+    version: str = __version__
+
+    @property
+    def helper_kernels(self) -> list[str]:
+        """Kernels with shared static helpers (templates/kernels/<name>_helpers.c.j2), once."""
+        return sorted({layer.kernel for layer in self.layers} & KERNELS_WITH_HELPERS)
+
+    @property
+    def arrays(self) -> list[ConstArray]:
+        return [a for layer in self.layers for a in layer.arrays.values()]
+
+
+def float_literal(value: float) -> str:
+    """A C float literal that reads back as the same float32."""
+    text = f"{np.float32(value):.9g}"
+    if "e" not in text and "." not in text:
+        text += ".0"
+    return text + "f"
+
+
+# ---------------------------------------------------------------------------------------------
+# Views
+
+
+def build_model_view(graph: Graph, kernels: list[Kernel], plan: Plan, name: str,
+                     source: str) -> ModelView:
+    check_model_name(name)
+    layers = tuple(
+        _layer_view(index, op, kernel, graph, plan, name)
+        for index, (op, kernel) in enumerate(zip(graph.ops, kernels)))
+    inp, out = graph.input, graph.output
+    return ModelView(
+        name=name, upper=name.upper(), source=source,
+        input_size=inp.size, output_size=out.size,
+        input_shape=inp.shape, output_shape=out.shape,
+        input_scale=float_literal(inp.scale), output_scale=float_literal(out.scale),
+        input_zero_point=inp.zero_point, output_zero_point=out.zero_point,
+        arena_size=plan.arena_size, layers=layers)
+
+
+def pointer(tensor: str, graph: Graph, plan: Plan) -> str:
+    if tensor in graph.inputs:
+        return "input"
+    if tensor in graph.outputs:
+        return "output"
+    return f"arena + {plan.offsets[tensor]}"
+
+
+def _layer_view(index: int, op: Op, kernel: Kernel, graph: Graph, plan: Plan,
+                name: str) -> LayerView:
+    builder = _VIEW_BUILDERS[type(op)]
+    geometry, arrays, extra = builder(op, graph, f"{name}_layer{index}", kernel)
+    in_shape, out_shape = graph.tensor(op.input).shape, graph.tensor(op.output).shape
+    comment = f"{op.OP} {'x'.join(map(str, in_shape))} -> {'x'.join(map(str, out_shape))}"
+    return LayerView(
+        index=index, op=op.OP, kernel=kernel.name, function=f"layer{index}_{kernel.name}",
+        input=pointer(op.input, graph, plan), output=pointer(op.output, graph, plan),
+        output_bytes=graph.tensor(op.output).nbytes, comment=comment, geometry=geometry,
+        arrays=arrays, extra=extra)
+
+
+def _activation_geometry(op: Op, graph: Graph) -> dict[str, int]:
+    act_min, act_max = getattr(op, "act_min", None), getattr(op, "act_max", None)
+    return dict(input_offset=-graph.tensor(op.input).zero_point,
+                output_offset=graph.tensor(op.output).zero_point,
+                act_min=-128 if act_min is None else act_min,
+                act_max=127 if act_max is None else act_max)
+
+
+def _requant_arrays(op: Op, prefix: str, channels: int) -> dict[str, ConstArray]:
+    """Per-channel multiplier and shift tables (a per-tensor pair is repeated per channel)."""
+    mult = np.broadcast_to(np.array(op.requant.multiplier, np.int32), (channels,))
+    shift = np.broadcast_to(np.array(op.requant.shift, np.int32), (channels,))
+    return {"multiplier": ConstArray(f"{prefix}_multiplier", "int32_t", mult.copy()),
+            "shift": ConstArray(f"{prefix}_shift", "int32_t", shift.copy())}
+
+
+def _bias(op: Op, graph: Graph, channels: int) -> np.ndarray:
+    if op.bias is None:
+        return np.zeros(channels, np.int64)
+    return graph.tensor(op.bias).data.astype(np.int64).reshape(channels)
+
+
+def _folded_bias(bias: np.ndarray, weights: np.ndarray, input_zero_point: int) -> np.ndarray:
+    """bias - zp_in * sum(w): with no padding to skip, sum((x - zp) * w) + b = sum(x * w) + this,
+    which saves an add per MAC (TinyEngine's trick; exact in integers)."""
+    sums = weights.reshape(weights.shape[0], -1).astype(np.int64).sum(axis=1)
+    folded = bias - input_zero_point * sums
+    if np.any(np.abs(folded) >= 2**31):
+        raise McugenError("folded bias overflows int32")
+    return folded.astype(np.int32)
+
+
+def _conv_view(op: Conv2D | DepthwiseConv2D, graph: Graph, prefix: str, kernel: Kernel):
+    _, in_h, in_w, in_c = graph.tensor(op.input).shape
+    _, out_h, out_w, out_c = graph.tensor(op.output).shape
+    weights = graph.tensor(op.filter).data
+    geometry = Geometry(
+        in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c,
+        k_h=weights.shape[1], k_w=weights.shape[2], stride_h=op.stride[0], stride_w=op.stride[1],
+        dil_h=op.dilation[0], dil_w=op.dilation[1], pad_top=op.padding.top,
+        pad_left=op.padding.left,
+        depth_multiplier=getattr(op, "depth_multiplier", 1), **_activation_geometry(op, graph))
+    bias = _bias(op, graph, out_c)
+    if kernel == POINTWISE:  # no padding: the input offset folds into the bias
+        bias = _folded_bias(bias, weights, graph.tensor(op.input).zero_point)
+    arrays = {"filter": ConstArray(f"{prefix}_filter", "int8_t", weights.reshape(-1)),
+              "bias": ConstArray(f"{prefix}_bias", "int32_t", bias.astype(np.int32)),
+              **_requant_arrays(op, prefix, out_c)}
+    return geometry, arrays, {}
+
+
+def _fully_connected_view(op: FullyConnected, graph: Graph, prefix: str, kernel: Kernel):
+    weights = graph.tensor(op.weights).data
+    outputs, depth = weights.shape
+    rows = graph.tensor(op.input).size // depth
+    geometry = Geometry(in_h=rows, in_w=1, in_c=depth, out_h=rows, out_w=1, out_c=outputs,
+                        **_activation_geometry(op, graph))
+    bias = _folded_bias(_bias(op, graph, outputs), weights, graph.tensor(op.input).zero_point)
+    arrays = {"filter": ConstArray(f"{prefix}_filter", "int8_t", weights.reshape(-1)),
+              "bias": ConstArray(f"{prefix}_bias", "int32_t", bias),
+              **_requant_arrays(op, prefix, outputs)}
+    return geometry, arrays, {}
+
+
+def _nhwc_geometry(op: Op, graph: Graph, **more) -> Geometry:
+    _, in_h, in_w, in_c = graph.tensor(op.input).shape
+    out_shape = graph.tensor(op.output).shape
+    out_h, out_w, out_c = (out_shape[1], out_shape[2], out_shape[3]) if len(out_shape) == 4 \
+        else (1, 1, out_shape[-1])
+    return Geometry(in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c,
+                    **more)
+
+
+def _pad_view(op: Pad, graph: Graph, prefix: str, kernel: Kernel):
+    geometry = _nhwc_geometry(op, graph, pad_top=op.padding.top, pad_left=op.padding.left,
+                              output_offset=graph.tensor(op.output).zero_point)
+    return geometry, {}, {}
+
+
+def _average_pool_view(op: AveragePool2D, graph: Graph, prefix: str, kernel: Kernel):
+    geometry = _nhwc_geometry(
+        op, graph, k_h=op.filter_size[0], k_w=op.filter_size[1], stride_h=op.stride[0],
+        stride_w=op.stride[1], pad_top=op.padding.top, pad_left=op.padding.left,
+        **_activation_geometry(op, graph))
+    return geometry, {}, {}
+
+
+def _mean_view(op: Mean, graph: Graph, prefix: str, kernel: Kernel):
+    geometry = _nhwc_geometry(op, graph, **_activation_geometry(op, graph))
+    multiplier, shift = mean_multiplier(op.requant.multiplier[0], op.requant.shift[0],
+                                        geometry.in_h * geometry.in_w)
+    extra = {"multiplier": multiplier, "shift": shift}
+    return geometry, {}, extra
+
+
+def _softmax_view(op: Softmax, graph: Graph, prefix: str, kernel: Kernel):
+    size = graph.tensor(op.input).size
+    row = graph.tensor(op.output).shape[-1]
+    geometry = Geometry(in_h=size // row, in_w=1, in_c=row, out_h=size // row, out_w=1,
+                        out_c=row, **_activation_geometry(op, graph))
+    extra = {"input_multiplier": op.input_multiplier, "input_left_shift": op.input_left_shift,
+             "diff_min": op.diff_min}
+    return geometry, {}, extra
+
+
+def _copy_view(op: Reshape, graph: Graph, prefix: str, kernel: Kernel):
+    size = graph.tensor(op.input).size
+    return Geometry(in_h=1, in_w=1, in_c=size, out_h=1, out_w=1, out_c=size), {}, {}
+
+
+_VIEW_BUILDERS = {
+    Conv2D: _conv_view, DepthwiseConv2D: _conv_view, FullyConnected: _fully_connected_view,
+    Pad: _pad_view, AveragePool2D: _average_pool_view, Mean: _mean_view,
+    Softmax: _softmax_view, Reshape: _copy_view,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def c_rows(values: np.ndarray, per_line: int = 24) -> list[str]:
+    """Array initializer rows: 'v, v, v,' with per_line numbers each (Jinja filter)."""
+    flat = np.asarray(values).reshape(-1).tolist()
+    return [", ".join(map(str, flat[i:i + per_line])) + ","
+            for i in range(0, len(flat), per_line)]
+
+
+def template_environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True, autoescape=False)
+    env.filters["c_rows"] = c_rows
+    return env
+
+
+SOURCE_TEMPLATES = {  # output file name (NAME substituted) -> template
+    "{name}.h": "model.h.j2",
+    "{name}.c": "model.c.j2",
+    "{name}_weights.h": "weights.h.j2",
+    "{name}_weights.c": "weights.c.j2",
+    "CMakeLists.txt": "CMakeLists.txt.j2",
+    "{name}.mk": "model.mk.j2",
+}
+
+
+def render_sources(model: ModelView) -> dict[str, str]:
+    env = template_environment()
+    return {file.format(name=model.name): env.get_template(template).render(model=model)
+            for file, template in SOURCE_TEMPLATES.items()}

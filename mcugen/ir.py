@@ -1,0 +1,343 @@
+"""The graph IR: tensors carrying TFLite's quantization parameters, and one typed node per op.
+
+Everything here is a frozen dataclass: front ends build a Graph, passes return new Graphs
+(``dataclasses.replace``), and nothing downstream mutates what it was given.
+
+Conventions (the same as TFLite, so that nothing is translated twice):
+- activations are NHWC, batch 1;
+- conv filters are OHWI ``[Cout, KH, KW, Cin]``; depthwise filters ``[1, KH, KW, Cout]``;
+  fully connected weights ``[outputs, depth]``; biases int32 ``[Cout]``;
+- ``zero_point`` is the model's zero point (the flip to CMSIS-NN's ``input_offset = -zp``
+  happens in one place, in the kernel selection for CMSIS-NN);
+- padding is explicit and four-sided, computed from SAME/VALID by the front end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from typing import ClassVar, Union
+
+import numpy as np
+
+from .errors import McugenError
+
+
+class Activation(str, Enum):
+    """A fused activation, as TFLite's ActivationFunctionType (only those we support)."""
+
+    NONE = "none"
+    RELU = "relu"
+    RELU6 = "relu6"
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Affine quantization: real = scale * (q - zero_point); per channel along ``axis``."""
+
+    scale: tuple[float, ...]  # float32 values, held as Python floats
+    zero_point: tuple[int, ...]
+    axis: int = 0
+
+    @property
+    def per_channel(self) -> bool:
+        return len(self.scale) > 1
+
+
+@dataclass(frozen=True, eq=False)
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # "int8" or "int32"
+    q: QParams | None = None
+    data: np.ndarray | None = None  # set for constants (weights, biases)
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+    @property
+    def scale(self) -> float:
+        """The per-tensor scale (activations are always per tensor)."""
+        return self.q.scale[0]
+
+    @property
+    def zero_point(self) -> int:
+        return self.q.zero_point[0]
+
+
+@dataclass(frozen=True)
+class Padding:
+    top: int = 0
+    bottom: int = 0
+    left: int = 0
+    right: int = 0
+
+    @property
+    def is_zero(self) -> bool:
+        return self.top == self.bottom == self.left == self.right == 0
+
+
+@dataclass(frozen=True)
+class Requant:
+    """Fixed-point output multiplier and shift per output channel (or one), as TFLite's
+    QuantizeMultiplier gives them: shift > 0 is a left shift."""
+
+    multiplier: tuple[int, ...]
+    shift: tuple[int, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Op nodes. Each names its tensors; INPUTS/OUTPUTS list the fields that hold tensor names
+# (a None input, such as a missing bias, is skipped). Fields after the model's own attributes
+# (requant, act_min, act_max, ...) are derived by passes.quantize and are None until then.
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    OP: ClassVar[str] = "CONV_2D"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input", "filter", "bias")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    filter: str
+    bias: str | None
+    output: str
+    stride: tuple[int, int]  # (h, w)
+    dilation: tuple[int, int]
+    padding: Padding
+    activation: Activation
+    requant: Requant | None = None
+    act_min: int | None = None
+    act_max: int | None = None
+
+
+@dataclass(frozen=True)
+class DepthwiseConv2D:
+    OP: ClassVar[str] = "DEPTHWISE_CONV_2D"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input", "filter", "bias")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    filter: str
+    bias: str | None
+    output: str
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: Padding
+    depth_multiplier: int
+    activation: Activation
+    requant: Requant | None = None
+    act_min: int | None = None
+    act_max: int | None = None
+
+
+@dataclass(frozen=True)
+class Pad:
+    """Zero padding over H and W (the pad value is the output's zero point, as in TFLite)."""
+
+    OP: ClassVar[str] = "PAD"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+    padding: Padding
+
+
+@dataclass(frozen=True)
+class AveragePool2D:
+    OP: ClassVar[str] = "AVERAGE_POOL_2D"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+    filter_size: tuple[int, int]  # (h, w)
+    stride: tuple[int, int]
+    padding: Padding
+    activation: Activation
+    act_min: int | None = None
+    act_max: int | None = None
+
+
+@dataclass(frozen=True)
+class Mean:
+    """MEAN over H and W (axes 1 and 2) of an NHWC tensor."""
+
+    OP: ClassVar[str] = "MEAN"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+    keep_dims: bool
+    requant: Requant | None = None  # the input/output scale ratio, before dividing by H*W
+
+
+@dataclass(frozen=True)
+class FullyConnected:
+    OP: ClassVar[str] = "FULLY_CONNECTED"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input", "weights", "bias")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    weights: str
+    bias: str | None
+    output: str
+    activation: Activation
+    requant: Requant | None = None
+    act_min: int | None = None
+    act_max: int | None = None
+
+
+@dataclass(frozen=True)
+class Reshape:
+    OP: ClassVar[str] = "RESHAPE"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """Softmax over the last axis. Output quantization is fixed by TFLite: 1/256, zp -128."""
+
+    OP: ClassVar[str] = "SOFTMAX"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+    beta: float
+    input_multiplier: int | None = None  # PreprocessSoftmaxScaling(beta, input scale, 5)
+    input_left_shift: int | None = None
+    diff_min: int | None = None  # -CalculateInputRadius(5, input_left_shift, 31)
+
+
+Op = Union[Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax]
+OP_TYPES: tuple[type, ...] = (
+    Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax,
+)
+
+
+def op_inputs(op: Op) -> list[str]:
+    """Names of the tensors an op reads, in field order, without absent ones."""
+    return [getattr(op, f) for f in op.INPUTS if getattr(op, f) is not None]
+
+
+def op_outputs(op: Op) -> list[str]:
+    return [getattr(op, f) for f in op.OUTPUTS]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A model: tensors by name, ops in execution order, graph inputs and outputs."""
+
+    name: str
+    tensors: dict[str, Tensor]
+    ops: tuple[Op, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def tensor(self, name: str) -> Tensor:
+        return self.tensors[name]
+
+    @property
+    def input(self) -> Tensor:
+        return self.tensors[self.inputs[0]]
+
+    @property
+    def output(self) -> Tensor:
+        return self.tensors[self.outputs[0]]
+
+    def replace(self, **changes) -> "Graph":
+        return dataclasses.replace(self, **changes)
+
+    def producers(self) -> dict[str, int]:
+        """Index of the op that writes each non-constant tensor."""
+        return {t: i for i, op in enumerate(self.ops) for t in op_outputs(op)}
+
+    def consumers(self, name: str) -> list[int]:
+        return [i for i, op in enumerate(self.ops) if name in op_inputs(op)]
+
+    def without_unused_tensors(self) -> "Graph":
+        used = set(self.inputs) | set(self.outputs)
+        for op in self.ops:
+            used.update(op_inputs(op))
+            used.update(op_outputs(op))
+        return self.replace(tensors={n: t for n, t in self.tensors.items() if n in used})
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape rules, shared by the front end (to check a model) and verify().
+
+
+def conv_output_size(size: int, kernel: int, stride: int, dilation: int, before: int,
+                     after: int) -> int:
+    effective = (kernel - 1) * dilation + 1
+    return (size + before + after - effective) // stride + 1
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TFLite's SAME padding: the odd pixel goes after (bottom/right)."""
+    out = (size + stride - 1) // stride
+    effective = (kernel - 1) * dilation + 1
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def verify(graph: Graph) -> None:
+    """Check the IR's invariants; raise McugenError naming the first op that breaks one."""
+    defined = set(graph.inputs) | {n for n, t in graph.tensors.items() if t.is_constant}
+    for index, op in enumerate(graph.ops):
+        where = f"op {index} ({op.OP})"
+        for name in op_inputs(op):
+            if name not in graph.tensors:
+                raise McugenError(f"{where}: unknown tensor {name!r}")
+            if name not in defined:
+                raise McugenError(f"{where}: reads {name!r} before it is written")
+        for name in op_outputs(op):
+            t = graph.tensors[name]
+            if t.dtype != "int8" or t.q is None or t.q.per_channel:
+                raise McugenError(f"{where}: output {name!r} must be per-tensor int8")
+            defined.add(name)
+        act_min = getattr(op, "act_min", None)
+        act_max = getattr(op, "act_max", None)
+        if act_min is not None and not -128 <= act_min <= act_max <= 127:
+            raise McugenError(f"{where}: bad activation range [{act_min}, {act_max}]")
+        _verify_shapes(graph, op, where)
+    for name in graph.outputs:
+        if name not in defined:
+            raise McugenError(f"graph output {name!r} is never written")
+
+
+def _verify_shapes(graph: Graph, op: Op, where: str) -> None:
+    t = graph.tensors
+    if isinstance(op, (Conv2D, DepthwiseConv2D)):
+        n, h, w, c = t[op.input].shape
+        f = t[op.filter].shape
+        on, oh, ow, oc = t[op.output].shape
+        kh, kw = f[1], f[2]
+        expect_h = conv_output_size(h, kh, op.stride[0], op.dilation[0], op.padding.top,
+                                    op.padding.bottom)
+        expect_w = conv_output_size(w, kw, op.stride[1], op.dilation[1], op.padding.left,
+                                    op.padding.right)
+        if isinstance(op, Conv2D):
+            channels_ok = f[3] == c and f[0] == oc
+        else:
+            channels_ok = f[3] == oc == c * op.depth_multiplier
+        if (n, on) != (1, 1) or (oh, ow) != (expect_h, expect_w) or not channels_ok:
+            raise McugenError(f"{where}: shapes {t[op.input].shape} * {f} -> "
+                              f"{t[op.output].shape} do not agree")
+    elif isinstance(op, Pad):
+        n, h, w, c = t[op.input].shape
+        p = op.padding
+        if t[op.output].shape != (n, h + p.top + p.bottom, w + p.left + p.right, c):
+            raise McugenError(f"{where}: bad output shape {t[op.output].shape}")
+    elif isinstance(op, (Reshape, Softmax)):
+        if t[op.input].size != t[op.output].size:
+            raise McugenError(f"{where}: element counts differ")

@@ -1,0 +1,149 @@
+"""Static memory planning: every activation gets a fixed offset in one arena.
+
+The planner works on plain records, not on the graph: a Buffer is a size and a lifetime (the
+first and last op index that touch it). Buffers whose lifetimes overlap may not share bytes,
+with one exception that matters a lot on a microcontroller: an op that streams through its
+input in the same order as it writes its output can write its output *over* its input, as long
+as the output starts far enough below the input that no write reaches input bytes still to be
+read. That distance is computed from the kernel's access order (see ``streaming_distance``)
+and given to the planner as an ``Overlap``.
+
+Placement is greedy, largest buffer first, each at the lowest offset that fits (the algorithm
+TFLM's GreedyMemoryPlanner describes), with candidate offsets taken from the ends of buffers
+already placed and from the allowed overlaps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ALIGNMENT = 16  # bytes; CMSIS-NN casts scratch to int32_t*, and 16 suits every core's loads
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """This buffer may share bytes with ``other`` if offset(other) - offset(this) >= distance."""
+
+    other: str
+    distance: int
+
+
+@dataclass(frozen=True)
+class Buffer:
+    id: str
+    size: int
+    first: int  # index of the op that writes it
+    last: int  # index of the last op that reads it
+    overlaps: tuple[Overlap, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    offsets: dict[str, int]
+    arena_size: int
+
+
+def _align(value: int) -> int:
+    return -(-value // ALIGNMENT) * ALIGNMENT
+
+
+def _lifetimes_meet(a: Buffer, b: Buffer) -> bool:
+    return a.first <= b.last and b.first <= a.last
+
+
+def _overlap_rule(a: Buffer, b: Buffer) -> tuple[str, int] | None:
+    """(id of the writer, distance) if one of a, b may be written over the other."""
+    for writer, reader in ((a, b), (b, a)):
+        for overlap in writer.overlaps:
+            if overlap.other == reader.id:
+                return writer.id, overlap.distance
+    return None
+
+
+def _conflicts(a: Buffer, a_offset: int, b: Buffer, b_offset: int) -> bool:
+    if not _lifetimes_meet(a, b):
+        return False
+    if a_offset + a.size <= b_offset or b_offset + b.size <= a_offset:
+        return False
+    rule = _overlap_rule(a, b)
+    if rule is None:
+        return True
+    writer, distance = rule
+    writer_offset, reader_offset = (a_offset, b_offset) if writer == a.id else (b_offset, a_offset)
+    return reader_offset - writer_offset < distance
+
+
+def plan_memory(buffers: list[Buffer]) -> Plan:
+    """Greedy placement, largest first; deterministic for a given list."""
+    order = sorted(range(len(buffers)), key=lambda i: (-buffers[i].size, buffers[i].first, i))
+    placed: list[tuple[Buffer, int]] = []
+    offsets: dict[str, int] = {}
+    for i in order:
+        buffer = buffers[i]
+        offset = _first_fit(buffer, placed)
+        placed.append((buffer, offset))
+        offsets[buffer.id] = offset
+    arena = max((offsets[b.id] + b.size for b in buffers), default=0)
+    return Plan(offsets=offsets, arena_size=_align(arena))
+
+
+def _first_fit(buffer: Buffer, placed: list[tuple[Buffer, int]]) -> int:
+    candidates = {0}
+    for other, offset in placed:
+        candidates.add(_align(offset + other.size))
+        rule = _overlap_rule(buffer, other)
+        if rule is not None:
+            # Just far enough below the buffer it overwrites (rounded down), or far enough
+            # above the buffer that overwrites it (rounded up).
+            writer, distance = rule
+            if writer == buffer.id and offset >= distance:
+                candidates.add((offset - distance) // ALIGNMENT * ALIGNMENT)
+            elif writer != buffer.id:
+                candidates.add(_align(offset + distance))
+    for candidate in sorted(candidates):
+        if not any(_conflicts(buffer, candidate, other, offset) for other, offset in placed):
+            return candidate
+    raise AssertionError("unreachable: the end of the last buffer always fits")
+
+
+def find_overlap_violations(buffers: list[Buffer], plan: Plan) -> list[tuple[str, str]]:
+    """Pairs of buffers that the plan lets collide; empty for every plan we make (for tests)."""
+    bad = []
+    for i, a in enumerate(buffers):
+        for b in buffers[i + 1:]:
+            if _conflicts(a, plan.offsets[a.id], b, plan.offsets[b.id]):
+                bad.append((a.id, b.id))
+    return bad
+
+
+def streaming_distance(write_end: np.ndarray, next_read: np.ndarray) -> int:
+    """How far below its input an output must start so that writes never clobber unread input.
+
+    For each output step p (in the order the kernel writes them), ``write_end[p]`` is the byte
+    just past the last output byte written by step p, and ``next_read[p]`` the lowest input byte
+    read by step p or any later step. Safe iff out + write_end[p] <= in + next_read[p] for all p.
+    """
+    return int(np.max(write_end - next_read))
+
+
+def format_plan(buffers: list[Buffer], plan: Plan, width: int = 64) -> str:
+    """An ASCII picture of the arena: one row per op, one letter per buffer alive there."""
+    if not buffers or plan.arena_size == 0:
+        return "(empty arena)"
+    scale = plan.arena_size / width
+    letters = {b.id: chr(ord("A") + i % 26) for i, b in enumerate(buffers)}
+    steps = range(min(b.first for b in buffers), max(b.last for b in buffers) + 1)
+    rows = []
+    for step in steps:
+        row = ["."] * width
+        for b in buffers:
+            if b.first <= step <= b.last:
+                start = int(plan.offsets[b.id] / scale)
+                end = max(start + 1, int((plan.offsets[b.id] + b.size) / scale))
+                for x in range(start, min(end, width)):
+                    row[x] = letters[b.id] if row[x] == "." else "*"
+        rows.append(f"{step:4d} |{''.join(row)}|")
+    legend = [f"  {letters[b.id]} = {b.id} ({b.size} B at {plan.offsets[b.id]})" for b in buffers]
+    return "\n".join(rows + legend)
