@@ -8,9 +8,9 @@ as the output starts far enough below the input that no write reaches input byte
 read. That distance is computed from the kernel's access order (see ``streaming_distance``)
 and given to the planner as an ``Overlap``.
 
-Placement is greedy, largest buffer first, each at the lowest offset that fits (the algorithm
-TFLM's GreedyMemoryPlanner describes), with candidate offsets taken from the ends of buffers
-already placed and from the allowed overlaps.
+Placement is greedy: each buffer at the lowest offset that fits (the algorithm TFLM's
+GreedyMemoryPlanner describes), with candidate offsets taken from the ends of buffers already
+placed and from the allowed overlaps, tried in two orders.
 """
 
 from __future__ import annotations
@@ -76,8 +76,16 @@ def _conflicts(a: Buffer, a_offset: int, b: Buffer, b_offset: int) -> bool:
 
 
 def plan_memory(buffers: list[Buffer]) -> Plan:
-    """Greedy placement, largest first; deterministic for a given list."""
-    order = sorted(range(len(buffers)), key=lambda i: (-buffers[i].size, buffers[i].first, i))
+    """Greedy first-fit placement in three orders: largest first (TFLM's), by first use, and
+    from the last layer back (which stacks each input just above the output written over it,
+    so chains of streaming layers nest). The smallest arena wins; all are deterministic."""
+    by_size = sorted(range(len(buffers)), key=lambda i: (-buffers[i].size, buffers[i].first, i))
+    by_first_use = sorted(range(len(buffers)), key=lambda i: (buffers[i].first, i))
+    plans = [_place(buffers, order) for order in (by_size, by_first_use, by_first_use[::-1])]
+    return min(plans, key=lambda plan: plan.arena_size)
+
+
+def _place(buffers: list[Buffer], order: list[int]) -> Plan:
     placed: list[tuple[Buffer, int]] = []
     offsets: dict[str, int] = {}
     for i in order:
