@@ -70,6 +70,15 @@ def command_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_run(args: argparse.Namespace) -> int:
+    from .run import run_in_temporary_folder
+
+    options = build_options(args)
+    summary, text = run_in_temporary_folder(options, args.inputs, progress)
+    print(text)
+    return 0 if summary.matches else 1
+
+
 def command_inspect(args: argparse.Namespace) -> int:
     from .compile import compile_graph
     from .frontend.tflite import load_tflite, read_model_file
@@ -111,6 +120,14 @@ def make_parser() -> argparse.ArgumentParser:
     build_parser.add_argument("--no-memory-check", action="store_true",
                               help="allow a model bigger than the target's flash or RAM")
     build_parser.set_defaults(run=command_build)
+
+    run_parser = commands.add_parser(
+        "run", help="build for a Cortex-M target, run in QEMU, check outputs, count instructions")
+    add_model_arguments(run_parser)
+    run_parser.add_argument("--inputs", type=Path,
+                            help=".npy of int8 inputs (default: zeros, extremes, random)")
+    run_parser.set_defaults(run=command_run, name="model", out=None, force=False,
+                            no_memory_check=False)
 
     inspect_parser = commands.add_parser("inspect", help="print a .tflite's layer table")
     inspect_parser.add_argument("model", type=Path)

@@ -1,0 +1,66 @@
+"""Real models on emulated Cortex-M boards: `mcugen run` cross-compiles the firmware, runs it in
+QEMU, and every output must equal the NumPy reference's and TFLM's bit for bit. These tests
+never skip: CI installs the toolchain and QEMU (.ci/run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import PERSON_DETECT, mobilenet_tflite, tflm_outputs
+from mcugen.build import BuildOptions
+from mcugen.errors import McugenError
+from mcugen.qemu import build_firmware, run_firmware
+from mcugen.run import format_summary, run
+
+MOBILENET = dict(arch="v1", seed=1, alpha=0.25, height=96, width=96, channels=3, classes=2)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qemu_models") / "mobilenet_a025_96.tflite"
+    path.write_bytes(mobilenet_tflite(**MOBILENET))
+    return path
+
+
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m7", "cortex-m55"])
+def test_mobilenet_runs_bit_exact_in_qemu(target, mobilenet_file, tmp_path):
+    summary = run(BuildOptions(model=mobilenet_file, target=target), None, tmp_path)
+    assert summary.tflm_outputs is not None
+    np.testing.assert_array_equal(summary.qemu.outputs, summary.reference_outputs)
+    np.testing.assert_array_equal(summary.qemu.outputs, summary.tflm_outputs)
+    assert summary.matches
+    assert len(summary.layers) == len(summary.build.compiled.report.layers)
+    assert all(layer.instructions > 0 for layer in summary.layers)
+    assert sum(layer.instructions for layer in summary.layers) <= summary.qemu.instructions[0]
+    print(target, format_summary(summary).splitlines()[-2:])
+
+
+def test_person_detect_runs_bit_exact_on_cortex_m7(tmp_path):
+    summary = run(BuildOptions(model=PERSON_DETECT, target="cortex-m7"), None, tmp_path)
+    np.testing.assert_array_equal(summary.qemu.outputs, summary.tflm_outputs)
+    assert summary.matches
+
+
+def test_a_firmware_with_a_wrong_answer_fails_the_check(mobilenet_file, tmp_path):
+    """Corrupt one weight of the generated C: the firmware still runs, and the comparison
+    with TFLM must catch it (the check is not vacuous)."""
+    summary = run(BuildOptions(model=mobilenet_file, target="cortex-m7"), None, tmp_path)
+    weights = tmp_path / "model" / "model_weights.c"
+    text = weights.read_text()
+    start = text.index("_layer0_bias[")
+    head, tail = text[:start], text[start:]
+    first_number_end = tail.index(",", tail.index("{"))
+    first_number_start = tail.index("{") + 1
+    tail = tail[:first_number_start] + " 123456789" + tail[first_number_end:]
+    weights.write_text(head + tail)
+    elf = build_firmware(tmp_path / "model", "mps2-an500", tmp_path / "corrupt")
+    corrupted = run_firmware(elf, "mps2-an500", summary.inputs,
+                             summary.build.compiled.graph.output.size)
+    expected = tflm_outputs(summary.build.tflite, summary.inputs)
+    assert not np.array_equal(corrupted.outputs, expected)
+
+
+def test_run_refuses_the_host_target(tmp_path):
+    with pytest.raises(McugenError, match="no QEMU board"):
+        run(BuildOptions(model=PERSON_DETECT, target="host"), None, tmp_path)

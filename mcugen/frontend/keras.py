@@ -1,0 +1,335 @@
+"""Build int8 MobileNet .tflite files from Keras' reference architectures.
+
+Without trained weights a freshly initialised MobileNet is useless as a test model: its batch
+norms hold mean 0 / variance 1, activations shrink layer after layer, and the quantizer ends up
+with output scales near 1e-8 and constant outputs. So the network is made "alive" first: every
+batch norm gets a seeded spread of gamma/beta and moving statistics measured on its real input
+over the calibration images, in network order (each layer sees the already re-estimated layers
+before it). Activations are then O(1) everywhere and quantization is meaningful.
+
+Everything random is seeded, and Keras' global name counters are reset before building, so the
+same arguments give byte-identical .tflite files. TensorFlow is imported lazily: it takes seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from ..errors import McugenError
+
+KERAS_APPLICATIONS = {
+    "v1": "MobileNet",
+    "v2": "MobileNetV2",
+    "v3-small": "MobileNetV3Small",
+    "v3-large": "MobileNetV3Large",
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+MAX_ALPHA = 1.5
+MIN_SIDE = 32  # Keras' MobileNets refuse smaller inputs
+SYNTHETIC_IMAGE_COUNT = 32
+GAMMA_RANGE = (0.5, 1.5)  # spread given to untrained batch norms
+BETA_RANGE = (-0.5, 0.5)
+
+Progress = Callable[[str], None]
+
+
+def build_mobilenet_tflite(
+    *,
+    arch: str = "v1",
+    alpha: float,
+    height: int,
+    width: int,
+    channels: int,
+    classes: int = 2,
+    seed: int = 0,
+    calibration: np.ndarray | None = None,
+    weights: str | None = None,
+    progress: Progress = lambda msg: None,
+) -> bytes:
+    """Build a Keras MobileNet and convert it to a fully int8 .tflite; return the file's bytes.
+
+    ``calibration`` is a float32 [N, H, W, C] batch in [-1, 1] used for batch-norm
+    re-estimation and as the converter's representative dataset; by default seeded synthetic
+    images. With ``weights`` (a Keras weights file) the batch norms are left as loaded.
+    """
+    _check_architecture(arch, alpha, height, width, channels, classes)
+    if calibration is None:
+        calibration = synthetic_calibration(height=height, width=width, channels=channels, seed=seed)
+    _check_image_batch(calibration, height, width, channels, what="calibration images")
+    calibration = calibration.astype(np.float32)
+
+    tf = _import_tensorflow()
+    import keras
+
+    progress(f"building MobileNet {arch} α={alpha:g} {height}×{width}×{channels}")
+    model = _build_model(keras, arch, alpha, height, width, channels, classes, seed)
+    if weights is not None:
+        progress(f"loading weights from {weights}")
+        _load_weights(model, weights)
+    else:
+        progress(f"calibrating batch norm on {len(calibration)} images")
+        _spread_batch_norm_affine(keras, model, np.random.default_rng(seed))
+        _reestimate_batch_norm_statistics(keras, model, calibration)
+    progress("converting to int8")
+    return _convert_to_int8(tf, model, calibration)
+
+
+def load_calibration(path: str | Path, height: int, width: int, channels: int) -> np.ndarray:
+    """Load calibration images as float32 [N, H, W, C] in [-1, 1].
+
+    ``path`` is either a .npy array [N, h, w, C] (uint8 0..255, or float already in [-1, 1];
+    resized to H×W if needed) or a folder of png/jpg/bmp/gif images (converted to ``channels``
+    and resized to H×W).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise McugenError(f"calibration path {path} does not exist")
+    tf = _import_tensorflow()
+    if path.is_dir():
+        images = _load_image_folder(tf, path, channels)
+    else:
+        images = _load_npy(path, channels)
+    return _resize(tf, images, height, width)
+
+
+def synthetic_calibration(
+    *, height: int, width: int, channels: int, seed: int = 0, count: int = SYNTHETIC_IMAGE_COUNT
+) -> np.ndarray:
+    """Seeded image-like inputs: smooth random fields, a step edge and a little pixel noise."""
+    rng = np.random.default_rng(seed)
+    return np.stack([_synthetic_image(rng, height, width, channels) for _ in range(count)])
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _check_architecture(
+    arch: str, alpha: float, height: int, width: int, channels: int, classes: int
+) -> None:
+    if arch not in KERAS_APPLICATIONS:
+        raise McugenError(f"unknown MobileNet arch {arch!r}; expected one of {', '.join(KERAS_APPLICATIONS)}")
+    if not 0 < alpha <= MAX_ALPHA:
+        raise McugenError(f"alpha must be in (0, {MAX_ALPHA}], got {alpha}")
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise McugenError(f"input must be at least {MIN_SIDE}×{MIN_SIDE}, got {height}×{width}")
+    if channels not in (1, 3):
+        raise McugenError(f"channels must be 1 or 3, got {channels}")
+    if classes < 2:
+        raise McugenError(f"classes must be at least 2 (a softmax over one class is constant), got {classes}")
+
+
+def _check_image_batch(images: np.ndarray, height: int, width: int, channels: int, *, what: str) -> None:
+    expected = (height, width, channels)
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1:] != expected or not len(images):
+        shape = getattr(images, "shape", type(images).__name__)
+        raise McugenError(f"{what} must have shape [N, {height}, {width}, {channels}] with N ≥ 1, got {shape}")
+    if not np.all(np.abs(images) <= 1.0):
+        raise McugenError(f"{what} must be finite and lie in [-1, 1]")
+
+
+# --- TensorFlow and the model ----------------------------------------------------------------
+
+
+def _import_tensorflow() -> ModuleType:
+    """Import TensorFlow with its info and warning chatter off; errors still get through."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ side: hide INFO and WARNING
+    import absl.logging
+    import tensorflow as tf
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tf.get_logger().setLevel(logging.ERROR)
+    return tf
+
+
+def _build_model(keras: ModuleType, arch: str, alpha: float, height: int, width: int,
+                 channels: int, classes: int, seed: int):
+    # Fresh name counters (tensor names end up in the .tflite) and a fresh seeded RNG state.
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    shape = (height, width, channels)
+    options = dict(
+        input_shape=shape,
+        # Batch fixed to 1: a dynamic batch makes the converter add SHAPE/STRIDED_SLICE/PACK.
+        input_tensor=keras.Input(shape, batch_size=1),
+        alpha=alpha,
+        include_top=True,
+        weights=None,
+        classes=classes,
+    )
+    if arch == "v1":
+        options["dropout"] = 0.0
+    elif arch.startswith("v3"):
+        options.update(dropout_rate=0.0, include_preprocessing=False)
+    constructor = getattr(keras.applications, KERAS_APPLICATIONS[arch])
+    try:
+        return constructor(**options)
+    except ValueError as error:
+        raise McugenError(f"Keras cannot build MobileNet {arch} α={alpha:g}: {_gist(error)}") from error
+
+
+def _gist(error: Exception) -> str:
+    """A Keras error on one line: its first two non-empty lines (the second often holds the cause)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[:2]) or type(error).__name__
+
+
+def _load_weights(model, weights: str) -> None:
+    if not Path(weights).is_file():
+        raise McugenError(f"weights file {weights} does not exist")
+    try:
+        with warnings.catch_warnings():  # Keras warns once per unmatched layer; the error sums them up
+            warnings.simplefilter("ignore")
+            model.load_weights(weights)
+    except (ValueError, OSError, KeyError) as error:
+        raise McugenError(f"weights {weights} do not fit this MobileNet: {_gist(error)}") from error
+
+
+def _batch_norm_layers(keras: ModuleType, model) -> list:
+    """The model's batch norms in topological order (the order Keras lists a functional model's layers)."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _spread_batch_norm_affine(keras: ModuleType, model, rng: np.random.Generator) -> None:
+    """Give each batch norm seeded gamma/beta so channels differ in gain and bias, as in a trained net."""
+    for layer in _batch_norm_layers(keras, model):
+        size = layer.gamma.shape[0]
+        layer.gamma.assign(rng.uniform(*GAMMA_RANGE, size).astype(np.float32))
+        layer.beta.assign(rng.uniform(*BETA_RANGE, size).astype(np.float32))
+
+
+def _reestimate_batch_norm_statistics(keras: ModuleType, model, images: np.ndarray) -> None:
+    """Set each batch norm's moving mean/variance to the statistics of its real input.
+
+    One forward pass in training mode does this for all layers in network order: there each
+    batch norm normalises with the batch statistics of its input, which are exactly the values
+    the moving statistics get, so every later layer already sees the re-estimated earlier ones.
+    Momentum 0 makes the moving statistics equal to the batch statistics.
+    """
+    layers = _batch_norm_layers(keras, model)
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        model([images], training=True)  # the model's inputs are a list of one
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
+def _convert_to_int8(tf: ModuleType, model, images: np.ndarray) -> bytes:
+    def representative_dataset() -> Iterator[list[np.ndarray]]:
+        for image in images:
+            yield [image[np.newaxis]]
+
+    with _converter_chatter_hidden():
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+@contextlib.contextmanager
+def _converter_chatter_hidden() -> Iterator[None]:
+    """Hide what a successful conversion prints: the SavedModel export summary on stdout,
+    Python warnings, and native log lines written straight to file descriptor 2. If the
+    conversion fails, the native output is replayed, since then it explains the error."""
+    with tempfile.TemporaryFile() as native_log, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        sys.stderr.flush()
+        saved_stderr = os.dup(2)
+        os.dup2(native_log.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+            if failed:
+                native_log.seek(0)
+                sys.stderr.write(native_log.read().decode(errors="replace"))
+
+
+# --- calibration images ----------------------------------------------------------------------
+
+
+def _synthetic_image(rng: np.random.Generator, height: int, width: int, channels: int) -> np.ndarray:
+    coarse = rng.normal(size=(rng.integers(2, 9), rng.integers(2, 9), channels))
+    smooth = np.einsum(
+        "ij,jkc,lk->ilc", _interpolation_matrix(height, coarse.shape[0]), coarse,
+        _interpolation_matrix(width, coarse.shape[1]),
+    )
+    rows, cols = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+    angle = rng.uniform(0, 2 * np.pi)
+    side = np.cos(angle) * cols + np.sin(angle) * rows > rng.uniform(-0.5, 0.5)
+    edge = side[..., np.newaxis] * rng.normal(scale=0.5, size=channels)
+    noise = rng.normal(scale=0.05, size=(height, width, channels))
+    return np.clip(0.5 * smooth + edge + noise, -1.0, 1.0).astype(np.float32)
+
+
+def _interpolation_matrix(size_out: int, size_in: int) -> np.ndarray:
+    """Linear interpolation from ``size_in`` samples to ``size_out`` as a [out, in] matrix."""
+    position = np.linspace(0, size_in - 1, size_out)
+    lower = np.minimum(np.floor(position).astype(int), size_in - 2)
+    fraction = position - lower
+    matrix = np.zeros((size_out, size_in))
+    matrix[np.arange(size_out), lower] = 1 - fraction
+    matrix[np.arange(size_out), lower + 1] = fraction
+    return matrix
+
+
+def _load_image_folder(tf: ModuleType, folder: Path, channels: int) -> list[np.ndarray]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise McugenError(f"calibration folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    return [_decode_image(tf, file, channels) for file in files]
+
+
+def _decode_image(tf: ModuleType, file: Path, channels: int) -> np.ndarray:
+    try:
+        image = tf.io.decode_image(file.read_bytes(), expand_animations=False).numpy()
+    except tf.errors.InvalidArgumentError as error:
+        raise McugenError(f"cannot decode calibration image {file}") from error
+    image = image[..., :3] if image.shape[-1] >= 3 else image[..., :1]  # drop any alpha channel
+    if image.shape[-1] == 3 and channels == 1:
+        image = tf.image.rgb_to_grayscale(image).numpy()
+    elif image.shape[-1] == 1 and channels == 3:
+        image = np.repeat(image, 3, axis=-1)
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+def _load_npy(file: Path, channels: int) -> list[np.ndarray]:
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise McugenError(f"cannot read {file} as a .npy array") from error
+    if array.ndim != 4 or array.shape[-1] != channels or not len(array):
+        raise McugenError(f"{file} must hold an array [N, H, W, {channels}] with N ≥ 1, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return list(array.astype(np.float32) / 127.5 - 1.0)
+    if not np.issubdtype(array.dtype, np.floating) or not np.all(np.abs(array) <= 1.0):
+        raise McugenError(f"{file} must hold uint8 pixels or floats in [-1, 1] (dtype {array.dtype})")
+    return list(array.astype(np.float32))
+
+
+def _resize(tf: ModuleType, images: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    resized = [
+        image if image.shape[:2] == (height, width) else tf.image.resize(image, (height, width)).numpy()
+        for image in images
+    ]
+    return np.clip(np.stack(resized), -1.0, 1.0).astype(np.float32)

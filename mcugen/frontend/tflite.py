@@ -1,0 +1,593 @@
+"""Import an int8 TFLite model (a ``.tflite`` flatbuffer) into mcugen's IR.
+
+The file is decoded with our own bounds-checked flatbuffer reader (no TensorFlow import), and
+every op is turned into its typed IR node with TFLite's conventions kept as they are (OHWI
+filters, int32 biases, the model's zero points); SAME/VALID becomes explicit four-sided padding.
+Anything mcugen cannot compile bit-exactly is refused with one line saying what and why.
+
+Field slots below are the field indices of TensorFlow's ``lite/schema/schema.fbs`` (a union
+field takes two slots: its type, then its value).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import ir
+from ..errors import McugenError
+from .flatbuffer import FlatbufferError, Table, root_table
+
+FILE_IDENTIFIER = b"TFL3"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema facts: field slots, enum values, option-table ids.
+
+
+class _Model:
+    OPERATOR_CODES, SUBGRAPHS, BUFFERS = 1, 2, 4
+
+
+class _OperatorCode:
+    DEPRECATED_BUILTIN_CODE, CUSTOM_CODE, BUILTIN_CODE = 0, 1, 3
+
+
+class _SubGraph:
+    TENSORS, INPUTS, OUTPUTS, OPERATORS = 0, 1, 2, 3
+
+
+class _Tensor:
+    SHAPE, TYPE, BUFFER, NAME, QUANTIZATION, SPARSITY = 0, 1, 2, 3, 4, 6
+
+
+class _Quantization:
+    SCALE, ZERO_POINT, DETAILS_TYPE, QUANTIZED_DIMENSION = 2, 3, 4, 6
+
+
+class _Buffer:
+    DATA, OFFSET = 0, 1
+
+
+class _Operator:
+    OPCODE_INDEX, INPUTS, OUTPUTS, OPTIONS_TYPE, OPTIONS = 0, 1, 2, 3, 4
+
+
+class _Conv2DOptions:
+    TYPE = 1
+    PADDING, STRIDE_W, STRIDE_H, ACTIVATION, DILATION_W, DILATION_H = 0, 1, 2, 3, 4, 5
+
+
+class _DepthwiseConv2DOptions:
+    TYPE = 2
+    PADDING, STRIDE_W, STRIDE_H, ACTIVATION, DILATION_W, DILATION_H = 0, 1, 2, 4, 5, 6
+
+
+class _Pool2DOptions:
+    TYPE = 5
+    PADDING, STRIDE_W, STRIDE_H, FILTER_W, FILTER_H, ACTIVATION = 0, 1, 2, 3, 4, 5
+
+
+class _FullyConnectedOptions:
+    TYPE = 8
+    ACTIVATION, WEIGHTS_FORMAT = 0, 1
+
+
+class _SoftmaxOptions:
+    TYPE = 9
+    BETA = 0
+
+
+class _ReducerOptions:
+    TYPE = 27
+    KEEP_DIMS = 0
+
+
+_SAME, _VALID = 0, 1
+
+_ACTIVATIONS = {0: ir.Activation.NONE, 1: ir.Activation.RELU, 3: ir.Activation.RELU6}
+_ACTIVATION_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH",
+                     5: "SIGN_BIT"}
+
+_TYPE_NAMES = {
+    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
+    7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
+    13: "resource", 14: "variant", 15: "uint32", 16: "uint16", 17: "int4",
+}
+# Types whose constant data we decode (others are refused by the role checks anyway).
+_NUMPY_TYPES = ("float32", "int32", "uint8", "int64", "int16", "int8")
+
+_CUSTOM_OP = 32
+# Names of the builtin ops a converted vision model may contain, for error messages; any other
+# code is reported by number.
+_BUILTIN_OP_NAMES = {
+    0: "ADD", 1: "AVERAGE_POOL_2D", 2: "CONCATENATION", 3: "CONV_2D", 4: "DEPTHWISE_CONV_2D",
+    5: "DEPTH_TO_SPACE", 6: "DEQUANTIZE", 8: "FLOOR", 9: "FULLY_CONNECTED",
+    11: "L2_NORMALIZATION", 12: "L2_POOL_2D", 13: "LOCAL_RESPONSE_NORMALIZATION",
+    14: "LOGISTIC", 17: "MAX_POOL_2D", 18: "MUL", 19: "RELU", 20: "RELU_N1_TO_1", 21: "RELU6",
+    22: "RESHAPE", 23: "RESIZE_BILINEAR", 25: "SOFTMAX", 26: "SPACE_TO_DEPTH", 28: "TANH",
+    34: "PAD", 36: "GATHER", 37: "BATCH_TO_SPACE_ND", 38: "SPACE_TO_BATCH_ND", 39: "TRANSPOSE",
+    40: "MEAN", 41: "SUB", 42: "DIV", 43: "SQUEEZE", 45: "STRIDED_SLICE", 47: "EXP",
+    49: "SPLIT", 50: "LOG_SOFTMAX", 53: "CAST", 54: "PRELU", 55: "MAXIMUM", 56: "ARG_MAX",
+    57: "MINIMUM", 60: "PADV2", 65: "SLICE", 67: "TRANSPOSE_CONV", 69: "TILE",
+    70: "EXPAND_DIMS", 74: "SUM", 75: "SQRT", 76: "RSQRT", 77: "SHAPE", 79: "ARG_MIN",
+    82: "REDUCE_MAX", 83: "PACK", 88: "UNPACK", 89: "REDUCE_MIN", 92: "SQUARE", 94: "FILL",
+    97: "RESIZE_NEAREST_NEIGHBOR", 98: "LEAKY_RELU", 99: "SQUARED_DIFFERENCE",
+    100: "MIRROR_PAD", 101: "ABS", 102: "SPLIT_V", 114: "QUANTIZE", 117: "HARD_SWISH",
+    126: "BATCH_MATMUL", 150: "GELU",
+}
+_NOT_FULLY_INT8_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+_SOFTMAX_OUTPUT_SCALE, _SOFTMAX_OUTPUT_ZERO_POINT = 1.0 / 256.0, -128
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points.
+
+
+def read_model_file(path: str | Path) -> bytes:
+    """The bytes of a model file, or McugenError saying why it cannot be read."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise McugenError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise McugenError(f"{path} is a directory, not a .tflite model file") from None
+    except OSError as error:
+        raise McugenError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def load_tflite(data: bytes, name: str) -> ir.Graph:
+    """Build the IR Graph (named ``name``) of the int8 TFLite model held in ``data``."""
+    if not data:
+        raise McugenError("not a TFLite model: the file is empty")
+    try:
+        graph = _Importer(root_table(data, FILE_IDENTIFIER), name).graph()
+    except FlatbufferError as error:
+        raise McugenError(f"not a TFLite model (or a truncated or damaged one): {error}") from None
+    ir.verify(graph)
+    return graph
+
+
+# ---------------------------------------------------------------------------------------------
+# The model as a whole: subgraph, operator codes, tensors.
+
+
+class _Importer:
+    """Reads one model; makes IR tensors on first use, so the Graph holds only those its ops
+    and endpoints need (the shape operand of RESHAPE, MEAN's axes, ... are folded into ops)."""
+
+    def __init__(self, model: Table, name: str) -> None:
+        self.name = name
+        subgraphs = model.tables(_Model.SUBGRAPHS)
+        if len(subgraphs) != 1:
+            raise McugenError(f"the model has {len(subgraphs)} subgraphs; mcugen needs exactly one")
+        self.subgraph = subgraphs[0]
+        self.buffers = model.tables(_Model.BUFFERS)
+        self.op_kinds = [_op_code_name(code) for code in model.tables(_Model.OPERATOR_CODES)]
+        self.flat_tensors = self.subgraph.tables(_SubGraph.TENSORS)
+        self.names = _unique_names([t.string(_Tensor.NAME) for t in self.flat_tensors])
+        self.tensors: dict[str, ir.Tensor] = {}
+        self._read: dict[int, ir.Tensor] = {}
+
+    def graph(self) -> ir.Graph:
+        graph_input = self._endpoint(_SubGraph.INPUTS, "input")
+        graph_output = self._endpoint(_SubGraph.OUTPUTS, "output")
+        operators = self.subgraph.tables(_SubGraph.OPERATORS)
+        kinds = [self._op_kind(index, op) for index, op in enumerate(operators)]
+        _check_supported(kinds)
+        ops = tuple(_CONVERTERS[kind](_OpReader(self, index, kind, op))
+                    for index, (kind, op) in enumerate(zip(kinds, operators)))
+        return ir.Graph(self.name, dict(self.tensors), ops, (graph_input.name,),
+                        (graph_output.name,))
+
+    def _endpoint(self, slot: int, what: str) -> ir.Tensor:
+        indices = self.subgraph.scalars(slot, "i")
+        if len(indices) != 1:
+            raise McugenError(f"the model has {len(indices)} {what}s; mcugen needs exactly one "
+                              f"{what}")
+        tensor = self.read(indices[0], f"model {what}")
+        if tensor.dtype != "int8":
+            raise McugenError(f"model {what} is {tensor.dtype}; mcugen needs a fully int8 model "
+                              "(int8 input and output)")
+        if tensor.q is None or tensor.q.per_channel:
+            raise McugenError(f"model {what} {tensor.name!r} has no per-tensor quantization")
+        return self.use(tensor)
+
+    def _op_kind(self, index: int, op: Table) -> str:
+        code = op.scalar(_Operator.OPCODE_INDEX, "I", 0)
+        if code >= len(self.op_kinds):
+            raise McugenError(f"op {index} uses operator code {code}, but the model has only "
+                              f"{len(self.op_kinds)}")
+        return self.op_kinds[code]
+
+    def use(self, tensor: ir.Tensor) -> ir.Tensor:
+        """Put a checked tensor into the Graph."""
+        self.tensors[tensor.name] = tensor
+        return tensor
+
+    def read(self, index: int, what: str) -> ir.Tensor:
+        """Tensor ``index`` of the subgraph, decoded (with its data if it is a constant)."""
+        if not 0 <= index < len(self.flat_tensors):
+            raise McugenError(f"{what} refers to tensor {index}, but the model has only "
+                              f"{len(self.flat_tensors)}")
+        if index not in self._read:
+            self._read[index] = self._decode(index)
+        return self._read[index]
+
+    def _decode(self, index: int) -> ir.Tensor:
+        flat = self.flat_tensors[index]
+        name = self.names[index]
+        type_code = flat.scalar(_Tensor.TYPE, "b", 0)
+        dtype = _TYPE_NAMES.get(type_code, f"type {type_code}")
+        shape = flat.scalars(_Tensor.SHAPE, "i")
+        if any(dim < 1 for dim in shape):
+            raise McugenError(f"tensor {name!r} has a dynamic or empty shape {list(shape)}")
+        if flat.has(_Tensor.SPARSITY):
+            raise McugenError(f"tensor {name!r} is sparse; mcugen needs dense tensors")
+        q = _qparams(flat.table(_Tensor.QUANTIZATION), shape, name)
+        data = self._constant_data(flat.scalar(_Tensor.BUFFER, "I", 0), name, dtype, shape)
+        return ir.Tensor(name, shape, dtype, q, data)
+
+    def _constant_data(self, buffer_index: int, name: str, dtype: str,
+                       shape: tuple[int, ...]) -> np.ndarray | None:
+        if buffer_index == 0:  # buffer 0 is the empty sentinel of activations
+            return None
+        if buffer_index >= len(self.buffers):
+            raise McugenError(f"tensor {name!r} refers to buffer {buffer_index}, but the model "
+                              f"has only {len(self.buffers)}")
+        buffer = self.buffers[buffer_index]
+        if buffer.scalar(_Buffer.OFFSET, "Q", 0) > 1:
+            raise McugenError(f"tensor {name!r} keeps its data outside the flatbuffer (a model "
+                              "over 2 GB); mcugen does not read such models")
+        raw = buffer.bytes(_Buffer.DATA)
+        if not raw or dtype not in _NUMPY_TYPES:
+            return None
+        element = np.dtype(dtype).newbyteorder("<")
+        expected = int(np.prod(shape, dtype=np.int64)) * element.itemsize
+        if len(raw) != expected:
+            raise McugenError(f"tensor {name!r} of shape {shape} ({dtype}) has {len(raw)} bytes "
+                              f"of data, expected {expected}")
+        data = np.frombuffer(raw, dtype=element).astype(dtype).reshape(shape)
+        data.flags.writeable = False  # IR values are never mutated
+        return data
+
+
+def _op_code_name(code: Table) -> str:
+    # Codes from 127 on exist only in the newer int32 field; older files fill only the int8 one.
+    builtin = max(code.scalar(_OperatorCode.DEPRECATED_BUILTIN_CODE, "b", 0),
+                  code.scalar(_OperatorCode.BUILTIN_CODE, "i", 0))
+    if builtin == _CUSTOM_OP:
+        return f"CUSTOM:{code.string(_OperatorCode.CUSTOM_CODE) or '?'}"
+    return _BUILTIN_OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
+
+
+def _unique_names(raw: list[str | None]) -> list[str]:
+    """TFLite names may repeat or be missing; IR names must be unique. A name used once is
+    kept; repeats (after the first) and missing names get a suffix no other tensor uses."""
+    taken = {name for name in raw if name}
+    seen: set[str] = set()
+    result = []
+    for index, name in enumerate(raw):
+        base = name or f"tensor_{index}"
+        unique, counter = base, 1
+        while unique in seen or (unique != name and unique in taken):
+            unique, counter = f"{base}_{counter}", counter + 1
+        seen.add(unique)
+        taken.add(unique)
+        result.append(unique)
+    return result
+
+
+def _qparams(quantization: Table | None, shape: tuple[int, ...],
+             name: str) -> ir.QParams | None:
+    if quantization is None:
+        return None
+    scales = quantization.scalars(_Quantization.SCALE, "f")
+    if not scales:
+        return None
+    zero_points = quantization.scalars(_Quantization.ZERO_POINT, "q")
+    if len(zero_points) != len(scales):
+        raise McugenError(f"tensor {name!r} has {len(scales)} scales but {len(zero_points)} "
+                          "zero points")
+    if quantization.scalar(_Quantization.DETAILS_TYPE, "B", 0) != 0:
+        raise McugenError(f"tensor {name!r} uses custom quantization; mcugen needs affine")
+    return ir.QParams(scales, zero_points, _quantized_axis(quantization, shape, len(scales), name))
+
+
+def _quantized_axis(quantization: Table, shape: tuple[int, ...], channels: int,
+                    name: str) -> int:
+    axis = quantization.scalar(_Quantization.QUANTIZED_DIMENSION, "i", 0)
+    if channels == 1:
+        return 0  # a single scale applies everywhere: the axis means nothing
+    if not 0 <= axis < len(shape) and len(shape) == 1:
+        # The old TOCO converter gave depthwise biases the filter's axis (3) although they are
+        # 1-D (TF 2.21's interpreter refuses the file for it); a 1-D tensor has only axis 0.
+        axis = 0
+    if not 0 <= axis < len(shape) or shape[axis] != channels:
+        raise McugenError(f"tensor {name!r} of shape {shape} has {channels} scales along "
+                          f"axis {axis}")
+    return axis
+
+
+def _check_supported(kinds: list[str]) -> None:
+    unsupported = list(dict.fromkeys(kind for kind in kinds if kind not in SUPPORTED_OPS))
+    if not unsupported:
+        return
+    message = (f"unsupported ops: {', '.join(unsupported)}; mcugen supports "
+               f"{', '.join(SUPPORTED_OPS)}")
+    if any(kind in _NOT_FULLY_INT8_OPS for kind in unsupported):
+        message += ("; QUANTIZE/DEQUANTIZE mean the model is not fully int8 (convert with "
+                    "TFLITE_BUILTINS_INT8 and int8 inference input and output types)")
+    raise McugenError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# One operator: its operands, checked for the role they play, and its options.
+
+
+class _OpReader:
+    def __init__(self, importer: _Importer, index: int, kind: str, op: Table) -> None:
+        self.importer = importer
+        self.where = f"op {index} ({kind})"
+        self.op = op
+        self.inputs = op.scalars(_Operator.INPUTS, "i")
+
+    def error(self, message: str) -> McugenError:
+        return McugenError(f"{self.where}: {message}")
+
+    def options(self, schema: type) -> Table:
+        """The op's options table (all defaults if absent), checked to be of the right kind."""
+        found = self.op.scalar(_Operator.OPTIONS_TYPE, "B", 0)
+        table = self.op.table(_Operator.OPTIONS)
+        if table is None or found == 0:
+            return Table.empty()
+        if found != schema.TYPE:
+            raise self.error(f"options are of type {found}, expected {schema.__name__[1:]}")
+        return table
+
+    def activation(self, options: Table, slot: int) -> ir.Activation:
+        code = options.scalar(slot, "b", 0)
+        if code not in _ACTIVATIONS:
+            raise self.error(f"fused activation {_ACTIVATION_NAMES.get(code, code)} is not "
+                             "supported (only NONE, RELU, RELU6)")
+        return _ACTIVATIONS[code]
+
+    def _operand(self, position: int, what: str) -> ir.Tensor | None:
+        if position >= len(self.inputs) or self.inputs[position] == -1:
+            return None
+        return self.importer.read(self.inputs[position], f"{self.where} {what}")
+
+    def _required(self, position: int, what: str) -> ir.Tensor:
+        tensor = self._operand(position, what)
+        if tensor is None:
+            raise self.error(f"has no {what}")
+        return tensor
+
+    def _activation_tensor(self, tensor: ir.Tensor, what: str) -> ir.Tensor:
+        if tensor.dtype != "int8":
+            raise self.error(f"{what} {tensor.name!r} is {tensor.dtype}, expected int8")
+        if tensor.q is None or tensor.q.per_channel:
+            raise self.error(f"{what} {tensor.name!r} needs per-tensor quantization")
+        return self.importer.use(tensor)
+
+    def input(self, rank: int | None = None) -> ir.Tensor:
+        tensor = self._activation_tensor(self._required(0, "input"), "input")
+        self._check_rank(tensor, rank, "input")
+        return tensor
+
+    def output(self, rank: int | None = None) -> ir.Tensor:
+        outputs = self.op.scalars(_Operator.OUTPUTS, "i")
+        if len(outputs) != 1:
+            raise self.error(f"has {len(outputs)} outputs, expected 1")
+        tensor = self.importer.read(outputs[0], f"{self.where} output")
+        self._activation_tensor(tensor, "output")
+        self._check_rank(tensor, rank, "output")
+        return tensor
+
+    def weights(self, position: int, rank: int, channel_axis: int) -> ir.Tensor:
+        """Constant symmetric int8 weights, per tensor or per channel along ``channel_axis``."""
+        tensor = self._required(position, "weights")
+        if tensor.dtype != "int8":
+            raise self.error(f"weights {tensor.name!r} are {tensor.dtype}, expected int8")
+        if tensor.data is None:
+            raise self.error(f"weights {tensor.name!r} are not constant")
+        self._check_rank(tensor, rank, "weights")
+        if tensor.q is None:
+            raise self.error(f"weights {tensor.name!r} are not quantized")
+        if any(tensor.q.zero_point):
+            raise self.error(f"weights {tensor.name!r} have nonzero zero points; TFLite int8 "
+                             "weights are symmetric")
+        if tensor.q.per_channel and tensor.q.axis != channel_axis:
+            raise self.error(f"weights {tensor.name!r} are quantized along axis "
+                             f"{tensor.q.axis}, expected {channel_axis}")
+        return self.importer.use(tensor)
+
+    def bias(self, position: int, channels: int) -> ir.Tensor | None:
+        tensor = self._operand(position, "bias")
+        if tensor is None:
+            return None
+        if tensor.dtype != "int32" or tensor.data is None or tensor.shape != (channels,):
+            raise self.error(f"bias {tensor.name!r} must be a constant int32 [{channels}], not "
+                             f"{tensor.dtype} {list(tensor.shape)}")
+        return self.importer.use(tensor)
+
+    def constant_ints(self, position: int, what: str) -> np.ndarray:
+        """An integer operand that configures the op (PAD's paddings, MEAN's axes)."""
+        tensor = self._required(position, what)
+        if tensor.dtype not in ("int32", "int64") or tensor.data is None:
+            raise self.error(f"{what} must be a constant int32 or int64 tensor")
+        return tensor.data.astype(np.int64)
+
+    def _check_rank(self, tensor: ir.Tensor, rank: int | None, what: str) -> None:
+        if rank is not None and len(tensor.shape) != rank:
+            raise self.error(f"{what} {tensor.name!r} has shape {list(tensor.shape)}, expected "
+                             f"{rank} dimensions")
+
+    def positive(self, options: Table, slot: int, default: int, what: str) -> int:
+        value = options.scalar(slot, "i", default)
+        if value < 1:
+            raise self.error(f"{what} is {value}, must be at least 1")
+        return value
+
+    def padding(self, options: Table, slot: int, input_hw: tuple[int, int],
+                kernel_hw: tuple[int, int], stride: tuple[int, int],
+                dilation: tuple[int, int]) -> ir.Padding:
+        mode = options.scalar(slot, "b", _SAME)
+        if mode == _VALID:
+            return ir.Padding()
+        if mode != _SAME:
+            raise self.error(f"unknown padding mode {mode}")
+        top, bottom = ir.same_padding(input_hw[0], kernel_hw[0], stride[0], dilation[0])
+        left, right = ir.same_padding(input_hw[1], kernel_hw[1], stride[1], dilation[1])
+        return ir.Padding(top, bottom, left, right)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-op conversion.
+
+
+def _window(op: _OpReader, options: Table, schema: type,
+            dilated: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(stride, dilation) as (h, w) pairs from a conv or pool options table."""
+    stride = (op.positive(options, schema.STRIDE_H, 0, "stride_h"),
+              op.positive(options, schema.STRIDE_W, 0, "stride_w"))
+    if not dilated:
+        return stride, (1, 1)
+    dilation = (op.positive(options, schema.DILATION_H, 1, "dilation_h_factor"),
+                op.positive(options, schema.DILATION_W, 1, "dilation_w_factor"))
+    return stride, dilation
+
+
+def _conv_2d(op: _OpReader) -> ir.Conv2D:
+    options = op.options(_Conv2DOptions)
+    source = op.input(rank=4)
+    filter_ = op.weights(1, rank=4, channel_axis=0)
+    bias = op.bias(2, channels=filter_.shape[0])
+    stride, dilation = _window(op, options, _Conv2DOptions, dilated=True)
+    padding = op.padding(options, _Conv2DOptions.PADDING, source.shape[1:3], filter_.shape[1:3],
+                         stride, dilation)
+    return ir.Conv2D(input=source.name, filter=filter_.name, bias=bias.name if bias else None,
+                     output=op.output(rank=4).name, stride=stride, dilation=dilation,
+                     padding=padding,
+                     activation=op.activation(options, _Conv2DOptions.ACTIVATION))
+
+
+def _depthwise_conv_2d(op: _OpReader) -> ir.DepthwiseConv2D:
+    options = op.options(_DepthwiseConv2DOptions)
+    source = op.input(rank=4)
+    filter_ = op.weights(1, rank=4, channel_axis=3)
+    in_channels, out_channels = source.shape[3], filter_.shape[3]
+    if filter_.shape[0] != 1 or out_channels % in_channels:
+        raise op.error(f"filter shape {list(filter_.shape)} does not fit {in_channels} input "
+                       "channels")
+    bias = op.bias(2, channels=out_channels)
+    stride, dilation = _window(op, options, _DepthwiseConv2DOptions, dilated=True)
+    padding = op.padding(options, _DepthwiseConv2DOptions.PADDING, source.shape[1:3],
+                         filter_.shape[1:3], stride, dilation)
+    # The options' depth_multiplier is redundant (newer converters leave it 0): use the shapes.
+    return ir.DepthwiseConv2D(
+        input=source.name, filter=filter_.name, bias=bias.name if bias else None,
+        output=op.output(rank=4).name, stride=stride, dilation=dilation, padding=padding,
+        depth_multiplier=out_channels // in_channels,
+        activation=op.activation(options, _DepthwiseConv2DOptions.ACTIVATION))
+
+
+def _pad(op: _OpReader) -> ir.Pad:
+    source = op.input(rank=4)
+    paddings = op.constant_ints(1, "paddings")
+    if paddings.shape != (4, 2):
+        raise op.error(f"paddings have shape {list(paddings.shape)}, expected [4, 2]")
+    if paddings[0].any() or paddings[3].any():
+        raise op.error("pads the batch or channel dimension; only H and W padding is supported")
+    if (paddings < 0).any():
+        raise op.error("has negative paddings")
+    (top, bottom), (left, right) = paddings[1], paddings[2]
+    return ir.Pad(input=source.name, output=op.output(rank=4).name,
+                  padding=ir.Padding(int(top), int(bottom), int(left), int(right)))
+
+
+def _average_pool_2d(op: _OpReader) -> ir.AveragePool2D:
+    options = op.options(_Pool2DOptions)
+    source = op.input(rank=4)
+    filter_size = (op.positive(options, _Pool2DOptions.FILTER_H, 0, "filter_height"),
+                   op.positive(options, _Pool2DOptions.FILTER_W, 0, "filter_width"))
+    stride, dilation = _window(op, options, _Pool2DOptions, dilated=False)
+    padding = op.padding(options, _Pool2DOptions.PADDING, source.shape[1:3], filter_size,
+                         stride, dilation)
+    output = op.output(rank=4)
+    expected = (1, ir.conv_output_size(source.shape[1], filter_size[0], stride[0], 1,
+                                       padding.top, padding.bottom),
+                ir.conv_output_size(source.shape[2], filter_size[1], stride[1], 1,
+                                    padding.left, padding.right), source.shape[3])
+    if output.shape != expected:
+        raise op.error(f"output shape {list(output.shape)} should be {list(expected)}")
+    return ir.AveragePool2D(input=source.name, output=output.name,
+                            filter_size=filter_size, stride=stride, padding=padding,
+                            activation=op.activation(options, _Pool2DOptions.ACTIVATION))
+
+
+def _mean(op: _OpReader) -> ir.Mean:
+    source = op.input(rank=4)
+    axes = op.constant_ints(1, "axes").ravel().tolist()
+    if any(not -4 <= axis < 4 for axis in axes) or {axis % 4 for axis in axes} != {1, 2}:
+        raise op.error(f"reduces axes {axes}; only the mean over H and W (axes 1, 2) is "
+                       "supported")
+    keep_dims = bool(op.options(_ReducerOptions).scalar(_ReducerOptions.KEEP_DIMS, "?", False))
+    output = op.output()
+    channels = source.shape[3]
+    expected = (1, 1, 1, channels) if keep_dims else (1, channels)
+    if output.shape != expected:
+        raise op.error(f"output shape {list(output.shape)} should be {list(expected)}")
+    return ir.Mean(input=source.name, output=output.name, keep_dims=keep_dims)
+
+
+def _fully_connected(op: _OpReader) -> ir.FullyConnected:
+    options = op.options(_FullyConnectedOptions)
+    if options.scalar(_FullyConnectedOptions.WEIGHTS_FORMAT, "b", 0) != 0:
+        raise op.error("shuffled weights are not supported (weights_format must be DEFAULT)")
+    source = op.input()
+    weights = op.weights(1, rank=2, channel_axis=0)
+    units, depth = weights.shape
+    output = op.output()
+    # keep_num_dims only shapes the output tensor, which we take as the model gives it.
+    if source.size != depth or output.size != units:
+        raise op.error(f"shapes {list(source.shape)} x {list(weights.shape)} -> "
+                       f"{list(output.shape)} do not agree (batch 1)")
+    bias = op.bias(2, channels=units)
+    return ir.FullyConnected(
+        input=source.name, weights=weights.name, bias=bias.name if bias else None,
+        output=output.name,
+        activation=op.activation(options, _FullyConnectedOptions.ACTIVATION))
+
+
+def _reshape(op: _OpReader) -> ir.Reshape:
+    # The optional shape operand (and ReshapeOptions.new_shape) must agree with the output
+    # tensor, whose static shape is all we need.
+    return ir.Reshape(input=op.input().name, output=op.output().name)
+
+
+def _softmax(op: _OpReader) -> ir.Softmax:
+    beta = op.options(_SoftmaxOptions).scalar(_SoftmaxOptions.BETA, "f", 0.0)
+    source = op.input()
+    output = op.output()
+    if (output.scale, output.zero_point) != (_SOFTMAX_OUTPUT_SCALE, _SOFTMAX_OUTPUT_ZERO_POINT):
+        raise op.error(f"output quantization (scale {output.scale}, zero point "
+                       f"{output.zero_point}) must be 1/256 and -128 as TFLite requires")
+    return ir.Softmax(input=source.name, output=output.name, beta=beta)
+
+
+_CONVERTERS = {
+    "CONV_2D": _conv_2d,
+    "DEPTHWISE_CONV_2D": _depthwise_conv_2d,
+    "PAD": _pad,
+    "AVERAGE_POOL_2D": _average_pool_2d,
+    "MEAN": _mean,
+    "FULLY_CONNECTED": _fully_connected,
+    "RESHAPE": _reshape,
+    "SOFTMAX": _softmax,
+}
+# The TFLite op names mcugen compiles.
+SUPPORTED_OPS: tuple[str, ...] = tuple(_CONVERTERS)

@@ -1,0 +1,120 @@
+"""Compute every requantization constant once, as TFLM's kernels do in Prepare.
+
+After this pass each op carries what its Eval needs besides tensors: per-channel multipliers
+and shifts, the fused activation's int8 range, softmax's input scaling and diff_min, MEAN's
+in/out multiplier. The arithmetic lives in ``mcugen.quant``; this module only decides which
+scales go in, and rejects what TFLite itself would reject.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .. import quant
+from ..errors import McugenError
+from ..ir import (AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Mean, Op,
+                  Pad, Requant, Reshape, Softmax, Tensor)
+
+
+def quantize_constants(graph: Graph) -> Graph:
+    """Return ``graph`` with the derived quantization fields of every op filled in."""
+    ops = tuple(_quantize_op(graph, index, op) for index, op in enumerate(graph.ops))
+    return graph.replace(ops=ops)
+
+
+def _quantize_op(graph: Graph, index: int, op: Op) -> Op:
+    where = f"op {index} ({op.OP})"
+    for name in (op.input, op.output):
+        _require_int8_per_tensor(graph.tensor(name), where)
+    if isinstance(op, (Conv2D, DepthwiseConv2D)):
+        return _convolution(graph, op, where)
+    if isinstance(op, FullyConnected):
+        return _fully_connected(graph, op, where)
+    if isinstance(op, AveragePool2D):
+        return _average_pool(graph, op, where)
+    if isinstance(op, Mean):
+        return _mean(graph, op)
+    if isinstance(op, Softmax):
+        return _softmax(graph, op, where)
+    if isinstance(op, (Pad, Reshape)):
+        return op
+    raise McugenError(f"{where}: no quantization rule for this op")
+
+
+def _require_int8_per_tensor(tensor: Tensor, where: str) -> None:
+    if tensor.dtype != "int8" or tensor.q is None or tensor.q.per_channel:
+        raise McugenError(f"{where}: tensor {tensor.name!r} is not per-tensor int8")
+
+
+def _require_symmetric_weights(weights: Tensor, where: str) -> None:
+    if weights.q is None or any(zp != 0 for zp in weights.q.zero_point):
+        raise McugenError(f"{where}: weights {weights.name!r} are not symmetric int8 "
+                          "(zero point 0), which TFLite's int8 kernels require")
+
+
+def _requant(real_scales: list[float]) -> Requant:
+    pairs = [quant.quantize_multiplier(scale) for scale in real_scales]
+    return Requant(multiplier=tuple(m for m, _ in pairs), shift=tuple(s for _, s in pairs))
+
+
+def _convolution(graph: Graph, op: Conv2D | DepthwiseConv2D, where: str) -> Op:
+    """PopulateConvolutionQuantizationParams: one multiplier per output channel, even for a
+    per-tensor filter scale."""
+    x, weights, y = graph.tensor(op.input), graph.tensor(op.filter), graph.tensor(op.output)
+    _require_symmetric_weights(weights, where)
+    channels = y.shape[-1]
+    if len(weights.q.scale) not in (1, channels):
+        raise McugenError(f"{where}: {len(weights.q.scale)} filter scales for {channels} "
+                          "output channels")
+    scales = quant.per_channel_effective_scales(x.scale, weights.q.scale, y.scale, channels)
+    act_min, act_max = quant.activation_range(op.activation, y.scale, y.zero_point)
+    return dataclasses.replace(op, requant=_requant(scales), act_min=act_min, act_max=act_max)
+
+
+def _fully_connected(graph: Graph, op: FullyConnected, where: str) -> Op:
+    """CalculateOpDataFullyConnected: per-channel weights use the convolution formula, a
+    per-tensor weight scale GetQuantizedConvolutionMultipler's float32 product."""
+    x, weights, y = graph.tensor(op.input), graph.tensor(op.weights), graph.tensor(op.output)
+    _require_symmetric_weights(weights, where)
+    if weights.q.per_channel:
+        scales = quant.per_channel_effective_scales(x.scale, weights.q.scale, y.scale,
+                                                    weights.shape[0])
+    else:
+        scales = [quant.fully_connected_effective_scale(x.scale, weights.q.scale[0], y.scale)]
+    act_min, act_max = quant.activation_range(op.activation, y.scale, y.zero_point)
+    return dataclasses.replace(op, requant=_requant(scales), act_min=act_min, act_max=act_max)
+
+
+def _average_pool(graph: Graph, op: AveragePool2D, where: str) -> Op:
+    """TFLM's pooling Prepare refuses int8 with different input and output qparams (the
+    kernel averages raw values and never requantizes)."""
+    x, y = graph.tensor(op.input), graph.tensor(op.output)
+    scale_diff = abs(float(np.float32(x.scale) - np.float32(y.scale)))
+    if scale_diff > 1.0e-6 or x.zero_point != y.zero_point:
+        raise McugenError(f"{where}: int8 AVERAGE_POOL_2D needs equal input and output "
+                          f"quantization, got scale {x.scale} zp {x.zero_point} -> "
+                          f"scale {y.scale} zp {y.zero_point}")
+    act_min, act_max = quant.activation_range(op.activation, y.scale, y.zero_point)
+    return dataclasses.replace(op, act_min=act_min, act_max=act_max)
+
+
+def _mean(graph: Graph, op: Mean) -> Op:
+    """The reduce kernel's Prepare: QuantizeMultiplier(in_scale / out_scale); the kernel
+    folds 1/(H*W) into it at Eval (quant.mean_multiplier)."""
+    x, y = graph.tensor(op.input), graph.tensor(op.output)
+    return dataclasses.replace(op, requant=_requant([x.scale / y.scale]))
+
+
+def _softmax(graph: Graph, op: Softmax, where: str) -> Op:
+    x, y = graph.tensor(op.input), graph.tensor(op.output)
+    if y.zero_point != -128 or np.float32(y.scale) != np.float32(1.0 / 256):
+        raise McugenError(f"{where}: int8 SOFTMAX output must have scale 1/256 and zero "
+                          f"point -128, got scale {y.scale} zp {y.zero_point}")
+    try:
+        multiplier, left_shift, diff_min = quant.softmax_params(op.beta, x.scale)
+    except ValueError as error:
+        raise McugenError(f"{where}: {error} (beta {op.beta}, input scale {x.scale})") from None
+    return dataclasses.replace(op, input_multiplier=multiplier, input_left_shift=left_shift,
+                               diff_min=diff_min)

@@ -1,0 +1,283 @@
+"""Build the bare-metal firmware around a generated model, run it in QEMU, count instructions.
+
+The firmware (examples/qemu) reads ``input.bin`` through semihosting, calls ``model_invoke``
+on each input and writes ``output.bin``. It executes marker instructions (``dbg #n``, no-ops
+on the CPU) around each call and after each layer; the icount TCG plugin
+(examples/qemu/plugin/icount.c) logs the exact number of instructions executed at each
+marker, which gives per-inference and per-layer counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import McugenError
+from .resources import firmware_dir
+
+# The marker numbers of examples/qemu/mcugen_hooks.h.
+LAYER_DONE_MARKER = 1
+INVOKE_BEGIN_MARKER = 2
+INVOKE_END_MARKER = 3
+
+# Host flags of the plugin; part of its cache key.
+PLUGIN_CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden")
+
+
+@dataclass(frozen=True)
+class Board:
+    """A QEMU machine and the compiler flags for its CPU (the Makefile has the same table)."""
+
+    name: str
+    cpu_flags: tuple[str, ...]
+    qemu_machine: str
+
+
+BOARDS: dict[str, Board] = {
+    board.name: board
+    for board in (
+        Board("mps2-an386", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16"), "mps2-an386"),
+        Board("mps2-an500", ("-mcpu=cortex-m7", "-mfpu=fpv5-d16"), "mps2-an500"),
+        Board("mps3-an547", ("-mcpu=cortex-m55", "-mfpu=auto"), "mps3-an547"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one QEMU run produced. Instruction counts exclude the markers themselves."""
+
+    outputs: np.ndarray  # [N, output_size] int8
+    instructions: list[int]  # per inference: from just before model_invoke to just after
+    # Per inference, per layer: from the previous layer's end to this layer's end. The first
+    # layer's count includes the few instructions of the call; the return after the last
+    # layer belongs to no layer, so the layers sum to slightly less than `instructions`.
+    layer_instructions: list[list[int]]
+    markers: list[tuple[int, int]]  # every (marker number, instructions so far), in order
+    console: str  # what the firmware printed
+
+
+def board_named(name: str) -> Board:
+    if name not in BOARDS:
+        raise McugenError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}")
+    return BOARDS[name]
+
+
+def build_firmware(
+    model_dir: Path,
+    board: str,
+    build_dir: Path,
+    extra_sources: Sequence[Path] = (),
+    extra_include_dirs: Sequence[Path] = (),
+    extra_cflags: Sequence[str] = (),
+    *,
+    cmsis_nn_dir: Path | None = None,
+) -> Path:
+    """Compile the firmware with every .c file under model_dir; returns firmware.elf's path."""
+    board_named(board)
+    _require_tool("make", "make")
+    _require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi and libnewlib-arm-none-eabi")
+    model_dir = Path(model_dir).resolve()
+    if not (model_dir / "model.h").is_file():
+        raise McugenError(f"{model_dir} has no model.h")
+    build_dir = Path(build_dir).resolve()
+    paths = [model_dir, build_dir, *extra_sources, *extra_include_dirs]
+    _reject_whitespace(paths if cmsis_nn_dir is None else [*paths, cmsis_nn_dir])
+    variables = {
+        "MODEL_DIR": str(model_dir),
+        "BOARD": board,
+        "BUILD": str(build_dir),
+        "EXTRA_SOURCES": _joined_paths(extra_sources),
+        "EXTRA_INCLUDE_DIRS": _joined_paths(extra_include_dirs),
+        "EXTRA_CFLAGS": " ".join(extra_cflags),
+        "CMSIS_NN_DIR": "" if cmsis_nn_dir is None else str(Path(cmsis_nn_dir).resolve()),
+    }
+    command = [
+        "make",
+        f"-j{os.cpu_count() or 1}",
+        "-C",
+        str(firmware_dir()),
+        *(f"{name}={value}" for name, value in variables.items()),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise McugenError(f"firmware build for {board} failed: {_first_error(completed.stderr)}")
+    return build_dir / "firmware.elf"
+
+
+def build_plugin(cache_dir: Path) -> Path:
+    """Compile the icount plugin for the host once per source version; returns the .so path."""
+    _require_tool("gcc", "gcc")
+    source = firmware_dir() / "plugin" / "icount.c"
+    key = hashlib.sha256(source.read_bytes() + " ".join(PLUGIN_CFLAGS).encode()).hexdigest()
+    plugin = Path(cache_dir) / f"icount-{key[:16]}.so"
+    if plugin.is_file():
+        return plugin
+    plugin.parent.mkdir(parents=True, exist_ok=True)
+    # Build under a unique name and rename: concurrent builds never see a partial file.
+    partial = plugin.with_name(f"{plugin.name}.{os.getpid()}.partial")
+    completed = subprocess.run(
+        ["gcc", *PLUGIN_CFLAGS, "-o", str(partial), str(source)], capture_output=True, text=True
+    )
+    if completed.returncode != 0:
+        raise McugenError(f"building the QEMU plugin failed: {_first_error(completed.stderr)}")
+    partial.replace(plugin)
+    return plugin
+
+
+def run_firmware(
+    elf: Path,
+    board: str,
+    inputs: np.ndarray,
+    output_size: int,
+    timeout: float = 120.0,
+    *,
+    plugin: Path | None = None,
+) -> RunResult:
+    """Run firmware.elf in QEMU on inputs [N, input_size] int8; exact instruction counts.
+
+    Raises McugenError if QEMU is missing, the firmware exits with a non-zero status (an
+    invoke failed, a fault, an I/O error) or runs longer than timeout seconds.
+    """
+    machine = board_named(board).qemu_machine
+    _require_tool("qemu-system-arm", "qemu-system-arm")
+    inputs = _checked_inputs(inputs)
+    plugin = plugin if plugin is not None else build_plugin(_default_cache_dir())
+    with tempfile.TemporaryDirectory(prefix="mcugen-qemu-") as scratch:
+        run_dir = Path(scratch)
+        inputs.tofile(run_dir / "input.bin")
+        log = run_dir / "icount.log"
+        completed = _run_qemu(Path(elf).resolve(), machine, plugin, log, run_dir, timeout)
+        console = completed.stdout + completed.stderr
+        if completed.returncode != 0:
+            raise McugenError(
+                f"firmware on {board} exited with status {completed.returncode}: "
+                f"{_failure_reason(console)}"
+            )
+        outputs = _read_outputs(run_dir / "output.bin", len(inputs), output_size)
+        markers = _parse_markers(log.read_text())
+    instructions, layer_instructions = _split_inferences(markers)
+    if len(instructions) != len(inputs):
+        raise McugenError(
+            f"expected {len(inputs)} inferences, the markers show {len(instructions)}"
+        )
+    return RunResult(outputs, instructions, layer_instructions, markers, console)
+
+
+def _run_qemu(
+    elf: Path, machine: str, plugin: Path, log: Path, run_dir: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        "qemu-system-arm",
+        "-M", machine,
+        "-kernel", str(elf),
+        "-semihosting-config", "enable=on,target=native",
+        "-display", "none",
+        "-monitor", "none",
+        "-serial", "null",
+        "-plugin", str(plugin),
+        "-d", "plugin",
+        "-D", str(log),
+    ]  # fmt: skip
+    try:
+        return subprocess.run(
+            command, cwd=run_dir, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise McugenError(f"QEMU ran {elf.name} on {machine} for over {timeout:g} s") from None
+
+
+def _checked_inputs(inputs: np.ndarray) -> np.ndarray:
+    inputs = np.asarray(inputs)
+    if inputs.dtype != np.int8 or inputs.ndim != 2 or len(inputs) == 0:
+        raise McugenError(
+            f"inputs must be a non-empty [N, input_size] int8 array, got {inputs.dtype} "
+            f"{inputs.shape}"
+        )
+    return np.ascontiguousarray(inputs)
+
+
+def _read_outputs(path: Path, count: int, output_size: int) -> np.ndarray:
+    data = np.fromfile(path, dtype=np.int8) if path.is_file() else np.empty(0, np.int8)
+    if data.size != count * output_size:
+        raise McugenError(
+            f"output.bin holds {data.size} bytes, expected {count} x {output_size}"
+        )
+    return data.reshape(count, output_size)
+
+
+def _parse_markers(log_text: str) -> list[tuple[int, int]]:
+    """The plugin's "marker <n> <count>" lines; other lines (the final total) are skipped."""
+    return [
+        (int(number), int(count))
+        for number, count in re.findall(r"^marker (\d+) (\d+)$", log_text, re.MULTILINE)
+    ]
+
+
+def _split_inferences(markers: list[tuple[int, int]]) -> tuple[list[int], list[list[int]]]:
+    """Per-inference totals and per-layer counts; markers outside an invoke are ignored."""
+    totals: list[int] = []
+    layers: list[list[int]] = []
+    begin = previous = None
+    for number, count in markers:
+        if number == INVOKE_BEGIN_MARKER:
+            begin = previous = count
+            layers.append([])
+        elif begin is None:
+            continue
+        elif number == LAYER_DONE_MARKER:
+            layers[-1].append(count - previous)
+            previous = count
+        elif number == INVOKE_END_MARKER:
+            totals.append(count - begin)
+            begin = None
+    return totals, layers[: len(totals)]
+
+
+def _first_error(stderr: str) -> str:
+    """The line of a compiler or linker failure that says what went wrong."""
+    lines = [line.strip() for line in stderr.splitlines() if not line.startswith("make")]
+    lines = [line for line in lines if line]
+    telling = re.compile(r"error:|undefined reference|overflowed|will not fit|\*\*\*")
+    for line in lines:
+        if telling.search(line) and not line.startswith("collect2"):
+            return line
+    return lines[0] if lines else "no message"
+
+
+def _failure_reason(console: str) -> str:
+    """QEMU's own fatal error (e.g. a CPU lockup) if any, else the firmware's last line."""
+    fatal = re.search(r"qemu(-system-arm)?: .*", console)
+    if fatal:
+        return fatal.group(0).strip()
+    lines = [line.strip() for line in console.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _require_tool(program: str, debian_package: str) -> None:
+    if shutil.which(program) is None:
+        raise McugenError(f"{program} not found; install it (Debian package: {debian_package})")
+
+
+def _reject_whitespace(paths: Sequence[Path]) -> None:
+    for path in paths:
+        if any(character.isspace() for character in str(path)):
+            raise McugenError(f"make cannot handle the space in {path}; use a path without one")
+
+
+def _joined_paths(paths: Sequence[Path]) -> str:
+    return " ".join(str(Path(path).resolve()) for path in paths)
+
+
+def _default_cache_dir() -> Path:
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "mcugen"

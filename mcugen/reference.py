@@ -1,0 +1,185 @@
+"""The IR's executable semantics: a NumPy interpreter, bit-exact with TFLM's reference kernels.
+
+One function per op, written to read like ``tensorflow/lite/kernels/internal/reference``:
+widen to int32 (here int64, which gives the same values wherever TFLM's int32 does not
+overflow), subtract the input zero point, multiply-accumulate, add the bias, requantize
+(``quant.multiply_by_quantized_multiplier``), add the output zero point, clamp to the
+activation range. Loops over pixels and channels are NumPy array operations instead.
+
+It uses the constants ``passes.quantize.quantize_constants`` stored on the ops, so that what
+is tested here is exactly what code generation emits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from . import ir, quant
+from .errors import McugenError
+
+
+def run_reference(graph: ir.Graph, input: np.ndarray, keep_all: bool = False
+                  ) -> np.ndarray | dict[str, np.ndarray]:
+    """Run ``graph`` on one int8 input shaped like ``graph.input``.
+
+    Returns the int8 output shaped like ``graph.output`` or, with ``keep_all``, a dict from
+    tensor name to value for every tensor (the input, every op's output and the constants).
+    """
+    expected = graph.input
+    if input.dtype != np.int8 or tuple(input.shape) != expected.shape:
+        raise McugenError(f"input must be int8 {expected.shape}, got {input.dtype} "
+                          f"{tuple(input.shape)}")
+    values: dict[str, np.ndarray] = {expected.name: input}
+    for index, op in enumerate(graph.ops):
+        kernel = _KERNELS.get(type(op))
+        if kernel is None:
+            raise McugenError(f"op {index} ({op.OP}): the reference interpreter has no kernel")
+        _require_quantized(op, index)
+        out = graph.tensor(op.output)
+        result = kernel(op, graph, values[op.input])
+        values[out.name] = result.astype(np.int8).reshape(out.shape)
+    if keep_all:
+        constants = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
+        return {**constants, **values}
+    return values[graph.output.name]
+
+
+def _require_quantized(op: ir.Op, index: int) -> None:
+    derived = ("requant", "act_min", "input_multiplier")
+    if any(getattr(op, field, 0) is None for field in derived):
+        raise McugenError(f"op {index} ({op.OP}) has no quantization constants: "
+                          "run passes.quantize.quantize_constants first")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared steps
+
+
+def _requantize(acc: np.ndarray, requant: ir.Requant, output_zero_point: int,
+                act_min: int, act_max: int) -> np.ndarray:
+    """Requantize int32 accumulators (per-channel constants on the last axis), add the
+    output zero point, clamp to the activation range: TFLM's order."""
+    scaled = quant.multiply_by_quantized_multiplier(
+        acc, np.array(requant.multiplier), np.array(requant.shift)).astype(np.int64)
+    return np.clip(scaled + output_zero_point, act_min, act_max)
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+             dilation: tuple[int, int], padding: ir.Padding, pad_value: int,
+             out_hw: tuple[int, int]) -> np.ndarray:
+    """Every receptive field of an HWC image: [OH, OW, KH, KW, C].
+
+    Padding with the input zero point stands for TFLM's skipping of out-of-image taps: such a
+    tap contributes (zp - zp) * w = 0 either way.
+    """
+    padded = np.pad(x, ((padding.top, padding.bottom), (padding.left, padding.right), (0, 0)),
+                    constant_values=pad_value)
+    span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
+    views = sliding_window_view(padded, span, axis=(0, 1))  # [H', W', C, spanH, spanW]
+    views = views[::stride[0], ::stride[1], :, ::dilation[0], ::dilation[1]]
+    return views[:out_hw[0], :out_hw[1]].transpose(0, 1, 3, 4, 2)
+
+
+def _bias(graph: ir.Graph, name: str | None, channels: int) -> np.ndarray:
+    if name is None:
+        return np.zeros(channels, dtype=np.int64)
+    return graph.tensor(name).data.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels: (op, graph, input value) -> output value
+
+
+def conv2d(op: ir.Conv2D, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_integer_ops::ConvPerChannel."""
+    x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
+    weights = graph.tensor(op.filter).data.astype(np.int64)  # [Cout, KH, KW, Cin]
+    cout, kh, kw, cin = weights.shape
+    windows = _windows(x[0], (kh, kw), op.stride, op.dilation, op.padding, x_t.zero_point,
+                       y_t.shape[1:3])
+    inputs = windows.astype(np.int64) - x_t.zero_point
+    acc = inputs.reshape(*windows.shape[:2], -1) @ weights.reshape(cout, -1).T
+    acc += _bias(graph, op.bias, cout)
+    return _requantize(acc, op.requant, y_t.zero_point, op.act_min, op.act_max)[None]
+
+
+def depthwise_conv2d(op: ir.DepthwiseConv2D, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_integer_ops::DepthwiseConvPerChannel: output channel ``c * multiplier + m``
+    reads input channel ``c``."""
+    x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
+    weights = graph.tensor(op.filter).data[0].astype(np.int64)  # [KH, KW, Cout]
+    kh, kw, cout = weights.shape
+    windows = _windows(x[0], (kh, kw), op.stride, op.dilation, op.padding, x_t.zero_point,
+                       y_t.shape[1:3])
+    inputs = np.repeat(windows.astype(np.int64) - x_t.zero_point, op.depth_multiplier, axis=-1)
+    acc = np.einsum("yxhwc,hwc->yxc", inputs, weights)
+    acc += _bias(graph, op.bias, cout)
+    return _requantize(acc, op.requant, y_t.zero_point, op.act_min, op.act_max)[None]
+
+
+def pad(op: ir.Pad, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_ops::Pad: values copied unchanged, the border filled with the output's zero
+    point."""
+    p = op.padding
+    return np.pad(x, ((0, 0), (p.top, p.bottom), (p.left, p.right), (0, 0)),
+                  constant_values=graph.tensor(op.output).zero_point)
+
+
+def average_pool2d(op: ir.AveragePool2D, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_integer_ops::AveragePool: the sum of the in-image taps of raw int8 values
+    (no zero point: input and output share it), divided by their count rounding half away
+    from zero, clamped. Padding taps are neither summed nor counted."""
+    y_t = graph.tensor(op.output)
+    inside = np.ones(x.shape[1:3] + (1,), dtype=np.int64)
+    window = (op.filter_size, op.stride, (1, 1), op.padding, 0, y_t.shape[1:3])
+    total = _windows(x[0].astype(np.int64), *window).sum(axis=(2, 3))
+    count = _windows(inside, *window).sum(axis=(2, 3))
+    average = quant.rounded_average(total, count)
+    return np.clip(average, op.act_min, op.act_max)[None]
+
+
+def mean(op: ir.Mean, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_ops::QuantizedMeanOrSum (TFLM's int8 MEAN whatever the qparams): the int32
+    sum minus zp_in * N, requantized by the in/out multiplier with 1/N folded in
+    (quant.mean_multiplier), plus zp_out, clamped to int8."""
+    x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
+    count = x.shape[1] * x.shape[2]
+    total = x.astype(np.int64).sum(axis=(1, 2))
+    multiplier, shift = quant.mean_multiplier(op.requant.multiplier[0], op.requant.shift[0],
+                                              count)
+    scaled = quant.multiply_by_quantized_multiplier(total - x_t.zero_point * count,
+                                                    multiplier, shift).astype(np.int64)
+    return np.clip(scaled + y_t.zero_point, quant.INT8_MIN, quant.INT8_MAX)
+
+
+def fully_connected(op: ir.FullyConnected, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_integer_ops::FullyConnected (per tensor) / FullyConnectedPerChannel."""
+    x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
+    weights = graph.tensor(op.weights).data.astype(np.int64)  # [outputs, depth]
+    inputs = x.astype(np.int64).reshape(-1, weights.shape[1]) - x_t.zero_point
+    acc = inputs @ weights.T + _bias(graph, op.bias, weights.shape[0])
+    return _requantize(acc, op.requant, y_t.zero_point, op.act_min, op.act_max)
+
+
+def reshape(op: ir.Reshape, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def softmax(op: ir.Softmax, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_ops::Softmax, int8 to int8, over the last axis (quant.softmax_int8)."""
+    return quant.softmax_int8(x, op.input_multiplier, op.input_left_shift, op.diff_min)
+
+
+_KERNELS: dict[type, Callable[..., np.ndarray]] = {
+    ir.Conv2D: conv2d,
+    ir.DepthwiseConv2D: depthwise_conv2d,
+    ir.Pad: pad,
+    ir.AveragePool2D: average_pool2d,
+    ir.Mean: mean,
+    ir.FullyConnected: fully_connected,
+    ir.Reshape: reshape,
+    ir.Softmax: softmax,
+}

@@ -1,0 +1,161 @@
+"""`mcugen run`: build a model for a Cortex-M target, run it in QEMU, check every output bit
+for bit against the NumPy reference (and TFLM where it loads the model), and count the
+instructions of each layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .build import BuildOptions, BuildResult, build
+from .errors import McugenError
+from .qemu import RunResult, build_firmware, run_firmware
+from .reference import run_reference
+from .report import Report
+from .targets import load_target
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    index: int
+    op: str
+    kernel: str
+    macs: int
+    instructions: int
+
+    @property
+    def macs_per_instruction(self) -> float:
+        return self.macs / self.instructions if self.instructions else 0.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    build: BuildResult
+    qemu: RunResult
+    inputs: np.ndarray
+    reference_outputs: np.ndarray
+    tflm_outputs: np.ndarray | None  # None when TFLM cannot load the model
+    layers: list[LayerCount]  # from the first inference
+
+    @property
+    def matches(self) -> bool:
+        exact = np.array_equal(self.qemu.outputs, self.reference_outputs)
+        if self.tflm_outputs is not None:
+            exact = exact and np.array_equal(self.qemu.outputs, self.tflm_outputs)
+        return exact
+
+
+def default_inputs(size: int, seed: int) -> np.ndarray:
+    """Zeros, the two extremes and two seeded random inputs."""
+    rng = np.random.default_rng(seed)
+    rows = [np.zeros(size), np.full(size, -128), np.full(size, 127),
+            rng.integers(-128, 128, size), rng.integers(-128, 128, size)]
+    return np.stack(rows).astype(np.int8)
+
+
+def load_inputs(path: Path, size: int) -> np.ndarray:
+    """A .npy of int8 inputs: one input, or N of them (any shape with N*size elements)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise McugenError(f"cannot read --inputs {path}: {error}") from None
+    if array.dtype != np.int8:
+        raise McugenError(f"--inputs {path} holds {array.dtype}; give quantized int8 inputs")
+    if array.size == 0 or array.size % size:
+        raise McugenError(f"--inputs {path} has {array.size} values, not a multiple of the "
+                          f"model's input size {size}")
+    return array.reshape(-1, size)
+
+
+def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray | None:
+    try:
+        from tflite_micro import runtime
+    except ImportError:
+        return None
+    try:
+        interpreter = runtime.Interpreter.from_bytes(model)
+    except Exception:  # TFLM refuses some models; the reference still checks every output
+        return None
+    shape = interpreter.get_input_details(0)["shape"]
+    outputs = []
+    for x in inputs:
+        interpreter.set_input(x.reshape(shape), 0)
+        interpreter.invoke()
+        outputs.append(interpreter.get_output(0).reshape(-1).copy())
+    return np.stack(outputs)
+
+
+def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
+        progress=lambda message: None) -> RunSummary:
+    target = load_target(options.target)
+    if target.qemu_board is None:
+        raise McugenError(f"target {target.name} has no QEMU board; use cortex-m4, cortex-m7 "
+                          f"or cortex-m55")
+    # The firmware calls model_invoke: the run builds under that name, into the work folder.
+    options = dataclasses.replace(options, name="model", out=work_dir / "model", force=False)
+    result = build(options, progress)
+    graph = result.compiled.graph
+    inputs = (load_inputs(inputs_path, graph.input.size) if inputs_path is not None
+              else default_inputs(graph.input.size, options.seed))
+    progress(f"building the firmware for {target.qemu_board}")
+    elf = build_firmware(result.out_dir, target.qemu_board, work_dir / "firmware")
+    progress(f"running {len(inputs)} inferences in QEMU ({target.qemu_board})")
+    qemu = run_firmware(elf, target.qemu_board, inputs, graph.output.size, timeout=600)
+    progress("checking the outputs against the reference")
+    reference = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                          for x in inputs])
+    layers = layer_counts(result.compiled.report, qemu.layer_instructions[0])
+    return RunSummary(result, qemu, inputs, reference, tflm_outputs(result.tflite, inputs),
+                      layers)
+
+
+def layer_counts(report: Report, instructions: list[int]) -> list[LayerCount]:
+    if len(instructions) != len(report.layers):
+        raise McugenError(f"the firmware marked {len(instructions)} layers, the model has "
+                          f"{len(report.layers)}")
+    return [LayerCount(s.index, s.op, s.kernel, s.macs, n)
+            for s, n in zip(report.layers, instructions)]
+
+
+def format_layer_table(summary: RunSummary, bar_width: int = 30) -> str:
+    """Per-layer instructions with MACs per instruction and a bar of each layer's share."""
+    total = sum(layer.instructions for layer in summary.layers) or 1
+    rows = [f"{'#':>3}  {'op':<18} {'kernel':<12} {'MACs':>11} {'instructions':>13} "
+            f"{'MACs/instr':>10}  share"]
+    for layer in summary.layers:
+        share = layer.instructions / total
+        bar = "#" * round(share * bar_width)
+        rows.append(f"{layer.index:>3}  {layer.op:<18} {layer.kernel:<12} {layer.macs:>11,} "
+                    f"{layer.instructions:>13,} {layer.macs_per_instruction:>10.3f}  "
+                    f"{bar:<{bar_width}} {share:6.1%}")
+    return "\n".join(rows)
+
+
+def format_summary(summary: RunSummary) -> str:
+    report = summary.build.compiled.report
+    per_inference = summary.qemu.instructions[0]
+    oracle = "the NumPy reference and TFLM" if summary.tflm_outputs is not None \
+        else "the NumPy reference (TFLM could not load this model)"
+    verdict = "bit-exact with " + oracle if summary.matches else "MISMATCH against " + oracle
+    lines = [
+        format_layer_table(summary),
+        "",
+        f"{len(summary.inputs)} inferences on {load_target(report.target).qemu_board}: "
+        f"{verdict}",
+        f"instructions per inference: {per_inference:,} "
+        f"({report.macs / per_inference:.3f} MACs per instruction, {report.macs:,} MACs)",
+    ]
+    if len(set(summary.qemu.instructions)) > 1:
+        lines.append(f"  (per input: {', '.join(f'{n:,}' for n in summary.qemu.instructions)})")
+    return "\n".join(lines)
+
+
+def run_in_temporary_folder(options: BuildOptions, inputs_path: Path | None,
+                            progress=lambda message: None) -> tuple[RunSummary, str]:
+    with tempfile.TemporaryDirectory(prefix="mcugen-run-") as scratch:
+        summary = run(options, inputs_path, Path(scratch), progress)
+        return summary, format_summary(summary)
