@@ -46,10 +46,12 @@ def sources(model_dir: Path) -> list[str]:
 
 
 def build_shared(model_dir: Path, name: str, input_size: int, output_size: int,
-                 work: Path, cflags: tuple[str, ...] = ()) -> HostModel:
-    library = work / f"lib{name}.so"
+                 work: Path, cflags: tuple[str, ...] = (), link: tuple[str, ...] = ()) -> HostModel:
+    """link: objects or static libraries (built with -fPIC) to link in after the model."""
+    # dlopen returns the library it already loaded from a path: one path per model folder.
+    library = work / f"lib{name}_{model_dir.name}.so"
     compile_checked(["gcc", *STRICT, "-O2", "-shared", "-fPIC", *cflags, "-I", str(model_dir),
-                     *sources(model_dir), "-o", str(library)])
+                     *sources(model_dir), *link, "-o", str(library)])
     ffi = cffi.FFI()
     ffi.cdef(f"int {name}_invoke(const int8_t *input, int8_t *output);")
     return HostModel(name, input_size, output_size, ffi.dlopen(str(library)), ffi)

@@ -40,12 +40,13 @@ class Case:
 
 
 CASES = (
-    Case("conv", (15, 13, 3), lambda L: [
-        L.Conv2D(8, 3, strides=2, padding="same", activation="relu6"),  # odd sizes, SAME s2
+    Case("conv", (16, 13, 3), lambda L: [
+        L.Conv2D(8, 3, strides=2, padding="same", activation="relu6"),  # pads (0,1) and (1,1)
         L.Conv2D(6, 3, padding="valid", activation="relu"),
         L.Conv2D(5, 1),  # 1x1, no activation
-    ], ("CONV_2D", "CONV_2D", "CONV_2D")),
-    Case("depthwise", (17, 17, 3), lambda L: [
+        L.Conv2D(4, 3, dilation_rate=2, padding="same"),
+    ], ("CONV_2D", "CONV_2D", "CONV_2D", "CONV_2D")),
+    Case("depthwise", (18, 17, 3), lambda L: [
         L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=8, activation="relu6"),
         L.DepthwiseConv2D(3, strides=2, padding="same", activation="relu"),
         L.ZeroPadding2D(((1, 0), (0, 1))),  # an explicit PAD, as MobileNet has

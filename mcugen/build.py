@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Callable
 from .compile import CompiledModel, compile_graph
 from .codegen import check_model_name
 from .errors import McugenError
+from .kernels import KERNEL_SETS
+from .measure import MeasuredSizes, measure
 from .frontend.tflite import load_tflite, read_model_file
 from .output import check_output_folder, write_output_folder
 from .targets import load_target
@@ -36,6 +39,7 @@ class BuildOptions:
     out: Path | None = None  # default build/NAME
     force: bool = False
     memory_check: bool = True
+    kernels: str = "mcugen"  # or "cmsis-nn": call Arm's CMSIS-NN where it has the layer
 
     @property
     def out_dir(self) -> Path:
@@ -45,6 +49,9 @@ class BuildOptions:
         """Everything that can be checked before the slow steps."""
         check_model_name(self.name)
         load_target(self.target)
+        if self.kernels not in KERNEL_SETS:
+            raise McugenError(f"unknown --kernels {self.kernels!r}; choose one of "
+                              f"{', '.join(KERNEL_SETS)}")
         if self.model is None:
             if self.arch not in ARCHES:
                 raise McugenError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHES)}")
@@ -65,6 +72,7 @@ class BuildResult:
     out_dir: Path
     tflite: bytes
     compiled: CompiledModel
+    measured: MeasuredSizes | None  # from the cross compiler, when the target has one here
 
 
 def model_bytes_and_source(options: BuildOptions, progress: Progress) -> tuple[bytes, str]:
@@ -96,14 +104,28 @@ def model_bytes_and_source(options: BuildOptions, progress: Progress) -> tuple[b
 def build(options: BuildOptions, progress: Progress = lambda message: None) -> BuildResult:
     options.validate()
     data, source = model_bytes_and_source(options, progress)
+    try:
+        graph = load_tflite(data, options.name)
+    except McugenError as error:
+        if options.model is None:
+            raise
+        raise McugenError(f"{options.model}: {error}") from None
     progress("compiling")
-    graph = load_tflite(data, options.name)
     compiled = compile_graph(graph, name=options.name, target=load_target(options.target),
-                             source=source, memory_check=options.memory_check)
+                             source=source, memory_check=options.memory_check,
+                             kernel_set=options.kernels)
+    target = load_target(options.target)
+    if not target.is_host:
+        progress(f"measuring with {target.compiler}")
+    # CMSIS-NN's headers are the user's, not ours: without them the C cannot be measured here.
+    measured = None if options.kernels == "cmsis-nn" else \
+        measure(compiled.sources, options.name, target, compiled.plan.arena_size)
+    report = dataclasses.replace(compiled.report,
+                                 measured=measured.as_dict() if measured else None)
     progress(f"writing {options.out_dir}")
     files: dict[str, str | bytes] = dict(compiled.sources)
     files[f"{options.name}.tflite"] = data
-    files["report.json"] = compiled.report.to_json()
-    files["report.md"] = compiled.report.to_markdown()
+    files["report.json"] = report.to_json()
+    files["report.md"] = report.to_markdown()
     write_output_folder(options.out_dir, files, options.force)
-    return BuildResult(options.out_dir, data, compiled)
+    return BuildResult(options.out_dir, data, compiled, measured)

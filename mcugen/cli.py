@@ -10,6 +10,7 @@ from pathlib import Path
 from . import __version__
 from .build import ARCHES, BuildOptions, build
 from .errors import McugenError
+from .kernels import KERNEL_SETS
 from .targets import load_target, target_names
 
 
@@ -58,7 +59,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         channels=args.channels, classes=args.classes, seed=args.seed,
         calibration=args.calibration, weights=args.weights, target=args.target,
         name=args.name, out=args.out, force=args.force,
-        memory_check=not args.no_memory_check)
+        memory_check=not args.no_memory_check, kernels=args.kernels)
 
 
 def command_build(args: argparse.Namespace) -> int:
@@ -67,6 +68,12 @@ def command_build(args: argparse.Namespace) -> int:
     print(f"{report.model}: {len(report.layers)} layers, {report.macs:,} MACs, "
           f"flash {report.const_bytes:,} B (weights), RAM {report.arena_bytes:,} B (arena) "
           f"-> {result.out_dir}")
+    sizes = result.measured
+    if sizes is not None:
+        print(f"measured with {sizes.compiler}: flash {sizes.flash_bytes:,} B "
+              f"(code {sizes.code_bytes:,} + weights {sizes.weight_bytes:,}), "
+              f"RAM {sizes.ram_bytes:,} B (arena {sizes.arena_bytes:,} + other static "
+              f"{sizes.other_ram_bytes:,} + stack {sizes.stack_bytes:,})")
     return 0
 
 
@@ -119,6 +126,9 @@ def make_parser() -> argparse.ArgumentParser:
                               help="write into a non-empty folder mcugen did not create")
     build_parser.add_argument("--no-memory-check", action="store_true",
                               help="allow a model bigger than the target's flash or RAM")
+    build_parser.add_argument("--kernels", choices=KERNEL_SETS, default="mcugen",
+                              help="mcugen's own C kernels (default), or cmsis-nn: Arm's "
+                                   "CMSIS-NN where it has the layer (build with CMSIS_NN_DIR)")
     build_parser.set_defaults(run=command_build)
 
     run_parser = commands.add_parser(
@@ -127,7 +137,7 @@ def make_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--inputs", type=Path,
                             help=".npy of int8 inputs (default: zeros, extremes, random)")
     run_parser.set_defaults(run=command_run, name="model", out=None, force=False,
-                            no_memory_check=False)
+                            no_memory_check=False, kernels="mcugen")
 
     inspect_parser = commands.add_parser("inspect", help="print a .tflite's layer table")
     inspect_parser.add_argument("model", type=Path)

@@ -17,7 +17,7 @@ from . import __version__
 from .errors import McugenError
 from .ir import (AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Mean, Op, Pad,
                  Reshape, Softmax)
-from .kernels import POINTWISE, Kernel
+from .kernels import POINTWISE, CmsisPath, Kernel, scratch_id
 from .planner import Plan
 from .quant import mean_multiplier
 from .resources import templates_dir
@@ -80,6 +80,16 @@ class Geometry:
 
 
 @dataclass(frozen=True)
+class LibraryCall:
+    """A layer that calls a CMSIS-NN function: which one, and its context buffer."""
+
+    function: str
+    buffer: str  # C expression for cmsis_nn_context.buf
+    buffer_bytes: int
+    returns_status: bool  # every arm_*_s8 layer function but the softmax returns a status
+
+
+@dataclass(frozen=True)
 class LayerView:
     index: int
     op: str
@@ -92,6 +102,7 @@ class LayerView:
     geometry: Geometry
     arrays: dict[str, ConstArray] = field(default_factory=dict)  # role -> table
     extra: dict[str, int] = field(default_factory=dict)  # kernel-specific integer constants
+    call: LibraryCall | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,7 @@ class ModelView:
     output_zero_point: int
     arena_size: int
     layers: tuple[LayerView, ...]
+    cmsis_nn: CmsisPath | None = None  # the CMSIS-NN path the scratch sizes were computed for
     version: str = __version__
 
     @property
@@ -134,7 +146,7 @@ def float_literal(value: float) -> str:
 
 
 def build_model_view(graph: Graph, kernels: list[Kernel], plan: Plan, name: str,
-                     source: str) -> ModelView:
+                     source: str, cmsis_nn: CmsisPath | None = None) -> ModelView:
     check_model_name(name)
     layers = tuple(
         _layer_view(index, op, kernel, graph, plan, name)
@@ -146,7 +158,7 @@ def build_model_view(graph: Graph, kernels: list[Kernel], plan: Plan, name: str,
         input_shape=inp.shape, output_shape=out.shape,
         input_scale=float_literal(inp.scale), output_scale=float_literal(out.scale),
         input_zero_point=inp.zero_point, output_zero_point=out.zero_point,
-        arena_size=plan.arena_size, layers=layers)
+        arena_size=plan.arena_size, layers=layers, cmsis_nn=cmsis_nn)
 
 
 def pointer(tensor: str, graph: Graph, plan: Plan) -> str:
@@ -167,7 +179,21 @@ def _layer_view(index: int, op: Op, kernel: Kernel, graph: Graph, plan: Plan,
         index=index, op=op.OP, kernel=kernel.name, function=f"layer{index}_{kernel.name}",
         input=pointer(op.input, graph, plan), output=pointer(op.output, graph, plan),
         output_bytes=graph.tensor(op.output).nbytes, comment=comment, geometry=geometry,
-        arrays=arrays, extra=extra)
+        arrays=arrays, extra=extra, call=_library_call(index, kernel, arrays, plan))
+
+
+def _library_call(index: int, kernel: Kernel, arrays: dict[str, ConstArray],
+                  plan: Plan) -> LibraryCall | None:
+    if kernel.library_function is None:
+        return None
+    if kernel.kernel_sums:
+        buffer, size = f"(void *){arrays['kernel_sums'].name}", arrays["kernel_sums"].nbytes
+    elif kernel.scratch_bytes:
+        buffer, size = f"arena + {plan.offsets[scratch_id(index)]}", kernel.scratch_bytes
+    else:
+        buffer, size = "NULL", 0
+    return LibraryCall(kernel.library_function, buffer, size,
+                       returns_status=kernel.library_function != "arm_softmax_s8")
 
 
 def _activation_geometry(op: Op, graph: Graph) -> dict[str, int]:
@@ -215,10 +241,22 @@ def _conv_view(op: Conv2D | DepthwiseConv2D, graph: Graph, prefix: str, kernel: 
     bias = _bias(op, graph, out_c)
     if kernel == POINTWISE:  # no padding: the input offset folds into the bias
         bias = _folded_bias(bias, weights, graph.tensor(op.input).zero_point)
-    arrays = {"filter": ConstArray(f"{prefix}_filter", "int8_t", weights.reshape(-1)),
-              "bias": ConstArray(f"{prefix}_bias", "int32_t", bias.astype(np.int32)),
-              **_requant_arrays(op, prefix, out_c)}
+    filter = ConstArray(f"{prefix}_filter", "int8_t", weights.reshape(-1))
+    if isinstance(op, DepthwiseConv2D):
+        filter = _padded(filter, kernel.table_padding)
+    per_channel = {"bias": ConstArray(f"{prefix}_bias", "int32_t", bias.astype(np.int32)),
+                   **_requant_arrays(op, prefix, out_c)}
+    arrays = {"filter": filter, **{role: _padded(array, kernel.table_padding)
+                                   for role, array in per_channel.items()}}
     return geometry, arrays, {}
+
+
+def _padded(array: ConstArray, count: int) -> ConstArray:
+    """The table with count zeros after it, for kernels that read past the end (MVE)."""
+    if count == 0:
+        return array
+    values = np.concatenate([array.values, np.zeros(count, array.values.dtype)])
+    return ConstArray(array.name, array.ctype, values)
 
 
 def _fully_connected_view(op: FullyConnected, graph: Graph, prefix: str, kernel: Kernel):
@@ -227,11 +265,34 @@ def _fully_connected_view(op: FullyConnected, graph: Graph, prefix: str, kernel:
     rows = graph.tensor(op.input).size // depth
     geometry = Geometry(in_h=rows, in_w=1, in_c=depth, out_h=rows, out_w=1, out_c=outputs,
                         **_activation_geometry(op, graph))
-    bias = _folded_bias(_bias(op, graph, outputs), weights, graph.tensor(op.input).zero_point)
-    arrays = {"filter": ConstArray(f"{prefix}_filter", "int8_t", weights.reshape(-1)),
-              "bias": ConstArray(f"{prefix}_bias", "int32_t", bias),
-              **_requant_arrays(op, prefix, outputs)}
-    return geometry, arrays, {}
+    bias = _bias(op, graph, outputs)
+    folded = _folded_bias(bias, weights, graph.tensor(op.input).zero_point)
+    filter = ConstArray(f"{prefix}_filter", "int8_t", weights.reshape(-1))
+    if kernel.library_function is None:
+        arrays = {"filter": filter, "bias": ConstArray(f"{prefix}_bias", "int32_t", folded),
+                  **_requant_arrays(op, prefix, outputs)}
+        return geometry, arrays, {}
+    return geometry, *_cmsis_fully_connected_tables(op, prefix, kernel, filter, bias, folded)
+
+
+def _cmsis_fully_connected_tables(op: FullyConnected, prefix: str, kernel: Kernel,
+                                  filter: ConstArray, bias: np.ndarray, folded: np.ndarray):
+    """CMSIS-NN adds the input offset itself, to the plain bias; on MVE it starts instead from
+    the kernel sums, bias + input_offset * sum(w) (arm_vector_sum_s8), which are exactly our
+    folded bias, and ignores the bias. A per-tensor multiplier goes into the params struct."""
+    arrays = {"filter": filter}
+    if kernel.kernel_sums:
+        arrays["kernel_sums"] = ConstArray(f"{prefix}_kernel_sums", "int32_t", folded)
+    else:
+        arrays["bias"] = ConstArray(f"{prefix}_bias", "int32_t", bias.astype(np.int32))
+    extra = {}
+    if len(op.requant.multiplier) > 1:
+        arrays.update(_requant_arrays(op, prefix, folded.size))
+    else:
+        extra = {"multiplier": op.requant.multiplier[0], "shift": op.requant.shift[0]}
+    padded = {role: array if role == "filter" else _padded(array, kernel.table_padding)
+              for role, array in arrays.items()}
+    return padded, extra
 
 
 def _nhwc_geometry(op: Op, graph: Graph, **more) -> Geometry:

@@ -12,7 +12,7 @@ from . import ir
 from .codegen import ModelView, build_model_view, render_sources
 from .errors import McugenError
 from .ir import Graph, op_inputs, op_outputs
-from .kernels import Kernel, select_kernel, streaming_order
+from .kernels import Kernel, cmsis_path, scratch_id, select_kernel, streaming_order
 from .passes.fold_pad import fold_pad
 from .passes.quantize import quantize_constants
 from .passes.reshape import elide_reshape
@@ -42,7 +42,8 @@ def prepare(graph: Graph) -> Graph:
 
 def arena_buffers(graph: Graph, kernels: list[Kernel]) -> list[Buffer]:
     """One buffer per intermediate activation (graph input and output live in the caller's
-    memory), with the overlaps that streaming kernels allow."""
+    memory), with the overlaps that streaming kernels allow, and one per kernel scratch, alive
+    only while its layer runs."""
     external = set(graph.inputs) | set(graph.outputs)
     first: dict[str, int] = {}
     last: dict[str, int] = {}
@@ -59,20 +60,24 @@ def arena_buffers(graph: Graph, kernels: list[Kernel]) -> list[Buffer]:
                 continue
             overlaps = ()
             if kernel.streams and op.input not in external and last[op.input] == index:
-                distance = streaming_distance(*streaming_order(op, graph))
+                distance = streaming_distance(
+                    *streaming_order(op, graph, kernel.block_pixels))
                 overlaps = (Overlap(other=op.input, distance=distance),)
             buffers.append(Buffer(name, graph.tensor(name).nbytes, first[name], last[name],
                                   overlaps))
+        if kernel.scratch_bytes:
+            buffers.append(Buffer(scratch_id(index), kernel.scratch_bytes, index, index))
     return buffers
 
 
 def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
-                  memory_check: bool = True) -> CompiledModel:
+                  memory_check: bool = True, kernel_set: str = "mcugen") -> CompiledModel:
     graph = prepare(graph)
-    kernels = [select_kernel(op, graph) for op in graph.ops]
+    kernels = [select_kernel(op, graph, target, kernel_set) for op in graph.ops]
     buffers = arena_buffers(graph, kernels)
     plan = plan_memory(buffers)
-    view = build_model_view(graph, kernels, plan, name, source)
+    cmsis_nn = cmsis_path(target) if any(k.library_function for k in kernels) else None
+    view = build_model_view(graph, kernels, plan, name, source, cmsis_nn)
     report = build_report(graph, kernels, buffers, plan, view, target)
     if memory_check:
         check_memory(report, target)

@@ -205,21 +205,31 @@ def softmax_params(beta: float, input_scale: float) -> tuple[int, int, int]:
     return multiplier, left_shift, -radius
 
 
+def _add(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """gemmlowp's FixedPoint ``+`` on int32 raw values: a plain (wrapping) int32 add."""
+    return _wrap_int32(np.asarray(a, dtype=np.int64) + np.asarray(b, dtype=np.int64))
+
+
+def _sub(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    return _wrap_int32(np.asarray(a, dtype=np.int64) - np.asarray(b, dtype=np.int64))
+
+
+_mul = saturating_rounding_doubling_high_mul  # gemmlowp's FixedPoint ``*`` on raw values
+
+
 def _exp_on_interval_between_negative_one_quarter_and_0_excl(a: np.ndarray) -> np.ndarray:
     """gemmlowp: exp(a) for Q0.31 ``a`` in [-1/4, 0), a Taylor expansion around -1/8."""
     constant_term = 1895147668  # exp(-1/8) in Q0.31
     one_third = 715827883
-    x = _wrap_int32(np.asarray(a, dtype=np.int64) + (1 << 28))  # a + 1/8
-    x2 = saturating_rounding_doubling_high_mul(x, x)
-    x3 = saturating_rounding_doubling_high_mul(x2, x)
-    x4 = saturating_rounding_doubling_high_mul(x2, x2)
+    x = _add(a, 1 << 28)  # a + 1/8
+    x2 = _mul(x, x)
+    x3 = _mul(x2, x)
+    x4 = _mul(x2, x2)
     x4_over_4 = rounding_divide_by_power_of_two(x4, 2)
-    inner = _wrap_int32(saturating_rounding_doubling_high_mul(
-        _wrap_int32(x4_over_4.astype(np.int64) + x3), one_third).astype(np.int64) + x2)
-    x4_over_24_plus_x3_over_6_plus_x2_over_2 = rounding_divide_by_power_of_two(inner, 1)
-    correction = saturating_rounding_doubling_high_mul(
-        constant_term, _wrap_int32(x + x4_over_24_plus_x3_over_6_plus_x2_over_2))
-    return _wrap_int32(constant_term + correction.astype(np.int64)).astype(np.int32)
+    x4_over_24_plus_x3_over_6_plus_x2_over_2 = rounding_divide_by_power_of_two(
+        _add(_mul(_add(x4_over_4, x3), one_third), x2), 1)
+    return _add(constant_term,
+                _mul(constant_term, _add(x, x4_over_24_plus_x3_over_6_plus_x2_over_2)))
 
 
 # exp(-2^k) in Q0.31 for k = -2 .. 4: gemmlowp's barrel shifter multiplies them in.
@@ -239,15 +249,14 @@ def exp_on_negative_values(a: ArrayLike, integer_bits: int = SOFTMAX_SCALED_DIFF
     a = np.asarray(a, dtype=np.int64)
     fractional_bits = 31 - integer_bits
     one_quarter = 1 << (fractional_bits - 2)
-    a_mod_quarter_minus_quarter = (a & (one_quarter - 1)) - one_quarter
+    a_mod_quarter_minus_quarter = _sub(a & (one_quarter - 1), one_quarter)
     result = _exp_on_interval_between_negative_one_quarter_and_0_excl(
-        _saturating_shift_left(a_mod_quarter_minus_quarter, integer_bits)).astype(np.int64)
-    remainder = a_mod_quarter_minus_quarter - a
+        _saturating_shift_left(a_mod_quarter_minus_quarter, integer_bits))  # Rescale<0>
+    remainder = _sub(a_mod_quarter_minus_quarter, a)
     for exponent, multiplier in _EXP_OF_MINUS_POWERS_OF_TWO:
         if integer_bits > exponent:
             bit = 1 << (fractional_bits + exponent)
-            result = np.where((remainder & bit) != 0, saturating_rounding_doubling_high_mul(
-                result, multiplier), result)
+            result = np.where((remainder & bit) != 0, _mul(result, multiplier), result)
     if integer_bits > 5:
         result = np.where(a < -(1 << (36 - integer_bits)), 0, result)
     return np.where(a == 0, INT32_MAX, result).astype(np.int32)
@@ -256,18 +265,16 @@ def exp_on_negative_values(a: ArrayLike, integer_bits: int = SOFTMAX_SCALED_DIFF
 def one_over_one_plus_x_for_x_in_0_1(a: ArrayLike) -> np.ndarray:
     """gemmlowp: 1 / (1 + a) for Q0.31 ``a`` in [0, 1), by three Newton-Raphson steps in
     Q2.29 from the 48/17 - 32/17 * d initial guess; the result is Q0.31."""
-    a = np.asarray(a, dtype=np.int64)
-    total = a + INT32_MAX  # RoundingHalfSum(a, 1.0): (sum + sign) / 2, truncating
+    total = np.asarray(a, dtype=np.int64) + INT32_MAX
+    # RoundingHalfSum(a, 1.0): (sum + sign(sum)) / 2, truncating
     half_denominator = _divide_truncating(total + np.where(total >= 0, 1, -1), 2)
     one_q2 = 1 << 29
-    x = _wrap_int32(1515870810 + saturating_rounding_doubling_high_mul(
-        half_denominator, -1010580540).astype(np.int64))
+    x = _add(1515870810, _mul(half_denominator, -1010580540))  # 48/17 - 32/17 * d in Q2.29
     for _ in range(3):
-        half_denominator_times_x = saturating_rounding_doubling_high_mul(half_denominator, x)
-        one_minus = _wrap_int32(one_q2 - half_denominator_times_x.astype(np.int64))
-        step = _saturating_shift_left(saturating_rounding_doubling_high_mul(x, one_minus), 2)
-        x = _wrap_int32(x + step)
-    return _saturating_shift_left(x, 1).astype(np.int32)
+        one_minus_half_denominator_times_x = _sub(one_q2, _mul(half_denominator, x))
+        # Q2.29 * Q2.29 is Q4.27; Rescale<2> is a saturating left shift by 2
+        x = _add(x, _saturating_shift_left(_mul(x, one_minus_half_denominator_times_x), 2))
+    return _saturating_shift_left(x, 1).astype(np.int32)  # x / 2 as Q1.30, Rescale<0>
 
 
 def _count_leading_zeros_uint32(x: np.ndarray) -> np.ndarray:
@@ -297,7 +304,7 @@ def softmax_int8(x: np.ndarray, input_multiplier: int, input_left_shift: int,
     # MultiplyByQuantizedMultiplierGreaterThanOne: the left shift, then the high multiply.
     scaled_diff = saturating_rounding_doubling_high_mul(
         _wrap_int32(diff << input_left_shift), input_multiplier)
-    exp_q0 = exp_on_negative_values(scaled_diff).astype(np.int64)
+    exp_q0 = exp_on_negative_values(scaled_diff)
     exp_q12 = rounding_divide_by_power_of_two(exp_q0, SOFTMAX_ACCUMULATION_INTEGER_BITS)
     sum_of_exps = np.where(counted, exp_q12, 0).sum(axis=-1, keepdims=True)
     shifted_scale, num_bits_over_unit = reciprocal(sum_of_exps,
@@ -305,5 +312,5 @@ def softmax_int8(x: np.ndarray, input_multiplier: int, input_left_shift: int,
     exponent = num_bits_over_unit + 31 - 8
     unsaturated = rounding_divide_by_power_of_two(
         saturating_rounding_doubling_high_mul(shifted_scale, exp_q0), exponent)
-    output = np.clip(unsaturated.astype(np.int64) + INT8_MIN, INT8_MIN, INT8_MAX)
+    output = np.clip(unsaturated + INT8_MIN, INT8_MIN, INT8_MAX)
     return np.where(counted, output, INT8_MIN).astype(np.int8)

@@ -132,11 +132,14 @@ def average_pool2d(op: ir.AveragePool2D, graph: ir.Graph, x: np.ndarray) -> np.n
     """reference_integer_ops::AveragePool: the sum of the in-image taps of raw int8 values
     (no zero point: input and output share it), divided by their count rounding half away
     from zero, clamped. Padding taps are neither summed nor counted."""
-    y_t = graph.tensor(op.output)
-    inside = np.ones(x.shape[1:3] + (1,), dtype=np.int64)
-    window = (op.filter_size, op.stride, (1, 1), op.padding, 0, y_t.shape[1:3])
-    total = _windows(x[0].astype(np.int64), *window).sum(axis=(2, 3))
-    count = _windows(inside, *window).sum(axis=(2, 3))
+    out_hw = graph.tensor(op.output).shape[1:3]
+
+    def window_sums(image: np.ndarray) -> np.ndarray:
+        windows = _windows(image, op.filter_size, op.stride, (1, 1), op.padding, 0, out_hw)
+        return windows.sum(axis=(2, 3))
+
+    total = window_sums(x[0].astype(np.int64))
+    count = window_sums(np.ones(x.shape[1:3] + (1,), dtype=np.int64))  # in-image taps
     average = quant.rounded_average(total, count)
     return np.clip(average, op.act_min, op.act_max)[None]
 

@@ -39,6 +39,7 @@ class Report:
     input_bytes: int
     output_bytes: int
     memory_plan: str
+    measured: dict | None = None  # MeasuredSizes from the target's compiler, when it ran
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

@@ -65,7 +65,9 @@ def build_mobilenet_tflite(
     """
     _check_architecture(arch, alpha, height, width, channels, classes)
     if calibration is None:
-        calibration = synthetic_calibration(height=height, width=width, channels=channels, seed=seed)
+        calibration = synthetic_calibration(
+            height=height, width=width, channels=channels, seed=seed
+        )
     _check_image_batch(calibration, height, width, channels, what="calibration images")
     calibration = calibration.astype(np.float32)
 
@@ -118,7 +120,8 @@ def _check_architecture(
     arch: str, alpha: float, height: int, width: int, channels: int, classes: int
 ) -> None:
     if arch not in KERAS_APPLICATIONS:
-        raise McugenError(f"unknown MobileNet arch {arch!r}; expected one of {', '.join(KERAS_APPLICATIONS)}")
+        known = ", ".join(KERAS_APPLICATIONS)
+        raise McugenError(f"unknown MobileNet arch {arch!r}; expected one of {known}")
     if not 0 < alpha <= MAX_ALPHA:
         raise McugenError(f"alpha must be in (0, {MAX_ALPHA}], got {alpha}")
     if height < MIN_SIDE or width < MIN_SIDE:
@@ -126,14 +129,20 @@ def _check_architecture(
     if channels not in (1, 3):
         raise McugenError(f"channels must be 1 or 3, got {channels}")
     if classes < 2:
-        raise McugenError(f"classes must be at least 2 (a softmax over one class is constant), got {classes}")
+        raise McugenError(
+            f"classes must be at least 2 (a softmax over one class is constant), got {classes}"
+        )
 
 
-def _check_image_batch(images: np.ndarray, height: int, width: int, channels: int, *, what: str) -> None:
-    expected = (height, width, channels)
-    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1:] != expected or not len(images):
+def _check_image_batch(
+    images: np.ndarray, height: int, width: int, channels: int, *, what: str
+) -> None:
+    is_batch = isinstance(images, np.ndarray) and images.ndim == 4 and len(images) > 0
+    if not is_batch or images.shape[1:] != (height, width, channels):
         shape = getattr(images, "shape", type(images).__name__)
-        raise McugenError(f"{what} must have shape [N, {height}, {width}, {channels}] with N ≥ 1, got {shape}")
+        raise McugenError(
+            f"{what} must have shape [N, {height}, {width}, {channels}] with N ≥ 1, got {shape}"
+        )
     if not np.all(np.abs(images) <= 1.0):
         raise McugenError(f"{what} must be finite and lie in [-1, 1]")
 
@@ -175,11 +184,12 @@ def _build_model(keras: ModuleType, arch: str, alpha: float, height: int, width:
     try:
         return constructor(**options)
     except ValueError as error:
-        raise McugenError(f"Keras cannot build MobileNet {arch} α={alpha:g}: {_gist(error)}") from error
+        message = f"Keras cannot build MobileNet {arch} α={alpha:g}: {_gist(error)}"
+        raise McugenError(message) from error
 
 
 def _gist(error: Exception) -> str:
-    """A Keras error on one line: its first two non-empty lines (the second often holds the cause)."""
+    """A Keras error on one line: its first two non-empty lines (the second may hold the cause)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return " ".join(lines[:2]) or type(error).__name__
 
@@ -188,20 +198,22 @@ def _load_weights(model, weights: str) -> None:
     if not Path(weights).is_file():
         raise McugenError(f"weights file {weights} does not exist")
     try:
-        with warnings.catch_warnings():  # Keras warns once per unmatched layer; the error sums them up
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one warning per unmatched layer; the error sums up
             model.load_weights(weights)
     except (ValueError, OSError, KeyError) as error:
-        raise McugenError(f"weights {weights} do not fit this MobileNet: {_gist(error)}") from error
+        message = f"weights {weights} do not fit this MobileNet: {_gist(error)}"
+        raise McugenError(message) from error
 
 
 def _batch_norm_layers(keras: ModuleType, model) -> list:
-    """The model's batch norms in topological order (the order Keras lists a functional model's layers)."""
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    """The model's batch norms in network order (Keras lists a functional model's layers so)."""
+    batch_norm = keras.layers.BatchNormalization
+    return [layer for layer in model.layers if isinstance(layer, batch_norm)]
 
 
 def _spread_batch_norm_affine(keras: ModuleType, model, rng: np.random.Generator) -> None:
-    """Give each batch norm seeded gamma/beta so channels differ in gain and bias, as in a trained net."""
+    """Give every batch norm seeded gamma/beta: channels differ in gain and bias, as if trained."""
     for layer in _batch_norm_layers(keras, model):
         size = layer.gamma.shape[0]
         layer.gamma.assign(rng.uniform(*GAMMA_RANGE, size).astype(np.float32))
@@ -268,12 +280,13 @@ def _converter_chatter_hidden() -> Iterator[None]:
 # --- calibration images ----------------------------------------------------------------------
 
 
-def _synthetic_image(rng: np.random.Generator, height: int, width: int, channels: int) -> np.ndarray:
+def _synthetic_image(
+    rng: np.random.Generator, height: int, width: int, channels: int
+) -> np.ndarray:
     coarse = rng.normal(size=(rng.integers(2, 9), rng.integers(2, 9), channels))
-    smooth = np.einsum(
-        "ij,jkc,lk->ilc", _interpolation_matrix(height, coarse.shape[0]), coarse,
-        _interpolation_matrix(width, coarse.shape[1]),
-    )
+    along_rows = _interpolation_matrix(height, coarse.shape[0])
+    along_cols = _interpolation_matrix(width, coarse.shape[1])
+    smooth = np.einsum("ij,jkc,lk->ilc", along_rows, coarse, along_cols)
     rows, cols = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
     angle = rng.uniform(0, 2 * np.pi)
     side = np.cos(angle) * cols + np.sin(angle) * rows > rng.uniform(-0.5, 0.5)
@@ -296,7 +309,8 @@ def _interpolation_matrix(size_out: int, size_in: int) -> np.ndarray:
 def _load_image_folder(tf: ModuleType, folder: Path, channels: int) -> list[np.ndarray]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise McugenError(f"calibration folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        kinds = "/".join(IMAGE_SUFFIXES)
+        raise McugenError(f"calibration folder {folder} holds no {kinds} images")
     return [_decode_image(tf, file, channels) for file in files]
 
 
@@ -318,18 +332,21 @@ def _load_npy(file: Path, channels: int) -> list[np.ndarray]:
         array = np.load(file, allow_pickle=False)
     except (ValueError, OSError) as error:
         raise McugenError(f"cannot read {file} as a .npy array") from error
-    if array.ndim != 4 or array.shape[-1] != channels or not len(array):
-        raise McugenError(f"{file} must hold an array [N, H, W, {channels}] with N ≥ 1, got shape {array.shape}")
+    is_batch = isinstance(array, np.ndarray) and array.ndim == 4 and len(array) > 0
+    if not is_batch or array.shape[-1] != channels:
+        shape = getattr(array, "shape", type(array).__name__)
+        raise McugenError(f"{file} must hold an array [N, H, W, {channels}], got {shape}")
     if array.dtype == np.uint8:
         return list(array.astype(np.float32) / 127.5 - 1.0)
     if not np.issubdtype(array.dtype, np.floating) or not np.all(np.abs(array) <= 1.0):
-        raise McugenError(f"{file} must hold uint8 pixels or floats in [-1, 1] (dtype {array.dtype})")
+        raise McugenError(f"{file} must hold uint8 pixels or floats in [-1, 1] ({array.dtype})")
     return list(array.astype(np.float32))
 
 
 def _resize(tf: ModuleType, images: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    size = (height, width)
     resized = [
-        image if image.shape[:2] == (height, width) else tf.image.resize(image, (height, width)).numpy()
+        image if image.shape[:2] == size else tf.image.resize(image, size).numpy()
         for image in images
     ]
     return np.clip(np.stack(resized), -1.0, 1.0).astype(np.float32)

@@ -1,0 +1,345 @@
+"""`--kernels cmsis-nn`: the generated C calls Arm's CMSIS-NN and stays bit-exact with TFLM.
+
+CMSIS-NN is not part of mcugen: these tests use the checkout named by the environment variable
+CMSIS_NN_DIR and skip without it. On the host CMSIS-NN runs its pure-C path; in QEMU the DSP
+(Cortex-M7) and Helium (Cortex-M55) paths, whose scratch sizes and tables differ.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cffi
+import numpy as np
+import pytest
+
+from conftest import PERSON_DETECT, mobilenet_tflite, standard_inputs, tflm_outputs
+from hostc import build_shared, compile_checked
+from mcugen.build import BuildOptions, BuildResult, build
+from mcugen.ir import (Activation, DepthwiseConv2D, Graph, Padding, QParams, Requant, Softmax,
+                       Tensor)
+from mcugen.kernels import (CmsisPath, avgpool_s8_scratch_bytes, convolve_s8_scratch_bytes,
+                            depthwise_conv_s8_opt_scratch_bytes, select_cmsis_kernel)
+from mcugen.quant import softmax_int8, softmax_params
+
+CMSIS_NN_DIR = os.environ.get("CMSIS_NN_DIR")
+needs_cmsis_nn = pytest.mark.skipif(not CMSIS_NN_DIR, reason="set CMSIS_NN_DIR to a CMSIS-NN "
+                                                             "checkout to run these tests")
+
+PURE_C = CmsisPath(dsp=False, mve=False)
+DSP = CmsisPath(dsp=True, mve=False)
+MVE = CmsisPath(dsp=True, mve=True)
+
+MOBILENET = dict(arch="v1", seed=1, alpha=0.25, height=96, width=96, channels=3, classes=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scratch sizes: the formulas of CMSIS-NN's *_get_buffer_size, per code path.
+
+
+def test_scratch_sizes_match_the_documented_formulas():
+    # arm_convolve_s8, MobileNet stem 3x3x3: 4 * ceil4(27) on C/DSP, 64 * ceil(27 / 16) on MVE.
+    assert [convolve_s8_scratch_bytes(3, 3, 3, p) for p in (PURE_C, DSP, MVE)] == [112, 112, 128]
+    # arm_depthwise_conv_s8_opt: 0 / 2*C*KH*KW / 4*124*KH*KW.
+    assert [depthwise_conv_s8_opt_scratch_bytes(960, 5, 5, p) for p in (PURE_C, DSP, MVE)] \
+        == [0, 48000, 12400]
+    assert depthwise_conv_s8_opt_scratch_bytes(32, 3, 3, MVE) == 4464
+    # arm_avgpool_s8: one int32 per channel on DSP only.
+    assert [avgpool_s8_scratch_bytes(1280, p) for p in (PURE_C, DSP, MVE)] == [0, 5120, 0]
+
+
+def _depthwise_graph(channels: int, multiplier: int, kernel: int, pad: int,
+                     dilation: int = 1) -> tuple[DepthwiseConv2D, Graph]:
+    q = QParams((0.1,), (0,))
+    size = 12
+    out = (size + 2 * pad - (kernel - 1) * dilation - 1) + 1
+    tensors = {
+        "x": Tensor("x", (1, size, size, channels), "int8", q),
+        "w": Tensor("w", (1, kernel, kernel, channels * multiplier), "int8", q,
+                    np.zeros((1, kernel, kernel, channels * multiplier), np.int8)),
+        "y": Tensor("y", (1, out, out, channels * multiplier), "int8", q),
+    }
+    op = DepthwiseConv2D("x", "w", None, "y", (1, 1), (dilation, dilation),
+                         Padding(pad, pad, pad, pad), multiplier, Activation.NONE,
+                         Requant((1 << 30,), (0,)), -128, 127)
+    return op, Graph("g", tensors, (op,), ("x",), ("y",))
+
+
+@pytest.mark.parametrize("path", [PURE_C, DSP, MVE], ids=lambda p: p.label)
+def test_depthwise_dispatch_mirrors_the_wrapper(path):
+    cases = {  # (channels, multiplier, kernel, pad, dilation) -> the wrapper's choice
+        (16, 1, 3, 1, 1): "arm_depthwise_conv_s8_opt" if path.mve else "arm_depthwise_conv_3x3_s8",
+        (16, 1, 3, 2, 1): "arm_depthwise_conv_s8_opt",
+        (16, 1, 5, 2, 1): "arm_depthwise_conv_s8_opt",
+        (16, 1, 3, 1, 2): "arm_depthwise_conv_s8",
+        (1, 8, 3, 1, 1): "arm_depthwise_conv_s8",
+        (4, 2, 3, 1, 1): "arm_depthwise_conv_s8",
+    }
+    for (channels, multiplier, kernel, pad, dilation), function in cases.items():
+        op, graph = _depthwise_graph(channels, multiplier, kernel, pad, dilation)
+        chosen = select_cmsis_kernel(op, graph, path)
+        assert chosen.library_function == function, (channels, multiplier, kernel, pad)
+        expected_scratch = depthwise_conv_s8_opt_scratch_bytes(channels, kernel, kernel, path) \
+            if function == "arm_depthwise_conv_s8_opt" else 0
+        assert chosen.scratch_bytes == expected_scratch
+        assert chosen.table_padding == (4 if path.mve else 0)
+        assert not chosen.streams
+
+
+@pytest.fixture(scope="session")
+def cmsis_nn_library(tmp_path_factory) -> Path:
+    """CMSIS-NN's integer sources compiled once for the host (-fPIC) into a static library."""
+    root = Path(CMSIS_NN_DIR)
+    sources = [s for s in sorted(root.glob("Source/*/*.c"))
+               if not s.name.endswith(("_f16.c", "_f32.c", "_flt.c"))]
+    assert len(sources) > 100, f"{root} does not look like a CMSIS-NN checkout"
+    work = tmp_path_factory.mktemp("cmsis_nn")
+
+    def compile_one(source: Path) -> str:
+        obj = work / f"{source.parent.name}_{source.stem}.o"
+        compile_checked(["gcc", "-std=c99", "-O2", "-fPIC", "-I", str(root / "Include"),
+                         "-c", str(source), "-o", str(obj)])
+        return str(obj)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        objects = list(pool.map(compile_one, sources))
+    library = work / "libcmsisnn.a"
+    subprocess.run(["ar", "rcs", str(library), *objects], check=True)
+    return library
+
+
+@pytest.fixture(scope="session")
+def cmsis_nn_getters(cmsis_nn_library, tmp_path_factory):
+    """CMSIS-NN's own buffer-size functions, callable from Python (the _dsp/_mve variants are
+    plain C too, so every path's answer can be asked on the host)."""
+    work = tmp_path_factory.mktemp("getters")
+    library = work / "libgetters.so"
+    compile_checked(["gcc", "-shared", "-fPIC", "-o", str(library), "-Wl,--whole-archive",
+                     str(cmsis_nn_library), "-Wl,--no-whole-archive"])
+    ffi = cffi.FFI()
+    ffi.cdef("""
+        typedef struct { int32_t n, h, w, c; } cmsis_nn_dims;
+        int32_t arm_convolve_s8_get_buffer_size(const cmsis_nn_dims *, const cmsis_nn_dims *);
+        int32_t arm_convolve_s8_get_buffer_size_mve(const cmsis_nn_dims *, const cmsis_nn_dims *);
+        int32_t arm_depthwise_conv_s8_opt_get_buffer_size(const cmsis_nn_dims *,
+                                                          const cmsis_nn_dims *);
+        int32_t arm_depthwise_conv_s8_opt_get_buffer_size_dsp(const cmsis_nn_dims *,
+                                                              const cmsis_nn_dims *);
+        int32_t arm_depthwise_conv_s8_opt_get_buffer_size_mve(const cmsis_nn_dims *,
+                                                              const cmsis_nn_dims *);
+        int32_t arm_avgpool_s8_get_buffer_size(int, int);
+        int32_t arm_avgpool_s8_get_buffer_size_dsp(int, int);
+        int32_t arm_avgpool_s8_get_buffer_size_mve(int, int);
+    """)
+    return ffi, ffi.dlopen(str(library))
+
+
+@needs_cmsis_nn
+def test_scratch_sizes_match_cmsis_nn_getters(cmsis_nn_getters):
+    ffi, lib = cmsis_nn_getters
+
+    def dims(n: int, h: int, w: int, c: int):
+        return ffi.new("cmsis_nn_dims *", {"n": n, "h": h, "w": w, "c": c})
+
+    conv = {PURE_C: lib.arm_convolve_s8_get_buffer_size,  # the host build is pure C
+            DSP: lib.arm_convolve_s8_get_buffer_size,  # C and DSP share the formula
+            MVE: lib.arm_convolve_s8_get_buffer_size_mve}
+    dw = {PURE_C: lib.arm_depthwise_conv_s8_opt_get_buffer_size,
+          DSP: lib.arm_depthwise_conv_s8_opt_get_buffer_size_dsp,
+          MVE: lib.arm_depthwise_conv_s8_opt_get_buffer_size_mve}
+    pool = {PURE_C: lib.arm_avgpool_s8_get_buffer_size,
+            DSP: lib.arm_avgpool_s8_get_buffer_size_dsp,
+            MVE: lib.arm_avgpool_s8_get_buffer_size_mve}
+    for path in (PURE_C, DSP, MVE):
+        for channels in (1, 3, 4, 7, 16, 33, 256, 1000):
+            for kh, kw in ((1, 1), (3, 3), (5, 5), (3, 1), (7, 2)):
+                assert convolve_s8_scratch_bytes(channels, kh, kw, path) == \
+                    conv[path](dims(1, 9, 9, channels), dims(8, kh, kw, channels))
+                assert depthwise_conv_s8_opt_scratch_bytes(channels, kh, kw, path) == \
+                    dw[path](dims(1, 9, 9, channels), dims(1, kh, kw, channels))
+            assert avgpool_s8_scratch_bytes(channels, path) == pool[path](1, channels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax: arm_softmax_s8 replaces ours only where it is the same function.
+
+
+@needs_cmsis_nn
+def test_arm_softmax_s8_equals_tflite_softmax_for_rows_it_is_used_on(cmsis_nn_library,
+                                                                     tmp_path_factory):
+    work = tmp_path_factory.mktemp("softmax")
+    library = work / "libsoftmax.so"
+    compile_checked(["gcc", "-shared", "-fPIC", "-o", str(library), "-Wl,--whole-archive",
+                     str(cmsis_nn_library), "-Wl,--no-whole-archive"])
+    ffi = cffi.FFI()
+    ffi.cdef("void arm_softmax_s8(const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t,"
+             " int8_t *);")
+    lib = ffi.dlopen(str(library))
+    rng = np.random.default_rng(5)
+    for row in (1, 2, 10, 100, 511):
+        for scale in (1 / 256, 0.02, 0.1, 0.5):
+            multiplier, shift, diff_min = softmax_params(1.0, scale)
+            x = rng.integers(-128, 128, (8, row)).astype(np.int8)
+            x[0] = 127  # the largest sum of exps a row can have
+            x[1, :] = rng.integers(-128, 128)  # flat rows
+            out = np.zeros_like(x)
+            lib.arm_softmax_s8(ffi.from_buffer("int8_t[]", x), x.shape[0], row, multiplier,
+                               shift, diff_min, ffi.from_buffer("int8_t[]", out))
+            np.testing.assert_array_equal(out, softmax_int8(x, multiplier, shift, diff_min),
+                                          err_msg=f"row {row}, scale {scale}")
+
+
+def test_long_softmax_rows_keep_our_kernel():
+    q = QParams((0.1,), (0,))
+    for row, expected in ((511, "arm_softmax_s8"), (512, None), (1000, None)):
+        tensors = {"x": Tensor("x", (1, row), "int8", q),
+                   "y": Tensor("y", (1, row), "int8", QParams((1 / 256,), (-128,)))}
+        op = Softmax("x", "y", 1.0, *softmax_params(1.0, 0.1))
+        graph = Graph("g", tensors, (op,), ("x",), ("y",))
+        kernel = select_cmsis_kernel(op, graph, PURE_C)
+        assert (kernel.library_function if kernel else None) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole models on the host: CMSIS-NN build == our kernels == TFLM, bit for bit.
+
+
+def small_keras_tflite() -> bytes:
+    """A small int8 model with every layer kind CMSIS-NN takes: a strided 3x3 conv, 5x5 and
+    depth-multiplier-2 depthwise convs, pointwise, a VALID strided conv, AVERAGE_POOL_2D,
+    FULLY_CONNECTED and SOFTMAX. Converted with the TFLite converter once per session."""
+    from mcugen.frontend.keras import _convert_to_int8, _import_tensorflow
+
+    tf = _import_tensorflow()
+    keras = tf.keras
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((20, 20, 3), batch_size=1)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu6")(inputs)
+    x = keras.layers.DepthwiseConv2D(5, padding="same", activation="relu")(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
+    x = keras.layers.Conv2D(12, 1, activation="relu")(x)
+    x = keras.layers.Conv2D(12, 3, strides=2, padding="valid")(x)
+    x = keras.layers.AveragePooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(10)(x)
+    outputs = keras.layers.Softmax()(x)
+    images = np.random.default_rng(3).uniform(-1, 1, (16, 20, 20, 3)).astype(np.float32)
+    return _convert_to_int8(tf, keras.Model(inputs, outputs), images)
+
+
+_models: dict[str, bytes] = {}
+
+
+def case_model(case: str) -> bytes:
+    if case not in _models:
+        if case == "person_detect":
+            _models[case] = PERSON_DETECT.read_bytes()
+        elif case == "mobilenet_v1_a0.25_96x96x3":
+            _models[case] = mobilenet_tflite(**MOBILENET)
+        else:
+            _models[case] = small_keras_tflite()
+    return _models[case]
+
+
+CASES = ["person_detect", "mobilenet_v1_a0.25_96x96x3", "small_keras"]
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cmsis_nn_models")
+
+
+def build_case(case: str, work: Path, kernels: str, target: str = "host") -> BuildResult:
+    model = work / f"{case}.tflite"
+    model.write_bytes(case_model(case))
+    return build(BuildOptions(model=model, target=target, name="model", kernels=kernels,
+                              out=work / f"{case}_{kernels}_{target}"))
+
+
+def library_functions(result: BuildResult) -> set[str]:
+    return {k.library_function for k in result.compiled.kernels if k.library_function}
+
+
+@needs_cmsis_nn
+@pytest.mark.parametrize("case", CASES)
+def test_cmsis_nn_build_is_bit_exact_with_ours_and_tflm(case, work, cmsis_nn_library):
+    cmsis = build_case(case, work, "cmsis-nn")
+    ours = build_case(case, work, "mcugen")
+    graph = cmsis.compiled.graph
+    # Every convolution, depthwise, pool, FC and (short) softmax went to CMSIS-NN.
+    assert {op.OP for op, k in zip(graph.ops, cmsis.compiled.kernels) if not k.library_function} \
+        <= {"MEAN", "PAD", "RESHAPE"}
+    c_source = (cmsis.out_dir / "model.c").read_text()
+    assert '#include "arm_nnfunctions.h"' in c_source
+    for function in library_functions(cmsis):
+        assert f"{function}(" in c_source
+    cmsis_model = build_shared(cmsis.out_dir, "model", graph.input.size, graph.output.size, work,
+                               cflags=("-I", f"{CMSIS_NN_DIR}/Include"),
+                               link=(str(cmsis_nn_library),))
+    our_model = build_shared(ours.out_dir, "model", graph.input.size, graph.output.size, work)
+    inputs = standard_inputs(graph.input.size, seed=len(case))
+    from_cmsis = np.stack([cmsis_model(x) for x in inputs])
+    from_ours = np.stack([our_model(x) for x in inputs])
+    from_tflm = tflm_outputs(cmsis.tflite, inputs)
+    np.testing.assert_array_equal(from_cmsis, from_tflm)
+    np.testing.assert_array_equal(from_ours, from_tflm)
+    assert len({row.tobytes() for row in from_tflm}) > 1
+
+
+def test_small_model_reaches_every_cmsis_kernel_on_each_path(work):
+    """The small model covers what the MobileNets do not (FC, avgpool, generic depthwise)."""
+    expected = {"arm_convolve_s8", "arm_convolve_1x1_s8_fast", "arm_depthwise_conv_s8",
+                "arm_depthwise_conv_s8_opt", "arm_avgpool_s8", "arm_softmax_s8"}
+    for target in ("host", "cortex-m7", "cortex-m55"):
+        result = build_case("small_keras", work, "cmsis-nn", target)
+        functions = library_functions(result)
+        assert expected <= functions, target
+        assert functions & {"arm_fully_connected_s8", "arm_fully_connected_per_channel_s8"}
+        fc = next(layer for layer in result.compiled.view.layers if layer.op == "FULLY_CONNECTED")
+        if target == "cortex-m55":  # Helium: the kernel sums replace the bias, from flash
+            assert fc.call.buffer.startswith("(void *)") and "bias" not in fc.arrays
+            assert fc.arrays["kernel_sums"].values.size == 10 + 4  # outputs + MVE padding
+        else:
+            assert fc.call.buffer == "NULL" and "kernel_sums" not in fc.arrays
+
+
+def test_scratch_lives_in_the_arena_only_during_its_layer(work):
+    result = build_case("mobilenet_v1_a0.25_96x96x3", work, "cmsis-nn", "cortex-m7")
+    scratch = [b for b in result.compiled.buffers if b.id.startswith("<scratch")]
+    kernels = result.compiled.kernels
+    assert {b.first for b in scratch} == {i for i, k in enumerate(kernels) if k.scratch_bytes}
+    for buffer in scratch:
+        assert buffer.first == buffer.last
+        assert buffer.size == kernels[buffer.first].scratch_bytes
+        offset = result.compiled.plan.offsets[buffer.id]
+        assert offset % 16 == 0
+        layer = result.compiled.view.layers[buffer.first]
+        assert layer.call.buffer == f"arena + {offset}"
+    from mcugen.planner import find_overlap_violations
+
+    assert find_overlap_violations(list(result.compiled.buffers), result.compiled.plan) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# QEMU: the DSP (Cortex-M7) and Helium (Cortex-M55) paths of CMSIS-NN.
+
+QEMU_BOARDS = {"cortex-m7": "mps2-an500", "cortex-m55": "mps3-an547"}
+
+
+@needs_cmsis_nn
+@pytest.mark.parametrize("target", sorted(QEMU_BOARDS))
+@pytest.mark.parametrize("case", ["mobilenet_v1_a0.25_96x96x3", "small_keras"])
+def test_cmsis_nn_build_is_bit_exact_in_qemu(case, target, work):
+    from mcugen.qemu import build_firmware, run_firmware
+
+    result = build_case(case, work, "cmsis-nn", target)
+    graph = result.compiled.graph
+    board = QEMU_BOARDS[target]
+    elf = build_firmware(result.out_dir, board, work / f"fw_{case}_{target}",
+                         cmsis_nn_dir=Path(CMSIS_NN_DIR))
+    inputs = standard_inputs(graph.input.size, seed=11, random_count=2)
+    run = run_firmware(elf, board, inputs, graph.output.size, timeout=300)
+    np.testing.assert_array_equal(run.outputs, tflm_outputs(result.tflite, inputs))
