@@ -53,7 +53,8 @@ def host_seconds_per_inference(model: Path, kernels: str, work: Path) -> float:
     exe = work / f"bench_{kernels}"
     extra = cmsis_sources() if kernels == "cmsis-nn" else []
     includes = [f"-I{Path(os.environ['CMSIS_NN_DIR']) / 'Include'}"] if extra else []
-    subprocess.run(["gcc", "-std=c99", "-O2", f"-I{result.out_dir}", *includes,
+    subprocess.run(["gcc", "-std=c99", "-D_POSIX_C_SOURCE=199309L", "-O2",
+                    f"-I{result.out_dir}", *includes,
                     str(harness), *map(str, sorted(result.out_dir.glob("*.c"))), *extra,
                     "-o", str(exe)], check=True)
     output = subprocess.run([str(exe), str(graph.input.size), str(graph.output.size)],
@@ -106,9 +107,11 @@ def main() -> None:
                     sizes = summary.build.measured
                     instructions = summary.qemu.instructions[0]
                     macs = summary.build.compiled.report.macs
+                    code, weights, stack = ((sizes.code_bytes, sizes.weight_bytes,
+                                             sizes.stack_bytes) if sizes else (0, 0, 0))
                     rows.append((model_name, target, kernels, instructions, macs / instructions,
-                                 sizes.code_bytes, sizes.weight_bytes, sizes.arena_bytes,
-                                 sizes.stack_bytes, host * 1e3,
+                                 code, weights, summary.build.compiled.plan.arena_size,
+                                 stack, host * 1e3,
                                  "yes" if summary.matches else "NO"))
                     print(f"... {model_name} {target} {kernels}: {instructions:,}",
                           file=sys.stderr)

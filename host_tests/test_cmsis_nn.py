@@ -207,13 +207,12 @@ def test_long_softmax_rows_keep_our_kernel():
 # Whole models on the host: CMSIS-NN build == our kernels == TFLM, bit for bit.
 
 
-def small_keras_tflite() -> bytes:
+def small_keras_tflite(per_channel_dense: bool) -> bytes:
     """A small int8 model with every layer kind CMSIS-NN takes: a strided 3x3 conv, 5x5 and
     depth-multiplier-2 depthwise convs, pointwise, a VALID strided conv, AVERAGE_POOL_2D,
-    FULLY_CONNECTED and SOFTMAX. Converted with the TFLite converter once per session."""
-    from mcugen.frontend.keras import _convert_to_int8, _import_tensorflow
+    FULLY_CONNECTED (per channel, or per tensor as older converters made it) and SOFTMAX."""
+    import tensorflow as tf
 
-    tf = _import_tensorflow()
     keras = tf.keras
     keras.utils.set_random_seed(3)
     inputs = keras.Input((20, 20, 3), batch_size=1)
@@ -226,8 +225,15 @@ def small_keras_tflite() -> bytes:
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(10)(x)
     outputs = keras.layers.Softmax()(x)
-    images = np.random.default_rng(3).uniform(-1, 1, (16, 20, 20, 3)).astype(np.float32)
-    return _convert_to_int8(tf, keras.Model(inputs, outputs), images)
+    images = np.random.default_rng(3).uniform(-1, 1, (16, 1, 20, 20, 3)).astype(np.float32)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, outputs))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image] for image in images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = \
+        not per_channel_dense
+    return converter.convert()
 
 
 _models: dict[str, bytes] = {}
@@ -240,11 +246,12 @@ def case_model(case: str) -> bytes:
         elif case == "mobilenet_v1_a0.25_96x96x3":
             _models[case] = mobilenet_tflite(**MOBILENET)
         else:
-            _models[case] = small_keras_tflite()
+            _models[case] = small_keras_tflite(per_channel_dense=case == "small_keras")
     return _models[case]
 
 
-CASES = ["person_detect", "mobilenet_v1_a0.25_96x96x3", "small_keras"]
+SMALL = ["small_keras", "small_keras_per_tensor_fc"]
+CASES = ["person_detect", "mobilenet_v1_a0.25_96x96x3", *SMALL]
 
 
 @pytest.fixture(scope="session")
@@ -289,25 +296,28 @@ def test_cmsis_nn_build_is_bit_exact_with_ours_and_tflm(case, work, cmsis_nn_lib
     assert len({row.tobytes() for row in from_tflm}) > 1
 
 
-def test_small_model_reaches_every_cmsis_kernel_on_each_path(work):
-    """The small model covers what the MobileNets do not (FC, avgpool, generic depthwise)."""
+@pytest.mark.parametrize("case", SMALL)
+@pytest.mark.parametrize("target", ["host", "cortex-m7", "cortex-m55"])
+def test_small_models_reach_every_cmsis_kernel_on_each_path(case, target, work):
+    """The small models cover what the MobileNets do not (FC, avgpool, generic depthwise)."""
+    fc_function = "arm_fully_connected_per_channel_s8" if case == "small_keras" \
+        else "arm_fully_connected_s8"
     expected = {"arm_convolve_s8", "arm_convolve_1x1_s8_fast", "arm_depthwise_conv_s8",
-                "arm_depthwise_conv_s8_opt", "arm_avgpool_s8", "arm_softmax_s8"}
-    for target in ("host", "cortex-m7", "cortex-m55"):
-        result = build_case("small_keras", work, "cmsis-nn", target)
-        functions = library_functions(result)
-        assert expected <= functions, target
-        assert functions & {"arm_fully_connected_s8", "arm_fully_connected_per_channel_s8"}
-        fc = next(layer for layer in result.compiled.view.layers if layer.op == "FULLY_CONNECTED")
-        if target == "cortex-m55":  # Helium: the kernel sums replace the bias, from flash
-            assert fc.call.buffer.startswith("(void *)") and "bias" not in fc.arrays
-            assert fc.arrays["kernel_sums"].values.size == 10 + 4  # outputs + MVE padding
-        else:
-            assert fc.call.buffer == "NULL" and "kernel_sums" not in fc.arrays
+                "arm_depthwise_conv_s8_opt", "arm_avgpool_s8", "arm_softmax_s8", fc_function}
+    result = build_case(case, work, "cmsis-nn", target)
+    assert library_functions(result) == expected
+    fc = next(layer for layer in result.compiled.view.layers if layer.op == "FULLY_CONNECTED")
+    if target == "cortex-m55":  # Helium: the kernel sums replace the bias, from flash
+        assert fc.call.buffer.startswith("(void *)") and "bias" not in fc.arrays
+        assert fc.arrays["kernel_sums"].values.size == 10 + 4  # outputs + MVE padding
+    else:
+        assert fc.call.buffer == "NULL" and "kernel_sums" not in fc.arrays
 
 
 def test_scratch_lives_in_the_arena_only_during_its_layer(work):
     result = build_case("mobilenet_v1_a0.25_96x96x3", work, "cmsis-nn", "cortex-m7")
+    assert library_functions(result) == {"arm_convolve_s8", "arm_convolve_1x1_s8_fast",
+                                         "arm_depthwise_conv_3x3_s8", "arm_softmax_s8"}
     scratch = [b for b in result.compiled.buffers if b.id.startswith("<scratch")]
     kernels = result.compiled.kernels
     assert {b.first for b in scratch} == {i for i, k in enumerate(kernels) if k.scratch_bytes}
@@ -331,7 +341,7 @@ QEMU_BOARDS = {"cortex-m7": "mps2-an500", "cortex-m55": "mps3-an547"}
 
 @needs_cmsis_nn
 @pytest.mark.parametrize("target", sorted(QEMU_BOARDS))
-@pytest.mark.parametrize("case", ["mobilenet_v1_a0.25_96x96x3", "small_keras"])
+@pytest.mark.parametrize("case", ["mobilenet_v1_a0.25_96x96x3", *SMALL])
 def test_cmsis_nn_build_is_bit_exact_in_qemu(case, target, work):
     from mcugen.qemu import build_firmware, run_firmware
 
@@ -343,3 +353,16 @@ def test_cmsis_nn_build_is_bit_exact_in_qemu(case, target, work):
     inputs = standard_inputs(graph.input.size, seed=11, random_count=2)
     run = run_firmware(elf, board, inputs, graph.output.size, timeout=300)
     np.testing.assert_array_equal(run.outputs, tflm_outputs(result.tflite, inputs))
+
+
+def test_cli_kernels_flag(tmp_path, capsys):
+    from mcugen.cli import main
+
+    assert main(["build", "--model", str(PERSON_DETECT), "--name", "pd", "--out",
+                 str(tmp_path / "pd"), "--kernels", "cmsis-nn"]) == 0
+    assert "arm_convolve_1x1_s8_fast(" in (tmp_path / "pd" / "pd.c").read_text()
+    assert "CMSIS_NN_DIR" in (tmp_path / "pd" / "CMakeLists.txt").read_text()
+    assert "CMSIS_NN_DIR" in (tmp_path / "pd" / "pd.mk").read_text()
+    assert main(["build", "--model", str(PERSON_DETECT), "--out", str(tmp_path / "x"),
+                 "--kernels", "arm"]) == 1
+    assert "invalid choice: 'arm'" in capsys.readouterr().err

@@ -5,6 +5,7 @@ instructions of each layer."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,16 @@ def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray | None:
     return np.stack(outputs)
 
 
+def cmsis_nn_dir(kernels: str) -> Path | None:
+    """Users bring CMSIS-NN: the firmware build takes it from $CMSIS_NN_DIR."""
+    if kernels != "cmsis-nn":
+        return None
+    folder = os.environ.get("CMSIS_NN_DIR")
+    if not folder or not (Path(folder) / "Include" / "arm_nnfunctions.h").is_file():
+        raise McugenError("--kernels cmsis-nn needs CMSIS_NN_DIR set to a CMSIS-NN checkout")
+    return Path(folder)
+
+
 def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
         progress=lambda message: None) -> RunSummary:
     target = load_target(options.target)
@@ -102,7 +113,8 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
     inputs = (load_inputs(inputs_path, graph.input.size) if inputs_path is not None
               else default_inputs(graph.input.size, options.seed))
     progress(f"building the firmware for {target.qemu_board}")
-    elf = build_firmware(result.out_dir, target.qemu_board, work_dir / "firmware")
+    elf = build_firmware(result.out_dir, target.qemu_board, work_dir / "firmware",
+                         cmsis_nn_dir=cmsis_nn_dir(options.kernels))
     progress(f"running {len(inputs)} inferences in QEMU ({target.qemu_board})")
     qemu = run_firmware(elf, target.qemu_board, inputs, graph.output.size, timeout=600)
     progress("checking the outputs against the reference")
