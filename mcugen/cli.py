@@ -136,8 +136,10 @@ def make_parser() -> argparse.ArgumentParser:
     add_model_arguments(run_parser)
     run_parser.add_argument("--inputs", type=Path,
                             help=".npy of int8 inputs (default: zeros, extremes, random)")
+    run_parser.add_argument("--kernels", choices=KERNEL_SETS, default="mcugen",
+                            help="mcugen (default) or cmsis-nn (needs CMSIS_NN_DIR)")
     run_parser.set_defaults(run=command_run, name="model", out=None, force=False,
-                            no_memory_check=False, kernels="mcugen")
+                            no_memory_check=False)
 
     inspect_parser = commands.add_parser("inspect", help="print a .tflite's layer table")
     inspect_parser.add_argument("model", type=Path)
