@@ -7,8 +7,8 @@ Conventions (the same as TFLite, so that nothing is translated twice):
 - activations are NHWC, batch 1;
 - conv filters are OHWI ``[Cout, KH, KW, Cin]``; depthwise filters ``[1, KH, KW, Cout]``;
   fully connected weights ``[outputs, depth]``; biases int32 ``[Cout]``;
-- ``zero_point`` is the model's zero point (the flip to CMSIS-NN's ``input_offset = -zp``
-  happens in one place, in the kernel selection for CMSIS-NN);
+- ``zero_point`` is the model's zero point (the flip to the kernels' ``input_offset = -zp``
+  happens in one place, codegen._activation_geometry, for both kernel sets);
 - padding is explicit and four-sided, computed from SAME/VALID by the front end.
 """
 
