@@ -15,8 +15,8 @@ import numpy as np
 
 from . import __version__
 from .errors import McugenError
-from .ir import (AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Mean, Op, Pad,
-                 Reshape, Softmax)
+from .ir import (Add, AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Mean, Mul,
+                 Op, Pad, Reshape, Softmax, TableLookup, Transpose)
 from .kernels import POINTWISE, CmsisPath, Kernel, scratch_id
 from .planner import Plan
 from .quant import mean_multiplier
@@ -103,6 +103,7 @@ class LayerView:
     arrays: dict[str, ConstArray] = field(default_factory=dict)  # role -> table
     extra: dict[str, int] = field(default_factory=dict)  # kernel-specific integer constants
     call: LibraryCall | None = None
+    input2: str | None = None  # C expression of the second operand (ADD, MUL)
 
 
 @dataclass(frozen=True)
@@ -175,11 +176,18 @@ def _layer_view(index: int, op: Op, kernel: Kernel, graph: Graph, plan: Plan,
     geometry, arrays, extra = builder(op, graph, f"{name}_layer{index}", kernel)
     in_shape, out_shape = graph.tensor(op.input).shape, graph.tensor(op.output).shape
     comment = f"{op.OP} {'x'.join(map(str, in_shape))} -> {'x'.join(map(str, out_shape))}"
+    if isinstance(op, TableLookup):
+        comment += f" ({op.source} as a lookup table)"
+    input2 = None
+    if getattr(op, "input2", None) is not None:
+        input2 = arrays["operand2"].name if "operand2" in arrays else \
+            pointer(op.input2, graph, plan)
     return LayerView(
         index=index, op=op.OP, kernel=kernel.name, function=f"layer{index}_{kernel.name}",
         input=pointer(op.input, graph, plan), output=pointer(op.output, graph, plan),
         output_bytes=graph.tensor(op.output).nbytes, comment=comment, geometry=geometry,
-        arrays=arrays, extra=extra, call=_library_call(index, kernel, arrays, plan))
+        arrays=arrays, extra=extra, call=_library_call(index, kernel, arrays, plan),
+        input2=input2)
 
 
 def _library_call(index: int, kernel: Kernel, arrays: dict[str, ConstArray],
@@ -341,10 +349,72 @@ def _copy_view(op: Reshape, graph: Graph, prefix: str, kernel: Kernel):
     return Geometry(in_h=1, in_w=1, in_c=size, out_h=1, out_w=1, out_c=size), {}, {}
 
 
+def _as_4d(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (1,) * (4 - len(shape)) + tuple(shape)
+
+
+def _broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict[str, int]:
+    """Element strides of an operand along the output's H, W and C (0 where it broadcasts)."""
+    _, h, w, c = _as_4d(shape)
+    _, out_h, out_w, out_c = _as_4d(out_shape)
+    return {"h": w * c if h == out_h else 0, "w": c if w == out_w else 0,
+            "c": 1 if c == out_c else 0}
+
+
+def _elementwise_view(op: Add | Mul, graph: Graph, prefix: str, kernel: Kernel):
+    """Shapes as NHWC (a lower rank is padded with ones in front, as TFLite broadcasts), the
+    operands' strides, and the op's constants. A constant second operand becomes a table."""
+    x1, x2, y = (graph.tensor(n) for n in (op.input, op.input2, op.output))
+    _, out_h, out_w, out_c = _as_4d(y.shape)
+    geometry = Geometry(in_h=out_h, in_w=out_w, in_c=out_c, out_h=out_h, out_w=out_w,
+                        out_c=out_c, **_activation_geometry(op, graph))
+    arrays = {}
+    if x2.is_constant:
+        arrays["operand2"] = ConstArray(f"{prefix}_operand2", "int8_t", x2.data.reshape(-1))
+    a, b = _broadcast_strides(x1.shape, y.shape), _broadcast_strides(x2.shape, y.shape)
+    extra = {"input2_offset": -x2.zero_point, "flat": int(x1.shape == x2.shape == y.shape),
+             **{f"a_{axis}": stride for axis, stride in a.items()},
+             **{f"b_{axis}": stride for axis, stride in b.items()}}
+    if isinstance(op, Add):
+        r = op.rescale
+        extra.update(left_shift=r.left_shift, input1_multiplier=r.input1[0],
+                     input1_shift=r.input1[1], input2_multiplier=r.input2[0],
+                     input2_shift=r.input2[1], output_multiplier=r.output[0],
+                     output_shift=r.output[1])
+    else:
+        extra.update(output_multiplier=op.requant.multiplier[0],
+                     output_shift=op.requant.shift[0])
+    return geometry, arrays, extra
+
+
+def _lookup_view(op: TableLookup, graph: Graph, prefix: str, kernel: Kernel):
+    size = graph.tensor(op.input).size
+    geometry = Geometry(in_h=1, in_w=1, in_c=size, out_h=1, out_w=1, out_c=size)
+    table = ConstArray(f"{prefix}_table", "int8_t", np.array(op.table, np.int8))
+    return geometry, {"table": table}, {}
+
+
+def _transpose_view(op: Transpose, graph: Graph, prefix: str, kernel: Kernel):
+    """Loops over the output's axes in order; each reads the input with that axis' stride."""
+    in_shape = _as_4d(graph.tensor(op.input).shape)
+    out_shape = _as_4d(graph.tensor(op.output).shape)
+    perm = [axis + 4 - len(op.perm) for axis in op.perm]
+    perm = list(range(4 - len(op.perm))) + perm
+    in_strides = [int(np.prod(in_shape[axis + 1:])) for axis in range(4)]
+    extra = {}
+    for k in range(4):
+        extra[f"dim{k}"] = out_shape[k]
+        extra[f"stride{k}"] = in_strides[perm[k]]
+    size = graph.tensor(op.input).size
+    geometry = Geometry(in_h=1, in_w=1, in_c=size, out_h=1, out_w=1, out_c=size)
+    return geometry, {}, extra
+
+
 _VIEW_BUILDERS = {
     Conv2D: _conv_view, DepthwiseConv2D: _conv_view, FullyConnected: _fully_connected_view,
     Pad: _pad_view, AveragePool2D: _average_pool_view, Mean: _mean_view,
-    Softmax: _softmax_view, Reshape: _copy_view,
+    Softmax: _softmax_view, Reshape: _copy_view, Add: _elementwise_view,
+    Mul: _elementwise_view, TableLookup: _lookup_view, Transpose: _transpose_view,
 }
 
 

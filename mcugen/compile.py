@@ -12,8 +12,10 @@ from . import ir
 from .codegen import ModelView, build_model_view, render_sources
 from .errors import McugenError
 from .ir import Graph, op_inputs, op_outputs
-from .kernels import Kernel, cmsis_path, scratch_id, select_kernel, streaming_order
+from .kernels import (ELEMENTWISE_KERNELS, Kernel, cmsis_path, scratch_id, select_kernel,
+                      streaming_order)
 from .passes.fold_pad import fold_pad
+from .passes.lookup_table import lookup_tables
 from .passes.quantize import quantize_constants
 from .passes.reshape import elide_reshape
 from .planner import Buffer, Overlap, Plan, plan_memory, streaming_distance
@@ -34,7 +36,7 @@ class CompiledModel:
 
 def prepare(graph: Graph) -> Graph:
     """The IR passes, in order; the result is verified."""
-    for rewrite in (fold_pad, elide_reshape, quantize_constants):
+    for rewrite in (fold_pad, elide_reshape, quantize_constants, lookup_tables):
         graph = rewrite(graph)
         ir.verify(graph)
     return graph
@@ -58,16 +60,25 @@ def arena_buffers(graph: Graph, kernels: list[Kernel]) -> list[Buffer]:
         for name in op_outputs(op):
             if name in external:
                 continue
-            overlaps = ()
-            if kernel.streams and op.input not in external and last[op.input] == index:
-                distance = streaming_distance(
-                    *streaming_order(op, graph, kernel.block_pixels))
-                overlaps = (Overlap(other=op.input, distance=distance),)
+            overlaps = tuple(Overlap(other=source, distance=distance)
+                             for source, distance in _streamed_inputs(op, kernel, graph)
+                             if source not in external and last[source] == index)
             buffers.append(Buffer(name, graph.tensor(name).nbytes, first[name], last[name],
                                   overlaps))
         if kernel.scratch_bytes:
             buffers.append(Buffer(scratch_id(index), kernel.scratch_bytes, index, index))
     return buffers
+
+
+def _streamed_inputs(op: ir.Op, kernel: Kernel, graph: Graph) -> list[tuple[str, int]]:
+    """The inputs a streaming kernel's output may be written over, with the distance."""
+    if not kernel.streams:
+        return []
+    if kernel.name in ELEMENTWISE_KERNELS:
+        shape = graph.tensor(op.output).shape
+        return [(name, 0) for name in dict.fromkeys(op_inputs(op))
+                if graph.tensor(name).shape == shape and not graph.tensor(name).is_constant]
+    return [(op.input, streaming_distance(*streaming_order(op, graph, kernel.block_pixels)))]
 
 
 def compile_graph(graph: Graph, *, name: str, target: Target, source: str,

@@ -218,10 +218,124 @@ class Softmax:
     diff_min: int | None = None  # -CalculateInputRadius(5, input_left_shift, 31)
 
 
-Op = Union[Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax]
+@dataclass(frozen=True)
+class AddRescale:
+    """TFLite's int8 ADD constants: both inputs are shifted left by ``left_shift`` (20), scaled
+    to a common scale (twice the larger input scale) by their multipliers, summed, and the sum
+    scaled to the output. Shifts are right shifts written as negative numbers (all <= 0)."""
+
+    left_shift: int
+    input1: tuple[int, int]  # (multiplier, shift)
+    input2: tuple[int, int]
+    output: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Add:
+    """Elementwise int8 ADD, with numpy-style broadcasting of either operand (residual
+    connections; a constant operand for the ``x + 3`` of a hard sigmoid)."""
+
+    OP: ClassVar[str] = "ADD"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input", "input2")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    input2: str
+    output: str
+    activation: Activation
+    rescale: AddRescale | None = None
+    act_min: int | None = None
+    act_max: int | None = None
+
+
+@dataclass(frozen=True)
+class Mul:
+    """Elementwise int8 MUL with broadcasting ([1,H,W,C] x [1,1,1,C] in squeeze-and-excitation,
+    a constant scalar for the ``/ 6`` of a hard sigmoid)."""
+
+    OP: ClassVar[str] = "MUL"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input", "input2")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    input2: str
+    output: str
+    activation: Activation
+    requant: Requant | None = None  # of scale1 * scale2 / scale_out
+    act_min: int | None = None
+    act_max: int | None = None
+
+
+@dataclass(frozen=True)
+class HardSwish:
+    """x * relu6(x + 3) / 6, TFLite's int8 fixed-point form."""
+
+    OP: ClassVar[str] = "HARD_SWISH"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Relu:
+    """A stand-alone RELU or RELU6 (one the converter could not fuse into the op before it)."""
+
+    OP: ClassVar[str] = "RELU"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+    activation: Activation  # RELU or RELU6
+    requant: Requant | None = None  # RELU only: input scale / output scale
+    act_min: int | None = None  # RELU: on the output; RELU6: zero and six on the input
+    act_max: int | None = None
+
+
+@dataclass(frozen=True)
+class Transpose:
+    """Permute the axes of a 4-D tensor (NCHW -> NHWC at the start of converted models)."""
+
+    OP: ClassVar[str] = "TRANSPOSE"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+    perm: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TableLookup:
+    """An int8 -> int8 function given by its 256 values (output = table[x + 128]).
+
+    Not a TFLite op: passes.lookup_table makes it from every op whose output element depends
+    only on the same input element (HARD_SWISH, RELU, ADD or MUL with a constant scalar), by
+    running that op's reference kernel on all 256 inputs. ``source`` names the op it replaces.
+    """
+
+    OP: ClassVar[str] = "LOOKUP"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+    table: tuple[int, ...]
+    source: str
+
+
+Op = Union[Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax,
+           Add, Mul, HardSwish, Relu, Transpose, TableLookup]
 OP_TYPES: tuple[type, ...] = (
     Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax,
+    Add, Mul, HardSwish, Relu, Transpose, TableLookup,
 )
+ELEMENTWISE_BINARY = (Add, Mul)
+
+
+def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """NumPy's (and TFLite's) broadcast of two shapes, or None if they do not broadcast."""
+    rank = max(len(a), len(b))
+    a4, b4 = (1,) * (rank - len(a)) + a, (1,) * (rank - len(b)) + b
+    if any(x != y and 1 not in (x, y) for x, y in zip(a4, b4)):
+        return None
+    return tuple(max(x, y) for x, y in zip(a4, b4))
 
 
 def op_inputs(op: Op) -> list[str]:
@@ -341,3 +455,17 @@ def _verify_shapes(graph: Graph, op: Op, where: str) -> None:
     elif isinstance(op, (Reshape, Softmax)):
         if t[op.input].size != t[op.output].size:
             raise McugenError(f"{where}: element counts differ")
+    elif isinstance(op, ELEMENTWISE_BINARY):
+        shape = broadcast_shape(t[op.input].shape, t[op.input2].shape)
+        if shape is None or shape != t[op.output].shape or shape[0] != 1:
+            raise McugenError(f"{where}: shapes {t[op.input].shape} and {t[op.input2].shape} "
+                              f"do not broadcast to {t[op.output].shape} (batch 1)")
+    elif isinstance(op, (HardSwish, Relu, TableLookup)):
+        if t[op.input].shape != t[op.output].shape:
+            raise McugenError(f"{where}: input and output shapes differ")
+    elif isinstance(op, Transpose):
+        shape = t[op.input].shape
+        if sorted(op.perm) != list(range(len(shape))) or \
+                tuple(shape[i] for i in op.perm) != t[op.output].shape:
+            raise McugenError(f"{where}: permutation {list(op.perm)} does not take "
+                              f"{list(shape)} to {list(t[op.output].shape)}")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import McugenError
-from .ir import (AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Mean, Op, Pad,
-                 Reshape, Softmax)
+from .ir import (Add, AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Mean, Mul,
+                 Op, Pad, Reshape, Softmax, TableLookup, Transpose)
 from .targets import Target
 
 KERNEL_SETS = ("mcugen", "cmsis-nn")
@@ -61,6 +61,13 @@ AVERAGE_POOL = Kernel("avgpool_s8", streams=False)
 MEAN = Kernel("mean_s8", streams=False)
 SOFTMAX = Kernel("softmax_s8", streams=False)
 COPY = Kernel("copy_s8", streams=False)  # a RESHAPE that could not be elided
+# Elementwise kernels read element i of their inputs before they write element i of the
+# output, so the output may take the place of an input of its own shape (distance 0).
+ADD = Kernel("add_s8", streams=True)
+MUL = Kernel("mul_s8", streams=True)
+LOOKUP = Kernel("lookup_s8", streams=True)
+TRANSPOSE = Kernel("transpose_s8", streams=False)
+ELEMENTWISE_KERNELS = frozenset({"add_s8", "mul_s8", "lookup_s8"})
 
 
 def is_pointwise(op: Conv2D, graph: Graph) -> bool:
@@ -85,7 +92,8 @@ def select_mcugen_kernel(op: Op, graph: Graph) -> Kernel:
     if isinstance(op, FullyConnected):
         return FULLY_CONNECTED
     simple = {DepthwiseConv2D: DEPTHWISE, Pad: PAD, AveragePool2D: AVERAGE_POOL, Mean: MEAN,
-              Softmax: SOFTMAX, Reshape: COPY}
+              Softmax: SOFTMAX, Reshape: COPY, Add: ADD, Mul: MUL, TableLookup: LOOKUP,
+              Transpose: TRANSPOSE}
     if type(op) in simple:
         return simple[type(op)]
     raise McugenError(f"no kernel for {op.OP}")
@@ -136,7 +144,25 @@ def select_cmsis_kernel(op: Op, graph: Graph, path: CmsisPath) -> Kernel | None:
                              scratch_bytes=avgpool_s8_scratch_bytes(channels, path))
     if isinstance(op, Softmax) and graph.tensor(op.output).shape[-1] <= CMSIS_SOFTMAX_MAX_ROW:
         return _cmsis_kernel("cmsis_softmax_s8", "arm_softmax_s8")
+    if isinstance(op, Add) and _same_shapes(op, graph):
+        return _cmsis_kernel("cmsis_add_s8", "arm_elementwise_add_s8")
+    if isinstance(op, Mul) and (_same_shapes(op, graph) or _broadcast_over_pixels(op, graph)):
+        return _cmsis_kernel("cmsis_mul_s8", "arm_elementwise_mul_s8")
     return None
+
+
+def _same_shapes(op: Add | Mul, graph: Graph) -> bool:
+    """CMSIS-NN's elementwise kernels take two vectors of one length: no broadcasting."""
+    shape = graph.tensor(op.output).shape
+    return graph.tensor(op.input).shape == graph.tensor(op.input2).shape == shape
+
+
+def _broadcast_over_pixels(op: Mul, graph: Graph) -> bool:
+    """[1,H,W,C] x [1,1,1,C] (squeeze-and-excitation): one CMSIS-NN call per pixel."""
+    out = graph.tensor(op.output).shape
+    second = graph.tensor(op.input2).shape
+    return (len(out) == 4 and graph.tensor(op.input).shape == out
+            and second in ((1, 1, 1, out[3]), (out[3],)))
 
 
 def _cmsis_depthwise(op: DepthwiseConv2D, graph: Graph, path: CmsisPath) -> Kernel:

@@ -14,7 +14,8 @@ Rounding rules, named once here because they differ from function to function:
 - TFLite's default *double rounding* requantization: MultiplyByQuantizedMultiplier rounds once
   in the high multiply and once more in the shift (TFLM and CMSIS-NN's default build both do
   this; ``TFLITE_SINGLE_ROUNDING`` is not what they ship).
-- *truncation toward zero*: C integer division (the MEAN multiplier fold).
+- *truncation toward zero*: C integer division (the MEAN multiplier fold), and HARD_SWISH's
+  final SaturatingDoublingHighMul, which has no rounding nudge on purpose.
 
 Scales are float32 values held as Python floats; where TFLite forms a float32 product first,
 the code does so with ``np.float32`` explicitly, because that changes the last bit.
@@ -26,6 +27,7 @@ int32 wrap-around where the C code relies on int32 arithmetic.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -34,6 +36,8 @@ from .ir import Activation
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
+INT16_MIN = -(1 << 15)
+INT16_MAX = (1 << 15) - 1
 INT8_MIN = -128
 INT8_MAX = 127
 
@@ -117,6 +121,68 @@ def mean_multiplier(multiplier: int, shift: int, count: int) -> tuple[int, int]:
     return (multiplier << fold) // count, shift - fold
 
 
+ADD_LEFT_SHIFT = 20  # int8 ADD shifts both inputs left by this much before rescaling
+
+
+def quantize_multiplier_smaller_than_one(real: float) -> tuple[int, int]:
+    """QuantizeMultiplierSmallerThanOneExp: QuantizeMultiplier for ``real < 1`` (shift <= 0)."""
+    multiplier, shift = quantize_multiplier(real)
+    if shift > 0:
+        raise ValueError(f"multiplier {real} is not below 1")
+    return multiplier, shift
+
+
+def add_multipliers(input1_scale: float, input2_scale: float, output_scale: float
+                    ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """CalculateOpDataAdd (int8): both inputs rescaled to twice the larger input scale (the
+    max taken in float32, the rest in double), the sum from there to the output scale with
+    the 2^20 of the left shift divided out. Returns (input1, input2, output) (mult, shift)."""
+    twice_max = 2.0 * float(max(np.float32(input1_scale), np.float32(input2_scale)))
+    output = twice_max / ((1 << ADD_LEFT_SHIFT) * output_scale)
+    return (quantize_multiplier_smaller_than_one(input1_scale / twice_max),
+            quantize_multiplier_smaller_than_one(input2_scale / twice_max),
+            quantize_multiplier_smaller_than_one(output))
+
+
+def float_to_quantized_int8(real: float, scale: float, zero_point: int) -> int:
+    """FloatToQuantizedType<int8_t>: ``round(real / scale) + zp`` (the quotient in float32),
+    clamped to int8."""
+    quotient = float(np.float32(real) / np.float32(scale))
+    return int(np.clip(round_half_away_from_zero(quotient) + zero_point, INT8_MIN, INT8_MAX))
+
+
+def down_scale_int32_to_int16_multiplier(multiplier: int) -> int:
+    """DownScaleInt32ToInt16Multiplier: the Q0.31 multiplier rounded to Q0.15 (saturating)."""
+    rounding = 1 << 15
+    if multiplier >= INT32_MAX - rounding:
+        return INT16_MAX
+    return (multiplier + rounding) >> 16
+
+
+@dataclass(frozen=True)
+class HardSwishParams:
+    """HardSwishPrepare's int8 constants: 16-bit fixed-point multipliers and their exponents."""
+
+    output_multiplier: int
+    output_exponent: int
+    reluish_multiplier: int
+    reluish_exponent: int
+
+
+def hard_swish_params(input_scale: float, output_scale: float) -> HardSwishParams:
+    """The input on a "hires" scale (scale / 128) against the output scale and against the
+    reluish scale, on which 3.0 is 32768; the quotients are float32, as in TFLM."""
+    hires = np.float32(1.0 / 128.0) * np.float32(input_scale)
+    reluish_scale = np.float32(3.0) / np.float32(32768.0)
+    out_m, out_e = quantize_multiplier(float(np.float32(hires / np.float32(output_scale))))
+    relu_m, relu_e = quantize_multiplier(float(np.float32(hires / reluish_scale)))
+    if out_e > 0:
+        raise ValueError("the output scale is too small for the input scale (TFLite requires "
+                         "hires_input_scale / output_scale < 1)")
+    return HardSwishParams(down_scale_int32_to_int16_multiplier(out_m), out_e,
+                           down_scale_int32_to_int16_multiplier(relu_m), relu_e)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fixed-point primitives (gemmlowp / TFLite common.h), vectorised
 
@@ -169,6 +235,31 @@ def multiply_by_quantized_multiplier(x: ArrayLike, multiplier: ArrayLike,
 def _saturating_shift_left(x: np.ndarray, exponent: int) -> np.ndarray:
     """gemmlowp SaturatingRoundingMultiplyByPOT with a positive exponent."""
     return np.clip(np.asarray(x, dtype=np.int64) << exponent, INT32_MIN, INT32_MAX)
+
+
+def saturating_rounding_doubling_high_mul_int16(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """gemmlowp's SaturatingRoundingDoublingHighMul on int16: ``(a * b + nudge) / 2^15``,
+    nudge 2^14 (1 - 2^14 for a negative product), truncating; -32768^2 saturates."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    product = a * b
+    nudge = np.where(product >= 0, 1 << 14, 1 - (1 << 14))
+    high = _divide_truncating(product + nudge, 1 << 15)
+    return np.where((a == b) & (a == INT16_MIN), INT16_MAX, high)
+
+
+def saturating_doubling_high_mul_int16(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """reference_ops::SaturatingDoublingHighMul (like SQDMULH): ``a * b / 2^15`` truncated,
+    no rounding nudge; -32768^2 saturates."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    high = _divide_truncating(a * b, 1 << 15)
+    return np.where((a == b) & (a == INT16_MIN), INT16_MAX, high)
+
+
+def saturating_left_shift_int16(x: ArrayLike, amount: int) -> np.ndarray:
+    """reference_ops::SaturatingLeftShift: ``x * 2^amount`` clamped to int16."""
+    return np.clip(np.asarray(x, dtype=np.int64) << amount, INT16_MIN, INT16_MAX)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,23 +32,28 @@ def run_reference(graph: ir.Graph, input: np.ndarray, keep_all: bool = False
     if input.dtype != np.int8 or tuple(input.shape) != expected.shape:
         raise McugenError(f"input must be int8 {expected.shape}, got {input.dtype} "
                           f"{tuple(input.shape)}")
-    values: dict[str, np.ndarray] = {expected.name: input}
+    constants = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
+    values: dict[str, np.ndarray] = {**constants, expected.name: input}
     for index, op in enumerate(graph.ops):
-        kernel = _KERNELS.get(type(op))
-        if kernel is None:
-            raise McugenError(f"op {index} ({op.OP}): the reference interpreter has no kernel")
-        _require_quantized(op, index)
+        kernel = op_kernel(op, index)
         out = graph.tensor(op.output)
-        result = kernel(op, graph, values[op.input])
+        operands = [values[op.input]] + ([values[op.input2]] if hasattr(op, "input2") else [])
+        result = kernel(op, graph, *operands)
         values[out.name] = result.astype(np.int8).reshape(out.shape)
-    if keep_all:
-        constants = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
-        return {**constants, **values}
-    return values[graph.output.name]
+    return values if keep_all else values[graph.output.name]
+
+
+def op_kernel(op: ir.Op, index: int = 0) -> Callable[..., np.ndarray]:
+    """The reference kernel of ``op``: ``kernel(op, graph, input[, input2]) -> output``."""
+    kernel = _KERNELS.get(type(op))
+    if kernel is None:
+        raise McugenError(f"op {index} ({op.OP}): the reference interpreter has no kernel")
+    _require_quantized(op, index)
+    return kernel
 
 
 def _require_quantized(op: ir.Op, index: int) -> None:
-    derived = ("requant", "act_min", "input_multiplier")
+    derived = ("requant", "act_min", "input_multiplier", "rescale")
     if any(getattr(op, field, 0) is None for field in derived):
         raise McugenError(f"op {index} ({op.OP}) has no quantization constants: "
                           "run passes.quantize.quantize_constants first")
@@ -176,6 +181,86 @@ def softmax(op: ir.Softmax, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
     return quant.softmax_int8(x, op.input_multiplier, op.input_left_shift, op.diff_min)
 
 
+def _broadcast_operands(x1: np.ndarray, x2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both operands as int64 in the output's shape (BroadcastAdd4DSlow/BroadcastMul4DSlow
+    visit every output element and read the broadcast operand's matching element)."""
+    a, b = np.broadcast_arrays(x1.astype(np.int64), x2.astype(np.int64))
+    return a, b
+
+
+def add(op: ir.Add, graph: ir.Graph, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """reference_integer_ops::AddElementwise (int8): each input minus its zero point, shifted
+    left by 20, rescaled to the common scale; the sum rescaled to the output, plus zp_out,
+    clamped. (MultiplyByQuantizedMultiplierSmallerThanOneExp is MultiplyByQuantizedMultiplier
+    for the shifts <= 0 it gets.)"""
+    r = op.rescale
+    x1_t, x2_t, y_t = (graph.tensor(n) for n in (op.input, op.input2, op.output))
+    a, b = _broadcast_operands(x1, x2)
+
+    def rescaled(x: np.ndarray, zero_point: int, scaling: tuple[int, int]) -> np.ndarray:
+        shifted = (x - zero_point) * (1 << r.left_shift)
+        return quant.multiply_by_quantized_multiplier(shifted, *scaling).astype(np.int64)
+
+    total = rescaled(a, x1_t.zero_point, r.input1) + rescaled(b, x2_t.zero_point, r.input2)
+    out = quant.multiply_by_quantized_multiplier(total, *r.output).astype(np.int64)
+    return np.clip(out + y_t.zero_point, op.act_min, op.act_max)
+
+
+def mul(op: ir.Mul, graph: ir.Graph, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """reference_integer_ops::MulElementwise (int8): the product of the zero-point-centred
+    inputs, requantized, plus zp_out, clamped."""
+    x1_t, x2_t, y_t = (graph.tensor(n) for n in (op.input, op.input2, op.output))
+    a, b = _broadcast_operands(x1, x2)
+    product = (a - x1_t.zero_point) * (b - x2_t.zero_point)
+    out = quant.multiply_by_quantized_multiplier(product, op.requant.multiplier[0],
+                                                 op.requant.shift[0]).astype(np.int64)
+    return np.clip(out + y_t.zero_point, op.act_min, op.act_max)
+
+
+def hard_swish(op: ir.HardSwish, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_ops::HardSwish (int8), step by step in 16-bit fixed point: the input on a
+    "hires" scale (x 128), once rescaled to the output scale (not yet shifted), once to the
+    "reluish" scale on which +-3.0 is +-32768 (saturating), mapped from [-1, 1] to [0, 1],
+    multiplied by SaturatingDoublingHighMul (truncating, to cancel the rounding bias of the
+    others), shifted right to the output scale, plus zp_out, clamped."""
+    x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
+    p = quant.hard_swish_params(x_t.scale, y_t.scale)
+    hires = (x.astype(np.int64) - x_t.zero_point) * (1 << 7)
+    preshift_output = quant.saturating_rounding_doubling_high_mul_int16(hires, p.output_multiplier)
+    reluish = hires
+    if p.reluish_exponent > 0:
+        reluish = quant.saturating_left_shift_int16(reluish, p.reluish_exponent - 1)
+    reluish = quant.saturating_rounding_doubling_high_mul_int16(reluish, p.reluish_multiplier)
+    if p.reluish_exponent > 0:
+        reluish = quant.saturating_left_shift_int16(reluish, 1)
+    if p.reluish_exponent < 0:
+        reluish = quant.rounding_divide_by_power_of_two(reluish, -p.reluish_exponent)
+    reluish = (reluish.astype(np.int64) + (1 << 15)) >> 1  # [-1, 1] -> [0, 1]
+    output = quant.saturating_doubling_high_mul_int16(reluish, preshift_output)
+    output = quant.rounding_divide_by_power_of_two(output, -p.output_exponent)
+    return np.clip(output.astype(np.int64) + y_t.zero_point, quant.INT8_MIN, quant.INT8_MAX)
+
+
+def relu(op: ir.Relu, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """TFLM's ReluQuantized (requantize to the output scale, clamp at its zero) or
+    Relu6Quantized (clamp the raw input between its zero and its six)."""
+    x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
+    if op.activation is ir.Activation.RELU6:
+        return np.clip(x.astype(np.int64), op.act_min, op.act_max)
+    scaled = quant.multiply_by_quantized_multiplier(x.astype(np.int64) - x_t.zero_point,
+                                                    op.requant.multiplier[0],
+                                                    op.requant.shift[0]).astype(np.int64)
+    return np.clip(scaled + y_t.zero_point, op.act_min, op.act_max)
+
+
+def transpose(op: ir.Transpose, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    return np.transpose(x, op.perm)
+
+
+def table_lookup(op: ir.TableLookup, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    return np.array(op.table, dtype=np.int64)[x.astype(np.int64) + 128]
+
+
 _KERNELS: dict[type, Callable[..., np.ndarray]] = {
     ir.Conv2D: conv2d,
     ir.DepthwiseConv2D: depthwise_conv2d,
@@ -185,4 +270,10 @@ _KERNELS: dict[type, Callable[..., np.ndarray]] = {
     ir.FullyConnected: fully_connected,
     ir.Reshape: reshape,
     ir.Softmax: softmax,
+    ir.Add: add,
+    ir.Mul: mul,
+    ir.HardSwish: hard_swish,
+    ir.Relu: relu,
+    ir.Transpose: transpose,
+    ir.TableLookup: table_lookup,
 }

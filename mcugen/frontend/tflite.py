@@ -84,6 +84,16 @@ class _ReducerOptions:
     KEEP_DIMS = 0
 
 
+class _AddOptions:
+    TYPE = 11
+    ACTIVATION = 0
+
+
+class _MulOptions:
+    TYPE = 21
+    ACTIVATION = 0
+
+
 _SAME, _VALID = 0, 1
 
 _ACTIVATIONS = {0: ir.Activation.NONE, 1: ir.Activation.RELU, 3: ir.Activation.RELU6}
@@ -378,6 +388,11 @@ class _OpReader:
         self._check_rank(tensor, rank, "input")
         return tensor
 
+    def operand(self, position: int) -> ir.Tensor:
+        """An int8 operand of an elementwise op: an activation or a constant."""
+        what = f"input {position + 1}"
+        return self._activation_tensor(self._required(position, what), what)
+
     def output(self, rank: int | None = None) -> ir.Tensor:
         outputs = self.op.scalars(_Operator.OUTPUTS, "i")
         if len(outputs) != 1:
@@ -579,6 +594,55 @@ def _softmax(op: _OpReader) -> ir.Softmax:
     return ir.Softmax(input=source.name, output=output.name, beta=beta)
 
 
+def _binary(op: _OpReader, kind: type, schema: type):
+    first, second = op.operand(0), op.operand(1)
+    output = op.output()
+    if first.is_constant and second.is_constant:
+        raise op.error("both operands are constants (the converter folds such ops)")
+    if ir.broadcast_shape(first.shape, second.shape) != output.shape:
+        raise op.error(f"shapes {list(first.shape)} and {list(second.shape)} do not broadcast "
+                       f"to the output's {list(output.shape)}")
+    if first.is_constant or first.shape != output.shape:
+        # Both ops commute: the kernels take the activation, and the operand that is not
+        # broadcast, first.
+        first, second = second, first
+    return kind(input=first.name, input2=second.name, output=output.name,
+                activation=op.activation(op.options(schema), schema.ACTIVATION))
+
+
+def _add(op: _OpReader) -> ir.Add:
+    return _binary(op, ir.Add, _AddOptions)
+
+
+def _mul(op: _OpReader) -> ir.Mul:
+    return _binary(op, ir.Mul, _MulOptions)
+
+
+def _hard_swish(op: _OpReader) -> ir.HardSwish:
+    return ir.HardSwish(input=op.input().name, output=op.output().name)
+
+
+def _relu(op: _OpReader) -> ir.Relu:
+    return ir.Relu(input=op.input().name, output=op.output().name,
+                   activation=ir.Activation.RELU)
+
+
+def _relu6(op: _OpReader) -> ir.Relu:
+    return ir.Relu(input=op.input().name, output=op.output().name,
+                   activation=ir.Activation.RELU6)
+
+
+def _transpose(op: _OpReader) -> ir.Transpose:
+    source = op.input()
+    perm = op.constant_ints(1, "permutation").ravel()
+    rank = len(source.shape)
+    perm = [int(axis) % rank if -rank <= axis < rank else int(axis) for axis in perm]
+    if sorted(perm) != list(range(rank)):
+        raise op.error(f"permutation {perm} is not a permutation of {rank} axes")
+    output = op.output(rank=rank)
+    return ir.Transpose(input=source.name, output=output.name, perm=tuple(perm))
+
+
 _CONVERTERS = {
     "CONV_2D": _conv_2d,
     "DEPTHWISE_CONV_2D": _depthwise_conv_2d,
@@ -588,6 +652,12 @@ _CONVERTERS = {
     "FULLY_CONNECTED": _fully_connected,
     "RESHAPE": _reshape,
     "SOFTMAX": _softmax,
+    "ADD": _add,
+    "MUL": _mul,
+    "HARD_SWISH": _hard_swish,
+    "RELU": _relu,
+    "RELU6": _relu6,
+    "TRANSPOSE": _transpose,
 }
 # The TFLite op names mcugen compiles.
 SUPPORTED_OPS: tuple[str, ...] = tuple(_CONVERTERS)

@@ -14,8 +14,9 @@ import numpy as np
 
 from .. import quant
 from ..errors import McugenError
-from ..ir import (AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Mean, Op,
-                  Pad, Requant, Reshape, Softmax, Tensor)
+from ..ir import (Activation, Add, AddRescale, AveragePool2D, Conv2D, DepthwiseConv2D,
+                  FullyConnected, Graph, HardSwish, Mean, Mul, Op, Pad, Relu, Requant, Reshape,
+                  Softmax, TableLookup, Tensor, Transpose, op_inputs)
 
 
 def quantize_constants(graph: Graph) -> Graph:
@@ -26,6 +27,9 @@ def quantize_constants(graph: Graph) -> Graph:
 
 def _quantize_op(graph: Graph, index: int, op: Op) -> Op:
     where = f"op {index} ({op.OP})"
+    if not isinstance(op, (Conv2D, DepthwiseConv2D, FullyConnected)):  # no weights or bias
+        for name in op_inputs(op):
+            _require_int8_per_tensor(graph.tensor(name), where)
     for name in (op.input, op.output):
         _require_int8_per_tensor(graph.tensor(name), where)
     if isinstance(op, (Conv2D, DepthwiseConv2D)):
@@ -38,7 +42,17 @@ def _quantize_op(graph: Graph, index: int, op: Op) -> Op:
         return _mean(graph, op)
     if isinstance(op, Softmax):
         return _softmax(graph, op, where)
-    if isinstance(op, (Pad, Reshape)):
+    if isinstance(op, Add):
+        return _add(graph, op, where)
+    if isinstance(op, Mul):
+        return _mul(graph, op)
+    if isinstance(op, Relu):
+        return _relu(graph, op, where)
+    if isinstance(op, HardSwish):
+        return _hard_swish(graph, op, where)
+    if isinstance(op, Transpose):
+        return _same_quantization(graph, op, where)
+    if isinstance(op, (Pad, Reshape, TableLookup)):
         return op
     raise McugenError(f"{where}: no quantization rule for this op")
 
@@ -118,3 +132,57 @@ def _softmax(graph: Graph, op: Softmax, where: str) -> Op:
         raise McugenError(f"{where}: {error} (beta {op.beta}, input scale {x.scale})") from None
     return dataclasses.replace(op, input_multiplier=multiplier, input_left_shift=left_shift,
                                diff_min=diff_min)
+
+
+def _add(graph: Graph, op: Add, where: str) -> Op:
+    x1, x2, y = (graph.tensor(n) for n in (op.input, op.input2, op.output))
+    try:
+        input1, input2, output = quant.add_multipliers(x1.scale, x2.scale, y.scale)
+    except ValueError as error:
+        raise McugenError(f"{where}: {error}: the output scale {y.scale} is too small for "
+                          f"input scales {x1.scale} and {x2.scale}") from None
+    rescale = AddRescale(left_shift=quant.ADD_LEFT_SHIFT, input1=input1, input2=input2,
+                         output=output)
+    act_min, act_max = quant.activation_range(op.activation, y.scale, y.zero_point)
+    return dataclasses.replace(op, rescale=rescale, act_min=act_min, act_max=act_max)
+
+
+def _mul(graph: Graph, op: Mul) -> Op:
+    """CalculateOpDataMul: one multiplier for scale1 * scale2 / scale_out, in double."""
+    x1, x2, y = (graph.tensor(n) for n in (op.input, op.input2, op.output))
+    act_min, act_max = quant.activation_range(op.activation, y.scale, y.zero_point)
+    return dataclasses.replace(op, requant=_requant([x1.scale * x2.scale / y.scale]),
+                               act_min=act_min, act_max=act_max)
+
+
+def _relu(graph: Graph, op: Relu, where: str) -> Op:
+    """TFLM's RELU requantizes from the input to the output scale and clamps at the output's
+    zero; its RELU6 clamps the raw input between the input's zero and six and ignores the
+    output's quantization (the converter gives both the same), so we insist they agree."""
+    x, y = graph.tensor(op.input), graph.tensor(op.output)
+    if op.activation is Activation.RELU:
+        return dataclasses.replace(op, requant=_requant([x.scale / y.scale]),
+                                   act_min=max(quant.INT8_MIN, y.zero_point),
+                                   act_max=quant.INT8_MAX)
+    _same_quantization(graph, op, where)
+    return dataclasses.replace(op, act_min=x.zero_point,
+                               act_max=quant.float_to_quantized_int8(6.0, x.scale, x.zero_point))
+
+
+def _hard_swish(graph: Graph, op: HardSwish, where: str) -> Op:
+    x, y = graph.tensor(op.input), graph.tensor(op.output)
+    try:
+        quant.hard_swish_params(x.scale, y.scale)
+    except ValueError as error:
+        raise McugenError(f"{where}: {error}") from None
+    return op
+
+
+def _same_quantization(graph: Graph, op: Op, where: str) -> Op:
+    """Ops that move or clamp bytes without rescaling need equal input and output qparams."""
+    x, y = graph.tensor(op.input), graph.tensor(op.output)
+    if np.float32(x.scale) != np.float32(y.scale) or x.zero_point != y.zero_point:
+        raise McugenError(f"{where}: input and output quantization differ (scale {x.scale} zp "
+                          f"{x.zero_point} -> scale {y.scale} zp {y.zero_point}); this op "
+                          "does not rescale")
+    return op
