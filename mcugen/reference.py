@@ -53,10 +53,24 @@ def op_kernel(op: ir.Op, index: int = 0) -> Callable[..., np.ndarray]:
 
 
 def _require_quantized(op: ir.Op, index: int) -> None:
-    derived = ("requant", "act_min", "input_multiplier", "rescale")
-    if any(getattr(op, field, 0) is None for field in derived):
+    derived = _DERIVED_FIELDS.get(type(op), ())
+    if any(getattr(op, field) is None for field in derived):
         raise McugenError(f"op {index} ({op.OP}) has no quantization constants: "
                           "run passes.quantize.quantize_constants first")
+
+
+# What passes.quantize fills in, per op type (a RELU6 needs no multiplier).
+_DERIVED_FIELDS: dict[type, tuple[str, ...]] = {
+    ir.Conv2D: ("requant", "act_min"),
+    ir.DepthwiseConv2D: ("requant", "act_min"),
+    ir.FullyConnected: ("requant", "act_min"),
+    ir.AveragePool2D: ("act_min",),
+    ir.Mean: ("requant",),
+    ir.Softmax: ("input_multiplier",),
+    ir.Add: ("rescale", "act_min"),
+    ir.Mul: ("requant", "act_min"),
+    ir.Relu: ("act_min",),
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,22 +8,31 @@
  *   dbg #2  model_invoke is about to be called     (MCUGEN_INVOKE_BEGIN, in main.c)
  *   dbg #3  model_invoke returned                  (MCUGEN_INVOKE_END, in main.c)
  *
- * mcugen/qemu.py relies on these numbers. The "memory" clobber keeps the compiler from moving
- * a layer's loads and stores across its marker, so each layer's count covers its own work. */
+ * mcugen/qemu.py relies on these numbers.
+ *
+ * Each marker is the whole body of a small function of its own (markers.c), 8-byte aligned, so
+ * QEMU always translates `dbg #n; bx lr` as one block within one page. Inline in other code, a
+ * marker can end up alone in a block when the next instruction straddles a 1 KiB page, and
+ * QEMU 7.2 then loses the plugin's callback for it (we saw one layer marker in 65 vanish).
+ * The call costs two counted instructions (the bl before the marker, the bx lr after it), and
+ * as a call to an external function it keeps the compiler from moving a layer's loads and
+ * stores across its marker, so each layer's count covers its own work. */
 #ifndef MCUGEN_HOOKS_H
 #define MCUGEN_HOOKS_H
 
-#define MCUGEN_MARKER(number) __asm volatile("dbg #" #number ::: "memory")
+void mcugen_marker_layer_done(void);
+void mcugen_marker_invoke_begin(void);
+void mcugen_marker_invoke_end(void);
 
 #define MCUGEN_LAYER_DONE(index, output, bytes) \
     do {                                        \
         (void)(index);                          \
         (void)(output);                         \
         (void)(bytes);                          \
-        MCUGEN_MARKER(1);                       \
+        mcugen_marker_layer_done();             \
     } while (0)
 
-#define MCUGEN_INVOKE_BEGIN() MCUGEN_MARKER(2)
-#define MCUGEN_INVOKE_END() MCUGEN_MARKER(3)
+#define MCUGEN_INVOKE_BEGIN() mcugen_marker_invoke_begin()
+#define MCUGEN_INVOKE_END() mcugen_marker_invoke_end()
 
 #endif
