@@ -1,5 +1,5 @@
 """Benchmark table: per model, board and kernel set, the instructions per inference counted
-exactly in QEMU, MACs per instruction, flash (code, weights) and RAM (arena, stack) measured
+exactly in QEMU, MACs per instruction (convolution and fully connected MACs only), flash (code, weights) and RAM (arena, stack) measured
 from the compiled objects, and the time of one inference of the host build.
 
     python3 benchmarks/benchmark.py [--models a025_96,person_detect] [--boards ...]
@@ -29,6 +29,11 @@ from mcugen.run import run  # noqa: E402
 SHARED_MODEL = REPO.parent / "shared" / "models" / "person_detect.tflite"
 KERAS_MODELS = {
     "v1_a0.25_96x96x3": dict(arch="v1", alpha=0.25, height=96, width=96, channels=3, classes=2),
+    "v2_a0.35_96x96x3": dict(arch="v2", alpha=0.35, height=96, width=96, channels=3, classes=2),
+    "v3-small_a0.35_96x96x3": dict(arch="v3-small", alpha=0.35, height=96, width=96, channels=3,
+                                   classes=2),
+    "v3-large_a0.35_96x96x3": dict(arch="v3-large", alpha=0.35, height=96, width=96, channels=3,
+                                   classes=2),
 }
 BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m55": "mps3-an547"}
 

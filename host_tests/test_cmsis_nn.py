@@ -34,6 +34,14 @@ DSP = CmsisPath(dsp=True, mve=False)
 MVE = CmsisPath(dsp=True, mve=True)
 
 MOBILENET = dict(arch="v1", seed=1, alpha=0.25, height=96, width=96, channels=3, classes=2)
+# V2 and V3 bring ADD and MUL: CMSIS-NN's elementwise kernels (the same models as
+# test_mobilenet_generations, so the converted files come from the cache).
+GENERATIONS = {
+    "mobilenet_v2_a0.35_64x64x3": dict(arch="v2", seed=2, alpha=0.35, height=64, width=64,
+                                       channels=3, classes=4),
+    "mobilenet_v3-small_a0.35_56x48x3": dict(arch="v3-small", seed=2, alpha=0.35, height=56,
+                                             width=48, channels=3, classes=2),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,13 +253,15 @@ def case_model(case: str) -> bytes:
             _models[case] = PERSON_DETECT.read_bytes()
         elif case == "mobilenet_v1_a0.25_96x96x3":
             _models[case] = mobilenet_tflite(**MOBILENET)
+        elif case in GENERATIONS:
+            _models[case] = mobilenet_tflite(**GENERATIONS[case])
         else:
             _models[case] = small_keras_tflite(per_channel_dense=case == "small_keras")
     return _models[case]
 
 
 SMALL = ["small_keras", "small_keras_per_tensor_fc"]
-CASES = ["person_detect", "mobilenet_v1_a0.25_96x96x3", *SMALL]
+CASES = ["person_detect", "mobilenet_v1_a0.25_96x96x3", *SMALL, *GENERATIONS]
 
 
 @pytest.fixture(scope="session")
@@ -276,9 +286,14 @@ def test_cmsis_nn_build_is_bit_exact_with_ours_and_tflm(case, work, cmsis_nn_lib
     cmsis = build_case(case, work, "cmsis-nn")
     ours = build_case(case, work, "mcugen")
     graph = cmsis.compiled.graph
-    # Every convolution, depthwise, pool, FC and (short) softmax went to CMSIS-NN.
+    # Every convolution, depthwise, pool, FC, (short) softmax, ADD and MUL went to CMSIS-NN.
     assert {op.OP for op, k in zip(graph.ops, cmsis.compiled.kernels) if not k.library_function} \
-        <= {"MEAN", "PAD", "RESHAPE"}
+        <= {"MEAN", "PAD", "RESHAPE", "LOOKUP", "TRANSPOSE"}
+    if case in GENERATIONS:
+        expected = {"arm_elementwise_add_s8"}
+        if "v3" in case:  # squeeze-and-excitation: one call per pixel
+            expected.add("arm_elementwise_mul_s8")
+        assert expected <= library_functions(cmsis)
     c_source = (cmsis.out_dir / "model.c").read_text()
     assert '#include "arm_nnfunctions.h"' in c_source
     for function in library_functions(cmsis):
@@ -341,7 +356,7 @@ QEMU_BOARDS = {"cortex-m7": "mps2-an500", "cortex-m55": "mps3-an547"}
 
 @needs_cmsis_nn
 @pytest.mark.parametrize("target", sorted(QEMU_BOARDS))
-@pytest.mark.parametrize("case", ["mobilenet_v1_a0.25_96x96x3", *SMALL])
+@pytest.mark.parametrize("case", ["mobilenet_v1_a0.25_96x96x3", *SMALL, *GENERATIONS])
 def test_cmsis_nn_build_is_bit_exact_in_qemu(case, target, work):
     from mcugen.qemu import build_firmware, run_firmware
 
