@@ -74,3 +74,33 @@ def run_sanitized(model_dir: Path, name: str, input_size: int, output_size: int,
     assert result.returncode == 0, f"sanitized run failed:\n{result.stderr[-4000:]}"
     assert result.stderr == "", result.stderr[-4000:]
     return np.frombuffer((work / "outputs.bin").read_bytes(), np.int8).reshape(-1, output_size)
+
+
+@dataclass
+class ThreeWay:
+    """One model's outputs on the same inputs from the three implementations."""
+
+    c: np.ndarray
+    reference: np.ndarray
+    tflm: np.ndarray
+
+    def assert_bit_exact(self, min_distinct: int = 2) -> None:
+        np.testing.assert_array_equal(self.reference, self.tflm)
+        np.testing.assert_array_equal(self.c, self.tflm)
+        # A model whose outputs do not depend on its input would prove nothing.
+        assert len({row.tobytes() for row in self.tflm}) >= min_distinct
+
+
+def run_three_ways(model_dir: Path, graph, tflite: bytes, inputs: np.ndarray,
+                   work: Path) -> ThreeWay:
+    """The generated C (compiled strictly on the host), the NumPy reference on the compiled
+    graph, and TFLM on the .tflite, each run on every input."""
+    from conftest import tflm_outputs
+    from mcugen.reference import run_reference
+
+    c_model = build_shared(model_dir, graph.name, graph.input.size, graph.output.size, work)
+    return ThreeWay(
+        c=np.stack([c_model(x) for x in inputs]),
+        reference=np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                            for x in inputs]),
+        tflm=tflm_outputs(tflite, inputs))

@@ -4,7 +4,6 @@ on real models' plans."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from conftest import PERSON_DETECT
 from mcugen.compile import compile_graph

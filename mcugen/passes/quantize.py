@@ -32,29 +32,10 @@ def _quantize_op(graph: Graph, index: int, op: Op) -> Op:
             _require_int8_per_tensor(graph.tensor(name), where)
     for name in (op.input, op.output):
         _require_int8_per_tensor(graph.tensor(name), where)
-    if isinstance(op, (Conv2D, DepthwiseConv2D)):
-        return _convolution(graph, op, where)
-    if isinstance(op, FullyConnected):
-        return _fully_connected(graph, op, where)
-    if isinstance(op, AveragePool2D):
-        return _average_pool(graph, op, where)
-    if isinstance(op, Mean):
-        return _mean(graph, op)
-    if isinstance(op, Softmax):
-        return _softmax(graph, op, where)
-    if isinstance(op, Add):
-        return _add(graph, op, where)
-    if isinstance(op, Mul):
-        return _mul(graph, op)
-    if isinstance(op, Relu):
-        return _relu(graph, op, where)
-    if isinstance(op, HardSwish):
-        return _hard_swish(graph, op, where)
-    if isinstance(op, Transpose):
-        return _same_quantization(graph, op, where)
-    if isinstance(op, (Pad, Reshape, TableLookup)):
-        return op
-    raise McugenError(f"{where}: no quantization rule for this op")
+    rule = _RULES.get(type(op))
+    if rule is None:
+        raise McugenError(f"{where}: no quantization rule for this op")
+    return rule(graph, op, where)
 
 
 def _require_int8_per_tensor(tensor: Tensor, where: str) -> None:
@@ -114,7 +95,7 @@ def _average_pool(graph: Graph, op: AveragePool2D, where: str) -> Op:
     return dataclasses.replace(op, act_min=act_min, act_max=act_max)
 
 
-def _mean(graph: Graph, op: Mean) -> Op:
+def _mean(graph: Graph, op: Mean, where: str) -> Op:
     """The reduce kernel's Prepare: QuantizeMultiplier(in_scale / out_scale); the kernel
     folds 1/(H*W) into it at Eval (quant.mean_multiplier)."""
     x, y = graph.tensor(op.input), graph.tensor(op.output)
@@ -147,7 +128,7 @@ def _add(graph: Graph, op: Add, where: str) -> Op:
     return dataclasses.replace(op, rescale=rescale, act_min=act_min, act_max=act_max)
 
 
-def _mul(graph: Graph, op: Mul) -> Op:
+def _mul(graph: Graph, op: Mul, where: str) -> Op:
     """CalculateOpDataMul: one multiplier for scale1 * scale2 / scale_out, in double."""
     x1, x2, y = (graph.tensor(n) for n in (op.input, op.input2, op.output))
     act_min, act_max = quant.activation_range(op.activation, y.scale, y.zero_point)
@@ -187,3 +168,15 @@ def _same_quantization(graph: Graph, op: Op, where: str) -> Op:
                           f"{x.zero_point} -> scale {y.scale} zp {y.zero_point}); this op "
                           "does not rescale")
     return op
+
+
+def _unchanged(graph: Graph, op: Op, where: str) -> Op:
+    return op
+
+
+_RULES = {
+    Conv2D: _convolution, DepthwiseConv2D: _convolution, FullyConnected: _fully_connected,
+    AveragePool2D: _average_pool, Mean: _mean, Softmax: _softmax, Add: _add, Mul: _mul,
+    Relu: _relu, HardSwish: _hard_swish, Transpose: _same_quantization,
+    Pad: _unchanged, Reshape: _unchanged, TableLookup: _unchanged,
+}
