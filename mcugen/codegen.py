@@ -34,7 +34,7 @@ def check_model_name(name: str) -> None:
         raise McugenError(f"--name {name!r} is not usable as a C identifier prefix")
 
 
-KERNELS_WITH_HELPERS = frozenset({"softmax_s8"})
+KERNELS_WITH_HELPERS = frozenset({"softmax_s8", "dw_conv_s8", "conv_s8"})
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,16 @@ class LayerView:
     extra: dict[str, int] = field(default_factory=dict)  # kernel-specific integer constants
     call: LibraryCall | None = None
     input2: str | None = None  # C expression of the second operand (ADD, MUL)
+    scratch: str | None = None  # C expression of the arena scratch of one of our kernels
+
+    @property
+    def requantize(self) -> str:
+        """The C requantization function for this layer's shift table: requantize_right when
+        every shift is a right shift (the usual case), requantize otherwise."""
+        shift = self.arrays.get("shift")
+        if shift is not None and bool((shift.values <= 0).all()):
+            return "requantize_right"
+        return "requantize"
 
 
 @dataclass(frozen=True)
@@ -182,12 +192,15 @@ def _layer_view(index: int, op: Op, kernel: Kernel, graph: Graph, plan: Plan,
     if getattr(op, "input2", None) is not None:
         input2 = arrays["operand2"].name if "operand2" in arrays else \
             pointer(op.input2, graph, plan)
+    scratch = None
+    if kernel.scratch_bytes and kernel.library_function is None:
+        scratch = f"arena + {plan.offsets[scratch_id(index)]}"
     return LayerView(
         index=index, op=op.OP, kernel=kernel.name, function=f"layer{index}_{kernel.name}",
         input=pointer(op.input, graph, plan), output=pointer(op.output, graph, plan),
         output_bytes=graph.tensor(op.output).nbytes, comment=comment, geometry=geometry,
         arrays=arrays, extra=extra, call=_library_call(index, kernel, arrays, plan),
-        input2=input2)
+        input2=input2, scratch=scratch)
 
 
 def _library_call(index: int, kernel: Kernel, arrays: dict[str, ConstArray],
@@ -249,7 +262,7 @@ def _conv_view(op: Conv2D | DepthwiseConv2D, graph: Graph, prefix: str, kernel: 
     bias = _bias(op, graph, out_c)
     if kernel == POINTWISE:  # no padding: the input offset folds into the bias
         bias = _folded_bias(bias, weights, graph.tensor(op.input).zero_point)
-    filter = ConstArray(f"{prefix}_filter", "int8_t", weights.reshape(-1))
+    filter = ConstArray(f"{prefix}_filter", "int8_t", _filter_rows(weights, kernel))
     if isinstance(op, DepthwiseConv2D):
         filter = _padded(filter, kernel.table_padding)
     per_channel = {"bias": ConstArray(f"{prefix}_bias", "int32_t", bias.astype(np.int32)),
@@ -257,6 +270,17 @@ def _conv_view(op: Conv2D | DepthwiseConv2D, graph: Graph, prefix: str, kernel: 
     arrays = {"filter": filter, **{role: _padded(array, kernel.table_padding)
                                    for role, array in per_channel.items()}}
     return geometry, arrays, {}
+
+
+def _filter_rows(weights: np.ndarray, kernel: Kernel) -> np.ndarray:
+    """The filter flattened, each output channel's row zero-padded to the kernel's multiple
+    and, for kernels that split four bytes with SXTB16, each 4 bytes as w0, w2, w1, w3."""
+    rows = weights.reshape(weights.shape[0], -1)
+    padding = -rows.shape[1] % kernel.filter_row_multiple
+    rows = np.pad(rows, ((0, 0), (0, padding)))
+    if kernel.filter_in_sxtb16_order:
+        rows = rows.reshape(rows.shape[0], -1, 4)[:, :, [0, 2, 1, 3]]
+    return rows.reshape(-1)
 
 
 def _padded(array: ConstArray, count: int) -> ConstArray:

@@ -34,6 +34,8 @@ class Kernel:
     scratch_bytes: int = 0  # arena scratch the library function needs while the layer runs
     kernel_sums: bool = False  # MVE fully connected: the context buffer holds the kernel sums
     table_padding: int = 0  # zero elements appended to per-channel tables and DW weights
+    filter_row_multiple: int = 1  # conv filter rows (KH*KW*Cin) zero-padded to a multiple
+    filter_in_sxtb16_order: bool = False  # each 4 filter bytes stored as w0, w2, w1, w3
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,12 @@ def cmsis_path(target: Target) -> CmsisPath:
 
 POINTWISE = Kernel("pw_conv_s8", streams=True, block_pixels=2)  # 1x1, stride 1, no padding
 FULLY_CONNECTED = Kernel("pw_conv_s8", streams=False)  # one "pixel" per row of the input
-CONV = Kernel("conv_s8", streams=True)
+# A general convolution gathers each output pixel's window into an int16 column in arena
+# scratch (im2col: input offset applied, padding taps 0), then takes dot products with the
+# filter rows, four int8s at a time: rows are padded to a multiple of 4, and each group of four
+# is stored as w0, w2, w1, w3, so that SXTB16 (which takes bytes 0 and 2, or 1 and 3 after a
+# rotate) yields the pairs (w0, w1) and (w2, w3) that match the column's int16 pairs.
+CONV_ROW_MULTIPLE = 4
 DEPTHWISE = Kernel("dw_conv_s8", streams=True)
 PAD = Kernel("pad_s8", streams=True)
 AVERAGE_POOL = Kernel("avgpool_s8", streams=False)
@@ -68,6 +75,13 @@ MUL = Kernel("mul_s8", streams=True)
 LOOKUP = Kernel("lookup_s8", streams=True)
 TRANSPOSE = Kernel("transpose_s8", streams=False)
 ELEMENTWISE_KERNELS = frozenset({"add_s8", "mul_s8", "lookup_s8"})
+
+
+def conv_kernel(op: Conv2D, graph: Graph) -> Kernel:
+    _, kh, kw, in_c = graph.tensor(op.filter).shape
+    row = -(-kh * kw * in_c // CONV_ROW_MULTIPLE) * CONV_ROW_MULTIPLE
+    return Kernel("conv_s8", streams=True, scratch_bytes=2 * row,
+                  filter_row_multiple=CONV_ROW_MULTIPLE, filter_in_sxtb16_order=True)
 
 
 def is_pointwise(op: Conv2D, graph: Graph) -> bool:
@@ -88,7 +102,7 @@ def select_kernel(op: Op, graph: Graph, target: Target, kernel_set: str = "mcuge
 
 def select_mcugen_kernel(op: Op, graph: Graph) -> Kernel:
     if isinstance(op, Conv2D):
-        return POINTWISE if is_pointwise(op, graph) else CONV
+        return POINTWISE if is_pointwise(op, graph) else conv_kernel(op, graph)
     if isinstance(op, FullyConnected):
         return FULLY_CONNECTED
     simple = {DepthwiseConv2D: DEPTHWISE, Pad: PAD, AveragePool2D: AVERAGE_POOL, Mean: MEAN,
