@@ -80,7 +80,8 @@ ELEMENTWISE_KERNELS = frozenset({"add_s8", "mul_s8", "lookup_s8"})
 def conv_kernel(op: Conv2D, graph: Graph) -> Kernel:
     _, kh, kw, in_c = graph.tensor(op.filter).shape
     row = -(-kh * kw * in_c // CONV_ROW_MULTIPLE) * CONV_ROW_MULTIPLE
-    return Kernel("conv_s8", streams=True, scratch_bytes=2 * row,
+    # Two pixels at a time (two columns), which share each filter load.
+    return Kernel("conv_s8", streams=True, block_pixels=2, scratch_bytes=2 * 2 * row,
                   filter_row_multiple=CONV_ROW_MULTIPLE, filter_in_sxtb16_order=True)
 
 
