@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from .codegen import ModelView, template_environment
-from .ir import Conv2D, DepthwiseConv2D, FullyConnected, Graph, Op, op_inputs
+from .ir import Conv2D, DepthwiseConv2D, FullyConnected, Graph, Op, TableLookup, op_inputs
 from .kernels import Kernel
 from .planner import Buffer, Plan, format_plan
 from .targets import Target
@@ -48,6 +48,11 @@ class Report:
         return template_environment().get_template("report.md.j2").render(report=self)
 
 
+def op_label(op: Op) -> str:
+    """The op's TFLite name; an op compiled to a lookup table says which op it was."""
+    return f"{op.source} (table)" if isinstance(op, TableLookup) else op.OP
+
+
 def count_macs(op: Op, graph: Graph) -> int:
     """Multiply-accumulates of the convolutions and fully connected layers."""
     if isinstance(op, (Conv2D, DepthwiseConv2D)):
@@ -67,7 +72,7 @@ def build_report(graph: Graph, kernels: list[Kernel], buffers: list[Buffer], pla
         constants = [graph.tensor(n) for n in op_inputs(op) if graph.tensor(n).is_constant]
         in_arena = op.output in plan.offsets
         layers.append(LayerStats(
-            index=index, op=op.OP, kernel=kernel.name,
+            index=index, op=op_label(op), kernel=kernel.name,
             input_shape=list(graph.tensor(op.input).shape),
             output_shape=list(graph.tensor(op.output).shape),
             macs=count_macs(op, graph),
