@@ -269,7 +269,49 @@ def _conv_view(op: Conv2D | DepthwiseConv2D, graph: Graph, prefix: str, kernel: 
                    **_requant_arrays(op, prefix, out_c)}
     arrays = {"filter": filter, **{role: _padded(array, kernel.table_padding)
                                    for role, array in per_channel.items()}}
-    return geometry, arrays, {}
+    extra = _depthwise_plan(geometry, per_channel) if kernel.name == "dw_conv_s8" else {}
+    return geometry, arrays, extra
+
+
+# Our depthwise kernel pre-extends a layer's weights to int16 on the stack once per call when
+# they take at most this much (2 KiB: a cost in RAM that every Cortex-M part can pay).
+DEPTHWISE_EXTENDED_WEIGHTS_MAX_BYTES = 2048
+
+
+def _depthwise_plan(g: Geometry, per_channel: dict[str, ConstArray]) -> dict[str, int]:
+    """What code templates/kernels/dw_conv_s8.c.j2 emits for this layer."""
+    taps = g.k_h * g.k_w
+    # Channels four at a time: four input channels with multiplier 1, or one input channel
+    # feeding four outputs with a multiplier of 4k; the rest one at a time.
+    if g.depth_multiplier == 1:
+        blocked = g.out_c - g.out_c % 4
+    else:
+        blocked = g.out_c if g.depth_multiplier % 4 == 0 else 0
+    # Output rows [row_lo, row_hi) and columns [col_lo, col_hi): the whole window inside.
+    row_lo = min(-(-g.pad_top // g.stride_h), g.out_h)
+    row_hi = max(min((g.in_h - 1 - (g.k_h - 1) * g.dil_h + g.pad_top) // g.stride_h + 1,
+                     g.out_h), row_lo)
+    col_lo = min(-(-g.pad_left // g.stride_w), g.out_w)
+    col_hi = max(min((g.in_w - 1 - (g.k_w - 1) * g.dil_w + g.pad_left) // g.stride_w + 1,
+                     g.out_w), col_lo)
+    # The interior gets its own unrolled code only where it is at least a quarter of the
+    # pixels: in tiny maps (3x3 outputs of a 3x3 kernel) the border code does them all.
+    inside = (row_hi - row_lo) * (col_hi - col_lo)
+    has_inside = row_lo < row_hi and col_lo < col_hi and inside * 4 >= g.out_h * g.out_w
+    has_border = not (row_lo == 0 and row_hi == g.out_h and col_lo == 0 and col_hi == g.out_w)
+    # The short requantization (dw_requantize) needs every accumulator below 2^30 (bias plus
+    # taps of |x + offset| <= 256 times |w| <= 128, or the folded bias plus |x * w| taps),
+    # right shifts only, and multipliers that are not negative.
+    bias = per_channel["bias"].values.astype(np.int64)
+    bias_max = int(np.abs(bias).max()) if bias.size else 0
+    fast_rq = (bias_max + taps * 256 * 128 < 2**30
+               and int(per_channel["shift"].values.max()) <= -1
+               and int(per_channel["multiplier"].values.min()) >= 0)
+    packed = (fast_rq and blocked > 0
+              and taps * blocked * 2 <= DEPTHWISE_EXTENDED_WEIGHTS_MAX_BYTES)
+    return dict(blocked=blocked, row_lo=row_lo, row_hi=row_hi, col_lo=col_lo, col_hi=col_hi,
+                has_inside=int(has_inside), has_border=int(has_border), fast_rq=int(fast_rq),
+                packed=int(packed))
 
 
 def _filter_rows(weights: np.ndarray, kernel: Kernel) -> np.ndarray:
