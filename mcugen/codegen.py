@@ -17,7 +17,7 @@ from . import __version__
 from .errors import McugenError
 from .ir import (Add, AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Mean, Mul,
                  Op, Pad, Reshape, Softmax, TableLookup, Transpose)
-from .kernels import POINTWISE, CmsisPath, Kernel, scratch_id
+from .kernels import DEPTHWISE, POINTWISE, CmsisPath, Kernel, scratch_id
 from .planner import Plan
 from .quant import mean_multiplier
 from .resources import templates_dir
@@ -260,16 +260,20 @@ def _conv_view(op: Conv2D | DepthwiseConv2D, graph: Graph, prefix: str, kernel: 
         pad_left=op.padding.left,
         depth_multiplier=getattr(op, "depth_multiplier", 1), **_activation_geometry(op, graph))
     bias = _bias(op, graph, out_c)
+    requant = _requant_arrays(op, prefix, out_c)
+    extra = _depthwise_plan(geometry, bias, requant) if kernel == DEPTHWISE else {}
+    input_zero_point = graph.tensor(op.input).zero_point
     if kernel == POINTWISE:  # no padding: the input offset folds into the bias
-        bias = _folded_bias(bias, weights, graph.tensor(op.input).zero_point)
+        bias = _folded_bias(bias, weights, input_zero_point)
+    elif kernel == DEPTHWISE:  # padding taps read the zero point, which then adds nothing
+        bias = _folded_bias(bias, weights[0].reshape(-1, out_c).T, input_zero_point)
     filter = ConstArray(f"{prefix}_filter", "int8_t", _filter_rows(weights, kernel))
     if isinstance(op, DepthwiseConv2D):
         filter = _padded(filter, kernel.table_padding)
     per_channel = {"bias": ConstArray(f"{prefix}_bias", "int32_t", bias.astype(np.int32)),
-                   **_requant_arrays(op, prefix, out_c)}
+                   **requant}
     arrays = {"filter": filter, **{role: _padded(array, kernel.table_padding)
                                    for role, array in per_channel.items()}}
-    extra = _depthwise_plan(geometry, per_channel) if kernel.name == "dw_conv_s8" else {}
     return geometry, arrays, extra
 
 
@@ -278,8 +282,10 @@ def _conv_view(op: Conv2D | DepthwiseConv2D, graph: Graph, prefix: str, kernel: 
 DEPTHWISE_EXTENDED_WEIGHTS_MAX_BYTES = 2048
 
 
-def _depthwise_plan(g: Geometry, per_channel: dict[str, ConstArray]) -> dict[str, int]:
-    """What code templates/kernels/dw_conv_s8.c.j2 emits for this layer."""
+def _depthwise_plan(g: Geometry, bias: np.ndarray, requant: dict[str, ConstArray]
+                    ) -> dict[str, int]:
+    """What code templates/kernels/dw_conv_s8.c.j2 emits for this layer (bias: the model's,
+    before the input offset is folded in)."""
     taps = g.k_h * g.k_w
     # Channels four at a time: four input channels with multiplier 1, or one input channel
     # feeding four outputs with a multiplier of 4k; the rest one at a time.
@@ -302,11 +308,10 @@ def _depthwise_plan(g: Geometry, per_channel: dict[str, ConstArray]) -> dict[str
     # The short requantization (dw_requantize) needs every accumulator below 2^30 (bias plus
     # taps of |x + offset| <= 256 times |w| <= 128, or the folded bias plus |x * w| taps),
     # right shifts only, and multipliers that are not negative.
-    bias = per_channel["bias"].values.astype(np.int64)
-    bias_max = int(np.abs(bias).max()) if bias.size else 0
+    bias_max = int(np.abs(bias.astype(np.int64)).max()) if bias.size else 0
     fast_rq = (bias_max + taps * 256 * 128 < 2**30
-               and int(per_channel["shift"].values.max()) <= -1
-               and int(per_channel["multiplier"].values.min()) >= 0)
+               and int(requant["shift"].values.max()) <= -1
+               and int(requant["multiplier"].values.min()) >= 0)
     packed = (fast_rq and blocked > 0
               and taps * blocked * 2 <= DEPTHWISE_EXTENDED_WEIGHTS_MAX_BYTES)
     return dict(blocked=blocked, row_lo=row_lo, row_hi=row_hi, col_lo=col_lo, col_hi=col_hi,
