@@ -1,130 +1,103 @@
-"""Benchmark table: per model, board and kernel set, the instructions per inference counted
-exactly in QEMU, MACs per instruction (convolution and fully connected MACs only), flash (code, weights) and RAM (arena, stack) measured
-from the compiled objects, and the time of one inference of the host build.
+"""mcugen against CMSIS-NN, side by side in one run: for every model of the zoo and every
+core with a QEMU board, both builds of the same model (``--kernels mcugen`` and
+``--kernels cmsis-nn``) run in QEMU with exact instruction counts, and are checked bit for bit
+against the NumPy reference and TFLM. Prints one table (instructions of each, their ratio,
+MACs per instruction, code and RAM measured from the cross compiler) and the geometric mean
+of the ratio per core. Nothing here asserts a speed: it measures and prints.
 
-    python3 benchmarks/benchmark.py [--models a025_96,person_detect] [--boards ...]
+    python3 benchmarks/benchmark.py [--models a,b] [--cores cortex-m4,cortex-m7] [--jobs 2]
 
-CMSIS-NN rows appear when CMSIS_NN_DIR points at a CMSIS-NN checkout. Nothing here asserts a
-speed: it measures and prints.
+CMSIS-NN comes from $CMSIS_NN_DIR, else ../shared/third_party/CMSIS-NN.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import math
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from mcugen.build import BuildOptions, build  # noqa: E402
-from mcugen.run import run  # noqa: E402
+from mcugen.build import BuildOptions  # noqa: E402
+from mcugen.run import RunSummary, run  # noqa: E402
+from mcugen.targets import load_target, target_names  # noqa: E402
+from zoo import MODELS, model_file  # noqa: E402
 
-SHARED_MODEL = REPO.parent / "shared" / "models" / "person_detect.tflite"
-KERAS_MODELS = {
-    "v1_a0.25_96x96x3": dict(arch="v1", alpha=0.25, height=96, width=96, channels=3, classes=2),
-    "v2_a0.35_96x96x3": dict(arch="v2", alpha=0.35, height=96, width=96, channels=3, classes=2),
-    "v3-small_a0.35_96x96x3": dict(arch="v3-small", alpha=0.35, height=96, width=96, channels=3,
-                                   classes=2),
-    "v3-large_a0.35_96x96x3": dict(arch="v3-large", alpha=0.35, height=96, width=96, channels=3,
-                                   classes=2),
-}
-BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m55": "mps3-an547"}
+KERNEL_SETS = ("mcugen", "cmsis-nn")
 
 
-def model_file(name: str, work: Path) -> Path:
-    if name == "person_detect":
-        return SHARED_MODEL
-    from mcugen.frontend.keras import build_mobilenet_tflite
-
-    path = work / f"{name}.tflite"
-    path.write_bytes(build_mobilenet_tflite(seed=1, **KERAS_MODELS[name]))
-    return path
-
-
-def host_seconds_per_inference(model: Path, kernels: str, work: Path) -> float:
-    """Median wall time of the host build (gcc -O2) over repeated inferences."""
-    result = build(BuildOptions(model=model, target="host", kernels=kernels,
-                                out=work / f"host_{kernels}"))
-    graph = result.compiled.graph
-    harness = work / "bench.c"
-    harness.write_text(HOST_HARNESS)
-    exe = work / f"bench_{kernels}"
-    extra = cmsis_sources() if kernels == "cmsis-nn" else []
-    includes = [f"-I{Path(os.environ['CMSIS_NN_DIR']) / 'Include'}"] if extra else []
-    subprocess.run(["gcc", "-std=c99", "-D_POSIX_C_SOURCE=199309L", "-O2",
-                    f"-I{result.out_dir}", *includes,
-                    str(harness), *map(str, sorted(result.out_dir.glob("*.c"))), *extra,
-                    "-o", str(exe)], check=True)
-    output = subprocess.run([str(exe), str(graph.input.size), str(graph.output.size)],
-                            capture_output=True, text=True, check=True).stdout
-    return float(output)
+@dataclass(frozen=True)
+class Measured:
+    instructions: int
+    macs: int
+    code: int
+    arena: int
+    stack: int
+    exact: bool
 
 
-def cmsis_sources() -> list[str]:
-    root = Path(os.environ["CMSIS_NN_DIR"]) / "Source"
-    return sorted(str(p) for p in root.glob("*/*.c")
-                  if not p.name.endswith(("_f16.c", "_f32.c", "_flt.c")))
+def measured(summary: RunSummary) -> Measured:
+    sizes = summary.build.measured
+    return Measured(instructions=summary.qemu.instructions[0],
+                    macs=summary.build.compiled.report.macs,
+                    code=sizes.code_bytes if sizes else 0,
+                    arena=summary.build.compiled.plan.arena_size,
+                    stack=sizes.stack_bytes if sizes else 0, exact=summary.matches)
 
 
-HOST_HARNESS = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-#include "model.h"
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
-static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
-int main(void) {
-    static int8_t in[MODEL_INPUT_SIZE], out[MODEL_OUTPUT_SIZE];
-    double times[21];
-    for (int i = 0; i < MODEL_INPUT_SIZE; ++i) in[i] = (int8_t)(i * 37);
-    for (int r = 0; r < 21; ++r) { double t = now(); model_invoke(in, out); times[r] = now() - t; }
-    qsort(times, 21, sizeof times[0], cmp);
-    printf("%.9f\n", times[10]);
-    return 0;
-}
-"""
+def emulated_cores() -> list[str]:
+    return [name for name in target_names() if not load_target(name).is_host]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join([*KERAS_MODELS, "person_detect"]))
-    parser.add_argument("--boards", default=",".join(BOARDS))
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--cores", default=",".join(emulated_cores()))
+    parser.add_argument("--jobs", type=int, default=2, help="QEMU runs at once")
     args = parser.parse_args()
-    kernel_sets = ["mcugen"] + (["cmsis-nn"] if os.environ.get("CMSIS_NN_DIR") else [])
-    rows = []
+    models, cores = args.models.split(","), args.cores.split(",")
+    files = {name: model_file(name) for name in models}  # conversions first, one at a time
+    cases = [(m, c, k) for m in models for c in cores for k in KERNEL_SETS]
     with tempfile.TemporaryDirectory(prefix="mcugen-bench-") as scratch:
-        work = Path(scratch)
-        for model_name in args.models.split(","):
-            model = model_file(model_name, work)
-            for kernels in kernel_sets:
-                host = host_seconds_per_inference(model, kernels, work / model_name)
-                for target in args.boards.split(","):
-                    run_dir = work / f"{model_name}_{target}_{kernels}"
-                    summary = run(BuildOptions(model=model, target=target, kernels=kernels),
-                                  None, run_dir)
-                    sizes = summary.build.measured
-                    instructions = summary.qemu.instructions[0]
-                    macs = summary.build.compiled.report.macs
-                    code, weights, stack = ((sizes.code_bytes, sizes.weight_bytes,
-                                             sizes.stack_bytes) if sizes else (0, 0, 0))
-                    rows.append((model_name, target, kernels, instructions, macs / instructions,
-                                 code, weights, summary.build.compiled.plan.arena_size,
-                                 stack, host * 1e3,
-                                 "yes" if summary.matches else "NO"))
-                    print(f"... {model_name} {target} {kernels}: {instructions:,}",
-                          file=sys.stderr)
-    header = ("model", "board", "kernels", "instructions", "MACs/instr", "code B", "weights B",
-              "arena B", "stack B", "host ms", "bit-exact")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:,} | {r[4]:.3f} | {r[5]:,} | {r[6]:,} | "
-              f"{r[7]:,} | {r[8]:,} | {r[9]:.2f} | {r[10]} |")
+        def one(case: tuple[str, str, str]) -> Measured:
+            model, core, kernels = case
+            result = measured(run(BuildOptions(model=files[model], target=core,
+                                               kernels=kernels),
+                                  None, Path(scratch) / "_".join(case)))
+            print(f"... {model} {core} {kernels}: {result.instructions:,}", file=sys.stderr)
+            return result
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = dict(zip(cases, pool.map(one, cases)))
+    print_table(models, cores, results)
+
+
+def print_table(models: list[str], cores: list[str], results: dict) -> None:
+    print("| model | core | mcugen instr | CMSIS-NN instr | ratio | MACs/instr | "
+          "code B (ours / CMSIS-NN) | RAM B: arena + stack (ours / CMSIS-NN) | bit-exact |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for core in cores:
+        for model in models:
+            ours, theirs = results[model, core, "mcugen"], results[model, core, "cmsis-nn"]
+            exact = "yes" if ours.exact and theirs.exact else "NO"
+            print(f"| {model} | {core} | {ours.instructions:,} | {theirs.instructions:,} | "
+                  f"{ours.instructions / theirs.instructions:.3f} | "
+                  f"{ours.macs / ours.instructions:.3f} | {ours.code:,} / {theirs.code:,} | "
+                  f"{ours.arena + ours.stack:,} / {theirs.arena + theirs.stack:,} | {exact} |")
+    print()
+    print("| core | geometric mean of mcugen / CMSIS-NN | worst | models |")
+    print("|---|---:|---:|---:|")
+    for core in cores:
+        ratios = [results[m, core, "mcugen"].instructions
+                  / results[m, core, "cmsis-nn"].instructions for m in models]
+        mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+        print(f"| {core} | {mean:.3f} | {max(ratios):.3f} | {len(ratios)} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`--kernels cmsis-nn`: the generated C calls Arm's CMSIS-NN and stays bit-exact with TFLM.
 
 CMSIS-NN is not part of mcugen: these tests use the checkout named by the environment variable
-CMSIS_NN_DIR and skip without it. On the host CMSIS-NN runs its pure-C path; in QEMU the DSP
+CMSIS_NN_DIR, else the pinned copy in ../shared/third_party/CMSIS-NN beside the repository; they
+fail, never skip, without one. On the host CMSIS-NN runs its pure-C path; in QEMU the DSP
 (Cortex-M7) and Helium (Cortex-M55) paths, whose scratch sizes and tables differ.
 """
 
@@ -21,17 +22,31 @@ from hostc import build_shared, compile_checked
 from mcugen.build import BuildOptions, BuildResult, build
 from mcugen.ir import (Activation, DepthwiseConv2D, Graph, Padding, QParams, Requant, Softmax,
                        Tensor)
-from mcugen.kernels import (CmsisPath, avgpool_s8_scratch_bytes, convolve_s8_scratch_bytes,
-                            depthwise_conv_s8_opt_scratch_bytes, select_cmsis_kernel)
+from mcugen.kernels import select_variant
+from mcugen.kernels.cmsis_nn import (CmsisPath, avgpool_s8_scratch_bytes, cmsis_path,
+                                     convolve_s8_scratch_bytes,
+                                     depthwise_conv_s8_opt_scratch_bytes, table_padding)
+from mcugen.kernels.variant import Order
 from mcugen.quant import softmax_int8, softmax_params
+from mcugen.run import find_cmsis_nn
+from mcugen.targets import load_target
 
-CMSIS_NN_DIR = os.environ.get("CMSIS_NN_DIR")
-needs_cmsis_nn = pytest.mark.skipif(not CMSIS_NN_DIR, reason="set CMSIS_NN_DIR to a CMSIS-NN "
-                                                             "checkout to run these tests")
+CMSIS_NN = find_cmsis_nn()
+CMSIS_NN_DIR = str(CMSIS_NN) if CMSIS_NN else None
 
 PURE_C = CmsisPath(dsp=False, mve=False)
 DSP = CmsisPath(dsp=True, mve=False)
 MVE = CmsisPath(dsp=True, mve=True)
+# A target of each path: the host (pure C), Cortex-M7 (DSP), Cortex-M55 (MVE).
+PATH_TARGETS = {PURE_C: load_target("host"), DSP: load_target("cortex-m7"),
+                MVE: load_target("cortex-m55")}
+
+
+def test_cmsis_nn_is_there():
+    """Every test below needs CMSIS-NN: without it they fail (here first), never skip."""
+    assert CMSIS_NN is not None, ("CMSIS-NN not found: set CMSIS_NN_DIR, or put the pinned "
+                                  "copy in ../shared/third_party/CMSIS-NN")
+    assert all(cmsis_path(target) == path for path, target in PATH_TARGETS.items())
 
 MOBILENET = dict(arch="v1", seed=1, alpha=0.25, height=96, width=96, channels=3, classes=2)
 # V2 and V3 bring ADD and MUL: CMSIS-NN's elementwise kernels (the same models as
@@ -86,15 +101,17 @@ def test_depthwise_dispatch_mirrors_the_wrapper(path):
         (1, 8, 3, 1, 1): "arm_depthwise_conv_s8",
         (4, 2, 3, 1, 1): "arm_depthwise_conv_s8",
     }
+    target = PATH_TARGETS[path]
     for (channels, multiplier, kernel, pad, dilation), function in cases.items():
         op, graph = _depthwise_graph(channels, multiplier, kernel, pad, dilation)
-        chosen = select_cmsis_kernel(op, graph, path)
-        assert chosen.library_function == function, (channels, multiplier, kernel, pad)
+        chosen = select_variant(op, graph, target, "cmsis-nn")
+        assert chosen.library == "CMSIS-NN" and chosen.name == function, \
+            (channels, multiplier, kernel, pad)
         expected_scratch = depthwise_conv_s8_opt_scratch_bytes(channels, kernel, kernel, path) \
             if function == "arm_depthwise_conv_s8_opt" else 0
-        assert chosen.scratch_bytes == expected_scratch
-        assert chosen.table_padding == (4 if path.mve else 0)
-        assert not chosen.streams
+        assert chosen.scratch_bytes(op, graph, target) == expected_scratch
+        assert table_padding(target) == (4 if path.mve else 0)
+        assert chosen.access is Order.SEPARATE
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +162,6 @@ def cmsis_nn_getters(cmsis_nn_library, tmp_path_factory):
     return ffi, ffi.dlopen(str(library))
 
 
-@needs_cmsis_nn
 def test_scratch_sizes_match_cmsis_nn_getters(cmsis_nn_getters):
     ffi, lib = cmsis_nn_getters
 
@@ -175,7 +191,6 @@ def test_scratch_sizes_match_cmsis_nn_getters(cmsis_nn_getters):
 # Softmax: arm_softmax_s8 replaces ours only where it is the same function.
 
 
-@needs_cmsis_nn
 def test_arm_softmax_s8_equals_tflite_softmax_for_rows_it_is_used_on(cmsis_nn_library,
                                                                      tmp_path_factory):
     work = tmp_path_factory.mktemp("softmax")
@@ -207,8 +222,8 @@ def test_long_softmax_rows_keep_our_kernel():
                    "y": Tensor("y", (1, row), "int8", QParams((1 / 256,), (-128,)))}
         op = Softmax("x", "y", 1.0, *softmax_params(1.0, 0.1))
         graph = Graph("g", tensors, (op,), ("x",), ("y",))
-        kernel = select_cmsis_kernel(op, graph, PURE_C)
-        assert (kernel.library_function if kernel else None) == expected
+        variant = select_variant(op, graph, PATH_TARGETS[PURE_C], "cmsis-nn")
+        assert (variant.name if variant.library else None) == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,17 +292,16 @@ def build_case(case: str, work: Path, kernels: str, target: str = "host") -> Bui
 
 
 def library_functions(result: BuildResult) -> set[str]:
-    return {k.library_function for k in result.compiled.kernels if k.library_function}
+    return {layer.variant.name for layer in result.compiled.layers if layer.variant.library}
 
 
-@needs_cmsis_nn
 @pytest.mark.parametrize("case", CASES)
 def test_cmsis_nn_build_is_bit_exact_with_ours_and_tflm(case, work, cmsis_nn_library):
     cmsis = build_case(case, work, "cmsis-nn")
     ours = build_case(case, work, "mcugen")
     graph = cmsis.compiled.graph
     # Every convolution, depthwise, pool, FC, (short) softmax, ADD and MUL went to CMSIS-NN.
-    assert {op.OP for op, k in zip(graph.ops, cmsis.compiled.kernels) if not k.library_function} \
+    assert {layer.op.OP for layer in cmsis.compiled.layers if not layer.variant.library} \
         <= {"MEAN", "PAD", "RESHAPE", "LOOKUP", "TRANSPOSE"}
     if case in GENERATIONS:
         expected = {"arm_elementwise_add_s8"}
@@ -321,12 +335,14 @@ def test_small_models_reach_every_cmsis_kernel_on_each_path(case, target, work):
                 "arm_depthwise_conv_s8_opt", "arm_avgpool_s8", "arm_softmax_s8", fc_function}
     result = build_case(case, work, "cmsis-nn", target)
     assert library_functions(result) == expected
-    fc = next(layer for layer in result.compiled.view.layers if layer.op == "FULLY_CONNECTED")
+    fc = next(layer for layer in result.compiled.layers if layer.op.OP == "FULLY_CONNECTED")
+    source = (result.out_dir / "model.c").read_text()
     if target == "cortex-m55":  # Helium: the kernel sums replace the bias, from flash
-        assert fc.call.buffer.startswith("(void *)") and "bias" not in fc.arrays
-        assert fc.arrays["kernel_sums"].values.size == 10 + 4  # outputs + MVE padding
+        assert fc.params.bias is None
+        assert fc.params.kernel_sums.values.size == 10 + 4  # outputs + MVE padding
+        assert f".buf = (void *){fc.params.kernel_sums.name}" in source
     else:
-        assert fc.call.buffer == "NULL" and "kernel_sums" not in fc.arrays
+        assert fc.params.kernel_sums is None and fc.params.bias is not None
 
 
 def test_scratch_lives_in_the_arena_only_during_its_layer(work):
@@ -334,15 +350,20 @@ def test_scratch_lives_in_the_arena_only_during_its_layer(work):
     assert library_functions(result) == {"arm_convolve_s8", "arm_convolve_1x1_s8_fast",
                                          "arm_depthwise_conv_3x3_s8", "arm_softmax_s8"}
     scratch = [b for b in result.compiled.buffers if b.id.startswith("<scratch")]
-    kernels = result.compiled.kernels
-    assert {b.first for b in scratch} == {i for i, k in enumerate(kernels) if k.scratch_bytes}
+    layers, steps = result.compiled.layers, result.compiled.steps
+    assert {steps[b.first].layer for b in scratch} == {l.index for l in layers if l.scratch_bytes}
+    source = (result.out_dir / "model.c").read_text()
     for buffer in scratch:
         assert buffer.first == buffer.last
-        assert buffer.size == kernels[buffer.first].scratch_bytes
+        layer = layers[steps[buffer.first].layer]
+        assert buffer.size == layer.scratch_bytes
         offset = result.compiled.plan.offsets[buffer.id]
         assert offset % 16 == 0
-        layer = result.compiled.view.layers[buffer.first]
-        assert layer.call.buffer == f"arena + {offset}"
+        # The layer is called with the arena scratch, which becomes its context buffer.
+        assert f"{layer.names.function}(" in source
+        call = next(line for line in source.splitlines()
+                    if line.strip().startswith(f"status = {layer.names.function}("))
+        assert f"arena + {offset}" in call
     from mcugen.planner import find_overlap_violations
 
     assert find_overlap_violations(list(result.compiled.buffers), result.compiled.plan) == []
@@ -354,7 +375,6 @@ def test_scratch_lives_in_the_arena_only_during_its_layer(work):
 QEMU_BOARDS = {"cortex-m7": "mps2-an500", "cortex-m55": "mps3-an547"}
 
 
-@needs_cmsis_nn
 @pytest.mark.parametrize("target", sorted(QEMU_BOARDS))
 @pytest.mark.parametrize("case", ["mobilenet_v1_a0.25_96x96x3", *SMALL, *GENERATIONS])
 def test_cmsis_nn_build_is_bit_exact_in_qemu(case, target, work):

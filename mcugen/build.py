@@ -15,6 +15,7 @@ from .kernels import KERNEL_SETS
 from .measure import MeasuredSizes, measure
 from .frontend.tflite import load_tflite, read_model_file
 from .output import check_output_folder, write_output_folder
+from .resources import find_cmsis_nn
 from .targets import load_target
 
 Progress = Callable[[str], None]
@@ -117,9 +118,10 @@ def build(options: BuildOptions, progress: Progress = lambda message: None) -> B
     target = load_target(options.target)
     if not target.is_host:
         progress(f"measuring with {target.compiler}")
-    # CMSIS-NN's headers are the user's, not ours: without them the C cannot be measured here.
-    measured = None if options.kernels == "cmsis-nn" else \
-        measure(compiled.sources, options.name, target, compiled.plan.arena_size)
+    # CMSIS-NN is the user's, not ours: without a copy here its build cannot be measured.
+    library = find_cmsis_nn() if options.kernels == "cmsis-nn" else None
+    measured = None if options.kernels == "cmsis-nn" and library is None else \
+        measure(compiled.sources, options.name, target, compiled.plan.arena_size, library)
     report = dataclasses.replace(compiled.report,
                                  measured=measured.as_dict() if measured else None)
     progress(f"writing {options.out_dir}")

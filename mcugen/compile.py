@@ -1,7 +1,9 @@
-"""The compiler pipeline, stage by stage: IR -> passes -> kernels -> memory plan -> sources.
+"""The compiler pipeline, stage by stage: IR -> passes -> kernels -> schedule -> memory plan ->
+sources.
 
-Kernels are chosen before memory is planned because the kernel's access order decides whether
-an output may be written over its input (and, for CMSIS-NN, how much scratch it needs).
+Kernels are chosen before memory is planned because a kernel's access order decides whether
+an output may be written over its input (and how much scratch it needs); the schedule comes
+between the two because buffer lifetimes are counted in steps.
 """
 
 from __future__ import annotations
@@ -11,22 +13,24 @@ from dataclasses import dataclass
 from . import ir
 from .codegen import ModelView, build_model_view, render_sources
 from .errors import McugenError
-from .ir import Graph, op_inputs, op_outputs
-from .kernels import (ELEMENTWISE_KERNELS, Kernel, cmsis_path, scratch_id, select_kernel,
-                      streaming_order)
+from .ir import Graph
+from .kernels import Layer, lower_layers
+from .kernels.cmsis_nn import cmsis_path
 from .passes.fold_pad import fold_pad
 from .passes.lookup_table import lookup_tables
 from .passes.quantize import quantize_constants
 from .passes.reshape import elide_reshape
-from .planner import Buffer, Overlap, Plan, plan_memory, streaming_distance
+from .planner import Buffer, Plan, plan_memory
 from .report import Report, build_report
+from .schedule import Step, arena_buffers, layer_by_layer
 from .targets import Target
 
 
 @dataclass(frozen=True)
 class CompiledModel:
     graph: Graph  # after the passes: what the C computes, and what the reference interprets
-    kernels: tuple[Kernel, ...]
+    layers: tuple[Layer, ...]  # one per op: the variant that runs it and its parameters
+    steps: tuple[Step, ...]
     buffers: tuple[Buffer, ...]
     plan: Plan
     view: ModelView
@@ -42,57 +46,21 @@ def prepare(graph: Graph) -> Graph:
     return graph
 
 
-def arena_buffers(graph: Graph, kernels: list[Kernel]) -> list[Buffer]:
-    """One buffer per intermediate activation (graph input and output live in the caller's
-    memory), with the overlaps that streaming kernels allow, and one per kernel scratch, alive
-    only while its layer runs."""
-    external = set(graph.inputs) | set(graph.outputs)
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
-    for index, op in enumerate(graph.ops):
-        for name in op_outputs(op):
-            first.setdefault(name, index)
-            last.setdefault(name, index)
-        for name in op_inputs(op):
-            last[name] = index
-    buffers = []
-    for index, (op, kernel) in enumerate(zip(graph.ops, kernels)):
-        for name in op_outputs(op):
-            if name in external:
-                continue
-            overlaps = tuple(Overlap(other=source, distance=distance)
-                             for source, distance in _streamed_inputs(op, kernel, graph)
-                             if source not in external and last[source] == index)
-            buffers.append(Buffer(name, graph.tensor(name).nbytes, first[name], last[name],
-                                  overlaps))
-        if kernel.scratch_bytes:
-            buffers.append(Buffer(scratch_id(index), kernel.scratch_bytes, index, index))
-    return buffers
-
-
-def _streamed_inputs(op: ir.Op, kernel: Kernel, graph: Graph) -> list[tuple[str, int]]:
-    """The inputs a streaming kernel's output may be written over, with the distance."""
-    if not kernel.streams:
-        return []
-    if kernel.name in ELEMENTWISE_KERNELS:
-        shape = graph.tensor(op.output).shape
-        return [(name, 0) for name in dict.fromkeys(op_inputs(op))
-                if graph.tensor(name).shape == shape and not graph.tensor(name).is_constant]
-    return [(op.input, streaming_distance(*streaming_order(op, graph, kernel.block_pixels)))]
-
-
 def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
                   memory_check: bool = True, kernel_set: str = "mcugen") -> CompiledModel:
     graph = prepare(graph)
-    kernels = [select_kernel(op, graph, target, kernel_set) for op in graph.ops]
-    buffers = arena_buffers(graph, kernels)
+    layers = lower_layers(graph, target, name, kernel_set)
+    steps = layer_by_layer(layers)
+    buffers = arena_buffers(graph, layers, steps)
     plan = plan_memory(buffers)
-    cmsis_nn = cmsis_path(target) if any(k.library_function for k in kernels) else None
-    view = build_model_view(graph, kernels, plan, name, source, cmsis_nn)
-    report = build_report(graph, kernels, buffers, plan, view, target)
+    library = any(layer.variant.library for layer in layers)
+    view = build_model_view(graph, layers, steps, plan, name, source,
+                            cmsis_path(target) if library else None)
+    report = build_report(graph, layers, steps, buffers, plan, target, model=name,
+                          source=source)
     if memory_check:
         check_memory(report, target)
-    return CompiledModel(graph, tuple(kernels), tuple(buffers), plan, view,
+    return CompiledModel(graph, layers, steps, tuple(buffers), plan, view,
                          render_sources(view), report)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .codegen import ModelView, template_environment
+from .codegen import template_environment
 from .ir import Conv2D, DepthwiseConv2D, FullyConnected, Graph, Op, TableLookup, op_inputs
-from .kernels import Kernel
+from .kernels import Layer
+from .kernels.variant import const_arrays
 from .planner import Buffer, Plan, format_plan
+from .schedule import Step
 from .targets import Target
 
 
@@ -16,7 +18,9 @@ from .targets import Target
 class LayerStats:
     index: int
     op: str
-    kernel: str
+    kernel: str  # the variant that runs the layer (kernels/*.py)
+    isa: str  # the instruction set it needs
+    library: str | None  # the library it calls, if any
     input_shape: list[int]
     output_shape: list[int]
     macs: int
@@ -24,6 +28,7 @@ class LayerStats:
     const_bytes: int  # the tables emitted for it (weights, biases, multipliers, shifts)
     arena_offset: int | None  # None when the output is the caller's buffer
     arena_bytes: int  # size of its output in the arena (0 when it is the caller's)
+    steps: list[list[int] | None]  # the output rows [begin, end) of each of its steps
 
 
 @dataclass(frozen=True)
@@ -65,24 +70,29 @@ def count_macs(op: Op, graph: Graph) -> int:
     return 0
 
 
-def build_report(graph: Graph, kernels: list[Kernel], buffers: list[Buffer], plan: Plan,
-                 view: ModelView, target: Target) -> Report:
-    layers = []
-    for index, (op, kernel, layer) in enumerate(zip(graph.ops, kernels, view.layers)):
+def build_report(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ...],
+                 buffers: list[Buffer], plan: Plan, target: Target, *, model: str,
+                 source: str) -> Report:
+    stats = []
+    for layer in layers:
+        op = layer.op
         constants = [graph.tensor(n) for n in op_inputs(op) if graph.tensor(n).is_constant]
         in_arena = op.output in plan.offsets
-        layers.append(LayerStats(
-            index=index, op=op_label(op), kernel=kernel.name,
+        stats.append(LayerStats(
+            index=layer.index, op=op_label(op), kernel=layer.variant.name,
+            isa=layer.variant.isa.value, library=layer.variant.library,
             input_shape=list(graph.tensor(op.input).shape),
             output_shape=list(graph.tensor(op.output).shape),
             macs=count_macs(op, graph),
             weight_bytes=sum(t.nbytes for t in constants),
-            const_bytes=sum(a.nbytes for a in layer.arrays.values()),
+            const_bytes=sum(a.nbytes for a in const_arrays(layer.params)),
             arena_offset=plan.offsets[op.output] if in_arena else None,
-            arena_bytes=graph.tensor(op.output).nbytes if in_arena else 0))
+            arena_bytes=graph.tensor(op.output).nbytes if in_arena else 0,
+            steps=[list(step.rows) if step.rows else None
+                   for step in steps if step.layer == layer.index]))
     return Report(
-        model=view.name, source=view.source, target=target.name, layers=layers,
-        macs=sum(s.macs for s in layers), weight_bytes=sum(s.weight_bytes for s in layers),
-        const_bytes=sum(s.const_bytes for s in layers), arena_bytes=plan.arena_size,
+        model=model, source=source, target=target.name, layers=stats,
+        macs=sum(s.macs for s in stats), weight_bytes=sum(s.weight_bytes for s in stats),
+        const_bytes=sum(s.const_bytes for s in stats), arena_bytes=plan.arena_size,
         input_bytes=graph.input.nbytes, output_bytes=graph.output.nbytes,
         memory_plan=format_plan(buffers, plan))

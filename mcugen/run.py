@@ -5,7 +5,6 @@ instructions of each layer."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from .build import BuildOptions, BuildResult, build
 from .errors import McugenError
 from .qemu import RunResult, build_firmware, run_firmware
 from .reference import run_reference
+from .resources import find_cmsis_nn
 from .report import Report
 from .targets import load_target
 
@@ -94,10 +94,10 @@ def cmsis_nn_dir(kernels: str) -> Path | None:
     """Users bring CMSIS-NN: the firmware build takes it from $CMSIS_NN_DIR."""
     if kernels != "cmsis-nn":
         return None
-    folder = os.environ.get("CMSIS_NN_DIR")
-    if not folder or not (Path(folder) / "Include" / "arm_nnfunctions.h").is_file():
+    folder = find_cmsis_nn()
+    if folder is None:
         raise McugenError("--kernels cmsis-nn needs CMSIS_NN_DIR set to a CMSIS-NN checkout")
-    return Path(folder)
+    return folder
 
 
 def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
@@ -126,22 +126,28 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
 
 
 def layer_counts(report: Report, instructions: list[int]) -> list[LayerCount]:
-    if len(instructions) != len(report.layers):
-        raise McugenError(f"the firmware marked {len(instructions)} layers, the model has "
-                          f"{len(report.layers)}")
-    return [LayerCount(s.index, s.op, s.kernel, s.macs, n)
-            for s, n in zip(report.layers, instructions)]
+    """Per layer, the instructions of its steps (the firmware marks the end of each step)."""
+    steps = sum(len(s.steps) for s in report.layers)
+    if len(instructions) != steps:
+        raise McugenError(f"the firmware marked {len(instructions)} steps, the model has "
+                          f"{steps}")
+    counts, position = [], 0
+    for s in report.layers:
+        counts.append(LayerCount(s.index, s.op, s.kernel, s.macs,
+                                 sum(instructions[position:position + len(s.steps)])))
+        position += len(s.steps)
+    return counts
 
 
 def format_layer_table(summary: RunSummary, bar_width: int = 30) -> str:
     """Per-layer instructions with MACs per instruction and a bar of each layer's share."""
     total = sum(layer.instructions for layer in summary.layers) or 1
-    rows = [f"{'#':>3}  {'op':<18} {'kernel':<12} {'MACs':>11} {'instructions':>13} "
+    rows = [f"{'#':>3}  {'op':<18} {'kernel':<15} {'MACs':>11} {'instructions':>13} "
             f"{'MACs/instr':>10}  share"]
     for layer in summary.layers:
         share = layer.instructions / total
         bar = "#" * round(share * bar_width)
-        rows.append(f"{layer.index:>3}  {layer.op:<18} {layer.kernel:<12} {layer.macs:>11,} "
+        rows.append(f"{layer.index:>3}  {layer.op:<18} {layer.kernel:<15} {layer.macs:>11,} "
                     f"{layer.instructions:>13,} {layer.macs_per_instruction:>10.3f}  "
                     f"{bar:<{bar_width}} {share:6.1%}")
     return "\n".join(rows)

@@ -15,6 +15,8 @@ from ..ir import Add, Graph, HardSwish, Mul, Op, Relu, TableLookup
 from ..reference import op_kernel
 
 EVERY_INT8 = np.arange(-128, 128, dtype=np.int64)
+# Ops that always become tables (ADD and MUL only with a constant scalar operand).
+TABULATED = (HardSwish, Relu)
 
 
 def lookup_tables(graph: Graph) -> Graph:
@@ -23,7 +25,7 @@ def lookup_tables(graph: Graph) -> Graph:
 
 
 def _as_table(graph: Graph, index: int, op: Op) -> TableLookup | None:
-    if isinstance(op, (HardSwish, Relu)):
+    if isinstance(op, TABULATED):
         constants = ()
     elif isinstance(op, (Add, Mul)) and _is_constant_scalar(graph, op.input2):
         constants = (graph.tensor(op.input2).data,)

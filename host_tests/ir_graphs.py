@@ -1,0 +1,160 @@
+"""Hand-built IR graphs of one op each, for kernel tests without TensorFlow.
+
+Weights, biases and zero points are seeded random; scales are chosen so that outputs spread
+over the int8 range (an accumulator of `depth` products of int8s has a standard deviation of
+about 74 * 74 * sqrt(depth)), so that the requantization and the clamps are exercised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mcugen.ir import (Activation, Add, AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected,
+                       Graph, HardSwish, Mean, Mul, Pad, Padding, QParams, Reshape, Softmax,
+                       Tensor, Transpose, conv_output_size)
+
+IN_SCALE = 0.05
+
+
+def _activation(name: str, shape: tuple[int, ...], scale: float, zero_point: int) -> Tensor:
+    return Tensor(name, shape, "int8", QParams((scale,), (zero_point,)))
+
+
+def _weights(rng: np.random.Generator, name: str, shape: tuple[int, ...], channels: int,
+             axis: int, per_channel: bool) -> Tensor:
+    data = rng.integers(-127, 128, shape).astype(np.int8)
+    scales = rng.uniform(0.002, 0.02, channels if per_channel else 1)
+    return Tensor(name, shape, "int8", QParams(tuple(map(float, scales)), (0,) * len(scales),
+                                               axis), data)
+
+
+def _bias(rng: np.random.Generator, channels: int, scale: float) -> Tensor:
+    data = rng.integers(-20000, 20000, channels).astype(np.int32)
+    return Tensor("b", (channels,), "int32", QParams((scale,), (0,)), data)
+
+
+def _output_scale(weights: Tensor, depth: int, spread: float = 40.0) -> float:
+    w_scale = float(np.mean(weights.q.scale))
+    return IN_SCALE * w_scale * 74 * 74 * math.sqrt(depth) / spread
+
+
+def _graph(name: str, tensors: list[Tensor], op, inputs=("x",), outputs=("y",)) -> Graph:
+    return Graph(name, {t.name: t for t in tensors}, (op,), tuple(inputs), tuple(outputs))
+
+
+def conv(seed: int, h: int, w: int, cin: int, cout: int, kernel=(3, 3), stride=(1, 1),
+         padding=Padding(1, 1, 1, 1), dilation=(1, 1), per_channel=True,
+         activation=Activation.RELU6, zero_points=(-3, 5)) -> Graph:
+    rng = np.random.default_rng(seed)
+    kh, kw = kernel
+    oh = conv_output_size(h, kh, stride[0], dilation[0], padding.top, padding.bottom)
+    ow = conv_output_size(w, kw, stride[1], dilation[1], padding.left, padding.right)
+    wt = _weights(rng, "w", (cout, kh, kw, cin), cout, 0, per_channel)
+    out_scale = _output_scale(wt, kh * kw * cin)
+    tensors = [_activation("x", (1, h, w, cin), IN_SCALE, zero_points[0]), wt,
+               _bias(rng, cout, IN_SCALE * float(np.mean(wt.q.scale))),
+               _activation("y", (1, oh, ow, cout), out_scale, zero_points[1])]
+    op = Conv2D("x", "w", "b", "y", stride, dilation, padding, activation)
+    return _graph("conv", tensors, op)
+
+
+def depthwise(seed: int, h: int, w: int, cin: int, multiplier: int = 1, kernel=(3, 3),
+              stride=(1, 1), padding=Padding(1, 1, 1, 1), dilation=(1, 1), per_channel=True,
+              activation=Activation.RELU6, zero_points=(-3, 5)) -> Graph:
+    rng = np.random.default_rng(seed)
+    kh, kw = kernel
+    cout = cin * multiplier
+    oh = conv_output_size(h, kh, stride[0], dilation[0], padding.top, padding.bottom)
+    ow = conv_output_size(w, kw, stride[1], dilation[1], padding.left, padding.right)
+    wt = _weights(rng, "w", (1, kh, kw, cout), cout, 3, per_channel)
+    out_scale = _output_scale(wt, kh * kw)
+    tensors = [_activation("x", (1, h, w, cin), IN_SCALE, zero_points[0]), wt,
+               _bias(rng, cout, IN_SCALE * float(np.mean(wt.q.scale))),
+               _activation("y", (1, oh, ow, cout), out_scale, zero_points[1])]
+    op = DepthwiseConv2D("x", "w", "b", "y", stride, dilation, padding, multiplier, activation)
+    return _graph("depthwise", tensors, op)
+
+
+def fully_connected(seed: int, rows: int, depth: int, outputs: int, per_channel=True,
+                    activation=Activation.NONE, zero_points=(7, -9)) -> Graph:
+    rng = np.random.default_rng(seed)
+    wt = _weights(rng, "w", (outputs, depth), outputs, 0, per_channel)
+    tensors = [_activation("x", (rows, depth), IN_SCALE, zero_points[0]), wt,
+               _bias(rng, outputs, IN_SCALE * float(np.mean(wt.q.scale))),
+               _activation("y", (rows, outputs), _output_scale(wt, depth), zero_points[1])]
+    return _graph("fc", tensors, FullyConnected("x", "w", "b", "y", activation))
+
+
+def average_pool(seed: int, h: int, w: int, c: int, kernel=(3, 3), stride=(2, 2),
+                 padding=Padding(1, 1, 1, 1)) -> Graph:
+    oh = conv_output_size(h, kernel[0], stride[0], 1, padding.top, padding.bottom)
+    ow = conv_output_size(w, kernel[1], stride[1], 1, padding.left, padding.right)
+    tensors = [_activation("x", (1, h, w, c), IN_SCALE, 3),
+               _activation("y", (1, oh, ow, c), IN_SCALE, 3)]
+    return _graph("avgpool", tensors,
+                  AveragePool2D("x", "y", kernel, stride, padding, Activation.NONE))
+
+
+def mean(seed: int, h: int, w: int, c: int) -> Graph:
+    tensors = [_activation("x", (1, h, w, c), IN_SCALE, -5),
+               _activation("y", (1, 1, 1, c), IN_SCALE * 0.6, 2)]
+    return _graph("mean", tensors, Mean("x", "y", keep_dims=True))
+
+
+def softmax(seed: int, rows: int, size: int) -> Graph:
+    tensors = [_activation("x", (rows, size), 0.1, 4),
+               _activation("y", (rows, size), 1 / 256, -128)]
+    return _graph("softmax", tensors, Softmax("x", "y", 1.0))
+
+
+def elementwise(seed: int, kind: str, shape: tuple[int, ...], second: str,
+                activation=Activation.NONE) -> Graph:
+    """ADD or MUL of the input x [shape] with a second operand: "same" (a 1x1 depthwise of x:
+    its own scale, the same shape), "pixel" (the MEAN of x, [1, 1, 1, C], broadcast over the
+    pixels as in squeeze-and-excitation), or "constant" (a constant [1, 1, W, C], broadcast
+    over the rows)."""
+    rng = np.random.default_rng(seed)
+    _, h, w, c = shape
+    x = _activation("x", shape, IN_SCALE, 6)
+    ops, tensors = [], [x]
+    if second == "constant":
+        tensors.append(Tensor("x2", (1, 1, w, c), "int8", QParams((0.07,), (-11,)),
+                              rng.integers(-128, 128, (1, 1, w, c)).astype(np.int8)))
+    elif second == "pixel":
+        tensors.append(_activation("x2", (1, 1, 1, c), 0.07, -11))
+        ops.append(Mean("x", "x2", keep_dims=True))
+    else:
+        wt = _weights(rng, "w", (1, 1, 1, c), c, 3, True)
+        tensors += [wt, _activation("x2", shape, 0.07, -11)]
+        ops.append(DepthwiseConv2D("x", "w", None, "x2", (1, 1), (1, 1), Padding(), 1,
+                                   Activation.NONE))
+    out_scale = 0.12 if kind == "add" else 0.05 * 0.07 * 30
+    tensors.append(_activation("y", shape, out_scale, -4))
+    ops.append((Add if kind == "add" else Mul)("x", "x2", "y", activation))
+    return Graph(kind, {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))
+
+
+def hard_swish(seed: int, shape: tuple[int, ...]) -> Graph:
+    tensors = [_activation("x", shape, 0.04, -20), _activation("y", shape, 0.03, -100)]
+    return _graph("hard_swish", tensors, HardSwish("x", "y"))
+
+
+def pad(seed: int, h: int, w: int, c: int, padding=Padding(1, 2, 0, 3)) -> Graph:
+    tensors = [_activation("x", (1, h, w, c), IN_SCALE, 9),
+               _activation("y", (1, h + padding.top + padding.bottom,
+                                 w + padding.left + padding.right, c), IN_SCALE, 9)]
+    return _graph("pad", tensors, Pad("x", "y", padding))
+
+
+def transpose(seed: int, shape: tuple[int, ...], perm: tuple[int, ...]) -> Graph:
+    tensors = [_activation("x", shape, IN_SCALE, 1),
+               _activation("y", tuple(shape[i] for i in perm), IN_SCALE, 1)]
+    return _graph("transpose", tensors, Transpose("x", "y", perm))
+
+
+def reshape(seed: int, shape: tuple[int, ...], new_shape: tuple[int, ...]) -> Graph:
+    """A RESHAPE of the graph input, which cannot be elided (a copy)."""
+    tensors = [_activation("x", shape, IN_SCALE, 1), _activation("y", new_shape, IN_SCALE, 1)]
+    return _graph("reshape", tensors, Reshape("x", "y"))

@@ -1,0 +1,215 @@
+"""Every kernel variant on hand-built one-op graphs, without TensorFlow: the generated C,
+compiled on the host (portable variants) and run in QEMU per instruction set (portable C and
+the DSP extension on Cortex-M7), must equal the NumPy reference bit for bit, at the edges
+of every variant: channel counts 1, 3, 5, 8, 11, 17, one-pixel maps, stride 2, asymmetric
+padding, dilation, depth multipliers 1, 2, 4, 8, per-tensor and per-channel weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ir_graphs as g
+from conftest import standard_inputs
+from hostc import build_shared, run_sanitized
+from mcugen import ir
+from mcugen.compile import CompiledModel, compile_graph, prepare
+from mcugen.kernels import MCUGEN_VARIANTS
+from mcugen.kernels.variant import Isa
+from mcugen.qemu import build_firmware, run_firmware
+from mcugen.reference import run_reference
+from mcugen.targets import load_target
+
+P0, P1 = ir.Padding(), ir.Padding(1, 1, 1, 1)
+SAME_S2 = ir.Padding(0, 1, 0, 1)  # TFLite's SAME with stride 2 on an even size: odd pixel after
+
+CASES = {
+    # Pointwise: channel counts around the DSP loop's words of 4 and pairs of 2.
+    "pw_1_1": lambda: g.conv(1, 5, 7, 1, 1, (1, 1), padding=P0),
+    "pw_3_5": lambda: g.conv(2, 5, 7, 3, 5, (1, 1), padding=P0),
+    "pw_8_16": lambda: g.conv(3, 5, 7, 8, 16, (1, 1), padding=P0),
+    "pw_8_16_per_tensor": lambda: g.conv(4, 4, 4, 8, 16, (1, 1), padding=P0, per_channel=False),
+    "pw_11_17": lambda: g.conv(5, 5, 7, 11, 17, (1, 1), padding=P0),
+    "pw_16_11": lambda: g.conv(6, 3, 3, 16, 11, (1, 1), padding=P0),
+    "pw_8_16_one_pixel": lambda: g.conv(7, 1, 1, 8, 16, (1, 1), padding=P0),
+    "pw_17_3_one_pixel": lambda: g.conv(8, 1, 1, 17, 3, (1, 1), padding=P0,
+                                        activation=ir.Activation.NONE),
+    # General convolutions.
+    "conv_3x3_1_3": lambda: g.conv(10, 6, 5, 1, 3),
+    "conv_3x3_s2_same_3_8": lambda: g.conv(11, 10, 10, 3, 8, stride=(2, 2), padding=SAME_S2),
+    "conv_5x3_s2x1_5_11": lambda: g.conv(12, 9, 7, 5, 11, (5, 3), (2, 1),
+                                         ir.Padding(2, 2, 1, 1)),
+    "conv_3x3_dilated_4_4": lambda: g.conv(13, 9, 9, 4, 4, dilation=(2, 2),
+                                           padding=ir.Padding(2, 2, 2, 2)),
+    "conv_3x3_one_pixel_17_5": lambda: g.conv(14, 1, 1, 17, 5),
+    "conv_3x3_per_tensor_8_8": lambda: g.conv(15, 5, 5, 8, 8, per_channel=False),
+    "conv_10x4_s2_ds_cnn": lambda: g.conv(16, 49, 10, 1, 8, (10, 4), (2, 2),
+                                          ir.Padding(4, 5, 1, 1), activation=ir.Activation.RELU),
+    "conv_3x3_valid_3_2": lambda: g.conv(17, 6, 6, 3, 2, padding=P0),
+    # Depthwise.
+    **{f"dw_3x3_c{c}": (lambda c=c: g.depthwise(20 + c, 6, 6, c)) for c in (1, 3, 5, 8, 11, 17)},
+    "dw_3x3_s2_same_c8": lambda: g.depthwise(40, 8, 8, 8, stride=(2, 2), padding=SAME_S2),
+    "dw_3x3_m2_c3": lambda: g.depthwise(41, 6, 5, 3, multiplier=2),
+    "dw_3x3_m4_c2": lambda: g.depthwise(42, 6, 5, 2, multiplier=4),
+    "dw_3x3_s2_m8_c1": lambda: g.depthwise(43, 9, 9, 1, multiplier=8, stride=(2, 2),
+                                           padding=ir.Padding(0, 1, 0, 1)),
+    "dw_5x5_c12": lambda: g.depthwise(44, 7, 7, 12, kernel=(5, 5),
+                                      padding=ir.Padding(2, 2, 2, 2)),
+    "dw_3x3_one_pixel_c16": lambda: g.depthwise(45, 1, 1, 16),
+    "dw_3x3_dilated_c8": lambda: g.depthwise(46, 9, 9, 8, dilation=(2, 2),
+                                             padding=ir.Padding(2, 2, 2, 2)),
+    "dw_3x3_per_tensor_c8": lambda: g.depthwise(47, 5, 5, 8, per_channel=False),
+    "dw_3x3_valid_c4": lambda: g.depthwise(48, 5, 5, 4, padding=P0),
+    "dw_3x3_no_activation_c4": lambda: g.depthwise(49, 4, 4, 4,
+                                                   activation=ir.Activation.NONE),
+    # Fully connected.
+    "fc_1x8_16": lambda: g.fully_connected(50, 1, 8, 16),
+    "fc_3x11_17": lambda: g.fully_connected(51, 3, 11, 17),
+    "fc_2x16_10_per_tensor": lambda: g.fully_connected(52, 2, 16, 10, per_channel=False),
+    "fc_1x250_99": lambda: g.fully_connected(53, 1, 250, 99, activation=ir.Activation.RELU),
+    # Pooling, softmax.
+    "avgpool_7x7_global_c13": lambda: g.average_pool(60, 7, 7, 13, (7, 7), (1, 1), P0),
+    "avgpool_3x3_s2_c5": lambda: g.average_pool(61, 6, 7, 5),
+    "mean_5x4_c7": lambda: g.mean(62, 5, 4, 7),
+    "mean_one_pixel_c3": lambda: g.mean(63, 1, 1, 3),
+    "softmax_1x10": lambda: g.softmax(64, 1, 10),
+    "softmax_3x7": lambda: g.softmax(65, 3, 7),
+    # Elementwise.
+    **{f"{kind}_{second}": (lambda kind=kind, second=second:
+                            g.elementwise(70, kind, (1, 4, 5, 6), second))
+       for kind in ("add", "mul") for second in ("same", "pixel", "constant")},
+    "add_relu_c17": lambda: g.elementwise(71, "add", (1, 3, 3, 17), "same",
+                                          activation=ir.Activation.RELU),
+    "hard_swish_table": lambda: g.hard_swish(72, (1, 3, 4, 5)),
+    # Data movement.
+    "pad_asymmetric_c3": lambda: g.pad(80, 4, 5, 3),
+    "transpose_nchw": lambda: g.transpose(81, (1, 3, 4, 5), (0, 3, 1, 2)),
+    "reshape_copy": lambda: g.reshape(82, (1, 2, 3, 5), (1, 30)),
+}
+
+HOST = load_target("host")
+M7 = load_target("cortex-m7")
+# The portable variants on the Cortex-M7 board: the same core with its features withheld.
+M7_PORTABLE = dataclasses.replace(M7, features=frozenset())
+
+
+def compile_case(case: str, target) -> CompiledModel:
+    return compile_graph(CASES[case](), name="model", target=target, source=case)
+
+
+def write_sources(compiled: CompiledModel, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, text in compiled.sources.items():
+        (folder / file).write_text(text)
+    return folder
+
+
+def case_inputs(compiled: CompiledModel) -> np.ndarray:
+    return standard_inputs(compiled.graph.input.size, seed=3, random_count=2)
+
+
+def reference_outputs(compiled: CompiledModel, inputs: np.ndarray) -> np.ndarray:
+    graph = compiled.graph
+    return np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                     for x in inputs])
+
+
+def test_every_op_type_has_a_reference_a_quantize_rule_and_a_portable_kernel():
+    from mcugen.passes.lookup_table import TABULATED
+    from mcugen.passes.quantize import _RULES
+    from mcugen.reference import _KERNELS
+
+    portable = {op for v in MCUGEN_VARIANTS if v.isa is Isa.PORTABLE for op in v.ops}
+    for op_type in ir.OP_TYPES:
+        assert op_type in _RULES, f"{op_type.__name__} has no quantize rule"
+        assert op_type in _KERNELS, f"{op_type.__name__} has no reference kernel"
+        assert op_type in portable or op_type in TABULATED, \
+            f"{op_type.__name__} has no portable kernel and is not tabulated"
+
+
+def test_the_cases_cover_every_variant():
+    covered = {layer.variant.name for case in CASES for target in (HOST, M7)
+               for layer in compile_case(case, target).layers}
+    assert covered >= {v.name for v in MCUGEN_VARIANTS}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_portable_c_on_the_host_is_bit_exact(case, tmp_path):
+    compiled = compile_case(case, HOST)
+    assert all(layer.variant.isa is Isa.PORTABLE for layer in compiled.layers)
+    graph = compiled.graph
+    model = build_shared(write_sources(compiled, tmp_path / "model"), "model", graph.input.size,
+                         graph.output.size, tmp_path)
+    inputs = case_inputs(compiled)
+    np.testing.assert_array_equal(np.stack([model(x) for x in inputs]),
+                                  reference_outputs(compiled, inputs))
+
+
+def test_every_case_is_clean_under_sanitizers(tmp_path):
+    def one(case: str) -> None:
+        compiled = compile_case(case, HOST)
+        work = tmp_path / case
+        inputs = case_inputs(compiled)
+        outputs = run_sanitized(write_sources(compiled, work / "model"), "model",
+                                compiled.graph.input.size, compiled.graph.output.size, inputs,
+                                work)
+        np.testing.assert_array_equal(outputs, reference_outputs(compiled, inputs),
+                                      err_msg=case)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(one, sorted(CASES)))
+
+
+def run_in_qemu(target, tmp_path: Path) -> dict[str, set[str]]:
+    """Every case on the target's board; returns the variants that ran, per case."""
+    def one(case: str) -> tuple[str, set[str]]:
+        compiled = compile_case(case, target)
+        work = tmp_path / case
+        elf = build_firmware(write_sources(compiled, work / "model"), target.qemu_board,
+                             work / "firmware")
+        inputs = case_inputs(compiled)
+        result = run_firmware(elf, target.qemu_board, inputs, compiled.graph.output.size)
+        np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
+                                      err_msg=f"{case} on {target.name}")
+        return case, {layer.variant.name for layer in compiled.layers}
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return dict(pool.map(one, sorted(CASES)))
+
+
+def test_portable_variants_are_bit_exact_in_qemu(tmp_path):
+    ran = run_in_qemu(M7_PORTABLE, tmp_path)
+    assert all(name.endswith("_dsp") is False for names in ran.values() for name in names)
+
+
+def test_dsp_variants_are_bit_exact_in_qemu(tmp_path):
+    ran = run_in_qemu(M7, tmp_path)
+    used = set().union(*ran.values())
+    assert {"pw_conv_s8_dsp", "conv_s8_dsp", "dw_conv_s8_dsp", "fc_s8_dsp"} <= used
+    # Shapes outside the DSP loop's preconditions fall back to portable C.
+    assert ran["pw_11_17"] == {"pw_conv_s8"} and ran["pw_8_16"] == {"pw_conv_s8_dsp"}
+
+
+def test_generated_c_is_specialised_to_its_instruction_set():
+    host = compile_case("dw_3x3_c8", HOST).sources["model.c"]
+    m7 = compile_case("dw_3x3_c8", M7).sources["model.c"]
+    assert "__sxtb16" not in host and "#error" not in host
+    assert "__sxtb16" in m7 and "__ARM_FEATURE_DSP" in m7 and "#error" in m7
+
+
+def test_the_reference_of_a_case_is_not_trivial():
+    """Each case's outputs depend on its input (a constant output would prove nothing)."""
+    for case in CASES:
+        compiled = compile_case(case, HOST)
+        outputs = reference_outputs(compiled, case_inputs(compiled))
+        assert len({row.tobytes() for row in outputs}) >= 2, case
+
+
+def test_prepare_keeps_the_hand_built_graphs_valid():
+    for case in CASES:
+        ir.verify(prepare(CASES[case]()))

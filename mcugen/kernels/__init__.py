@@ -1,0 +1,77 @@
+"""Kernel selection: which variant runs each op, with which parameters.
+
+Each family module (pointwise, conv, depthwise, fully_connected, pooling, elementwise,
+softmax, data_movement, cmsis_nn) declares its variants as data (``variant.Variant``), best
+first. For each op, selection takes the first variant of the kernel set whose op type,
+instruction set (among the target's features) and preconditions match, and lowers the op
+to that variant's typed parameter record. Nothing else in mcugen decides which code runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import McugenError
+from ..ir import Graph, Op
+from ..targets import Target
+from . import (cmsis_nn, conv, data_movement, depthwise, elementwise, fully_connected,
+               pointwise, pooling, softmax)
+from .variant import Access, LayerNames, Order, Variant
+
+# Ours, family by family, each family best first.
+MCUGEN_VARIANTS: tuple[Variant, ...] = (
+    *pointwise.VARIANTS, *conv.VARIANTS, *depthwise.VARIANTS, *fully_connected.VARIANTS,
+    *pooling.VARIANTS, *softmax.VARIANTS, *elementwise.VARIANTS, *data_movement.VARIANTS)
+
+KERNEL_SETS: dict[str, tuple[Variant, ...]] = {
+    "mcugen": MCUGEN_VARIANTS,
+    # CMSIS-NN where it has the layer, ours elsewhere.
+    "cmsis-nn": (*cmsis_nn.VARIANTS, *MCUGEN_VARIANTS),
+}
+
+
+def select_variant(op: Op, graph: Graph, target: Target, kernel_set: str = "mcugen") -> Variant:
+    if kernel_set not in KERNEL_SETS:
+        raise McugenError(f"unknown kernel set {kernel_set!r}; choose one of "
+                          f"{', '.join(KERNEL_SETS)}")
+    for variant in KERNEL_SETS[kernel_set]:
+        if variant.accepts(op, graph, target):
+            return variant
+    raise McugenError(f"no kernel for {op.OP} on {target.name}")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One op, lowered: the variant that runs it, its C names, parameters and scratch."""
+
+    index: int
+    op: Op
+    variant: Variant
+    names: LayerNames
+    params: Any  # the variant's frozen parameter record
+    scratch_bytes: int
+
+    @property
+    def access(self) -> Access:
+        """The access order the planner relies on, with the blocking the template uses."""
+        if self.variant.access is Order.RASTER:
+            return Access(Order.RASTER, self.params.block_pixels)
+        return Access(self.variant.access)
+
+    @property
+    def output_rows(self) -> int:
+        """Rows of the output a step may compute a range of (1 if only the whole)."""
+        return self.params.output.h if self.variant.row_ranges else 1
+
+
+def lower_layers(graph: Graph, target: Target, model_name: str,
+                 kernel_set: str = "mcugen") -> tuple[Layer, ...]:
+    layers = []
+    for index, op in enumerate(graph.ops):
+        variant = select_variant(op, graph, target, kernel_set)
+        names = LayerNames(model_name, index, variant.name)
+        layers.append(Layer(index, op, variant, names,
+                            variant.lower(op, graph, target, names),
+                            variant.scratch_bytes(op, graph, target)))
+    return tuple(layers)

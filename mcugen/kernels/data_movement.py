@@ -1,0 +1,68 @@
+"""Ops that only move bytes: PAD (zero-point padding over H and W), a RESHAPE that could not
+be elided (a copy), TRANSPOSE. Portable C."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import Graph, Pad, Reshape, Transpose
+from ..targets import Target
+from .elementwise import as_4d
+from .lowering import FeatureMap, feature_map
+from .variant import Isa, LayerNames, Order, Variant
+
+
+@dataclass(frozen=True)
+class PadParams:
+    input: FeatureMap
+    output: FeatureMap
+    pad_top: int
+    pad_left: int
+    value: int  # the output's zero point
+    block_pixels: int = 1
+
+
+def _lower_pad(op: Pad, graph: Graph, target: Target, names: LayerNames) -> PadParams:
+    return PadParams(input=feature_map(graph.tensor(op.input)),
+                     output=feature_map(graph.tensor(op.output)), pad_top=op.padding.top,
+                     pad_left=op.padding.left, value=graph.tensor(op.output).zero_point)
+
+
+@dataclass(frozen=True)
+class CopyParams:
+    size: int
+
+
+def _lower_copy(op: Reshape, graph: Graph, target: Target, names: LayerNames) -> CopyParams:
+    return CopyParams(size=graph.tensor(op.input).size)
+
+
+@dataclass(frozen=True)
+class TransposeParams:
+    """The output's four axes in order, each reading the input with the stride of the input
+    axis it comes from."""
+
+    dims: tuple[int, int, int, int]
+    strides: tuple[int, int, int, int]
+
+
+def _lower_transpose(op: Transpose, graph: Graph, target: Target,
+                     names: LayerNames) -> TransposeParams:
+    in_shape = as_4d(graph.tensor(op.input).shape)
+    out_shape = as_4d(graph.tensor(op.output).shape)
+    lead = 4 - len(op.perm)
+    perm = list(range(lead)) + [axis + lead for axis in op.perm]
+    in_strides = [int(np.prod(in_shape[axis + 1:])) for axis in range(4)]
+    return TransposeParams(dims=tuple(out_shape),
+                           strides=tuple(in_strides[perm[k]] for k in range(4)))
+
+
+PAD_S8 = Variant("pad_s8", (Pad,), Isa.PORTABLE, "pad_s8", Order.RASTER, _lower_pad,
+                 row_ranges=True)
+COPY_S8 = Variant("copy_s8", (Reshape,), Isa.PORTABLE, "copy_s8", Order.SEPARATE, _lower_copy)
+TRANSPOSE_S8 = Variant("transpose_s8", (Transpose,), Isa.PORTABLE, "transpose_s8",
+                       Order.SEPARATE, _lower_transpose)
+
+VARIANTS = (PAD_S8, COPY_S8, TRANSPOSE_S8)

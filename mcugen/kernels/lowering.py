@@ -1,0 +1,146 @@
+"""Steps shared by the families' lowerings: shapes as kernels see them, the requantization
+stage, biases (with the input offset folded in where a kernel allows it).
+
+Zero points: the IR holds the model's; kernels add ``input_offset = -zero_point`` to inputs
+and ``output_offset = +zero_point`` to outputs, as TFLite's and CMSIS-NN's kernels do. The flip
+happens here, once, for every family and both kernel sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import McugenError
+from ..ir import Graph, Op, Tensor
+from .variant import ConstArray, LayerNames
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """An NHWC activation (batch 1) as a kernel walks it."""
+
+    h: int
+    w: int
+    c: int
+
+    @property
+    def pixels(self) -> int:
+        return self.h * self.w
+
+    @property
+    def size(self) -> int:
+        return self.h * self.w * self.c
+
+    @property
+    def row_bytes(self) -> int:
+        return self.w * self.c
+
+
+def feature_map(tensor: Tensor) -> FeatureMap:
+    """A 4-D tensor as H, W, C; any other rank as one row of its elements' last axis."""
+    shape = tensor.shape
+    if len(shape) == 4:
+        return FeatureMap(shape[1], shape[2], shape[3])
+    return FeatureMap(tensor.size // shape[-1], 1, shape[-1])
+
+
+@dataclass(frozen=True)
+class Window:
+    """A convolution's or pool's window: size, stride, dilation, top/left padding (the
+    bottom/right padding follows from the output's size)."""
+
+    k_h: int
+    k_w: int
+    stride_h: int = 1
+    stride_w: int = 1
+    dil_h: int = 1
+    dil_w: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+
+    @property
+    def taps(self) -> int:
+        return self.k_h * self.k_w
+
+
+def conv_window(op, kernel_hw: tuple[int, int]) -> Window:
+    return Window(k_h=kernel_hw[0], k_w=kernel_hw[1], stride_h=op.stride[0],
+                  stride_w=op.stride[1], dil_h=op.dilation[0], dil_w=op.dilation[1],
+                  pad_top=op.padding.top, pad_left=op.padding.left)
+
+
+@dataclass(frozen=True)
+class Clamp:
+    """The output zero point and the fused activation's int8 range."""
+
+    output_offset: int
+    act_min: int = -128
+    act_max: int = 127
+
+
+def clamp(op: Op, graph: Graph) -> Clamp:
+    act_min, act_max = getattr(op, "act_min", None), getattr(op, "act_max", None)
+    return Clamp(output_offset=graph.tensor(op.output).zero_point,
+                 act_min=-128 if act_min is None else act_min,
+                 act_max=127 if act_max is None else act_max)
+
+
+def input_offset(op: Op, graph: Graph, field: str = "input") -> int:
+    return -graph.tensor(getattr(op, field)).zero_point
+
+
+# The two C requantizations of templates/fixedpoint.c.j2.
+REQUANTIZE = "requantize"  # TFLite's MultiplyByQuantizedMultiplier, any shift
+REQUANTIZE_RIGHT = "requantize_right"  # the same integers when every shift is a right shift
+
+
+@dataclass(frozen=True)
+class Requantization:
+    """Per-channel multiplier and shift tables, the C function that applies them, and the
+    clamp: TFLite's output stage, acc -> clamp(MBQM(acc) + output_offset)."""
+
+    multiplier: ConstArray
+    shift: ConstArray
+    function: str  # REQUANTIZE or REQUANTIZE_RIGHT
+    clamp: Clamp
+
+
+def requantization(op: Op, graph: Graph, names: LayerNames, channels: int,
+                   padding: int = 0) -> Requantization:
+    """A per-tensor pair is repeated per channel; ``padding`` zeros follow each table."""
+    multiplier = np.broadcast_to(np.array(op.requant.multiplier, np.int32), (channels,)).copy()
+    shift = np.broadcast_to(np.array(op.requant.shift, np.int32), (channels,)).copy()
+    function = REQUANTIZE_RIGHT if bool((shift <= 0).all()) else REQUANTIZE
+    return Requantization(
+        multiplier=ConstArray(names.table("multiplier"), "int32_t", multiplier).padded(padding),
+        shift=ConstArray(names.table("shift"), "int32_t", shift).padded(padding),
+        function=function, clamp=clamp(op, graph))
+
+
+def model_bias(op: Op, graph: Graph, channels: int) -> np.ndarray:
+    """The op's int32 bias as int64 (zeros when it has none)."""
+    if op.bias is None:
+        return np.zeros(channels, np.int64)
+    return graph.tensor(op.bias).data.astype(np.int64).reshape(channels)
+
+
+def folded_bias(bias: np.ndarray, weight_rows: np.ndarray, input_zero_point: int) -> np.ndarray:
+    """bias - zp_in * sum(w) per row: where every tap reads a real input or the zero point,
+    sum((x - zp) * w) + b = sum(x * w) + this, which saves an add per MAC (TinyEngine's trick;
+    exact in integers)."""
+    sums = weight_rows.reshape(weight_rows.shape[0], -1).astype(np.int64).sum(axis=1)
+    folded = bias - input_zero_point * sums
+    if np.any(np.abs(folded) >= 2**31):
+        raise McugenError("folded bias overflows int32")
+    return folded.astype(np.int32)
+
+
+def bias_array(names: LayerNames, values: np.ndarray, padding: int = 0,
+               role: str = "bias") -> ConstArray:
+    return ConstArray(names.table(role), "int32_t", values.astype(np.int32)).padded(padding)
+
+
+def ceil_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

@@ -1,0 +1,61 @@
+"""AVERAGE_POOL_2D and MEAN over H and W.
+
+Portable C only: in MobileNets both run once, on the last small map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import AveragePool2D, Graph, Mean
+from ..quant import mean_multiplier
+from ..targets import Target
+from .lowering import (Clamp, FeatureMap, Window, clamp, feature_map, input_offset)
+from .variant import Isa, LayerNames, Order, Variant
+
+
+@dataclass(frozen=True)
+class AveragePoolParams:
+    """TFLite's int8 average: the sum over the real (unpadded) taps divided by their count,
+    rounded half away from zero; input and output share their quantization."""
+
+    input: FeatureMap
+    output: FeatureMap
+    window: Window
+    clamp: Clamp
+
+
+def _lower_average_pool(op: AveragePool2D, graph: Graph, target: Target,
+                        names: LayerNames) -> AveragePoolParams:
+    window = Window(k_h=op.filter_size[0], k_w=op.filter_size[1], stride_h=op.stride[0],
+                    stride_w=op.stride[1], pad_top=op.padding.top, pad_left=op.padding.left)
+    return AveragePoolParams(input=feature_map(graph.tensor(op.input)),
+                             output=feature_map(graph.tensor(op.output)), window=window,
+                             clamp=clamp(op, graph))
+
+
+@dataclass(frozen=True)
+class MeanParams:
+    """TFLite's QuantizedMeanOrSum: the sum less zero point x count, requantized with 1/count
+    folded into the multiplier (quant.mean_multiplier), plus the output zero point."""
+
+    input: FeatureMap
+    input_offset: int
+    multiplier: int
+    shift: int
+    clamp: Clamp
+
+
+def _lower_mean(op: Mean, graph: Graph, target: Target, names: LayerNames) -> MeanParams:
+    x = feature_map(graph.tensor(op.input))
+    multiplier, shift = mean_multiplier(op.requant.multiplier[0], op.requant.shift[0],
+                                        x.pixels)
+    return MeanParams(input=x, input_offset=input_offset(op, graph), multiplier=multiplier,
+                      shift=shift, clamp=clamp(op, graph))
+
+
+AVGPOOL_S8 = Variant("avgpool_s8", (AveragePool2D,), Isa.PORTABLE, "avgpool_s8",
+                     Order.SEPARATE, _lower_average_pool, helpers=("window_helpers",))
+MEAN_S8 = Variant("mean_s8", (Mean,), Isa.PORTABLE, "mean_s8", Order.SEPARATE, _lower_mean)
+
+VARIANTS = (AVGPOOL_S8, MEAN_S8)

@@ -1,0 +1,150 @@
+"""What a kernel variant is, as data.
+
+A variant is one C implementation of one op family on one instruction set: the instruction set
+it needs, the shapes it handles (its preconditions), the order in which it writes its output
+relative to reading its input (its access order: what the memory planner may overlap), the
+arena scratch it uses, how it lowers an op to a frozen record of typed parameters, and the
+template that renders that record as C. Selection (``kernels.select``) is a Python decision
+over these records; the report names the variant of every layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, is_dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from ..ir import Graph, Op
+from ..targets import Target
+
+
+class Isa(str, Enum):
+    """An instruction set a variant needs, named as the targets' ``features`` name them."""
+
+    PORTABLE = "portable"  # C99: any core, and the build machine
+    ARMV7M = "armv7m"  # ARMv7-M and later: Thumb-2, 32x32->64 multiplies, unaligned words
+    DSP = "dsp"  # the DSP extension: SIMD32 (SXTB16, SMLAD...), saturation
+    MVE = "mve"  # Helium
+
+
+def target_isas(target: Target) -> frozenset[Isa]:
+    """The instruction sets a target's code may use: portable C always."""
+    return frozenset({Isa.PORTABLE} | {isa for isa in Isa if isa.value in target.features})
+
+
+class Order(str, Enum):
+    SEPARATE = "separate"  # any order: the output never shares bytes with the input
+    RASTER = "raster"  # output pixels in raster order, see Access
+    ELEMENTWISE = "elementwise"  # element i of every input is read before element i is written
+
+
+@dataclass(frozen=True)
+class Access:
+    """How a kernel's writes follow its reads. With RASTER, output pixel p (all its channels)
+    is written only after the windows of pixels < p are read, blocks of ``block_pixels`` pixels
+    being computed together (each of their writes may come before the block's last read); the
+    planner then may start the output below its input by the distance this order allows. The
+    template reads ``block_pixels`` from here, so the two cannot disagree."""
+
+    order: Order
+    block_pixels: int = 1
+
+
+SEPARATE = Access(Order.SEPARATE)
+ELEMENTWISE = Access(Order.ELEMENTWISE)
+
+
+def raster(block_pixels: int = 1) -> Access:
+    return Access(Order.RASTER, block_pixels)
+
+
+@dataclass(frozen=True)
+class ConstArray:
+    """A const table in flash: weights, biases, multipliers, shifts."""
+
+    name: str
+    ctype: str  # "int8_t" or "int32_t"
+    values: np.ndarray  # flat
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.size * self.values.itemsize
+
+    def padded(self, count: int) -> ConstArray:
+        """The table with count zeros after it, for kernels that read past the end (MVE)."""
+        if count == 0:
+            return self
+        values = np.concatenate([self.values, np.zeros(count, self.values.dtype)])
+        return ConstArray(self.name, self.ctype, values)
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """Every C name a layer defines, decided here, never in a template: its function
+    (``layer3_pw_conv_s8_dsp``), the static helpers it defines (``local``), its tables in
+    NAME_weights.c (``table``) and any other static symbol (``symbol``)."""
+
+    model: str
+    index: int
+    variant: str
+
+    @property
+    def function(self) -> str:
+        return f"layer{self.index}_{self.variant}"
+
+    def local(self, role: str) -> str:
+        return f"{self.function}_{role}"
+
+    def table(self, role: str) -> str:
+        return f"{self.model}_layer{self.index}_{role}"
+
+    def symbol(self, role: str) -> str:
+        return f"layer{self.index}_{role}"
+
+
+Lowering = Callable[[Op, Graph, Target, LayerNames], Any]
+Precondition = Callable[[Op, Graph, Target], bool]
+ScratchSize = Callable[[Op, Graph, Target], int]
+
+
+def always(op: Op, graph: Graph, target: Target) -> bool:
+    return True
+
+
+def no_scratch(op: Op, graph: Graph, target: Target) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # the kernel's name in reports and C function names
+    ops: tuple[type, ...]  # the IR op types it implements
+    isa: Isa
+    template: str  # templates/kernels/<template>.c.j2: one layer's C from its parameters
+    access: Order  # with RASTER, the parameter record holds the block (see kernels.Layer)
+    lower: Lowering
+    applies: Precondition = always  # shapes (and, for a library, code paths) it handles
+    scratch_bytes: ScratchSize = no_scratch  # arena scratch while the layer runs
+    helpers: tuple[str, ...] = ()  # shared C (templates/kernels/<name>.c.j2), once per model
+    row_ranges: bool = False  # the layer function computes any range [begin, end) of rows
+    library: str | None = None  # the library it calls (CMSIS-NN), which the user brings
+    returns_status: bool = False  # the layer function returns the library's status
+    binary: bool = False  # takes a second activation operand (ADD, MUL)
+
+    def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
+        return (isinstance(op, self.ops) and self.isa in target_isas(target)
+                and self.applies(op, graph, target))
+
+
+def const_arrays(record: Any) -> list[ConstArray]:
+    """Every ConstArray in a parameter record, in field order, nested records included."""
+    if isinstance(record, ConstArray):
+        return [record]
+    if is_dataclass(record):
+        return [a for f in fields(record) for a in const_arrays(getattr(record, f.name))]
+    if isinstance(record, (tuple, list)):
+        return [a for item in record for a in const_arrays(item)]
+    return []

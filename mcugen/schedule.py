@@ -1,0 +1,114 @@
+"""The schedule: the order in which layers compute their outputs, as a list of steps, and the
+arena buffers that order implies.
+
+A step is one layer computing one region of its output: today every layer is one step that
+computes its whole output. A layer whose variant takes row ranges is called with its rows
+[begin, end); a schedule that splits layers into bands of rows (patch-based execution) is a
+different list of steps, and everything after this stage (buffer lifetimes, the layer markers
+of the firmware, per-step instruction counts) counts steps, not ops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ir import Graph, Op, Pad, op_inputs, op_outputs
+from .kernels import Layer
+from .kernels.variant import Order
+from .planner import Buffer, Overlap, streaming_distance
+
+
+@dataclass(frozen=True)
+class Step:
+    layer: int  # index of the layer (and op)
+    rows: tuple[int, int] | None  # output rows [begin, end); None: the whole output at once
+
+
+def layer_by_layer(layers: tuple[Layer, ...]) -> tuple[Step, ...]:
+    """One step per layer, each computing its whole output."""
+    return tuple(Step(layer.index, (0, layer.output_rows) if layer.variant.row_ranges else None)
+                 for layer in layers)
+
+
+def scratch_id(index: int) -> str:
+    """The planner's id for layer index's scratch buffer (no tensor is named like this)."""
+    return f"<scratch of layer {index}>"
+
+
+def arena_buffers(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ...]
+                  ) -> list[Buffer]:
+    """One buffer per intermediate activation (graph input and output live in the caller's
+    memory), alive from the first step that writes it to the last step that reads it, with
+    the overlaps that the layers' access orders allow; one per layer scratch, alive while its
+    layer's steps run."""
+    external = set(graph.inputs) | set(graph.outputs)
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    layer_steps: dict[int, list[int]] = {}
+    for position, step in enumerate(steps):
+        op = layers[step.layer].op
+        layer_steps.setdefault(step.layer, []).append(position)
+        for name in op_outputs(op):
+            first.setdefault(name, position)
+            last[name] = max(last.get(name, position), position)
+        for name in op_inputs(op):
+            last[name] = position
+    buffers = []
+    for layer in layers:
+        positions = layer_steps[layer.index]
+        op = layer.op
+        for name in op_outputs(op):
+            if name in external:
+                continue
+            overlaps = tuple(Overlap(other=source, distance=distance)
+                             for source, distance in _overwritable_inputs(layer, graph)
+                             if source not in external and last[source] == positions[-1])
+            buffers.append(Buffer(name, graph.tensor(name).nbytes, first[name], last[name],
+                                  overlaps))
+        if layer.scratch_bytes:
+            buffers.append(Buffer(scratch_id(layer.index), layer.scratch_bytes, positions[0],
+                                  positions[-1]))
+    return buffers
+
+
+def _overwritable_inputs(layer: Layer, graph: Graph) -> list[tuple[str, int]]:
+    """The inputs the layer's output may be written over, with the distance its access order
+    needs between the two."""
+    op, access = layer.op, layer.access
+    if access.order is Order.ELEMENTWISE:
+        shape = graph.tensor(op.output).shape
+        return [(name, 0) for name in dict.fromkeys(op_inputs(op))
+                if graph.tensor(name).shape == shape and not graph.tensor(name).is_constant]
+    if access.order is Order.RASTER:
+        return [(op.input, streaming_distance(*streaming_order(op, graph,
+                                                               access.block_pixels)))]
+    return []
+
+
+def streaming_order(op: Op, graph: Graph, block_pixels: int = 1
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """For a kernel writing in raster order, per output pixel p: the end of the output bytes
+    written up to p, and the first input byte read by pixel p's window or a later one (see
+    planner.streaming_distance)."""
+    _, in_h, in_w, in_c = graph.tensor(op.input).shape
+    _, out_h, out_w, out_c = graph.tensor(op.output).shape
+    oy, ox = np.divmod(np.arange(out_h * out_w, dtype=np.int64), out_w)
+    if isinstance(op, Pad):  # a padding pixel reads nothing: its next read is the next real one
+        first_row = np.clip(oy - op.padding.top, 0, in_h - 1)
+        first_col = np.where(oy < op.padding.top, 0,
+                             np.clip(ox - op.padding.left, 0, in_w - 1))
+    else:  # a convolution, which may read before its first row/column when padded
+        first_row = np.clip(oy * op.stride[0] - op.padding.top, 0, in_h - 1)
+        first_col = np.clip(ox * op.stride[1] - op.padding.left, 0, in_w - 1)
+    first_read = (first_row * in_w + first_col) * in_c
+    # Kernels read pixel p's input while they write pixel p, so the reads still to come when
+    # pixel p is written begin at the lowest first read of pixel p and every later pixel.
+    next_read = np.minimum.accumulate(first_read[::-1])[::-1]
+    # A kernel that computes a block of pixels together may write any of them while it still
+    # reads the first pixel of the block.
+    block_start = np.arange(out_h * out_w) // block_pixels * block_pixels
+    next_read = next_read[block_start]
+    write_end = (np.arange(1, out_h * out_w + 1, dtype=np.int64)) * out_c
+    return write_end, next_read
