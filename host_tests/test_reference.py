@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from mcugen.frontend.tflite import FILE_IDENTIFIER, _Importer, load_tflite, read
 from mcugen.passes.quantize import quantize_constants
 from mcugen.reference import run_reference
 
-PERSON_DETECT = Path("/work/shared/models/person_detect.tflite")
+from conftest import PERSON_DETECT  # noqa: E402  (../shared beside the repository)
 INPUT_KINDS = ("random", "all_min", "all_max", "zeros")
 
 

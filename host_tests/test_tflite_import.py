@@ -16,7 +16,7 @@ from mcugen.errors import McugenError
 from mcugen.frontend.tflite import (SUPPORTED_OPS, _unique_names, load_tflite,
                                     read_model_file)
 
-PERSON_DETECT = Path("/work/shared/models/person_detect.tflite")
+from conftest import PERSON_DETECT  # noqa: E402  (../shared beside the repository)
 
 
 # ---------------------------------------------------------------------------------------------
