@@ -86,6 +86,7 @@ CASES = {
     "add_relu_c17": lambda: g.elementwise(71, "add", (1, 3, 3, 17), "same",
                                           activation=ir.Activation.RELU),
     "hard_swish_table": lambda: g.hard_swish(72, (1, 3, 4, 5)),
+    "hard_swish_table_odd_size": lambda: g.hard_swish(73, (1, 3, 3, 7)),
     # Data movement.
     "pad_asymmetric_c3": lambda: g.pad(80, 4, 5, 3),
     "transpose_nchw": lambda: g.transpose(81, (1, 3, 4, 5), (0, 3, 1, 2)),
@@ -184,13 +185,14 @@ def run_in_qemu(target, tmp_path: Path) -> dict[str, set[str]]:
 
 def test_portable_variants_are_bit_exact_in_qemu(tmp_path):
     ran = run_in_qemu(M7_PORTABLE, tmp_path)
-    assert all(name.endswith("_dsp") is False for names in ran.values() for name in names)
+    assert not any(name.endswith(("_dsp", "_armv7m")) for names in ran.values() for name in names)
 
 
-def test_dsp_variants_are_bit_exact_in_qemu(tmp_path):
+def test_dsp_and_armv7m_variants_are_bit_exact_in_qemu(tmp_path):
     ran = run_in_qemu(M7, tmp_path)
     used = set().union(*ran.values())
-    assert {"pw_conv_s8_dsp", "conv_s8_dsp", "dw_conv_s8_dsp", "fc_s8_dsp"} <= used
+    assert {"pw_conv_s8_dsp", "conv_s8_dsp", "dw_conv_s8_dsp", "fc_s8_dsp",
+            "lookup_s8_armv7m"} <= used
     # Shapes outside the DSP loop's preconditions fall back to portable C.
     assert ran["pw_11_17"] == {"pw_conv_s8"} and ran["pw_8_16"] == {"pw_conv_s8_dsp"}
 
