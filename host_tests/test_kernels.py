@@ -193,8 +193,9 @@ def test_dsp_and_armv7m_variants_are_bit_exact_in_qemu(tmp_path):
     used = set().union(*ran.values())
     assert {"pw_conv_s8_dsp", "conv_s8_dsp", "dw_conv_s8_dsp", "fc_s8_dsp",
             "lookup_s8_armv7m"} <= used
-    # Shapes outside the DSP loop's preconditions fall back to portable C.
-    assert ran["pw_11_17"] == {"pw_conv_s8"} and ran["pw_8_16"] == {"pw_conv_s8_dsp"}
+    # No cliffs: every pointwise and fully connected shape takes the DSP kernel.
+    assert all(ran[case] == {"pw_conv_s8_dsp"} for case in ran if case.startswith("pw_"))
+    assert all(ran[case] == {"fc_s8_dsp"} for case in ran if case.startswith("fc_"))
 
 
 def test_generated_c_is_specialised_to_its_instruction_set():

@@ -215,3 +215,23 @@ def test_softmax_int8_uniform_row_and_cut_off() -> None:
     # a difference below diff_min (-248) gives exactly -128; one element -> 1.0 saturates
     peaked = quant.softmax_int8(np.array([[127, -128]]), multiplier, left_shift, diff_min)
     np.testing.assert_array_equal(peaked, [[127, -128]])
+
+
+def test_the_short_requantization_equals_tflites_wherever_it_is_chosen():
+    """kernels.requantize: (h + (h >> 31) + K) >> e, h = SMMULR(2 acc, m), against TFLite's
+    MultiplyByQuantizedMultiplier plus the offset, on random and tie-making accumulators."""
+    from mcugen.kernels.requantize import short_requantize
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        multiplier = int(rng.integers(1 << 30, 1 << 31))
+        exponent = int(rng.integers(1, 22))
+        offset = int(rng.integers(-128, 128))
+        acc = rng.integers(-(1 << 30) + 1, 1 << 30, 2000)
+        # Accumulators whose scaled value lands exactly on a rounding tie.
+        ties = (np.arange(-50, 50) * 2 + 1) << (exponent - 1)
+        acc = np.concatenate([acc, ((ties.astype(np.int64) << 31) // multiplier)[
+            np.abs((ties.astype(np.int64) << 31) // multiplier) < (1 << 30)]])
+        expected = quant.multiply_by_quantized_multiplier(acc, multiplier, -exponent) + offset
+        np.testing.assert_array_equal(short_requantize(acc, multiplier, exponent, offset),
+                                      expected)

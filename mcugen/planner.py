@@ -34,9 +34,10 @@ class Overlap:
 class Buffer:
     id: str
     size: int
-    first: int  # index of the op that writes it
-    last: int  # index of the last op that reads it
+    first: int  # the first step that writes it
+    last: int  # the last step that reads it
     overlaps: tuple[Overlap, ...] = ()
+    fill_in: bool = False  # placed after all other buffers, into the gaps they leave (scratch)
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,15 @@ def _conflicts(a: Buffer, a_offset: int, b: Buffer, b_offset: int) -> bool:
 def plan_memory(buffers: list[Buffer]) -> Plan:
     """Greedy first-fit placement in three orders: largest first (TFLM's), by first use, and
     from the last layer back (which stacks each input just above the output written over it,
-    so chains of streaming layers nest). The smallest arena wins; all are deterministic."""
+    so chains of streaming layers nest); and each again with the fill-in buffers (scratch)
+    after the others, into their gaps. The smallest arena wins; all are deterministic."""
     by_size = sorted(range(len(buffers)), key=lambda i: (-buffers[i].size, buffers[i].first, i))
     by_first_use = sorted(range(len(buffers)), key=lambda i: (buffers[i].first, i))
-    plans = [_place(buffers, order) for order in (by_size, by_first_use, by_first_use[::-1])]
+    orders = [by_size, by_first_use, by_first_use[::-1]]
+    if any(b.fill_in for b in buffers):
+        orders += [[i for i in order if not buffers[i].fill_in]
+                   + [i for i in by_size if buffers[i].fill_in] for order in orders]
+    plans = [_place(buffers, order) for order in orders]
     return min(plans, key=lambda plan: plan.arena_size)
 
 

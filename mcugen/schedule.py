@@ -69,7 +69,7 @@ def arena_buffers(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ..
                                   overlaps))
         if layer.scratch_bytes:
             buffers.append(Buffer(scratch_id(layer.index), layer.scratch_bytes, positions[0],
-                                  positions[-1]))
+                                  positions[-1], fill_in=True))
     return buffers
 
 

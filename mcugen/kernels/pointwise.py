@@ -1,18 +1,25 @@
 """1x1 convolutions (stride 1, no padding): a matrix product of the pixels [P, Cin] with the
 filter [Cout, Cin], one output pixel after another (raster order).
 
-Variants: DSP (two pixels by two output channels per pass, four int8 products per pair of
-SMLAD) for Cin % 4 == 0 and even Cout; portable C for every shape.
+Variants, for every shape:
+- DSP: two pixels at a time, sign-extended once into int16 lanes in arena scratch, by two
+  output channels (SMLAD, two int8 products each; one pixel by four channels for a last odd
+  pixel or a one-row fully connected layer); the short requantization where the layer's
+  bounds allow it (kernels/requantize.py);
+- portable C.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import Conv2D, Graph, Op
 from ..targets import Target
 from .lowering import (FeatureMap, Requantization, bias_array, feature_map, folded_bias,
                        model_bias, requantization)
+from .requantize import ShortRequantization, short_requantization
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 
@@ -26,7 +33,25 @@ class PointwiseParams:
     block_pixels: int  # pixels computed together (their writes may precede the block's reads)
 
 
+@dataclass(frozen=True)
+class PointwiseDspParams:
+    input: FeatureMap  # pixels (or rows of a fully connected layer) x Cin
+    output: FeatureMap
+    filter: ConstArray  # [Cout][Cin], the model's layout, and a word of zeros after it
+    bias: ConstArray  # the input offset folded in; doubled with the short requantization
+    groups: int  # words of four inputs per pixel: ceil(Cin / 4)
+    column_bytes: int  # the two pixels' extended inputs: on the stack, or in arena scratch
+    column_on_stack: bool
+    short: ShortRequantization | None  # the short sequence, or None and:
+    out: Requantization | None  # TFLite's general sequence
+    block_pixels: int  # pixels computed together (their writes may precede the block's reads)
+
+
 DSP_BLOCK_PIXELS = 2
+# The extended inputs go on the stack up to this size (depth 256), below the frames other
+# layers already take, and in arena scratch above it: a scratch buffer at the arena's peak (an
+# early layer of a high resolution) would raise the peak.
+STACK_COLUMN_MAX_BYTES = 1024
 
 
 def is_pointwise(op: Op, graph: Graph, target: Target | None = None) -> bool:
@@ -34,11 +59,6 @@ def is_pointwise(op: Op, graph: Graph, target: Target | None = None) -> bool:
         return False
     kh, kw = graph.tensor(op.filter).shape[1:3]
     return (kh, kw) == (1, 1) and op.stride == (1, 1) and op.padding.is_zero
-
-
-def pairs_of_words(in_c: int, out_c: int) -> bool:
-    """The DSP loop's shape: Cin in words of four int8s, Cout in pairs."""
-    return in_c % 4 == 0 and out_c % 2 == 0
 
 
 def matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
@@ -53,6 +73,39 @@ def matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph:
         block_pixels=block_pixels)
 
 
+def matrix_dsp_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
+                      names: LayerNames) -> PointwiseDspParams:
+    """The DSP variant's parameters for rows [P, depth] times weights [outputs, depth]."""
+    depth = rows.c
+    model = model_bias(op, graph, outputs.c)
+    folded = folded_bias(model, weights, graph.tensor(op.input).zero_point).astype(np.int64)
+    out = requantization(op, graph, names, outputs.c)
+    # The true accumulator sum((x - zp) w) + b, and the partial sums from the folded bias.
+    products = depth * 128 * 128
+    bound = max(int(np.abs(model).max(initial=0)) + 2 * products,
+                int(np.abs(folded).max(initial=0)) + products)
+    short = short_requantization(out, bound, names)
+    bias = 2 * folded if short is not None else folded
+    column = dsp_column_bytes(depth)
+    return PointwiseDspParams(
+        input=rows, output=outputs,
+        filter=ConstArray(names.table("filter"), "int8_t", weights.reshape(-1)).padded(4),
+        bias=bias_array(names, bias), groups=-(-depth // 4), column_bytes=column,
+        column_on_stack=column <= STACK_COLUMN_MAX_BYTES, short=short,
+        out=out if short is None else None,
+        block_pixels=DSP_BLOCK_PIXELS)
+
+
+def dsp_column_bytes(depth: int) -> int:
+    """Two pixels' inputs as int16 lanes: two words per group of four."""
+    return DSP_BLOCK_PIXELS * 8 * -(-depth // 4)
+
+
+def dsp_scratch_bytes(depth: int) -> int:
+    column = dsp_column_bytes(depth)
+    return 0 if column <= STACK_COLUMN_MAX_BYTES else column
+
+
 def _lowering(block_pixels: int):
     def lower(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> PointwiseParams:
         return matrix_params(graph.tensor(op.filter).data, feature_map(graph.tensor(op.input)),
@@ -61,14 +114,19 @@ def _lowering(block_pixels: int):
     return lower
 
 
-def _dsp_shape(op: Op, graph: Graph, target: Target) -> bool:
-    out_c, _, _, in_c = graph.tensor(op.filter).shape
-    return is_pointwise(op, graph) and pairs_of_words(in_c, out_c)
+def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
+               ) -> PointwiseDspParams:
+    return matrix_dsp_params(graph.tensor(op.filter).data, feature_map(graph.tensor(op.input)),
+                             feature_map(graph.tensor(op.output)), op, graph, names)
+
+
+def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:
+    return dsp_scratch_bytes(graph.tensor(op.filter).shape[3])
 
 
 PW_CONV_S8_DSP = Variant(
-    "pw_conv_s8_dsp", (Conv2D,), Isa.DSP, "pw_conv_s8_dsp", Order.RASTER,
-    _lowering(DSP_BLOCK_PIXELS), applies=_dsp_shape, helpers=("pw_conv_s8_dsp_helpers",),
+    "pw_conv_s8_dsp", (Conv2D,), Isa.DSP, "pw_conv_s8_dsp", Order.RASTER, _lower_dsp,
+    applies=is_pointwise, scratch_bytes=_dsp_scratch, helpers=("pw_conv_s8_dsp_helpers",),
     row_ranges=True)
 PW_CONV_S8 = Variant(
     "pw_conv_s8", (Conv2D,), Isa.PORTABLE, "pw_conv_s8", Order.RASTER, _lowering(1),

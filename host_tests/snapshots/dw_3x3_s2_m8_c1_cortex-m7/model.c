@@ -81,6 +81,17 @@ static inline int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t 
     return rounding_divide_by_power_of_two(high, -shift);
 }
 
+/* The ends of an activation's range, where it is narrower than int8. */
+static inline int32_t at_least(int32_t value, int32_t low)
+{
+    return value < low ? low : value;
+}
+
+static inline int32_t at_most(int32_t value, int32_t high)
+{
+    return value > high ? high : value;
+}
+
 static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
 {
     value = value < low ? low : value;

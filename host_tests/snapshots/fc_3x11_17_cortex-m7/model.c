@@ -81,6 +81,17 @@ static inline int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t 
     return rounding_divide_by_power_of_two(high, -shift);
 }
 
+/* The ends of an activation's range, where it is narrower than int8. */
+static inline int32_t at_least(int32_t value, int32_t low)
+{
+    return value < low ? low : value;
+}
+
+static inline int32_t at_most(int32_t value, int32_t high)
+{
+    return value > high ? high : value;
+}
+
 static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
 {
     value = value < low ? low : value;
@@ -88,25 +99,185 @@ static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
     return (int8_t)value;
 }
 
-/* Layer 0: FULLY_CONNECTED 3x11 -> 3x17, fc_s8: 3 rows of 11 -> 17, one row at a time.
- * The input offset is folded into the bias (model_layer0_bias). */
-MCUGEN_LAYER void layer0_fc_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+/* Arm's DSP extension (Cortex-M4, M7, M33, M55): the kernels below use its SIMD32 and
+ * saturating instructions through ACLE intrinsics and GCC-style inline assembly (GCC, Clang,
+ * Arm Compiler 6). The generator chose them for the target; another core cannot run them. */
+#if !(defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32 && defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SAT))
+#error "this model was generated for a core with Arm's DSP extension; regenerate it with the --target of this core (or --target host for portable C)"
+#endif
+#if !defined(__GNUC__)
+#error "the DSP kernels of this model need GCC-style inline assembly (GCC, Clang or Arm Compiler 6)"
+#endif
+#include <arm_acle.h>
+
+static inline int32_t load_s8x4(const int8_t *p)
 {
-    const int8_t *pixel = input + row_begin * 11;
-    output += row_begin * 17;
+    int32_t word;
+    memcpy(&word, p, 4); /* one unaligned-capable LDR */
+    return word;
+}
+
+static inline int32_t odd_bytes(int32_t word)
+{
+    const uint32_t bits = (uint32_t)word;
+    return (int32_t)((bits >> 8) | (bits << 24)); /* rotate: folds into SXTB16's ROR #8 */
+}
+
+/* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
+ *
+ * The input pixels of a block are sign-extended into int16 lanes once, into the layer's arena
+ * scratch, in the order SXTB16 splits a word: for each four inputs x0..x3 the words (x0, x2)
+ * and (x1, x3), doubled where the layer requantizes doubled accumulators, zeros after the
+ * last input up to a word. A filter row is read as it is stored, four int8 weights a word,
+ * split the same way: SMLAD of the two pairs of halves adds x0 w0 + x2 w2 + x1 w1 + x3 w3.
+ * Each weight word serves two pixels, each input word every output channel of the block. */
+
+/* Four inputs (fewer at the end of a row, zeros after them) as two words of int16 lanes. */
+MCUGEN_ALWAYS_INLINE void pw_extend_word(int8_t *column, const int8_t *x, int32_t count,
+                                         int32_t doubled)
+{
+    int32_t word = 0;
+    memcpy(&word, x, (size_t)count);
+    int32_t even = (int32_t)__sxtb16(word), odd = (int32_t)__sxtb16(odd_bytes(word));
+    if (doubled) { /* |2 x| <= 256: no lane overflows */
+        even = (int32_t)__sadd16(even, even);
+        odd = (int32_t)__sadd16(odd, odd);
+    }
+    memcpy(column, &even, 4);
+    memcpy(column + 4, &odd, 4);
+}
+
+/* One pixel's inputs into a column of `groups` pairs of words (`stride` bytes apart). */
+MCUGEN_ALWAYS_INLINE void pw_extend(int8_t *column, const int8_t *pixel, int32_t channels,
+                                    int32_t stride, int32_t doubled)
+{
+    int32_t c = 0;
+    for (; c + 4 <= channels; c += 4, column += stride) {
+        pw_extend_word(column, pixel + c, 4, doubled);
+    }
+    if (c < channels) {
+        pw_extend_word(column, pixel + c, channels - c, doubled);
+    }
+}
+
+MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
+{
+    int32_t word;
+    memcpy(&word, p, 4);
+    return word;
+}
+
+/* acc[2i+j] += pixel i (columns interleaved: two words of pixel 0, two of pixel 1, per
+ * group) . filter row j, over `groups` words of four inputs. */
+MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
+                                     const int8_t *w1, int32_t groups)
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    for (int32_t g = 0; g < groups; ++g, columns += 16, w0 += 4, w1 += 4) {
+        const int32_t x0e = pw_word(columns), x0o = pw_word(columns + 4);
+        const int32_t x1e = pw_word(columns + 8), x1o = pw_word(columns + 12);
+        const int32_t v0 = pw_word(w0);
+        const int32_t v0e = (int32_t)__sxtb16(v0), v0o = (int32_t)__sxtb16(odd_bytes(v0));
+        a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, a00));
+        a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, a10));
+        const int32_t v1 = pw_word(w1);
+        const int32_t v1e = (int32_t)__sxtb16(v1), v1o = (int32_t)__sxtb16(odd_bytes(v1));
+        a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, a01));
+        a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, a11));
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+/* acc[j] += the column (one pixel, two words per group) . filter row j, for `rows` rows
+ * (1 to 4) `row_bytes` apart. */
+MCUGEN_ALWAYS_INLINE void pw_dot_1xn(int32_t acc[4], const int8_t *column, const int8_t *w,
+                                     int32_t row_bytes, int32_t rows, int32_t groups)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int32_t g = 0; g < groups; ++g, column += 8, w += 4) {
+        const int32_t xe = pw_word(column), xo = pw_word(column + 4);
+        const int32_t v0 = pw_word(w);
+        a0 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v0)), __smlad(xe, (int32_t)__sxtb16(v0), a0));
+        if (rows > 1) {
+            const int32_t v1 = pw_word(w + row_bytes);
+            a1 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v1)), __smlad(xe, (int32_t)__sxtb16(v1), a1));
+        }
+        if (rows > 2) {
+            const int32_t v2 = pw_word(w + 2 * row_bytes);
+            a2 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v2)), __smlad(xe, (int32_t)__sxtb16(v2), a2));
+        }
+        if (rows > 3) {
+            const int32_t v3 = pw_word(w + 3 * row_bytes);
+            a3 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v3)), __smlad(xe, (int32_t)__sxtb16(v3), a3));
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* The short requantization (kernels/requantize.py proves it exact under the layer's
+ * checked bounds): h = SMMULR(2 acc, m), then (h + (h >> 31) + K) >> e, saturated to int8. */
+MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multiplier,
+                                                   int32_t rounding, int32_t exponent)
+{
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
+    return __ssat((h + (h >> 31) + rounding) >> exponent, 8);
+}
+
+/* Layer 0: FULLY_CONNECTED 3x11 -> 3x17, fc_s8_dsp: 3 rows of 11 -> 17.
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (model_layer0_bias, doubled); the short requantization. */
+MCUGEN_LAYER void layer0_fc_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+{
+    int32_t column_words[12];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 1;
     const int32_t end = row_end * 1;
-    for (; p < end; ++p) {
-        const int8_t *filter = model_layer0_filter;
-        for (int32_t oc = 0; oc < 17; ++oc) {
-            int32_t acc = model_layer0_bias[oc];
-            for (int32_t ic = 0; ic < 11; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 11;
-            *output++ = clamp_to_int8(requantize_right(acc, model_layer0_multiplier[oc], model_layer0_shift[oc]) + -9, -128, 127);
+    const int8_t *pixel = input + p * 11;
+    output += p * 17;
+    for (; p + 1 < end; p += 2, pixel += 22, output += 34) {
+        pw_extend(scratch, pixel, 11, 16, 1);
+        pw_extend(scratch + 8, pixel + 11, 11, 16, 1);
+        const int8_t *w = model_layer0_filter;
+        for (int32_t oc = 0; oc < 16; oc += 2, w += 22) {
+            int32_t acc[4] = {model_layer0_bias[oc], model_layer0_bias[oc + 1], model_layer0_bias[oc], model_layer0_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 11, 3);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], model_layer0_multiplier[oc], model_layer0_rounding[oc], model_layer0_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], model_layer0_multiplier[oc + 1], model_layer0_rounding[oc + 1], model_layer0_exponent[oc + 1]);
+            output[17 + oc] = (int8_t)pw_requantize_doubled(acc[2], model_layer0_multiplier[oc], model_layer0_rounding[oc], model_layer0_exponent[oc]);
+            output[17 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], model_layer0_multiplier[oc + 1], model_layer0_rounding[oc + 1], model_layer0_exponent[oc + 1]);
         }
-        pixel += 11;
+        {
+            int32_t acc[4] = {model_layer0_bias[16], 0, model_layer0_bias[16], 0};
+            pw_dot_2x2(acc, scratch, w, w, 3);
+            output[16] = (int8_t)pw_requantize_doubled(acc[0], model_layer0_multiplier[16], model_layer0_rounding[16], model_layer0_exponent[16]);
+            output[33] = (int8_t)pw_requantize_doubled(acc[2], model_layer0_multiplier[16], model_layer0_rounding[16], model_layer0_exponent[16]);
+        }
+    }
+    for (; p < end; ++p, pixel += 11, output += 17) {
+        pw_extend(scratch, pixel, 11, 8, 1);
+        const int8_t *w = model_layer0_filter;
+        for (int32_t oc = 0; oc < 16; oc += 4, w += 44) {
+            int32_t acc[4] = {model_layer0_bias[oc], model_layer0_bias[oc + 1], model_layer0_bias[oc + 2], model_layer0_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 11, 4, 3);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], model_layer0_multiplier[oc + 0], model_layer0_rounding[oc + 0], model_layer0_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], model_layer0_multiplier[oc + 1], model_layer0_rounding[oc + 1], model_layer0_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], model_layer0_multiplier[oc + 2], model_layer0_rounding[oc + 2], model_layer0_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], model_layer0_multiplier[oc + 3], model_layer0_rounding[oc + 3], model_layer0_exponent[oc + 3]);
+        }
+        {
+            int32_t acc[4] = {0, 0, 0, 0};
+            acc[0] = model_layer0_bias[16];
+            pw_dot_1xn(acc, scratch, w, 11, 1, 3);
+            output[16] = (int8_t)pw_requantize_doubled(acc[0], model_layer0_multiplier[16], model_layer0_rounding[16], model_layer0_exponent[16]);
+        }
     }
 }
 
@@ -115,7 +286,7 @@ int model_invoke(const int8_t *input, int8_t *output)
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_fc_s8(input, output, 0, 3);
+    layer0_fc_s8_dsp(input, output, 0, 3);
     MCUGEN_LAYER_DONE(0, output, 51);
     return 0;
 }

@@ -6,9 +6,10 @@
 
 #include <stdint.h>
 
-extern const int8_t model_layer0_filter[187];
+extern const int8_t model_layer0_filter[191];
 extern const int32_t model_layer0_bias[17];
 extern const int32_t model_layer0_multiplier[17];
-extern const int32_t model_layer0_shift[17];
+extern const int32_t model_layer0_rounding[17];
+extern const int32_t model_layer0_exponent[17];
 
 #endif /* MODEL_WEIGHTS_H */

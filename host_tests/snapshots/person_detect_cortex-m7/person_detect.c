@@ -82,6 +82,17 @@ static inline int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t 
     return rounding_divide_by_power_of_two(high, -shift);
 }
 
+/* The ends of an activation's range, where it is narrower than int8. */
+static inline int32_t at_least(int32_t value, int32_t low)
+{
+    return value < low ? low : value;
+}
+
+static inline int32_t at_most(int32_t value, int32_t high)
+{
+    return value > high ? high : value;
+}
+
 static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
 {
     value = value < low ? low : value;
@@ -300,28 +311,111 @@ MCUGEN_ALWAYS_INLINE int32_t dw_requantize_dsp(int32_t acc, int32_t multiplier, 
     return dw_requantize_doubled(acc * 2, multiplier, shift, output_offset);
 }
 
-/* acc[2i+j] += dot(a_i, w_j) over depth int8s (depth % 4 == 0): SXTB16 splits four int8s into
- * two pairs of int16 lanes, and SMLAD multiplies and adds a pair. */
-static inline void dot_2x2_s8(const int8_t *a0, const int8_t *a1, const int8_t *w0,
-                              const int8_t *w1, int32_t depth, int32_t acc[4])
+/* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
+ *
+ * The input pixels of a block are sign-extended into int16 lanes once, into the layer's arena
+ * scratch, in the order SXTB16 splits a word: for each four inputs x0..x3 the words (x0, x2)
+ * and (x1, x3), doubled where the layer requantizes doubled accumulators, zeros after the
+ * last input up to a word. A filter row is read as it is stored, four int8 weights a word,
+ * split the same way: SMLAD of the two pairs of halves adds x0 w0 + x2 w2 + x1 w1 + x3 w3.
+ * Each weight word serves two pixels, each input word every output channel of the block. */
+
+/* Four inputs (fewer at the end of a row, zeros after them) as two words of int16 lanes. */
+MCUGEN_ALWAYS_INLINE void pw_extend_word(int8_t *column, const int8_t *x, int32_t count,
+                                         int32_t doubled)
 {
-    int32_t acc00 = acc[0], acc01 = acc[1], acc10 = acc[2], acc11 = acc[3];
-    for (int32_t i = 0; i < depth; i += 4) {
-        const int32_t x0 = load_s8x4(a0 + i), x1 = load_s8x4(a1 + i);
-        const int32_t v0 = load_s8x4(w0 + i), v1 = load_s8x4(w1 + i);
-        const int32_t x0e = (int32_t)__sxtb16(x0), x0o = (int32_t)__sxtb16(odd_bytes(x0));
-        const int32_t x1e = (int32_t)__sxtb16(x1), x1o = (int32_t)__sxtb16(odd_bytes(x1));
-        const int32_t v0e = (int32_t)__sxtb16(v0), v0o = (int32_t)__sxtb16(odd_bytes(v0));
-        const int32_t v1e = (int32_t)__sxtb16(v1), v1o = (int32_t)__sxtb16(odd_bytes(v1));
-        acc00 = __smlad(x0o, v0o, __smlad(x0e, v0e, acc00));
-        acc01 = __smlad(x0o, v1o, __smlad(x0e, v1e, acc01));
-        acc10 = __smlad(x1o, v0o, __smlad(x1e, v0e, acc10));
-        acc11 = __smlad(x1o, v1o, __smlad(x1e, v1e, acc11));
+    int32_t word = 0;
+    memcpy(&word, x, (size_t)count);
+    int32_t even = (int32_t)__sxtb16(word), odd = (int32_t)__sxtb16(odd_bytes(word));
+    if (doubled) { /* |2 x| <= 256: no lane overflows */
+        even = (int32_t)__sadd16(even, even);
+        odd = (int32_t)__sadd16(odd, odd);
     }
-    acc[0] = acc00;
-    acc[1] = acc01;
-    acc[2] = acc10;
-    acc[3] = acc11;
+    memcpy(column, &even, 4);
+    memcpy(column + 4, &odd, 4);
+}
+
+/* One pixel's inputs into a column of `groups` pairs of words (`stride` bytes apart). */
+MCUGEN_ALWAYS_INLINE void pw_extend(int8_t *column, const int8_t *pixel, int32_t channels,
+                                    int32_t stride, int32_t doubled)
+{
+    int32_t c = 0;
+    for (; c + 4 <= channels; c += 4, column += stride) {
+        pw_extend_word(column, pixel + c, 4, doubled);
+    }
+    if (c < channels) {
+        pw_extend_word(column, pixel + c, channels - c, doubled);
+    }
+}
+
+MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
+{
+    int32_t word;
+    memcpy(&word, p, 4);
+    return word;
+}
+
+/* acc[2i+j] += pixel i (columns interleaved: two words of pixel 0, two of pixel 1, per
+ * group) . filter row j, over `groups` words of four inputs. */
+MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
+                                     const int8_t *w1, int32_t groups)
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    for (int32_t g = 0; g < groups; ++g, columns += 16, w0 += 4, w1 += 4) {
+        const int32_t x0e = pw_word(columns), x0o = pw_word(columns + 4);
+        const int32_t x1e = pw_word(columns + 8), x1o = pw_word(columns + 12);
+        const int32_t v0 = pw_word(w0);
+        const int32_t v0e = (int32_t)__sxtb16(v0), v0o = (int32_t)__sxtb16(odd_bytes(v0));
+        a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, a00));
+        a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, a10));
+        const int32_t v1 = pw_word(w1);
+        const int32_t v1e = (int32_t)__sxtb16(v1), v1o = (int32_t)__sxtb16(odd_bytes(v1));
+        a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, a01));
+        a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, a11));
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+/* acc[j] += the column (one pixel, two words per group) . filter row j, for `rows` rows
+ * (1 to 4) `row_bytes` apart. */
+MCUGEN_ALWAYS_INLINE void pw_dot_1xn(int32_t acc[4], const int8_t *column, const int8_t *w,
+                                     int32_t row_bytes, int32_t rows, int32_t groups)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int32_t g = 0; g < groups; ++g, column += 8, w += 4) {
+        const int32_t xe = pw_word(column), xo = pw_word(column + 4);
+        const int32_t v0 = pw_word(w);
+        a0 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v0)), __smlad(xe, (int32_t)__sxtb16(v0), a0));
+        if (rows > 1) {
+            const int32_t v1 = pw_word(w + row_bytes);
+            a1 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v1)), __smlad(xe, (int32_t)__sxtb16(v1), a1));
+        }
+        if (rows > 2) {
+            const int32_t v2 = pw_word(w + 2 * row_bytes);
+            a2 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v2)), __smlad(xe, (int32_t)__sxtb16(v2), a2));
+        }
+        if (rows > 3) {
+            const int32_t v3 = pw_word(w + 3 * row_bytes);
+            a3 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v3)), __smlad(xe, (int32_t)__sxtb16(v3), a3));
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* The short requantization (kernels/requantize.py proves it exact under the layer's
+ * checked bounds): h = SMMULR(2 acc, m), then (h + (h >> 31) + K) >> e, saturated to int8. */
+MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multiplier,
+                                                   int32_t rounding, int32_t exponent)
+{
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
+    return __ssat((h + (h >> 31) + rounding) >> exponent, 8);
 }
 
 /* Fixed-point helpers of the int8 softmax (gemmlowp's, as TFLite uses them). */
@@ -602,41 +696,41 @@ MCUGEN_LAYER void layer1_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 }
 
 /* Layer 2: CONV_2D 1x48x48x8 -> 1x48x48x16, pw_conv_s8_dsp: 2304 rows of 8 -> 16.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer2_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer2_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 384;
-    output += row_begin * 768;
+    int32_t column_words[8];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 48;
     const int32_t end = row_end * 48;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer2_filter;
-        for (int32_t oc = 0; oc < 16; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer2_bias[oc];
-            acc[1] = acc[3] = person_detect_layer2_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 8, filter, filter + 8, 8, acc);
-            filter += 16;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer2_multiplier[oc], person_detect_layer2_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer2_multiplier[oc + 1], person_detect_layer2_shift[oc + 1]) + -128, -128, 127);
-            output[16 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer2_multiplier[oc], person_detect_layer2_shift[oc]) + -128, -128, 127);
-            output[16 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer2_multiplier[oc + 1], person_detect_layer2_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 8;
+    output += p * 16;
+    for (; p + 1 < end; p += 2, pixel += 16, output += 32) {
+        pw_extend(scratch, pixel, 8, 16, 1);
+        pw_extend(scratch + 8, pixel + 8, 8, 16, 1);
+        const int8_t *w = person_detect_layer2_filter;
+        for (int32_t oc = 0; oc < 16; oc += 2, w += 16) {
+            int32_t acc[4] = {person_detect_layer2_bias[oc], person_detect_layer2_bias[oc + 1], person_detect_layer2_bias[oc], person_detect_layer2_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 8, 2);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer2_multiplier[oc], person_detect_layer2_rounding[oc], person_detect_layer2_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer2_multiplier[oc + 1], person_detect_layer2_rounding[oc + 1], person_detect_layer2_exponent[oc + 1]);
+            output[16 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer2_multiplier[oc], person_detect_layer2_rounding[oc], person_detect_layer2_exponent[oc]);
+            output[16 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer2_multiplier[oc + 1], person_detect_layer2_rounding[oc + 1], person_detect_layer2_exponent[oc + 1]);
         }
-        pixel += 16;
-        output += 32;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer2_filter;
-        for (int32_t oc = 0; oc < 16; ++oc) {
-            int32_t acc = person_detect_layer2_bias[oc];
-            for (int32_t ic = 0; ic < 8; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 8;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer2_multiplier[oc], person_detect_layer2_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 8, output += 16) {
+        pw_extend(scratch, pixel, 8, 8, 1);
+        const int8_t *w = person_detect_layer2_filter;
+        for (int32_t oc = 0; oc < 16; oc += 4, w += 32) {
+            int32_t acc[4] = {person_detect_layer2_bias[oc], person_detect_layer2_bias[oc + 1], person_detect_layer2_bias[oc + 2], person_detect_layer2_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 8, 4, 2);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer2_multiplier[oc + 0], person_detect_layer2_rounding[oc + 0], person_detect_layer2_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer2_multiplier[oc + 1], person_detect_layer2_rounding[oc + 1], person_detect_layer2_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer2_multiplier[oc + 2], person_detect_layer2_rounding[oc + 2], person_detect_layer2_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer2_multiplier[oc + 3], person_detect_layer2_rounding[oc + 3], person_detect_layer2_exponent[oc + 3]);
         }
-        pixel += 8;
     }
 }
 
@@ -741,41 +835,41 @@ MCUGEN_LAYER void layer3_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 }
 
 /* Layer 4: CONV_2D 1x24x24x16 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 16 -> 32.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer4_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer4_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 384;
-    output += row_begin * 768;
+    int32_t column_words[16];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer4_filter;
-        for (int32_t oc = 0; oc < 32; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer4_bias[oc];
-            acc[1] = acc[3] = person_detect_layer4_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 16, filter, filter + 16, 16, acc);
-            filter += 32;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer4_multiplier[oc], person_detect_layer4_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer4_multiplier[oc + 1], person_detect_layer4_shift[oc + 1]) + -128, -128, 127);
-            output[32 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer4_multiplier[oc], person_detect_layer4_shift[oc]) + -128, -128, 127);
-            output[32 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer4_multiplier[oc + 1], person_detect_layer4_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 16;
+    output += p * 32;
+    for (; p + 1 < end; p += 2, pixel += 32, output += 64) {
+        pw_extend(scratch, pixel, 16, 16, 1);
+        pw_extend(scratch + 8, pixel + 16, 16, 16, 1);
+        const int8_t *w = person_detect_layer4_filter;
+        for (int32_t oc = 0; oc < 32; oc += 2, w += 32) {
+            int32_t acc[4] = {person_detect_layer4_bias[oc], person_detect_layer4_bias[oc + 1], person_detect_layer4_bias[oc], person_detect_layer4_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 16, 4);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer4_multiplier[oc], person_detect_layer4_rounding[oc], person_detect_layer4_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer4_multiplier[oc + 1], person_detect_layer4_rounding[oc + 1], person_detect_layer4_exponent[oc + 1]);
+            output[32 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer4_multiplier[oc], person_detect_layer4_rounding[oc], person_detect_layer4_exponent[oc]);
+            output[32 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer4_multiplier[oc + 1], person_detect_layer4_rounding[oc + 1], person_detect_layer4_exponent[oc + 1]);
         }
-        pixel += 32;
-        output += 64;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer4_filter;
-        for (int32_t oc = 0; oc < 32; ++oc) {
-            int32_t acc = person_detect_layer4_bias[oc];
-            for (int32_t ic = 0; ic < 16; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 16;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer4_multiplier[oc], person_detect_layer4_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 16, output += 32) {
+        pw_extend(scratch, pixel, 16, 8, 1);
+        const int8_t *w = person_detect_layer4_filter;
+        for (int32_t oc = 0; oc < 32; oc += 4, w += 64) {
+            int32_t acc[4] = {person_detect_layer4_bias[oc], person_detect_layer4_bias[oc + 1], person_detect_layer4_bias[oc + 2], person_detect_layer4_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 16, 4, 4);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer4_multiplier[oc + 0], person_detect_layer4_rounding[oc + 0], person_detect_layer4_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer4_multiplier[oc + 1], person_detect_layer4_rounding[oc + 1], person_detect_layer4_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer4_multiplier[oc + 2], person_detect_layer4_rounding[oc + 2], person_detect_layer4_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer4_multiplier[oc + 3], person_detect_layer4_rounding[oc + 3], person_detect_layer4_exponent[oc + 3]);
         }
-        pixel += 16;
     }
 }
 
@@ -880,41 +974,41 @@ MCUGEN_LAYER void layer5_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 }
 
 /* Layer 6: CONV_2D 1x24x24x32 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 32 -> 32.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer6_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer6_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 768;
-    output += row_begin * 768;
+    int32_t column_words[32];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer6_filter;
-        for (int32_t oc = 0; oc < 32; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer6_bias[oc];
-            acc[1] = acc[3] = person_detect_layer6_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 32, filter, filter + 32, 32, acc);
-            filter += 64;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer6_multiplier[oc], person_detect_layer6_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer6_multiplier[oc + 1], person_detect_layer6_shift[oc + 1]) + -128, -128, 127);
-            output[32 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer6_multiplier[oc], person_detect_layer6_shift[oc]) + -128, -128, 127);
-            output[32 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer6_multiplier[oc + 1], person_detect_layer6_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 32;
+    output += p * 32;
+    for (; p + 1 < end; p += 2, pixel += 64, output += 64) {
+        pw_extend(scratch, pixel, 32, 16, 1);
+        pw_extend(scratch + 8, pixel + 32, 32, 16, 1);
+        const int8_t *w = person_detect_layer6_filter;
+        for (int32_t oc = 0; oc < 32; oc += 2, w += 64) {
+            int32_t acc[4] = {person_detect_layer6_bias[oc], person_detect_layer6_bias[oc + 1], person_detect_layer6_bias[oc], person_detect_layer6_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 32, 8);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer6_multiplier[oc], person_detect_layer6_rounding[oc], person_detect_layer6_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer6_multiplier[oc + 1], person_detect_layer6_rounding[oc + 1], person_detect_layer6_exponent[oc + 1]);
+            output[32 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer6_multiplier[oc], person_detect_layer6_rounding[oc], person_detect_layer6_exponent[oc]);
+            output[32 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer6_multiplier[oc + 1], person_detect_layer6_rounding[oc + 1], person_detect_layer6_exponent[oc + 1]);
         }
-        pixel += 64;
-        output += 64;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer6_filter;
-        for (int32_t oc = 0; oc < 32; ++oc) {
-            int32_t acc = person_detect_layer6_bias[oc];
-            for (int32_t ic = 0; ic < 32; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 32;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer6_multiplier[oc], person_detect_layer6_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 32, output += 32) {
+        pw_extend(scratch, pixel, 32, 8, 1);
+        const int8_t *w = person_detect_layer6_filter;
+        for (int32_t oc = 0; oc < 32; oc += 4, w += 128) {
+            int32_t acc[4] = {person_detect_layer6_bias[oc], person_detect_layer6_bias[oc + 1], person_detect_layer6_bias[oc + 2], person_detect_layer6_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 32, 4, 8);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer6_multiplier[oc + 0], person_detect_layer6_rounding[oc + 0], person_detect_layer6_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer6_multiplier[oc + 1], person_detect_layer6_rounding[oc + 1], person_detect_layer6_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer6_multiplier[oc + 2], person_detect_layer6_rounding[oc + 2], person_detect_layer6_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer6_multiplier[oc + 3], person_detect_layer6_rounding[oc + 3], person_detect_layer6_exponent[oc + 3]);
         }
-        pixel += 32;
     }
 }
 
@@ -1019,41 +1113,41 @@ MCUGEN_LAYER void layer7_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 }
 
 /* Layer 8: CONV_2D 1x12x12x32 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 32 -> 64.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer8_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer8_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 384;
-    output += row_begin * 768;
+    int32_t column_words[32];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer8_filter;
-        for (int32_t oc = 0; oc < 64; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer8_bias[oc];
-            acc[1] = acc[3] = person_detect_layer8_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 32, filter, filter + 32, 32, acc);
-            filter += 64;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer8_multiplier[oc], person_detect_layer8_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer8_multiplier[oc + 1], person_detect_layer8_shift[oc + 1]) + -128, -128, 127);
-            output[64 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer8_multiplier[oc], person_detect_layer8_shift[oc]) + -128, -128, 127);
-            output[64 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer8_multiplier[oc + 1], person_detect_layer8_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 32;
+    output += p * 64;
+    for (; p + 1 < end; p += 2, pixel += 64, output += 128) {
+        pw_extend(scratch, pixel, 32, 16, 1);
+        pw_extend(scratch + 8, pixel + 32, 32, 16, 1);
+        const int8_t *w = person_detect_layer8_filter;
+        for (int32_t oc = 0; oc < 64; oc += 2, w += 64) {
+            int32_t acc[4] = {person_detect_layer8_bias[oc], person_detect_layer8_bias[oc + 1], person_detect_layer8_bias[oc], person_detect_layer8_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 32, 8);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer8_multiplier[oc], person_detect_layer8_rounding[oc], person_detect_layer8_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer8_multiplier[oc + 1], person_detect_layer8_rounding[oc + 1], person_detect_layer8_exponent[oc + 1]);
+            output[64 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer8_multiplier[oc], person_detect_layer8_rounding[oc], person_detect_layer8_exponent[oc]);
+            output[64 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer8_multiplier[oc + 1], person_detect_layer8_rounding[oc + 1], person_detect_layer8_exponent[oc + 1]);
         }
-        pixel += 64;
-        output += 128;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer8_filter;
-        for (int32_t oc = 0; oc < 64; ++oc) {
-            int32_t acc = person_detect_layer8_bias[oc];
-            for (int32_t ic = 0; ic < 32; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 32;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer8_multiplier[oc], person_detect_layer8_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 32, output += 64) {
+        pw_extend(scratch, pixel, 32, 8, 1);
+        const int8_t *w = person_detect_layer8_filter;
+        for (int32_t oc = 0; oc < 64; oc += 4, w += 128) {
+            int32_t acc[4] = {person_detect_layer8_bias[oc], person_detect_layer8_bias[oc + 1], person_detect_layer8_bias[oc + 2], person_detect_layer8_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 32, 4, 8);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer8_multiplier[oc + 0], person_detect_layer8_rounding[oc + 0], person_detect_layer8_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer8_multiplier[oc + 1], person_detect_layer8_rounding[oc + 1], person_detect_layer8_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer8_multiplier[oc + 2], person_detect_layer8_rounding[oc + 2], person_detect_layer8_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer8_multiplier[oc + 3], person_detect_layer8_rounding[oc + 3], person_detect_layer8_exponent[oc + 3]);
         }
-        pixel += 32;
     }
 }
 
@@ -1158,41 +1252,41 @@ MCUGEN_LAYER void layer9_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 }
 
 /* Layer 10: CONV_2D 1x12x12x64 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 64 -> 64.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer10_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer10_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 768;
-    output += row_begin * 768;
+    int32_t column_words[64];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer10_filter;
-        for (int32_t oc = 0; oc < 64; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer10_bias[oc];
-            acc[1] = acc[3] = person_detect_layer10_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 64, filter, filter + 64, 64, acc);
-            filter += 128;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer10_multiplier[oc], person_detect_layer10_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer10_multiplier[oc + 1], person_detect_layer10_shift[oc + 1]) + -128, -128, 127);
-            output[64 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer10_multiplier[oc], person_detect_layer10_shift[oc]) + -128, -128, 127);
-            output[64 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer10_multiplier[oc + 1], person_detect_layer10_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 64;
+    output += p * 64;
+    for (; p + 1 < end; p += 2, pixel += 128, output += 128) {
+        pw_extend(scratch, pixel, 64, 16, 1);
+        pw_extend(scratch + 8, pixel + 64, 64, 16, 1);
+        const int8_t *w = person_detect_layer10_filter;
+        for (int32_t oc = 0; oc < 64; oc += 2, w += 128) {
+            int32_t acc[4] = {person_detect_layer10_bias[oc], person_detect_layer10_bias[oc + 1], person_detect_layer10_bias[oc], person_detect_layer10_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 64, 16);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer10_multiplier[oc], person_detect_layer10_rounding[oc], person_detect_layer10_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer10_multiplier[oc + 1], person_detect_layer10_rounding[oc + 1], person_detect_layer10_exponent[oc + 1]);
+            output[64 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer10_multiplier[oc], person_detect_layer10_rounding[oc], person_detect_layer10_exponent[oc]);
+            output[64 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer10_multiplier[oc + 1], person_detect_layer10_rounding[oc + 1], person_detect_layer10_exponent[oc + 1]);
         }
-        pixel += 128;
-        output += 128;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer10_filter;
-        for (int32_t oc = 0; oc < 64; ++oc) {
-            int32_t acc = person_detect_layer10_bias[oc];
-            for (int32_t ic = 0; ic < 64; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 64;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer10_multiplier[oc], person_detect_layer10_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 64, output += 64) {
+        pw_extend(scratch, pixel, 64, 8, 1);
+        const int8_t *w = person_detect_layer10_filter;
+        for (int32_t oc = 0; oc < 64; oc += 4, w += 256) {
+            int32_t acc[4] = {person_detect_layer10_bias[oc], person_detect_layer10_bias[oc + 1], person_detect_layer10_bias[oc + 2], person_detect_layer10_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 64, 4, 16);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer10_multiplier[oc + 0], person_detect_layer10_rounding[oc + 0], person_detect_layer10_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer10_multiplier[oc + 1], person_detect_layer10_rounding[oc + 1], person_detect_layer10_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer10_multiplier[oc + 2], person_detect_layer10_rounding[oc + 2], person_detect_layer10_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer10_multiplier[oc + 3], person_detect_layer10_rounding[oc + 3], person_detect_layer10_exponent[oc + 3]);
         }
-        pixel += 64;
     }
 }
 
@@ -1297,41 +1391,41 @@ MCUGEN_LAYER void layer11_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 12: CONV_2D 1x6x6x64 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 64 -> 128.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer12_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer12_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 384;
-    output += row_begin * 768;
+    int32_t column_words[64];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer12_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer12_bias[oc];
-            acc[1] = acc[3] = person_detect_layer12_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 64, filter, filter + 64, 64, acc);
-            filter += 128;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer12_multiplier[oc], person_detect_layer12_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer12_multiplier[oc + 1], person_detect_layer12_shift[oc + 1]) + -128, -128, 127);
-            output[128 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer12_multiplier[oc], person_detect_layer12_shift[oc]) + -128, -128, 127);
-            output[128 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer12_multiplier[oc + 1], person_detect_layer12_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 64;
+    output += p * 128;
+    for (; p + 1 < end; p += 2, pixel += 128, output += 256) {
+        pw_extend(scratch, pixel, 64, 16, 1);
+        pw_extend(scratch + 8, pixel + 64, 64, 16, 1);
+        const int8_t *w = person_detect_layer12_filter;
+        for (int32_t oc = 0; oc < 128; oc += 2, w += 128) {
+            int32_t acc[4] = {person_detect_layer12_bias[oc], person_detect_layer12_bias[oc + 1], person_detect_layer12_bias[oc], person_detect_layer12_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 64, 16);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer12_multiplier[oc], person_detect_layer12_rounding[oc], person_detect_layer12_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer12_multiplier[oc + 1], person_detect_layer12_rounding[oc + 1], person_detect_layer12_exponent[oc + 1]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer12_multiplier[oc], person_detect_layer12_rounding[oc], person_detect_layer12_exponent[oc]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer12_multiplier[oc + 1], person_detect_layer12_rounding[oc + 1], person_detect_layer12_exponent[oc + 1]);
         }
-        pixel += 128;
-        output += 256;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer12_filter;
-        for (int32_t oc = 0; oc < 128; ++oc) {
-            int32_t acc = person_detect_layer12_bias[oc];
-            for (int32_t ic = 0; ic < 64; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 64;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer12_multiplier[oc], person_detect_layer12_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 64, output += 128) {
+        pw_extend(scratch, pixel, 64, 8, 1);
+        const int8_t *w = person_detect_layer12_filter;
+        for (int32_t oc = 0; oc < 128; oc += 4, w += 256) {
+            int32_t acc[4] = {person_detect_layer12_bias[oc], person_detect_layer12_bias[oc + 1], person_detect_layer12_bias[oc + 2], person_detect_layer12_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 64, 4, 16);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer12_multiplier[oc + 0], person_detect_layer12_rounding[oc + 0], person_detect_layer12_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer12_multiplier[oc + 1], person_detect_layer12_rounding[oc + 1], person_detect_layer12_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer12_multiplier[oc + 2], person_detect_layer12_rounding[oc + 2], person_detect_layer12_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer12_multiplier[oc + 3], person_detect_layer12_rounding[oc + 3], person_detect_layer12_exponent[oc + 3]);
         }
-        pixel += 64;
     }
 }
 
@@ -1416,41 +1510,41 @@ MCUGEN_LAYER void layer13_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 14: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer14_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer14_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 768;
-    output += row_begin * 768;
+    int32_t column_words[128];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer14_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer14_bias[oc];
-            acc[1] = acc[3] = person_detect_layer14_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 128, filter, filter + 128, 128, acc);
-            filter += 256;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer14_multiplier[oc], person_detect_layer14_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer14_multiplier[oc + 1], person_detect_layer14_shift[oc + 1]) + -128, -128, 127);
-            output[128 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer14_multiplier[oc], person_detect_layer14_shift[oc]) + -128, -128, 127);
-            output[128 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer14_multiplier[oc + 1], person_detect_layer14_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 128;
+    output += p * 128;
+    for (; p + 1 < end; p += 2, pixel += 256, output += 256) {
+        pw_extend(scratch, pixel, 128, 16, 1);
+        pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
+        const int8_t *w = person_detect_layer14_filter;
+        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
+            int32_t acc[4] = {person_detect_layer14_bias[oc], person_detect_layer14_bias[oc + 1], person_detect_layer14_bias[oc], person_detect_layer14_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 128, 32);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer14_multiplier[oc], person_detect_layer14_rounding[oc], person_detect_layer14_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer14_multiplier[oc + 1], person_detect_layer14_rounding[oc + 1], person_detect_layer14_exponent[oc + 1]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer14_multiplier[oc], person_detect_layer14_rounding[oc], person_detect_layer14_exponent[oc]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer14_multiplier[oc + 1], person_detect_layer14_rounding[oc + 1], person_detect_layer14_exponent[oc + 1]);
         }
-        pixel += 256;
-        output += 256;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer14_filter;
-        for (int32_t oc = 0; oc < 128; ++oc) {
-            int32_t acc = person_detect_layer14_bias[oc];
-            for (int32_t ic = 0; ic < 128; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 128;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer14_multiplier[oc], person_detect_layer14_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 128, output += 128) {
+        pw_extend(scratch, pixel, 128, 8, 1);
+        const int8_t *w = person_detect_layer14_filter;
+        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
+            int32_t acc[4] = {person_detect_layer14_bias[oc], person_detect_layer14_bias[oc + 1], person_detect_layer14_bias[oc + 2], person_detect_layer14_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 128, 4, 32);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer14_multiplier[oc + 0], person_detect_layer14_rounding[oc + 0], person_detect_layer14_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer14_multiplier[oc + 1], person_detect_layer14_rounding[oc + 1], person_detect_layer14_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer14_multiplier[oc + 2], person_detect_layer14_rounding[oc + 2], person_detect_layer14_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer14_multiplier[oc + 3], person_detect_layer14_rounding[oc + 3], person_detect_layer14_exponent[oc + 3]);
         }
-        pixel += 128;
     }
 }
 
@@ -1535,41 +1629,41 @@ MCUGEN_LAYER void layer15_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 16: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer16_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer16_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer16_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 768;
-    output += row_begin * 768;
+    int32_t column_words[128];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer16_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer16_bias[oc];
-            acc[1] = acc[3] = person_detect_layer16_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 128, filter, filter + 128, 128, acc);
-            filter += 256;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer16_multiplier[oc], person_detect_layer16_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer16_multiplier[oc + 1], person_detect_layer16_shift[oc + 1]) + -128, -128, 127);
-            output[128 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer16_multiplier[oc], person_detect_layer16_shift[oc]) + -128, -128, 127);
-            output[128 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer16_multiplier[oc + 1], person_detect_layer16_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 128;
+    output += p * 128;
+    for (; p + 1 < end; p += 2, pixel += 256, output += 256) {
+        pw_extend(scratch, pixel, 128, 16, 1);
+        pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
+        const int8_t *w = person_detect_layer16_filter;
+        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
+            int32_t acc[4] = {person_detect_layer16_bias[oc], person_detect_layer16_bias[oc + 1], person_detect_layer16_bias[oc], person_detect_layer16_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 128, 32);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer16_multiplier[oc], person_detect_layer16_rounding[oc], person_detect_layer16_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer16_multiplier[oc + 1], person_detect_layer16_rounding[oc + 1], person_detect_layer16_exponent[oc + 1]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer16_multiplier[oc], person_detect_layer16_rounding[oc], person_detect_layer16_exponent[oc]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer16_multiplier[oc + 1], person_detect_layer16_rounding[oc + 1], person_detect_layer16_exponent[oc + 1]);
         }
-        pixel += 256;
-        output += 256;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer16_filter;
-        for (int32_t oc = 0; oc < 128; ++oc) {
-            int32_t acc = person_detect_layer16_bias[oc];
-            for (int32_t ic = 0; ic < 128; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 128;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer16_multiplier[oc], person_detect_layer16_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 128, output += 128) {
+        pw_extend(scratch, pixel, 128, 8, 1);
+        const int8_t *w = person_detect_layer16_filter;
+        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
+            int32_t acc[4] = {person_detect_layer16_bias[oc], person_detect_layer16_bias[oc + 1], person_detect_layer16_bias[oc + 2], person_detect_layer16_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 128, 4, 32);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer16_multiplier[oc + 0], person_detect_layer16_rounding[oc + 0], person_detect_layer16_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer16_multiplier[oc + 1], person_detect_layer16_rounding[oc + 1], person_detect_layer16_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer16_multiplier[oc + 2], person_detect_layer16_rounding[oc + 2], person_detect_layer16_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer16_multiplier[oc + 3], person_detect_layer16_rounding[oc + 3], person_detect_layer16_exponent[oc + 3]);
         }
-        pixel += 128;
     }
 }
 
@@ -1654,41 +1748,41 @@ MCUGEN_LAYER void layer17_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 18: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer18_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer18_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer18_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 768;
-    output += row_begin * 768;
+    int32_t column_words[128];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer18_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer18_bias[oc];
-            acc[1] = acc[3] = person_detect_layer18_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 128, filter, filter + 128, 128, acc);
-            filter += 256;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer18_multiplier[oc], person_detect_layer18_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer18_multiplier[oc + 1], person_detect_layer18_shift[oc + 1]) + -128, -128, 127);
-            output[128 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer18_multiplier[oc], person_detect_layer18_shift[oc]) + -128, -128, 127);
-            output[128 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer18_multiplier[oc + 1], person_detect_layer18_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 128;
+    output += p * 128;
+    for (; p + 1 < end; p += 2, pixel += 256, output += 256) {
+        pw_extend(scratch, pixel, 128, 16, 1);
+        pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
+        const int8_t *w = person_detect_layer18_filter;
+        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
+            int32_t acc[4] = {person_detect_layer18_bias[oc], person_detect_layer18_bias[oc + 1], person_detect_layer18_bias[oc], person_detect_layer18_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 128, 32);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer18_multiplier[oc], person_detect_layer18_rounding[oc], person_detect_layer18_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer18_multiplier[oc + 1], person_detect_layer18_rounding[oc + 1], person_detect_layer18_exponent[oc + 1]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer18_multiplier[oc], person_detect_layer18_rounding[oc], person_detect_layer18_exponent[oc]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer18_multiplier[oc + 1], person_detect_layer18_rounding[oc + 1], person_detect_layer18_exponent[oc + 1]);
         }
-        pixel += 256;
-        output += 256;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer18_filter;
-        for (int32_t oc = 0; oc < 128; ++oc) {
-            int32_t acc = person_detect_layer18_bias[oc];
-            for (int32_t ic = 0; ic < 128; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 128;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer18_multiplier[oc], person_detect_layer18_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 128, output += 128) {
+        pw_extend(scratch, pixel, 128, 8, 1);
+        const int8_t *w = person_detect_layer18_filter;
+        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
+            int32_t acc[4] = {person_detect_layer18_bias[oc], person_detect_layer18_bias[oc + 1], person_detect_layer18_bias[oc + 2], person_detect_layer18_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 128, 4, 32);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer18_multiplier[oc + 0], person_detect_layer18_rounding[oc + 0], person_detect_layer18_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer18_multiplier[oc + 1], person_detect_layer18_rounding[oc + 1], person_detect_layer18_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer18_multiplier[oc + 2], person_detect_layer18_rounding[oc + 2], person_detect_layer18_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer18_multiplier[oc + 3], person_detect_layer18_rounding[oc + 3], person_detect_layer18_exponent[oc + 3]);
         }
-        pixel += 128;
     }
 }
 
@@ -1773,41 +1867,41 @@ MCUGEN_LAYER void layer19_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 20: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer20_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer20_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer20_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 768;
-    output += row_begin * 768;
+    int32_t column_words[128];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer20_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer20_bias[oc];
-            acc[1] = acc[3] = person_detect_layer20_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 128, filter, filter + 128, 128, acc);
-            filter += 256;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer20_multiplier[oc], person_detect_layer20_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer20_multiplier[oc + 1], person_detect_layer20_shift[oc + 1]) + -128, -128, 127);
-            output[128 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer20_multiplier[oc], person_detect_layer20_shift[oc]) + -128, -128, 127);
-            output[128 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer20_multiplier[oc + 1], person_detect_layer20_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 128;
+    output += p * 128;
+    for (; p + 1 < end; p += 2, pixel += 256, output += 256) {
+        pw_extend(scratch, pixel, 128, 16, 1);
+        pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
+        const int8_t *w = person_detect_layer20_filter;
+        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
+            int32_t acc[4] = {person_detect_layer20_bias[oc], person_detect_layer20_bias[oc + 1], person_detect_layer20_bias[oc], person_detect_layer20_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 128, 32);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer20_multiplier[oc], person_detect_layer20_rounding[oc], person_detect_layer20_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer20_multiplier[oc + 1], person_detect_layer20_rounding[oc + 1], person_detect_layer20_exponent[oc + 1]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer20_multiplier[oc], person_detect_layer20_rounding[oc], person_detect_layer20_exponent[oc]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer20_multiplier[oc + 1], person_detect_layer20_rounding[oc + 1], person_detect_layer20_exponent[oc + 1]);
         }
-        pixel += 256;
-        output += 256;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer20_filter;
-        for (int32_t oc = 0; oc < 128; ++oc) {
-            int32_t acc = person_detect_layer20_bias[oc];
-            for (int32_t ic = 0; ic < 128; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 128;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer20_multiplier[oc], person_detect_layer20_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 128, output += 128) {
+        pw_extend(scratch, pixel, 128, 8, 1);
+        const int8_t *w = person_detect_layer20_filter;
+        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
+            int32_t acc[4] = {person_detect_layer20_bias[oc], person_detect_layer20_bias[oc + 1], person_detect_layer20_bias[oc + 2], person_detect_layer20_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 128, 4, 32);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer20_multiplier[oc + 0], person_detect_layer20_rounding[oc + 0], person_detect_layer20_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer20_multiplier[oc + 1], person_detect_layer20_rounding[oc + 1], person_detect_layer20_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer20_multiplier[oc + 2], person_detect_layer20_rounding[oc + 2], person_detect_layer20_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer20_multiplier[oc + 3], person_detect_layer20_rounding[oc + 3], person_detect_layer20_exponent[oc + 3]);
         }
-        pixel += 128;
     }
 }
 
@@ -1892,41 +1986,41 @@ MCUGEN_LAYER void layer21_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 22: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer22_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer22_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer22_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 768;
-    output += row_begin * 768;
+    int32_t column_words[128];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer22_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer22_bias[oc];
-            acc[1] = acc[3] = person_detect_layer22_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 128, filter, filter + 128, 128, acc);
-            filter += 256;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer22_multiplier[oc], person_detect_layer22_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer22_multiplier[oc + 1], person_detect_layer22_shift[oc + 1]) + -128, -128, 127);
-            output[128 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer22_multiplier[oc], person_detect_layer22_shift[oc]) + -128, -128, 127);
-            output[128 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer22_multiplier[oc + 1], person_detect_layer22_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 128;
+    output += p * 128;
+    for (; p + 1 < end; p += 2, pixel += 256, output += 256) {
+        pw_extend(scratch, pixel, 128, 16, 1);
+        pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
+        const int8_t *w = person_detect_layer22_filter;
+        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
+            int32_t acc[4] = {person_detect_layer22_bias[oc], person_detect_layer22_bias[oc + 1], person_detect_layer22_bias[oc], person_detect_layer22_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 128, 32);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer22_multiplier[oc], person_detect_layer22_rounding[oc], person_detect_layer22_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer22_multiplier[oc + 1], person_detect_layer22_rounding[oc + 1], person_detect_layer22_exponent[oc + 1]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer22_multiplier[oc], person_detect_layer22_rounding[oc], person_detect_layer22_exponent[oc]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer22_multiplier[oc + 1], person_detect_layer22_rounding[oc + 1], person_detect_layer22_exponent[oc + 1]);
         }
-        pixel += 256;
-        output += 256;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer22_filter;
-        for (int32_t oc = 0; oc < 128; ++oc) {
-            int32_t acc = person_detect_layer22_bias[oc];
-            for (int32_t ic = 0; ic < 128; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 128;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer22_multiplier[oc], person_detect_layer22_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 128, output += 128) {
+        pw_extend(scratch, pixel, 128, 8, 1);
+        const int8_t *w = person_detect_layer22_filter;
+        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
+            int32_t acc[4] = {person_detect_layer22_bias[oc], person_detect_layer22_bias[oc + 1], person_detect_layer22_bias[oc + 2], person_detect_layer22_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 128, 4, 32);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer22_multiplier[oc + 0], person_detect_layer22_rounding[oc + 0], person_detect_layer22_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer22_multiplier[oc + 1], person_detect_layer22_rounding[oc + 1], person_detect_layer22_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer22_multiplier[oc + 2], person_detect_layer22_rounding[oc + 2], person_detect_layer22_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer22_multiplier[oc + 3], person_detect_layer22_rounding[oc + 3], person_detect_layer22_exponent[oc + 3]);
         }
-        pixel += 128;
     }
 }
 
@@ -2011,41 +2105,41 @@ MCUGEN_LAYER void layer23_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 24: CONV_2D 1x3x3x128 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 128 -> 256.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer24_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer24_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 384;
-    output += row_begin * 768;
+    int32_t column_words[128];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer24_filter;
-        for (int32_t oc = 0; oc < 256; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer24_bias[oc];
-            acc[1] = acc[3] = person_detect_layer24_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 128, filter, filter + 128, 128, acc);
-            filter += 256;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer24_multiplier[oc], person_detect_layer24_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer24_multiplier[oc + 1], person_detect_layer24_shift[oc + 1]) + -128, -128, 127);
-            output[256 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer24_multiplier[oc], person_detect_layer24_shift[oc]) + -128, -128, 127);
-            output[256 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer24_multiplier[oc + 1], person_detect_layer24_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 128;
+    output += p * 256;
+    for (; p + 1 < end; p += 2, pixel += 256, output += 512) {
+        pw_extend(scratch, pixel, 128, 16, 1);
+        pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
+        const int8_t *w = person_detect_layer24_filter;
+        for (int32_t oc = 0; oc < 256; oc += 2, w += 256) {
+            int32_t acc[4] = {person_detect_layer24_bias[oc], person_detect_layer24_bias[oc + 1], person_detect_layer24_bias[oc], person_detect_layer24_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 128, 32);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer24_multiplier[oc], person_detect_layer24_rounding[oc], person_detect_layer24_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer24_multiplier[oc + 1], person_detect_layer24_rounding[oc + 1], person_detect_layer24_exponent[oc + 1]);
+            output[256 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer24_multiplier[oc], person_detect_layer24_rounding[oc], person_detect_layer24_exponent[oc]);
+            output[256 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer24_multiplier[oc + 1], person_detect_layer24_rounding[oc + 1], person_detect_layer24_exponent[oc + 1]);
         }
-        pixel += 256;
-        output += 512;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer24_filter;
-        for (int32_t oc = 0; oc < 256; ++oc) {
-            int32_t acc = person_detect_layer24_bias[oc];
-            for (int32_t ic = 0; ic < 128; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 128;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer24_multiplier[oc], person_detect_layer24_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 128, output += 256) {
+        pw_extend(scratch, pixel, 128, 8, 1);
+        const int8_t *w = person_detect_layer24_filter;
+        for (int32_t oc = 0; oc < 256; oc += 4, w += 512) {
+            int32_t acc[4] = {person_detect_layer24_bias[oc], person_detect_layer24_bias[oc + 1], person_detect_layer24_bias[oc + 2], person_detect_layer24_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 128, 4, 32);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer24_multiplier[oc + 0], person_detect_layer24_rounding[oc + 0], person_detect_layer24_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer24_multiplier[oc + 1], person_detect_layer24_rounding[oc + 1], person_detect_layer24_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer24_multiplier[oc + 2], person_detect_layer24_rounding[oc + 2], person_detect_layer24_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer24_multiplier[oc + 3], person_detect_layer24_rounding[oc + 3], person_detect_layer24_exponent[oc + 3]);
         }
-        pixel += 128;
     }
 }
 
@@ -2097,41 +2191,41 @@ MCUGEN_LAYER void layer25_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 26: CONV_2D 1x3x3x256 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 256 -> 256.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer26_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer26_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 768;
-    output += row_begin * 768;
+    int32_t column_words[256];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer26_filter;
-        for (int32_t oc = 0; oc < 256; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer26_bias[oc];
-            acc[1] = acc[3] = person_detect_layer26_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 256, filter, filter + 256, 256, acc);
-            filter += 512;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer26_multiplier[oc], person_detect_layer26_shift[oc]) + -128, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer26_multiplier[oc + 1], person_detect_layer26_shift[oc + 1]) + -128, -128, 127);
-            output[256 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer26_multiplier[oc], person_detect_layer26_shift[oc]) + -128, -128, 127);
-            output[256 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer26_multiplier[oc + 1], person_detect_layer26_shift[oc + 1]) + -128, -128, 127);
+    const int8_t *pixel = input + p * 256;
+    output += p * 256;
+    for (; p + 1 < end; p += 2, pixel += 512, output += 512) {
+        pw_extend(scratch, pixel, 256, 16, 1);
+        pw_extend(scratch + 8, pixel + 256, 256, 16, 1);
+        const int8_t *w = person_detect_layer26_filter;
+        for (int32_t oc = 0; oc < 256; oc += 2, w += 512) {
+            int32_t acc[4] = {person_detect_layer26_bias[oc], person_detect_layer26_bias[oc + 1], person_detect_layer26_bias[oc], person_detect_layer26_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 256, 64);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer26_multiplier[oc], person_detect_layer26_rounding[oc], person_detect_layer26_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer26_multiplier[oc + 1], person_detect_layer26_rounding[oc + 1], person_detect_layer26_exponent[oc + 1]);
+            output[256 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer26_multiplier[oc], person_detect_layer26_rounding[oc], person_detect_layer26_exponent[oc]);
+            output[256 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer26_multiplier[oc + 1], person_detect_layer26_rounding[oc + 1], person_detect_layer26_exponent[oc + 1]);
         }
-        pixel += 512;
-        output += 512;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer26_filter;
-        for (int32_t oc = 0; oc < 256; ++oc) {
-            int32_t acc = person_detect_layer26_bias[oc];
-            for (int32_t ic = 0; ic < 256; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 256;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer26_multiplier[oc], person_detect_layer26_shift[oc]) + -128, -128, 127);
+    for (; p < end; ++p, pixel += 256, output += 256) {
+        pw_extend(scratch, pixel, 256, 8, 1);
+        const int8_t *w = person_detect_layer26_filter;
+        for (int32_t oc = 0; oc < 256; oc += 4, w += 1024) {
+            int32_t acc[4] = {person_detect_layer26_bias[oc], person_detect_layer26_bias[oc + 1], person_detect_layer26_bias[oc + 2], person_detect_layer26_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 256, 4, 64);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer26_multiplier[oc + 0], person_detect_layer26_rounding[oc + 0], person_detect_layer26_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer26_multiplier[oc + 1], person_detect_layer26_rounding[oc + 1], person_detect_layer26_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer26_multiplier[oc + 2], person_detect_layer26_rounding[oc + 2], person_detect_layer26_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer26_multiplier[oc + 3], person_detect_layer26_rounding[oc + 3], person_detect_layer26_exponent[oc + 3]);
         }
-        pixel += 256;
     }
 }
 
@@ -2159,41 +2253,49 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
 }
 
 /* Layer 28: CONV_2D 1x1x1x256 -> 1x1x1x2, pw_conv_s8_dsp: 1 rows of 256 -> 2.
- * Two pixels by two output channels at a time, four int8 products per SMLAD pair; an odd last
- * row alone. The input offset is folded into the bias (person_detect_layer28_bias). */
+ * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * the bias (person_detect_layer28_bias, doubled); the short requantization. */
 MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    const int8_t *pixel = input + row_begin * 256;
-    output += row_begin * 2;
+    int32_t column_words[256];
+    int8_t *const scratch = (int8_t *)column_words;
     int32_t p = row_begin * 1;
     const int32_t end = row_end * 1;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *filter = person_detect_layer28_filter;
-        for (int32_t oc = 0; oc < 2; oc += 2) {
-            int32_t acc[4];
-            acc[0] = acc[2] = person_detect_layer28_bias[oc];
-            acc[1] = acc[3] = person_detect_layer28_bias[oc + 1];
-            dot_2x2_s8(pixel, pixel + 256, filter, filter + 256, 256, acc);
-            filter += 512;
-            output[oc] = clamp_to_int8(requantize_right(acc[0], person_detect_layer28_multiplier[oc], person_detect_layer28_shift[oc]) + -1, -128, 127);
-            output[oc + 1] = clamp_to_int8(requantize_right(acc[1], person_detect_layer28_multiplier[oc + 1], person_detect_layer28_shift[oc + 1]) + -1, -128, 127);
-            output[2 + oc] = clamp_to_int8(requantize_right(acc[2], person_detect_layer28_multiplier[oc], person_detect_layer28_shift[oc]) + -1, -128, 127);
-            output[2 + oc + 1] = clamp_to_int8(requantize_right(acc[3], person_detect_layer28_multiplier[oc + 1], person_detect_layer28_shift[oc + 1]) + -1, -128, 127);
+    const int8_t *pixel = input + p * 256;
+    output += p * 2;
+    for (; p + 1 < end; p += 2, pixel += 512, output += 4) {
+        pw_extend(scratch, pixel, 256, 16, 1);
+        pw_extend(scratch + 8, pixel + 256, 256, 16, 1);
+        const int8_t *w = person_detect_layer28_filter;
+        for (int32_t oc = 0; oc < 2; oc += 2, w += 512) {
+            int32_t acc[4] = {person_detect_layer28_bias[oc], person_detect_layer28_bias[oc + 1], person_detect_layer28_bias[oc], person_detect_layer28_bias[oc + 1]};
+            pw_dot_2x2(acc, scratch, w, w + 256, 64);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer28_multiplier[oc], person_detect_layer28_rounding[oc], person_detect_layer28_exponent[oc]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer28_multiplier[oc + 1], person_detect_layer28_rounding[oc + 1], person_detect_layer28_exponent[oc + 1]);
+            output[2 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer28_multiplier[oc], person_detect_layer28_rounding[oc], person_detect_layer28_exponent[oc]);
+            output[2 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer28_multiplier[oc + 1], person_detect_layer28_rounding[oc + 1], person_detect_layer28_exponent[oc + 1]);
         }
-        pixel += 512;
-        output += 4;
     }
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer28_filter;
-        for (int32_t oc = 0; oc < 2; ++oc) {
-            int32_t acc = person_detect_layer28_bias[oc];
-            for (int32_t ic = 0; ic < 256; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 256;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer28_multiplier[oc], person_detect_layer28_shift[oc]) + -1, -128, 127);
+    for (; p < end; ++p, pixel += 256, output += 2) {
+        pw_extend(scratch, pixel, 256, 8, 1);
+        const int8_t *w = person_detect_layer28_filter;
+        for (int32_t oc = 0; oc < 0; oc += 4, w += 1024) {
+            int32_t acc[4] = {person_detect_layer28_bias[oc], person_detect_layer28_bias[oc + 1], person_detect_layer28_bias[oc + 2], person_detect_layer28_bias[oc + 3]};
+            pw_dot_1xn(acc, scratch, w, 256, 4, 64);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer28_multiplier[oc + 0], person_detect_layer28_rounding[oc + 0], person_detect_layer28_exponent[oc + 0]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer28_multiplier[oc + 1], person_detect_layer28_rounding[oc + 1], person_detect_layer28_exponent[oc + 1]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer28_multiplier[oc + 2], person_detect_layer28_rounding[oc + 2], person_detect_layer28_exponent[oc + 2]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer28_multiplier[oc + 3], person_detect_layer28_rounding[oc + 3], person_detect_layer28_exponent[oc + 3]);
         }
-        pixel += 256;
+        {
+            int32_t acc[4] = {0, 0, 0, 0};
+            acc[0] = person_detect_layer28_bias[0];
+            acc[1] = person_detect_layer28_bias[1];
+            pw_dot_1xn(acc, scratch, w, 256, 2, 64);
+            output[0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer28_multiplier[0], person_detect_layer28_rounding[0], person_detect_layer28_exponent[0]);
+            output[1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer28_multiplier[1], person_detect_layer28_rounding[1], person_detect_layer28_exponent[1]);
+        }
     }
 }
 

@@ -1,0 +1,84 @@
+"""The cheapest exact requantization a layer's constants allow, decided per layer.
+
+TFLite's output stage is ``clamp(MBQM(acc, m, shift) + offset)``: a rounding doubling high
+multiply, then a rounding right shift, each with its own nudge. Where every channel has a
+right shift e = -shift >= 1, a multiplier in [0, 2^31), and the layer's accumulators are
+bounded by |acc| < 2^30 (known at generation time from the weights), the same integers come
+from a short sequence:
+
+    h   = floor((2 acc * m + 2^31) / 2^32)        SMMULR of the doubled accumulator
+    out = (h + (h >> 31) + K) >> e,  K = (2 offset + 1) * 2^(e - 1)
+
+Proof: MBQM's high multiply is floor((acc * m + 2^30) / 2^31) (gemmlowp's nudge of 1 - 2^30
+for a negative product with a truncating division comes to the same), which is h, exact since
+2 acc fits in 32 bits. Its rounding shift rounds h / 2^e half away from zero:
+floor((h + 2^(e-1)) / 2^e) for h >= 0, floor((h - 1 + 2^(e-1)) / 2^e) for h < 0, that is
+floor((h' + 2^(e-1)) / 2^e) with h' = h + (h >> 31). Adding the offset inside,
+floor((h' + 2^(e-1) + offset * 2^e) / 2^e) = (h' + K) >> e. Nothing overflows when
+|h| + |K| < 2^31, which the bounds check. ``short_requantize`` is this in NumPy, tested
+against ``quant.multiply_by_quantized_multiplier``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .lowering import Requantization
+from .variant import ConstArray, LayerNames
+
+ACC_LIMIT = 1 << 30  # |acc| below this: its double fits in int32
+
+
+@dataclass(frozen=True)
+class ShortRequantization:
+    """Per channel: the multiplier, K and e of the short sequence; and which ends of the
+    activation's range need a clamp besides int8 saturation."""
+
+    multiplier: ConstArray
+    rounding: ConstArray  # K = (2 offset + 1) * 2^(e - 1)
+    exponent: ConstArray  # e = -shift >= 1
+    act_min: int
+    act_max: int
+
+    @property
+    def clamp_low(self) -> bool:
+        return self.act_min > -128
+
+    @property
+    def clamp_high(self) -> bool:
+        return self.act_max < 127
+
+
+def short_requantization(out: Requantization, acc_bound: int, names: LayerNames,
+                         padding: int = 0) -> ShortRequantization | None:
+    """The short sequence for a layer whose accumulators satisfy |acc| <= acc_bound, or None
+    where its conditions fail (the layer then takes TFLite's general sequence)."""
+    multiplier = out.multiplier.values[:len(out.multiplier.values) - padding].astype(np.int64)
+    shift = out.shift.values[:len(out.shift.values) - padding].astype(np.int64)
+    if acc_bound >= ACC_LIMIT or shift.max() > -1 or multiplier.min() < 0:
+        return None
+    exponent = -shift
+    rounding = (2 * out.clamp.output_offset + 1) * (np.int64(1) << (exponent - 1))
+    h_bound = (acc_bound * multiplier >> 31) + 1
+    if int((h_bound + np.abs(rounding)).max()) >= 1 << 31:
+        return None
+
+    def table(role: str, values: np.ndarray) -> ConstArray:
+        return ConstArray(names.table(role), "int32_t", values.astype(np.int32)).padded(padding)
+
+    return ShortRequantization(
+        multiplier=table("multiplier", multiplier), rounding=table("rounding", rounding),
+        exponent=table("exponent", exponent), act_min=out.clamp.act_min,
+        act_max=out.clamp.act_max)
+
+
+def short_requantize(acc: np.ndarray, multiplier: np.ndarray, exponent: np.ndarray,
+                     output_offset: int) -> np.ndarray:
+    """The short sequence in NumPy (int64 arithmetic, values as the C computes them)."""
+    acc2 = 2 * np.asarray(acc, np.int64)
+    h = (acc2 * np.asarray(multiplier, np.int64) + (1 << 31)) >> 32
+    exponent = np.asarray(exponent, np.int64)
+    rounding = (2 * output_offset + 1) * (np.int64(1) << (exponent - 1))
+    return (h + (h >> 63) + rounding) >> exponent
