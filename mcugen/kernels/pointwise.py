@@ -38,7 +38,9 @@ class PointwiseDspParams:
     input: FeatureMap  # pixels (or rows of a fully connected layer) x Cin
     output: FeatureMap
     filter: ConstArray  # [Cout][Cin], the model's layout, and a word of zeros after it
-    bias: ConstArray  # the input offset folded in; doubled with the short requantization
+    # With the short requantization, per output channel the doubled bias, multiplier, K and
+    # e as four words (one load multiple); otherwise the bias alone (TFLite's sequence, out).
+    channels: ConstArray
     groups: int  # words of four inputs per pixel: ceil(Cin / 4)
     column_bytes: int  # the two pixels' extended inputs: on the stack, or in arena scratch
     column_on_stack: bool
@@ -84,13 +86,17 @@ def matrix_dsp_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, gr
     products = depth * 128 * 128
     bound = max(int(np.abs(model).max(initial=0)) + 2 * products,
                 int(np.abs(folded).max(initial=0)) + products)
-    short = short_requantization(out, bound, names)
-    bias = 2 * folded if short is not None else folded
+    short = short_requantization(out, bound)
+    if short is None:
+        channels = bias_array(names, folded)
+    else:
+        words = np.stack([2 * folded, short.multiplier, short.rounding, short.exponent], axis=1)
+        channels = ConstArray(names.table("channels"), "int32_t", words.reshape(-1))
     column = dsp_column_bytes(depth)
     return PointwiseDspParams(
         input=rows, output=outputs,
         filter=ConstArray(names.table("filter"), "int8_t", weights.reshape(-1)).padded(4),
-        bias=bias_array(names, bias), groups=-(-depth // 4), column_bytes=column,
+        channels=channels.as_int32(), groups=-(-depth // 4), column_bytes=column,
         column_on_stack=column <= STACK_COLUMN_MAX_BYTES, short=short,
         out=out if short is None else None,
         block_pixels=DSP_BLOCK_PIXELS)

@@ -26,19 +26,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from .lowering import Requantization
-from .variant import ConstArray, LayerNames
 
 ACC_LIMIT = 1 << 30  # |acc| below this: its double fits in int32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShortRequantization:
-    """Per channel: the multiplier, K and e of the short sequence; and which ends of the
-    activation's range need a clamp besides int8 saturation."""
+    """Per channel: the multiplier, K and e of the short sequence (values; each kernel lays
+    them out in its tables); and which ends of the activation's range need a clamp besides
+    int8 saturation."""
 
-    multiplier: ConstArray
-    rounding: ConstArray  # K = (2 offset + 1) * 2^(e - 1)
-    exponent: ConstArray  # e = -shift >= 1
+    multiplier: np.ndarray
+    rounding: np.ndarray  # K = (2 offset + 1) * 2^(e - 1)
+    exponent: np.ndarray  # e = -shift >= 1
     act_min: int
     act_max: int
 
@@ -51,12 +51,11 @@ class ShortRequantization:
         return self.act_max < 127
 
 
-def short_requantization(out: Requantization, acc_bound: int, names: LayerNames,
-                         padding: int = 0) -> ShortRequantization | None:
+def short_requantization(out: Requantization, acc_bound: int) -> ShortRequantization | None:
     """The short sequence for a layer whose accumulators satisfy |acc| <= acc_bound, or None
     where its conditions fail (the layer then takes TFLite's general sequence)."""
-    multiplier = out.multiplier.values[:len(out.multiplier.values) - padding].astype(np.int64)
-    shift = out.shift.values[:len(out.shift.values) - padding].astype(np.int64)
+    multiplier = out.multiplier.values.astype(np.int64)
+    shift = out.shift.values.astype(np.int64)
     if acc_bound >= ACC_LIMIT or shift.max() > -1 or multiplier.min() < 0:
         return None
     exponent = -shift
@@ -64,14 +63,8 @@ def short_requantization(out: Requantization, acc_bound: int, names: LayerNames,
     h_bound = (acc_bound * multiplier >> 31) + 1
     if int((h_bound + np.abs(rounding)).max()) >= 1 << 31:
         return None
-
-    def table(role: str, values: np.ndarray) -> ConstArray:
-        return ConstArray(names.table(role), "int32_t", values.astype(np.int32)).padded(padding)
-
-    return ShortRequantization(
-        multiplier=table("multiplier", multiplier), rounding=table("rounding", rounding),
-        exponent=table("exponent", exponent), act_min=out.clamp.act_min,
-        act_max=out.clamp.act_max)
+    return ShortRequantization(multiplier=multiplier, rounding=rounding, exponent=exponent,
+                               act_min=out.clamp.act_min, act_max=out.clamp.act_max)
 
 
 def short_requantize(acc: np.ndarray, multiplier: np.ndarray, exponent: np.ndarray,

@@ -73,6 +73,13 @@ class ConstArray:
     def nbytes(self) -> int:
         return self.values.size * self.values.itemsize
 
+    def as_int32(self) -> ConstArray:
+        """The values checked to fit, as int32."""
+        values = np.asarray(self.values, np.int64)
+        if values.size and (values.min() < -2**31 or values.max() >= 2**31):
+            raise ValueError(f"{self.name} does not fit in int32")
+        return ConstArray(self.name, self.ctype, values.astype(np.int32))
+
     def padded(self, count: int) -> ConstArray:
         """The table with count zeros after it, for kernels that read past the end (MVE)."""
         if count == 0:

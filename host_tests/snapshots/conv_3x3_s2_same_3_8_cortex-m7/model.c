@@ -124,6 +124,15 @@ static inline int32_t odd_bytes(int32_t word)
     return (int32_t)((bits >> 8) | (bits << 24)); /* rotate: folds into SXTB16's ROR #8 */
 }
 
+/* Bytes 1 and 3 sign-extended into two int16 lanes: SXTB16 with its ROR #8 operand, which
+ * GCC 12 does not fold from a rotate written in C (it emits a separate ROR). */
+MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
+{
+    int32_t halves;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
+    return halves;
+}
+
 /* The padded-window walk that every windowed kernel shares: for the window whose first tap
  * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
  * the window), or `outside` for a tap off the image. Returns how many taps are inside. */
@@ -192,8 +201,8 @@ static inline void conv_dot_2x2_dsp(const int8_t *column0, const int8_t *column1
         memcpy(&b01, column1 + 2 * i, 4);
         memcpy(&b23, column1 + 2 * i + 4, 4);
         const int32_t w0 = load_s8x4(row0 + i), w1 = load_s8x4(row1 + i);
-        const int32_t w0_01 = (int32_t)__sxtb16(w0), w0_23 = (int32_t)__sxtb16(odd_bytes(w0));
-        const int32_t w1_01 = (int32_t)__sxtb16(w1), w1_23 = (int32_t)__sxtb16(odd_bytes(w1));
+        const int32_t w0_01 = (int32_t)__sxtb16(w0), w0_23 = sxtb16_odd(w0);
+        const int32_t w1_01 = (int32_t)__sxtb16(w1), w1_23 = sxtb16_odd(w1);
         acc00 = __smlad(a23, w0_23, __smlad(a01, w0_01, acc00));
         acc01 = __smlad(a23, w1_23, __smlad(a01, w1_01, acc01));
         acc10 = __smlad(b23, w0_23, __smlad(b01, w0_01, acc10));

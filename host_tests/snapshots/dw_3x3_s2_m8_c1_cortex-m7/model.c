@@ -123,6 +123,15 @@ static inline int32_t odd_bytes(int32_t word)
     return (int32_t)((bits >> 8) | (bits << 24)); /* rotate: folds into SXTB16's ROR #8 */
 }
 
+/* Bytes 1 and 3 sign-extended into two int16 lanes: SXTB16 with its ROR #8 operand, which
+ * GCC 12 does not fold from a rotate written in C (it emits a separate ROR). */
+MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
+{
+    int32_t halves;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
+    return halves;
+}
+
 /* The padded-window walk that every windowed kernel shares: for the window whose first tap
  * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
  * the window), or `outside` for a tap off the image. Returns how many taps are inside. */
@@ -174,21 +183,12 @@ static inline void dw_double_bias(int32_t *target, const int32_t *bias, int32_t 
 #define DW_TOGETHER(a0, a1, a2, a3) __asm__("" : "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3))
 #define DW_NEXT_TAP(acc, p) __asm__("" : "+r"(p) : "r"(acc[0]), "r"(acc[1]), "r"(acc[2]), "r"(acc[3]))
 
-/* Bytes 1 and 3 sign-extended into two int16 lanes: SXTB16 with its ROR #8 operand, which
- * GCC 12 does not fold from a rotate written in C (it emits a separate ROR). */
-MCUGEN_ALWAYS_INLINE int32_t dw_odd_halves(int32_t word)
-{
-    int32_t halves;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
-    return halves;
-}
-
 /* acc[j] += x[j] * w[j] for four channels j. */
 MCUGEN_ALWAYS_INLINE void dw_mac4_dsp(int32_t acc[4], const int8_t *x, const int8_t *w)
 {
     const int32_t xv = load_s8x4(x), wv = load_s8x4(w);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = dw_odd_halves(xv);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = dw_odd_halves(wv);
+    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
+    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
     int32_t a0 = __smlabb(xe, we, acc[0]), a1 = __smlabb(xo, wo, acc[1]);
     int32_t a2 = __smlatt(xe, we, acc[2]), a3 = __smlatt(xo, wo, acc[3]);
     DW_TOGETHER(a0, a1, a2, a3);
@@ -202,7 +202,7 @@ MCUGEN_ALWAYS_INLINE void dw_mac4_dsp(int32_t acc[4], const int8_t *x, const int
 MCUGEN_ALWAYS_INLINE void dw_mac4_one_dsp(int32_t acc[4], int32_t x, const int8_t *w)
 {
     const int32_t wv = load_s8x4(w);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = dw_odd_halves(wv);
+    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
     int32_t a0 = __smlabb(we, x, acc[0]), a1 = __smlabb(wo, x, acc[1]);
     int32_t a2 = __smlatb(we, x, acc[2]), a3 = __smlatb(wo, x, acc[3]);
     DW_TOGETHER(a0, a1, a2, a3);
@@ -223,7 +223,7 @@ static inline void dw_extend_weights(int32_t *packed, const int8_t *filter, int3
         const int8_t *w = filter + c;
         for (int32_t t = 0; t < taps; ++t, w += channels) {
             const int32_t word = load_s8x4(w);
-            const int32_t even = (int32_t)__sxtb16(word), odd = dw_odd_halves(word);
+            const int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
             *packed++ = (int32_t)__sadd16(even, even); /* |2 w| <= 256: no lane overflows */
             *packed++ = (int32_t)__sadd16(odd, odd);
         }
@@ -234,7 +234,7 @@ static inline void dw_extend_weights(int32_t *packed, const int8_t *filter, int3
 MCUGEN_ALWAYS_INLINE void dw_mac4_packed(int32_t acc[4], const int8_t *x, const int32_t w[2])
 {
     const int32_t xv = load_s8x4(x);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = dw_odd_halves(xv);
+    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
     int32_t a0 = __smlabb(xe, w[0], acc[0]), a1 = __smlabb(xo, w[1], acc[1]);
     int32_t a2 = __smlatt(xe, w[0], acc[2]), a3 = __smlatt(xo, w[1], acc[3]);
     DW_TOGETHER(a0, a1, a2, a3);

@@ -124,6 +124,15 @@ static inline int32_t odd_bytes(int32_t word)
     return (int32_t)((bits >> 8) | (bits << 24)); /* rotate: folds into SXTB16's ROR #8 */
 }
 
+/* Bytes 1 and 3 sign-extended into two int16 lanes: SXTB16 with its ROR #8 operand, which
+ * GCC 12 does not fold from a rotate written in C (it emits a separate ROR). */
+MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
+{
+    int32_t halves;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
+    return halves;
+}
+
 /* The padded-window walk that every windowed kernel shares: for the window whose first tap
  * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
  * the window), or `outside` for a tap off the image. Returns how many taps are inside. */
@@ -175,21 +184,12 @@ static inline void dw_double_bias(int32_t *target, const int32_t *bias, int32_t 
 #define DW_TOGETHER(a0, a1, a2, a3) __asm__("" : "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3))
 #define DW_NEXT_TAP(acc, p) __asm__("" : "+r"(p) : "r"(acc[0]), "r"(acc[1]), "r"(acc[2]), "r"(acc[3]))
 
-/* Bytes 1 and 3 sign-extended into two int16 lanes: SXTB16 with its ROR #8 operand, which
- * GCC 12 does not fold from a rotate written in C (it emits a separate ROR). */
-MCUGEN_ALWAYS_INLINE int32_t dw_odd_halves(int32_t word)
-{
-    int32_t halves;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
-    return halves;
-}
-
 /* acc[j] += x[j] * w[j] for four channels j. */
 MCUGEN_ALWAYS_INLINE void dw_mac4_dsp(int32_t acc[4], const int8_t *x, const int8_t *w)
 {
     const int32_t xv = load_s8x4(x), wv = load_s8x4(w);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = dw_odd_halves(xv);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = dw_odd_halves(wv);
+    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
+    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
     int32_t a0 = __smlabb(xe, we, acc[0]), a1 = __smlabb(xo, wo, acc[1]);
     int32_t a2 = __smlatt(xe, we, acc[2]), a3 = __smlatt(xo, wo, acc[3]);
     DW_TOGETHER(a0, a1, a2, a3);
@@ -203,7 +203,7 @@ MCUGEN_ALWAYS_INLINE void dw_mac4_dsp(int32_t acc[4], const int8_t *x, const int
 MCUGEN_ALWAYS_INLINE void dw_mac4_one_dsp(int32_t acc[4], int32_t x, const int8_t *w)
 {
     const int32_t wv = load_s8x4(w);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = dw_odd_halves(wv);
+    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
     int32_t a0 = __smlabb(we, x, acc[0]), a1 = __smlabb(wo, x, acc[1]);
     int32_t a2 = __smlatb(we, x, acc[2]), a3 = __smlatb(wo, x, acc[3]);
     DW_TOGETHER(a0, a1, a2, a3);
@@ -224,7 +224,7 @@ static inline void dw_extend_weights(int32_t *packed, const int8_t *filter, int3
         const int8_t *w = filter + c;
         for (int32_t t = 0; t < taps; ++t, w += channels) {
             const int32_t word = load_s8x4(w);
-            const int32_t even = (int32_t)__sxtb16(word), odd = dw_odd_halves(word);
+            const int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
             *packed++ = (int32_t)__sadd16(even, even); /* |2 w| <= 256: no lane overflows */
             *packed++ = (int32_t)__sadd16(odd, odd);
         }
@@ -235,7 +235,7 @@ static inline void dw_extend_weights(int32_t *packed, const int8_t *filter, int3
 MCUGEN_ALWAYS_INLINE void dw_mac4_packed(int32_t acc[4], const int8_t *x, const int32_t w[2])
 {
     const int32_t xv = load_s8x4(x);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = dw_odd_halves(xv);
+    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
     int32_t a0 = __smlabb(xe, w[0], acc[0]), a1 = __smlabb(xo, w[1], acc[1]);
     int32_t a2 = __smlatt(xe, w[0], acc[2]), a3 = __smlatt(xo, w[1], acc[3]);
     DW_TOGETHER(a0, a1, a2, a3);
@@ -326,7 +326,7 @@ MCUGEN_ALWAYS_INLINE void pw_extend_word(int8_t *column, const int8_t *x, int32_
 {
     int32_t word = 0;
     memcpy(&word, x, (size_t)count);
-    int32_t even = (int32_t)__sxtb16(word), odd = (int32_t)__sxtb16(odd_bytes(word));
+    int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
     if (doubled) { /* |2 x| <= 256: no lane overflows */
         even = (int32_t)__sadd16(even, even);
         odd = (int32_t)__sadd16(odd, odd);
@@ -355,23 +355,38 @@ MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
     return word;
 }
 
-/* acc[2i+j] += pixel i (columns interleaved: two words of pixel 0, two of pixel 1, per
- * group) . filter row j, over `groups` words of four inputs. */
+/* The column's words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
+typedef int32_t pw_lanes __attribute__((may_alias));
+
+/* acc[2i+j] += pixel i . filter row j over one group of four inputs: the columns hold two
+ * words of pixel 0 then two of pixel 1. */
+MCUGEN_ALWAYS_INLINE void pw_mac_2x2(int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11,
+                                     const pw_lanes *x, const int8_t *w0, const int8_t *w1)
+{
+    const int32_t x0e = x[0], x0o = x[1], x1e = x[2], x1o = x[3];
+    const int32_t v0 = pw_word(w0);
+    const int32_t v0e = (int32_t)__sxtb16(v0), v0o = sxtb16_odd(v0);
+    *a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, *a00));
+    *a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, *a10));
+    const int32_t v1 = pw_word(w1);
+    const int32_t v1e = (int32_t)__sxtb16(v1), v1o = sxtb16_odd(v1);
+    *a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, *a01));
+    *a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, *a11));
+}
+
+/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs, two groups a pass. */
 MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
                                      const int8_t *w1, int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-    for (int32_t g = 0; g < groups; ++g, columns += 16, w0 += 4, w1 += 4) {
-        const int32_t x0e = pw_word(columns), x0o = pw_word(columns + 4);
-        const int32_t x1e = pw_word(columns + 8), x1o = pw_word(columns + 12);
-        const int32_t v0 = pw_word(w0);
-        const int32_t v0e = (int32_t)__sxtb16(v0), v0o = (int32_t)__sxtb16(odd_bytes(v0));
-        a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, a00));
-        a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, a10));
-        const int32_t v1 = pw_word(w1);
-        const int32_t v1e = (int32_t)__sxtb16(v1), v1o = (int32_t)__sxtb16(odd_bytes(v1));
-        a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, a01));
-        a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, a11));
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    int32_t g = 0;
+    for (; g + 2 <= groups; g += 2, x += 8, w0 += 8, w1 += 8) {
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+    }
+    if (g < groups) {
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
     }
     acc[0] = a00;
     acc[1] = a01;
@@ -385,21 +400,22 @@ MCUGEN_ALWAYS_INLINE void pw_dot_1xn(int32_t acc[4], const int8_t *column, const
                                      int32_t row_bytes, int32_t rows, int32_t groups)
 {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int32_t g = 0; g < groups; ++g, column += 8, w += 4) {
-        const int32_t xe = pw_word(column), xo = pw_word(column + 4);
+    const pw_lanes *x = (const pw_lanes *)(const void *)column;
+    for (int32_t g = 0; g < groups; ++g, x += 2, w += 4) {
+        const int32_t xe = x[0], xo = x[1];
         const int32_t v0 = pw_word(w);
-        a0 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v0)), __smlad(xe, (int32_t)__sxtb16(v0), a0));
+        a0 = __smlad(xo, sxtb16_odd(v0), __smlad(xe, (int32_t)__sxtb16(v0), a0));
         if (rows > 1) {
             const int32_t v1 = pw_word(w + row_bytes);
-            a1 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v1)), __smlad(xe, (int32_t)__sxtb16(v1), a1));
+            a1 = __smlad(xo, sxtb16_odd(v1), __smlad(xe, (int32_t)__sxtb16(v1), a1));
         }
         if (rows > 2) {
             const int32_t v2 = pw_word(w + 2 * row_bytes);
-            a2 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v2)), __smlad(xe, (int32_t)__sxtb16(v2), a2));
+            a2 = __smlad(xo, sxtb16_odd(v2), __smlad(xe, (int32_t)__sxtb16(v2), a2));
         }
         if (rows > 3) {
             const int32_t v3 = pw_word(w + 3 * row_bytes);
-            a3 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v3)), __smlad(xe, (int32_t)__sxtb16(v3), a3));
+            a3 = __smlad(xo, sxtb16_odd(v3), __smlad(xe, (int32_t)__sxtb16(v3), a3));
         }
     }
     acc[0] = a0;
@@ -698,7 +714,7 @@ MCUGEN_LAYER void layer1_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 /* Layer 2: CONV_2D 1x48x48x8 -> 1x48x48x16, pw_conv_s8_dsp: 2304 rows of 8 -> 16.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer2_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer2_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[8];
@@ -711,25 +727,29 @@ MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         pw_extend(scratch, pixel, 8, 16, 1);
         pw_extend(scratch + 8, pixel + 8, 8, 16, 1);
         const int8_t *w = person_detect_layer2_filter;
-        for (int32_t oc = 0; oc < 16; oc += 2, w += 16) {
-            int32_t acc[4] = {person_detect_layer2_bias[oc], person_detect_layer2_bias[oc + 1], person_detect_layer2_bias[oc], person_detect_layer2_bias[oc + 1]};
+        const int32_t *k = person_detect_layer2_channels;
+        int32_t oc = 0;
+        for (; oc < 16; oc += 2, w += 16, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 8, 2);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer2_multiplier[oc], person_detect_layer2_rounding[oc], person_detect_layer2_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer2_multiplier[oc + 1], person_detect_layer2_rounding[oc + 1], person_detect_layer2_exponent[oc + 1]);
-            output[16 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer2_multiplier[oc], person_detect_layer2_rounding[oc], person_detect_layer2_exponent[oc]);
-            output[16 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer2_multiplier[oc + 1], person_detect_layer2_rounding[oc + 1], person_detect_layer2_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[16 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[16 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 8, output += 16) {
         pw_extend(scratch, pixel, 8, 8, 1);
         const int8_t *w = person_detect_layer2_filter;
-        for (int32_t oc = 0; oc < 16; oc += 4, w += 32) {
-            int32_t acc[4] = {person_detect_layer2_bias[oc], person_detect_layer2_bias[oc + 1], person_detect_layer2_bias[oc + 2], person_detect_layer2_bias[oc + 3]};
+        const int32_t *k = person_detect_layer2_channels;
+        int32_t oc = 0;
+        for (; oc < 16; oc += 4, w += 32, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 8, 4, 2);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer2_multiplier[oc + 0], person_detect_layer2_rounding[oc + 0], person_detect_layer2_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer2_multiplier[oc + 1], person_detect_layer2_rounding[oc + 1], person_detect_layer2_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer2_multiplier[oc + 2], person_detect_layer2_rounding[oc + 2], person_detect_layer2_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer2_multiplier[oc + 3], person_detect_layer2_rounding[oc + 3], person_detect_layer2_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -837,7 +857,7 @@ MCUGEN_LAYER void layer3_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 /* Layer 4: CONV_2D 1x24x24x16 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 16 -> 32.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer4_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer4_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[16];
@@ -850,25 +870,29 @@ MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         pw_extend(scratch, pixel, 16, 16, 1);
         pw_extend(scratch + 8, pixel + 16, 16, 16, 1);
         const int8_t *w = person_detect_layer4_filter;
-        for (int32_t oc = 0; oc < 32; oc += 2, w += 32) {
-            int32_t acc[4] = {person_detect_layer4_bias[oc], person_detect_layer4_bias[oc + 1], person_detect_layer4_bias[oc], person_detect_layer4_bias[oc + 1]};
+        const int32_t *k = person_detect_layer4_channels;
+        int32_t oc = 0;
+        for (; oc < 32; oc += 2, w += 32, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 16, 4);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer4_multiplier[oc], person_detect_layer4_rounding[oc], person_detect_layer4_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer4_multiplier[oc + 1], person_detect_layer4_rounding[oc + 1], person_detect_layer4_exponent[oc + 1]);
-            output[32 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer4_multiplier[oc], person_detect_layer4_rounding[oc], person_detect_layer4_exponent[oc]);
-            output[32 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer4_multiplier[oc + 1], person_detect_layer4_rounding[oc + 1], person_detect_layer4_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[32 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[32 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 16, output += 32) {
         pw_extend(scratch, pixel, 16, 8, 1);
         const int8_t *w = person_detect_layer4_filter;
-        for (int32_t oc = 0; oc < 32; oc += 4, w += 64) {
-            int32_t acc[4] = {person_detect_layer4_bias[oc], person_detect_layer4_bias[oc + 1], person_detect_layer4_bias[oc + 2], person_detect_layer4_bias[oc + 3]};
+        const int32_t *k = person_detect_layer4_channels;
+        int32_t oc = 0;
+        for (; oc < 32; oc += 4, w += 64, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 16, 4, 4);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer4_multiplier[oc + 0], person_detect_layer4_rounding[oc + 0], person_detect_layer4_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer4_multiplier[oc + 1], person_detect_layer4_rounding[oc + 1], person_detect_layer4_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer4_multiplier[oc + 2], person_detect_layer4_rounding[oc + 2], person_detect_layer4_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer4_multiplier[oc + 3], person_detect_layer4_rounding[oc + 3], person_detect_layer4_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -976,7 +1000,7 @@ MCUGEN_LAYER void layer5_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 /* Layer 6: CONV_2D 1x24x24x32 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 32 -> 32.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer6_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer6_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[32];
@@ -989,25 +1013,29 @@ MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         pw_extend(scratch, pixel, 32, 16, 1);
         pw_extend(scratch + 8, pixel + 32, 32, 16, 1);
         const int8_t *w = person_detect_layer6_filter;
-        for (int32_t oc = 0; oc < 32; oc += 2, w += 64) {
-            int32_t acc[4] = {person_detect_layer6_bias[oc], person_detect_layer6_bias[oc + 1], person_detect_layer6_bias[oc], person_detect_layer6_bias[oc + 1]};
+        const int32_t *k = person_detect_layer6_channels;
+        int32_t oc = 0;
+        for (; oc < 32; oc += 2, w += 64, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 32, 8);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer6_multiplier[oc], person_detect_layer6_rounding[oc], person_detect_layer6_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer6_multiplier[oc + 1], person_detect_layer6_rounding[oc + 1], person_detect_layer6_exponent[oc + 1]);
-            output[32 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer6_multiplier[oc], person_detect_layer6_rounding[oc], person_detect_layer6_exponent[oc]);
-            output[32 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer6_multiplier[oc + 1], person_detect_layer6_rounding[oc + 1], person_detect_layer6_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[32 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[32 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 32, output += 32) {
         pw_extend(scratch, pixel, 32, 8, 1);
         const int8_t *w = person_detect_layer6_filter;
-        for (int32_t oc = 0; oc < 32; oc += 4, w += 128) {
-            int32_t acc[4] = {person_detect_layer6_bias[oc], person_detect_layer6_bias[oc + 1], person_detect_layer6_bias[oc + 2], person_detect_layer6_bias[oc + 3]};
+        const int32_t *k = person_detect_layer6_channels;
+        int32_t oc = 0;
+        for (; oc < 32; oc += 4, w += 128, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 32, 4, 8);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer6_multiplier[oc + 0], person_detect_layer6_rounding[oc + 0], person_detect_layer6_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer6_multiplier[oc + 1], person_detect_layer6_rounding[oc + 1], person_detect_layer6_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer6_multiplier[oc + 2], person_detect_layer6_rounding[oc + 2], person_detect_layer6_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer6_multiplier[oc + 3], person_detect_layer6_rounding[oc + 3], person_detect_layer6_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -1115,7 +1143,7 @@ MCUGEN_LAYER void layer7_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 /* Layer 8: CONV_2D 1x12x12x32 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 32 -> 64.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer8_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer8_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[32];
@@ -1128,25 +1156,29 @@ MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         pw_extend(scratch, pixel, 32, 16, 1);
         pw_extend(scratch + 8, pixel + 32, 32, 16, 1);
         const int8_t *w = person_detect_layer8_filter;
-        for (int32_t oc = 0; oc < 64; oc += 2, w += 64) {
-            int32_t acc[4] = {person_detect_layer8_bias[oc], person_detect_layer8_bias[oc + 1], person_detect_layer8_bias[oc], person_detect_layer8_bias[oc + 1]};
+        const int32_t *k = person_detect_layer8_channels;
+        int32_t oc = 0;
+        for (; oc < 64; oc += 2, w += 64, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 32, 8);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer8_multiplier[oc], person_detect_layer8_rounding[oc], person_detect_layer8_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer8_multiplier[oc + 1], person_detect_layer8_rounding[oc + 1], person_detect_layer8_exponent[oc + 1]);
-            output[64 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer8_multiplier[oc], person_detect_layer8_rounding[oc], person_detect_layer8_exponent[oc]);
-            output[64 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer8_multiplier[oc + 1], person_detect_layer8_rounding[oc + 1], person_detect_layer8_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[64 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[64 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 32, output += 64) {
         pw_extend(scratch, pixel, 32, 8, 1);
         const int8_t *w = person_detect_layer8_filter;
-        for (int32_t oc = 0; oc < 64; oc += 4, w += 128) {
-            int32_t acc[4] = {person_detect_layer8_bias[oc], person_detect_layer8_bias[oc + 1], person_detect_layer8_bias[oc + 2], person_detect_layer8_bias[oc + 3]};
+        const int32_t *k = person_detect_layer8_channels;
+        int32_t oc = 0;
+        for (; oc < 64; oc += 4, w += 128, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 32, 4, 8);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer8_multiplier[oc + 0], person_detect_layer8_rounding[oc + 0], person_detect_layer8_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer8_multiplier[oc + 1], person_detect_layer8_rounding[oc + 1], person_detect_layer8_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer8_multiplier[oc + 2], person_detect_layer8_rounding[oc + 2], person_detect_layer8_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer8_multiplier[oc + 3], person_detect_layer8_rounding[oc + 3], person_detect_layer8_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -1254,7 +1286,7 @@ MCUGEN_LAYER void layer9_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 /* Layer 10: CONV_2D 1x12x12x64 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 64 -> 64.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer10_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer10_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[64];
@@ -1267,25 +1299,29 @@ MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 64, 16, 1);
         pw_extend(scratch + 8, pixel + 64, 64, 16, 1);
         const int8_t *w = person_detect_layer10_filter;
-        for (int32_t oc = 0; oc < 64; oc += 2, w += 128) {
-            int32_t acc[4] = {person_detect_layer10_bias[oc], person_detect_layer10_bias[oc + 1], person_detect_layer10_bias[oc], person_detect_layer10_bias[oc + 1]};
+        const int32_t *k = person_detect_layer10_channels;
+        int32_t oc = 0;
+        for (; oc < 64; oc += 2, w += 128, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 64, 16);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer10_multiplier[oc], person_detect_layer10_rounding[oc], person_detect_layer10_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer10_multiplier[oc + 1], person_detect_layer10_rounding[oc + 1], person_detect_layer10_exponent[oc + 1]);
-            output[64 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer10_multiplier[oc], person_detect_layer10_rounding[oc], person_detect_layer10_exponent[oc]);
-            output[64 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer10_multiplier[oc + 1], person_detect_layer10_rounding[oc + 1], person_detect_layer10_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[64 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[64 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 64, output += 64) {
         pw_extend(scratch, pixel, 64, 8, 1);
         const int8_t *w = person_detect_layer10_filter;
-        for (int32_t oc = 0; oc < 64; oc += 4, w += 256) {
-            int32_t acc[4] = {person_detect_layer10_bias[oc], person_detect_layer10_bias[oc + 1], person_detect_layer10_bias[oc + 2], person_detect_layer10_bias[oc + 3]};
+        const int32_t *k = person_detect_layer10_channels;
+        int32_t oc = 0;
+        for (; oc < 64; oc += 4, w += 256, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 64, 4, 16);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer10_multiplier[oc + 0], person_detect_layer10_rounding[oc + 0], person_detect_layer10_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer10_multiplier[oc + 1], person_detect_layer10_rounding[oc + 1], person_detect_layer10_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer10_multiplier[oc + 2], person_detect_layer10_rounding[oc + 2], person_detect_layer10_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer10_multiplier[oc + 3], person_detect_layer10_rounding[oc + 3], person_detect_layer10_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -1393,7 +1429,7 @@ MCUGEN_LAYER void layer11_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 /* Layer 12: CONV_2D 1x6x6x64 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 64 -> 128.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer12_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer12_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[64];
@@ -1406,25 +1442,29 @@ MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 64, 16, 1);
         pw_extend(scratch + 8, pixel + 64, 64, 16, 1);
         const int8_t *w = person_detect_layer12_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2, w += 128) {
-            int32_t acc[4] = {person_detect_layer12_bias[oc], person_detect_layer12_bias[oc + 1], person_detect_layer12_bias[oc], person_detect_layer12_bias[oc + 1]};
+        const int32_t *k = person_detect_layer12_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 2, w += 128, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 64, 16);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer12_multiplier[oc], person_detect_layer12_rounding[oc], person_detect_layer12_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer12_multiplier[oc + 1], person_detect_layer12_rounding[oc + 1], person_detect_layer12_exponent[oc + 1]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer12_multiplier[oc], person_detect_layer12_rounding[oc], person_detect_layer12_exponent[oc]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer12_multiplier[oc + 1], person_detect_layer12_rounding[oc + 1], person_detect_layer12_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 64, output += 128) {
         pw_extend(scratch, pixel, 64, 8, 1);
         const int8_t *w = person_detect_layer12_filter;
-        for (int32_t oc = 0; oc < 128; oc += 4, w += 256) {
-            int32_t acc[4] = {person_detect_layer12_bias[oc], person_detect_layer12_bias[oc + 1], person_detect_layer12_bias[oc + 2], person_detect_layer12_bias[oc + 3]};
+        const int32_t *k = person_detect_layer12_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 4, w += 256, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 64, 4, 16);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer12_multiplier[oc + 0], person_detect_layer12_rounding[oc + 0], person_detect_layer12_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer12_multiplier[oc + 1], person_detect_layer12_rounding[oc + 1], person_detect_layer12_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer12_multiplier[oc + 2], person_detect_layer12_rounding[oc + 2], person_detect_layer12_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer12_multiplier[oc + 3], person_detect_layer12_rounding[oc + 3], person_detect_layer12_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -1512,7 +1552,7 @@ MCUGEN_LAYER void layer13_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 /* Layer 14: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer14_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer14_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
@@ -1525,25 +1565,29 @@ MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 128, 16, 1);
         pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
         const int8_t *w = person_detect_layer14_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
-            int32_t acc[4] = {person_detect_layer14_bias[oc], person_detect_layer14_bias[oc + 1], person_detect_layer14_bias[oc], person_detect_layer14_bias[oc + 1]};
+        const int32_t *k = person_detect_layer14_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 2, w += 256, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer14_multiplier[oc], person_detect_layer14_rounding[oc], person_detect_layer14_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer14_multiplier[oc + 1], person_detect_layer14_rounding[oc + 1], person_detect_layer14_exponent[oc + 1]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer14_multiplier[oc], person_detect_layer14_rounding[oc], person_detect_layer14_exponent[oc]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer14_multiplier[oc + 1], person_detect_layer14_rounding[oc + 1], person_detect_layer14_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer14_filter;
-        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
-            int32_t acc[4] = {person_detect_layer14_bias[oc], person_detect_layer14_bias[oc + 1], person_detect_layer14_bias[oc + 2], person_detect_layer14_bias[oc + 3]};
+        const int32_t *k = person_detect_layer14_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 4, w += 512, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer14_multiplier[oc + 0], person_detect_layer14_rounding[oc + 0], person_detect_layer14_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer14_multiplier[oc + 1], person_detect_layer14_rounding[oc + 1], person_detect_layer14_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer14_multiplier[oc + 2], person_detect_layer14_rounding[oc + 2], person_detect_layer14_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer14_multiplier[oc + 3], person_detect_layer14_rounding[oc + 3], person_detect_layer14_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -1631,7 +1675,7 @@ MCUGEN_LAYER void layer15_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 /* Layer 16: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer16_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer16_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer16_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
@@ -1644,25 +1688,29 @@ MCUGEN_LAYER void layer16_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 128, 16, 1);
         pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
         const int8_t *w = person_detect_layer16_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
-            int32_t acc[4] = {person_detect_layer16_bias[oc], person_detect_layer16_bias[oc + 1], person_detect_layer16_bias[oc], person_detect_layer16_bias[oc + 1]};
+        const int32_t *k = person_detect_layer16_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 2, w += 256, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer16_multiplier[oc], person_detect_layer16_rounding[oc], person_detect_layer16_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer16_multiplier[oc + 1], person_detect_layer16_rounding[oc + 1], person_detect_layer16_exponent[oc + 1]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer16_multiplier[oc], person_detect_layer16_rounding[oc], person_detect_layer16_exponent[oc]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer16_multiplier[oc + 1], person_detect_layer16_rounding[oc + 1], person_detect_layer16_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer16_filter;
-        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
-            int32_t acc[4] = {person_detect_layer16_bias[oc], person_detect_layer16_bias[oc + 1], person_detect_layer16_bias[oc + 2], person_detect_layer16_bias[oc + 3]};
+        const int32_t *k = person_detect_layer16_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 4, w += 512, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer16_multiplier[oc + 0], person_detect_layer16_rounding[oc + 0], person_detect_layer16_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer16_multiplier[oc + 1], person_detect_layer16_rounding[oc + 1], person_detect_layer16_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer16_multiplier[oc + 2], person_detect_layer16_rounding[oc + 2], person_detect_layer16_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer16_multiplier[oc + 3], person_detect_layer16_rounding[oc + 3], person_detect_layer16_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -1750,7 +1798,7 @@ MCUGEN_LAYER void layer17_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 /* Layer 18: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer18_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer18_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer18_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
@@ -1763,25 +1811,29 @@ MCUGEN_LAYER void layer18_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 128, 16, 1);
         pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
         const int8_t *w = person_detect_layer18_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
-            int32_t acc[4] = {person_detect_layer18_bias[oc], person_detect_layer18_bias[oc + 1], person_detect_layer18_bias[oc], person_detect_layer18_bias[oc + 1]};
+        const int32_t *k = person_detect_layer18_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 2, w += 256, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer18_multiplier[oc], person_detect_layer18_rounding[oc], person_detect_layer18_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer18_multiplier[oc + 1], person_detect_layer18_rounding[oc + 1], person_detect_layer18_exponent[oc + 1]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer18_multiplier[oc], person_detect_layer18_rounding[oc], person_detect_layer18_exponent[oc]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer18_multiplier[oc + 1], person_detect_layer18_rounding[oc + 1], person_detect_layer18_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer18_filter;
-        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
-            int32_t acc[4] = {person_detect_layer18_bias[oc], person_detect_layer18_bias[oc + 1], person_detect_layer18_bias[oc + 2], person_detect_layer18_bias[oc + 3]};
+        const int32_t *k = person_detect_layer18_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 4, w += 512, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer18_multiplier[oc + 0], person_detect_layer18_rounding[oc + 0], person_detect_layer18_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer18_multiplier[oc + 1], person_detect_layer18_rounding[oc + 1], person_detect_layer18_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer18_multiplier[oc + 2], person_detect_layer18_rounding[oc + 2], person_detect_layer18_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer18_multiplier[oc + 3], person_detect_layer18_rounding[oc + 3], person_detect_layer18_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -1869,7 +1921,7 @@ MCUGEN_LAYER void layer19_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 /* Layer 20: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer20_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer20_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer20_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
@@ -1882,25 +1934,29 @@ MCUGEN_LAYER void layer20_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 128, 16, 1);
         pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
         const int8_t *w = person_detect_layer20_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
-            int32_t acc[4] = {person_detect_layer20_bias[oc], person_detect_layer20_bias[oc + 1], person_detect_layer20_bias[oc], person_detect_layer20_bias[oc + 1]};
+        const int32_t *k = person_detect_layer20_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 2, w += 256, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer20_multiplier[oc], person_detect_layer20_rounding[oc], person_detect_layer20_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer20_multiplier[oc + 1], person_detect_layer20_rounding[oc + 1], person_detect_layer20_exponent[oc + 1]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer20_multiplier[oc], person_detect_layer20_rounding[oc], person_detect_layer20_exponent[oc]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer20_multiplier[oc + 1], person_detect_layer20_rounding[oc + 1], person_detect_layer20_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer20_filter;
-        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
-            int32_t acc[4] = {person_detect_layer20_bias[oc], person_detect_layer20_bias[oc + 1], person_detect_layer20_bias[oc + 2], person_detect_layer20_bias[oc + 3]};
+        const int32_t *k = person_detect_layer20_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 4, w += 512, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer20_multiplier[oc + 0], person_detect_layer20_rounding[oc + 0], person_detect_layer20_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer20_multiplier[oc + 1], person_detect_layer20_rounding[oc + 1], person_detect_layer20_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer20_multiplier[oc + 2], person_detect_layer20_rounding[oc + 2], person_detect_layer20_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer20_multiplier[oc + 3], person_detect_layer20_rounding[oc + 3], person_detect_layer20_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -1988,7 +2044,7 @@ MCUGEN_LAYER void layer21_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 /* Layer 22: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer22_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer22_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer22_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
@@ -2001,25 +2057,29 @@ MCUGEN_LAYER void layer22_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 128, 16, 1);
         pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
         const int8_t *w = person_detect_layer22_filter;
-        for (int32_t oc = 0; oc < 128; oc += 2, w += 256) {
-            int32_t acc[4] = {person_detect_layer22_bias[oc], person_detect_layer22_bias[oc + 1], person_detect_layer22_bias[oc], person_detect_layer22_bias[oc + 1]};
+        const int32_t *k = person_detect_layer22_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 2, w += 256, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer22_multiplier[oc], person_detect_layer22_rounding[oc], person_detect_layer22_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer22_multiplier[oc + 1], person_detect_layer22_rounding[oc + 1], person_detect_layer22_exponent[oc + 1]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer22_multiplier[oc], person_detect_layer22_rounding[oc], person_detect_layer22_exponent[oc]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer22_multiplier[oc + 1], person_detect_layer22_rounding[oc + 1], person_detect_layer22_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer22_filter;
-        for (int32_t oc = 0; oc < 128; oc += 4, w += 512) {
-            int32_t acc[4] = {person_detect_layer22_bias[oc], person_detect_layer22_bias[oc + 1], person_detect_layer22_bias[oc + 2], person_detect_layer22_bias[oc + 3]};
+        const int32_t *k = person_detect_layer22_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 4, w += 512, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer22_multiplier[oc + 0], person_detect_layer22_rounding[oc + 0], person_detect_layer22_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer22_multiplier[oc + 1], person_detect_layer22_rounding[oc + 1], person_detect_layer22_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer22_multiplier[oc + 2], person_detect_layer22_rounding[oc + 2], person_detect_layer22_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer22_multiplier[oc + 3], person_detect_layer22_rounding[oc + 3], person_detect_layer22_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -2107,7 +2167,7 @@ MCUGEN_LAYER void layer23_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 /* Layer 24: CONV_2D 1x3x3x128 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 128 -> 256.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer24_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer24_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
@@ -2120,25 +2180,29 @@ MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 128, 16, 1);
         pw_extend(scratch + 8, pixel + 128, 128, 16, 1);
         const int8_t *w = person_detect_layer24_filter;
-        for (int32_t oc = 0; oc < 256; oc += 2, w += 256) {
-            int32_t acc[4] = {person_detect_layer24_bias[oc], person_detect_layer24_bias[oc + 1], person_detect_layer24_bias[oc], person_detect_layer24_bias[oc + 1]};
+        const int32_t *k = person_detect_layer24_channels;
+        int32_t oc = 0;
+        for (; oc < 256; oc += 2, w += 256, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer24_multiplier[oc], person_detect_layer24_rounding[oc], person_detect_layer24_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer24_multiplier[oc + 1], person_detect_layer24_rounding[oc + 1], person_detect_layer24_exponent[oc + 1]);
-            output[256 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer24_multiplier[oc], person_detect_layer24_rounding[oc], person_detect_layer24_exponent[oc]);
-            output[256 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer24_multiplier[oc + 1], person_detect_layer24_rounding[oc + 1], person_detect_layer24_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[256 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[256 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 128, output += 256) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer24_filter;
-        for (int32_t oc = 0; oc < 256; oc += 4, w += 512) {
-            int32_t acc[4] = {person_detect_layer24_bias[oc], person_detect_layer24_bias[oc + 1], person_detect_layer24_bias[oc + 2], person_detect_layer24_bias[oc + 3]};
+        const int32_t *k = person_detect_layer24_channels;
+        int32_t oc = 0;
+        for (; oc < 256; oc += 4, w += 512, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer24_multiplier[oc + 0], person_detect_layer24_rounding[oc + 0], person_detect_layer24_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer24_multiplier[oc + 1], person_detect_layer24_rounding[oc + 1], person_detect_layer24_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer24_multiplier[oc + 2], person_detect_layer24_rounding[oc + 2], person_detect_layer24_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer24_multiplier[oc + 3], person_detect_layer24_rounding[oc + 3], person_detect_layer24_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -2193,7 +2257,7 @@ MCUGEN_LAYER void layer25_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
 /* Layer 26: CONV_2D 1x3x3x256 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 256 -> 256.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer26_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer26_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[256];
@@ -2206,25 +2270,29 @@ MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 256, 16, 1);
         pw_extend(scratch + 8, pixel + 256, 256, 16, 1);
         const int8_t *w = person_detect_layer26_filter;
-        for (int32_t oc = 0; oc < 256; oc += 2, w += 512) {
-            int32_t acc[4] = {person_detect_layer26_bias[oc], person_detect_layer26_bias[oc + 1], person_detect_layer26_bias[oc], person_detect_layer26_bias[oc + 1]};
+        const int32_t *k = person_detect_layer26_channels;
+        int32_t oc = 0;
+        for (; oc < 256; oc += 2, w += 512, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 256, 64);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer26_multiplier[oc], person_detect_layer26_rounding[oc], person_detect_layer26_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer26_multiplier[oc + 1], person_detect_layer26_rounding[oc + 1], person_detect_layer26_exponent[oc + 1]);
-            output[256 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer26_multiplier[oc], person_detect_layer26_rounding[oc], person_detect_layer26_exponent[oc]);
-            output[256 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer26_multiplier[oc + 1], person_detect_layer26_rounding[oc + 1], person_detect_layer26_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[256 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[256 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 256, output += 256) {
         pw_extend(scratch, pixel, 256, 8, 1);
         const int8_t *w = person_detect_layer26_filter;
-        for (int32_t oc = 0; oc < 256; oc += 4, w += 1024) {
-            int32_t acc[4] = {person_detect_layer26_bias[oc], person_detect_layer26_bias[oc + 1], person_detect_layer26_bias[oc + 2], person_detect_layer26_bias[oc + 3]};
+        const int32_t *k = person_detect_layer26_channels;
+        int32_t oc = 0;
+        for (; oc < 256; oc += 4, w += 1024, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 256, 4, 64);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer26_multiplier[oc + 0], person_detect_layer26_rounding[oc + 0], person_detect_layer26_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer26_multiplier[oc + 1], person_detect_layer26_rounding[oc + 1], person_detect_layer26_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer26_multiplier[oc + 2], person_detect_layer26_rounding[oc + 2], person_detect_layer26_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer26_multiplier[oc + 3], person_detect_layer26_rounding[oc + 3], person_detect_layer26_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
     }
 }
@@ -2255,7 +2323,7 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
 /* Layer 28: CONV_2D 1x1x1x256 -> 1x1x1x2, pw_conv_s8_dsp: 1 rows of 256 -> 2.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (person_detect_layer28_bias, doubled); the short requantization. */
+ * the bias (person_detect_layer28_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[256];
@@ -2268,33 +2336,37 @@ MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         pw_extend(scratch, pixel, 256, 16, 1);
         pw_extend(scratch + 8, pixel + 256, 256, 16, 1);
         const int8_t *w = person_detect_layer28_filter;
-        for (int32_t oc = 0; oc < 2; oc += 2, w += 512) {
-            int32_t acc[4] = {person_detect_layer28_bias[oc], person_detect_layer28_bias[oc + 1], person_detect_layer28_bias[oc], person_detect_layer28_bias[oc + 1]};
+        const int32_t *k = person_detect_layer28_channels;
+        int32_t oc = 0;
+        for (; oc < 2; oc += 2, w += 512, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 256, 64);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer28_multiplier[oc], person_detect_layer28_rounding[oc], person_detect_layer28_exponent[oc]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer28_multiplier[oc + 1], person_detect_layer28_rounding[oc + 1], person_detect_layer28_exponent[oc + 1]);
-            output[2 + oc] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer28_multiplier[oc], person_detect_layer28_rounding[oc], person_detect_layer28_exponent[oc]);
-            output[2 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer28_multiplier[oc + 1], person_detect_layer28_rounding[oc + 1], person_detect_layer28_exponent[oc + 1]);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[2 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
+            output[2 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
     }
     for (; p < end; ++p, pixel += 256, output += 2) {
         pw_extend(scratch, pixel, 256, 8, 1);
         const int8_t *w = person_detect_layer28_filter;
-        for (int32_t oc = 0; oc < 0; oc += 4, w += 1024) {
-            int32_t acc[4] = {person_detect_layer28_bias[oc], person_detect_layer28_bias[oc + 1], person_detect_layer28_bias[oc + 2], person_detect_layer28_bias[oc + 3]};
+        const int32_t *k = person_detect_layer28_channels;
+        int32_t oc = 0;
+        for (; oc < 0; oc += 4, w += 1024, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 256, 4, 64);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer28_multiplier[oc + 0], person_detect_layer28_rounding[oc + 0], person_detect_layer28_exponent[oc + 0]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer28_multiplier[oc + 1], person_detect_layer28_rounding[oc + 1], person_detect_layer28_exponent[oc + 1]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], person_detect_layer28_multiplier[oc + 2], person_detect_layer28_rounding[oc + 2], person_detect_layer28_exponent[oc + 2]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], person_detect_layer28_multiplier[oc + 3], person_detect_layer28_rounding[oc + 3], person_detect_layer28_exponent[oc + 3]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
         }
         {
             int32_t acc[4] = {0, 0, 0, 0};
-            acc[0] = person_detect_layer28_bias[0];
-            acc[1] = person_detect_layer28_bias[1];
+            acc[0] = k[0];
+            acc[1] = k[4];
             pw_dot_1xn(acc, scratch, w, 256, 2, 64);
-            output[0] = (int8_t)pw_requantize_doubled(acc[0], person_detect_layer28_multiplier[0], person_detect_layer28_rounding[0], person_detect_layer28_exponent[0]);
-            output[1] = (int8_t)pw_requantize_doubled(acc[1], person_detect_layer28_multiplier[1], person_detect_layer28_rounding[1], person_detect_layer28_exponent[1]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
         }
     }
 }

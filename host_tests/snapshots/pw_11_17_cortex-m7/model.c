@@ -123,6 +123,15 @@ static inline int32_t odd_bytes(int32_t word)
     return (int32_t)((bits >> 8) | (bits << 24)); /* rotate: folds into SXTB16's ROR #8 */
 }
 
+/* Bytes 1 and 3 sign-extended into two int16 lanes: SXTB16 with its ROR #8 operand, which
+ * GCC 12 does not fold from a rotate written in C (it emits a separate ROR). */
+MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
+{
+    int32_t halves;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
+    return halves;
+}
+
 /* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
  *
  * The input pixels of a block are sign-extended into int16 lanes once, into the layer's arena
@@ -138,7 +147,7 @@ MCUGEN_ALWAYS_INLINE void pw_extend_word(int8_t *column, const int8_t *x, int32_
 {
     int32_t word = 0;
     memcpy(&word, x, (size_t)count);
-    int32_t even = (int32_t)__sxtb16(word), odd = (int32_t)__sxtb16(odd_bytes(word));
+    int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
     if (doubled) { /* |2 x| <= 256: no lane overflows */
         even = (int32_t)__sadd16(even, even);
         odd = (int32_t)__sadd16(odd, odd);
@@ -167,23 +176,38 @@ MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
     return word;
 }
 
-/* acc[2i+j] += pixel i (columns interleaved: two words of pixel 0, two of pixel 1, per
- * group) . filter row j, over `groups` words of four inputs. */
+/* The column's words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
+typedef int32_t pw_lanes __attribute__((may_alias));
+
+/* acc[2i+j] += pixel i . filter row j over one group of four inputs: the columns hold two
+ * words of pixel 0 then two of pixel 1. */
+MCUGEN_ALWAYS_INLINE void pw_mac_2x2(int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11,
+                                     const pw_lanes *x, const int8_t *w0, const int8_t *w1)
+{
+    const int32_t x0e = x[0], x0o = x[1], x1e = x[2], x1o = x[3];
+    const int32_t v0 = pw_word(w0);
+    const int32_t v0e = (int32_t)__sxtb16(v0), v0o = sxtb16_odd(v0);
+    *a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, *a00));
+    *a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, *a10));
+    const int32_t v1 = pw_word(w1);
+    const int32_t v1e = (int32_t)__sxtb16(v1), v1o = sxtb16_odd(v1);
+    *a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, *a01));
+    *a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, *a11));
+}
+
+/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs, two groups a pass. */
 MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
                                      const int8_t *w1, int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-    for (int32_t g = 0; g < groups; ++g, columns += 16, w0 += 4, w1 += 4) {
-        const int32_t x0e = pw_word(columns), x0o = pw_word(columns + 4);
-        const int32_t x1e = pw_word(columns + 8), x1o = pw_word(columns + 12);
-        const int32_t v0 = pw_word(w0);
-        const int32_t v0e = (int32_t)__sxtb16(v0), v0o = (int32_t)__sxtb16(odd_bytes(v0));
-        a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, a00));
-        a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, a10));
-        const int32_t v1 = pw_word(w1);
-        const int32_t v1e = (int32_t)__sxtb16(v1), v1o = (int32_t)__sxtb16(odd_bytes(v1));
-        a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, a01));
-        a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, a11));
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    int32_t g = 0;
+    for (; g + 2 <= groups; g += 2, x += 8, w0 += 8, w1 += 8) {
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+    }
+    if (g < groups) {
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
     }
     acc[0] = a00;
     acc[1] = a01;
@@ -197,21 +221,22 @@ MCUGEN_ALWAYS_INLINE void pw_dot_1xn(int32_t acc[4], const int8_t *column, const
                                      int32_t row_bytes, int32_t rows, int32_t groups)
 {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int32_t g = 0; g < groups; ++g, column += 8, w += 4) {
-        const int32_t xe = pw_word(column), xo = pw_word(column + 4);
+    const pw_lanes *x = (const pw_lanes *)(const void *)column;
+    for (int32_t g = 0; g < groups; ++g, x += 2, w += 4) {
+        const int32_t xe = x[0], xo = x[1];
         const int32_t v0 = pw_word(w);
-        a0 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v0)), __smlad(xe, (int32_t)__sxtb16(v0), a0));
+        a0 = __smlad(xo, sxtb16_odd(v0), __smlad(xe, (int32_t)__sxtb16(v0), a0));
         if (rows > 1) {
             const int32_t v1 = pw_word(w + row_bytes);
-            a1 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v1)), __smlad(xe, (int32_t)__sxtb16(v1), a1));
+            a1 = __smlad(xo, sxtb16_odd(v1), __smlad(xe, (int32_t)__sxtb16(v1), a1));
         }
         if (rows > 2) {
             const int32_t v2 = pw_word(w + 2 * row_bytes);
-            a2 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v2)), __smlad(xe, (int32_t)__sxtb16(v2), a2));
+            a2 = __smlad(xo, sxtb16_odd(v2), __smlad(xe, (int32_t)__sxtb16(v2), a2));
         }
         if (rows > 3) {
             const int32_t v3 = pw_word(w + 3 * row_bytes);
-            a3 = __smlad(xo, (int32_t)__sxtb16(odd_bytes(v3)), __smlad(xe, (int32_t)__sxtb16(v3), a3));
+            a3 = __smlad(xo, sxtb16_odd(v3), __smlad(xe, (int32_t)__sxtb16(v3), a3));
         }
     }
     acc[0] = a0;
@@ -233,7 +258,7 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multipl
 /* Layer 0: CONV_2D 1x5x7x11 -> 1x5x7x17, pw_conv_s8_dsp: 35 rows of 11 -> 17.
  * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
- * the bias (model_layer0_bias, doubled); the short requantization. */
+ * the bias (model_layer0_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer0_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[12];
@@ -246,37 +271,41 @@ MCUGEN_LAYER void layer0_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         pw_extend(scratch, pixel, 11, 16, 1);
         pw_extend(scratch + 8, pixel + 11, 11, 16, 1);
         const int8_t *w = model_layer0_filter;
-        for (int32_t oc = 0; oc < 16; oc += 2, w += 22) {
-            int32_t acc[4] = {model_layer0_bias[oc], model_layer0_bias[oc + 1], model_layer0_bias[oc], model_layer0_bias[oc + 1]};
+        const int32_t *k = model_layer0_channels;
+        int32_t oc = 0;
+        for (; oc < 16; oc += 2, w += 22, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 11, 3);
-            output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[0], model_layer0_multiplier[oc], model_layer0_rounding[oc], model_layer0_exponent[oc]), 5), 30);
-            output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[1], model_layer0_multiplier[oc + 1], model_layer0_rounding[oc + 1], model_layer0_exponent[oc + 1]), 5), 30);
-            output[17 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[2], model_layer0_multiplier[oc], model_layer0_rounding[oc], model_layer0_exponent[oc]), 5), 30);
-            output[17 + oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[3], model_layer0_multiplier[oc + 1], model_layer0_rounding[oc + 1], model_layer0_exponent[oc + 1]), 5), 30);
+            output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[0], k[1], k[2], k[3]), 5), 30);
+            output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[1], k[5], k[6], k[7]), 5), 30);
+            output[17 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[2], k[1], k[2], k[3]), 5), 30);
+            output[17 + oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[3], k[5], k[6], k[7]), 5), 30);
         }
         {
-            int32_t acc[4] = {model_layer0_bias[16], 0, model_layer0_bias[16], 0};
+            int32_t acc[4] = {k[0], 0, k[0], 0};
             pw_dot_2x2(acc, scratch, w, w, 3);
-            output[16] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[0], model_layer0_multiplier[16], model_layer0_rounding[16], model_layer0_exponent[16]), 5), 30);
-            output[33] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[2], model_layer0_multiplier[16], model_layer0_rounding[16], model_layer0_exponent[16]), 5), 30);
+            output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[0], k[1], k[2], k[3]), 5), 30);
+            output[17 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[2], k[1], k[2], k[3]), 5), 30);
         }
     }
     for (; p < end; ++p, pixel += 11, output += 17) {
         pw_extend(scratch, pixel, 11, 8, 1);
         const int8_t *w = model_layer0_filter;
-        for (int32_t oc = 0; oc < 16; oc += 4, w += 44) {
-            int32_t acc[4] = {model_layer0_bias[oc], model_layer0_bias[oc + 1], model_layer0_bias[oc + 2], model_layer0_bias[oc + 3]};
+        const int32_t *k = model_layer0_channels;
+        int32_t oc = 0;
+        for (; oc < 16; oc += 4, w += 44, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 11, 4, 3);
-            output[oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[0], model_layer0_multiplier[oc + 0], model_layer0_rounding[oc + 0], model_layer0_exponent[oc + 0]), 5), 30);
-            output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[1], model_layer0_multiplier[oc + 1], model_layer0_rounding[oc + 1], model_layer0_exponent[oc + 1]), 5), 30);
-            output[oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[2], model_layer0_multiplier[oc + 2], model_layer0_rounding[oc + 2], model_layer0_exponent[oc + 2]), 5), 30);
-            output[oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[3], model_layer0_multiplier[oc + 3], model_layer0_rounding[oc + 3], model_layer0_exponent[oc + 3]), 5), 30);
+            output[oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[0], k[1], k[2], k[3]), 5), 30);
+            output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[1], k[5], k[6], k[7]), 5), 30);
+            output[oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[2], k[9], k[10], k[11]), 5), 30);
+            output[oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[3], k[13], k[14], k[15]), 5), 30);
         }
         {
             int32_t acc[4] = {0, 0, 0, 0};
-            acc[0] = model_layer0_bias[16];
+            acc[0] = k[0];
             pw_dot_1xn(acc, scratch, w, 11, 1, 3);
-            output[16] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[0], model_layer0_multiplier[16], model_layer0_rounding[16], model_layer0_exponent[16]), 5), 30);
+            output[oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[0], k[1], k[2], k[3]), 5), 30);
         }
     }
 }
