@@ -48,7 +48,8 @@ def test_a_firmware_with_a_wrong_answer_fails_the_check(mobilenet_file, tmp_path
     summary = run(BuildOptions(model=mobilenet_file, target="cortex-m7"), None, tmp_path)
     weights = tmp_path / "model" / "model_weights.c"
     text = weights.read_text()
-    start = text.index("_layer0_bias[")
+    # The first int32 table of layer 0 (its bias, alone or with the requantization constants).
+    start = text.index("int32_t model_layer0_")
     head, tail = text[:start], text[start:]
     first_number_end = tail.index(",", tail.index("{"))
     first_number_start = tail.index("{") + 1

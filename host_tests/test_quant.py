@@ -235,3 +235,21 @@ def test_the_short_requantization_equals_tflites_wherever_it_is_chosen():
         expected = quant.multiply_by_quantized_multiplier(acc, multiplier, -exponent) + offset
         np.testing.assert_array_equal(short_requantize(acc, multiplier, exponent, offset),
                                       expected)
+
+
+
+def test_the_short_requantization_needs_no_sign_correction_under_a_relu_clamp():
+    from mcugen.kernels.requantize import short_requantize
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        multiplier = int(rng.integers(1 << 30, 1 << 31))
+        exponent = int(rng.integers(1, 22))
+        offset = int(rng.integers(-128, 100))
+        act_min = int(rng.integers(offset, 101))
+        acc = rng.integers(-(1 << 29), 1 << 29, 3000)
+        expected = np.clip(quant.multiply_by_quantized_multiplier(acc, multiplier, -exponent)
+                           + offset, act_min, 127)
+        got = np.clip(short_requantize(acc, multiplier, exponent, offset,
+                                       sign_correction=False), act_min, 127)
+        np.testing.assert_array_equal(got, expected)

@@ -3,11 +3,12 @@ window, input offset added, is gathered into an int16 column in arena scratch (a
 becomes 0), and each output channel is the dot product of the column with its filter row.
 Two pixels go together, in raster order, sharing each filter load.
 
-Variants (one template; the dot product and the filter layout differ):
-- DSP: filter rows zero-padded to a multiple of 4 and each 4 bytes stored as w0, w2, w1, w3,
-  so that SXTB16 (bytes 0 and 2, or 1 and 3 after a rotate) yields the pairs (w0, w1) and
-  (w2, w3) that match the column's int16 pairs for SMLAD;
-- portable: the same columns, filter rows in the model's order (padded likewise).
+Variants:
+- DSP: each pixel's window gathered as int8 (the zero point for taps outside the image, so
+  the input offset folds into the bias), then the pointwise DSP kernel's matrix product:
+  the window sign-extended into int16 lanes, two pixels by two channels of SMLAD, the short
+  requantization where the bounds allow it (kernels/pointwise.py);
+- portable: int16 columns with the input offset added, filter rows padded to a multiple of 4.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..ir import Conv2D, Graph, Op
 from ..targets import Target
 from .lowering import (FeatureMap, Requantization, Window, bias_array, ceil_to, conv_window,
                        feature_map, input_offset, model_bias, requantization)
-from .pointwise import is_pointwise
+from .pointwise import DSP_BLOCK_PIXELS, MatrixDsp, dsp_scratch_bytes, is_pointwise, matrix_dsp
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 ROW_MULTIPLE = 4  # the dot products take four int8 weights at a time
@@ -43,17 +44,13 @@ class ConvParams:
     contiguous_rows: bool  # undilated columns: a window row inside the image is one copy
 
 
-def filter_rows(weights: np.ndarray, sxtb16_order: bool) -> np.ndarray:
-    """The filter [Cout, KH, KW, Cin] as rows padded to ROW_MULTIPLE, optionally with each 4
-    bytes as w0, w2, w1, w3."""
+def filter_rows(weights: np.ndarray) -> np.ndarray:
+    """The filter [Cout, KH, KW, Cin] as rows padded to ROW_MULTIPLE."""
     rows = weights.reshape(weights.shape[0], -1)
-    rows = np.pad(rows, ((0, 0), (0, -rows.shape[1] % ROW_MULTIPLE)))
-    if sxtb16_order:
-        rows = rows.reshape(rows.shape[0], -1, 4)[:, :, [0, 2, 1, 3]]
-    return rows.reshape(-1)
+    return np.pad(rows, ((0, 0), (0, -rows.shape[1] % ROW_MULTIPLE))).reshape(-1)
 
 
-def _lowering(sxtb16_order: bool, dot: str):
+def _lowering(dot: str):
     def lower(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> ConvParams:
         weights = graph.tensor(op.filter).data
         out_c, kh, kw, in_c = weights.shape
@@ -64,11 +61,38 @@ def _lowering(sxtb16_order: bool, dot: str):
             input_offset=input_offset(op, graph), depth=kh * kw * in_c,
             row=ceil_to(kh * kw * in_c, ROW_MULTIPLE),
             filter=ConstArray(names.table("filter"), "int8_t",
-                              filter_rows(weights, sxtb16_order)),
+                              filter_rows(weights)),
             bias=bias_array(names, model_bias(op, graph, out_c)),
             out=requantization(op, graph, names, out_c), block_pixels=BLOCK_PIXELS,
             dot=dot, contiguous_rows=window.dil_w == 1)
     return lower
+
+
+@dataclass(frozen=True)
+class ConvDspParams:
+    input: FeatureMap
+    output: FeatureMap
+    window: Window
+    zero_point: int  # the value of every tap outside the image
+    matrix: MatrixDsp  # columns of KH * KW * Cin, filter rows in the model's order
+    contiguous_rows: bool  # undilated: a window row inside the image is one copy
+    block_pixels: int
+
+
+def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> ConvDspParams:
+    weights = graph.tensor(op.filter).data
+    out_c, kh, kw, in_c = weights.shape
+    window = conv_window(op, (kh, kw))
+    return ConvDspParams(
+        input=feature_map(graph.tensor(op.input)), output=feature_map(graph.tensor(op.output)),
+        window=window, zero_point=graph.tensor(op.input).zero_point,
+        matrix=matrix_dsp(weights.reshape(out_c, -1), op, graph, names),
+        contiguous_rows=window.dil_w == 1, block_pixels=DSP_BLOCK_PIXELS)
+
+
+def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:
+    _, kh, kw, in_c = graph.tensor(op.filter).shape
+    return dsp_scratch_bytes(kh * kw * in_c)
 
 
 def column_scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
@@ -82,13 +106,12 @@ def _general(op: Op, graph: Graph, target: Target) -> bool:
 
 
 CONV_S8_DSP = Variant(
-    "conv_s8_dsp", (Conv2D,), Isa.DSP, "conv_s8", Order.RASTER,
-    _lowering(sxtb16_order=True, dot="conv_dot_2x2_dsp"), applies=_general,
-    scratch_bytes=column_scratch_bytes,
-    helpers=("window_helpers", "conv_s8_helpers", "conv_s8_dsp_helpers"), row_ranges=True)
+    "conv_s8_dsp", (Conv2D,), Isa.DSP, "conv_s8_dsp", Order.RASTER, _lower_dsp,
+    applies=_general, scratch_bytes=_dsp_scratch,
+    helpers=("window_helpers", "pw_conv_s8_dsp_helpers"), row_ranges=True)
 CONV_S8 = Variant(
     "conv_s8", (Conv2D,), Isa.PORTABLE, "conv_s8", Order.RASTER,
-    _lowering(sxtb16_order=False, dot="conv_dot_2x2"), applies=_general,
+    _lowering(dot="conv_dot_2x2"), applies=_general,
     scratch_bytes=column_scratch_bytes, helpers=("window_helpers", "conv_s8_helpers"),
     row_ranges=True)
 

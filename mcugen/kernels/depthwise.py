@@ -8,10 +8,11 @@ The bias has input_offset * (sum of a channel's taps) folded in at generation ti
 tap contributes x * w alone. Channels go four at a time (four input channels with multiplier
 1, or one input channel feeding four outputs with a multiplier of 4k), the rest one by one.
 
-Variants (one layer template; their helper functions differ):
+Variants (the window walk is shared, templates/kernels/dw_conv_s8.j2):
 - DSP: a tap of four channels is one word, split by SXTB16 into int16 lanes, multiplied by
-  SMLABB/SMLATT; layers with few weights sign-extend and double them once per call onto the
-  stack, and then requantize the doubled accumulators with one SMMULR;
+  SMLABB/SMLATT; the blocked channels' weights are sign-extended and doubled once per call
+  (on the stack, or in arena scratch when large), so that a tap's weights are one LDRD and
+  the accumulators come out doubled for the short requantization (kernels/requantize.py);
 - portable: the same loops in C.
 """
 
@@ -21,14 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import DepthwiseConv2D, Graph
+from ..ir import DepthwiseConv2D, Graph, Requant
 from ..targets import Target
 from .lowering import (FeatureMap, Requantization, Window, bias_array, conv_window,
                        feature_map, folded_bias, input_offset, model_bias, requantization)
+from .requantize import ShortRequantization, dsp_short_function, short_requantization
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
-# The DSP variant pre-extends a layer's weights to int16 on the stack once per call when they
-# take at most this much (2 KiB: a cost in RAM that every Cortex-M part can pay).
+# The DSP variant's pre-extended weights go on the stack up to this size (2 KiB: a cost in RAM
+# that every Cortex-M part can pay), in arena scratch above it.
 EXTENDED_WEIGHTS_MAX_BYTES = 2048
 
 
@@ -48,32 +50,9 @@ class DepthwisePlan:
 
 
 @dataclass(frozen=True)
-class DepthwiseCalls:
-    """The C helpers of the variant's instruction set (templates/kernels/dw_conv_s8*_helpers)."""
-
-    mac4: str  # acc[j] += x[j] * w[j], four channels
-    mac4_one: str  # acc[j] += x * w[j], one input channel feeding four outputs
-    store4: str  # clamp four values to the activation's range and store them
-    requantize: str  # the short requantization (DepthwisePlan.short_requantize)
-    mac4_packed: str | None = None  # the same with pre-extended, doubled weights
-    mac4_one_packed: str | None = None
-    requantize_doubled: str | None = None  # of doubled accumulators
-    next_tap: str | None = None  # orders the loads of consecutive taps (a scheduling hint)
-    extend_weights: str | None = None
-    double_bias: str | None = None
-
-
-PORTABLE_CALLS = DepthwiseCalls(mac4="dw_mac4", mac4_one="dw_mac4_one", store4="dw_store4",
-                                requantize="dw_requantize")
-DSP_CALLS = DepthwiseCalls(
-    mac4="dw_mac4_dsp", mac4_one="dw_mac4_one_dsp", store4="dw_store4_dsp",
-    requantize="dw_requantize_dsp", mac4_packed="dw_mac4_packed",
-    mac4_one_packed="dw_mac4_one_packed", requantize_doubled="dw_requantize_doubled",
-    next_tap="DW_NEXT_TAP", extend_weights="dw_extend_weights", double_bias="dw_double_bias")
-
-
-@dataclass(frozen=True)
 class DepthwiseParams:
+    """The portable variant's parameters."""
+
     input: FeatureMap
     output: FeatureMap
     window: Window
@@ -83,13 +62,50 @@ class DepthwiseParams:
     bias: ConstArray  # input offset folded in
     out: Requantization
     plan: DepthwisePlan
-    calls: DepthwiseCalls
     block_pixels: int = 1
 
 
+@dataclass(frozen=True)
+class DepthwiseDspParams:
+    """The DSP variant's parameters. With the short requantization, the blocked channels'
+    weights are sign-extended and doubled once per call (on the stack, or in arena scratch
+    when large), their accumulators come out doubled, and each channel's bias (doubled for the
+    blocked channels), multiplier, K and e are four words of one table."""
+
+    input: FeatureMap
+    output: FeatureMap
+    window: Window
+    depth_multiplier: int
+    input_offset: int
+    filter: ConstArray  # [KH * KW][Cout], the model's layout
+    channels: ConstArray  # [Cout][4] with the short sequence, else the bias
+    short: ShortRequantization | None
+    out: Requantization | None  # TFLite's sequence, without the short one
+    requantize: str | None  # the C function of the short sequence
+    plan: DepthwisePlan
+    packed_on_stack: bool
+    block_pixels: int = 1
+
+    @property
+    def packed_words(self) -> int:
+        return self.window.taps * self.plan.blocked // 2
+
+
+def accumulator_bound(window: Window, bias: np.ndarray) -> int:
+    """|acc| <= this: the model's bias plus taps of |x - zp| <= 256 times |w| <= 128 (the same
+    bounds the partial sums from the folded bias, of |x| <= 128 products, stay under)."""
+    return int(np.abs(bias).max(initial=0)) + window.taps * 256 * 128
+
+
+def portable_short(window: Window, bias: np.ndarray, requant: Requant) -> bool:
+    """The portable short requantization (dw_requantize): |acc| < 2^30, right shifts,
+    multipliers that are not negative."""
+    return (accumulator_bound(window, bias) < 2**30 and max(requant.shift) <= -1
+            and min(requant.multiplier) >= 0)
+
+
 def depthwise_plan(x: FeatureMap, y: FeatureMap, window: Window, depth_multiplier: int,
-                   bias: np.ndarray, out: Requantization, can_pack: bool) -> DepthwisePlan:
-    """bias: the model's, before the input offset is folded in."""
+                   short: bool, packed: bool) -> DepthwisePlan:
     g = window
     if depth_multiplier == 1:
         blocked = y.c - y.c % 4
@@ -106,48 +122,83 @@ def depthwise_plan(x: FeatureMap, y: FeatureMap, window: Window, depth_multiplie
     inside = (row_hi - row_lo) * (col_hi - col_lo)
     has_inside = row_lo < row_hi and col_lo < col_hi and inside * 4 >= y.pixels
     has_border = not (row_lo == 0 and row_hi == y.h and col_lo == 0 and col_hi == y.w)
-    # The short requantization needs every accumulator below 2^30 (bias plus taps of
-    # |x + offset| <= 256 times |w| <= 128, or the folded bias plus |x * w| taps), right
-    # shifts only, and multipliers that are not negative.
-    bias_max = int(np.abs(bias.astype(np.int64)).max()) if bias.size else 0
-    short = (bias_max + g.taps * 256 * 128 < 2**30
-             and int(out.shift.values.max()) <= -1 and int(out.multiplier.values.min()) >= 0)
-    packed = (can_pack and short and blocked > 0
-              and g.taps * blocked * 2 <= EXTENDED_WEIGHTS_MAX_BYTES)
     return DepthwisePlan(blocked=blocked, row_lo=row_lo, row_hi=row_hi, col_lo=col_lo,
                          col_hi=col_hi, has_inside=has_inside, has_border=has_border,
-                         short_requantize=short, packed=packed)
+                         short_requantize=short, packed=packed and short and blocked > 0)
 
 
-def _lowering(calls: DepthwiseCalls):
-    def lower(op: DepthwiseConv2D, graph: Graph, target: Target,
-              names: LayerNames) -> DepthwiseParams:
-        weights = graph.tensor(op.filter).data  # [1, KH, KW, Cout]
-        _, kh, kw, out_c = weights.shape
-        x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-        window = conv_window(op, (kh, kw))
-        bias = model_bias(op, graph, out_c)
-        out = requantization(op, graph, names, out_c)
-        plan = depthwise_plan(x, y, window, op.depth_multiplier, bias, out,
-                              can_pack=calls.mac4_packed is not None)
-        # Padding taps read the zero point, which then adds nothing: the offset folds in.
-        folded = folded_bias(bias, weights[0].reshape(-1, out_c).T,
-                             graph.tensor(op.input).zero_point)
-        return DepthwiseParams(
-            input=x, output=y, window=window, depth_multiplier=op.depth_multiplier,
-            input_offset=input_offset(op, graph),
-            filter=ConstArray(names.table("filter"), "int8_t", weights.reshape(-1)),
-            bias=bias_array(names, folded), out=out, plan=plan, calls=calls)
-    return lower
+def _geometry(op: DepthwiseConv2D, graph: Graph):
+    weights = graph.tensor(op.filter).data  # [1, KH, KW, Cout]
+    _, kh, kw, out_c = weights.shape
+    return (weights, feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output)),
+            conv_window(op, (kh, kw)), model_bias(op, graph, out_c))
+
+
+def _folded(op: DepthwiseConv2D, graph: Graph, weights: np.ndarray, bias: np.ndarray):
+    """Padding taps read the zero point, which then adds nothing: the offset folds in."""
+    out_c = weights.shape[3]
+    return folded_bias(bias, weights[0].reshape(-1, out_c).T, graph.tensor(op.input).zero_point)
+
+
+def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
+           names: LayerNames) -> DepthwiseParams:
+    weights, x, y, window, bias = _geometry(op, graph)
+    plan = depthwise_plan(x, y, window, op.depth_multiplier,
+                          short=portable_short(window, bias, op.requant), packed=False)
+    return DepthwiseParams(
+        input=x, output=y, window=window, depth_multiplier=op.depth_multiplier,
+        input_offset=input_offset(op, graph),
+        filter=ConstArray(names.table("filter"), "int8_t", weights.reshape(-1)),
+        bias=bias_array(names, _folded(op, graph, weights, bias)),
+        out=requantization(op, graph, names, y.c), plan=plan)
+
+
+def _dsp_layout(op: DepthwiseConv2D, graph: Graph, names: LayerNames):
+    weights, x, y, window, bias = _geometry(op, graph)
+    out = requantization(op, graph, names, y.c)
+    short = short_requantization(out, accumulator_bound(window, bias))
+    plan = depthwise_plan(x, y, window, op.depth_multiplier, short=short is not None,
+                          packed=True)
+    return weights, x, y, window, bias, out, short, plan
+
+
+def _lower_dsp(op: DepthwiseConv2D, graph: Graph, target: Target,
+               names: LayerNames) -> DepthwiseDspParams:
+    weights, x, y, window, bias, out, short, plan = _dsp_layout(op, graph, names)
+    folded = _folded(op, graph, weights, bias).astype(np.int64)
+    if short is None:
+        channels = bias_array(names, folded)
+    else:
+        doubled = np.where(np.arange(y.c) < plan.blocked, 2 * folded, folded)
+        words = np.stack([doubled, short.multiplier, short.rounding, short.exponent], axis=1)
+        channels = ConstArray(names.table("channels"), "int32_t", words.reshape(-1)).as_int32()
+    return DepthwiseDspParams(
+        input=x, output=y, window=window, depth_multiplier=op.depth_multiplier,
+        input_offset=input_offset(op, graph),
+        filter=ConstArray(names.table("filter"), "int8_t", weights.reshape(-1)),
+        channels=channels, short=short, out=out if short is None else None,
+        requantize=dsp_short_function(short), plan=plan,
+        packed_on_stack=_packed_bytes(window, plan) <= EXTENDED_WEIGHTS_MAX_BYTES)
+
+
+def _packed_bytes(window: Window, plan: DepthwisePlan) -> int:
+    return window.taps * plan.blocked * 2 if plan.packed else 0
+
+
+def _dsp_scratch(op: DepthwiseConv2D, graph: Graph, target: Target) -> int:
+    """The pre-extended weights when too large for the stack."""
+    _, _, _, window, _, _, _, plan = _dsp_layout(op, graph, LayerNames("", 0, ""))
+    size = _packed_bytes(window, plan)
+    return size if size > EXTENDED_WEIGHTS_MAX_BYTES else 0
 
 
 DW_CONV_S8_DSP = Variant(
-    "dw_conv_s8_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8", Order.RASTER,
-    _lowering(DSP_CALLS), helpers=("window_helpers", "dw_conv_s8_dsp_helpers"),
+    "dw_conv_s8_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_dsp", Order.RASTER,
+    _lower_dsp, scratch_bytes=_dsp_scratch,
+    helpers=("window_helpers", "pw_conv_s8_dsp_helpers", "dw_conv_s8_dsp_helpers"),
     row_ranges=True)
 DW_CONV_S8 = Variant(
-    "dw_conv_s8", (DepthwiseConv2D,), Isa.PORTABLE, "dw_conv_s8", Order.RASTER,
-    _lowering(PORTABLE_CALLS), helpers=("window_helpers", "dw_conv_s8_helpers"),
-    row_ranges=True)
+    "dw_conv_s8", (DepthwiseConv2D,), Isa.PORTABLE, "dw_conv_s8", Order.RASTER, _lower,
+    helpers=("window_helpers", "dw_conv_s8_helpers"), row_ranges=True)
 
 VARIANTS = (DW_CONV_S8_DSP, DW_CONV_S8)

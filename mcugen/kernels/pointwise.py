@@ -19,7 +19,7 @@ from ..ir import Conv2D, Graph, Op
 from ..targets import Target
 from .lowering import (FeatureMap, Requantization, bias_array, feature_map, folded_bias,
                        model_bias, requantization)
-from .requantize import ShortRequantization, short_requantization
+from .requantize import ShortRequantization, dsp_short_function, short_requantization
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 
@@ -34,18 +34,41 @@ class PointwiseParams:
 
 
 @dataclass(frozen=True)
-class PointwiseDspParams:
-    input: FeatureMap  # pixels (or rows of a fully connected layer) x Cin
-    output: FeatureMap
-    filter: ConstArray  # [Cout][Cin], the model's layout, and a word of zeros after it
+class MatrixDsp:
+    """The matrix product of the DSP kernels (pointwise, fully connected, convolution):
+    columns of `depth` inputs, sign-extended into int16 lanes, times filter rows."""
+
+    depth: int  # inputs per column: Cin, or KH * KW * Cin
+    outputs: int  # filter rows: output channels
+    filter: ConstArray  # [outputs][depth], the model's layout, and a word of zeros after it
     # With the short requantization, per output channel the doubled bias, multiplier, K and
     # e as four words (one load multiple); otherwise the bias alone (TFLite's sequence, out).
     channels: ConstArray
-    groups: int  # words of four inputs per pixel: ceil(Cin / 4)
-    column_bytes: int  # the two pixels' extended inputs: on the stack, or in arena scratch
-    column_on_stack: bool
+    groups: int  # words of four inputs per column: ceil(depth / 4)
     short: ShortRequantization | None  # the short sequence, or None and:
     out: Requantization | None  # TFLite's general sequence
+    requantize: str | None  # the C function of the short sequence
+
+    @property
+    def doubled(self) -> bool:
+        """Inputs are extended doubled, and the bias stored doubled (the short sequence)."""
+        return self.short is not None
+
+    @property
+    def column_bytes(self) -> int:
+        """Two columns: two words per group of four inputs each."""
+        return DSP_BLOCK_PIXELS * 8 * self.groups
+
+    @property
+    def column_on_stack(self) -> bool:
+        return self.column_bytes <= STACK_COLUMN_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class PointwiseDspParams:
+    input: FeatureMap  # pixels (or rows of a fully connected layer) x Cin
+    output: FeatureMap
+    matrix: MatrixDsp
     block_pixels: int  # pixels computed together (their writes may precede the block's reads)
 
 
@@ -75,13 +98,14 @@ def matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph:
         block_pixels=block_pixels)
 
 
-def matrix_dsp_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
-                      names: LayerNames) -> PointwiseDspParams:
-    """The DSP variant's parameters for rows [P, depth] times weights [outputs, depth]."""
-    depth = rows.c
-    model = model_bias(op, graph, outputs.c)
-    folded = folded_bias(model, weights, graph.tensor(op.input).zero_point).astype(np.int64)
-    out = requantization(op, graph, names, outputs.c)
+def matrix_dsp(weight_rows: np.ndarray, op: Op, graph: Graph, names: LayerNames) -> MatrixDsp:
+    """The DSP matrix of a layer with weight rows [outputs, depth] and its bias and
+    requantization, the input offset folded into the bias (every input a column reads is a
+    real input or the zero point)."""
+    outputs, depth = weight_rows.shape
+    model = model_bias(op, graph, outputs)
+    folded = folded_bias(model, weight_rows, graph.tensor(op.input).zero_point).astype(np.int64)
+    out = requantization(op, graph, names, outputs)
     # The true accumulator sum((x - zp) w) + b, and the partial sums from the folded bias.
     products = depth * 128 * 128
     bound = max(int(np.abs(model).max(initial=0)) + 2 * products,
@@ -92,23 +116,24 @@ def matrix_dsp_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, gr
     else:
         words = np.stack([2 * folded, short.multiplier, short.rounding, short.exponent], axis=1)
         channels = ConstArray(names.table("channels"), "int32_t", words.reshape(-1))
-    column = dsp_column_bytes(depth)
-    return PointwiseDspParams(
-        input=rows, output=outputs,
-        filter=ConstArray(names.table("filter"), "int8_t", weights.reshape(-1)).padded(4),
-        channels=channels.as_int32(), groups=-(-depth // 4), column_bytes=column,
-        column_on_stack=column <= STACK_COLUMN_MAX_BYTES, short=short,
-        out=out if short is None else None,
-        block_pixels=DSP_BLOCK_PIXELS)
+    return MatrixDsp(
+        depth=depth, outputs=outputs,
+        filter=ConstArray(names.table("filter"), "int8_t", weight_rows.reshape(-1)).padded(4),
+        channels=channels.as_int32(), groups=-(-depth // 4), short=short,
+        out=out if short is None else None, requantize=dsp_short_function(short))
 
 
-def dsp_column_bytes(depth: int) -> int:
-    """Two pixels' inputs as int16 lanes: two words per group of four."""
-    return DSP_BLOCK_PIXELS * 8 * -(-depth // 4)
+def matrix_dsp_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
+                      names: LayerNames) -> PointwiseDspParams:
+    """The DSP variant's parameters for rows [P, depth] times weights [outputs, depth]."""
+    return PointwiseDspParams(input=rows, output=outputs,
+                              matrix=matrix_dsp(weights.reshape(outputs.c, -1), op, graph, names),
+                              block_pixels=DSP_BLOCK_PIXELS)
 
 
 def dsp_scratch_bytes(depth: int) -> int:
-    column = dsp_column_bytes(depth)
+    """Arena scratch for two columns too large for the stack."""
+    column = DSP_BLOCK_PIXELS * 8 * -(-depth // 4)
     return 0 if column <= STACK_COLUMN_MAX_BYTES else column
 
 

@@ -17,6 +17,10 @@ floor((h' + 2^(e-1)) / 2^e) with h' = h + (h >> 31). Adding the offset inside,
 floor((h' + 2^(e-1) + offset * 2^e) / 2^e) = (h' + K) >> e. Nothing overflows when
 |h| + |K| < 2^31, which the bounds check. ``short_requantize`` is this in NumPy, tested
 against ``quant.multiply_by_quantized_multiplier``.
+
+Where the activation clamps at or above the output's zero point (ReLU, ReLU6), the correction
+h >> 31 changes nothing that survives the clamp: for h < 0 both roundings give a value <= 0,
+which the clamp raises to the same act_min. Such layers drop it (``skip_sign_correction``).
 """
 
 from __future__ import annotations
@@ -39,8 +43,14 @@ class ShortRequantization:
     multiplier: np.ndarray
     rounding: np.ndarray  # K = (2 offset + 1) * 2^(e - 1)
     exponent: np.ndarray  # e = -shift >= 1
+    output_offset: int
     act_min: int
     act_max: int
+
+    @property
+    def skip_sign_correction(self) -> bool:
+        """The clamp at act_min >= the output's zero point makes h >> 31 irrelevant."""
+        return self.act_min >= self.output_offset
 
     @property
     def clamp_low(self) -> bool:
@@ -64,14 +74,26 @@ def short_requantization(out: Requantization, acc_bound: int) -> ShortRequantiza
     if int((h_bound + np.abs(rounding)).max()) >= 1 << 31:
         return None
     return ShortRequantization(multiplier=multiplier, rounding=rounding, exponent=exponent,
+                               output_offset=out.clamp.output_offset,
                                act_min=out.clamp.act_min, act_max=out.clamp.act_max)
 
 
 def short_requantize(acc: np.ndarray, multiplier: np.ndarray, exponent: np.ndarray,
-                     output_offset: int) -> np.ndarray:
+                     output_offset: int, sign_correction: bool = True) -> np.ndarray:
     """The short sequence in NumPy (int64 arithmetic, values as the C computes them)."""
     acc2 = 2 * np.asarray(acc, np.int64)
     h = (acc2 * np.asarray(multiplier, np.int64) + (1 << 31)) >> 32
     exponent = np.asarray(exponent, np.int64)
     rounding = (2 * output_offset + 1) * (np.int64(1) << (exponent - 1))
-    return (h + (h >> 63) + rounding) >> exponent
+    return (h + ((h >> 63) if sign_correction else 0) + rounding) >> exponent
+
+
+# The DSP helpers of the short sequence (templates/kernels/pw_conv_s8_dsp_helpers.c.j2).
+DSP_SHORT = "pw_requantize_doubled"
+DSP_SHORT_CLAMPED = "pw_requantize_doubled_clamped"
+
+
+def dsp_short_function(short: ShortRequantization | None) -> str | None:
+    if short is None:
+        return None
+    return DSP_SHORT_CLAMPED if short.skip_sign_correction else DSP_SHORT

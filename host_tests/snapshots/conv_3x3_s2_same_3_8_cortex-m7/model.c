@@ -20,8 +20,7 @@
 #define MODEL_ARENA_ALIGN
 #endif
 
-/* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena[112] MODEL_ARENA_ALIGN;
+/* No intermediate activation: the model needs no arena. */
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). */
@@ -154,138 +153,224 @@ static inline int32_t window_taps(const int8_t **taps, const int8_t *input,
     return inside;
 }
 
-/* The convolution's im2col columns hold int16 values in window order. */
-static inline void store_column_value(int8_t *column, int32_t index, int32_t value)
+/* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
+ *
+ * The input pixels of a block are sign-extended into int16 lanes once, into the layer's arena
+ * scratch, in the order SXTB16 splits a word: for each four inputs x0..x3 the words (x0, x2)
+ * and (x1, x3), doubled where the layer requantizes doubled accumulators, zeros after the
+ * last input up to a word. A filter row is read as it is stored, four int8 weights a word,
+ * split the same way: SMLAD of the two pairs of halves adds x0 w0 + x2 w2 + x1 w1 + x3 w3.
+ * Each weight word serves two pixels, each input word every output channel of the block. */
+
+/* Four inputs (fewer at the end of a row, zeros after them) as two words of int16 lanes. */
+MCUGEN_ALWAYS_INLINE void pw_extend_word(int8_t *column, const int8_t *x, int32_t count,
+                                         int32_t doubled)
 {
-    const int16_t narrow = (int16_t)value;
-    memcpy(column + 2 * index, &narrow, sizeof narrow);
+    int32_t word = 0;
+    memcpy(&word, x, (size_t)count);
+    int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
+    if (doubled) { /* |2 x| <= 256: no lane overflows */
+        even = (int32_t)__sadd16(even, even);
+        odd = (int32_t)__sadd16(odd, odd);
+    }
+    memcpy(column, &even, 4);
+    memcpy(column + 4, &odd, 4);
 }
 
-/* acc[2i+j] += dot(column i, filter row j) for two columns and two rows of length depth (a
- * multiple of 4), the rows in the model's order. */
-static inline void conv_dot_2x2(const int8_t *column0, const int8_t *column1,
-                                const int8_t *row0, const int8_t *row1, int32_t depth,
-                                int32_t acc[4])
+/* One pixel's inputs into a column of `groups` pairs of words (`stride` bytes apart). */
+MCUGEN_ALWAYS_INLINE void pw_extend(int8_t *column, const int8_t *pixel, int32_t channels,
+                                    int32_t stride, int32_t doubled)
 {
-    int32_t acc00 = acc[0], acc01 = acc[1], acc10 = acc[2], acc11 = acc[3];
-    for (int32_t i = 0; i < depth; i += 4) {
-        int16_t a[4], b[4];
-        memcpy(a, column0 + 2 * i, sizeof a);
-        memcpy(b, column1 + 2 * i, sizeof b);
-        for (int32_t j = 0; j < 4; ++j) {
-            acc00 += a[j] * row0[i + j];
-            acc01 += a[j] * row1[i + j];
-            acc10 += b[j] * row0[i + j];
-            acc11 += b[j] * row1[i + j];
+    int32_t c = 0;
+    for (; c + 4 <= channels; c += 4, column += stride) {
+        pw_extend_word(column, pixel + c, 4, doubled);
+    }
+    if (c < channels) {
+        pw_extend_word(column, pixel + c, channels - c, doubled);
+    }
+}
+
+MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
+{
+    int32_t word;
+    memcpy(&word, p, 4);
+    return word;
+}
+
+/* The column's words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
+typedef int32_t pw_lanes __attribute__((may_alias));
+
+/* acc[2i+j] += pixel i . filter row j over one group of four inputs: the columns hold two
+ * words of pixel 0 then two of pixel 1. */
+MCUGEN_ALWAYS_INLINE void pw_mac_2x2(int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11,
+                                     const pw_lanes *x, const int8_t *w0, const int8_t *w1)
+{
+    const int32_t x0e = x[0], x0o = x[1], x1e = x[2], x1o = x[3];
+    const int32_t v0 = pw_word(w0);
+    const int32_t v0e = (int32_t)__sxtb16(v0), v0o = sxtb16_odd(v0);
+    *a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, *a00));
+    *a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, *a10));
+    const int32_t v1 = pw_word(w1);
+    const int32_t v1e = (int32_t)__sxtb16(v1), v1o = sxtb16_odd(v1);
+    *a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, *a01));
+    *a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, *a11));
+}
+
+/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs, four groups a pass. */
+MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
+                                     const int8_t *w1, int32_t groups)
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    int32_t g = 0;
+    for (; g + 4 <= groups; g += 4, x += 16, w0 += 16, w1 += 16) {
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 8, w0 + 8, w1 + 8);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 12, w0 + 12, w1 + 12);
+    }
+    if (groups - g >= 2) { /* groups is a constant: these fold away or stay unrolled */
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+        g += 2, x += 8, w0 += 8, w1 += 8;
+    }
+    if (g < groups) {
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+/* acc[j] += the column (one pixel, two words per group) . filter row j, for `rows` rows
+ * (1 to 4) `row_bytes` apart. */
+MCUGEN_ALWAYS_INLINE void pw_dot_1xn(int32_t acc[4], const int8_t *column, const int8_t *w,
+                                     int32_t row_bytes, int32_t rows, int32_t groups)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const pw_lanes *x = (const pw_lanes *)(const void *)column;
+    for (int32_t g = 0; g < groups; ++g, x += 2, w += 4) {
+        const int32_t xe = x[0], xo = x[1];
+        const int32_t v0 = pw_word(w);
+        a0 = __smlad(xo, sxtb16_odd(v0), __smlad(xe, (int32_t)__sxtb16(v0), a0));
+        if (rows > 1) {
+            const int32_t v1 = pw_word(w + row_bytes);
+            a1 = __smlad(xo, sxtb16_odd(v1), __smlad(xe, (int32_t)__sxtb16(v1), a1));
+        }
+        if (rows > 2) {
+            const int32_t v2 = pw_word(w + 2 * row_bytes);
+            a2 = __smlad(xo, sxtb16_odd(v2), __smlad(xe, (int32_t)__sxtb16(v2), a2));
+        }
+        if (rows > 3) {
+            const int32_t v3 = pw_word(w + 3 * row_bytes);
+            a3 = __smlad(xo, sxtb16_odd(v3), __smlad(xe, (int32_t)__sxtb16(v3), a3));
         }
     }
-    acc[0] = acc00;
-    acc[1] = acc01;
-    acc[2] = acc10;
-    acc[3] = acc11;
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
 }
 
-/* acc[2i+j] += dot(column i, filter row j) for two columns and two rows of length depth (a
- * multiple of 4), each 4 bytes of a row stored as w0, w2, w1, w3 (kernels/conv.py), so that
- * SXTB16 splits them into the int16 pairs (w0, w1) and (w2, w3) that match a column's words,
- * which SMLAD multiplies and adds. */
-static inline void conv_dot_2x2_dsp(const int8_t *column0, const int8_t *column1,
-                                    const int8_t *row0, const int8_t *row1, int32_t depth,
-                                    int32_t acc[4])
+/* The short requantization (kernels/requantize.py proves it exact under the layer's
+ * checked bounds): h = SMMULR(2 acc, m), then (h + (h >> 31) + K) >> e, saturated to int8. */
+MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multiplier,
+                                                   int32_t rounding, int32_t exponent)
 {
-    int32_t acc00 = acc[0], acc01 = acc[1], acc10 = acc[2], acc11 = acc[3];
-    for (int32_t i = 0; i < depth; i += 4) {
-        int32_t a01, a23, b01, b23;
-        memcpy(&a01, column0 + 2 * i, 4);
-        memcpy(&a23, column0 + 2 * i + 4, 4);
-        memcpy(&b01, column1 + 2 * i, 4);
-        memcpy(&b23, column1 + 2 * i + 4, 4);
-        const int32_t w0 = load_s8x4(row0 + i), w1 = load_s8x4(row1 + i);
-        const int32_t w0_01 = (int32_t)__sxtb16(w0), w0_23 = sxtb16_odd(w0);
-        const int32_t w1_01 = (int32_t)__sxtb16(w1), w1_23 = sxtb16_odd(w1);
-        acc00 = __smlad(a23, w0_23, __smlad(a01, w0_01, acc00));
-        acc01 = __smlad(a23, w1_23, __smlad(a01, w1_01, acc01));
-        acc10 = __smlad(b23, w0_23, __smlad(b01, w0_01, acc10));
-        acc11 = __smlad(b23, w1_23, __smlad(b01, w1_01, acc11));
-    }
-    acc[0] = acc00;
-    acc[1] = acc01;
-    acc[2] = acc10;
-    acc[3] = acc11;
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
+    return __ssat((h + (h >> 31) + rounding) >> exponent, 8);
+}
+
+/* The same for a layer whose activation clamps at or above the output zero point, where the
+ * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py). */
+MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t multiplier,
+                                                           int32_t rounding, int32_t exponent)
+{
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
+    return __ssat((h + rounding) >> exponent, 8);
 }
 
 /* Layer 0: CONV_2D 1x10x10x3 -> 1x5x5x8, conv_s8_dsp: 3x3 stride 2x2, padding top 0 left 0.
- * Per output pixel: its window, input offset added (a padding tap reads the zero point, which
- * becomes 0), goes into an int16 column of 28 in the arena scratch; each output channel is
- * the dot product of the column with its filter row (zero-padded to 28). Pixels go
- * 2 at a time, in raster order, so that they share each filter load. */
-static inline void layer0_conv_s8_dsp_gather(int8_t *column, const int8_t *input, const int8_t *zero_points, int32_t oy, int32_t ox)
+ * Per output pixel, its window of 27 int8 values (the zero point outside the image) is
+ * sign-extended and doubled into int16 lanes; two pixels at a time, in raster order, by two
+ * output channels (SMLAD). The input offset is folded into the bias (model_layer0_channels). */
+static inline void layer0_conv_s8_dsp_gather(int8_t *window, const int8_t *input, const int8_t *zero_points, int32_t oy, int32_t ox)
 {
     const int32_t y0 = oy * 2 - 0;
     const int32_t x0 = ox * 2 - 0;
     if (y0 >= 0 && y0 + 2 < 10 && x0 >= 0 && x0 + 2 < 10) {
         /* Inside the image: each window row is 9 consecutive input bytes. */
         for (int32_t ky = 0; ky < 3; ++ky) {
-            const int8_t *source = input + ((y0 + ky * 1) * 10 + x0) * 3;
-            int8_t *target = column + 18 * ky;
-            for (int32_t i = 0; i < 9; ++i) {
-                store_column_value(target, i, source[i] + 3);
-            }
+            memcpy(window + 9 * ky, input + ((y0 + ky * 1) * 10 + x0) * 3, 9);
         }
         return;
     }
     const int8_t *taps[9];
     window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 10, 10, 3);
     for (int32_t t = 0; t < 9; ++t) {
-        for (int32_t ic = 0; ic < 3; ++ic) {
-            store_column_value(column, t * 3 + ic, taps[t][ic] + 3);
-        }
+        memcpy(window + t * 3, taps[t], 3);
     }
 }
 
-MCUGEN_LAYER void layer0_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer0_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int8_t *const columns[2] = {scratch, scratch + 56};
-    for (int32_t k = 27; k < 28; ++k) { /* the rows' zero padding */
-        store_column_value(columns[0], k, 0);
-        store_column_value(columns[1], k, 0);
-    }
+    int32_t column_words[28];
+    int8_t *const scratch = (int8_t *)column_words;
+int32_t window_words[7];
+    int8_t *const window = (int8_t *)window_words;
     int8_t zero_points[3]; /* stands for every pixel outside the image */
     memset(zero_points, -3, sizeof zero_points);
     int32_t oy = row_begin, ox = 0;
+    int32_t p = row_begin * 5;
     const int32_t end = row_end * 5;
-    output += row_begin * 40;
-    for (int32_t p = row_begin * 5; p < end; p += 2) {
-        const int32_t count = p + 1 < end ? 2 : 1; /* an odd last pixel is computed twice */
-        layer0_conv_s8_dsp_gather(columns[0], input, zero_points, oy, ox);
+    output += p * 8;
+    for (; p + 1 < end; p += 2, output += 16) {
+        layer0_conv_s8_dsp_gather(window, input, zero_points, oy, ox);
+        pw_extend(scratch, window, 27, 16, 1);
         if (++ox == 5) {
             ox = 0;
             ++oy;
         }
-        if (count == 2) {
-            layer0_conv_s8_dsp_gather(columns[1], input, zero_points, oy, ox);
-            if (++ox == 5) {
-                ox = 0;
-                ++oy;
-            }
+        layer0_conv_s8_dsp_gather(window, input, zero_points, oy, ox);
+        pw_extend(scratch + 8, window, 27, 16, 1);
+        if (++ox == 5) {
+            ox = 0;
+            ++oy;
         }
-        const int8_t *second = columns[count - 1];
-        const int8_t *filter = model_layer0_filter;
-        for (int32_t oc = 0; oc < 8; oc += 2) {
-            const int32_t next = oc + 1 < 8 ? oc + 1 : oc; /* an odd last channel twice */
-            int32_t acc[4];
-            acc[0] = acc[2] = model_layer0_bias[oc];
-            acc[1] = acc[3] = model_layer0_bias[next];
-            conv_dot_2x2_dsp(columns[0], second, filter + oc * 28, filter + next * 28, 28, acc);
-            output[oc] = clamp_to_int8(requantize_right(acc[0], model_layer0_multiplier[oc], model_layer0_shift[oc]) + 5, 5, 22);
-            output[next] = clamp_to_int8(requantize_right(acc[1], model_layer0_multiplier[next], model_layer0_shift[next]) + 5, 5, 22);
-            if (count == 2) {
-                output[8 + oc] = clamp_to_int8(requantize_right(acc[2], model_layer0_multiplier[oc], model_layer0_shift[oc]) + 5, 5, 22);
-                output[8 + next] = clamp_to_int8(requantize_right(acc[3], model_layer0_multiplier[next], model_layer0_shift[next]) + 5, 5, 22);
-            }
+        const int8_t *w = model_layer0_filter;
+        const int32_t *k = model_layer0_channels;
+        int32_t oc = 0;
+        for (; oc < 8; oc += 2, w += 54, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
+            pw_dot_2x2(acc, scratch, w, w + 27, 7);
+            output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 22);
+            output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 22);
+            output[8 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]), 5), 22);
+            output[8 + oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]), 5), 22);
         }
-        output += count * 8;
-    }
+}
+    for (; p < end; ++p, output += 8) {
+        layer0_conv_s8_dsp_gather(window, input, zero_points, oy, ox);
+        pw_extend(scratch, window, 27, 8, 1);
+        if (++ox == 5) {
+            ox = 0;
+            ++oy;
+        }
+        const int8_t *w = model_layer0_filter;
+        const int32_t *k = model_layer0_channels;
+        int32_t oc = 0;
+        for (; oc < 8; oc += 4, w += 108, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1xn(acc, scratch, w, 27, 4, 7);
+            output[oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 22);
+            output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 22);
+            output[oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]), 5), 22);
+            output[oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]), 5), 22);
+        }
+}
 }
 
 int model_invoke(const int8_t *input, int8_t *output)
@@ -293,7 +378,7 @@ int model_invoke(const int8_t *input, int8_t *output)
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_conv_s8_dsp(input, output, arena + 0, 0, 5);
+    layer0_conv_s8_dsp(input, output, 0, 5);
     MCUGEN_LAYER_DONE(0, output, 200);
     return 0;
 }

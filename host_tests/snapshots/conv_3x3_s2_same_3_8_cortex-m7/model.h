@@ -18,7 +18,7 @@
 #define MODEL_INPUT_ZERO_POINT (-3)
 #define MODEL_OUTPUT_SCALE 0.348968565f
 #define MODEL_OUTPUT_ZERO_POINT (5)
-#define MODEL_ARENA_SIZE 112
+#define MODEL_ARENA_SIZE 0
 
 #ifdef __cplusplus
 extern "C" {

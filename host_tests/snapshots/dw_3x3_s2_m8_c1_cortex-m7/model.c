@@ -153,25 +153,154 @@ static inline int32_t window_taps(const int8_t **taps, const int8_t *input,
     return inside;
 }
 
+/* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
+ *
+ * The input pixels of a block are sign-extended into int16 lanes once, into the layer's arena
+ * scratch, in the order SXTB16 splits a word: for each four inputs x0..x3 the words (x0, x2)
+ * and (x1, x3), doubled where the layer requantizes doubled accumulators, zeros after the
+ * last input up to a word. A filter row is read as it is stored, four int8 weights a word,
+ * split the same way: SMLAD of the two pairs of halves adds x0 w0 + x2 w2 + x1 w1 + x3 w3.
+ * Each weight word serves two pixels, each input word every output channel of the block. */
+
+/* Four inputs (fewer at the end of a row, zeros after them) as two words of int16 lanes. */
+MCUGEN_ALWAYS_INLINE void pw_extend_word(int8_t *column, const int8_t *x, int32_t count,
+                                         int32_t doubled)
+{
+    int32_t word = 0;
+    memcpy(&word, x, (size_t)count);
+    int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
+    if (doubled) { /* |2 x| <= 256: no lane overflows */
+        even = (int32_t)__sadd16(even, even);
+        odd = (int32_t)__sadd16(odd, odd);
+    }
+    memcpy(column, &even, 4);
+    memcpy(column + 4, &odd, 4);
+}
+
+/* One pixel's inputs into a column of `groups` pairs of words (`stride` bytes apart). */
+MCUGEN_ALWAYS_INLINE void pw_extend(int8_t *column, const int8_t *pixel, int32_t channels,
+                                    int32_t stride, int32_t doubled)
+{
+    int32_t c = 0;
+    for (; c + 4 <= channels; c += 4, column += stride) {
+        pw_extend_word(column, pixel + c, 4, doubled);
+    }
+    if (c < channels) {
+        pw_extend_word(column, pixel + c, channels - c, doubled);
+    }
+}
+
+MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
+{
+    int32_t word;
+    memcpy(&word, p, 4);
+    return word;
+}
+
+/* The column's words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
+typedef int32_t pw_lanes __attribute__((may_alias));
+
+/* acc[2i+j] += pixel i . filter row j over one group of four inputs: the columns hold two
+ * words of pixel 0 then two of pixel 1. */
+MCUGEN_ALWAYS_INLINE void pw_mac_2x2(int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11,
+                                     const pw_lanes *x, const int8_t *w0, const int8_t *w1)
+{
+    const int32_t x0e = x[0], x0o = x[1], x1e = x[2], x1o = x[3];
+    const int32_t v0 = pw_word(w0);
+    const int32_t v0e = (int32_t)__sxtb16(v0), v0o = sxtb16_odd(v0);
+    *a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, *a00));
+    *a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, *a10));
+    const int32_t v1 = pw_word(w1);
+    const int32_t v1e = (int32_t)__sxtb16(v1), v1o = sxtb16_odd(v1);
+    *a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, *a01));
+    *a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, *a11));
+}
+
+/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs, four groups a pass. */
+MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
+                                     const int8_t *w1, int32_t groups)
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    int32_t g = 0;
+    for (; g + 4 <= groups; g += 4, x += 16, w0 += 16, w1 += 16) {
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 8, w0 + 8, w1 + 8);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 12, w0 + 12, w1 + 12);
+    }
+    if (groups - g >= 2) { /* groups is a constant: these fold away or stay unrolled */
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+        g += 2, x += 8, w0 += 8, w1 += 8;
+    }
+    if (g < groups) {
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+/* acc[j] += the column (one pixel, two words per group) . filter row j, for `rows` rows
+ * (1 to 4) `row_bytes` apart. */
+MCUGEN_ALWAYS_INLINE void pw_dot_1xn(int32_t acc[4], const int8_t *column, const int8_t *w,
+                                     int32_t row_bytes, int32_t rows, int32_t groups)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const pw_lanes *x = (const pw_lanes *)(const void *)column;
+    for (int32_t g = 0; g < groups; ++g, x += 2, w += 4) {
+        const int32_t xe = x[0], xo = x[1];
+        const int32_t v0 = pw_word(w);
+        a0 = __smlad(xo, sxtb16_odd(v0), __smlad(xe, (int32_t)__sxtb16(v0), a0));
+        if (rows > 1) {
+            const int32_t v1 = pw_word(w + row_bytes);
+            a1 = __smlad(xo, sxtb16_odd(v1), __smlad(xe, (int32_t)__sxtb16(v1), a1));
+        }
+        if (rows > 2) {
+            const int32_t v2 = pw_word(w + 2 * row_bytes);
+            a2 = __smlad(xo, sxtb16_odd(v2), __smlad(xe, (int32_t)__sxtb16(v2), a2));
+        }
+        if (rows > 3) {
+            const int32_t v3 = pw_word(w + 3 * row_bytes);
+            a3 = __smlad(xo, sxtb16_odd(v3), __smlad(xe, (int32_t)__sxtb16(v3), a3));
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* The short requantization (kernels/requantize.py proves it exact under the layer's
+ * checked bounds): h = SMMULR(2 acc, m), then (h + (h >> 31) + K) >> e, saturated to int8. */
+MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multiplier,
+                                                   int32_t rounding, int32_t exponent)
+{
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
+    return __ssat((h + (h >> 31) + rounding) >> exponent, 8);
+}
+
+/* The same for a layer whose activation clamps at or above the output zero point, where the
+ * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py). */
+MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t multiplier,
+                                                           int32_t rounding, int32_t exponent)
+{
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
+    return __ssat((h + rounding) >> exponent, 8);
+}
+
 /* Depthwise helpers on Arm's DSP extension (the DSP variant, kernels/depthwise.py).
  *
  * One 32-bit load brings the four int8 channels of a tap, SXTB16 sign-extends bytes 0 and 2
  * (and, rotated, 1 and 3) into two int16 lanes, and SMLABB/SMLATT multiply-accumulate one
  * lane each into its own channel. Layers with few enough weights sign-extend them (doubled)
- * once per call onto the stack (dw_extend_weights); their taps then load the weights with one
- * LDRD and their accumulators come out doubled, which is what SMMULR wants
- * (dw_requantize_doubled). Integer sums are exact in any order, so every variant computes
- * TFLite's integers. */
-
-/* The bias (the input offset already folded in at generation time) with channels [0, doubled)
- * doubled, for the taps whose pre-extended weights accumulate twice the sum. */
-static inline void dw_double_bias(int32_t *target, const int32_t *bias, int32_t channels,
-                                  int32_t doubled)
-{
-    for (int32_t c = 0; c < channels; ++c) {
-        target[c] = c < doubled ? 2 * bias[c] : bias[c];
-    }
-}
+ * once per call (dw_extend_weights); their taps then load the weights with one LDRD and their
+ * accumulators come out doubled, as the short requantization (pw_requantize_doubled) takes
+ * them. Integer sums are exact in any order, so every variant computes TFLite's integers. */
 
 /* Two empty asm statements that cost no instruction but steer GCC's scheduling, which
  * otherwise runs out of registers and spills inside the unrolled taps:
@@ -215,8 +344,8 @@ MCUGEN_ALWAYS_INLINE void dw_mac4_one_dsp(int32_t acc[4], int32_t x, const int8_
 /* A layer's weights, sign-extended and doubled once per call: for each block of four
  * channels c..c+3 (c < blocked) and each tap t, two words of int16 lanes, 2 * (w[c], w[c+2])
  * and 2 * (w[c+1], w[c+3]). Each tap then takes one LDRD instead of a load and two SXTB16,
- * and the accumulators come out doubled, as dw_requantize_doubled wants them. */
-static inline void dw_extend_weights(int32_t *packed, const int8_t *filter, int32_t taps,
+ * and the accumulators come out doubled. */
+static inline void dw_extend_weights(pw_lanes *packed, const int8_t *filter, int32_t taps,
                                      int32_t channels, int32_t blocked)
 {
     for (int32_t c = 0; c < blocked; c += 4) {
@@ -231,7 +360,7 @@ static inline void dw_extend_weights(int32_t *packed, const int8_t *filter, int3
 }
 
 /* acc[j] += 2 * x[j] * w[j] with w from dw_extend_weights. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_packed(int32_t acc[4], const int8_t *x, const int32_t w[2])
+MCUGEN_ALWAYS_INLINE void dw_mac4_packed(int32_t acc[4], const int8_t *x, const pw_lanes w[2])
 {
     const int32_t xv = load_s8x4(x);
     const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
@@ -245,7 +374,7 @@ MCUGEN_ALWAYS_INLINE void dw_mac4_packed(int32_t acc[4], const int8_t *x, const 
 }
 
 /* acc[j] += 2 * x * w[j] with w from dw_extend_weights. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_one_packed(int32_t acc[4], int32_t x, const int32_t w[2])
+MCUGEN_ALWAYS_INLINE void dw_mac4_one_packed(int32_t acc[4], int32_t x, const pw_lanes w[2])
 {
     int32_t a0 = __smlabb(w[0], x, acc[0]), a1 = __smlabb(w[1], x, acc[1]);
     int32_t a2 = __smlatb(w[0], x, acc[2]), a3 = __smlatb(w[1], x, acc[3]);
@@ -292,37 +421,40 @@ MCUGEN_ALWAYS_INLINE void dw_store4_dsp(int8_t *out, const int32_t value[4], int
     memcpy(out, &word, 4);
 }
 
-/* The short requantization: dw_requantize of dw_conv_s8_helpers.c.j2, whose comment proves
- * it exact under DepthwisePlan.short_requantize, with one SMMULR for its high multiply:
- * h = floor((acc * m + 2^30) / 2^31) = floor((2 acc * m + 2^31) / 2^32), which is SMMULR of
- * 2 acc (exact, as |acc| < 2^30). dw_requantize_doubled takes the doubled accumulator. */
-MCUGEN_ALWAYS_INLINE int32_t dw_requantize_doubled(int32_t acc2, int32_t multiplier,
-                                                   int32_t shift, int32_t output_offset)
+/* Four values already in int8's range (pw_requantize_doubled saturates) packed into one word
+ * (BFI), clamped all four at once to the activation's range where it is narrower (SEL), and
+ * stored with one STR. */
+MCUGEN_ALWAYS_INLINE void dw_store4_saturated(int8_t *out, const int32_t value[4], int32_t low,
+                                              int32_t high)
 {
-    int32_t h;
-    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
-    return (((h + (h >> 31)) >> (-1 - shift)) + 1 + 2 * output_offset) >> 1;
-}
-
-MCUGEN_ALWAYS_INLINE int32_t dw_requantize_dsp(int32_t acc, int32_t multiplier, int32_t shift,
-                                               int32_t output_offset)
-{
-    return dw_requantize_doubled(acc * 2, multiplier, shift, output_offset);
+    uint32_t word = (uint32_t)value[0] & 0xffu;
+    __asm__("bfi %0, %1, #8, #8" : "+r"(word) : "r"(value[1]));
+    __asm__("bfi %0, %1, #16, #8" : "+r"(word) : "r"(value[2]));
+    __asm__("bfi %0, %1, #24, #8" : "+r"(word) : "r"(value[3]));
+    if (low > -128) {
+        word = dw_max_s8x4(word, ((uint32_t)low & 0xffu) * 0x01010101u);
+    }
+    if (high < 127) {
+        word = dw_min_s8x4(word, ((uint32_t)high & 0xffu) * 0x01010101u);
+    }
+    memcpy(out, &word, 4);
 }
 
 /* Layer 0: DEPTHWISE_CONV_2D 1x9x9x1 -> 1x4x4x8, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 8, padding top 0 left 0.
  * Output pixels go in raster order, each finished (all channels) before the next one's
  * window is read (the memory planner may put the output over the input).
  * Every window is inside the image: taps at constant offsets.
- * The bias has the input offset folded in; the weights are sign-extended and
- * doubled once per call (dw_extend_weights). */
-static void layer0_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, const int32_t *weights, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer0_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 8; c += 4) {
+    const int32_t *k = model_layer0_channels;
+    for (; c < 8; c += 4, k += 16) {
         const int32_t i = c / 8; /* the input channel of all four */
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_one_packed(acc, (window + 0)[i], w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_one_packed(acc, (window + 1)[i], w + 2);
@@ -341,27 +473,25 @@ static void layer0_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bi
         DW_NEXT_TAP(acc, w);
         dw_mac4_one_packed(acc, (window + 20)[i], w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], model_layer0_multiplier[c + 0], model_layer0_shift[c + 0], 5),
-            dw_requantize_doubled(acc[1], model_layer0_multiplier[c + 1], model_layer0_shift[c + 1], 5),
-            dw_requantize_doubled(acc[2], model_layer0_multiplier[c + 2], model_layer0_shift[c + 2], 5),
-            dw_requantize_doubled(acc[3], model_layer0_multiplier[c + 3], model_layer0_shift[c + 3], 5),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, 5, 41);
+        dw_store4_saturated(output + c, value, 5, 41);
     }
 }
 
 MCUGEN_LAYER void layer0_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t weights[36]; /* doubled, so channels 0..7 accumulate twice the sum */
+    pw_lanes weights[36]; /* doubled, so channels 0..7 accumulate twice the sum */
     dw_extend_weights(weights, model_layer0_filter, 9, 8, 8);
-    int32_t bias[8];
-    dw_double_bias(bias, model_layer0_bias, 8, 8);
     output += row_begin * 32;
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
         for (int32_t ox = 0; ox < 4; ++ox, output += 8) {
             const int32_t x0 = ox * 2 - 0;
-            layer0_dw_conv_s8_dsp_inside(input + (y0 * 9 + x0) * 1, bias, weights, output);
+            layer0_dw_conv_s8_dsp_inside(input + (y0 * 9 + x0) * 1, weights, output);
         }
     }
 }

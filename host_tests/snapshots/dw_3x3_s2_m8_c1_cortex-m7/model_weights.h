@@ -7,8 +7,6 @@
 #include <stdint.h>
 
 extern const int8_t model_layer0_filter[72];
-extern const int32_t model_layer0_bias[8];
-extern const int32_t model_layer0_multiplier[8];
-extern const int32_t model_layer0_shift[8];
+extern const int32_t model_layer0_channels[32];
 
 #endif /* MODEL_WEIGHTS_H */

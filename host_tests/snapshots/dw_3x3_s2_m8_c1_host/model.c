@@ -175,6 +175,7 @@ MCUGEN_ALWAYS_INLINE int32_t dw_requantize(int32_t acc, int32_t multiplier, int3
  * window is read (the memory planner may put the output over the input).
  * Every window is inside the image: taps at constant offsets.
  * The bias has the input offset folded in. */
+
 static void layer0_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -197,7 +198,7 @@ static void layer0_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, 
             dw_requantize(acc[2], model_layer0_multiplier[c + 2], model_layer0_shift[c + 2], 5),
             dw_requantize(acc[3], model_layer0_multiplier[c + 3], model_layer0_shift[c + 3], 5),
         };
-dw_store4(output + c, value, 5, 41);
+        dw_store4(output + c, value, 5, 41);
     }
 }
 

@@ -195,16 +195,23 @@ MCUGEN_ALWAYS_INLINE void pw_mac_2x2(int32_t *a00, int32_t *a01, int32_t *a10, i
     *a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, *a11));
 }
 
-/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs, two groups a pass. */
+/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs, four groups a pass. */
 MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
                                      const int8_t *w1, int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const pw_lanes *x = (const pw_lanes *)(const void *)columns;
     int32_t g = 0;
-    for (; g + 2 <= groups; g += 2, x += 8, w0 += 8, w1 += 8) {
+    for (; g + 4 <= groups; g += 4, x += 16, w0 += 16, w1 += 16) {
         pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
         pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 8, w0 + 8, w1 + 8);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 12, w0 + 12, w1 + 12);
+    }
+    if (groups - g >= 2) { /* groups is a constant: these fold away or stay unrolled */
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+        g += 2, x += 8, w0 += 8, w1 += 8;
     }
     if (g < groups) {
         pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
@@ -255,15 +262,25 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multipl
     return __ssat((h + (h >> 31) + rounding) >> exponent, 8);
 }
 
+/* The same for a layer whose activation clamps at or above the output zero point, where the
+ * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py). */
+MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t multiplier,
+                                                           int32_t rounding, int32_t exponent)
+{
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
+    return __ssat((h + rounding) >> exponent, 8);
+}
+
 /* Layer 0: FULLY_CONNECTED 3x11 -> 3x17, fc_s8_dsp: 3 rows of 11 -> 17.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (model_layer0_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer0_fc_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[12];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 1;
+int32_t p = row_begin * 1;
     const int32_t end = row_end * 1;
     const int8_t *pixel = input + p * 11;
     output += p * 17;
@@ -287,7 +304,7 @@ MCUGEN_LAYER void layer0_fc_s8_dsp(const int8_t *input, int8_t *output, int32_t 
             output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
             output[17 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 11, output += 17) {
         pw_extend(scratch, pixel, 11, 8, 1);
         const int8_t *w = model_layer0_filter;
@@ -307,7 +324,7 @@ MCUGEN_LAYER void layer0_fc_s8_dsp(const int8_t *input, int8_t *output, int32_t 
             pw_dot_1xn(acc, scratch, w, 11, 1, 3);
             output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
         }
-    }
+}
 }
 
 int model_invoke(const int8_t *input, int8_t *output)

@@ -154,163 +154,6 @@ static inline int32_t window_taps(const int8_t **taps, const int8_t *input,
     return inside;
 }
 
-/* Depthwise helpers on Arm's DSP extension (the DSP variant, kernels/depthwise.py).
- *
- * One 32-bit load brings the four int8 channels of a tap, SXTB16 sign-extends bytes 0 and 2
- * (and, rotated, 1 and 3) into two int16 lanes, and SMLABB/SMLATT multiply-accumulate one
- * lane each into its own channel. Layers with few enough weights sign-extend them (doubled)
- * once per call onto the stack (dw_extend_weights); their taps then load the weights with one
- * LDRD and their accumulators come out doubled, which is what SMMULR wants
- * (dw_requantize_doubled). Integer sums are exact in any order, so every variant computes
- * TFLite's integers. */
-
-/* The bias (the input offset already folded in at generation time) with channels [0, doubled)
- * doubled, for the taps whose pre-extended weights accumulate twice the sum. */
-static inline void dw_double_bias(int32_t *target, const int32_t *bias, int32_t channels,
-                                  int32_t doubled)
-{
-    for (int32_t c = 0; c < channels; ++c) {
-        target[c] = c < doubled ? 2 * bias[c] : bias[c];
-    }
-}
-
-/* Two empty asm statements that cost no instruction but steer GCC's scheduling, which
- * otherwise runs out of registers and spills inside the unrolled taps:
- * DW_TOGETHER claims to update all four accumulators, so that the multiply-accumulates of
- * channels 2 and 3 (SMLATT) are not sunk down to their requantization, keeping every tap's
- * sign-extended halves alive; DW_NEXT_TAP makes the pointer p depend on the accumulators,
- * so that loads through it wait for the previous tap (GCC's Cortex-M55 scheduling otherwise
- * hoists every tap's weight loads to the top of the block). */
-#define DW_TOGETHER(a0, a1, a2, a3) __asm__("" : "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3))
-#define DW_NEXT_TAP(acc, p) __asm__("" : "+r"(p) : "r"(acc[0]), "r"(acc[1]), "r"(acc[2]), "r"(acc[3]))
-
-/* acc[j] += x[j] * w[j] for four channels j. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_dsp(int32_t acc[4], const int8_t *x, const int8_t *w)
-{
-    const int32_t xv = load_s8x4(x), wv = load_s8x4(w);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
-    int32_t a0 = __smlabb(xe, we, acc[0]), a1 = __smlabb(xo, wo, acc[1]);
-    int32_t a2 = __smlatt(xe, we, acc[2]), a3 = __smlatt(xo, wo, acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
-
-/* acc[j] += x * w[j]: one input channel feeding four outputs (depth multiplier 4k). */
-MCUGEN_ALWAYS_INLINE void dw_mac4_one_dsp(int32_t acc[4], int32_t x, const int8_t *w)
-{
-    const int32_t wv = load_s8x4(w);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
-    int32_t a0 = __smlabb(we, x, acc[0]), a1 = __smlabb(wo, x, acc[1]);
-    int32_t a2 = __smlatb(we, x, acc[2]), a3 = __smlatb(wo, x, acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
-
-/* A layer's weights, sign-extended and doubled once per call: for each block of four
- * channels c..c+3 (c < blocked) and each tap t, two words of int16 lanes, 2 * (w[c], w[c+2])
- * and 2 * (w[c+1], w[c+3]). Each tap then takes one LDRD instead of a load and two SXTB16,
- * and the accumulators come out doubled, as dw_requantize_doubled wants them. */
-static inline void dw_extend_weights(int32_t *packed, const int8_t *filter, int32_t taps,
-                                     int32_t channels, int32_t blocked)
-{
-    for (int32_t c = 0; c < blocked; c += 4) {
-        const int8_t *w = filter + c;
-        for (int32_t t = 0; t < taps; ++t, w += channels) {
-            const int32_t word = load_s8x4(w);
-            const int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
-            *packed++ = (int32_t)__sadd16(even, even); /* |2 w| <= 256: no lane overflows */
-            *packed++ = (int32_t)__sadd16(odd, odd);
-        }
-    }
-}
-
-/* acc[j] += 2 * x[j] * w[j] with w from dw_extend_weights. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_packed(int32_t acc[4], const int8_t *x, const int32_t w[2])
-{
-    const int32_t xv = load_s8x4(x);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
-    int32_t a0 = __smlabb(xe, w[0], acc[0]), a1 = __smlabb(xo, w[1], acc[1]);
-    int32_t a2 = __smlatt(xe, w[0], acc[2]), a3 = __smlatt(xo, w[1], acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
-
-/* acc[j] += 2 * x * w[j] with w from dw_extend_weights. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_one_packed(int32_t acc[4], int32_t x, const int32_t w[2])
-{
-    int32_t a0 = __smlabb(w[0], x, acc[0]), a1 = __smlabb(w[1], x, acc[1]);
-    int32_t a2 = __smlatb(w[0], x, acc[2]), a3 = __smlatb(w[1], x, acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
-
-/* Byte by byte: the larger (SSUB8 sets a GE flag per byte where a >= b, SEL picks by them)
- * and the smaller of two words of four int8s. */
-MCUGEN_ALWAYS_INLINE uint32_t dw_max_s8x4(uint32_t a, uint32_t b)
-{
-    uint32_t larger;
-    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(larger) : "r"(a), "r"(b) : "cc");
-    return larger;
-}
-
-MCUGEN_ALWAYS_INLINE uint32_t dw_min_s8x4(uint32_t a, uint32_t b)
-{
-    uint32_t smaller;
-    __asm__("ssub8 %0, %1, %2\n\tsel %0, %2, %1" : "=&r"(smaller) : "r"(a), "r"(b) : "cc");
-    return smaller;
-}
-
-/* clamp_to_int8(value[j], low, high) into out[j] for four channels. */
-MCUGEN_ALWAYS_INLINE void dw_store4_dsp(int8_t *out, const int32_t value[4], int32_t low,
-                                        int32_t high)
-{
-    /* Saturate each to int8 (SSAT), pack the four bytes (BFI, which GCC 12 does not emit
-     * for the equivalent masks and shifts), clamp all four at once to the activation's range
-     * where it is narrower than int8, and store them as one word. */
-    uint32_t word = (uint32_t)__ssat(value[0], 8);
-    __asm__("bfi %0, %1, #8, #8" : "+r"(word) : "r"(__ssat(value[1], 8)));
-    __asm__("bfi %0, %1, #16, #8" : "+r"(word) : "r"(__ssat(value[2], 8)));
-    __asm__("bfi %0, %1, #24, #8" : "+r"(word) : "r"(__ssat(value[3], 8)));
-    if (low > -128) {
-        word = dw_max_s8x4(word, ((uint32_t)low & 0xffu) * 0x01010101u);
-    }
-    if (high < 127) {
-        word = dw_min_s8x4(word, ((uint32_t)high & 0xffu) * 0x01010101u);
-    }
-    memcpy(out, &word, 4);
-}
-
-/* The short requantization: dw_requantize of dw_conv_s8_helpers.c.j2, whose comment proves
- * it exact under DepthwisePlan.short_requantize, with one SMMULR for its high multiply:
- * h = floor((acc * m + 2^30) / 2^31) = floor((2 acc * m + 2^31) / 2^32), which is SMMULR of
- * 2 acc (exact, as |acc| < 2^30). dw_requantize_doubled takes the doubled accumulator. */
-MCUGEN_ALWAYS_INLINE int32_t dw_requantize_doubled(int32_t acc2, int32_t multiplier,
-                                                   int32_t shift, int32_t output_offset)
-{
-    int32_t h;
-    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
-    return (((h + (h >> 31)) >> (-1 - shift)) + 1 + 2 * output_offset) >> 1;
-}
-
-MCUGEN_ALWAYS_INLINE int32_t dw_requantize_dsp(int32_t acc, int32_t multiplier, int32_t shift,
-                                               int32_t output_offset)
-{
-    return dw_requantize_doubled(acc * 2, multiplier, shift, output_offset);
-}
-
 /* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
  *
  * The input pixels of a block are sign-extended into int16 lanes once, into the layer's arena
@@ -374,16 +217,23 @@ MCUGEN_ALWAYS_INLINE void pw_mac_2x2(int32_t *a00, int32_t *a01, int32_t *a10, i
     *a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, *a11));
 }
 
-/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs, two groups a pass. */
+/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs, four groups a pass. */
 MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
                                      const int8_t *w1, int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const pw_lanes *x = (const pw_lanes *)(const void *)columns;
     int32_t g = 0;
-    for (; g + 2 <= groups; g += 2, x += 8, w0 += 8, w1 += 8) {
+    for (; g + 4 <= groups; g += 4, x += 16, w0 += 16, w1 += 16) {
         pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
         pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 8, w0 + 8, w1 + 8);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 12, w0 + 12, w1 + 12);
+    }
+    if (groups - g >= 2) { /* groups is a constant: these fold away or stay unrolled */
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+        g += 2, x += 8, w0 += 8, w1 += 8;
     }
     if (g < groups) {
         pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
@@ -432,6 +282,163 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multipl
     int32_t h;
     __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
     return __ssat((h + (h >> 31) + rounding) >> exponent, 8);
+}
+
+/* The same for a layer whose activation clamps at or above the output zero point, where the
+ * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py). */
+MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t multiplier,
+                                                           int32_t rounding, int32_t exponent)
+{
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
+    return __ssat((h + rounding) >> exponent, 8);
+}
+
+/* Depthwise helpers on Arm's DSP extension (the DSP variant, kernels/depthwise.py).
+ *
+ * One 32-bit load brings the four int8 channels of a tap, SXTB16 sign-extends bytes 0 and 2
+ * (and, rotated, 1 and 3) into two int16 lanes, and SMLABB/SMLATT multiply-accumulate one
+ * lane each into its own channel. Layers with few enough weights sign-extend them (doubled)
+ * once per call (dw_extend_weights); their taps then load the weights with one LDRD and their
+ * accumulators come out doubled, as the short requantization (pw_requantize_doubled) takes
+ * them. Integer sums are exact in any order, so every variant computes TFLite's integers. */
+
+/* Two empty asm statements that cost no instruction but steer GCC's scheduling, which
+ * otherwise runs out of registers and spills inside the unrolled taps:
+ * DW_TOGETHER claims to update all four accumulators, so that the multiply-accumulates of
+ * channels 2 and 3 (SMLATT) are not sunk down to their requantization, keeping every tap's
+ * sign-extended halves alive; DW_NEXT_TAP makes the pointer p depend on the accumulators,
+ * so that loads through it wait for the previous tap (GCC's Cortex-M55 scheduling otherwise
+ * hoists every tap's weight loads to the top of the block). */
+#define DW_TOGETHER(a0, a1, a2, a3) __asm__("" : "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3))
+#define DW_NEXT_TAP(acc, p) __asm__("" : "+r"(p) : "r"(acc[0]), "r"(acc[1]), "r"(acc[2]), "r"(acc[3]))
+
+/* acc[j] += x[j] * w[j] for four channels j. */
+MCUGEN_ALWAYS_INLINE void dw_mac4_dsp(int32_t acc[4], const int8_t *x, const int8_t *w)
+{
+    const int32_t xv = load_s8x4(x), wv = load_s8x4(w);
+    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
+    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
+    int32_t a0 = __smlabb(xe, we, acc[0]), a1 = __smlabb(xo, wo, acc[1]);
+    int32_t a2 = __smlatt(xe, we, acc[2]), a3 = __smlatt(xo, wo, acc[3]);
+    DW_TOGETHER(a0, a1, a2, a3);
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* acc[j] += x * w[j]: one input channel feeding four outputs (depth multiplier 4k). */
+MCUGEN_ALWAYS_INLINE void dw_mac4_one_dsp(int32_t acc[4], int32_t x, const int8_t *w)
+{
+    const int32_t wv = load_s8x4(w);
+    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
+    int32_t a0 = __smlabb(we, x, acc[0]), a1 = __smlabb(wo, x, acc[1]);
+    int32_t a2 = __smlatb(we, x, acc[2]), a3 = __smlatb(wo, x, acc[3]);
+    DW_TOGETHER(a0, a1, a2, a3);
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* A layer's weights, sign-extended and doubled once per call: for each block of four
+ * channels c..c+3 (c < blocked) and each tap t, two words of int16 lanes, 2 * (w[c], w[c+2])
+ * and 2 * (w[c+1], w[c+3]). Each tap then takes one LDRD instead of a load and two SXTB16,
+ * and the accumulators come out doubled. */
+static inline void dw_extend_weights(pw_lanes *packed, const int8_t *filter, int32_t taps,
+                                     int32_t channels, int32_t blocked)
+{
+    for (int32_t c = 0; c < blocked; c += 4) {
+        const int8_t *w = filter + c;
+        for (int32_t t = 0; t < taps; ++t, w += channels) {
+            const int32_t word = load_s8x4(w);
+            const int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
+            *packed++ = (int32_t)__sadd16(even, even); /* |2 w| <= 256: no lane overflows */
+            *packed++ = (int32_t)__sadd16(odd, odd);
+        }
+    }
+}
+
+/* acc[j] += 2 * x[j] * w[j] with w from dw_extend_weights. */
+MCUGEN_ALWAYS_INLINE void dw_mac4_packed(int32_t acc[4], const int8_t *x, const pw_lanes w[2])
+{
+    const int32_t xv = load_s8x4(x);
+    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
+    int32_t a0 = __smlabb(xe, w[0], acc[0]), a1 = __smlabb(xo, w[1], acc[1]);
+    int32_t a2 = __smlatt(xe, w[0], acc[2]), a3 = __smlatt(xo, w[1], acc[3]);
+    DW_TOGETHER(a0, a1, a2, a3);
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* acc[j] += 2 * x * w[j] with w from dw_extend_weights. */
+MCUGEN_ALWAYS_INLINE void dw_mac4_one_packed(int32_t acc[4], int32_t x, const pw_lanes w[2])
+{
+    int32_t a0 = __smlabb(w[0], x, acc[0]), a1 = __smlabb(w[1], x, acc[1]);
+    int32_t a2 = __smlatb(w[0], x, acc[2]), a3 = __smlatb(w[1], x, acc[3]);
+    DW_TOGETHER(a0, a1, a2, a3);
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* Byte by byte: the larger (SSUB8 sets a GE flag per byte where a >= b, SEL picks by them)
+ * and the smaller of two words of four int8s. */
+MCUGEN_ALWAYS_INLINE uint32_t dw_max_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t larger;
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(larger) : "r"(a), "r"(b) : "cc");
+    return larger;
+}
+
+MCUGEN_ALWAYS_INLINE uint32_t dw_min_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t smaller;
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %2, %1" : "=&r"(smaller) : "r"(a), "r"(b) : "cc");
+    return smaller;
+}
+
+/* clamp_to_int8(value[j], low, high) into out[j] for four channels. */
+MCUGEN_ALWAYS_INLINE void dw_store4_dsp(int8_t *out, const int32_t value[4], int32_t low,
+                                        int32_t high)
+{
+    /* Saturate each to int8 (SSAT), pack the four bytes (BFI, which GCC 12 does not emit
+     * for the equivalent masks and shifts), clamp all four at once to the activation's range
+     * where it is narrower than int8, and store them as one word. */
+    uint32_t word = (uint32_t)__ssat(value[0], 8);
+    __asm__("bfi %0, %1, #8, #8" : "+r"(word) : "r"(__ssat(value[1], 8)));
+    __asm__("bfi %0, %1, #16, #8" : "+r"(word) : "r"(__ssat(value[2], 8)));
+    __asm__("bfi %0, %1, #24, #8" : "+r"(word) : "r"(__ssat(value[3], 8)));
+    if (low > -128) {
+        word = dw_max_s8x4(word, ((uint32_t)low & 0xffu) * 0x01010101u);
+    }
+    if (high < 127) {
+        word = dw_min_s8x4(word, ((uint32_t)high & 0xffu) * 0x01010101u);
+    }
+    memcpy(out, &word, 4);
+}
+
+/* Four values already in int8's range (pw_requantize_doubled saturates) packed into one word
+ * (BFI), clamped all four at once to the activation's range where it is narrower (SEL), and
+ * stored with one STR. */
+MCUGEN_ALWAYS_INLINE void dw_store4_saturated(int8_t *out, const int32_t value[4], int32_t low,
+                                              int32_t high)
+{
+    uint32_t word = (uint32_t)value[0] & 0xffu;
+    __asm__("bfi %0, %1, #8, #8" : "+r"(word) : "r"(value[1]));
+    __asm__("bfi %0, %1, #16, #8" : "+r"(word) : "r"(value[2]));
+    __asm__("bfi %0, %1, #24, #8" : "+r"(word) : "r"(value[3]));
+    if (low > -128) {
+        word = dw_max_s8x4(word, ((uint32_t)low & 0xffu) * 0x01010101u);
+    }
+    if (high < 127) {
+        word = dw_min_s8x4(word, ((uint32_t)high & 0xffu) * 0x01010101u);
+    }
+    memcpy(out, &word, 4);
 }
 
 /* Fixed-point helpers of the int8 softmax (gemmlowp's, as TFLite uses them). */
@@ -515,15 +522,17 @@ static int32_t count_leading_zeros(uint32_t x)
  * Pixels at rows 0..46, columns 0..46 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the weights are sign-extended and
- * doubled once per call (dw_extend_weights). */
-static void layer0_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, const int32_t *weights, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer0_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 8; c += 4) {
+    const int32_t *k = person_detect_layer0_channels;
+    for (; c < 8; c += 4, k += 16) {
         const int32_t i = c / 8; /* the input channel of all four */
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_one_packed(acc, (window + 0)[i], w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_one_packed(acc, (window + 1)[i], w + 2);
@@ -542,22 +551,23 @@ static void layer0_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bi
         DW_NEXT_TAP(acc, w);
         dw_mac4_one_packed(acc, (window + 194)[i], w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer0_multiplier[c + 0], person_detect_layer0_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer0_multiplier[c + 1], person_detect_layer0_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer0_multiplier[c + 2], person_detect_layer0_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer0_multiplier[c + 3], person_detect_layer0_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer0_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, const int32_t *weights, int8_t *output)
+static void layer0_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 8; c += 4) {
+    const int32_t *k = person_detect_layer0_channels;
+    for (; c < 8; c += 4, k += 16) {
         const int32_t i = c / 8; /* the input channel of all four */
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_one_packed(acc, (taps[0])[i], w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_one_packed(acc, (taps[1])[i], w + 2);
@@ -576,21 +586,19 @@ static void layer0_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_
         DW_NEXT_TAP(acc, w);
         dw_mac4_one_packed(acc, (taps[8])[i], w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer0_multiplier[c + 0], person_detect_layer0_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer0_multiplier[c + 1], person_detect_layer0_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer0_multiplier[c + 2], person_detect_layer0_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer0_multiplier[c + 3], person_detect_layer0_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
 MCUGEN_LAYER void layer0_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t weights[36]; /* doubled, so channels 0..7 accumulate twice the sum */
+    pw_lanes weights[36]; /* doubled, so channels 0..7 accumulate twice the sum */
     dw_extend_weights(weights, person_detect_layer0_filter, 9, 8, 8);
-    int32_t bias[8];
-    dw_double_bias(bias, person_detect_layer0_bias, 8, 8);
     int8_t zero_points[1]; /* stands for every pixel outside the image */
     memset(zero_points, -1, sizeof zero_points);
     output += row_begin * 384;
@@ -601,12 +609,12 @@ MCUGEN_LAYER void layer0_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (int32_t ox = 0; ox < 48; ++ox, output += 8) {
             const int32_t x0 = ox * 2 - 0;
             if (ox >= inside_from && ox < inside_to) {
-                layer0_dw_conv_s8_dsp_inside(input + (y0 * 96 + x0) * 1, bias, weights, output);
+                layer0_dw_conv_s8_dsp_inside(input + (y0 * 96 + x0) * 1, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 96, 96, 1);
-            layer0_dw_conv_s8_dsp_border(taps, bias, weights, output);
+            layer0_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
@@ -617,14 +625,16 @@ MCUGEN_LAYER void layer0_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * Pixels at rows 1..46, columns 1..46 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the weights are sign-extended and
- * doubled once per call (dw_extend_weights). */
-static void layer1_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, const int32_t *weights, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer1_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 8; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer1_channels;
+    for (; c < 8; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, window + 0 + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 8 + c, w + 2);
@@ -643,21 +653,22 @@ static void layer1_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bi
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 784 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer1_multiplier[c + 0], person_detect_layer1_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer1_multiplier[c + 1], person_detect_layer1_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer1_multiplier[c + 2], person_detect_layer1_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer1_multiplier[c + 3], person_detect_layer1_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer1_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, const int32_t *weights, int8_t *output)
+static void layer1_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 8; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer1_channels;
+    for (; c < 8; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, taps[0] + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[1] + c, w + 2);
@@ -676,21 +687,19 @@ static void layer1_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer1_multiplier[c + 0], person_detect_layer1_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer1_multiplier[c + 1], person_detect_layer1_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer1_multiplier[c + 2], person_detect_layer1_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer1_multiplier[c + 3], person_detect_layer1_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
 MCUGEN_LAYER void layer1_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t weights[36]; /* doubled, so channels 0..7 accumulate twice the sum */
+    pw_lanes weights[36]; /* doubled, so channels 0..7 accumulate twice the sum */
     dw_extend_weights(weights, person_detect_layer1_filter, 9, 8, 8);
-    int32_t bias[8];
-    dw_double_bias(bias, person_detect_layer1_bias, 8, 8);
     int8_t zero_points[8]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 384;
@@ -701,25 +710,25 @@ MCUGEN_LAYER void layer1_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (int32_t ox = 0; ox < 48; ++ox, output += 8) {
             const int32_t x0 = ox * 1 - 1;
             if (ox >= inside_from && ox < inside_to) {
-                layer1_dw_conv_s8_dsp_inside(input + (y0 * 48 + x0) * 8, bias, weights, output);
+                layer1_dw_conv_s8_dsp_inside(input + (y0 * 48 + x0) * 8, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 48, 48, 8);
-            layer1_dw_conv_s8_dsp_border(taps, bias, weights, output);
+            layer1_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 2: CONV_2D 1x48x48x8 -> 1x48x48x16, pw_conv_s8_dsp: 2304 rows of 8 -> 16.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer2_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[8];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 48;
+int32_t p = row_begin * 48;
     const int32_t end = row_end * 48;
     const int8_t *pixel = input + p * 8;
     output += p * 16;
@@ -732,12 +741,12 @@ MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (; oc < 16; oc += 2, w += 16, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 8, 2);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[16 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[16 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[16 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[16 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 8, output += 16) {
         pw_extend(scratch, pixel, 8, 8, 1);
         const int8_t *w = person_detect_layer2_filter;
@@ -746,12 +755,12 @@ MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (; oc < 16; oc += 4, w += 32, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 8, 4, 2);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 3: DEPTHWISE_CONV_2D 1x48x48x16 -> 1x24x24x16, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
@@ -760,14 +769,16 @@ MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * Pixels at rows 0..22, columns 0..22 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the weights are sign-extended and
- * doubled once per call (dw_extend_weights). */
-static void layer3_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, const int32_t *weights, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer3_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 16; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer3_channels;
+    for (; c < 16; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, window + 0 + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 16 + c, w + 2);
@@ -786,21 +797,22 @@ static void layer3_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bi
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 1568 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer3_multiplier[c + 0], person_detect_layer3_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer3_multiplier[c + 1], person_detect_layer3_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer3_multiplier[c + 2], person_detect_layer3_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer3_multiplier[c + 3], person_detect_layer3_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer3_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, const int32_t *weights, int8_t *output)
+static void layer3_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 16; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer3_channels;
+    for (; c < 16; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, taps[0] + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[1] + c, w + 2);
@@ -819,21 +831,19 @@ static void layer3_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer3_multiplier[c + 0], person_detect_layer3_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer3_multiplier[c + 1], person_detect_layer3_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer3_multiplier[c + 2], person_detect_layer3_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer3_multiplier[c + 3], person_detect_layer3_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
 MCUGEN_LAYER void layer3_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t weights[72]; /* doubled, so channels 0..15 accumulate twice the sum */
+    pw_lanes weights[72]; /* doubled, so channels 0..15 accumulate twice the sum */
     dw_extend_weights(weights, person_detect_layer3_filter, 9, 16, 16);
-    int32_t bias[16];
-    dw_double_bias(bias, person_detect_layer3_bias, 16, 16);
     int8_t zero_points[16]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 384;
@@ -844,25 +854,25 @@ MCUGEN_LAYER void layer3_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (int32_t ox = 0; ox < 24; ++ox, output += 16) {
             const int32_t x0 = ox * 2 - 0;
             if (ox >= inside_from && ox < inside_to) {
-                layer3_dw_conv_s8_dsp_inside(input + (y0 * 48 + x0) * 16, bias, weights, output);
+                layer3_dw_conv_s8_dsp_inside(input + (y0 * 48 + x0) * 16, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 48, 48, 16);
-            layer3_dw_conv_s8_dsp_border(taps, bias, weights, output);
+            layer3_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 4: CONV_2D 1x24x24x16 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 16 -> 32.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer4_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[16];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 24;
+int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
     const int8_t *pixel = input + p * 16;
     output += p * 32;
@@ -875,12 +885,12 @@ MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (; oc < 32; oc += 2, w += 32, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 16, 4);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[32 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[32 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[32 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[32 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 16, output += 32) {
         pw_extend(scratch, pixel, 16, 8, 1);
         const int8_t *w = person_detect_layer4_filter;
@@ -889,12 +899,12 @@ MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (; oc < 32; oc += 4, w += 64, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 16, 4, 4);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 5: DEPTHWISE_CONV_2D 1x24x24x32 -> 1x24x24x32, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -903,14 +913,16 @@ MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * Pixels at rows 1..22, columns 1..22 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the weights are sign-extended and
- * doubled once per call (dw_extend_weights). */
-static void layer5_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, const int32_t *weights, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer5_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 32; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer5_channels;
+    for (; c < 32; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, window + 0 + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 32 + c, w + 2);
@@ -929,21 +941,22 @@ static void layer5_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bi
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 1600 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer5_multiplier[c + 0], person_detect_layer5_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer5_multiplier[c + 1], person_detect_layer5_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer5_multiplier[c + 2], person_detect_layer5_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer5_multiplier[c + 3], person_detect_layer5_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer5_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, const int32_t *weights, int8_t *output)
+static void layer5_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 32; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer5_channels;
+    for (; c < 32; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, taps[0] + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[1] + c, w + 2);
@@ -962,21 +975,19 @@ static void layer5_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer5_multiplier[c + 0], person_detect_layer5_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer5_multiplier[c + 1], person_detect_layer5_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer5_multiplier[c + 2], person_detect_layer5_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer5_multiplier[c + 3], person_detect_layer5_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
 MCUGEN_LAYER void layer5_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t weights[144]; /* doubled, so channels 0..31 accumulate twice the sum */
+    pw_lanes weights[144]; /* doubled, so channels 0..31 accumulate twice the sum */
     dw_extend_weights(weights, person_detect_layer5_filter, 9, 32, 32);
-    int32_t bias[32];
-    dw_double_bias(bias, person_detect_layer5_bias, 32, 32);
     int8_t zero_points[32]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 768;
@@ -987,25 +998,25 @@ MCUGEN_LAYER void layer5_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (int32_t ox = 0; ox < 24; ++ox, output += 32) {
             const int32_t x0 = ox * 1 - 1;
             if (ox >= inside_from && ox < inside_to) {
-                layer5_dw_conv_s8_dsp_inside(input + (y0 * 24 + x0) * 32, bias, weights, output);
+                layer5_dw_conv_s8_dsp_inside(input + (y0 * 24 + x0) * 32, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 24, 24, 32);
-            layer5_dw_conv_s8_dsp_border(taps, bias, weights, output);
+            layer5_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 6: CONV_2D 1x24x24x32 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 32 -> 32.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer6_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[32];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 24;
+int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
     const int8_t *pixel = input + p * 32;
     output += p * 32;
@@ -1018,12 +1029,12 @@ MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (; oc < 32; oc += 2, w += 64, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 32, 8);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[32 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[32 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[32 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[32 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 32, output += 32) {
         pw_extend(scratch, pixel, 32, 8, 1);
         const int8_t *w = person_detect_layer6_filter;
@@ -1032,12 +1043,12 @@ MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (; oc < 32; oc += 4, w += 128, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 32, 4, 8);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 7: DEPTHWISE_CONV_2D 1x24x24x32 -> 1x12x12x32, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
@@ -1046,14 +1057,16 @@ MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * Pixels at rows 0..10, columns 0..10 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the weights are sign-extended and
- * doubled once per call (dw_extend_weights). */
-static void layer7_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, const int32_t *weights, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer7_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 32; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer7_channels;
+    for (; c < 32; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, window + 0 + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 32 + c, w + 2);
@@ -1072,21 +1085,22 @@ static void layer7_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bi
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 1600 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer7_multiplier[c + 0], person_detect_layer7_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer7_multiplier[c + 1], person_detect_layer7_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer7_multiplier[c + 2], person_detect_layer7_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer7_multiplier[c + 3], person_detect_layer7_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer7_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, const int32_t *weights, int8_t *output)
+static void layer7_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 32; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer7_channels;
+    for (; c < 32; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, taps[0] + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[1] + c, w + 2);
@@ -1105,21 +1119,19 @@ static void layer7_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer7_multiplier[c + 0], person_detect_layer7_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer7_multiplier[c + 1], person_detect_layer7_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer7_multiplier[c + 2], person_detect_layer7_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer7_multiplier[c + 3], person_detect_layer7_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
 MCUGEN_LAYER void layer7_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t weights[144]; /* doubled, so channels 0..31 accumulate twice the sum */
+    pw_lanes weights[144]; /* doubled, so channels 0..31 accumulate twice the sum */
     dw_extend_weights(weights, person_detect_layer7_filter, 9, 32, 32);
-    int32_t bias[32];
-    dw_double_bias(bias, person_detect_layer7_bias, 32, 32);
     int8_t zero_points[32]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 384;
@@ -1130,25 +1142,25 @@ MCUGEN_LAYER void layer7_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (int32_t ox = 0; ox < 12; ++ox, output += 32) {
             const int32_t x0 = ox * 2 - 0;
             if (ox >= inside_from && ox < inside_to) {
-                layer7_dw_conv_s8_dsp_inside(input + (y0 * 24 + x0) * 32, bias, weights, output);
+                layer7_dw_conv_s8_dsp_inside(input + (y0 * 24 + x0) * 32, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 24, 24, 32);
-            layer7_dw_conv_s8_dsp_border(taps, bias, weights, output);
+            layer7_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 8: CONV_2D 1x12x12x32 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 32 -> 64.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer8_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[32];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 12;
+int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
     const int8_t *pixel = input + p * 32;
     output += p * 64;
@@ -1161,12 +1173,12 @@ MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (; oc < 64; oc += 2, w += 64, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 32, 8);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[64 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[64 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[64 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[64 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 32, output += 64) {
         pw_extend(scratch, pixel, 32, 8, 1);
         const int8_t *w = person_detect_layer8_filter;
@@ -1175,12 +1187,12 @@ MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (; oc < 64; oc += 4, w += 128, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 32, 4, 8);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 9: DEPTHWISE_CONV_2D 1x12x12x64 -> 1x12x12x64, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1189,14 +1201,16 @@ MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * Pixels at rows 1..10, columns 1..10 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the weights are sign-extended and
- * doubled once per call (dw_extend_weights). */
-static void layer9_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, const int32_t *weights, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer9_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 64; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer9_channels;
+    for (; c < 64; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, window + 0 + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 64 + c, w + 2);
@@ -1215,21 +1229,22 @@ static void layer9_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bi
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 1664 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer9_multiplier[c + 0], person_detect_layer9_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer9_multiplier[c + 1], person_detect_layer9_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer9_multiplier[c + 2], person_detect_layer9_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer9_multiplier[c + 3], person_detect_layer9_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer9_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, const int32_t *weights, int8_t *output)
+static void layer9_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 64; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer9_channels;
+    for (; c < 64; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, taps[0] + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[1] + c, w + 2);
@@ -1248,21 +1263,19 @@ static void layer9_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer9_multiplier[c + 0], person_detect_layer9_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer9_multiplier[c + 1], person_detect_layer9_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer9_multiplier[c + 2], person_detect_layer9_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer9_multiplier[c + 3], person_detect_layer9_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
 MCUGEN_LAYER void layer9_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t weights[288]; /* doubled, so channels 0..63 accumulate twice the sum */
+    pw_lanes weights[288]; /* doubled, so channels 0..63 accumulate twice the sum */
     dw_extend_weights(weights, person_detect_layer9_filter, 9, 64, 64);
-    int32_t bias[64];
-    dw_double_bias(bias, person_detect_layer9_bias, 64, 64);
     int8_t zero_points[64]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 768;
@@ -1273,25 +1286,25 @@ MCUGEN_LAYER void layer9_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
         for (int32_t ox = 0; ox < 12; ++ox, output += 64) {
             const int32_t x0 = ox * 1 - 1;
             if (ox >= inside_from && ox < inside_to) {
-                layer9_dw_conv_s8_dsp_inside(input + (y0 * 12 + x0) * 64, bias, weights, output);
+                layer9_dw_conv_s8_dsp_inside(input + (y0 * 12 + x0) * 64, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 12, 12, 64);
-            layer9_dw_conv_s8_dsp_border(taps, bias, weights, output);
+            layer9_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 10: CONV_2D 1x12x12x64 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 64 -> 64.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer10_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[64];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 12;
+int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
     const int8_t *pixel = input + p * 64;
     output += p * 64;
@@ -1304,12 +1317,12 @@ MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 64; oc += 2, w += 128, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 64, 16);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[64 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[64 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[64 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[64 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 64, output += 64) {
         pw_extend(scratch, pixel, 64, 8, 1);
         const int8_t *w = person_detect_layer10_filter;
@@ -1318,12 +1331,12 @@ MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 64; oc += 4, w += 256, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 64, 4, 16);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 11: DEPTHWISE_CONV_2D 1x12x12x64 -> 1x6x6x64, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
@@ -1332,14 +1345,16 @@ MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * Pixels at rows 0..4, columns 0..4 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the weights are sign-extended and
- * doubled once per call (dw_extend_weights). */
-static void layer11_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, const int32_t *weights, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer11_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 64; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer11_channels;
+    for (; c < 64; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, window + 0 + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 64 + c, w + 2);
@@ -1358,21 +1373,22 @@ static void layer11_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *b
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, window + 1664 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer11_multiplier[c + 0], person_detect_layer11_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer11_multiplier[c + 1], person_detect_layer11_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer11_multiplier[c + 2], person_detect_layer11_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer11_multiplier[c + 3], person_detect_layer11_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer11_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, const int32_t *weights, int8_t *output)
+static void layer11_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 64; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int32_t *w = weights + c / 2 * 9;
+    const int32_t *k = person_detect_layer11_channels;
+    for (; c < 64; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
         dw_mac4_packed(acc, taps[0] + c, w + 0);
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[1] + c, w + 2);
@@ -1391,21 +1407,19 @@ static void layer11_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32
         DW_NEXT_TAP(acc, w);
         dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_doubled(acc[0], person_detect_layer11_multiplier[c + 0], person_detect_layer11_shift[c + 0], -128),
-            dw_requantize_doubled(acc[1], person_detect_layer11_multiplier[c + 1], person_detect_layer11_shift[c + 1], -128),
-            dw_requantize_doubled(acc[2], person_detect_layer11_multiplier[c + 2], person_detect_layer11_shift[c + 2], -128),
-            dw_requantize_doubled(acc[3], person_detect_layer11_multiplier[c + 3], person_detect_layer11_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
 MCUGEN_LAYER void layer11_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t weights[288]; /* doubled, so channels 0..63 accumulate twice the sum */
+    pw_lanes weights[288]; /* doubled, so channels 0..63 accumulate twice the sum */
     dw_extend_weights(weights, person_detect_layer11_filter, 9, 64, 64);
-    int32_t bias[64];
-    dw_double_bias(bias, person_detect_layer11_bias, 64, 64);
     int8_t zero_points[64]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 384;
@@ -1416,25 +1430,25 @@ MCUGEN_LAYER void layer11_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (int32_t ox = 0; ox < 6; ++ox, output += 64) {
             const int32_t x0 = ox * 2 - 0;
             if (ox >= inside_from && ox < inside_to) {
-                layer11_dw_conv_s8_dsp_inside(input + (y0 * 12 + x0) * 64, bias, weights, output);
+                layer11_dw_conv_s8_dsp_inside(input + (y0 * 12 + x0) * 64, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 12, 12, 64);
-            layer11_dw_conv_s8_dsp_border(taps, bias, weights, output);
+            layer11_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 12: CONV_2D 1x6x6x64 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 64 -> 128.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer12_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[64];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 6;
+int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
     const int8_t *pixel = input + p * 64;
     output += p * 128;
@@ -1447,12 +1461,12 @@ MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 2, w += 128, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 64, 16);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 64, output += 128) {
         pw_extend(scratch, pixel, 64, 8, 1);
         const int8_t *w = person_detect_layer12_filter;
@@ -1461,12 +1475,12 @@ MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 4, w += 256, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 64, 4, 16);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 13: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x6x6x128, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1475,60 +1489,81 @@ MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * Pixels at rows 1..4, columns 1..4 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in. */
-static void layer13_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer13_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer13_filter + c;
-        dw_mac4_dsp(acc, window + 0 + c, w + 0);
-        dw_mac4_dsp(acc, window + 128 + c, w + 128);
-        dw_mac4_dsp(acc, window + 256 + c, w + 256);
-        dw_mac4_dsp(acc, window + 768 + c, w + 384);
-        dw_mac4_dsp(acc, window + 896 + c, w + 512);
-        dw_mac4_dsp(acc, window + 1024 + c, w + 640);
-        dw_mac4_dsp(acc, window + 1536 + c, w + 768);
-        dw_mac4_dsp(acc, window + 1664 + c, w + 896);
-        dw_mac4_dsp(acc, window + 1792 + c, w + 1024);
+    const int32_t *k = person_detect_layer13_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, window + 0 + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 128 + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 256 + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 768 + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 896 + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1024 + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1536 + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1664 + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1792 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer13_multiplier[c + 0], person_detect_layer13_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer13_multiplier[c + 1], person_detect_layer13_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer13_multiplier[c + 2], person_detect_layer13_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer13_multiplier[c + 3], person_detect_layer13_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer13_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, int8_t *output)
+static void layer13_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer13_filter + c;
-        dw_mac4_dsp(acc, taps[0] + c, w + 0);
-        dw_mac4_dsp(acc, taps[1] + c, w + 128);
-        dw_mac4_dsp(acc, taps[2] + c, w + 256);
-        dw_mac4_dsp(acc, taps[3] + c, w + 384);
-        dw_mac4_dsp(acc, taps[4] + c, w + 512);
-        dw_mac4_dsp(acc, taps[5] + c, w + 640);
-        dw_mac4_dsp(acc, taps[6] + c, w + 768);
-        dw_mac4_dsp(acc, taps[7] + c, w + 896);
-        dw_mac4_dsp(acc, taps[8] + c, w + 1024);
+    const int32_t *k = person_detect_layer13_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, taps[0] + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[1] + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[2] + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[3] + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[4] + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[5] + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[6] + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[7] + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer13_multiplier[c + 0], person_detect_layer13_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer13_multiplier[c + 1], person_detect_layer13_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer13_multiplier[c + 2], person_detect_layer13_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer13_multiplier[c + 3], person_detect_layer13_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-MCUGEN_LAYER void layer13_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer13_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    const int32_t *const bias = person_detect_layer13_bias;
+    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
+    dw_extend_weights(weights, person_detect_layer13_filter, 9, 128, 128);
     int8_t zero_points[128]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 768;
@@ -1539,25 +1574,25 @@ MCUGEN_LAYER void layer13_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (int32_t ox = 0; ox < 6; ++ox, output += 128) {
             const int32_t x0 = ox * 1 - 1;
             if (ox >= inside_from && ox < inside_to) {
-                layer13_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, bias, output);
+                layer13_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128);
-            layer13_dw_conv_s8_dsp_border(taps, bias, output);
+            layer13_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 14: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer14_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 6;
+int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
     const int8_t *pixel = input + p * 128;
     output += p * 128;
@@ -1570,12 +1605,12 @@ MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 2, w += 256, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer14_filter;
@@ -1584,12 +1619,12 @@ MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 4, w += 512, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 15: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x6x6x128, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1598,60 +1633,81 @@ MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * Pixels at rows 1..4, columns 1..4 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in. */
-static void layer15_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer15_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer15_filter + c;
-        dw_mac4_dsp(acc, window + 0 + c, w + 0);
-        dw_mac4_dsp(acc, window + 128 + c, w + 128);
-        dw_mac4_dsp(acc, window + 256 + c, w + 256);
-        dw_mac4_dsp(acc, window + 768 + c, w + 384);
-        dw_mac4_dsp(acc, window + 896 + c, w + 512);
-        dw_mac4_dsp(acc, window + 1024 + c, w + 640);
-        dw_mac4_dsp(acc, window + 1536 + c, w + 768);
-        dw_mac4_dsp(acc, window + 1664 + c, w + 896);
-        dw_mac4_dsp(acc, window + 1792 + c, w + 1024);
+    const int32_t *k = person_detect_layer15_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, window + 0 + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 128 + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 256 + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 768 + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 896 + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1024 + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1536 + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1664 + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1792 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer15_multiplier[c + 0], person_detect_layer15_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer15_multiplier[c + 1], person_detect_layer15_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer15_multiplier[c + 2], person_detect_layer15_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer15_multiplier[c + 3], person_detect_layer15_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer15_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, int8_t *output)
+static void layer15_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer15_filter + c;
-        dw_mac4_dsp(acc, taps[0] + c, w + 0);
-        dw_mac4_dsp(acc, taps[1] + c, w + 128);
-        dw_mac4_dsp(acc, taps[2] + c, w + 256);
-        dw_mac4_dsp(acc, taps[3] + c, w + 384);
-        dw_mac4_dsp(acc, taps[4] + c, w + 512);
-        dw_mac4_dsp(acc, taps[5] + c, w + 640);
-        dw_mac4_dsp(acc, taps[6] + c, w + 768);
-        dw_mac4_dsp(acc, taps[7] + c, w + 896);
-        dw_mac4_dsp(acc, taps[8] + c, w + 1024);
+    const int32_t *k = person_detect_layer15_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, taps[0] + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[1] + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[2] + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[3] + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[4] + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[5] + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[6] + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[7] + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer15_multiplier[c + 0], person_detect_layer15_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer15_multiplier[c + 1], person_detect_layer15_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer15_multiplier[c + 2], person_detect_layer15_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer15_multiplier[c + 3], person_detect_layer15_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-MCUGEN_LAYER void layer15_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer15_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    const int32_t *const bias = person_detect_layer15_bias;
+    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
+    dw_extend_weights(weights, person_detect_layer15_filter, 9, 128, 128);
     int8_t zero_points[128]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 768;
@@ -1662,25 +1718,25 @@ MCUGEN_LAYER void layer15_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (int32_t ox = 0; ox < 6; ++ox, output += 128) {
             const int32_t x0 = ox * 1 - 1;
             if (ox >= inside_from && ox < inside_to) {
-                layer15_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, bias, output);
+                layer15_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128);
-            layer15_dw_conv_s8_dsp_border(taps, bias, output);
+            layer15_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 16: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer16_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer16_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 6;
+int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
     const int8_t *pixel = input + p * 128;
     output += p * 128;
@@ -1693,12 +1749,12 @@ MCUGEN_LAYER void layer16_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 2, w += 256, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer16_filter;
@@ -1707,12 +1763,12 @@ MCUGEN_LAYER void layer16_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 4, w += 512, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 17: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x6x6x128, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1721,60 +1777,81 @@ MCUGEN_LAYER void layer16_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * Pixels at rows 1..4, columns 1..4 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in. */
-static void layer17_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer17_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer17_filter + c;
-        dw_mac4_dsp(acc, window + 0 + c, w + 0);
-        dw_mac4_dsp(acc, window + 128 + c, w + 128);
-        dw_mac4_dsp(acc, window + 256 + c, w + 256);
-        dw_mac4_dsp(acc, window + 768 + c, w + 384);
-        dw_mac4_dsp(acc, window + 896 + c, w + 512);
-        dw_mac4_dsp(acc, window + 1024 + c, w + 640);
-        dw_mac4_dsp(acc, window + 1536 + c, w + 768);
-        dw_mac4_dsp(acc, window + 1664 + c, w + 896);
-        dw_mac4_dsp(acc, window + 1792 + c, w + 1024);
+    const int32_t *k = person_detect_layer17_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, window + 0 + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 128 + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 256 + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 768 + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 896 + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1024 + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1536 + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1664 + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1792 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer17_multiplier[c + 0], person_detect_layer17_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer17_multiplier[c + 1], person_detect_layer17_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer17_multiplier[c + 2], person_detect_layer17_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer17_multiplier[c + 3], person_detect_layer17_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer17_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, int8_t *output)
+static void layer17_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer17_filter + c;
-        dw_mac4_dsp(acc, taps[0] + c, w + 0);
-        dw_mac4_dsp(acc, taps[1] + c, w + 128);
-        dw_mac4_dsp(acc, taps[2] + c, w + 256);
-        dw_mac4_dsp(acc, taps[3] + c, w + 384);
-        dw_mac4_dsp(acc, taps[4] + c, w + 512);
-        dw_mac4_dsp(acc, taps[5] + c, w + 640);
-        dw_mac4_dsp(acc, taps[6] + c, w + 768);
-        dw_mac4_dsp(acc, taps[7] + c, w + 896);
-        dw_mac4_dsp(acc, taps[8] + c, w + 1024);
+    const int32_t *k = person_detect_layer17_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, taps[0] + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[1] + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[2] + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[3] + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[4] + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[5] + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[6] + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[7] + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer17_multiplier[c + 0], person_detect_layer17_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer17_multiplier[c + 1], person_detect_layer17_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer17_multiplier[c + 2], person_detect_layer17_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer17_multiplier[c + 3], person_detect_layer17_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-MCUGEN_LAYER void layer17_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer17_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    const int32_t *const bias = person_detect_layer17_bias;
+    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
+    dw_extend_weights(weights, person_detect_layer17_filter, 9, 128, 128);
     int8_t zero_points[128]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 768;
@@ -1785,25 +1862,25 @@ MCUGEN_LAYER void layer17_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (int32_t ox = 0; ox < 6; ++ox, output += 128) {
             const int32_t x0 = ox * 1 - 1;
             if (ox >= inside_from && ox < inside_to) {
-                layer17_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, bias, output);
+                layer17_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128);
-            layer17_dw_conv_s8_dsp_border(taps, bias, output);
+            layer17_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 18: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer18_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer18_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 6;
+int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
     const int8_t *pixel = input + p * 128;
     output += p * 128;
@@ -1816,12 +1893,12 @@ MCUGEN_LAYER void layer18_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 2, w += 256, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer18_filter;
@@ -1830,12 +1907,12 @@ MCUGEN_LAYER void layer18_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 4, w += 512, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 19: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x6x6x128, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1844,60 +1921,81 @@ MCUGEN_LAYER void layer18_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * Pixels at rows 1..4, columns 1..4 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in. */
-static void layer19_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer19_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer19_filter + c;
-        dw_mac4_dsp(acc, window + 0 + c, w + 0);
-        dw_mac4_dsp(acc, window + 128 + c, w + 128);
-        dw_mac4_dsp(acc, window + 256 + c, w + 256);
-        dw_mac4_dsp(acc, window + 768 + c, w + 384);
-        dw_mac4_dsp(acc, window + 896 + c, w + 512);
-        dw_mac4_dsp(acc, window + 1024 + c, w + 640);
-        dw_mac4_dsp(acc, window + 1536 + c, w + 768);
-        dw_mac4_dsp(acc, window + 1664 + c, w + 896);
-        dw_mac4_dsp(acc, window + 1792 + c, w + 1024);
+    const int32_t *k = person_detect_layer19_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, window + 0 + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 128 + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 256 + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 768 + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 896 + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1024 + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1536 + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1664 + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1792 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer19_multiplier[c + 0], person_detect_layer19_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer19_multiplier[c + 1], person_detect_layer19_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer19_multiplier[c + 2], person_detect_layer19_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer19_multiplier[c + 3], person_detect_layer19_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer19_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, int8_t *output)
+static void layer19_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer19_filter + c;
-        dw_mac4_dsp(acc, taps[0] + c, w + 0);
-        dw_mac4_dsp(acc, taps[1] + c, w + 128);
-        dw_mac4_dsp(acc, taps[2] + c, w + 256);
-        dw_mac4_dsp(acc, taps[3] + c, w + 384);
-        dw_mac4_dsp(acc, taps[4] + c, w + 512);
-        dw_mac4_dsp(acc, taps[5] + c, w + 640);
-        dw_mac4_dsp(acc, taps[6] + c, w + 768);
-        dw_mac4_dsp(acc, taps[7] + c, w + 896);
-        dw_mac4_dsp(acc, taps[8] + c, w + 1024);
+    const int32_t *k = person_detect_layer19_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, taps[0] + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[1] + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[2] + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[3] + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[4] + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[5] + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[6] + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[7] + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer19_multiplier[c + 0], person_detect_layer19_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer19_multiplier[c + 1], person_detect_layer19_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer19_multiplier[c + 2], person_detect_layer19_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer19_multiplier[c + 3], person_detect_layer19_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-MCUGEN_LAYER void layer19_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer19_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    const int32_t *const bias = person_detect_layer19_bias;
+    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
+    dw_extend_weights(weights, person_detect_layer19_filter, 9, 128, 128);
     int8_t zero_points[128]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 768;
@@ -1908,25 +2006,25 @@ MCUGEN_LAYER void layer19_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (int32_t ox = 0; ox < 6; ++ox, output += 128) {
             const int32_t x0 = ox * 1 - 1;
             if (ox >= inside_from && ox < inside_to) {
-                layer19_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, bias, output);
+                layer19_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128);
-            layer19_dw_conv_s8_dsp_border(taps, bias, output);
+            layer19_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 20: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer20_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer20_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 6;
+int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
     const int8_t *pixel = input + p * 128;
     output += p * 128;
@@ -1939,12 +2037,12 @@ MCUGEN_LAYER void layer20_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 2, w += 256, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer20_filter;
@@ -1953,12 +2051,12 @@ MCUGEN_LAYER void layer20_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 4, w += 512, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 21: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x6x6x128, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1967,60 +2065,81 @@ MCUGEN_LAYER void layer20_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * Pixels at rows 1..4, columns 1..4 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in. */
-static void layer21_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer21_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer21_filter + c;
-        dw_mac4_dsp(acc, window + 0 + c, w + 0);
-        dw_mac4_dsp(acc, window + 128 + c, w + 128);
-        dw_mac4_dsp(acc, window + 256 + c, w + 256);
-        dw_mac4_dsp(acc, window + 768 + c, w + 384);
-        dw_mac4_dsp(acc, window + 896 + c, w + 512);
-        dw_mac4_dsp(acc, window + 1024 + c, w + 640);
-        dw_mac4_dsp(acc, window + 1536 + c, w + 768);
-        dw_mac4_dsp(acc, window + 1664 + c, w + 896);
-        dw_mac4_dsp(acc, window + 1792 + c, w + 1024);
+    const int32_t *k = person_detect_layer21_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, window + 0 + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 128 + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 256 + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 768 + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 896 + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1024 + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1536 + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1664 + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1792 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer21_multiplier[c + 0], person_detect_layer21_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer21_multiplier[c + 1], person_detect_layer21_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer21_multiplier[c + 2], person_detect_layer21_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer21_multiplier[c + 3], person_detect_layer21_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer21_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, int8_t *output)
+static void layer21_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer21_filter + c;
-        dw_mac4_dsp(acc, taps[0] + c, w + 0);
-        dw_mac4_dsp(acc, taps[1] + c, w + 128);
-        dw_mac4_dsp(acc, taps[2] + c, w + 256);
-        dw_mac4_dsp(acc, taps[3] + c, w + 384);
-        dw_mac4_dsp(acc, taps[4] + c, w + 512);
-        dw_mac4_dsp(acc, taps[5] + c, w + 640);
-        dw_mac4_dsp(acc, taps[6] + c, w + 768);
-        dw_mac4_dsp(acc, taps[7] + c, w + 896);
-        dw_mac4_dsp(acc, taps[8] + c, w + 1024);
+    const int32_t *k = person_detect_layer21_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, taps[0] + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[1] + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[2] + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[3] + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[4] + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[5] + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[6] + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[7] + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer21_multiplier[c + 0], person_detect_layer21_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer21_multiplier[c + 1], person_detect_layer21_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer21_multiplier[c + 2], person_detect_layer21_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer21_multiplier[c + 3], person_detect_layer21_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-MCUGEN_LAYER void layer21_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer21_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    const int32_t *const bias = person_detect_layer21_bias;
+    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
+    dw_extend_weights(weights, person_detect_layer21_filter, 9, 128, 128);
     int8_t zero_points[128]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 768;
@@ -2031,25 +2150,25 @@ MCUGEN_LAYER void layer21_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (int32_t ox = 0; ox < 6; ++ox, output += 128) {
             const int32_t x0 = ox * 1 - 1;
             if (ox >= inside_from && ox < inside_to) {
-                layer21_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, bias, output);
+                layer21_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128);
-            layer21_dw_conv_s8_dsp_border(taps, bias, output);
+            layer21_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 22: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer22_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer22_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 6;
+int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
     const int8_t *pixel = input + p * 128;
     output += p * 128;
@@ -2062,12 +2181,12 @@ MCUGEN_LAYER void layer22_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 2, w += 256, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[128 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 128, output += 128) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer22_filter;
@@ -2076,12 +2195,12 @@ MCUGEN_LAYER void layer22_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 128; oc += 4, w += 512, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 23: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x3x3x128, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
@@ -2090,60 +2209,81 @@ MCUGEN_LAYER void layer22_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * Pixels at rows 0..1, columns 0..1 have their whole window in the image
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
- * The bias has the input offset folded in. */
-static void layer23_dw_conv_s8_dsp_inside(const int8_t *window, const int32_t *bias, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer23_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer23_filter + c;
-        dw_mac4_dsp(acc, window + 0 + c, w + 0);
-        dw_mac4_dsp(acc, window + 128 + c, w + 128);
-        dw_mac4_dsp(acc, window + 256 + c, w + 256);
-        dw_mac4_dsp(acc, window + 768 + c, w + 384);
-        dw_mac4_dsp(acc, window + 896 + c, w + 512);
-        dw_mac4_dsp(acc, window + 1024 + c, w + 640);
-        dw_mac4_dsp(acc, window + 1536 + c, w + 768);
-        dw_mac4_dsp(acc, window + 1664 + c, w + 896);
-        dw_mac4_dsp(acc, window + 1792 + c, w + 1024);
+    const int32_t *k = person_detect_layer23_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, window + 0 + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 128 + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 256 + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 768 + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 896 + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1024 + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1536 + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1664 + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, window + 1792 + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer23_multiplier[c + 0], person_detect_layer23_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer23_multiplier[c + 1], person_detect_layer23_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer23_multiplier[c + 2], person_detect_layer23_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer23_multiplier[c + 3], person_detect_layer23_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-static void layer23_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, int8_t *output)
+static void layer23_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 128; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer23_filter + c;
-        dw_mac4_dsp(acc, taps[0] + c, w + 0);
-        dw_mac4_dsp(acc, taps[1] + c, w + 128);
-        dw_mac4_dsp(acc, taps[2] + c, w + 256);
-        dw_mac4_dsp(acc, taps[3] + c, w + 384);
-        dw_mac4_dsp(acc, taps[4] + c, w + 512);
-        dw_mac4_dsp(acc, taps[5] + c, w + 640);
-        dw_mac4_dsp(acc, taps[6] + c, w + 768);
-        dw_mac4_dsp(acc, taps[7] + c, w + 896);
-        dw_mac4_dsp(acc, taps[8] + c, w + 1024);
+    const int32_t *k = person_detect_layer23_channels;
+    for (; c < 128; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, taps[0] + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[1] + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[2] + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[3] + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[4] + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[5] + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[6] + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[7] + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer23_multiplier[c + 0], person_detect_layer23_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer23_multiplier[c + 1], person_detect_layer23_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer23_multiplier[c + 2], person_detect_layer23_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer23_multiplier[c + 3], person_detect_layer23_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-MCUGEN_LAYER void layer23_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer23_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    const int32_t *const bias = person_detect_layer23_bias;
+    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
+    dw_extend_weights(weights, person_detect_layer23_filter, 9, 128, 128);
     int8_t zero_points[128]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 384;
@@ -2154,25 +2294,25 @@ MCUGEN_LAYER void layer23_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (int32_t ox = 0; ox < 3; ++ox, output += 128) {
             const int32_t x0 = ox * 2 - 0;
             if (ox >= inside_from && ox < inside_to) {
-                layer23_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, bias, output);
+                layer23_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, weights, output);
                 continue;
             }
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128);
-            layer23_dw_conv_s8_dsp_border(taps, bias, output);
+            layer23_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 24: CONV_2D 1x3x3x128 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 128 -> 256.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer24_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[128];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 3;
+int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
     const int8_t *pixel = input + p * 128;
     output += p * 256;
@@ -2185,12 +2325,12 @@ MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 256; oc += 2, w += 256, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 128, 32);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[256 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[256 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[256 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[256 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 128, output += 256) {
         pw_extend(scratch, pixel, 128, 8, 1);
         const int8_t *w = person_detect_layer24_filter;
@@ -2199,47 +2339,59 @@ MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 256; oc += 4, w += 512, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 128, 4, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 25: DEPTHWISE_CONV_2D 1x3x3x256 -> 1x3x3x256, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
  * Output pixels go in raster order, each finished (all channels) before the next one's
  * window is read (the memory planner may put the output over the input).
  * Every pixel goes through tap pointers; taps outside the image read the input zero point.
- * The bias has the input offset folded in. */
-static void layer25_dw_conv_s8_dsp_border(const int8_t *const *taps, const int32_t *bias, int8_t *output)
+ * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
+ * doubled once per call (dw_extend_weights); the short requantization. */
+
+static void layer25_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
 {
     int32_t c = 0;
-    for (; c < 256; c += 4) {
-        int32_t acc[4] = {bias[c], bias[c + 1], bias[c + 2], bias[c + 3]};
-        const int8_t *w = person_detect_layer25_filter + c;
-        dw_mac4_dsp(acc, taps[0] + c, w + 0);
-        dw_mac4_dsp(acc, taps[1] + c, w + 256);
-        dw_mac4_dsp(acc, taps[2] + c, w + 512);
-        dw_mac4_dsp(acc, taps[3] + c, w + 768);
-        dw_mac4_dsp(acc, taps[4] + c, w + 1024);
-        dw_mac4_dsp(acc, taps[5] + c, w + 1280);
-        dw_mac4_dsp(acc, taps[6] + c, w + 1536);
-        dw_mac4_dsp(acc, taps[7] + c, w + 1792);
-        dw_mac4_dsp(acc, taps[8] + c, w + 2048);
+    const int32_t *k = person_detect_layer25_channels;
+    for (; c < 256; c += 4, k += 16) {
+        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+        const pw_lanes *w = weights + c / 2 * 9;
+        dw_mac4_packed(acc, taps[0] + c, w + 0);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[1] + c, w + 2);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[2] + c, w + 4);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[3] + c, w + 6);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[4] + c, w + 8);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[5] + c, w + 10);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[6] + c, w + 12);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[7] + c, w + 14);
+        DW_NEXT_TAP(acc, w);
+        dw_mac4_packed(acc, taps[8] + c, w + 16);
         const int32_t value[4] = {
-            dw_requantize_dsp(acc[0], person_detect_layer25_multiplier[c + 0], person_detect_layer25_shift[c + 0], -128),
-            dw_requantize_dsp(acc[1], person_detect_layer25_multiplier[c + 1], person_detect_layer25_shift[c + 1], -128),
-            dw_requantize_dsp(acc[2], person_detect_layer25_multiplier[c + 2], person_detect_layer25_shift[c + 2], -128),
-            dw_requantize_dsp(acc[3], person_detect_layer25_multiplier[c + 3], person_detect_layer25_shift[c + 3], -128),
+            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
+            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
+            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
+            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
         };
-dw_store4_dsp(output + c, value, -128, 127);
+        dw_store4_saturated(output + c, value, -128, 127);
     }
 }
 
-MCUGEN_LAYER void layer25_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer25_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    const int32_t *const bias = person_detect_layer25_bias;
+    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
+    dw_extend_weights(weights, person_detect_layer25_filter, 9, 256, 256);
     int8_t zero_points[256]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
     output += row_begin * 768;
@@ -2249,20 +2401,20 @@ MCUGEN_LAYER void layer25_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
             const int32_t x0 = ox * 1 - 1;
             const int8_t *taps[9];
             window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 3, 3, 256);
-            layer25_dw_conv_s8_dsp_border(taps, bias, output);
+            layer25_dw_conv_s8_dsp_border(taps, weights, output);
         }
     }
 }
 
 /* Layer 26: CONV_2D 1x3x3x256 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 256 -> 256.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer26_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[256];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 3;
+int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
     const int8_t *pixel = input + p * 256;
     output += p * 256;
@@ -2275,12 +2427,12 @@ MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 256; oc += 2, w += 512, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
             pw_dot_2x2(acc, scratch, w, w + 256, 64);
-            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[256 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            output[256 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[256 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[256 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 256, output += 256) {
         pw_extend(scratch, pixel, 256, 8, 1);
         const int8_t *w = person_detect_layer26_filter;
@@ -2289,12 +2441,12 @@ MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
         for (; oc < 256; oc += 4, w += 1024, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
             pw_dot_1xn(acc, scratch, w, 256, 4, 64);
-            output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled(acc[3], k[13], k[14], k[15]);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
-    }
+}
 }
 
 /* Layer 27: AVERAGE_POOL_2D 1x3x3x256 -> 1x1x1x256, avgpool_s8: 3x3 stride 2x2.
@@ -2321,14 +2473,14 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
 }
 
 /* Layer 28: CONV_2D 1x1x1x256 -> 1x1x1x2, pw_conv_s8_dsp: 1 rows of 256 -> 2.
- * Two rows at a time, their inputs sign-extended and doubled once into the scratch, by two
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
  * the bias (person_detect_layer28_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     int32_t column_words[256];
     int8_t *const scratch = (int8_t *)column_words;
-    int32_t p = row_begin * 1;
+int32_t p = row_begin * 1;
     const int32_t end = row_end * 1;
     const int8_t *pixel = input + p * 256;
     output += p * 2;
@@ -2346,7 +2498,7 @@ MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
             output[2 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
             output[2 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
-    }
+}
     for (; p < end; ++p, pixel += 256, output += 2) {
         pw_extend(scratch, pixel, 256, 8, 1);
         const int8_t *w = person_detect_layer28_filter;
@@ -2368,7 +2520,7 @@ MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, in
             output[oc + 0] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
         }
-    }
+}
 }
 
 /* Layer 29: SOFTMAX 1x1x1x2 -> 1x2, softmax_s8: softmax over 1 rows of 2.
@@ -2443,31 +2595,31 @@ int person_detect_invoke(const int8_t *input, int8_t *output)
     MCUGEN_LAYER_DONE(11, arena + 3456, 2304);
     layer12_pw_conv_s8_dsp(arena + 3456, arena + 1024, 0, 6);
     MCUGEN_LAYER_DONE(12, arena + 1024, 4608);
-    layer13_dw_conv_s8_dsp(arena + 1024, arena + 0, 0, 6);
+    layer13_dw_conv_s8_dsp(arena + 1024, arena + 0, arena + 5632, 0, 6);
     MCUGEN_LAYER_DONE(13, arena + 0, 4608);
     layer14_pw_conv_s8_dsp(arena + 0, arena + 5248, 0, 6);
     MCUGEN_LAYER_DONE(14, arena + 5248, 4608);
-    layer15_dw_conv_s8_dsp(arena + 5248, arena + 4224, 0, 6);
+    layer15_dw_conv_s8_dsp(arena + 5248, arena + 4224, arena + 0, 0, 6);
     MCUGEN_LAYER_DONE(15, arena + 4224, 4608);
     layer16_pw_conv_s8_dsp(arena + 4224, arena + 3968, 0, 6);
     MCUGEN_LAYER_DONE(16, arena + 3968, 4608);
-    layer17_dw_conv_s8_dsp(arena + 3968, arena + 2944, 0, 6);
+    layer17_dw_conv_s8_dsp(arena + 3968, arena + 2944, arena + 0, 0, 6);
     MCUGEN_LAYER_DONE(17, arena + 2944, 4608);
     layer18_pw_conv_s8_dsp(arena + 2944, arena + 2688, 0, 6);
     MCUGEN_LAYER_DONE(18, arena + 2688, 4608);
-    layer19_dw_conv_s8_dsp(arena + 2688, arena + 1664, 0, 6);
+    layer19_dw_conv_s8_dsp(arena + 2688, arena + 1664, arena + 7296, 0, 6);
     MCUGEN_LAYER_DONE(19, arena + 1664, 4608);
     layer20_pw_conv_s8_dsp(arena + 1664, arena + 1408, 0, 6);
     MCUGEN_LAYER_DONE(20, arena + 1408, 4608);
-    layer21_dw_conv_s8_dsp(arena + 1408, arena + 384, 0, 6);
+    layer21_dw_conv_s8_dsp(arena + 1408, arena + 384, arena + 6016, 0, 6);
     MCUGEN_LAYER_DONE(21, arena + 384, 4608);
     layer22_pw_conv_s8_dsp(arena + 384, arena + 128, 0, 6);
     MCUGEN_LAYER_DONE(22, arena + 128, 4608);
-    layer23_dw_conv_s8_dsp(arena + 128, arena + 0, 0, 3);
+    layer23_dw_conv_s8_dsp(arena + 128, arena + 0, arena + 4736, 0, 3);
     MCUGEN_LAYER_DONE(23, arena + 0, 1152);
     layer24_pw_conv_s8_dsp(arena + 0, arena + 2064, 0, 3);
     MCUGEN_LAYER_DONE(24, arena + 2064, 2304);
-    layer25_dw_conv_s8_dsp(arena + 2064, arena + 784, 0, 3);
+    layer25_dw_conv_s8_dsp(arena + 2064, arena + 784, arena + 4368, 0, 3);
     MCUGEN_LAYER_DONE(25, arena + 784, 2304);
     layer26_pw_conv_s8_dsp(arena + 784, arena + 272, 0, 3);
     MCUGEN_LAYER_DONE(26, arena + 272, 2304);

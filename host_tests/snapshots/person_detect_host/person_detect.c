@@ -253,6 +253,7 @@ static int32_t count_leading_zeros(uint32_t x)
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer0_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -275,7 +276,7 @@ static void layer0_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, 
             dw_requantize(acc[2], person_detect_layer0_multiplier[c + 2], person_detect_layer0_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer0_multiplier[c + 3], person_detect_layer0_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -301,7 +302,7 @@ static void layer0_dw_conv_s8_border(const int8_t *const *taps, const int32_t *b
             dw_requantize(acc[2], person_detect_layer0_multiplier[c + 2], person_detect_layer0_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer0_multiplier[c + 3], person_detect_layer0_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -335,6 +336,7 @@ MCUGEN_LAYER void layer0_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer1_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -356,7 +358,7 @@ static void layer1_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, 
             dw_requantize(acc[2], person_detect_layer1_multiplier[c + 2], person_detect_layer1_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer1_multiplier[c + 3], person_detect_layer1_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -381,7 +383,7 @@ static void layer1_dw_conv_s8_border(const int8_t *const *taps, const int32_t *b
             dw_requantize(acc[2], person_detect_layer1_multiplier[c + 2], person_detect_layer1_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer1_multiplier[c + 3], person_detect_layer1_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -437,6 +439,7 @@ MCUGEN_LAYER void layer2_pw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer3_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -458,7 +461,7 @@ static void layer3_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, 
             dw_requantize(acc[2], person_detect_layer3_multiplier[c + 2], person_detect_layer3_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer3_multiplier[c + 3], person_detect_layer3_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -483,7 +486,7 @@ static void layer3_dw_conv_s8_border(const int8_t *const *taps, const int32_t *b
             dw_requantize(acc[2], person_detect_layer3_multiplier[c + 2], person_detect_layer3_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer3_multiplier[c + 3], person_detect_layer3_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -539,6 +542,7 @@ MCUGEN_LAYER void layer4_pw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer5_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -560,7 +564,7 @@ static void layer5_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, 
             dw_requantize(acc[2], person_detect_layer5_multiplier[c + 2], person_detect_layer5_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer5_multiplier[c + 3], person_detect_layer5_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -585,7 +589,7 @@ static void layer5_dw_conv_s8_border(const int8_t *const *taps, const int32_t *b
             dw_requantize(acc[2], person_detect_layer5_multiplier[c + 2], person_detect_layer5_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer5_multiplier[c + 3], person_detect_layer5_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -641,6 +645,7 @@ MCUGEN_LAYER void layer6_pw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer7_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -662,7 +667,7 @@ static void layer7_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, 
             dw_requantize(acc[2], person_detect_layer7_multiplier[c + 2], person_detect_layer7_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer7_multiplier[c + 3], person_detect_layer7_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -687,7 +692,7 @@ static void layer7_dw_conv_s8_border(const int8_t *const *taps, const int32_t *b
             dw_requantize(acc[2], person_detect_layer7_multiplier[c + 2], person_detect_layer7_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer7_multiplier[c + 3], person_detect_layer7_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -743,6 +748,7 @@ MCUGEN_LAYER void layer8_pw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer9_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -764,7 +770,7 @@ static void layer9_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, 
             dw_requantize(acc[2], person_detect_layer9_multiplier[c + 2], person_detect_layer9_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer9_multiplier[c + 3], person_detect_layer9_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -789,7 +795,7 @@ static void layer9_dw_conv_s8_border(const int8_t *const *taps, const int32_t *b
             dw_requantize(acc[2], person_detect_layer9_multiplier[c + 2], person_detect_layer9_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer9_multiplier[c + 3], person_detect_layer9_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -845,6 +851,7 @@ MCUGEN_LAYER void layer10_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer11_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -866,7 +873,7 @@ static void layer11_dw_conv_s8_inside(const int8_t *window, const int32_t *bias,
             dw_requantize(acc[2], person_detect_layer11_multiplier[c + 2], person_detect_layer11_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer11_multiplier[c + 3], person_detect_layer11_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -891,7 +898,7 @@ static void layer11_dw_conv_s8_border(const int8_t *const *taps, const int32_t *
             dw_requantize(acc[2], person_detect_layer11_multiplier[c + 2], person_detect_layer11_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer11_multiplier[c + 3], person_detect_layer11_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -947,6 +954,7 @@ MCUGEN_LAYER void layer12_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer13_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -968,7 +976,7 @@ static void layer13_dw_conv_s8_inside(const int8_t *window, const int32_t *bias,
             dw_requantize(acc[2], person_detect_layer13_multiplier[c + 2], person_detect_layer13_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer13_multiplier[c + 3], person_detect_layer13_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -993,7 +1001,7 @@ static void layer13_dw_conv_s8_border(const int8_t *const *taps, const int32_t *
             dw_requantize(acc[2], person_detect_layer13_multiplier[c + 2], person_detect_layer13_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer13_multiplier[c + 3], person_detect_layer13_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1049,6 +1057,7 @@ MCUGEN_LAYER void layer14_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer15_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -1070,7 +1079,7 @@ static void layer15_dw_conv_s8_inside(const int8_t *window, const int32_t *bias,
             dw_requantize(acc[2], person_detect_layer15_multiplier[c + 2], person_detect_layer15_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer15_multiplier[c + 3], person_detect_layer15_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1095,7 +1104,7 @@ static void layer15_dw_conv_s8_border(const int8_t *const *taps, const int32_t *
             dw_requantize(acc[2], person_detect_layer15_multiplier[c + 2], person_detect_layer15_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer15_multiplier[c + 3], person_detect_layer15_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1151,6 +1160,7 @@ MCUGEN_LAYER void layer16_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer17_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -1172,7 +1182,7 @@ static void layer17_dw_conv_s8_inside(const int8_t *window, const int32_t *bias,
             dw_requantize(acc[2], person_detect_layer17_multiplier[c + 2], person_detect_layer17_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer17_multiplier[c + 3], person_detect_layer17_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1197,7 +1207,7 @@ static void layer17_dw_conv_s8_border(const int8_t *const *taps, const int32_t *
             dw_requantize(acc[2], person_detect_layer17_multiplier[c + 2], person_detect_layer17_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer17_multiplier[c + 3], person_detect_layer17_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1253,6 +1263,7 @@ MCUGEN_LAYER void layer18_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer19_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -1274,7 +1285,7 @@ static void layer19_dw_conv_s8_inside(const int8_t *window, const int32_t *bias,
             dw_requantize(acc[2], person_detect_layer19_multiplier[c + 2], person_detect_layer19_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer19_multiplier[c + 3], person_detect_layer19_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1299,7 +1310,7 @@ static void layer19_dw_conv_s8_border(const int8_t *const *taps, const int32_t *
             dw_requantize(acc[2], person_detect_layer19_multiplier[c + 2], person_detect_layer19_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer19_multiplier[c + 3], person_detect_layer19_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1355,6 +1366,7 @@ MCUGEN_LAYER void layer20_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer21_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -1376,7 +1388,7 @@ static void layer21_dw_conv_s8_inside(const int8_t *window, const int32_t *bias,
             dw_requantize(acc[2], person_detect_layer21_multiplier[c + 2], person_detect_layer21_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer21_multiplier[c + 3], person_detect_layer21_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1401,7 +1413,7 @@ static void layer21_dw_conv_s8_border(const int8_t *const *taps, const int32_t *
             dw_requantize(acc[2], person_detect_layer21_multiplier[c + 2], person_detect_layer21_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer21_multiplier[c + 3], person_detect_layer21_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1457,6 +1469,7 @@ MCUGEN_LAYER void layer22_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
  * taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer23_dw_conv_s8_inside(const int8_t *window, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -1478,7 +1491,7 @@ static void layer23_dw_conv_s8_inside(const int8_t *window, const int32_t *bias,
             dw_requantize(acc[2], person_detect_layer23_multiplier[c + 2], person_detect_layer23_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer23_multiplier[c + 3], person_detect_layer23_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1503,7 +1516,7 @@ static void layer23_dw_conv_s8_border(const int8_t *const *taps, const int32_t *
             dw_requantize(acc[2], person_detect_layer23_multiplier[c + 2], person_detect_layer23_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer23_multiplier[c + 3], person_detect_layer23_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
@@ -1557,6 +1570,7 @@ MCUGEN_LAYER void layer24_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * window is read (the memory planner may put the output over the input).
  * Every pixel goes through tap pointers; taps outside the image read the input zero point.
  * The bias has the input offset folded in. */
+
 static void layer25_dw_conv_s8_border(const int8_t *const *taps, const int32_t *bias, int8_t *output)
 {
     int32_t c = 0;
@@ -1578,7 +1592,7 @@ static void layer25_dw_conv_s8_border(const int8_t *const *taps, const int32_t *
             dw_requantize(acc[2], person_detect_layer25_multiplier[c + 2], person_detect_layer25_shift[c + 2], -128),
             dw_requantize(acc[3], person_detect_layer25_multiplier[c + 3], person_detect_layer25_shift[c + 3], -128),
         };
-dw_store4(output + c, value, -128, 127);
+        dw_store4(output + c, value, -128, 127);
     }
 }
 
