@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import McugenError
 from .resources import targets_dir
@@ -20,6 +20,9 @@ class Target:
     ram_bytes: int
     rounding: str  # "double": TFLite's default requantization rounding
     qemu_board: str | None = None  # the QEMU machine that emulates this core, if any
+    # How the core's compiler schedules best, where kernels offer a choice (e.g.
+    # "dsp_depth_unroll"); measured, never a kernel selection.
+    tuning: dict = field(default_factory=dict)
 
     @property
     def is_host(self) -> bool:
@@ -45,4 +48,5 @@ def load_target(name: str) -> Target:
         ram_bytes=int(data["ram_bytes"]),
         rounding=data["rounding"],
         qemu_board=data.get("qemu_board"),
+        tuning=dict(data.get("tuning", {})),
     )

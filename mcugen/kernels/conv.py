@@ -86,7 +86,7 @@ def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> C
     return ConvDspParams(
         input=feature_map(graph.tensor(op.input)), output=feature_map(graph.tensor(op.output)),
         window=window, zero_point=graph.tensor(op.input).zero_point,
-        matrix=matrix_dsp(weights.reshape(out_c, -1), op, graph, names),
+        matrix=matrix_dsp(weights.reshape(out_c, -1), op, graph, names, target),
         contiguous_rows=window.dil_w == 1, block_pixels=DSP_BLOCK_PIXELS)
 
 

@@ -29,7 +29,8 @@ def _rows(op: FullyConnected, graph: Graph) -> tuple[FeatureMap, FeatureMap]:
 
 def _lower_dsp(op: FullyConnected, graph: Graph, target: Target,
                names: LayerNames) -> PointwiseDspParams:
-    return matrix_dsp_params(graph.tensor(op.weights).data, *_rows(op, graph), op, graph, names)
+    return matrix_dsp_params(graph.tensor(op.weights).data, *_rows(op, graph), op, graph, names,
+                             target)
 
 
 def _dsp_scratch(op: FullyConnected, graph: Graph, target: Target) -> int:

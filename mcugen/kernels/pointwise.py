@@ -45,6 +45,7 @@ class MatrixDsp:
     # e as four words (one load multiple); otherwise the bias alone (TFLite's sequence, out).
     channels: ConstArray
     groups: int  # words of four inputs per column: ceil(depth / 4)
+    dot: str  # the C function of the 2x2 dot product: its depth loop's unrolling
     short: ShortRequantization | None  # the short sequence, or None and:
     out: Requantization | None  # TFLite's general sequence
     requantize: str | None  # the C function of the short sequence
@@ -98,7 +99,14 @@ def matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph:
         block_pixels=block_pixels)
 
 
-def matrix_dsp(weight_rows: np.ndarray, op: Op, graph: Graph, names: LayerNames) -> MatrixDsp:
+# The dot product's depth loop, unrolled by two or four groups of four inputs: what the
+# target's compiler schedules in fewer instructions (measured: GCC 12 spills at four groups
+# with Cortex-M4's scheduling and not with Cortex-M7's). A target's "dsp_depth_unroll".
+DOT_BY_UNROLL = {2: "pw_dot_2x2", 4: "pw_dot_2x2_by4"}
+
+
+def matrix_dsp(weight_rows: np.ndarray, op: Op, graph: Graph, names: LayerNames,
+               target: Target) -> MatrixDsp:
     """The DSP matrix of a layer with weight rows [outputs, depth] and its bias and
     requantization, the input offset folded into the bias (every input a column reads is a
     real input or the zero point)."""
@@ -119,15 +127,16 @@ def matrix_dsp(weight_rows: np.ndarray, op: Op, graph: Graph, names: LayerNames)
     return MatrixDsp(
         depth=depth, outputs=outputs,
         filter=ConstArray(names.table("filter"), "int8_t", weight_rows.reshape(-1)).padded(4),
-        channels=channels.as_int32(), groups=-(-depth // 4), short=short,
+        channels=channels.as_int32(), groups=-(-depth // 4),
+        dot=DOT_BY_UNROLL[target.tuning.get("dsp_depth_unroll", 2)], short=short,
         out=out if short is None else None, requantize=dsp_short_function(short))
 
 
 def matrix_dsp_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
-                      names: LayerNames) -> PointwiseDspParams:
+                      names: LayerNames, target: Target) -> PointwiseDspParams:
     """The DSP variant's parameters for rows [P, depth] times weights [outputs, depth]."""
-    return PointwiseDspParams(input=rows, output=outputs,
-                              matrix=matrix_dsp(weights.reshape(outputs.c, -1), op, graph, names),
+    matrix = matrix_dsp(weights.reshape(outputs.c, -1), op, graph, names, target)
+    return PointwiseDspParams(input=rows, output=outputs, matrix=matrix,
                               block_pixels=DSP_BLOCK_PIXELS)
 
 
@@ -148,7 +157,7 @@ def _lowering(block_pixels: int):
 def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
                ) -> PointwiseDspParams:
     return matrix_dsp_params(graph.tensor(op.filter).data, feature_map(graph.tensor(op.input)),
-                             feature_map(graph.tensor(op.output)), op, graph, names)
+                             feature_map(graph.tensor(op.output)), op, graph, names, target)
 
 
 def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:

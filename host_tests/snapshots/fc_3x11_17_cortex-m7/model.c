@@ -195,23 +195,18 @@ MCUGEN_ALWAYS_INLINE void pw_mac_2x2(int32_t *a00, int32_t *a01, int32_t *a10, i
     *a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, *a11));
 }
 
-/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs, four groups a pass. */
+/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs (a constant, so
+ * the tails fold away): two groups a pass, or four (pw_dot_2x2_by4), as the target's
+ * compiler schedules best (kernels/pointwise.py). */
 MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
                                      const int8_t *w1, int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const pw_lanes *x = (const pw_lanes *)(const void *)columns;
     int32_t g = 0;
-    for (; g + 4 <= groups; g += 4, x += 16, w0 += 16, w1 += 16) {
+    for (; g + 2 <= groups; g += 2, x += 8, w0 += 8, w1 += 8) {
         pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
         pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 8, w0 + 8, w1 + 8);
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 12, w0 + 12, w1 + 12);
-    }
-    if (groups - g >= 2) { /* groups is a constant: these fold away or stay unrolled */
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
-        g += 2, x += 8, w0 += 8, w1 += 8;
     }
     if (g < groups) {
         pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
@@ -220,6 +215,25 @@ MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, cons
     acc[1] = a01;
     acc[2] = a10;
     acc[3] = a11;
+}
+
+MCUGEN_ALWAYS_INLINE void pw_dot_2x2_by4(int32_t acc[4], const int8_t *columns,
+                                         const int8_t *w0, const int8_t *w1, int32_t groups)
+{
+    const int32_t whole = groups - groups % 4;
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    for (int32_t g = 0; g < whole; g += 4, x += 16, w0 += 16, w1 += 16) {
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 8, w0 + 8, w1 + 8);
+        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 12, w0 + 12, w1 + 12);
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+    pw_dot_2x2(acc, (const int8_t *)(const void *)x, w0, w1, groups - whole);
 }
 
 /* acc[j] += the column (one pixel, two words per group) . filter row j, for `rows` rows
@@ -292,7 +306,7 @@ int32_t p = row_begin * 1;
         int32_t oc = 0;
         for (; oc < 16; oc += 2, w += 22, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, w + 11, 3);
+            pw_dot_2x2_by4(acc, scratch, w, w + 11, 3);
             output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
             output[17 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
@@ -300,7 +314,7 @@ int32_t p = row_begin * 1;
         }
         {
             int32_t acc[4] = {k[0], 0, k[0], 0};
-            pw_dot_2x2(acc, scratch, w, w, 3);
+            pw_dot_2x2_by4(acc, scratch, w, w, 3);
             output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
             output[17 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
         }
