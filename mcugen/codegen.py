@@ -8,6 +8,7 @@ one record per file, and the Jinja2 templates in templates/ lay them out.
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import re
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from .errors import McugenError
 from .ir import Graph, TableLookup
 from .kernels import Layer
 from .kernels.cmsis_nn import CmsisPath
-from .kernels.variant import ConstArray, Isa, const_arrays
+from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import Plan
 from .resources import templates_dir
 from .schedule import Step, scratch_id
@@ -49,23 +50,32 @@ class Pointer:
 
 
 @dataclass(frozen=True)
+class TableArgument:
+    """A constant table a layer function takes as an argument (so that layers of one shape
+    share one function): the parameter's name and type, and the layer's own table."""
+
+    parameter: str
+    ctype: str
+    array: ConstArray
+
+
+@dataclass(frozen=True)
 class LayerView:
-    """What a layer template needs: the lowered layer and a one-line description."""
+    """What a layer template needs: the lowered layer, its parameters with its tables renamed
+    to the function's parameters, and the function that runs it, which the first layer of its
+    shape defines and the others of the same code call."""
 
     layer: Layer
     comment: str
+    names: LayerNames  # of the function that runs the layer
+    params: Any  # the layer's parameter record, tables named as the function's parameters
+    tables: tuple[TableArgument, ...]
+    label: str  # "Layer 3", or "Layers 3, 5, 7" for a function they share
+    defines_function: bool
 
     @property
     def index(self) -> int:
         return self.layer.index
-
-    @property
-    def names(self):
-        return self.layer.names
-
-    @property
-    def params(self) -> Any:
-        return self.layer.params
 
     @property
     def variant(self):
@@ -112,7 +122,12 @@ class ModelView:
 
     @property
     def arrays(self) -> list[ConstArray]:
-        return [a for layer in self.layers for a in const_arrays(layer.params)]
+        return [a for layer in self.layers for a in const_arrays(layer.layer.params)]
+
+    @property
+    def functions(self) -> list[LayerView]:
+        """The layers whose view defines a function, in order."""
+        return [layer for layer in self.layers if layer.defines_function]
 
     @property
     def returns_status(self) -> bool:
@@ -136,11 +151,83 @@ def layer_comment(layer: Layer, graph: Graph) -> str:
     return comment
 
 
+# Tables that reach a layer function otherwise (a constant second operand is its input2).
+PASSED_AS_OPERANDS = frozenset({"operand2"})
+
+
+def table_arguments(layer: Layer) -> tuple[Any, tuple[TableArgument, ...]]:
+    """The layer's parameters with each of its tables renamed to a parameter of its function,
+    and the tables to pass. A library's layers keep their tables by name (their static
+    structs point at them)."""
+    if layer.variant.library is not None:
+        return layer.params, ()
+    prefix = layer.names.table("")
+    renames: dict[str, str] = {}
+    arguments = []
+    for array in const_arrays(layer.params):
+        role = array.name[len(prefix):]
+        renames[array.name] = f"t_{role}"
+        if role not in PASSED_AS_OPERANDS:
+            arguments.append(TableArgument(f"t_{role}", array.ctype, array))
+    return _renamed_tables(layer.params, renames), tuple(arguments)
+
+
+def _renamed_tables(record: Any, renames: dict[str, str]) -> Any:
+    if isinstance(record, ConstArray):
+        return dataclasses.replace(record, name=renames[record.name])
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        changes = {f.name: _renamed_tables(getattr(record, f.name), renames)
+                   for f in dataclasses.fields(record)}
+        return dataclasses.replace(record, **changes)
+    return record
+
+
+def layer_views(graph: Graph, layers: tuple[Layer, ...],
+                env: jinja2.Environment) -> tuple[LayerView, ...]:
+    """One view per layer; layers whose functions would be the same code (rendered with the
+    same placeholder names, their tables as arguments) share the first one's function, which
+    takes their tables as arguments. A layer alone with its code keeps them as constants."""
+    drafts = []
+    for layer in layers:
+        params, tables = table_arguments(layer)
+        drafts.append(LayerView(layer, layer_comment(layer, graph), layer.names, params, tables,
+                                f"Layer {layer.index}", True))
+    owners: dict[tuple[str, str], int] = {}
+    owner_of = []
+    for draft in drafts:
+        key = (draft.variant.template, _placeholder_text(draft, env))
+        owner_of.append(owners.setdefault(key, draft.index))
+    views = []
+    for layer, draft, owner in zip(layers, drafts, owner_of):
+        sharing = [i for i, o in enumerate(owner_of) if o == owner]
+        if len(sharing) == 1:  # its own function: the tables stay constants, by name
+            views.append(dataclasses.replace(draft, params=layer.params, tables=()))
+            continue
+        views.append(dataclasses.replace(
+            draft, names=layers[owner].names, defines_function=draft.index == owner,
+            label="Layers " + ", ".join(map(str, sharing))))
+    return tuple(views)
+
+
+PLACEHOLDER_INDEX = -1
+
+
+def _placeholder_text(view: LayerView, env: jinja2.Environment) -> str:
+    """The layer's function as it would render under placeholder names: equal texts are the
+    same code."""
+    if view.variant.library is not None:
+        return f"library layer {view.index}"  # never shared
+    names = LayerNames(view.names.model, PLACEHOLDER_INDEX, view.names.variant)
+    neutral = dataclasses.replace(view, names=names, label="Layer ?")
+    template = env.get_template(f"kernels/{view.variant.template}.c.j2")
+    return template.render(layer=neutral, model=None)
+
+
 def build_model_view(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ...],
                      plan: Plan, name: str, source: str,
                      cmsis_nn: CmsisPath | None = None) -> ModelView:
     check_model_name(name)
-    views = tuple(LayerView(layer, layer_comment(layer, graph)) for layer in layers)
+    views = layer_views(graph, layers, template_environment())
     inp, out = graph.input, graph.output
     used = [layer.variant for layer in layers]
     return ModelView(
@@ -170,7 +257,7 @@ def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan) -> StepVie
     op = layer.op
     input2 = None
     if layer.variant.binary:
-        operand2 = getattr(layer.params, "operand2", None)
+        operand2 = getattr(layer.params, "operand2", None)  # the layer's own, by name
         input2 = Pointer("table", table=operand2.name) if operand2 is not None \
             else _pointer(op.input2, graph, plan)
     scratch = Pointer("arena", plan.offsets[scratch_id(layer.index)]) \
