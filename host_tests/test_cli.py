@@ -4,6 +4,7 @@ of bad input answered by one line on stderr, a non-zero exit and no output folde
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,15 @@ def mcugen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+STEP_LINE = re.compile(r"mcugen: .*\.\.\.( \d+\.\d s)?")  # a step, and the seconds it took
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     errors = [line for line in lines if line.startswith("mcugen: error: ")]
     assert errors == lines[-1:], result.stderr  # progress lines may precede it
-    assert all(line.endswith("...") for line in lines[:-1]), result.stderr
+    assert all(STEP_LINE.fullmatch(line) for line in lines[:-1]), result.stderr
     assert "Traceback" not in result.stderr
     for word in words:
         assert word in errors[0], errors[0]
@@ -60,18 +64,56 @@ def test_run_builds_every_generation_from_the_command_line(arch, tmp_path):
         assert "HARD_SWISH (table)" in result.stdout and "MUL" in result.stdout
 
 
-def test_targets_are_listed(tmp_path):
+def test_targets_are_listed_grouped_by_core(tmp_path):
+    """Each core's line, then the core itself and its parts, indented under it."""
+    from mcugen.targets import load_target, target_names
+
     result = mcugen("targets", cwd=tmp_path)
-    assert result.returncode == 0
-    names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["cortex-m4", "cortex-m55", "cortex-m7", "host"]
-
-
-def test_inspect_prints_the_layer_table(tmp_path):
-    result = mcugen("inspect", str(PERSON_DETECT), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "DEPTHWISE_CONV_2D" in result.stdout and "7,157,888 MACs" in result.stdout
-    assert not any(tmp_path.iterdir())
+    group, seen = None, {}
+    for line in result.stdout.splitlines()[1:-1]:
+        if not line.startswith(" "):
+            group = line.split(":")[0]
+            continue
+        seen[line.split()[0]] = group
+    expected = {name: (load_target(name).core or "host") for name in target_names()}
+    assert {name: core for name, core in seen.items()} == \
+        {name: core for name, core in expected.items() if name != "host"}
+    cores = [line.split(":")[0] for line in result.stdout.splitlines()[1:]
+             if not line.startswith(" ")]
+    assert cores[:6] == ["cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33",
+                         "cortex-m55"]
+    for part in ("stm32f746ng", "stm32h743zi", "stm32l4r5zi", "stm32u585ai", "nrf52840",
+                 "nrf5340", "rp2040", "rp2350", "alif-e3"):
+        assert part in seen
+    assert re.search(r"nrf52840 +64 MHz +1,024 KB +256 KB", result.stdout)
+
+
+def test_a_part_is_a_target(tmp_path):
+    result = mcugen("build", "--model", str(PERSON_DETECT), "--target", "nrf52840", "--out",
+                    "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '"target": "nrf52840"' in (tmp_path / "out" / "report.json").read_text()
+
+
+def test_the_memory_check_uses_the_parts_largest_ram_region(tmp_path):
+    """A 192x192 alpha 0.5 V1 has a 368,640-byte arena and 874 KB of weights: it fits the
+    STM32H743's 512 KB AXI SRAM (its largest region, of 1 MB in all), not the nRF52840's one
+    256 KB region, nor the typical Cortex-M3 part's 128 KB."""
+    model = tmp_path / "a05_192.tflite"
+    model.write_bytes(mobilenet_tflite(arch="v1", seed=1, alpha=0.5, height=192, width=192,
+                                       channels=3, classes=2))
+    fits = mcugen("build", "--model", str(model), "--target", "stm32h743zi", "--out", "h7",
+                  cwd=tmp_path)
+    assert fits.returncode == 0, fits.stderr
+    assert_one_line_error(mcugen("build", "--model", str(model), "--target", "nrf52840",
+                                 "--out", "nrf", cwd=tmp_path),
+                          "368,640-byte arena", "nrf52840's largest RAM region (RAM) holds "
+                          "262,144", "--no-memory-check")
+    assert_one_line_error(mcugen("build", "--model", str(model), "--target", "cortex-m3",
+                                 "--out", "m3", cwd=tmp_path),
+                          "cortex-m3 has 131,072 bytes of RAM")
+    assert not (tmp_path / "nrf").exists() and not (tmp_path / "m3").exists()
 
 
 BAD_ARGUMENTS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .codegen import ModelView, template_environment
 from .ir import Conv2D, DepthwiseConv2D, FullyConnected, Graph, Op, TableLookup, op_inputs
@@ -24,6 +24,18 @@ class LayerStats:
     const_bytes: int  # the tables emitted for it (weights, biases, multipliers, shifts)
     arena_offset: int | None  # None when the output is the caller's buffer
     arena_bytes: int  # size of its output in the arena (0 when it is the caller's)
+    instructions: int | None = None  # measured by `mcugen run` (QEMU, exact), per inference
+
+
+@dataclass(frozen=True)
+class BufferStats:
+    """One buffer of the memory plan: where it lives in the arena and while which layers."""
+
+    id: str
+    offset: int
+    size: int
+    first: int  # index of the layer that writes it
+    last: int  # index of the last layer that reads it
 
 
 @dataclass(frozen=True)
@@ -40,12 +52,24 @@ class Report:
     output_bytes: int
     memory_plan: str
     measured: dict | None = None  # MeasuredSizes from the target's compiler, when it ran
+    buffers: list[BufferStats] = field(default_factory=list)  # the memory plan, as data
+    run: dict | None = None  # from `mcugen run`: qemu_board, inferences, instructions, bit_exact
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     def to_markdown(self) -> str:
         return template_environment().get_template("report.md.j2").render(report=self)
+
+    def to_html(self) -> str:
+        from .report_html import render_html
+
+        return render_html(self)
+
+    def files(self) -> dict[str, str]:
+        """The report files of an output folder."""
+        return {"report.json": self.to_json(), "report.md": self.to_markdown(),
+                "report.html": self.to_html()}
 
 
 def op_label(op: Op) -> str:
@@ -85,4 +109,6 @@ def build_report(graph: Graph, kernels: list[Kernel], buffers: list[Buffer], pla
         macs=sum(s.macs for s in layers), weight_bytes=sum(s.weight_bytes for s in layers),
         const_bytes=sum(s.const_bytes for s in layers), arena_bytes=plan.arena_size,
         input_bytes=graph.input.nbytes, output_bytes=graph.output.nbytes,
-        memory_plan=format_plan(buffers, plan))
+        memory_plan=format_plan(buffers, plan),
+        buffers=[BufferStats(b.id, plan.offsets[b.id], b.size, b.first, b.last)
+                 for b in buffers if b.id in plan.offsets])
