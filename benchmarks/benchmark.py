@@ -1,8 +1,9 @@
-"""Benchmark table: per model, board and kernel set, the instructions per inference counted
-exactly in QEMU, MACs per instruction (convolution and fully connected MACs only), flash (code, weights) and RAM (arena, stack) measured
-from the compiled objects, and the time of one inference of the host build.
+"""Benchmark table: per model, target (a core, or a part run on its core's QEMU board) and
+kernel set, the instructions per inference counted exactly in QEMU, MACs per instruction
+(convolution and fully connected MACs only), flash (code, weights) and RAM (arena, stack)
+measured from the compiled objects, and the time of one inference of the host build.
 
-    python3 benchmarks/benchmark.py [--models a025_96,person_detect] [--boards ...]
+    python3 benchmarks/benchmark.py [--models a025_96,person_detect] [--targets cortex-m7,...]
 
 CMSIS-NN rows appear when CMSIS_NN_DIR points at a CMSIS-NN checkout. Nothing here asserts a
 speed: it measures and prints.
@@ -23,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from mcugen.build import BuildOptions, build  # noqa: E402
 from mcugen.run import run  # noqa: E402
+from mcugen.targets import qemu_targets  # noqa: E402
 
 SHARED_MODEL = REPO.parent / "shared" / "models" / "person_detect.tflite"
 KERAS_MODELS = {
@@ -33,7 +35,7 @@ KERAS_MODELS = {
     "v3-large_a0.35_96x96x3": dict(arch="v3-large", alpha=0.35, height=96, width=96, channels=3,
                                    classes=2),
 }
-BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m55": "mps3-an547"}
+CORES = sorted(qemu_targets())  # every core that runs in QEMU, as targets/ says
 
 
 def model_file(name: str, work: Path) -> Path:
@@ -93,7 +95,8 @@ int main(void) {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join([*KERAS_MODELS, "person_detect"]))
-    parser.add_argument("--boards", default=",".join(BOARDS))
+    parser.add_argument("--targets", "--boards", dest="targets", default=",".join(CORES),
+                        help="cores or parts that run in QEMU (default: every core)")
     args = parser.parse_args()
     kernel_sets = ["mcugen"] + (["cmsis-nn"] if os.environ.get("CMSIS_NN_DIR") else [])
     rows = []
@@ -103,7 +106,7 @@ def main() -> None:
             model = model_file(model_name, work)
             for kernels in kernel_sets:
                 host = host_seconds_per_inference(model, kernels, work / model_name)
-                for target in args.boards.split(","):
+                for target in args.targets.split(","):
                     run_dir = work / f"{model_name}_{target}_{kernels}"
                     summary = run(BuildOptions(model=model, target=target, kernels=kernels),
                                   None, run_dir)
@@ -118,7 +121,7 @@ def main() -> None:
                                  "yes" if summary.matches else "NO"))
                     print(f"... {model_name} {target} {kernels}: {instructions:,}",
                           file=sys.stderr)
-    header = ("model", "board", "kernels", "instructions", "MACs/instr", "code B", "weights B",
+    header = ("model", "target", "kernels", "instructions", "MACs/instr", "code B", "weights B",
               "arena B", "stack B", "host ms", "bit-exact")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")

@@ -12,6 +12,7 @@ from mcugen.build import BuildOptions
 from mcugen.errors import McugenError
 from mcugen.qemu import build_firmware, run_firmware
 from mcugen.run import format_summary, run
+from mcugen.targets import load_target
 
 MOBILENET = dict(arch="v1", seed=1, alpha=0.25, height=96, width=96, channels=3, classes=2)
 
@@ -48,7 +49,9 @@ def test_a_part_runs_on_its_cores_board(tmp_path):
     """--target nrf52840: the part's memory check, its core's flags and QEMU board."""
     summary = run(BuildOptions(model=PERSON_DETECT, target="nrf52840"), None, tmp_path)
     assert summary.matches
-    assert "-mcpu=cortex-m4" in (tmp_path / "firmware" / "cflags.txt").read_text()
+    flags = (tmp_path / "firmware" / "cflags.txt").read_text().split()
+    assert load_target("nrf52840").cpu_flags == load_target("cortex-m4").cpu_flags
+    assert flags[:len(load_target("cortex-m4").cpu_flags)] == list(load_target("cortex-m4").cpu_flags)
 
 
 def test_a_firmware_with_a_wrong_answer_fails_the_check(mobilenet_file, tmp_path):

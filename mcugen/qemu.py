@@ -51,7 +51,7 @@ class RunResult:
 
 def firmware_target(name: str | Target) -> Target:
     """The target a firmware is built for: a target's name (a core or a part), or the name of a
-    QEMU machine, which stands for the core that machine emulates (mps2-an500: cortex-m7)."""
+    QEMU machine, which stands for the core that machine emulates (the M7's machine: cortex-m7)."""
     if isinstance(name, Target):
         target = name
     elif name in target_names():
