@@ -24,7 +24,7 @@ from .errors import McugenError
 from .resources import targets_dir
 
 KINDS = ("core", "part", "host")
-# Instruction-set features (see targets/README.md): code branches on these, never on names.
+# Instruction-set features (targets/README.md): code branches on these, never on names.
 ISA_FEATURES = frozenset({"armv7m", "dsp", "mve", "fpu"})
 
 
