@@ -12,7 +12,7 @@ from . import __version__
 from .build import ARCHES, BuildOptions, build
 from .errors import McugenError
 from .kernels import KERNEL_SETS
-from .targets import Target, load_target, make_variables, target_names
+from .targets import Target, core_order, load_target, make_variables, target_names
 
 
 class _Parser(argparse.ArgumentParser):
@@ -154,10 +154,11 @@ def command_inspect(args: argparse.Namespace) -> int:
 def command_targets(args: argparse.Namespace) -> int:
     if args.make is not None:
         target = load_target(args.make)
+        variables = make_variables(target)  # refuses a target without a QEMU board first
         print(f"# {target.name}, from targets/{target.name}.toml (part of core {target.core})"
               if target.kind == "part" else f"# {target.name}, from targets/{target.name}.toml")
         print("# use: make -C examples/qemu MODEL_DIR=... BUILD=... TARGET_MK=this-file")
-        for variable, value in make_variables(target).items():
+        for variable, value in variables.items():
             print(f"{variable} := {value}")
         return 0
     print(format_targets([load_target(name) for name in target_names()]))
@@ -167,7 +168,7 @@ def command_targets(args: argparse.Namespace) -> int:
 def format_targets(targets: list[Target]) -> str:
     """The targets grouped by core: the core's line, then the core's own row and its parts."""
     cores = {t.name: t for t in targets if t.kind != "part"}
-    order = sorted(cores, key=lambda name: (cores[name].is_host, _core_number(name), name))
+    order = sorted(cores, key=lambda name: (cores[name].is_host, core_order(name)))
     lines = [f"  {'target':<14} {'clock':>8} {'flash':>9} {'RAM':>9}  description"]
     for name in order:
         core = cores[name]
@@ -186,12 +187,6 @@ def format_targets(targets: list[Target]) -> str:
     lines.append("RAM: a part's largest contiguous region (one arena must fit in it); a core's "
                  "figures are a typical part's.")
     return "\n".join(lines)
-
-
-def _core_number(name: str) -> int:
-    """cortex-m0plus < cortex-m3 < cortex-m4 < cortex-m7 < cortex-m33 < cortex-m55."""
-    digits = "".join(c for c in name if c.isdigit())
-    return int(digits) if digits else 0
 
 
 def _kib(size: int) -> str:

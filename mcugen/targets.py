@@ -170,9 +170,16 @@ def contiguous_ram(regions: tuple[RamRegion, ...]) -> list[list[RamRegion]]:
     return runs
 
 
+def core_order(name: str) -> tuple[int, str]:
+    """cortex-m0plus < cortex-m3 < cortex-m4 < cortex-m7 < cortex-m33 < cortex-m55."""
+    digits = "".join(c for c in name if c.isdigit())
+    return (int(digits) if digits else 0, name)
+
+
 def qemu_targets() -> dict[str, Target]:
-    """Every core that runs in QEMU, by name: what the firmware tests and benchmarks cover."""
-    cores = (load_target(name) for name in target_names())
+    """Every core that runs in QEMU, by name, in core order: what the firmware tests and the
+    benchmark cover."""
+    cores = (load_target(name) for name in sorted(target_names(), key=core_order))
     return {t.name: t for t in cores if t.kind == "core" and t.qemu is not None}
 
 

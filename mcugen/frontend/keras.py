@@ -373,8 +373,9 @@ def _convert_to_int8(tf: ModuleType, model, images: np.ndarray) -> bytes:
 def _tensorflow_output_hidden(quiet: bool = True) -> Iterator[None]:
     """Hide what TensorFlow prints while it works (unless not quiet): its import banner and
     oneDNN/absl log lines written straight to file descriptor 2, Python warnings, and the
-    converter's SavedModel export summary on stdout. If the step fails, the native output is
-    replayed on a line of its own, since then it explains the error."""
+    converter's SavedModel export summary on stdout. If TensorFlow itself fails, the native
+    output is replayed on lines of its own, since then it explains the error; a McugenError
+    (a user's mistake, explained in one line) replays nothing."""
     if not quiet:
         yield
         return
@@ -384,14 +385,17 @@ def _tensorflow_output_hidden(quiet: bool = True) -> Iterator[None]:
         sys.stderr.flush()
         saved_stderr = os.dup(2)
         os.dup2(native_log.fileno(), 2)
-        failed = True
+        replay = True
         try:
             yield
-            failed = False
+            replay = False
+        except McugenError:  # mcugen's own one-line explanation says it all
+            replay = False
+            raise
         finally:
             os.dup2(saved_stderr, 2)
             os.close(saved_stderr)
-            if failed:
+            if replay:
                 native_log.seek(0)
                 text = native_log.read().decode(errors="replace")
                 if text:
