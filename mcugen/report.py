@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from .codegen import ModelView, template_environment
 from .ir import Conv2D, DepthwiseConv2D, FullyConnected, Graph, Op, TableLookup, op_inputs
-from .kernels import Kernel
+from .kernels import Kernel, scratch_id
 from .planner import Buffer, Plan, format_plan
 from .targets import Target
 
@@ -36,6 +36,7 @@ class BufferStats:
     size: int
     first: int  # index of the layer that writes it
     last: int  # index of the last layer that reads it
+    kind: str = "activation"  # or "scratch": a kernel's working memory during one layer
 
 
 @dataclass(frozen=True)
@@ -110,5 +111,6 @@ def build_report(graph: Graph, kernels: list[Kernel], buffers: list[Buffer], pla
         const_bytes=sum(s.const_bytes for s in layers), arena_bytes=plan.arena_size,
         input_bytes=graph.input.nbytes, output_bytes=graph.output.nbytes,
         memory_plan=format_plan(buffers, plan),
-        buffers=[BufferStats(b.id, plan.offsets[b.id], b.size, b.first, b.last)
+        buffers=[BufferStats(b.id, plan.offsets[b.id], b.size, b.first, b.last,
+                             "scratch" if b.id == scratch_id(b.first) else "activation")
                  for b in buffers if b.id in plan.offsets])

@@ -225,7 +225,7 @@ def _memory_plan(report) -> MemoryPlan | None:
     y_scale = PLAN_HEIGHT / report.arena_bytes
     rects = []
     for number, buffer in enumerate(sorted(buffers, key=lambda b: (b.first, b.offset))):
-        scratch = "scratch" in str(buffer.id)
+        scratch = getattr(buffer, "kind", "activation") == "scratch"
         rects.append(Rect(
             x=MARGIN + buffer.first * x_scale, y=MARGIN + buffer.offset * y_scale,
             width=max((buffer.last - buffer.first + 1) * x_scale - 1, 1),
