@@ -64,10 +64,9 @@ def one_op_model(op: str, size: int, scale: float, zero_point: int) -> bytes:
 
     floats = op == "QUANTIZE"
     subgraph = schema.SubGraphT()
-    subgraph.tensors = [tensor(b"in", schema.TensorType.FLOAT32 if floats else schema.TensorType.INT8,
-                               1, not floats),
-                        tensor(b"out", schema.TensorType.INT8 if floats else schema.TensorType.FLOAT32,
-                               2, floats)]
+    float32, int8 = schema.TensorType.FLOAT32, schema.TensorType.INT8
+    subgraph.tensors = [tensor(b"in", float32 if floats else int8, 1, not floats),
+                        tensor(b"out", int8 if floats else float32, 2, floats)]
     subgraph.inputs, subgraph.outputs = [0], [1]
     operator = schema.OperatorT()
     operator.opcodeIndex, operator.inputs, operator.outputs = 0, [0], [1]
@@ -160,7 +159,8 @@ def test_dequantize_output_is_bit_exact_with_tflite_and_tflm(model, helpers):
     reference = one_op_model("DEQUANTIZE", 256, float(graph.output.scale),
                              int(graph.output.zero_point))
     expected = tflite_run(reference, every)
-    np.testing.assert_array_equal(expected.view(np.uint32), tflm_run(reference, every).view(np.uint32))
+    np.testing.assert_array_equal(expected.view(np.uint32),
+                                  tflm_run(reference, every).view(np.uint32))
     for start in range(0, 256, size):
         chunk = np.resize(every[start:start + size], size)
         y = np.zeros(size, np.float32)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from mcugen.errors import McugenError
-from mcugen.qemu import RunResult, build_firmware, build_plugin, run_firmware
+from mcugen.qemu import build_firmware, build_plugin, run_firmware
 from mcugen.resources import firmware_dir
 from mcugen.targets import qemu_targets
 

@@ -3,9 +3,9 @@
 The firmware (examples/qemu) reads ``input.bin`` through semihosting, calls ``model_invoke``
 on each input and writes ``output.bin``. The core's compiler flags, linker script and start-up
 facts come from its file in targets/ (the only copy). The firmware executes marker
-instructions (``dbg #n``, no-ops on the CPU) around each call and after each layer; the icount TCG plugin
-(examples/qemu/plugin/icount.c) logs the exact number of instructions executed at each
-marker, which gives per-inference and per-layer counts.
+instructions (``dbg #n``, no-ops on the CPU) around each call and after each layer; the icount
+TCG plugin (examples/qemu/plugin/icount.c) logs the exact number of instructions executed at
+each marker, which gives per-inference and per-layer counts.
 """
 
 from __future__ import annotations

@@ -201,7 +201,8 @@ def _layer_chart(report) -> LayerChart | None:
             continue
         largest = max((v for v in values if v is not None), default=0) or 1
         bars = tuple(
-            Bar(y=top + i * ROW_HEIGHT + 3, text_y=top + i * ROW_HEIGHT + 14, width=(v or 0) / largest * BAR_WIDTH,
+            Bar(y=top + i * ROW_HEIGHT + 3, text_y=top + i * ROW_HEIGHT + 14,
+                width=(v or 0) / largest * BAR_WIDTH,
                 value="-" if v is None else f"{v:,}",
                 tooltip=f"layer {layer.index} {layer.op}: {'-' if v is None else f'{v:,}'}")
             for i, (layer, v) in enumerate(zip(report.layers, values)))
@@ -292,7 +293,8 @@ def _budget(title: str, parts: list[tuple[str, int]], capacity: int | None,
         capacity=(f"{capacity_name} of the target: {capacity:,} B ({used / capacity:.0%} used)"
                   if capacity else ""),
         capacity_x=left + capacity / scale_to * width if capacity else None,
-        width=max(int(label_x) + 20, width + 2 * left), bar_y=4, bar_height=20, line_bottom=28, text_y=40,
+        width=max(int(label_x) + 20, width + 2 * left), bar_y=4, bar_height=20, line_bottom=28,
+        text_y=40,
         height=48)
 
 

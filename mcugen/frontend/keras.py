@@ -289,7 +289,8 @@ def _weights_mismatch(keras: ModuleType, model, saved: dict[str, tuple[int, ...]
                     (f" --classes {file_classes}" if file_classes != model.output_shape[-1]
                      else ""))
     if file_classes is not None and _same_but_last(saved, expected, last):
-        return f"{detail}; the weights are for {file_classes} classes: pass --classes {file_classes}"
+        return (f"{detail}; the weights are for {file_classes} classes: pass "
+                f"--classes {file_classes}")
     return (f"{detail}; they match none of the widths α={', '.join(map(str, COMMON_ALPHAS))} "
             f"of MobileNet {arch}: check --arch and --alpha")
 
