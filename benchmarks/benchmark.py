@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from mcugen.build import BuildOptions  # noqa: E402
 from mcugen.run import RunSummary, run  # noqa: E402
-from mcugen.targets import load_target, target_names  # noqa: E402
+from mcugen.targets import qemu_targets  # noqa: E402
 from zoo import MODELS, model_file  # noqa: E402
 
 KERNEL_SETS = ("mcugen", "cmsis-nn")
@@ -51,14 +51,11 @@ def measured(summary: RunSummary) -> Measured:
                     stack=sizes.stack_bytes if sizes else 0, exact=summary.matches)
 
 
-def emulated_cores() -> list[str]:
-    return [name for name in target_names() if not load_target(name).is_host]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--cores", default=",".join(emulated_cores()))
+    parser.add_argument("--cores", default=",".join(qemu_targets()),
+                        help="cores (or parts) with a QEMU board; default every core")
     parser.add_argument("--jobs", type=int, default=2, help="QEMU runs at once")
     args = parser.parse_args()
     models, cores = args.models.split(","), args.cores.split(",")

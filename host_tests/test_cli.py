@@ -3,7 +3,9 @@ of bad input answered by one line on stderr, a non-zero exit and no output folde
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +22,15 @@ def mcugen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+STEP_LINE = re.compile(r"mcugen: .*\.\.\.( \d+\.\d s)?")  # a step, and the seconds it took
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     errors = [line for line in lines if line.startswith("mcugen: error: ")]
     assert errors == lines[-1:], result.stderr  # progress lines may precede it
-    assert all(line.endswith("...") for line in lines[:-1]), result.stderr
+    assert all(STEP_LINE.fullmatch(line) for line in lines[:-1]), result.stderr
     assert "Traceback" not in result.stderr
     for word in words:
         assert word in errors[0], errors[0]
@@ -45,6 +50,13 @@ def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
     for step in ("building", "calibrating", "converting", "writing"):
         assert step in result.stderr
     assert "MACs" in result.stdout and "arena" in result.stdout
+    # Quiet: only mcugen's own step lines (no TensorFlow, absl or oneDNN line), each with the
+    # seconds it took.
+    lines = result.stderr.splitlines()
+    assert lines and all(re.fullmatch(r"mcugen: .*\.\.\. \d+\.\d s", line) for line in lines), \
+        result.stderr
+    assert {"report.md", "report.json", "report.html", "model_io.c"} <= \
+        {p.name for p in out.iterdir()}
 
 
 @pytest.mark.parametrize("arch", ["v2", "v3-small", "v3-large"])
@@ -60,11 +72,150 @@ def test_run_builds_every_generation_from_the_command_line(arch, tmp_path):
         assert "HARD_SWISH (table)" in result.stdout and "MUL" in result.stdout
 
 
-def test_targets_are_listed(tmp_path):
+def test_targets_are_listed_grouped_by_core(tmp_path):
+    """Each core's line, then the core itself and its parts, indented under it."""
+    from mcugen.targets import load_target, target_names
+
     result = mcugen("targets", cwd=tmp_path)
-    assert result.returncode == 0
-    names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["cortex-m4", "cortex-m55", "cortex-m7", "host"]
+    assert result.returncode == 0, result.stderr
+    group, seen = None, {}
+    for line in result.stdout.splitlines()[1:-1]:
+        if not line.startswith(" "):
+            group = line.split(":")[0]
+            continue
+        seen[line.split()[0]] = group
+    expected = {name: (load_target(name).core or "host") for name in target_names()}
+    assert {name: core for name, core in seen.items()} == \
+        {name: core for name, core in expected.items() if name != "host"}
+    cores = [line.split(":")[0] for line in result.stdout.splitlines()[1:]
+             if not line.startswith(" ")]
+    assert cores[:6] == ["cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33",
+                         "cortex-m55"]
+    for part in ("stm32f746ng", "stm32h743zi", "stm32l4r5zi", "stm32u585ai", "nrf52840",
+                 "nrf5340", "rp2040", "rp2350", "alif-e3"):
+        assert part in seen
+    assert re.search(r"nrf52840 +64 MHz +1,024 KB +256 KB", result.stdout)
+
+
+def test_a_part_is_a_target(tmp_path):
+    result = mcugen("build", "--model", str(PERSON_DETECT), "--target", "nrf52840", "--out",
+                    "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '"target": "nrf52840"' in (tmp_path / "out" / "report.json").read_text()
+
+
+def test_the_memory_check_uses_the_parts_largest_ram_region(tmp_path):
+    """A 192x192 alpha 0.5 V1 has a 368,640-byte arena and 874 KB of weights: it fits the
+    STM32H743's 512 KB AXI SRAM (its largest region, of 1 MB in all), not the nRF52840's one
+    256 KB region, nor the typical Cortex-M3 part's 128 KB."""
+    model = tmp_path / "a05_192.tflite"
+    model.write_bytes(mobilenet_tflite(arch="v1", seed=1, alpha=0.5, height=192, width=192,
+                                       channels=3, classes=2))
+    fits = mcugen("build", "--model", str(model), "--target", "stm32h743zi", "--out", "h7",
+                  cwd=tmp_path)
+    assert fits.returncode == 0, fits.stderr
+    assert_one_line_error(mcugen("build", "--model", str(model), "--target", "nrf52840",
+                                 "--out", "nrf", cwd=tmp_path),
+                          "368,640-byte arena", "nrf52840's largest RAM region (RAM) holds "
+                          "262,144", "--no-memory-check")
+    assert_one_line_error(mcugen("build", "--model", str(model), "--target", "cortex-m3",
+                                 "--out", "m3", cwd=tmp_path),
+                          "cortex-m3 has 131,072 bytes of RAM")
+    assert not (tmp_path / "nrf").exists() and not (tmp_path / "m3").exists()
+
+
+def test_verbose_lets_tensorflow_speak(tmp_path):
+    """--verbose shows what the quiet default hides (on this machine TensorFlow always logs its
+    oneDNN and CPU-feature lines at import), step times on lines of their own."""
+    result = mcugen("build", "--alpha", "0.25", "--res", "32", "--verbose", "--out", "out",
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    others = [line for line in result.stderr.splitlines() if not line.startswith("mcugen: ")]
+    assert others, result.stderr
+    assert re.search(r"^mcugen: \(converting to int8: \d+\.\d s\)$", result.stderr, re.MULTILINE)
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`mcugen inspect model.tflite | head -1`: the reader leaves before mcugen has written; no
+    "internal error: BrokenPipeError", no traceback, nothing on stderr."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("MCUGEN_DEBUG", None)
+    process = subprocess.Popen([sys.executable, "-m", "mcugen", "inspect", str(PERSON_DETECT)],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # before the interpreter has even started: every write fails
+    stderr = process.communicate(timeout=300)[1].decode()
+    assert stderr == "" and process.returncode == 141
+    shell = subprocess.run(f"{sys.executable} -m mcugen inspect {PERSON_DETECT} | head -1",
+                           shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert shell.stderr == "" and shell.stdout.startswith(str(PERSON_DETECT))
+    assert len(shell.stdout.splitlines()) == 1
+
+
+def test_weights_for_another_alpha_say_which_layer_and_which_alpha(tmp_path):
+    saved = tmp_path / "a05.weights.h5"
+    _keras_mobilenet(alpha=0.5).save_weights(saved)
+    result = mcugen("build", "--alpha", "0.25", "--res", "32", "--weights", str(saved),
+                    "--out", "out", cwd=tmp_path)
+    assert_one_line_error(result, "conv1", "3x3x3x16", "3x3x3x8", "α=0.5", "--alpha 0.5")
+    error = result.stderr.strip().splitlines()[-1]
+    assert "[[" not in error and "value=" not in error and len(error) < 400  # no tensor dump
+    assert not (tmp_path / "out").exists()
+
+
+def test_untrained_weights_are_called_degenerate_and_what_to_check(tmp_path):
+    """Freshly initialised weights (batch norms at mean 0, variance 1) quantize the softmax
+    input to a scale near 1e-8: mcugen says the model is degenerate, that TFLM refuses it too
+    (checked here: TFLM's interpreter aborts on it), and what to check."""
+    untrained = tmp_path / "untrained.weights.h5"
+    _keras_mobilenet(alpha=0.25).save_weights(untrained)
+    result = mcugen("build", "--alpha", "0.25", "--res", "32", "--weights", str(untrained),
+                    "--out", "out", cwd=tmp_path)
+    assert_one_line_error(result, "SOFTMAX", "degenerate", "TFLM refuses", "trained",
+                          "batch norms", "calibration")
+    assert "multiplier" not in result.stderr
+    from mcugen.frontend.keras import build_mobilenet_tflite
+
+    model = tmp_path / "untrained.tflite"
+    model.write_bytes(build_mobilenet_tflite(alpha=0.25, height=32, width=32, channels=3,
+                                             weights=str(untrained)))
+    tflm = subprocess.run([sys.executable, "-c", "import sys\nfrom tflite_micro import runtime\n"
+                           "runtime.Interpreter.from_bytes(open(sys.argv[1], 'rb').read())",
+                           str(model)], capture_output=True, text=True, timeout=300)
+    assert tflm.returncode != 0
+
+
+def _keras_mobilenet(alpha: float):
+    """Keras' MobileNet V1 at 32x32, two classes, freshly initialised (seeded)."""
+    from mcugen.frontend.keras import _build_model, _import_tensorflow
+
+    _import_tensorflow()
+    import keras
+
+    return _build_model(keras, "v1", alpha, 32, 32, 3, 2, 0)
+
+
+def test_run_out_keeps_the_folder_with_measured_instructions(tmp_path):
+    result = mcugen("run", "--model", str(PERSON_DETECT), "--target", "cortex-m7", "--out",
+                    "kept", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    kept = tmp_path / "kept"
+    assert (kept / "firmware" / "firmware.elf").is_file() and (kept / "model.c").is_file()
+    report = json.loads((kept / "report.json").read_text())
+    counts = [layer["instructions"] for layer in report["layers"]]
+    assert all(isinstance(n, int) and n > 0 for n in counts)
+    assert report["run"]["bit_exact"] and report["run"]["instructions"] >= sum(counts)
+    assert f"{counts[0]:,}" in (kept / "report.md").read_text()
+    assert "instructions (QEMU)" in (kept / "report.html").read_text()
+    assert f"{counts[0]:,}" in result.stdout  # the same figures as the printed table
+    again = mcugen("run", "--model", str(PERSON_DETECT), "--target", "cortex-m7", "--out",
+                   "kept", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # mcugen's own folder: replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert_one_line_error(mcugen("run", "--model", str(PERSON_DETECT), "--target", "cortex-m7",
+                                 "--out", "mine", cwd=tmp_path), "--force")
 
 
 def test_inspect_prints_the_layer_table(tmp_path):

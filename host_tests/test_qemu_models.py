@@ -12,6 +12,7 @@ from mcugen.build import BuildOptions
 from mcugen.errors import McugenError
 from mcugen.qemu import build_firmware, run_firmware
 from mcugen.run import format_summary, run
+from mcugen.targets import load_target
 
 MOBILENET = dict(arch="v1", seed=1, alpha=0.25, height=96, width=96, channels=3, classes=2)
 
@@ -23,7 +24,8 @@ def mobilenet_file(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m7", "cortex-m55"])
+@pytest.mark.parametrize("target", ["cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7",
+                                    "cortex-m33", "cortex-m55"])
 def test_mobilenet_runs_bit_exact_in_qemu(target, mobilenet_file, tmp_path):
     summary = run(BuildOptions(model=mobilenet_file, target=target), None, tmp_path)
     assert summary.tflm_outputs is not None
@@ -36,10 +38,21 @@ def test_mobilenet_runs_bit_exact_in_qemu(target, mobilenet_file, tmp_path):
     print(target, format_summary(summary).splitlines()[-2:])
 
 
-def test_person_detect_runs_bit_exact_on_cortex_m7(tmp_path):
-    summary = run(BuildOptions(model=PERSON_DETECT, target="cortex-m7"), None, tmp_path)
+@pytest.mark.parametrize("target", ["cortex-m0plus", "cortex-m3", "cortex-m7", "cortex-m33"])
+def test_person_detect_runs_bit_exact(target, tmp_path):
+    summary = run(BuildOptions(model=PERSON_DETECT, target=target), None, tmp_path)
     np.testing.assert_array_equal(summary.qemu.outputs, summary.tflm_outputs)
     assert summary.matches
+
+
+def test_a_part_runs_on_its_cores_board(tmp_path):
+    """--target nrf52840: the part's memory check, its core's flags and QEMU board."""
+    summary = run(BuildOptions(model=PERSON_DETECT, target="nrf52840"), None, tmp_path)
+    assert summary.matches
+    flags = (tmp_path / "firmware" / "cflags.txt").read_text().split()
+    core_flags = load_target("cortex-m4").cpu_flags
+    assert load_target("nrf52840").cpu_flags == core_flags
+    assert flags[:len(core_flags)] == list(core_flags)
 
 
 def test_a_firmware_with_a_wrong_answer_fails_the_check(mobilenet_file, tmp_path):
@@ -55,8 +68,8 @@ def test_a_firmware_with_a_wrong_answer_fails_the_check(mobilenet_file, tmp_path
     first_number_start = tail.index("{") + 1
     tail = tail[:first_number_start] + " 123456789" + tail[first_number_end:]
     weights.write_text(head + tail)
-    elf = build_firmware(tmp_path / "model", "mps2-an500", tmp_path / "corrupt")
-    corrupted = run_firmware(elf, "mps2-an500", summary.inputs,
+    elf = build_firmware(tmp_path / "model", "cortex-m7", tmp_path / "corrupt")
+    corrupted = run_firmware(elf, "cortex-m7", summary.inputs,
                              summary.build.compiled.graph.output.size)
     expected = tflm_outputs(summary.build.tflite, summary.inputs)
     assert not np.array_equal(corrupted.outputs, expected)

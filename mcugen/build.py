@@ -41,6 +41,7 @@ class BuildOptions:
     force: bool = False
     memory_check: bool = True
     kernels: str = "mcugen"  # or "cmsis-nn": call Arm's CMSIS-NN where it has the layer
+    verbose: bool = False  # let TensorFlow's own log lines through
 
     @property
     def out_dir(self) -> Path:
@@ -87,13 +88,13 @@ def model_bytes_and_source(options: BuildOptions, progress: Progress) -> tuple[b
     calibration = None
     if options.calibration is not None:
         calibration = load_calibration(options.calibration, options.height, options.width,
-                                       options.channels)
+                                       options.channels, verbose=options.verbose)
     data = build_mobilenet_tflite(
         arch=options.arch, alpha=options.alpha, height=options.height, width=options.width,
         channels=options.channels, classes=options.classes, seed=options.seed,
         calibration=calibration,
         weights=str(options.weights) if options.weights is not None else None,
-        progress=progress)
+        progress=progress, verbose=options.verbose)
     source = (f"MobileNet {options.arch} alpha={options.alpha:g} "
               f"{options.height}x{options.width}x{options.channels}, {options.classes} classes, "
               f"seed {options.seed}")
@@ -112,10 +113,12 @@ def build(options: BuildOptions, progress: Progress = lambda message: None) -> B
             raise
         raise McugenError(f"{options.model}: {error}") from None
     progress("compiling")
-    compiled = compile_graph(graph, name=options.name, target=load_target(options.target),
-                             source=source, memory_check=options.memory_check,
-                             kernel_set=options.kernels)
     target = load_target(options.target)
+    # The memory check is the target's: a part's flash and its largest RAM region.
+    compiled = compile_graph(graph, name=options.name, target=target, source=source,
+                             memory_check=False, kernel_set=options.kernels)
+    if options.memory_check:
+        target.check_fits(compiled.report.const_bytes, compiled.report.arena_bytes)
     if not target.is_host:
         progress(f"measuring with {target.compiler}")
     # CMSIS-NN is the user's, not ours: without a copy here its build cannot be measured.
@@ -127,7 +130,7 @@ def build(options: BuildOptions, progress: Progress = lambda message: None) -> B
     progress(f"writing {options.out_dir}")
     files: dict[str, str | bytes] = dict(compiled.sources)
     files[f"{options.name}.tflite"] = data
-    files["report.json"] = report.to_json()
-    files["report.md"] = report.to_markdown()
+    files.update(report.files())
     write_output_folder(options.out_dir, files, options.force)
-    return BuildResult(options.out_dir, data, compiled, measured)
+    return BuildResult(options.out_dir, data, dataclasses.replace(compiled, report=report),
+                       measured)

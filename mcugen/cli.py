@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
 from .build import ARCHES, BuildOptions, build
 from .errors import McugenError
 from .kernels import KERNEL_SETS
-from .targets import load_target, target_names
+from .targets import Target, core_order, load_target, make_variables, target_names
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,8 +21,40 @@ class _Parser(argparse.ArgumentParser):
                           if " " in self.prog else f"{message} (see mcugen --help)")
 
 
-def progress(message: str) -> None:
-    print(f"mcugen: {message}...", file=sys.stderr, flush=True)
+class Progress:
+    """One line per step on stderr, "mcugen: STEP...", completed with the seconds the step took
+    when the next one starts or the command ends. With verbose, other programs' log lines may
+    come in between, so each step line ends at once and its time follows on a line of its own.
+    """
+
+    def __init__(self, stream=None, verbose: bool = False) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.verbose = verbose
+        self.step: str | None = None
+        self.started = 0.0
+
+    def __call__(self, message: str) -> None:
+        self.finish()
+        self.step, self.started = message, time.monotonic()
+        self._write(f"mcugen: {message}..." + ("\n" if self.verbose else ""))
+
+    def finish(self) -> None:
+        """The current step is done: show how long it took."""
+        if self.step is None:
+            return
+        seconds = f"{time.monotonic() - self.started:.1f} s"
+        self._write(f"mcugen: ({self.step}: {seconds})\n" if self.verbose else f" {seconds}\n")
+        self.step = None
+
+    def abandon(self) -> None:
+        """The current step failed: end its line, so that the error gets a line of its own."""
+        if self.step is not None and not self.verbose:
+            self._write("\n")
+        self.step = None
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -49,7 +82,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--calibration", type=Path,
                         help="folder of images or .npy array [N,H,W,C] in [-1, 1]")
     source.add_argument("--weights", type=Path, help="trained Keras weights to load")
-    parser.add_argument("--target", default="host", help="see `mcugen targets` (default host)")
+    parser.add_argument("--target", default="host",
+                        help="a core or a part, see `mcugen targets` (default host)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show TensorFlow's own log lines")
 
 
 def build_options(args: argparse.Namespace) -> BuildOptions:
@@ -59,11 +95,12 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         channels=args.channels, classes=args.classes, seed=args.seed,
         calibration=args.calibration, weights=args.weights, target=args.target,
         name=args.name, out=args.out, force=args.force,
-        memory_check=not args.no_memory_check, kernels=args.kernels)
+        memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose)
 
 
 def command_build(args: argparse.Namespace) -> int:
-    result = build(build_options(args), progress)
+    result = build(build_options(args), args.progress)
+    args.progress.finish()
     report = result.compiled.report
     print(f"{report.model}: {len(report.layers)} layers, {report.macs:,} MACs, "
           f"flash {report.const_bytes:,} B (weights), RAM {report.arena_bytes:,} B (arena) "
@@ -78,11 +115,19 @@ def command_build(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from .run import run_in_temporary_folder
+    from .run import run_in_folder, run_in_temporary_folder
 
     options = build_options(args)
-    summary, text = run_in_temporary_folder(options, args.inputs, progress)
+    if args.out is None:
+        summary, text = run_in_temporary_folder(options, args.inputs, args.progress)
+    else:
+        summary, text = run_in_folder(options, args.inputs, args.out, args.progress,
+                                      force=args.force)
+    args.progress.finish()
     print(text)
+    if args.out is not None:
+        print(f"kept {args.out}: the model, report.md/json/html with the measured instructions, "
+              f"and the firmware in {args.out / 'firmware'}")
     return 0 if summary.matches else 1
 
 
@@ -107,10 +152,45 @@ def command_inspect(args: argparse.Namespace) -> int:
 
 
 def command_targets(args: argparse.Namespace) -> int:
-    for name in target_names():
-        target = load_target(name)
-        print(f"{name:<12} {target.description}")
+    if args.make is not None:
+        target = load_target(args.make)
+        variables = make_variables(target)  # refuses a target without a QEMU board first
+        print(f"# {target.name}, from targets/{target.name}.toml (part of core {target.core})"
+              if target.kind == "part" else f"# {target.name}, from targets/{target.name}.toml")
+        print("# use: make -C examples/qemu MODEL_DIR=... BUILD=... TARGET_MK=this-file")
+        for variable, value in variables.items():
+            print(f"{variable} := {value}")
+        return 0
+    print(format_targets([load_target(name) for name in target_names()]))
     return 0
+
+
+def format_targets(targets: list[Target]) -> str:
+    """The targets grouped by core: the core's line, then the core's own row and its parts."""
+    cores = {t.name: t for t in targets if t.kind != "part"}
+    order = sorted(cores, key=lambda name: (cores[name].is_host, core_order(name)))
+    lines = [f"  {'target':<14} {'clock':>8} {'flash':>9} {'RAM':>9}  description"]
+    for name in order:
+        core = cores[name]
+        if core.is_host:
+            lines.append(f"host: {core.description}")
+            continue
+        features = ", ".join(sorted(core.features)) or "none"
+        qemu = core.qemu.machine + (" with unaligned accesses trapping"
+                                    if core.qemu.trap_unaligned else "") if core.qemu else "none"
+        lines.append(f"{name}: {core.arch}, features {features}, QEMU {qemu}")
+        for target in [core, *sorted((t for t in targets if t.core == name and t.kind == "part"),
+                                     key=lambda t: t.name)]:
+            clock = f"{target.clock_hz // 1_000_000} MHz" if target.clock_hz else "-"
+            lines.append(f"  {target.name:<14} {clock:>8} {_kib(target.flash_bytes):>9} "
+                         f"{_kib(target.ram_bytes):>9}  {target.description}")
+    lines.append("RAM: a part's largest contiguous region (one arena must fit in it); a core's "
+                 "figures are a typical part's.")
+    return "\n".join(lines)
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:,.0f} KB" if size < 1 << 30 else "-"
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -138,29 +218,49 @@ def make_parser() -> argparse.ArgumentParser:
                             help=".npy of int8 inputs (default: zeros, extremes, random)")
     run_parser.add_argument("--kernels", choices=KERNEL_SETS, default="mcugen",
                             help="mcugen (default) or cmsis-nn (needs CMSIS_NN_DIR)")
-    run_parser.set_defaults(run=command_run, name="model", out=None, force=False,
-                            no_memory_check=False)
+    run_parser.add_argument("--out", type=Path,
+                            help="keep the build folder here, with the measured instructions "
+                                 "in its reports (default: a temporary folder)")
+    run_parser.add_argument("--force", action="store_true",
+                            help="write into a non-empty --out folder mcugen did not create")
+    run_parser.set_defaults(run=command_run, name="model", no_memory_check=False)
 
     inspect_parser = commands.add_parser("inspect", help="print a .tflite's layer table")
     inspect_parser.add_argument("model", type=Path)
     inspect_parser.set_defaults(run=command_inspect)
 
-    targets_parser = commands.add_parser("targets", help="list the targets")
+    targets_parser = commands.add_parser("targets", help="list the targets, grouped by core")
+    targets_parser.add_argument("--make", metavar="TARGET",
+                                help="print the make variables of TARGET's QEMU firmware "
+                                     "(examples/qemu/Makefile's TARGET_MK)")
     targets_parser.set_defaults(run=command_targets)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    progress = Progress()
     try:
         args = make_parser().parse_args(argv)
-        return args.run(args)
+        progress.verbose = getattr(args, "verbose", False)
+        args.progress = progress
+        status = args.run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is seen below and not at exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (`mcugen inspect m.tflite | head -1`): stop quietly, as cat does.
+        # Point stdout at /dev/null so that Python's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a program a closed pipe ended
     except McugenError as error:
+        progress.abandon()
         print(f"mcugen: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        progress.abandon()
         print("mcugen: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # a bug in mcugen: still one line, the traceback on request
+        progress.abandon()
         if os.environ.get("MCUGEN_DEBUG"):
             raise
         print(f"mcugen: internal error: {type(error).__name__}: {error} "

@@ -292,6 +292,7 @@ SOURCE_TEMPLATES = {  # output file name (NAME substituted) -> template
     "{name}.c": "model.c.j2",
     "{name}_weights.h": "weights.h.j2",
     "{name}_weights.c": "weights.c.j2",
+    "{name}_io.c": "io.c.j2",
     "CMakeLists.txt": "CMakeLists.txt.j2",
     "{name}.mk": "model.mk.j2",
 }

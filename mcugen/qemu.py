@@ -1,10 +1,11 @@
 """Build the bare-metal firmware around a generated model, run it in QEMU, count instructions.
 
 The firmware (examples/qemu) reads ``input.bin`` through semihosting, calls ``model_invoke``
-on each input and writes ``output.bin``. It executes marker instructions (``dbg #n``, no-ops
-on the CPU) around each call and after each layer; the icount TCG plugin
-(examples/qemu/plugin/icount.c) logs the exact number of instructions executed at each
-marker, which gives per-inference and per-layer counts.
+on each input and writes ``output.bin``. The core's compiler flags, linker script and start-up
+facts come from its file in targets/ (the only copy). The firmware executes marker
+instructions (``dbg #n``, no-ops on the CPU) around each call and after each layer; the icount
+TCG plugin (examples/qemu/plugin/icount.c) logs the exact number of instructions executed at
+each marker, which gives per-inference and per-layer counts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from .errors import McugenError
 from .resources import firmware_dir
+from .targets import Target, load_target, make_variables, qemu_targets, target_names
 
 # The marker numbers of examples/qemu/mcugen_hooks.h.
 LAYER_DONE_MARKER = 1
@@ -31,25 +33,6 @@ INVOKE_END_MARKER = 3
 
 # Host flags of the plugin; part of its cache key.
 PLUGIN_CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden")
-
-
-@dataclass(frozen=True)
-class Board:
-    """A QEMU machine and the compiler flags for its CPU (the Makefile has the same table)."""
-
-    name: str
-    cpu_flags: tuple[str, ...]
-    qemu_machine: str
-
-
-BOARDS: dict[str, Board] = {
-    board.name: board
-    for board in (
-        Board("mps2-an386", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16"), "mps2-an386"),
-        Board("mps2-an500", ("-mcpu=cortex-m7", "-mfpu=fpv5-d16"), "mps2-an500"),
-        Board("mps3-an547", ("-mcpu=cortex-m55", "-mfpu=auto"), "mps3-an547"),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -66,15 +49,29 @@ class RunResult:
     console: str  # what the firmware printed
 
 
-def board_named(name: str) -> Board:
-    if name not in BOARDS:
-        raise McugenError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}")
-    return BOARDS[name]
+def firmware_target(name: str | Target) -> Target:
+    """The target a firmware is built for: a target's name (a core or a part), or the name of a
+    QEMU machine, which stands for the core that machine emulates (the M7's machine: cortex-m7)."""
+    if isinstance(name, Target):
+        target = name
+    elif name in target_names():
+        target = load_target(name)
+    else:
+        natives = [t for t in qemu_targets().values()
+                   if t.qemu.machine == name and t.qemu.machine_cpu == t.name]
+        if len(natives) != 1:
+            raise McugenError(f"unknown target or QEMU machine {name!r}; the cores that run in "
+                              f"QEMU: {', '.join(qemu_targets())}")
+        target = natives[0]
+    if target.qemu is None:
+        raise McugenError(f"target {target.name} has no QEMU board; choose one of "
+                          f"{', '.join(qemu_targets())} or a part with one of these cores")
+    return target
 
 
 def build_firmware(
     model_dir: Path,
-    board: str,
+    target: str | Target,
     build_dir: Path,
     extra_sources: Sequence[Path] = (),
     extra_include_dirs: Sequence[Path] = (),
@@ -82,8 +79,9 @@ def build_firmware(
     *,
     cmsis_nn_dir: Path | None = None,
 ) -> Path:
-    """Compile the firmware with every .c file under model_dir; returns firmware.elf's path."""
-    board_named(board)
+    """Compile the firmware with every .c file under model_dir for target (see
+    firmware_target), with the core's flags from its TOML file; returns firmware.elf's path."""
+    target = firmware_target(target)
     _require_tool("make", "make")
     _require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi and libnewlib-arm-none-eabi")
     model_dir = Path(model_dir).resolve()
@@ -94,7 +92,7 @@ def build_firmware(
     _reject_whitespace(paths if cmsis_nn_dir is None else [*paths, cmsis_nn_dir])
     variables = {
         "MODEL_DIR": str(model_dir),
-        "BOARD": board,
+        **make_variables(target),
         "BUILD": str(build_dir),
         "EXTRA_SOURCES": _joined_paths(extra_sources),
         "EXTRA_INCLUDE_DIRS": _joined_paths(extra_include_dirs),
@@ -110,7 +108,8 @@ def build_firmware(
     ]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
-        raise McugenError(f"firmware build for {board} failed: {_first_error(completed.stderr)}")
+        raise McugenError(f"firmware build for {target.name} failed: "
+                          f"{_first_error(completed.stderr)}")
     return build_dir / "firmware.elf"
 
 
@@ -136,19 +135,20 @@ def build_plugin(cache_dir: Path) -> Path:
 
 def run_firmware(
     elf: Path,
-    board: str,
+    target: str | Target,
     inputs: np.ndarray,
     output_size: int,
     timeout: float = 120.0,
     *,
     plugin: Path | None = None,
 ) -> RunResult:
-    """Run firmware.elf in QEMU on inputs [N, input_size] int8; exact instruction counts.
+    """Run firmware.elf in QEMU on target's machine (see firmware_target) on inputs
+    [N, input_size] int8; exact instruction counts.
 
     Raises McugenError if QEMU is missing, the firmware exits with a non-zero status (an
     invoke failed, a fault, an I/O error) or runs longer than timeout seconds.
     """
-    machine = board_named(board).qemu_machine
+    machine = firmware_target(target).qemu.machine
     _require_tool("qemu-system-arm", "qemu-system-arm")
     inputs = _checked_inputs(inputs)
     plugin = plugin if plugin is not None else build_plugin(_default_cache_dir())
@@ -160,7 +160,7 @@ def run_firmware(
         console = completed.stdout + completed.stderr
         if completed.returncode != 0:
             raise McugenError(
-                f"firmware on {board} exited with status {completed.returncode}: "
+                f"firmware on {machine} exited with status {completed.returncode}: "
                 f"{_failure_reason(console)}"
             )
         outputs = _read_outputs(run_dir / "output.bin", len(inputs), output_size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .codegen import template_environment
 from .ir import Conv2D, DepthwiseConv2D, FullyConnected, Graph, Op, TableLookup, op_inputs
@@ -29,6 +29,19 @@ class LayerStats:
     arena_offset: int | None  # None when the output is the caller's buffer
     arena_bytes: int  # size of its output in the arena (0 when it is the caller's)
     steps: list[list[int] | None]  # the output rows [begin, end) of each of its steps
+    instructions: int | None = None  # measured by `mcugen run` (QEMU, exact), per inference
+
+
+@dataclass(frozen=True)
+class BufferStats:
+    """One buffer of the memory plan: where it lives in the arena and while which layers."""
+
+    id: str
+    offset: int
+    size: int
+    first: int  # the first step that writes it (with one step per layer, the layer)
+    last: int  # the last step that reads it
+    kind: str = "activation"  # or "scratch": a kernel's working memory during one layer
 
 
 @dataclass(frozen=True)
@@ -45,12 +58,24 @@ class Report:
     output_bytes: int
     memory_plan: str
     measured: dict | None = None  # MeasuredSizes from the target's compiler, when it ran
+    buffers: list[BufferStats] = field(default_factory=list)  # the memory plan, as data
+    run: dict | None = None  # from `mcugen run`: qemu_board, inferences, instructions, bit_exact
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     def to_markdown(self) -> str:
         return template_environment().get_template("report.md.j2").render(report=self)
+
+    def to_html(self) -> str:
+        from .report_html import render_html
+
+        return render_html(self)
+
+    def files(self) -> dict[str, str]:
+        """The report files of an output folder."""
+        return {"report.json": self.to_json(), "report.md": self.to_markdown(),
+                "report.html": self.to_html()}
 
 
 def op_label(op: Op) -> str:
@@ -95,4 +120,7 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ...
         macs=sum(s.macs for s in stats), weight_bytes=sum(s.weight_bytes for s in stats),
         const_bytes=sum(s.const_bytes for s in stats), arena_bytes=plan.arena_size,
         input_bytes=graph.input.nbytes, output_bytes=graph.output.nbytes,
-        memory_plan=format_plan(buffers, plan))
+        memory_plan=format_plan(buffers, plan),
+        buffers=[BufferStats(b.id, plan.offsets[b.id], b.size, b.first, b.last,
+                             "scratch" if b.fill_in else "activation")
+                 for b in buffers if b.id in plan.offsets])

@@ -13,7 +13,7 @@ import numpy as np
 
 from .build import BuildOptions, BuildResult, build
 from .errors import McugenError
-from .qemu import RunResult, build_firmware, run_firmware
+from .qemu import RunResult, build_firmware, firmware_target, run_firmware
 from .reference import run_reference
 from .resources import find_cmsis_nn
 from .report import Report
@@ -101,28 +101,60 @@ def cmsis_nn_dir(kernels: str) -> Path | None:
 
 
 def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
-        progress=lambda message: None) -> RunSummary:
+        progress=lambda message: None, *, keep: Path | None = None,
+        force: bool = False) -> RunSummary:
+    """Build into work_dir/model, the firmware into work_dir/firmware, run and check. With
+    keep, the model goes into that folder instead (an output folder as `mcugen build` writes,
+    force as there), the firmware into keep/firmware, and its reports get the measured
+    instructions."""
     target = load_target(options.target)
-    if target.qemu_board is None:
-        raise McugenError(f"target {target.name} has no QEMU board; use cortex-m4, cortex-m7 "
-                          f"or cortex-m55")
-    # The firmware calls model_invoke: the run builds under that name, into the work folder.
-    options = dataclasses.replace(options, name="model", out=work_dir / "model", force=False)
+    firmware_target(target)  # refuses a target without a QEMU board before the slow steps
+    # The firmware calls model_invoke: the run builds under that name.
+    model_dir = keep if keep is not None else work_dir / "model"
+    options = dataclasses.replace(options, name="model", out=model_dir,
+                                  force=force if keep is not None else False)
     result = build(options, progress)
     graph = result.compiled.graph
     inputs = (load_inputs(inputs_path, graph.input.size) if inputs_path is not None
               else default_inputs(graph.input.size, options.seed))
     progress(f"building the firmware for {target.qemu_board}")
-    elf = build_firmware(result.out_dir, target.qemu_board, work_dir / "firmware",
+    firmware_dir = model_dir / "firmware" if keep is not None else work_dir / "firmware"
+    elf = build_firmware(result.out_dir, target, firmware_dir,
                          cmsis_nn_dir=cmsis_nn_dir(options.kernels))
     progress(f"running {len(inputs)} inferences in QEMU ({target.qemu_board})")
-    qemu = run_firmware(elf, target.qemu_board, inputs, graph.output.size, timeout=600)
+    qemu = run_firmware(elf, target, inputs, graph.output.size, timeout=600)
     progress("checking the outputs against the reference")
     reference = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
                           for x in inputs])
     layers = layer_counts(result.compiled.report, qemu.layer_instructions[0])
-    return RunSummary(result, qemu, inputs, reference, tflm_outputs(result.tflite, inputs),
-                      layers)
+    summary = RunSummary(result, qemu, inputs, reference, tflm_outputs(result.tflite, inputs),
+                         layers)
+    if keep is not None:
+        progress(f"writing the measured instructions into {keep}'s reports")
+        write_measured_reports(summary, keep)
+    return summary
+
+
+def measured_report(summary: RunSummary) -> Report:
+    """The build's report with what the run measured: instructions per layer and in total."""
+    report = summary.build.compiled.report
+    by_index = {layer.index: layer.instructions for layer in summary.layers}
+    layers = [dataclasses.replace(s, instructions=by_index.get(s.index)) for s in report.layers]
+    return dataclasses.replace(report, layers=layers, run={
+        "qemu_board": load_target(report.target).qemu_board,
+        "inferences": len(summary.inputs),
+        "instructions": summary.qemu.instructions[0],
+        "bit_exact": summary.matches,
+        "checked_against": "reference and TFLM" if summary.tflm_outputs is not None
+        else "reference"})
+
+
+def write_measured_reports(summary: RunSummary, folder: Path) -> None:
+    try:
+        for name, text in measured_report(summary).files().items():
+            (folder / name).write_text(text)
+    except OSError as error:
+        raise McugenError(f"cannot write the reports into {folder}: {error.strerror}") from None
 
 
 def layer_counts(report: Report, instructions: list[int]) -> list[LayerCount]:
@@ -170,6 +202,15 @@ def format_summary(summary: RunSummary) -> str:
     if len(set(summary.qemu.instructions)) > 1:
         lines.append(f"  (per input: {', '.join(f'{n:,}' for n in summary.qemu.instructions)})")
     return "\n".join(lines)
+
+
+def run_in_folder(options: BuildOptions, inputs_path: Path | None, out: Path,
+                  progress=lambda message: None, force: bool = False
+                  ) -> tuple[RunSummary, str]:
+    """`mcugen run --out DIR`: the build folder is kept in DIR (the firmware in DIR/firmware)."""
+    with tempfile.TemporaryDirectory(prefix="mcugen-run-") as scratch:
+        summary = run(options, inputs_path, Path(scratch), progress, keep=out, force=force)
+        return summary, format_summary(summary)
 
 
 def run_in_temporary_folder(options: BuildOptions, inputs_path: Path | None,

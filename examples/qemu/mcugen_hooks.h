@@ -1,8 +1,9 @@
 /* Instruction-count markers, force-included (-include) into every firmware source.
  *
- * A marker is `dbg #n`: a hint that executes as a no-op on ARMv7-M and ARMv8-M, so the firmware
- * behaves as without it, while the icount QEMU plugin records (n, instructions so far) each time
- * one executes. The plugin does not count the markers themselves.
+ * A marker is `dbg #n` (encoded by hand in markers.c, so that it assembles for ARMv6-M too): a
+ * hint that executes as a no-op on ARMv7-M and ARMv8-M, so the firmware behaves as without it,
+ * while the icount QEMU plugin records (n, instructions so far) each time one executes. The
+ * plugin does not count the markers themselves.
  *
  *   dbg #1  a layer of the model finished          (MCUGEN_LAYER_DONE, called by generated code)
  *   dbg #2  model_invoke is about to be called     (MCUGEN_INVOKE_BEGIN, in main.c)

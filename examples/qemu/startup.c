@@ -1,5 +1,6 @@
-/* Reset and fault handling for Cortex-M (ARMv7-M and ARMv8-M): the vector table, C runtime
- * set-up before main, and a fault handler that reports where the program failed. */
+/* Reset and fault handling for Cortex-M (ARMv6-M, ARMv7-M and ARMv8-M): the vector table, C
+ * runtime set-up before main, and a fault handler that reports where the program failed.
+ * Everything here assembles for ARMv6-M, whose code QEMU runs on a Cortex-M3 board. */
 #include <stdint.h>
 
 #include "semihosting.h"
@@ -13,10 +14,12 @@ extern uint32_t __data_load[], __data_start[], __data_end[];
 extern uint32_t __bss_start[], __bss_end[];
 
 /* System Control Block registers. */
+#define SCB_CCR (*(volatile uint32_t *)0xE000ED14u)
 #define SCB_CPACR (*(volatile uint32_t *)0xE000ED88u)
 #define SCB_CFSR (*(volatile uint32_t *)0xE000ED28u)
 #define SCB_HFSR (*(volatile uint32_t *)0xE000ED2Cu)
 #define CPACR_CP10_CP11_FULL_ACCESS (0xFu << 20)
+#define CCR_UNALIGN_TRP (1u << 3)
 
 int main(void);
 void reset_handler(void) __attribute__((noreturn));
@@ -25,10 +28,18 @@ static void fault_handler(void);
 
 void reset_handler(void)
 {
-    /* Built with -mfloat-abi=hard: the FPU (and Helium on the M55) must be on before
-     * any code, including compiler-generated copies, touches a floating-point register. */
+#if defined(__ARM_FP)
+    /* Built for an FPU: it (and Helium on the M55) must be on before any code, including
+     * compiler-generated copies, touches a floating-point register. */
     SCB_CPACR |= CPACR_CP10_CP11_FULL_ACCESS;
     __asm volatile("dsb\n\tisb" ::: "memory");
+#endif
+#if defined(MCUGEN_TRAP_UNALIGNED)
+    /* A Cortex-M0+ build on a Cortex-M3 board (targets/cortex-m0plus.toml): make unaligned
+     * word and halfword accesses fault, as they always do on ARMv6-M. */
+    SCB_CCR |= CCR_UNALIGN_TRP;
+    __asm volatile("dsb\n\tisb" ::: "memory");
+#endif
 
     const uint32_t *source = __data_load;
     for (uint32_t *target = __data_start; target < __data_end; target++) {
@@ -42,17 +53,25 @@ void reset_handler(void)
 
 /* The exception frame is on the main or process stack, as bit 2 of EXC_RETURN (in lr)
  * tells; hand its address to report_fault. The fault may be a stack overflow, so report it
- * on a fresh stack (the program ends anyway). Naked: no prologue may touch the stack. */
+ * on a fresh stack (the program ends anyway). Naked: no prologue may touch the stack.
+ * Only ARMv6-M instructions (no IT blocks, no immediate TST, low registers). */
 __attribute__((naked)) static void fault_handler(void)
 {
     __asm volatile(
-        "tst lr, #4\n\t"
-        "ite eq\n\t"
-        "mrseq r0, msp\n\t"
-        "mrsne r0, psp\n\t"
+        "movs r0, #4\n\t"
+        "mov r1, lr\n\t"
+        "tst r0, r1\n\t"
+        "bne 1f\n\t"
+        "mrs r0, msp\n\t"
+        "b 2f\n"
+        "1:\n\t"
+        "mrs r0, psp\n"
+        "2:\n\t"
         "ldr r1, =__stack_top\n\t"
         "mov sp, r1\n\t"
-        "b report_fault\n\t");
+        "ldr r1, =report_fault\n\t"
+        "bx r1\n\t"
+        ".ltorg\n\t");
 }
 
 void report_fault(const uint32_t *frame)

@@ -56,12 +56,15 @@ def build_mobilenet_tflite(
     calibration: np.ndarray | None = None,
     weights: str | None = None,
     progress: Progress = lambda msg: None,
+    verbose: bool = False,
 ) -> bytes:
     """Build a Keras MobileNet and convert it to a fully int8 .tflite; return the file's bytes.
 
     ``calibration`` is a float32 [N, H, W, C] batch in [-1, 1] used for batch-norm
     re-estimation and as the converter's representative dataset; by default seeded synthetic
     images. With ``weights`` (a Keras weights file) the batch norms are left as loaded.
+    TensorFlow's own output (log lines, warnings) is hidden unless ``verbose``, and shown if a
+    step fails.
     """
     _check_architecture(arch, alpha, height, width, channels, classes)
     if calibration is None:
@@ -71,23 +74,29 @@ def build_mobilenet_tflite(
     _check_image_batch(calibration, height, width, channels, what="calibration images")
     calibration = calibration.astype(np.float32)
 
-    tf = _import_tensorflow()
-    import keras
-
+    quiet = not verbose
     progress(f"building MobileNet {arch} α={alpha:g} {height}×{width}×{channels}")
-    model = _build_model(keras, arch, alpha, height, width, channels, classes, seed)
+    with _tensorflow_output_hidden(quiet):
+        tf = _import_tensorflow(quiet)
+        import keras
+
+        model = _build_model(keras, arch, alpha, height, width, channels, classes, seed)
     if weights is not None:
         progress(f"loading weights from {weights}")
-        _load_weights(model, weights)
+        with _tensorflow_output_hidden(quiet):
+            _load_weights(model, weights, arch, alpha, height, width, channels, classes)
     else:
         progress(f"calibrating batch norm on {len(calibration)} images")
-        _spread_batch_norm_affine(keras, model, np.random.default_rng(seed))
-        _reestimate_batch_norm_statistics(keras, model, calibration)
+        with _tensorflow_output_hidden(quiet):
+            _spread_batch_norm_affine(keras, model, np.random.default_rng(seed))
+            _reestimate_batch_norm_statistics(keras, model, calibration)
     progress("converting to int8")
-    return _convert_to_int8(tf, model, calibration)
+    with _tensorflow_output_hidden(quiet):
+        return _convert_to_int8(tf, model, calibration)
 
 
-def load_calibration(path: str | Path, height: int, width: int, channels: int) -> np.ndarray:
+def load_calibration(path: str | Path, height: int, width: int, channels: int,
+                     verbose: bool = False) -> np.ndarray:
     """Load calibration images as float32 [N, H, W, C] in [-1, 1].
 
     ``path`` is either a .npy array [N, h, w, C] (uint8 0..255, or float already in [-1, 1];
@@ -97,12 +106,13 @@ def load_calibration(path: str | Path, height: int, width: int, channels: int) -
     path = Path(path)
     if not path.exists():
         raise McugenError(f"calibration path {path} does not exist")
-    tf = _import_tensorflow()
-    if path.is_dir():
-        images = _load_image_folder(tf, path, channels)
-    else:
-        images = _load_npy(path, channels)
-    return _resize(tf, images, height, width)
+    with _tensorflow_output_hidden(not verbose):
+        tf = _import_tensorflow(not verbose)
+        if path.is_dir():
+            images = _load_image_folder(tf, path, channels)
+        else:
+            images = _load_npy(path, channels)
+        return _resize(tf, images, height, width)
 
 
 def synthetic_calibration(
@@ -150,14 +160,18 @@ def _check_image_batch(
 # --- TensorFlow and the model ----------------------------------------------------------------
 
 
-def _import_tensorflow() -> ModuleType:
-    """Import TensorFlow with its info and warning chatter off; errors still get through."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ side: hide INFO and WARNING
+def _import_tensorflow(quiet: bool = True) -> ModuleType:
+    """Import TensorFlow, with its info and warning chatter off when quiet. (Some of its C++
+    log lines ignore these settings: callers also hide file descriptor 2, see
+    _tensorflow_output_hidden.)"""
+    if quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ side: hide INFO and WARNING
     import absl.logging
     import tensorflow as tf
 
-    absl.logging.set_verbosity(absl.logging.ERROR)
-    tf.get_logger().setLevel(logging.ERROR)
+    if quiet:
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        tf.get_logger().setLevel(logging.ERROR)
     return tf
 
 
@@ -194,7 +208,12 @@ def _gist(error: Exception) -> str:
     return " ".join(lines[:2]) or type(error).__name__
 
 
-def _load_weights(model, weights: str) -> None:
+# Widths tried when a weights file does not fit, to say which one it was saved for.
+COMMON_ALPHAS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+def _load_weights(model, weights: str, arch: str, alpha: float, height: int, width: int,
+                  channels: int, classes: int) -> None:
     if not Path(weights).is_file():
         raise McugenError(f"weights file {weights} does not exist")
     try:
@@ -202,8 +221,106 @@ def _load_weights(model, weights: str) -> None:
             warnings.simplefilter("ignore")  # one warning per unmatched layer; the error sums up
             model.load_weights(weights)
     except (ValueError, OSError, KeyError) as error:
-        message = f"weights {weights} do not fit this MobileNet: {_gist(error)}"
-        raise McugenError(message) from error
+        import keras
+
+        try:
+            saved = _weight_shapes(weights)
+        except OSError:  # not an HDF5 file at all: Keras' own words are the best there are
+            raise McugenError(f"weights {weights} do not fit this MobileNet: "
+                              f"{_gist(error)}") from None
+        what = f"MobileNet {arch} α={alpha:g} with {channels} channels and {classes} classes"
+        raise McugenError(f"weights {weights} do not fit {what}: "
+                          f"{_weights_mismatch(keras, model, saved, arch, alpha, channels)}"
+                          ) from None
+
+
+def _weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every variable of a Keras .weights.h5 file: its path in the file -> its shape."""
+    import h5py
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    with h5py.File(path, "r") as file:
+        file.visititems(lambda name, item: shapes.__setitem__(name, tuple(item.shape))
+                        if isinstance(item, h5py.Dataset) else None)
+    return shapes
+
+
+def _model_weight_shapes(model) -> dict[str, tuple[int, ...]]:
+    """The same map for a model, written as Keras writes it (so both use Keras' own paths)."""
+    with tempfile.TemporaryDirectory(prefix="mcugen-weights-") as scratch:
+        path = Path(scratch) / "model.weights.h5"
+        model.save_weights(path)
+        return _weight_shapes(path)
+
+
+def _weights_mismatch(keras: ModuleType, model, saved: dict[str, tuple[int, ...]], arch: str,
+                      alpha: float, channels: int) -> str:
+    """Which layer differs first (in network order), and which width the weights were saved
+    for: MobileNet weights do not depend on the resolution, only on alpha, the input channels
+    and the number of classes."""
+    expected = _model_weight_shapes(model)
+    names = _layer_of_path(model, expected)
+    differing = [path for path in expected if saved.get(path) != expected[path]]
+    differing.sort(key=lambda path: names.get(path, (len(names), path)))
+    if not differing:
+        return "the file holds other layers than this architecture has"
+    first = differing[0]
+    layer = names[first][1] if first in names else first
+    got = saved.get(first)
+    detail = (f"layer {layer} holds a {_shape_text(got)} array where this model needs "
+              f"{_shape_text(expected[first])}" if got is not None
+              else f"the file has no {first}")
+    kernels = [path for path in sorted(expected, key=lambda p: names.get(p, (0, p)))
+               if len(expected[path]) == 4 and path in saved]
+    file_channels = saved[kernels[0]][2] if kernels else channels
+    last = max(expected, key=lambda p: names.get(p, (0, p)))
+    file_classes = saved[last][-1] if last in saved and saved[last] else None
+    for candidate in (a for a in COMMON_ALPHAS if a != alpha):
+        if file_classes is None:
+            break
+        keras.backend.clear_session()
+        trial = _build_model(keras, arch, candidate, MIN_SIDE, MIN_SIDE, file_channels,
+                             file_classes, 0)
+        if _model_weight_shapes(trial) == saved:
+            return (f"{detail}; the weights are for α={candidate:g} with {file_channels} "
+                    f"channels and {file_classes} classes (at any resolution): pass "
+                    f"--alpha {candidate:g}" +
+                    (f" --channels {file_channels}" if file_channels != channels else "") +
+                    (f" --classes {file_classes}" if file_classes != model.output_shape[-1]
+                     else ""))
+    if file_classes is not None and _same_but_last(saved, expected, last):
+        return (f"{detail}; the weights are for {file_classes} classes: pass "
+                f"--classes {file_classes}")
+    return (f"{detail}; they match none of the widths α={', '.join(map(str, COMMON_ALPHAS))} "
+            f"of MobileNet {arch}: check --arch and --alpha")
+
+
+def _same_but_last(saved: dict, expected: dict, last: str) -> bool:
+    return all(saved.get(path) == shape for path, shape in expected.items()
+               if path.rsplit("/vars/", 1)[0] != last.rsplit("/vars/", 1)[0])
+
+
+def _layer_of_path(model, expected: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, str]]:
+    """Keras names a layer's variables in the file after the layer's class and a per-class
+    counter in network order ("layers/conv2d_3/vars/0"); map them back to (index, layer name).
+    Paths that do not follow this scheme are simply left out."""
+    from keras.src.utils.naming import to_snake_case
+
+    counters: dict[str, int] = {}
+    result: dict[str, tuple[int, str]] = {}
+    for index, layer in enumerate(model.layers):
+        kind = to_snake_case(type(layer).__name__)
+        count = counters.get(kind, 0)
+        counters[kind] = count + 1
+        prefix = f"layers/{kind}" + (f"_{count}" if count else "") + "/vars/"
+        for path in expected:
+            if path.startswith(prefix):
+                result[path] = (index, f"{layer.name} ({type(layer).__name__})")
+    return result
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "a scalar" if not shape else "x".join(map(str, shape))
 
 
 def _batch_norm_layers(keras: ModuleType, model) -> list:
@@ -244,37 +361,46 @@ def _convert_to_int8(tf: ModuleType, model, images: np.ndarray) -> bytes:
         for image in images:
             yield [image[np.newaxis]]
 
-    with _converter_chatter_hidden():
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-        return converter.convert()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
 
 
 @contextlib.contextmanager
-def _converter_chatter_hidden() -> Iterator[None]:
-    """Hide what a successful conversion prints: the SavedModel export summary on stdout,
-    Python warnings, and native log lines written straight to file descriptor 2. If the
-    conversion fails, the native output is replayed, since then it explains the error."""
+def _tensorflow_output_hidden(quiet: bool = True) -> Iterator[None]:
+    """Hide what TensorFlow prints while it works (unless not quiet): its import banner and
+    oneDNN/absl log lines written straight to file descriptor 2, Python warnings, and the
+    converter's SavedModel export summary on stdout. If TensorFlow itself fails, the native
+    output is replayed on lines of its own, since then it explains the error; a McugenError
+    (a user's mistake, explained in one line) replays nothing."""
+    if not quiet:
+        yield
+        return
     with tempfile.TemporaryFile() as native_log, warnings.catch_warnings(), \
             contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         sys.stderr.flush()
         saved_stderr = os.dup(2)
         os.dup2(native_log.fileno(), 2)
-        failed = True
+        replay = True
         try:
             yield
-            failed = False
+            replay = False
+        except McugenError:  # mcugen's own one-line explanation says it all
+            replay = False
+            raise
         finally:
             os.dup2(saved_stderr, 2)
             os.close(saved_stderr)
-            if failed:
+            if replay:
                 native_log.seek(0)
-                sys.stderr.write(native_log.read().decode(errors="replace"))
+                text = native_log.read().decode(errors="replace")
+                if text:
+                    sys.stderr.write("\n" + text)
 
 
 # --- calibration images ----------------------------------------------------------------------

@@ -109,8 +109,16 @@ def _softmax(graph: Graph, op: Softmax, where: str) -> Op:
                           f"point -128, got scale {y.scale} zp {y.zero_point}")
     try:
         multiplier, left_shift, diff_min = quant.softmax_params(op.beta, x.scale)
-    except ValueError as error:
-        raise McugenError(f"{where}: {error} (beta {op.beta}, input scale {x.scale})") from None
+    except ValueError:
+        # TFLM's SOFTMAX Prepare fails the same way (QuantizeMultiplierGreaterThanOne).
+        raise McugenError(
+            f"{where}: the model is degenerate: the input of its SOFTMAX has scale "
+            f"{x.scale:.3g}, so its logits span about {255 * x.scale:.1g} and every input gives "
+            f"nearly the same output. TFLM refuses such a model too (its SOFTMAX needs "
+            f"beta x scale x 2^26 > 1, here {op.beta * x.scale * 2.0 ** 26:.2f}). This is what "
+            f"untrained weights give: check that the weights are trained, that their batch "
+            f"norms hold real statistics (not mean 0, variance 1), and that the calibration "
+            f"images look like the real inputs") from None
     return dataclasses.replace(op, input_multiplier=multiplier, input_left_shift=left_shift,
                                diff_min=diff_min)
 

@@ -1,6 +1,7 @@
 /* QEMU TCG plugin: exact count of executed guest instructions, snapshotted at markers.
  *
- * A marker is the Thumb-2 hint `dbg #n` (encoding F3AF 80Fn), a no-op on ARMv7-M/ARMv8-M.
+ * A marker is the Thumb-2 hint `dbg #n` (encoding F3AF 80Fn), a no-op on ARMv7-M/ARMv8-M; the
+ * firmware writes its bytes with `.inst.w 0xf3af80fn`, which also assembles for ARMv6-M.
  * Each time one executes, the plugin logs a line "marker <n> <count>", where <count> is the
  * number of non-marker instructions executed since reset; at exit it logs "total <count>".
  * Markers are not counted, so the difference between two snapshots is exactly the work of

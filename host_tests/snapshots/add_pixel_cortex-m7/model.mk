@@ -3,5 +3,6 @@
 #   SRCS += $(MODEL_SRCS)
 #   CFLAGS += $(MODEL_CFLAGS)
 MODEL_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-MODEL_SRCS := $(MODEL_DIR)/model.c $(MODEL_DIR)/model_weights.c
+MODEL_SRCS := $(MODEL_DIR)/model.c $(MODEL_DIR)/model_weights.c \
+    $(MODEL_DIR)/model_io.c
 MODEL_CFLAGS := -I$(MODEL_DIR)

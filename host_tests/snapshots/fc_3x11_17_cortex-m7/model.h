@@ -6,6 +6,12 @@
  * output receives MODEL_OUTPUT_SIZE int8 values (shape 3x17).
  * real = scale * (q - zero_point). Returns 0 on success, 1 if a pointer is NULL. Not reentrant:
  * the arena is static.
+ *
+ * Helpers (model_io.c, float but not needed by model_invoke):
+ * model_quantize_input(x, q) quantizes MODEL_INPUT_SIZE floats as TFLite's
+ * QUANTIZE does (round half away from zero, saturating); model_dequantize_output(q, y)
+ * gives MODEL_OUTPUT_SIZE floats as TFLite's DEQUANTIZE does; model_argmax(q)
+ * returns the index of the largest output (the first one on a tie).
  */
 #ifndef MODEL_H
 #define MODEL_H
@@ -25,6 +31,10 @@ extern "C" {
 #endif
 
 int model_invoke(const int8_t *input, int8_t *output);
+
+void model_quantize_input(const float *x, int8_t *q);
+void model_dequantize_output(const int8_t *q, float *y);
+int model_argmax(const int8_t *q);
 
 #ifdef __cplusplus
 }

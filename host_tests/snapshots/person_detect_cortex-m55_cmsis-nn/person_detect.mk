@@ -3,7 +3,8 @@
 #   SRCS += $(PERSON_DETECT_SRCS)
 #   CFLAGS += $(PERSON_DETECT_CFLAGS)
 PERSON_DETECT_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-PERSON_DETECT_SRCS := $(PERSON_DETECT_DIR)/person_detect.c $(PERSON_DETECT_DIR)/person_detect_weights.c
+PERSON_DETECT_SRCS := $(PERSON_DETECT_DIR)/person_detect.c $(PERSON_DETECT_DIR)/person_detect_weights.c \
+    $(PERSON_DETECT_DIR)/person_detect_io.c
 PERSON_DETECT_CFLAGS := -I$(PERSON_DETECT_DIR)
 # The model calls Arm's CMSIS-NN (Apache-2.0; bring your own copy): set CMSIS_NN_DIR to a
 # checkout; its integer kernels are added to the sources. The generated code expects

@@ -3,5 +3,6 @@
 #   SRCS += $(PERSON_DETECT_SRCS)
 #   CFLAGS += $(PERSON_DETECT_CFLAGS)
 PERSON_DETECT_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-PERSON_DETECT_SRCS := $(PERSON_DETECT_DIR)/person_detect.c $(PERSON_DETECT_DIR)/person_detect_weights.c
+PERSON_DETECT_SRCS := $(PERSON_DETECT_DIR)/person_detect.c $(PERSON_DETECT_DIR)/person_detect_weights.c \
+    $(PERSON_DETECT_DIR)/person_detect_io.c
 PERSON_DETECT_CFLAGS := -I$(PERSON_DETECT_DIR)

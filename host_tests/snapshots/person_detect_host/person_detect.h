@@ -6,6 +6,12 @@
  * output receives PERSON_DETECT_OUTPUT_SIZE int8 values (shape 1x2).
  * real = scale * (q - zero_point). Returns 0 on success, 1 if a pointer is NULL. Not reentrant:
  * the arena is static.
+ *
+ * Helpers (person_detect_io.c, float but not needed by person_detect_invoke):
+ * person_detect_quantize_input(x, q) quantizes PERSON_DETECT_INPUT_SIZE floats as TFLite's
+ * QUANTIZE does (round half away from zero, saturating); person_detect_dequantize_output(q, y)
+ * gives PERSON_DETECT_OUTPUT_SIZE floats as TFLite's DEQUANTIZE does; person_detect_argmax(q)
+ * returns the index of the largest output (the first one on a tie).
  */
 #ifndef PERSON_DETECT_H
 #define PERSON_DETECT_H
@@ -25,6 +31,10 @@ extern "C" {
 #endif
 
 int person_detect_invoke(const int8_t *input, int8_t *output);
+
+void person_detect_quantize_input(const float *x, int8_t *q);
+void person_detect_dequantize_output(const int8_t *q, float *y);
+int person_detect_argmax(const int8_t *q);
 
 #ifdef __cplusplus
 }

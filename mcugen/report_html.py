@@ -1,0 +1,324 @@
+"""report.html: the report as a page that needs nothing but a browser (inline SVG, no script,
+no network). Python decides every number and coordinate here; templates/report.html.j2 only
+lays them out, and Jinja escapes every string (model names and file names come from users).
+
+The page is rendered from the Report alone and generically: the layer table shows every field
+of LayerStats, so fields added later appear without a change here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import jinja2
+
+from .errors import McugenError
+from .resources import templates_dir
+
+BAR_WIDTH = 200  # px of the longest bar in a per-layer column
+ROW_HEIGHT = 18
+LABEL_WIDTH = 190
+VALUE_WIDTH = 90  # px for the figure after each bar
+PLAN_WIDTH = 760  # px of the memory plan's layer axis
+PLAN_HEIGHT = 300  # px of its offset axis
+MARGIN = 50
+COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
+           "#ff9da7", "#9c755f", "#bab0ac")
+# The per-layer quantities drawn as bars, when the report has them (instructions: after a run).
+LAYER_BARS = (("macs", "MACs", "#4e79a7"), ("weight_bytes", "weights (bytes)", "#59a14f"),
+              ("instructions", "instructions (QEMU)", "#e15759"))
+
+
+@dataclass(frozen=True)
+class Bar:
+    y: float
+    text_y: float
+    width: float
+    value: str  # the figure, right of the bar
+    tooltip: str
+
+
+@dataclass(frozen=True)
+class Column:
+    """One quantity across the layers: a bar per layer, scaled to its largest value."""
+
+    title: str
+    colour: str
+    x: float  # where the bars start
+    value_x: float  # where the figures start
+    bars: tuple[Bar, ...]
+
+
+@dataclass(frozen=True)
+class Label:
+    y: float
+    text: str
+
+
+@dataclass(frozen=True)
+class LayerChart:
+    labels: tuple[Label, ...]  # the layers, down the left
+    columns: tuple[Column, ...]
+    title_y: float
+    bar_height: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: str
+    title: str  # shown as a tooltip
+
+
+@dataclass(frozen=True)
+class Tick:
+    position: float
+    label: str
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    rects: tuple[Rect, ...]
+    x_ticks: tuple[Tick, ...]  # layer numbers, above the plot: position is x
+    x_ticks_y: float
+    y_ticks: tuple[Tick, ...]  # offsets, right of the plot: position is the baseline's y
+    y_ticks_x: float
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_width: int
+    plot_height: int
+    x_title_y: float
+    y_title_y: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    x: float
+    width: float
+    text_x: float
+    colour: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One stacked bar: what the model uses of a memory, against the target's capacity."""
+
+    title: str
+    segments: tuple[Segment, ...]
+    total: str
+    capacity: str  # "" when the target states none
+    capacity_x: float | None  # where the capacity's line is drawn
+    width: int
+    bar_y: float
+    bar_height: float
+    line_bottom: float
+    text_y: float
+    height: int
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[bool, ...]  # right-aligned columns
+
+
+@dataclass(frozen=True)
+class Page:
+    title: str
+    facts: tuple[tuple[str, str], ...]
+    chart: LayerChart | None
+    plan: MemoryPlan | None
+    budgets: tuple[Budget, ...]
+    layers: Table
+    memory_plan_text: str
+
+
+def render_html(report) -> str:
+    try:
+        template = _environment().get_template("report.html.j2")
+    except jinja2.TemplateError as error:
+        raise McugenError(f"cannot load the HTML report template: {error}") from None
+    return template.render(page=page_of(report))
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def page_of(report) -> Page:
+    return Page(
+        title=f"{report.model}: mcugen report",
+        facts=_facts(report),
+        chart=_layer_chart(report),
+        plan=_memory_plan(report),
+        budgets=_budgets(report),
+        layers=_layer_table(report),
+        memory_plan_text=report.memory_plan)
+
+
+def _facts(report) -> tuple[tuple[str, str], ...]:
+    facts = [("compiled from", str(report.source)), ("target", str(report.target)),
+             ("layers", f"{len(report.layers):,}"),
+             ("MACs per inference", f"{report.macs:,}"),
+             ("weights and biases", f"{report.weight_bytes:,} B"),
+             ("constant tables in flash", f"{report.const_bytes:,} B"),
+             ("arena (static RAM for activations)", f"{report.arena_bytes:,} B"),
+             ("input / output (caller's buffers)",
+              f"{report.input_bytes:,} B / {report.output_bytes:,} B")]
+    run = getattr(report, "run", None)
+    if run:
+        per = run.get("instructions")
+        facts.append(("measured in QEMU",
+                      f"{per:,} instructions per inference on {run.get('qemu_board')} "
+                      f"({report.macs / per:.3f} MACs per instruction), "
+                      f"{'bit-exact' if run.get('bit_exact') else 'NOT bit-exact'} with the "
+                      f"{run.get('checked_against', 'reference')} on "
+                      f"{run.get('inferences')} inputs" if per else str(run)))
+    return tuple(facts)
+
+
+def _layer_chart(report) -> LayerChart | None:
+    """The layers down the left, one column of bars per quantity the report has."""
+    if not report.layers:
+        return None
+    top = ROW_HEIGHT + 4  # room for the column titles
+    columns, x = [], float(LABEL_WIDTH)
+    for field, title, colour in LAYER_BARS:
+        values = [getattr(layer, field, None) for layer in report.layers]
+        if all(v is None for v in values):
+            continue
+        largest = max((v for v in values if v is not None), default=0) or 1
+        bars = tuple(
+            Bar(y=top + i * ROW_HEIGHT + 3, text_y=top + i * ROW_HEIGHT + 14,
+                width=(v or 0) / largest * BAR_WIDTH,
+                value="-" if v is None else f"{v:,}",
+                tooltip=f"layer {layer.index} {layer.op}: {'-' if v is None else f'{v:,}'}")
+            for i, (layer, v) in enumerate(zip(report.layers, values)))
+        columns.append(Column(title=title, colour=colour, x=x, value_x=x + BAR_WIDTH + 4,
+                              bars=bars))
+        x += BAR_WIDTH + VALUE_WIDTH
+    labels = tuple(Label(y=top + i * ROW_HEIGHT + 14, text=f"{layer.index} {layer.op}")
+                   for i, layer in enumerate(report.layers))
+    return LayerChart(labels=labels, columns=tuple(columns), title_y=ROW_HEIGHT - 4,
+                      bar_height=ROW_HEIGHT - 5, width=int(x) + 10,
+                      height=top + len(labels) * ROW_HEIGHT + 4)
+
+
+def _memory_plan(report) -> MemoryPlan | None:
+    """Buffers as rectangles: layers (time) across, arena offsets down."""
+    buffers = list(getattr(report, "buffers", None) or ())
+    if not buffers or report.arena_bytes <= 0:
+        return None
+    steps = max(max(b.last for b in buffers) + 1, len(report.layers), 1)
+    x_scale = PLAN_WIDTH / steps
+    y_scale = PLAN_HEIGHT / report.arena_bytes
+    rects = []
+    for number, buffer in enumerate(sorted(buffers, key=lambda b: (b.first, b.offset))):
+        scratch = getattr(buffer, "kind", "activation") == "scratch"
+        rects.append(Rect(
+            x=MARGIN + buffer.first * x_scale, y=MARGIN + buffer.offset * y_scale,
+            width=max((buffer.last - buffer.first + 1) * x_scale - 1, 1),
+            height=max(buffer.size * y_scale, 1),
+            colour="#bab0ac" if scratch else COLOURS[number % len(COLOURS)],
+            title=f"{buffer.id}: {buffer.size:,} B at offset {buffer.offset:,}, "
+                  f"layers {buffer.first} to {buffer.last}"))
+    x_every = max(1, steps // 15)
+    x_ticks = tuple(Tick(MARGIN + (i + 0.5) * x_scale, str(i)) for i in range(0, steps, x_every))
+    y_ticks = tuple(Tick(MARGIN + f * PLAN_HEIGHT + 4, f"{round(f * report.arena_bytes):,}")
+                    for f in (0, 0.25, 0.5, 0.75, 1))
+    return MemoryPlan(rects=tuple(rects), x_ticks=x_ticks, x_ticks_y=MARGIN - 6,
+                      y_ticks=y_ticks, y_ticks_x=MARGIN + PLAN_WIDTH + 4,
+                      width=PLAN_WIDTH + 2 * MARGIN + 40, height=PLAN_HEIGHT + 2 * MARGIN,
+                      left=MARGIN, top=MARGIN, plot_width=PLAN_WIDTH, plot_height=PLAN_HEIGHT,
+                      x_title_y=MARGIN - 22, y_title_y=MARGIN + PLAN_HEIGHT + 18)
+
+
+def _budgets(report) -> tuple[Budget, ...]:
+    measured = getattr(report, "measured", None) or {}
+    if measured:
+        flash = [("code", measured.get("code_bytes", 0)),
+                 ("constant tables", measured.get("weight_bytes", 0))]
+        ram = [("arena", measured.get("arena_bytes", report.arena_bytes)),
+               ("other static data", measured.get("other_ram_bytes", 0)),
+               ("stack (worst case)", measured.get("stack_bytes", 0))]
+    else:  # not compiled for a core here: what the compiler knows
+        flash = [("constant tables", report.const_bytes)]
+        ram = [("arena", report.arena_bytes)]
+    flash_capacity, ram_capacity, ram_name = _capacities(report.target)
+    return (_budget("flash", flash, flash_capacity, "flash"),
+            _budget("RAM", ram, ram_capacity, ram_name))
+
+
+def _capacities(target_name: str) -> tuple[int | None, int | None, str]:
+    from .targets import load_target
+
+    try:
+        target = load_target(target_name)
+    except (McugenError, KeyError, ValueError):  # a report from elsewhere: draw without limits
+        return None, None, "RAM"
+    if target.is_host:
+        return None, None, "RAM"
+    region = f"largest RAM region ({target.largest_ram})" if target.kind == "part" else "RAM"
+    return target.flash_bytes, target.ram_bytes, region
+
+
+def _budget(title: str, parts: list[tuple[str, int]], capacity: int | None,
+            capacity_name: str) -> Budget:
+    used = sum(size for _, size in parts)
+    scale_to = max(used, capacity or 0, 1)
+    left, width = 10, PLAN_WIDTH
+    segments, x = [], float(left)
+    label_x = float(left)
+    for number, (name, size) in enumerate(parts):
+        w = size / scale_to * width
+        label = f"{name} {size:,} B"
+        segments.append(Segment(x=x, width=w, text_x=max(x, label_x) + 2,
+                                colour=COLOURS[number % len(COLOURS)], label=label))
+        label_x = max(x, label_x) + 7 * len(label) + 12  # labels of thin segments must not overlap
+        x += w
+    return Budget(
+        title=title, segments=tuple(segments), total=f"{used:,} B",
+        capacity=(f"{capacity_name} of the target: {capacity:,} B ({used / capacity:.0%} used)"
+                  if capacity else ""),
+        capacity_x=left + capacity / scale_to * width if capacity else None,
+        width=max(int(label_x) + 20, width + 2 * left), bar_y=4, bar_height=20, line_bottom=28,
+        text_y=40,
+        height=48)
+
+
+def _layer_table(report) -> Table:
+    if not report.layers:
+        return Table(header=(), rows=(), numeric=())
+    names = [f.name for f in dataclasses.fields(report.layers[0])]
+    rows = tuple(tuple(_cell(getattr(layer, name, None)) for name in names)
+                 for layer in report.layers)
+    numeric = tuple(all(isinstance(getattr(layer, name, None), (int, float, type(None)))
+                        for layer in report.layers) for name in names)
+    return Table(header=tuple(name.replace("_", " ") for name in names), rows=rows,
+                 numeric=numeric)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "x".join(map(str, value))
+    return str(value)
