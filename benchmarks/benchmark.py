@@ -64,8 +64,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mcugen-bench-") as scratch:
         def one(case: tuple[str, str, str]) -> Measured:
             model, core, kernels = case
+            # The QEMU boards have megabytes: a model larger than the core's typical part
+            # still runs there (and is measured as it is).
             result = measured(run(BuildOptions(model=files[model], target=core,
-                                               kernels=kernels),
+                                               kernels=kernels, memory_check=False),
                                   None, Path(scratch) / "_".join(case)))
             print(f"... {model} {core} {kernels}: {result.instructions:,}", file=sys.stderr)
             return result
