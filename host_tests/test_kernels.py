@@ -95,6 +95,7 @@ CASES = {
 
 HOST = load_target("host")
 M7 = load_target("cortex-m7")
+M55 = load_target("cortex-m55")
 # The portable variants on the Cortex-M7 board: the same core with its features withheld.
 M7_PORTABLE = dataclasses.replace(M7, features=frozenset())
 
@@ -134,7 +135,7 @@ def test_every_op_type_has_a_reference_a_quantize_rule_and_a_portable_kernel():
 
 
 def test_the_cases_cover_every_variant():
-    covered = {layer.variant.name for case in CASES for target in (HOST, M7)
+    covered = {layer.variant.name for case in CASES for target in (HOST, M7, M55)
                for layer in compile_case(case, target).layers}
     assert covered >= {v.name for v in MCUGEN_VARIANTS}
 
@@ -195,6 +196,13 @@ def test_dsp_and_armv7m_variants_are_bit_exact_in_qemu(tmp_path):
             "lookup_s8_armv7m"} <= used
     # Shapes outside the DSP loop's preconditions fall back to portable C.
     assert ran["pw_11_17"] == {"pw_conv_s8"} and ran["pw_8_16"] == {"pw_conv_s8_dsp"}
+
+
+def test_mve_variants_are_bit_exact_in_qemu(tmp_path):
+    ran = run_in_qemu(M55, tmp_path)
+    used = set().union(*ran.values())
+    assert {"pw_conv_s8_mve", "fc_s8_mve"} <= used
+    assert ran["pw_11_17"] == {"pw_conv_s8_mve"} and ran["fc_1x250_99"] == {"fc_s8_mve"}
 
 
 def test_generated_c_is_specialised_to_its_instruction_set():
