@@ -15,15 +15,16 @@ from typing import Any
 from ..errors import McugenError
 from ..ir import Graph, Op
 from ..targets import Target
-from . import (cmsis_nn, conv, conv_mve, data_movement, depthwise, elementwise,
-               fully_connected, pointwise, pointwise_mve, pooling, softmax)
+from . import (cmsis_nn, conv, conv_mve, data_movement, depthwise, depthwise_mve,
+               elementwise, fully_connected, pointwise, pointwise_mve, pooling, softmax)
 from .variant import Access, LayerNames, Order, Variant
 
 # Ours, family by family, each family best first; the Helium (MVE) variants, in modules of
 # their own (*_mve.py), come before the others of their family.
 MCUGEN_VARIANTS: tuple[Variant, ...] = (
     *pointwise_mve.VARIANTS, *pointwise.VARIANTS, *conv_mve.VARIANTS, *conv.VARIANTS,
-    *depthwise.VARIANTS, *fully_connected.VARIANTS, *pooling.VARIANTS, *softmax.VARIANTS, *elementwise.VARIANTS, *data_movement.VARIANTS)
+    *depthwise_mve.VARIANTS, *depthwise.VARIANTS, *fully_connected.VARIANTS,
+    *pooling.VARIANTS, *softmax.VARIANTS, *elementwise.VARIANTS, *data_movement.VARIANTS)
 
 KERNEL_SETS: dict[str, tuple[Variant, ...]] = {
     "mcugen": MCUGEN_VARIANTS,
