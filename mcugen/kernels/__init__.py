@@ -16,7 +16,8 @@ from ..errors import McugenError
 from ..ir import Graph, Op
 from ..targets import Target
 from . import (cmsis_nn, conv, conv_mve, data_movement, depthwise, depthwise_mve,
-               elementwise, fully_connected, pointwise, pointwise_mve, pooling, softmax)
+               elementwise, elementwise_mve, fully_connected, pointwise, pointwise_mve,
+               pooling, pooling_mve, softmax)
 from .variant import Access, LayerNames, Order, Variant
 
 # Ours, family by family, each family best first; the Helium (MVE) variants, in modules of
@@ -24,7 +25,8 @@ from .variant import Access, LayerNames, Order, Variant
 MCUGEN_VARIANTS: tuple[Variant, ...] = (
     *pointwise_mve.VARIANTS, *pointwise.VARIANTS, *conv_mve.VARIANTS, *conv.VARIANTS,
     *depthwise_mve.VARIANTS, *depthwise.VARIANTS, *fully_connected.VARIANTS,
-    *pooling.VARIANTS, *softmax.VARIANTS, *elementwise.VARIANTS, *data_movement.VARIANTS)
+    *pooling_mve.VARIANTS, *pooling.VARIANTS, *softmax.VARIANTS, *elementwise_mve.VARIANTS,
+    *elementwise.VARIANTS, *data_movement.VARIANTS)
 
 KERNEL_SETS: dict[str, tuple[Variant, ...]] = {
     "mcugen": MCUGEN_VARIANTS,
