@@ -29,8 +29,7 @@ import numpy as np
 from ..ir import DepthwiseConv2D, Graph, Op
 from ..targets import Target
 from .lowering import FeatureMap, Window, conv_window, feature_map, folded_bias, model_bias
-from .mve import (INT32_LANES, VECTOR_BYTES, ChannelShifts, OutputStage, channel_shifts,
-                  lane_tables, multipliers_in_range)
+from .mve import VECTOR_BYTES, OutputStage, channel_shifts, multipliers_in_range
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 LOAD_OFFSET_MAX = 127  # VLDRB's immediate offset
@@ -84,10 +83,6 @@ class MveDepthwiseParams:
     @property
     def taps(self) -> int:
         return self.window.taps
-
-    @property
-    def scratch_bytes(self) -> int:
-        return self.input.c * self.ring.plane + VECTOR_BYTES
 
 
 def _runs(g: Window) -> tuple[Run, ...] | None:

@@ -22,8 +22,10 @@ from .variant import ConstArray, LayerNames
 
 VECTOR_BYTES = 16
 INT32_LANES = 4
-# A loop of more chunks than this runs under DLS/LE; fewer are unrolled.
-UNROLLED_CHUNKS = 3
+# Dot products of at most this many chunks are unrolled, every load at an immediate offset
+# (VLDRB reaches 127 bytes: chunk 7 of a row; VLDRW 508: four weight rows of 8 chunks); longer
+# ones loop under DLS/LE with post-incremented loads.
+UNROLLED_CHUNKS = 8
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,8 @@ class Chunks:
         return self.count * VECTOR_BYTES
 
     @property
-    def looped(self) -> int:
-        """Full chunks after the first that a DLS/LE loop runs (0: all unrolled)."""
-        rest = self.full - 1
-        return rest if rest > UNROLLED_CHUNKS else 0
+    def unrolled(self) -> bool:
+        return self.count <= UNROLLED_CHUNKS
 
 
 def paired_rows(rows: np.ndarray, chunks: Chunks, row_multiple: int = 2) -> np.ndarray:

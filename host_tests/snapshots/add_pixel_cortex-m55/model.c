@@ -167,7 +167,6 @@ MCUGEN_LAYER void layer0_mean_s8_mve(const int8_t *input, int8_t *output)
             sum = vaddq_s32(sum, vldrbq_s32(pixel));
         }
         vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right_n(sum, 1227133512, -4), -11, -128, 127));
-
     }
     {
         int32x4_t sum = vdupq_n_s32(-120);
@@ -177,7 +176,6 @@ MCUGEN_LAYER void layer0_mean_s8_mve(const int8_t *input, int8_t *output)
             sum = vaddq_s32(sum, vldrbq_z_s32(pixel, tail));
         }
         vstrbq_p_s32(output + c, mve_offset_clamp(mve_requantize_right_n(sum, 1227133512, -4), -11, -128, 127), tail);
-
     }
 }
 
@@ -204,12 +202,10 @@ MCUGEN_LAYER void layer1_add_s8_mve(const int8_t *input, const int8_t *input2, i
             int32_t c = 0;
             for (; c + 3 < 6; c += 4) {
             vstrbq_s32(output + c, layer1_add_s8_mve_vector(vldrbq_s32(a + c), vldrbq_s32(b + c)));
-
             }
             {
                 const mve_pred16_t tail = vctp32q(2);
             vstrbq_p_s32(output + c, layer1_add_s8_mve_vector(vldrbq_z_s32(a + c, tail), vldrbq_z_s32(b + c, tail)), tail);
-
             }
         }
     }

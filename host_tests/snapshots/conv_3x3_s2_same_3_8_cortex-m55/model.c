@@ -320,12 +320,9 @@ MCUGEN_LAYER void layer0_conv_s8_mve(const int8_t *input, int8_t *output, int8_t
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), 5, 5, 22));
             vstrbq_s32(output + 8 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), 5, 5, 22));
-
         }
-
         output += 16;
     }
     if (p < end) {
@@ -338,11 +335,8 @@ MCUGEN_LAYER void layer0_conv_s8_mve(const int8_t *input, int8_t *output, int8_t
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), 5, 5, 22));
-
         }
-
     }
 }
 

@@ -202,7 +202,6 @@ MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_mve_dot4(const int8_t *window, int8x
         : "memory");
 }
 
-
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer0_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
@@ -258,12 +257,11 @@ MCUGEN_LAYER void layer0_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 1; ox += 4, window += 24, out += 32) {
-            layer0_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, 5, 5, 41);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer0_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, 5, 5, 41);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
         }
     }

@@ -239,10 +239,8 @@ MCUGEN_LAYER void layer0_fc_s8_mve(const int8_t *input, int8_t *output, int32_t 
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -9, -128, 127));
             vstrbq_s32(output + 17 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -9, -128, 127));
-
         }
         {
             int32_t sums[8]; /* row 0's four channels, then row 1's */
@@ -250,12 +248,9 @@ MCUGEN_LAYER void layer0_fc_s8_mve(const int8_t *input, int8_t *output, int32_t 
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_p_s32(output + 16, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -9, -128, 127), vctp32q(1));
             vstrbq_p_s32(output + 17 + 16, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -9, -128, 127), vctp32q(1));
-
         }
-
         x += 22;
         output += 34;
     }
@@ -268,9 +263,7 @@ MCUGEN_LAYER void layer0_fc_s8_mve(const int8_t *input, int8_t *output, int32_t 
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -9, -128, 127));
-
         }
         {
             int32_t sums[4];
@@ -278,11 +271,8 @@ MCUGEN_LAYER void layer0_fc_s8_mve(const int8_t *input, int8_t *output, int32_t 
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_p_s32(output + 16, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -9, -128, 127), vctp32q(1));
-
         }
-
     }
 }
 

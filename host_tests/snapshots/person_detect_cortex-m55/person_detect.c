@@ -277,7 +277,6 @@ MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_mve_dot4(const int8_t *window, int8x
         : "memory");
 }
 
-
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer0_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
@@ -333,12 +332,11 @@ MCUGEN_LAYER void layer0_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 45; ox += 4, window += 24, out += 32) {
-            layer0_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer0_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
         }
     }
@@ -374,7 +372,6 @@ MCUGEN_ALWAYS_INLINE void layer1_dw_conv_s8_mve_dot4(const int8_t *window, int8x
         : [window] "r"(window), [w0] "w"(w0), [sums] "r"(sums)
         : "memory");
 }
-
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer1_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
@@ -431,12 +428,11 @@ MCUGEN_LAYER void layer1_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 45; ox += 4, window += 12, out += 32) {
-            layer1_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer1_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
         }
     }
@@ -528,12 +524,9 @@ MCUGEN_LAYER void layer2_pw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 16 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 16;
         output += 32;
     }
@@ -546,11 +539,8 @@ MCUGEN_LAYER void layer2_pw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -584,7 +574,6 @@ MCUGEN_ALWAYS_INLINE void layer3_dw_conv_s8_mve_dot4(const int8_t *window, int8x
         : [window] "r"(window), [w0] "w"(w0), [sums] "r"(sums)
         : "memory");
 }
-
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer3_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
@@ -643,12 +632,11 @@ MCUGEN_LAYER void layer3_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 21; ox += 4, window += 24, out += 64) {
-            layer3_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer3_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
         }
     }
@@ -733,12 +721,9 @@ MCUGEN_LAYER void layer4_pw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 32 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 32;
         output += 64;
     }
@@ -751,11 +736,8 @@ MCUGEN_LAYER void layer4_pw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -789,7 +771,6 @@ MCUGEN_ALWAYS_INLINE void layer5_dw_conv_s8_mve_dot4(const int8_t *window, int8x
         : [window] "r"(window), [w0] "w"(w0), [sums] "r"(sums)
         : "memory");
 }
-
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer5_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
@@ -852,12 +833,11 @@ MCUGEN_LAYER void layer5_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 21; ox += 4, window += 12, out += 128) {
-            layer5_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer5_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
         }
     }
@@ -967,12 +947,9 @@ MCUGEN_LAYER void layer6_pw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 32 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 64;
         output += 64;
     }
@@ -985,11 +962,8 @@ MCUGEN_LAYER void layer6_pw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -1023,7 +997,6 @@ MCUGEN_ALWAYS_INLINE void layer7_dw_conv_s8_mve_dot4(const int8_t *window, int8x
         : [window] "r"(window), [w0] "w"(w0), [sums] "r"(sums)
         : "memory");
 }
-
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer7_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
@@ -1086,12 +1059,11 @@ MCUGEN_LAYER void layer7_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 9; ox += 4, window += 24, out += 128) {
-            layer7_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer7_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
         }
     }
@@ -1201,12 +1173,9 @@ MCUGEN_LAYER void layer8_pw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 64 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 64;
         output += 128;
     }
@@ -1219,11 +1188,8 @@ MCUGEN_LAYER void layer8_pw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -1257,7 +1223,6 @@ MCUGEN_ALWAYS_INLINE void layer9_dw_conv_s8_mve_dot4(const int8_t *window, int8x
         : [window] "r"(window), [w0] "w"(w0), [sums] "r"(sums)
         : "memory");
 }
-
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer9_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
@@ -1328,12 +1293,11 @@ MCUGEN_LAYER void layer9_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 9; ox += 4, window += 12, out += 256) {
-            layer9_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer9_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
         }
     }
@@ -1493,12 +1457,9 @@ MCUGEN_LAYER void layer10_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 64 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 128;
         output += 128;
     }
@@ -1511,11 +1472,8 @@ MCUGEN_LAYER void layer10_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -1566,7 +1524,6 @@ MCUGEN_ALWAYS_INLINE void layer11_dw_conv_s8_mve_dot2(const int8_t *window, int8
         : [window] "r"(window), [w0] "w"(w0), [sums] "r"(sums)
         : "memory");
 }
-
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer11_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
@@ -1637,20 +1594,18 @@ MCUGEN_LAYER void layer11_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 3; ox += 4, window += 24, out += 256) {
-            layer11_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer11_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
             {
-            layer11_dw_conv_s8_mve_dot2(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
-
+                layer11_dw_conv_s8_mve_dot2(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
             }
         }
     }
@@ -1810,12 +1765,9 @@ MCUGEN_LAYER void layer12_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 128 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 128;
         output += 256;
     }
@@ -1828,11 +1780,8 @@ MCUGEN_LAYER void layer12_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -1884,28 +1833,14 @@ MCUGEN_ALWAYS_INLINE void layer13_dw_conv_s8_mve_dot2(const int8_t *window, int8
         : "memory");
 }
 
-
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer13_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, row += 128, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, vldrbq_s16(row + 0));
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, vldrbq_s16(row + 8));
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, vldrbq_s16(row + 16));
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, vldrbq_s16(row + 24));
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, vldrbq_s16(row + 32));
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, vldrbq_s16(row + 40));
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, vldrbq_s16(row + 48));
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, vldrbq_s16(row + 56));
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, vldrbq_s16(row + 64));
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, vldrbq_s16(row + 72));
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, vldrbq_s16(row + 80));
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, vldrbq_s16(row + 88));
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, vldrbq_s16(row + 96));
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, vldrbq_s16(row + 104));
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, vldrbq_s16(row + 112));
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, vldrbq_s16(row + 120));
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, vldrbq_s16(row + c));
+        }
     }
 }
 
@@ -1915,22 +1850,9 @@ static void layer13_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offset
     const int16x8_t zero_points = vdupq_n_s16(-128);
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, zero_points);
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, zero_points);
+        }
     }
 }
 
@@ -1970,20 +1892,18 @@ MCUGEN_LAYER void layer13_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 3; ox += 4, window += 12, out += 512) {
-            layer13_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer13_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
             {
-            layer13_dw_conv_s8_mve_dot2(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
-
+                layer13_dw_conv_s8_mve_dot2(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
             }
         }
     }
@@ -2243,12 +2163,9 @@ MCUGEN_LAYER void layer14_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 128 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 256;
         output += 256;
     }
@@ -2261,11 +2178,8 @@ MCUGEN_LAYER void layer14_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -2317,28 +2231,14 @@ MCUGEN_ALWAYS_INLINE void layer15_dw_conv_s8_mve_dot2(const int8_t *window, int8
         : "memory");
 }
 
-
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer15_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, row += 128, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, vldrbq_s16(row + 0));
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, vldrbq_s16(row + 8));
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, vldrbq_s16(row + 16));
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, vldrbq_s16(row + 24));
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, vldrbq_s16(row + 32));
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, vldrbq_s16(row + 40));
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, vldrbq_s16(row + 48));
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, vldrbq_s16(row + 56));
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, vldrbq_s16(row + 64));
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, vldrbq_s16(row + 72));
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, vldrbq_s16(row + 80));
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, vldrbq_s16(row + 88));
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, vldrbq_s16(row + 96));
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, vldrbq_s16(row + 104));
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, vldrbq_s16(row + 112));
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, vldrbq_s16(row + 120));
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, vldrbq_s16(row + c));
+        }
     }
 }
 
@@ -2348,22 +2248,9 @@ static void layer15_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offset
     const int16x8_t zero_points = vdupq_n_s16(-128);
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, zero_points);
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, zero_points);
+        }
     }
 }
 
@@ -2403,20 +2290,18 @@ MCUGEN_LAYER void layer15_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 3; ox += 4, window += 12, out += 512) {
-            layer15_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer15_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
             {
-            layer15_dw_conv_s8_mve_dot2(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
-
+                layer15_dw_conv_s8_mve_dot2(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
             }
         }
     }
@@ -2676,12 +2561,9 @@ MCUGEN_LAYER void layer16_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 128 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 256;
         output += 256;
     }
@@ -2694,11 +2576,8 @@ MCUGEN_LAYER void layer16_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -2750,28 +2629,14 @@ MCUGEN_ALWAYS_INLINE void layer17_dw_conv_s8_mve_dot2(const int8_t *window, int8
         : "memory");
 }
 
-
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer17_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, row += 128, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, vldrbq_s16(row + 0));
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, vldrbq_s16(row + 8));
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, vldrbq_s16(row + 16));
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, vldrbq_s16(row + 24));
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, vldrbq_s16(row + 32));
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, vldrbq_s16(row + 40));
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, vldrbq_s16(row + 48));
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, vldrbq_s16(row + 56));
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, vldrbq_s16(row + 64));
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, vldrbq_s16(row + 72));
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, vldrbq_s16(row + 80));
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, vldrbq_s16(row + 88));
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, vldrbq_s16(row + 96));
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, vldrbq_s16(row + 104));
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, vldrbq_s16(row + 112));
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, vldrbq_s16(row + 120));
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, vldrbq_s16(row + c));
+        }
     }
 }
 
@@ -2781,22 +2646,9 @@ static void layer17_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offset
     const int16x8_t zero_points = vdupq_n_s16(-128);
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, zero_points);
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, zero_points);
+        }
     }
 }
 
@@ -2836,20 +2688,18 @@ MCUGEN_LAYER void layer17_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 3; ox += 4, window += 12, out += 512) {
-            layer17_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer17_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
             {
-            layer17_dw_conv_s8_mve_dot2(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
-
+                layer17_dw_conv_s8_mve_dot2(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
             }
         }
     }
@@ -3109,12 +2959,9 @@ MCUGEN_LAYER void layer18_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 128 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 256;
         output += 256;
     }
@@ -3127,11 +2974,8 @@ MCUGEN_LAYER void layer18_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -3183,28 +3027,14 @@ MCUGEN_ALWAYS_INLINE void layer19_dw_conv_s8_mve_dot2(const int8_t *window, int8
         : "memory");
 }
 
-
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer19_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, row += 128, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, vldrbq_s16(row + 0));
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, vldrbq_s16(row + 8));
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, vldrbq_s16(row + 16));
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, vldrbq_s16(row + 24));
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, vldrbq_s16(row + 32));
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, vldrbq_s16(row + 40));
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, vldrbq_s16(row + 48));
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, vldrbq_s16(row + 56));
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, vldrbq_s16(row + 64));
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, vldrbq_s16(row + 72));
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, vldrbq_s16(row + 80));
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, vldrbq_s16(row + 88));
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, vldrbq_s16(row + 96));
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, vldrbq_s16(row + 104));
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, vldrbq_s16(row + 112));
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, vldrbq_s16(row + 120));
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, vldrbq_s16(row + c));
+        }
     }
 }
 
@@ -3214,22 +3044,9 @@ static void layer19_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offset
     const int16x8_t zero_points = vdupq_n_s16(-128);
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, zero_points);
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, zero_points);
+        }
     }
 }
 
@@ -3269,20 +3086,18 @@ MCUGEN_LAYER void layer19_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 3; ox += 4, window += 12, out += 512) {
-            layer19_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer19_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
             {
-            layer19_dw_conv_s8_mve_dot2(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
-
+                layer19_dw_conv_s8_mve_dot2(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
             }
         }
     }
@@ -3542,12 +3357,9 @@ MCUGEN_LAYER void layer20_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 128 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 256;
         output += 256;
     }
@@ -3560,11 +3372,8 @@ MCUGEN_LAYER void layer20_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -3616,28 +3425,14 @@ MCUGEN_ALWAYS_INLINE void layer21_dw_conv_s8_mve_dot2(const int8_t *window, int8
         : "memory");
 }
 
-
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer21_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, row += 128, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, vldrbq_s16(row + 0));
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, vldrbq_s16(row + 8));
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, vldrbq_s16(row + 16));
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, vldrbq_s16(row + 24));
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, vldrbq_s16(row + 32));
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, vldrbq_s16(row + 40));
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, vldrbq_s16(row + 48));
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, vldrbq_s16(row + 56));
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, vldrbq_s16(row + 64));
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, vldrbq_s16(row + 72));
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, vldrbq_s16(row + 80));
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, vldrbq_s16(row + 88));
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, vldrbq_s16(row + 96));
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, vldrbq_s16(row + 104));
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, vldrbq_s16(row + 112));
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, vldrbq_s16(row + 120));
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, vldrbq_s16(row + c));
+        }
     }
 }
 
@@ -3647,22 +3442,9 @@ static void layer21_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offset
     const int16x8_t zero_points = vdupq_n_s16(-128);
     slot += 3;
     for (int32_t px = 0; px < 6; ++px, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 192, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 384, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 576, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 768, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1152, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1536, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1728, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2112, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2304, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2496, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2688, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, zero_points);
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 24, plane_offsets, zero_points);
+        }
     }
 }
 
@@ -3702,20 +3484,18 @@ MCUGEN_LAYER void layer21_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             int8_t *out = out_row + c;
             int32_t sums[4];
             for (int32_t ox = 0; ox < 3; ox += 4, window += 12, out += 512) {
-            layer21_dw_conv_s8_mve_dot4(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-
+                layer21_dw_conv_s8_mve_dot4(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
             }
             {
-            layer21_dw_conv_s8_mve_dot2(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
-
+                layer21_dw_conv_s8_mve_dot2(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(2));
             }
         }
     }
@@ -3975,12 +3755,9 @@ MCUGEN_LAYER void layer22_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 128 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 256;
         output += 256;
     }
@@ -3993,11 +3770,8 @@ MCUGEN_LAYER void layer22_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -4053,28 +3827,14 @@ MCUGEN_ALWAYS_INLINE void layer23_dw_conv_s8_mve_dot3(const int8_t *window, int8
         : "memory");
 }
 
-
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer23_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     slot += 0;
     for (int32_t px = 0; px < 6; ++px, row += 128, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, vldrbq_s16(row + 0));
-        vstrbq_scatter_offset_s16(slot + 168, plane_offsets, vldrbq_s16(row + 8));
-        vstrbq_scatter_offset_s16(slot + 336, plane_offsets, vldrbq_s16(row + 16));
-        vstrbq_scatter_offset_s16(slot + 504, plane_offsets, vldrbq_s16(row + 24));
-        vstrbq_scatter_offset_s16(slot + 672, plane_offsets, vldrbq_s16(row + 32));
-        vstrbq_scatter_offset_s16(slot + 840, plane_offsets, vldrbq_s16(row + 40));
-        vstrbq_scatter_offset_s16(slot + 1008, plane_offsets, vldrbq_s16(row + 48));
-        vstrbq_scatter_offset_s16(slot + 1176, plane_offsets, vldrbq_s16(row + 56));
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, vldrbq_s16(row + 64));
-        vstrbq_scatter_offset_s16(slot + 1512, plane_offsets, vldrbq_s16(row + 72));
-        vstrbq_scatter_offset_s16(slot + 1680, plane_offsets, vldrbq_s16(row + 80));
-        vstrbq_scatter_offset_s16(slot + 1848, plane_offsets, vldrbq_s16(row + 88));
-        vstrbq_scatter_offset_s16(slot + 2016, plane_offsets, vldrbq_s16(row + 96));
-        vstrbq_scatter_offset_s16(slot + 2184, plane_offsets, vldrbq_s16(row + 104));
-        vstrbq_scatter_offset_s16(slot + 2352, plane_offsets, vldrbq_s16(row + 112));
-        vstrbq_scatter_offset_s16(slot + 2520, plane_offsets, vldrbq_s16(row + 120));
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 21, plane_offsets, vldrbq_s16(row + c));
+        }
     }
 }
 
@@ -4084,22 +3844,9 @@ static void layer23_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offset
     const int16x8_t zero_points = vdupq_n_s16(-128);
     slot += 0;
     for (int32_t px = 0; px < 6; ++px, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 168, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 336, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 504, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 672, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 840, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1008, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1176, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1344, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1512, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1680, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1848, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2016, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2184, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2352, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2520, plane_offsets, zero_points);
+        for (int32_t c = 0; c < 128; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 21, plane_offsets, zero_points);
+        }
     }
 }
 
@@ -4139,12 +3886,11 @@ MCUGEN_LAYER void layer23_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             int8_t *out = out_row + c;
             int32_t sums[4];
             {
-            layer23_dw_conv_s8_mve_dot3(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(3));
-
+                layer23_dw_conv_s8_mve_dot3(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(3));
             }
         }
     }
@@ -4404,12 +4150,9 @@ MCUGEN_LAYER void layer24_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 256 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 256;
         output += 512;
     }
@@ -4422,11 +4165,8 @@ MCUGEN_LAYER void layer24_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -4482,44 +4222,14 @@ MCUGEN_ALWAYS_INLINE void layer25_dw_conv_s8_mve_dot3(const int8_t *window, int8
         : "memory");
 }
 
-
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer25_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     slot += 3;
     for (int32_t px = 0; px < 3; ++px, row += 256, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, vldrbq_s16(row + 0));
-        vstrbq_scatter_offset_s16(slot + 120, plane_offsets, vldrbq_s16(row + 8));
-        vstrbq_scatter_offset_s16(slot + 240, plane_offsets, vldrbq_s16(row + 16));
-        vstrbq_scatter_offset_s16(slot + 360, plane_offsets, vldrbq_s16(row + 24));
-        vstrbq_scatter_offset_s16(slot + 480, plane_offsets, vldrbq_s16(row + 32));
-        vstrbq_scatter_offset_s16(slot + 600, plane_offsets, vldrbq_s16(row + 40));
-        vstrbq_scatter_offset_s16(slot + 720, plane_offsets, vldrbq_s16(row + 48));
-        vstrbq_scatter_offset_s16(slot + 840, plane_offsets, vldrbq_s16(row + 56));
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, vldrbq_s16(row + 64));
-        vstrbq_scatter_offset_s16(slot + 1080, plane_offsets, vldrbq_s16(row + 72));
-        vstrbq_scatter_offset_s16(slot + 1200, plane_offsets, vldrbq_s16(row + 80));
-        vstrbq_scatter_offset_s16(slot + 1320, plane_offsets, vldrbq_s16(row + 88));
-        vstrbq_scatter_offset_s16(slot + 1440, plane_offsets, vldrbq_s16(row + 96));
-        vstrbq_scatter_offset_s16(slot + 1560, plane_offsets, vldrbq_s16(row + 104));
-        vstrbq_scatter_offset_s16(slot + 1680, plane_offsets, vldrbq_s16(row + 112));
-        vstrbq_scatter_offset_s16(slot + 1800, plane_offsets, vldrbq_s16(row + 120));
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, vldrbq_s16(row + 128));
-        vstrbq_scatter_offset_s16(slot + 2040, plane_offsets, vldrbq_s16(row + 136));
-        vstrbq_scatter_offset_s16(slot + 2160, plane_offsets, vldrbq_s16(row + 144));
-        vstrbq_scatter_offset_s16(slot + 2280, plane_offsets, vldrbq_s16(row + 152));
-        vstrbq_scatter_offset_s16(slot + 2400, plane_offsets, vldrbq_s16(row + 160));
-        vstrbq_scatter_offset_s16(slot + 2520, plane_offsets, vldrbq_s16(row + 168));
-        vstrbq_scatter_offset_s16(slot + 2640, plane_offsets, vldrbq_s16(row + 176));
-        vstrbq_scatter_offset_s16(slot + 2760, plane_offsets, vldrbq_s16(row + 184));
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, vldrbq_s16(row + 192));
-        vstrbq_scatter_offset_s16(slot + 3000, plane_offsets, vldrbq_s16(row + 200));
-        vstrbq_scatter_offset_s16(slot + 3120, plane_offsets, vldrbq_s16(row + 208));
-        vstrbq_scatter_offset_s16(slot + 3240, plane_offsets, vldrbq_s16(row + 216));
-        vstrbq_scatter_offset_s16(slot + 3360, plane_offsets, vldrbq_s16(row + 224));
-        vstrbq_scatter_offset_s16(slot + 3480, plane_offsets, vldrbq_s16(row + 232));
-        vstrbq_scatter_offset_s16(slot + 3600, plane_offsets, vldrbq_s16(row + 240));
-        vstrbq_scatter_offset_s16(slot + 3720, plane_offsets, vldrbq_s16(row + 248));
+        for (int32_t c = 0; c < 256; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 15, plane_offsets, vldrbq_s16(row + c));
+        }
     }
 }
 
@@ -4529,38 +4239,9 @@ static void layer25_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offset
     const int16x8_t zero_points = vdupq_n_s16(-128);
     slot += 3;
     for (int32_t px = 0; px < 3; ++px, slot += 3) {
-        vstrbq_scatter_offset_s16(slot + 0, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 120, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 240, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 360, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 480, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 600, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 720, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 840, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 960, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1080, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1200, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1320, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1440, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1560, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1680, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1800, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 1920, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2040, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2160, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2280, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2400, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2520, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2640, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2760, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 2880, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 3000, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 3120, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 3240, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 3360, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 3480, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 3600, plane_offsets, zero_points);
-        vstrbq_scatter_offset_s16(slot + 3720, plane_offsets, zero_points);
+        for (int32_t c = 0; c < 256; c += 8) {
+            vstrbq_scatter_offset_s16(slot + c * 15, plane_offsets, zero_points);
+        }
     }
 }
 
@@ -4600,12 +4281,11 @@ MCUGEN_LAYER void layer25_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             int8_t *out = out_row + c;
             int32_t sums[4];
             {
-            layer25_dw_conv_s8_mve_dot3(window, w0, sums);
-            int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
-            v = mve_requantize_right_n(v, multiplier, right);
-            v = mve_offset_clamp(v, -128, -128, 127);
-            vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(3));
-
+                layer25_dw_conv_s8_mve_dot3(window, w0, sums);
+                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, -128, -128, 127);
+                vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, vctp32q(3));
             }
         }
     }
@@ -4736,12 +4416,9 @@ MCUGEN_LAYER void layer26_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
             vstrbq_s32(output + 256 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-
         }
-
         x += 512;
         output += 512;
     }
@@ -4754,11 +4431,8 @@ MCUGEN_LAYER void layer26_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
-
         }
-
     }
 }
 
@@ -4923,12 +4597,9 @@ MCUGEN_LAYER void layer28_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_p_s32(output + 0, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -1, -128, 127), vctp32q(2));
             vstrbq_p_s32(output + 2 + 0, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -1, -128, 127), vctp32q(2));
-
         }
-
         x += 512;
         output += 4;
     }
@@ -4941,11 +4612,8 @@ MCUGEN_LAYER void layer28_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
             const int32x4_t bias = vldrwq_s32(t + 0);
             const int32x4_t m = vldrwq_s32(t + 4);
             const int32x4_t r = vldrwq_s32(t + 8);
-
             vstrbq_p_s32(output + 0, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -1, -128, 127), vctp32q(2));
-
         }
-
     }
 }
 
