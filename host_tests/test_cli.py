@@ -64,7 +64,7 @@ def test_targets_are_listed(tmp_path):
     result = mcugen("targets", cwd=tmp_path)
     assert result.returncode == 0
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["cortex-m4", "cortex-m55", "cortex-m7", "host"]
+    assert names == ["cortex-m4", "cortex-m55", "cortex-m7", "cortex-m85", "host"]
 
 
 def test_inspect_prints_the_layer_table(tmp_path):
