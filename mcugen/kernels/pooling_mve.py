@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..ir import AveragePool2D, Graph, Mean
 from ..targets import Target
 from .elementwise_mve import ScalarRequant
-from .pooling import AveragePoolParams, MeanParams, _lower_average_pool, _lower_mean
+from .pooling import MeanParams, _lower_average_pool, _lower_mean
 from .variant import Isa, LayerNames, Order, Variant
 
 
@@ -30,13 +30,8 @@ def _mean_multiplier_in_range(op: Mean, graph: Graph, target: Target) -> bool:
     return all(m >= 0 for m in op.requant.multiplier)
 
 
-def _lower_mve_average_pool(op: AveragePool2D, graph: Graph, target: Target,
-                            names: LayerNames) -> AveragePoolParams:
-    return _lower_average_pool(op, graph, target, names)
-
-
 AVGPOOL_S8_MVE = Variant("avgpool_s8_mve", (AveragePool2D,), Isa.MVE, "avgpool_s8_mve",
-                         Order.SEPARATE, _lower_mve_average_pool)
+                         Order.SEPARATE, _lower_average_pool)
 MEAN_S8_MVE = Variant("mean_s8_mve", (Mean,), Isa.MVE, "mean_s8_mve", Order.SEPARATE,
                       _lower_mve_mean, applies=_mean_multiplier_in_range)
 
