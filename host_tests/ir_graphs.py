@@ -46,13 +46,13 @@ def _graph(name: str, tensors: list[Tensor], op, inputs=("x",), outputs=("y",)) 
 
 def conv(seed: int, h: int, w: int, cin: int, cout: int, kernel=(3, 3), stride=(1, 1),
          padding=Padding(1, 1, 1, 1), dilation=(1, 1), per_channel=True,
-         activation=Activation.RELU6, zero_points=(-3, 5)) -> Graph:
+         activation=Activation.RELU6, zero_points=(-3, 5), spread: float = 40.0) -> Graph:
     rng = np.random.default_rng(seed)
     kh, kw = kernel
     oh = conv_output_size(h, kh, stride[0], dilation[0], padding.top, padding.bottom)
     ow = conv_output_size(w, kw, stride[1], dilation[1], padding.left, padding.right)
     wt = _weights(rng, "w", (cout, kh, kw, cin), cout, 0, per_channel)
-    out_scale = _output_scale(wt, kh * kw * cin)
+    out_scale = _output_scale(wt, kh * kw * cin, spread)
     tensors = [_activation("x", (1, h, w, cin), IN_SCALE, zero_points[0]), wt,
                _bias(rng, cout, IN_SCALE * float(np.mean(wt.q.scale))),
                _activation("y", (1, oh, ow, cout), out_scale, zero_points[1])]
@@ -62,14 +62,14 @@ def conv(seed: int, h: int, w: int, cin: int, cout: int, kernel=(3, 3), stride=(
 
 def depthwise(seed: int, h: int, w: int, cin: int, multiplier: int = 1, kernel=(3, 3),
               stride=(1, 1), padding=Padding(1, 1, 1, 1), dilation=(1, 1), per_channel=True,
-              activation=Activation.RELU6, zero_points=(-3, 5)) -> Graph:
+              activation=Activation.RELU6, zero_points=(-3, 5), spread: float = 40.0) -> Graph:
     rng = np.random.default_rng(seed)
     kh, kw = kernel
     cout = cin * multiplier
     oh = conv_output_size(h, kh, stride[0], dilation[0], padding.top, padding.bottom)
     ow = conv_output_size(w, kw, stride[1], dilation[1], padding.left, padding.right)
     wt = _weights(rng, "w", (1, kh, kw, cout), cout, 3, per_channel)
-    out_scale = _output_scale(wt, kh * kw)
+    out_scale = _output_scale(wt, kh * kw, spread)
     tensors = [_activation("x", (1, h, w, cin), IN_SCALE, zero_points[0]), wt,
                _bias(rng, cout, IN_SCALE * float(np.mean(wt.q.scale))),
                _activation("y", (1, oh, ow, cout), out_scale, zero_points[1])]

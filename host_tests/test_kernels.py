@@ -51,6 +51,18 @@ CASES = {
     "conv_10x4_s2_ds_cnn": lambda: g.conv(16, 49, 10, 1, 8, (10, 4), (2, 2),
                                           ir.Padding(4, 5, 1, 1), activation=ir.Activation.RELU),
     "conv_3x3_valid_3_2": lambda: g.conv(17, 6, 6, 3, 2, padding=P0),
+    # Helium's edges: rows of more than eight chunks (a DLS/LE loop, with and without a tail),
+    # outputs not a multiple of four, odd pixel counts; output scales whose per-channel shifts
+    # straddle 0 (left shifts, shifts of 0 and right shifts in one layer).
+    "pw_200_9_odd_pixels": lambda: g.conv(18, 3, 5, 200, 9, (1, 1), padding=P0),
+    "pw_256_6": lambda: g.conv(19, 2, 3, 256, 6, (1, 1), padding=P0),
+    "conv_3x3_17_6_long_rows": lambda: g.conv(30, 5, 5, 17, 6),
+    "pw_8_16_mixed_shifts": lambda: g.conv(31, 4, 5, 8, 16, (1, 1), padding=P0,
+                                           activation=ir.Activation.NONE, spread=16000.0),
+    "conv_3x3_mixed_shifts": lambda: g.conv(32, 5, 5, 3, 7, activation=ir.Activation.NONE,
+                                            spread=28000.0),
+    "dw_3x3_mixed_shifts_c9": lambda: g.depthwise(33, 6, 7, 9, activation=ir.Activation.NONE,
+                                                  spread=16000.0),
     # Depthwise.
     **{f"dw_3x3_c{c}": (lambda c=c: g.depthwise(20 + c, 6, 6, c)) for c in (1, 3, 5, 8, 11, 17)},
     "dw_3x3_s2_same_c8": lambda: g.depthwise(40, 8, 8, 8, stride=(2, 2), padding=SAME_S2),
@@ -72,6 +84,7 @@ CASES = {
     "fc_3x11_17": lambda: g.fully_connected(51, 3, 11, 17),
     "fc_2x16_10_per_tensor": lambda: g.fully_connected(52, 2, 16, 10, per_channel=False),
     "fc_1x250_99": lambda: g.fully_connected(53, 1, 250, 99, activation=ir.Activation.RELU),
+    "fc_2x256_10": lambda: g.fully_connected(54, 2, 256, 10),
     # Pooling, softmax.
     "avgpool_7x7_global_c13": lambda: g.average_pool(60, 7, 7, 13, (7, 7), (1, 1), P0),
     "avgpool_3x3_s2_c5": lambda: g.average_pool(61, 6, 7, 5),
@@ -95,6 +108,7 @@ CASES = {
 
 HOST = load_target("host")
 M7 = load_target("cortex-m7")
+M55 = load_target("cortex-m55")
 # The portable variants on the Cortex-M7 board: the same core with its features withheld.
 M7_PORTABLE = dataclasses.replace(M7, features=frozenset())
 
@@ -134,7 +148,7 @@ def test_every_op_type_has_a_reference_a_quantize_rule_and_a_portable_kernel():
 
 
 def test_the_cases_cover_every_variant():
-    covered = {layer.variant.name for case in CASES for target in (HOST, M7)
+    covered = {layer.variant.name for case in CASES for target in (HOST, M7, M55)
                for layer in compile_case(case, target).layers}
     assert covered >= {v.name for v in MCUGEN_VARIANTS}
 
@@ -195,6 +209,17 @@ def test_dsp_and_armv7m_variants_are_bit_exact_in_qemu(tmp_path):
     # No cliffs: every pointwise and fully connected shape takes the DSP kernel.
     assert all(ran[case] == {"pw_conv_s8_dsp"} for case in ran if case.startswith("pw_"))
     assert all(ran[case] == {"fc_s8_dsp"} for case in ran if case.startswith("fc_"))
+
+
+def test_mve_variants_are_bit_exact_in_qemu(tmp_path):
+    ran = run_in_qemu(M55, tmp_path)
+    used = set().union(*ran.values())
+    assert {v.name for v in MCUGEN_VARIANTS if v.isa is Isa.MVE} <= used
+    # Every shape of the cases goes through Helium: channel counts that are not multiples of
+    # 16 or 4, odd pixel counts, depth multipliers, one-pixel maps.
+    portable_only = {"softmax_s8", "pad_s8", "transpose_s8", "copy_s8"}
+    assert all(name.endswith("_mve") or name in portable_only
+               for names in ran.values() for name in names), ran
 
 
 def test_generated_c_is_specialised_to_its_instruction_set():

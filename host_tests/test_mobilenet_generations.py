@@ -15,6 +15,7 @@ from mcugen.build import BuildOptions, BuildResult, build
 from mcugen.ir import Add
 from mcugen.planner import find_overlap_violations
 from mcugen.run import run
+from mcugen.targets import load_target
 
 CASES = {
     "v2_a0.35_64x64x3": dict(arch="v2", alpha=0.35, height=64, width=64, channels=3, classes=4),
@@ -125,3 +126,6 @@ def test_bit_exact_in_qemu(case, target, work, tmp_path):
     np.testing.assert_array_equal(summary.qemu.outputs, summary.tflm_outputs)
     assert summary.matches
     assert len({row.tobytes() for row in summary.tflm_outputs}) > 1
+    if "mve" in load_target(target).features:  # through the Helium kernels
+        assert {layer.isa for layer in summary.build.compiled.report.layers
+                if layer.kernel != "softmax_s8"} == {"mve"}

@@ -27,9 +27,11 @@ from mcugen.targets import load_target
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("MCUGEN_UPDATE_SNAPSHOTS") == "1"
 
-# Models on targets that select different variants: portable C, DSP, CMSIS-NN's MVE path.
+# Models on targets that select different variants: portable C, DSP, Helium, CMSIS-NN's MVE
+# path.
 PERSON_DETECT_CASES = {"person_detect_host": ("host", "mcugen"),
                        "person_detect_cortex-m7": ("cortex-m7", "mcugen"),
+                       "person_detect_cortex-m55": ("cortex-m55", "mcugen"),
                        "person_detect_cortex-m55_cmsis-nn": ("cortex-m55", "cmsis-nn")}
 KERNEL_CASES = ("dw_3x3_s2_m8_c1", "conv_3x3_s2_same_3_8", "add_pixel", "fc_3x11_17",
                 "pw_11_17")
@@ -61,7 +63,8 @@ def generated(case: str) -> dict[str, str]:
 
 
 CASES = [*PERSON_DETECT_CASES,
-         *(f"{case}@{target}" for case in KERNEL_CASES for target in ("host", "cortex-m7"))]
+         *(f"{case}@{target}" for case in KERNEL_CASES
+           for target in ("host", "cortex-m7", "cortex-m55"))]
 
 
 @pytest.mark.parametrize("case", CASES)

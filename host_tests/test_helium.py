@@ -1,0 +1,259 @@
+"""Helium (MVE) on Cortex-M55 and M85: the vectorised requantization against TFLite's
+arithmetic on its edge values, the firmware of a real model running the Helium kernels (the
+report's variants, Helium instructions in the linked image) bit-exact with TFLM, the Helium
+depthwise written over its input, and the Cortex-M85 target (cross-compiled and measured with
+its own flags, run on the M55 board). The kernel-level cases are in test_kernels.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ir_graphs
+from conftest import PERSON_DETECT, mobilenet_tflite
+from mcugen import quant
+from mcugen.build import BuildOptions
+from mcugen.codegen import template_environment
+from mcugen.compile import compile_graph, prepare
+from mcugen.kernels.variant import Isa
+from mcugen.measure import STRICT
+from mcugen.planner import find_overlap_violations
+from mcugen.qemu import build_firmware, run_firmware
+from mcugen.reference import run_reference
+from mcugen.run import run
+from mcugen.targets import load_target
+
+M55 = load_target("cortex-m55")
+M85 = load_target("cortex-m85")
+BOARD = M55.qemu_board
+# Layers without a Helium variant (softmax, data movement) stay portable C.
+PORTABLE_ONLY = {"softmax_s8", "pad_s8", "transpose_s8", "copy_s8"}
+
+
+def disassembly(path: Path) -> str:
+    """objdump of an object or image, decoding Helium (VMLADAV prints as its alias VMLAV)."""
+    return subprocess.run(["arm-none-eabi-objdump", "-d", "-marmv8.1-m.main", str(path)],
+                          capture_output=True, text=True, check=True).stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# The requantization: VQRDMULH, the lowering of negative values, VRSHL
+
+
+GROUPS = 96  # of four lanes per inference
+REQUANT_MODEL_C = """#include <stdint.h>
+#include <string.h>
+#include "model.h"
+
+{fixedpoint}
+{mve}
+/* Per group of four lanes: acc, multiplier, shift in; the general requantization, the
+ * right-shift form, both with lane 0's multiplier and shift for all lanes, and the high
+ * multiply alone out. */
+int model_invoke(const int8_t *input, int8_t *output)
+{{
+    for (int32_t g = 0; g < {groups}; ++g) {{
+        int32_t acc[4], m[4], s[4], left[4], right[4], out[20];
+        memcpy(acc, input + 48 * g, 16);
+        memcpy(m, input + 48 * g + 16, 16);
+        memcpy(s, input + 48 * g + 32, 16);
+        for (int32_t i = 0; i < 4; ++i) {{
+            left[i] = s[i] > 0 ? s[i] : 0;
+            right[i] = s[i] < 0 ? s[i] : 0;
+        }}
+        const int32x4_t a = vldrwq_s32(acc), mv = vldrwq_s32(m);
+        vstrwq_s32(out, mve_requantize(a, mv, vldrwq_s32(left), vldrwq_s32(right)));
+        vstrwq_s32(out + 4, mve_requantize_right(a, mv, vldrwq_s32(right)));
+        vstrwq_s32(out + 8, mve_requantize_n(a, m[0], left[0], right[0]));
+        vstrwq_s32(out + 12, mve_requantize_right_n(a, m[0], right[0]));
+        vstrwq_s32(out + 16, mve_high_n(a, m[0]));
+        memcpy(output + 80 * g, out, 80);
+    }}
+    return 0;
+}}
+"""
+REQUANT_MODEL_H = f"""#include <stdint.h>
+#define MODEL_INPUT_SIZE {48 * GROUPS}
+#define MODEL_OUTPUT_SIZE {80 * GROUPS}
+#define MODEL_ARENA_SIZE 0
+int model_invoke(const int8_t *input, int8_t *output);
+"""
+
+
+def requant_cases(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[groups, 4] accumulators, multipliers, shifts: exact halves of both signs (the one
+    place VRSHL's rounding differs from TFLite's), random values over the whole int32 range,
+    the extremes, multipliers 0 and 2^31 - 1, shifts from -31 to left shifts."""
+    count = 4 * GROUPS
+    shift = rng.integers(-31, 0, count)
+    multiplier = rng.integers(1 << 30, 1 << 31, count)
+    acc = rng.integers(-(1 << 31), 1 << 31, count, dtype=np.int64)
+    # With multiplier 2^30 the high multiply is floor((acc + 1) / 2): acc = 2h gives h.
+    halves = slice(0, count // 3)
+    e = -shift[halves]
+    k = rng.integers(-(1 << 10), 1 << 10, e.size)
+    h = np.clip(k * (1 << e) + np.where(rng.random(e.size) < 0.5, 1, -1) * (1 << (e - 1)),
+                -(1 << 30), (1 << 30) - 1)
+    multiplier[halves], acc[halves] = 1 << 30, 2 * h
+    extremes = slice(count // 3, count // 3 + 16)
+    acc[extremes] = [-(1 << 31), (1 << 31) - 1, 0, 1, -1, 2, -2, 3, -3] + [-(1 << 31)] * 7
+    multiplier[count // 3 + 9:count // 3 + 13] = [0, (1 << 31) - 1, 1, (1 << 31) - 1]
+    # Whole groups with shifts of 0 and left shifts (acc << left wraps as int32 in both).
+    for group, shifts in ((GROUPS - 4, [0, 0, 0, 0]), (GROUPS - 3, [1, 4, 0, -1]),
+                          (GROUPS - 2, [7, 7, 7, 7]), (GROUPS - 1, [0, -3, 12, 0])):
+        shift[4 * group:4 * group + 4] = shifts
+        acc[4 * group:4 * group + 4] = rng.integers(-(1 << 24), 1 << 24, 4)
+    acc[-1] = (1 << 31) - 1  # wraps when shifted left
+    return (acc.astype(np.int32).reshape(GROUPS, 4), multiplier.astype(np.int32).reshape(GROUPS, 4),
+            shift.astype(np.int32).reshape(GROUPS, 4))
+
+
+def test_requantization_is_tflites_on_edge_values_in_qemu(tmp_path):
+    env = template_environment()
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.h").write_text(REQUANT_MODEL_H)
+    (model / "model.c").write_text(REQUANT_MODEL_C.format(
+        fixedpoint=env.get_template("fixedpoint.c.j2").render(),
+        mve=env.get_template("isa/mve.c.j2").render(), groups=GROUPS))
+    elf = build_firmware(model, BOARD, tmp_path / "firmware")
+    rng = np.random.default_rng(10)
+    cases = [requant_cases(rng) for _ in range(3)]
+    inputs = np.stack([np.concatenate([np.stack(c, axis=1).reshape(-1).view(np.int8)])
+                       for c in cases])
+    result = run_firmware(elf, BOARD, inputs, 80 * GROUPS)
+    for (acc, multiplier, shift), out in zip(cases, result.outputs):
+        out = out.view(np.int32).reshape(GROUPS, 5, 4)
+        mbqm = quant.multiply_by_quantized_multiplier
+        np.testing.assert_array_equal(out[:, 0], mbqm(acc, multiplier, shift))
+        right = (shift <= -1).all(axis=1)
+        np.testing.assert_array_equal(out[right, 1], mbqm(acc, multiplier, shift)[right])
+        lane0 = (multiplier[:, :1], shift[:, :1])
+        np.testing.assert_array_equal(out[:, 2], mbqm(acc, *lane0))
+        right = shift[:, 0] <= -1
+        np.testing.assert_array_equal(out[right, 3], mbqm(acc, *lane0)[right])
+        np.testing.assert_array_equal(out[:, 4], mbqm(acc, multiplier[:, :1], 0))
+
+
+def test_the_edge_values_include_exact_halves_of_both_signs():
+    """The cases hit the rounding that VRSHL alone gets wrong (negative exact halves)."""
+    acc, multiplier, shift = requant_cases(np.random.default_rng(10))
+    high = quant.saturating_rounding_doubling_high_mul(acc, multiplier).astype(np.int64)
+    e = np.maximum(-shift, 0)
+    half = (e > 0) & ((high & ((1 << e) - 1)) == (1 << np.maximum(e - 1, 0)))
+    assert (half & (high < 0)).sum() > 20 and (half & (high > 0)).sum() > 20
+    half_up = (high + (1 << np.maximum(e - 1, 0)) * (e > 0)) >> e
+    assert (half_up != quant.multiply_by_quantized_multiplier(acc, multiplier, shift)).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real models: the Helium kernels are what runs
+
+
+@pytest.fixture(scope="module")
+def mobilenet_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("helium") / "v1_a025_96.tflite"
+    path.write_bytes(mobilenet_tflite(arch="v1", seed=1, alpha=0.25, height=96, width=96,
+                                      channels=3, classes=2))
+    return path
+
+
+def test_mobilenet_runs_the_helium_kernels_bit_exact_on_cortex_m55(mobilenet_file, tmp_path):
+    summary = run(BuildOptions(model=mobilenet_file, target="cortex-m55"), None, tmp_path)
+    assert summary.tflm_outputs is not None and summary.matches
+    kernels = {layer.kernel for layer in summary.build.compiled.report.layers}
+    assert kernels - PORTABLE_ONLY == {"conv_s8_mve", "dw_conv_s8_mve", "pw_conv_s8_mve",
+                                       "mean_s8_mve"}
+    assert all(layer.isa == Isa.MVE.value for layer in summary.build.compiled.report.layers
+               if layer.kernel not in PORTABLE_ONLY)
+    image = disassembly(tmp_path / "firmware" / "firmware.elf")
+    for instruction in ("vmlav.s8", "vmlava.s8", "vqrdmulh.s32", "vrshl.s32", "vldrbt.u8",
+                        "vstrb.16", "le\tlr"):
+        assert instruction in image, instruction
+    # Helium gets this model to more than two MACs per instruction (the DSP code: 0.38).
+    assert summary.build.compiled.report.macs > 2 * summary.qemu.instructions[0]
+
+
+def test_person_detect_runs_bit_exact_on_cortex_m55(tmp_path):
+    summary = run(BuildOptions(model=PERSON_DETECT, target="cortex-m55"), None, tmp_path)
+    assert summary.matches
+    assert "dw_conv_s8_mve" in {layer.kernel for layer in summary.build.compiled.report.layers}
+
+
+def test_host_code_has_no_helium_and_helium_code_stops_other_cores(tmp_path):
+    case = ir_graphs.depthwise(1, 6, 6, 8)
+    host = compile_graph(case, name="m", target=load_target("host"), source="c").sources["m.c"]
+    m55 = compile_graph(case, name="m", target=M55, source="c").sources["m.c"]
+    assert "arm_mve.h" not in host and "vmladav" not in host
+    assert "arm_mve.h" in m55 and "__ARM_FEATURE_MVE" in m55 and "#error" in m55
+    for file, text in compile_graph(case, name="m", target=M55, source="c").sources.items():
+        (tmp_path / file).write_text(text)
+    m7 = subprocess.run(["arm-none-eabi-gcc", *load_target("cortex-m7").cflags, *STRICT, "-c",
+                         str(tmp_path / "m.c"), "-o", str(tmp_path / "m7.o")],
+                        capture_output=True, text=True)
+    assert m7.returncode != 0 and "generated for a core with Helium" in m7.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# In place: the depthwise writes whole rows after reading them into its ring
+
+
+def test_the_helium_depthwise_is_written_over_its_input_safely(tmp_path):
+    """x -> y -> z -> out, three depthwise layers: z is written over y at the distance of the
+    variant's access order (whole output rows), and the firmware is bit-exact."""
+    one = ir_graphs.depthwise(3, 9, 10, 8)
+    op, y = one.ops[0], one.tensor("y")
+    chain = one.replace(
+        ops=(op, dataclasses.replace(op, input="y", output="z"),
+             dataclasses.replace(op, input="z", output="out")),
+        tensors={**one.tensors, "z": dataclasses.replace(y, name="z"),
+                 "out": dataclasses.replace(y, name="out")},
+        outputs=("out",))
+    compiled = compile_graph(chain, name="model", target=M55, source="chain")
+    assert {layer.variant.name for layer in compiled.layers} == {"dw_conv_s8_mve"}
+    assert all(layer.access.block_pixels == 10 for layer in compiled.layers)
+    buffers = {b.id: b for b in compiled.buffers}
+    (overlap,) = buffers["z"].overlaps
+    # The writes of output row r may come before the reads of its window: two input rows of
+    # 10 x 8 bytes ahead of a pixel-by-pixel kernel's distance.
+    assert overlap.other == "y" and overlap.distance == 2 * 10 * 8
+    offsets = compiled.plan.offsets
+    assert offsets["z"] < offsets["y"] < offsets["z"] + buffers["z"].size  # in place
+    assert find_overlap_violations(list(compiled.buffers), compiled.plan) == []
+    for file, text in compiled.sources.items():
+        (tmp_path / "model").mkdir(exist_ok=True)
+        (tmp_path / "model" / file).write_text(text)
+    elf = build_firmware(tmp_path / "model", BOARD, tmp_path / "firmware")
+    graph = prepare(chain)
+    inputs = np.random.default_rng(4).integers(-128, 128, (3, graph.input.size)).astype(np.int8)
+    result = run_firmware(elf, BOARD, inputs, graph.output.size)
+    expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                         for x in inputs])
+    np.testing.assert_array_equal(result.outputs, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cortex-M85: the same instruction set; QEMU has no M85 board
+
+
+def test_cortex_m85_is_compiled_with_its_flags_measured_and_bit_exact_on_the_m55_board(
+        mobilenet_file, tmp_path):
+    summary = run(BuildOptions(model=mobilenet_file, target="cortex-m85"), None, tmp_path)
+    assert summary.matches and summary.build.compiled.report.target == "cortex-m85"
+    sizes = summary.build.measured
+    assert sizes is not None and sizes.code_bytes > 0 and sizes.stack_bytes > 0
+    kernels = {layer.kernel for layer in summary.build.compiled.report.layers}
+    assert "pw_conv_s8_mve" in kernels and "dw_conv_s8_mve" in kernels
+    # The measured object is built for the M85's architecture, and holds Helium code.
+    source = tmp_path / "model" / "model.c"
+    obj = tmp_path / "m85.o"
+    subprocess.run(["arm-none-eabi-gcc", *M85.cflags, *STRICT, "-I", str(source.parent), "-c",
+                    str(source), "-o", str(obj)], check=True)
+    attributes = subprocess.run(["arm-none-eabi-readelf", "-A", str(obj)], capture_output=True,
+                                text=True, check=True).stdout
+    assert "v8.1-M.mainline" in attributes and "MVE" in attributes
+    assert "vmlava.s8" in disassembly(obj)

@@ -1,0 +1,169 @@
+"""Helium (MVE) variant of the depthwise convolutions: any depth multiplier, stride, padding,
+and dilation whose rows do not share a ring slot (gcd(dilation, kernel height) = 1).
+
+A depthwise dot product runs over the taps of one channel, which NHWC spreads C bytes apart.
+The kernel keeps the last KH input rows transposed in a ring in arena scratch: per input
+channel a plane of columns, each column the KH rows' bytes side by side (ring slot s holds the
+row y with (y + pad_top) % KH == s), so that the KH x KW window of a pixel is one run of
+bytes, KW columns of KH (with dilation, wider and with gaps). One VMLADAVA.S8 then multiplies
+a run of up to 16 bytes by a vector of the channel's weights (zero where the run has no tap):
+one load and one instruction for up to 16 taps. Each input row is transposed once, when the
+ring takes it (8 channels per widening load and scatter store); columns and rows outside the
+image hold the input zero point (the input offset is folded into the bias, so they add
+nothing). The weight vector of a channel is gathered for each output row from the channel's
+KH x KW weights by the lane offsets of the ring's rotation (tables, one per rotation).
+
+Per output row, channel by channel, four pixels at a time: four window loads and VMLADAVAs per
+weight vector, the sums through the output stage with the channel's multiplier and shift, and
+a scatter store (the four pixels are C bytes apart). A whole output row is computed together,
+after the rows it reads are in the ring: raster order by rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import DepthwiseConv2D, Graph, Op
+from ..targets import Target
+from .lowering import FeatureMap, Window, conv_window, feature_map, folded_bias, model_bias
+from .mve import VECTOR_BYTES, OutputStage, channel_shifts, multipliers_in_range
+from .variant import ConstArray, Isa, LayerNames, Order, Variant
+
+LOAD_OFFSET_MAX = 127  # VLDRB's immediate offset
+PIXELS = 4  # output pixels per pass (int32 lanes of the output stage)
+MAX_RUNS = 3  # weight vectors per channel (Q registers)
+SCATTER_LANES = 8  # channels per transposing store (16-bit offsets)
+
+
+@dataclass(frozen=True)
+class Run:
+    """The kernel columns [first, first + columns) of the window as one load: where it starts
+    in a pixel's window (bytes) and which taps its lanes hold."""
+
+    first: int
+    columns: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Ring:
+    """The transposed input rows in the scratch: per input channel a plane of `columns`
+    columns of `slots` bytes (column 0 is input column -pad_left)."""
+
+    slots: int
+    columns: int
+    pad_left: int
+
+    @property
+    def plane(self) -> int:
+        return self.slots * self.columns
+
+
+@dataclass(frozen=True)
+class MveDepthwiseParams:
+    input: FeatureMap
+    output: FeatureMap
+    window: Window
+    depth_multiplier: int
+    zero_point: int  # the input's: what padding holds
+    ring: Ring
+    runs: tuple[Run, ...]
+    pixel_step: int  # bytes between the windows of consecutive output pixels
+    filter: ConstArray  # [Cout][KH * KW + 1]: ky-major taps and a zero
+    rotations: ConstArray  # uint8 [KH][runs][16]: each lane's tap (KH * KW: the zero)
+    channels: ConstArray  # per output channel: bias (input offset folded in), multiplier,
+    #                       right shift (and left shift)
+    channel_words: int  # int32s per channel in `channels`
+    out: OutputStage
+    block_pixels: int  # a whole output row is computed together
+
+    @property
+    def taps(self) -> int:
+        return self.window.taps
+
+
+def _runs(g: Window) -> tuple[Run, ...] | None:
+    """Kernel columns in runs of at most 16 lanes; None when the window needs more vectors
+    than the variant holds."""
+    per_run = max(n for n in range(1, g.k_w + 1) if ((n - 1) * g.dil_w + 1) * g.k_h <= 16) \
+        if g.k_h <= VECTOR_BYTES else 0
+    if per_run == 0:
+        return None
+    runs = tuple(Run(first, min(per_run, g.k_w - first), first * g.dil_w * g.k_h)
+                 for first in range(0, g.k_w, per_run))
+    return runs if len(runs) <= MAX_RUNS else None
+
+
+def _ring(x: FeatureMap, y: FeatureMap, g: Window) -> Ring:
+    last = (y.w - 1) * g.stride_w - g.pad_left + (g.k_w - 1) * g.dil_w
+    return Ring(slots=g.k_h, columns=max(last, x.w - 1) + g.pad_left + 1, pad_left=g.pad_left)
+
+
+def _rotation_lanes(g: Window, runs: tuple[Run, ...]) -> np.ndarray:
+    """[rotation][run][lane] -> the tap (ky * KW + kx) the lane multiplies, KH * KW for none.
+    Rotation r: the window's first row is in slot r; row ky is in slot (r + ky * dil) % KH."""
+    lanes = np.full((g.k_h, len(runs), VECTOR_BYTES), g.taps, np.uint8)
+    for r in range(g.k_h):
+        for j, run in enumerate(runs):
+            for kx in range(run.first, run.first + run.columns):
+                for ky in range(g.k_h):
+                    slot = (r + ky * g.dil_h) % g.k_h
+                    lanes[r, j, (kx - run.first) * g.dil_w * g.k_h + slot] = ky * g.k_w + kx
+    return lanes
+
+
+def _applies(op: Op, graph: Graph, target: Target) -> bool:
+    if not multipliers_in_range(op):
+        return False
+    _, kh, kw, _ = graph.tensor(op.filter).shape
+    g = conv_window(op, (kh, kw))
+    runs = _runs(g)
+    if runs is None or math.gcd(g.dil_h, g.k_h) != 1:
+        return False
+    step = g.stride_w * g.k_h
+    if (PIXELS - 1) * step + max(run.offset for run in runs) > LOAD_OFFSET_MAX:
+        return False
+    ring = _ring(feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output)), g)
+    return (SCATTER_LANES - 1) * ring.plane < 2**16  # the transposing store's offsets
+
+
+def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
+           names: LayerNames) -> MveDepthwiseParams:
+    weights = graph.tensor(op.filter).data  # [1, KH, KW, Cout]
+    _, kh, kw, out_c = weights.shape
+    x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
+    g = conv_window(op, (kh, kw))
+    runs = _runs(g)
+    taps = weights[0].reshape(-1, out_c).T  # [Cout][KH * KW]
+    bias = folded_bias(model_bias(op, graph, out_c), taps, graph.tensor(op.input).zero_point)
+    shifts = channel_shifts(op, graph, out_c)
+    tables = {"bias": bias, "multiplier": shifts.multiplier, "right": shifts.right}
+    if shifts.stage.left:
+        tables["left"] = shifts.left
+    channels = np.stack([t.astype(np.int32) for t in tables.values()], axis=1)
+    return MveDepthwiseParams(
+        input=x, output=y, window=g, depth_multiplier=op.depth_multiplier,
+        zero_point=graph.tensor(op.input).zero_point, ring=_ring(x, y, g), runs=runs,
+        pixel_step=g.stride_w * g.k_h,
+        filter=ConstArray(names.table("filter"), "int8_t",
+                          np.pad(taps, ((0, 0), (0, 1))).reshape(-1)),
+        rotations=ConstArray(names.table("rotations"), "uint8_t",
+                             _rotation_lanes(g, runs).reshape(-1)),
+        channels=ConstArray(names.table("channels"), "int32_t", channels.reshape(-1)),
+        channel_words=len(tables), out=shifts.stage, block_pixels=y.w)
+
+
+def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
+    _, kh, kw, _ = graph.tensor(op.filter).shape
+    x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
+    return x.c * _ring(x, y, conv_window(op, (kh, kw))).plane + VECTOR_BYTES
+
+
+DW_CONV_S8_MVE = Variant(
+    "dw_conv_s8_mve", (DepthwiseConv2D,), Isa.MVE, "dw_conv_s8_mve", Order.RASTER, _lower,
+    applies=_applies, scratch_bytes=_scratch_bytes, helpers=("mve_helpers",), row_ranges=True)
+
+VARIANTS = (DW_CONV_S8_MVE,)

@@ -1,0 +1,95 @@
+"""Helium (MVE) variants of the matrix products: 1x1 convolutions and fully connected layers,
+rows [P, depth] times weights [outputs, depth], any depth and any output count.
+
+Two rows (pixels) by four output channels per pass: two blocks of two rows by two channels,
+each a dot product in VMLADAVA.S8 chunks (kernels/mve.py) with the two rows' vectors shared by
+both channels and each channel's weights by both rows; the eight sums then go through the
+output stage as two vectors of four channels. An odd last row takes one row by four channels.
+The output count is padded to a multiple of four with zero weights (the padded lanes are never
+stored). The input offset is folded into the bias, as in the other variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import Conv2D, FullyConnected, Graph, Op
+from ..targets import Target
+from .lowering import FeatureMap, ceil_to, feature_map, folded_bias, model_bias
+from .mve import (INT32_LANES, Chunks, LaneTables, OutputStage, channel_shifts,
+                  multipliers_in_range, output_lane_tables, paired_rows)
+from .pointwise import is_pointwise
+from .variant import ConstArray, Isa, LayerNames, Order, Variant
+
+BLOCK_PIXELS = 2
+
+
+@dataclass(frozen=True)
+class MveMatrixParams:
+    input: FeatureMap  # rows (pixels) x depth
+    output: FeatureMap  # rows x outputs
+    chunks: Chunks  # of a row's depth
+    filter: ConstArray  # kernels.mve.paired_rows of the outputs padded to quads
+    tables: LaneTables  # bias (input offset folded in), multiplier, shifts, padded to quads
+    out: OutputStage
+    quads: int  # groups of four output channels
+    last_lanes: int  # output channels of the last group (1..4)
+    block_pixels: int  # rows computed together
+
+    @property
+    def pair_bytes(self) -> int:
+        """A pair of filter rows: where the next pair starts."""
+        return 2 * self.chunks.padded
+
+
+def mve_matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
+                      names: LayerNames) -> MveMatrixParams:
+    chunks = Chunks(rows.c)
+    padded = ceil_to(outputs.c, INT32_LANES)
+    bias = folded_bias(model_bias(op, graph, outputs.c), weights,
+                       graph.tensor(op.input).zero_point)
+    shifts = channel_shifts(op, graph, outputs.c, padded)
+    return MveMatrixParams(
+        input=rows, output=outputs, chunks=chunks,
+        filter=ConstArray(names.table("filter"), "int8_t",
+                          paired_rows(weights.reshape(outputs.c, -1), chunks,
+                                      INT32_LANES)),
+        tables=output_lane_tables(names, np.pad(bias, (0, padded - outputs.c)), shifts),
+        out=shifts.stage,
+        quads=padded // INT32_LANES, last_lanes=outputs.c - (padded - INT32_LANES),
+        block_pixels=BLOCK_PIXELS)
+
+
+def _lower_pointwise(op: Conv2D, graph: Graph, target: Target,
+                     names: LayerNames) -> MveMatrixParams:
+    return mve_matrix_params(graph.tensor(op.filter).data, feature_map(graph.tensor(op.input)),
+                             feature_map(graph.tensor(op.output)), op, graph, names)
+
+
+def _lower_fully_connected(op: FullyConnected, graph: Graph, target: Target,
+                           names: LayerNames) -> MveMatrixParams:
+    weights = graph.tensor(op.weights).data
+    outputs, depth = weights.shape
+    rows = graph.tensor(op.input).size // depth
+    return mve_matrix_params(weights, FeatureMap(rows, 1, depth), FeatureMap(rows, 1, outputs),
+                             op, graph, names)
+
+
+def _pointwise_shape(op: Op, graph: Graph, target: Target) -> bool:
+    return is_pointwise(op, graph) and multipliers_in_range(op)
+
+
+def _fully_connected_shape(op: Op, graph: Graph, target: Target) -> bool:
+    return multipliers_in_range(op)
+
+
+PW_CONV_S8_MVE = Variant(
+    "pw_conv_s8_mve", (Conv2D,), Isa.MVE, "pw_conv_s8_mve", Order.RASTER, _lower_pointwise,
+    applies=_pointwise_shape, row_ranges=True)
+FC_S8_MVE = Variant(
+    "fc_s8_mve", (FullyConnected,), Isa.MVE, "pw_conv_s8_mve", Order.SEPARATE,
+    _lower_fully_connected, applies=_fully_connected_shape, row_ranges=True)
+
+VARIANTS = (PW_CONV_S8_MVE, FC_S8_MVE)
