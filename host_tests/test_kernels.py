@@ -6,7 +6,6 @@ padding, dilation, depth multipliers 1, 2, 4, 8, per-tensor and per-channel weig
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -109,8 +108,8 @@ CASES = {
 HOST = load_target("host")
 M7 = load_target("cortex-m7")
 M55 = load_target("cortex-m55")
-# The portable variants on the Cortex-M7 board: the same core with its features withheld.
-M7_PORTABLE = dataclasses.replace(M7, features=frozenset())
+M3 = load_target("cortex-m3")
+M0PLUS = load_target("cortex-m0plus")  # portable C, unaligned word accesses trapping
 
 
 def compile_case(case: str, target) -> CompiledModel:
@@ -148,7 +147,7 @@ def test_every_op_type_has_a_reference_a_quantize_rule_and_a_portable_kernel():
 
 
 def test_the_cases_cover_every_variant():
-    covered = {layer.variant.name for case in CASES for target in (HOST, M7, M55)
+    covered = {layer.variant.name for case in CASES for target in (HOST, M3, M7, M55)
                for layer in compile_case(case, target).layers}
     assert covered >= {v.name for v in MCUGEN_VARIANTS}
 
@@ -185,10 +184,9 @@ def run_in_qemu(target, tmp_path: Path) -> dict[str, set[str]]:
     def one(case: str) -> tuple[str, set[str]]:
         compiled = compile_case(case, target)
         work = tmp_path / case
-        elf = build_firmware(write_sources(compiled, work / "model"), target.qemu_board,
-                             work / "firmware")
+        elf = build_firmware(write_sources(compiled, work / "model"), target, work / "firmware")
         inputs = case_inputs(compiled)
-        result = run_firmware(elf, target.qemu_board, inputs, compiled.graph.output.size)
+        result = run_firmware(elf, target, inputs, compiled.graph.output.size)
         np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
                                       err_msg=f"{case} on {target.name}")
         return case, {layer.variant.name for layer in compiled.layers}
@@ -197,9 +195,16 @@ def run_in_qemu(target, tmp_path: Path) -> dict[str, set[str]]:
         return dict(pool.map(one, sorted(CASES)))
 
 
-def test_portable_variants_are_bit_exact_in_qemu(tmp_path):
-    ran = run_in_qemu(M7_PORTABLE, tmp_path)
-    assert not any(name.endswith(("_dsp", "_armv7m")) for names in ran.values() for name in names)
+def test_portable_variants_are_bit_exact_in_qemu_on_armv6m(tmp_path):
+    ran = run_in_qemu(M0PLUS, tmp_path)
+    assert not any(name.endswith(("_dsp", "_armv7m", "_mve"))
+                   for names in ran.values() for name in names)
+
+
+def test_armv7m_variants_are_bit_exact_in_qemu(tmp_path):
+    ran = run_in_qemu(M3, tmp_path)
+    assert all(ran[case] == {"pw_conv_s8_armv7m"} for case in ran if case.startswith("pw_"))
+    assert all(ran[case] == {"fc_s8_armv7m"} for case in ran if case.startswith("fc_"))
 
 
 def test_dsp_and_armv7m_variants_are_bit_exact_in_qemu(tmp_path):

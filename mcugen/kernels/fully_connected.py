@@ -16,9 +16,12 @@ from .pointwise import (PointwiseDspParams, PointwiseParams, dsp_scratch_bytes,
 from .variant import Isa, LayerNames, Order, Variant
 
 
-def _lower(op: FullyConnected, graph: Graph, target: Target,
-           names: LayerNames) -> PointwiseParams:
-    return matrix_params(graph.tensor(op.weights).data, *_rows(op, graph), op, graph, names, 1)
+def _lowering(block_pixels: int):
+    def lower(op: FullyConnected, graph: Graph, target: Target,
+              names: LayerNames) -> PointwiseParams:
+        return matrix_params(graph.tensor(op.weights).data, *_rows(op, graph), op, graph, names,
+                             block_pixels)
+    return lower
 
 
 def _rows(op: FullyConnected, graph: Graph) -> tuple[FeatureMap, FeatureMap]:
@@ -40,8 +43,11 @@ def _dsp_scratch(op: FullyConnected, graph: Graph, target: Target) -> int:
 FC_S8_DSP = Variant(
     "fc_s8_dsp", (FullyConnected,), Isa.DSP, "pw_conv_s8_dsp", Order.SEPARATE, _lower_dsp,
     scratch_bytes=_dsp_scratch, helpers=("pw_conv_s8_dsp_helpers",), row_ranges=True)
+FC_S8_ARMV7M = Variant(
+    "fc_s8_armv7m", (FullyConnected,), Isa.ARMV7M, "pw_conv_s8", Order.SEPARATE, _lowering(2),
+    helpers=("matrix_helpers",), row_ranges=True)
 FC_S8 = Variant(
-    "fc_s8", (FullyConnected,), Isa.PORTABLE, "pw_conv_s8", Order.SEPARATE, _lower,
-    row_ranges=True)
+    "fc_s8", (FullyConnected,), Isa.PORTABLE, "pw_conv_s8", Order.SEPARATE, _lowering(1),
+    helpers=("matrix_helpers",), row_ranges=True)
 
-VARIANTS = (FC_S8_DSP, FC_S8)
+VARIANTS = (FC_S8_DSP, FC_S8_ARMV7M, FC_S8)

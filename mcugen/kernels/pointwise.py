@@ -6,7 +6,9 @@ Variants, for every shape:
   output channels (SMLAD, two int8 products each; one pixel by four channels for a last odd
   pixel or a one-row fully connected layer); the short requantization where the layer's
   bounds allow it (kernels/requantize.py);
-- portable C.
+- ARMv7-M (no DSP): two pixels by two channels of int32 multiply-accumulates;
+- portable C: one pixel by two channels.
+Both take the short requantization where the bounds allow it.
 """
 
 from __future__ import annotations
@@ -19,18 +21,33 @@ from ..ir import Conv2D, Graph, Op
 from ..targets import Target
 from .lowering import (FeatureMap, Requantization, bias_array, feature_map, folded_bias,
                        model_bias, requantization)
-from .requantize import ShortRequantization, dsp_short_function, short_requantization
+from .requantize import (ShortRequantization, dsp_short_function, portable_short_function,
+                         short_requantization)
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 
 @dataclass(frozen=True)
 class PointwiseParams:
+    """The portable variants' parameters: a block of pixels by two output channels a pass,
+    int8 products accumulated in int32 (MLA on ARMv7-M, MULS and ADDS on ARMv6-M)."""
+
     input: FeatureMap  # pixels (or rows of a fully connected layer) x Cin
     output: FeatureMap
     filter: ConstArray  # [Cout][Cin], the model's layout
-    bias: ConstArray  # the input offset folded in: there is no padding to skip
-    out: Requantization
+    # With the short requantization, per output channel the bias, multiplier, K and e as four
+    # words; otherwise the bias alone (TFLite's sequence, out). The input offset is folded into
+    # the bias: there is no padding to skip.
+    channels: ConstArray
+    short: ShortRequantization | None
+    out: Requantization | None
+    requantize: str | None  # the C function of the short sequence
     block_pixels: int  # pixels computed together (their writes may precede the block's reads)
+    row_channels: int  # channels a pass for a block of one pixel (4 where registers allow)
+
+    @property
+    def words(self) -> int:
+        """Words per channel in the table."""
+        return 4 if self.short is not None else 1
 
 
 @dataclass(frozen=True)
@@ -89,14 +106,31 @@ def is_pointwise(op: Op, graph: Graph, target: Target | None = None) -> bool:
 
 def matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
                   names: LayerNames, block_pixels: int) -> PointwiseParams:
-    """The parameters of a product of rows [P, depth] with weights [outputs, depth]."""
-    bias = folded_bias(model_bias(op, graph, outputs.c), weights,
-                       graph.tensor(op.input).zero_point)
+    """The portable parameters of a product of rows [P, depth] with weights [outputs, depth]."""
+    weight_rows = weights.reshape(outputs.c, -1)
+    model = model_bias(op, graph, outputs.c)
+    folded = folded_bias(model, weight_rows, graph.tensor(op.input).zero_point).astype(np.int64)
+    out = requantization(op, graph, names, outputs.c)
+    short = short_requantization(out, _accumulator_bound(model, folded, rows.c))
+    if short is None:
+        channels = bias_array(names, folded)
+    else:
+        words = np.stack([folded, short.multiplier, short.rounding, short.exponent], axis=1)
+        channels = ConstArray(names.table("channels"), "int32_t", words.reshape(-1)).as_int32()
     return PointwiseParams(
         input=rows, output=outputs,
-        filter=ConstArray(names.table("filter"), "int8_t", weights.reshape(-1)),
-        bias=bias_array(names, bias), out=requantization(op, graph, names, outputs.c),
-        block_pixels=block_pixels)
+        filter=ConstArray(names.table("filter"), "int8_t", weight_rows.reshape(-1)),
+        channels=channels, short=short, out=out if short is None else None,
+        requantize=portable_short_function(short), block_pixels=block_pixels,
+        row_channels=4 if block_pixels > 1 else 2)
+
+
+def _accumulator_bound(model: np.ndarray, folded: np.ndarray, depth: int) -> int:
+    """|acc| of the true accumulator sum((x - zp) w) + b, and of the partial sums from the
+    folded bias, stay below this."""
+    products = depth * 128 * 128
+    return max(int(np.abs(model).max(initial=0)) + 2 * products,
+               int(np.abs(folded).max(initial=0)) + products)
 
 
 # The dot product's depth loop, unrolled by two or four groups of four inputs: what the
@@ -114,11 +148,7 @@ def matrix_dsp(weight_rows: np.ndarray, op: Op, graph: Graph, names: LayerNames,
     model = model_bias(op, graph, outputs)
     folded = folded_bias(model, weight_rows, graph.tensor(op.input).zero_point).astype(np.int64)
     out = requantization(op, graph, names, outputs)
-    # The true accumulator sum((x - zp) w) + b, and the partial sums from the folded bias.
-    products = depth * 128 * 128
-    bound = max(int(np.abs(model).max(initial=0)) + 2 * products,
-                int(np.abs(folded).max(initial=0)) + products)
-    short = short_requantization(out, bound)
+    short = short_requantization(out, _accumulator_bound(model, folded, depth))
     if short is None:
         channels = bias_array(names, folded)
     else:
@@ -168,8 +198,13 @@ PW_CONV_S8_DSP = Variant(
     "pw_conv_s8_dsp", (Conv2D,), Isa.DSP, "pw_conv_s8_dsp", Order.RASTER, _lower_dsp,
     applies=is_pointwise, scratch_bytes=_dsp_scratch, helpers=("pw_conv_s8_dsp_helpers",),
     row_ranges=True)
+# Two pixels by two channels keep ten values in registers: ARMv7-M has the registers (and MLA);
+# ARMv6-M's eight low registers take one pixel by two channels.
+PW_CONV_S8_ARMV7M = Variant(
+    "pw_conv_s8_armv7m", (Conv2D,), Isa.ARMV7M, "pw_conv_s8", Order.RASTER, _lowering(2),
+    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True)
 PW_CONV_S8 = Variant(
     "pw_conv_s8", (Conv2D,), Isa.PORTABLE, "pw_conv_s8", Order.RASTER, _lowering(1),
-    applies=is_pointwise, row_ranges=True)
+    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True)
 
-VARIANTS = (PW_CONV_S8_DSP, PW_CONV_S8)
+VARIANTS = (PW_CONV_S8_DSP, PW_CONV_S8_ARMV7M, PW_CONV_S8)

@@ -97,3 +97,14 @@ def dsp_short_function(short: ShortRequantization | None) -> str | None:
     if short is None:
         return None
     return DSP_SHORT_CLAMPED if short.skip_sign_correction else DSP_SHORT
+
+
+# The portable C of the short sequence (templates/kernels/matrix_helpers.c.j2).
+PORTABLE_SHORT = "requantize_short"
+PORTABLE_SHORT_CLAMPED = "requantize_short_clamped"
+
+
+def portable_short_function(short: ShortRequantization | None) -> str | None:
+    if short is None:
+        return None
+    return PORTABLE_SHORT_CLAMPED if short.skip_sign_correction else PORTABLE_SHORT

@@ -171,6 +171,99 @@ MCUGEN_ALWAYS_INLINE int32_t dw_requantize(int32_t acc, int32_t multiplier, int3
     return (((h + (h >> 31)) >> (-1 - shift)) + 1 + 2 * output_offset) >> 1;
 }
 
+/* Matrix products in portable C (pointwise and fully connected, kernels/pointwise.py): a block
+ * of one or two pixels by two filter rows, accumulated in int32 (one multiply-accumulate per
+ * product; the compiler keeps the block's accumulators and operands in registers). */
+
+/* acc[2i+j] += x_i . w_j for two pixels and two rows of `depth` int8s. */
+MCUGEN_ALWAYS_INLINE void mm_dot_2x2(int32_t acc[4], const int8_t *x0, const int8_t *x1,
+                                     const int8_t *w0, const int8_t *w1, int32_t depth)
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    for (int32_t i = 0; i < depth; ++i) {
+        const int32_t u = x0[i], v = x1[i], p = w0[i], q = w1[i];
+        a00 += u * p;
+        a01 += u * q;
+        a10 += v * p;
+        a11 += v * q;
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+/* acc[j] += x . w_j for one pixel and two rows. */
+MCUGEN_ALWAYS_INLINE void mm_dot_1x2(int32_t acc[2], const int8_t *x, const int8_t *w0,
+                                     const int8_t *w1, int32_t depth)
+{
+    /* A negative index running up to 0 from the rows' ends: its increment sets the flags the
+     * loop branches on (no compare). */
+    const int8_t *const x_end = x + depth, *const w0_end = w0 + depth, *const w1_end = w1 + depth;
+    int32_t a0 = acc[0], a1 = acc[1];
+    for (int32_t i = -depth; i != 0; ++i) {
+        const int32_t u = x_end[i];
+        a0 += u * w0_end[i];
+        a1 += u * w1_end[i];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* acc[j] += x . w_j for one pixel and four rows `row_bytes` apart. */
+MCUGEN_ALWAYS_INLINE void mm_dot_1x4(int32_t acc[4], const int8_t *x, const int8_t *w,
+                                     int32_t row_bytes, int32_t depth)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int32_t i = 0; i < depth; ++i) {
+        const int32_t u = x[i];
+        a0 += u * w[i];
+        a1 += u * w[row_bytes + i];
+        a2 += u * w[2 * row_bytes + i];
+        a3 += u * w[3 * row_bytes + i];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* acc[i] += x_i . w for `pixels` (1 or 2) pixels and one row. */
+MCUGEN_ALWAYS_INLINE void mm_dot_nx1(int32_t acc[2], const int8_t *x0, const int8_t *x1,
+                                     const int8_t *w, int32_t depth, int32_t pixels)
+{
+    const int8_t *const x0_end = x0 + depth, *const x1_end = x1 + depth, *const w_end = w + depth;
+    int32_t a0 = acc[0], a1 = acc[1];
+    for (int32_t i = -depth; i != 0; ++i) { /* as mm_dot_1x2 */
+        const int32_t p = w_end[i];
+        a0 += x0_end[i] * p;
+        if (pixels > 1) {
+            a1 += x1_end[i] * p;
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* The short requantization (kernels/requantize.py proves it exact under the layer's checked
+ * bounds): h = floor((2 acc m + 2^31) / 2^32), then (h + (h >> 31) + K) >> e, saturated to
+ * int8; _clamped drops the sign correction where a ReLU clamp makes it irrelevant. */
+MCUGEN_ALWAYS_INLINE int32_t requantize_short(int32_t acc, int32_t multiplier, int32_t rounding,
+                                              int32_t exponent)
+{
+    const int32_t h = (int32_t)(((int64_t)acc * (2 * (int64_t)multiplier) + ((int64_t)1 << 31)) >> 32);
+    const int32_t value = (h + (h >> 31) + rounding) >> exponent;
+    return value < -128 ? -128 : value > 127 ? 127 : value;
+}
+
+MCUGEN_ALWAYS_INLINE int32_t requantize_short_clamped(int32_t acc, int32_t multiplier,
+                                                      int32_t rounding, int32_t exponent)
+{
+    const int32_t h = (int32_t)(((int64_t)acc * (2 * (int64_t)multiplier) + ((int64_t)1 << 31)) >> 32);
+    const int32_t value = (h + rounding) >> exponent;
+    return value < -128 ? -128 : value > 127 ? 127 : value;
+}
+
 /* Fixed-point helpers of the int8 softmax (gemmlowp's, as TFLite uses them). */
 static int32_t saturating_shift_left(int32_t x, int32_t exponent)
 {
@@ -410,26 +503,25 @@ MCUGEN_LAYER void layer1_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
     }
 }
 
-/* Layer 2: CONV_2D 1x48x48x8 -> 1x48x48x16, pw_conv_s8: 2304 rows of 8 -> 16, one row at a time.
- * The input offset is folded into the bias (person_detect_layer2_bias). */
+/* Layer 2: CONV_2D 1x48x48x8 -> 1x48x48x16, pw_conv_s8: 2304 rows of 8 -> 16, 1 row by two channels a pass.
+ * The input offset is folded into the bias (person_detect_layer2_channels); the short requantization. */
 MCUGEN_LAYER void layer2_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 48;
     const int32_t end = row_end * 48;
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer2_filter;
-        for (int32_t oc = 0; oc < 16; ++oc) {
-            int32_t acc = person_detect_layer2_bias[oc];
-            for (int32_t ic = 0; ic < 8; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 8;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer2_multiplier[oc], person_detect_layer2_shift[oc]) + -128, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 8, output += 16) {
+        const int8_t *w = person_detect_layer2_filter;
+        const int32_t *k = person_detect_layer2_channels;
+        int32_t oc = 0;
+        for (; oc < 16; oc += 2, w += 16, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 8, 8);
+            output[oc] = (int8_t)requantize_short_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short_clamped(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 8;
-    }
+}
 }
 
 /* Layer 3: DEPTHWISE_CONV_2D 1x48x48x16 -> 1x24x24x16, dw_conv_s8: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
@@ -513,26 +605,25 @@ MCUGEN_LAYER void layer3_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
     }
 }
 
-/* Layer 4: CONV_2D 1x24x24x16 -> 1x24x24x32, pw_conv_s8: 576 rows of 16 -> 32, one row at a time.
- * The input offset is folded into the bias (person_detect_layer4_bias). */
+/* Layer 4: CONV_2D 1x24x24x16 -> 1x24x24x32, pw_conv_s8: 576 rows of 16 -> 32, 1 row by two channels a pass.
+ * The input offset is folded into the bias (person_detect_layer4_channels); the short requantization. */
 MCUGEN_LAYER void layer4_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer4_filter;
-        for (int32_t oc = 0; oc < 32; ++oc) {
-            int32_t acc = person_detect_layer4_bias[oc];
-            for (int32_t ic = 0; ic < 16; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 16;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer4_multiplier[oc], person_detect_layer4_shift[oc]) + -128, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 16, output += 32) {
+        const int8_t *w = person_detect_layer4_filter;
+        const int32_t *k = person_detect_layer4_channels;
+        int32_t oc = 0;
+        for (; oc < 32; oc += 2, w += 32, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 16, 16);
+            output[oc] = (int8_t)requantize_short_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short_clamped(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 16;
-    }
+}
 }
 
 /* Layer 5: DEPTHWISE_CONV_2D 1x24x24x32 -> 1x24x24x32, dw_conv_s8: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -616,26 +707,25 @@ MCUGEN_LAYER void layer5_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
     }
 }
 
-/* Layer 6: CONV_2D 1x24x24x32 -> 1x24x24x32, pw_conv_s8: 576 rows of 32 -> 32, one row at a time.
- * The input offset is folded into the bias (person_detect_layer6_bias). */
+/* Layer 6: CONV_2D 1x24x24x32 -> 1x24x24x32, pw_conv_s8: 576 rows of 32 -> 32, 1 row by two channels a pass.
+ * The input offset is folded into the bias (person_detect_layer6_channels); the short requantization. */
 MCUGEN_LAYER void layer6_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer6_filter;
-        for (int32_t oc = 0; oc < 32; ++oc) {
-            int32_t acc = person_detect_layer6_bias[oc];
-            for (int32_t ic = 0; ic < 32; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 32;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer6_multiplier[oc], person_detect_layer6_shift[oc]) + -128, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 32, output += 32) {
+        const int8_t *w = person_detect_layer6_filter;
+        const int32_t *k = person_detect_layer6_channels;
+        int32_t oc = 0;
+        for (; oc < 32; oc += 2, w += 64, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 32, 32);
+            output[oc] = (int8_t)requantize_short_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short_clamped(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 32;
-    }
+}
 }
 
 /* Layer 7: DEPTHWISE_CONV_2D 1x24x24x32 -> 1x12x12x32, dw_conv_s8: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
@@ -719,26 +809,25 @@ MCUGEN_LAYER void layer7_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
     }
 }
 
-/* Layer 8: CONV_2D 1x12x12x32 -> 1x12x12x64, pw_conv_s8: 144 rows of 32 -> 64, one row at a time.
- * The input offset is folded into the bias (person_detect_layer8_bias). */
+/* Layer 8: CONV_2D 1x12x12x32 -> 1x12x12x64, pw_conv_s8: 144 rows of 32 -> 64, 1 row by two channels a pass.
+ * The input offset is folded into the bias (person_detect_layer8_channels); the short requantization. */
 MCUGEN_LAYER void layer8_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer8_filter;
-        for (int32_t oc = 0; oc < 64; ++oc) {
-            int32_t acc = person_detect_layer8_bias[oc];
-            for (int32_t ic = 0; ic < 32; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 32;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer8_multiplier[oc], person_detect_layer8_shift[oc]) + -128, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 32, output += 64) {
+        const int8_t *w = person_detect_layer8_filter;
+        const int32_t *k = person_detect_layer8_channels;
+        int32_t oc = 0;
+        for (; oc < 64; oc += 2, w += 64, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 32, 32);
+            output[oc] = (int8_t)requantize_short_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short_clamped(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 32;
-    }
+}
 }
 
 /* Layer 9: DEPTHWISE_CONV_2D 1x12x12x64 -> 1x12x12x64, dw_conv_s8: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -822,26 +911,25 @@ MCUGEN_LAYER void layer9_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
     }
 }
 
-/* Layer 10: CONV_2D 1x12x12x64 -> 1x12x12x64, pw_conv_s8: 144 rows of 64 -> 64, one row at a time.
- * The input offset is folded into the bias (person_detect_layer10_bias). */
+/* Layer 10: CONV_2D 1x12x12x64 -> 1x12x12x64, pw_conv_s8: 144 rows of 64 -> 64, 1 row by two channels a pass.
+ * The input offset is folded into the bias (person_detect_layer10_channels); the short requantization. */
 MCUGEN_LAYER void layer10_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer10_filter;
-        for (int32_t oc = 0; oc < 64; ++oc) {
-            int32_t acc = person_detect_layer10_bias[oc];
-            for (int32_t ic = 0; ic < 64; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 64;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer10_multiplier[oc], person_detect_layer10_shift[oc]) + -128, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 64, output += 64) {
+        const int8_t *w = person_detect_layer10_filter;
+        const int32_t *k = person_detect_layer10_channels;
+        int32_t oc = 0;
+        for (; oc < 64; oc += 2, w += 128, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 64, 64);
+            output[oc] = (int8_t)requantize_short_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short_clamped(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 64;
-    }
+}
 }
 
 /* Layer 11: DEPTHWISE_CONV_2D 1x12x12x64 -> 1x6x6x64, dw_conv_s8: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
@@ -925,26 +1013,25 @@ MCUGEN_LAYER void layer11_dw_conv_s8(const int8_t *input, int8_t *output, int32_
     }
 }
 
-/* Layer 12: CONV_2D 1x6x6x64 -> 1x6x6x128, pw_conv_s8: 36 rows of 64 -> 128, one row at a time.
- * The input offset is folded into the bias (person_detect_layer12_bias). */
+/* Layer 12: CONV_2D 1x6x6x64 -> 1x6x6x128, pw_conv_s8: 36 rows of 64 -> 128, 1 row by two channels a pass.
+ * The input offset is folded into the bias (person_detect_layer12_channels); the short requantization. */
 MCUGEN_LAYER void layer12_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer12_filter;
-        for (int32_t oc = 0; oc < 128; ++oc) {
-            int32_t acc = person_detect_layer12_bias[oc];
-            for (int32_t ic = 0; ic < 64; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 64;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer12_multiplier[oc], person_detect_layer12_shift[oc]) + -128, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 64, output += 128) {
+        const int8_t *w = person_detect_layer12_filter;
+        const int32_t *k = person_detect_layer12_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 2, w += 128, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 64, 64);
+            output[oc] = (int8_t)requantize_short_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short_clamped(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 64;
-    }
+}
 }
 
 /* Layers 13, 15, 17, 19, 21: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x6x6x128, dw_conv_s8: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1036,26 +1123,25 @@ MCUGEN_LAYER void layer13_dw_conv_s8(const int8_t *input, int8_t *output, int32_
     }
 }
 
-/* Layers 14, 16, 18, 20, 22: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8: 36 rows of 128 -> 128, one row at a time.
- * The input offset is folded into the bias (t_bias). */
-MCUGEN_LAYER void layer14_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_bias, const int32_t *t_multiplier, const int32_t *t_shift)
+/* Layers 14, 16, 18, 20, 22: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8: 36 rows of 128 -> 128, 1 row by two channels a pass.
+ * The input offset is folded into the bias (t_channels); the short requantization. */
+MCUGEN_LAYER void layer14_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_channels)
 {
     const int8_t *pixel = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
-    for (; p < end; ++p) {
-        const int8_t *filter = t_filter;
-        for (int32_t oc = 0; oc < 128; ++oc) {
-            int32_t acc = t_bias[oc];
-            for (int32_t ic = 0; ic < 128; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 128;
-            *output++ = clamp_to_int8(requantize_right(acc, t_multiplier[oc], t_shift[oc]) + -128, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 128, output += 128) {
+        const int8_t *w = t_filter;
+        const int32_t *k = t_channels;
+        int32_t oc = 0;
+        for (; oc < 128; oc += 2, w += 256, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 128, 128);
+            output[oc] = (int8_t)requantize_short_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short_clamped(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 128;
-    }
+}
 }
 
 /* Layer 23: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x3x3x128, dw_conv_s8: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
@@ -1139,26 +1225,25 @@ MCUGEN_LAYER void layer23_dw_conv_s8(const int8_t *input, int8_t *output, int32_
     }
 }
 
-/* Layer 24: CONV_2D 1x3x3x128 -> 1x3x3x256, pw_conv_s8: 9 rows of 128 -> 256, one row at a time.
- * The input offset is folded into the bias (person_detect_layer24_bias). */
+/* Layer 24: CONV_2D 1x3x3x128 -> 1x3x3x256, pw_conv_s8: 9 rows of 128 -> 256, 1 row by two channels a pass.
+ * The input offset is folded into the bias (person_detect_layer24_channels); the short requantization. */
 MCUGEN_LAYER void layer24_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer24_filter;
-        for (int32_t oc = 0; oc < 256; ++oc) {
-            int32_t acc = person_detect_layer24_bias[oc];
-            for (int32_t ic = 0; ic < 128; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 128;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer24_multiplier[oc], person_detect_layer24_shift[oc]) + -128, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 128, output += 256) {
+        const int8_t *w = person_detect_layer24_filter;
+        const int32_t *k = person_detect_layer24_channels;
+        int32_t oc = 0;
+        for (; oc < 256; oc += 2, w += 256, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 128, 128);
+            output[oc] = (int8_t)requantize_short_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short_clamped(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 128;
-    }
+}
 }
 
 /* Layer 25: DEPTHWISE_CONV_2D 1x3x3x256 -> 1x3x3x256, dw_conv_s8: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1209,26 +1294,25 @@ MCUGEN_LAYER void layer25_dw_conv_s8(const int8_t *input, int8_t *output, int32_
     }
 }
 
-/* Layer 26: CONV_2D 1x3x3x256 -> 1x3x3x256, pw_conv_s8: 9 rows of 256 -> 256, one row at a time.
- * The input offset is folded into the bias (person_detect_layer26_bias). */
+/* Layer 26: CONV_2D 1x3x3x256 -> 1x3x3x256, pw_conv_s8: 9 rows of 256 -> 256, 1 row by two channels a pass.
+ * The input offset is folded into the bias (person_detect_layer26_channels); the short requantization. */
 MCUGEN_LAYER void layer26_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer26_filter;
-        for (int32_t oc = 0; oc < 256; ++oc) {
-            int32_t acc = person_detect_layer26_bias[oc];
-            for (int32_t ic = 0; ic < 256; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 256;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer26_multiplier[oc], person_detect_layer26_shift[oc]) + -128, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 256, output += 256) {
+        const int8_t *w = person_detect_layer26_filter;
+        const int32_t *k = person_detect_layer26_channels;
+        int32_t oc = 0;
+        for (; oc < 256; oc += 2, w += 512, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 256, 256);
+            output[oc] = (int8_t)requantize_short_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short_clamped(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 256;
-    }
+}
 }
 
 /* Layer 27: AVERAGE_POOL_2D 1x3x3x256 -> 1x1x1x256, avgpool_s8: 3x3 stride 2x2.
@@ -1254,26 +1338,25 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
     }
 }
 
-/* Layer 28: CONV_2D 1x1x1x256 -> 1x1x1x2, pw_conv_s8: 1 rows of 256 -> 2, one row at a time.
- * The input offset is folded into the bias (person_detect_layer28_bias). */
+/* Layer 28: CONV_2D 1x1x1x256 -> 1x1x1x2, pw_conv_s8: 1 rows of 256 -> 2, 1 row by two channels a pass.
+ * The input offset is folded into the bias (person_detect_layer28_channels); the short requantization. */
 MCUGEN_LAYER void layer28_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 256;
     output += row_begin * 2;
     int32_t p = row_begin * 1;
     const int32_t end = row_end * 1;
-    for (; p < end; ++p) {
-        const int8_t *filter = person_detect_layer28_filter;
-        for (int32_t oc = 0; oc < 2; ++oc) {
-            int32_t acc = person_detect_layer28_bias[oc];
-            for (int32_t ic = 0; ic < 256; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 256;
-            *output++ = clamp_to_int8(requantize_right(acc, person_detect_layer28_multiplier[oc], person_detect_layer28_shift[oc]) + -1, -128, 127);
+    for (; p + 0 < end; p += 1, pixel += 256, output += 2) {
+        const int8_t *w = person_detect_layer28_filter;
+        const int32_t *k = person_detect_layer28_channels;
+        int32_t oc = 0;
+        for (; oc < 2; oc += 2, w += 512, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 256, 256);
+            output[oc] = (int8_t)requantize_short(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)requantize_short(acc[1], k[5], k[6], k[7]);
         }
-        pixel += 256;
-    }
+}
 }
 
 /* Layer 29: SOFTMAX 1x1x1x2 -> 1x2, softmax_s8: softmax over 1 rows of 2.
@@ -1350,23 +1433,23 @@ int person_detect_invoke(const int8_t *input, int8_t *output)
     MCUGEN_LAYER_DONE(12, arena + 1024, 4608);
     layer13_dw_conv_s8(arena + 1024, arena + 0, 0, 6, person_detect_layer13_filter, person_detect_layer13_bias, person_detect_layer13_multiplier, person_detect_layer13_shift);
     MCUGEN_LAYER_DONE(13, arena + 0, 4608);
-    layer14_pw_conv_s8(arena + 0, arena + 4736, 0, 6, person_detect_layer14_filter, person_detect_layer14_bias, person_detect_layer14_multiplier, person_detect_layer14_shift);
+    layer14_pw_conv_s8(arena + 0, arena + 4736, 0, 6, person_detect_layer14_filter, person_detect_layer14_channels);
     MCUGEN_LAYER_DONE(14, arena + 4736, 4608);
     layer13_dw_conv_s8(arena + 4736, arena + 3712, 0, 6, person_detect_layer15_filter, person_detect_layer15_bias, person_detect_layer15_multiplier, person_detect_layer15_shift);
     MCUGEN_LAYER_DONE(15, arena + 3712, 4608);
-    layer14_pw_conv_s8(arena + 3712, arena + 3584, 0, 6, person_detect_layer16_filter, person_detect_layer16_bias, person_detect_layer16_multiplier, person_detect_layer16_shift);
+    layer14_pw_conv_s8(arena + 3712, arena + 3584, 0, 6, person_detect_layer16_filter, person_detect_layer16_channels);
     MCUGEN_LAYER_DONE(16, arena + 3584, 4608);
     layer13_dw_conv_s8(arena + 3584, arena + 2560, 0, 6, person_detect_layer17_filter, person_detect_layer17_bias, person_detect_layer17_multiplier, person_detect_layer17_shift);
     MCUGEN_LAYER_DONE(17, arena + 2560, 4608);
-    layer14_pw_conv_s8(arena + 2560, arena + 2432, 0, 6, person_detect_layer18_filter, person_detect_layer18_bias, person_detect_layer18_multiplier, person_detect_layer18_shift);
+    layer14_pw_conv_s8(arena + 2560, arena + 2432, 0, 6, person_detect_layer18_filter, person_detect_layer18_channels);
     MCUGEN_LAYER_DONE(18, arena + 2432, 4608);
     layer13_dw_conv_s8(arena + 2432, arena + 1408, 0, 6, person_detect_layer19_filter, person_detect_layer19_bias, person_detect_layer19_multiplier, person_detect_layer19_shift);
     MCUGEN_LAYER_DONE(19, arena + 1408, 4608);
-    layer14_pw_conv_s8(arena + 1408, arena + 1280, 0, 6, person_detect_layer20_filter, person_detect_layer20_bias, person_detect_layer20_multiplier, person_detect_layer20_shift);
+    layer14_pw_conv_s8(arena + 1408, arena + 1280, 0, 6, person_detect_layer20_filter, person_detect_layer20_channels);
     MCUGEN_LAYER_DONE(20, arena + 1280, 4608);
     layer13_dw_conv_s8(arena + 1280, arena + 256, 0, 6, person_detect_layer21_filter, person_detect_layer21_bias, person_detect_layer21_multiplier, person_detect_layer21_shift);
     MCUGEN_LAYER_DONE(21, arena + 256, 4608);
-    layer14_pw_conv_s8(arena + 256, arena + 128, 0, 6, person_detect_layer22_filter, person_detect_layer22_bias, person_detect_layer22_multiplier, person_detect_layer22_shift);
+    layer14_pw_conv_s8(arena + 256, arena + 128, 0, 6, person_detect_layer22_filter, person_detect_layer22_channels);
     MCUGEN_LAYER_DONE(22, arena + 128, 4608);
     layer23_dw_conv_s8(arena + 128, arena + 0, 0, 3);
     MCUGEN_LAYER_DONE(23, arena + 0, 1152);

@@ -99,26 +99,123 @@ static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
     return (int8_t)value;
 }
 
-/* Layer 0: CONV_2D 1x5x7x11 -> 1x5x7x17, pw_conv_s8: 35 rows of 11 -> 17, one row at a time.
- * The input offset is folded into the bias (model_layer0_bias). */
+/* Matrix products in portable C (pointwise and fully connected, kernels/pointwise.py): a block
+ * of one or two pixels by two filter rows, accumulated in int32 (one multiply-accumulate per
+ * product; the compiler keeps the block's accumulators and operands in registers). */
+
+/* acc[2i+j] += x_i . w_j for two pixels and two rows of `depth` int8s. */
+MCUGEN_ALWAYS_INLINE void mm_dot_2x2(int32_t acc[4], const int8_t *x0, const int8_t *x1,
+                                     const int8_t *w0, const int8_t *w1, int32_t depth)
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    for (int32_t i = 0; i < depth; ++i) {
+        const int32_t u = x0[i], v = x1[i], p = w0[i], q = w1[i];
+        a00 += u * p;
+        a01 += u * q;
+        a10 += v * p;
+        a11 += v * q;
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+/* acc[j] += x . w_j for one pixel and two rows. */
+MCUGEN_ALWAYS_INLINE void mm_dot_1x2(int32_t acc[2], const int8_t *x, const int8_t *w0,
+                                     const int8_t *w1, int32_t depth)
+{
+    /* A negative index running up to 0 from the rows' ends: its increment sets the flags the
+     * loop branches on (no compare). */
+    const int8_t *const x_end = x + depth, *const w0_end = w0 + depth, *const w1_end = w1 + depth;
+    int32_t a0 = acc[0], a1 = acc[1];
+    for (int32_t i = -depth; i != 0; ++i) {
+        const int32_t u = x_end[i];
+        a0 += u * w0_end[i];
+        a1 += u * w1_end[i];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* acc[j] += x . w_j for one pixel and four rows `row_bytes` apart. */
+MCUGEN_ALWAYS_INLINE void mm_dot_1x4(int32_t acc[4], const int8_t *x, const int8_t *w,
+                                     int32_t row_bytes, int32_t depth)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int32_t i = 0; i < depth; ++i) {
+        const int32_t u = x[i];
+        a0 += u * w[i];
+        a1 += u * w[row_bytes + i];
+        a2 += u * w[2 * row_bytes + i];
+        a3 += u * w[3 * row_bytes + i];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* acc[i] += x_i . w for `pixels` (1 or 2) pixels and one row. */
+MCUGEN_ALWAYS_INLINE void mm_dot_nx1(int32_t acc[2], const int8_t *x0, const int8_t *x1,
+                                     const int8_t *w, int32_t depth, int32_t pixels)
+{
+    const int8_t *const x0_end = x0 + depth, *const x1_end = x1 + depth, *const w_end = w + depth;
+    int32_t a0 = acc[0], a1 = acc[1];
+    for (int32_t i = -depth; i != 0; ++i) { /* as mm_dot_1x2 */
+        const int32_t p = w_end[i];
+        a0 += x0_end[i] * p;
+        if (pixels > 1) {
+            a1 += x1_end[i] * p;
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* The short requantization (kernels/requantize.py proves it exact under the layer's checked
+ * bounds): h = floor((2 acc m + 2^31) / 2^32), then (h + (h >> 31) + K) >> e, saturated to
+ * int8; _clamped drops the sign correction where a ReLU clamp makes it irrelevant. */
+MCUGEN_ALWAYS_INLINE int32_t requantize_short(int32_t acc, int32_t multiplier, int32_t rounding,
+                                              int32_t exponent)
+{
+    const int32_t h = (int32_t)(((int64_t)acc * (2 * (int64_t)multiplier) + ((int64_t)1 << 31)) >> 32);
+    const int32_t value = (h + (h >> 31) + rounding) >> exponent;
+    return value < -128 ? -128 : value > 127 ? 127 : value;
+}
+
+MCUGEN_ALWAYS_INLINE int32_t requantize_short_clamped(int32_t acc, int32_t multiplier,
+                                                      int32_t rounding, int32_t exponent)
+{
+    const int32_t h = (int32_t)(((int64_t)acc * (2 * (int64_t)multiplier) + ((int64_t)1 << 31)) >> 32);
+    const int32_t value = (h + rounding) >> exponent;
+    return value < -128 ? -128 : value > 127 ? 127 : value;
+}
+
+/* Layer 0: CONV_2D 1x5x7x11 -> 1x5x7x17, pw_conv_s8: 35 rows of 11 -> 17, 1 row by two channels a pass.
+ * The input offset is folded into the bias (model_layer0_channels); the short requantization. */
 MCUGEN_LAYER void layer0_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *pixel = input + row_begin * 77;
     output += row_begin * 119;
     int32_t p = row_begin * 7;
     const int32_t end = row_end * 7;
-    for (; p < end; ++p) {
-        const int8_t *filter = model_layer0_filter;
-        for (int32_t oc = 0; oc < 17; ++oc) {
-            int32_t acc = model_layer0_bias[oc];
-            for (int32_t ic = 0; ic < 11; ++ic) {
-                acc += (int32_t)pixel[ic] * (int32_t)filter[ic];
-            }
-            filter += 11;
-            *output++ = clamp_to_int8(requantize_right(acc, model_layer0_multiplier[oc], model_layer0_shift[oc]) + 5, 5, 30);
+    for (; p + 0 < end; p += 1, pixel += 11, output += 17) {
+        const int8_t *w = model_layer0_filter;
+        const int32_t *k = model_layer0_channels;
+        int32_t oc = 0;
+        for (; oc < 16; oc += 2, w += 22, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            mm_dot_1x2(acc, pixel, w, w + 11, 11);
+            output[oc] = (int8_t)at_most(at_least(requantize_short_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
+            output[oc + 1] = (int8_t)at_most(at_least(requantize_short_clamped(acc[1], k[5], k[6], k[7]), 5), 30);
         }
-        pixel += 11;
-    }
+        {
+            int32_t acc[2] = {k[0], k[0]};
+            mm_dot_nx1(acc, pixel, pixel + 0, w, 11, 1);
+            output[oc] = (int8_t)at_most(at_least(requantize_short_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
+        }
+}
 }
 
 int model_invoke(const int8_t *input, int8_t *output)

@@ -7,8 +7,6 @@
 #include <stdint.h>
 
 extern const int8_t model_layer0_filter[187];
-extern const int32_t model_layer0_bias[17];
-extern const int32_t model_layer0_multiplier[17];
-extern const int32_t model_layer0_shift[17];
+extern const int32_t model_layer0_channels[68];
 
 #endif /* MODEL_WEIGHTS_H */
