@@ -942,47 +942,47 @@ int person_detect_invoke(const int8_t *input, int8_t *output)
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
     MCUGEN_LAYER_DONE(2, arena + 0, 36864);
-    status = layer3_arm_depthwise_conv_s8_opt(arena + 0, arena + 36864, arena + 46080);
+    status = layer3_arm_depthwise_conv_s8_opt(arena + 0, arena + 41328, arena + 36864);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(3, arena + 36864, 9216);
-    status = layer4_arm_convolve_1x1_s8_fast(arena + 36864, arena + 0);
+    MCUGEN_LAYER_DONE(3, arena + 41328, 9216);
+    status = layer4_arm_convolve_1x1_s8_fast(arena + 41328, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
     MCUGEN_LAYER_DONE(4, arena + 0, 18432);
-    status = layer5_arm_depthwise_conv_s8_opt(arena + 0, arena + 18432, arena + 36864);
+    status = layer5_arm_depthwise_conv_s8_opt(arena + 0, arena + 32256, arena + 18432);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(5, arena + 18432, 18432);
-    status = layer6_arm_convolve_1x1_s8_fast(arena + 18432, arena + 0);
+    MCUGEN_LAYER_DONE(5, arena + 32256, 18432);
+    status = layer6_arm_convolve_1x1_s8_fast(arena + 32256, arena + 13824);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(6, arena + 0, 18432);
-    status = layer7_arm_depthwise_conv_s8_opt(arena + 0, arena + 18432, arena + 23040);
+    MCUGEN_LAYER_DONE(6, arena + 13824, 18432);
+    status = layer7_arm_depthwise_conv_s8_opt(arena + 13824, arena + 9216, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(7, arena + 18432, 4608);
-    status = layer8_arm_convolve_1x1_s8_fast(arena + 18432, arena + 0);
+    MCUGEN_LAYER_DONE(7, arena + 9216, 4608);
+    status = layer8_arm_convolve_1x1_s8_fast(arena + 9216, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
     MCUGEN_LAYER_DONE(8, arena + 0, 9216);
-    status = layer9_arm_depthwise_conv_s8_opt(arena + 0, arena + 9216, arena + 18432);
+    status = layer9_arm_depthwise_conv_s8_opt(arena + 0, arena + 13680, arena + 9216);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(9, arena + 9216, 9216);
-    status = layer10_arm_convolve_1x1_s8_fast(arena + 9216, arena + 0);
+    MCUGEN_LAYER_DONE(9, arena + 13680, 9216);
+    status = layer10_arm_convolve_1x1_s8_fast(arena + 13680, arena + 4464);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(10, arena + 0, 9216);
-    status = layer11_arm_depthwise_conv_s8_opt(arena + 0, arena + 13680, arena + 9216);
+    MCUGEN_LAYER_DONE(10, arena + 4464, 9216);
+    status = layer11_arm_depthwise_conv_s8_opt(arena + 4464, arena + 13680, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
@@ -992,12 +992,12 @@ int person_detect_invoke(const int8_t *input, int8_t *output)
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
     MCUGEN_LAYER_DONE(12, arena + 0, 4608);
-    status = layer13_arm_depthwise_conv_s8_opt(arena + 0, arena + 4608, arena + 9216);
+    status = layer13_arm_depthwise_conv_s8_opt(arena + 0, arena + 9072, arena + 4608);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(13, arena + 4608, 4608);
-    status = layer14_arm_convolve_1x1_s8_fast(arena + 4608, arena + 0);
+    MCUGEN_LAYER_DONE(13, arena + 9072, 4608);
+    status = layer14_arm_convolve_1x1_s8_fast(arena + 9072, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
@@ -1007,72 +1007,72 @@ int person_detect_invoke(const int8_t *input, int8_t *output)
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
     MCUGEN_LAYER_DONE(15, arena + 4608, 4608);
-    status = layer16_arm_convolve_1x1_s8_fast(arena + 4608, arena + 0);
+    status = layer16_arm_convolve_1x1_s8_fast(arena + 4608, arena + 9216);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(16, arena + 0, 4608);
-    status = layer17_arm_depthwise_conv_s8_opt(arena + 0, arena + 4608, arena + 9216);
+    MCUGEN_LAYER_DONE(16, arena + 9216, 4608);
+    status = layer17_arm_depthwise_conv_s8_opt(arena + 9216, arena + 4464, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(17, arena + 4608, 4608);
-    status = layer18_arm_convolve_1x1_s8_fast(arena + 4608, arena + 0);
+    MCUGEN_LAYER_DONE(17, arena + 4464, 4608);
+    status = layer18_arm_convolve_1x1_s8_fast(arena + 4464, arena + 9072);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(18, arena + 0, 4608);
-    status = layer19_arm_depthwise_conv_s8_opt(arena + 0, arena + 4608, arena + 9216);
+    MCUGEN_LAYER_DONE(18, arena + 9072, 4608);
+    status = layer19_arm_depthwise_conv_s8_opt(arena + 9072, arena + 4464, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(19, arena + 4608, 4608);
-    status = layer20_arm_convolve_1x1_s8_fast(arena + 4608, arena + 0);
+    MCUGEN_LAYER_DONE(19, arena + 4464, 4608);
+    status = layer20_arm_convolve_1x1_s8_fast(arena + 4464, arena + 13680);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(20, arena + 0, 4608);
-    status = layer21_arm_depthwise_conv_s8_opt(arena + 0, arena + 4608, arena + 9216);
+    MCUGEN_LAYER_DONE(20, arena + 13680, 4608);
+    status = layer21_arm_depthwise_conv_s8_opt(arena + 13680, arena + 9072, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(21, arena + 4608, 4608);
-    status = layer22_arm_convolve_1x1_s8_fast(arena + 4608, arena + 0);
+    MCUGEN_LAYER_DONE(21, arena + 9072, 4608);
+    status = layer22_arm_convolve_1x1_s8_fast(arena + 9072, arena + 4464);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(22, arena + 0, 4608);
-    status = layer23_arm_depthwise_conv_s8_opt(arena + 0, arena + 9072, arena + 4608);
+    MCUGEN_LAYER_DONE(22, arena + 4464, 4608);
+    status = layer23_arm_depthwise_conv_s8_opt(arena + 4464, arena + 9072, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
     MCUGEN_LAYER_DONE(23, arena + 9072, 1152);
-    status = layer24_arm_convolve_1x1_s8_fast(arena + 9072, arena + 4464);
+    status = layer24_arm_convolve_1x1_s8_fast(arena + 9072, arena + 2304);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(24, arena + 4464, 2304);
-    status = layer25_arm_depthwise_conv_s8_opt(arena + 4464, arena + 6768, arena + 0);
+    MCUGEN_LAYER_DONE(24, arena + 2304, 2304);
+    status = layer25_arm_depthwise_conv_s8_opt(arena + 2304, arena + 0, arena + 4608);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(25, arena + 6768, 2304);
-    status = layer26_arm_convolve_1x1_s8_fast(arena + 6768, arena + 0);
+    MCUGEN_LAYER_DONE(25, arena + 0, 2304);
+    status = layer26_arm_convolve_1x1_s8_fast(arena + 0, arena + 2304);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(26, arena + 0, 2304);
-    status = layer27_arm_avgpool_s8(arena + 0, arena + 2304);
+    MCUGEN_LAYER_DONE(26, arena + 2304, 2304);
+    status = layer27_arm_avgpool_s8(arena + 2304, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(27, arena + 2304, 256);
-    status = layer28_arm_convolve_1x1_s8_fast(arena + 2304, arena + 0);
+    MCUGEN_LAYER_DONE(27, arena + 0, 256);
+    status = layer28_arm_convolve_1x1_s8_fast(arena + 0, arena + 256);
     if (status != ARM_CMSIS_NN_SUCCESS) {
         return (int)status; /* CMSIS-NN rejected the layer's arguments */
     }
-    MCUGEN_LAYER_DONE(28, arena + 0, 2);
-    layer29_arm_softmax_s8(arena + 0, output);
+    MCUGEN_LAYER_DONE(28, arena + 256, 2);
+    layer29_arm_softmax_s8(arena + 256, output);
     MCUGEN_LAYER_DONE(29, output, 2);
     return 0;
 }
