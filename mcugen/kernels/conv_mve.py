@@ -14,32 +14,11 @@ from dataclasses import dataclass
 
 from ..ir import Conv2D, Graph, Op
 from ..targets import Target
-from .lowering import FeatureMap, Window, conv_window, feature_map
+from .lowering import FeatureMap, Interior, Window, conv_window, feature_map, interior
 from .mve import VECTOR_BYTES, Chunks, multipliers_in_range
 from .pointwise import is_pointwise
 from .pointwise_mve import BLOCK_PIXELS, MveMatrixParams, mve_matrix_params
 from .variant import Isa, LayerNames, Order, Variant
-
-
-@dataclass(frozen=True)
-class Interior:
-    """The output pixels whose whole window is inside the image: rows [row_lo, row_hi) by
-    columns [col_lo, col_hi) (empty ranges when there are none)."""
-
-    row_lo: int
-    row_hi: int
-    col_lo: int
-    col_hi: int
-
-
-def interior(x: FeatureMap, y: FeatureMap, g: Window) -> Interior:
-    row_lo = min(-(-g.pad_top // g.stride_h), y.h)
-    row_hi = max(min((x.h - 1 - (g.k_h - 1) * g.dil_h + g.pad_top) // g.stride_h + 1, y.h),
-                 row_lo)
-    col_lo = min(-(-g.pad_left // g.stride_w), y.w)
-    col_hi = max(min((x.w - 1 - (g.k_w - 1) * g.dil_w + g.pad_left) // g.stride_w + 1, y.w),
-                 col_lo)
-    return Interior(row_lo, row_hi, col_lo, col_hi)
 
 
 @dataclass(frozen=True)

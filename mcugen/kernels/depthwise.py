@@ -18,13 +18,13 @@ Variants (the window walk is shared, templates/kernels/dw_conv_s8.j2):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
 from ..ir import DepthwiseConv2D, Graph, Requant
 from ..targets import Target
-from .lowering import (FeatureMap, Requantization, Window, bias_array, conv_window,
+from .lowering import (FeatureMap, Requantization, Window, bias_array, conv_window, interior,
                        feature_map, folded_bias, input_offset, model_bias, requantization)
 from .requantize import ShortRequantization, dsp_short_function, short_requantization
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
@@ -111,12 +111,7 @@ def depthwise_plan(x: FeatureMap, y: FeatureMap, window: Window, depth_multiplie
         blocked = y.c - y.c % 4
     else:
         blocked = y.c if depth_multiplier % 4 == 0 else 0
-    row_lo = min(-(-g.pad_top // g.stride_h), y.h)
-    row_hi = max(min((x.h - 1 - (g.k_h - 1) * g.dil_h + g.pad_top) // g.stride_h + 1, y.h),
-                 row_lo)
-    col_lo = min(-(-g.pad_left // g.stride_w), y.w)
-    col_hi = max(min((x.w - 1 - (g.k_w - 1) * g.dil_w + g.pad_left) // g.stride_w + 1, y.w),
-                 col_lo)
+    row_lo, row_hi, col_lo, col_hi = astuple(interior(x, y, g))
     # The interior gets its own unrolled code only where it is at least a quarter of the
     # pixels: in tiny maps (3x3 outputs of a 3x3 kernel) the border code does them all.
     inside = (row_hi - row_lo) * (col_hi - col_lo)

@@ -65,6 +65,27 @@ class Window:
         return self.k_h * self.k_w
 
 
+@dataclass(frozen=True)
+class Interior:
+    """The output pixels whose whole window is inside the image: rows [row_lo, row_hi) by
+    columns [col_lo, col_hi) (empty ranges when there are none)."""
+
+    row_lo: int
+    row_hi: int
+    col_lo: int
+    col_hi: int
+
+
+def interior(x: FeatureMap, y: FeatureMap, g: Window) -> Interior:
+    row_lo = min(-(-g.pad_top // g.stride_h), y.h)
+    row_hi = max(min((x.h - 1 - (g.k_h - 1) * g.dil_h + g.pad_top) // g.stride_h + 1, y.h),
+                 row_lo)
+    col_lo = min(-(-g.pad_left // g.stride_w), y.w)
+    col_hi = max(min((x.w - 1 - (g.k_w - 1) * g.dil_w + g.pad_left) // g.stride_w + 1, y.w),
+                 col_lo)
+    return Interior(row_lo, row_hi, col_lo, col_hi)
+
+
 def conv_window(op, kernel_hw: tuple[int, int]) -> Window:
     return Window(k_h=kernel_hw[0], k_w=kernel_hw[1], stride_h=op.stride[0],
                   stride_w=op.stride[1], dil_h=op.dilation[0], dil_w=op.dilation[1],
