@@ -42,6 +42,7 @@ class BuildOptions:
     memory_check: bool = True
     kernels: str = "mcugen"  # or "cmsis-nn": call Arm's CMSIS-NN where it has the layer
     verbose: bool = False  # let TensorFlow's own log lines through
+    max_ram: int | None = None  # the arena's budget in bytes: row bands when layer by layer exceeds it
 
     @property
     def out_dir(self) -> Path:
@@ -115,8 +116,10 @@ def build(options: BuildOptions, progress: Progress = lambda message: None) -> B
     progress("compiling")
     target = load_target(options.target)
     # The memory check is the target's: a part's flash and its largest RAM region.
+    fit_ram = target.ram_bytes if options.memory_check and not target.is_host else None
     compiled = compile_graph(graph, name=options.name, target=target, source=source,
-                             memory_check=False, kernel_set=options.kernels)
+                             memory_check=False, kernel_set=options.kernels,
+                             max_ram=options.max_ram, fit_ram=fit_ram)
     if options.memory_check:
         target.check_fits(compiled.report.const_bytes, compiled.report.arena_bytes)
     if not target.is_host:

@@ -70,6 +70,21 @@ def parse_resolution(text: str) -> tuple[int, int]:
     raise McugenError(f"--res {text!r}: give R or HxW, e.g. 96 or 128x96")
 
 
+def parse_bytes(text: str | None) -> int | None:
+    """A size in bytes: 20000, 20K (x1024) or 1.5M (x1024x1024)."""
+    if text is None:
+        return None
+    scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:].upper(), 1)
+    number = text[:-1] if scale > 1 else text
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise McugenError(f"--max-ram {text!r}: give bytes, e.g. 20000, 20K or 1.5M") from None
+    if value < 1 or value != value:
+        raise McugenError(f"--max-ram {text!r}: give a positive size, e.g. 20K")
+    return int(value)
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("model (an int8 .tflite, or a MobileNet built from these)")
     source.add_argument("--model", type=Path, help="int8 .tflite file to compile")
@@ -84,6 +99,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--weights", type=Path, help="trained Keras weights to load")
     parser.add_argument("--target", default="host",
                         help="a core or a part, see `mcugen targets` (default host)")
+    parser.add_argument("--max-ram", metavar="BYTES",
+                        help="the arena may not exceed this (suffixes K, M): the first layers "
+                             "then run in row bands when layer by layer needs more")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show TensorFlow's own log lines")
 
@@ -95,7 +113,8 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         channels=args.channels, classes=args.classes, seed=args.seed,
         calibration=args.calibration, weights=args.weights, target=args.target,
         name=args.name, out=args.out, force=args.force,
-        memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose)
+        memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose,
+        max_ram=parse_bytes(args.max_ram))
 
 
 def command_build(args: argparse.Namespace) -> int:
@@ -105,6 +124,8 @@ def command_build(args: argparse.Namespace) -> int:
     print(f"{report.model}: {len(report.layers)} layers, {report.macs:,} MACs, "
           f"flash {report.const_bytes:,} B (weights), RAM {report.arena_bytes:,} B (arena) "
           f"-> {result.out_dir}")
+    if report.schedule is not None:
+        print(schedule_summary(report.schedule))
     sizes = result.measured
     if sizes is not None:
         print(f"measured with {sizes.compiler}: flash {sizes.flash_bytes:,} B "
@@ -112,6 +133,15 @@ def command_build(args: argparse.Namespace) -> int:
               f"RAM {sizes.ram_bytes:,} B (arena {sizes.arena_bytes:,} + other static "
               f"{sizes.other_ram_bytes:,} + stack {sizes.stack_bytes:,})")
     return 0
+
+
+def schedule_summary(schedule: dict) -> str:
+    """One line on a row-band schedule: what runs in bands, and what it saves and costs."""
+    return (f"schedule: layers 0-{schedule['prefix'] - 1} in row bands of at most "
+            f"{schedule['band_rows']} row{'s' if schedule['band_rows'] > 1 else ''} "
+            f"({schedule['reason']}): arena {schedule['layer_by_layer_arena']:,} B layer by "
+            f"layer -> {schedule['arena']:,} B, extra MACs 0, {schedule['steps']} steps, "
+            f"{schedule['moved_bytes']:,} B of rows moved")
 
 
 def command_run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from .kernels.cmsis_nn import CmsisPath
 from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import Plan
 from .resources import templates_dir
-from .schedule import Step, scratch_id
+from .schedule import Schedule, Step, row_bytes, scratch_id
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -72,6 +72,7 @@ class LayerView:
     tables: tuple[TableArgument, ...]
     label: str  # "Layer 3", or "Layers 3, 5, 7" for a function they share
     defines_function: bool
+    banded: bool = False  # runs in row bands: takes the first row each operand's buffer holds
 
     @property
     def index(self) -> int:
@@ -87,8 +88,19 @@ class LayerView:
 
 
 @dataclass(frozen=True)
+class MoveView:
+    """Rows still to be read, moved to the start of their band buffer (memmove)."""
+
+    tensor: str
+    target: Pointer
+    source: Pointer
+    bytes: int
+
+
+@dataclass(frozen=True)
 class StepView:
-    """One call in NAME_invoke: a layer's function on its operands, for a range of rows."""
+    """One call in NAME_invoke: a layer's function on its operands, for a range of rows, after
+    the band buffer moves it needs; `written` and `output_bytes` are the bytes it writes."""
 
     layer: LayerView
     input: Pointer
@@ -97,6 +109,9 @@ class StepView:
     scratch: Pointer | None
     rows: tuple[int, int] | None
     output_bytes: int
+    origins: tuple[int, ...] | None = None
+    moves: tuple[MoveView, ...] = ()
+    written: Pointer | None = None  # the first byte written, when not the output's first
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,7 @@ class ModelView:
     arena_size: int
     layers: tuple[LayerView, ...]
     steps: tuple[StepView, ...]
+    schedule: str  # one line: layer by layer, or which layers run in row bands
     isas: tuple[str, ...]  # instruction sets beyond portable C (templates/isa/<isa>.c.j2)
     helpers: tuple[str, ...]  # shared kernel helpers (templates/kernels/<helper>.c.j2)
     cmsis_nn: CmsisPath | None = None  # the CMSIS-NN path the scratch sizes were computed for
@@ -182,8 +198,8 @@ def _renamed_tables(record: Any, renames: dict[str, str]) -> Any:
     return record
 
 
-def layer_views(graph: Graph, layers: tuple[Layer, ...],
-                env: jinja2.Environment) -> tuple[LayerView, ...]:
+def layer_views(graph: Graph, layers: tuple[Layer, ...], env: jinja2.Environment,
+                banded: int = 0) -> tuple[LayerView, ...]:
     """One view per layer; layers whose functions would be the same code (rendered with the
     same placeholder names, their tables as arguments) share the first one's function, which
     takes their tables as arguments. A layer alone with its code keeps them as constants."""
@@ -191,7 +207,7 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
     for layer in layers:
         params, tables = table_arguments(layer)
         drafts.append(LayerView(layer, layer_comment(layer, graph), layer.names, params, tables,
-                                f"Layer {layer.index}", True))
+                                f"Layer {layer.index}", True, layer.index < banded))
     owners: dict[tuple[str, str], int] = {}
     owner_of = []
     for draft in drafts:
@@ -223,11 +239,11 @@ def _placeholder_text(view: LayerView, env: jinja2.Environment) -> str:
     return template.render(layer=neutral, model=None)
 
 
-def build_model_view(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ...],
+def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
                      plan: Plan, name: str, source: str,
                      cmsis_nn: CmsisPath | None = None) -> ModelView:
     check_model_name(name)
-    views = layer_views(graph, layers, template_environment())
+    views = layer_views(graph, layers, template_environment(), schedule.prefix)
     inp, out = graph.input, graph.output
     used = [layer.variant for layer in layers]
     return ModelView(
@@ -237,11 +253,19 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step,
         input_scale=float_literal(inp.scale), output_scale=float_literal(out.scale),
         input_zero_point=inp.zero_point, output_zero_point=out.zero_point,
         arena_size=plan.arena_size, layers=views,
-        steps=tuple(_step_view(step, views[step.layer], graph, plan) for step in steps),
+        steps=tuple(_step_view(step, views[step.layer], graph, plan) for step in schedule.steps),
+        schedule=schedule_line(schedule, len(schedule.steps)),
         isas=tuple(isa.value for isa in Isa if isa is not Isa.PORTABLE
                    and any(v.isa is isa for v in used)),
         helpers=tuple(dict.fromkeys(h for v in used for h in v.helpers)),
         cmsis_nn=cmsis_nn)
+
+
+def schedule_line(schedule: Schedule, steps: int) -> str:
+    if not schedule.banded:
+        return "layer by layer"
+    return (f"layers 0-{schedule.prefix - 1} in bands of at most {schedule.band_rows} "
+            f"row{'s' if schedule.band_rows > 1 else ''} ({steps} steps)")
 
 
 def _pointer(tensor: str, graph: Graph, plan: Plan) -> Pointer:
@@ -262,9 +286,26 @@ def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan) -> StepVie
             else _pointer(op.input2, graph, plan)
     scratch = Pointer("arena", plan.offsets[scratch_id(layer.index)]) \
         if layer.scratch_bytes else None
+    output = _pointer(op.output, graph, plan)
+    if step.origins is None:
+        return StepView(layer=view, input=_pointer(op.input, graph, plan), input2=input2,
+                        output=output, scratch=scratch, rows=step.rows,
+                        output_bytes=graph.tensor(op.output).nbytes)
+    begin, end = step.rows
+    size = row_bytes(graph, op.output)
+    written = dataclasses.replace(output, offset=output.offset + (begin - step.origins[-1]) * size)
+    moves = tuple(_move_view(shift, graph, plan) for shift in step.shifts if shift.end > shift.keep)
     return StepView(layer=view, input=_pointer(op.input, graph, plan), input2=input2,
-                    output=_pointer(op.output, graph, plan), scratch=scratch, rows=step.rows,
-                    output_bytes=graph.tensor(op.output).nbytes)
+                    output=output, scratch=scratch, rows=step.rows,
+                    output_bytes=(end - begin) * size, origins=step.origins, moves=moves,
+                    written=written)
+
+
+def _move_view(shift, graph: Graph, plan: Plan) -> MoveView:
+    size = row_bytes(graph, shift.tensor)
+    target = _pointer(shift.tensor, graph, plan)
+    source = dataclasses.replace(target, offset=target.offset + (shift.keep - shift.held) * size)
+    return MoveView(shift.tensor, target, source, (shift.end - shift.keep) * size)
 
 
 # ---------------------------------------------------------------------------------------------

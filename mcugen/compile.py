@@ -8,9 +8,10 @@ between the two because buffer lifetimes are counted in steps.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from . import ir
+from . import ir, row_bands
 from .codegen import ModelView, build_model_view, render_sources
 from .errors import McugenError
 from .ir import Graph
@@ -22,7 +23,7 @@ from .passes.quantize import quantize_constants
 from .passes.reshape import elide_reshape
 from .planner import Buffer, Plan, plan_memory
 from .report import Report, build_report
-from .schedule import Step, arena_buffers, layer_by_layer
+from .schedule import Schedule, Step, arena_buffers, layer_by_layer
 from .targets import Target
 
 
@@ -30,12 +31,16 @@ from .targets import Target
 class CompiledModel:
     graph: Graph  # after the passes: what the C computes, and what the reference interprets
     layers: tuple[Layer, ...]  # one per op: the variant that runs it and its parameters
-    steps: tuple[Step, ...]
+    schedule: Schedule
     buffers: tuple[Buffer, ...]
     plan: Plan
     view: ModelView
     sources: dict[str, str]  # file name -> text
     report: Report
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self.schedule.steps
 
 
 def prepare(graph: Graph) -> Graph:
@@ -47,21 +52,48 @@ def prepare(graph: Graph) -> Graph:
 
 
 def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
-                  memory_check: bool = True, kernel_set: str = "mcugen") -> CompiledModel:
+                  memory_check: bool = True, kernel_set: str = "mcugen",
+                  max_ram: int | None = None, fit_ram: int | None = None) -> CompiledModel:
+    """max_ram: the arena may not exceed it (a row-band schedule if layer by layer does not
+    fit; an error naming the smallest reachable arena if none fits). fit_ram: without
+    max_ram, the RAM the arena should fit if a row-band schedule can make it."""
     graph = prepare(graph)
     layers = lower_layers(graph, target, name, kernel_set)
-    steps = layer_by_layer(layers)
-    buffers = arena_buffers(graph, layers, steps)
-    plan = plan_memory(buffers)
+    schedule, buffers, plan, whole_arena = choose_schedule(graph, layers, max_ram, fit_ram)
     library = any(layer.variant.library for layer in layers)
-    view = build_model_view(graph, layers, steps, plan, name, source,
+    view = build_model_view(graph, layers, schedule, plan, name, source,
                             cmsis_path(target) if library else None)
-    report = build_report(graph, layers, steps, buffers, plan, target, model=name,
-                          source=source)
+    report = build_report(graph, layers, schedule, buffers, plan, target, model=name,
+                          source=source, whole_arena=whole_arena)
     if memory_check:
         check_memory(report, target)
-    return CompiledModel(graph, layers, steps, tuple(buffers), plan, view,
+    return CompiledModel(graph, layers, schedule, tuple(buffers), plan, view,
                          render_sources(view), report)
+
+
+def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
+                    fit_ram: int | None) -> tuple[Schedule, list[Buffer], Plan, int]:
+    """Layer by layer when its arena fits the budget (or there is none), otherwise the
+    row-band schedule of least extra cost that fits; with the layer-by-layer arena."""
+    schedule = layer_by_layer(layers)
+    buffers = arena_buffers(graph, layers, schedule)
+    plan = plan_memory(buffers)
+    budget = max_ram if max_ram is not None else fit_ram
+    if budget is None or plan.arena_size <= budget:
+        return schedule, buffers, plan, plan.arena_size
+    whole = row_bands.Candidate(schedule, plan.arena_size, 0.0)
+    try:
+        chosen = row_bands.choose(graph, layers, whole, budget,
+                                  lambda b: plan_memory(b, search=False).arena_size)
+    except McugenError:
+        if max_ram is not None:
+            raise
+        return schedule, buffers, plan, plan.arena_size  # the memory check will say so
+    reason = f"--max-ram {max_ram:,} B" if max_ram is not None else \
+        f"layer by layer does not fit the target's {fit_ram:,} B"
+    schedule = dataclasses.replace(chosen.schedule, reason=reason)
+    buffers = arena_buffers(graph, layers, schedule)
+    return schedule, buffers, plan_memory(buffers), plan.arena_size
 
 
 def check_memory(report: Report, target: Target) -> None:

@@ -78,11 +78,12 @@ def _conflicts(a: Buffer, a_offset: int, b: Buffer, b_offset: int) -> bool:
     return reader_offset - writer_offset < distance
 
 
-def plan_memory(buffers: list[Buffer]) -> Plan:
+def plan_memory(buffers: list[Buffer], search: bool = True) -> Plan:
     """Greedy first-fit placement in three orders: largest first (TFLM's), by first use, and
     from the last layer back (which stacks each input just above the output written over it,
     so chains of streaming layers nest); and each again with the fill-in buffers (scratch)
-    after the others, into their gaps. The smallest arena wins; all are deterministic."""
+    after the others, into their gaps. The smallest arena wins; all are deterministic. With
+    search, a local search then tries to improve it (slower: schedule choices plan without)."""
     by_size = sorted(range(len(buffers)), key=lambda i: (-buffers[i].size, buffers[i].first, i))
     by_first_use = sorted(range(len(buffers)), key=lambda i: (buffers[i].first, i))
     orders = [by_size, by_first_use, by_first_use[::-1]]
@@ -91,7 +92,7 @@ def plan_memory(buffers: list[Buffer]) -> Plan:
                    + [i for i in by_size if buffers[i].fill_in] for order in orders]
     plans = [(_place(buffers, order), order) for order in orders]
     plan, order = min(plans, key=lambda entry: entry[0].arena_size)
-    return _improved(buffers, plan, order)
+    return _improved(buffers, plan, order) if search else plan
 
 
 # A seeded local search after the greedy orders: swap two buffers in the best order, keep the

@@ -10,7 +10,7 @@ from .ir import Conv2D, DepthwiseConv2D, FullyConnected, Graph, Op, TableLookup,
 from .kernels import Layer
 from .kernels.variant import const_arrays
 from .planner import Buffer, Plan, format_plan
-from .schedule import Step
+from .schedule import Schedule, row_bytes
 from .targets import Target
 
 
@@ -29,6 +29,7 @@ class LayerStats:
     arena_offset: int | None  # None when the output is the caller's buffer
     arena_bytes: int  # size of its output in the arena (0 when it is the caller's)
     steps: list[list[int] | None]  # the output rows [begin, end) of each of its steps
+    banded: bool = False  # runs in row bands (the schedule's prefix)
     instructions: int | None = None  # measured by `mcugen run` (QEMU, exact), per inference
 
 
@@ -41,7 +42,8 @@ class BufferStats:
     size: int
     first: int  # the first step that writes it (with one step per layer, the layer)
     last: int  # the last step that reads it
-    kind: str = "activation"  # or "scratch": a kernel's working memory during one layer
+    kind: str = "activation"  # "scratch": a kernel's working memory during one layer;
+    # "band": the rows of a tensor that a row-band schedule holds at once
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class Report:
     measured: dict | None = None  # MeasuredSizes from the target's compiler, when it ran
     buffers: list[BufferStats] = field(default_factory=list)  # the memory plan, as data
     run: dict | None = None  # from `mcugen run`: qemu_board, inferences, instructions, bit_exact
+    # A row-band schedule (None: layer by layer): prefix, band_rows, reason, steps,
+    # layer_by_layer_arena, arena, moved_bytes, bands (tensor -> rows held).
+    schedule: dict | None = None
+    step_layers: list[int] = field(default_factory=list)  # the layer of each step, in order
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -95,9 +101,22 @@ def count_macs(op: Op, graph: Graph) -> int:
     return 0
 
 
-def build_report(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ...],
+def schedule_stats(schedule: Schedule, graph: Graph, plan: Plan, whole_arena: int
+                   ) -> dict | None:
+    if not schedule.banded:
+        return None
+    moved = sum((shift.end - shift.keep) * row_bytes(graph, shift.tensor)
+                for step in schedule.steps for shift in step.shifts)
+    return dict(prefix=schedule.prefix, band_rows=schedule.band_rows, reason=schedule.reason,
+                steps=len(schedule.steps), layer_by_layer_arena=whole_arena,
+                arena=plan.arena_size, moved_bytes=moved, extra_macs=0,
+                bands=dict(schedule.bands))
+
+
+def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
                  buffers: list[Buffer], plan: Plan, target: Target, *, model: str,
-                 source: str) -> Report:
+                 source: str, whole_arena: int | None = None) -> Report:
+    steps = schedule.steps
     stats = []
     for layer in layers:
         op = layer.op
@@ -112,7 +131,9 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ...
             weight_bytes=sum(t.nbytes for t in constants),
             const_bytes=sum(a.nbytes for a in const_arrays(layer.params)),
             arena_offset=plan.offsets[op.output] if in_arena else None,
-            arena_bytes=graph.tensor(op.output).nbytes if in_arena else 0,
+            arena_bytes=(schedule.band_bytes(graph, op.output) if op.output in schedule.bands
+                         else graph.tensor(op.output).nbytes) if in_arena else 0,
+            banded=layer.index < schedule.prefix,
             steps=[list(step.rows) if step.rows else None
                    for step in steps if step.layer == layer.index]))
     return Report(
@@ -122,5 +143,9 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ...
         input_bytes=graph.input.nbytes, output_bytes=graph.output.nbytes,
         memory_plan=format_plan(buffers, plan),
         buffers=[BufferStats(b.id, plan.offsets[b.id], b.size, b.first, b.last,
-                             "scratch" if b.fill_in else "activation")
-                 for b in buffers if b.id in plan.offsets])
+                             "scratch" if b.fill_in else
+                             "band" if b.id in schedule.bands else "activation")
+                 for b in buffers if b.id in plan.offsets],
+        schedule=schedule_stats(schedule, graph, plan,
+                                plan.arena_size if whole_arena is None else whole_arena),
+        step_layers=[step.layer for step in steps])

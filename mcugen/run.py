@@ -159,16 +159,14 @@ def write_measured_reports(summary: RunSummary, folder: Path) -> None:
 
 def layer_counts(report: Report, instructions: list[int]) -> list[LayerCount]:
     """Per layer, the instructions of its steps (the firmware marks the end of each step)."""
-    steps = sum(len(s.steps) for s in report.layers)
-    if len(instructions) != steps:
+    if len(instructions) != len(report.step_layers):
         raise McugenError(f"the firmware marked {len(instructions)} steps, the model has "
-                          f"{steps}")
-    counts, position = [], 0
-    for s in report.layers:
-        counts.append(LayerCount(s.index, s.op, s.kernel, s.macs,
-                                 sum(instructions[position:position + len(s.steps)])))
-        position += len(s.steps)
-    return counts
+                          f"{len(report.step_layers)}")
+    per_layer = [0] * len(report.layers)
+    for layer, count in zip(report.step_layers, instructions):  # banded steps interleave
+        per_layer[layer] += count
+    return [LayerCount(s.index, s.op, s.kernel, s.macs, per_layer[s.index])
+            for s in report.layers]
 
 
 def format_layer_table(summary: RunSummary, bar_width: int = 30) -> str:

@@ -1,11 +1,12 @@
 """The schedule: the order in which layers compute their outputs, as a list of steps, and the
 arena buffers that order implies.
 
-A step is one layer computing one region of its output: today every layer is one step that
-computes its whole output. A layer whose variant takes row ranges is called with its rows
-[begin, end); a schedule that splits layers into bands of rows (patch-based execution) is a
-different list of steps, and everything after this stage (buffer lifetimes, the layer markers
-of the firmware, per-step instruction counts) counts steps, not ops.
+A step is one layer computing one range of rows of its output. Layer by layer, every layer is
+one step that computes its whole output. In a row-band schedule (patch-based execution, see
+``row_bands``) the first layers of the graph, the prefix, run interleaved a few rows at a time,
+and each tensor that lives only inside the prefix is held in a band buffer of a few rows: the
+rows a later step still reads. Everything after this stage (buffer lifetimes, the firmware's
+layer markers, per-step instruction counts) counts steps, not ops.
 """
 
 from __future__ import annotations
@@ -21,15 +22,53 @@ from .planner import Buffer, Overlap, streaming_distance
 
 
 @dataclass(frozen=True)
+class Shift:
+    """Before a step writes new rows into a full band buffer: the rows [keep, end) that later
+    steps still read move to the buffer's start (the buffer held rows from `held` on)."""
+
+    tensor: str
+    held: int
+    keep: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Step:
     layer: int  # index of the layer (and op)
     rows: tuple[int, int] | None  # output rows [begin, end); None: the whole output at once
+    # Banded steps only: the first row each operand's buffer holds (the activation inputs in
+    # order, then the output); 0 for a whole tensor.
+    origins: tuple[int, ...] | None = None
+    shifts: tuple[Shift, ...] = ()  # done just before the step
 
 
-def layer_by_layer(layers: tuple[Layer, ...]) -> tuple[Step, ...]:
+@dataclass(frozen=True)
+class Schedule:
+    steps: tuple[Step, ...]
+    bands: dict[str, int]  # tensor held in a band buffer -> rows the buffer holds
+    prefix: int = 0  # layers [0, prefix) run in row bands
+    band_rows: int = 0  # rows a banded step computes at most
+    reason: str = ""  # why the schedule is not layer by layer
+
+    @property
+    def banded(self) -> bool:
+        return self.prefix > 0
+
+    def band_bytes(self, graph: Graph, tensor: str) -> int:
+        """The size of a band buffer: its rows of the tensor."""
+        return self.bands[tensor] * row_bytes(graph, tensor)
+
+
+def row_bytes(graph: Graph, tensor: str) -> int:
+    _, _, width, channels = graph.tensor(tensor).shape
+    return width * channels
+
+
+def layer_by_layer(layers: tuple[Layer, ...]) -> Schedule:
     """One step per layer, each computing its whole output."""
-    return tuple(Step(layer.index, (0, layer.output_rows) if layer.variant.row_ranges else None)
-                 for layer in layers)
+    return Schedule(tuple(Step(layer.index, (0, layer.output_rows)
+                               if layer.variant.row_ranges else None)
+                          for layer in layers), {})
 
 
 def scratch_id(index: int) -> str:
@@ -37,12 +76,13 @@ def scratch_id(index: int) -> str:
     return f"<scratch of layer {index}>"
 
 
-def arena_buffers(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ...]
+def arena_buffers(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
                   ) -> list[Buffer]:
     """One buffer per intermediate activation (graph input and output live in the caller's
     memory), alive from the first step that writes it to the last step that reads it, with
-    the overlaps that the layers' access orders allow; one per layer scratch, alive while its
-    layer's steps run."""
+    the overlaps that the layers' access orders allow; a band buffer for a tensor held in row
+    bands; one per layer scratch, alive while its layer's steps run."""
+    steps = schedule.steps
     external = set(graph.inputs) | set(graph.outputs)
     first: dict[str, int] = {}
     last: dict[str, int] = {}
@@ -62,9 +102,15 @@ def arena_buffers(graph: Graph, layers: tuple[Layer, ...], steps: tuple[Step, ..
         for name in op_outputs(op):
             if name in external:
                 continue
-            overlaps = tuple(Overlap(other=source, distance=distance)
-                             for source, distance in _overwritable_inputs(layer, graph)
-                             if source not in external and last[source] == positions[-1])
+            if name in schedule.bands:
+                buffers.append(Buffer(name, schedule.band_bytes(graph, name), first[name],
+                                      last[name]))
+                continue
+            # A banded layer's operands are addressed from their origins: none overlaps.
+            overlaps = () if layer.index < schedule.prefix else tuple(
+                Overlap(other=source, distance=distance)
+                for source, distance in _overwritable_inputs(layer, graph)
+                if source not in external and last[source] == positions[-1])
             buffers.append(Buffer(name, graph.tensor(name).nbytes, first[name], last[name],
                                   overlaps))
         if layer.scratch_bytes:

@@ -8,8 +8,8 @@
 #include "model.h"
 #include "model_weights.h"
 
-/* Called after each step (today: each layer) with the layer's output; define it (e.g. with
- * -include) to trace or time layers. */
+/* Called after each step with the bytes it wrote (a layer's whole output, or the rows of a
+ * band); define it (e.g. with -include) to trace or time layers. Schedule: layer by layer. */
 #ifndef MCUGEN_LAYER_DONE
 #define MCUGEN_LAYER_DONE(index, output, bytes) ((void)0)
 #endif

@@ -8,8 +8,8 @@
 #include "model.h"
 #include "model_weights.h"
 
-/* Called after each step (today: each layer) with the layer's output; define it (e.g. with
- * -include) to trace or time layers. */
+/* Called after each step with the bytes it wrote (a layer's whole output, or the rows of a
+ * band); define it (e.g. with -include) to trace or time layers. Schedule: layer by layer. */
 #ifndef MCUGEN_LAYER_DONE
 #define MCUGEN_LAYER_DONE(index, output, bytes) ((void)0)
 #endif
@@ -134,11 +134,13 @@ MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
 
 /* The padded-window walk that every windowed kernel shares: for the window whose first tap
  * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
- * the window), or `outside` for a tap off the image. Returns how many taps are inside. */
+ * the window), or `outside` for a tap off the image; the input buffer holds rows from
+ * input_row0 on. Returns how many taps are inside. */
 static inline int32_t window_taps(const int8_t **taps, const int8_t *input,
                                   const int8_t *outside, int32_t y0, int32_t x0, int32_t k_h,
                                   int32_t k_w, int32_t dil_h, int32_t dil_w, int32_t in_h,
-                                  int32_t in_w, int32_t in_c)
+                                  int32_t in_w, int32_t in_c,
+                                  int32_t input_row0)
 {
     int32_t inside = 0;
     for (int32_t ky = 0; ky < k_h; ++ky) {
@@ -146,7 +148,7 @@ static inline int32_t window_taps(const int8_t **taps, const int8_t *input,
         for (int32_t kx = 0; kx < k_w; ++kx) {
             const int32_t x = x0 + kx * dil_w;
             const int in_image = y >= 0 && y < in_h && x >= 0 && x < in_w;
-            taps[ky * k_w + kx] = in_image ? input + (y * in_w + x) * in_c : outside;
+            taps[ky * k_w + kx] = in_image ? input + ((y - input_row0) * in_w + x) * in_c : outside;
             inside += in_image;
         }
     }
@@ -323,7 +325,7 @@ static inline void layer0_conv_s8_dsp_gather(int8_t *window, const int8_t *input
         return;
     }
     const int8_t *taps[9];
-    window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 10, 10, 3);
+    window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 10, 10, 3, 0);
     for (int32_t t = 0; t < 9; ++t) {
         memcpy(window + t * 3, taps[t], 3);
     }

@@ -19,8 +19,8 @@
 #error "this model is bit-exact with TFLite's double rounding; build CMSIS-NN without CMSIS_NN_USE_SINGLE_ROUNDING"
 #endif
 
-/* Called after each step (today: each layer) with the layer's output; define it (e.g. with
- * -include) to trace or time layers. */
+/* Called after each step with the bytes it wrote (a layer's whole output, or the rows of a
+ * band); define it (e.g. with -include) to trace or time layers. Schedule: layer by layer. */
 #ifndef MCUGEN_LAYER_DONE
 #define MCUGEN_LAYER_DONE(index, output, bytes) ((void)0)
 #endif

@@ -8,8 +8,8 @@
 #include "person_detect.h"
 #include "person_detect_weights.h"
 
-/* Called after each step (today: each layer) with the layer's output; define it (e.g. with
- * -include) to trace or time layers. */
+/* Called after each step with the bytes it wrote (a layer's whole output, or the rows of a
+ * band); define it (e.g. with -include) to trace or time layers. Schedule: layer by layer. */
 #ifndef MCUGEN_LAYER_DONE
 #define MCUGEN_LAYER_DONE(index, output, bytes) ((void)0)
 #endif
@@ -102,11 +102,13 @@ static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
 
 /* The padded-window walk that every windowed kernel shares: for the window whose first tap
  * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
- * the window), or `outside` for a tap off the image. Returns how many taps are inside. */
+ * the window), or `outside` for a tap off the image; the input buffer holds rows from
+ * input_row0 on. Returns how many taps are inside. */
 static inline int32_t window_taps(const int8_t **taps, const int8_t *input,
                                   const int8_t *outside, int32_t y0, int32_t x0, int32_t k_h,
                                   int32_t k_w, int32_t dil_h, int32_t dil_w, int32_t in_h,
-                                  int32_t in_w, int32_t in_c)
+                                  int32_t in_w, int32_t in_c,
+                                  int32_t input_row0)
 {
     int32_t inside = 0;
     for (int32_t ky = 0; ky < k_h; ++ky) {
@@ -114,7 +116,7 @@ static inline int32_t window_taps(const int8_t **taps, const int8_t *input,
         for (int32_t kx = 0; kx < k_w; ++kx) {
             const int32_t x = x0 + kx * dil_w;
             const int in_image = y >= 0 && y < in_h && x >= 0 && x < in_w;
-            taps[ky * k_w + kx] = in_image ? input + (y * in_w + x) * in_c : outside;
+            taps[ky * k_w + kx] = in_image ? input + ((y - input_row0) * in_w + x) * in_c : outside;
             inside += in_image;
         }
     }
@@ -416,7 +418,7 @@ MCUGEN_LAYER void layer0_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
                 continue;
             }
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 96, 96, 1);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 96, 96, 1, 0);
             layer0_dw_conv_s8_border(taps, bias, output);
         }
     }
@@ -497,7 +499,7 @@ MCUGEN_LAYER void layer1_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
                 continue;
             }
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 48, 48, 8);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 48, 48, 8, 0);
             layer1_dw_conv_s8_border(taps, bias, output);
         }
     }
@@ -599,7 +601,7 @@ MCUGEN_LAYER void layer3_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
                 continue;
             }
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 48, 48, 16);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 48, 48, 16, 0);
             layer3_dw_conv_s8_border(taps, bias, output);
         }
     }
@@ -701,7 +703,7 @@ MCUGEN_LAYER void layer5_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
                 continue;
             }
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 24, 24, 32);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 24, 24, 32, 0);
             layer5_dw_conv_s8_border(taps, bias, output);
         }
     }
@@ -803,7 +805,7 @@ MCUGEN_LAYER void layer7_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
                 continue;
             }
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 24, 24, 32);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 24, 24, 32, 0);
             layer7_dw_conv_s8_border(taps, bias, output);
         }
     }
@@ -905,7 +907,7 @@ MCUGEN_LAYER void layer9_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
                 continue;
             }
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 12, 12, 64);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 12, 12, 64, 0);
             layer9_dw_conv_s8_border(taps, bias, output);
         }
     }
@@ -1007,7 +1009,7 @@ MCUGEN_LAYER void layer11_dw_conv_s8(const int8_t *input, int8_t *output, int32_
                 continue;
             }
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 12, 12, 64);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 12, 12, 64, 0);
             layer11_dw_conv_s8_border(taps, bias, output);
         }
     }
@@ -1117,7 +1119,7 @@ MCUGEN_LAYER void layer13_dw_conv_s8(const int8_t *input, int8_t *output, int32_
                 continue;
             }
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128, 0);
             layer13_dw_conv_s8_border(taps, bias, t_filter, t_bias, t_multiplier, t_shift, output);
         }
     }
@@ -1219,7 +1221,7 @@ MCUGEN_LAYER void layer23_dw_conv_s8(const int8_t *input, int8_t *output, int32_
                 continue;
             }
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128, 0);
             layer23_dw_conv_s8_border(taps, bias, output);
         }
     }
@@ -1288,7 +1290,7 @@ MCUGEN_LAYER void layer25_dw_conv_s8(const int8_t *input, int8_t *output, int32_
         for (int32_t ox = 0; ox < 3; ++ox, output += 256) {
             const int32_t x0 = ox * 1 - 1;
             const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 3, 3, 256);
+            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 3, 3, 256, 0);
             layer25_dw_conv_s8_border(taps, bias, output);
         }
     }
@@ -1325,7 +1327,7 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
         for (int32_t ox = 0; ox < 1; ++ox) {
             const int32_t x0 = ox * 2 - 0;
             const int8_t *taps[9];
-            const int32_t count = window_taps(taps, input, NULL, y0, x0, 3, 3, 1, 1, 3, 3, 256);
+            const int32_t count = window_taps(taps, input, NULL, y0, x0, 3, 3, 1, 1, 3, 3, 256, 0);
             for (int32_t c = 0; c < 256; ++c) {
                 int32_t sum = 0;
                 for (int32_t t = 0; t < 9; ++t) {
