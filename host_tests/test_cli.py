@@ -105,23 +105,28 @@ def test_a_part_is_a_target(tmp_path):
 
 
 def test_the_memory_check_uses_the_parts_largest_ram_region(tmp_path):
-    """A 192x192 alpha 0.5 V1 has a 368,640-byte arena and 874 KB of weights: it fits the
-    STM32H743's 512 KB AXI SRAM (its largest region, of 1 MB in all), not the nRF52840's one
-    256 KB region, nor the typical Cortex-M3 part's 128 KB."""
+    """A 192x192 alpha 0.5 V1 has a 368,640-byte arena layer by layer and 874 KB of weights: it
+    fits the STM32H743's 512 KB AXI SRAM (its largest region, of 1 MB in all) as it is; on the
+    nRF52840's one 256 KB region and the typical Cortex-M3 part's 128 KB its first layers run
+    in row bands (issue 11), and the summary says why."""
     model = tmp_path / "a05_192.tflite"
     model.write_bytes(mobilenet_tflite(arch="v1", seed=1, alpha=0.5, height=192, width=192,
                                        channels=3, classes=2))
     fits = mcugen("build", "--model", str(model), "--target", "stm32h743zi", "--out", "h7",
                   cwd=tmp_path)
     assert fits.returncode == 0, fits.stderr
-    assert_one_line_error(mcugen("build", "--model", str(model), "--target", "nrf52840",
-                                 "--out", "nrf", cwd=tmp_path),
-                          "368,640-byte arena", "nrf52840's largest RAM region (RAM) holds "
-                          "262,144", "--no-memory-check")
+    assert "RAM 368,640 B (arena)" in fits.stdout and "schedule:" not in fits.stdout
+    for target, ram in (("nrf52840", "262,144"), ("cortex-m3", "131,072")):
+        banded = mcugen("build", "--model", str(model), "--target", target, "--out", target,
+                        cwd=tmp_path)
+        assert banded.returncode == 0, banded.stderr
+        assert f"(layer by layer does not fit the target's {ram} B)" in banded.stdout
+        assert "arena 368,640 B layer by layer -> " in banded.stdout
+    # A budget below what row bands reach is refused in one line, with the smallest arena.
     assert_one_line_error(mcugen("build", "--model", str(model), "--target", "cortex-m3",
-                                 "--out", "m3", cwd=tmp_path),
-                          "cortex-m3 has 131,072 bytes of RAM")
-    assert not (tmp_path / "nrf").exists() and not (tmp_path / "m3").exists()
+                                 "--max-ram", "8K", "--out", "tiny", cwd=tmp_path),
+                          "no schedule fits an arena of 8,192 B: the smallest reachable is")
+    assert not (tmp_path / "tiny").exists()
 
 
 def test_verbose_lets_tensorflow_speak(tmp_path):

@@ -137,9 +137,7 @@ def command_build(args: argparse.Namespace) -> int:
 
 def schedule_summary(schedule: dict) -> str:
     """One line on a row-band schedule: what runs in bands, and what it saves and costs."""
-    return (f"schedule: layers 0-{schedule['prefix'] - 1} in row bands of at most "
-            f"{schedule['band_rows']} row{'s' if schedule['band_rows'] > 1 else ''} "
-            f"({schedule['reason']}): arena {schedule['layer_by_layer_arena']:,} B layer by "
+    return (f"schedule: {schedule['description']} ({schedule['reason']}): arena {schedule['layer_by_layer_arena']:,} B layer by "
             f"layer -> {schedule['arena']:,} B, extra MACs 0, {schedule['steps']} steps, "
             f"{schedule['moved_bytes']:,} B of rows moved")
 

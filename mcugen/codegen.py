@@ -199,7 +199,7 @@ def _renamed_tables(record: Any, renames: dict[str, str]) -> Any:
 
 
 def layer_views(graph: Graph, layers: tuple[Layer, ...], env: jinja2.Environment,
-                banded: int = 0) -> tuple[LayerView, ...]:
+                schedule: Schedule | None = None) -> tuple[LayerView, ...]:
     """One view per layer; layers whose functions would be the same code (rendered with the
     same placeholder names, their tables as arguments) share the first one's function, which
     takes their tables as arguments. A layer alone with its code keeps them as constants."""
@@ -207,7 +207,8 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...], env: jinja2.Environment
     for layer in layers:
         params, tables = table_arguments(layer)
         drafts.append(LayerView(layer, layer_comment(layer, graph), layer.names, params, tables,
-                                f"Layer {layer.index}", True, layer.index < banded))
+                                f"Layer {layer.index}", True,
+                                schedule is not None and schedule.is_banded(layer.index)))
     owners: dict[tuple[str, str], int] = {}
     owner_of = []
     for draft in drafts:
@@ -243,7 +244,7 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
                      plan: Plan, name: str, source: str,
                      cmsis_nn: CmsisPath | None = None) -> ModelView:
     check_model_name(name)
-    views = layer_views(graph, layers, template_environment(), schedule.prefix)
+    views = layer_views(graph, layers, template_environment(), schedule)
     inp, out = graph.input, graph.output
     used = [layer.variant for layer in layers]
     return ModelView(
@@ -262,10 +263,7 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
 
 
 def schedule_line(schedule: Schedule, steps: int) -> str:
-    if not schedule.banded:
-        return "layer by layer"
-    return (f"layers 0-{schedule.prefix - 1} in bands of at most {schedule.band_rows} "
-            f"row{'s' if schedule.band_rows > 1 else ''} ({steps} steps)")
+    return schedule.describe() + (f" ({steps} steps)" if schedule.banded else "")
 
 
 def _pointer(tensor: str, graph: Graph, plan: Plan) -> Pointer:

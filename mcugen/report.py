@@ -29,7 +29,8 @@ class LayerStats:
     arena_offset: int | None  # None when the output is the caller's buffer
     arena_bytes: int  # size of its output in the arena (0 when it is the caller's)
     steps: list[list[int] | None]  # the output rows [begin, end) of each of its steps
-    banded: bool = False  # runs in row bands (the schedule's prefix)
+    banded: bool = False  # runs in row bands (in one of the schedule's segments)
+    rows_held: int | None = None  # a banded output held in a band buffer: its rows
     instructions: int | None = None  # measured by `mcugen run` (QEMU, exact), per inference
 
 
@@ -62,7 +63,7 @@ class Report:
     measured: dict | None = None  # MeasuredSizes from the target's compiler, when it ran
     buffers: list[BufferStats] = field(default_factory=list)  # the memory plan, as data
     run: dict | None = None  # from `mcugen run`: qemu_board, inferences, instructions, bit_exact
-    # A row-band schedule (None: layer by layer): prefix, band_rows, reason, steps,
+    # A row-band schedule (None: layer by layer): segments, band_rows, reason, steps,
     # layer_by_layer_arena, arena, moved_bytes, bands (tensor -> rows held).
     schedule: dict | None = None
     step_layers: list[int] = field(default_factory=list)  # the layer of each step, in order
@@ -107,7 +108,8 @@ def schedule_stats(schedule: Schedule, graph: Graph, plan: Plan, whole_arena: in
         return None
     moved = sum((shift.end - shift.keep) * row_bytes(graph, shift.tensor)
                 for step in schedule.steps for shift in step.shifts)
-    return dict(prefix=schedule.prefix, band_rows=schedule.band_rows, reason=schedule.reason,
+    return dict(segments=[list(s) for s in schedule.segments], band_rows=schedule.band_rows,
+                description=schedule.describe(), reason=schedule.reason,
                 steps=len(schedule.steps), layer_by_layer_arena=whole_arena,
                 arena=plan.arena_size, moved_bytes=moved, extra_macs=0,
                 bands=dict(schedule.bands))
@@ -133,7 +135,8 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
             arena_offset=plan.offsets[op.output] if in_arena else None,
             arena_bytes=(schedule.band_bytes(graph, op.output) if op.output in schedule.bands
                          else graph.tensor(op.output).nbytes) if in_arena else 0,
-            banded=layer.index < schedule.prefix,
+            banded=schedule.is_banded(layer.index),
+            rows_held=schedule.bands.get(op.output),
             steps=[list(step.rows) if step.rows else None
                    for step in steps if step.layer == layer.index]))
     return Report(

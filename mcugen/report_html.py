@@ -177,6 +177,12 @@ def _facts(report) -> tuple[tuple[str, str], ...]:
              ("arena (static RAM for activations)", f"{report.arena_bytes:,} B"),
              ("input / output (caller's buffers)",
               f"{report.input_bytes:,} B / {report.output_bytes:,} B")]
+    schedule = getattr(report, "schedule", None)
+    facts.append(("schedule", "layer by layer" if not schedule else
+                  f"{schedule['description']} ({schedule['reason']}): arena "
+                  f"{schedule['layer_by_layer_arena']:,} B layer by layer -> "
+                  f"{schedule['arena']:,} B; extra MACs 0; {schedule['steps']:,} steps; "
+                  f"{schedule['moved_bytes']:,} B of rows moved"))
     run = getattr(report, "run", None)
     if run:
         per = run.get("instructions")

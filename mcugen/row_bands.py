@@ -1,9 +1,11 @@
-"""Row-band schedules (patch-based execution by line buffering): the first layers of the graph,
-the prefix, run a few rows at a time, interleaved, so that a tensor living only inside the
-prefix never exists in full; it is held in a band buffer of the rows that later steps still
-read. No row is computed twice: the extra cost is calls and row moves, never MACs.
+"""Row-band schedules (patch-based execution by line buffering): the layers of a segment (a run
+of consecutive layers) run a few rows at a time, interleaved, so that a tensor living only
+inside the segment never exists in full; it is held in a band buffer of the rows that later
+steps still read. No row is computed twice: the extra cost is calls and row moves, never MACs.
+A schedule may have several segments: each one's band buffers live only while it runs, and
+the tensors between segments are whole.
 
-How the steps are found: the last layer of the prefix is driven row by row; to compute rows
+How the steps are found: the last layer of a segment is driven row by row; to compute rows
 of a layer, the rows its window needs from each input are computed first, recursively, a band
 (at most `band_rows` rows) at a time. So an early, wide tensor holds only the rows the next
 layer's window needs before that layer runs on them, and a residual input only the rows its
@@ -16,11 +18,15 @@ band buffer, the rows still to be read move to its start first (a `Shift`).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+
+import numpy as np
 
 from .errors import McugenError
 from .ir import Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, TableLookup, op_inputs
 from .kernels import Layer
+from .planner import Buffer
 from .schedule import Schedule, Shift, Step, arena_buffers, row_bytes
 
 # Ops whose kernels can run on a range of output rows from a band of input rows. Global ops
@@ -53,7 +59,7 @@ def can_band(layer: Layer, graph: Graph) -> bool:
 def longest_prefix(graph: Graph, layers: tuple[Layer, ...]) -> int:
     """How many layers from the first can run in row bands."""
     for layer in layers:
-        if not can_band(layer, graph) or graph.output in (layer.op.output,):
+        if not can_band(layer, graph) or layer.op.output == graph.output:
             return layer.index
     return len(layers)
 
@@ -101,27 +107,46 @@ class _Order:
             self.done[tensor] = end
 
 
-def row_band_schedule(graph: Graph, layers: tuple[Layer, ...], prefix: int,
-                      band_rows: int) -> Schedule:
-    """The steps of a schedule whose layers [0, prefix) run in bands of at most band_rows
-    output rows, then the others one step each; with the band buffers it needs."""
-    if not 0 < prefix <= longest_prefix(graph, layers):
-        raise ValueError(f"layers [0, {prefix}) cannot all run in row bands")
-    producer = {layers[i].op.output: i for i in range(prefix)}
-    later_reads = {name for layer in layers[prefix:]
+def row_band_schedule(graph: Graph, layers: tuple[Layer, ...],
+                      segments: tuple[tuple[int, int], ...], band_rows: int) -> Schedule:
+    """The steps of a schedule whose segments (layers [begin, end), in order, apart) run in
+    bands of at most band_rows output rows, the other layers one step each; with the band
+    buffers it needs."""
+    limit = longest_prefix(graph, layers)
+    steps: list[Step] = []
+    bands: dict[str, int] = {}
+    position = 0
+    for begin, end in segments:
+        if not position <= begin < end - 1 < limit:
+            raise ValueError(f"layers [{begin}, {end}) cannot run in row bands here")
+        steps += [_whole_step(layer) for layer in layers[position:begin]]
+        segment_steps, segment_bands = _segment_steps(graph, layers, begin, end, band_rows)
+        steps += segment_steps
+        bands.update(segment_bands)
+        position = end
+    steps += [_whole_step(layer) for layer in layers[position:]]
+    schedule = Schedule(tuple(steps), bands, tuple(segments), band_rows)
+    verify(schedule, graph, layers)
+    return schedule
+
+
+def _whole_step(layer: Layer) -> Step:
+    return Step(layer.index, (0, layer.output_rows) if layer.variant.row_ranges else None)
+
+
+def _segment_steps(graph: Graph, layers: tuple[Layer, ...], begin: int, end: int,
+                   band_rows: int) -> tuple[list[Step], dict[str, int]]:
+    producer = {layers[i].op.output: i for i in range(begin, end)}
+    later_reads = {name for layer in layers[end:]
                    for name in activation_inputs(layer.op, graph)}
     bands = {name for name in producer if name not in later_reads and name != graph.output}
     order = _Order(graph, layers, producer, band_rows, {name: 0 for name in producer}, [])
-    last_output = layers[prefix - 1].op.output
+    last_output = layers[end - 1].op.output
     for row in range(1, graph.tensor(last_output).shape[1] + 1):
         order.ensure(last_output, row)
-    for name in producer:  # whole tensors read after the prefix
+    for name in producer:  # whole tensors read after the segment
         order.ensure(name, graph.tensor(name).shape[1])
-    steps, capacity = _band_steps(graph, layers, order.steps, bands)
-    for layer in layers[prefix:]:
-        steps.append(Step(layer.index, (0, layer.output_rows)
-                          if layer.variant.row_ranges else None))
-    return Schedule(tuple(steps), capacity, prefix, band_rows)
+    return _band_steps(graph, layers, order.steps, bands)
 
 
 def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, int, int]],
@@ -135,15 +160,19 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
         for name in activation_inputs(op, graph):
             if name in bands and last > first:
                 reads[name].append((position, first))
-    # keep[p]: for the step at position p writing a band tensor, the first row still read by
-    # a later step (or the step's own first new row).
-    keep: dict[int, int] = {}
+    # For each band tensor: the positions of its reads, and the lowest first row read at or
+    # after each of them.
+    positions = {name: [p for p, _ in r] for name, r in reads.items()}
+    lowest_after = {name: np.minimum.accumulate([f for _, f in r][::-1])[::-1].tolist()
+                    for name, r in reads.items()}
+    keep: dict[int, int] = {}  # per writing step: the first row it or a later step reads
     capacity: dict[str, int] = {name: 1 for name in bands}
     for position, (index, begin, end) in enumerate(order):
         name = layers[index].op.output
         if name in bands:
-            later = [first for p, first in reads[name] if p > position]
-            keep[position] = min([begin, *later])
+            later = bisect.bisect_right(positions[name], position)
+            lowest = lowest_after[name][later] if later < len(positions[name]) else begin
+            keep[position] = min(begin, lowest)
             capacity[name] = max(capacity[name], end - keep[position])
     held = {name: 0 for name in bands}
     steps = []
@@ -160,6 +189,48 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
     return steps, capacity
 
 
+def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
+    """Replay the schedule row by row and check what the generated C relies on: every row a
+    banded step reads has been written and is still in its buffer, at the origin the step
+    is given; every row written fits its buffer; a shift keeps what it claims. Raises
+    AssertionError (a bug in mcugen, never the user's) otherwise."""
+    present: dict[str, set[int]] = {name: set() for name in schedule.bands}
+    held = {name: 0 for name in schedule.bands}
+    done: dict[str, int] = {name: graph.tensor(name).shape[1] for name in graph.inputs}
+    for step in schedule.steps:
+        op = layers[step.layer].op
+        if step.origins is None or step.rows is None:
+            assert op.output not in schedule.bands
+            done[op.output] = graph.tensor(op.output).shape[1] if len(
+                graph.tensor(op.output).shape) == 4 else 1
+            continue
+        for shift in step.shifts:
+            name = shift.tensor
+            assert name == op.output and shift.held == held[name], shift
+            assert set(range(shift.keep, shift.end)) <= present[name], shift
+            present[name] = {r for r in present[name] if shift.keep <= r < shift.end}
+            held[name] = shift.keep
+        begin, end = step.rows
+        first, last = input_rows(op, graph, begin, end)
+        inputs = activation_inputs(op, graph)
+        assert len(step.origins) == len(inputs) + 1
+        for name, origin in zip(inputs, step.origins):
+            if name in schedule.bands:
+                assert origin == held[name], (step, name)
+                assert set(range(first, last)) <= present[name], (step, name)
+                assert last - origin <= schedule.bands[name], (step, name)
+            else:
+                assert origin == 0 and done.get(name, 0) >= last, (step, name)
+        name = op.output
+        assert step.origins[-1] == held.get(name, 0)
+        if name in schedule.bands:
+            assert end - held[name] <= schedule.bands[name], step
+            present[name] |= set(range(begin, end))
+        else:
+            assert done.get(name, 0) == begin, step
+            done[name] = end
+
+
 # ---------------------------------------------------------------------------------------------
 # Choosing a schedule
 
@@ -169,44 +240,110 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
 # Cortex-M cores; only their ratio matters for the choice.
 STEP_COST = 150
 SHIFT_COST_PER_BYTE = 0.5
-BAND_ROWS = (1, 2, 3, 4, 6, 8, 12, 16)
+BAND_ROWS = (1, 2, 4)
+PLANS_TRIED = 12  # candidates planned, cheapest first, before giving up on a budget
+SMALLEST_PLANNED = 4  # then the smallest estimates, planned
 
 
 @dataclass(frozen=True)
 class Candidate:
     schedule: Schedule
-    arena_bytes: int
+    arena_bytes: int  # planned, or estimated (live_peak) before planning
     extra_cost: float  # the cost model's extra instructions over layer by layer
 
 
-def extra_cost(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> float:
-    banded = [s for s in schedule.steps if s.layer < schedule.prefix]
+def extra_cost(schedule: Schedule, graph: Graph) -> float:
+    banded = [s for s in schedule.steps if s.origins is not None]
     moved = sum((shift.end - shift.keep) * row_bytes(graph, shift.tensor)
                 for step in banded for shift in step.shifts)
-    return (len(banded) - schedule.prefix) * STEP_COST + moved * SHIFT_COST_PER_BYTE
+    layers = sum(end - begin for begin, end in schedule.segments)
+    return (len(banded) - layers) * STEP_COST + moved * SHIFT_COST_PER_BYTE
 
 
-def candidates(graph: Graph, layers: tuple[Layer, ...], plan_arena) -> list[Candidate]:
-    """Every row-band schedule worth trying (each prefix length that can band, each band
-    height), with the arena `plan_arena(buffers)` gives it and its extra cost."""
+def live_peak(buffers: list[Buffer]) -> int:
+    """The most bytes alive at once, quick to compute: an estimate of the planner's arena.
+    A buffer written over its input adds, at the step that writes it, only what sticks out
+    beyond the input (the larger of the distance and the growth)."""
+    by_id = {b.id: b for b in buffers}
+    steps = max((b.last for b in buffers), default=0) + 2
+    change = np.zeros(steps, dtype=np.int64)
+    for b in buffers:
+        first_bytes = b.size
+        for overlap in b.overlaps:
+            other = by_id.get(overlap.other)
+            if other is not None and other.last == b.first:
+                first_bytes = min(first_bytes, max(overlap.distance, b.size - other.size))
+        change[b.first] += first_bytes
+        change[b.first + 1] += b.size - first_bytes
+        change[b.last + 1] -= b.size
+    return int(np.cumsum(change).max(initial=0))
+
+
+def cut_points(graph: Graph, layers: tuple[Layer, ...]) -> list[int]:
+    """Where a segment may begin or end: 0, the end of the layers that can band, and each
+    boundary where the bytes of the tensors crossing it are a local minimum (the narrow
+    tensors between blocks), so that segments end on small whole tensors."""
+    limit = longest_prefix(graph, layers)
+    crossing = []
+    for cut in range(1, limit + 1):
+        made = {layer.op.output for layer in layers[:cut]} | set(graph.inputs)
+        read = {n for layer in layers[cut:] for n in activation_inputs(layer.op, graph)}
+        crossing.append(sum(graph.tensor(n).nbytes for n in made & read))
+    minima = [cut for cut in range(1, limit + 1)
+              if (cut == 1 or crossing[cut - 1] <= crossing[cut - 2])
+              and (cut == limit or crossing[cut - 1] <= crossing[cut])]
+    return sorted({0, limit, *minima})
+
+
+def single_segments(cuts: list[int]) -> list[tuple[tuple[int, int], ...]]:
+    return [((a, b),) for i, a in enumerate(cuts) for b in cuts[i + 1:] if b - a >= 2]
+
+
+def double_segments(cuts: list[int]) -> list[tuple[tuple[int, int], ...]]:
+    """Two segments that meet at a cut, the first from layer 0 (where MobileNets' peak is)."""
+    return [((0, m), (m, b)) for i, m in enumerate(cuts) for b in cuts[i + 1:]
+            if m >= 2 and b - m >= 2]
+
+
+def estimated(graph: Graph, layers: tuple[Layer, ...],
+              segmentations: list[tuple[tuple[int, int], ...]], band_rows: int
+              ) -> list[Candidate]:
     found = []
-    for prefix in range(2, longest_prefix(graph, layers) + 1):
-        for band_rows in BAND_ROWS:
-            schedule = row_band_schedule(graph, layers, prefix, band_rows)
-            arena = plan_arena(arena_buffers(graph, layers, schedule))
-            found.append(Candidate(schedule, arena, extra_cost(schedule, graph, layers)))
+    for segments in segmentations:
+        schedule = row_band_schedule(graph, layers, segments, band_rows)
+        found.append(Candidate(schedule, live_peak(arena_buffers(graph, layers, schedule)),
+                               extra_cost(schedule, graph)))
     return found
 
 
 def choose(graph: Graph, layers: tuple[Layer, ...], whole: Candidate, budget: int,
            plan_arena) -> Candidate:
-    """The cheapest schedule whose arena fits the budget: layer by layer when it does."""
+    """The cheapest schedule whose arena (`plan_arena(buffers)`) fits the budget: layer by
+    layer when it does. Otherwise one segment between two cut points, or two; in bands of one
+    row, then of more rows (fewer steps) where those fit too; the candidates whose estimate
+    fits are planned, cheapest first, then those of the smallest estimates. None fitting: an
+    error naming the smallest arena found (the same candidates whatever the budget, so that
+    asking for that arena gets it)."""
     if whole.arena_bytes <= budget:
         return whole
-    found = candidates(graph, layers, plan_arena)
-    fitting = [c for c in found if c.arena_bytes <= budget]
-    if not fitting:
-        smallest = min([whole, *found], key=lambda c: c.arena_bytes).arena_bytes
-        raise McugenError(f"no schedule fits an arena of {budget:,} B: the smallest reachable "
-                          f"is {smallest:,} B")
-    return min(fitting, key=lambda c: (c.extra_cost, c.arena_bytes))
+    cuts = cut_points(graph, layers)
+    found = estimated(graph, layers, single_segments(cuts) + double_segments(cuts), 1)
+    hopeful = sorted((c for c in found if c.arena_bytes <= budget),
+                     key=lambda c: (c.extra_cost, c.arena_bytes))[:PLANS_TRIED]
+    for band_rows in BAND_ROWS[1:]:
+        hopeful += [c for c in estimated(graph, layers, [c.schedule.segments for c in hopeful],
+                                         band_rows) if c.arena_bytes <= budget]
+    for candidate in sorted(hopeful, key=lambda c: (c.extra_cost, c.arena_bytes))[:PLANS_TRIED]:
+        arena = plan_arena(arena_buffers(graph, layers, candidate.schedule))
+        if arena <= budget:
+            return Candidate(candidate.schedule, arena, candidate.extra_cost)
+    # The smallest estimates, planned: what the error names is what this budget would get.
+    smallest = [Candidate(c.schedule, plan_arena(arena_buffers(graph, layers, c.schedule)),
+                          c.extra_cost)
+                for c in sorted(found, key=lambda c: c.arena_bytes)[:SMALLEST_PLANNED]]
+    fitting = [c for c in smallest if c.arena_bytes <= budget]
+    if fitting:
+        return min(fitting, key=lambda c: (c.extra_cost, c.arena_bytes))
+    smallest = min([whole.arena_bytes] + [c.arena_bytes for c in smallest])
+    raise McugenError(f"no schedule fits an arena of {budget:,} B: the smallest reachable "
+                      f"is {smallest:,} B")

@@ -3,9 +3,9 @@ arena buffers that order implies.
 
 A step is one layer computing one range of rows of its output. Layer by layer, every layer is
 one step that computes its whole output. In a row-band schedule (patch-based execution, see
-``row_bands``) the first layers of the graph, the prefix, run interleaved a few rows at a time,
-and each tensor that lives only inside the prefix is held in a band buffer of a few rows: the
-rows a later step still reads. Everything after this stage (buffer lifetimes, the firmware's
+``row_bands``) the layers of a segment run interleaved a few rows at a time, and each tensor
+that lives only inside its segment is held in a band buffer of a few rows: the rows a later
+step still reads. Everything after this stage (buffer lifetimes, the firmware's
 layer markers, per-step instruction counts) counts steps, not ops.
 """
 
@@ -46,13 +46,24 @@ class Step:
 class Schedule:
     steps: tuple[Step, ...]
     bands: dict[str, int]  # tensor held in a band buffer -> rows the buffer holds
-    prefix: int = 0  # layers [0, prefix) run in row bands
+    segments: tuple[tuple[int, int], ...] = ()  # layers [begin, end) that run in row bands
     band_rows: int = 0  # rows a banded step computes at most
     reason: str = ""  # why the schedule is not layer by layer
 
     @property
     def banded(self) -> bool:
-        return self.prefix > 0
+        return bool(self.segments)
+
+    def is_banded(self, layer: int) -> bool:
+        return any(begin <= layer < end for begin, end in self.segments)
+
+    def describe(self) -> str:
+        """The segments, e.g. "layers 0-12, 13-22 in bands of at most 1 row"."""
+        if not self.banded:
+            return "layer by layer"
+        segments = ", ".join(f"{begin}-{end - 1}" for begin, end in self.segments)
+        rows = f"{self.band_rows} row{'s' if self.band_rows > 1 else ''}"
+        return f"layers {segments} in row bands of at most {rows}"
 
     def band_bytes(self, graph: Graph, tensor: str) -> int:
         """The size of a band buffer: its rows of the tensor."""
@@ -107,7 +118,7 @@ def arena_buffers(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
                                       last[name]))
                 continue
             # A banded layer's operands are addressed from their origins: none overlaps.
-            overlaps = () if layer.index < schedule.prefix else tuple(
+            overlaps = () if schedule.is_banded(layer.index) else tuple(
                 Overlap(other=source, distance=distance)
                 for source, distance in _overwritable_inputs(layer, graph)
                 if source not in external and last[source] == positions[-1])
