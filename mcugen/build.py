@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from .compile import CompiledModel, compile_graph
-from .codegen import check_model_name
+from .codegen import check_model_name, check_section_name
 from .errors import McugenError
 from .kernels import KERNEL_SETS
 from .measure import MeasuredSizes, measure
@@ -43,6 +43,7 @@ class BuildOptions:
     kernels: str = "mcugen"  # or "cmsis-nn": call Arm's CMSIS-NN where it has the layer
     verbose: bool = False  # let TensorFlow's own log lines through
     max_ram: int | None = None  # the arena's budget in bytes: row bands when layer by layer exceeds it
+    weights_section: str | None = None  # linker section of the constant tables
 
     @property
     def out_dir(self) -> Path:
@@ -51,6 +52,8 @@ class BuildOptions:
     def validate(self) -> None:
         """Everything that can be checked before the slow steps."""
         check_model_name(self.name)
+        if self.weights_section is not None:
+            check_section_name(self.weights_section)
         load_target(self.target)
         if self.kernels not in KERNEL_SETS:
             raise McugenError(f"unknown --kernels {self.kernels!r}; choose one of "
@@ -119,7 +122,8 @@ def build(options: BuildOptions, progress: Progress = lambda message: None) -> B
     fit_ram = target.ram_bytes if options.memory_check and not target.is_host else None
     compiled = compile_graph(graph, name=options.name, target=target, source=source,
                              memory_check=False, kernel_set=options.kernels,
-                             max_ram=options.max_ram, fit_ram=fit_ram)
+                             max_ram=options.max_ram, fit_ram=fit_ram,
+                             weights_section=options.weights_section)
     if options.memory_check:
         target.check_fits(compiled.report.const_bytes, compiled.report.arena_bytes)
     if not target.is_host:
@@ -127,7 +131,8 @@ def build(options: BuildOptions, progress: Progress = lambda message: None) -> B
     # CMSIS-NN is the user's, not ours: without a copy here its build cannot be measured.
     library = find_cmsis_nn() if options.kernels == "cmsis-nn" else None
     measured = None if options.kernels == "cmsis-nn" and library is None else \
-        measure(compiled.sources, options.name, target, compiled.plan.arena_size, library)
+        measure(compiled.sources, options.name, target, compiled.plan.arena_size, library,
+                options.weights_section)
     report = dataclasses.replace(compiled.report,
                                  measured=measured.as_dict() if measured else None)
     progress(f"writing {options.out_dir}")

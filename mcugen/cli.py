@@ -102,6 +102,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-ram", metavar="BYTES",
                         help="the arena may not exceed this (suffixes K, M): the first layers "
                              "then run in row bands when layer by layer needs more")
+    parser.add_argument("--weights-section", metavar="NAME",
+                        help="put the constant tables in this linker section (e.g. .extflash)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show TensorFlow's own log lines")
 
@@ -114,7 +116,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         calibration=args.calibration, weights=args.weights, target=args.target,
         name=args.name, out=args.out, force=args.force,
         memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose,
-        max_ram=parse_bytes(args.max_ram))
+        max_ram=parse_bytes(args.max_ram), weights_section=args.weights_section)
 
 
 def command_build(args: argparse.Namespace) -> int:

@@ -134,6 +134,7 @@ class ModelView:
     isas: tuple[str, ...]  # instruction sets beyond portable C (templates/isa/<isa>.c.j2)
     helpers: tuple[str, ...]  # shared kernel helpers (templates/kernels/<helper>.c.j2)
     cmsis_nn: CmsisPath | None = None  # the CMSIS-NN path the scratch sizes were computed for
+    weights_section: str | None = None  # the linker section of the constant tables
     version: str = __version__
 
     @property
@@ -240,10 +241,20 @@ def _placeholder_text(view: LayerView, env: jinja2.Environment) -> str:
     return template.render(layer=neutral, model=None)
 
 
+def check_section_name(section: str) -> None:
+    """A linker section name as GNU ld and armlink take them: letters, digits, '.', '_'."""
+    if not re.fullmatch(r"[.A-Za-z_][.A-Za-z0-9_]*", section):
+        raise McugenError(f"--weights-section {section!r}: use letters, digits, '.' and '_', "
+                          f"e.g. .extflash")
+
+
 def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
                      plan: Plan, name: str, source: str,
-                     cmsis_nn: CmsisPath | None = None) -> ModelView:
+                     cmsis_nn: CmsisPath | None = None,
+                     weights_section: str | None = None) -> ModelView:
     check_model_name(name)
+    if weights_section is not None:
+        check_section_name(weights_section)
     views = layer_views(graph, layers, template_environment(), schedule)
     inp, out = graph.input, graph.output
     used = [layer.variant for layer in layers]
@@ -259,7 +270,7 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
         isas=tuple(isa.value for isa in Isa if isa is not Isa.PORTABLE
                    and any(v.isa is isa for v in used)),
         helpers=tuple(dict.fromkeys(h for v in used for h in v.helpers)),
-        cmsis_nn=cmsis_nn)
+        cmsis_nn=cmsis_nn, weights_section=weights_section)
 
 
 def schedule_line(schedule: Schedule, steps: int) -> str:

@@ -53,7 +53,8 @@ def prepare(graph: Graph) -> Graph:
 
 def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
                   memory_check: bool = True, kernel_set: str = "mcugen",
-                  max_ram: int | None = None, fit_ram: int | None = None) -> CompiledModel:
+                  max_ram: int | None = None, fit_ram: int | None = None,
+                  weights_section: str | None = None) -> CompiledModel:
     """max_ram: the arena may not exceed it (a row-band schedule if layer by layer does not
     fit; an error naming the smallest reachable arena if none fits). fit_ram: without
     max_ram, the RAM the arena should fit if a row-band schedule can make it."""
@@ -62,7 +63,7 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
     schedule, buffers, plan, whole_arena = choose_schedule(graph, layers, max_ram, fit_ram)
     library = any(layer.variant.library for layer in layers)
     view = build_model_view(graph, layers, schedule, plan, name, source,
-                            cmsis_path(target) if library else None)
+                            cmsis_path(target) if library else None, weights_section)
     report = build_report(graph, layers, schedule, buffers, plan, target, model=name,
                           source=source, whole_arena=whole_arena)
     if memory_check:

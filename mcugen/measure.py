@@ -51,7 +51,8 @@ class MeasuredSizes:
 
 
 def measure(sources: dict[str, str], name: str, target: Target, arena_bytes: int,
-            library: Path | None = None) -> MeasuredSizes | None:
+            library: Path | None = None, weights_section: str | None = None
+            ) -> MeasuredSizes | None:
     """Sizes for a Cortex-M target when its compiler is installed; None otherwise. library:
     a CMSIS-NN checkout, for a model that calls it."""
     if target.is_host or shutil.which(target.compiler) is None:
@@ -73,8 +74,8 @@ def measure(sources: dict[str, str], name: str, target: Target, arena_bytes: int
             objects += library_objects
             graphs += [obj.with_suffix(".ci").read_text() for obj in library_objects]
         elf = _link(target, name, objects, work / f"{name}.elf")
-        image = _section_sizes(size_tool, elf)
-        weights = _section_sizes(size_tool, work / f"{name}_weights.o")
+        image = _section_sizes(size_tool, elf, weights_section)
+        weights = _section_sizes(size_tool, work / f"{name}_weights.o", weights_section)
     weight_bytes = weights["text"] + weights["rodata"]
     static_ram = image["data"] + image["bss"]
     return MeasuredSizes(
@@ -150,8 +151,10 @@ def _cache_dir() -> Path:
     return Path(home) / "mcugen"
 
 
-def _section_sizes(size_tool: str, file: Path) -> dict[str, int]:
-    """Sum `size -A` sections into text, rodata, data and bss."""
+def _section_sizes(size_tool: str, file: Path, weights_section: str | None = None
+                   ) -> dict[str, int]:
+    """Sum `size -A` sections into text, rodata, data and bss (the user's weights section
+    counts as rodata)."""
     result = subprocess.run([size_tool, "-A", str(file)], capture_output=True, text=True,
                             check=True)
     totals = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
@@ -159,7 +162,7 @@ def _section_sizes(size_tool: str, file: Path) -> dict[str, int]:
         parts = line.split()
         if len(parts) < 2 or not parts[1].isdigit():
             continue
-        kind = parts[0].lstrip(".").split(".")[0]
+        kind = "rodata" if parts[0] == weights_section else parts[0].lstrip(".").split(".")[0]
         if kind in totals:
             totals[kind] += int(parts[1])
     return totals
