@@ -225,37 +225,3 @@ def test_a_budget_that_cannot_be_met_is_one_line(value, message, models, tmp_pat
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.search(message, error), error
     assert not out.exists()
-
-
-# ---------------------------------------------------------------------------------------------
-# Where the weights go
-
-
-def test_weights_section_puts_every_table_there_and_the_firmware_still_runs(models, tmp_path):
-    """--weights-section .extflash: the cross-compiled weights object has every constant table
-    in that section (nothing left in .rodata), the measured flash still counts them, and the
-    firmware (its linker script places the section after the others) runs bit-exact."""
-    summary = run(BuildOptions(model=models["person_detect"], target="cortex-m7",
-                               weights_section=".extflash"), None, tmp_path)
-    assert summary.matches
-    out = summary.build.out_dir
-    assert 'section(".extflash")' in (out / "model_weights.c").read_text()
-    obj = tmp_path / "weights.o"
-    target = load_target("cortex-m7")
-    subprocess.run([target.compiler, *target.cflags, "-c", str(out / "model_weights.c"),
-                    "-o", str(obj)], check=True)
-    sections = subprocess.run(["arm-none-eabi-readelf", "-S", "-W", str(obj)], check=True,
-                              capture_output=True, text=True).stdout
-    sizes = {name: int(size, 16) for name, size in re.findall(
-        r"\]\s+(\S+)\s+\S+\s+[0-9a-f]{8}\s+[0-9a-f]{6}\s+([0-9a-f]{6})", sections)}
-    assert sizes[".extflash"] >= summary.build.compiled.report.const_bytes
-    assert sizes.get(".rodata", 0) == 0
-    assert summary.build.measured.weight_bytes == sizes[".extflash"]
-
-
-@pytest.mark.parametrize("name", ["bad name", "9x", "a;b"])
-def test_a_bad_weights_section_is_one_line(name, models, tmp_path, capsys):
-    assert mcugen_main(["build", "--model", str(models["person_detect"]), "--weights-section",
-                        name, "--out", str(tmp_path / "out")]) == 1
-    assert "--weights-section" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()

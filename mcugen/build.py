@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -44,6 +45,7 @@ class BuildOptions:
     verbose: bool = False  # let TensorFlow's own log lines through
     max_ram: int | None = None  # the arena's budget in bytes: row bands when layer by layer exceeds it
     weights_section: str | None = None  # linker section of the constant tables
+    ram_regions: bool = False  # split the arena over the part's RAM regions, fastest first
 
     @property
     def out_dir(self) -> Path:
@@ -123,11 +125,14 @@ def build(options: BuildOptions, progress: Progress = lambda message: None) -> B
     compiled = compile_graph(graph, name=options.name, target=target, source=source,
                              memory_check=False, kernel_set=options.kernels,
                              max_ram=options.max_ram, fit_ram=fit_ram,
-                             weights_section=options.weights_section)
-    if options.memory_check:
-        target.check_fits(compiled.report.const_bytes, compiled.report.arena_bytes)
+                             weights_section=options.weights_section,
+                             ram_regions=options.ram_regions)
+    if options.memory_check:  # with --ram-regions, plan_regions has checked each region
+        target.check_fits(compiled.report.const_bytes,
+                          0 if options.ram_regions else compiled.report.arena_bytes)
     if not target.is_host:
-        progress(f"measuring with {target.compiler}")
+        progress(f"measuring with {target.compiler}" if shutil.which(target.compiler) else
+                 f"not measuring: {target.compiler} is not installed (scripts/test installs it)")
     # CMSIS-NN is the user's, not ours: without a copy here its build cannot be measured.
     library = find_cmsis_nn() if options.kernels == "cmsis-nn" else None
     measured = None if options.kernels == "cmsis-nn" and library is None else \

@@ -102,6 +102,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-ram", metavar="BYTES",
                         help="the arena may not exceed this (suffixes K, M): the first layers "
                              "then run in row bands when layer by layer needs more")
+    parser.add_argument("--ram-regions", action="store_true",
+                        help="split the arena over the part's RAM regions, small buffers "
+                             "first in the fastest; one array and section per region")
     parser.add_argument("--weights-section", metavar="NAME",
                         help="put the constant tables in this linker section (e.g. .extflash)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -116,7 +119,8 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         calibration=args.calibration, weights=args.weights, target=args.target,
         name=args.name, out=args.out, force=args.force,
         memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose,
-        max_ram=parse_bytes(args.max_ram), weights_section=args.weights_section)
+        max_ram=parse_bytes(args.max_ram), weights_section=args.weights_section,
+        ram_regions=args.ram_regions)
 
 
 def command_build(args: argparse.Namespace) -> int:
@@ -128,6 +132,9 @@ def command_build(args: argparse.Namespace) -> int:
           f"-> {result.out_dir}")
     if report.schedule is not None:
         print(schedule_summary(report.schedule))
+    if report.regions:
+        print("arena by RAM region: " + ", ".join(
+            f"{r['name']} {r['arena_bytes']:,} of {r['region_bytes']:,} B" for r in report.regions))
     sizes = result.measured
     if sizes is not None:
         print(f"measured with {sizes.compiler}: flash {sizes.flash_bytes:,} B "

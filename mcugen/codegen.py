@@ -47,6 +47,7 @@ class Pointer:
     base: str  # "input", "output", "arena" or "table"
     offset: int = 0
     table: str | None = None
+    array: str = "arena"  # the arena array (one per RAM region with --ram-regions)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,36 @@ class StepView:
 
 
 @dataclass(frozen=True)
+class ArenaView:
+    """One static arena array: the only one, or one RAM region's, in its own section."""
+
+    array: str
+    size: int
+    region: str | None = None  # the part's name for the region
+    section: str | None = None
+    macro: str | None = None  # NAME_ARENA_<REGION>_SIZE
+
+
+def region_identifier(region: str) -> str:
+    """A region's name as part of a C identifier: "AXI SRAM" -> "AXI_SRAM"."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", region).strip("_").upper()
+
+
+def arena_views(plan: Plan, model: str) -> tuple[ArenaView, ...]:
+    if plan.regions is None:
+        return (ArenaView("arena", plan.arena_size),)
+    views = []
+    for region, size in plan.regions:
+        ident = region_identifier(region)
+        # .bss.*: without a rule of its own a linker script's *(.bss*) takes it (zeroed, no
+        # flash); a rule for it placed before .bss puts it in the region.
+        views.append(ArenaView(f"arena_{ident.lower()}", size, region,
+                               f".bss.{model}_arena_{ident.lower()}",
+                               f"{model.upper()}_ARENA_{ident}_SIZE"))
+    return tuple(views)
+
+
+@dataclass(frozen=True)
 class ModelView:
     name: str
     upper: str
@@ -128,6 +159,7 @@ class ModelView:
     input_zero_point: int
     output_zero_point: int
     arena_size: int
+    arenas: tuple[ArenaView, ...]
     layers: tuple[LayerView, ...]
     steps: tuple[StepView, ...]
     schedule: str  # one line: layer by layer, or which layers run in row bands
@@ -264,7 +296,7 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
         input_shape=inp.shape, output_shape=out.shape,
         input_scale=float_literal(inp.scale), output_scale=float_literal(out.scale),
         input_zero_point=inp.zero_point, output_zero_point=out.zero_point,
-        arena_size=plan.arena_size, layers=views,
+        arena_size=plan.arena_size, arenas=arena_views(plan, name), layers=views,
         steps=tuple(_step_view(step, views[step.layer], graph, plan) for step in schedule.steps),
         schedule=schedule_line(schedule, len(schedule.steps)),
         isas=tuple(isa.value for isa in Isa if isa is not Isa.PORTABLE
@@ -282,7 +314,15 @@ def _pointer(tensor: str, graph: Graph, plan: Plan) -> Pointer:
         return Pointer("input")
     if tensor in graph.outputs:
         return Pointer("output")
-    return Pointer("arena", plan.offsets[tensor])
+    return _arena_pointer(tensor, plan)
+
+
+def _arena_pointer(buffer: str, plan: Plan) -> Pointer:
+    region = plan.region(buffer)
+    if region is None:
+        return Pointer("arena", plan.offsets[buffer])
+    name, _ = plan.regions[region]
+    return Pointer("arena", plan.offsets[buffer], array=f"arena_{region_identifier(name).lower()}")
 
 
 def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan) -> StepView:
@@ -293,7 +333,7 @@ def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan) -> StepVie
         operand2 = getattr(layer.params, "operand2", None)  # the layer's own, by name
         input2 = Pointer("table", table=operand2.name) if operand2 is not None \
             else _pointer(op.input2, graph, plan)
-    scratch = Pointer("arena", plan.offsets[scratch_id(layer.index)]) \
+    scratch = _arena_pointer(scratch_id(layer.index), plan) \
         if layer.scratch_bytes else None
     output = _pointer(op.output, graph, plan)
     if step.origins is None:

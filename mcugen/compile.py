@@ -21,7 +21,7 @@ from .passes.fold_pad import fold_pad
 from .passes.lookup_table import lookup_tables
 from .passes.quantize import quantize_constants
 from .passes.reshape import elide_reshape
-from .planner import Buffer, Plan, plan_memory
+from .planner import Buffer, Plan, plan_memory, plan_regions
 from .report import Report, build_report
 from .schedule import Schedule, Step, arena_buffers, layer_by_layer
 from .targets import Target
@@ -54,13 +54,16 @@ def prepare(graph: Graph) -> Graph:
 def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
                   memory_check: bool = True, kernel_set: str = "mcugen",
                   max_ram: int | None = None, fit_ram: int | None = None,
-                  weights_section: str | None = None) -> CompiledModel:
+                  weights_section: str | None = None,
+                  ram_regions: bool = False) -> CompiledModel:
     """max_ram: the arena may not exceed it (a row-band schedule if layer by layer does not
     fit; an error naming the smallest reachable arena if none fits). fit_ram: without
     max_ram, the RAM the arena should fit if a row-band schedule can make it."""
     graph = prepare(graph)
     layers = lower_layers(graph, target, name, kernel_set)
     schedule, buffers, plan, whole_arena = choose_schedule(graph, layers, max_ram, fit_ram)
+    if ram_regions:
+        plan = plan_regions(buffers, region_capacities(target))
     library = any(layer.variant.library for layer in layers)
     view = build_model_view(graph, layers, schedule, plan, name, source,
                             cmsis_path(target) if library else None, weights_section)
@@ -95,6 +98,15 @@ def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None
     schedule = dataclasses.replace(chosen.schedule, reason=reason)
     buffers = arena_buffers(graph, layers, schedule)
     return schedule, buffers, plan_memory(buffers), plan.arena_size
+
+
+def region_capacities(target: Target) -> list[tuple[str, int]]:
+    regions = target.arena_regions
+    if len(regions) < 2:
+        raise McugenError(f"--ram-regions: {target.name} lists "
+                          f"{'one RAM region' if regions else 'no RAM regions'} for the arena; "
+                          f"a part with several does (see mcugen targets)")
+    return [(r.name, r.bytes) for r in regions]
 
 
 def check_memory(report: Report, target: Target) -> None:

@@ -44,8 +44,15 @@ class Buffer:
 
 @dataclass(frozen=True)
 class Plan:
-    offsets: dict[str, int]
-    arena_size: int
+    offsets: dict[str, int]  # within the buffer's region
+    arena_size: int  # all regions together
+    # Split over RAM regions (--ram-regions): each region's name and arena size, in the
+    # target's order, and the region index of every buffer. None: one arena.
+    regions: tuple[tuple[str, int], ...] | None = None
+    region_of: dict[str, int] | None = None
+
+    def region(self, buffer: str) -> int | None:
+        return None if self.region_of is None else self.region_of[buffer]
 
 
 def _align(value: int) -> int:
@@ -167,6 +174,66 @@ def streaming_distance(write_end: np.ndarray, next_read: np.ndarray) -> int:
     read by step p or any later step. Safe iff out + write_end[p] <= in + next_read[p] for all p.
     """
     return int(np.max(write_end - next_read))
+
+
+def live_peak(buffers: list[Buffer]) -> int:
+    """The most bytes alive at once, quick to compute: an estimate of the planner's arena.
+    A buffer written over its input adds, at the step that writes it, only what sticks out
+    beyond the input (the larger of the distance and the growth)."""
+    by_id = {b.id: b for b in buffers}
+    steps = max((b.last for b in buffers), default=0) + 2
+    change = np.zeros(steps, dtype=np.int64)
+    for b in buffers:
+        first_bytes = b.size
+        for overlap in b.overlaps:
+            other = by_id.get(overlap.other)
+            if other is not None and other.last == b.first:
+                first_bytes = min(first_bytes, max(overlap.distance, b.size - other.size))
+        change[b.first] += first_bytes
+        change[b.first + 1] += b.size - first_bytes
+        change[b.last + 1] -= b.size
+    return int(np.cumsum(change).max(initial=0))
+
+
+def plan_regions(buffers: list[Buffer], regions: list[tuple[str, int]]) -> Plan:
+    """The arena split over RAM regions (name, bytes), fastest first: the small buffers first
+    (a band, a scratch, a small late layer's output: touched most per byte) fill the first
+    region as far as its plan fits, the next ones the next region, and so on; each region is
+    planned like one arena. Raises McugenError when the last region overflows."""
+    from .errors import McugenError
+
+    remaining = sorted(buffers, key=lambda b: (b.size, b.first, b.id))
+    plans: list[Plan] = []
+    region_of: dict[str, int] = {}
+    for index, (name, capacity) in enumerate(regions):
+        last = index == len(regions) - 1
+        chosen = list(remaining) if last else _filled(remaining, capacity)
+        plan = plan_memory(chosen)
+        while plan.arena_size > capacity and chosen and not last:
+            chosen.remove(max(chosen, key=lambda b: (b.size, b.id)))
+            plan = plan_memory(chosen)
+        if plan.arena_size > capacity:
+            raise McugenError(
+                f"the arena does not fit the RAM regions {', '.join(n for n, _ in regions)}: "
+                f"{name} would need {plan.arena_size:,} B of its {capacity:,}")
+        plans.append(plan)
+        region_of.update((b.id, index) for b in chosen)
+        taken = {b.id for b in chosen}
+        remaining = [b for b in remaining if b.id not in taken]
+    offsets = {name: offset for plan in plans for name, offset in plan.offsets.items()}
+    return Plan(offsets, sum(p.arena_size for p in plans),
+                tuple((name, plan.arena_size) for (name, _), plan in zip(regions, plans)),
+                region_of)
+
+
+def _filled(candidates: list[Buffer], capacity: int) -> list[Buffer]:
+    """The buffers, in order, that a region of capacity bytes takes while the bytes alive at
+    once stay within it."""
+    chosen: list[Buffer] = []
+    for buffer in candidates:
+        if live_peak(chosen + [buffer]) <= capacity:
+            chosen.append(buffer)
+    return chosen
 
 
 def format_plan(buffers: list[Buffer], plan: Plan, width: int = 64) -> str:

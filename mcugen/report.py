@@ -43,6 +43,7 @@ class BufferStats:
     size: int
     first: int  # the first step that writes it (with one step per layer, the layer)
     last: int  # the last step that reads it
+    region: str | None = None  # with --ram-regions: the RAM region (offset is within it)
     kind: str = "activation"  # "scratch": a kernel's working memory during one layer;
     # "band": the rows of a tensor that a row-band schedule holds at once
 
@@ -67,6 +68,8 @@ class Report:
     # layer_by_layer_arena, arena, moved_bytes, bands (tensor -> rows held).
     schedule: dict | None = None
     step_layers: list[int] = field(default_factory=list)  # the layer of each step, in order
+    # With --ram-regions: each region's name, arena bytes and the region's size.
+    regions: list[dict] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -100,6 +103,17 @@ def count_macs(op: Op, graph: Graph) -> int:
         return graph.tensor(op.weights).size * (graph.tensor(op.output).size
                                                 // graph.tensor(op.weights).shape[0])
     return 0
+
+
+def format_regions(buffers: list[Buffer], plan: Plan) -> str:
+    """The memory plan's picture: of the arena, or of each RAM region's."""
+    if plan.regions is None:
+        return format_plan(buffers, plan)
+    parts = []
+    for index, (name, size) in enumerate(plan.regions):
+        inside = [b for b in buffers if plan.region(b.id) == index]
+        parts.append(f"{name} ({size:,} B):\n" + format_plan(inside, Plan(plan.offsets, size)))
+    return "\n\n".join(parts)
 
 
 def schedule_stats(schedule: Schedule, graph: Graph, plan: Plan, whole_arena: int
@@ -144,11 +158,16 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
         macs=sum(s.macs for s in stats), weight_bytes=sum(s.weight_bytes for s in stats),
         const_bytes=sum(s.const_bytes for s in stats), arena_bytes=plan.arena_size,
         input_bytes=graph.input.nbytes, output_bytes=graph.output.nbytes,
-        memory_plan=format_plan(buffers, plan),
+        memory_plan=format_regions(buffers, plan),
         buffers=[BufferStats(b.id, plan.offsets[b.id], b.size, b.first, b.last,
+                             None if plan.regions is None else plan.regions[plan.region(b.id)][0],
                              "scratch" if b.fill_in else
                              "band" if b.id in schedule.bands else "activation")
                  for b in buffers if b.id in plan.offsets],
+        regions=None if plan.regions is None else [
+            dict(name=name, arena_bytes=size,
+                 region_bytes=next(r.bytes for r in target.ram_regions if r.name == name))
+            for name, size in plan.regions],
         schedule=schedule_stats(schedule, graph, plan,
                                 plan.arena_size if whole_arena is None else whole_arena),
         step_layers=[step.layer for step in steps])

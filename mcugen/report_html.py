@@ -177,6 +177,10 @@ def _facts(report) -> tuple[tuple[str, str], ...]:
              ("arena (static RAM for activations)", f"{report.arena_bytes:,} B"),
              ("input / output (caller's buffers)",
               f"{report.input_bytes:,} B / {report.output_bytes:,} B")]
+    regions = getattr(report, "regions", None)
+    if regions:
+        facts.append(("arena by RAM region", ", ".join(
+            f"{r['name']} {r['arena_bytes']:,} B of {r['region_bytes']:,}" for r in regions)))
     schedule = getattr(report, "schedule", None)
     facts.append(("schedule", "layer by layer" if not schedule else
                   f"{schedule['description']} ({schedule['reason']}): arena "
@@ -230,15 +234,23 @@ def _memory_plan(report) -> MemoryPlan | None:
     steps = max(max(b.last for b in buffers) + 1, len(report.layers), 1)
     x_scale = PLAN_WIDTH / steps
     y_scale = PLAN_HEIGHT / report.arena_bytes
+    # With --ram-regions the regions' arenas are drawn one below the other, in their order.
+    bases, base = {}, 0
+    for region in getattr(report, "regions", None) or ():
+        bases[region["name"]] = base
+        base += region["arena_bytes"]
     rects = []
     for number, buffer in enumerate(sorted(buffers, key=lambda b: (b.first, b.offset))):
+        region = getattr(buffer, "region", None)
+        y = bases.get(region, 0) + buffer.offset
         scratch = getattr(buffer, "kind", "activation") == "scratch"
         rects.append(Rect(
-            x=MARGIN + buffer.first * x_scale, y=MARGIN + buffer.offset * y_scale,
+            x=MARGIN + buffer.first * x_scale, y=MARGIN + y * y_scale,
             width=max((buffer.last - buffer.first + 1) * x_scale - 1, 1),
             height=max(buffer.size * y_scale, 1),
             colour="#bab0ac" if scratch else COLOURS[number % len(COLOURS)],
-            title=f"{buffer.id}: {buffer.size:,} B at offset {buffer.offset:,}, "
+            title=f"{buffer.id}: {buffer.size:,} B at offset {buffer.offset:,}"
+                  f"{' in ' + region if region else ''}, "
                   f"layers {buffer.first} to {buffer.last}"))
     x_every = max(1, steps // 15)
     x_ticks = tuple(Tick(MARGIN + (i + 0.5) * x_scale, str(i)) for i in range(0, steps, x_every))

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import McugenError
 from .ir import Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, TableLookup, op_inputs
 from .kernels import Layer
-from .planner import Buffer
+from .planner import Buffer, live_peak
 from .schedule import Schedule, Shift, Step, arena_buffers, row_bytes
 
 # Ops whose kernels can run on a range of output rows from a band of input rows. Global ops
@@ -258,25 +258,6 @@ def extra_cost(schedule: Schedule, graph: Graph) -> float:
                 for step in banded for shift in step.shifts)
     layers = sum(end - begin for begin, end in schedule.segments)
     return (len(banded) - layers) * STEP_COST + moved * SHIFT_COST_PER_BYTE
-
-
-def live_peak(buffers: list[Buffer]) -> int:
-    """The most bytes alive at once, quick to compute: an estimate of the planner's arena.
-    A buffer written over its input adds, at the step that writes it, only what sticks out
-    beyond the input (the larger of the distance and the growth)."""
-    by_id = {b.id: b for b in buffers}
-    steps = max((b.last for b in buffers), default=0) + 2
-    change = np.zeros(steps, dtype=np.int64)
-    for b in buffers:
-        first_bytes = b.size
-        for overlap in b.overlaps:
-            other = by_id.get(overlap.other)
-            if other is not None and other.last == b.first:
-                first_bytes = min(first_bytes, max(overlap.distance, b.size - other.size))
-        change[b.first] += first_bytes
-        change[b.first + 1] += b.size - first_bytes
-        change[b.last + 1] -= b.size
-    return int(np.cumsum(change).max(initial=0))
 
 
 def cut_points(graph: Graph, layers: tuple[Layer, ...]) -> list[int]:

@@ -33,6 +33,7 @@ class RamRegion:
     name: str
     address: int
     bytes: int
+    data: bool = True  # may hold the arena (an instruction TCM is for code: `data = false`)
 
     @property
     def end(self) -> int:
@@ -76,6 +77,12 @@ class Target:
     @property
     def is_host(self) -> bool:
         return self.kind == "host"
+
+    @property
+    def arena_regions(self) -> tuple[RamRegion, ...]:
+        """The RAM regions an arena may be split over (--ram-regions), fastest first: the
+        order the part's file lists them in, without those for code only."""
+        return tuple(r for r in self.ram_regions if r.data)
 
     def check_fits(self, flash_needed: int, arena_bytes: int) -> None:
         """The model's constant tables must fit the flash, its arena one RAM region."""
@@ -138,7 +145,8 @@ def _core(name: str, data: dict) -> Target:
 
 
 def _part(name: str, data: dict, core: Target) -> Target:
-    regions = tuple(RamRegion(r["name"], int(r["address"]), int(r["bytes"]))
+    regions = tuple(RamRegion(r["name"], int(r["address"]), int(r["bytes"]),
+                              bool(r.get("data", True)))
                     for r in data["ram"])
     largest = max(contiguous_ram(regions), key=lambda run: sum(r.bytes for r in run))
     cpu_flags = core.cpu_flags
