@@ -118,6 +118,9 @@ class Conv2D:
     requant: Requant | None = None
     act_min: int | None = None
     act_max: int | None = None
+    # From a uint8 model (TFLite's legacy kernels): per-tensor asymmetric weights (a nonzero
+    # weight zero point) and the per-tensor multiplier from the float32 scale product.
+    legacy: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,9 @@ class DepthwiseConv2D:
     requant: Requant | None = None
     act_min: int | None = None
     act_max: int | None = None
+    # From a uint8 model (TFLite's legacy kernels): per-tensor asymmetric weights (a nonzero
+    # weight zero point) and the per-tensor multiplier from the float32 scale product.
+    legacy: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,10 @@ class AveragePool2D:
     activation: Activation
     act_min: int | None = None
     act_max: int | None = None
+    # From a uint8 model: TFLite's uint8 AveragePool rounds the (non-negative) sum's quotient
+    # half up, (sum + n/2) / n; int8 rounds half away from zero. Activations are held
+    # shifted to int8, so half up becomes floor((sum + n/2) / n) on signed sums.
+    legacy: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,6 +202,9 @@ class FullyConnected:
     requant: Requant | None = None
     act_min: int | None = None
     act_max: int | None = None
+    # From a uint8 model (TFLite's legacy kernels): per-tensor asymmetric weights (a nonzero
+    # weight zero point) and the per-tensor multiplier from the float32 scale product.
+    legacy: bool = False
 
 
 @dataclass(frozen=True)

@@ -276,6 +276,16 @@ def rounded_average(total: ArrayLike, count: ArrayLike) -> np.ndarray:
                     -((half - total) // count)).astype(np.int32)
 
 
+def rounded_average_half_up(total: ArrayLike, count: ArrayLike) -> np.ndarray:
+    """uint8 AVERAGE_POOL_2D's division, ``(total + count/2) / count`` on a non-negative sum,
+    for the sum of values held shifted by -128 (a uint8 model's activations as int8): the
+    shift moves the sum by a multiple of the count, so the quotient is the floor of
+    ``(total + count/2) / count`` whatever the sign."""
+    total = np.asarray(total, dtype=np.int64)
+    count = np.asarray(count, dtype=np.int64)
+    return ((total + count // 2) // count).astype(np.int32)
+
+
 SOFTMAX_SCALED_DIFF_INTEGER_BITS = 5  # the exp() input is Q5.26
 SOFTMAX_ACCUMULATION_INTEGER_BITS = 12  # the sum of exps is Q12.19
 

@@ -102,6 +102,17 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     return views[:out_hw[0], :out_hw[1]].transpose(0, 1, 3, 4, 2)
 
 
+def _weights(graph: ir.Graph, name: str) -> np.ndarray:
+    """A filter's integer values minus its zero point: TFLite's int8 kernels take symmetric
+    weights (zero point 0); its uint8 kernels add ``filter_offset = -zero_point`` to every
+    weight (per-tensor), which this is."""
+    tensor = graph.tensor(name)
+    values = tensor.data.astype(np.int64)
+    if tensor.q is not None and not tensor.q.per_channel:
+        values = values - tensor.zero_point
+    return values
+
+
 def _bias(graph: ir.Graph, name: str | None, channels: int) -> np.ndarray:
     if name is None:
         return np.zeros(channels, dtype=np.int64)
@@ -113,9 +124,10 @@ def _bias(graph: ir.Graph, name: str | None, channels: int) -> np.ndarray:
 
 
 def conv2d(op: ir.Conv2D, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
-    """reference_integer_ops::ConvPerChannel."""
+    """reference_integer_ops::ConvPerChannel (reference_ops::Conv with a filter offset for a
+    uint8 model)."""
     x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
-    weights = graph.tensor(op.filter).data.astype(np.int64)  # [Cout, KH, KW, Cin]
+    weights = _weights(graph, op.filter)  # [Cout, KH, KW, Cin]
     cout, kh, kw, cin = weights.shape
     windows = _windows(x[0], (kh, kw), op.stride, op.dilation, op.padding, x_t.zero_point,
                        y_t.shape[1:3])
@@ -129,7 +141,7 @@ def depthwise_conv2d(op: ir.DepthwiseConv2D, graph: ir.Graph, x: np.ndarray) -> 
     """reference_integer_ops::DepthwiseConvPerChannel: output channel ``c * multiplier + m``
     reads input channel ``c``."""
     x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
-    weights = graph.tensor(op.filter).data[0].astype(np.int64)  # [KH, KW, Cout]
+    weights = _weights(graph, op.filter)[0]  # [KH, KW, Cout]
     kh, kw, cout = weights.shape
     windows = _windows(x[0], (kh, kw), op.stride, op.dilation, op.padding, x_t.zero_point,
                        y_t.shape[1:3])
@@ -150,7 +162,8 @@ def pad(op: ir.Pad, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
 def average_pool2d(op: ir.AveragePool2D, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
     """reference_integer_ops::AveragePool: the sum of the in-image taps of raw int8 values
     (no zero point: input and output share it), divided by their count rounding half away
-    from zero, clamped. Padding taps are neither summed nor counted."""
+    from zero, clamped. Padding taps are neither summed nor counted. A uint8 model's
+    (reference_ops::AveragePool on uint8) rounds half up instead."""
     out_hw = graph.tensor(op.output).shape[1:3]
 
     def window_sums(image: np.ndarray) -> np.ndarray:
@@ -159,7 +172,10 @@ def average_pool2d(op: ir.AveragePool2D, graph: ir.Graph, x: np.ndarray) -> np.n
 
     total = window_sums(x[0].astype(np.int64))
     count = window_sums(np.ones(x.shape[1:3] + (1,), dtype=np.int64))  # in-image taps
-    average = quant.rounded_average(total, count)
+    if op.legacy:
+        average = quant.rounded_average_half_up(total, count)
+    else:
+        average = quant.rounded_average(total, count)
     return np.clip(average, op.act_min, op.act_max)[None]
 
 
@@ -178,9 +194,10 @@ def mean(op: ir.Mean, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
 
 
 def fully_connected(op: ir.FullyConnected, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
-    """reference_integer_ops::FullyConnected (per tensor) / FullyConnectedPerChannel."""
+    """reference_integer_ops::FullyConnected (per tensor) / FullyConnectedPerChannel
+    (reference_ops::FullyConnected with a filter offset for a uint8 model)."""
     x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
-    weights = graph.tensor(op.weights).data.astype(np.int64)  # [outputs, depth]
+    weights = _weights(graph, op.weights)  # [outputs, depth]
     inputs = x.astype(np.int64).reshape(-1, weights.shape[1]) - x_t.zero_point
     acc = inputs @ weights.T + _bias(graph, op.bias, weights.shape[0])
     return _requantize(acc, op.requant, y_t.zero_point, op.act_min, op.act_max)

@@ -181,6 +181,9 @@ class _Importer:
         self.names = _unique_names([t.string(_Tensor.NAME) for t in self.flat_tensors])
         self.tensors: dict[str, ir.Tensor] = {}
         self._read: dict[int, ir.Tensor] = {}
+        # Names of the uint8 tensors of a legacy (TF1) quantized model, held as int8 shifted
+        # by -128 (see _shifted_to_int8).
+        self.legacy: set[str] = set()
 
     def graph(self) -> ir.Graph:
         graph_input = self._endpoint(_SubGraph.INPUTS, "input")
@@ -199,7 +202,7 @@ class _Importer:
             raise McugenError(f"the model has {len(indices)} {what}s; mcugen needs exactly one "
                               f"{what}")
         tensor = self.read(indices[0], f"model {what}")
-        if tensor.dtype != "int8":
+        if tensor.dtype != "int8":  # a uint8 endpoint is held shifted (self.legacy)
             raise McugenError(f"model {what} is {tensor.dtype}; mcugen needs a fully int8 model "
                               "(int8 input and output)")
         if tensor.q is None or tensor.q.per_channel:
@@ -239,7 +242,11 @@ class _Importer:
             raise McugenError(f"tensor {name!r} is sparse; mcugen needs dense tensors")
         q = _qparams(flat.table(_Tensor.QUANTIZATION), shape, name)
         data = self._constant_data(flat.scalar(_Tensor.BUFFER, "I", 0), name, dtype, shape)
-        return ir.Tensor(name, shape, dtype, q, data)
+        tensor = ir.Tensor(name, shape, dtype, q, data)
+        if dtype == "uint8":
+            tensor = _shifted_to_int8(tensor)
+            self.legacy.add(name)
+        return tensor
 
     def _constant_data(self, buffer_index: int, name: str, dtype: str,
                        shape: tuple[int, ...]) -> np.ndarray | None:
@@ -263,6 +270,24 @@ class _Importer:
         data = np.frombuffer(raw, dtype=element).astype(dtype).reshape(shape)
         data.flags.writeable = False  # IR values are never mutated
         return data
+
+
+def _shifted_to_int8(tensor: ir.Tensor) -> ir.Tensor:
+    """A uint8 tensor (values q, zero point z) as int8 (q - 128, z - 128): the same real
+    values, scale * (q - z), so every kernel that works on differences from the zero point
+    computes the same integers (TFLite's uint8 and int8 reference kernels share their
+    arithmetic, except where ir marks an op ``legacy``)."""
+    q = tensor.q
+    if q is not None:
+        if any(not 0 <= zp <= 255 for zp in q.zero_point):
+            raise McugenError(f"uint8 tensor {tensor.name!r} has zero point "
+                              f"{list(q.zero_point)} outside 0..255")
+        q = ir.QParams(q.scale, tuple(zp - 128 for zp in q.zero_point), q.axis)
+    data = None
+    if tensor.data is not None:
+        data = (tensor.data.astype(np.int16) - 128).astype(np.int8)
+        data.flags.writeable = False
+    return ir.Tensor(tensor.name, tensor.shape, "int8", q, data)
 
 
 def _op_code_name(code: Table) -> str:
@@ -412,13 +437,20 @@ class _OpReader:
         self._check_rank(tensor, rank, "weights")
         if tensor.q is None:
             raise self.error(f"weights {tensor.name!r} are not quantized")
-        if any(tensor.q.zero_point):
+        if any(tensor.q.zero_point) and not self.legacy(tensor):
             raise self.error(f"weights {tensor.name!r} have nonzero zero points; TFLite int8 "
                              "weights are symmetric")
+        if self.legacy(tensor) and tensor.q.per_channel:
+            raise self.error(f"uint8 weights {tensor.name!r} are quantized per channel; "
+                             "TFLite's uint8 kernels take one scale and zero point")
         if tensor.q.per_channel and tensor.q.axis != channel_axis:
             raise self.error(f"weights {tensor.name!r} are quantized along axis "
                              f"{tensor.q.axis}, expected {channel_axis}")
         return self.importer.use(tensor)
+
+    def legacy(self, tensor: ir.Tensor) -> bool:
+        """Whether ``tensor`` was uint8 in the model (a legacy quantized model)."""
+        return tensor.name in self.importer.legacy
 
     def bias(self, position: int, channels: int) -> ir.Tensor | None:
         tensor = self._operand(position, "bias")
@@ -487,7 +519,8 @@ def _conv_2d(op: _OpReader) -> ir.Conv2D:
     return ir.Conv2D(input=source.name, filter=filter_.name, bias=bias.name if bias else None,
                      output=op.output(rank=4).name, stride=stride, dilation=dilation,
                      padding=padding,
-                     activation=op.activation(options, _Conv2DOptions.ACTIVATION))
+                     activation=op.activation(options, _Conv2DOptions.ACTIVATION),
+                     legacy=op.legacy(filter_))
 
 
 def _depthwise_conv_2d(op: _OpReader) -> ir.DepthwiseConv2D:
@@ -507,7 +540,8 @@ def _depthwise_conv_2d(op: _OpReader) -> ir.DepthwiseConv2D:
         input=source.name, filter=filter_.name, bias=bias.name if bias else None,
         output=op.output(rank=4).name, stride=stride, dilation=dilation, padding=padding,
         depth_multiplier=out_channels // in_channels,
-        activation=op.activation(options, _DepthwiseConv2DOptions.ACTIVATION))
+        activation=op.activation(options, _DepthwiseConv2DOptions.ACTIVATION),
+        legacy=op.legacy(filter_))
 
 
 def _pad(op: _OpReader) -> ir.Pad:
@@ -541,7 +575,8 @@ def _average_pool_2d(op: _OpReader) -> ir.AveragePool2D:
         raise op.error(f"output shape {list(output.shape)} should be {list(expected)}")
     return ir.AveragePool2D(input=source.name, output=output.name,
                             filter_size=filter_size, stride=stride, padding=padding,
-                            activation=op.activation(options, _Pool2DOptions.ACTIVATION))
+                            activation=op.activation(options, _Pool2DOptions.ACTIVATION),
+                            legacy=op.legacy(source))
 
 
 def _mean(op: _OpReader) -> ir.Mean:
@@ -575,7 +610,8 @@ def _fully_connected(op: _OpReader) -> ir.FullyConnected:
     return ir.FullyConnected(
         input=source.name, weights=weights.name, bias=bias.name if bias else None,
         output=output.name,
-        activation=op.activation(options, _FullyConnectedOptions.ACTIVATION))
+        activation=op.activation(options, _FullyConnectedOptions.ACTIVATION),
+        legacy=op.legacy(weights))
 
 
 def _reshape(op: _OpReader) -> ir.Reshape:

@@ -20,7 +20,7 @@ import numpy as np
 from ..ir import Conv2D, Graph, Op
 from ..targets import Target
 from .lowering import (FeatureMap, Requantization, Window, bias_array, ceil_to, conv_window,
-                       feature_map, input_offset, model_bias, requantization)
+                       feature_map, input_offset, model_bias, requantization, split_weights)
 from .pointwise import DSP_BLOCK_PIXELS, MatrixDsp, dsp_scratch_bytes, is_pointwise, matrix_dsp
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
@@ -42,6 +42,9 @@ class ConvParams:
     block_pixels: int
     dot: str  # the C function of the 2x2 dot product (templates/kernels/conv_s8*_helpers)
     contiguous_rows: bool  # undilated columns: a window row inside the image is one copy
+    # The weight offset (lowering.SplitWeights): offset * (the sum of the column, which holds
+    # x - zp) per pixel; the bias is the model's.
+    offset: int = 0
 
 
 def filter_rows(weights: np.ndarray) -> np.ndarray:
@@ -52,7 +55,8 @@ def filter_rows(weights: np.ndarray) -> np.ndarray:
 
 def _lowering(dot: str):
     def lower(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> ConvParams:
-        weights = graph.tensor(op.filter).data
+        split = split_weights(graph.tensor(op.filter))
+        weights = split.stored
         out_c, kh, kw, in_c = weights.shape
         window = conv_window(op, (kh, kw))
         return ConvParams(
@@ -64,7 +68,7 @@ def _lowering(dot: str):
                               filter_rows(weights)),
             bias=bias_array(names, model_bias(op, graph, out_c)),
             out=requantization(op, graph, names, out_c), block_pixels=BLOCK_PIXELS,
-            dot=dot, contiguous_rows=window.dil_w == 1)
+            dot=dot, contiguous_rows=window.dil_w == 1, offset=split.offset)
     return lower
 
 
@@ -80,13 +84,13 @@ class ConvDspParams:
 
 
 def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> ConvDspParams:
-    weights = graph.tensor(op.filter).data
-    out_c, kh, kw, in_c = weights.shape
+    split = split_weights(graph.tensor(op.filter))
+    out_c, kh, kw, in_c = split.stored.shape
     window = conv_window(op, (kh, kw))
     return ConvDspParams(
         input=feature_map(graph.tensor(op.input)), output=feature_map(graph.tensor(op.output)),
         window=window, zero_point=graph.tensor(op.input).zero_point,
-        matrix=matrix_dsp(weights.reshape(out_c, -1), op, graph, names, target),
+        matrix=matrix_dsp(split, op, graph, names, target),
         contiguous_rows=window.dil_w == 1, block_pixels=DSP_BLOCK_PIXELS)
 
 
@@ -108,11 +112,11 @@ def _general(op: Op, graph: Graph, target: Target) -> bool:
 CONV_S8_DSP = Variant(
     "conv_s8_dsp", (Conv2D,), Isa.DSP, "conv_s8_dsp", Order.RASTER, _lower_dsp,
     applies=_general, scratch_bytes=_dsp_scratch,
-    helpers=("window_helpers", "pw_conv_s8_dsp_helpers"), row_ranges=True)
+    helpers=("window_helpers", "pw_conv_s8_dsp_helpers"), row_ranges=True, legacy=True)
 CONV_S8 = Variant(
     "conv_s8", (Conv2D,), Isa.PORTABLE, "conv_s8", Order.RASTER,
     _lowering(dot="conv_dot_2x2"), applies=_general,
     scratch_bytes=column_scratch_bytes, helpers=("window_helpers", "conv_s8_helpers"),
-    row_ranges=True)
+    row_ranges=True, legacy=True)
 
 VARIANTS = (CONV_S8_DSP, CONV_S8)

@@ -25,7 +25,8 @@ import numpy as np
 from ..ir import DepthwiseConv2D, Graph, Requant
 from ..targets import Target
 from .lowering import (FeatureMap, Requantization, Window, bias_array, conv_window, interior,
-                       feature_map, folded_bias, input_offset, model_bias, requantization)
+                       feature_map, folded_bias, input_offset, model_bias, requantization,
+                       weight_values)
 from .requantize import ShortRequantization, dsp_short_function, short_requantization
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
@@ -58,11 +59,15 @@ class DepthwiseParams:
     window: Window
     depth_multiplier: int
     input_offset: int
-    filter: ConstArray  # [KH * KW][Cout], the model's layout
+    filter: ConstArray  # [KH * KW][Cout], the model's layout (int16 where wide)
     bias: ConstArray  # input offset folded in
     out: Requantization
     plan: DepthwisePlan
     block_pixels: int = 1
+    # The multiply-accumulates of four channels, for int8 weights or for a uint8 model's
+    # weights minus their zero point, which need int16 (weight_values).
+    mac4: str = "dw_mac4"
+    mac4_one: str = "dw_mac4_one"
 
 
 @dataclass(frozen=True)
@@ -85,22 +90,27 @@ class DepthwiseDspParams:
     plan: DepthwisePlan
     packed_on_stack: bool
     block_pixels: int = 1
+    # A uint8 model's weights minus their zero point (int16): the blocked channels' weights
+    # extended and doubled at generation time, in flash, in dw_extend_weights' order.
+    prepacked: ConstArray | None = None
 
     @property
     def packed_words(self) -> int:
         return self.window.taps * self.plan.blocked // 2
 
 
-def accumulator_bound(window: Window, bias: np.ndarray) -> int:
-    """|acc| <= this: the model's bias plus taps of |x - zp| <= 256 times |w| <= 128 (the same
-    bounds the partial sums from the folded bias, of |x| <= 128 products, stay under)."""
-    return int(np.abs(bias).max(initial=0)) + window.taps * 256 * 128
+def accumulator_bound(window: Window, bias: np.ndarray, weight_max: int = 128) -> int:
+    """|acc| <= this: the model's bias plus taps of |x - zp| <= 256 times |w| <= weight_max
+    (128 for int8, up to 255 for a uint8 model's; the same bounds the partial sums from the
+    folded bias, of |x| <= 128 products, stay under)."""
+    return int(np.abs(bias).max(initial=0)) + window.taps * 256 * weight_max
 
 
-def portable_short(window: Window, bias: np.ndarray, requant: Requant) -> bool:
+def portable_short(window: Window, bias: np.ndarray, requant: Requant,
+                   weight_max: int = 128) -> bool:
     """The portable short requantization (dw_requantize): |acc| < 2^30, right shifts,
     multipliers that are not negative."""
-    return (accumulator_bound(window, bias) < 2**30 and max(requant.shift) <= -1
+    return (accumulator_bound(window, bias, weight_max) < 2**30 and max(requant.shift) <= -1
             and min(requant.multiplier) >= 0)
 
 
@@ -123,7 +133,7 @@ def depthwise_plan(x: FeatureMap, y: FeatureMap, window: Window, depth_multiplie
 
 
 def _geometry(op: DepthwiseConv2D, graph: Graph):
-    weights = graph.tensor(op.filter).data  # [1, KH, KW, Cout]
+    weights = weight_values(graph.tensor(op.filter))  # [1, KH, KW, Cout], w - zero point
     _, kh, kw, out_c = weights.shape
     return (weights, feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output)),
             conv_window(op, (kh, kw)), model_bias(op, graph, out_c))
@@ -135,23 +145,42 @@ def _folded(op: DepthwiseConv2D, graph: Graph, weights: np.ndarray, bias: np.nda
     return folded_bias(bias, weights[0].reshape(-1, out_c).T, graph.tensor(op.input).zero_point)
 
 
+def is_wide(weights: np.ndarray) -> bool:
+    """Weights that int8 cannot hold (a uint8 model's, minus their zero point)."""
+    return bool(weights.min(initial=0) < -128 or weights.max(initial=0) > 127)
+
+
+def filter_table(names: LayerNames, weights: np.ndarray) -> ConstArray:
+    """The filter [KH * KW][Cout] as int8, or int16 where it is wide."""
+    if is_wide(weights):
+        return ConstArray(names.table("filter"), "int16_t", weights.reshape(-1).astype(np.int16))
+    return ConstArray(names.table("filter"), "int8_t", weights.reshape(-1).astype(np.int8))
+
+
+def _weight_max(weights: np.ndarray) -> int:
+    return max(128, int(np.abs(weights).max(initial=0)))
+
+
 def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
            names: LayerNames) -> DepthwiseParams:
     weights, x, y, window, bias = _geometry(op, graph)
     plan = depthwise_plan(x, y, window, op.depth_multiplier,
-                          short=portable_short(window, bias, op.requant), packed=False)
+                          short=portable_short(window, bias, op.requant, _weight_max(weights)),
+                          packed=False)
+    wide = is_wide(weights)
     return DepthwiseParams(
         input=x, output=y, window=window, depth_multiplier=op.depth_multiplier,
-        input_offset=input_offset(op, graph),
-        filter=ConstArray(names.table("filter"), "int8_t", weights.reshape(-1)),
+        input_offset=input_offset(op, graph), filter=filter_table(names, weights),
         bias=bias_array(names, _folded(op, graph, weights, bias)),
-        out=requantization(op, graph, names, y.c), plan=plan)
+        out=requantization(op, graph, names, y.c), plan=plan,
+        mac4="dw_mac4_wide" if wide else "dw_mac4",
+        mac4_one="dw_mac4_one_wide" if wide else "dw_mac4_one")
 
 
 def _dsp_layout(op: DepthwiseConv2D, graph: Graph, names: LayerNames):
     weights, x, y, window, bias = _geometry(op, graph)
     out = requantization(op, graph, names, y.c)
-    short = short_requantization(out, accumulator_bound(window, bias))
+    short = short_requantization(out, accumulator_bound(window, bias, _weight_max(weights)))
     plan = depthwise_plan(x, y, window, op.depth_multiplier, short=short is not None,
                           packed=True)
     return weights, x, y, window, bias, out, short, plan
@@ -161,6 +190,7 @@ def _lower_dsp(op: DepthwiseConv2D, graph: Graph, target: Target,
                names: LayerNames) -> DepthwiseDspParams:
     weights, x, y, window, bias, out, short, plan = _dsp_layout(op, graph, names)
     folded = _folded(op, graph, weights, bias).astype(np.int64)
+    filter_ = filter_table(names, weights)
     if short is None:
         channels = bias_array(names, folded)
     else:
@@ -169,11 +199,27 @@ def _lower_dsp(op: DepthwiseConv2D, graph: Graph, target: Target,
         channels = ConstArray(names.table("channels"), "int32_t", words.reshape(-1)).as_int32()
     return DepthwiseDspParams(
         input=x, output=y, window=window, depth_multiplier=op.depth_multiplier,
-        input_offset=input_offset(op, graph),
-        filter=ConstArray(names.table("filter"), "int8_t", weights.reshape(-1)),
+        input_offset=input_offset(op, graph), filter=filter_,
         channels=channels, short=short, out=out if short is None else None,
         requantize=dsp_short_function(short), plan=plan,
-        packed_on_stack=_packed_bytes(window, plan) <= EXTENDED_WEIGHTS_MAX_BYTES)
+        packed_on_stack=_packed_bytes(window, plan) <= EXTENDED_WEIGHTS_MAX_BYTES,
+        prepacked=_prepacked(names, weights, window, plan) if is_wide(weights) else None)
+
+
+def _prepacked(names: LayerNames, weights: np.ndarray, window: Window,
+               plan: DepthwisePlan) -> ConstArray:
+    """What dw_extend_weights makes of int8 weights, for weights int8 cannot hold: per block
+    of four channels and per tap, the words (2 w0, 2 w2) and (2 w1, 2 w3), low lane first
+    (the order SXTB16 splits a word in)."""
+    taps = weights.reshape(window.taps, -1)[:, :plan.blocked].astype(np.int64)
+    words = []
+    for c in range(0, plan.blocked, 4):
+        for t in range(window.taps):
+            w = 2 * taps[t, c:c + 4]  # |2 w| <= 510: an int16 lane
+            words.append((w[0] & 0xFFFF) | ((w[2] & 0xFFFF) << 16))
+            words.append((w[1] & 0xFFFF) | ((w[3] & 0xFFFF) << 16))
+    values = np.array(words, np.int64).astype(np.uint32).view(np.int32)
+    return ConstArray(names.table("packed"), "int32_t", values)
 
 
 def _packed_bytes(window: Window, plan: DepthwisePlan) -> int:
@@ -181,19 +227,26 @@ def _packed_bytes(window: Window, plan: DepthwisePlan) -> int:
 
 
 def _dsp_scratch(op: DepthwiseConv2D, graph: Graph, target: Target) -> int:
-    """The pre-extended weights when too large for the stack."""
-    _, _, _, window, _, _, _, plan = _dsp_layout(op, graph, LayerNames("", 0, ""))
-    size = _packed_bytes(window, plan)
+    """The pre-extended weights when too large for the stack (none when prepacked)."""
+    weights, _, _, window, _, _, _, plan = _dsp_layout(op, graph, LayerNames("", 0, ""))
+    size = 0 if is_wide(weights) else _packed_bytes(window, plan)
     return size if size > EXTENDED_WEIGHTS_MAX_BYTES else 0
+
+
+def _dsp_applies(op: DepthwiseConv2D, graph: Graph, target: Target) -> bool:
+    """Weights int8 cannot hold go through the prepacked int16 weights, which need the
+    packed plan (the short requantization, blocked channels); otherwise portable C."""
+    weights, _, _, _, _, _, _, plan = _dsp_layout(op, graph, LayerNames("", 0, ""))
+    return not is_wide(weights) or plan.packed
 
 
 DW_CONV_S8_DSP = Variant(
     "dw_conv_s8_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_dsp", Order.RASTER,
-    _lower_dsp, scratch_bytes=_dsp_scratch,
+    _lower_dsp, applies=_dsp_applies, scratch_bytes=_dsp_scratch,
     helpers=("window_helpers", "pw_conv_s8_dsp_helpers", "dw_conv_s8_dsp_helpers"),
-    row_ranges=True)
+    row_ranges=True, legacy=True)
 DW_CONV_S8 = Variant(
     "dw_conv_s8", (DepthwiseConv2D,), Isa.PORTABLE, "dw_conv_s8", Order.RASTER, _lower,
-    helpers=("window_helpers", "dw_conv_s8_helpers"), row_ranges=True)
+    helpers=("window_helpers", "dw_conv_s8_helpers"), row_ranges=True, legacy=True)
 
 VARIANTS = (DW_CONV_S8_DSP, DW_CONV_S8)

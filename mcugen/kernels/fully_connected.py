@@ -19,7 +19,7 @@ from .variant import Isa, LayerNames, Order, Variant
 def _lowering(block_pixels: int):
     def lower(op: FullyConnected, graph: Graph, target: Target,
               names: LayerNames) -> PointwiseParams:
-        return matrix_params(graph.tensor(op.weights).data, *_rows(op, graph), op, graph, names,
+        return matrix_params(graph.tensor(op.weights), *_rows(op, graph), op, graph, names,
                              block_pixels)
     return lower
 
@@ -32,7 +32,7 @@ def _rows(op: FullyConnected, graph: Graph) -> tuple[FeatureMap, FeatureMap]:
 
 def _lower_dsp(op: FullyConnected, graph: Graph, target: Target,
                names: LayerNames) -> PointwiseDspParams:
-    return matrix_dsp_params(graph.tensor(op.weights).data, *_rows(op, graph), op, graph, names,
+    return matrix_dsp_params(graph.tensor(op.weights), *_rows(op, graph), op, graph, names,
                              target)
 
 
@@ -42,12 +42,12 @@ def _dsp_scratch(op: FullyConnected, graph: Graph, target: Target) -> int:
 
 FC_S8_DSP = Variant(
     "fc_s8_dsp", (FullyConnected,), Isa.DSP, "pw_conv_s8_dsp", Order.SEPARATE, _lower_dsp,
-    scratch_bytes=_dsp_scratch, helpers=("pw_conv_s8_dsp_helpers",), row_ranges=True)
+    scratch_bytes=_dsp_scratch, helpers=("pw_conv_s8_dsp_helpers",), row_ranges=True, legacy=True)
 FC_S8_ARMV7M = Variant(
     "fc_s8_armv7m", (FullyConnected,), Isa.ARMV7M, "pw_conv_s8", Order.SEPARATE, _lowering(2),
-    helpers=("matrix_helpers",), row_ranges=True)
+    helpers=("matrix_helpers",), row_ranges=True, legacy=True)
 FC_S8 = Variant(
     "fc_s8", (FullyConnected,), Isa.PORTABLE, "pw_conv_s8", Order.SEPARATE, _lowering(1),
-    helpers=("matrix_helpers",), row_ranges=True)
+    helpers=("matrix_helpers",), row_ranges=True, legacy=True)
 
 VARIANTS = (FC_S8_DSP, FC_S8_ARMV7M, FC_S8)

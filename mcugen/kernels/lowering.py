@@ -147,11 +147,49 @@ def model_bias(op: Op, graph: Graph, channels: int) -> np.ndarray:
     return graph.tensor(op.bias).data.astype(np.int64).reshape(channels)
 
 
-def folded_bias(bias: np.ndarray, weight_rows: np.ndarray, input_zero_point: int) -> np.ndarray:
+@dataclass(frozen=True)
+class SplitWeights:
+    """A filter's integers as the matrix kernels take them: ``w - zero_point = stored +
+    offset`` exactly, with int8 ``stored`` values and one ``offset`` for the whole filter.
+
+    int8 models have symmetric weights (offset 0). A uint8 model's weights, held shifted to
+    int8 (``w - 128``), have a zero point z of their own, and w - z spans up to 255 values
+    (TF1's min/max quantization reaches both ends), which int8 cannot hold: the stored values
+    are then the shifted weights and the offset is -z. Each accumulator then needs
+    ``offset * sum(x)`` over the inputs it reads (one sum per pixel, shared by every output
+    channel: gemmlowp's input-sum correction), and its folded bias ``- zp_in * offset *
+    depth``; kernels/requantize.py bounds the accumulators with both."""
+
+    stored: np.ndarray  # int8 values, the filter's shape
+    offset: int
+
+
+def split_weights(tensor: Tensor) -> SplitWeights:
+    data = tensor.data.astype(np.int64)
+    if tensor.q is None or tensor.q.per_channel or tensor.zero_point == 0:
+        return SplitWeights(data.astype(np.int8), 0)
+    centred = data - tensor.zero_point
+    if centred.min(initial=0) >= -128 and centred.max(initial=0) <= 127:
+        return SplitWeights(centred.astype(np.int8), 0)  # the zero point folds in
+    return SplitWeights(data.astype(np.int8), -tensor.zero_point)
+
+
+def weight_values(tensor: Tensor) -> np.ndarray:
+    """A filter's integers minus its zero point (int8 for symmetric weights, up to nine bits
+    for a uint8 model's)."""
+    data = tensor.data.astype(np.int64)
+    if tensor.q is None or tensor.q.per_channel:
+        return data
+    return data - tensor.zero_point
+
+
+def folded_bias(bias: np.ndarray, weight_rows: np.ndarray, input_zero_point: int,
+                offset: int = 0) -> np.ndarray:
     """bias - zp_in * sum(w) per row: where every tap reads a real input or the zero point,
     sum((x - zp) * w) + b = sum(x * w) + this, which saves an add per MAC (TinyEngine's trick;
-    exact in integers)."""
-    sums = weight_rows.reshape(weight_rows.shape[0], -1).astype(np.int64).sum(axis=1)
+    exact in integers). With a weight offset (SplitWeights) w is stored + offset."""
+    rows = weight_rows.reshape(weight_rows.shape[0], -1).astype(np.int64)
+    sums = rows.sum(axis=1) + offset * rows.shape[1]
     folded = bias - input_zero_point * sums
     if np.any(np.abs(folded) >= 2**31):
         raise McugenError("folded bias overflows int32")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import Conv2D, Graph, Op
+from ..ir import Conv2D, Graph, Op, Tensor
 from ..targets import Target
-from .lowering import (FeatureMap, Requantization, bias_array, feature_map, folded_bias,
-                       model_bias, requantization)
+from .lowering import (FeatureMap, Requantization, SplitWeights, bias_array, feature_map,
+                       folded_bias, model_bias, requantization, split_weights)
 from .requantize import (ShortRequantization, dsp_short_function, portable_short_function,
                          short_requantization)
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
@@ -43,6 +43,7 @@ class PointwiseParams:
     requantize: str | None  # the C function of the short sequence
     block_pixels: int  # pixels computed together (their writes may precede the block's reads)
     row_channels: int  # channels a pass for a block of one pixel (4 where registers allow)
+    offset: int = 0  # the weight offset (lowering.SplitWeights): offset * sum(pixel) per pixel
 
     @property
     def words(self) -> int:
@@ -66,6 +67,9 @@ class MatrixDsp:
     short: ShortRequantization | None  # the short sequence, or None and:
     out: Requantization | None  # TFLite's general sequence
     requantize: str | None  # the C function of the short sequence
+    # The weight offset (lowering.SplitWeights): each column adds offset * (the sum of its
+    # lanes, doubled with them) to its accumulators.
+    offset: int = 0
 
     @property
     def doubled(self) -> bool:
@@ -104,14 +108,16 @@ def is_pointwise(op: Op, graph: Graph, target: Target | None = None) -> bool:
     return (kh, kw) == (1, 1) and op.stride == (1, 1) and op.padding.is_zero
 
 
-def matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
+def matrix_params(weights: Tensor, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
                   names: LayerNames, block_pixels: int) -> PointwiseParams:
     """The portable parameters of a product of rows [P, depth] with weights [outputs, depth]."""
-    weight_rows = weights.reshape(outputs.c, -1)
+    split = split_weights(weights)
+    weight_rows = split.stored.reshape(outputs.c, -1)
     model = model_bias(op, graph, outputs.c)
-    folded = folded_bias(model, weight_rows, graph.tensor(op.input).zero_point).astype(np.int64)
+    folded = folded_bias(model, weight_rows, graph.tensor(op.input).zero_point,
+                         split.offset).astype(np.int64)
     out = requantization(op, graph, names, outputs.c)
-    short = short_requantization(out, _accumulator_bound(model, folded, rows.c))
+    short = short_requantization(out, _accumulator_bound(model, folded, rows.c, split.offset))
     if short is None:
         channels = bias_array(names, folded)
     else:
@@ -122,15 +128,17 @@ def matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph:
         filter=ConstArray(names.table("filter"), "int8_t", weight_rows.reshape(-1)),
         channels=channels, short=short, out=out if short is None else None,
         requantize=portable_short_function(short), block_pixels=block_pixels,
-        row_channels=4 if block_pixels > 1 else 2)
+        row_channels=4 if block_pixels > 1 else 2, offset=split.offset)
 
 
-def _accumulator_bound(model: np.ndarray, folded: np.ndarray, depth: int) -> int:
-    """|acc| of the true accumulator sum((x - zp) w) + b, and of the partial sums from the
-    folded bias, stay below this."""
-    products = depth * 128 * 128
-    return max(int(np.abs(model).max(initial=0)) + 2 * products,
-               int(np.abs(folded).max(initial=0)) + products)
+def _accumulator_bound(model: np.ndarray, folded: np.ndarray, depth: int,
+                       offset: int = 0) -> int:
+    """|acc| of the true accumulator sum((x - zp) w) + b (|x - zp| <= 256, |w| <= 128 +
+    |offset|), and of the partial sums from the folded bias (the weight offset's input sum
+    first, then products of |x| <= 128 and stored |w| <= 128), stay below this."""
+    stored = depth * 128 * 128
+    return max(int(np.abs(model).max(initial=0)) + depth * 256 * (128 + abs(offset)),
+               int(np.abs(folded).max(initial=0)) + abs(offset) * depth * 128 + stored)
 
 
 # The dot product's depth loop, unrolled by two or four groups of four inputs: what the
@@ -139,16 +147,18 @@ def _accumulator_bound(model: np.ndarray, folded: np.ndarray, depth: int) -> int
 DOT_BY_UNROLL = {2: "pw_dot_2x2", 4: "pw_dot_2x2_by4"}
 
 
-def matrix_dsp(weight_rows: np.ndarray, op: Op, graph: Graph, names: LayerNames,
+def matrix_dsp(split: SplitWeights, op: Op, graph: Graph, names: LayerNames,
                target: Target) -> MatrixDsp:
     """The DSP matrix of a layer with weight rows [outputs, depth] and its bias and
     requantization, the input offset folded into the bias (every input a column reads is a
     real input or the zero point)."""
+    weight_rows = split.stored.reshape(split.stored.shape[0], -1)
     outputs, depth = weight_rows.shape
     model = model_bias(op, graph, outputs)
-    folded = folded_bias(model, weight_rows, graph.tensor(op.input).zero_point).astype(np.int64)
+    folded = folded_bias(model, weight_rows, graph.tensor(op.input).zero_point,
+                         split.offset).astype(np.int64)
     out = requantization(op, graph, names, outputs)
-    short = short_requantization(out, _accumulator_bound(model, folded, depth))
+    short = short_requantization(out, _accumulator_bound(model, folded, depth, split.offset))
     if short is None:
         channels = bias_array(names, folded)
     else:
@@ -159,13 +169,14 @@ def matrix_dsp(weight_rows: np.ndarray, op: Op, graph: Graph, names: LayerNames,
         filter=ConstArray(names.table("filter"), "int8_t", weight_rows.reshape(-1)).padded(4),
         channels=channels.as_int32(), groups=-(-depth // 4),
         dot=DOT_BY_UNROLL[target.tuning.get("dsp_depth_unroll", 2)], short=short,
-        out=out if short is None else None, requantize=dsp_short_function(short))
+        out=out if short is None else None, requantize=dsp_short_function(short),
+        offset=split.offset)
 
 
-def matrix_dsp_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
-                      names: LayerNames, target: Target) -> PointwiseDspParams:
+def matrix_dsp_params(weights: Tensor, rows: FeatureMap, outputs: FeatureMap, op: Op,
+                      graph: Graph, names: LayerNames, target: Target) -> PointwiseDspParams:
     """The DSP variant's parameters for rows [P, depth] times weights [outputs, depth]."""
-    matrix = matrix_dsp(weights.reshape(outputs.c, -1), op, graph, names, target)
+    matrix = matrix_dsp(split_weights(weights), op, graph, names, target)
     return PointwiseDspParams(input=rows, output=outputs, matrix=matrix,
                               block_pixels=DSP_BLOCK_PIXELS)
 
@@ -178,7 +189,7 @@ def dsp_scratch_bytes(depth: int) -> int:
 
 def _lowering(block_pixels: int):
     def lower(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> PointwiseParams:
-        return matrix_params(graph.tensor(op.filter).data, feature_map(graph.tensor(op.input)),
+        return matrix_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
                              feature_map(graph.tensor(op.output)), op, graph, names,
                              block_pixels)
     return lower
@@ -186,7 +197,7 @@ def _lowering(block_pixels: int):
 
 def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
                ) -> PointwiseDspParams:
-    return matrix_dsp_params(graph.tensor(op.filter).data, feature_map(graph.tensor(op.input)),
+    return matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
                              feature_map(graph.tensor(op.output)), op, graph, names, target)
 
 
@@ -197,14 +208,14 @@ def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:
 PW_CONV_S8_DSP = Variant(
     "pw_conv_s8_dsp", (Conv2D,), Isa.DSP, "pw_conv_s8_dsp", Order.RASTER, _lower_dsp,
     applies=is_pointwise, scratch_bytes=_dsp_scratch, helpers=("pw_conv_s8_dsp_helpers",),
-    row_ranges=True)
+    row_ranges=True, legacy=True)
 # Two pixels by two channels keep ten values in registers: ARMv7-M has the registers (and MLA);
 # ARMv6-M's eight low registers take one pixel by two channels.
 PW_CONV_S8_ARMV7M = Variant(
     "pw_conv_s8_armv7m", (Conv2D,), Isa.ARMV7M, "pw_conv_s8", Order.RASTER, _lowering(2),
-    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True)
+    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True, legacy=True)
 PW_CONV_S8 = Variant(
     "pw_conv_s8", (Conv2D,), Isa.PORTABLE, "pw_conv_s8", Order.RASTER, _lowering(1),
-    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True)
+    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True, legacy=True)
 
 VARIANTS = (PW_CONV_S8_DSP, PW_CONV_S8_ARMV7M, PW_CONV_S8)

@@ -23,6 +23,9 @@ class AveragePoolParams:
     output: FeatureMap
     window: Window
     clamp: Clamp
+    # A uint8 model's average (ir.AveragePool2D.legacy): TFLite's uint8 kernel rounds the
+    # non-negative uint8 sum half up; here on the values shifted back by +128.
+    legacy: bool = False
 
 
 def _lower_average_pool(op: AveragePool2D, graph: Graph, target: Target,
@@ -31,7 +34,7 @@ def _lower_average_pool(op: AveragePool2D, graph: Graph, target: Target,
                     stride_w=op.stride[1], pad_top=op.padding.top, pad_left=op.padding.left)
     return AveragePoolParams(input=feature_map(graph.tensor(op.input)),
                              output=feature_map(graph.tensor(op.output)), window=window,
-                             clamp=clamp(op, graph))
+                             clamp=clamp(op, graph), legacy=op.legacy)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ def _lower_mean(op: Mean, graph: Graph, target: Target, names: LayerNames) -> Me
 
 
 AVGPOOL_S8 = Variant("avgpool_s8", (AveragePool2D,), Isa.PORTABLE, "avgpool_s8",
-                     Order.SEPARATE, _lower_average_pool, helpers=("window_helpers",))
+                     Order.SEPARATE, _lower_average_pool, helpers=("window_helpers",),
+                     legacy=True)
 MEAN_S8 = Variant("mean_s8", (Mean,), Isa.PORTABLE, "mean_s8", Order.SEPARATE, _lower_mean)
 
 VARIANTS = (AVGPOOL_S8, MEAN_S8)

@@ -140,9 +140,13 @@ class Variant:
     library: str | None = None  # the library it calls (CMSIS-NN), which the user brings
     returns_status: bool = False  # the layer function returns the library's status
     binary: bool = False  # takes a second activation operand (ADD, MUL)
+    # Implements a uint8 model's form of its ops (ir's ``legacy`` ops: weights with a zero
+    # point, uint8 AVERAGE_POOL_2D's rounding).
+    legacy: bool = False
 
     def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
         return (isinstance(op, self.ops) and self.isa in target_isas(target)
+                and (self.legacy or not getattr(op, "legacy", False))
                 and self.applies(op, graph, target))
 
 

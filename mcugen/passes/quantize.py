@@ -43,7 +43,11 @@ def _require_int8_per_tensor(tensor: Tensor, where: str) -> None:
         raise McugenError(f"{where}: tensor {tensor.name!r} is not per-tensor int8")
 
 
-def _require_symmetric_weights(weights: Tensor, where: str) -> None:
+def _require_symmetric_weights(weights: Tensor, where: str, legacy: bool = False) -> None:
+    """int8 weights are symmetric; a uint8 model's are per tensor with any zero point (held
+    shifted to int8 by the front end)."""
+    if legacy and weights.q is not None and not weights.q.per_channel:
+        return
     if weights.q is None or any(zp != 0 for zp in weights.q.zero_point):
         raise McugenError(f"{where}: weights {weights.name!r} are not symmetric int8 "
                           "(zero point 0), which TFLite's int8 kernels require")
@@ -58,12 +62,19 @@ def _convolution(graph: Graph, op: Conv2D | DepthwiseConv2D, where: str) -> Op:
     """PopulateConvolutionQuantizationParams: one multiplier per output channel, even for a
     per-tensor filter scale."""
     x, weights, y = graph.tensor(op.input), graph.tensor(op.filter), graph.tensor(op.output)
-    _require_symmetric_weights(weights, where)
+    _require_symmetric_weights(weights, where, op.legacy)
     channels = y.shape[-1]
     if len(weights.q.scale) not in (1, channels):
         raise McugenError(f"{where}: {len(weights.q.scale)} filter scales for {channels} "
                           "output channels")
-    scales = quant.per_channel_effective_scales(x.scale, weights.q.scale, y.scale, channels)
+    if op.legacy:
+        # A uint8 model's kernels take the scalar multiplier that Prepare computes for uint8
+        # inputs only: GetQuantizedConvolutionMultipler, as a per-tensor FULLY_CONNECTED.
+        scales = [quant.fully_connected_effective_scale(x.scale, weights.q.scale[0],
+                                                        y.scale)] * channels
+    else:
+        scales = quant.per_channel_effective_scales(x.scale, weights.q.scale, y.scale,
+                                                    channels)
     act_min, act_max = quant.activation_range(op.activation, y.scale, y.zero_point)
     return dataclasses.replace(op, requant=_requant(scales), act_min=act_min, act_max=act_max)
 
@@ -72,7 +83,7 @@ def _fully_connected(graph: Graph, op: FullyConnected, where: str) -> Op:
     """CalculateOpDataFullyConnected: per-channel weights use the convolution formula, a
     per-tensor weight scale GetQuantizedConvolutionMultipler's float32 product."""
     x, weights, y = graph.tensor(op.input), graph.tensor(op.weights), graph.tensor(op.output)
-    _require_symmetric_weights(weights, where)
+    _require_symmetric_weights(weights, where, op.legacy)
     if weights.q.per_channel:
         scales = quant.per_channel_effective_scales(x.scale, weights.q.scale, y.scale,
                                                     weights.shape[0])

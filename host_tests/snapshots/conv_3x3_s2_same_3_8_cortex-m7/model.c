@@ -199,6 +199,17 @@ MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
     return word;
 }
 
+/* The sum of one column's int16 lanes (two words per group, `stride` bytes from a group to the
+ * next; zeros after the last input): a uint8 model's input sum, doubled with the lanes. */
+MCUGEN_ALWAYS_INLINE int32_t pw_column_sum(const int8_t *column, int32_t groups, int32_t stride)
+{
+    int32_t sum = 0;
+    for (int32_t g = 0; g < groups; ++g, column += stride) {
+        sum = __smlad(pw_word(column), 0x00010001, __smlad(pw_word(column + 4), 0x00010001, sum));
+    }
+    return sum;
+}
+
 /* The column's words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
 typedef int32_t pw_lanes __attribute__((may_alias));
 

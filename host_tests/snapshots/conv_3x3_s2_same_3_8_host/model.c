@@ -130,6 +130,19 @@ static inline void store_column_value(int8_t *column, int32_t index, int32_t val
     memcpy(column + 2 * index, &narrow, sizeof narrow);
 }
 
+/* The sum of a column's `depth` int16 values, x - zp: a uint8 model's input sum
+ * (kernels/lowering.SplitWeights). */
+static inline int32_t conv_column_sum(const int8_t *column, int32_t depth)
+{
+    int32_t sum = 0;
+    for (int32_t i = 0; i < depth; ++i) {
+        int16_t value;
+        memcpy(&value, column + 2 * i, sizeof value);
+        sum += value;
+    }
+    return sum;
+}
+
 /* acc[2i+j] += dot(column i, filter row j) for two columns and two rows of length depth (a
  * multiple of 4), the rows in the model's order. */
 static inline void conv_dot_2x2(const int8_t *column0, const int8_t *column1,

@@ -144,6 +144,24 @@ MCUGEN_ALWAYS_INLINE void dw_mac4_one(int32_t acc[4], int32_t x, const int8_t *w
     acc[3] += x * (int32_t)w[3];
 }
 
+/* dw_mac4 and dw_mac4_one for a uint8 model's weights minus their zero point, which need
+ * int16 (kernels/depthwise.is_wide). */
+MCUGEN_ALWAYS_INLINE void dw_mac4_wide(int32_t acc[4], const int8_t *x, const int16_t *w)
+{
+    acc[0] += (int32_t)x[0] * (int32_t)w[0];
+    acc[1] += (int32_t)x[1] * (int32_t)w[1];
+    acc[2] += (int32_t)x[2] * (int32_t)w[2];
+    acc[3] += (int32_t)x[3] * (int32_t)w[3];
+}
+
+MCUGEN_ALWAYS_INLINE void dw_mac4_one_wide(int32_t acc[4], int32_t x, const int16_t *w)
+{
+    acc[0] += x * (int32_t)w[0];
+    acc[1] += x * (int32_t)w[1];
+    acc[2] += x * (int32_t)w[2];
+    acc[3] += x * (int32_t)w[3];
+}
+
 /* clamp_to_int8(value[j], low, high) into out[j] for four channels. */
 MCUGEN_ALWAYS_INLINE void dw_store4(int8_t *out, const int32_t value[4], int32_t low,
                                     int32_t high)

@@ -145,6 +145,24 @@ MCUGEN_ALWAYS_INLINE void dw_mac4_one(int32_t acc[4], int32_t x, const int8_t *w
     acc[3] += x * (int32_t)w[3];
 }
 
+/* dw_mac4 and dw_mac4_one for a uint8 model's weights minus their zero point, which need
+ * int16 (kernels/depthwise.is_wide). */
+MCUGEN_ALWAYS_INLINE void dw_mac4_wide(int32_t acc[4], const int8_t *x, const int16_t *w)
+{
+    acc[0] += (int32_t)x[0] * (int32_t)w[0];
+    acc[1] += (int32_t)x[1] * (int32_t)w[1];
+    acc[2] += (int32_t)x[2] * (int32_t)w[2];
+    acc[3] += (int32_t)x[3] * (int32_t)w[3];
+}
+
+MCUGEN_ALWAYS_INLINE void dw_mac4_one_wide(int32_t acc[4], int32_t x, const int16_t *w)
+{
+    acc[0] += x * (int32_t)w[0];
+    acc[1] += x * (int32_t)w[1];
+    acc[2] += x * (int32_t)w[2];
+    acc[3] += x * (int32_t)w[3];
+}
+
 /* clamp_to_int8(value[j], low, high) into out[j] for four channels. */
 MCUGEN_ALWAYS_INLINE void dw_store4(int8_t *out, const int32_t value[4], int32_t low,
                                     int32_t high)
@@ -176,6 +194,16 @@ MCUGEN_ALWAYS_INLINE int32_t dw_requantize(int32_t acc, int32_t multiplier, int3
 /* Matrix products in portable C (pointwise and fully connected, kernels/pointwise.py): a block
  * of one or two pixels by two filter rows, accumulated in int32 (one multiply-accumulate per
  * product; the compiler keeps the block's accumulators and operands in registers). */
+
+/* The sum of a pixel's `depth` inputs: a uint8 model's input sum (kernels/lowering.SplitWeights). */
+MCUGEN_ALWAYS_INLINE int32_t mm_sum(const int8_t *x, int32_t depth)
+{
+    int32_t sum = 0;
+    for (int32_t i = 0; i < depth; ++i) {
+        sum += x[i];
+    }
+    return sum;
+}
 
 /* acc[2i+j] += x_i . w_j for two pixels and two rows of `depth` int8s. */
 MCUGEN_ALWAYS_INLINE void mm_dot_2x2(int32_t acc[4], const int8_t *x0, const int8_t *x1,

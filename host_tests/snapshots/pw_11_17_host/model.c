@@ -103,6 +103,16 @@ static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
  * of one or two pixels by two filter rows, accumulated in int32 (one multiply-accumulate per
  * product; the compiler keeps the block's accumulators and operands in registers). */
 
+/* The sum of a pixel's `depth` inputs: a uint8 model's input sum (kernels/lowering.SplitWeights). */
+MCUGEN_ALWAYS_INLINE int32_t mm_sum(const int8_t *x, int32_t depth)
+{
+    int32_t sum = 0;
+    for (int32_t i = 0; i < depth; ++i) {
+        sum += x[i];
+    }
+    return sum;
+}
+
 /* acc[2i+j] += x_i . w_j for two pixels and two rows of `depth` int8s. */
 MCUGEN_ALWAYS_INLINE void mm_dot_2x2(int32_t acc[4], const int8_t *x0, const int8_t *x1,
                                      const int8_t *w0, const int8_t *w1, int32_t depth)
