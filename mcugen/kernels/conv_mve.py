@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from ..ir import Conv2D, Graph, Op
 from ..targets import Target
-from .lowering import FeatureMap, Interior, Window, conv_window, feature_map, interior
+from .lowering import (FeatureMap, Interior, Window, conv_window, feature_map, interior,
+                       split_weights)
 from .mve import VECTOR_BYTES, Chunks, multipliers_in_range
 from .pointwise import is_pointwise
 from .pointwise_mve import BLOCK_PIXELS, MveMatrixParams, mve_matrix_params
@@ -41,12 +42,12 @@ def _column_bytes(op: Op, graph: Graph) -> int:
 
 
 def _lower(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> MveConvParams:
-    weights = graph.tensor(op.filter).data
-    out_c, kh, kw, in_c = weights.shape
+    split = split_weights(graph.tensor(op.filter))
+    out_c, kh, kw, in_c = split.stored.shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
     window = conv_window(op, (kh, kw))
     depth = kh * kw * in_c
-    matrix = mve_matrix_params(weights.reshape(out_c, depth), FeatureMap(y.pixels, 1, depth),
+    matrix = mve_matrix_params(split, FeatureMap(y.pixels, 1, depth),
                                FeatureMap(y.pixels, 1, out_c), op, graph, names)
     return MveConvParams(
         input=x, output=y, window=window, zero_point=graph.tensor(op.input).zero_point,
@@ -65,6 +66,6 @@ def _general(op: Op, graph: Graph, target: Target) -> bool:
 
 CONV_S8_MVE = Variant(
     "conv_s8_mve", (Conv2D,), Isa.MVE, "conv_s8_mve", Order.RASTER, _lower, applies=_general,
-    scratch_bytes=_scratch_bytes, helpers=("mve_helpers",), row_ranges=True)
+    scratch_bytes=_scratch_bytes, helpers=("mve_helpers",), row_ranges=True, legacy=True)
 
 VARIANTS = (CONV_S8_MVE,)

@@ -28,7 +28,8 @@ import numpy as np
 
 from ..ir import DepthwiseConv2D, Graph, Op
 from ..targets import Target
-from .lowering import FeatureMap, Window, conv_window, feature_map, folded_bias, model_bias
+from .lowering import (FeatureMap, Window, conv_window, feature_map, folded_bias, model_bias,
+                       weight_values)
 from .mve import VECTOR_BYTES, OutputStage, channel_shifts, multipliers_in_range
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
@@ -79,6 +80,12 @@ class MveDepthwiseParams:
     channel_words: int  # int32s per channel in `channels`
     out: OutputStage
     block_pixels: int  # a whole output row is computed together
+    # A uint8 model's weights minus their zero point, where a channel's need more than int8
+    # (channel_offsets): `ones` [KH * KW + 1] (ones, then the zero) gives the vectors of each
+    # window's input sum; the channel's offset (the `offset` word of `channels`, 0 for a
+    # channel whose weights fit int8) times that sum joins its accumulators.
+    ones: ConstArray | None = None
+    offset_word: int | None = None  # the offset's index among the channel's words
 
     @property
     def taps(self) -> int:
@@ -130,19 +137,36 @@ def _applies(op: Op, graph: Graph, target: Target) -> bool:
     return (SCATTER_LANES - 1) * ring.plane < 2**16  # the transposing store's offsets
 
 
+def channel_offsets(tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel, int8 weights [Cout][KH * KW] and an offset with stored + offset =
+    w - zero point: the weights themselves (offset 0) where they fit int8, else a uint8
+    model's weights as held (w - 128, which fit) and the offset -zero point. TF1's min/max
+    quantization puts its extremes in a few channels only, so most channels take no offset."""
+    centred = weight_values(tensor)[0]  # [KH, KW, Cout]
+    taps = centred.reshape(-1, centred.shape[-1]).T
+    wide = (taps.min(axis=1) < -128) | (taps.max(axis=1) > 127)
+    offsets = np.where(wide, -(tensor.zero_point if wide.any() else 0), 0).astype(np.int64)
+    stored = taps - offsets[:, None]
+    return stored.astype(np.int8), offsets
+
+
 def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
            names: LayerNames) -> MveDepthwiseParams:
-    weights = graph.tensor(op.filter).data  # [1, KH, KW, Cout]
-    _, kh, kw, out_c = weights.shape
+    filter_tensor = graph.tensor(op.filter)
+    _, kh, kw, out_c = filter_tensor.shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
     g = conv_window(op, (kh, kw))
     runs = _runs(g)
-    taps = weights[0].reshape(-1, out_c).T  # [Cout][KH * KW]
+    taps, offsets = channel_offsets(filter_tensor)  # [Cout][KH * KW], [Cout]
     bias = folded_bias(model_bias(op, graph, out_c), taps, graph.tensor(op.input).zero_point)
+    bias = bias - graph.tensor(op.input).zero_point * offsets * g.taps
     shifts = channel_shifts(op, graph, out_c)
     tables = {"bias": bias, "multiplier": shifts.multiplier, "right": shifts.right}
     if shifts.stage.left:
         tables["left"] = shifts.left
+    wide = bool(offsets.any())
+    if wide:
+        tables["offset"] = offsets
     channels = np.stack([t.astype(np.int32) for t in tables.values()], axis=1)
     return MveDepthwiseParams(
         input=x, output=y, window=g, depth_multiplier=op.depth_multiplier,
@@ -153,7 +177,10 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
         rotations=ConstArray(names.table("rotations"), "uint8_t",
                              _rotation_lanes(g, runs).reshape(-1)),
         channels=ConstArray(names.table("channels"), "int32_t", channels.reshape(-1)),
-        channel_words=len(tables), out=shifts.stage, block_pixels=y.w)
+        channel_words=len(tables), out=shifts.stage, block_pixels=y.w,
+        ones=ConstArray(names.table("ones"), "int8_t",
+                        np.array([1] * g.taps + [0], np.int8)) if wide else None,
+        offset_word=list(tables).index("offset") if wide else None)
 
 
 def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
@@ -164,6 +191,7 @@ def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
 
 DW_CONV_S8_MVE = Variant(
     "dw_conv_s8_mve", (DepthwiseConv2D,), Isa.MVE, "dw_conv_s8_mve", Order.RASTER, _lower,
-    applies=_applies, scratch_bytes=_scratch_bytes, helpers=("mve_helpers",), row_ranges=True)
+    applies=_applies, scratch_bytes=_scratch_bytes, helpers=("mve_helpers",), row_ranges=True,
+    legacy=True)
 
 VARIANTS = (DW_CONV_S8_MVE,)

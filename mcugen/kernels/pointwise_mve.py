@@ -17,7 +17,8 @@ import numpy as np
 
 from ..ir import Conv2D, FullyConnected, Graph, Op
 from ..targets import Target
-from .lowering import FeatureMap, ceil_to, feature_map, folded_bias, model_bias
+from .lowering import (FeatureMap, SplitWeights, ceil_to, feature_map, folded_bias, model_bias,
+                       split_weights)
 from .mve import (INT32_LANES, Chunks, LaneTables, OutputStage, channel_shifts,
                   multipliers_in_range, output_lane_tables, paired_rows)
 from .pointwise import is_pointwise
@@ -37,6 +38,9 @@ class MveMatrixParams:
     quads: int  # groups of four output channels
     last_lanes: int  # output channels of the last group (1..4)
     block_pixels: int  # rows computed together
+    # The weight offset (lowering.SplitWeights): offset * (the sum of a row's inputs) joins
+    # the bias of that row's four channels.
+    offset: int = 0
 
     @property
     def pair_bytes(self) -> int:
@@ -44,12 +48,13 @@ class MveMatrixParams:
         return 2 * self.chunks.padded
 
 
-def mve_matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, graph: Graph,
-                      names: LayerNames) -> MveMatrixParams:
+def mve_matrix_params(split: SplitWeights, rows: FeatureMap, outputs: FeatureMap, op: Op,
+                      graph: Graph, names: LayerNames) -> MveMatrixParams:
     chunks = Chunks(rows.c)
     padded = ceil_to(outputs.c, INT32_LANES)
+    weights = split.stored.reshape(outputs.c, -1)
     bias = folded_bias(model_bias(op, graph, outputs.c), weights,
-                       graph.tensor(op.input).zero_point)
+                       graph.tensor(op.input).zero_point, split.offset)
     shifts = channel_shifts(op, graph, outputs.c, padded)
     return MveMatrixParams(
         input=rows, output=outputs, chunks=chunks,
@@ -59,21 +64,22 @@ def mve_matrix_params(weights, rows: FeatureMap, outputs: FeatureMap, op: Op, gr
         tables=output_lane_tables(names, np.pad(bias, (0, padded - outputs.c)), shifts),
         out=shifts.stage,
         quads=padded // INT32_LANES, last_lanes=outputs.c - (padded - INT32_LANES),
-        block_pixels=BLOCK_PIXELS)
+        block_pixels=BLOCK_PIXELS, offset=split.offset)
 
 
 def _lower_pointwise(op: Conv2D, graph: Graph, target: Target,
                      names: LayerNames) -> MveMatrixParams:
-    return mve_matrix_params(graph.tensor(op.filter).data, feature_map(graph.tensor(op.input)),
+    return mve_matrix_params(split_weights(graph.tensor(op.filter)),
+                             feature_map(graph.tensor(op.input)),
                              feature_map(graph.tensor(op.output)), op, graph, names)
 
 
 def _lower_fully_connected(op: FullyConnected, graph: Graph, target: Target,
                            names: LayerNames) -> MveMatrixParams:
-    weights = graph.tensor(op.weights).data
-    outputs, depth = weights.shape
+    split = split_weights(graph.tensor(op.weights))
+    outputs, depth = split.stored.shape
     rows = graph.tensor(op.input).size // depth
-    return mve_matrix_params(weights, FeatureMap(rows, 1, depth), FeatureMap(rows, 1, outputs),
+    return mve_matrix_params(split, FeatureMap(rows, 1, depth), FeatureMap(rows, 1, outputs),
                              op, graph, names)
 
 
@@ -87,9 +93,10 @@ def _fully_connected_shape(op: Op, graph: Graph, target: Target) -> bool:
 
 PW_CONV_S8_MVE = Variant(
     "pw_conv_s8_mve", (Conv2D,), Isa.MVE, "pw_conv_s8_mve", Order.RASTER, _lower_pointwise,
-    applies=_pointwise_shape, row_ranges=True)
+    applies=_pointwise_shape, helpers=("mve_helpers",), row_ranges=True, legacy=True)
 FC_S8_MVE = Variant(
     "fc_s8_mve", (FullyConnected,), Isa.MVE, "pw_conv_s8_mve", Order.SEPARATE,
-    _lower_fully_connected, applies=_fully_connected_shape, row_ranges=True)
+    _lower_fully_connected, applies=_fully_connected_shape, helpers=("mve_helpers",),
+    row_ranges=True, legacy=True)
 
 VARIANTS = (PW_CONV_S8_MVE, FC_S8_MVE)

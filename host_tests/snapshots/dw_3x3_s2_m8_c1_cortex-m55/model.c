@@ -182,6 +182,17 @@ MCUGEN_ALWAYS_INLINE void mve_fill_bytes(int8_t *target, int8x16_t value, int32_
     }
 }
 
+/* The sum of n int8s: a uint8 model's input sum (kernels/lowering.SplitWeights). */
+MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
+{
+    int32_t sum = 0;
+    for (int32_t i = 0; i < n; i += 16) {
+        const mve_pred16_t p = vctp8q((uint32_t)(n - i));
+        sum = vaddvaq_p_s8(sum, vldrbq_z_s8(x + i, p), p);
+    }
+    return sum;
+}
+
 /* Layer 0: DEPTHWISE_CONV_2D 1x9x9x1 -> 1x4x4x8, dw_conv_s8_mve: 3x3 stride 2x2, multiplier 8, padding top 0 left 0.
  * The last 3 input rows, transposed, in a ring in the arena scratch: per input channel a
  * plane of 9 columns of 3 bytes (a row's slot: (row + 0) % 3), so that a pixel's window

@@ -182,6 +182,17 @@ MCUGEN_ALWAYS_INLINE void mve_fill_bytes(int8_t *target, int8x16_t value, int32_
     }
 }
 
+/* The sum of n int8s: a uint8 model's input sum (kernels/lowering.SplitWeights). */
+MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
+{
+    int32_t sum = 0;
+    for (int32_t i = 0; i < n; i += 16) {
+        const mve_pred16_t p = vctp8q((uint32_t)(n - i));
+        sum = vaddvaq_p_s8(sum, vldrbq_z_s8(x + i, p), p);
+    }
+    return sum;
+}
+
 /* Fixed-point helpers of the int8 softmax (gemmlowp's, as TFLite uses them). */
 static int32_t saturating_shift_left(int32_t x, int32_t exponent)
 {

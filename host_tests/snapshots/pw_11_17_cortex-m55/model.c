@@ -164,6 +164,34 @@ MCUGEN_ALWAYS_INLINE int32x4_t mve_offset_clamp(int32x4_t value, int32_t offset,
     return vminq_s32(vmaxq_s32(vaddq_n_s32(value, offset), vdupq_n_s32(low)), vdupq_n_s32(high));
 }
 
+/* Byte runs for the Helium kernels' gathers: n bytes copied, or set to one value, 16 at a
+ * time, the last vector predicated (nothing is read or written past the run). */
+MCUGEN_ALWAYS_INLINE void mve_copy_bytes(int8_t *target, const int8_t *source, int32_t n)
+{
+    for (int32_t i = 0; i < n; i += 16) {
+        const mve_pred16_t lanes = vctp8q((uint32_t)(n - i));
+        vstrbq_p_s8(target + i, vldrbq_z_s8(source + i, lanes), lanes);
+    }
+}
+
+MCUGEN_ALWAYS_INLINE void mve_fill_bytes(int8_t *target, int8x16_t value, int32_t n)
+{
+    for (int32_t i = 0; i < n; i += 16) {
+        vstrbq_p_s8(target + i, value, vctp8q((uint32_t)(n - i)));
+    }
+}
+
+/* The sum of n int8s: a uint8 model's input sum (kernels/lowering.SplitWeights). */
+MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
+{
+    int32_t sum = 0;
+    for (int32_t i = 0; i < n; i += 16) {
+        const mve_pred16_t p = vctp8q((uint32_t)(n - i));
+        sum = vaddvaq_p_s8(sum, vldrbq_z_s8(x + i, p), p);
+    }
+    return sum;
+}
+
 /* Layer 0: CONV_2D 1x5x7x11 -> 1x5x7x17, pw_conv_s8_mve: 35 rows of 11 -> 17.
  * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
  * odd last row by itself. Each dot product of 11 int8s takes 1 VMLADAVA.S8 chunk(s), the last one
