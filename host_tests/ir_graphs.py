@@ -30,6 +30,19 @@ def _weights(rng: np.random.Generator, name: str, shape: tuple[int, ...], channe
                                                axis), data)
 
 
+def _legacy_weights(rng: np.random.Generator, name: str, shape: tuple[int, ...],
+                    zero_point: int) -> Tensor:
+    """A uint8 model's weights as the front end holds them (w - 128, zero point z - 128): per
+    tensor, over the whole range, so that w - z needs more than int8 (the extremes are there,
+    as TF1's min/max quantization puts them)."""
+    data = rng.integers(-128, 128, shape)
+    flat = data.reshape(-1)
+    flat[:2] = (-128, 127)
+    rng.shuffle(flat)
+    return Tensor(name, shape, "int8", QParams((0.01,), (zero_point,)),
+                  flat.reshape(shape).astype(np.int8))
+
+
 def _bias(rng: np.random.Generator, channels: int, scale: float) -> Tensor:
     data = rng.integers(-20000, 20000, channels).astype(np.int32)
     return Tensor("b", (channels,), "int32", QParams((scale,), (0,)), data)
@@ -46,55 +59,72 @@ def _graph(name: str, tensors: list[Tensor], op, inputs=("x",), outputs=("y",)) 
 
 def conv(seed: int, h: int, w: int, cin: int, cout: int, kernel=(3, 3), stride=(1, 1),
          padding=Padding(1, 1, 1, 1), dilation=(1, 1), per_channel=True,
-         activation=Activation.RELU6, zero_points=(-3, 5), spread: float = 40.0) -> Graph:
+         activation=Activation.RELU6, zero_points=(-3, 5), spread: float = 40.0,
+         legacy_zero_point: int | None = None) -> Graph:
+    """legacy_zero_point: a uint8 model's convolution, weights with that zero point."""
     rng = np.random.default_rng(seed)
     kh, kw = kernel
     oh = conv_output_size(h, kh, stride[0], dilation[0], padding.top, padding.bottom)
     ow = conv_output_size(w, kw, stride[1], dilation[1], padding.left, padding.right)
-    wt = _weights(rng, "w", (cout, kh, kw, cin), cout, 0, per_channel)
+    if legacy_zero_point is None:
+        wt = _weights(rng, "w", (cout, kh, kw, cin), cout, 0, per_channel)
+    else:
+        wt = _legacy_weights(rng, "w", (cout, kh, kw, cin), legacy_zero_point)
     out_scale = _output_scale(wt, kh * kw * cin, spread)
     tensors = [_activation("x", (1, h, w, cin), IN_SCALE, zero_points[0]), wt,
                _bias(rng, cout, IN_SCALE * float(np.mean(wt.q.scale))),
                _activation("y", (1, oh, ow, cout), out_scale, zero_points[1])]
-    op = Conv2D("x", "w", "b", "y", stride, dilation, padding, activation)
+    op = Conv2D("x", "w", "b", "y", stride, dilation, padding, activation,
+                legacy=legacy_zero_point is not None)
     return _graph("conv", tensors, op)
 
 
 def depthwise(seed: int, h: int, w: int, cin: int, multiplier: int = 1, kernel=(3, 3),
               stride=(1, 1), padding=Padding(1, 1, 1, 1), dilation=(1, 1), per_channel=True,
-              activation=Activation.RELU6, zero_points=(-3, 5), spread: float = 40.0) -> Graph:
+              activation=Activation.RELU6, zero_points=(-3, 5), spread: float = 40.0,
+              legacy_zero_point: int | None = None) -> Graph:
     rng = np.random.default_rng(seed)
     kh, kw = kernel
     cout = cin * multiplier
     oh = conv_output_size(h, kh, stride[0], dilation[0], padding.top, padding.bottom)
     ow = conv_output_size(w, kw, stride[1], dilation[1], padding.left, padding.right)
-    wt = _weights(rng, "w", (1, kh, kw, cout), cout, 3, per_channel)
+    if legacy_zero_point is None:
+        wt = _weights(rng, "w", (1, kh, kw, cout), cout, 3, per_channel)
+    else:
+        wt = _legacy_weights(rng, "w", (1, kh, kw, cout), legacy_zero_point)
     out_scale = _output_scale(wt, kh * kw, spread)
     tensors = [_activation("x", (1, h, w, cin), IN_SCALE, zero_points[0]), wt,
                _bias(rng, cout, IN_SCALE * float(np.mean(wt.q.scale))),
                _activation("y", (1, oh, ow, cout), out_scale, zero_points[1])]
-    op = DepthwiseConv2D("x", "w", "b", "y", stride, dilation, padding, multiplier, activation)
+    op = DepthwiseConv2D("x", "w", "b", "y", stride, dilation, padding, multiplier, activation,
+                         legacy=legacy_zero_point is not None)
     return _graph("depthwise", tensors, op)
 
 
 def fully_connected(seed: int, rows: int, depth: int, outputs: int, per_channel=True,
-                    activation=Activation.NONE, zero_points=(7, -9)) -> Graph:
+                    activation=Activation.NONE, zero_points=(7, -9),
+                    legacy_zero_point: int | None = None) -> Graph:
     rng = np.random.default_rng(seed)
-    wt = _weights(rng, "w", (outputs, depth), outputs, 0, per_channel)
+    if legacy_zero_point is None:
+        wt = _weights(rng, "w", (outputs, depth), outputs, 0, per_channel)
+    else:
+        wt = _legacy_weights(rng, "w", (outputs, depth), legacy_zero_point)
     tensors = [_activation("x", (rows, depth), IN_SCALE, zero_points[0]), wt,
                _bias(rng, outputs, IN_SCALE * float(np.mean(wt.q.scale))),
                _activation("y", (rows, outputs), _output_scale(wt, depth), zero_points[1])]
-    return _graph("fc", tensors, FullyConnected("x", "w", "b", "y", activation))
+    return _graph("fc", tensors, FullyConnected("x", "w", "b", "y", activation,
+                                                legacy=legacy_zero_point is not None))
 
 
 def average_pool(seed: int, h: int, w: int, c: int, kernel=(3, 3), stride=(2, 2),
-                 padding=Padding(1, 1, 1, 1)) -> Graph:
+                 padding=Padding(1, 1, 1, 1), legacy: bool = False) -> Graph:
     oh = conv_output_size(h, kernel[0], stride[0], 1, padding.top, padding.bottom)
     ow = conv_output_size(w, kernel[1], stride[1], 1, padding.left, padding.right)
     tensors = [_activation("x", (1, h, w, c), IN_SCALE, 3),
                _activation("y", (1, oh, ow, c), IN_SCALE, 3)]
     return _graph("avgpool", tensors,
-                  AveragePool2D("x", "y", kernel, stride, padding, Activation.NONE))
+                  AveragePool2D("x", "y", kernel, stride, padding, Activation.NONE,
+                                legacy=legacy))
 
 
 def mean(seed: int, h: int, w: int, c: int) -> Graph:

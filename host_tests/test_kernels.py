@@ -99,6 +99,25 @@ CASES = {
                                           activation=ir.Activation.RELU),
     "hard_swish_table": lambda: g.hard_swish(72, (1, 3, 4, 5)),
     "hard_swish_table_odd_size": lambda: g.hard_swish(73, (1, 3, 3, 7)),
+    # A uint8 model's ops (held shifted to int8): per-tensor weights with a zero point, so that
+    # w - z spans more than int8 (the matrix kernels' input-sum correction, the depthwise
+    # kernels' int16 or per-channel offset weights), and uint8's average-pool rounding.
+    "u8_pw_11_17": lambda: g.conv(90, 5, 7, 11, 17, (1, 1), padding=P0, legacy_zero_point=29),
+    "u8_pw_200_9_odd_pixels": lambda: g.conv(91, 3, 5, 200, 9, (1, 1), padding=P0,
+                                             legacy_zero_point=-40),
+    "u8_conv_3x3_s2_same_3_8": lambda: g.conv(92, 10, 10, 3, 8, stride=(2, 2),
+                                              padding=SAME_S2, legacy_zero_point=21),
+    "u8_conv_3x3_17_6_long_rows": lambda: g.conv(93, 5, 5, 17, 6, legacy_zero_point=-9),
+    "u8_dw_3x3_c8": lambda: g.depthwise(94, 6, 6, 8, legacy_zero_point=76),
+    "u8_dw_3x3_c11": lambda: g.depthwise(95, 6, 5, 11, legacy_zero_point=-21),
+    "u8_dw_3x3_s2_m8_c1": lambda: g.depthwise(96, 9, 9, 1, multiplier=8, stride=(2, 2),
+                                              padding=ir.Padding(0, 1, 0, 1),
+                                              legacy_zero_point=37),
+    "u8_fc_3x11_17": lambda: g.fully_connected(97, 3, 11, 17, legacy_zero_point=-34),
+    "u8_fc_1x250_99": lambda: g.fully_connected(98, 1, 250, 99, legacy_zero_point=50),
+    "u8_avgpool_3x3_s2_c5": lambda: g.average_pool(99, 6, 7, 5, legacy=True),
+    "u8_avgpool_2x2_global_c9": lambda: g.average_pool(100, 2, 2, 9, (2, 2), (1, 1), P0,
+                                                       legacy=True),
     # Data movement.
     "pad_asymmetric_c3": lambda: g.pad(80, 4, 5, 3),
     "transpose_nchw": lambda: g.transpose(81, (1, 3, 4, 5), (0, 3, 1, 2)),
@@ -224,7 +243,35 @@ def test_mve_variants_are_bit_exact_in_qemu(tmp_path):
     # 16 or 4, odd pixel counts, depth multipliers, one-pixel maps.
     portable_only = {"softmax_s8", "pad_s8", "transpose_s8", "copy_s8"}
     assert all(name.endswith("_mve") or name in portable_only
-               for names in ran.values() for name in names), ran
+               for case, names in ran.items() if not case.startswith("u8_avgpool")
+               for name in names), ran
+
+
+def test_uint8_cases_take_the_fast_variants_and_their_weight_offsets():
+    """A uint8 model's layers are not a slow side path: on M7 and M55 they take the DSP and
+    Helium kernels, with weights int8 cannot hold (the cases' extremes) handled exactly."""
+    for case in (c for c in CASES if c.startswith("u8_") and "avgpool" not in c):
+        for target, suffix in ((M7, "_dsp"), (M55, "_mve")):
+            layer = compile_case(case, target).layers[0]
+            assert layer.variant.name.endswith(suffix), (case, target.name, layer.variant.name)
+        params = compile_case(case, M7).layers[0].params
+        wide = getattr(params, "prepacked", None) is not None
+        offset = getattr(getattr(params, "matrix", params), "offset", 0)
+        assert wide or offset, case
+
+
+def test_a_uint8_average_pool_rounds_half_up():
+    """uint8 AVERAGE_POOL_2D rounds (sum + n/2) / n of the uint8 values: for values held
+    shifted, a negative half rounds up where int8's rule rounds away from zero."""
+    from mcugen.reference import op_kernel
+    compiled = compile_case("u8_avgpool_2x2_global_c9", HOST)
+    op = compiled.graph.ops[0]
+    x = np.array([-3, -4, -4, -4], np.int8).reshape(1, 2, 2, 1).repeat(9, axis=3)
+    value = op_kernel(op)(op, compiled.graph, x)  # sum -15, n 4: -3.75 -> -4 either way
+    assert int(value.reshape(-1)[0]) == -4
+    x = np.array([-3, -3, -4, -4], np.int8).reshape(1, 2, 2, 1).repeat(9, axis=3)
+    value = op_kernel(op)(op, compiled.graph, x)  # sum -14: -3.5 -> -3 (int8 gives -4)
+    assert int(value.reshape(-1)[0]) == -3
 
 
 def test_generated_c_is_specialised_to_its_instruction_set():
