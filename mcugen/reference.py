@@ -194,12 +194,16 @@ def mean(op: ir.Mean, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
 
 
 def fully_connected(op: ir.FullyConnected, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
-    """reference_integer_ops::FullyConnected (per tensor) / FullyConnectedPerChannel
-    (reference_ops::FullyConnected with a filter offset for a uint8 model)."""
+    """reference_integer_ops::FullyConnected (per tensor) / FullyConnectedPerChannel; for a
+    uint8 model, TensorFlow Lite's uint8 kernel: a filter offset and one rounding."""
     x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
     weights = _weights(graph, op.weights)  # [outputs, depth]
     inputs = x.astype(np.int64).reshape(-1, weights.shape[1]) - x_t.zero_point
     acc = inputs @ weights.T + _bias(graph, op.bias, weights.shape[0])
+    if op.legacy:  # TensorFlow Lite's uint8 kernel rounds once
+        scaled = quant.multiply_by_quantized_multiplier_single(
+            acc, op.requant.multiplier[0], op.requant.shift[0]).astype(np.int64)
+        return np.clip(scaled + y_t.zero_point, op.act_min, op.act_max)
     return _requantize(acc, op.requant, y_t.zero_point, op.act_min, op.act_max)
 
 

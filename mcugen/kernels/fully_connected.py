@@ -42,10 +42,10 @@ def _dsp_scratch(op: FullyConnected, graph: Graph, target: Target) -> int:
 
 FC_S8_DSP = Variant(
     "fc_s8_dsp", (FullyConnected,), Isa.DSP, "pw_conv_s8_dsp", Order.SEPARATE, _lower_dsp,
-    scratch_bytes=_dsp_scratch, helpers=("pw_conv_s8_dsp_helpers",), row_ranges=True, legacy=True)
+    scratch_bytes=_dsp_scratch, helpers=("pw_conv_s8_dsp_helpers",), row_ranges=True)
 FC_S8_ARMV7M = Variant(
     "fc_s8_armv7m", (FullyConnected,), Isa.ARMV7M, "pw_conv_s8", Order.SEPARATE, _lowering(2),
-    helpers=("matrix_helpers",), row_ranges=True, legacy=True)
+    helpers=("matrix_helpers",), row_ranges=True)
 FC_S8 = Variant(
     "fc_s8", (FullyConnected,), Isa.PORTABLE, "pw_conv_s8", Order.SEPARATE, _lowering(1),
     helpers=("matrix_helpers",), row_ranges=True, legacy=True)

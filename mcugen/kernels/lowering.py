@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import McugenError
-from ..ir import Graph, Op, Tensor
+from ..ir import FullyConnected, Graph, Op, Tensor
 from .variant import ConstArray, LayerNames
 
 
@@ -115,6 +115,7 @@ def input_offset(op: Op, graph: Graph, field: str = "input") -> int:
 # The two C requantizations of templates/fixedpoint.c.j2.
 REQUANTIZE = "requantize"  # TFLite's MultiplyByQuantizedMultiplier, any shift
 REQUANTIZE_RIGHT = "requantize_right"  # the same integers when every shift is a right shift
+REQUANTIZE_SINGLE = "requantize_single"  # one rounding: a uint8 FULLY_CONNECTED (quant.py)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,8 @@ def requantization(op: Op, graph: Graph, names: LayerNames, channels: int,
     multiplier = np.broadcast_to(np.array(op.requant.multiplier, np.int32), (channels,)).copy()
     shift = np.broadcast_to(np.array(op.requant.shift, np.int32), (channels,)).copy()
     function = REQUANTIZE_RIGHT if bool((shift <= 0).all()) else REQUANTIZE
+    if isinstance(op, FullyConnected) and op.legacy:
+        function = REQUANTIZE_SINGLE
     return Requantization(
         multiplier=ConstArray(names.table("multiplier"), "int32_t", multiplier).padded(padding),
         shift=ConstArray(names.table("shift"), "int32_t", shift).padded(padding),

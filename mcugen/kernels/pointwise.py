@@ -19,8 +19,8 @@ import numpy as np
 
 from ..ir import Conv2D, Graph, Op, Tensor
 from ..targets import Target
-from .lowering import (FeatureMap, Requantization, SplitWeights, bias_array, feature_map,
-                       folded_bias, model_bias, requantization, split_weights)
+from .lowering import (REQUANTIZE_SINGLE, FeatureMap, Requantization, SplitWeights, bias_array,
+                       feature_map, folded_bias, model_bias, requantization, split_weights)
 from .requantize import (ShortRequantization, dsp_short_function, portable_short_function,
                          short_requantization)
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
@@ -117,7 +117,8 @@ def matrix_params(weights: Tensor, rows: FeatureMap, outputs: FeatureMap, op: Op
     folded = folded_bias(model, weight_rows, graph.tensor(op.input).zero_point,
                          split.offset).astype(np.int64)
     out = requantization(op, graph, names, outputs.c)
-    short = short_requantization(out, _accumulator_bound(model, folded, rows.c, split.offset))
+    short = None if out.function == REQUANTIZE_SINGLE else \
+        short_requantization(out, _accumulator_bound(model, folded, rows.c, split.offset))
     if short is None:
         channels = bias_array(names, folded)
     else:

@@ -97,6 +97,6 @@ PW_CONV_S8_MVE = Variant(
 FC_S8_MVE = Variant(
     "fc_s8_mve", (FullyConnected,), Isa.MVE, "pw_conv_s8_mve", Order.SEPARATE,
     _lower_fully_connected, applies=_fully_connected_shape, helpers=("mve_helpers",),
-    row_ranges=True, legacy=True)
+    row_ranges=True)
 
 VARIANTS = (PW_CONV_S8_MVE, FC_S8_MVE)
