@@ -81,6 +81,15 @@ static inline int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t 
     return rounding_divide_by_power_of_two(high, -shift);
 }
 
+/* One rounding, half up, as TensorFlow Lite's uint8 FULLY_CONNECTED (kernels/lowering
+ * REQUANTIZE_SINGLE): floor((acc * m + 2^(30 - shift)) / 2^(31 - shift)), shift <= 30. */
+static inline int32_t requantize_single(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    const int32_t total = 31 - shift;
+    const int64_t product = (int64_t)acc * (int64_t)multiplier + ((int64_t)1 << (total - 1));
+    return (int32_t)(product >> total);
+}
+
 /* The ends of an activation's range, where it is narrower than int8. */
 static inline int32_t at_least(int32_t value, int32_t low)
 {
