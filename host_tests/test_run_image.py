@@ -237,3 +237,17 @@ def test_bad_image_options_are_one_line(args, message):
     error = result.stderr.strip().splitlines()
     assert error[-1].startswith("mcugen: error: ") and message in error[-1], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_takes_no_memory_check(tmp_path):
+    """α 1.0: 3.2 MB of weights, more than a typical Cortex-M7's 1 MB of flash, but the QEMU
+    board holds them: `run` refuses it as `build` does, and runs it with --no-memory-check."""
+    big = tmp_path / "big.tflite"
+    big.write_bytes(mobilenet_tflite(arch="v1", seed=1, alpha=1.0, height=64, width=64,
+                                     channels=3, classes=5))
+    refused = mcugen("run", "--model", str(big), "--target", "cortex-m7", "--image", str(CAT))
+    assert refused.returncode == 1 and "--no-memory-check" in refused.stderr.splitlines()[-1]
+    result = mcugen("run", "--model", str(big), "--target", "cortex-m7", "--image", str(CAT),
+                    "--no-memory-check")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any(line.startswith("verdict: bit-exact") for line in result.stdout.splitlines())
