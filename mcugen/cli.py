@@ -253,10 +253,12 @@ def make_parser() -> argparse.ArgumentParser:
     build_parser.set_defaults(run=command_build)
 
     run_parser = commands.add_parser(
-        "run", help="build for a Cortex-M target, run in QEMU, check outputs, count instructions")
+        "run", help="build, run in QEMU (or on the host), check the outputs against the oracle, "
+               "count instructions")
     add_model_arguments(run_parser)
     run_parser.add_argument("--inputs", type=Path,
-                            help=".npy of int8 inputs (default: zeros, extremes, random)")
+                            help=".npy of inputs of the model's input type (default: zeros, "
+                                 "extremes, random)")
     run_parser.add_argument("--kernels", choices=KERNEL_SETS, default="mcugen",
                             help="mcugen (default) or cmsis-nn (needs CMSIS_NN_DIR)")
     run_parser.add_argument("--out", type=Path,
