@@ -73,7 +73,8 @@ def parse_input_range(text: str | None) -> tuple[float, float] | None:
     try:
         low, high = (float(part) for part in text.split(","))
     except ValueError:
-        raise McugenError(f"--input-range {text!r}: give LO,HI, e.g. --input-range=-1,1 or 0,255") from None
+        raise McugenError(f"--input-range {text!r}: give LO,HI, e.g. --input-range=-1,1 or "
+                          f"0,255") from None
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise McugenError(f"--input-range {text!r}: give finite LO < HI, e.g. --input-range=-1,1")
     return low, high
