@@ -9,6 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# TFLM's interpreter (reference kernels, double rounding): the oracle users trust. The one copy
+# is mcugen's (mcugen/oracle.py, also used by `mcugen run`); it raises when TFLM cannot run a
+# model, so a test that needs TFLM fails rather than skips.
+from mcugen.oracle import tflm_outputs  # noqa: F401  (imported by the tests from here)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PERSON_DETECT = SHARED / "models" / "person_detect.tflite"
@@ -43,21 +48,6 @@ def mobilenet_tflite(**params) -> bytes:
             partial.replace(path)
         _session_models[key] = path.read_bytes()
     return _session_models[key]
-
-
-def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray:
-    """TFLM's interpreter (reference kernels, double rounding): the oracle users trust."""
-    from tflite_micro import runtime
-
-    interpreter = runtime.Interpreter.from_bytes(model)
-    shape = interpreter.get_input_details(0)["shape"]
-    outputs = []
-    for x in inputs:
-        interpreter.set_input(x.reshape(shape).astype(np.int8), 0)
-        interpreter.invoke()
-        outputs.append(interpreter.get_output(0).reshape(-1).copy())
-        interpreter.reset()
-    return np.stack(outputs)
 
 
 def standard_inputs(size: int, seed: int = 0, random_count: int = 3) -> np.ndarray:

@@ -152,17 +152,21 @@ def schedule_summary(schedule: dict) -> str:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from .run import run_in_folder, run_in_temporary_folder
+    from .run import image_request, run_in_folder, run_in_temporary_folder
 
     options = build_options(args)
+    image = image_request(args.image, args.labels, args.input_range, args.inputs)
     if args.out is None:
-        summary, text = run_in_temporary_folder(options, args.inputs, args.progress)
+        summary, text = run_in_temporary_folder(options, args.inputs, args.progress,
+                                                image=image)
     else:
         summary, text = run_in_folder(options, args.inputs, args.out, args.progress,
-                                      force=args.force)
+                                      force=args.force, image=image)
     args.progress.finish()
     print(text)
-    if args.out is not None:
+    if args.out is not None and not summary.device.instructions:  # the host: nothing counted
+        print(f"kept {args.out}: the model and report.md/json/html")
+    elif args.out is not None:
         print(f"kept {args.out}: the model, report.md/json/html with the measured instructions, "
               f"and the firmware in {args.out / 'firmware'}")
     return 0 if summary.matches else 1
@@ -249,10 +253,12 @@ def make_parser() -> argparse.ArgumentParser:
     build_parser.set_defaults(run=command_build)
 
     run_parser = commands.add_parser(
-        "run", help="build for a Cortex-M target, run in QEMU, check outputs, count instructions")
+        "run", help="build, run in QEMU (or on the host), check the outputs against the oracle, "
+               "count instructions")
     add_model_arguments(run_parser)
     run_parser.add_argument("--inputs", type=Path,
-                            help=".npy of int8 inputs (default: zeros, extremes, random)")
+                            help=".npy of inputs of the model's input type (default: zeros, "
+                                 "extremes, random)")
     run_parser.add_argument("--kernels", choices=KERNEL_SETS, default="mcugen",
                             help="mcugen (default) or cmsis-nn (needs CMSIS_NN_DIR)")
     run_parser.add_argument("--out", type=Path,
@@ -260,7 +266,26 @@ def make_parser() -> argparse.ArgumentParser:
                                  "in its reports (default: a temporary folder)")
     run_parser.add_argument("--force", action="store_true",
                             help="write into a non-empty --out folder mcugen did not create")
-    run_parser.set_defaults(run=command_run, name="model", no_memory_check=False)
+    # --image, --labels, --input-range, --no-memory-check (mcugen/run.py, mcugen/image.py)
+    run_parser.add_argument("--image", type=Path, metavar="FILE",
+                            help="classify this picture (BMP, PNG, JPEG): resized to the "
+                                 "model's HxW with Pillow's bilinear filter (grayscale for "
+                                 "1 channel); uint8 inputs get the pixels p, int8 inputs "
+                                 "p - 128, float inputs p / 127.5 - 1; prints the top 5 "
+                                 "beside the oracle's")
+    run_parser.add_argument("--labels", type=Path, metavar="FILE",
+                            help="with --image: class names, one a line (a first "
+                                 "'background' line more or less than the classes is "
+                                 "matched up and said so)")
+    run_parser.add_argument("--input-range", metavar="LO,HI",
+                            help="with --image: map pixels 0..255 linearly onto the real "
+                                 "values LO..HI, quantized with the input's scale and zero "
+                                 "point, instead of the default above (a negative LO "
+                                 "needs the = form: --input-range=-1,1)")
+    run_parser.add_argument("--no-memory-check", action="store_true",
+                            help="allow a model bigger than the target's flash or RAM (it "
+                                 "still has to fit the QEMU board)")
+    run_parser.set_defaults(run=command_run, name="model")
 
     inspect_parser = commands.add_parser("inspect", help="print a .tflite's layer table")
     inspect_parser.add_argument("model", type=Path)

@@ -169,6 +169,7 @@ class ModelView:
     cmsis_nn: CmsisPath | None = None  # the CMSIS-NN path the scratch sizes were computed for
     weights_section: str | None = None  # the linker section of the constant tables
     version: str = __version__
+    target: str = ""  # which target the C is for: its name and description (NAME.h's header)
 
     @property
     def arrays(self) -> list[ConstArray]:
@@ -284,7 +285,7 @@ def check_section_name(section: str) -> None:
 def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
                      plan: Plan, name: str, source: str,
                      cmsis_nn: CmsisPath | None = None,
-                     weights_section: str | None = None) -> ModelView:
+                     weights_section: str | None = None, target: str = "") -> ModelView:
     check_model_name(name)
     if weights_section is not None:
         check_section_name(weights_section)
@@ -303,7 +304,7 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
         isas=tuple(isa.value for isa in Isa if isa is not Isa.PORTABLE
                    and any(v.isa is isa for v in used)),
         helpers=tuple(dict.fromkeys(h for v in used for h in v.helpers)),
-        cmsis_nn=cmsis_nn, weights_section=weights_section)
+        cmsis_nn=cmsis_nn, weights_section=weights_section, target=target)
 
 
 def schedule_line(schedule: Schedule, steps: int) -> str:

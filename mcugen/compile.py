@@ -66,7 +66,8 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
         plan = plan_regions(buffers, region_capacities(target))
     library = any(layer.variant.library for layer in layers)
     view = build_model_view(graph, layers, schedule, plan, name, source,
-                            cmsis_path(target) if library else None, weights_section)
+                            cmsis_path(target) if library else None, weights_section,
+                            target=f"{target.name} ({target.description})")
     report = build_report(graph, layers, schedule, buffers, plan, target, model=name,
                           source=source, whole_arena=whole_arena)
     if memory_check:

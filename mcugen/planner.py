@@ -236,22 +236,35 @@ def _filled(candidates: list[Buffer], capacity: int) -> list[Buffer]:
     return chosen
 
 
+def buffer_label(index: int) -> str:
+    """A, B, ..., Z, AA, AB, ..., ZZ, AAA, ... (as spreadsheet columns): one label per buffer,
+    however many there are."""
+    label = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        label = chr(ord("A") + rest) + label
+    return label
+
+
 def format_plan(buffers: list[Buffer], plan: Plan, width: int = 64) -> str:
-    """An ASCII picture of the arena: one row per op, one letter per buffer alive there."""
+    """An ASCII picture of the arena: one row per step, each buffer alive there spelled by its
+    label across its bytes (at least the label's width), `*` where two share bytes."""
     if not buffers or plan.arena_size == 0:
         return "(empty arena)"
     scale = plan.arena_size / width
-    letters = {b.id: chr(ord("A") + i % 26) for i, b in enumerate(buffers)}
+    labels = {b.id: buffer_label(i) for i, b in enumerate(buffers)}
     steps = range(min(b.first for b in buffers), max(b.last for b in buffers) + 1)
     rows = []
     for step in steps:
         row = ["."] * width
         for b in buffers:
             if b.first <= step <= b.last:
+                label = labels[b.id]
                 start = int(plan.offsets[b.id] / scale)
-                end = max(start + 1, int((plan.offsets[b.id] + b.size) / scale))
+                end = max(start + len(label), int((plan.offsets[b.id] + b.size) / scale))
                 for x in range(start, min(end, width)):
-                    row[x] = letters[b.id] if row[x] == "." else "*"
+                    row[x] = label[(x - start) % len(label)] if row[x] == "." else "*"
         rows.append(f"{step:4d} |{''.join(row)}|")
-    legend = [f"  {letters[b.id]} = {b.id} ({b.size} B at {plan.offsets[b.id]})" for b in buffers]
+    legend = [f"  {labels[b.id]} = {b.id} ({b.size} B at {plan.offsets[b.id]})" for b in buffers]
     return "\n".join(rows + legend)

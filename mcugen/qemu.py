@@ -31,6 +31,9 @@ LAYER_DONE_MARKER = 1
 INVOKE_BEGIN_MARKER = 2
 INVOKE_END_MARKER = 3
 
+# The types a model's input and output may have (raw bytes in input.bin and output.bin).
+IO_DTYPES = tuple(np.dtype(t) for t in ("int8", "uint8", "float32"))
+
 # Host flags of the plugin; part of its cache key.
 PLUGIN_CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden")
 
@@ -67,6 +70,82 @@ def firmware_target(name: str | Target) -> Target:
         raise McugenError(f"target {target.name} has no QEMU board; choose one of "
                           f"{', '.join(qemu_targets())} or a part with one of these cores")
     return target
+
+
+@dataclass(frozen=True)
+class BoardRegion:
+    name: str  # the MEMORY region of the board's linker script
+    bytes: int
+
+
+@dataclass(frozen=True)
+class BoardMemory:
+    """What a QEMU board's linker script gives the firmware: the region behind each of the
+    aliases boards/sections.ld places sections in (CODE, CONST, RAM, ARENA), and the stack."""
+
+    script: str  # the file in examples/qemu/boards/
+    aliases: dict[str, BoardRegion]
+    stack_bytes: int
+
+
+_LD_SIZE = re.compile(r"(0x[0-9a-fA-F]+|\d+)\s*([KM]?)")
+
+
+def _ld_number(text: str) -> int:
+    match = _LD_SIZE.fullmatch(text.strip())
+    if match is None:
+        raise McugenError(f"cannot read the linker script size {text!r}")
+    return int(match.group(1), 0) * {"": 1, "K": 1024, "M": 1024 * 1024}[match.group(2)]
+
+
+def board_memory(target: str | Target) -> BoardMemory:
+    """The memory of target's QEMU board, read from its linker script (the one place it is
+    written): MEMORY lines "NAME (attrs) : ORIGIN = A, LENGTH = L" and REGION_ALIAS lines."""
+    target = firmware_target(target)
+    boards = firmware_dir() / "boards"
+    script = (boards / target.qemu.linker_script).read_text()
+    lengths = {name: _ld_number(length) for name, length in re.findall(
+        r"^\s*(\w+)\s*\([a-z]*\)\s*:\s*ORIGIN\s*=\s*\w+\s*,\s*LENGTH\s*=\s*(\w+)\s*$",
+        script, re.MULTILINE)}
+    aliases = {alias: BoardRegion(region, lengths[region]) for alias, region in re.findall(
+        r'^\s*REGION_ALIAS\("(\w+)",\s*(\w+)\);', script, re.MULTILINE) if region in lengths}
+    stack = re.search(r"^STACK_SIZE\s*=\s*(\w+);", (boards / "sections.ld").read_text(),
+                      re.MULTILINE)
+    missing = {"CODE", "CONST", "RAM", "ARENA"} - aliases.keys()
+    if missing or stack is None:
+        raise McugenError(f"boards/{target.qemu.linker_script} does not define "
+                          f"{', '.join(sorted(missing)) or 'STACK_SIZE'}")
+    return BoardMemory(target.qemu.linker_script, aliases, _ld_number(stack.group(1)))
+
+
+def check_board_fits(target: str | Target, *, const_bytes: int, arena_bytes: int,
+                     io_bytes: int, code_bytes: int = 0) -> None:
+    """Before the firmware is compiled: will the model link on target's QEMU board? The
+    arena goes to ARENA, the weights (and the code, where CODE is the same region) to CONST,
+    the firmware's input and output buffers and the stack to RAM. One line saying what does
+    not fit and what helps, instead of a linker error after the slow steps."""
+    target = firmware_target(target)
+    board = board_memory(target)
+    where = f"QEMU board {target.qemu.machine} (examples/qemu/boards/{board.script})"
+    const = board.aliases["CONST"]
+    flash = const_bytes + (code_bytes if board.aliases["CODE"] == const else 0)
+    if flash > const.bytes:
+        raise McugenError(
+            f"the model's {flash:,} B of weights do not fit the {const.bytes:,} B of "
+            f"{const.name} that hold them on the {where}; use a smaller --alpha or fewer "
+            f"--classes")
+    arena = board.aliases["ARENA"]
+    if arena_bytes > arena.bytes:
+        raise McugenError(
+            f"the model's {arena_bytes:,}-byte arena does not fit the {arena.bytes:,} B of "
+            f"{arena.name} on the {where}; use --max-ram {arena.bytes // 1024}K (row bands) "
+            f"or a smaller --res")
+    ram = board.aliases["RAM"]
+    if io_bytes + board.stack_bytes > ram.bytes:
+        raise McugenError(
+            f"the firmware's input and output buffers ({io_bytes:,} B) and its "
+            f"{board.stack_bytes:,} B stack do not fit the {ram.bytes:,} B of {ram.name} on "
+            f"the {where}; use a smaller --res")
 
 
 def build_firmware(
@@ -141,9 +220,11 @@ def run_firmware(
     timeout: float = 120.0,
     *,
     plugin: Path | None = None,
+    output_dtype: str = "int8",
 ) -> RunResult:
     """Run firmware.elf in QEMU on target's machine (see firmware_target) on inputs
-    [N, input_size] int8; exact instruction counts.
+    [N, input_size] of the model's input type (int8, uint8 or float32; written as raw bytes
+    to input.bin), outputs of output_dtype; exact instruction counts.
 
     Raises McugenError if QEMU is missing, the firmware exits with a non-zero status (an
     invoke failed, a fault, an I/O error) or runs longer than timeout seconds.
@@ -163,7 +244,8 @@ def run_firmware(
                 f"firmware on {machine} exited with status {completed.returncode}: "
                 f"{_failure_reason(console)}"
             )
-        outputs = _read_outputs(run_dir / "output.bin", len(inputs), output_size)
+        outputs = _read_outputs(run_dir / "output.bin", len(inputs), output_size,
+                                output_dtype)
         markers = _parse_markers(log.read_text())
     instructions, layer_instructions = _split_inferences(markers)
     if len(instructions) != len(inputs):
@@ -198,19 +280,19 @@ def _run_qemu(
 
 def _checked_inputs(inputs: np.ndarray) -> np.ndarray:
     inputs = np.asarray(inputs)
-    if inputs.dtype != np.int8 or inputs.ndim != 2 or len(inputs) == 0:
+    if inputs.dtype not in IO_DTYPES or inputs.ndim != 2 or len(inputs) == 0:
         raise McugenError(
-            f"inputs must be a non-empty [N, input_size] int8 array, got {inputs.dtype} "
-            f"{inputs.shape}"
+            f"inputs must be a non-empty [N, input_size] int8, uint8 or float32 array, got "
+            f"{inputs.dtype} {inputs.shape}"
         )
     return np.ascontiguousarray(inputs)
 
 
-def _read_outputs(path: Path, count: int, output_size: int) -> np.ndarray:
-    data = np.fromfile(path, dtype=np.int8) if path.is_file() else np.empty(0, np.int8)
+def _read_outputs(path: Path, count: int, output_size: int, dtype: str = "int8") -> np.ndarray:
+    data = np.fromfile(path, dtype=dtype) if path.is_file() else np.empty(0, dtype)
     if data.size != count * output_size:
         raise McugenError(
-            f"output.bin holds {data.size} bytes, expected {count} x {output_size}"
+            f"output.bin holds {data.size} {dtype} values, expected {count} x {output_size}"
         )
     return data.reshape(count, output_size)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from . import __version__
 from .codegen import template_environment
+from .errors import McugenError
 from .ir import Conv2D, DepthwiseConv2D, FullyConnected, Graph, Op, TableLookup, op_inputs
 from .kernels import Layer
 from .kernels.variant import const_arrays
@@ -70,6 +72,11 @@ class Report:
     step_layers: list[int] = field(default_factory=list)  # the layer of each step, in order
     # With --ram-regions: each region's name, arena bytes and the region's size.
     regions: list[dict] | None = None
+    mcugen_version: str = __version__  # the mcugen that made the C and this report
+
+    @property
+    def memory_use(self) -> list[MemoryUse]:
+        return memory_use(self)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -86,6 +93,60 @@ class Report:
         """The report files of an output folder."""
         return {"report.json": self.to_json(), "report.md": self.to_markdown(),
                 "report.html": self.to_html()}
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """What the model takes of one of the target's memories, against its capacity."""
+
+    memory: str  # "flash" or "RAM"
+    what: str  # what is counted
+    used: int
+    capacity: int | None  # None: the target states none (the host)
+    capacity_name: str  # e.g. "flash", "largest RAM region (SRAM1)"
+
+    @property
+    def percent(self) -> float | None:
+        return None if not self.capacity else 100.0 * self.used / self.capacity
+
+    @property
+    def over(self) -> bool:
+        return self.capacity is not None and self.used > self.capacity
+
+    @property
+    def usage(self) -> str:
+        """e.g. "323 % used: OVER THE LIMIT by 2,335,012 B" (the report's words)."""
+        if self.percent is None:
+            return "-"
+        text = f"{self.percent:.0f} % used"
+        return f"{text}: OVER THE LIMIT by {self.used - self.capacity:,} B" if self.over else text
+
+
+def memory_use(report: Report) -> list[MemoryUse]:
+    """Flash and RAM against the target's: measured sizes when the target's compiler ran,
+    otherwise the constant tables and the arena (what the memory check compares). A build with
+    --no-memory-check may be over; the reports then say so loudly."""
+    from .targets import load_target
+
+    measured = report.measured or {}
+    if measured:
+        flash = ("code + constant tables (measured)",
+                 measured.get("code_bytes", 0) + measured.get("weight_bytes", 0))
+        ram = ("arena + other static data + stack (measured)",
+               measured.get("arena_bytes", report.arena_bytes)
+               + measured.get("other_ram_bytes", 0) + measured.get("stack_bytes", 0))
+    else:
+        flash = ("constant tables", report.const_bytes)
+        ram = ("arena", report.arena_bytes)
+    try:
+        target = load_target(report.target)
+    except (McugenError, KeyError, ValueError):  # a report from elsewhere: no limits
+        target = None
+    if target is None or target.is_host:
+        return [MemoryUse("flash", *flash, None, "flash"), MemoryUse("RAM", *ram, None, "RAM")]
+    region = f"largest RAM region ({target.largest_ram})" if target.kind == "part" else "RAM"
+    return [MemoryUse("flash", *flash, target.flash_bytes, "flash"),
+            MemoryUse("RAM", *ram, target.ram_bytes, region)]
 
 
 def op_label(op: Op) -> str:

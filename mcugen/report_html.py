@@ -97,6 +97,7 @@ class MemoryPlan:
     plot_height: int
     x_title_y: float
     y_title_y: float
+    x_title: str  # "layer", or "step" when banded layers run in several steps
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Budget:
     total: str
     capacity: str  # "" when the target states none
     capacity_x: float | None  # where the capacity's line is drawn
+    over: bool  # more than the capacity: drawn to stand out
     width: int
     bar_y: float
     bar_height: float
@@ -135,6 +137,7 @@ class Table:
 @dataclass(frozen=True)
 class Page:
     title: str
+    alerts: tuple[str, ...]  # what must stand out at the top: a memory over the target's
     facts: tuple[tuple[str, str], ...]
     chart: LayerChart | None
     plan: MemoryPlan | None
@@ -159,7 +162,8 @@ def _environment() -> jinja2.Environment:
 
 def page_of(report) -> Page:
     return Page(
-        title=f"{report.model}: mcugen report",
+        title=f"{report.model}: mcugen report for {report.target}",
+        alerts=_alerts(report),
         facts=_facts(report),
         chart=_layer_chart(report),
         plan=_memory_plan(report),
@@ -168,8 +172,16 @@ def page_of(report) -> Page:
         memory_plan_text=report.memory_plan)
 
 
+def _alerts(report) -> tuple[str, ...]:
+    uses = getattr(report, "memory_use", None) or ()
+    return tuple(f"{use.memory}: {use.used:,} B of the target's {use.capacity:,} B "
+                 f"({use.capacity_name}), {use.usage} (built with --no-memory-check)"
+                 for use in uses if use.over)
+
+
 def _facts(report) -> tuple[tuple[str, str], ...]:
     facts = [("compiled from", str(report.source)), ("target", str(report.target)),
+             ("made by", f"mcugen {getattr(report, 'mcugen_version', '?')}"),
              ("layers", f"{len(report.layers):,}"),
              ("MACs per inference", f"{report.macs:,}"),
              ("weights and biases", f"{report.weight_bytes:,} B"),
@@ -227,11 +239,14 @@ def _layer_chart(report) -> LayerChart | None:
 
 
 def _memory_plan(report) -> MemoryPlan | None:
-    """Buffers as rectangles: layers (time) across, arena offsets down."""
+    """Buffers as rectangles: steps (time) across, arena offsets down. A step is a layer, or
+    with row bands one band of rows of a layer: the axis says which it counts."""
     buffers = list(getattr(report, "buffers", None) or ())
     if not buffers or report.arena_bytes <= 0:
         return None
     steps = max(max(b.last for b in buffers) + 1, len(report.layers), 1)
+    by_layer = steps == len(report.layers)
+    unit = "layer" if by_layer else "step"
     x_scale = PLAN_WIDTH / steps
     y_scale = PLAN_HEIGHT / report.arena_bytes
     # With --ram-regions the regions' arenas are drawn one below the other, in their order.
@@ -251,7 +266,7 @@ def _memory_plan(report) -> MemoryPlan | None:
             colour="#bab0ac" if scratch else COLOURS[number % len(COLOURS)],
             title=f"{buffer.id}: {buffer.size:,} B at offset {buffer.offset:,}"
                   f"{' in ' + region if region else ''}, "
-                  f"layers {buffer.first} to {buffer.last}"))
+                  f"{unit}s {buffer.first} to {buffer.last}"))
     x_every = max(1, steps // 15)
     x_ticks = tuple(Tick(MARGIN + (i + 0.5) * x_scale, str(i)) for i in range(0, steps, x_every))
     y_ticks = tuple(Tick(MARGIN + f * PLAN_HEIGHT + 4, f"{round(f * report.arena_bytes):,}")
@@ -260,7 +275,10 @@ def _memory_plan(report) -> MemoryPlan | None:
                       y_ticks=y_ticks, y_ticks_x=MARGIN + PLAN_WIDTH + 4,
                       width=PLAN_WIDTH + 2 * MARGIN + 40, height=PLAN_HEIGHT + 2 * MARGIN,
                       left=MARGIN, top=MARGIN, plot_width=PLAN_WIDTH, plot_height=PLAN_HEIGHT,
-                      x_title_y=MARGIN - 22, y_title_y=MARGIN + PLAN_HEIGHT + 18)
+                      x_title_y=MARGIN - 22, y_title_y=MARGIN + PLAN_HEIGHT + 18,
+                      x_title="layer" if by_layer else
+                      f"step ({steps:,} steps for {len(report.layers)} layers: a banded layer "
+                      f"runs in several)")
 
 
 def _budgets(report) -> tuple[Budget, ...]:
@@ -308,9 +326,11 @@ def _budget(title: str, parts: list[tuple[str, int]], capacity: int | None,
         x += w
     return Budget(
         title=title, segments=tuple(segments), total=f"{used:,} B",
-        capacity=(f"{capacity_name} of the target: {capacity:,} B ({used / capacity:.0%} used)"
+        capacity=(f"{capacity_name} of the target: {capacity:,} B ({used / capacity:.0%} used"
+                  + (f": OVER THE LIMIT by {used - capacity:,} B)" if used > capacity else ")")
                   if capacity else ""),
         capacity_x=left + capacity / scale_to * width if capacity else None,
+        over=bool(capacity) and used > capacity,
         width=max(int(label_x) + 20, width + 2 * left), bar_y=4, bar_height=20, line_bottom=28,
         text_y=40,
         height=48)
@@ -337,6 +357,22 @@ def _cell(value) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+        return "x".join(map(str, value))  # a shape
     if isinstance(value, (list, tuple)):
-        return "x".join(map(str, value))
+        return _steps_cell(value)
     return str(value)
+
+
+def _steps_cell(steps) -> str:
+    """A layer's steps (LayerStats.steps: each its output rows [begin, end), or None for the
+    whole output) in a few words, however many there are: "whole", or "48 steps, rows 0-96 in
+    bands of 2"."""
+    ranges = [s for s in steps if isinstance(s, (list, tuple)) and len(s) == 2]
+    if not ranges:
+        return "whole" if len(steps) == 1 else f"{len(steps):,} steps"
+    heights = sorted({end - begin for begin, end in ranges})
+    bands = (f"{heights[0]}" if len(heights) == 1 else f"{heights[0]}-{heights[-1]}")
+    rows = f"rows {min(b for b, _ in ranges)}-{max(e for _, e in ranges)}"
+    count = f"{len(steps):,} step{'s' * (len(steps) > 1)}"
+    return f"{count}, {rows} in bands of {bands}"

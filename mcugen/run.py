@@ -1,10 +1,15 @@
-"""`mcugen run`: build a model for a Cortex-M target, run it in QEMU, check every output bit
-for bit against the NumPy reference (and TFLM where it loads the model), and count the
-instructions of each layer."""
+"""`mcugen run`: build a model, run it on the target (in QEMU for a Cortex-M, as a host
+program for `--target host`), check every output bit for bit against the NumPy reference and
+the oracle (TFLM, or TensorFlow Lite's reference kernels where TFLM cannot load the model;
+mcugen/oracle.py), and count the instructions of each layer (QEMU only). With `--image`, the
+input is a picture (mcugen/image.py) and the result its top five classes, beside the oracle's.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from .build import BuildOptions, BuildResult, build
+from .codegen import template_environment
 from .errors import McugenError
-from .qemu import RunResult, build_firmware, firmware_target, run_firmware
+from .image import (INTEGER_RANGES, InputTensor, Labels, ModelInput, Picture, Ranked,
+                    load_labels, load_picture, parse_input_range, pixels_to_input,
+                    top_classes)
+from .oracle import TFLM, OracleRun, oracle_outputs
+from .qemu import RunResult, build_firmware, check_board_fits, firmware_target, run_firmware
 from .reference import run_reference
 from .resources import find_cmsis_nn
 from .report import Report
-from .targets import load_target
+from .targets import Target, load_target
+
+# The C type of each tensor type a model's input or output may have.
+C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "float32": "float"}
+HOST_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror")
 
 
 @dataclass(frozen=True)
@@ -34,60 +48,93 @@ class LayerCount:
 
 
 @dataclass(frozen=True)
+class ImageRequest:
+    """`--image FILE [--labels FILE] [--input-range LO,HI]`."""
+
+    path: Path
+    labels: Path | None = None
+    input_range: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    picture: Picture
+    model_input: ModelInput
+    labels: Labels
+    top: list[Ranked]  # from the target's outputs
+    oracle_top: list[Ranked] | None  # from the oracle's, when one ran
+
+
+@dataclass(frozen=True)
 class RunSummary:
     build: BuildResult
-    qemu: RunResult
+    device: RunResult  # the target's outputs (and, in QEMU, its instruction counts)
     inputs: np.ndarray
     reference_outputs: np.ndarray
-    tflm_outputs: np.ndarray | None  # None when TFLM cannot load the model
-    layers: list[LayerCount]  # from the first inference
+    oracle: OracleRun
+    layers: list[LayerCount]  # from the first inference; empty on the host (not counted)
+    where: str  # "cortex-m7 in QEMU (mps2-an500)" or "the host (gcc)"
+    image: ImageResult | None = None
+
+    @property
+    def qemu(self) -> RunResult:  # the name from when every run was in QEMU
+        return self.device
+
+    @property
+    def tflm_outputs(self) -> np.ndarray | None:
+        """The oracle's outputs when the oracle was TFLM."""
+        return self.oracle.outputs if self.oracle.name == TFLM else None
+
+    @property
+    def matches_reference(self) -> bool:
+        return np.array_equal(self.device.outputs, self.reference_outputs)
+
+    @property
+    def matches_oracle(self) -> bool | None:
+        if self.oracle.outputs is None:
+            return None
+        return np.array_equal(self.device.outputs, self.oracle.outputs)
 
     @property
     def matches(self) -> bool:
-        exact = np.array_equal(self.qemu.outputs, self.reference_outputs)
-        if self.tflm_outputs is not None:
-            exact = exact and np.array_equal(self.qemu.outputs, self.tflm_outputs)
-        return exact
+        return self.matches_reference and self.matches_oracle is not False
 
 
-def default_inputs(size: int, seed: int) -> np.ndarray:
-    """Zeros, the two extremes and two seeded random inputs."""
+def input_tensor(graph) -> InputTensor:
+    tensor = graph.input
+    quantized = tensor.q is not None and tensor.dtype != "float32"
+    return InputTensor(tuple(tensor.shape), tensor.dtype,
+                       tensor.scale if quantized else None,
+                       tensor.zero_point if quantized else None)
+
+
+def default_inputs(tensor: InputTensor, seed: int) -> np.ndarray:
+    """Zeros, the two extremes and two seeded random inputs, of the input's type."""
+    size = int(np.prod(tensor.shape))
     rng = np.random.default_rng(seed)
-    rows = [np.zeros(size), np.full(size, -128), np.full(size, 127),
-            rng.integers(-128, 128, size), rng.integers(-128, 128, size)]
-    return np.stack(rows).astype(np.int8)
+    if tensor.dtype == "float32":
+        rows = [np.zeros(size), np.full(size, -1.0), np.full(size, 1.0),
+                rng.uniform(-1, 1, size), rng.uniform(-1, 1, size)]
+        return np.stack(rows).astype(np.float32)
+    low, high = INTEGER_RANGES.get(tensor.dtype, INTEGER_RANGES["int8"])
+    rows = [np.full(size, tensor.zero_point or 0), np.full(size, low), np.full(size, high),
+            rng.integers(low, high + 1, size), rng.integers(low, high + 1, size)]
+    return np.stack(rows).astype(tensor.dtype)
 
 
-def load_inputs(path: Path, size: int) -> np.ndarray:
-    """A .npy of int8 inputs: one input, or N of them (any shape with N*size elements)."""
+def load_inputs(path: Path, size: int, dtype: str = "int8") -> np.ndarray:
+    """A .npy of inputs of the model's input type: one input, or N of them (any shape with
+    N*size elements)."""
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise McugenError(f"cannot read --inputs {path}: {error}") from None
-    if array.dtype != np.int8:
-        raise McugenError(f"--inputs {path} holds {array.dtype}; give quantized int8 inputs")
+    if array.dtype != np.dtype(dtype):
+        raise McugenError(f"--inputs {path} holds {array.dtype}; the model's input is {dtype}")
     if array.size == 0 or array.size % size:
         raise McugenError(f"--inputs {path} has {array.size} values, not a multiple of the "
                           f"model's input size {size}")
     return array.reshape(-1, size)
-
-
-def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray | None:
-    try:
-        from tflite_micro import runtime
-    except ImportError:
-        return None
-    try:
-        interpreter = runtime.Interpreter.from_bytes(model)
-    except Exception:  # TFLM refuses some models; the reference still checks every output
-        return None
-    shape = interpreter.get_input_details(0)["shape"]
-    outputs = []
-    for x in inputs:
-        interpreter.set_input(x.reshape(shape), 0)
-        interpreter.invoke()
-        outputs.append(interpreter.get_output(0).reshape(-1).copy())
-    return np.stack(outputs)
 
 
 def cmsis_nn_dir(kernels: str) -> Path | None:
@@ -102,37 +149,138 @@ def cmsis_nn_dir(kernels: str) -> Path | None:
 
 def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
         progress=lambda message: None, *, keep: Path | None = None,
-        force: bool = False) -> RunSummary:
-    """Build into work_dir/model, the firmware into work_dir/firmware, run and check. With
-    keep, the model goes into that folder instead (an output folder as `mcugen build` writes,
-    force as there), the firmware into keep/firmware, and its reports get the measured
-    instructions."""
+        force: bool = False, image: ImageRequest | None = None) -> RunSummary:
+    """Build into work_dir/model, the firmware (or the host program) into work_dir, run and
+    check. With keep, the model goes into that folder instead (an output folder as `mcugen
+    build` writes, force as there), a QEMU firmware into keep/firmware, and its reports get
+    the measured instructions. With image, the one input is that picture (inputs_path unused)."""
     target = load_target(options.target)
-    firmware_target(target)  # refuses a target without a QEMU board before the slow steps
+    if not target.is_host:
+        firmware_target(target)  # refuses a target without a QEMU board before the slow steps
+    if image is not None:
+        check_image_request(image)
     # The firmware calls model_invoke: the run builds under that name.
     model_dir = keep if keep is not None else work_dir / "model"
     options = dataclasses.replace(options, name="model", out=model_dir,
                                   force=force if keep is not None else False)
     result = build(options, progress)
     graph = result.compiled.graph
-    inputs = (load_inputs(inputs_path, graph.input.size) if inputs_path is not None
-              else default_inputs(graph.input.size, options.seed))
-    progress(f"building the firmware for {target.qemu_board}")
-    firmware_dir = model_dir / "firmware" if keep is not None else work_dir / "firmware"
-    elf = build_firmware(result.out_dir, target, firmware_dir,
-                         cmsis_nn_dir=cmsis_nn_dir(options.kernels))
-    progress(f"running {len(inputs)} inferences in QEMU ({target.qemu_board})")
-    qemu = run_firmware(elf, target, inputs, graph.output.size, timeout=600)
-    progress("checking the outputs against the reference")
+    report = result.compiled.report
+    if not target.is_host:  # before the slow firmware build: will it link on the board?
+        check_board_fits(target, const_bytes=report.const_bytes, arena_bytes=report.arena_bytes,
+                         io_bytes=report.input_bytes + report.output_bytes,
+                         code_bytes=result.measured.code_bytes if result.measured else 0)
+    tensor = input_tensor(graph)
+    picture = model_input = labels = None
+    if image is not None:
+        picture = load_picture(image.path, tensor)
+        model_input = pixels_to_input(picture.pixels, tensor, image.input_range)
+        labels = load_labels(image.labels, graph.output.size)
+        inputs = model_input.values.reshape(1, -1)
+    elif inputs_path is not None:
+        inputs = load_inputs(inputs_path, graph.input.size, tensor.dtype)
+    else:
+        inputs = default_inputs(tensor, options.seed)
+    if target.is_host:
+        device, where = run_on_host(result.out_dir, graph, inputs, work_dir / "host", progress)
+        layers: list[LayerCount] = []
+    else:
+        device, where = run_in_qemu(options, target, result, inputs,
+                                    model_dir / "firmware" if keep is not None
+                                    else work_dir / "firmware", progress)
+        layers = layer_counts(report, device.layer_instructions[0])
+    progress("checking the outputs against the reference and the oracle")
     reference = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
                           for x in inputs])
-    layers = layer_counts(result.compiled.report, qemu.layer_instructions[0])
-    summary = RunSummary(result, qemu, inputs, reference, tflm_outputs(result.tflite, inputs),
-                         layers)
-    if keep is not None:
+    oracle = oracle_outputs(result.tflite, inputs)
+    image_result = None
+    if image is not None:
+        image_result = ImageResult(picture, model_input, labels,
+                                   _top(device.outputs[0], labels, graph),
+                                   None if oracle.outputs is None
+                                   else _top(oracle.outputs[0], labels, graph))
+    summary = RunSummary(result, device, inputs, reference, oracle, layers, where, image_result)
+    if keep is not None and not target.is_host:
         progress(f"writing the measured instructions into {keep}'s reports")
         write_measured_reports(summary, keep)
     return summary
+
+
+def image_request(image: Path | None, labels: Path | None, input_range: str | None,
+                  inputs: Path | None = None) -> ImageRequest | None:
+    """The --image options of the command line, checked together."""
+    if image is None:
+        if labels is not None or input_range is not None:
+            raise McugenError("--labels and --input-range go with --image FILE")
+        return None
+    if inputs is not None:
+        raise McugenError("give --image or --inputs, not both")
+    return ImageRequest(image, labels, parse_input_range(input_range))
+
+
+def check_image_request(image: ImageRequest) -> None:
+    """What can be checked of --image and --labels before the slow steps."""
+    if not Path(image.path).is_file():
+        raise McugenError(f"--image {image.path}: no such file")
+    if image.labels is not None and not Path(image.labels).is_file():
+        raise McugenError(f"--labels {image.labels}: no such file")
+
+
+def _top(output: np.ndarray, labels: Labels, graph) -> list[Ranked]:
+    tensor = graph.output
+    quantized = tensor.q is not None and tensor.dtype != "float32"
+    return top_classes(output, labels, tensor.dtype, tensor.scale if quantized else None,
+                       tensor.zero_point if quantized else None)
+
+
+def run_in_qemu(options: BuildOptions, target: Target, result: BuildResult,
+                inputs: np.ndarray, firmware_dir: Path, progress) -> tuple[RunResult, str]:
+    progress(f"building the firmware for {target.qemu_board}")
+    elf = build_firmware(result.out_dir, target, firmware_dir,
+                         cmsis_nn_dir=cmsis_nn_dir(options.kernels))
+    progress(f"running {len(inputs)} inference{'s' * (len(inputs) > 1)} in QEMU "
+             f"({target.qemu_board})")
+    graph = result.compiled.graph
+    device = run_firmware(elf, target, inputs, graph.output.size, timeout=600,
+                          output_dtype=graph.output.dtype)
+    return device, f"{target.name} in QEMU ({target.qemu_board})"
+
+
+def run_on_host(model_dir: Path, graph, inputs: np.ndarray, work: Path,
+                progress) -> tuple[RunResult, str]:
+    """`--target host`: the generated C compiled with the host's compiler and the strict flags
+    into a small program (templates/run_host.c.j2) that runs every input."""
+    host = load_target("host")
+    if shutil.which(host.compiler) is None:
+        raise McugenError(f"{host.compiler} not found; install it (Debian package: gcc)")
+    progress(f"compiling the host program with {host.compiler}")
+    work.mkdir(parents=True, exist_ok=True)
+    main = work / "run_host.c"
+    main.write_text(template_environment().get_template("run_host.c.j2").render(
+        name="model", input_type=C_TYPES[graph.input.dtype],
+        output_type=C_TYPES[graph.output.dtype]))
+    program = work / "model_run"
+    sources = sorted(str(p) for p in Path(model_dir).glob("*.c"))
+    command = [host.compiler, *HOST_FLAGS, *host.opt_flags, "-I", str(model_dir), str(main),
+               *sources, "-lm", "-o", str(program)]
+    compiled = subprocess.run(command, capture_output=True, text=True)
+    if compiled.returncode != 0:
+        first = next((line for line in compiled.stderr.splitlines() if "error" in line),
+                     compiled.stderr.strip()[:300])
+        raise McugenError(f"the generated C does not compile on the host: {first}")
+    progress(f"running {len(inputs)} inference{'s' * (len(inputs) > 1)} on the host")
+    np.ascontiguousarray(inputs).tofile(work / "inputs.bin")
+    ran = subprocess.run([str(program), str(work / "inputs.bin"), str(work / "outputs.bin")],
+                         capture_output=True, text=True, timeout=600)
+    if ran.returncode != 0:
+        raise McugenError(f"the host program exited with status {ran.returncode}: "
+                          f"{ran.stderr.strip()[-300:] or 'no message'}")
+    outputs = np.fromfile(work / "outputs.bin", dtype=graph.output.dtype)
+    if outputs.size != len(inputs) * graph.output.size:
+        raise McugenError(f"the host program wrote {outputs.size} outputs, expected "
+                          f"{len(inputs)} x {graph.output.size}")
+    device = RunResult(outputs.reshape(len(inputs), -1), [], [], [], ran.stdout + ran.stderr)
+    return device, f"the host ({host.compiler})"
 
 
 def measured_report(summary: RunSummary) -> Report:
@@ -145,8 +293,8 @@ def measured_report(summary: RunSummary) -> Report:
         "inferences": len(summary.inputs),
         "instructions": summary.qemu.instructions[0],
         "bit_exact": summary.matches,
-        "checked_against": "reference and TFLM" if summary.tflm_outputs is not None
-        else "reference"})
+        "checked_against": "reference" if summary.oracle.name is None
+        else f"reference and {summary.oracle.name}"})
 
 
 def write_measured_reports(summary: RunSummary, folder: Path) -> None:
@@ -183,36 +331,87 @@ def format_layer_table(summary: RunSummary, bar_width: int = 30) -> str:
     return "\n".join(rows)
 
 
+def verdict(summary: RunSummary) -> str:
+    """One line: does the target's output equal the reference's and the oracle's, bit for bit?"""
+    count = summary.device.outputs.size
+    what = f"{count:,} output value{'s' * (count > 1)}"
+    oracle = summary.oracle
+    if not summary.matches_reference:
+        differ = int(np.count_nonzero(summary.device.outputs != summary.reference_outputs))
+        return (f"verdict: MISMATCH: {differ:,} of the {what} differ from the NumPy reference's"
+                + ("" if oracle.name is None else
+                   f" ({'equal' if summary.matches_oracle else 'unequal'} to {oracle.name}'s)"))
+    if oracle.name is None:
+        return (f"verdict: bit-exact with the NumPy reference ({what}); not checked against an "
+                f"interpreter: {oracle.description}")
+    if not summary.matches_oracle:
+        differ = int(np.count_nonzero(summary.device.outputs != oracle.outputs))
+        return (f"verdict: MISMATCH: {differ:,} of the {what} differ from "
+                f"{oracle.description}")
+    return (f"verdict: bit-exact: the {what} equal those of the NumPy reference and of "
+            f"{oracle.description}")
+
+
+def format_top(summary: RunSummary) -> str:
+    """The picture, how it became the input, and the top five beside the oracle's."""
+    image = summary.image
+    picture, tensor = image.picture, input_tensor(summary.build.compiled.graph)
+    width, height = picture.original_size
+    lines = [f"image: {picture.path} ({width}x{height}) -> {tensor.height}x{tensor.width} "
+             f"{'grayscale' if tensor.channels == 1 else 'RGB'} (Pillow, bilinear); "
+             f"{image.model_input.description}"]
+    if image.labels.note:
+        lines.append(f"labels: {image.labels.note}")
+    oracle_name = summary.oracle.name or "no oracle"
+    label_width = max(12, *(len(r.label) for r in image.top),
+                      *(len(r.label) for r in image.oracle_top or ()))
+    lines.append(f"top {len(image.top)}: left mcugen on {summary.where}, right {oracle_name} "
+                 f"(scores dequantized)")
+    lines.append(f"{'rank':>4} {'class':>6} {'label':<{label_width}} {'score':>10}   | "
+                 f"{'class':>6} {'label':<{label_width}} {'score':>10}")
+    for rank, mine in enumerate(image.top, 1):
+        theirs = image.oracle_top[rank - 1] if image.oracle_top else None
+        right = "-" if theirs is None else \
+            f"{theirs.index:>6} {theirs.label:<{label_width}} {theirs.score:>10.5f}"
+        lines.append(f"{rank:>4} {mine.index:>6} {mine.label:<{label_width}} "
+                     f"{mine.score:>10.5f}   | {right}")
+    return "\n".join(lines)
+
+
 def format_summary(summary: RunSummary) -> str:
     report = summary.build.compiled.report
-    per_inference = summary.qemu.instructions[0]
-    oracle = "the NumPy reference and TFLM" if summary.tflm_outputs is not None \
-        else "the NumPy reference (TFLM could not load this model)"
-    verdict = "bit-exact with " + oracle if summary.matches else "MISMATCH against " + oracle
-    lines = [
-        format_layer_table(summary),
-        "",
-        f"{len(summary.inputs)} inferences on {load_target(report.target).qemu_board}: "
-        f"{verdict}",
-        f"instructions per inference: {per_inference:,} "
-        f"({report.macs / per_inference:.3f} MACs per instruction, {report.macs:,} MACs)",
-    ]
-    if len(set(summary.qemu.instructions)) > 1:
-        lines.append(f"  (per input: {', '.join(f'{n:,}' for n in summary.qemu.instructions)})")
+    count = len(summary.inputs)
+    lines = [] if summary.image is not None or not summary.layers else \
+        [format_layer_table(summary), ""]
+    if summary.image is not None:
+        lines += [format_top(summary), ""]
+    lines.append(f"{count} inference{'s' * (count > 1)} on {summary.where}, checked against "
+                 f"the NumPy reference and {summary.oracle.description}")
+    lines.append(verdict(summary))
+    if summary.device.instructions:
+        per_inference = summary.device.instructions[0]
+        lines.append(f"instructions per inference: {per_inference:,} "
+                     f"({report.macs / per_inference:.3f} MACs per instruction, "
+                     f"{report.macs:,} MACs)")
+        if len(set(summary.device.instructions)) > 1:
+            lines.append("  (per input: "
+                         f"{', '.join(f'{n:,}' for n in summary.device.instructions)})")
     return "\n".join(lines)
 
 
 def run_in_folder(options: BuildOptions, inputs_path: Path | None, out: Path,
-                  progress=lambda message: None, force: bool = False
-                  ) -> tuple[RunSummary, str]:
+                  progress=lambda message: None, force: bool = False,
+                  image: ImageRequest | None = None) -> tuple[RunSummary, str]:
     """`mcugen run --out DIR`: the build folder is kept in DIR (the firmware in DIR/firmware)."""
     with tempfile.TemporaryDirectory(prefix="mcugen-run-") as scratch:
-        summary = run(options, inputs_path, Path(scratch), progress, keep=out, force=force)
+        summary = run(options, inputs_path, Path(scratch), progress, keep=out, force=force,
+                      image=image)
         return summary, format_summary(summary)
 
 
 def run_in_temporary_folder(options: BuildOptions, inputs_path: Path | None,
-                            progress=lambda message: None) -> tuple[RunSummary, str]:
+                            progress=lambda message: None,
+                            image: ImageRequest | None = None) -> tuple[RunSummary, str]:
     with tempfile.TemporaryDirectory(prefix="mcugen-run-") as scratch:
-        summary = run(options, inputs_path, Path(scratch), progress)
+        summary = run(options, inputs_path, Path(scratch), progress, image=image)
         return summary, format_summary(summary)

@@ -12,6 +12,7 @@
 extern uint32_t __stack_limit[], __stack_top[];
 extern uint32_t __data_load[], __data_start[], __data_end[];
 extern uint32_t __bss_start[], __bss_end[];
+extern uint32_t __arena_start[], __arena_end[];
 
 /* System Control Block registers. */
 #define SCB_CCR (*(volatile uint32_t *)0xE000ED14u)
@@ -46,6 +47,10 @@ void reset_handler(void)
         *target = *source++;
     }
     for (uint32_t *target = __bss_start; target < __bss_end; target++) {
+        *target = 0;
+    }
+    /* The model's arena has a region of its own (boards/sections.ld); static, so zeroed too. */
+    for (uint32_t *target = __arena_start; target < __arena_end; target++) {
         *target = 0;
     }
     sh_exit(main());
