@@ -40,13 +40,14 @@ def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
     result = mcugen("build", "--alpha", "0.25", "--res", "96", "--target", "cortex-m7",
                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    out = tmp_path / "build" / "model"
-    assert (out / "model.h").is_file() and (out / "model.c").is_file()
-    header = (out / "model.h").read_text()
+    name = "mobilenet_v1_a025_96"  # the default name says which model it is
+    out = tmp_path / "build" / name
+    assert (out / f"{name}.h").is_file() and (out / f"{name}.c").is_file()
+    header = (out / f"{name}.h").read_text()
     for macro in ("INPUT_SIZE 27648", "OUTPUT_SIZE 2", "INPUT_SCALE", "INPUT_ZERO_POINT",
                   "OUTPUT_SCALE", "OUTPUT_ZERO_POINT", "ARENA_SIZE"):
-        assert f"#define MODEL_{macro}" in header
-    assert "int model_invoke(const int8_t *input, int8_t *output);" in header
+        assert f"#define {name.upper()}_{macro}" in header
+    assert f"int {name}_invoke(const int8_t *input, int8_t *output);" in header
     for step in ("building", "calibrating", "converting", "writing"):
         assert step in result.stderr
     assert "MACs" in result.stdout and "arena" in result.stdout
@@ -55,7 +56,7 @@ def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
     lines = result.stderr.splitlines()
     assert lines and all(re.fullmatch(r"mcugen: .*\.\.\. \d+\.\d s", line) for line in lines), \
         result.stderr
-    assert {"report.md", "report.json", "report.html", "model_io.c"} <= \
+    assert {"report.md", "report.json", "report.html", f"{name}_io.c"} <= \
         {p.name for p in out.iterdir()}
 
 
@@ -289,7 +290,7 @@ def test_foreign_folder_is_kept_unless_forced_and_own_folder_is_replaced(tmp_pat
 
     fresh = ["build", "--model", str(PERSON_DETECT), "--name", "pd", "--out", "ours"]
     assert mcugen(*fresh, cwd=tmp_path).returncode == 0
-    (tmp_path / "ours" / "stale.c").write_text("a file an older build left")
-    assert mcugen(*fresh, cwd=tmp_path).returncode == 0
-    assert not (tmp_path / "ours" / "stale.c").exists()  # a rebuild replaces mcugen's folder
+    (tmp_path / "ours" / "main.c").write_text("a file of the user's")
+    assert mcugen(*fresh, cwd=tmp_path).returncode == 0  # a rebuild replaces mcugen's files...
+    assert (tmp_path / "ours" / "main.c").read_text() == "a file of the user's"  # ...only
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left

@@ -5,14 +5,17 @@ instructions of each layer."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .build import BuildOptions, BuildResult, build
+from .build import BuildOptions, BuildResult, build, output_names
+from .codegen import template_environment
 from .errors import McugenError
+from .output import check_output_folder, write_output_folder
 from .qemu import RunResult, build_firmware, firmware_target, run_firmware
 from .reference import run_reference
 from .resources import find_cmsis_nn
@@ -72,10 +75,20 @@ def load_inputs(path: Path, size: int) -> np.ndarray:
     return array.reshape(-1, size)
 
 
+TFLM_MISSING = ("TFLM not checked: its Python package tflite-micro is not installed "
+                "(python3 -m pip install tflite-micro)")
+# The firmware's files in a kept folder (--out): the QEMU image and its linker map.
+FIRMWARE_FILES = ("firmware/firmware.elf", "firmware/firmware.map")
+
+
+def tflm_available() -> bool:
+    return importlib.util.find_spec("tflite_micro") is not None
+
+
 def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray | None:
     try:
         from tflite_micro import runtime
-    except ImportError:
+    except ImportError:  # format_summary says what is missing, not that the model failed
         return None
     try:
         interpreter = runtime.Interpreter.from_bytes(model)
@@ -104,22 +117,24 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
         progress=lambda message: None, *, keep: Path | None = None,
         force: bool = False) -> RunSummary:
     """Build into work_dir/model, the firmware into work_dir/firmware, run and check. With
-    keep, the model goes into that folder instead (an output folder as `mcugen build` writes,
-    force as there), the firmware into keep/firmware, and its reports get the measured
-    instructions."""
+    keep, the model, its reports with the measured instructions and the firmware image are
+    written into that folder at the end, as `mcugen build` writes its folder (force as there)."""
     target = load_target(options.target)
     firmware_target(target)  # refuses a target without a QEMU board before the slow steps
-    # The firmware calls model_invoke: the run builds under that name.
-    model_dir = keep if keep is not None else work_dir / "model"
-    options = dataclasses.replace(options, name="model", out=model_dir,
-                                  force=force if keep is not None else False)
+    if keep is not None:
+        check_output_folder(keep, force, [*output_names(options.name), *FIRMWARE_FILES])
+    model_dir = work_dir / "model"
+    options = dataclasses.replace(options, out=model_dir, force=False)
     result = build(options, progress)
     graph = result.compiled.graph
     inputs = (load_inputs(inputs_path, graph.input.size) if inputs_path is not None
               else default_inputs(graph.input.size, options.seed))
     progress(f"building the firmware for {target.qemu_board}")
-    firmware_dir = model_dir / "firmware" if keep is not None else work_dir / "firmware"
-    elf = build_firmware(result.out_dir, target, firmware_dir,
+    if options.name != "model":  # the firmware calls model_invoke
+        (model_dir / "model.h").write_text(template_environment().get_template(
+            "firmware_alias.h.j2").render(model=result.compiled.view))
+    firmware_dir = work_dir / "firmware"
+    elf = build_firmware(model_dir, target, firmware_dir,
                          cmsis_nn_dir=cmsis_nn_dir(options.kernels))
     progress(f"running {len(inputs)} inferences in QEMU ({target.qemu_board})")
     qemu = run_firmware(elf, target, inputs, graph.output.size, timeout=600)
@@ -130,8 +145,11 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
     summary = RunSummary(result, qemu, inputs, reference, tflm_outputs(result.tflite, inputs),
                          layers)
     if keep is not None:
-        progress(f"writing the measured instructions into {keep}'s reports")
-        write_measured_reports(summary, keep)
+        progress(f"writing {keep}")
+        files = {**result.files, **measured_report(summary).files()}
+        for name in FIRMWARE_FILES:
+            files[name] = (firmware_dir / Path(name).name).read_bytes()
+        write_output_folder(keep, files, force)
     return summary
 
 
@@ -147,14 +165,6 @@ def measured_report(summary: RunSummary) -> Report:
         "bit_exact": summary.matches,
         "checked_against": "reference and TFLM" if summary.tflm_outputs is not None
         else "reference"})
-
-
-def write_measured_reports(summary: RunSummary, folder: Path) -> None:
-    try:
-        for name, text in measured_report(summary).files().items():
-            (folder / name).write_text(text)
-    except OSError as error:
-        raise McugenError(f"cannot write the reports into {folder}: {error.strerror}") from None
 
 
 def layer_counts(report: Report, instructions: list[int]) -> list[LayerCount]:
@@ -187,6 +197,7 @@ def format_summary(summary: RunSummary) -> str:
     report = summary.build.compiled.report
     per_inference = summary.qemu.instructions[0]
     oracle = "the NumPy reference and TFLM" if summary.tflm_outputs is not None \
+        else f"the NumPy reference ({TFLM_MISSING})" if not tflm_available() \
         else "the NumPy reference (TFLM could not load this model)"
     verdict = "bit-exact with " + oracle if summary.matches else "MISMATCH against " + oracle
     lines = [
@@ -205,7 +216,8 @@ def format_summary(summary: RunSummary) -> str:
 def run_in_folder(options: BuildOptions, inputs_path: Path | None, out: Path,
                   progress=lambda message: None, force: bool = False
                   ) -> tuple[RunSummary, str]:
-    """`mcugen run --out DIR`: the build folder is kept in DIR (the firmware in DIR/firmware)."""
+    """`mcugen run --out DIR`: the build folder is kept in DIR (the QEMU image in
+    DIR/firmware)."""
     with tempfile.TemporaryDirectory(prefix="mcugen-run-") as scratch:
         summary = run(options, inputs_path, Path(scratch), progress, keep=out, force=force)
         return summary, format_summary(summary)
