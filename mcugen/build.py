@@ -153,6 +153,15 @@ def model_bytes_and_source(options: BuildOptions, progress: Progress) -> tuple[b
 
 
 def build(options: BuildOptions, progress: Progress = lambda message: None) -> BuildResult:
+    result = compile_build(options, progress)
+    progress(f"writing {options.out_dir}")
+    write_output_folder(options.out_dir, result.files, options.force)
+    return result
+
+
+def compile_build(options: BuildOptions, progress: Progress = lambda message: None
+                  ) -> BuildResult:
+    """Everything `build` does but write the folder: the result's files are in memory."""
     options.validate()
     data, source = model_bytes_and_source(options, progress)
     try:
@@ -183,8 +192,5 @@ def build(options: BuildOptions, progress: Progress = lambda message: None) -> B
                 options.weights_section)
     report = dataclasses.replace(compiled.report,
                                  measured=measured.as_dict() if measured else None)
-    result = BuildResult(options.out_dir, data, dataclasses.replace(compiled, report=report),
-                         measured)
-    progress(f"writing {options.out_dir}")
-    write_output_folder(options.out_dir, result.files, options.force)
-    return result
+    return BuildResult(options.out_dir, data, dataclasses.replace(compiled, report=report),
+                       measured)

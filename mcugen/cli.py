@@ -294,12 +294,11 @@ def command_run(args: argparse.Namespace) -> int:
     print(text)
     if args.out is not None:
         target = load_target(options.target)
-        board = f"QEMU's {target.qemu_board} board (a {target.qemu.machine_cpu} with " \
-                f"semihosting)"
-        not_for = f", not for the {target.name} itself" if target.kind == "part" else ""
+        not_for = f", not a firmware for the {target.name}" if target.kind == "part" else ""
         print(f"kept {args.out}: the model's C, report.md/json/html with the measured "
-              f"instructions, and {args.out / 'firmware' / 'firmware.elf'}, the test image "
-              f"for {board}{not_for}: a firmware of yours compiles the C files")
+              f"instructions, and {args.out / 'firmware' / 'firmware.elf'}: a test image for "
+              f"QEMU's {target.qemu_board} board ({target.core} code, inputs and outputs by "
+              f"semihosting){not_for}; your own firmware compiles the C files")
     return 0 if summary.matches else 1
 
 

@@ -5,14 +5,13 @@ instructions of each layer."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .build import BuildOptions, BuildResult, build, output_names
+from .build import BuildOptions, BuildResult, compile_build, output_names
 from .codegen import template_environment
 from .errors import McugenError
 from .output import check_output_folder, write_output_folder
@@ -82,7 +81,11 @@ FIRMWARE_FILES = ("firmware/firmware.elf", "firmware/firmware.map")
 
 
 def tflm_available() -> bool:
-    return importlib.util.find_spec("tflite_micro") is not None
+    try:
+        from tflite_micro import runtime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray | None:
@@ -125,7 +128,8 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
         check_output_folder(keep, force, [*output_names(options.name), *FIRMWARE_FILES])
     model_dir = work_dir / "model"
     options = dataclasses.replace(options, out=model_dir, force=False)
-    result = build(options, progress)
+    result = compile_build(options, progress)
+    write_output_folder(model_dir, result.files, force=False)
     graph = result.compiled.graph
     inputs = (load_inputs(inputs_path, graph.input.size) if inputs_path is not None
               else default_inputs(graph.input.size, options.seed))
