@@ -498,8 +498,12 @@ class Interruptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with Interruptions() as interruptions:
-        return _main(argv, interruptions)
+    try:
+        with Interruptions() as interruptions:
+            return _main(argv, interruptions)
+    except KeyboardInterrupt:  # before its handlers were in place, or after they were gone
+        print("mcugen: interrupted", file=sys.stderr)
+        return 130
 
 
 def _main(argv: list[str] | None, interruptions: Interruptions) -> int:
