@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -78,7 +78,9 @@ class Progress:
         self.finish()
         self.step, self.started = message, time.monotonic()
         self._write(f"mcugen: {message}..." + ("\n" if self.verbose else ""))
-        if not self.verbose and self._is_terminal():
+        # A line wider than the terminal wraps, and a carriage return cannot redraw it.
+        fits = len(f"mcugen: {message}... 9999 s") < shutil.get_terminal_size().columns
+        if not self.verbose and self._is_terminal() and fits:
             self._stop = threading.Event()
             self._ticker = threading.Thread(target=self._count, args=(message, self._stop),
                                             daemon=True, name="mcugen-progress")
@@ -88,12 +90,14 @@ class Progress:
         """The current step is done: show how long it took."""
         if self.step is None:
             return
-        self._stop_ticker()
+        ticked = self._stop_ticker()
         seconds = f"{time.monotonic() - self.started:.1f} s"
         if self.verbose:
             self._write(f"mcugen: ({self.step}: {seconds})\n")
+        elif ticked:  # the ticker has redrawn the line: redraw it whole, then the time
+            self._write(f"\r\x1b[Kmcugen: {self.step}... {seconds}\n")
         else:
-            self._write(self._line(seconds) + "\n")
+            self._write(f" {seconds}\n")
         self.step = None
 
     def abandon(self) -> None:
@@ -103,11 +107,6 @@ class Progress:
             self._write("\n")
         self.step = None
 
-    def _line(self, seconds: str) -> str:
-        # On a terminal the ticker has redrawn the line: redraw it whole, then the time.
-        prefix = "\r\x1b[K" + f"mcugen: {self.step}..." if self._is_terminal() else ""
-        return f"{prefix} {seconds}"
-
     def _count(self, message: str, stop: threading.Event) -> None:
         while not stop.wait(self.tick):
             elapsed = time.monotonic() - self.started
@@ -115,11 +114,14 @@ class Progress:
                 if not stop.is_set():
                     self._raw_write(f"\r\x1b[Kmcugen: {message}... {elapsed:.0f} s")
 
-    def _stop_ticker(self) -> None:
-        if self._ticker is not None:
-            self._stop.set()
-            self._ticker.join()
-            self._ticker = None
+    def _stop_ticker(self) -> bool:
+        """Stop the ticker; whether there was one."""
+        if self._ticker is None:
+            return False
+        self._stop.set()
+        self._ticker.join()
+        self._ticker = None
+        return True
 
     def _is_terminal(self) -> bool:
         try:
@@ -228,48 +230,48 @@ def print_build_summary(result: BuildResult, out_dir: Path | None) -> None:
     the target's memory (built anyway with --no-memory-check) says so here and on stderr."""
     from .targets import load_target
 
-    report = result.compiled.report
+    report, sizes = result.compiled.report, result.measured
     target = load_target(report.target)
-    flash_over = over_limit(report.const_bytes, target.flash_bytes, target, "flash")
-    ram_over = "" if report.regions else over_limit(report.arena_bytes, target.ram_bytes,
-                                                    target, "RAM")
+    overflows: list[str] = []
+
+    def fit(what: str, needed: int, available: int, where: str) -> str:
+        clause = over_limit(needed, available, where) if not target.is_host else ""
+        if clause:
+            overflows.append(f"{what} {needed:,} B{clause}")
+        return clause
+
+    whose = f"{target.name}'s"
+    region = f"{whose} {target.largest_ram}" if target.kind == "part" else whose
+    arena_check = "" if report.regions else \
+        fit("RAM", report.arena_bytes, target.ram_bytes, region)  # --ram-regions: checked each
     print(f"{report.model}: {len(report.layers)} layers, {report.macs:,} MACs, "
-          f"flash {report.const_bytes:,} B (weights){flash_over}, "
-          f"RAM {report.arena_bytes:,} B (arena){ram_over}"
+          f"flash {report.const_bytes:,} B (weights)"
+          f"{fit('flash', report.const_bytes, target.flash_bytes, whose)}, "
+          f"RAM {report.arena_bytes:,} B (arena){arena_check}"
           + (f" -> {out_dir}" if out_dir is not None else ""))
     if report.schedule is not None:
         print(schedule_summary(report.schedule))
     if report.regions:
         print("arena by RAM region: " + ", ".join(
             f"{r['name']} {r['arena_bytes']:,} of {r['region_bytes']:,} B" for r in report.regions))
-    sizes = result.measured
-    measured_flash_over = measured_ram_over = ""
-    if sizes is not None:
-        measured_flash_over = over_limit(sizes.flash_bytes, target.flash_bytes, target, "flash")
-        measured_ram_over = "" if report.regions else over_limit(
-            sizes.ram_bytes, target.ram_bytes, target, "RAM")
+    if sizes is not None:  # the stack may live in another region: all of the part's RAM
+        all_ram = sum(r.bytes for r in target.ram_regions) or target.ram_bytes
         print(f"measured with {sizes.compiler}: flash {sizes.flash_bytes:,} B "
-              f"(code {sizes.code_bytes:,} + weights {sizes.weight_bytes:,}){measured_flash_over}, "
+              f"(code {sizes.code_bytes:,} + weights {sizes.weight_bytes:,})"
+              f"{fit('flash (measured)', sizes.flash_bytes, target.flash_bytes, whose)}, "
               f"RAM {sizes.ram_bytes:,} B (arena {sizes.arena_bytes:,} + other static "
-              f"{sizes.other_ram_bytes:,} + stack {sizes.stack_bytes:,}){measured_ram_over}")
-    for what, needed, clause in (("flash", report.const_bytes, flash_over),
-                                 ("RAM", report.arena_bytes, ram_over),
-                                 ("flash (measured)", sizes and sizes.flash_bytes,
-                                  measured_flash_over),
-                                 ("RAM (measured)", sizes and sizes.ram_bytes, measured_ram_over)):
-        if clause:
-            sys.stdout.flush()
-            print(f"mcugen: warning: {what} {needed:,} B{clause}", file=sys.stderr)
+              f"{sizes.other_ram_bytes:,} + stack {sizes.stack_bytes:,})"
+              f"{fit('RAM (measured)', sizes.ram_bytes, all_ram, whose)}")
+    sys.stdout.flush()
+    for overflow in overflows:
+        print(f"mcugen: warning: {overflow}", file=sys.stderr)
 
 
-def over_limit(needed: int, available: int, target: Target, memory: str) -> str:
+def over_limit(needed: int, available: int, where: str) -> str:
     """ " — 323 % of stm32h743zi's 1,048,576 B: does not fit", or "" when it fits."""
-    if target.is_host or needed <= available:
+    if needed <= available:
         return ""
-    where = f"{target.name}'s {target.largest_ram}" if memory == "RAM" and \
-        target.kind == "part" else f"{target.name}'s"
-    return f" — {needed / available:.0%} of {where} {available:,} B: does not fit" \
-        .replace("%", " %")
+    return f" — {100 * needed / available:.0f} % of {where} {available:,} B: does not fit"
 
 
 def schedule_summary(schedule: dict) -> str:

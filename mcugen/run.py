@@ -154,6 +154,7 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
         for name in FIRMWARE_FILES:
             files[name] = (firmware_dir / Path(name).name).read_bytes()
         write_output_folder(keep, files, force)
+        summary = dataclasses.replace(summary, build=dataclasses.replace(result, out_dir=keep))
     return summary
 
 
