@@ -279,3 +279,13 @@ def test_a_kill_during_the_final_moves_is_repaired_by_the_next_build(tmp_path):
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert names == set(mine) | generated("other") | {MANIFEST}
     assert_no_debris(tmp_path)
+
+
+@pytest.mark.parametrize("out", ["x" * 300 + "/m", "a file/m"], ids=["long name", "file"])
+def test_an_output_path_that_cannot_be_a_folder_is_one_line_before_any_work(out, tmp_path):
+    """Issue 17, item 18: a 300-character --out component was an internal error."""
+    (tmp_path / "a file").write_text("mine")
+    result = build(tmp_path, out)
+    assert_one_line_error(result, "output" if "x" * 300 in out else "a file")
+    assert "compiling" not in result.stderr  # refused before the slow steps
+    assert (tmp_path / "a file").read_text() == "mine"

@@ -64,13 +64,31 @@ class Plan:
 
 def check_output_folder(out_dir: Path, force: bool, names: Iterable[str]) -> Plan:
     """Refuse (before any slow step, and again just before writing) a build that would
-    overwrite or remove something that is not mcugen's own."""
+    overwrite or remove something that is not mcugen's own, or that cannot be written."""
+    try:
+        return _check_output_folder(out_dir, force, names)
+    except OSError as error:
+        raise McugenError(f"cannot use {out_dir} as the output folder: "
+                          f"{error.strerror or error}") from None
+
+
+def _check_output_folder(out_dir: Path, force: bool, names: Iterable[str]) -> Plan:
+    if any(len(os.fsencode(part)) > 255 for part in out_dir.parts):
+        raise McugenError(f"output path {out_dir}: a name in it is longer than 255 bytes")
     if not out_dir.exists():
         if out_dir.is_symlink():
             raise McugenError(f"output path {out_dir} is a broken symbolic link")
+        ancestor = out_dir.absolute().parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise McugenError(f"cannot create {out_dir}: {ancestor} is not a folder you can "
+                              f"write to")
         return Plan({}, (), created=True)
     if not out_dir.is_dir():
         raise McugenError(f"output path {out_dir} exists and is not a folder")
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise McugenError(f"cannot write into {out_dir}: permission denied")
     manifest = read_manifest(out_dir)
     if manifest is None and (out_dir / LEGACY_MARKER).is_file():
         raise McugenError(f"{out_dir} was written by an older mcugen, which kept no list of "
@@ -177,7 +195,6 @@ def write_output_folder(out_dir: Path, files: dict[str, str | bytes], force: boo
         for name, data in contents.items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
-            os.chmod(staging / name, 0o644)
         hashes = {name: file_hash(data) for name, data in contents.items()}
         _commit(out_dir, staging, plan, hashes)
     except OSError as error:
