@@ -40,13 +40,14 @@ def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
     result = mcugen("build", "--alpha", "0.25", "--res", "96", "--target", "cortex-m7",
                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    out = tmp_path / "build" / "model"
-    assert (out / "model.h").is_file() and (out / "model.c").is_file()
-    header = (out / "model.h").read_text()
+    name = "mobilenet_v1_a025_96"  # the default name says which model it is
+    out = tmp_path / "build" / name
+    assert (out / f"{name}.h").is_file() and (out / f"{name}.c").is_file()
+    header = (out / f"{name}.h").read_text()
     for macro in ("INPUT_SIZE 27648", "OUTPUT_SIZE 2", "INPUT_SCALE", "INPUT_ZERO_POINT",
                   "OUTPUT_SCALE", "OUTPUT_ZERO_POINT", "ARENA_SIZE"):
-        assert f"#define MODEL_{macro}" in header
-    assert "int model_invoke(const int8_t *input, int8_t *output);" in header
+        assert f"#define {name.upper()}_{macro}" in header
+    assert f"int {name}_invoke(const int8_t *input, int8_t *output);" in header
     for step in ("building", "calibrating", "converting", "writing"):
         assert step in result.stderr
     assert "MACs" in result.stdout and "arena" in result.stdout
@@ -55,7 +56,7 @@ def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
     lines = result.stderr.splitlines()
     assert lines and all(re.fullmatch(r"mcugen: .*\.\.\. \d+\.\d s", line) for line in lines), \
         result.stderr
-    assert {"report.md", "report.json", "report.html", "model_io.c"} <= \
+    assert {"report.md", "report.json", "report.html", f"{name}_io.c"} <= \
         {p.name for p in out.iterdir()}
 
 
@@ -206,7 +207,7 @@ def test_run_out_keeps_the_folder_with_measured_instructions(tmp_path):
                     "kept", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     kept = tmp_path / "kept"
-    assert (kept / "firmware" / "firmware.elf").is_file() and (kept / "model.c").is_file()
+    assert (kept / "firmware" / "firmware.elf").is_file() and (kept / "person_detect.c").is_file()
     report = json.loads((kept / "report.json").read_text())
     counts = [layer["instructions"] for layer in report["layers"]]
     assert all(isinstance(n, int) and n > 0 for n in counts)
@@ -274,6 +275,13 @@ def test_model_too_big_for_the_target_is_refused_unless_asked(tmp_path):
     result = mcugen("build", "--model", "big.tflite", "--target", "cortex-m7", "--out", "out",
                     "--no-memory-check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    # Issue 17, item 6: "flash 3,383,588 B" on a 1 MB part read like a success.
+    assert re.search(r"flash 3,[\d,]+ B \(weights\) — 3\d\d % of cortex-m7's 1,048,576 B: "
+                     r"does not fit, RAM", result.stdout), result.stdout
+    assert re.search(r"^mcugen: warning: flash 3,[\d,]+ B — 3\d\d % of cortex-m7's 1,048,576 B: "
+                     r"does not fit$", result.stderr, re.MULTILINE), result.stderr
+    assert "does not fit" not in mcugen("build", "--model", str(PERSON_DETECT), "--target",
+                                        "cortex-m7", "--out", "fits", cwd=tmp_path).stdout
 
 
 def test_foreign_folder_is_kept_unless_forced_and_own_folder_is_replaced(tmp_path):
@@ -289,7 +297,194 @@ def test_foreign_folder_is_kept_unless_forced_and_own_folder_is_replaced(tmp_pat
 
     fresh = ["build", "--model", str(PERSON_DETECT), "--name", "pd", "--out", "ours"]
     assert mcugen(*fresh, cwd=tmp_path).returncode == 0
-    (tmp_path / "ours" / "stale.c").write_text("a file an older build left")
-    assert mcugen(*fresh, cwd=tmp_path).returncode == 0
-    assert not (tmp_path / "ours" / "stale.c").exists()  # a rebuild replaces mcugen's folder
+    (tmp_path / "ours" / "main.c").write_text("a file of the user's")
+    assert mcugen(*fresh, cwd=tmp_path).returncode == 0  # a rebuild replaces mcugen's files...
+    assert (tmp_path / "ours" / "main.c").read_text() == "a file of the user's"  # ...only
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 17: the user's first experience
+
+
+def test_the_default_name_says_which_model_it_is(tmp_path):
+    """Item 10: every build without --name wrote build/model, so README's commands overwrote
+    each other. The name now comes from the model: the file's stem, or the MobileNet's
+    options."""
+    from mcugen.build import default_name
+
+    result = mcugen("build", "--model", str(PERSON_DETECT), "--target", "host", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "build" / "person_detect" / "person_detect.h").is_file()
+    assert "-> build/person_detect" in result.stdout
+    assert default_name(None) == "mobilenet_v1_a025_96"
+    assert default_name(None, "v3-small", 0.5, 128, 96, 1) == "mobilenet_v3_small_a050_128x96_gray"
+    assert default_name(None, "v2", 1.0, 224, 224, 3) == "mobilenet_v2_a100_224"
+    for file, name in (("modèle v2.tflite", "modele_v2"), ("2024-net.tflite", "model_2024_net"),
+                       ("int.tflite", "int_model"), ("Ω.tflite", "model")):
+        assert default_name(Path(file)) == name
+
+
+def readme_commands(command: str) -> list[list[str]]:
+    """The README's example command lines of one mcugen command, as arguments."""
+    import shlex
+
+    lines = []
+    for line in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines():
+        if line.startswith(f"mcugen {command} "):
+            lines.append(shlex.split(line.split("#")[0])[1:])
+    return lines
+
+
+def test_readmes_build_commands_write_different_folders():
+    from mcugen.cli import build_options, make_parser
+
+    commands = readme_commands("build")
+    assert len(commands) >= 3
+    folders = [build_options(make_parser().parse_args(arguments)).out_dir
+               for arguments in commands]
+    assert len(set(folders)) == len(folders), folders
+
+
+@pytest.mark.parametrize("command", ["build", "run", "inspect", "targets"])
+def test_help_shows_defaults_and_two_examples(command, tmp_path):
+    """Item 10: --help showed no defaults and no examples; the examples are real command
+    lines (they parse)."""
+    from mcugen.cli import make_parser
+
+    result = mcugen(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    help_text = result.stdout
+    examples = [line.split("(")[0].split(">")[0].strip()
+                for line in help_text.split("examples:")[1].splitlines()
+                if line.startswith(f"  mcugen {command}")]
+    assert len(examples) >= 2, help_text
+    for example in examples:
+        make_parser().parse_args(example.split()[1:])
+    if command in ("build", "run"):
+        assert re.search(r"--alpha ALPHA +width multiplier, 0 < A <= 1.5 \(default: 0.25\)",
+                         help_text), help_text
+        assert "(default: build/NAME)" in help_text or "temporary" in help_text
+
+
+def test_main_help_opens_with_what_mcugen_does(tmp_path):
+    result = mcugen("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    description = result.stdout.split("\n\n")[1]
+    assert description.startswith("mcugen compiles an int8-quantized MobileNet"), description
+    assert "examples:" in result.stdout
+
+
+def test_run_defaults_to_a_target_it_can_run(tmp_path):
+    """Item 8: run's --help said the default target was host, which run refuses."""
+    from mcugen.cli import make_parser
+    from mcugen.qemu import firmware_target
+
+    target = make_parser().parse_args(["run"]).target
+    firmware_target(target)  # one with a QEMU board
+    assert f"(default: {target})" in mcugen("run", "--help", cwd=tmp_path).stdout.replace(
+        "\n                        ", " ")
+
+
+def test_run_prints_builds_lines_and_an_overflow_stands_out(tmp_path):
+    """Items 6 and 8: `run` takes --name and --no-memory-check, prints the flash and RAM lines
+    `build` prints, says that the kept image is for the QEMU board and not for the part; a
+    model bigger than the part's flash (3.2 MB of weights, the STM32F746's 1 MB) runs anyway
+    with --no-memory-check, and its summary says it does not fit (on stderr too)."""
+    big = tmp_path / "big.tflite"
+    big.write_bytes(mobilenet_tflite(arch="v1", seed=1, alpha=1.0, height=64, width=64,
+                                     channels=3, classes=5))
+    import numpy as np
+
+    np.save(tmp_path / "one.npy", np.full(64 * 64 * 3, 5, np.int8))  # one inference: faster
+    result = mcugen("run", "--model", "big.tflite", "--target", "stm32f746ng", "--name", "big",
+                    "--no-memory-check", "--inputs", "one.npy", "--out", "kept", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "bit-exact with the NumPy reference and TFLM" in result.stdout
+    assert re.search(r"^big: \d+ layers, [\d,]+ MACs, flash 3,[\d,]+ B \(weights\) — 3\d\d % of "
+                     r"stm32f746ng's 1,048,576 B: does not fit, RAM [\d,]+ B \(arena\) -> kept$",
+                     result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^measured with arm-none-eabi-gcc: flash 3,[\d,]+ B .* does not fit",
+                     result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^mcugen: warning: flash 3,[\d,]+ B — 3\d\d % of stm32f746ng's "
+                     r"1,048,576 B: does not fit$", result.stderr, re.MULTILINE), result.stderr
+    assert (tmp_path / "kept" / "big.c").is_file()
+    assert (tmp_path / "kept" / "firmware" / "firmware.elf").is_file()
+    assert "a test image for QEMU's mps2-an500 board" in result.stdout
+    assert "not a firmware for the stm32f746ng" in result.stdout
+
+
+def test_run_says_what_is_missing_when_tflm_is_not_installed(tmp_path):
+    """Item 2: tflite-micro was only a test extra, and its ImportError was reported as "TFLM
+    could not load this model". It is a dependency now; without it, run says what is missing
+    and how to install it (here a tflite_micro that fails to import hides the real one)."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
+                              .read_text())
+    assert any(dependency.startswith("tflite-micro")
+               for dependency in pyproject["project"]["dependencies"])
+    hidden = tmp_path / "hide"
+    (hidden / "tflite_micro").mkdir(parents=True)
+    (hidden / "tflite_micro" / "__init__.py").write_text(
+        "raise ImportError('no tflite_micro here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(hidden), str(Path(__file__).resolve().parents[1])])}
+    result = subprocess.run([sys.executable, "-m", "mcugen", "run", "--model",
+                             str(PERSON_DETECT), "--target", "cortex-m4"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "could not load this model" not in result.stdout
+    assert "bit-exact with the NumPy reference (TFLM not checked: its Python package " \
+           "tflite-micro is not installed (python3 -m pip install tflite-micro))" in result.stdout
+
+
+def test_progress_counts_the_seconds_on_a_terminal():
+    """Item 5: converting, compiling a banded model and measuring printed nothing for up to a
+    minute. On a terminal the step's line now counts the seconds; in a log it is one line."""
+    import io
+    import time
+
+    from mcugen.cli import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        progress = Progress(stream, tick=0.1)
+        progress("converting to int8")
+        time.sleep(0.55)
+        progress.finish()
+    ticks = re.findall(r"\r\x1b\[Kmcugen: converting to int8\.\.\. \d s", terminal.getvalue())
+    assert len(ticks) >= 3, repr(terminal.getvalue())
+    assert re.fullmatch(r"mcugen: converting to int8\.\.\.(\r\x1b\[Kmcugen: converting to "
+                        r"int8\.\.\. \d s)+\r\x1b\[Kmcugen: converting to int8\.\.\. 0\.\d s\n",
+                        terminal.getvalue()), repr(terminal.getvalue())
+    assert re.fullmatch(r"mcugen: converting to int8\.\.\. 0\.\d s\n", log.getvalue())
+
+
+def test_progress_ticks_on_a_real_terminal(tmp_path):
+    """The same through a pseudo-terminal, with the final moves slowed down (1.4 s in all)."""
+    import pty
+
+    main, secondary = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "MCUGEN_TEST_WRITE_DELAY": "0.12"}
+    process = subprocess.Popen([sys.executable, "-m", "mcugen", "build", "--model",
+                                str(PERSON_DETECT), "--out", "out"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=secondary)
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert process.wait(timeout=120) == 0
+    os.close(main)
+    assert re.search(rb"\r\x1b\[Kmcugen: writing out\.\.\. 1 s", seen), seen

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .compile import CompiledModel, compile_graph
-from .codegen import check_model_name, check_section_name
+from .codegen import SOURCE_TEMPLATES, check_model_name, check_section_name
 from .errors import McugenError
 from .kernels import KERNEL_SETS
 from .measure import MeasuredSizes, measure
@@ -37,7 +39,7 @@ class BuildOptions:
     calibration: Path | None = None
     weights: Path | None = None
     target: str = "host"
-    name: str = "model"
+    name: str = "model"  # the command line's default is default_name(...)
     out: Path | None = None  # default build/NAME
     force: bool = False
     memory_check: bool = True
@@ -72,7 +74,41 @@ class BuildOptions:
                 raise McugenError(f"--channels {self.channels}: use 1 (grayscale) or 3 (RGB)")
             if self.classes < 1:
                 raise McugenError(f"--classes {self.classes}: need at least 1 class")
-        check_output_folder(self.out_dir, self.force)
+        check_output_folder(self.out_dir, self.force, output_names(self.name))
+
+
+def output_names(name: str) -> list[str]:
+    """The files a build writes into its output folder (checked before the slow steps)."""
+    return [*(file.format(name=name) for file in SOURCE_TEMPLATES), f"{name}.tflite",
+            "report.json", "report.md", "report.html"]
+
+
+def default_name(model: Path | None, arch: str = "v1", alpha: float = 0.25, height: int = 96,
+                 width: int = 96, channels: int = 3) -> str:
+    """The name a build takes without --name: the .tflite file's stem as a C identifier
+    (person_detect), or the MobileNet's options (mobilenet_v1_a025_96), so that builds of
+    different models do not land in one folder."""
+    if model is not None:
+        return c_identifier(model.stem)
+    alpha_text = f"{alpha:.2f}" if round(alpha, 2) == alpha else f"{alpha:g}"
+    resolution = f"{height}" if height == width else f"{height}x{width}"
+    name = f"mobilenet_{arch}_a{alpha_text.replace('.', '')}_{resolution}"
+    return c_identifier(name + ("_gray" if channels == 1 else ""))
+
+
+def c_identifier(text: str) -> str:
+    """text as a usable model name: ASCII letters (accents dropped), digits and underscores."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_")[:48].strip("_")
+    if not name:
+        return "model"
+    if name[0].isdigit():
+        name = "model_" + name
+    try:
+        check_model_name(name)
+    except McugenError:  # a C keyword or a name the C would trip on (stdint, main, ...)
+        name += "_model"
+    return name
 
 
 @dataclass(frozen=True)
@@ -81,6 +117,13 @@ class BuildResult:
     tflite: bytes
     compiled: CompiledModel
     measured: MeasuredSizes | None  # from the cross compiler, when the target has one here
+
+    @property
+    def files(self) -> dict[str, str | bytes]:
+        """The output folder's files: the C, the .tflite and the reports."""
+        name = self.compiled.report.model
+        return {**self.compiled.sources, f"{name}.tflite": self.tflite,
+                **self.compiled.report.files()}
 
 
 def model_bytes_and_source(options: BuildOptions, progress: Progress) -> tuple[bytes, str]:
@@ -110,6 +153,15 @@ def model_bytes_and_source(options: BuildOptions, progress: Progress) -> tuple[b
 
 
 def build(options: BuildOptions, progress: Progress = lambda message: None) -> BuildResult:
+    result = compile_build(options, progress)
+    progress(f"writing {options.out_dir}")
+    write_output_folder(options.out_dir, result.files, options.force)
+    return result
+
+
+def compile_build(options: BuildOptions, progress: Progress = lambda message: None
+                  ) -> BuildResult:
+    """Everything `build` does but write the folder: the result's files are in memory."""
     options.validate()
     data, source = model_bytes_and_source(options, progress)
     try:
@@ -140,10 +192,5 @@ def build(options: BuildOptions, progress: Progress = lambda message: None) -> B
                 options.weights_section)
     report = dataclasses.replace(compiled.report,
                                  measured=measured.as_dict() if measured else None)
-    progress(f"writing {options.out_dir}")
-    files: dict[str, str | bytes] = dict(compiled.sources)
-    files[f"{options.name}.tflite"] = data
-    files.update(report.files())
-    write_output_folder(options.out_dir, files, options.force)
     return BuildResult(options.out_dir, data, dataclasses.replace(compiled, report=report),
                        measured)

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import BuildOptions, BuildResult, build
+from .build import BuildOptions, BuildResult, compile_build, output_names
 from .codegen import template_environment
 from .errors import McugenError
 from .image import (INTEGER_RANGES, InputTensor, Labels, ModelInput, Picture, Ranked,
                     load_labels, load_picture, parse_input_range, pixels_to_input,
                     top_classes)
 from .oracle import TFLM, OracleRun, oracle_outputs
+from .output import check_output_folder, write_output_folder
 from .qemu import RunResult, build_firmware, check_board_fits, firmware_target, run_firmware
 from .reference import run_reference
 from .resources import find_cmsis_nn
@@ -137,6 +138,10 @@ def load_inputs(path: Path, size: int, dtype: str = "int8") -> np.ndarray:
     return array.reshape(-1, size)
 
 
+# The firmware's files in a kept folder (--out): the QEMU image and its linker map.
+FIRMWARE_FILES = ("firmware/firmware.elf", "firmware/firmware.map")
+
+
 def cmsis_nn_dir(kernels: str) -> Path | None:
     """Users bring CMSIS-NN: the firmware build takes it from $CMSIS_NN_DIR."""
     if kernels != "cmsis-nn":
@@ -151,19 +156,21 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
         progress=lambda message: None, *, keep: Path | None = None,
         force: bool = False, image: ImageRequest | None = None) -> RunSummary:
     """Build into work_dir/model, the firmware (or the host program) into work_dir, run and
-    check. With keep, the model goes into that folder instead (an output folder as `mcugen
-    build` writes, force as there), a QEMU firmware into keep/firmware, and its reports get
-    the measured instructions. With image, the one input is that picture (inputs_path unused)."""
+    check. With keep, the model, its reports (with the measured instructions) and the QEMU
+    image are written into that folder at the end, as `mcugen build` writes its folder (force
+    as there). With image, the one input is that picture (inputs_path unused)."""
     target = load_target(options.target)
     if not target.is_host:
         firmware_target(target)  # refuses a target without a QEMU board before the slow steps
     if image is not None:
         check_image_request(image)
-    # The firmware calls model_invoke: the run builds under that name.
-    model_dir = keep if keep is not None else work_dir / "model"
-    options = dataclasses.replace(options, name="model", out=model_dir,
-                                  force=force if keep is not None else False)
-    result = build(options, progress)
+    if keep is not None:
+        check_output_folder(keep, force, [*output_names(options.name),
+                                          *(() if target.is_host else FIRMWARE_FILES)])
+    model_dir = work_dir / "model"
+    options = dataclasses.replace(options, out=model_dir, force=False)
+    result = compile_build(options, progress)
+    write_output_folder(model_dir, result.files, force=False)
     graph = result.compiled.graph
     report = result.compiled.report
     if not target.is_host:  # before the slow firmware build: will it link on the board?
@@ -181,13 +188,16 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
         inputs = load_inputs(inputs_path, graph.input.size, tensor.dtype)
     else:
         inputs = default_inputs(tensor, options.seed)
+    firmware_dir = work_dir / "firmware"
     if target.is_host:
-        device, where = run_on_host(result.out_dir, graph, inputs, work_dir / "host", progress)
+        device, where = run_on_host(model_dir, options.name, graph, inputs, work_dir / "host",
+                                    progress)
         layers: list[LayerCount] = []
     else:
-        device, where = run_in_qemu(options, target, result, inputs,
-                                    model_dir / "firmware" if keep is not None
-                                    else work_dir / "firmware", progress)
+        if options.name != "model":  # the firmware calls model_invoke
+            (model_dir / "model.h").write_text(template_environment().get_template(
+                "firmware_alias.h.j2").render(model=result.compiled.view))
+        device, where = run_in_qemu(options, target, result, inputs, firmware_dir, progress)
         layers = layer_counts(report, device.layer_instructions[0])
     progress("checking the outputs against the reference and the oracle")
     reference = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
@@ -200,9 +210,15 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
                                    None if oracle.outputs is None
                                    else _top(oracle.outputs[0], labels, graph))
     summary = RunSummary(result, device, inputs, reference, oracle, layers, where, image_result)
-    if keep is not None and not target.is_host:
-        progress(f"writing the measured instructions into {keep}'s reports")
-        write_measured_reports(summary, keep)
+    if keep is not None:
+        progress(f"writing {keep}")
+        files = dict(result.files)
+        if not target.is_host:
+            files.update(measured_report(summary).files())
+            for name in FIRMWARE_FILES:
+                files[name] = (firmware_dir / Path(name).name).read_bytes()
+        write_output_folder(keep, files, force)
+        summary = dataclasses.replace(summary, build=dataclasses.replace(result, out_dir=keep))
     return summary
 
 
@@ -246,7 +262,7 @@ def run_in_qemu(options: BuildOptions, target: Target, result: BuildResult,
     return device, f"{target.name} in QEMU ({target.qemu_board})"
 
 
-def run_on_host(model_dir: Path, graph, inputs: np.ndarray, work: Path,
+def run_on_host(model_dir: Path, name: str, graph, inputs: np.ndarray, work: Path,
                 progress) -> tuple[RunResult, str]:
     """`--target host`: the generated C compiled with the host's compiler and the strict flags
     into a small program (templates/run_host.c.j2) that runs every input."""
@@ -257,7 +273,7 @@ def run_on_host(model_dir: Path, graph, inputs: np.ndarray, work: Path,
     work.mkdir(parents=True, exist_ok=True)
     main = work / "run_host.c"
     main.write_text(template_environment().get_template("run_host.c.j2").render(
-        name="model", input_type=C_TYPES[graph.input.dtype],
+        name=name, input_type=C_TYPES[graph.input.dtype],
         output_type=C_TYPES[graph.output.dtype]))
     program = work / "model_run"
     sources = sorted(str(p) for p in Path(model_dir).glob("*.c"))
@@ -291,18 +307,10 @@ def measured_report(summary: RunSummary) -> Report:
     return dataclasses.replace(report, layers=layers, run={
         "qemu_board": load_target(report.target).qemu_board,
         "inferences": len(summary.inputs),
-        "instructions": summary.qemu.instructions[0],
+        "instructions": summary.device.instructions[0],
         "bit_exact": summary.matches,
         "checked_against": "reference" if summary.oracle.name is None
         else f"reference and {summary.oracle.name}"})
-
-
-def write_measured_reports(summary: RunSummary, folder: Path) -> None:
-    try:
-        for name, text in measured_report(summary).files().items():
-            (folder / name).write_text(text)
-    except OSError as error:
-        raise McugenError(f"cannot write the reports into {folder}: {error.strerror}") from None
 
 
 def layer_counts(report: Report, instructions: list[int]) -> list[LayerCount]:
@@ -402,7 +410,8 @@ def format_summary(summary: RunSummary) -> str:
 def run_in_folder(options: BuildOptions, inputs_path: Path | None, out: Path,
                   progress=lambda message: None, force: bool = False,
                   image: ImageRequest | None = None) -> tuple[RunSummary, str]:
-    """`mcugen run --out DIR`: the build folder is kept in DIR (the firmware in DIR/firmware)."""
+    """`mcugen run --out DIR`: the build folder is kept in DIR (the QEMU image in
+    DIR/firmware)."""
     with tempfile.TemporaryDirectory(prefix="mcugen-run-") as scratch:
         summary = run(options, inputs_path, Path(scratch), progress, keep=out, force=force,
                       image=image)

@@ -2,7 +2,24 @@
 #   include path/to/this/folder/model.mk
 #   SRCS += $(MODEL_SRCS)
 #   CFLAGS += $(MODEL_CFLAGS)
-MODEL_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+# A path with spaces is written with each space escaped (include my\ models/model.mk);
+# MODEL_SRCS and MODEL_CFLAGS then hold the spaces escaped the same way,
+# which make's rules and the shell both read as one path (make's word functions, such as
+# $(SRCS:.c=.o), do not: keep such a folder's objects in a rule of their own).
+ifndef MODEL_DIR
+# This fragment's folder, as the including Makefile named it. MAKEFILE_LIST separates the
+# makefiles read so far with spaces, so a path with spaces comes apart into words: the
+# longest run of its last words that names an existing file is this fragment's path.
+MODEL_EMPTY :=
+MODEL_SPACE := $(MODEL_EMPTY) $(MODEL_EMPTY)
+MODEL_ESCAPED = $(subst $(MODEL_SPACE),\ ,$(1))
+MODEL_FIND = $(if $(1),$(if $(wildcard $(call MODEL_ESCAPED,$(1))),$(call MODEL_ESCAPED,$(1)),$(call MODEL_FIND,$(wordlist 2,$(words $(1)),$(1)))))
+MODEL_SELF := $(call MODEL_FIND,$(MAKEFILE_LIST))
+MODEL_DIR := $(if $(filter model.mk,$(MODEL_SELF)),.,$(subst /model.mk,,$(MODEL_SELF)))
+endif
+ifeq ($(wildcard $(MODEL_DIR)/model.h),)
+$(error model.mk: cannot find its folder; set MODEL_DIR to it (spaces escaped) before the include)
+endif
 MODEL_SRCS := $(MODEL_DIR)/model.c $(MODEL_DIR)/model_weights.c \
     $(MODEL_DIR)/model_io.c
 MODEL_CFLAGS := -I$(MODEL_DIR)

@@ -2,7 +2,24 @@
 #   include path/to/this/folder/person_detect.mk
 #   SRCS += $(PERSON_DETECT_SRCS)
 #   CFLAGS += $(PERSON_DETECT_CFLAGS)
-PERSON_DETECT_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+# A path with spaces is written with each space escaped (include my\ models/person_detect.mk);
+# PERSON_DETECT_SRCS and PERSON_DETECT_CFLAGS then hold the spaces escaped the same way,
+# which make's rules and the shell both read as one path (make's word functions, such as
+# $(SRCS:.c=.o), do not: keep such a folder's objects in a rule of their own).
+ifndef PERSON_DETECT_DIR
+# This fragment's folder, as the including Makefile named it. MAKEFILE_LIST separates the
+# makefiles read so far with spaces, so a path with spaces comes apart into words: the
+# longest run of its last words that names an existing file is this fragment's path.
+PERSON_DETECT_EMPTY :=
+PERSON_DETECT_SPACE := $(PERSON_DETECT_EMPTY) $(PERSON_DETECT_EMPTY)
+PERSON_DETECT_ESCAPED = $(subst $(PERSON_DETECT_SPACE),\ ,$(1))
+PERSON_DETECT_FIND = $(if $(1),$(if $(wildcard $(call PERSON_DETECT_ESCAPED,$(1))),$(call PERSON_DETECT_ESCAPED,$(1)),$(call PERSON_DETECT_FIND,$(wordlist 2,$(words $(1)),$(1)))))
+PERSON_DETECT_SELF := $(call PERSON_DETECT_FIND,$(MAKEFILE_LIST))
+PERSON_DETECT_DIR := $(if $(filter person_detect.mk,$(PERSON_DETECT_SELF)),.,$(subst /person_detect.mk,,$(PERSON_DETECT_SELF)))
+endif
+ifeq ($(wildcard $(PERSON_DETECT_DIR)/person_detect.h),)
+$(error person_detect.mk: cannot find its folder; set PERSON_DETECT_DIR to it (spaces escaped) before the include)
+endif
 PERSON_DETECT_SRCS := $(PERSON_DETECT_DIR)/person_detect.c $(PERSON_DETECT_DIR)/person_detect_weights.c \
     $(PERSON_DETECT_DIR)/person_detect_io.c
 PERSON_DETECT_CFLAGS := -I$(PERSON_DETECT_DIR)
