@@ -88,7 +88,7 @@ def test_run_and_inspect_take_a_path_with_spaces(tmp_path):
     result = mcugen("run", "--model", str(PERSON_DETECT), "--target", "cortex-m4", "--name",
                     "pd", "--out", FOLDER, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "bit-exact with" in result.stdout
+    assert "verdict: bit-exact" in result.stdout
     kept = tmp_path / FOLDER
     assert (kept / "firmware" / "firmware.elf").is_file() and (kept / "pd.c").is_file()
     inspected = mcugen("inspect", str(Path(FOLDER) / "pd.tflite"), cwd=tmp_path)
