@@ -73,6 +73,8 @@ class Report:
     # With --ram-regions: each region's name, arena bytes and the region's size.
     regions: list[dict] | None = None
     mcugen_version: str = __version__  # the mcugen that made the C and this report
+    # passes.dead_channels: channels, macs (removed), macs_before, layers, constant_kept
+    dead_channels: dict | None = None
 
     @property
     def memory_use(self) -> list[MemoryUse]:
@@ -192,7 +194,8 @@ def schedule_stats(schedule: Schedule, graph: Graph, plan: Plan, whole_arena: in
 
 def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
                  buffers: list[Buffer], plan: Plan, target: Target, *, model: str,
-                 source: str, whole_arena: int | None = None) -> Report:
+                 source: str, whole_arena: int | None = None,
+                 dead_channels: dict | None = None) -> Report:
     steps = schedule.steps
     stats = []
     for layer in layers:
@@ -231,4 +234,4 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
             for name, size in plan.regions],
         schedule=schedule_stats(schedule, graph, plan,
                                 plan.arena_size if whole_arena is None else whole_arena),
-        step_layers=[step.layer for step in steps])
+        step_layers=[step.layer for step in steps], dead_channels=dead_channels)
