@@ -80,6 +80,10 @@ class Report:
     def memory_use(self) -> list[MemoryUse]:
         return memory_use(self)
 
+    @property
+    def dead_channel_text(self) -> str | None:
+        return dead_channel_text(self.dead_channels)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
@@ -149,6 +153,20 @@ def memory_use(report: Report) -> list[MemoryUse]:
     region = f"largest RAM region ({target.largest_ram})" if target.kind == "part" else "RAM"
     return [MemoryUse("flash", *flash, target.flash_bytes, "flash"),
             MemoryUse("RAM", *ram, target.ram_bytes, region)]
+
+
+def dead_channel_text(summary: dict | None) -> str | None:
+    """e.g. "1,708 channels removed in 17 layers: 3,747,573 of 7,489,664 MACs (50.0 %)";
+    None when there were none (passes.dead_channels)."""
+    if not summary or not (summary["channels"] or summary["constant_kept"]):
+        return None
+    text = (f"{summary['channels']:,} channels removed in {summary['layers']} layers: "
+            f"{summary['macs']:,} of {summary['macs_before']:,} MACs "
+            f"({100 * summary['macs'] / max(summary['macs_before'], 1):.1f} %)")
+    if summary["constant_kept"]:
+        text += (f"; {summary['constant_kept']} constant channels kept (their readers cannot "
+                 f"fold them)")
+    return text
 
 
 def op_label(op: Op) -> str:
