@@ -459,3 +459,38 @@ def test_inspect_says_what_was_removed(keras_file, capsys):
     assert main(["inspect", str(keras_file)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("dead channels: ") and "MACs" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark zoo's VWW model: never downloaded, listed only when present
+
+
+def _zoo(monkeypatch, **env):
+    """benchmarks/zoo.py imported afresh under env (it decides its listing at import)."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    sys.modules.pop("zoo", None)
+    return importlib.import_module("zoo")
+
+
+def test_the_zoo_lists_vww_only_when_its_file_is_there(monkeypatch, tmp_path):
+    monkeypatch.delenv("MCUGEN_VWW_MODEL", raising=False)
+    zoo = _zoo(monkeypatch, XDG_CACHE_HOME=str(tmp_path))
+    assert "vww_96_int8" not in zoo.MODELS
+    line = zoo.MISSING["vww_96_int8"]
+    assert str(tmp_path / "mcugen" / "zoo" / "vww_96_int8.tflite") in line
+    assert "mlcommons/tiny" in line and "\n" not in line
+    with pytest.raises(SystemExit, match="not in the zoo until"):
+        zoo.model_file("vww_96_int8")
+    # A file that is not MLPerf Tiny's is refused, by its MD5, in one line.
+    other = tmp_path / "other.tflite"
+    other.write_bytes(b"TFL3 not the model")
+    zoo = _zoo(monkeypatch, MCUGEN_VWW_MODEL=str(other))
+    assert "vww_96_int8" in zoo.MODELS and not zoo.MISSING
+    with pytest.raises(SystemExit, match="is not MLPerf Tiny's vww_96_int8.tflite"):
+        zoo.model_file("vww_96_int8")
+    __import__("sys").modules.pop("zoo")  # the next importer sees the real environment
