@@ -373,15 +373,19 @@ def test_the_short_form_models_agree_with_tflite_where_they_claim_to():
 # A Keras model with zeroed filters, through TensorFlow's converter, against TFLM
 
 
-KERAS_CACHE = CACHE / "dead_channels_keras_v1.tflite"
-
-
 def keras_model_with_dead_filters() -> bytes:
     """A small MobileNet-shaped Keras model whose filters are zeroed in every position (the
-    converter then gives them the constants VWW's pruned filters have)."""
-    if KERAS_CACHE.is_file():
-        return KERAS_CACHE.read_bytes()
+    converter then gives them the constants VWW's pruned filters have); converted once, cached
+    by this recipe's source and TensorFlow's version."""
+    import hashlib
+    import inspect
+
     import tensorflow as tf
+
+    recipe = inspect.getsource(keras_model_with_dead_filters) + tf.__version__
+    cached = CACHE / f"dead_channels_{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.tflite"
+    if cached.is_file():
+        return cached.read_bytes()
 
     keras = tf.keras
     keras.utils.set_random_seed(11)
@@ -411,10 +415,10 @@ def keras_model_with_dead_filters() -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = converter.inference_output_type = tf.int8
     tflite = converter.convert()
-    KERAS_CACHE.parent.mkdir(parents=True, exist_ok=True)
-    partial = KERAS_CACHE.with_suffix(".part")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".part")
     partial.write_bytes(tflite)
-    partial.replace(KERAS_CACHE)
+    partial.replace(cached)
     return tflite
 
 
