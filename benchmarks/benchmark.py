@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from mcugen.build import BuildOptions  # noqa: E402
 from mcugen.run import RunSummary, run  # noqa: E402
 from mcugen.targets import qemu_targets  # noqa: E402
-from zoo import MODELS, model_file  # noqa: E402
+from zoo import MISSING, MODELS, model_file  # noqa: E402
 
 KERNEL_SETS = ("mcugen", "cmsis-nn")
 
@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="QEMU runs at once")
     args = parser.parse_args()
     models, cores = args.models.split(","), args.cores.split(",")
+    for line in MISSING.values():  # a model the zoo lists only once its file is there
+        print(line, file=sys.stderr)
     files = {name: model_file(name) for name in models}  # conversions first, one at a time
     cases = [(m, c, k) for m in models for c in cores for k in KERNEL_SETS]
     with tempfile.TemporaryDirectory(prefix="mcugen-bench-") as scratch:

@@ -5,6 +5,12 @@ net, a model of fully connected layers only) are small Keras models quantized by
 converter here, with seeded weights and calibration data. person_detect is TFLM's model from
 ../shared. Each file is cached under ~/.cache/mcugen/zoo, keyed by its recipe, this file's
 source and TensorFlow's version.
+
+vww_96_int8 is MLPerf Tiny's visual-wake-words model (a pruned MobileNet V1 alpha 0.25, 96x96x3:
+971 of its 2,736 filters are all zero), which is not in this repository and is never
+downloaded here: the zoo takes it from $MCUGEN_VWW_MODEL or ~/.cache/mcugen/zoo (checked by its
+MD5, the one MLPerf Tiny publishes), and leaves it out of the listing, with one line on how to
+get it, when it is absent.
 """
 
 from __future__ import annotations
@@ -18,6 +24,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PERSON_DETECT = REPO.parent / "shared" / "models" / "person_detect.tflite"
+
+VWW_NAME = "vww_96_int8"
+VWW_ENV = "MCUGEN_VWW_MODEL"
+VWW_MD5 = "f0b011416abee0343a5d130cb1f4c18f"  # trained_models/vww_96_int8.md5 in mlcommons/tiny
+VWW_SOURCE = ("https://github.com/mlcommons/tiny/raw/master/benchmark/training/"
+              "visual_wake_words/trained_models/vww_96_int8.tflite")
 
 
 def _mobilenet(**params) -> Callable[[], bytes]:
@@ -74,6 +86,33 @@ def fully_connected_only() -> bytes:
     return _quantized(keras.Model(inputs, outputs), data)
 
 
+def cache_dir() -> Path:
+    home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(home) / "mcugen" / "zoo"
+
+
+def vww_path() -> Path:
+    """Where the zoo looks for MLPerf Tiny's VWW model."""
+    named = os.environ.get(VWW_ENV)
+    return Path(named) if named else cache_dir() / f"{VWW_NAME}.tflite"
+
+
+def vww_howto() -> str:
+    return (f"{VWW_NAME}: not in the zoo until you put MLPerf Tiny's model at {vww_path()} "
+            f"(or point ${VWW_ENV} at it): curl -L -o {vww_path()} {VWW_SOURCE}")
+
+
+def vww_file() -> Path | None:
+    """The VWW model if it is there; a file that is not MLPerf Tiny's stops the benchmark."""
+    path = vww_path()
+    if not path.is_file():
+        return None
+    if hashlib.md5(path.read_bytes()).hexdigest() != VWW_MD5:
+        raise SystemExit(f"{path} is not MLPerf Tiny's {VWW_NAME}.tflite (its MD5 is not "
+                         f"{VWW_MD5}, the one mlcommons/tiny publishes)")
+    return path
+
+
 MODELS: dict[str, Callable[[], bytes]] = {
     "v1_a0.25_96x96x3": _mobilenet(arch="v1", alpha=0.25, height=96, width=96, channels=3,
                                    classes=2),
@@ -89,19 +128,26 @@ MODELS: dict[str, Callable[[], bytes]] = {
     "ds_cnn_49x10x1": ds_cnn,
     "fc_only_250": fully_connected_only,
 }
-
-
-def cache_dir() -> Path:
-    home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(home) / "mcugen" / "zoo"
+# Models the zoo cannot make, by name: the file, or None when absent.
+EXTERNAL: dict[str, Callable[[], Path | None]] = {VWW_NAME: vww_file}
+# An external model is listed only when its file is there; otherwise MISSING says how to get it.
+MISSING: dict[str, str] = {}
+if vww_path().is_file():
+    MODELS[VWW_NAME] = lambda: vww_file().read_bytes()
+else:
+    MISSING[VWW_NAME] = vww_howto()
 
 
 def model_file(name: str) -> Path:
     """The model's .tflite, built on first use."""
+    if name in MISSING:
+        raise SystemExit(MISSING[name])
     if name not in MODELS:
         raise SystemExit(f"unknown model {name!r}; the zoo has {', '.join(MODELS)}")
     if name == "person_detect":
         return PERSON_DETECT
+    if name in EXTERNAL:
+        return EXTERNAL[name]()
     import tensorflow as tf
 
     key = hashlib.sha256(name.encode() + Path(__file__).read_bytes()

@@ -326,6 +326,8 @@ def command_inspect(args: argparse.Namespace) -> int:
               f"{layer.weight_bytes:>8,}")
     print(f"total: {report.macs:,} MACs, {report.weight_bytes:,} B of weights, "
           f"arena {report.arena_bytes:,} B")
+    if report.dead_channel_text:
+        print(f"dead channels: {report.dead_channel_text}")
     return 0
 
 

@@ -17,6 +17,7 @@ from .errors import McugenError
 from .ir import Graph
 from .kernels import Layer, lower_layers
 from .kernels.cmsis_nn import cmsis_path
+from .passes.dead_channels import remove_dead_channels, summarize
 from .passes.fold_pad import fold_pad
 from .passes.lookup_table import lookup_tables
 from .passes.quantize import quantize_constants
@@ -43,9 +44,13 @@ class CompiledModel:
         return self.schedule.steps
 
 
-def prepare(graph: Graph) -> Graph:
-    """The IR passes, in order; the result is verified."""
-    for rewrite in (fold_pad, elide_reshape, quantize_constants, lookup_tables):
+def prepare(graph: Graph, kernel_set: str = "mcugen") -> Graph:
+    """The IR passes, in order; the result is verified. Dead channels are removed for mcugen's
+    kernels only: the CMSIS-NN build stands for what TFLM with CMSIS-NN computes."""
+    rewrites = [fold_pad, elide_reshape, quantize_constants, lookup_tables]
+    if kernel_set == "mcugen":
+        rewrites.append(remove_dead_channels)
+    for rewrite in rewrites:
         graph = rewrite(graph)
         ir.verify(graph)
     return graph
@@ -59,7 +64,7 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
     """max_ram: the arena may not exceed it (a row-band schedule if layer by layer does not
     fit; an error naming the smallest reachable arena if none fits). fit_ram: without
     max_ram, the RAM the arena should fit if a row-band schedule can make it."""
-    graph = prepare(graph)
+    source_graph, graph = graph, prepare(graph, kernel_set)
     layers = lower_layers(graph, target, name, kernel_set)
     schedule, buffers, plan, whole_arena = choose_schedule(graph, layers, max_ram, fit_ram)
     if ram_regions:
@@ -69,7 +74,8 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
                             cmsis_path(target) if library else None, weights_section,
                             target=f"{target.name} ({target.description})")
     report = build_report(graph, layers, schedule, buffers, plan, target, model=name,
-                          source=source, whole_arena=whole_arena)
+                          source=source, whole_arena=whole_arena,
+                          dead_channels=summarize(source_graph, graph).as_dict())
     if memory_check:
         check_memory(report, target)
     return CompiledModel(graph, layers, schedule, tuple(buffers), plan, view,

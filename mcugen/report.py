@@ -73,10 +73,16 @@ class Report:
     # With --ram-regions: each region's name, arena bytes and the region's size.
     regions: list[dict] | None = None
     mcugen_version: str = __version__  # the mcugen that made the C and this report
+    # passes.dead_channels: channels, macs (removed), macs_before, layers, constant_kept
+    dead_channels: dict | None = None
 
     @property
     def memory_use(self) -> list[MemoryUse]:
         return memory_use(self)
+
+    @property
+    def dead_channel_text(self) -> str | None:
+        return dead_channel_text(self.dead_channels)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -149,6 +155,20 @@ def memory_use(report: Report) -> list[MemoryUse]:
             MemoryUse("RAM", *ram, target.ram_bytes, region)]
 
 
+def dead_channel_text(summary: dict | None) -> str | None:
+    """e.g. "1,708 channels removed in 17 layers: 3,747,573 of 7,489,664 MACs (50.0 %)";
+    None when there were none (passes.dead_channels)."""
+    if not summary or not (summary["channels"] or summary["constant_kept"]):
+        return None
+    text = (f"{summary['channels']:,} channels removed in {summary['layers']} layers: "
+            f"{summary['macs']:,} of {summary['macs_before']:,} MACs "
+            f"({100 * summary['macs'] / max(summary['macs_before'], 1):.1f} %)")
+    if summary["constant_kept"]:
+        text += (f"; {summary['constant_kept']} constant channels kept (their readers cannot "
+                 f"fold them)")
+    return text
+
+
 def op_label(op: Op) -> str:
     """The op's TFLite name; an op compiled to a lookup table says which op it was."""
     return f"{op.source} (table)" if isinstance(op, TableLookup) else op.OP
@@ -192,7 +212,8 @@ def schedule_stats(schedule: Schedule, graph: Graph, plan: Plan, whole_arena: in
 
 def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
                  buffers: list[Buffer], plan: Plan, target: Target, *, model: str,
-                 source: str, whole_arena: int | None = None) -> Report:
+                 source: str, whole_arena: int | None = None,
+                 dead_channels: dict | None = None) -> Report:
     steps = schedule.steps
     stats = []
     for layer in layers:
@@ -231,4 +252,4 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
             for name, size in plan.regions],
         schedule=schedule_stats(schedule, graph, plan,
                                 plan.arena_size if whole_arena is None else whole_arena),
-        step_layers=[step.layer for step in steps])
+        step_layers=[step.layer for step in steps], dead_channels=dead_channels)

@@ -184,6 +184,8 @@ def _facts(report) -> tuple[tuple[str, str], ...]:
              ("made by", f"mcugen {getattr(report, 'mcugen_version', '?')}"),
              ("layers", f"{len(report.layers):,}"),
              ("MACs per inference", f"{report.macs:,}"),
+             *((("dead channels", report.dead_channel_text),)
+               if getattr(report, "dead_channel_text", None) else ()),
              ("weights and biases", f"{report.weight_bytes:,} B"),
              ("constant tables in flash", f"{report.const_bytes:,} B"),
              ("arena (static RAM for activations)", f"{report.arena_bytes:,} B"),

@@ -21,6 +21,27 @@ against ``quant.multiply_by_quantized_multiplier``.
 Where the activation clamps at or above the output's zero point (ReLU, ReLU6), the correction
 h >> 31 changes nothing that survives the clamp: for h < 0 both roundings give a value <= 0,
 which the clamp raises to the same act_min. Such layers drop it (``skip_sign_correction``).
+
+Constant channels. A pruned filter (all zero) gives a channel whose output is one value v;
+TFLite's converter gives such a channel a tiny weight scale, hence a bias of +-2^30 and a
+multiplier of 0 with shift 0 (or a shift of -26), which break both conditions above and would
+put the whole layer on the general sequence. What such a channel computes does not depend on
+its constants, only its value v does, so passes.dead_channels gives every constant channel that
+stays the constants of ``constant_channel_constants``: zero weights, bias 4d (d = v - zp, so
+|d| <= 255 and |4d| <= 1020), multiplier 2^30 and shift -1 (e = 1). Every requantization mcugen
+emits then computes v exactly, because no rounding step ever sees a fraction:
+- TFLite's MBQM: the accumulator is 4d (zero weights, padding or not);
+  SRDHM(4d, 2^30) = round(4d * 2^30 / 2^31) = 2d exactly, and RoundingDivideByPOT(2d, 1) = d
+  exactly; plus zp, v, which the clamp keeps (v is already the clamped value). Any rounding
+  rule gives the same, so Helium's VQRDMULH and rounding shifts do too.
+- the short sequence: h = floor((2 * 4d * 2^30 + 2^31) / 2^32) = floor(2d + 1/2) = 2d (the
+  DSP kernels' doubled accumulator 8d gives the same through SMMULR); K = 2 zp + 1, so
+  (h + K) >> 1 = floor(d + zp + 1/2) = v without the sign correction, and for d < 0 with it
+  (2d - 1 + 2 zp + 1) >> 1 = d + zp = v: both forms agree, whatever the clamp.
+- the portable depthwise's dw_requantize (a rounding high multiply, then a shift by e - 1 = 0
+  and a halving with the offset): h = 2d as above, (h + (h >> 31) + 1 + 2 zp) >> 1 = v.
+- the bounds: |acc| = |4d| <= 1020 and |K| <= 255 add nothing to a layer's bound.
+``constant_channel_constants`` is tested on every d and zero point against all of these.
 """
 
 from __future__ import annotations
@@ -32,6 +53,9 @@ import numpy as np
 from .lowering import Requantization
 
 ACC_LIMIT = 1 << 30  # |acc| below this: its double fits in int32
+# A constant channel's multiplier and shift (0.5, then a halving): see the module docstring.
+CONSTANT_MULTIPLIER = 1 << 30
+CONSTANT_SHIFT = -1
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +100,27 @@ def short_requantization(out: Requantization, acc_bound: int) -> ShortRequantiza
     return ShortRequantization(multiplier=multiplier, rounding=rounding, exponent=exponent,
                                output_offset=out.clamp.output_offset,
                                act_min=out.clamp.act_min, act_max=out.clamp.act_max)
+
+
+def constant_channel_constants(difference: int) -> tuple[int, int, int]:
+    """(bias, multiplier, shift) with which a channel of zero weights outputs
+    zero point + ``difference`` (= v - zp, |difference| <= 255) in every requantization form
+    (module docstring)."""
+    if not -255 <= difference <= 255:
+        raise ValueError(f"a constant channel's value differs from the zero point by "
+                         f"{difference}, more than int8 allows")
+    return 4 * difference, CONSTANT_MULTIPLIER, CONSTANT_SHIFT
+
+
+def dw_requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray,
+                  output_offset: int) -> np.ndarray:
+    """The portable depthwise's short form (templates/kernels/dw_conv_s8_helpers.c.j2's
+    dw_requantize) in NumPy: a rounding high multiply, a shift by e - 1, and a halving that
+    adds the offset."""
+    product = np.asarray(acc, np.int64) * np.asarray(multiplier, np.int64)
+    h = (product + (1 << 30)) >> 31
+    h = h + (h >> 63)
+    return ((h >> (-1 - np.asarray(shift, np.int64))) + 1 + 2 * output_offset) >> 1
 
 
 def short_requantize(acc: np.ndarray, multiplier: np.ndarray, exponent: np.ndarray,
