@@ -100,8 +100,11 @@ KNOWN = [
     ("cortex-m4", "10b5" "00f000f8", 2 * ITERATIONS, 2),
     # Two independent SMLADs on the M7: one multiply-accumulate pipeline, 1 cycle each.
     ("cortex-m7", "21fb0200" "21fb0233", 2 * ITERATIONS, 2),
-    # dls lr, lr: no timing in the M55 model; costs nothing, counted as unmodelled.
+    # Low-overhead loops cost nothing and count as unmodelled: dls lr, lr on the M55 (whose
+    # model has no timing for it); adds r0, #1; le lr, 1b on the M85 (whose model would time
+    # the LE as a call: 100 cycles each time).
     ("cortex-m55", "4ef001e0", 0, 0),
+    ("cortex-m85", "0130" "0ff003c8", 1 * ITERATIONS, 1),
 ]
 
 
