@@ -1,9 +1,12 @@
 """mcugen against CMSIS-NN, side by side in one run: for every model of the zoo and every
 core with a QEMU board, both builds of the same model (``--kernels mcugen`` and
-``--kernels cmsis-nn``) run in QEMU with exact instruction counts, and are checked bit for bit
-against the NumPy reference and TFLM. Prints one table (instructions of each, their ratio,
-MACs per instruction, code and RAM measured from the cross compiler) and the geometric mean
-of the ratio per core. Nothing here asserts a speed: it measures and prints.
+``--kernels cmsis-nn``) run in QEMU with exact instruction counts and a cycle estimate (LLVM's
+machine model of the core, weighted by QEMU's execution counts: mcugen/cycles.py), and are
+checked bit for bit against the NumPy reference and TFLM. Prints one table (instructions and
+estimated cycles of each, their ratios, MACs per instruction and per cycle, code and RAM
+measured from the cross compiler) and the geometric means of the ratios per core. Cores
+without an LLVM model (M0+, M3) show "-" for cycles. Nothing here asserts a speed: it
+measures and prints.
 
     python3 benchmarks/benchmark.py [--models a,b] [--cores cortex-m4,cortex-m7] [--jobs 2]
 
@@ -40,6 +43,7 @@ class Measured:
     arena: int
     stack: int
     exact: bool
+    cycles: float | None = None  # estimated; None on a core without an LLVM model
 
 
 def measured(summary: RunSummary) -> Measured:
@@ -48,7 +52,8 @@ def measured(summary: RunSummary) -> Measured:
                     macs=summary.build.compiled.report.macs,
                     code=sizes.code_bytes if sizes else 0,
                     arena=summary.build.compiled.plan.arena_size,
-                    stack=sizes.stack_bytes if sizes else 0, exact=summary.matches)
+                    stack=sizes.stack_bytes if sizes else 0, exact=summary.matches,
+                    cycles=summary.cycles.cycles[0] if summary.cycles else None)
 
 
 def main() -> None:
@@ -71,7 +76,9 @@ def main() -> None:
             result = measured(run(BuildOptions(model=files[model], target=core,
                                                kernels=kernels, memory_check=False),
                                   None, Path(scratch) / "_".join(case)))
-            print(f"... {model} {core} {kernels}: {result.instructions:,}", file=sys.stderr)
+            cycles = "-" if result.cycles is None else f"{result.cycles:,.0f}"
+            print(f"... {model} {core} {kernels}: {result.instructions:,} instructions, "
+                  f"{cycles} estimated cycles", file=sys.stderr)
             return result
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -79,26 +86,48 @@ def main() -> None:
     print_table(models, cores, results)
 
 
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    return None if ours is None or not theirs else ours / theirs
+
+
+def figure(value: float | None, form: str) -> str:
+    return "-" if value is None else format(value, form)
+
+
 def print_table(models: list[str], cores: list[str], results: dict) -> None:
     print("| model | core | mcugen instr | CMSIS-NN instr | ratio | MACs/instr | "
+          "mcugen est. cycles | CMSIS-NN est. cycles | ratio | MACs/cycle (ours / CMSIS-NN) | "
           "code B (ours / CMSIS-NN) | RAM B: arena + stack (ours / CMSIS-NN) | bit-exact |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for core in cores:
         for model in models:
             ours, theirs = results[model, core, "mcugen"], results[model, core, "cmsis-nn"]
             exact = "yes" if ours.exact and theirs.exact else "NO"
+            per_cycle = [ratio(m.macs, m.cycles) for m in (ours, theirs)]
             print(f"| {model} | {core} | {ours.instructions:,} | {theirs.instructions:,} | "
                   f"{ours.instructions / theirs.instructions:.3f} | "
-                  f"{ours.macs / ours.instructions:.3f} | {ours.code:,} / {theirs.code:,} | "
+                  f"{ours.macs / ours.instructions:.3f} | {figure(ours.cycles, ',.0f')} | "
+                  f"{figure(theirs.cycles, ',.0f')} | "
+                  f"{figure(ratio(ours.cycles, theirs.cycles), '.3f')} | "
+                  f"{figure(per_cycle[0], '.3f')} / {figure(per_cycle[1], '.3f')} | "
+                  f"{ours.code:,} / {theirs.code:,} | "
                   f"{ours.arena + ours.stack:,} / {theirs.arena + theirs.stack:,} | {exact} |")
     print()
-    print("| core | geometric mean of mcugen / CMSIS-NN | worst | models |")
-    print("|---|---:|---:|---:|")
+    print("| core | geometric mean of mcugen / CMSIS-NN: instructions | worst | "
+          "estimated cycles | worst | models |")
+    print("|---|---:|---:|---:|---:|---:|")
     for core in cores:
-        ratios = [results[m, core, "mcugen"].instructions
-                  / results[m, core, "cmsis-nn"].instructions for m in models]
-        mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
-        print(f"| {core} | {mean:.3f} | {max(ratios):.3f} | {len(ratios)} |")
+        pairs = [(results[m, core, "mcugen"], results[m, core, "cmsis-nn"]) for m in models]
+        instructions = [ours.instructions / theirs.instructions for ours, theirs in pairs]
+        cycles = [ratio(ours.cycles, theirs.cycles) for ours, theirs in pairs]
+        cycles = None if None in cycles else cycles
+        print(f"| {core} | {geometric_mean(instructions):.3f} | {max(instructions):.3f} | "
+              f"{figure(cycles and geometric_mean(cycles), '.3f')} | "
+              f"{figure(cycles and max(cycles), '.3f')} | {len(pairs)} |")
+
+
+def geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(map(math.log, values)) / len(values))
 
 
 if __name__ == "__main__":

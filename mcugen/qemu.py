@@ -5,7 +5,9 @@ on each input and writes ``output.bin``. The core's compiler flags, linker scrip
 facts come from its file in targets/ (the only copy). The firmware executes marker
 instructions (``dbg #n``, no-ops on the CPU) around each call and after each layer; the icount
 TCG plugin (examples/qemu/plugin/icount.c) logs the exact number of instructions executed at
-each marker, which gives per-inference and per-layer counts.
+each marker, which gives per-inference and per-layer counts. With ``blocks=True`` it also logs
+the code that ran between markers (pieces of translated blocks and their execution counts),
+from which mcugen/cycles.py estimates cycles.
 """
 
 from __future__ import annotations
@@ -39,6 +41,25 @@ PLUGIN_CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvi
 
 
 @dataclass(frozen=True)
+class CodePiece:
+    """A run of instructions QEMU executes as a whole: a translated block, split at markers."""
+
+    address: int
+    instructions: int
+    code: bytes  # the instructions' bytes, in memory order
+
+
+@dataclass(frozen=True)
+class BlockLog:
+    """What the plugin's blocks=on logged: the pieces, and how many times each ran between
+    consecutive markers: intervals[i] ends at RunResult.markers[i]; one more interval runs from
+    the last marker to QEMU's exit."""
+
+    pieces: dict[int, CodePiece]  # by the plugin's id
+    intervals: list[dict[int, int]]  # piece id -> executions
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What one QEMU run produced. Instruction counts exclude the markers themselves."""
 
@@ -50,6 +71,7 @@ class RunResult:
     layer_instructions: list[list[int]]
     markers: list[tuple[int, int]]  # every (marker number, instructions so far), in order
     console: str  # what the firmware printed
+    blocks: BlockLog | None = None  # with run_firmware(blocks=True)
 
 
 def firmware_target(name: str | Target) -> Target:
@@ -221,10 +243,12 @@ def run_firmware(
     *,
     plugin: Path | None = None,
     output_dtype: str = "int8",
+    blocks: bool = False,
 ) -> RunResult:
     """Run firmware.elf in QEMU on target's machine (see firmware_target) on inputs
     [N, input_size] of the model's input type (int8, uint8 or float32; written as raw bytes
-    to input.bin), outputs of output_dtype; exact instruction counts.
+    to input.bin), outputs of output_dtype; exact instruction counts. With blocks, also the
+    code that ran between markers (RunResult.blocks; the plugin's blocks=on).
 
     Raises McugenError if QEMU is missing, the firmware exits with a non-zero status (an
     invoke failed, a fault, an I/O error) or runs longer than timeout seconds.
@@ -237,7 +261,9 @@ def run_firmware(
         run_dir = Path(scratch)
         inputs.tofile(run_dir / "input.bin")
         log = run_dir / "icount.log"
-        completed = _run_qemu(Path(elf).resolve(), machine, plugin, log, run_dir, timeout)
+        completed = _run_qemu(Path(elf).resolve(), machine,
+                              f"{plugin},blocks=on" if blocks else str(plugin), log, run_dir,
+                              timeout)
         console = completed.stdout + completed.stderr
         if completed.returncode != 0:
             raise McugenError(
@@ -246,17 +272,19 @@ def run_firmware(
             )
         outputs = _read_outputs(run_dir / "output.bin", len(inputs), output_size,
                                 output_dtype)
-        markers = _parse_markers(log.read_text())
+        log_text = log.read_text()
+        markers = _parse_markers(log_text)
     instructions, layer_instructions = _split_inferences(markers)
     if len(instructions) != len(inputs):
         raise McugenError(
             f"expected {len(inputs)} inferences, the markers show {len(instructions)}"
         )
-    return RunResult(outputs, instructions, layer_instructions, markers, console)
+    return RunResult(outputs, instructions, layer_instructions, markers, console,
+                     _parse_blocks(log_text) if blocks else None)
 
 
 def _run_qemu(
-    elf: Path, machine: str, plugin: Path, log: Path, run_dir: Path, timeout: float
+    elf: Path, machine: str, plugin: str, log: Path, run_dir: Path, timeout: float
 ) -> subprocess.CompletedProcess[str]:
     command = [
         "qemu-system-arm",
@@ -266,7 +294,7 @@ def _run_qemu(
         "-display", "none",
         "-monitor", "none",
         "-serial", "null",
-        "-plugin", str(plugin),
+        "-plugin", plugin,
         "-d", "plugin",
         "-D", str(log),
     ]  # fmt: skip
@@ -303,6 +331,25 @@ def _parse_markers(log_text: str) -> list[tuple[int, int]]:
         (int(number), int(count))
         for number, count in re.findall(r"^marker (\d+) (\d+)$", log_text, re.MULTILINE)
     ]
+
+
+def _parse_blocks(log_text: str) -> BlockLog:
+    """The plugin's "block", "exec", "marker" and "total" lines (blocks=on), in order."""
+    pieces: dict[int, CodePiece] = {}
+    intervals: list[dict[int, int]] = [{}]
+    for line in log_text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "block":
+            number, address, count, code = rest.split()
+            pieces[int(number)] = CodePiece(int(address, 16), int(count), bytes.fromhex(code))
+        elif kind == "exec":
+            current = intervals[-1]
+            for entry in rest.split():
+                number, times = entry.split(":")
+                current[int(number)] = current.get(int(number), 0) + int(times)
+        elif kind in ("marker", "total"):
+            intervals.append({})
+    return BlockLog(pieces, intervals[:-1])
 
 
 def _split_inferences(markers: list[tuple[int, int]]) -> tuple[list[int], list[list[int]]]:

@@ -34,6 +34,7 @@ class LayerStats:
     banded: bool = False  # runs in row bands (in one of the schedule's segments)
     rows_held: int | None = None  # a banded output held in a band buffer: its rows
     instructions: int | None = None  # measured by `mcugen run` (QEMU, exact), per inference
+    cycles: float | None = None  # estimated by `mcugen run` (mcugen/cycles.py), per inference
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ class Report:
     memory_plan: str
     measured: dict | None = None  # MeasuredSizes from the target's compiler, when it ran
     buffers: list[BufferStats] = field(default_factory=list)  # the memory plan, as data
-    run: dict | None = None  # from `mcugen run`: qemu_board, inferences, instructions, bit_exact
+    # From `mcugen run`: qemu_board, inferences, instructions, bit_exact, and the cycle estimate
+    # (mcugen/cycles.cycles_facts: cycles, cycle_model, clock_hz, milliseconds...).
+    run: dict | None = None
     # A row-band schedule (None: layer by layer): segments, band_rows, reason, steps,
     # layer_by_layer_arena, arena, moved_bytes, bands (tensor -> rows held).
     schedule: dict | None = None

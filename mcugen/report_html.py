@@ -25,9 +25,11 @@ PLAN_HEIGHT = 300  # px of its offset axis
 MARGIN = 50
 COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#bab0ac")
-# The per-layer quantities drawn as bars, when the report has them (instructions: after a run).
+# The per-layer quantities drawn as bars, when the report has them (instructions and cycles:
+# after a run).
 LAYER_BARS = (("macs", "MACs", "#4e79a7"), ("weight_bytes", "weights (bytes)", "#59a14f"),
-              ("instructions", "instructions (QEMU)", "#e15759"))
+              ("instructions", "instructions (QEMU)", "#e15759"),
+              ("cycles", "estimated cycles", "#b07aa1"))
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,16 @@ def _facts(report) -> tuple[tuple[str, str], ...]:
                       f"{'bit-exact' if run.get('bit_exact') else 'NOT bit-exact'} with the "
                       f"{run.get('checked_against', 'reference')} on "
                       f"{run.get('inferences')} inputs" if per else str(run)))
+        cycles = run.get("cycles")
+        if cycles:
+            at_clock = (f", {run['milliseconds']:.2f} ms at {report.target}'s "
+                        f"{run['clock_hz'] / 1e6:g} MHz" if run.get("milliseconds") else "")
+            facts.append(("estimated cycles",
+                          f"{cycles:,.0f} per inference ({report.macs / cycles:.3f} MACs per "
+                          f"cycle){at_clock}: {run.get('cycle_model')}, weighted by QEMU's "
+                          f"execution counts; without {run.get('cycles_ignore')}"))
+        elif run.get("cycles_not_estimated"):
+            facts.append(("estimated cycles", f"not estimated: {run['cycles_not_estimated']}"))
     return tuple(facts)
 
 
@@ -227,8 +239,8 @@ def _layer_chart(report) -> LayerChart | None:
         bars = tuple(
             Bar(y=top + i * ROW_HEIGHT + 3, text_y=top + i * ROW_HEIGHT + 14,
                 width=(v or 0) / largest * BAR_WIDTH,
-                value="-" if v is None else f"{v:,}",
-                tooltip=f"layer {layer.index} {layer.op}: {'-' if v is None else f'{v:,}'}")
+                value=_figure(v),
+                tooltip=f"layer {layer.index} {layer.op}: {_figure(v)}")
             for i, (layer, v) in enumerate(zip(report.layers, values)))
         columns.append(Column(title=title, colour=colour, x=x, value_x=x + BAR_WIDTH + 4,
                               bars=bars))
@@ -238,6 +250,11 @@ def _layer_chart(report) -> LayerChart | None:
     return LayerChart(labels=labels, columns=tuple(columns), title_y=ROW_HEIGHT - 4,
                       bar_height=ROW_HEIGHT - 5, width=int(x) + 10,
                       height=top + len(labels) * ROW_HEIGHT + 4)
+
+
+def _figure(value) -> str:
+    """A bar's figure: whole numbers (estimated cycles are rounded)."""
+    return "-" if value is None else f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
 
 
 def _memory_plan(report) -> MemoryPlan | None:
@@ -357,8 +374,8 @@ def _cell(value) -> str:
         return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    if isinstance(value, float):  # large ones (estimated cycles) whole, as the integers
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
         return "x".join(map(str, value))  # a shape
     if isinstance(value, (list, tuple)):

@@ -18,6 +18,8 @@ import numpy as np
 
 from .build import BuildOptions, BuildResult, compile_build, output_names
 from .codegen import template_environment
+from .cycles import (CycleEstimate, cycles_facts, estimate_cycles, format_estimate,
+                     why_not_estimated)
 from .errors import McugenError
 from .image import (INTEGER_RANGES, InputTensor, Labels, ModelInput, Picture, Ranked,
                     load_labels, load_picture, parse_input_range, pixels_to_input,
@@ -42,10 +44,15 @@ class LayerCount:
     kernel: str
     macs: int
     instructions: int
+    cycles: float | None = None  # estimated (mcugen/cycles.py)
 
     @property
     def macs_per_instruction(self) -> float:
         return self.macs / self.instructions if self.instructions else 0.0
+
+    @property
+    def macs_per_cycle(self) -> float:
+        return self.macs / self.cycles if self.cycles else 0.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class RunSummary:
     layers: list[LayerCount]  # from the first inference; empty on the host (not counted)
     where: str  # "cortex-m7 in QEMU (mps2-an500)" or "the host (gcc)"
     image: ImageResult | None = None
+    cycles: CycleEstimate | None = None  # QEMU runs on a core with an LLVM model
+    no_cycles: str | None = None  # why there is no cycle estimate (QEMU runs)
 
     @property
     def qemu(self) -> RunResult:  # the name from when every run was in QEMU
@@ -193,12 +202,15 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
         device, where = run_on_host(model_dir, options.name, graph, inputs, work_dir / "host",
                                     progress)
         layers: list[LayerCount] = []
+        cycles = no_cycles = None
     else:
         if options.name != "model":  # the firmware calls model_invoke
             (model_dir / "model.h").write_text(template_environment().get_template(
                 "firmware_alias.h.j2").render(model=result.compiled.view))
         device, where = run_in_qemu(options, target, result, inputs, firmware_dir, progress)
-        layers = layer_counts(report, device.layer_instructions[0])
+        cycles, no_cycles = _cycle_estimate(device, target, progress)
+        layers = layer_counts(report, device.layer_instructions[0],
+                              None if cycles is None else cycles.inferences[0].step_cycles)
     progress("checking the outputs against the reference and the oracle")
     reference = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
                           for x in inputs])
@@ -209,7 +221,8 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
                                    _top(device.outputs[0], labels, graph),
                                    None if oracle.outputs is None
                                    else _top(oracle.outputs[0], labels, graph))
-    summary = RunSummary(result, device, inputs, reference, oracle, layers, where, image_result)
+    summary = RunSummary(result, device, inputs, reference, oracle, layers, where, image_result,
+                         cycles, no_cycles)
     if keep is not None:
         progress(f"writing {keep}")
         files = dict(result.files)
@@ -258,8 +271,18 @@ def run_in_qemu(options: BuildOptions, target: Target, result: BuildResult,
              f"({target.qemu_board})")
     graph = result.compiled.graph
     device = run_firmware(elf, target, inputs, graph.output.size, timeout=600,
-                          output_dtype=graph.output.dtype)
+                          output_dtype=graph.output.dtype,
+                          blocks=why_not_estimated(target) is None)
     return device, f"{target.name} in QEMU ({target.qemu_board})"
+
+
+def _cycle_estimate(device: RunResult, target: Target, progress
+                    ) -> tuple[CycleEstimate | None, str | None]:
+    """The cycle estimate of a QEMU run, or why there is none."""
+    if device.blocks is None:
+        return None, why_not_estimated(target)
+    progress("estimating cycles with llvm-mca")
+    return estimate_cycles(device, target), None
 
 
 def run_on_host(model_dir: Path, name: str, graph, inputs: np.ndarray, work: Path,
@@ -302,40 +325,58 @@ def run_on_host(model_dir: Path, name: str, graph, inputs: np.ndarray, work: Pat
 def measured_report(summary: RunSummary) -> Report:
     """The build's report with what the run measured: instructions per layer and in total."""
     report = summary.build.compiled.report
-    by_index = {layer.index: layer.instructions for layer in summary.layers}
-    layers = [dataclasses.replace(s, instructions=by_index.get(s.index)) for s in report.layers]
+    by_index = {layer.index: layer for layer in summary.layers}
+    layers = [dataclasses.replace(s, instructions=by_index[s.index].instructions,
+                                  cycles=by_index[s.index].cycles)
+              if s.index in by_index else s for s in report.layers]
+    target = load_target(report.target)
     return dataclasses.replace(report, layers=layers, run={
-        "qemu_board": load_target(report.target).qemu_board,
+        "qemu_board": target.qemu_board,
         "inferences": len(summary.inputs),
         "instructions": summary.device.instructions[0],
         "bit_exact": summary.matches,
         "checked_against": "reference" if summary.oracle.name is None
-        else f"reference and {summary.oracle.name}"})
+        else f"reference and {summary.oracle.name}",
+        **cycles_facts(summary.cycles, summary.no_cycles, target)})
 
 
-def layer_counts(report: Report, instructions: list[int]) -> list[LayerCount]:
-    """Per layer, the instructions of its steps (the firmware marks the end of each step)."""
+def layer_counts(report: Report, instructions: list[int],
+                 cycles: list[float] | None = None) -> list[LayerCount]:
+    """Per layer, the instructions (and estimated cycles) of its steps (the firmware marks the
+    end of each step)."""
     if len(instructions) != len(report.step_layers):
         raise McugenError(f"the firmware marked {len(instructions)} steps, the model has "
                           f"{len(report.step_layers)}")
-    per_layer = [0] * len(report.layers)
-    for layer, count in zip(report.step_layers, instructions):  # banded steps interleave
-        per_layer[layer] += count
-    return [LayerCount(s.index, s.op, s.kernel, s.macs, per_layer[s.index])
+    per_layer = _per_layer(report, instructions)
+    per_layer_cycles = None if cycles is None else _per_layer(report, cycles)
+    return [LayerCount(s.index, s.op, s.kernel, s.macs, per_layer[s.index],
+                       None if per_layer_cycles is None else per_layer_cycles[s.index])
             for s in report.layers]
 
 
+def _per_layer(report: Report, per_step: list) -> list:
+    per_layer = [0] * len(report.layers)
+    for layer, count in zip(report.step_layers, per_step):  # banded steps interleave
+        per_layer[layer] += count
+    return per_layer
+
+
 def format_layer_table(summary: RunSummary, bar_width: int = 30) -> str:
-    """Per-layer instructions with MACs per instruction and a bar of each layer's share."""
+    """Per-layer instructions with MACs per instruction (and the estimated cycles with MACs per
+    cycle, when there is an estimate) and a bar of each layer's share of the instructions."""
     total = sum(layer.instructions for layer in summary.layers) or 1
+    cycles = summary.cycles is not None
     rows = [f"{'#':>3}  {'op':<18} {'kernel':<15} {'MACs':>11} {'instructions':>13} "
-            f"{'MACs/instr':>10}  share"]
+            f"{'MACs/instr':>10}  " + (f"{'est. cycles':>13} {'MACs/cycle':>10}  " * cycles)
+            + "share"]
     for layer in summary.layers:
         share = layer.instructions / total
         bar = "#" * round(share * bar_width)
+        estimate = (f"{layer.cycles:>13,.0f} {layer.macs_per_cycle:>10.3f}  " if cycles
+                    else "")
         rows.append(f"{layer.index:>3}  {layer.op:<18} {layer.kernel:<15} {layer.macs:>11,} "
                     f"{layer.instructions:>13,} {layer.macs_per_instruction:>10.3f}  "
-                    f"{bar:<{bar_width}} {share:6.1%}")
+                    f"{estimate}{bar:<{bar_width}} {share:6.1%}")
     return "\n".join(rows)
 
 
@@ -404,6 +445,10 @@ def format_summary(summary: RunSummary) -> str:
         if len(set(summary.device.instructions)) > 1:
             lines.append("  (per input: "
                          f"{', '.join(f'{n:,}' for n in summary.device.instructions)})")
+    if summary.cycles is not None:
+        lines.append(format_estimate(summary.cycles, report.macs, load_target(report.target)))
+    elif summary.no_cycles:
+        lines.append(f"cycles: not estimated: {summary.no_cycles}")
     return "\n".join(lines)
 
 
