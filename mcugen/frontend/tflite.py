@@ -1,4 +1,5 @@
-"""Import an int8 TFLite model (a ``.tflite`` flatbuffer) into mcugen's IR.
+"""Import an int8 TFLite model (a ``.tflite`` flatbuffer; its input and output may be uint8 or
+float32 through QUANTIZE and DEQUANTIZE) into mcugen's IR.
 
 The file is decoded with our own bounds-checked flatbuffer reader (no TensorFlow import), and
 every op is turned into its typed IR node with TFLite's conventions kept as they are (OHWI
@@ -127,7 +128,9 @@ _BUILTIN_OP_NAMES = {
     100: "MIRROR_PAD", 101: "ABS", 102: "SPLIT_V", 114: "QUANTIZE", 117: "HARD_SWISH",
     126: "BATCH_MATMUL", 150: "GELU",
 }
-_NOT_FULLY_INT8_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+# A model's input and output: int8, or uint8/float32 through QUANTIZE or DEQUANTIZE.
+_ENDPOINT_TYPES = ("int8", "uint8", "float32")
 
 _SOFTMAX_OUTPUT_SCALE, _SOFTMAX_OUTPUT_ZERO_POINT = 1.0 / 256.0, -128
 
@@ -199,10 +202,11 @@ class _Importer:
             raise McugenError(f"the model has {len(indices)} {what}s; mcugen needs exactly one "
                               f"{what}")
         tensor = self.read(indices[0], f"model {what}")
-        if tensor.dtype != "int8":
-            raise McugenError(f"model {what} is {tensor.dtype}; mcugen needs a fully int8 model "
-                              "(int8 input and output)")
-        if tensor.q is None or tensor.q.per_channel:
+        if tensor.dtype not in _ENDPOINT_TYPES:
+            raise McugenError(f"model {what} is {tensor.dtype}; mcugen needs int8, uint8 or "
+                              f"float32 (a uint8 or float32 {what} through QUANTIZE or "
+                              "DEQUANTIZE, an int8 model inside)")
+        if tensor.dtype != "float32" and (tensor.q is None or tensor.q.per_channel):
             raise McugenError(f"model {what} {tensor.name!r} has no per-tensor quantization")
         return self.use(tensor)
 
@@ -326,12 +330,8 @@ def _check_supported(kinds: list[str]) -> None:
     unsupported = list(dict.fromkeys(kind for kind in kinds if kind not in SUPPORTED_OPS))
     if not unsupported:
         return
-    message = (f"unsupported ops: {', '.join(unsupported)}; mcugen supports "
-               f"{', '.join(SUPPORTED_OPS)}")
-    if any(kind in _NOT_FULLY_INT8_OPS for kind in unsupported):
-        message += ("; QUANTIZE/DEQUANTIZE mean the model is not fully int8 (convert with "
-                    "TFLITE_BUILTINS_INT8 and int8 inference input and output types)")
-    raise McugenError(message)
+    raise McugenError(f"unsupported ops: {', '.join(unsupported)}; mcugen supports "
+                      f"{', '.join(SUPPORTED_OPS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,6 +383,23 @@ class _OpReader:
             raise self.error(f"{what} {tensor.name!r} needs per-tensor quantization")
         return self.importer.use(tensor)
 
+    def typed(self, tensor: ir.Tensor, what: str, dtypes: tuple[str, ...]) -> ir.Tensor:
+        """A tensor of QUANTIZE or DEQUANTIZE: one of ``dtypes``, per tensor if 8-bit."""
+        if tensor.dtype not in dtypes:
+            raise self.error(f"{what} {tensor.name!r} is {tensor.dtype}, expected "
+                             f"{' or '.join(dtypes)}")
+        if tensor.is_constant:
+            raise self.error(f"{what} {tensor.name!r} is a constant")
+        if tensor.dtype != "float32" and (tensor.q is None or tensor.q.per_channel):
+            raise self.error(f"{what} {tensor.name!r} needs per-tensor quantization")
+        return self.importer.use(tensor)
+
+    def single_output(self) -> ir.Tensor:
+        outputs = self.op.scalars(_Operator.OUTPUTS, "i")
+        if len(outputs) != 1:
+            raise self.error(f"has {len(outputs)} outputs, expected 1")
+        return self.importer.read(outputs[0], f"{self.where} output")
+
     def input(self, rank: int | None = None) -> ir.Tensor:
         tensor = self._activation_tensor(self._required(0, "input"), "input")
         self._check_rank(tensor, rank, "input")
@@ -394,10 +411,7 @@ class _OpReader:
         return self._activation_tensor(self._required(position, what), what)
 
     def output(self, rank: int | None = None) -> ir.Tensor:
-        outputs = self.op.scalars(_Operator.OUTPUTS, "i")
-        if len(outputs) != 1:
-            raise self.error(f"has {len(outputs)} outputs, expected 1")
-        tensor = self.importer.read(outputs[0], f"{self.where} output")
+        tensor = self.single_output()
         self._activation_tensor(tensor, "output")
         self._check_rank(tensor, rank, "output")
         return tensor
@@ -643,6 +657,25 @@ def _transpose(op: _OpReader) -> ir.Transpose:
     return ir.Transpose(input=source.name, output=output.name, perm=tuple(perm))
 
 
+def _quantize(op: _OpReader) -> ir.Quantize:
+    """float32 -> int8/uint8, or between 8-bit types and quantizations (TFLM's pairs)."""
+    source = op.typed(op._required(0, "input"), "input", ("float32", "int8", "uint8"))
+    output = op.typed(op.single_output(), "output", ir.QUANTIZED_TYPES)
+    if source.shape != output.shape:
+        raise op.error(f"input shape {list(source.shape)} and output shape "
+                       f"{list(output.shape)} differ")
+    return ir.Quantize(input=source.name, output=output.name)
+
+
+def _dequantize(op: _OpReader) -> ir.Dequantize:
+    source = op.typed(op._required(0, "input"), "input", ir.QUANTIZED_TYPES)
+    output = op.typed(op.single_output(), "output", ("float32",))
+    if source.shape != output.shape:
+        raise op.error(f"input shape {list(source.shape)} and output shape "
+                       f"{list(output.shape)} differ")
+    return ir.Dequantize(input=source.name, output=output.name)
+
+
 _CONVERTERS = {
     "CONV_2D": _conv_2d,
     "DEPTHWISE_CONV_2D": _depthwise_conv_2d,
@@ -658,6 +691,8 @@ _CONVERTERS = {
     "RELU": _relu,
     "RELU6": _relu6,
     "TRANSPOSE": _transpose,
+    "QUANTIZE": _quantize,
+    "DEQUANTIZE": _dequantize,
 }
 # The TFLite op names mcugen compiles.
 SUPPORTED_OPS: tuple[str, ...] = tuple(_CONVERTERS)
