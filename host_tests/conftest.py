@@ -73,7 +73,8 @@ def standard_inputs(size: int, seed: int = 0, random_count: int = 3) -> np.ndarr
 def float_edge_values(scale: float, size: int, seed: int = 0) -> np.ndarray:
     """size float32s for a QUANTIZE by ``scale``: exact ties x / scale == k + 0.5 (in float
     arithmetic, as the kernels divide) on both sides of zero, values that saturate (huge ones,
-    infinities), NaN, zeros of both signs, a subnormal, and random values around the range."""
+    infinities, around int32's limits), NaN, zeros of both signs, a subnormal, and random values
+    around the range."""
     scale = np.float32(scale)
     ties = []
     for k in range(-140, 140):
@@ -87,7 +88,11 @@ def float_edge_values(scale: float, size: int, seed: int = 0) -> np.ndarray:
                         np.float32)
     rng = np.random.default_rng(seed)
     steps = np.concatenate([rng.uniform(-300, 300, 200), [-1e6, 1e6, -2e9, 2e9, 0.49, -0.49,
-                                                          0.5, -0.5, 127.6, -128.6, 255.5]])
+                                                          0.5, -0.5, 127.6, -128.6, 255.5,
+                                                          # int32's edges, where TFLite wraps
+                                                          2147483520.0, 2147483392.0,
+                                                          -2147483520.0, -2147483648.0,
+                                                          2147483648.0]])
     values = np.concatenate([specials, np.array(ties, np.float32),
                              (steps * float(scale)).astype(np.float32)])
     return rng.permutation(np.resize(values, max(size, values.size)))[:size].astype(np.float32)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .build import ARCHES, BuildOptions, build
+from .build import ARCHES, IO_TYPES, BuildOptions, build
 from .errors import McugenError
 from .kernels import KERNEL_SETS
 from .targets import Target, core_order, load_target, make_variables, target_names
@@ -97,6 +97,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--calibration", type=Path,
                         help="folder of images or .npy array [N,H,W,C] in [-1, 1]")
     source.add_argument("--weights", type=Path, help="trained Keras weights to load")
+    source.add_argument("--io", choices=IO_TYPES, default="int8",
+                        help="the built MobileNet's input and output type: int8 (default), "
+                             "uint8, or float (QUANTIZE first, DEQUANTIZE last)")
     parser.add_argument("--target", default="host",
                         help="a core or a part, see `mcugen targets` (default host)")
     parser.add_argument("--max-ram", metavar="BYTES",
@@ -120,7 +123,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         name=args.name, out=args.out, force=args.force,
         memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose,
         max_ram=parse_bytes(args.max_ram), weights_section=args.weights_section,
-        ram_regions=args.ram_regions)
+        ram_regions=args.ram_regions, io=args.io)
 
 
 def command_build(args: argparse.Namespace) -> int:

@@ -20,9 +20,10 @@ import numpy as np
 from . import __version__
 from .c_types import c_type, float_literal
 from .errors import McugenError
-from .ir import TYPE_RANGES, Graph, TableLookup
+from .ir import Graph, TableLookup
 from .kernels import Layer
 from .kernels.cmsis_nn import CmsisPath
+from .kernels.quantize import AffineQuantize, affine_quantize
 from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import Plan
 from .resources import templates_dir
@@ -164,7 +165,7 @@ class ModelView:
     output_scale: str | None
     input_zero_point: int | None
     output_zero_point: int | None
-    input_range: tuple[int, int] | None  # the quantized input's type's range
+    input_affine: AffineQuantize | None  # NAME_quantize_input's cases (a quantized input)
     arena_size: int
     arenas: tuple[ArenaView, ...]
     layers: tuple[LayerView, ...]
@@ -314,7 +315,7 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
         output_scale=float_literal(out.scale) if out.q else None,
         input_zero_point=inp.zero_point if inp.q else None,
         output_zero_point=out.zero_point if out.q else None,
-        input_range=TYPE_RANGES.get(inp.dtype),
+        input_affine=affine_quantize(inp.scale, inp.zero_point, inp.dtype) if inp.q else None,
         arena_size=plan.arena_size, arenas=arena_views(plan, name), layers=views,
         steps=tuple(_step_view(step, views[step.layer], graph, plan) for step in schedule.steps),
         schedule=schedule_line(schedule, len(schedule.steps)),

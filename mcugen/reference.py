@@ -280,21 +280,24 @@ def table_lookup(op: ir.TableLookup, graph: ir.Graph, x: np.ndarray) -> np.ndarr
 def affine_quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
     """reference_ops::AffineQuantize, float32 to int8 or uint8: x / (float)scale in float
     (IEEE single division, as NumPy's float32), TfLiteRound (std::round: halves away from
-    zero), plus the zero point, clamped to the type.
+    zero), static_cast<int32_t>, plus the zero point, clamped to the type.
 
-    The float-to-int32 conversion in TFLite is undefined beyond int32; what x86 gives (and
-    TFLite and TFLM there, tested in host_tests/test_quantize_io.py) is what this gives:
-    quotients beyond the type's range saturate, infinities too, and NaN gives the minimum.
-    Clamping the quotient to +-256 first keeps the arithmetic in range: any |steps| > 256
-    saturates whatever the zero point (int8: -128..127, uint8: 0..255)."""
+    The cast is undefined in C++ for NaN and beyond int32, and so is an int32 sum that
+    overflows; TFLite and TFLM compute them as x86 does (host_tests/test_quantize_io.py
+    checks both), and so does mcugen, on every core: such a quotient converts to INT32_MIN,
+    and the sum wraps around. (So NaN, infinities and huge values give the type's maximum when
+    the zero point is negative, its minimum otherwise.)"""
     with np.errstate(over="ignore", invalid="ignore"):  # huge / scale is inf, as in C
         steps = np.asarray(x, np.float32) / np.float32(scale)
-    steps = np.where(np.isnan(steps), np.float32(-256), np.clip(steps, -256, 256))
-    whole = np.trunc(steps)
-    fraction = steps - whole  # exact in float32
+    in_range = (steps >= -2.0**31) & (steps < 2.0**31)  # False for NaN
+    safe = np.where(in_range, steps, np.float32(0))
+    whole = np.trunc(safe)
+    fraction = safe - whole  # exact in float32
     rounded = whole.astype(np.int64) + (fraction >= 0.5) - (fraction <= -0.5)
+    converted = np.where(in_range, rounded, -2**31)
+    total = (converted + zero_point + 2**31) % 2**32 - 2**31  # int32 wrap-around
     low, high = ir.TYPE_RANGES[dtype]
-    return np.clip(rounded + zero_point, low, high)
+    return np.clip(total, low, high)
 
 
 def requantize(x: np.ndarray, requant: ir.Requant, input_zero_point: int,

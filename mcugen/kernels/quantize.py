@@ -29,15 +29,44 @@ from .variant import ConstArray, Isa, LayerNames, Order, Variant, target_isas
 
 
 @dataclass(frozen=True)
-class QuantizeFloatParams:
-    """AffineQuantize: q = clamp(round(x / scale) + zero_point, low, high)."""
+class AffineQuantize:
+    """AffineQuantize's cases, decided here: q = clamp(round(x / scale) + zero_point, low,
+    high) for quotients within +-256 (beyond, the clamp decides whatever the zero point);
+    saturation up to int32's range; and what TFLite computes on x86 where C++ leaves it
+    undefined (see reference.affine_quantize): NaN, infinities and quotients beyond int32
+    convert to INT32_MIN, then the zero point is added with wrap-around (``overflow``), and a
+    sum that passes INT32_MAX wraps to a negative number (from ``wrap_from`` on)."""
 
-    size: int
-    output_ctype: str
     scale: str  # a C float literal: the output's float32 scale
     zero_point: int
     low: int
     high: int
+    overflow: int  # INT32_MIN + zero_point, wrapped and clamped
+    wrap_from: str | None  # C float literal; None when no quotient below 2^31 wraps
+
+
+INT32_LIMIT = 2.0 ** 31
+
+
+def affine_quantize(scale: float, zero_point: int, dtype: str) -> AffineQuantize:
+    low, high = TYPE_RANGES[dtype]
+    # The smallest float32 quotient whose round(q) + zero_point passes INT32_MAX.
+    threshold = INT32_LIMIT - zero_point
+    wrap_from = np.float32(threshold)
+    if float(wrap_from) < threshold:  # in double: NumPy would compare in float32
+        wrap_from = np.nextafter(wrap_from, np.float32(np.inf))
+    wrap_from = float(wrap_from)
+    return AffineQuantize(scale=float_literal(scale), zero_point=zero_point, low=low, high=high,
+                          overflow=high if zero_point < 0 else low,
+                          wrap_from=float_literal(wrap_from) if wrap_from < INT32_LIMIT
+                          else None)
+
+
+@dataclass(frozen=True)
+class QuantizeFloatParams:
+    size: int
+    output_ctype: str
+    affine: AffineQuantize
 
 
 @dataclass(frozen=True)
@@ -97,10 +126,8 @@ def _from_8_bits(op: Op, graph: Graph, target: Target) -> bool:
 def _lower_quantize_float(op: Quantize, graph: Graph, target: Target,
                           names: LayerNames) -> QuantizeFloatParams:
     x, y = _tensors(op, graph)
-    low, high = TYPE_RANGES[y.dtype]
     return QuantizeFloatParams(size=x.size, output_ctype=c_type(y.dtype),
-                               scale=float_literal(y.scale), zero_point=y.zero_point,
-                               low=low, high=high)
+                               affine=affine_quantize(y.scale, y.zero_point, y.dtype))
 
 
 def _lower_shift(op: Quantize, graph: Graph, target: Target, names: LayerNames) -> ShiftParams:
