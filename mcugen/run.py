@@ -44,28 +44,58 @@ class RunSummary:
 
     @property
     def matches(self) -> bool:
-        exact = np.array_equal(self.qemu.outputs, self.reference_outputs)
+        """Bit for bit (float outputs as their bytes)."""
+        def same(a: np.ndarray, b: np.ndarray) -> bool:
+            return a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+        exact = same(self.qemu.outputs, self.reference_outputs)
         if self.tflm_outputs is not None:
-            exact = exact and np.array_equal(self.qemu.outputs, self.tflm_outputs)
+            exact = exact and same(self.qemu.outputs, self.tflm_outputs)
         return exact
 
 
-def default_inputs(size: int, seed: int) -> np.ndarray:
-    """Zeros, the two extremes and two seeded random inputs."""
+def default_inputs(size: int, seed: int, dtype: str = "int8",
+                   real_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """Zeros, the two extremes and two seeded random inputs of the model's input type (for a
+    float input: the range its QUANTIZE covers, and a little beyond)."""
     rng = np.random.default_rng(seed)
-    rows = [np.zeros(size), np.full(size, -128), np.full(size, 127),
-            rng.integers(-128, 128, size), rng.integers(-128, 128, size)]
-    return np.stack(rows).astype(np.int8)
+    if dtype == "float32":
+        low, high = real_range
+        margin = (high - low) / 16
+        rows = [np.zeros(size), np.full(size, low - margin), np.full(size, high + margin),
+                rng.uniform(low - margin, high + margin, size),
+                rng.uniform(low - margin, high + margin, size)]
+        return np.stack(rows).astype(np.float32)
+    low, high = (0, 255) if dtype == "uint8" else (-128, 127)
+    rows = [np.zeros(size), np.full(size, low), np.full(size, high),
+            rng.integers(low, high + 1, size), rng.integers(low, high + 1, size)]
+    return np.stack(rows).astype(dtype)
 
 
-def load_inputs(path: Path, size: int) -> np.ndarray:
-    """A .npy of int8 inputs: one input, or N of them (any shape with N*size elements)."""
+def float_input_range(graph) -> tuple[float, float]:
+    """The reals a float input's first QUANTIZE represents without saturating."""
+    reader = graph.tensor(graph.ops[graph.consumers(graph.input.name)[0]].output)
+    low, high = (0, 255) if reader.dtype == "uint8" else (-128, 127)
+    return (reader.scale * (low - reader.zero_point), reader.scale * (high - reader.zero_point))
+
+
+def model_inputs(graph, seed: int) -> np.ndarray:
+    dtype = graph.input.dtype
+    if dtype == "float32":
+        return default_inputs(graph.input.size, seed, dtype, float_input_range(graph))
+    return default_inputs(graph.input.size, seed, dtype)
+
+
+def load_inputs(path: Path, size: int, dtype: str = "int8") -> np.ndarray:
+    """A .npy of inputs of the model's input type: one input, or N of them (any shape with
+    N*size elements)."""
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise McugenError(f"cannot read --inputs {path}: {error}") from None
-    if array.dtype != np.int8:
-        raise McugenError(f"--inputs {path} holds {array.dtype}; give quantized int8 inputs")
+    if array.dtype != np.dtype(dtype):
+        raise McugenError(f"--inputs {path} holds {array.dtype}; the model takes {dtype} "
+                          "inputs")
     if array.size == 0 or array.size % size:
         raise McugenError(f"--inputs {path} has {array.size} values, not a multiple of the "
                           f"model's input size {size}")
@@ -115,14 +145,15 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
                                   force=force if keep is not None else False)
     result = build(options, progress)
     graph = result.compiled.graph
-    inputs = (load_inputs(inputs_path, graph.input.size) if inputs_path is not None
-              else default_inputs(graph.input.size, options.seed))
+    inputs = (load_inputs(inputs_path, graph.input.size, graph.input.dtype)
+              if inputs_path is not None else model_inputs(graph, options.seed))
     progress(f"building the firmware for {target.qemu_board}")
     firmware_dir = model_dir / "firmware" if keep is not None else work_dir / "firmware"
     elf = build_firmware(result.out_dir, target, firmware_dir,
                          cmsis_nn_dir=cmsis_nn_dir(options.kernels))
     progress(f"running {len(inputs)} inferences in QEMU ({target.qemu_board})")
-    qemu = run_firmware(elf, target, inputs, graph.output.size, timeout=600)
+    qemu = run_firmware(elf, target, inputs, graph.output.size, timeout=600,
+                        output_dtype=graph.output.dtype)
     progress("checking the outputs against the reference")
     reference = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
                           for x in inputs])
