@@ -46,7 +46,8 @@ def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
     for macro in ("INPUT_SIZE 27648", "OUTPUT_SIZE 2", "INPUT_SCALE", "INPUT_ZERO_POINT",
                   "OUTPUT_SCALE", "OUTPUT_ZERO_POINT", "ARENA_SIZE"):
         assert f"#define MODEL_{macro}" in header
-    assert "int model_invoke(const int8_t *input, int8_t *output);" in header
+    assert "typedef int8_t model_input_t;" in header and "typedef int8_t model_output_t;" in header
+    assert "int model_invoke(const model_input_t *input, model_output_t *output);" in header
     for step in ("building", "calibrating", "converting", "writing"):
         assert step in result.stderr
     assert "MACs" in result.stdout and "arena" in result.stdout

@@ -190,6 +190,7 @@ class _Importer:
         graph_output = self._endpoint(_SubGraph.OUTPUTS, "output")
         operators = self.subgraph.tables(_SubGraph.OPERATORS)
         kinds = [self._op_kind(index, op) for index, op in enumerate(operators)]
+        self._check_typed_endpoints(graph_input, graph_output, kinds, operators)
         _check_supported(kinds)
         ops = tuple(_CONVERTERS[kind](_OpReader(self, index, kind, op))
                     for index, (kind, op) in enumerate(zip(kinds, operators)))
@@ -209,6 +210,27 @@ class _Importer:
         if tensor.dtype != "float32" and (tensor.q is None or tensor.q.per_channel):
             raise McugenError(f"model {what} {tensor.name!r} has no per-tensor quantization")
         return self.use(tensor)
+
+    def _check_typed_endpoints(self, graph_input: ir.Tensor, graph_output: ir.Tensor,
+                               kinds: list[str], operators: list[Table]) -> None:
+        """A float32 or uint8 input must go into QUANTIZE, a float32 output come out of
+        DEQUANTIZE and a uint8 one out of QUANTIZE: else the model is not int8 inside."""
+        for tensor, slot, expected, what in (
+                (graph_input, _Operator.INPUTS, ("QUANTIZE",), "read"),
+                (graph_output, _Operator.OUTPUTS,
+                 ("DEQUANTIZE",) if graph_output.dtype == "float32" else ("QUANTIZE",),
+                 "written")):
+            if tensor.dtype == "int8":
+                continue
+            index = self.names.index(tensor.name)
+            others = [kind for kind, op in zip(kinds, operators)
+                      if index in op.scalars(slot, "i") and kind not in expected]
+            if others:
+                raise McugenError(
+                    f"model {'input' if slot == _Operator.INPUTS else 'output'} is "
+                    f"{tensor.dtype} and is {what} by {others[0]}, not {expected[0]}: mcugen "
+                    f"compiles int8 models (convert with TFLITE_BUILTINS_INT8; a {tensor.dtype} "
+                    f"input or output only through QUANTIZE or DEQUANTIZE)")
 
     def _op_kind(self, index: int, op: Table) -> str:
         code = op.scalar(_Operator.OPCODE_INDEX, "I", 0)
@@ -377,6 +399,10 @@ class _OpReader:
         return tensor
 
     def _activation_tensor(self, tensor: ir.Tensor, what: str) -> ir.Tensor:
+        if tensor.dtype == "float32":
+            raise self.error(f"{what} {tensor.name!r} is float32, expected int8 (mcugen "
+                             "compiles int8 models; float32 only into QUANTIZE and out of "
+                             "DEQUANTIZE)")
         if tensor.dtype != "int8":
             raise self.error(f"{what} {tensor.name!r} is {tensor.dtype}, expected int8")
         if tensor.q is None or tensor.q.per_channel:
