@@ -133,6 +133,8 @@ def command_build(args: argparse.Namespace) -> int:
     print(f"{report.model}: {len(report.layers)} layers, {report.macs:,} MACs, "
           f"flash {report.const_bytes:,} B (weights), RAM {report.arena_bytes:,} B (arena) "
           f"-> {result.out_dir}")
+    if report.folded:
+        print(report.folded_line)
     if report.schedule is not None:
         print(schedule_summary(report.schedule))
     if report.regions:
@@ -179,7 +181,8 @@ def command_inspect(args: argparse.Namespace) -> int:
     compiled = compile_graph(graph, name="model", target=load_target("host"),
                              source=args.model.name, memory_check=False)
     report = compiled.report
-    print(f"{args.model}: {len(graph.ops)} ops in the file, {len(report.layers)} layers after "
+    print(f"{args.model}: {len(graph.ops) + len(graph.folded)} ops in the file, "
+          f"{len(report.layers)} layers after "
           f"folding")
     print(f"{'#':>3}  {'op':<18} {'input':<14} {'output':<14} {'MACs':>11} {'weights':>8}")
     for layer in report.layers:
@@ -188,6 +191,8 @@ def command_inspect(args: argparse.Namespace) -> int:
               f"{layer.weight_bytes:>8,}")
     print(f"total: {report.macs:,} MACs, {report.weight_bytes:,} B of weights, "
           f"arena {report.arena_bytes:,} B")
+    if report.folded:
+        print(report.folded_line)
     return 0
 
 

@@ -385,6 +385,7 @@ class Graph:
     ops: tuple[Op, ...]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    folded: tuple[str, ...] = ()  # the model's ops evaluated at import (constant folding)
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]

@@ -70,6 +70,14 @@ class Report:
     step_layers: list[int] = field(default_factory=list)  # the layer of each step, in order
     # With --ram-regions: each region's name, arena bytes and the region's size.
     regions: list[dict] | None = None
+    folded: list[str] = field(default_factory=list)  # the model's ops evaluated at import
+    input_type: str = "int8"  # the caller's buffers' element types
+    output_type: str = "int8"
+
+    @property
+    def folded_line(self) -> str:
+        """"folded at compile time: SHAPE, STRIDED_SLICE, PACK (3 ops)", or ""."""
+        return folded_line(self.folded)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -86,6 +94,14 @@ class Report:
         """The report files of an output folder."""
         return {"report.json": self.to_json(), "report.md": self.to_markdown(),
                 "report.html": self.to_html()}
+
+
+def folded_line(kinds: list[str] | tuple[str, ...]) -> str:
+    if not kinds:
+        return ""
+    count = len(kinds)
+    return (f"folded at compile time: {', '.join(dict.fromkeys(kinds))} "
+            f"({count} op{'s' if count != 1 else ''})")
 
 
 def op_label(op: Op) -> str:
@@ -170,4 +186,5 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
             for name, size in plan.regions],
         schedule=schedule_stats(schedule, graph, plan,
                                 plan.arena_size if whole_arena is None else whole_arena),
-        step_layers=[step.layer for step in steps])
+        step_layers=[step.layer for step in steps], folded=list(graph.folded),
+        input_type=graph.input.dtype, output_type=graph.output.dtype)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import ir
 from ..errors import McugenError
+from . import constant_folding
 from .flatbuffer import FlatbufferError, Table, root_table
 
 FILE_IDENTIFIER = b"TFL3"
@@ -123,7 +124,8 @@ _BUILTIN_OP_NAMES = {
     49: "SPLIT", 50: "LOG_SOFTMAX", 53: "CAST", 54: "PRELU", 55: "MAXIMUM", 56: "ARG_MAX",
     57: "MINIMUM", 60: "PADV2", 65: "SLICE", 67: "TRANSPOSE_CONV", 69: "TILE",
     70: "EXPAND_DIMS", 74: "SUM", 75: "SQRT", 76: "RSQRT", 77: "SHAPE", 79: "ARG_MIN",
-    82: "REDUCE_MAX", 83: "PACK", 88: "UNPACK", 89: "REDUCE_MIN", 92: "SQUARE", 94: "FILL",
+    81: "REDUCE_PROD", 82: "REDUCE_MAX", 83: "PACK", 88: "UNPACK", 89: "REDUCE_MIN",
+    90: "FLOOR_DIV", 92: "SQUARE", 94: "FILL",
     97: "RESIZE_NEAREST_NEIGHBOR", 98: "LEAKY_RELU", 99: "SQUARED_DIFFERENCE",
     100: "MIRROR_PAD", 101: "ABS", 102: "SPLIT_V", 114: "QUANTIZE", 117: "HARD_SWISH",
     126: "BATCH_MATMUL", 150: "GELU",
@@ -190,12 +192,47 @@ class _Importer:
         graph_output = self._endpoint(_SubGraph.OUTPUTS, "output")
         operators = self.subgraph.tables(_SubGraph.OPERATORS)
         kinds = [self._op_kind(index, op) for index, op in enumerate(operators)]
-        self._check_typed_endpoints(graph_input, graph_output, kinds, operators)
-        _check_supported(kinds)
+        folded = [index for index, (kind, op) in enumerate(zip(kinds, operators))
+                  if self._folded(index, kind, op)]
+        kept = [(index, kinds[index], operators[index]) for index in range(len(operators))
+                if index not in folded]
+        self._check_typed_endpoints(graph_input, graph_output, [k for _, k, _ in kept],
+                                    [op for _, _, op in kept])
+        _check_supported([kind for _, kind, _ in kept])
         ops = tuple(_CONVERTERS[kind](_OpReader(self, index, kind, op))
-                    for index, (kind, op) in enumerate(zip(kinds, operators)))
+                    for index, kind, op in kept)
         return ir.Graph(self.name, dict(self.tensors), ops, (graph_input.name,),
-                        (graph_output.name,))
+                        (graph_output.name,), folded=tuple(kinds[i] for i in folded))
+
+    def _folded(self, index: int, kind: str, op: Table) -> bool:
+        """Evaluate the op now if it computes on constants only (constant_folding): its output
+        becomes a constant tensor, and the op is dropped."""
+        if kind not in constant_folding.FOLDERS:
+            return False
+        outputs = op.scalars(_Operator.OUTPUTS, "i")
+        if len(outputs) != 1 or outputs[0] in self.subgraph.scalars(_SubGraph.OUTPUTS, "i") \
+                or not 0 <= outputs[0] < len(self.flat_tensors):
+            return False
+        where = f"op {index} ({kind})"
+        operands = op.scalars(_Operator.INPUTS, "i")
+        inputs = [self.read(i, f"{where} input") for i in
+                  operands[:constant_folding.operands_to_read(kind, len(operands))] if i != -1]
+        flat = self.flat_tensors[outputs[0]]
+        type_code = flat.scalar(_Tensor.TYPE, "b", 0)
+        declared = flat.scalars(_Tensor.SHAPE, "i")
+        options = op.table(_Operator.OPTIONS) or Table.empty()
+        value = constant_folding.evaluate(kind, where, inputs, options,
+                                          _TYPE_NAMES.get(type_code, "?"), declared)
+        if value is None:
+            return False
+        value = np.array(value)  # a NumPy scalar (a 0-d result) as an array
+        if declared and all(dim >= 1 for dim in declared) and value.shape != declared:
+            raise McugenError(f"{where}: computes shape {list(value.shape)} from its constant "
+                              f"inputs, but the model says {list(declared)}")
+        value.flags.writeable = False  # IR values are never mutated
+        self._read[outputs[0]] = ir.Tensor(self.names[outputs[0]], value.shape,
+                                           str(value.dtype), None, value)
+        return True
 
     def _endpoint(self, slot: int, what: str) -> ir.Tensor:
         indices = self.subgraph.scalars(slot, "i")
@@ -238,6 +275,13 @@ class _Importer:
             raise McugenError(f"op {index} uses operator code {code}, but the model has only "
                               f"{len(self.op_kinds)}")
         return self.op_kinds[code]
+
+    def reshaped(self, tensor: ir.Tensor, shape: tuple[int, ...]) -> ir.Tensor:
+        """The tensor with the static shape a folded shape computation gave it, from now on
+        for every op that reads it."""
+        new = ir.Tensor(tensor.name, shape, tensor.dtype, tensor.q, tensor.data)
+        self._read[self.names.index(tensor.name)] = new
+        return self.use(new)
 
     def use(self, tensor: ir.Tensor) -> ir.Tensor:
         """Put a checked tensor into the Graph."""
@@ -469,6 +513,13 @@ class _OpReader:
                              f"{tensor.dtype} {list(tensor.shape)}")
         return self.importer.use(tensor)
 
+    def constant_shape(self, position: int) -> list[int] | None:
+        """An optional constant integer operand giving a shape (RESHAPE's), else None."""
+        tensor = self._operand(position, "shape")
+        if tensor is None or tensor.data is None or tensor.dtype not in ("int32", "int64"):
+            return None
+        return [int(d) for d in tensor.data.reshape(-1)]
+
     def constant_ints(self, position: int, what: str) -> np.ndarray:
         """An integer operand that configures the op (PAD's paddings, MEAN's axes)."""
         tensor = self._required(position, what)
@@ -619,9 +670,26 @@ def _fully_connected(op: _OpReader) -> ir.FullyConnected:
 
 
 def _reshape(op: _OpReader) -> ir.Reshape:
-    # The optional shape operand (and ReshapeOptions.new_shape) must agree with the output
-    # tensor, whose static shape is all we need.
-    return ir.Reshape(input=op.input().name, output=op.output().name)
+    # The output tensor's static shape is all we need. Where a dynamic batch left it unknown
+    # (the converter then writes [1, 1]), the shape operand, computed by ops folded at import,
+    # gives it, as it does to TFLite's RESHAPE (one -1 taking what is left).
+    source = op.input()
+    output = op.output()
+    shape = op.constant_shape(1)
+    if shape is not None and output.size != source.size:
+        resolved = _resolved_shape(shape, source.size)
+        if resolved is None:
+            raise op.error(f"shape {shape} does not fit the input's {source.size} elements")
+        output = op.importer.reshaped(output, resolved)
+    return ir.Reshape(input=source.name, output=output.name)
+
+
+def _resolved_shape(shape: list[int], size: int) -> tuple[int, ...] | None:
+    known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+    if shape.count(-1) > 1 or any(d < -1 or d == 0 for d in shape) or known == 0:
+        return None
+    resolved = [size // known if d == -1 else d for d in shape]
+    return tuple(resolved) if int(np.prod(resolved, dtype=np.int64)) == size else None
 
 
 def _softmax(op: _OpReader) -> ir.Softmax:
