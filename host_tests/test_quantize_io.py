@@ -284,3 +284,24 @@ def test_models_are_bit_exact_with_tflm_in_qemu(built, core, tmp_path):
     expected = tflm_outputs(result.tflite, inputs)
     assert run.outputs.dtype == expected.dtype
     np.testing.assert_array_equal(run.outputs.view(np.uint8), expected.view(np.uint8))
+
+
+def test_a_float_input_model_runs_in_row_bands_from_its_quantize(tmp_path):
+    """The first QUANTIZE computes any range of rows, so the row-band schedule (--max-ram)
+    can start at the float input: bit-exact with TFLM, clean under sanitizers."""
+    path = tmp_path / "m.tflite"
+    path.write_bytes(mobilenet_tflite(**MODELS["v1_float"]))
+    whole = build(BuildOptions(model=path, name="model", out=tmp_path / "whole"))
+    budget = whole.compiled.report.arena_bytes * 3 // 4
+    result = build(BuildOptions(model=path, name="model", out=tmp_path / "model",
+                                max_ram=budget))
+    compiled = result.compiled
+    assert compiled.report.arena_bytes <= budget
+    assert compiled.schedule.is_banded(0) and compiled.layers[0].op.OP == "QUANTIZE"
+    graph = compiled.graph
+    inputs = model_inputs(graph)
+    outputs = run_three_ways(result.out_dir, graph, result.tflite, inputs, tmp_path)
+    outputs.assert_bit_exact()
+    sanitized = run_sanitized(result.out_dir, "model", graph.input.size, graph.output.size,
+                              inputs, tmp_path, output_dtype=graph.output.dtype)
+    np.testing.assert_array_equal(sanitized.view(np.uint8), outputs.tflm.view(np.uint8))

@@ -25,6 +25,7 @@ import numpy as np
 from ..c_types import c_type, float_literal
 from ..ir import TYPE_RANGES, Dequantize, Graph, Op, Quantize
 from ..targets import Target
+from .lowering import FeatureMap, feature_map
 from .variant import ConstArray, Isa, LayerNames, Order, Variant, target_isas
 
 
@@ -64,7 +65,7 @@ def affine_quantize(scale: float, zero_point: int, dtype: str) -> AffineQuantize
 
 @dataclass(frozen=True)
 class QuantizeFloatParams:
-    size: int
+    output: FeatureMap  # rows of w * c elements (any rank: see lowering.feature_map)
     output_ctype: str
     affine: AffineQuantize
 
@@ -73,7 +74,7 @@ class QuantizeFloatParams:
 class ShiftParams:
     """Requantize between int8 and uint8 at equal scales: output = input + delta (+-128)."""
 
-    size: int
+    output: FeatureMap
     input_ctype: str
     output_ctype: str
     delta: int
@@ -84,7 +85,7 @@ class ShiftParams:
 class RequantizeTableParams:
     """Requantize through a table of all 256 inputs: output = table[input + index_offset]."""
 
-    size: int
+    output: FeatureMap
     output_ctype: str
     index_offset: int  # 128 for an int8 input, 0 for a uint8 one
     table: ConstArray
@@ -94,7 +95,7 @@ class RequantizeTableParams:
 class DequantizeParams:
     """Dequantize: y = scale * (float)(q - zero_point)."""
 
-    size: int
+    output: FeatureMap
     input_ctype: str
     scale: str
     zero_point: int
@@ -126,7 +127,7 @@ def _from_8_bits(op: Op, graph: Graph, target: Target) -> bool:
 def _lower_quantize_float(op: Quantize, graph: Graph, target: Target,
                           names: LayerNames) -> QuantizeFloatParams:
     x, y = _tensors(op, graph)
-    return QuantizeFloatParams(size=x.size, output_ctype=c_type(y.dtype),
+    return QuantizeFloatParams(output=feature_map(y), output_ctype=c_type(y.dtype),
                                affine=affine_quantize(y.scale, y.zero_point, y.dtype))
 
 
@@ -135,7 +136,7 @@ def _lower_shift(op: Quantize, graph: Graph, target: Target, names: LayerNames) 
     # ARMv6-M has no unaligned word access: memcpy would go byte by byte through a call,
     # slower than the plain byte loop.
     words = target.is_host or Isa.ARMV7M in target_isas(target)
-    return ShiftParams(size=x.size, input_ctype=c_type(x.dtype), output_ctype=c_type(y.dtype),
+    return ShiftParams(output=feature_map(y), input_ctype=c_type(x.dtype), output_ctype=c_type(y.dtype),
                        delta=y.zero_point - x.zero_point, words=words)
 
 
@@ -153,24 +154,28 @@ def _lower_table(op: Quantize, graph: Graph, target: Target,
                  names: LayerNames) -> RequantizeTableParams:
     x, y = _tensors(op, graph)
     return RequantizeTableParams(
-        size=x.size, output_ctype=c_type(y.dtype), index_offset=-TYPE_RANGES[x.dtype][0],
+        output=feature_map(y), output_ctype=c_type(y.dtype), index_offset=-TYPE_RANGES[x.dtype][0],
         table=ConstArray(names.table("table"), c_type(y.dtype), requantize_table(op, graph)))
 
 
 def _lower_dequantize(op: Dequantize, graph: Graph, target: Target,
                       names: LayerNames) -> DequantizeParams:
-    x, _ = _tensors(op, graph)
-    return DequantizeParams(size=x.size, input_ctype=c_type(x.dtype),
+    x, y = _tensors(op, graph)
+    return DequantizeParams(output=feature_map(y), input_ctype=c_type(x.dtype),
                             scale=float_literal(x.scale), zero_point=x.zero_point)
 
 
+# Each computes any range of rows, so a QUANTIZE (a model's first op) can run in row bands.
 QUANTIZE_FLOAT = Variant("quantize_float", (Quantize,), Isa.PORTABLE, "quantize_float",
-                         Order.ELEMENTWISE, _lower_quantize_float, applies=_from_float)
+                         Order.ELEMENTWISE, _lower_quantize_float, applies=_from_float,
+                         row_ranges=True)
 REQUANTIZE_SHIFT = Variant("requantize_shift", (Quantize,), Isa.PORTABLE, "requantize_shift",
-                           Order.ELEMENTWISE, _lower_shift, applies=is_shift_by_128)
+                           Order.ELEMENTWISE, _lower_shift, applies=is_shift_by_128,
+                           row_ranges=True)
 REQUANTIZE_TABLE = Variant("requantize_table", (Quantize,), Isa.PORTABLE, "requantize_table",
-                           Order.ELEMENTWISE, _lower_table, applies=_from_8_bits)
+                           Order.ELEMENTWISE, _lower_table, applies=_from_8_bits,
+                           row_ranges=True)
 DEQUANTIZE_FLOAT = Variant("dequantize_float", (Dequantize,), Isa.PORTABLE, "dequantize_float",
-                           Order.SEPARATE, _lower_dequantize)
+                           Order.SEPARATE, _lower_dequantize, row_ranges=True)
 
 VARIANTS = (QUANTIZE_FLOAT, REQUANTIZE_SHIFT, REQUANTIZE_TABLE, DEQUANTIZE_FLOAT)
