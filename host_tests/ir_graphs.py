@@ -103,6 +103,16 @@ def mean(seed: int, h: int, w: int, c: int) -> Graph:
     return _graph("mean", tensors, Mean("x", "y", keep_dims=True))
 
 
+def mean_axes(shape: tuple[int, ...], axes: tuple[int, ...], keep_dims: bool,
+              same_quantization: bool = False) -> Graph:
+    """MEAN over consecutive axes other than an image's H and W (an NCHW tensor's last)."""
+    out_shape = tuple(1 if a in axes else d for a, d in enumerate(shape)
+                      if keep_dims or a not in axes)
+    out_q = (IN_SCALE, 6) if same_quantization else (IN_SCALE * 0.6, 2)
+    tensors = [_activation("x", shape, IN_SCALE, 6), _activation("y", out_shape, *out_q)]
+    return _graph("mean_axes", tensors, Mean("x", "y", keep_dims=keep_dims, axes=axes))
+
+
 def softmax(seed: int, rows: int, size: int) -> Graph:
     tensors = [_activation("x", (rows, size), 0.1, 4),
                _activation("y", (rows, size), 1 / 256, -128)]

@@ -89,6 +89,10 @@ CASES = {
     "avgpool_3x3_s2_c5": lambda: g.average_pool(61, 6, 7, 5),
     "mean_5x4_c7": lambda: g.mean(62, 5, 4, 7),
     "mean_one_pixel_c3": lambda: g.mean(63, 1, 1, 3),
+    "mean_nchw_last_axis": lambda: g.mean_axes((1, 7, 3, 5), (3,), False, True),
+    "mean_3d_last_axis_keep": lambda: g.mean_axes((1, 9, 6), (2,), True),
+    "mean_3d_axes_1_2": lambda: g.mean_axes((1, 4, 6), (1, 2), False),
+    "mean_nchw_axes_2_3": lambda: g.mean_axes((1, 5, 3, 4), (2, 3), True),
     "softmax_1x10": lambda: g.softmax(64, 1, 10),
     "softmax_3x7": lambda: g.softmax(65, 3, 7),
     # Elementwise.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import float_edge_values, mobilenet_tflite, tflm_outputs
+from conftest import SHARED, float_edge_values, mobilenet_tflite, tflm_outputs
 from hostc import build_shared, run_sanitized, run_three_ways
 from mcugen.build import BuildOptions, build
 from mcugen.compile import compile_graph
@@ -305,3 +305,45 @@ def test_a_float_input_model_runs_in_row_bands_from_its_quantize(tmp_path):
     sanitized = run_sanitized(result.out_dir, "model", graph.input.size, graph.output.size,
                               inputs, tmp_path, output_dtype=graph.output.dtype)
     np.testing.assert_array_equal(sanitized.view(np.uint8), outputs.tflm.view(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# MCUNet's visual-wake-words model (TinyEngine's asset): float input and output, PAD,
+# TRANSPOSE to NCHW, then MEAN over W and MEAN over H.
+
+MCUNET = SHARED / "models" / "mcunet_vww_float_io.tflite"
+
+
+@pytest.fixture(scope="module")
+def mcunet(tmp_path_factory):
+    assert MCUNET.is_file(), f"missing {MCUNET}"
+    work = tmp_path_factory.mktemp("mcunet")
+    return build(BuildOptions(model=MCUNET, name="model", out=work / "model")), work
+
+
+def test_mcunet_is_bit_exact_with_tflm_on_the_host_and_under_sanitizers(mcunet):
+    result, work = mcunet
+    graph = result.compiled.graph
+    assert (graph.input.dtype, graph.output.dtype) == ("float32", "float32")
+    assert [layer.variant.name for layer in result.compiled.layers
+            if layer.op.OP == "MEAN"] == ["mean_axes_s8", "mean_axes_s8"]
+    inputs = model_inputs(graph, count=4)
+    outputs = run_three_ways(result.out_dir, graph, result.tflite, inputs, work)
+    outputs.assert_bit_exact()
+    sanitized = run_sanitized(result.out_dir, "model", graph.input.size, graph.output.size,
+                              inputs[:2], work, output_dtype="float32")
+    np.testing.assert_array_equal(sanitized.view(np.uint8), outputs.tflm[:2].view(np.uint8))
+
+
+@pytest.mark.parametrize("core", ["cortex-m7", "cortex-m55"])
+def test_mcunet_is_bit_exact_with_tflm_in_qemu(core, tmp_path):
+    target = load_target(core)
+    result = build(BuildOptions(model=MCUNET, name="model", out=tmp_path / "model",
+                                target=core))
+    graph = result.compiled.graph
+    elf = build_firmware(tmp_path / "model", target, tmp_path / "firmware")
+    inputs = model_inputs(graph, count=2, seed=5)
+    run = run_firmware(elf, target, inputs, graph.output.size, output_dtype="float32",
+                       timeout=600)
+    np.testing.assert_array_equal(run.outputs.view(np.uint8),
+                                  tflm_outputs(result.tflite, inputs).view(np.uint8))

@@ -168,7 +168,8 @@ class AveragePool2D:
 
 @dataclass(frozen=True)
 class Mean:
-    """MEAN over H and W (axes 1 and 2) of an NHWC tensor."""
+    """MEAN over ``axes``: H and W (1, 2) of an NHWC tensor, or any other run of consecutive
+    axes (the last ones of an NCHW tensor after a TRANSPOSE, as MCUNet's models have)."""
 
     OP: ClassVar[str] = "MEAN"
     INPUTS: ClassVar[tuple[str, ...]] = ("input",)
@@ -177,6 +178,7 @@ class Mean:
     output: str
     keep_dims: bool
     requant: Requant | None = None  # the input/output scale ratio, before dividing by H*W
+    axes: tuple[int, ...] = (1, 2)  # consecutive, non-negative, in order
 
 
 @dataclass(frozen=True)

@@ -166,12 +166,13 @@ def average_pool2d(op: ir.AveragePool2D, graph: ir.Graph, x: np.ndarray) -> np.n
 
 
 def mean(op: ir.Mean, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
-    """reference_ops::QuantizedMeanOrSum (TFLM's int8 MEAN whatever the qparams): the int32
-    sum minus zp_in * N, requantized by the in/out multiplier with 1/N folded in
+    """reference_ops::QuantizedMeanOrSum over op.axes (TFLM's int8 MEAN whatever the axes and
+    qparams, equal ones included, as the tflite-micro runtime computes it): the int32 sum
+    minus zp_in * N, requantized by the in/out multiplier with 1/N folded in
     (quant.mean_multiplier), plus zp_out, clamped to int8."""
     x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
-    count = x.shape[1] * x.shape[2]
-    total = x.astype(np.int64).sum(axis=(1, 2))
+    count = int(np.prod([x.shape[axis] for axis in op.axes]))
+    total = x.astype(np.int64).sum(axis=op.axes)
     multiplier, shift = quant.mean_multiplier(op.requant.multiplier[0], op.requant.shift[0],
                                               count)
     scaled = quant.multiply_by_quantized_multiplier(total - x_t.zero_point * count,

@@ -636,18 +636,22 @@ def _average_pool_2d(op: _OpReader) -> ir.AveragePool2D:
 
 
 def _mean(op: _OpReader) -> ir.Mean:
-    source = op.input(rank=4)
-    axes = op.constant_ints(1, "axes").ravel().tolist()
-    if any(not -4 <= axis < 4 for axis in axes) or {axis % 4 for axis in axes} != {1, 2}:
-        raise op.error(f"reduces axes {axes}; only the mean over H and W (axes 1, 2) is "
-                       "supported")
+    source = op.input()
+    rank = len(source.shape)
+    raw = op.constant_ints(1, "axes").ravel().tolist()
+    if not raw or any(not -rank <= axis < rank for axis in raw):
+        raise op.error(f"reduces axes {raw} of a {rank}-D tensor")
+    axes = tuple(sorted({axis % rank for axis in raw}))
+    if axes != tuple(range(axes[0], axes[-1] + 1)) or 0 in axes:
+        raise op.error(f"reduces axes {raw}; mcugen reduces consecutive axes after the batch "
+                       "(H and W, or the last axes)")
     keep_dims = bool(op.options(_ReducerOptions).scalar(_ReducerOptions.KEEP_DIMS, "?", False))
     output = op.output()
-    channels = source.shape[3]
-    expected = (1, 1, 1, channels) if keep_dims else (1, channels)
+    expected = tuple(1 if axis in axes else dim for axis, dim in enumerate(source.shape)
+                     if keep_dims or axis not in axes)
     if output.shape != expected:
         raise op.error(f"output shape {list(output.shape)} should be {list(expected)}")
-    return ir.Mean(input=source.name, output=output.name, keep_dims=keep_dims)
+    return ir.Mean(input=source.name, output=output.name, keep_dims=keep_dims, axes=axes)
 
 
 def _fully_connected(op: _OpReader) -> ir.FullyConnected:
