@@ -2,9 +2,10 @@
 
 Each family module (pointwise, conv, depthwise, fully_connected, pooling, elementwise,
 softmax, data_movement, quantize, reduce, cmsis_nn) declares its variants as data
-(``variant.Variant``), best first. For each op, selection takes the first variant of the kernel set whose op type,
-instruction set (among the target's features) and preconditions match, and lowers the op
-to that variant's typed parameter record. Nothing else in mcugen decides which code runs.
+(``variant.Variant``), best first. For each op, selection takes the first variant of the
+kernel set whose op type, instruction set (among the target's features) and preconditions
+match, and lowers the op to that variant's typed parameter record. Nothing else in mcugen
+decides which code runs.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@
   IEEE arithmetic.
 - 8-bit -> 8-bit (Requantize): between int8 and uint8 with equal scales and zero points 128
   apart (a model's uint8 input or output around an int8 inside), each byte plus or minus 128,
-  four bytes per word where unaligned words are allowed: TFLM's own fast path (x ^ 0x80). Any other pair of quantizations: a
-  256-entry table made by running the reference kernel on every input byte, so it is TFLite's
-  fixed-point arithmetic by construction; one load per element.
+  four bytes per word where unaligned words are allowed: TFLM's own fast path (x ^ 0x80).
+  Any other pair of quantizations: a 256-entry table made by running the reference kernel on
+  every input byte, so it is TFLite's fixed-point arithmetic by construction; one load per
+  element.
 - int8 or uint8 -> float32 (Dequantize): (float)scale * (q - zero_point), one float multiply.
 
 Element i is read before element i is written and no output element is wider than its input,
@@ -136,8 +137,8 @@ def _lower_shift(op: Quantize, graph: Graph, target: Target, names: LayerNames) 
     # ARMv6-M has no unaligned word access: memcpy would go byte by byte through a call,
     # slower than the plain byte loop.
     words = target.is_host or Isa.ARMV7M in target_isas(target)
-    return ShiftParams(output=feature_map(y), input_ctype=c_type(x.dtype), output_ctype=c_type(y.dtype),
-                       delta=y.zero_point - x.zero_point, words=words)
+    return ShiftParams(output=feature_map(y), input_ctype=c_type(x.dtype),
+                       output_ctype=c_type(y.dtype), delta=y.zero_point - x.zero_point, words=words)
 
 
 def requantize_table(op: Quantize, graph: Graph) -> np.ndarray:

@@ -46,7 +46,8 @@ def _lower(op: Mean, graph: Graph, target: Target, names: LayerNames) -> MeanAxe
     count = int(np.prod(shape[first:last]))
     multiplier, shift = mean_multiplier(op.requant.multiplier[0], op.requant.shift[0], count)
     return MeanAxesParams(outer=int(np.prod(shape[:first])), count=count,
-                          inner=int(np.prod(shape[last:])), input_offset=input_offset(op, graph), multiplier=multiplier,
+                          inner=int(np.prod(shape[last:])),
+                          input_offset=input_offset(op, graph), multiplier=multiplier,
                           shift=shift, clamp=clamp(op, graph))
 
 
