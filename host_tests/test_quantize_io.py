@@ -347,3 +347,26 @@ def test_mcunet_is_bit_exact_with_tflm_in_qemu(core, tmp_path):
                        timeout=600)
     np.testing.assert_array_equal(run.outputs.view(np.uint8),
                                   tflm_outputs(result.tflite, inputs).view(np.uint8))
+
+
+def test_io_is_for_built_models_only(tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"not read")
+    with pytest.raises(McugenError, match="^--io applies to the MobileNets mcugen builds"):
+        build(BuildOptions(model=path, io="float"))
+    with pytest.raises(McugenError, match="^--io int4: use one of int8, uint8, float"):
+        build(BuildOptions(io="int4"))
+
+
+def test_mcugen_run_feeds_float_inputs_and_checks_float_outputs(tmp_path):
+    """`mcugen run` on a float-I/O model: typed default inputs over the first QUANTIZE's range
+    (and beyond), float outputs compared bit for bit with the reference and TFLM."""
+    from mcugen.run import run
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(mobilenet_tflite(**MODELS["v1_float"]))
+    summary = run(BuildOptions(model=path, target="cortex-m7"), None, tmp_path / "work")
+    assert summary.inputs.dtype == np.float32 and summary.qemu.outputs.dtype == np.float32
+    assert summary.tflm_outputs is not None and summary.matches
+    low, high = float(summary.inputs.min()), float(summary.inputs.max())
+    assert low < -1.0 and high > 1.0  # beyond the input QUANTIZE's range: saturation
