@@ -250,10 +250,12 @@ class _Importer:
 
     def _check_typed_endpoints(self, graph_input: ir.Tensor, graph_output: ir.Tensor,
                                kinds: list[str], operators: list[Table]) -> None:
-        """A float32 or uint8 input must go into QUANTIZE, a float32 output come out of
-        DEQUANTIZE and a uint8 one out of QUANTIZE: else the model is not int8 inside."""
+        """A float32 input must go into QUANTIZE (a uint8 one into QUANTIZE or DEQUANTIZE), a
+        float32 output come out of DEQUANTIZE and a uint8 one out of QUANTIZE: else the model
+        is not int8 inside."""
+        readers = ("QUANTIZE",) if graph_input.dtype == "float32" else ("QUANTIZE", "DEQUANTIZE")
         for tensor, slot, expected, what in (
-                (graph_input, _Operator.INPUTS, ("QUANTIZE",), "read"),
+                (graph_input, _Operator.INPUTS, readers, "read"),
                 (graph_output, _Operator.OUTPUTS,
                  ("DEQUANTIZE",) if graph_output.dtype == "float32" else ("QUANTIZE",),
                  "written")):
