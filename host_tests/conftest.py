@@ -58,6 +58,52 @@ def standard_inputs(size: int, seed: int = 0, random_count: int = 3) -> np.ndarr
     return np.stack(fixed + noise).astype(np.int8)
 
 
+def float_edge_values(scale: float, size: int, seed: int = 0) -> np.ndarray:
+    """size float32s for a QUANTIZE by ``scale``: exact ties x / scale == k + 0.5 (in float
+    arithmetic, as the kernels divide) on both sides of zero, values that saturate (huge ones,
+    infinities, around int32's limits), NaN, zeros of both signs, a subnormal, and random values
+    around the range."""
+    scale = np.float32(scale)
+    ties = []
+    for k in range(-140, 140):
+        guess = np.float32((k + 0.5) * float(scale))
+        for candidate in (guess, np.nextafter(guess, np.float32(np.inf)),
+                          np.nextafter(guess, np.float32(-np.inf))):
+            if np.float32(candidate) / scale == np.float32(k + 0.5):
+                ties.append(candidate)
+                break
+    specials = np.array([np.inf, -np.inf, np.nan, 3e38, -3e38, 0.0, -0.0, 1e-45, -1e-45],
+                        np.float32)
+    rng = np.random.default_rng(seed)
+    steps = np.concatenate([rng.uniform(-300, 300, 200), [-1e6, 1e6, -2e9, 2e9, 0.49, -0.49,
+                                                          0.5, -0.5, 127.6, -128.6, 255.5,
+                                                          # int32's edges, where TFLite wraps
+                                                          2147483520.0, 2147483392.0,
+                                                          -2147483520.0, -2147483648.0,
+                                                          2147483648.0]])
+    values = np.concatenate([specials, np.array(ties, np.float32),
+                             (steps * float(scale)).astype(np.float32)])
+    return rng.permutation(np.resize(values, max(size, values.size)))[:size].astype(np.float32)
+
+
+def typed_inputs(graph, seed: int = 0, count: int = 4) -> np.ndarray:
+    """count inputs for a graph of any input type, flattened: int8 as standard_inputs; uint8
+    with both extremes and every value; float32 with float_edge_values for the scale of the
+    QUANTIZE that reads it."""
+    tensor = graph.input
+    size = tensor.size
+    if tensor.dtype == "int8":
+        return standard_inputs(size, seed, random_count=max(count - 3, 1))
+    rng = np.random.default_rng(seed)
+    if tensor.dtype == "uint8":
+        rows = [np.zeros(size), np.full(size, 255), np.resize(np.arange(256), size)]
+        rows += [rng.integers(0, 256, size) for _ in range(max(count - 3, 1))]
+        return np.stack(rows).astype(np.uint8)
+    reader = graph.ops[graph.consumers(tensor.name)[0]]
+    scale = graph.tensor(reader.output).scale
+    return np.stack([float_edge_values(scale, size, seed + i) for i in range(count)])
+
+
 @pytest.fixture(scope="session")
 def person_detect() -> bytes:
     assert PERSON_DETECT.is_file(), f"missing {PERSON_DETECT} (shared/ beside the repo)"

@@ -21,22 +21,31 @@ def compile_checked(command: list[str]) -> None:
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr[-4000:]}"
 
 
+C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "float32": "float"}
+
+
 @dataclass
 class HostModel:
-    """A generated model compiled as a shared library; call it like a function."""
+    """A generated model compiled as a shared library; call it like a function (on and
+    returning arrays of the model's input and output types)."""
 
     name: str
     input_size: int
     output_size: int
     library: object
     ffi: cffi.FFI
+    input_dtype: str = "int8"
+    output_dtype: str = "int8"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.int8).reshape(-1)
+        if self.input_dtype != "int8":  # int8 inputs may come as any integer array
+            assert x.dtype == np.dtype(self.input_dtype), x.dtype
+        x = np.ascontiguousarray(x, dtype=self.input_dtype).reshape(-1)
         assert x.size == self.input_size
-        out = np.zeros(self.output_size, dtype=np.int8)
+        out = np.zeros(self.output_size, dtype=self.output_dtype)
         status = getattr(self.library, f"{self.name}_invoke")(
-            self.ffi.from_buffer("int8_t[]", x), self.ffi.from_buffer("int8_t[]", out))
+            self.ffi.from_buffer(f"{C_TYPES[self.input_dtype]}[]", x),
+            self.ffi.from_buffer(f"{C_TYPES[self.output_dtype]}[]", out))
         assert status == 0
         return out
 
@@ -46,34 +55,38 @@ def sources(model_dir: Path) -> list[str]:
 
 
 def build_shared(model_dir: Path, name: str, input_size: int, output_size: int,
-                 work: Path, cflags: tuple[str, ...] = (), link: tuple[str, ...] = ()) -> HostModel:
+                 work: Path, cflags: tuple[str, ...] = (), link: tuple[str, ...] = (),
+                 input_dtype: str = "int8", output_dtype: str = "int8") -> HostModel:
     """link: objects or static libraries (built with -fPIC) to link in after the model."""
     # dlopen returns the library it already loaded from a path: one path per model folder.
     library = work / f"lib{name}_{model_dir.name}.so"
     compile_checked(["gcc", *STRICT, "-O2", "-shared", "-fPIC", *cflags, "-I", str(model_dir),
                      *sources(model_dir), *link, "-o", str(library)])
     ffi = cffi.FFI()
-    ffi.cdef(f"int {name}_invoke(const int8_t *input, int8_t *output);")
-    return HostModel(name, input_size, output_size, ffi.dlopen(str(library)), ffi)
+    ffi.cdef(f"int {name}_invoke(const {C_TYPES[input_dtype]} *input, "
+             f"{C_TYPES[output_dtype]} *output);")
+    return HostModel(name, input_size, output_size, ffi.dlopen(str(library)), ffi,
+                     input_dtype, output_dtype)
 
 
 def run_sanitized(model_dir: Path, name: str, input_size: int, output_size: int,
-                  inputs: np.ndarray, work: Path) -> np.ndarray:
-    """Build the model with ASan + UBSan into an executable, run it on inputs; any report
-    aborts the program and fails the caller."""
+                  inputs: np.ndarray, work: Path, output_dtype: str = "int8") -> np.ndarray:
+    """Build the model with ASan + UBSan into an executable, run it on inputs (of the model's
+    input type); any report aborts the program and fails the caller."""
     exe = work / f"{name}_sanitized"
     compile_checked(["gcc", *STRICT, *SANITIZE, "-I", str(model_dir),
                      f"-DMODEL_HEADER=\"{name}.h\"", f"-DMODEL_INVOKE={name}_invoke",
+                     f"-DMODEL_INPUT_T={name}_input_t", f"-DMODEL_OUTPUT_T={name}_output_t",
                      f"-DMODEL_INPUT_SIZE={input_size}", f"-DMODEL_OUTPUT_SIZE={output_size}",
                      str(HARNESS), *sources(model_dir), "-o", str(exe)])
-    (work / "inputs.bin").write_bytes(np.ascontiguousarray(inputs, np.int8).tobytes())
+    (work / "inputs.bin").write_bytes(np.ascontiguousarray(inputs).tobytes())
     result = subprocess.run([str(exe), str(work / "inputs.bin"), str(work / "outputs.bin")],
                             capture_output=True, text=True,
                             env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
                                  "UBSAN_OPTIONS": "print_stacktrace=1"})
     assert result.returncode == 0, f"sanitized run failed:\n{result.stderr[-4000:]}"
     assert result.stderr == "", result.stderr[-4000:]
-    return np.frombuffer((work / "outputs.bin").read_bytes(), np.int8).reshape(-1, output_size)
+    return np.frombuffer((work / "outputs.bin").read_bytes(), output_dtype).reshape(-1, output_size)
 
 
 @dataclass
@@ -85,8 +98,10 @@ class ThreeWay:
     tflm: np.ndarray
 
     def assert_bit_exact(self, min_distinct: int = 2) -> None:
-        np.testing.assert_array_equal(self.reference, self.tflm)
-        np.testing.assert_array_equal(self.c, self.tflm)
+        assert self.c.dtype == self.reference.dtype == self.tflm.dtype
+        # As bytes: float outputs must agree to the bit (-0.0 is not 0.0).
+        np.testing.assert_array_equal(self.reference.view(np.uint8), self.tflm.view(np.uint8))
+        np.testing.assert_array_equal(self.c.view(np.uint8), self.tflm.view(np.uint8))
         # A model whose outputs do not depend on its input would prove nothing.
         assert len({row.tobytes() for row in self.tflm}) >= min_distinct
 
@@ -98,7 +113,8 @@ def run_three_ways(model_dir: Path, graph, tflite: bytes, inputs: np.ndarray,
     from conftest import tflm_outputs
     from mcugen.reference import run_reference
 
-    c_model = build_shared(model_dir, graph.name, graph.input.size, graph.output.size, work)
+    c_model = build_shared(model_dir, graph.name, graph.input.size, graph.output.size, work,
+                           input_dtype=graph.input.dtype, output_dtype=graph.output.dtype)
     return ThreeWay(
         c=np.stack([c_model(x) for x in inputs]),
         reference=np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)

@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from mcugen.ir import (Activation, Add, AveragePool2D, Conv2D, DepthwiseConv2D, FullyConnected,
-                       Graph, HardSwish, Mean, Mul, Pad, Padding, QParams, Reshape, Softmax,
-                       Tensor, Transpose, conv_output_size)
+from mcugen.ir import (Activation, Add, AveragePool2D, Conv2D, DepthwiseConv2D, Dequantize,
+                       FullyConnected, Graph, HardSwish, Mean, Mul, Pad, Padding, QParams,
+                       Quantize, Reshape, Softmax, Tensor, Transpose, conv_output_size)
 
 IN_SCALE = 0.05
 
@@ -133,6 +133,16 @@ def mean(seed: int, h: int, w: int, c: int) -> Graph:
     return _graph("mean", tensors, Mean("x", "y", keep_dims=True))
 
 
+def mean_axes(shape: tuple[int, ...], axes: tuple[int, ...], keep_dims: bool,
+              same_quantization: bool = False) -> Graph:
+    """MEAN over consecutive axes other than an image's H and W (an NCHW tensor's last)."""
+    out_shape = tuple(1 if a in axes else d for a, d in enumerate(shape)
+                      if keep_dims or a not in axes)
+    out_q = (IN_SCALE, 6) if same_quantization else (IN_SCALE * 0.6, 2)
+    tensors = [_activation("x", shape, IN_SCALE, 6), _activation("y", out_shape, *out_q)]
+    return _graph("mean_axes", tensors, Mean("x", "y", keep_dims=keep_dims, axes=axes))
+
+
 def softmax(seed: int, rows: int, size: int) -> Graph:
     tensors = [_activation("x", (rows, size), 0.1, 4),
                _activation("y", (rows, size), 1 / 256, -128)]
@@ -188,3 +198,30 @@ def reshape(seed: int, shape: tuple[int, ...], new_shape: tuple[int, ...]) -> Gr
     """A RESHAPE of the graph input, which cannot be elided (a copy)."""
     tensors = [_activation("x", shape, IN_SCALE, 1), _activation("y", new_shape, IN_SCALE, 1)]
     return _graph("reshape", tensors, Reshape("x", "y"))
+
+
+def _typed(name: str, shape: tuple[int, ...], dtype: str,
+           q: tuple[float, int] | None) -> Tensor:
+    """A tensor of any activation type: q is (scale, zero point), None for float32."""
+    return Tensor(name, shape, dtype, None if q is None else QParams((q[0],), (q[1],)))
+
+
+def quantize(shape: tuple[int, ...], source: str, source_q: tuple[float, int] | None,
+             target: str, target_q: tuple[float, int]) -> Graph:
+    """One QUANTIZE: float32 -> int8/uint8 (source_q None), or between 8-bit types."""
+    tensors = [_typed("x", shape, source, source_q), _typed("y", shape, target, target_q)]
+    return _graph("quantize", tensors, Quantize("x", "y"))
+
+
+def dequantize(shape: tuple[int, ...], source: str, source_q: tuple[float, int]) -> Graph:
+    tensors = [_typed("x", shape, source, source_q), _typed("y", shape, "float32", None)]
+    return _graph("dequantize", tensors, Dequantize("x", "y"))
+
+
+def dequantize_requantize(shape: tuple[int, ...]) -> Graph:
+    """int8 -> DEQUANTIZE -> float32 (in the arena) -> QUANTIZE -> uint8: both kernels reading
+    and writing float through the arena."""
+    tensors = [_typed("x", shape, "int8", (0.05, -7)), _typed("f", shape, "float32", None),
+               _typed("y", shape, "uint8", (0.041, 119))]
+    return Graph("dequantize_requantize", {t.name: t for t in tensors},
+                 (Dequantize("x", "f"), Quantize("f", "y")), ("x",), ("y",))

@@ -47,7 +47,9 @@ def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
     for macro in ("INPUT_SIZE 27648", "OUTPUT_SIZE 2", "INPUT_SCALE", "INPUT_ZERO_POINT",
                   "OUTPUT_SCALE", "OUTPUT_ZERO_POINT", "ARENA_SIZE"):
         assert f"#define {name.upper()}_{macro}" in header
-    assert f"int {name}_invoke(const int8_t *input, int8_t *output);" in header
+    assert f"typedef int8_t {name}_input_t;" in header
+    assert f"typedef int8_t {name}_output_t;" in header
+    assert f"int {name}_invoke(const {name}_input_t *input, {name}_output_t *output);" in header
     for step in ("building", "calibrating", "converting", "writing"):
         assert step in result.stderr
     assert "MACs" in result.stdout and "arena" in result.stdout

@@ -77,6 +77,8 @@ int model_invoke(const int8_t *input, int8_t *output)
 }}
 """
 REQUANT_MODEL_H = f"""#include <stdint.h>
+typedef int8_t model_input_t;
+typedef int8_t model_output_t;
 #define MODEL_INPUT_SIZE {48 * GROUPS}
 #define MODEL_OUTPUT_SIZE {80 * GROUPS}
 #define MODEL_ARENA_SIZE 0

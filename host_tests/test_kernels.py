@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import ir_graphs as g
-from conftest import standard_inputs
+from conftest import standard_inputs, typed_inputs
 from hostc import build_shared, run_sanitized
 from mcugen import ir
 from mcugen.compile import CompiledModel, compile_graph, prepare
@@ -89,6 +89,10 @@ CASES = {
     "avgpool_3x3_s2_c5": lambda: g.average_pool(61, 6, 7, 5),
     "mean_5x4_c7": lambda: g.mean(62, 5, 4, 7),
     "mean_one_pixel_c3": lambda: g.mean(63, 1, 1, 3),
+    "mean_nchw_last_axis": lambda: g.mean_axes((1, 7, 3, 5), (3,), False, True),
+    "mean_3d_last_axis_keep": lambda: g.mean_axes((1, 9, 6), (2,), True),
+    "mean_3d_axes_1_2": lambda: g.mean_axes((1, 4, 6), (1, 2), False),
+    "mean_nchw_axes_2_3": lambda: g.mean_axes((1, 5, 3, 4), (2, 3), True),
     "softmax_1x10": lambda: g.softmax(64, 1, 10),
     "softmax_3x7": lambda: g.softmax(65, 3, 7),
     # Elementwise.
@@ -122,6 +126,27 @@ CASES = {
     "pad_asymmetric_c3": lambda: g.pad(80, 4, 5, 3),
     "transpose_nchw": lambda: g.transpose(81, (1, 3, 4, 5), (0, 3, 1, 2)),
     "reshape_copy": lambda: g.reshape(82, (1, 2, 3, 5), (1, 30)),
+    # QUANTIZE and DEQUANTIZE: every conversion, on edge values (conftest.typed_inputs); odd
+    # sizes for the word loop's tail; the float side in the arena.
+    "quantize_float_int8": lambda: g.quantize((1, 5, 7, 9), "float32", None, "int8",
+                                              (0.0237, -7)),
+    "quantize_float_uint8": lambda: g.quantize((1, 4, 9, 9), "float32", None, "uint8",
+                                               (0.0078125, 128)),
+    "quantize_uint8_int8_shift": lambda: g.quantize((1, 5, 7, 9), "uint8", (0.0078125, 128),
+                                                    "int8", (0.0078125, 0)),
+    "quantize_int8_uint8_shift": lambda: g.quantize((1, 3, 5, 19), "int8", (0.1, -3), "uint8",
+                                                    (0.1, 125)),
+    "quantize_uint8_int8": lambda: g.quantize((1, 4, 8, 9), "uint8", (0.05, 100), "int8",
+                                              (0.031, -5)),
+    "quantize_int8_uint8": lambda: g.quantize((1, 4, 8, 9), "int8", (0.05, 3), "uint8",
+                                              (0.07, 131)),
+    "quantize_int8_int8": lambda: g.quantize((1, 4, 8, 9), "int8", (0.05, 3), "int8",
+                                             (0.013, -20)),
+    "quantize_int8_int8_wider": lambda: g.quantize((1, 300), "int8", (0.05, 3), "int8",
+                                                   (0.5, 7)),
+    "dequantize_int8": lambda: g.dequantize((1, 4, 8, 9), "int8", (0.0237, -7)),
+    "dequantize_uint8": lambda: g.dequantize((1, 4, 8, 9), "uint8", (0.0411, 131)),
+    "dequantize_requantize": lambda: g.dequantize_requantize((1, 5, 7, 9)),
 }
 
 HOST = load_target("host")
@@ -143,7 +168,10 @@ def write_sources(compiled: CompiledModel, folder: Path) -> Path:
 
 
 def case_inputs(compiled: CompiledModel) -> np.ndarray:
-    return standard_inputs(compiled.graph.input.size, seed=3, random_count=2)
+    graph = compiled.graph
+    if graph.input.dtype == "int8":
+        return standard_inputs(graph.input.size, seed=3, random_count=2)
+    return typed_inputs(graph, seed=3)
 
 
 def reference_outputs(compiled: CompiledModel, inputs: np.ndarray) -> np.ndarray:
@@ -177,7 +205,8 @@ def test_portable_c_on_the_host_is_bit_exact(case, tmp_path):
     assert all(layer.variant.isa is Isa.PORTABLE for layer in compiled.layers)
     graph = compiled.graph
     model = build_shared(write_sources(compiled, tmp_path / "model"), "model", graph.input.size,
-                         graph.output.size, tmp_path)
+                         graph.output.size, tmp_path, input_dtype=graph.input.dtype,
+                         output_dtype=graph.output.dtype)
     inputs = case_inputs(compiled)
     np.testing.assert_array_equal(np.stack([model(x) for x in inputs]),
                                   reference_outputs(compiled, inputs))
@@ -190,7 +219,7 @@ def test_every_case_is_clean_under_sanitizers(tmp_path):
         inputs = case_inputs(compiled)
         outputs = run_sanitized(write_sources(compiled, work / "model"), "model",
                                 compiled.graph.input.size, compiled.graph.output.size, inputs,
-                                work)
+                                work, output_dtype=compiled.graph.output.dtype)
         np.testing.assert_array_equal(outputs, reference_outputs(compiled, inputs),
                                       err_msg=case)
 
@@ -205,7 +234,8 @@ def run_in_qemu(target, tmp_path: Path) -> dict[str, set[str]]:
         work = tmp_path / case
         elf = build_firmware(write_sources(compiled, work / "model"), target, work / "firmware")
         inputs = case_inputs(compiled)
-        result = run_firmware(elf, target, inputs, compiled.graph.output.size)
+        result = run_firmware(elf, target, inputs, compiled.graph.output.size,
+                              output_dtype=compiled.graph.output.dtype)
         np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
                                       err_msg=f"{case} on {target.name}")
         return case, {layer.variant.name for layer in compiled.layers}

@@ -140,10 +140,12 @@ def test_hang_times_out(loop_elves, plugin) -> None:
                      plugin=plugin)  # fmt: skip
 
 
-def test_inputs_must_be_of_a_model_input_type(loop_firmware, plugin) -> None:
+def test_inputs_must_have_a_model_element_type(loop_firmware, plugin) -> None:
+    """int8, uint8 or float32 (a model's input types); anything else is refused."""
     board, elf = loop_firmware
-    with pytest.raises(McugenError, match="int8, uint8 or float32"):
-        run_firmware(elf, board, np.ones((1, 4), np.int16), LOOP_OUTPUT_SIZE, plugin=plugin)
+    for wrong in (np.int16, np.int64, np.float64):
+        with pytest.raises(McugenError, match="int8, uint8 or float32"):
+            run_firmware(elf, board, np.ones((1, 4), wrong), LOOP_OUTPUT_SIZE, plugin=plugin)
 
 
 def test_build_error_is_one_clear_line(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from .targets import load_target
 Progress = Callable[[str], None]
 
 ARCHES = ("v1", "v2", "v3-small", "v3-large")
+IO_TYPES = ("int8", "uint8", "float")  # as frontend.keras.IO_TYPES (not imported: TensorFlow)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +49,7 @@ class BuildOptions:
     max_ram: int | None = None  # the arena's budget in bytes: row bands when layer by layer exceeds it
     weights_section: str | None = None  # linker section of the constant tables
     ram_regions: bool = False  # split the arena over the part's RAM regions, fastest first
+    io: str = "int8"  # a built MobileNet's input and output type: int8, uint8 or float
 
     @property
     def out_dir(self) -> Path:
@@ -62,7 +64,12 @@ class BuildOptions:
         if self.kernels not in KERNEL_SETS:
             raise McugenError(f"unknown --kernels {self.kernels!r}; choose one of "
                               f"{', '.join(KERNEL_SETS)}")
+        if self.model is not None and self.io != "int8":
+            raise McugenError("--io applies to the MobileNets mcugen builds; a --model keeps "
+                              "its own input and output types")
         if self.model is None:
+            if self.io not in IO_TYPES:
+                raise McugenError(f"--io {self.io}: use one of {', '.join(IO_TYPES)}")
             if self.arch not in ARCHES:
                 raise McugenError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHES)}")
             if not 0 < self.alpha <= 1.5:
@@ -143,10 +150,10 @@ def model_bytes_and_source(options: BuildOptions, progress: Progress) -> tuple[b
         channels=options.channels, classes=options.classes, seed=options.seed,
         calibration=calibration,
         weights=str(options.weights) if options.weights is not None else None,
-        progress=progress, verbose=options.verbose)
+        progress=progress, verbose=options.verbose, io_type=options.io)
     source = (f"MobileNet {options.arch} alpha={options.alpha:g} "
               f"{options.height}x{options.width}x{options.channels}, {options.classes} classes, "
-              f"seed {options.seed}")
+              f"seed {options.seed}" + (f", {options.io} I/O" if options.io != "int8" else ""))
     if options.calibration is not None or options.weights is not None:
         source += " (user calibration/weights)"
     return data, source

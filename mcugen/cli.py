@@ -167,7 +167,7 @@ def parse_bytes(text: str | None) -> int | None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default_target: str) -> None:
-    from .build import ARCHES
+    from .build import ARCHES, IO_TYPES
 
     source = parser.add_argument_group("model (an int8 .tflite, or a MobileNet built from these)")
     source.add_argument("--model", type=Path, help="int8 .tflite file to compile")
@@ -180,6 +180,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_target: str) ->
     source.add_argument("--calibration", type=Path,
                         help="folder of images or .npy array [N,H,W,C] in [-1, 1]")
     source.add_argument("--weights", type=Path, help="trained Keras weights to load")
+    source.add_argument("--io", choices=IO_TYPES, default="int8",
+                        help="the built MobileNet's input and output type: int8, uint8, or "
+                             "float (QUANTIZE first, DEQUANTIZE last)")
     parser.add_argument("--target", default=default_target,
                         help="a core or a part, see `mcugen targets`")
     parser.add_argument("--max-ram", metavar="BYTES",
@@ -213,7 +216,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         name=name, out=args.out, force=args.force,
         memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose,
         max_ram=parse_bytes(args.max_ram), weights_section=args.weights_section,
-        ram_regions=args.ram_regions)
+        ram_regions=args.ram_regions, io=args.io)
 
 
 def command_build(args: argparse.Namespace) -> int:
@@ -249,6 +252,8 @@ def print_build_summary(result: BuildResult, out_dir: Path | None) -> None:
           f"{fit('flash', report.const_bytes, target.flash_bytes, whose)}, "
           f"RAM {report.arena_bytes:,} B (arena){arena_check}"
           + (f" -> {out_dir}" if out_dir is not None else ""))
+    if report.folded:
+        print(report.folded_line)
     if report.schedule is not None:
         print(schedule_summary(report.schedule))
     if report.regions:
@@ -317,7 +322,8 @@ def command_inspect(args: argparse.Namespace) -> int:
     compiled = compile_graph(graph, name="model", target=load_target("host"),
                              source=args.model.name, memory_check=False)
     report = compiled.report
-    print(f"{args.model}: {len(graph.ops)} ops in the file, {len(report.layers)} layers after "
+    print(f"{args.model}: {len(graph.ops) + len(graph.folded)} ops in the file, "
+          f"{len(report.layers)} layers after "
           f"folding")
     print(f"{'#':>3}  {'op':<18} {'input':<14} {'output':<14} {'MACs':>11} {'weights':>8}")
     for layer in report.layers:
@@ -328,6 +334,8 @@ def command_inspect(args: argparse.Namespace) -> int:
           f"arena {report.arena_bytes:,} B")
     if report.dead_channel_text:
         print(f"dead channels: {report.dead_channel_text}")
+    if report.folded:
+        print(report.folded_line)
     return 0
 
 

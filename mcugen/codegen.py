@@ -19,10 +19,12 @@ import jinja2
 import numpy as np
 
 from . import __version__
+from .c_types import c_type, float_literal
 from .errors import McugenError
 from .ir import Graph, TableLookup
 from .kernels import Layer
 from .kernels.cmsis_nn import CmsisPath
+from .kernels.quantize import AffineQuantize, affine_quantize
 from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import Plan
 from .resources import templates_dir
@@ -49,6 +51,7 @@ class Pointer:
     offset: int = 0
     table: str | None = None
     array: str = "arena"  # the arena array (one per RAM region with --ram-regions)
+    ctype: str = "int8_t"  # the tensor's element type: the arena's int8_t, or a cast to it
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class LayerView:
     label: str  # "Layer 3", or "Layers 3, 5, 7" for a function they share
     defines_function: bool
     banded: bool = False  # runs in row bands: takes the first row each operand's buffer holds
+    input_ctype: str = "int8_t"  # the element types of its input and output pointers
+    output_ctype: str = "int8_t"
 
     @property
     def index(self) -> int:
@@ -151,14 +156,17 @@ class ModelView:
     name: str
     upper: str
     source: str  # provenance line: what was compiled, with which options
-    input_size: int
+    input_size: int  # elements
     output_size: int
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
-    input_scale: str  # C float literals
-    output_scale: str
-    input_zero_point: int
-    output_zero_point: int
+    input_ctype: str  # int8_t, uint8_t or float: NAME_input_t
+    output_ctype: str
+    input_scale: str | None  # C float literals; None for a float input or output
+    output_scale: str | None
+    input_zero_point: int | None
+    output_zero_point: int | None
+    input_affine: AffineQuantize | None  # NAME_quantize_input's cases (a quantized input)
     arena_size: int
     arenas: tuple[ArenaView, ...]
     layers: tuple[LayerView, ...]
@@ -172,6 +180,19 @@ class ModelView:
     target: str = ""  # which target the C is for: its name and description (NAME.h's header)
 
     @property
+    def input_quantized(self) -> bool:
+        return self.input_scale is not None
+
+    @property
+    def output_quantized(self) -> bool:
+        return self.output_scale is not None
+
+    @property
+    def uses_float(self) -> bool:
+        return any(view.input_ctype == "float" or view.output_ctype == "float"
+                   for view in self.layers)
+
+    @property
     def arrays(self) -> list[ConstArray]:
         return [a for layer in self.layers for a in const_arrays(layer.layer.params)]
 
@@ -183,14 +204,6 @@ class ModelView:
     @property
     def returns_status(self) -> bool:
         return any(step.layer.variant.returns_status for step in self.steps)
-
-
-def float_literal(value: float) -> str:
-    """A C float literal that reads back as the same float32."""
-    text = f"{np.float32(value):.9g}"
-    if "e" not in text and "." not in text:
-        text += ".0"
-    return text + "f"
 
 
 def layer_comment(layer: Layer, graph: Graph) -> str:
@@ -241,9 +254,12 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...], env: jinja2.Environment
     drafts = []
     for layer in layers:
         params, tables = table_arguments(layer)
+        op = layer.op
         drafts.append(LayerView(layer, layer_comment(layer, graph), layer.names, params, tables,
                                 f"Layer {layer.index}", True,
-                                schedule is not None and schedule.is_banded(layer.index)))
+                                schedule is not None and schedule.is_banded(layer.index),
+                                c_type(graph.tensor(op.input).dtype),
+                                c_type(graph.tensor(op.output).dtype)))
     owners: dict[tuple[str, str], int] = {}
     owner_of = []
     for draft in drafts:
@@ -296,8 +312,12 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
         name=name, upper=name.upper(), source=source,
         input_size=inp.size, output_size=out.size,
         input_shape=inp.shape, output_shape=out.shape,
-        input_scale=float_literal(inp.scale), output_scale=float_literal(out.scale),
-        input_zero_point=inp.zero_point, output_zero_point=out.zero_point,
+        input_ctype=c_type(inp.dtype), output_ctype=c_type(out.dtype),
+        input_scale=float_literal(inp.scale) if inp.q else None,
+        output_scale=float_literal(out.scale) if out.q else None,
+        input_zero_point=inp.zero_point if inp.q else None,
+        output_zero_point=out.zero_point if out.q else None,
+        input_affine=affine_quantize(inp.scale, inp.zero_point, inp.dtype) if inp.q else None,
         arena_size=plan.arena_size, arenas=arena_views(plan, name), layers=views,
         steps=tuple(_step_view(step, views[step.layer], graph, plan) for step in schedule.steps),
         schedule=schedule_line(schedule, len(schedule.steps)),
@@ -316,15 +336,16 @@ def _pointer(tensor: str, graph: Graph, plan: Plan) -> Pointer:
         return Pointer("input")
     if tensor in graph.outputs:
         return Pointer("output")
-    return _arena_pointer(tensor, plan)
+    return _arena_pointer(tensor, plan, c_type(graph.tensor(tensor).dtype))
 
 
-def _arena_pointer(buffer: str, plan: Plan) -> Pointer:
+def _arena_pointer(buffer: str, plan: Plan, ctype: str = "int8_t") -> Pointer:
     region = plan.region(buffer)
     if region is None:
-        return Pointer("arena", plan.offsets[buffer])
+        return Pointer("arena", plan.offsets[buffer], ctype=ctype)
     name, _ = plan.regions[region]
-    return Pointer("arena", plan.offsets[buffer], array=f"arena_{region_identifier(name).lower()}")
+    return Pointer("arena", plan.offsets[buffer], array=f"arena_{region_identifier(name).lower()}",
+                   ctype=ctype)
 
 
 def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan) -> StepView:

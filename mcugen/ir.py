@@ -49,7 +49,7 @@ class QParams:
 class Tensor:
     name: str
     shape: tuple[int, ...]
-    dtype: str  # "int8" or "int32"
+    dtype: str  # "int8" or "int32"; "uint8" and "float32" where QUANTIZE/DEQUANTIZE touch them
     q: QParams | None = None
     data: np.ndarray | None = None  # set for constants (weights, biases)
 
@@ -178,7 +178,8 @@ class AveragePool2D:
 
 @dataclass(frozen=True)
 class Mean:
-    """MEAN over H and W (axes 1 and 2) of an NHWC tensor."""
+    """MEAN over ``axes``: H and W (1, 2) of an NHWC tensor, or any other run of consecutive
+    axes (the last ones of an NCHW tensor after a TRANSPOSE, as MCUNet's models have)."""
 
     OP: ClassVar[str] = "MEAN"
     INPUTS: ClassVar[tuple[str, ...]] = ("input",)
@@ -187,6 +188,7 @@ class Mean:
     output: str
     keep_dims: bool
     requant: Requant | None = None  # the input/output scale ratio, before dividing by H*W
+    axes: tuple[int, ...] = (1, 2)  # consecutive, non-negative, in order
 
 
 @dataclass(frozen=True)
@@ -333,13 +335,42 @@ class TableLookup:
     source: str
 
 
+@dataclass(frozen=True)
+class Quantize:
+    """TFLite's QUANTIZE: float32 -> int8 or uint8 (AffineQuantize: round(x / scale) + zp,
+    saturating), or an 8-bit tensor to another 8-bit type or quantization (Requantize: the
+    centred value times in_scale / out_scale in fixed point, plus zp_out, saturating)."""
+
+    OP: ClassVar[str] = "QUANTIZE"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+    requant: Requant | None = None  # 8-bit input only: QuantizeMultiplier(in_scale / out_scale)
+
+
+@dataclass(frozen=True)
+class Dequantize:
+    """TFLite's DEQUANTIZE: int8 or uint8 -> float32, scale * (q - zero_point) in float."""
+
+    OP: ClassVar[str] = "DEQUANTIZE"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+
+
 Op = Union[Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax,
-           Add, Mul, HardSwish, Relu, Transpose, TableLookup]
+           Add, Mul, HardSwish, Relu, Transpose, TableLookup, Quantize, Dequantize]
 OP_TYPES: tuple[type, ...] = (
     Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax,
-    Add, Mul, HardSwish, Relu, Transpose, TableLookup,
+    Add, Mul, HardSwish, Relu, Transpose, TableLookup, Quantize, Dequantize,
 )
 ELEMENTWISE_BINARY = (Add, Mul)
+# The element types of activations: int8 everywhere, uint8 and float32 only on the side of a
+# QUANTIZE or DEQUANTIZE (and so at the graph's input and output).
+QUANTIZED_TYPES = ("int8", "uint8")
+TYPE_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
 
 
 def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -369,6 +400,7 @@ class Graph:
     ops: tuple[Op, ...]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    folded: tuple[str, ...] = ()  # the model's ops evaluated at import (constant folding)
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]
@@ -428,9 +460,7 @@ def verify(graph: Graph) -> None:
             if name not in defined:
                 raise McugenError(f"{where}: reads {name!r} before it is written")
         for name in op_outputs(op):
-            t = graph.tensors[name]
-            if t.dtype != "int8" or t.q is None or t.q.per_channel:
-                raise McugenError(f"{where}: output {name!r} must be per-tensor int8")
+            _verify_output_type(graph, op, where, graph.tensors[name])
             defined.add(name)
         act_min = getattr(op, "act_min", None)
         act_max = getattr(op, "act_max", None)
@@ -440,6 +470,28 @@ def verify(graph: Graph) -> None:
     for name in graph.outputs:
         if name not in defined:
             raise McugenError(f"graph output {name!r} is never written")
+
+
+def _per_tensor(t: Tensor, dtypes: tuple[str, ...]) -> bool:
+    return t.dtype in dtypes and t.q is not None and not t.q.per_channel
+
+
+def _verify_output_type(graph: Graph, op: Op, where: str, output: Tensor) -> None:
+    """Every op writes per-tensor int8, but QUANTIZE (8-bit, from float32 or 8-bit) and
+    DEQUANTIZE (float32, from 8-bit)."""
+    source = graph.tensors[op.input]
+    if isinstance(op, Quantize):
+        ok = _per_tensor(output, QUANTIZED_TYPES) and (
+            source.dtype == "float32" or _per_tensor(source, QUANTIZED_TYPES))
+        wanted = "per-tensor int8 or uint8, from float32 or per-tensor int8 or uint8"
+    elif isinstance(op, Dequantize):
+        ok = output.dtype == "float32" and _per_tensor(source, QUANTIZED_TYPES)
+        wanted = "float32, from per-tensor int8 or uint8"
+    else:
+        ok = _per_tensor(output, ("int8",))
+        wanted = "per-tensor int8"
+    if not ok:
+        raise McugenError(f"{where}: output {output.name!r} ({output.dtype}) must be {wanted}")
 
 
 def _verify_shapes(graph: Graph, op: Op, where: str) -> None:
@@ -473,7 +525,7 @@ def _verify_shapes(graph: Graph, op: Op, where: str) -> None:
         if shape is None or shape != t[op.output].shape or shape[0] != 1:
             raise McugenError(f"{where}: shapes {t[op.input].shape} and {t[op.input2].shape} "
                               f"do not broadcast to {t[op.output].shape} (batch 1)")
-    elif isinstance(op, (HardSwish, Relu, TableLookup)):
+    elif isinstance(op, (HardSwish, Relu, TableLookup, Quantize, Dequantize)):
         if t[op.input].shape != t[op.output].shape:
             raise McugenError(f"{where}: input and output shapes differ")
     elif isinstance(op, Transpose):

@@ -34,7 +34,6 @@ INVOKE_BEGIN_MARKER = 2
 INVOKE_END_MARKER = 3
 
 # The types a model's input and output may have (raw bytes in input.bin and output.bin).
-IO_DTYPES = tuple(np.dtype(t) for t in ("int8", "uint8", "float32"))
 
 # Host flags of the plugin; part of its cache key.
 PLUGIN_CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden")
@@ -63,7 +62,7 @@ class BlockLog:
 class RunResult:
     """What one QEMU run produced. Instruction counts exclude the markers themselves."""
 
-    outputs: np.ndarray  # [N, output_size] int8
+    outputs: np.ndarray  # [N, output_size] of the model's output type
     instructions: list[int]  # per inference: from just before model_invoke to just after
     # Per inference, per layer: from the previous layer's end to this layer's end. The first
     # layer's count includes the few instructions of the call; the return after the last
@@ -246,9 +245,9 @@ def run_firmware(
     blocks: bool = False,
 ) -> RunResult:
     """Run firmware.elf in QEMU on target's machine (see firmware_target) on inputs
-    [N, input_size] of the model's input type (int8, uint8 or float32; written as raw bytes
-    to input.bin), outputs of output_dtype; exact instruction counts. With blocks, also the
-    code that ran between markers (RunResult.blocks; the plugin's blocks=on).
+    [N, input_size] of the model's input type (int8, uint8 or float32: the firmware reads
+    them as NAME_input_t), outputs of output_dtype; exact instruction counts. With blocks,
+    also the code that ran between markers (RunResult.blocks; the plugin's blocks=on).
 
     Raises McugenError if QEMU is missing, the firmware exits with a non-zero status (an
     invoke failed, a fault, an I/O error) or runs longer than timeout seconds.
@@ -306,23 +305,29 @@ def _run_qemu(
         raise McugenError(f"QEMU ran {elf.name} on {machine} for over {timeout:g} s") from None
 
 
+# The element types a model's input and output may have, as the firmware reads and writes
+# them (the Arm cores and the hosts we run on are little-endian, as NumPy's "<f4").
+ELEMENT_TYPES = ("int8", "uint8", "float32")
+
+
 def _checked_inputs(inputs: np.ndarray) -> np.ndarray:
     inputs = np.asarray(inputs)
-    if inputs.dtype not in IO_DTYPES or inputs.ndim != 2 or len(inputs) == 0:
+    if inputs.dtype.name not in ELEMENT_TYPES or inputs.ndim != 2 or len(inputs) == 0:
         raise McugenError(
             f"inputs must be a non-empty [N, input_size] int8, uint8 or float32 array, got "
             f"{inputs.dtype} {inputs.shape}"
         )
-    return np.ascontiguousarray(inputs)
+    return np.ascontiguousarray(inputs, dtype=inputs.dtype.newbyteorder("<"))
 
 
 def _read_outputs(path: Path, count: int, output_size: int, dtype: str = "int8") -> np.ndarray:
-    data = np.fromfile(path, dtype=dtype) if path.is_file() else np.empty(0, dtype)
+    element = np.dtype(dtype).newbyteorder("<")
+    data = np.fromfile(path, dtype=element) if path.is_file() else np.empty(0, element)
     if data.size != count * output_size:
         raise McugenError(
             f"output.bin holds {data.size} {dtype} values, expected {count} x {output_size}"
         )
-    return data.reshape(count, output_size)
+    return data.reshape(count, output_size).astype(dtype)
 
 
 def _parse_markers(log_text: str) -> list[tuple[int, int]]:

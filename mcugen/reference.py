@@ -23,14 +23,16 @@ from .errors import McugenError
 
 def run_reference(graph: ir.Graph, input: np.ndarray, keep_all: bool = False
                   ) -> np.ndarray | dict[str, np.ndarray]:
-    """Run ``graph`` on one int8 input shaped like ``graph.input``.
+    """Run ``graph`` on one input shaped like ``graph.input``, of its type (int8; uint8 or
+    float32 for a model that starts with QUANTIZE).
 
-    Returns the int8 output shaped like ``graph.output`` or, with ``keep_all``, a dict from
-    tensor name to value for every tensor (the input, every op's output and the constants).
+    Returns the output shaped like ``graph.output`` (of its type) or, with ``keep_all``, a
+    dict from tensor name to value for every tensor (the input, every op's output and the
+    constants).
     """
     expected = graph.input
-    if input.dtype != np.int8 or tuple(input.shape) != expected.shape:
-        raise McugenError(f"input must be int8 {expected.shape}, got {input.dtype} "
+    if input.dtype != np.dtype(expected.dtype) or tuple(input.shape) != expected.shape:
+        raise McugenError(f"input must be {expected.dtype} {expected.shape}, got {input.dtype} "
                           f"{tuple(input.shape)}")
     constants = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
     values: dict[str, np.ndarray] = {**constants, expected.name: input}
@@ -39,7 +41,7 @@ def run_reference(graph: ir.Graph, input: np.ndarray, keep_all: bool = False
         out = graph.tensor(op.output)
         operands = [values[op.input]] + ([values[op.input2]] if hasattr(op, "input2") else [])
         result = kernel(op, graph, *operands)
-        values[out.name] = result.astype(np.int8).reshape(out.shape)
+        values[out.name] = result.astype(out.dtype).reshape(out.shape)
     return values if keep_all else values[graph.output.name]
 
 
@@ -180,12 +182,13 @@ def average_pool2d(op: ir.AveragePool2D, graph: ir.Graph, x: np.ndarray) -> np.n
 
 
 def mean(op: ir.Mean, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
-    """reference_ops::QuantizedMeanOrSum (TFLM's int8 MEAN whatever the qparams): the int32
-    sum minus zp_in * N, requantized by the in/out multiplier with 1/N folded in
+    """reference_ops::QuantizedMeanOrSum over op.axes (TFLM's int8 MEAN whatever the axes and
+    qparams, equal ones included, as the tflite-micro runtime computes it): the int32 sum
+    minus zp_in * N, requantized by the in/out multiplier with 1/N folded in
     (quant.mean_multiplier), plus zp_out, clamped to int8."""
     x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
-    count = x.shape[1] * x.shape[2]
-    total = x.astype(np.int64).sum(axis=(1, 2))
+    count = int(np.prod([x.shape[axis] for axis in op.axes]))
+    total = x.astype(np.int64).sum(axis=op.axes)
     multiplier, shift = quant.mean_multiplier(op.requant.multiplier[0], op.requant.shift[0],
                                               count)
     scaled = quant.multiply_by_quantized_multiplier(total - x_t.zero_point * count,
@@ -296,6 +299,63 @@ def table_lookup(op: ir.TableLookup, graph: ir.Graph, x: np.ndarray) -> np.ndarr
     return np.array(op.table, dtype=np.int64)[x.astype(np.int64) + 128]
 
 
+def affine_quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
+    """reference_ops::AffineQuantize, float32 to int8 or uint8: x / (float)scale in float
+    (IEEE single division, as NumPy's float32), TfLiteRound (std::round: halves away from
+    zero), static_cast<int32_t>, plus the zero point, clamped to the type.
+
+    The cast is undefined in C++ for NaN and beyond int32, and so is an int32 sum that
+    overflows; TFLite and TFLM compute them as x86 does (host_tests/test_quantize_io.py
+    checks both), and so does mcugen, on every core: such a quotient converts to INT32_MIN,
+    and the sum wraps around. (So NaN, infinities and huge values give the type's maximum when
+    the zero point is negative, its minimum otherwise.)"""
+    with np.errstate(over="ignore", invalid="ignore"):  # huge / scale is inf, as in C
+        steps = np.asarray(x, np.float32) / np.float32(scale)
+    in_range = (steps >= -2.0**31) & (steps < 2.0**31)  # False for NaN
+    safe = np.where(in_range, steps, np.float32(0))
+    whole = np.trunc(safe)
+    fraction = safe - whole  # exact in float32
+    rounded = whole.astype(np.int64) + (fraction >= 0.5) - (fraction <= -0.5)
+    converted = np.where(in_range, rounded, -2**31)
+    total = (converted + zero_point + 2**31) % 2**32 - 2**31  # int32 wrap-around
+    low, high = ir.TYPE_RANGES[dtype]
+    return np.clip(total, low, high)
+
+
+def requantize(x: np.ndarray, requant: ir.Requant, input_zero_point: int,
+               output_zero_point: int, dtype: str) -> np.ndarray:
+    """reference_ops::Requantize between 8-bit types: (x - zp_in) by the in/out multiplier
+    (MultiplyByQuantizedMultiplier), plus zp_out, clamped to the output type. Its fast path
+    for equal scales between int8 and uint8 with zero points 128 apart, x ^ 0x80, gives the
+    same numbers: (2^30, 1) multiplies exactly by one, and x - zp_in + zp_out = x -+ 128 is
+    always in range."""
+    centred = np.asarray(x, np.int64) - input_zero_point
+    scaled = quant.multiply_by_quantized_multiplier(centred, requant.multiplier[0],
+                                                    requant.shift[0]).astype(np.int64)
+    low, high = ir.TYPE_RANGES[dtype]
+    return np.clip(scaled + output_zero_point, low, high)
+
+
+def quantize(op: ir.Quantize, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """TFLM's EvalQuantizeReference: AffineQuantize from float32, Requantize from 8 bits."""
+    x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
+    if x_t.dtype == "float32":
+        return affine_quantize(x, y_t.scale, y_t.zero_point, y_t.dtype)
+    if op.requant is None:
+        raise McugenError(f"{op.OP} from {x_t.dtype} has no multiplier: run "
+                          "passes.quantize.quantize_constants first")
+    return requantize(x, op.requant, x_t.zero_point, y_t.zero_point, y_t.dtype)
+
+
+def dequantize(op: ir.Dequantize, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_ops::Dequantize: (float)scale * (q - zero_point) in float32, rounded once.
+    (Older TFLite multiplies by the double scale and rounds to float: the product of a float
+    and an integer below 2^9 is exact in double, so the result is the same float.)"""
+    x_t = graph.tensor(op.input)
+    steps = np.asarray(x, np.int64) - x_t.zero_point
+    return np.float32(x_t.scale) * steps.astype(np.float32)
+
+
 _KERNELS: dict[type, Callable[..., np.ndarray]] = {
     ir.Conv2D: conv2d,
     ir.DepthwiseConv2D: depthwise_conv2d,
@@ -311,4 +371,6 @@ _KERNELS: dict[type, Callable[..., np.ndarray]] = {
     ir.Relu: relu,
     ir.Transpose: transpose,
     ir.TableLookup: table_lookup,
+    ir.Quantize: quantize,
+    ir.Dequantize: dequantize,
 }

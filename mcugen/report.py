@@ -78,6 +78,9 @@ class Report:
     mcugen_version: str = __version__  # the mcugen that made the C and this report
     # passes.dead_channels: channels, macs (removed), macs_before, layers, constant_kept
     dead_channels: dict | None = None
+    folded: list[str] = field(default_factory=list)  # the model's ops evaluated at import
+    input_type: str = "int8"  # the caller's buffers' element types
+    output_type: str = "int8"
 
     @property
     def memory_use(self) -> list[MemoryUse]:
@@ -86,6 +89,11 @@ class Report:
     @property
     def dead_channel_text(self) -> str | None:
         return dead_channel_text(self.dead_channels)
+
+    @property
+    def folded_line(self) -> str:
+        """"folded at compile time: SHAPE, STRIDED_SLICE, PACK (3 ops)", or ""."""
+        return folded_line(self.folded)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -172,6 +180,14 @@ def dead_channel_text(summary: dict | None) -> str | None:
     return text
 
 
+def folded_line(kinds: list[str] | tuple[str, ...]) -> str:
+    if not kinds:
+        return ""
+    count = len(kinds)
+    return (f"folded at compile time: {', '.join(dict.fromkeys(kinds))} "
+            f"({count} op{'s' if count != 1 else ''})")
+
+
 def op_label(op: Op) -> str:
     """The op's TFLite name; an op compiled to a lookup table says which op it was."""
     return f"{op.source} (table)" if isinstance(op, TableLookup) else op.OP
@@ -255,4 +271,6 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
             for name, size in plan.regions],
         schedule=schedule_stats(schedule, graph, plan,
                                 plan.arena_size if whole_arena is None else whole_arena),
-        step_layers=[step.layer for step in steps], dead_channels=dead_channels)
+        step_layers=[step.layer for step in steps], dead_channels=dead_channels,
+        folded=list(graph.folded), input_type=graph.input.dtype,
+        output_type=graph.output.dtype)

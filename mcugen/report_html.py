@@ -192,7 +192,10 @@ def _facts(report) -> tuple[tuple[str, str], ...]:
              ("constant tables in flash", f"{report.const_bytes:,} B"),
              ("arena (static RAM for activations)", f"{report.arena_bytes:,} B"),
              ("input / output (caller's buffers)",
-              f"{report.input_bytes:,} B / {report.output_bytes:,} B")]
+              f"{report.input_bytes:,} B {report.input_type} / {report.output_bytes:,} B "
+              f"{report.output_type}")]
+    if getattr(report, "folded", None):
+        facts.append(("constant folding", report.folded_line))
     regions = getattr(report, "regions", None)
     if regions:
         facts.append(("arena by RAM region", ", ".join(

@@ -24,14 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import McugenError
-from .ir import Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, TableLookup, op_inputs
+from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, TableLookup,
+                 op_inputs)
 from .kernels import Layer
 from .planner import Buffer, live_peak
 from .schedule import Schedule, Shift, Step, arena_buffers, row_bytes
 
 # Ops whose kernels can run on a range of output rows from a band of input rows. Global ops
 # (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL) end the prefix.
-BANDED_OPS = (Conv2D, DepthwiseConv2D, Pad, Add, Mul, TableLookup)
+BANDED_OPS = (Conv2D, DepthwiseConv2D, Pad, Add, Mul, TableLookup, Quantize)
 
 
 def activation_inputs(op: Op, graph: Graph) -> list[str]:
@@ -50,7 +51,7 @@ def can_band(layer: Layer, graph: Graph) -> bool:
     inputs = activation_inputs(op, graph)
     if len(shape) != 4 or any(len(graph.tensor(n).shape) != 4 for n in inputs):
         return False
-    if isinstance(op, (Add, Mul, TableLookup)):
+    if isinstance(op, (Add, Mul, TableLookup, Quantize)):
         return len(inputs) == len(op_inputs(op)) and \
             all(graph.tensor(n).shape == shape for n in inputs)
     return True

@@ -97,17 +97,25 @@ class RunSummary:
 
     @property
     def matches_reference(self) -> bool:
-        return np.array_equal(self.device.outputs, self.reference_outputs)
+        return bit_for_bit(self.device.outputs, self.reference_outputs)
 
     @property
     def matches_oracle(self) -> bool | None:
         if self.oracle.outputs is None:
             return None
-        return np.array_equal(self.device.outputs, self.oracle.outputs)
+        return bit_for_bit(self.device.outputs, self.oracle.outputs)
 
     @property
     def matches(self) -> bool:
         return self.matches_reference and self.matches_oracle is not False
+
+
+def bit_for_bit(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same values of the same type, float outputs compared as their bytes (a NaN equals
+    the same NaN)."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.view(np.uint8),
+                                                                        b.view(np.uint8))
 
 
 def input_tensor(graph) -> InputTensor:
@@ -118,18 +126,30 @@ def input_tensor(graph) -> InputTensor:
                        tensor.zero_point if quantized else None)
 
 
-def default_inputs(tensor: InputTensor, seed: int) -> np.ndarray:
-    """Zeros, the two extremes and two seeded random inputs, of the input's type."""
+def default_inputs(tensor: InputTensor, seed: int,
+                   real_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """Zeros, the two extremes and two seeded random inputs, of the input's type (for a float
+    input: the range its QUANTIZE covers, and a little beyond)."""
     size = int(np.prod(tensor.shape))
     rng = np.random.default_rng(seed)
     if tensor.dtype == "float32":
-        rows = [np.zeros(size), np.full(size, -1.0), np.full(size, 1.0),
-                rng.uniform(-1, 1, size), rng.uniform(-1, 1, size)]
+        low, high = real_range
+        margin = (high - low) / 16
+        rows = [np.zeros(size), np.full(size, low - margin), np.full(size, high + margin),
+                rng.uniform(low - margin, high + margin, size),
+                rng.uniform(low - margin, high + margin, size)]
         return np.stack(rows).astype(np.float32)
     low, high = INTEGER_RANGES.get(tensor.dtype, INTEGER_RANGES["int8"])
     rows = [np.full(size, tensor.zero_point or 0), np.full(size, low), np.full(size, high),
             rng.integers(low, high + 1, size), rng.integers(low, high + 1, size)]
     return np.stack(rows).astype(tensor.dtype)
+
+
+def float_input_range(graph) -> tuple[float, float]:
+    """The reals a float input's first QUANTIZE represents without saturating."""
+    reader = graph.tensor(graph.ops[graph.consumers(graph.input.name)[0]].output)
+    low, high = (0, 255) if reader.dtype == "uint8" else (-128, 127)
+    return (reader.scale * (low - reader.zero_point), reader.scale * (high - reader.zero_point))
 
 
 def load_inputs(path: Path, size: int, dtype: str = "int8") -> np.ndarray:
@@ -140,7 +160,8 @@ def load_inputs(path: Path, size: int, dtype: str = "int8") -> np.ndarray:
     except (OSError, ValueError) as error:
         raise McugenError(f"cannot read --inputs {path}: {error}") from None
     if array.dtype != np.dtype(dtype):
-        raise McugenError(f"--inputs {path} holds {array.dtype}; the model's input is {dtype}")
+        raise McugenError(f"--inputs {path} holds {array.dtype}; the model takes {dtype} "
+                          "inputs")
     if array.size == 0 or array.size % size:
         raise McugenError(f"--inputs {path} has {array.size} values, not a multiple of the "
                           f"model's input size {size}")
@@ -196,7 +217,8 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
     elif inputs_path is not None:
         inputs = load_inputs(inputs_path, graph.input.size, tensor.dtype)
     else:
-        inputs = default_inputs(tensor, options.seed)
+        inputs = default_inputs(tensor, options.seed, float_input_range(graph)
+                                if tensor.dtype == "float32" else (-1.0, 1.0))
     firmware_dir = work_dir / "firmware"
     if target.is_host:
         device, where = run_on_host(model_dir, options.name, graph, inputs, work_dir / "host",

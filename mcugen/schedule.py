@@ -71,8 +71,9 @@ class Schedule:
 
 
 def row_bytes(graph: Graph, tensor: str) -> int:
-    _, _, width, channels = graph.tensor(tensor).shape
-    return width * channels
+    t = graph.tensor(tensor)
+    _, _, width, channels = t.shape
+    return width * channels * np.dtype(t.dtype).itemsize
 
 
 def layer_by_layer(layers: tuple[Layer, ...]) -> Schedule:

@@ -1,7 +1,8 @@
 /* Runs the generated model on every input in input.bin and writes the results to output.bin.
  *
- * input.bin holds N inputs of MODEL_INPUT_SIZE int8 values back to back; output.bin receives
- * N outputs of MODEL_OUTPUT_SIZE int8 values. Both files are in the host's working directory,
+ * input.bin holds N inputs of MODEL_INPUT_SIZE values of the model's input type (model_input_t:
+ * int8_t, uint8_t or float, little-endian) back to back; output.bin receives N outputs of
+ * MODEL_OUTPUT_SIZE values of model_output_t. Both files are in the host's working directory,
  * reached through semihosting. To start a real board project, keep the loop around
  * model_invoke and replace the file I/O with the board's camera or sensor and output. */
 #include <stdint.h>
@@ -17,8 +18,8 @@ enum {
     EXIT_IO_ERROR = 3,
 };
 
-static int8_t input[MODEL_INPUT_SIZE];
-static int8_t output[MODEL_OUTPUT_SIZE];
+static model_input_t input[MODEL_INPUT_SIZE];
+static model_output_t output[MODEL_OUTPUT_SIZE];
 
 static int fail_io(const char *message)
 {
@@ -33,7 +34,7 @@ int main(void)
         return fail_io("cannot open input.bin\n");
     }
     const long input_bytes = sh_flen(input_file);
-    if (input_bytes <= 0 || input_bytes % MODEL_INPUT_SIZE != 0) {
+    if (input_bytes <= 0 || input_bytes % (long)sizeof input != 0) {
         return fail_io("input.bin is not a whole number of model inputs\n");
     }
     const int output_file = sh_open("output.bin", SH_MODE_WRITE_BINARY);
@@ -42,7 +43,7 @@ int main(void)
     }
 
     int status = EXIT_OK;
-    for (long index = 0; index < input_bytes / MODEL_INPUT_SIZE; index++) {
+    for (long index = 0; index < input_bytes / (long)sizeof input; index++) {
         if (sh_read(input_file, input, sizeof input) != 0) {
             return fail_io("cannot read input.bin\n");
         }

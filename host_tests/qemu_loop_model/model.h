@@ -14,6 +14,9 @@
 
 #include <stdint.h>
 
+typedef int8_t model_input_t;
+typedef int8_t model_output_t;
+
 #define MODEL_INPUT_SIZE 4
 #define MODEL_OUTPUT_SIZE 2
 #define MODEL_ARENA_SIZE 0

@@ -43,6 +43,10 @@ BETA_RANGE = (-0.5, 0.5)
 
 Progress = Callable[[str], None]
 
+# The model's input and output type (--io): int8 throughout; uint8 (a camera's bytes) or
+# float32 in and out, the converter adding QUANTIZE first and DEQUANTIZE or QUANTIZE last.
+IO_TYPES = ("int8", "uint8", "float")
+
 
 def build_mobilenet_tflite(
     *,
@@ -57,8 +61,10 @@ def build_mobilenet_tflite(
     weights: str | None = None,
     progress: Progress = lambda msg: None,
     verbose: bool = False,
+    io_type: str = "int8",
 ) -> bytes:
-    """Build a Keras MobileNet and convert it to a fully int8 .tflite; return the file's bytes.
+    """Build a Keras MobileNet and convert it to an int8 .tflite; return the file's bytes.
+    Its input and output are int8, or with ``io_type`` uint8 or float (see IO_TYPES).
 
     ``calibration`` is a float32 [N, H, W, C] batch in [-1, 1] used for batch-norm
     re-estimation and as the converter's representative dataset; by default seeded synthetic
@@ -67,6 +73,8 @@ def build_mobilenet_tflite(
     step fails.
     """
     _check_architecture(arch, alpha, height, width, channels, classes)
+    if io_type not in IO_TYPES:
+        raise McugenError(f"--io {io_type}: use one of {', '.join(IO_TYPES)}")
     if calibration is None:
         calibration = synthetic_calibration(
             height=height, width=width, channels=channels, seed=seed
@@ -92,7 +100,7 @@ def build_mobilenet_tflite(
             _reestimate_batch_norm_statistics(keras, model, calibration)
     progress("converting to int8")
     with _tensorflow_output_hidden(quiet):
-        return _convert_to_int8(tf, model, calibration)
+        return _convert_to_int8(tf, model, calibration, io_type)
 
 
 def load_calibration(path: str | Path, height: int, width: int, channels: int,
@@ -356,7 +364,8 @@ def _reestimate_batch_norm_statistics(keras: ModuleType, model, images: np.ndarr
             layer.momentum = momentum
 
 
-def _convert_to_int8(tf: ModuleType, model, images: np.ndarray) -> bytes:
+def _convert_to_int8(tf: ModuleType, model, images: np.ndarray,
+                     io_type: str = "int8") -> bytes:
     def representative_dataset() -> Iterator[list[np.ndarray]]:
         for image in images:
             yield [image[np.newaxis]]
@@ -365,8 +374,9 @@ def _convert_to_int8(tf: ModuleType, model, images: np.ndarray) -> bytes:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if io_type != "float":  # float32 is the converter's default: QUANTIZE, DEQUANTIZE around
+        converter.inference_input_type = getattr(tf, io_type)
+        converter.inference_output_type = getattr(tf, io_type)
     return converter.convert()
 
 

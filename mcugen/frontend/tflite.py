@@ -1,4 +1,5 @@
-"""Import an int8 TFLite model (a ``.tflite`` flatbuffer) into mcugen's IR.
+"""Import an int8 TFLite model (a ``.tflite`` flatbuffer; its input and output may be uint8 or
+float32 through QUANTIZE and DEQUANTIZE) into mcugen's IR.
 
 The file is decoded with our own bounds-checked flatbuffer reader (no TensorFlow import), and
 every op is turned into its typed IR node with TFLite's conventions kept as they are (OHWI
@@ -11,12 +12,15 @@ field takes two slots: its type, then its value).
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
 
 from .. import ir
 from ..errors import McugenError
+from . import constant_folding
 from .flatbuffer import FlatbufferError, Table, root_table
 
 FILE_IDENTIFIER = b"TFL3"
@@ -109,6 +113,7 @@ _TYPE_NAMES = {
 _NUMPY_TYPES = ("float32", "int32", "uint8", "int64", "int16", "int8")
 
 _CUSTOM_OP = 32
+_UINT8 = 3  # the schema's TensorType code
 # Names of the builtin ops a converted vision model may contain, for error messages; any other
 # code is reported by number.
 _BUILTIN_OP_NAMES = {
@@ -122,12 +127,15 @@ _BUILTIN_OP_NAMES = {
     49: "SPLIT", 50: "LOG_SOFTMAX", 53: "CAST", 54: "PRELU", 55: "MAXIMUM", 56: "ARG_MAX",
     57: "MINIMUM", 60: "PADV2", 65: "SLICE", 67: "TRANSPOSE_CONV", 69: "TILE",
     70: "EXPAND_DIMS", 74: "SUM", 75: "SQRT", 76: "RSQRT", 77: "SHAPE", 79: "ARG_MIN",
-    82: "REDUCE_MAX", 83: "PACK", 88: "UNPACK", 89: "REDUCE_MIN", 92: "SQUARE", 94: "FILL",
+    81: "REDUCE_PROD", 82: "REDUCE_MAX", 83: "PACK", 88: "UNPACK", 89: "REDUCE_MIN",
+    90: "FLOOR_DIV", 92: "SQUARE", 94: "FILL",
     97: "RESIZE_NEAREST_NEIGHBOR", 98: "LEAKY_RELU", 99: "SQUARED_DIFFERENCE",
     100: "MIRROR_PAD", 101: "ABS", 102: "SPLIT_V", 114: "QUANTIZE", 117: "HARD_SWISH",
     126: "BATCH_MATMUL", 150: "GELU",
 }
-_NOT_FULLY_INT8_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+# A model's input and output: int8, or uint8/float32 through QUANTIZE or DEQUANTIZE.
+_ENDPOINT_TYPES = ("int8", "uint8", "float32")
 
 _SOFTMAX_OUTPUT_SCALE, _SOFTMAX_OUTPUT_ZERO_POINT = 1.0 / 256.0, -128
 
@@ -184,17 +192,71 @@ class _Importer:
         # Names of the uint8 tensors of a legacy (TF1) quantized model, held as int8 shifted
         # by -128 (see _shifted_to_int8).
         self.legacy: set[str] = set()
+        self.endpoints = set(self.subgraph.scalars(_SubGraph.INPUTS, "i")) | \
+            set(self.subgraph.scalars(_SubGraph.OUTPUTS, "i"))
+        self.twins: dict[str, ir.Tensor] = {}  # a uint8 model input or output -> its int8 twin
+        self._legacy_constants: bool | None = None
+        self._input_name: str | None = None
 
     def graph(self) -> ir.Graph:
         graph_input = self._endpoint(_SubGraph.INPUTS, "input")
         graph_output = self._endpoint(_SubGraph.OUTPUTS, "output")
+        self._input_name = graph_input.name
         operators = self.subgraph.tables(_SubGraph.OPERATORS)
         kinds = [self._op_kind(index, op) for index, op in enumerate(operators)]
-        _check_supported(kinds)
+        folded = [index for index, (kind, op) in enumerate(zip(kinds, operators))
+                  if self._folded(index, kind, op)]
+        kept = [(index, kinds[index], operators[index]) for index in range(len(operators))
+                if index not in folded]
+        self._check_typed_endpoints(graph_input, graph_output, [k for _, k, _ in kept],
+                                    [op for _, _, op in kept])
+        _check_supported([kind for _, kind, _ in kept])
         ops = tuple(_CONVERTERS[kind](_OpReader(self, index, kind, op))
-                    for index, (kind, op) in enumerate(zip(kinds, operators)))
-        return ir.Graph(self.name, dict(self.tensors), ops, (graph_input.name,),
-                        (graph_output.name,))
+                    for index, kind, op in kept)
+        return ir.Graph(self.name, dict(self.tensors), self._with_boundary(ops, graph_input,
+                                                                         graph_output),
+                        (graph_input.name,), (graph_output.name,),
+                        folded=tuple(kinds[i] for i in folded))
+
+    def _with_boundary(self, ops: tuple, graph_input: ir.Tensor,
+                       graph_output: ir.Tensor) -> tuple:
+        """A legacy uint8 model's ops read and write int8 twins of its uint8 input and output
+        (boundary()): QUANTIZE joins them, first and last."""
+        first = (ir.Quantize(input=graph_input.name, output=self.twins[graph_input.name].name),) \
+            if graph_input.name in self.twins else ()
+        last = (ir.Quantize(input=self.twins[graph_output.name].name, output=graph_output.name),) \
+            if graph_output.name in self.twins else ()
+        return first + ops + last
+
+    def _folded(self, index: int, kind: str, op: Table) -> bool:
+        """Evaluate the op now if it computes on constants only (constant_folding): its output
+        becomes a constant tensor, and the op is dropped."""
+        if kind not in constant_folding.FOLDERS:
+            return False
+        outputs = op.scalars(_Operator.OUTPUTS, "i")
+        if len(outputs) != 1 or outputs[0] in self.subgraph.scalars(_SubGraph.OUTPUTS, "i") \
+                or not 0 <= outputs[0] < len(self.flat_tensors):
+            return False
+        where = f"op {index} ({kind})"
+        operands = op.scalars(_Operator.INPUTS, "i")
+        inputs = [self.read(i, f"{where} input") for i in
+                  operands[:constant_folding.operands_to_read(kind, len(operands))] if i != -1]
+        flat = self.flat_tensors[outputs[0]]
+        type_code = flat.scalar(_Tensor.TYPE, "b", 0)
+        declared = flat.scalars(_Tensor.SHAPE, "i")
+        options = op.table(_Operator.OPTIONS) or Table.empty()
+        value = constant_folding.evaluate(kind, where, inputs, options,
+                                          _TYPE_NAMES.get(type_code, "?"), declared)
+        if value is None:
+            return False
+        value = np.array(value)  # a NumPy scalar (a 0-d result) as an array
+        if declared and all(dim >= 1 for dim in declared) and value.shape != declared:
+            raise McugenError(f"{where}: computes shape {list(value.shape)} from its constant "
+                              f"inputs, but the model says {list(declared)}")
+        value.flags.writeable = False  # IR values are never mutated
+        self._read[outputs[0]] = ir.Tensor(self.names[outputs[0]], value.shape,
+                                           str(value.dtype), None, value)
+        return True
 
     def _endpoint(self, slot: int, what: str) -> ir.Tensor:
         indices = self.subgraph.scalars(slot, "i")
@@ -202,12 +264,36 @@ class _Importer:
             raise McugenError(f"the model has {len(indices)} {what}s; mcugen needs exactly one "
                               f"{what}")
         tensor = self.read(indices[0], f"model {what}")
-        if tensor.dtype != "int8":  # a uint8 endpoint is held shifted (self.legacy)
-            raise McugenError(f"model {what} is {tensor.dtype}; mcugen needs a fully int8 model "
-                              "(int8 input and output)")
-        if tensor.q is None or tensor.q.per_channel:
+        if tensor.dtype not in _ENDPOINT_TYPES:
+            raise McugenError(f"model {what} is {tensor.dtype}; mcugen needs int8, uint8 or "
+                              f"float32 (a uint8 or float32 {what} through QUANTIZE or "
+                              "DEQUANTIZE, an int8 model inside)")
+        if tensor.dtype != "float32" and (tensor.q is None or tensor.q.per_channel):
             raise McugenError(f"model {what} {tensor.name!r} has no per-tensor quantization")
         return self.use(tensor)
+
+    def _check_typed_endpoints(self, graph_input: ir.Tensor, graph_output: ir.Tensor,
+                               kinds: list[str], operators: list[Table]) -> None:
+        """A float32 input must go into QUANTIZE (a uint8 one into QUANTIZE or DEQUANTIZE), a
+        float32 output come out of DEQUANTIZE and a uint8 one out of QUANTIZE: else the model
+        is not int8 inside."""
+        readers = ("QUANTIZE",) if graph_input.dtype == "float32" else ("QUANTIZE", "DEQUANTIZE")
+        for tensor, slot, expected, what in (
+                (graph_input, _Operator.INPUTS, readers, "read"),
+                (graph_output, _Operator.OUTPUTS,
+                 ("DEQUANTIZE",) if graph_output.dtype == "float32" else ("QUANTIZE",),
+                 "written")):
+            if tensor.dtype == "int8" or (tensor.dtype == "uint8" and self._has_legacy_constants()):
+                continue  # a legacy uint8 model's ops read it through an int8 twin (boundary)
+            index = self.names.index(tensor.name)
+            others = [kind for kind, op in zip(kinds, operators)
+                      if index in op.scalars(slot, "i") and kind not in expected]
+            if others:
+                raise McugenError(
+                    f"model {'input' if slot == _Operator.INPUTS else 'output'} is "
+                    f"{tensor.dtype} and is {what} by {others[0]}, not {expected[0]}: mcugen "
+                    f"compiles int8 models (convert with TFLITE_BUILTINS_INT8; a {tensor.dtype} "
+                    f"input or output only through QUANTIZE or DEQUANTIZE)")
 
     def _op_kind(self, index: int, op: Table) -> str:
         code = op.scalar(_Operator.OPCODE_INDEX, "I", 0)
@@ -215,6 +301,13 @@ class _Importer:
             raise McugenError(f"op {index} uses operator code {code}, but the model has only "
                               f"{len(self.op_kinds)}")
         return self.op_kinds[code]
+
+    def reshaped(self, tensor: ir.Tensor, shape: tuple[int, ...]) -> ir.Tensor:
+        """The tensor with the static shape a folded shape computation gave it, from now on
+        for every op that reads it."""
+        new = ir.Tensor(tensor.name, shape, tensor.dtype, tensor.q, tensor.data)
+        self._read[self.names.index(tensor.name)] = new
+        return self.use(new)
 
     def use(self, tensor: ir.Tensor) -> ir.Tensor:
         """Put a checked tensor into the Graph."""
@@ -243,10 +336,46 @@ class _Importer:
         q = _qparams(flat.table(_Tensor.QUANTIZATION), shape, name)
         data = self._constant_data(flat.scalar(_Tensor.BUFFER, "I", 0), name, dtype, shape)
         tensor = ir.Tensor(name, shape, dtype, q, data)
-        if dtype == "uint8":
+        if dtype == "uint8" and index not in self.endpoints:
+            # A legacy model's tensor (the model's own input and output keep their type:
+            # boundary() gives its ops an int8 twin).
             tensor = _shifted_to_int8(tensor)
             self.legacy.add(name)
         return tensor
+
+    def boundary(self, tensor: ir.Tensor, kind: str) -> ir.Tensor:
+        """What an op of ``kind`` reads or writes for ``tensor``: the tensor itself, or for a
+        uint8 model input or output that a legacy model's op (not QUANTIZE or DEQUANTIZE)
+        touches, its int8 twin (the values shifted by -128), which graph() joins to it with a
+        QUANTIZE (uint8 <-> int8, exactly a shift)."""
+        if tensor.dtype != "uint8" or kind in ("QUANTIZE", "DEQUANTIZE"):
+            return tensor
+        if not self._has_legacy_constants():
+            raise McugenError(f"model {'input' if tensor.name == self._input_name else 'output'}"
+                              f" {tensor.name!r} is uint8 and is used by {kind}, in a model "
+                              "whose weights are not uint8: mcugen compiles int8 models and "
+                              "uint8 (TF1) models, not a mix")
+        if tensor.name not in self.twins:
+            twin = _shifted_to_int8(dataclasses.replace(tensor, name=self._fresh_name(
+                f"{tensor.name}_int8")))
+            self.twins[tensor.name] = twin
+            self.legacy.add(twin.name)
+        return self.use(self.twins[tensor.name])
+
+    def _has_legacy_constants(self) -> bool:
+        """Whether the model holds uint8 weights (a TF1 quantized model)."""
+        if self._legacy_constants is None:
+            self._legacy_constants = any(
+                flat.scalar(_Tensor.TYPE, "b", 0) == _UINT8 and flat.scalar(_Tensor.BUFFER, "I", 0)
+                and index not in self.endpoints for index, flat in enumerate(self.flat_tensors))
+        return self._legacy_constants
+
+    def _fresh_name(self, base: str) -> str:
+        taken = set(self.names) | {t.name for t in self.twins.values()}
+        name, counter = base, 1
+        while name in taken:
+            name, counter = f"{base}_{counter}", counter + 1
+        return name
 
     def _constant_data(self, buffer_index: int, name: str, dtype: str,
                        shape: tuple[int, ...]) -> np.ndarray | None:
@@ -351,12 +480,8 @@ def _check_supported(kinds: list[str]) -> None:
     unsupported = list(dict.fromkeys(kind for kind in kinds if kind not in SUPPORTED_OPS))
     if not unsupported:
         return
-    message = (f"unsupported ops: {', '.join(unsupported)}; mcugen supports "
-               f"{', '.join(SUPPORTED_OPS)}")
-    if any(kind in _NOT_FULLY_INT8_OPS for kind in unsupported):
-        message += ("; QUANTIZE/DEQUANTIZE mean the model is not fully int8 (convert with "
-                    "TFLITE_BUILTINS_INT8 and int8 inference input and output types)")
-    raise McugenError(message)
+    raise McugenError(f"unsupported ops: {', '.join(unsupported)}; mcugen supports "
+                      f"{', '.join(SUPPORTED_OPS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,6 +491,7 @@ def _check_supported(kinds: list[str]) -> None:
 class _OpReader:
     def __init__(self, importer: _Importer, index: int, kind: str, op: Table) -> None:
         self.importer = importer
+        self.kind = kind
         self.where = f"op {index} ({kind})"
         self.op = op
         self.inputs = op.scalars(_Operator.INPUTS, "i")
@@ -393,7 +519,8 @@ class _OpReader:
     def _operand(self, position: int, what: str) -> ir.Tensor | None:
         if position >= len(self.inputs) or self.inputs[position] == -1:
             return None
-        return self.importer.read(self.inputs[position], f"{self.where} {what}")
+        return self.importer.boundary(
+            self.importer.read(self.inputs[position], f"{self.where} {what}"), self.kind)
 
     def _required(self, position: int, what: str) -> ir.Tensor:
         tensor = self._operand(position, what)
@@ -402,11 +529,33 @@ class _OpReader:
         return tensor
 
     def _activation_tensor(self, tensor: ir.Tensor, what: str) -> ir.Tensor:
+        if tensor.dtype == "float32":
+            raise self.error(f"{what} {tensor.name!r} is float32, expected int8 (mcugen "
+                             "compiles int8 models; float32 only into QUANTIZE and out of "
+                             "DEQUANTIZE)")
         if tensor.dtype != "int8":
             raise self.error(f"{what} {tensor.name!r} is {tensor.dtype}, expected int8")
         if tensor.q is None or tensor.q.per_channel:
             raise self.error(f"{what} {tensor.name!r} needs per-tensor quantization")
         return self.importer.use(tensor)
+
+    def typed(self, tensor: ir.Tensor, what: str, dtypes: tuple[str, ...]) -> ir.Tensor:
+        """A tensor of QUANTIZE or DEQUANTIZE: one of ``dtypes``, per tensor if 8-bit."""
+        if tensor.dtype not in dtypes:
+            raise self.error(f"{what} {tensor.name!r} is {tensor.dtype}, expected "
+                             f"{' or '.join(dtypes)}")
+        if tensor.is_constant:
+            raise self.error(f"{what} {tensor.name!r} is a constant")
+        if tensor.dtype != "float32" and (tensor.q is None or tensor.q.per_channel):
+            raise self.error(f"{what} {tensor.name!r} needs per-tensor quantization")
+        return self.importer.use(tensor)
+
+    def single_output(self) -> ir.Tensor:
+        outputs = self.op.scalars(_Operator.OUTPUTS, "i")
+        if len(outputs) != 1:
+            raise self.error(f"has {len(outputs)} outputs, expected 1")
+        return self.importer.boundary(self.importer.read(outputs[0], f"{self.where} output"),
+                                      self.kind)
 
     def input(self, rank: int | None = None) -> ir.Tensor:
         tensor = self._activation_tensor(self._required(0, "input"), "input")
@@ -419,10 +568,7 @@ class _OpReader:
         return self._activation_tensor(self._required(position, what), what)
 
     def output(self, rank: int | None = None) -> ir.Tensor:
-        outputs = self.op.scalars(_Operator.OUTPUTS, "i")
-        if len(outputs) != 1:
-            raise self.error(f"has {len(outputs)} outputs, expected 1")
-        tensor = self.importer.read(outputs[0], f"{self.where} output")
+        tensor = self.single_output()
         self._activation_tensor(tensor, "output")
         self._check_rank(tensor, rank, "output")
         return tensor
@@ -460,6 +606,13 @@ class _OpReader:
             raise self.error(f"bias {tensor.name!r} must be a constant int32 [{channels}], not "
                              f"{tensor.dtype} {list(tensor.shape)}")
         return self.importer.use(tensor)
+
+    def constant_shape(self, position: int) -> list[int] | None:
+        """An optional constant integer operand giving a shape (RESHAPE's), else None."""
+        tensor = self._operand(position, "shape")
+        if tensor is None or tensor.data is None or tensor.dtype not in ("int32", "int64"):
+            return None
+        return [int(d) for d in tensor.data.reshape(-1)]
 
     def constant_ints(self, position: int, what: str) -> np.ndarray:
         """An integer operand that configures the op (PAD's paddings, MEAN's axes)."""
@@ -580,18 +733,22 @@ def _average_pool_2d(op: _OpReader) -> ir.AveragePool2D:
 
 
 def _mean(op: _OpReader) -> ir.Mean:
-    source = op.input(rank=4)
-    axes = op.constant_ints(1, "axes").ravel().tolist()
-    if any(not -4 <= axis < 4 for axis in axes) or {axis % 4 for axis in axes} != {1, 2}:
-        raise op.error(f"reduces axes {axes}; only the mean over H and W (axes 1, 2) is "
-                       "supported")
+    source = op.input()
+    rank = len(source.shape)
+    raw = op.constant_ints(1, "axes").ravel().tolist()
+    if not raw or any(not -rank <= axis < rank for axis in raw):
+        raise op.error(f"reduces axes {raw} of a {rank}-D tensor")
+    axes = tuple(sorted({axis % rank for axis in raw}))
+    if axes != tuple(range(axes[0], axes[-1] + 1)) or 0 in axes:
+        raise op.error(f"reduces axes {raw}; mcugen reduces consecutive axes after the batch "
+                       "(H and W, or the last axes)")
     keep_dims = bool(op.options(_ReducerOptions).scalar(_ReducerOptions.KEEP_DIMS, "?", False))
     output = op.output()
-    channels = source.shape[3]
-    expected = (1, 1, 1, channels) if keep_dims else (1, channels)
+    expected = tuple(1 if axis in axes else dim for axis, dim in enumerate(source.shape)
+                     if keep_dims or axis not in axes)
     if output.shape != expected:
         raise op.error(f"output shape {list(output.shape)} should be {list(expected)}")
-    return ir.Mean(input=source.name, output=output.name, keep_dims=keep_dims)
+    return ir.Mean(input=source.name, output=output.name, keep_dims=keep_dims, axes=axes)
 
 
 def _fully_connected(op: _OpReader) -> ir.FullyConnected:
@@ -615,9 +772,26 @@ def _fully_connected(op: _OpReader) -> ir.FullyConnected:
 
 
 def _reshape(op: _OpReader) -> ir.Reshape:
-    # The optional shape operand (and ReshapeOptions.new_shape) must agree with the output
-    # tensor, whose static shape is all we need.
-    return ir.Reshape(input=op.input().name, output=op.output().name)
+    # The output tensor's static shape is all we need. Where a dynamic batch left it unknown
+    # (the converter then writes [1, 1]), the shape operand, computed by ops folded at import,
+    # gives it, as it does to TFLite's RESHAPE (one -1 taking what is left).
+    source = op.input()
+    output = op.output()
+    shape = op.constant_shape(1)
+    if shape is not None and output.size != source.size:
+        resolved = _resolved_shape(shape, source.size)
+        if resolved is None:
+            raise op.error(f"shape {shape} does not fit the input's {source.size} elements")
+        output = op.importer.reshaped(output, resolved)
+    return ir.Reshape(input=source.name, output=output.name)
+
+
+def _resolved_shape(shape: list[int], size: int) -> tuple[int, ...] | None:
+    known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+    if shape.count(-1) > 1 or any(d < -1 or d == 0 for d in shape) or known == 0:
+        return None
+    resolved = [size // known if d == -1 else d for d in shape]
+    return tuple(resolved) if int(np.prod(resolved, dtype=np.int64)) == size else None
 
 
 def _softmax(op: _OpReader) -> ir.Softmax:
@@ -679,6 +853,25 @@ def _transpose(op: _OpReader) -> ir.Transpose:
     return ir.Transpose(input=source.name, output=output.name, perm=tuple(perm))
 
 
+def _quantize(op: _OpReader) -> ir.Quantize:
+    """float32 -> int8/uint8, or between 8-bit types and quantizations (TFLM's pairs)."""
+    source = op.typed(op._required(0, "input"), "input", ("float32", "int8", "uint8"))
+    output = op.typed(op.single_output(), "output", ir.QUANTIZED_TYPES)
+    if source.shape != output.shape:
+        raise op.error(f"input shape {list(source.shape)} and output shape "
+                       f"{list(output.shape)} differ")
+    return ir.Quantize(input=source.name, output=output.name)
+
+
+def _dequantize(op: _OpReader) -> ir.Dequantize:
+    source = op.typed(op._required(0, "input"), "input", ir.QUANTIZED_TYPES)
+    output = op.typed(op.single_output(), "output", ("float32",))
+    if source.shape != output.shape:
+        raise op.error(f"input shape {list(source.shape)} and output shape "
+                       f"{list(output.shape)} differ")
+    return ir.Dequantize(input=source.name, output=output.name)
+
+
 _CONVERTERS = {
     "CONV_2D": _conv_2d,
     "DEPTHWISE_CONV_2D": _depthwise_conv_2d,
@@ -694,6 +887,8 @@ _CONVERTERS = {
     "RELU": _relu,
     "RELU6": _relu6,
     "TRANSPOSE": _transpose,
+    "QUANTIZE": _quantize,
+    "DEQUANTIZE": _dequantize,
 }
 # The TFLite op names mcugen compiles.
 SUPPORTED_OPS: tuple[str, ...] = tuple(_CONVERTERS)

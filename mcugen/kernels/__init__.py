@@ -1,10 +1,11 @@
 """Kernel selection: which variant runs each op, with which parameters.
 
 Each family module (pointwise, conv, depthwise, fully_connected, pooling, elementwise,
-softmax, data_movement, cmsis_nn) declares its variants as data (``variant.Variant``), best
-first. For each op, selection takes the first variant of the kernel set whose op type,
-instruction set (among the target's features) and preconditions match, and lowers the op
-to that variant's typed parameter record. Nothing else in mcugen decides which code runs.
+softmax, data_movement, quantize, reduce, cmsis_nn) declares its variants as data
+(``variant.Variant``), best first. For each op, selection takes the first variant of the
+kernel set whose op type, instruction set (among the target's features) and preconditions
+match, and lowers the op to that variant's typed parameter record. Nothing else in mcugen
+decides which code runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..ir import Graph, Op
 from ..targets import Target
 from . import (cmsis_nn, conv, conv_mve, data_movement, depthwise, depthwise_mve,
                elementwise, elementwise_mve, fully_connected, pointwise, pointwise_mve,
-               pooling, pooling_mve, softmax)
+               pooling, pooling_mve, quantize, reduce, softmax)
 from .variant import Access, LayerNames, Order, Variant
 
 # Ours, family by family, each family best first; the Helium (MVE) variants, in modules of
@@ -26,7 +27,7 @@ MCUGEN_VARIANTS: tuple[Variant, ...] = (
     *pointwise_mve.VARIANTS, *pointwise.VARIANTS, *conv_mve.VARIANTS, *conv.VARIANTS,
     *depthwise_mve.VARIANTS, *depthwise.VARIANTS, *fully_connected.VARIANTS,
     *pooling_mve.VARIANTS, *pooling.VARIANTS, *softmax.VARIANTS, *elementwise_mve.VARIANTS,
-    *elementwise.VARIANTS, *data_movement.VARIANTS)
+    *elementwise.VARIANTS, *data_movement.VARIANTS, *quantize.VARIANTS, *reduce.VARIANTS)
 
 KERNEL_SETS: dict[str, tuple[Variant, ...]] = {
     "mcugen": MCUGEN_VARIANTS,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import AveragePool2D, Graph, Mean
+from .reduce import is_image_mean
 from ..quant import mean_multiplier
 from ..targets import Target
 from .lowering import (Clamp, FeatureMap, Window, clamp, feature_map, input_offset)
@@ -60,6 +61,7 @@ def _lower_mean(op: Mean, graph: Graph, target: Target, names: LayerNames) -> Me
 AVGPOOL_S8 = Variant("avgpool_s8", (AveragePool2D,), Isa.PORTABLE, "avgpool_s8",
                      Order.SEPARATE, _lower_average_pool, helpers=("window_helpers",),
                      legacy=True)
-MEAN_S8 = Variant("mean_s8", (Mean,), Isa.PORTABLE, "mean_s8", Order.SEPARATE, _lower_mean)
+MEAN_S8 = Variant("mean_s8", (Mean,), Isa.PORTABLE, "mean_s8", Order.SEPARATE, _lower_mean,
+                  applies=is_image_mean)
 
 VARIANTS = (AVGPOOL_S8, MEAN_S8)

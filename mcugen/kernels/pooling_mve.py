@@ -12,6 +12,7 @@ from ..ir import AveragePool2D, Graph, Mean
 from ..targets import Target
 from .elementwise_mve import ScalarRequant
 from .pooling import MeanParams, _lower_average_pool, _lower_mean
+from .reduce import is_image_mean
 from .variant import Isa, LayerNames, Order, Variant
 
 
@@ -27,7 +28,7 @@ def _lower_mve_mean(op: Mean, graph: Graph, target: Target, names: LayerNames) -
 
 
 def _mean_multiplier_in_range(op: Mean, graph: Graph, target: Target) -> bool:
-    return all(m >= 0 for m in op.requant.multiplier)
+    return is_image_mean(op, graph, target) and all(m >= 0 for m in op.requant.multiplier)
 
 
 AVGPOOL_S8_MVE = Variant("avgpool_s8_mve", (AveragePool2D,), Isa.MVE, "avgpool_s8_mve",

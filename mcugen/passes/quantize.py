@@ -15,8 +15,8 @@ import numpy as np
 from .. import quant
 from ..errors import McugenError
 from ..ir import (Activation, Add, AddRescale, AveragePool2D, Conv2D, DepthwiseConv2D,
-                  FullyConnected, Graph, HardSwish, Mean, Mul, Op, Pad, Relu, Requant, Reshape,
-                  Softmax, TableLookup, Tensor, Transpose, op_inputs)
+                  Dequantize, FullyConnected, Graph, HardSwish, Mean, Mul, Op, Pad, Quantize,
+                  Relu, Requant, Reshape, Softmax, TableLookup, Tensor, Transpose, op_inputs)
 
 
 def quantize_constants(graph: Graph) -> Graph:
@@ -27,6 +27,8 @@ def quantize_constants(graph: Graph) -> Graph:
 
 def _quantize_op(graph: Graph, index: int, op: Op) -> Op:
     where = f"op {index} ({op.OP})"
+    if isinstance(op, (Quantize, Dequantize)):  # the ops between types (ir.verify checks them)
+        return _RULES[type(op)](graph, op, where)
     if not isinstance(op, (Conv2D, DepthwiseConv2D, FullyConnected)):  # no weights or bias
         for name in op_inputs(op):
             _require_int8_per_tensor(graph.tensor(name), where)
@@ -189,6 +191,25 @@ def _same_quantization(graph: Graph, op: Op, where: str) -> Op:
     return op
 
 
+# A larger in/out scale ratio would overflow TFLite's int32 left shift of an 8-bit value.
+MAX_REQUANTIZE_LEFT_SHIFT = 22
+
+
+def _quantize(graph: Graph, op: Quantize, where: str) -> Op:
+    """TFLM's PrepareQuantizeReference: for an 8-bit input, QuantizeMultiplier of
+    in_scale / out_scale in double (1.0 gives (2^30, 1), which Requantize takes as equal
+    scales). A float input needs nothing: AffineQuantize divides by the output scale."""
+    x, y = graph.tensor(op.input), graph.tensor(op.output)
+    if x.dtype == "float32":
+        return op
+    requant = _requant([float(x.scale) / float(y.scale)])
+    if requant.shift[0] > MAX_REQUANTIZE_LEFT_SHIFT:
+        raise McugenError(f"{where}: the input scale {x.scale} is over 2^"
+                          f"{MAX_REQUANTIZE_LEFT_SHIFT} times the output scale {y.scale}; "
+                          "TFLite's requantization would overflow")
+    return dataclasses.replace(op, requant=requant)
+
+
 def _unchanged(graph: Graph, op: Op, where: str) -> Op:
     return op
 
@@ -197,5 +218,6 @@ _RULES = {
     Conv2D: _convolution, DepthwiseConv2D: _convolution, FullyConnected: _fully_connected,
     AveragePool2D: _average_pool, Mean: _mean, Softmax: _softmax, Add: _add, Mul: _mul,
     Relu: _relu, HardSwish: _hard_swish, Transpose: _same_quantization,
-    Pad: _unchanged, Reshape: _unchanged, TableLookup: _unchanged,
+    Pad: _unchanged, Reshape: _unchanged, TableLookup: _unchanged, Quantize: _quantize,
+    Dequantize: _unchanged,
 }

@@ -152,7 +152,7 @@ MCUGEN_LAYER void layer1_add_s8(const int8_t *input, const int8_t *input2, int8_
     }
 }
 
-int model_invoke(const int8_t *input, int8_t *output)
+int model_invoke(const model_input_t *input, model_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;

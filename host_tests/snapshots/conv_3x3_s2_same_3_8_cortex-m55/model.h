@@ -2,22 +2,27 @@
  * For target cortex-m55 (Arm Cortex-M55 with Helium (MVE) (typical: 2 MB flash, 512 KB RAM)).
  * Do not edit; regenerate instead.
  *
- * int model_invoke(const int8_t *input, int8_t *output) runs one inference:
- * input holds MODEL_INPUT_SIZE int8 values (NHWC 1x10x10x3),
- * output receives MODEL_OUTPUT_SIZE int8 values (shape 1x5x5x8).
- * real = scale * (q - zero_point). Returns 0 on success, 1 if a pointer is NULL. Not reentrant:
+ * int model_invoke(const model_input_t *input, model_output_t *output) runs one inference:
+ * input holds MODEL_INPUT_SIZE int8_t values (NHWC 1x10x10x3),
+ * output receives MODEL_OUTPUT_SIZE int8_t values (shape 1x5x5x8).
+ * A quantized value stands for real = scale * (q - zero_point).
+ * Returns 0 on success, 1 if a pointer is NULL. Not reentrant:
  * the arena is static.
  *
- * Helpers (model_io.c, float but not needed by model_invoke):
+ * Helpers (model_io.c, not needed by model_invoke):
  * model_quantize_input(x, q) quantizes MODEL_INPUT_SIZE floats as TFLite's
- * QUANTIZE does (round half away from zero, saturating); model_dequantize_output(q, y)
- * gives MODEL_OUTPUT_SIZE floats as TFLite's DEQUANTIZE does; model_argmax(q)
- * returns the index of the largest output (the first one on a tie).
+ * QUANTIZE does (round half away from zero, saturating);
+ * model_dequantize_output(q, y) gives MODEL_OUTPUT_SIZE floats as TFLite's
+ * DEQUANTIZE does;
+ * model_argmax(q) returns the index of the largest output (the first one on a tie).
  */
 #ifndef MODEL_H
 #define MODEL_H
 
 #include <stdint.h>
+
+typedef int8_t model_input_t;
+typedef int8_t model_output_t;
 
 #define MODEL_INPUT_SIZE 300
 #define MODEL_OUTPUT_SIZE 200
@@ -31,11 +36,11 @@
 extern "C" {
 #endif
 
-int model_invoke(const int8_t *input, int8_t *output);
+int model_invoke(const model_input_t *input, model_output_t *output);
 
-void model_quantize_input(const float *x, int8_t *q);
-void model_dequantize_output(const int8_t *q, float *y);
-int model_argmax(const int8_t *q);
+void model_quantize_input(const float *x, model_input_t *q);
+void model_dequantize_output(const model_output_t *q, float *y);
+int model_argmax(const model_output_t *q);
 
 #ifdef __cplusplus
 }

@@ -409,7 +409,7 @@ int32_t window_words[7];
 }
 }
 
-int model_invoke(const int8_t *input, int8_t *output)
+int model_invoke(const model_input_t *input, model_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;

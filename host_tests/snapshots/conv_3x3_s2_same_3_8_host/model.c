@@ -250,7 +250,7 @@ MCUGEN_LAYER void layer0_conv_s8(const int8_t *input, int8_t *output, int8_t *sc
     }
 }
 
-int model_invoke(const int8_t *input, int8_t *output)
+int model_invoke(const model_input_t *input, model_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;

@@ -361,7 +361,7 @@ int32_t p = row_begin * 1;
 }
 }
 
-int model_invoke(const int8_t *input, int8_t *output)
+int model_invoke(const model_input_t *input, model_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;

@@ -930,7 +930,7 @@ MCUGEN_LAYER void layer29_arm_softmax_s8(const int8_t *input, int8_t *output)
                    -1984, output);
 }
 
-int person_detect_invoke(const int8_t *input, int8_t *output)
+int person_detect_invoke(const person_detect_input_t *input, person_detect_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;

@@ -2,23 +2,28 @@
  * For target cortex-m55 (Arm Cortex-M55 with Helium (MVE) (typical: 2 MB flash, 512 KB RAM)).
  * Do not edit; regenerate instead.
  *
- * int person_detect_invoke(const int8_t *input, int8_t *output) runs one inference:
- * input holds PERSON_DETECT_INPUT_SIZE int8 values (NHWC 1x96x96x1),
- * output receives PERSON_DETECT_OUTPUT_SIZE int8 values (shape 1x2).
- * real = scale * (q - zero_point). Returns 0 on success, 1 if a pointer is NULL,
+ * int person_detect_invoke(const person_detect_input_t *input, person_detect_output_t *output) runs one inference:
+ * input holds PERSON_DETECT_INPUT_SIZE int8_t values (NHWC 1x96x96x1),
+ * output receives PERSON_DETECT_OUTPUT_SIZE int8_t values (shape 1x2).
+ * A quantized value stands for real = scale * (q - zero_point).
+ * Returns 0 on success, 1 if a pointer is NULL,
  * or the negative arm_cmsis_nn_status of a CMSIS-NN call that failed. Not reentrant:
  * the arena is static.
  *
- * Helpers (person_detect_io.c, float but not needed by person_detect_invoke):
+ * Helpers (person_detect_io.c, not needed by person_detect_invoke):
  * person_detect_quantize_input(x, q) quantizes PERSON_DETECT_INPUT_SIZE floats as TFLite's
- * QUANTIZE does (round half away from zero, saturating); person_detect_dequantize_output(q, y)
- * gives PERSON_DETECT_OUTPUT_SIZE floats as TFLite's DEQUANTIZE does; person_detect_argmax(q)
- * returns the index of the largest output (the first one on a tie).
+ * QUANTIZE does (round half away from zero, saturating);
+ * person_detect_dequantize_output(q, y) gives PERSON_DETECT_OUTPUT_SIZE floats as TFLite's
+ * DEQUANTIZE does;
+ * person_detect_argmax(q) returns the index of the largest output (the first one on a tie).
  */
 #ifndef PERSON_DETECT_H
 #define PERSON_DETECT_H
 
 #include <stdint.h>
+
+typedef int8_t person_detect_input_t;
+typedef int8_t person_detect_output_t;
 
 #define PERSON_DETECT_INPUT_SIZE 9216
 #define PERSON_DETECT_OUTPUT_SIZE 2
@@ -32,11 +37,11 @@
 extern "C" {
 #endif
 
-int person_detect_invoke(const int8_t *input, int8_t *output);
+int person_detect_invoke(const person_detect_input_t *input, person_detect_output_t *output);
 
-void person_detect_quantize_input(const float *x, int8_t *q);
-void person_detect_dequantize_output(const int8_t *q, float *y);
-int person_detect_argmax(const int8_t *q);
+void person_detect_quantize_input(const float *x, person_detect_input_t *q);
+void person_detect_dequantize_output(const person_detect_output_t *q, float *y);
+int person_detect_argmax(const person_detect_output_t *q);
 
 #ifdef __cplusplus
 }

@@ -2028,7 +2028,7 @@ MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
     }
 }
 
-int person_detect_invoke(const int8_t *input, int8_t *output)
+int person_detect_invoke(const person_detect_input_t *input, person_detect_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;
