@@ -207,6 +207,10 @@ MODELS = {
                      io_type="uint8"),
     "v2_float": dict(arch="v2", seed=5, alpha=0.35, height=48, width=48, channels=3, classes=4,
                      io_type="float"),
+    "v3s_uint8": dict(arch="v3-small", seed=6, alpha=0.35, height=48, width=40, channels=3,
+                      classes=4, io_type="uint8"),
+    "v3l_float": dict(arch="v3-large", seed=7, alpha=0.35, height=40, width=40, channels=1,
+                      classes=3, io_type="float"),
 }
 
 
