@@ -6,75 +6,84 @@
 
 #include <stdint.h>
 
-extern const int8_t person_detect_layer0_filter[80];
-extern const uint8_t person_detect_layer0_rotations[48];
-extern const int32_t person_detect_layer0_channels[24];
-extern const int8_t person_detect_layer1_filter[80];
-extern const uint8_t person_detect_layer1_rotations[48];
-extern const int32_t person_detect_layer1_channels[24];
-extern const int8_t person_detect_layer2_filter[256];
-extern const int32_t person_detect_layer2_channels[48];
-extern const int8_t person_detect_layer3_filter[160];
-extern const uint8_t person_detect_layer3_rotations[48];
-extern const int32_t person_detect_layer3_channels[48];
-extern const int8_t person_detect_layer4_filter[512];
-extern const int32_t person_detect_layer4_channels[96];
-extern const int8_t person_detect_layer5_filter[320];
-extern const uint8_t person_detect_layer5_rotations[48];
-extern const int32_t person_detect_layer5_channels[96];
-extern const int8_t person_detect_layer6_filter[1024];
-extern const int32_t person_detect_layer6_channels[96];
-extern const int8_t person_detect_layer7_filter[320];
-extern const uint8_t person_detect_layer7_rotations[48];
-extern const int32_t person_detect_layer7_channels[96];
-extern const int8_t person_detect_layer8_filter[2048];
-extern const int32_t person_detect_layer8_channels[192];
-extern const int8_t person_detect_layer9_filter[640];
-extern const uint8_t person_detect_layer9_rotations[48];
-extern const int32_t person_detect_layer9_channels[192];
-extern const int8_t person_detect_layer10_filter[4096];
-extern const int32_t person_detect_layer10_channels[192];
-extern const int8_t person_detect_layer11_filter[640];
-extern const uint8_t person_detect_layer11_rotations[48];
-extern const int32_t person_detect_layer11_channels[192];
-extern const int8_t person_detect_layer12_filter[8192];
-extern const int32_t person_detect_layer12_channels[384];
-extern const int8_t person_detect_layer13_filter[1280];
-extern const uint8_t person_detect_layer13_rotations[48];
-extern const int32_t person_detect_layer13_channels[384];
-extern const int8_t person_detect_layer14_filter[16384];
-extern const int32_t person_detect_layer14_channels[384];
-extern const int8_t person_detect_layer15_filter[1280];
-extern const uint8_t person_detect_layer15_rotations[48];
-extern const int32_t person_detect_layer15_channels[384];
-extern const int8_t person_detect_layer16_filter[16384];
-extern const int32_t person_detect_layer16_channels[384];
-extern const int8_t person_detect_layer17_filter[1280];
-extern const uint8_t person_detect_layer17_rotations[48];
-extern const int32_t person_detect_layer17_channels[384];
-extern const int8_t person_detect_layer18_filter[16384];
-extern const int32_t person_detect_layer18_channels[384];
-extern const int8_t person_detect_layer19_filter[1280];
-extern const uint8_t person_detect_layer19_rotations[48];
-extern const int32_t person_detect_layer19_channels[384];
-extern const int8_t person_detect_layer20_filter[16384];
-extern const int32_t person_detect_layer20_channels[384];
-extern const int8_t person_detect_layer21_filter[1280];
-extern const uint8_t person_detect_layer21_rotations[48];
-extern const int32_t person_detect_layer21_channels[384];
-extern const int8_t person_detect_layer22_filter[16384];
-extern const int32_t person_detect_layer22_channels[384];
-extern const int8_t person_detect_layer23_filter[1280];
-extern const uint8_t person_detect_layer23_rotations[48];
-extern const int32_t person_detect_layer23_channels[384];
-extern const int8_t person_detect_layer24_filter[32768];
-extern const int32_t person_detect_layer24_channels[768];
-extern const int8_t person_detect_layer25_filter[2560];
-extern const uint8_t person_detect_layer25_rotations[48];
-extern const int32_t person_detect_layer25_channels[768];
-extern const int8_t person_detect_layer26_filter[65536];
-extern const int32_t person_detect_layer26_channels[768];
-extern const int8_t person_detect_layer28_filter[1024];
-extern const int32_t person_detect_layer28_channels[12];
+/* Word alignment lets kernels load four int8 weights at once. The declarations carry the attribute
+ * too: a compiler may assume more alignment of an extern array declared without one (clang
+ * on x86-64 assumes the ABI's 16 bytes and uses aligned vector loads) than the definition has. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PERSON_DETECT_ALIGNED __attribute__((aligned(4)))
+#else
+#define PERSON_DETECT_ALIGNED
+#endif
+
+extern const int8_t person_detect_layer0_filter[80] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer0_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer0_channels[24] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer1_filter[80] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer1_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer1_channels[24] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer2_filter[256] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer2_channels[48] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer3_filter[160] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer3_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer3_channels[48] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer4_filter[512] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer4_channels[96] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer5_filter[320] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer5_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer5_channels[96] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer6_filter[1024] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer6_channels[96] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer7_filter[320] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer7_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer7_channels[96] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer8_filter[2048] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer8_channels[192] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer9_filter[640] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer9_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer9_channels[192] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer10_filter[4096] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer10_channels[192] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer11_filter[640] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer11_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer11_channels[192] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer12_filter[8192] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer12_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer13_filter[1280] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer13_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer13_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer14_filter[16384] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer14_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer15_filter[1280] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer15_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer15_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer16_filter[16384] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer16_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer17_filter[1280] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer17_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer17_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer18_filter[16384] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer18_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer19_filter[1280] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer19_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer19_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer20_filter[16384] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer20_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer21_filter[1280] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer21_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer21_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer22_filter[16384] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer22_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer23_filter[1280] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer23_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer23_channels[384] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer24_filter[32768] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer24_channels[768] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer25_filter[2560] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer25_rotations[48] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer25_channels[768] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer26_filter[65536] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer26_channels[768] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer28_filter[1024] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer28_channels[12] PERSON_DETECT_ALIGNED;
 
 #endif /* PERSON_DETECT_WEIGHTS_H */

@@ -6,61 +6,70 @@
 
 #include <stdint.h>
 
-extern const int8_t person_detect_layer0_filter[72];
-extern const int32_t person_detect_layer0_channels[32];
-extern const int8_t person_detect_layer1_filter[72];
-extern const int32_t person_detect_layer1_channels[32];
-extern const int8_t person_detect_layer2_filter[132];
-extern const int32_t person_detect_layer2_channels[64];
-extern const int8_t person_detect_layer3_filter[144];
-extern const int32_t person_detect_layer3_channels[64];
-extern const int8_t person_detect_layer4_filter[516];
-extern const int32_t person_detect_layer4_channels[128];
-extern const int8_t person_detect_layer5_filter[288];
-extern const int32_t person_detect_layer5_channels[128];
-extern const int8_t person_detect_layer6_filter[1028];
-extern const int32_t person_detect_layer6_channels[128];
-extern const int8_t person_detect_layer7_filter[288];
-extern const int32_t person_detect_layer7_channels[128];
-extern const int8_t person_detect_layer8_filter[2052];
-extern const int32_t person_detect_layer8_channels[256];
-extern const int8_t person_detect_layer9_filter[576];
-extern const int32_t person_detect_layer9_channels[256];
-extern const int8_t person_detect_layer10_filter[4100];
-extern const int32_t person_detect_layer10_channels[256];
-extern const int8_t person_detect_layer11_filter[576];
-extern const int32_t person_detect_layer11_channels[256];
-extern const int8_t person_detect_layer12_filter[8196];
-extern const int32_t person_detect_layer12_channels[512];
-extern const int8_t person_detect_layer13_filter[1152];
-extern const int32_t person_detect_layer13_channels[512];
-extern const int8_t person_detect_layer14_filter[16388];
-extern const int32_t person_detect_layer14_channels[512];
-extern const int8_t person_detect_layer15_filter[1152];
-extern const int32_t person_detect_layer15_channels[512];
-extern const int8_t person_detect_layer16_filter[16388];
-extern const int32_t person_detect_layer16_channels[512];
-extern const int8_t person_detect_layer17_filter[1152];
-extern const int32_t person_detect_layer17_channels[512];
-extern const int8_t person_detect_layer18_filter[16388];
-extern const int32_t person_detect_layer18_channels[512];
-extern const int8_t person_detect_layer19_filter[1152];
-extern const int32_t person_detect_layer19_channels[512];
-extern const int8_t person_detect_layer20_filter[16388];
-extern const int32_t person_detect_layer20_channels[512];
-extern const int8_t person_detect_layer21_filter[1152];
-extern const int32_t person_detect_layer21_channels[512];
-extern const int8_t person_detect_layer22_filter[16388];
-extern const int32_t person_detect_layer22_channels[512];
-extern const int8_t person_detect_layer23_filter[1152];
-extern const int32_t person_detect_layer23_channels[512];
-extern const int8_t person_detect_layer24_filter[32772];
-extern const int32_t person_detect_layer24_channels[1024];
-extern const int8_t person_detect_layer25_filter[2304];
-extern const int32_t person_detect_layer25_channels[1024];
-extern const int8_t person_detect_layer26_filter[65540];
-extern const int32_t person_detect_layer26_channels[1024];
-extern const int8_t person_detect_layer28_filter[516];
-extern const int32_t person_detect_layer28_channels[8];
+/* Word alignment lets kernels load four int8 weights at once. The declarations carry the attribute
+ * too: a compiler may assume more alignment of an extern array declared without one (clang
+ * on x86-64 assumes the ABI's 16 bytes and uses aligned vector loads) than the definition has. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PERSON_DETECT_ALIGNED __attribute__((aligned(4)))
+#else
+#define PERSON_DETECT_ALIGNED
+#endif
+
+extern const int8_t person_detect_layer0_filter[72] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer0_channels[32] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer1_filter[72] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer1_channels[32] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer2_filter[132] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer2_channels[64] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer3_filter[144] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer3_channels[64] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer4_filter[516] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer4_channels[128] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer5_filter[288] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer5_channels[128] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer6_filter[1028] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer6_channels[128] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer7_filter[288] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer7_channels[128] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer8_filter[2052] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer8_channels[256] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer9_filter[576] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer9_channels[256] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer10_filter[4100] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer10_channels[256] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer11_filter[576] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer11_channels[256] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer12_filter[8196] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer12_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer13_filter[1152] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer13_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer14_filter[16388] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer14_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer15_filter[1152] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer15_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer16_filter[16388] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer16_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer17_filter[1152] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer17_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer18_filter[16388] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer18_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer19_filter[1152] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer19_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer20_filter[16388] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer20_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer21_filter[1152] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer21_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer22_filter[16388] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer22_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer23_filter[1152] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer23_channels[512] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer24_filter[32772] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer24_channels[1024] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer25_filter[2304] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer25_channels[1024] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer26_filter[65540] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer26_channels[1024] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer28_filter[516] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer28_channels[8] PERSON_DETECT_ALIGNED;
 
 #endif /* PERSON_DETECT_WEIGHTS_H */
