@@ -13,8 +13,8 @@
  * gives MODEL_OUTPUT_SIZE floats as TFLite's DEQUANTIZE does; model_argmax(q)
  * returns the index of the largest output (the first one on a tie).
  */
-#ifndef MODEL_H
-#define MODEL_H
+#ifndef MCUGEN_model_H
+#define MCUGEN_model_H
 
 #include <stdint.h>
 
@@ -40,4 +40,4 @@ int model_argmax(const int8_t *q);
 }
 #endif
 
-#endif /* MODEL_H */
+#endif /* MCUGEN_model_H */

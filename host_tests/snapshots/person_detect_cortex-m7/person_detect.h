@@ -13,8 +13,8 @@
  * gives PERSON_DETECT_OUTPUT_SIZE floats as TFLite's DEQUANTIZE does; person_detect_argmax(q)
  * returns the index of the largest output (the first one on a tie).
  */
-#ifndef PERSON_DETECT_H
-#define PERSON_DETECT_H
+#ifndef MCUGEN_person_detect_H
+#define MCUGEN_person_detect_H
 
 #include <stdint.h>
 
@@ -40,4 +40,4 @@ int person_detect_argmax(const int8_t *q);
 }
 #endif
 
-#endif /* PERSON_DETECT_H */
+#endif /* MCUGEN_person_detect_H */
