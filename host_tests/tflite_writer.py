@@ -187,7 +187,7 @@ def options_table(kind: str, values: dict[str, Any]) -> Table:
 
 
 @dataclass
-class _Tensor:
+class Tensor:
     shape: tuple[int, ...]
     dtype: str
     name: str | None
@@ -198,7 +198,7 @@ class _Tensor:
 
 
 @dataclass
-class _Op:
+class Op:
     kind: str
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
@@ -212,8 +212,10 @@ class ModelBuilder:
     Nothing is checked: a hostile model is as easy to write as a sound one."""
 
     def __init__(self) -> None:
-        self.tensors: list[_Tensor] = []
-        self.ops: list[_Op] = []
+        self.tensors: list[Tensor] = []
+        self.ops: list[Op] = []
+        self.inputs: list[int] = []  # the model's, when bytes() is not given them
+        self.outputs: list[int] = []
 
     def tensor(self, shape: Sequence[int], dtype: str = "int8", *, name: str | None = None,
                scale: float | Sequence[float] | None = 0.05,
@@ -233,7 +235,7 @@ class ModelBuilder:
             raw = np.ascontiguousarray(data).astype(np.dtype(dtype).newbyteorder("<")).tobytes()
         elif data is not None:
             raw = bytes(data)
-        self.tensors.append(_Tensor(tuple(int(d) for d in shape), dtype, name, scales,
+        self.tensors.append(Tensor(tuple(int(d) for d in shape), dtype, name, scales,
                                     zero_points, axis, raw))
         return len(self.tensors) - 1
 
@@ -242,10 +244,13 @@ class ModelBuilder:
            custom_name: str | None = None) -> None:
         """An op; options by field name of its usual table (or of options_kind, to write a
         table of the wrong type). options None: no options table at all."""
-        self.ops.append(_Op(kind, tuple(inputs), tuple(outputs), options,
+        self.ops.append(Op(kind, tuple(inputs), tuple(outputs), options,
                             options_kind or OP_OPTIONS.get(kind), custom_name))
 
-    def bytes(self, inputs: Sequence[int], outputs: Sequence[int]) -> bytes:
+    def bytes(self, inputs: Sequence[int] | None = None,
+              outputs: Sequence[int] | None = None) -> bytes:
+        inputs = self.inputs if inputs is None else inputs
+        outputs = self.outputs if outputs is None else outputs
         codes: list[tuple[str, str | None]] = []
         buffers = [Table()]  # buffer 0: the empty sentinel of activations
         tensor_tables = []
@@ -323,3 +328,173 @@ def conv_model(*, height: int = 8, width: int = 8, channels: int = 3, filters: i
                                       "dilation_h": dilation,
                                       "activation": ACTIVATIONS[activation]})
     return m.bytes([x], [y])
+
+
+# ---------------------------------------------------------------------------------------------
+# Small sound models, one per op mcugen compiles (and one network): what the fuzzer starts from.
+# Each returns a ModelBuilder with its inputs and outputs set; scales spread the outputs over
+# the int8 range.
+
+
+def _weights(m: ModelBuilder, rng: np.random.Generator, shape: tuple[int, ...], name: str,
+             channels: int = 1, axis: int = 0) -> int:
+    scales = rng.uniform(0.005, 0.02, channels)
+    return m.tensor(shape, name=name, scale=scales if channels > 1 else float(scales[0]),
+                    zero_point=0, axis=axis, data=rng.integers(-127, 128, shape))
+
+
+def _bias(m: ModelBuilder, rng: np.random.Generator, channels: int, name: str) -> int:
+    return m.tensor((channels,), "int32", name=name, scale=None, zero_point=None,
+                    data=rng.integers(-2000, 2000, channels))
+
+
+def base_conv(rng: np.random.Generator) -> ModelBuilder:
+    m = ModelBuilder()
+    x = m.tensor((1, 7, 6, 3), name="input", scale=0.05, zero_point=-3)
+    w = _weights(m, rng, (4, 3, 3, 3), "conv/weights", channels=4)
+    b = _bias(m, rng, 4, "conv/bias")
+    y = m.tensor((1, 4, 3, 4), name="conv/out", scale=0.08, zero_point=5)
+    m.op("CONV_2D", [x, w, b], [y], {"padding": SAME, "stride_w": 2, "stride_h": 2,
+                                      "dilation_w": 1, "dilation_h": 1,
+                                      "activation": ACTIVATIONS["RELU6"]})
+    m.inputs, m.outputs = [x], [y]
+    return m
+
+
+def base_depthwise(rng: np.random.Generator) -> ModelBuilder:
+    m = ModelBuilder()
+    x = m.tensor((1, 6, 6, 2), name="input", scale=0.05, zero_point=4)
+    w = _weights(m, rng, (1, 3, 3, 4), "dw/weights", channels=4, axis=3)
+    b = _bias(m, rng, 4, "dw/bias")
+    y = m.tensor((1, 4, 4, 4), name="dw/out", scale=0.04, zero_point=-7)
+    m.op("DEPTHWISE_CONV_2D", [x, w, b], [y],
+         {"padding": VALID, "stride_w": 1, "stride_h": 1, "depth_multiplier": 2,
+          "dilation_w": 1, "dilation_h": 1, "activation": ACTIVATIONS["RELU"]})
+    m.inputs, m.outputs = [x], [y]
+    return m
+
+
+def base_pool(rng: np.random.Generator) -> ModelBuilder:
+    m = ModelBuilder()
+    x = m.tensor((1, 5, 5, 3), name="input", scale=0.05, zero_point=1)
+    y = m.tensor((1, 3, 3, 3), name="pool/out", scale=0.05, zero_point=1)
+    m.op("AVERAGE_POOL_2D", [x], [y], {"padding": SAME, "stride_w": 2, "stride_h": 2,
+                                       "filter_w": 3, "filter_h": 2, "activation": 0})
+    m.inputs, m.outputs = [x], [y]
+    return m
+
+
+def base_fully_connected(rng: np.random.Generator) -> ModelBuilder:
+    m = ModelBuilder()
+    x = m.tensor((1, 12), name="input", scale=0.05, zero_point=2)
+    w = _weights(m, rng, (5, 12), "fc/weights")
+    b = _bias(m, rng, 5, "fc/bias")
+    y = m.tensor((1, 5), name="fc/out", scale=0.06, zero_point=-1)
+    m.op("FULLY_CONNECTED", [x, w, b], [y], {"activation": 0})
+    m.inputs, m.outputs = [x], [y]
+    return m
+
+
+def base_add(rng: np.random.Generator) -> ModelBuilder:
+    m = ModelBuilder()
+    x = m.tensor((1, 3, 4, 5), name="input", scale=0.05, zero_point=-2)
+    c = m.tensor((1, 1, 1, 5), name="add/constant", scale=0.03, zero_point=3,
+                 data=rng.integers(-128, 128, (1, 1, 1, 5)))
+    y = m.tensor((1, 3, 4, 5), name="add/out", scale=0.07, zero_point=0)
+    m.op("ADD", [x, c], [y], {"activation": 0})
+    m.inputs, m.outputs = [x], [y]
+    return m
+
+
+def base_mul(rng: np.random.Generator) -> ModelBuilder:
+    m = ModelBuilder()
+    x = m.tensor((1, 3, 4, 5), name="input", scale=0.05, zero_point=-2)
+    c = m.tensor((1, 1, 1, 5), name="mul/constant", scale=0.02, zero_point=-1,
+                 data=rng.integers(-128, 128, (1, 1, 1, 5)))
+    y = m.tensor((1, 3, 4, 5), name="mul/out", scale=0.01, zero_point=4)
+    m.op("MUL", [x, c], [y], {"activation": 0})
+    m.inputs, m.outputs = [x], [y]
+    return m
+
+
+def base_pad_mean(rng: np.random.Generator) -> ModelBuilder:
+    m = ModelBuilder()
+    x = m.tensor((1, 4, 3, 2), name="input", scale=0.05, zero_point=6)
+    p = m.tensor((4, 2), "int32", name="pad/paddings", scale=None, zero_point=None,
+                 data=np.array([[0, 0], [1, 2], [0, 1], [0, 0]]))
+    y = m.tensor((1, 7, 4, 2), name="pad/out", scale=0.05, zero_point=6)
+    m.op("PAD", [x, p], [y], {})
+    axes = m.tensor((2,), "int32", name="mean/axes", scale=None, zero_point=None,
+                    data=np.array([1, 2]))
+    z = m.tensor((1, 1, 1, 2), name="mean/out", scale=0.02, zero_point=-4)
+    m.op("MEAN", [y, axes], [z], {"keep_dims": True})
+    m.inputs, m.outputs = [x], [z]
+    return m
+
+
+def base_softmax(rng: np.random.Generator) -> ModelBuilder:
+    m = ModelBuilder()
+    x = m.tensor((1, 10), name="input", scale=0.1, zero_point=3)
+    y = m.tensor((1, 10), name="softmax/out", scale=1.0 / 256, zero_point=-128)
+    m.op("SOFTMAX", [x], [y], {"beta": 1.0})
+    m.inputs, m.outputs = [x], [y]
+    return m
+
+
+def base_elementwise(rng: np.random.Generator) -> ModelBuilder:
+    """RELU, RELU6, HARD_SWISH and TRANSPOSE in a row."""
+    m = ModelBuilder()
+    x = m.tensor((1, 2, 3, 4), name="input", scale=0.05, zero_point=-10)
+    a = m.tensor((1, 2, 3, 4), name="relu/out", scale=0.04, zero_point=-128)
+    m.op("RELU", [x], [a])
+    b = m.tensor((1, 2, 3, 4), name="relu6/out", scale=0.04, zero_point=-128)
+    m.op("RELU6", [a], [b])
+    c = m.tensor((1, 2, 3, 4), name="hard_swish/out", scale=0.03, zero_point=-20)
+    m.op("HARD_SWISH", [b], [c])
+    perm = m.tensor((4,), "int32", name="transpose/perm", scale=None, zero_point=None,
+                    data=np.array([0, 2, 1, 3]))
+    d = m.tensor((1, 3, 2, 4), name="transpose/out", scale=0.03, zero_point=-20)
+    m.op("TRANSPOSE", [c, perm], [d], {})
+    m.inputs, m.outputs = [x], [d]
+    return m
+
+
+def base_network(rng: np.random.Generator) -> ModelBuilder:
+    """conv -> depthwise -> average pool -> reshape -> fully connected -> softmax."""
+    m = ModelBuilder()
+    x = m.tensor((1, 8, 8, 1), name="input", scale=0.05, zero_point=-1)
+    w = _weights(m, rng, (4, 3, 3, 1), "conv/weights", channels=4)
+    b = _bias(m, rng, 4, "conv/bias")
+    a = m.tensor((1, 4, 4, 4), name="conv/out", scale=0.05, zero_point=-128)
+    m.op("CONV_2D", [x, w, b], [a], {"padding": SAME, "stride_w": 2, "stride_h": 2,
+                                      "dilation_w": 1, "dilation_h": 1,
+                                      "activation": ACTIVATIONS["RELU"]})
+    w2 = _weights(m, rng, (1, 3, 3, 4), "dw/weights", channels=4, axis=3)
+    b2 = _bias(m, rng, 4, "dw/bias")
+    c = m.tensor((1, 4, 4, 4), name="dw/out", scale=0.05, zero_point=-128)
+    m.op("DEPTHWISE_CONV_2D", [a, w2, b2], [c],
+         {"padding": SAME, "stride_w": 1, "stride_h": 1, "depth_multiplier": 1,
+          "dilation_w": 2, "dilation_h": 2, "activation": ACTIVATIONS["RELU6"]})
+    d = m.tensor((1, 2, 2, 4), name="pool/out", scale=0.05, zero_point=-128)
+    m.op("AVERAGE_POOL_2D", [c], [d], {"padding": VALID, "stride_w": 2, "stride_h": 2,
+                                       "filter_w": 2, "filter_h": 2, "activation": 0})
+    shape = m.tensor((2,), "int32", name="reshape/shape", scale=None, zero_point=None,
+                     data=np.array([1, 16]))
+    e = m.tensor((1, 16), name="reshape/out", scale=0.05, zero_point=-128)
+    m.op("RESHAPE", [d, shape], [e], {})
+    w3 = _weights(m, rng, (3, 16), "fc/weights")
+    b3 = _bias(m, rng, 3, "fc/bias")
+    f = m.tensor((1, 3), name="fc/out", scale=0.1, zero_point=7)
+    m.op("FULLY_CONNECTED", [e, w3, b3], [f], {"activation": 0})
+    g = m.tensor((1, 3), name="softmax/out", scale=1.0 / 256, zero_point=-128)
+    m.op("SOFTMAX", [f], [g], {"beta": 1.0})
+    m.inputs, m.outputs = [x], [g]
+    return m
+
+
+BASE_MODELS = {
+    "conv": base_conv, "depthwise": base_depthwise, "pool": base_pool,
+    "fully_connected": base_fully_connected, "add": base_add, "mul": base_mul,
+    "pad_mean": base_pad_mean, "softmax": base_softmax, "elementwise": base_elementwise,
+    "network": base_network,
+}

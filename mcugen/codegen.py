@@ -9,6 +9,7 @@ one record per file, and the Jinja2 templates in templates/ lay them out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import keyword
 import re
 from dataclasses import dataclass
@@ -391,7 +392,10 @@ def c_rows(values: np.ndarray, per_line: int = 24) -> list[str]:
             for i in range(0, len(flat), per_line)]
 
 
+@functools.lru_cache(maxsize=None)
 def template_environment() -> jinja2.Environment:
+    """One per process: Jinja compiles each template once (it reloads a template whose file
+    changed), which is most of a small model's build time otherwise."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
