@@ -50,8 +50,8 @@ MUTANTS_COMPILED = 8  # accepted hostile files compiled and run (besides the sou
 MUTATIONS = 300  # byte mutations of person_detect
 SECONDS_PER_CASE = 20  # a build that takes longer has hung
 
-INT_EDGES = [0, 1, -1, 2, 3, 127, 128, -128, -129, 255, 256, 1 << 15, (1 << 16), 1 << 30,
-             (1 << 31) - 1, -(1 << 31)]
+INT_EDGES = [0, 1, -1, 2, 3, 60, 127, 128, -128, -129, 255, 256, 1000, 5000, 1 << 14,
+             1 << 15, (1 << 16), 1 << 30, (1 << 31) - 1, -(1 << 31)]
 ZERO_POINT_EDGES = [-129, -128, 127, 128, 255, -1 << 31, (1 << 40), -(1 << 63), 0]
 SCALE_EDGES = [0.0, float("nan"), float("inf"), -float("inf"), -0.05, 1e-45, 1.2e-38,
                2.0 ** -64, 2.0 ** -40, 1e-9, 1.0, 2.0 ** 30, 2.0 ** 64, 3e38]

@@ -117,6 +117,7 @@ def relu_self_loop() -> bytes:
 
 @pytest.mark.parametrize("model, message", [
     (lambda: pool_model(65536), "window height of 65536"),
+    (lambda: pool_model(16384), "a 16384x16384 window has 268,435,456 taps"),  # stack overflow
     (lambda: reshape_to((1, 1, 2**31 - 1, 2**31 - 1)), "would take 4,611,686,014,132,420,609 "
                                                        "bytes"),
     (lambda: reshape_to((2**16, 2**16, 2**16, 2**16)), "would take 18,446,744,073,709,551,616"),

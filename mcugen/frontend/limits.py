@@ -32,6 +32,9 @@ MAX_TENSOR_BYTES = (1 << 31) - 1
 # Height and width of a feature map, and a window's extent, stride or padding: the C forms
 # products such as oy * stride + ky * dilation in int32.
 MAX_SPATIAL = 1 << 14
+# Taps of one window (filter height x width): the kernels keep a pointer per tap on the stack
+# (a 64x64 global pooling is 4,096 taps, 16 KB on a Cortex-M).
+MAX_WINDOW_TAPS = 4096
 MAX_RANK = 8
 # Scales of activations: positive, and far from float32's ends, so that 6 / scale (the RELU6
 # bound), the ratios of scales TFLite's QuantizeMultiplier takes, and their float32 products
@@ -208,6 +211,10 @@ def _check_window(where: str, kernel: tuple[int, int], stride: tuple[int, int],
             if value > MAX_SPATIAL:
                 raise McugenError(f"{where}: a {name} {what} of {value} (filter {k}, dilation "
                                   f"{d}, stride {s}) exceeds mcugen's {MAX_SPATIAL}")
+    if kernel[0] * kernel[1] > MAX_WINDOW_TAPS:
+        raise McugenError(f"{where}: a {kernel[0]}x{kernel[1]} window has "
+                          f"{kernel[0] * kernel[1]:,} taps; mcugen takes at most "
+                          f"{MAX_WINDOW_TAPS:,}")
     _check_padding(where, padding)
 
 
