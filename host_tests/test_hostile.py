@@ -21,7 +21,8 @@ from mcugen import cli
 from mcugen.frontend.tflite import _unique_names, load_tflite
 from mcugen.planner import (Buffer, Overlap, _align, _conflicts, _overlap_rule, _place,
                             plan_memory)
-from tflite_writer import SAME, VALID, ModelBuilder, conv_model
+from tflite_writer import (SAME, VALID, ModelBuilder, base_elementwise, base_fully_connected,
+                           base_pad_mean, conv_model)
 
 
 def refusal(argv: list[str], capsys) -> str:
@@ -132,6 +133,51 @@ def relu_self_loop() -> bytes:
     (lambda: conv_model(stride=2**30), "stride height of 1073741824"),
 ])
 def test_models_whose_c_would_break_are_refused(model, message, tmp_path, capsys):
+    assert message in refuse_model(model(), tmp_path, capsys)
+
+
+# Found by the fuzzer (test_fuzz.py): files TFLM refuses, crashes on, or computes with
+# undefined behaviour, which mcugen compiled.
+
+
+def relu6_on_tiny_scale() -> bytes:
+    """TFLM's RELU6 casts 6 / scale to int32: undefined past 2^31 (it computed -3 for 127)."""
+    m = ModelBuilder()
+    x = m.tensor((1, 2, 2, 1), name="x", scale=2.0 ** -30, zero_point=-3)
+    y = m.tensor((1, 2, 2, 1), name="y", scale=2.0 ** -30, zero_point=-3)
+    m.op("RELU6", [x], [y])
+    return m.bytes([x], [y])
+
+
+def with_inputs(make, extra: list[int]) -> bytes:
+    m = make(np.random.default_rng(0))
+    m.ops[-1].inputs = m.ops[-1].inputs + tuple(extra)
+    return m.bytes()
+
+
+def transpose_with_2d_permutation() -> bytes:
+    m = base_elementwise(np.random.default_rng(0))
+    perm = next(t for t in m.tensors if t.name == "transpose/perm")
+    perm.shape = (4, 1)
+    return m.bytes()
+
+
+def fully_connected_with_bias_scale(scale: float | None) -> bytes:
+    m = base_fully_connected(np.random.default_rng(0))
+    bias = next(t for t in m.tensors if t.name == "fc/bias")
+    bias.scales, bias.zero_points = (None, None) if scale is None else ((scale,), (0,))
+    m.tensors[m.inputs[0]].scales = (1.0,)
+    return m.bytes()
+
+
+@pytest.mark.parametrize("model, message", [
+    (relu6_on_tiny_scale, "an activation's scale must be between 2^-24"),
+    (lambda: with_inputs(base_elementwise, [1_033_247]), "input tensor 1033247 does not exist"),
+    (lambda: with_inputs(base_pad_mean, [-1]), "op 1 (MEAN): has 3 inputs, expected 2"),
+    (transpose_with_2d_permutation, "permutation has shape [4, 1], expected one dimension"),
+    (lambda: fully_connected_with_bias_scale(None), "TFLM refuses such a layer"),
+])
+def test_files_tflm_refuses_or_crashes_on_are_refused(model, message, tmp_path, capsys):
     assert message in refuse_model(model(), tmp_path, capsys)
 
 

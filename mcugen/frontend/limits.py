@@ -20,6 +20,8 @@ import stat
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from .. import ir
 from ..errors import McugenError
 
@@ -37,9 +39,9 @@ MAX_SPATIAL = 1 << 14
 MAX_WINDOW_TAPS = 4096
 MAX_RANK = 8
 # Scales of activations: positive, and far from float32's ends, so that 6 / scale (the RELU6
-# bound), the ratios of scales TFLite's QuantizeMultiplier takes, and their float32 products
-# are all finite and normal.
-MIN_ACTIVATION_SCALE = 2.0 ** -64
+# bound, which TFLite converts to int32), the ratios of scales TFLite's QuantizeMultiplier
+# takes, and their float32 products are all finite and normal.
+MIN_ACTIVATION_SCALE = 2.0 ** -24  # TFLite casts 6 / scale to int32 (RELU6): UB past 2^31
 MAX_ACTIVATION_SCALE = 2.0 ** 64
 # Scales of weights may be 0 (a channel of zeros) but not negative, NaN or huge.
 MAX_WEIGHT_SCALE = 2.0 ** 64
@@ -139,6 +141,32 @@ def check_tensor(name: str, dtype: str, shape: tuple[int, ...],
                               f"not negative, and at most 2^64")
 
 
+# How many inputs each op takes in TFLM (an optional one given as -1 counts): an extra input
+# may change what TFLM computes (PAD's third is its pad value) or crash it, so none is ignored.
+OP_INPUTS = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3),
+             "PAD": (2, 2), "AVERAGE_POOL_2D": (1, 1), "MEAN": (2, 2), "RESHAPE": (1, 2),
+             "SOFTMAX": (1, 1), "ADD": (2, 2), "MUL": (2, 2), "HARD_SWISH": (1, 1),
+             "RELU": (1, 1), "RELU6": (1, 1), "TRANSPOSE": (2, 2)}
+
+
+def check_operands(where: str, kind: str, inputs: tuple[int, ...], outputs: tuple[int, ...],
+                   tensors: int) -> None:
+    """An op's tensor indices: each names a tensor of the subgraph (an input may be -1,
+    absent), and as many inputs as the op takes."""
+    for index in inputs:
+        if not -1 <= index < tensors:
+            raise McugenError(f"{where}: input tensor {index} does not exist (the model has "
+                              f"{tensors})")
+    for index in outputs:
+        if not 0 <= index < tensors:
+            raise McugenError(f"{where}: output tensor {index} does not exist (the model has "
+                              f"{tensors})")
+    low, high = OP_INPUTS.get(kind, (0, len(inputs)))
+    if not low <= len(inputs) <= high:
+        expected = f"{low}" if low == high else f"{low} to {high}"
+        raise McugenError(f"{where}: has {len(inputs)} inputs, expected {expected}")
+
+
 def check_graph(graph: ir.Graph) -> None:
     """The imported graph: activations' scales, who writes what, and window geometry."""
     _check_writers(graph)
@@ -155,6 +183,8 @@ def check_graph(graph: ir.Graph) -> None:
             _check_window(where, op.filter_size, op.stride, (1, 1), op.padding)
         elif isinstance(op, ir.Pad):
             _check_padding(where, op.padding)
+        elif isinstance(op, ir.FullyConnected):
+            _check_bias_scale(graph, op, where)
 
 
 def _activations(graph: ir.Graph) -> Iterable[str]:
@@ -193,7 +223,7 @@ def _check_activation(tensor: ir.Tensor) -> None:
     scale = tensor.scale
     if not (math.isfinite(scale) and MIN_ACTIVATION_SCALE <= scale <= MAX_ACTIVATION_SCALE):
         raise McugenError(f"tensor {tensor.name!r} has scale {scale}; an activation's scale "
-                          "must be between 2^-64 and 2^64")
+                          "must be between 2^-24 and 2^64")
 
 
 def _check_spatial(tensor: ir.Tensor, where: str) -> None:
@@ -223,3 +253,19 @@ def _check_padding(where: str, padding: ir.Padding) -> None:
     if max(sides) > MAX_SPATIAL:
         raise McugenError(f"{where}: padding {list(sides)} exceeds mcugen's {MAX_SPATIAL} a "
                           "side")
+
+
+def _check_bias_scale(graph: ir.Graph, op: ir.FullyConnected, where: str) -> None:
+    """TFLM's per-tensor FULLY_CONNECTED (GetQuantizedConvolutionMultipler) refuses a bias
+    whose scale is not the input's times the weights' (an unquantized bias counts as 0)."""
+    weights = graph.tensors[op.weights]
+    if op.bias is None or weights.q is None or weights.q.per_channel:
+        return
+    bias = graph.tensors[op.bias]
+    x, y = graph.tensors[op.input], graph.tensors[op.output]
+    product = float(np.float32(x.scale) * np.float32(weights.q.scale[0]))
+    bias_scale = bias.q.scale[0] if bias.q is not None else 0.0
+    if not abs(product - bias_scale) / y.scale <= 0.02:
+        raise McugenError(f"{where}: bias {bias.name!r} has scale {bias_scale:.6g}, not the "
+                          f"input's times the weights' ({product:.6g}); TFLM refuses such a "
+                          "layer")

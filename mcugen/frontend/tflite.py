@@ -352,6 +352,8 @@ class _OpReader:
         self.where = f"op {index} ({kind})"
         self.op = op
         self.inputs = op.scalars(_Operator.INPUTS, "i")
+        limits.check_operands(self.where, kind, self.inputs, op.scalars(_Operator.OUTPUTS, "i"),
+                              len(importer.flat_tensors))
 
     def error(self, message: str) -> McugenError:
         return McugenError(f"{self.where}: {message}")
@@ -648,7 +650,9 @@ def _relu6(op: _OpReader) -> ir.Relu:
 
 def _transpose(op: _OpReader) -> ir.Transpose:
     source = op.input()
-    perm = op.constant_ints(1, "permutation").ravel()
+    perm = op.constant_ints(1, "permutation")
+    if perm.ndim != 1:  # TFLite's TRANSPOSE refuses any other
+        raise op.error(f"permutation has shape {list(perm.shape)}, expected one dimension")
     rank = len(source.shape)
     perm = [int(axis) % rank if -rank <= axis < rank else int(axis) for axis in perm]
     if sorted(perm) != list(range(rank)):
