@@ -170,12 +170,20 @@ def fully_connected_with_bias_scale(scale: float | None) -> bytes:
     return m.bytes()
 
 
+def fully_connected_with_output_1_5_1() -> bytes:
+    """TFLM takes an output [1, 5, 1] as 5 rows of 1 unit, reading past the input."""
+    m = base_fully_connected(np.random.default_rng(0))
+    m.tensors[m.outputs[0]].shape = (1, 5, 1)
+    return m.bytes()
+
+
 @pytest.mark.parametrize("model, message", [
     (relu6_on_tiny_scale, "an activation's scale must be between 2^-24"),
     (lambda: with_inputs(base_elementwise, [1_033_247]), "input tensor 1033247 does not exist"),
     (lambda: with_inputs(base_pad_mean, [-1]), "op 1 (MEAN): has 3 inputs, expected 2"),
     (transpose_with_2d_permutation, "permutation has shape [4, 1], expected one dimension"),
     (lambda: fully_connected_with_bias_scale(None), "TFLM refuses such a layer"),
+    (fully_connected_with_output_1_5_1, "-> [1, 5, 1] do not agree"),
 ])
 def test_files_tflm_refuses_or_crashes_on_are_refused(model, message, tmp_path, capsys):
     assert message in refuse_model(model(), tmp_path, capsys)

@@ -584,7 +584,8 @@ def _fully_connected(op: _OpReader) -> ir.FullyConnected:
     units, depth = weights.shape
     output = op.output()
     # keep_num_dims only shapes the output tensor, which we take as the model gives it.
-    if source.size != depth or output.size != units:
+    # TFLM takes the output's last dimension as the units and the rest as the batch.
+    if source.size != depth or output.size != units or output.shape[-1:] != (units,):
         raise op.error(f"shapes {list(source.shape)} x {list(weights.shape)} -> "
                        f"{list(output.shape)} do not agree (batch 1)")
     bias = op.bias(2, channels=units)
