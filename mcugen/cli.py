@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.abandon()
         if os.environ.get("MCUGEN_DEBUG"):
             raise
-        print(f"mcugen: internal error: {type(error).__name__}: {error} "
+        print(f"mcugen: internal error: {type(error).__name__}: {one_line(str(error))} "
               f"(set MCUGEN_DEBUG=1 for a traceback, and please report it)", file=sys.stderr)
         return 2
 
