@@ -220,6 +220,8 @@ def _check_writers(graph: ir.Graph) -> None:
 
 
 def _check_activation(tensor: ir.Tensor) -> None:
+    if tensor.q is None:  # a float tensor (the import's own checks say where it may be)
+        return
     scale = tensor.scale
     if not (math.isfinite(scale) and MIN_ACTIVATION_SCALE <= scale <= MAX_ACTIVATION_SCALE):
         raise McugenError(f"tensor {tensor.name!r} has scale {scale}; an activation's scale "
