@@ -61,9 +61,10 @@ MAX_MOBILENET_CLASSIFIER_BYTES = 64 << 20
 
 
 def check_mobilenet_request(alpha: float, height: int, width: int, classes: int) -> None:
-    """Refuse a MobileNet too large to build, from upper estimates by its shapes (every
-    MobileNet's largest activation is at half the resolution, with at most 96 x alpha
-    channels; its classifier takes at most max(1280, 1280 x alpha) features)."""
+    """Refuse a MobileNet too large to build, from estimates by its shapes: the largest
+    activation is at half the resolution with about 96 x alpha channels (V2's first
+    expansion; V1 has 64 x alpha there, V3 64), the classifier takes at most
+    max(1280, 1280 x alpha) features (V1 1024 x alpha)."""
     activation = math.ceil(height / 2) * math.ceil(width / 2) * math.ceil(96 * alpha)
     if activation > MAX_MOBILENET_ACTIVATION_BYTES:
         raise McugenError(f"--res {height}x{width} with --alpha {alpha:g}: the largest "
