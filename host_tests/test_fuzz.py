@@ -23,11 +23,12 @@ import and compile level: one line or a compiled model, in bounded time.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -275,15 +276,10 @@ def generate(count: int, seed: int) -> list[Case]:
         changes = [_pick(rng, MUTATORS)(m, rng) for _ in range(int(rng.integers(1, 4)))]
         try:
             data = m.bytes()
-        except (struct_error(), OverflowError, ValueError):
+        except (struct.error, OverflowError, ValueError):
             continue  # a value the schema's field cannot hold: not a flatbuffer anyone can write
         cases.append(Case(f"{base}: {'; '.join(changes)}", base, data))
     return cases
-
-
-def struct_error():
-    import struct
-    return struct.error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,7 +409,6 @@ def judged(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("fuzz")
     verdicts, to_compile = [], []
     mutant_bases: set[str] = set()
-    start = time.monotonic()
     for case in generate(CASES, SEED):
         verdict, detail = judge_build(case, work)
         verdicts.append((case, verdict, detail))
@@ -427,7 +422,6 @@ def judged(tmp_path_factory) -> dict:
             folder = work / f"accepted{len(to_compile)}"
             detail.out_dir.rename(folder)
             to_compile.append((case, detail, folder))
-    build_seconds = time.monotonic() - start
     runs = []
     for index, (case, result, folder) in enumerate(to_compile):
         graph = result.compiled.graph
@@ -437,8 +431,7 @@ def judged(tmp_path_factory) -> dict:
         runs.append((case, inputs, run_sanitized(folder, "fz", graph.input.size,
                                                  graph.output.size, inputs, scratch)))
     oracles = oracle_outputs([(case.data, inputs) for case, inputs, _ in runs], work / "oracle")
-    return {"verdicts": verdicts, "runs": runs, "oracles": oracles,
-            "build_seconds": build_seconds}
+    return {"verdicts": verdicts, "runs": runs, "oracles": oracles}
 
 
 def test_every_hostile_file_is_refused_in_one_line_or_built(judged):
@@ -453,6 +446,21 @@ def test_every_hostile_file_is_refused_in_one_line_or_built(judged):
     sound = [v for v in verdicts if v[0].label.endswith("(sound)")]
     assert all(v[1] == "accepted" for v in sound), [(v[0].label, v[2]) for v in sound
                                                     if v[1] != "accepted"]
+
+
+def test_a_sample_of_refusals_is_one_line_and_exit_1_from_the_command_line(judged, tmp_path):
+    refused = [case for case, verdict, _ in judged["verdicts"] if verdict == "refused"]
+    for index, case in enumerate(refused[::len(refused) // 3][:3]):
+        model = tmp_path / f"refused{index}.tflite"
+        model.write_bytes(case.data)
+        result = subprocess.run([sys.executable, "-m", "mcugen", "build", "--model", str(model),
+                                 "--target", "host", "--out", str(tmp_path / "out")],
+                                capture_output=True, text=True, timeout=120, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert result.returncode == 1, (case.label, result.stderr)
+        assert result.stderr.startswith("mcugen: error: ") and \
+            result.stderr.count("\n") == 1, (case.label, result.stderr)
+        assert not (tmp_path / "out").exists()
 
 
 def test_accepted_files_compile_and_match_the_oracle_under_sanitizers(judged):

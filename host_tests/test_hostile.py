@@ -21,8 +21,8 @@ from mcugen import cli
 from mcugen.frontend.tflite import _unique_names, load_tflite
 from mcugen.planner import (Buffer, Overlap, _align, _conflicts, _overlap_rule, _place,
                             plan_memory)
-from tflite_writer import (SAME, VALID, ModelBuilder, base_elementwise, base_fully_connected,
-                           base_pad_mean, conv_model)
+from tflite_writer import (SAME, ModelBuilder, base_elementwise, base_fully_connected,
+                           base_mul, base_pad_mean, base_softmax, conv_model)
 
 
 def refusal(argv: list[str], capsys) -> str:
@@ -96,6 +96,21 @@ def test_a_graph_whose_output_is_its_input_is_refused(tmp_path, capsys):
     m = ModelBuilder()
     x = m.tensor((1, 4, 4, 3), name="x")
     assert "output 'x' is its input" in refuse_model(m.bytes([x], [x]), tmp_path, capsys)
+
+
+def test_a_graph_whose_output_is_a_constant_is_refused(tmp_path, capsys):
+    m = base_mul(np.random.default_rng(0))  # found by the fuzzer: the C left the output 0
+    m.outputs = [next(i for i, t in enumerate(m.tensors) if t.name == "mul/constant")]
+    line = refuse_model(m.bytes(), tmp_path, capsys)
+    assert "output 'mul/constant' is not written by any op" in line
+
+
+def softmax_over_another_shape() -> bytes:
+    """Found by the fuzzer: an input [1, 10, 1] is 10 softmaxes of one value for TFLM, but
+    the C took the output's [1, 10]."""
+    m = base_softmax(np.random.default_rng(0))
+    m.tensors[m.inputs[0]].shape = (1, 10, 1)
+    return m.bytes()
 
 
 def test_a_large_matching_depth_multiplier_is_compiled():
@@ -184,6 +199,7 @@ def fully_connected_with_output_1_5_1() -> bytes:
     (transpose_with_2d_permutation, "permutation has shape [4, 1], expected one dimension"),
     (lambda: fully_connected_with_bias_scale(None), "TFLM refuses such a layer"),
     (fully_connected_with_output_1_5_1, "-> [1, 5, 1] do not agree"),
+    (softmax_over_another_shape, "input [1, 10, 1] and output [1, 10] differ in shape"),
 ])
 def test_files_tflm_refuses_or_crashes_on_are_refused(model, message, tmp_path, capsys):
     assert message in refuse_model(model(), tmp_path, capsys)

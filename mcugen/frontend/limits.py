@@ -186,6 +186,11 @@ def check_graph(graph: ir.Graph) -> None:
             _check_padding(where, op.padding)
         elif isinstance(op, ir.FullyConnected):
             _check_bias_scale(graph, op, where)
+        elif isinstance(op, ir.Softmax):  # over the last axis: TFLM takes the input's
+            shapes = graph.tensors[op.input].shape, graph.tensors[op.output].shape
+            if shapes[0] != shapes[1]:
+                raise McugenError(f"{where}: input {list(shapes[0])} and output "
+                                  f"{list(shapes[1])} differ in shape")
 
 
 def _activations(graph: ir.Graph) -> Iterable[str]:
@@ -198,8 +203,8 @@ def _activations(graph: ir.Graph) -> Iterable[str]:
 
 def _check_writers(graph: ir.Graph) -> None:
     """Each op output is written once, by one op, and is neither the model's input nor a
-    constant; the model's output is computed (a graph whose output is its input computes
-    nothing, and TFLM leaves such an output unwritten)."""
+    constant; the model's output is written by an op (a graph whose output is its input, or a
+    constant, computes nothing, and the C would never write it)."""
     written: dict[str, int] = {}
     for index, op in enumerate(graph.ops):
         where = f"op {index} ({op.OP})"
@@ -218,6 +223,9 @@ def _check_writers(graph: ir.Graph) -> None:
         if name in graph.inputs:
             raise McugenError(f"the model's output {name!r} is its input: there is nothing to "
                               "compute")
+        if name not in written:
+            raise McugenError(f"the model's output {name!r} is not written by any op (a "
+                              "constant output would never be copied to the caller)")
 
 
 def _check_activation(tensor: ir.Tensor) -> None:
