@@ -333,6 +333,7 @@ ORACLE = r"""
 import os, sys
 import numpy as np
 folder, first = sys.argv[1], int(sys.argv[2])
+without_tflm = {int(i) for i in sys.argv[3].split(",") if i}  # TFLM crashed on these
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def tflm(model, inputs):
@@ -367,6 +368,8 @@ while os.path.exists(os.path.join(folder, f"{index}.tflite")):
     model = open(base + ".tflite", "rb").read()
     inputs = np.load(base + ".inputs.npy")
     try:
+        if index in without_tflm:
+            raise RuntimeError("TFLM crashed on this file")
         outputs, which = tflm(model, inputs), "TFLM"
     except Exception as error:
         try:
@@ -382,23 +385,30 @@ while os.path.exists(os.path.join(folder, f"{index}.tflite")):
 
 def oracle_outputs(models: list[tuple[bytes, np.ndarray]], folder: Path
                    ) -> list[tuple[str, np.ndarray | None]]:
-    """Each model's outputs from the oracle, run in subprocesses (a file may crash TFLM: the
-    next subprocess resumes after it)."""
+    """Each model's outputs from the oracle, run in subprocesses: a file may crash TFLM (a
+    depthwise convolution whose bias is given as -1 does), and is then run again on TFLite's
+    reference kernels alone."""
     folder.mkdir(parents=True, exist_ok=True)
     for index, (model, inputs) in enumerate(models):
         (folder / f"{index}.tflite").write_bytes(model)
         np.save(folder / f"{index}.inputs.npy", inputs)
     results: list[tuple[str, np.ndarray | None]] = []
+    crashed: list[int] = []
     while len(results) < len(models):
-        subprocess.run([sys.executable, "-c", ORACLE, str(folder), str(len(results))],
-                       capture_output=True, timeout=300, cwd=REPO)
+        subprocess.run([sys.executable, "-c", ORACLE, str(folder), str(len(results)),
+                        ",".join(map(str, crashed))], capture_output=True, timeout=300, cwd=REPO)
         while len(results) < len(models) and (folder / f"{len(results)}.oracle").exists():
             base = folder / str(len(results))
             outputs = base.with_suffix(".outputs.npy")
-            results.append((base.with_suffix(".oracle").read_text(),
-                            np.load(outputs) if outputs.exists() else None))
+            which = base.with_suffix(".oracle").read_text()
+            if len(results) in crashed:
+                which += " (TFLM crashed)"
+            results.append((which, np.load(outputs) if outputs.exists() else None))
         if len(results) < len(models) and not (folder / f"{len(results)}.oracle").exists():
-            results.append(("crashed", None))  # the oracle died on this one
+            if len(results) in crashed:  # the reference kernels crashed too
+                results.append(("crashed", None))
+            else:
+                crashed.append(len(results))
     return results
 
 

@@ -21,8 +21,9 @@ from mcugen import cli
 from mcugen.frontend.tflite import _unique_names, load_tflite
 from mcugen.planner import (Buffer, Overlap, _align, _conflicts, _overlap_rule, _place,
                             plan_memory)
-from tflite_writer import (SAME, ModelBuilder, base_elementwise, base_fully_connected,
-                           base_mul, base_pad_mean, base_softmax, conv_model)
+from tflite_writer import (SAME, ModelBuilder, base_depthwise, base_elementwise,
+                           base_fully_connected, base_mul, base_pad_mean, base_softmax,
+                           conv_model)
 
 
 def refusal(argv: list[str], capsys) -> str:
@@ -103,6 +104,25 @@ def test_a_graph_whose_output_is_a_constant_is_refused(tmp_path, capsys):
     m.outputs = [next(i for i, t in enumerate(m.tensors) if t.name == "mul/constant")]
     line = refuse_model(m.bytes(), tmp_path, capsys)
     assert "output 'mul/constant' is not written by any op" in line
+
+
+def relu_of_a_constant() -> bytes:
+    """Found by the fuzzer: an internal error (the constant has no place in the arena)."""
+    m = ModelBuilder()
+    x = m.tensor((1, 2, 2, 1), name="x")
+    y = m.tensor((1, 2, 2, 1), name="y")
+    m.op("RELU", [x], [y])
+    c = m.tensor((1, 2, 2, 1), name="c", data=np.arange(4))
+    z = m.tensor((1, 2, 2, 1), name="z")
+    m.op("RELU", [c], [z])
+    return m.bytes([x], [z])
+
+
+def depthwise_bias_absent() -> bytes:
+    """Found by the fuzzer: TFLM crashed, TFLite refuses it ("optional but was expected")."""
+    m = base_depthwise(np.random.default_rng(0))
+    m.ops[0].inputs = m.ops[0].inputs[:2] + (-1,)
+    return m.bytes()
 
 
 def softmax_over_another_shape() -> bytes:
@@ -200,6 +220,8 @@ def fully_connected_with_output_1_5_1() -> bytes:
     (lambda: fully_connected_with_bias_scale(None), "TFLM refuses such a layer"),
     (fully_connected_with_output_1_5_1, "-> [1, 5, 1] do not agree"),
     (softmax_over_another_shape, "input [1, 10, 1] and output [1, 10] differ in shape"),
+    (depthwise_bias_absent, "its bias is given as absent (-1)"),
+    (relu_of_a_constant, "op 1 (RELU) computes from the constant 'c' alone"),
 ])
 def test_files_tflm_refuses_or_crashes_on_are_refused(model, message, tmp_path, capsys):
     assert message in refuse_model(model(), tmp_path, capsys)

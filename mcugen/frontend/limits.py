@@ -162,6 +162,9 @@ def check_operands(where: str, kind: str, inputs: tuple[int, ...], outputs: tupl
         if not 0 <= index < tensors:
             raise McugenError(f"{where}: output tensor {index} does not exist (the model has "
                               f"{tensors})")
+    if kind == "DEPTHWISE_CONV_2D" and len(inputs) == 3 and inputs[2] == -1:
+        raise McugenError(f"{where}: its bias is given as absent (-1), which TFLite refuses "
+                          "and TFLM crashes on; leave the operand out instead")
     low, high = OP_INPUTS.get(kind, (0, len(inputs)))
     if not low <= len(inputs) <= high:
         expected = f"{low}" if low == high else f"{low} to {high}"
@@ -175,6 +178,9 @@ def check_graph(graph: ir.Graph) -> None:
         _check_activation(graph.tensors[name])
     for index, op in enumerate(graph.ops):
         where = f"op {index} ({op.OP})"
+        if graph.tensors[op.input].is_constant:  # the activation operand (ADD/MUL: either)
+            raise McugenError(f"{where} computes from the constant {op.input!r} alone (a "
+                              "converter folds such ops); mcugen compiles ops on activations")
         for name in ir.op_inputs(op) + ir.op_outputs(op):
             _check_spatial(graph.tensors[name], where)
         if isinstance(op, (ir.Conv2D, ir.DepthwiseConv2D)):
