@@ -45,9 +45,12 @@ from mcugen.frontend.tflite import load_tflite
 from mcugen.targets import load_target
 from tflite_writer import ACTIVATIONS, BASE_MODELS, OPTIONS, ModelBuilder
 
-SEED = 17
-CASES = 240  # hostile files from the generator
-MUTANTS_COMPILED = 8  # accepted hostile files compiled and run (besides the sound bases)
+# CI's run; a longer hunt: MCUGEN_FUZZ_CASES=1000 MCUGEN_FUZZ_SEED=7 MCUGEN_FUZZ_COMPILED=1000
+SEED = int(os.environ.get("MCUGEN_FUZZ_SEED", 17))
+CASES = int(os.environ.get("MCUGEN_FUZZ_CASES", 240))  # hostile files from the generator
+# Accepted hostile files compiled and run (besides the sound bases), each of another base
+# model unless there are more to compile than base models.
+MUTANTS_COMPILED = int(os.environ.get("MCUGEN_FUZZ_COMPILED", 8))
 MUTATIONS = 300  # byte mutations of person_detect
 SECONDS_PER_CASE = 20  # a build that takes longer has hung
 
@@ -418,17 +421,19 @@ def judged(tmp_path_factory) -> dict:
     compiled and run, with the oracle's outputs for them."""
     work = tmp_path_factory.mktemp("fuzz")
     verdicts, to_compile = [], []
-    mutant_bases: set[str] = set()
+    mutants: list[str] = []  # the base model of each accepted mutant compiled
     for case in generate(CASES, SEED):
         verdict, detail = judge_build(case, work)
         verdicts.append((case, verdict, detail))
         if verdict != "accepted":
             continue
         sound = case.label.endswith("(sound)")
-        # Every sound base, and the first accepted mutant of as many bases as the cap allows.
-        if sound or (len(mutant_bases) < MUTANTS_COMPILED and case.base not in mutant_bases):
+        # Every sound base, and accepted mutants up to the cap (of distinct bases, unless the
+        # cap is larger than their number).
+        fresh = case.base not in mutants or MUTANTS_COMPILED > len(BASE_MODELS)
+        if sound or (len(mutants) < MUTANTS_COMPILED and fresh):
             if not sound:
-                mutant_bases.add(case.base)
+                mutants.append(case.base)
             folder = work / f"accepted{len(to_compile)}"
             detail.out_dir.rename(folder)
             to_compile.append((case, detail, folder))
