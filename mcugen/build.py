@@ -16,6 +16,7 @@ from .codegen import SOURCE_TEMPLATES, check_model_name, check_section_name
 from .errors import McugenError
 from .kernels import KERNEL_SETS
 from .measure import MeasuredSizes, measure
+from .frontend.limits import check_mobilenet_request, check_path_components
 from .frontend.tflite import load_tflite, read_model_file
 from .output import check_output_folder, write_output_folder
 from .resources import find_cmsis_nn
@@ -81,6 +82,10 @@ class BuildOptions:
                 raise McugenError(f"--channels {self.channels}: use 1 (grayscale) or 3 (RGB)")
             if self.classes < 1:
                 raise McugenError(f"--classes {self.classes}: need at least 1 class")
+            if not 0 <= self.seed < 1 << 32:
+                raise McugenError(f"--seed {self.seed}: use 0 to {(1 << 32) - 1}")
+            check_mobilenet_request(self.alpha, self.height, self.width, self.classes)
+        check_path_components(self.out_dir)
         check_output_folder(self.out_dir, self.force, output_names(self.name))
 
 

@@ -13,6 +13,7 @@ Start with `mcugen build --help`.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -161,7 +162,7 @@ def parse_bytes(text: str | None) -> int | None:
         value = float(number) * scale
     except ValueError:
         raise McugenError(f"--max-ram {text!r}: give bytes, e.g. 20000, 20K or 1.5M") from None
-    if value < 1 or value != value:
+    if not math.isfinite(value) or value < 1:
         raise McugenError(f"--max-ram {text!r}: give a positive size, e.g. 20K")
     return int(value)
 
@@ -385,6 +386,12 @@ def _kib(size: int) -> str:
     return f"{size / 1024:,.0f} KB" if size < 1 << 30 else "-"
 
 
+def one_line(message: str) -> str:
+    """An error message as one line: a name from a model file or a path may hold a newline or
+    another control character, which is written as an escape."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 BUILD_EXAMPLES = """examples:
   mcugen build --model person_detect.tflite --target cortex-m4
       compile a .tflite for a Cortex-M4, into build/person_detect
@@ -557,7 +564,13 @@ def _main(argv: list[str] | None, interruptions: Interruptions) -> int:
         return 141  # 128 + SIGPIPE, what a shell reports for a program a closed pipe ended
     except McugenError as error:
         progress.abandon()
-        print(f"mcugen: error: {error}", file=sys.stderr)
+        print(f"mcugen: error: {one_line(str(error))}", file=sys.stderr)
+        return 1
+    except OSError as error:  # the system refused a file operation: the user's environment
+        progress.abandon()
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"mcugen: error: {one_line(where + (error.strerror or str(error)))}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM: what was begun is undone
         progress.abandon()
@@ -568,7 +581,7 @@ def _main(argv: list[str] | None, interruptions: Interruptions) -> int:
         progress.abandon()
         if os.environ.get("MCUGEN_DEBUG"):
             raise
-        print(f"mcugen: internal error: {type(error).__name__}: {error} "
+        print(f"mcugen: internal error: {type(error).__name__}: {one_line(str(error))} "
               f"(set MCUGEN_DEBUG=1 for a traceback, and please report it)", file=sys.stderr)
         return 2
 

@@ -35,11 +35,34 @@ float for goto if inline int long register restrict return short signed sizeof s
 switch typedef union unsigned void volatile while _Bool _Complex _Imaginary main""".split())
 
 
+# Headers a firmware (or the generated C) includes with <...>: a model named after one would
+# shadow it, since a build puts the model's folder on the include path (-I). Compared without
+# case, for case-insensitive file systems.
+SHADOWED_HEADERS = frozenset("""assert complex ctype errno fenv float inttypes iso646 limits locale
+math setjmp signal stdalign stdarg stdatomic stdbit stdbool stdckdint stddef stdint stdio stdlib
+stdnoreturn string tgmath threads time uchar wchar wctype arm_acle arm_mve arm_math
+arm_nnfunctions arm_nnsupportfunctions arm_nn_types arm_nn_math_types cmsis_compiler""".split())
+# C11 and C23 keywords beyond C99's (a C++ or C23 build of the headers must still parse).
+C_LATER_KEYWORDS = frozenset("""_Alignas _Alignof _Atomic _Generic _Noreturn _Static_assert
+_Thread_local alignas alignof bool constexpr false nullptr static_assert thread_local true
+typeof typeof_unqual""".split())
+MAX_NAME_LENGTH = 64
+
+
 def check_model_name(name: str) -> None:
-    """The name prefixes every C symbol: it must be a C identifier and not a reserved word."""
+    """The name prefixes every C symbol and names the files: it must be a C identifier, not a
+    keyword, not reserved (a leading underscore is the implementation's at file scope), not a
+    standard header's name, and short enough for any file system and compiler."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in C_KEYWORDS \
-            or keyword.iskeyword(name) or name.startswith("__"):
-        raise McugenError(f"--name {name!r} is not usable as a C identifier prefix")
+            or name in C_LATER_KEYWORDS or keyword.iskeyword(name) or name.startswith("_"):
+        raise McugenError(f"--name {name!r} is not usable as a C identifier prefix (letters, "
+                          "digits and _, not starting with a digit or _, not a keyword)")
+    if name.lower() in SHADOWED_HEADERS:
+        raise McugenError(f"--name {name!r} would make {name}.h, which shadows the standard "
+                          f"header <{name.lower()}.h>; choose another name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise McugenError(f"--name is {len(name)} characters long; use at most "
+                          f"{MAX_NAME_LENGTH}")
 
 
 @dataclass(frozen=True)

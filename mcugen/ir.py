@@ -15,6 +15,7 @@ Conventions (the same as TFLite, so that nothing is translated twice):
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar, Union
@@ -59,7 +60,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # exact: NumPy's int64 product wraps on hostile shapes
 
     @property
     def nbytes(self) -> int:
@@ -449,6 +450,11 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     return total // 2, total - total // 2
 
 
+# TFLite's MultiplyByQuantizedMultiplier shifts the accumulator left by a positive shift in
+# int32 (x * (1 << shift)): beyond 30 that is undefined behaviour, in TFLM as in C.
+MAX_LEFT_SHIFT = 30
+
+
 def verify(graph: Graph) -> None:
     """Check the IR's invariants; raise McugenError naming the first op that breaks one."""
     defined = set(graph.inputs) | {n for n, t in graph.tensors.items() if t.is_constant}
@@ -466,6 +472,11 @@ def verify(graph: Graph) -> None:
         act_max = getattr(op, "act_max", None)
         if act_min is not None and not -128 <= act_min <= act_max <= 127:
             raise McugenError(f"{where}: bad activation range [{act_min}, {act_max}]")
+        requant = getattr(op, "requant", None)
+        if requant is not None and max(requant.shift) > MAX_LEFT_SHIFT:
+            raise McugenError(f"{where}: its scales give a multiplier of about "
+                              f"2^{max(requant.shift)}, beyond TFLite's fixed point (at most "
+                              f"2^{MAX_LEFT_SHIFT}); check the model's scales")
         _verify_shapes(graph, op, where)
     for name in graph.outputs:
         if name not in defined:

@@ -97,7 +97,8 @@ def plan_memory(buffers: list[Buffer], search: bool = True) -> Plan:
     if any(b.fill_in for b in buffers):
         orders += [[i for i in order if not buffers[i].fill_in]
                    + [i for i in by_size if buffers[i].fill_in] for order in orders]
-    plans = [(_place(buffers, order), order) for order in orders]
+    rules = _overlap_rules(buffers)
+    plans = [(_place(buffers, order, rules), order) for order in orders]
     plan, order = min(plans, key=lambda entry: entry[0].arena_size)
     return _improved(buffers, plan, order) if search else plan
 
@@ -114,46 +115,115 @@ def _improved(buffers: list[Buffer], plan: Plan, order: list[int]) -> Plan:
     if len(buffers) < 2:
         return plan
     rng = random.Random(SEARCH_SEED)
+    rules = _overlap_rules(buffers)
     best, best_order = plan, list(order)
-    for _ in range(SEARCH_SWAPS):
+    for _ in range(_search_swaps(len(buffers))):
         candidate = list(best_order)
         i, j = rng.randrange(len(candidate)), rng.randrange(len(candidate))
         candidate[i], candidate[j] = candidate[j], candidate[i]
-        trial = _place(buffers, candidate)
+        trial = _place(buffers, candidate, rules)
         if trial.arena_size <= best.arena_size:
             best, best_order = trial, candidate
     return best
 
 
-def _place(buffers: list[Buffer], order: list[int]) -> Plan:
-    placed: list[tuple[Buffer, int]] = []
+# Each swap re-places every buffer: past this many buffer placements in all, a huge graph
+# (thousands of layers) gets fewer swaps, so that planning stays near-linear. Models up to
+# SEARCH_BUDGET / SEARCH_SWAPS = 2,000 buffers get all of them.
+SEARCH_BUDGET = 400_000
+
+
+def _search_swaps(count: int) -> int:
+    return min(SEARCH_SWAPS, SEARCH_BUDGET // count)
+
+
+def _place(buffers: list[Buffer], order: list[int],
+           rules: dict[tuple[int, int], int] | None = None) -> Plan:
+    """First fit in ``order``. Only buffers whose lifetimes meet the one being placed can
+    conflict with it, so only they are looked at: the lowest free offset is 0 or just past
+    one of them (the end of its bytes, or the distance it allows), and the others' ends
+    would add candidates that are never lower. Placed buffers are found through the steps
+    they are alive at, which keeps a long chain linear rather than quadratic."""
+    rules = _overlap_rules(buffers) if rules is None else rules
+    alive: dict[int, list[int]] = {}
     offsets: dict[str, int] = {}
+    placed_offset: dict[int, int] = {}
     for i in order:
         buffer = buffers[i]
-        offset = _first_fit(buffer, placed)
-        placed.append((buffer, offset))
+        meeting = _meeting(alive, buffer)
+        offset = _first_fit(i, buffers, meeting, placed_offset, rules)
+        placed_offset[i] = offset
         offsets[buffer.id] = offset
+        for step in range(buffer.first, buffer.last + 1):
+            alive.setdefault(step, []).append(i)
     arena = max((offsets[b.id] + b.size for b in buffers), default=0)
     return Plan(offsets=offsets, arena_size=_align(arena))
 
 
-def _first_fit(buffer: Buffer, placed: list[tuple[Buffer, int]]) -> int:
+def _meeting(alive: dict[int, list[int]], buffer: Buffer) -> list[int]:
+    """The placed buffers alive at some step of ``buffer``'s lifetime, each once, in the
+    order they were placed."""
+    found: dict[int, None] = {}
+    for step in range(buffer.first, buffer.last + 1):
+        for j in alive.get(step, ()):
+            found[j] = None
+    return sorted(found)
+
+
+def _overlap_rules(buffers: list[Buffer]) -> dict[tuple[int, int], int]:
+    """(writer, reader) index -> distance, the first Overlap a writer lists for a reader."""
+    index = {b.id: i for i, b in enumerate(buffers)}
+    rules: dict[tuple[int, int], int] = {}
+    for i, b in enumerate(buffers):
+        for overlap in b.overlaps:
+            j = index.get(overlap.other)
+            if j is not None:
+                rules.setdefault((i, j), overlap.distance)
+    return rules
+
+
+def _rule(rules: dict[tuple[int, int], int], a: int, b: int) -> tuple[int, int] | None:
+    """As _overlap_rule, by index: (writer, distance) if one may be written over the other."""
+    if (a, b) in rules:
+        return a, rules[(a, b)]
+    if (b, a) in rules:
+        return b, rules[(b, a)]
+    return None
+
+
+def _first_fit(i: int, buffers: list[Buffer], meeting: list[int], placed: dict[int, int],
+               rules: dict[tuple[int, int], int]) -> int:
+    buffer = buffers[i]
     candidates = {0}
-    for other, offset in placed:
-        candidates.add(_align(offset + other.size))
-        rule = _overlap_rule(buffer, other)
+    for j in meeting:
+        offset = placed[j]
+        candidates.add(_align(offset + buffers[j].size))
+        rule = _rule(rules, i, j)
         if rule is not None:
             # Just far enough below the buffer it overwrites (rounded down), or far enough
             # above the buffer that overwrites it (rounded up).
             writer, distance = rule
-            if writer == buffer.id and offset >= distance:
+            if writer == i and offset >= distance:
                 candidates.add((offset - distance) // ALIGNMENT * ALIGNMENT)
-            elif writer != buffer.id:
+            elif writer != i:
                 candidates.add(_align(offset + distance))
     for candidate in sorted(candidates):
-        if not any(_conflicts(buffer, candidate, other, offset) for other, offset in placed):
+        if not any(_collide(i, candidate, j, placed[j], buffers, rules) for j in meeting):
             return candidate
     raise AssertionError("unreachable: the end of the last buffer always fits")
+
+
+def _collide(i: int, i_offset: int, j: int, j_offset: int, buffers: list[Buffer],
+             rules: dict[tuple[int, int], int]) -> bool:
+    """_conflicts for two buffers whose lifetimes meet, by index."""
+    if i_offset + buffers[i].size <= j_offset or j_offset + buffers[j].size <= i_offset:
+        return False
+    rule = _rule(rules, i, j)
+    if rule is None:
+        return True
+    writer, distance = rule
+    writer_offset, reader_offset = (i_offset, j_offset) if writer == i else (j_offset, i_offset)
+    return reader_offset - writer_offset < distance
 
 
 def find_overlap_violations(buffers: list[Buffer], plan: Plan) -> list[tuple[str, str]]:
@@ -254,17 +324,17 @@ def format_plan(buffers: list[Buffer], plan: Plan, width: int = 64) -> str:
         return "(empty arena)"
     scale = plan.arena_size / width
     labels = {b.id: buffer_label(i) for i, b in enumerate(buffers)}
-    steps = range(min(b.first for b in buffers), max(b.last for b in buffers) + 1)
-    rows = []
-    for step in steps:
-        row = ["."] * width
-        for b in buffers:
-            if b.first <= step <= b.last:
-                label = labels[b.id]
-                start = int(plan.offsets[b.id] / scale)
-                end = max(start + len(label), int((plan.offsets[b.id] + b.size) / scale))
-                for x in range(start, min(end, width)):
-                    row[x] = label[(x - start) % len(label)] if row[x] == "." else "*"
-        rows.append(f"{step:4d} |{''.join(row)}|")
+    first = min(b.first for b in buffers)
+    steps = range(first, max(b.last for b in buffers) + 1)
+    grid = [["."] * width for _ in steps]
+    for b in buffers:  # each buffer marks its own rows: linear in the lifetimes, not steps x buffers
+        label = labels[b.id]
+        start = int(plan.offsets[b.id] / scale)
+        end = max(start + len(label), int((plan.offsets[b.id] + b.size) / scale))
+        for step in range(b.first, b.last + 1):
+            row = grid[step - first]
+            for x in range(start, min(end, width)):
+                row[x] = label[(x - start) % len(label)] if row[x] == "." else "*"
+    rows = [f"{step:4d} |{''.join(row)}|" for step, row in zip(steps, grid)]
     legend = [f"  {labels[b.id]} = {b.id} ({b.size} B at {plan.offsets[b.id]})" for b in buffers]
     return "\n".join(rows + legend)

@@ -140,7 +140,10 @@ def _segment_steps(graph: Graph, layers: tuple[Layer, ...], begin: int, end: int
     producer = {layers[i].op.output: i for i in range(begin, end)}
     later_reads = {name for layer in layers[end:]
                    for name in activation_inputs(layer.op, graph)}
-    bands = {name for name in producer if name not in later_reads and name != graph.output}
+    # In layer order (a dict, not a set): the band buffers' order reaches the schedule, the
+    # C and report.json, which must not change with PYTHONHASHSEED.
+    bands = dict.fromkeys(name for name in producer
+                          if name not in later_reads and name != graph.output)
     order = _Order(graph, layers, producer, band_rows, {name: 0 for name in producer}, [])
     last_output = layers[end - 1].op.output
     for row in range(1, graph.tensor(last_output).shape[1] + 1):
@@ -151,7 +154,7 @@ def _segment_steps(graph: Graph, layers: tuple[Layer, ...], begin: int, end: int
 
 
 def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, int, int]],
-                bands: set[str]) -> tuple[list[Step], dict[str, int]]:
+                bands: dict[str, None]) -> tuple[list[Step], dict[str, int]]:
     """The banded steps with their origins and shifts, and each band buffer's rows: as many
     as a step's new rows plus the rows that steps after it still read."""
     reads: dict[str, list[tuple[int, int]]] = {name: [] for name in bands}  # (position, first)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import ir
 from ..errors import McugenError
-from . import constant_folding
+from . import constant_folding, limits
 from .flatbuffer import FlatbufferError, Table, root_table
 
 FILE_IDENTIFIER = b"TFL3"
@@ -65,7 +65,8 @@ class _Conv2DOptions:
 
 class _DepthwiseConv2DOptions:
     TYPE = 2
-    PADDING, STRIDE_W, STRIDE_H, ACTIVATION, DILATION_W, DILATION_H = 0, 1, 2, 4, 5, 6
+    PADDING, STRIDE_W, STRIDE_H, DEPTH_MULTIPLIER, ACTIVATION, DILATION_W, DILATION_H = (
+        0, 1, 2, 3, 4, 5, 6)
 
 
 class _Pool2DOptions:
@@ -148,7 +149,7 @@ def read_model_file(path: str | Path) -> bytes:
     """The bytes of a model file, or McugenError saying why it cannot be read."""
     path = Path(path)
     try:
-        return path.read_bytes()
+        return limits.read_bounded(path)
     except FileNotFoundError:
         raise McugenError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -165,6 +166,7 @@ def load_tflite(data: bytes, name: str) -> ir.Graph:
         graph = _Importer(root_table(data, FILE_IDENTIFIER), name).graph()
     except FlatbufferError as error:
         raise McugenError(f"not a TFLite model (or a truncated or damaged one): {error}") from None
+    limits.check_graph(graph)
     ir.verify(graph)
     return graph
 
@@ -334,6 +336,7 @@ class _Importer:
         if flat.has(_Tensor.SPARSITY):
             raise McugenError(f"tensor {name!r} is sparse; mcugen needs dense tensors")
         q = _qparams(flat.table(_Tensor.QUANTIZATION), shape, name)
+        limits.check_tensor(name, dtype, shape, q)
         data = self._constant_data(flat.scalar(_Tensor.BUFFER, "I", 0), name, dtype, shape)
         tensor = ir.Tensor(name, shape, dtype, q, data)
         if dtype == "uint8" and index not in self.endpoints:
@@ -424,7 +427,7 @@ def _op_code_name(code: Table) -> str:
     builtin = max(code.scalar(_OperatorCode.DEPRECATED_BUILTIN_CODE, "b", 0),
                   code.scalar(_OperatorCode.BUILTIN_CODE, "i", 0))
     if builtin == _CUSTOM_OP:
-        return f"CUSTOM:{code.string(_OperatorCode.CUSTOM_CODE) or '?'}"
+        return f"CUSTOM:{limits.printable(code.string(_OperatorCode.CUSTOM_CODE) or '?')}"
     return _BUILTIN_OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 
@@ -433,12 +436,16 @@ def _unique_names(raw: list[str | None]) -> list[str]:
     kept; repeats (after the first) and missing names get a suffix no other tensor uses."""
     taken = {name for name in raw if name}
     seen: set[str] = set()
+    # The suffix each base tries next: the names taken only grow, so a repeat never finds a
+    # free suffix below the last one its base got (without this, n repeats take n^2 steps).
+    next_suffix: dict[str, int] = {}
     result = []
     for index, name in enumerate(raw):
         base = name or f"tensor_{index}"
-        unique, counter = base, 1
+        unique, counter = base, next_suffix.get(base, 1)
         while unique in seen or (unique != name and unique in taken):
             unique, counter = f"{base}_{counter}", counter + 1
+        next_suffix[base] = counter
         seen.add(unique)
         taken.add(unique)
         result.append(unique)
@@ -495,6 +502,8 @@ class _OpReader:
         self.where = f"op {index} ({kind})"
         self.op = op
         self.inputs = op.scalars(_Operator.INPUTS, "i")
+        limits.check_operands(self.where, kind, self.inputs, op.scalars(_Operator.OUTPUTS, "i"),
+                              len(importer.flat_tensors))
 
     def error(self, message: str) -> McugenError:
         return McugenError(f"{self.where}: {message}")
@@ -688,7 +697,13 @@ def _depthwise_conv_2d(op: _OpReader) -> ir.DepthwiseConv2D:
     stride, dilation = _window(op, options, _DepthwiseConv2DOptions, dilated=True)
     padding = op.padding(options, _DepthwiseConv2DOptions.PADDING, source.shape[1:3],
                          filter_.shape[1:3], stride, dilation)
-    # The options' depth_multiplier is redundant (newer converters leave it 0): use the shapes.
+    # TFLM loops over the options' depth_multiplier as it is, without checking it against the
+    # shapes (0 writes nothing, more reads past the filter): refuse a model where they differ.
+    multiplier = options.scalar(_DepthwiseConv2DOptions.DEPTH_MULTIPLIER, "i", 0)
+    if multiplier != out_channels // in_channels:
+        raise op.error(f"depth_multiplier {multiplier} in its options disagrees with its shapes "
+                       f"({in_channels} -> {out_channels} channels); TFLM would compute "
+                       "garbage")
     return ir.DepthwiseConv2D(
         input=source.name, filter=filter_.name, bias=bias.name if bias else None,
         output=op.output(rank=4).name, stride=stride, dilation=dilation, padding=padding,
@@ -760,7 +775,8 @@ def _fully_connected(op: _OpReader) -> ir.FullyConnected:
     units, depth = weights.shape
     output = op.output()
     # keep_num_dims only shapes the output tensor, which we take as the model gives it.
-    if source.size != depth or output.size != units:
+    # TFLM takes the output's last dimension as the units and the rest as the batch.
+    if source.size != depth or output.size != units or output.shape[-1:] != (units,):
         raise op.error(f"shapes {list(source.shape)} x {list(weights.shape)} -> "
                        f"{list(output.shape)} do not agree (batch 1)")
     bias = op.bias(2, channels=units)
@@ -844,7 +860,9 @@ def _relu6(op: _OpReader) -> ir.Relu:
 
 def _transpose(op: _OpReader) -> ir.Transpose:
     source = op.input()
-    perm = op.constant_ints(1, "permutation").ravel()
+    perm = op.constant_ints(1, "permutation")
+    if perm.ndim != 1:  # TFLite's TRANSPOSE refuses any other
+        raise op.error(f"permutation has shape {list(perm.shape)}, expected one dimension")
     rank = len(source.shape)
     perm = [int(axis) % rank if -rank <= axis < rank else int(axis) for axis in perm]
     if sorted(perm) != list(range(rank)):

@@ -16,8 +16,8 @@
  * DEQUANTIZE does;
  * model_argmax(q) returns the index of the largest output (the first one on a tie).
  */
-#ifndef MODEL_H
-#define MODEL_H
+#ifndef MCUGEN_model_H
+#define MCUGEN_model_H
 
 #include <stdint.h>
 
@@ -46,4 +46,4 @@ int model_argmax(const model_output_t *q);
 }
 #endif
 
-#endif /* MODEL_H */
+#endif /* MCUGEN_model_H */

@@ -24,11 +24,15 @@
 static int8_t arena[36896] PERSON_DETECT_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
- * stop inlining them in large models otherwise). */
+ * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
+ * Both are marked unused because a model calls only some of them (clang's -Wunused-function
+ * warns about an unused static inline function in a .c file; gcc does not). */
 #if defined(__GNUC__)
-#define MCUGEN_ALWAYS_INLINE static inline __attribute__((always_inline))
+#define MCUGEN_ALWAYS_INLINE static inline __attribute__((always_inline, unused))
+#define MCUGEN_HELPER static inline __attribute__((unused))
 #else
 #define MCUGEN_ALWAYS_INLINE static inline
+#define MCUGEN_HELPER static inline
 #endif
 
 /* Each layer stays a function of its own, called with constant arguments: inlined into
@@ -42,7 +46,7 @@ static int8_t arena[36896] PERSON_DETECT_ARENA_ALIGN;
 
 /* TFLite's integer requantization, with its default double rounding (as TFLM and CMSIS-NN). */
 
-static inline int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b)
+MCUGEN_HELPER int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b)
 {
     /* round(a * b / 2^31), half away from zero; the one overflowing case saturates.
      * gemmlowp writes (a * b + nudge) / 2^31 with a truncating division and a nudge of 2^30
@@ -55,7 +59,7 @@ static inline int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b
     return (int32_t)((product + ((int64_t)1 << 30)) >> 31);
 }
 
-static inline int32_t rounding_divide_by_power_of_two(int32_t x, int32_t exponent)
+MCUGEN_HELPER int32_t rounding_divide_by_power_of_two(int32_t x, int32_t exponent)
 {
     /* x / 2^exponent, rounded half away from zero. */
     const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
@@ -64,7 +68,7 @@ static inline int32_t rounding_divide_by_power_of_two(int32_t x, int32_t exponen
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
-static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
+MCUGEN_HELPER int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
 {
     /* TFLite's MultiplyByQuantizedMultiplier: shift > 0 shifts left before the multiply. */
     const int32_t left = shift > 0 ? shift : 0;
@@ -74,7 +78,7 @@ static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
         saturating_rounding_doubling_high_mul(shifted, multiplier), right);
 }
 
-static inline int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t shift)
+MCUGEN_HELPER int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t shift)
 {
     /* requantize() for shift <= 0 and a multiplier in [0, 2^31) (QuantizeMultiplier's range):
      * no left shift, and the high multiply cannot saturate. The same integers, fewer steps. */
@@ -84,7 +88,7 @@ static inline int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t 
 
 /* One rounding, half up, as TensorFlow Lite's uint8 FULLY_CONNECTED (kernels/lowering
  * REQUANTIZE_SINGLE): floor((acc * m + 2^(30 - shift)) / 2^(31 - shift)), shift <= 30. */
-static inline int32_t requantize_single(int32_t acc, int32_t multiplier, int32_t shift)
+MCUGEN_HELPER int32_t requantize_single(int32_t acc, int32_t multiplier, int32_t shift)
 {
     const int32_t total = 31 - shift;
     const int64_t product = (int64_t)acc * (int64_t)multiplier + ((int64_t)1 << (total - 1));
@@ -92,17 +96,17 @@ static inline int32_t requantize_single(int32_t acc, int32_t multiplier, int32_t
 }
 
 /* The ends of an activation's range, where it is narrower than int8. */
-static inline int32_t at_least(int32_t value, int32_t low)
+MCUGEN_HELPER int32_t at_least(int32_t value, int32_t low)
 {
     return value < low ? low : value;
 }
 
-static inline int32_t at_most(int32_t value, int32_t high)
+MCUGEN_HELPER int32_t at_most(int32_t value, int32_t high)
 {
     return value > high ? high : value;
 }
 
-static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
+MCUGEN_HELPER int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
 {
     value = value < low ? low : value;
     value = value > high ? high : value;
@@ -120,14 +124,14 @@ static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
 #endif
 #include <arm_acle.h>
 
-static inline int32_t load_s8x4(const int8_t *p)
+MCUGEN_HELPER int32_t load_s8x4(const int8_t *p)
 {
     int32_t word;
     memcpy(&word, p, 4); /* one unaligned-capable LDR */
     return word;
 }
 
-static inline int32_t odd_bytes(int32_t word)
+MCUGEN_HELPER int32_t odd_bytes(int32_t word)
 {
     const uint32_t bits = (uint32_t)word;
     return (int32_t)((bits >> 8) | (bits << 24)); /* rotate: folds into SXTB16's ROR #8 */
@@ -146,7 +150,7 @@ MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
  * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
  * the window), or `outside` for a tap off the image; the input buffer holds rows from
  * input_row0 on. Returns how many taps are inside. */
-static inline int32_t window_taps(const int8_t **taps, const int8_t *input,
+MCUGEN_HELPER int32_t window_taps(const int8_t **taps, const int8_t *input,
                                   const int8_t *outside, int32_t y0, int32_t x0, int32_t k_h,
                                   int32_t k_w, int32_t dil_h, int32_t dil_w, int32_t in_h,
                                   int32_t in_w, int32_t in_c,
@@ -382,7 +386,7 @@ MCUGEN_ALWAYS_INLINE void dw_mac4_one_dsp(int32_t acc[4], int32_t x, const int8_
  * channels c..c+3 (c < blocked) and each tap t, two words of int16 lanes, 2 * (w[c], w[c+2])
  * and 2 * (w[c+1], w[c+3]). Each tap then takes one LDRD instead of a load and two SXTB16,
  * and the accumulators come out doubled. */
-static inline void dw_extend_weights(pw_lanes *packed, const int8_t *filter, int32_t taps,
+MCUGEN_HELPER void dw_extend_weights(pw_lanes *packed, const int8_t *filter, int32_t taps,
                                      int32_t channels, int32_t blocked)
 {
     for (int32_t c = 0; c < blocked; c += 4) {

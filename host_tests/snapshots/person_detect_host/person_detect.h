@@ -16,8 +16,8 @@
  * DEQUANTIZE does;
  * person_detect_argmax(q) returns the index of the largest output (the first one on a tie).
  */
-#ifndef PERSON_DETECT_H
-#define PERSON_DETECT_H
+#ifndef MCUGEN_person_detect_H
+#define MCUGEN_person_detect_H
 
 #include <stdint.h>
 
@@ -46,4 +46,4 @@ int person_detect_argmax(const person_detect_output_t *q);
 }
 #endif
 
-#endif /* PERSON_DETECT_H */
+#endif /* MCUGEN_person_detect_H */

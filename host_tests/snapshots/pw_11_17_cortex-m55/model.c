@@ -23,11 +23,15 @@
 /* No intermediate activation: the model needs no arena. */
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
- * stop inlining them in large models otherwise). */
+ * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
+ * Both are marked unused because a model calls only some of them (clang's -Wunused-function
+ * warns about an unused static inline function in a .c file; gcc does not). */
 #if defined(__GNUC__)
-#define MCUGEN_ALWAYS_INLINE static inline __attribute__((always_inline))
+#define MCUGEN_ALWAYS_INLINE static inline __attribute__((always_inline, unused))
+#define MCUGEN_HELPER static inline __attribute__((unused))
 #else
 #define MCUGEN_ALWAYS_INLINE static inline
+#define MCUGEN_HELPER static inline
 #endif
 
 /* Each layer stays a function of its own, called with constant arguments: inlined into
@@ -41,7 +45,7 @@
 
 /* TFLite's integer requantization, with its default double rounding (as TFLM and CMSIS-NN). */
 
-static inline int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b)
+MCUGEN_HELPER int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b)
 {
     /* round(a * b / 2^31), half away from zero; the one overflowing case saturates.
      * gemmlowp writes (a * b + nudge) / 2^31 with a truncating division and a nudge of 2^30
@@ -54,7 +58,7 @@ static inline int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b
     return (int32_t)((product + ((int64_t)1 << 30)) >> 31);
 }
 
-static inline int32_t rounding_divide_by_power_of_two(int32_t x, int32_t exponent)
+MCUGEN_HELPER int32_t rounding_divide_by_power_of_two(int32_t x, int32_t exponent)
 {
     /* x / 2^exponent, rounded half away from zero. */
     const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
@@ -63,7 +67,7 @@ static inline int32_t rounding_divide_by_power_of_two(int32_t x, int32_t exponen
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
-static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
+MCUGEN_HELPER int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
 {
     /* TFLite's MultiplyByQuantizedMultiplier: shift > 0 shifts left before the multiply. */
     const int32_t left = shift > 0 ? shift : 0;
@@ -73,7 +77,7 @@ static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
         saturating_rounding_doubling_high_mul(shifted, multiplier), right);
 }
 
-static inline int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t shift)
+MCUGEN_HELPER int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t shift)
 {
     /* requantize() for shift <= 0 and a multiplier in [0, 2^31) (QuantizeMultiplier's range):
      * no left shift, and the high multiply cannot saturate. The same integers, fewer steps. */
@@ -83,7 +87,7 @@ static inline int32_t requantize_right(int32_t acc, int32_t multiplier, int32_t 
 
 /* One rounding, half up, as TensorFlow Lite's uint8 FULLY_CONNECTED (kernels/lowering
  * REQUANTIZE_SINGLE): floor((acc * m + 2^(30 - shift)) / 2^(31 - shift)), shift <= 30. */
-static inline int32_t requantize_single(int32_t acc, int32_t multiplier, int32_t shift)
+MCUGEN_HELPER int32_t requantize_single(int32_t acc, int32_t multiplier, int32_t shift)
 {
     const int32_t total = 31 - shift;
     const int64_t product = (int64_t)acc * (int64_t)multiplier + ((int64_t)1 << (total - 1));
@@ -91,17 +95,17 @@ static inline int32_t requantize_single(int32_t acc, int32_t multiplier, int32_t
 }
 
 /* The ends of an activation's range, where it is narrower than int8. */
-static inline int32_t at_least(int32_t value, int32_t low)
+MCUGEN_HELPER int32_t at_least(int32_t value, int32_t low)
 {
     return value < low ? low : value;
 }
 
-static inline int32_t at_most(int32_t value, int32_t high)
+MCUGEN_HELPER int32_t at_most(int32_t value, int32_t high)
 {
     return value > high ? high : value;
 }
 
-static inline int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
+MCUGEN_HELPER int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
 {
     value = value < low ? low : value;
     value = value > high ? high : value;
