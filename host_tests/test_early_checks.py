@@ -21,7 +21,8 @@ import pytest
 
 from conftest import PERSON_DETECT, mobilenet_tflite
 from mcugen import cache, estimate
-from mcugen.build import BuildOptions, check_after_import, check_before_converting
+from mcugen.build import (REMOVABLE_BEFORE_CONVERSION, BuildOptions, check_after_import,
+                          check_before_converting)
 from mcugen.compile import compile_graph, prepare
 from mcugen.errors import McugenError
 from mcugen.frontend.tflite import load_tflite
@@ -202,14 +203,29 @@ def test_flash_no_target_holds_is_refused_before_tensorflow(tmp_path):
 
 
 def test_a_ram_budget_below_the_bound_is_refused_before_tensorflow(tmp_path):
+    """Before conversion, by more than what dead-channel removal might take (a margin)."""
     bound = estimate.arena_lower_bound(estimate.keras_shapes("v2", 0.35, 96, 96, 3, 2))
+    budget = int(bound * (1 - REMOVABLE_BEFORE_CONVERSION)) - 1
     status, stderr, imported, seconds = mcugen_watched(
         "build", "--arch", "v2", "--alpha", "0.35", "--res", "96", "--max-ram",
-        str(bound - 1), "--target", "cortex-m7", "--out", "out", cwd=tmp_path)
+        str(budget), "--target", "cortex-m7", "--out", "out", cwd=tmp_path)
     error = one_error_line(stderr)
     assert status == 1 and not imported and seconds < 1.0, (imported, seconds)
-    assert f"no schedule fits an arena of {bound - 1:,} B: the smallest reachable is " \
+    assert f"no schedule fits an arena of {budget:,} B: the smallest reachable is " \
            f"{bound:,} B or more" in error and "--max-ram" in error
+
+
+def test_within_the_margin_the_exact_check_after_conversion_decides(tmp_path):
+    """Just below the bound: not refused before conversion, refused after import (where the
+    graph is the one mcugen compiles), by the same bound, before compiling."""
+    params = KERAS_CASES["v2_a0.35_96x96x3"]
+    bound = estimate.arena_lower_bound(shapes_from_keras_rules(params))
+    options = BuildOptions(arch="v2", alpha=0.35, max_ram=bound - 1, target="cortex-m7")
+    check_before_converting(options)
+    with pytest.raises(McugenError, match=f"smallest reachable is {bound:,} B or more"):
+        check_after_import(converted_graph("v2_a0.35_96x96x3"), options)
+    with pytest.raises(McugenError, match="smallest reachable"):
+        check_before_converting(dataclasses.replace(options, kernels="cmsis-nn"))
 
 
 def test_an_arena_no_ram_holds_is_refused_before_tensorflow(tmp_path):
