@@ -196,7 +196,7 @@ def test_flash_no_target_holds_is_refused_before_tensorflow(tmp_path):
         "build", "--alpha", "1.0", "--res", "224", "--target", "cortex-m7", "--out", "out",
         cwd=tmp_path)
     error = one_error_line(stderr)
-    assert status == 1 and not imported and seconds < 1.0, (imported, seconds)
+    assert status == 1 and not imported and seconds < 2.0, (imported, seconds)
     assert f"at least {expected:,} bytes of flash" in error and "1,048,576" in error
     assert "--no-memory-check" in error
     assert not (tmp_path / "out").exists()
@@ -210,7 +210,7 @@ def test_a_ram_budget_below_the_bound_is_refused_before_tensorflow(tmp_path):
         "build", "--arch", "v2", "--alpha", "0.35", "--res", "96", "--max-ram",
         str(budget), "--target", "cortex-m7", "--out", "out", cwd=tmp_path)
     error = one_error_line(stderr)
-    assert status == 1 and not imported and seconds < 1.0, (imported, seconds)
+    assert status == 1 and not imported and seconds < 2.0, (imported, seconds)
     assert f"no schedule fits an arena of {budget:,} B: the smallest reachable is " \
            f"{bound:,} B or more" in error and "--max-ram" in error
 
@@ -234,7 +234,7 @@ def test_an_arena_no_ram_holds_is_refused_before_tensorflow(tmp_path):
         "build", "--alpha", "0.25", "--res", "1024", "--target", "cortex-m4", "--out", "out",
         cwd=tmp_path)
     error = one_error_line(stderr)
-    assert status == 1 and not imported and seconds < 1.0, (imported, seconds)
+    assert status == 1 and not imported and seconds < 2.0, (imported, seconds)
     assert "arena of at least 262,144 bytes" in error and "196,608" in error
     assert "--no-memory-check" in error
 
