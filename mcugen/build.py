@@ -173,7 +173,7 @@ def convert_mobilenet(options: BuildOptions, progress: Progress) -> bytes:
 # refusal to be certain. A freshly calibrated MobileNet has few constant channels (its batch
 # norms are re-estimated on the calibration images) and mcugen removed none in any tested
 # configuration; a refusal within this margin waits for the exact check after conversion.
-REMOVABLE_BEFORE_CONVERSION = 1 / 16
+REMOVABLE_BEFORE_CONVERSION = 1 / 64
 
 
 def check_before_converting(options: BuildOptions) -> None:
@@ -221,7 +221,7 @@ def check_shapes(shapes: estimate.Shapes, options: BuildOptions, target: Target,
     if options.max_ram is not None and over(arena, options.max_ram):
         raise McugenError(
             f"no schedule fits an arena of {options.max_ram:,} B: the smallest reachable is "
-            f"{arena:,} B or more (the tensors one layer needs at once); raise --max-ram")
+            f"{arena:,} B or more (the tensors that must be held at once); raise --max-ram")
     ram = sum(r.bytes for r in target.arena_regions) if options.ram_regions \
         else target.ram_bytes
     if options.memory_check and over(arena, ram):
@@ -230,8 +230,8 @@ def check_shapes(shapes: estimate.Shapes, options: BuildOptions, target: Target,
                  else f"{target.name} has {ram:,} bytes of RAM")
         raise McugenError(
             f"the model needs an arena of at least {arena:,} bytes whatever the schedule (the "
-            f"tensors one layer needs at once) but {where}; use a smaller resolution, another "
-            f"target, or --no-memory-check")
+            f"tensors that must be held at once) but {where}; use a smaller resolution, "
+            f"another target, or --no-memory-check")
 
 
 def build(options: BuildOptions, progress: Progress = lambda message: None) -> BuildResult:

@@ -12,8 +12,10 @@ bias, as the report's "weights" counts them. For the MobileNets mcugen builds (w
 models); the constant tables in flash (multipliers, shifts, kernel layouts) only add to it.
 
 Arena: at each layer, the tensors that must be in the arena at once, in the cheapest way any
-schedule could hold them (see `arena_lower_bound`). It is a lower bound, not the arena mcugen
-reaches: mcugen refuses early only when even this bound does not fit.
+schedule could hold them (see `arena_lower_bound`); where the layers that may run in row bands
+form a chain (MobileNet V1), the least over every way of cutting them into row-band segments.
+It is a lower bound, not the arena mcugen reaches: mcugen refuses early only when even this
+bound does not fit.
 """
 
 from __future__ import annotations
@@ -88,26 +90,114 @@ class Shapes:
 # The arena's lower bound
 
 
-def arena_lower_bound(shapes: Shapes) -> int:
+def arena_lower_bound(shapes: Shapes, band_rows: tuple[int, ...] | None = None) -> int:
     """No schedule's arena is smaller: the largest, over the layers, of the bytes that must be
     in the arena while the layer runs, in the cheapest way a schedule could hold them.
 
     A layer that runs whole (layer by layer, or outside every row-band segment) has whole
     inputs and output, and so has every tensor made before it and read after it; those are
     separate buffers, except that the output may be written over the inputs read for the last
-    time. A layer in a segment (possible only for the ops in BANDABLE_OPS) needs, apart from
-    each other (a banded layer's operands never overlap), at least the rows one output row of
-    it reads of each input, and of its output at least one row, or the rows one output row of
-    a reader reads; its whole output when a reader cannot run in bands. Scratch buffers and
-    alignment only add to this."""
+    time. Only the layers before the first that cannot run in bands may be in a segment
+    (row_bands.longest_prefix). A layer in a segment needs, apart from each other (a banded
+    layer's operands never overlap), at least the rows one output row of it reads of each
+    input, and of its output at least one row, or the rows one output row of a reader reads;
+    its whole output when it ends the segment. Where those layers form a chain, the bound
+    follows the segments (`_chain_bound`). Scratch buffers and alignment only add to this.
+
+    band_rows: the band heights schedules may use (row_bands.BAND_ROWS by default)."""
+    if band_rows is None:
+        from .row_bands import BAND_ROWS as band_rows
     last_read = _last_reads(shapes)
-    bound = 0
-    for index, layer in enumerate(shapes.layers):
-        needed = _whole_layer_bytes(shapes, index, last_read)
-        if _may_run_in_bands(shapes, index):
-            needed = min(needed, _banded_layer_bytes(shapes, index))
-        bound = max(bound, needed)
-    return bound
+    limit = _bandable_prefix(shapes)
+    whole = [_whole_layer_bytes(shapes, index, last_read)
+             for index in range(len(shapes.layers))]
+    after = max(whole[limit:], default=0)
+    if _is_chain(shapes, limit):
+        before = min(_chain_bound(shapes, limit, whole, rows) for rows in band_rows)
+    else:
+        before = max((min(whole[index], _banded_layer_bytes(shapes, index))
+                      for index in range(limit)), default=0)
+    return max(before, after)
+
+
+def _bandable_prefix(shapes: Shapes) -> int:
+    """How many layers from the first may run in row bands (at least as many as
+    row_bands.longest_prefix finds: the op kinds alone decide here)."""
+    for index in range(len(shapes.layers)):
+        if not _may_run_in_bands(shapes, index) or index in shapes.outputs:
+            return index
+    return len(shapes.layers)
+
+
+def _is_chain(shapes: Shapes, limit: int) -> bool:
+    """Layers [0, limit) each read the one before (the first the model's input), each read by
+    the next alone, and each reads every row of its input when it makes all of its own (so
+    that a layer not finished has reads to come)."""
+    readers: dict[int, int] = {}
+    for layer in shapes.layers:
+        for tensor in layer.inputs:
+            readers[tensor] = readers.get(tensor, 0) + 1
+    for index in range(limit):
+        layer = shapes.layers[index]
+        if layer.inputs != (index - 1,) or (index + 1 < limit and readers.get(index) != 1):
+            return False
+        if _last_row_read(shapes, index, layer.shape[1]) != shapes.shape(index - 1)[1]:
+            return False
+    return True
+
+
+def _chain_bound(shapes: Shapes, limit: int, whole: list[int], rows: int) -> int:
+    """The least, over every way of running layers [0, limit) (a chain) layer by layer or in
+    segments of bands of `rows` rows, of the most bytes live at once (min-max over the
+    segmentations, by dynamic programming on where segments end)."""
+    best = [0] * (limit + 1)
+    inside = [[0] * limit for _ in range(limit)]  # [begin][layer]: layer inside the segment
+    ending = [[0] * limit for _ in range(limit)]  # [begin][layer]: layer ends the segment
+    for begin in range(limit):
+        for layer in range(begin, limit):
+            inside[begin][layer], ending[begin][layer] = _segment_step_bytes(
+                shapes, begin, layer, rows)
+    for end in range(1, limit + 1):
+        choices = [max(best[end - 1], whole[end - 1])]  # layer end-1 outside every segment
+        for begin in range(end):
+            before_last = max(inside[begin][begin:end - 1], default=0)
+            choices.append(max(best[begin], before_last, ending[begin][end - 1]))
+        best[end] = min(choices)
+    return best[limit]
+
+
+def _segment_step_bytes(shapes: Shapes, begin: int, layer: int, rows: int) -> tuple[int, int]:
+    """The bytes live when `layer` computes its first band, in a segment of a chain that
+    begins at layer `begin`, when the layer is inside the segment and when it ends it: its
+    output (a band inside, whole at the end), and going up the chain each tensor whose reader
+    is not finished yet (it reads again later), a band inside the segment, the segment's input
+    whole. Row bands compute rows lazily (row_bands._Order.ensure): before a layer's first
+    band, the layer before it has computed the rows that band reads, rounded up to whole
+    bands, and so on up the chain."""
+    total = 0
+    computed = min(rows, shapes.layers[layer].shape[1])  # rows of `layer`'s output at the step
+    for tensor in range(layer - 1, begin - 2, -1):
+        reader = tensor + 1
+        if reader != layer and computed >= shapes.layers[reader].shape[1]:
+            break  # its reader is finished: this tensor and those above it are dead
+        total += shapes.in_arena(tensor) if tensor == begin - 1 else \
+            min(shapes.in_arena(tensor),
+                _rows_read(shapes, reader, tensor) * _row_bytes(shapes.shape(tensor)))
+        needed = _last_row_read(shapes, reader, computed)
+        computed = min(shapes.shape(tensor)[1], -(-needed // rows) * rows)
+    return total + _least_output_bytes(shapes, layer), total + shapes.in_arena(layer)
+
+
+def _last_row_read(shapes: Shapes, reader: int, output_rows: int) -> int:
+    """How many rows of its input the layer has read once it has made output_rows rows."""
+    layer = shapes.layers[reader]
+    height = shapes.shape(layer.inputs[0])[1]
+    if layer.window is None:
+        return min(output_rows, height)
+    window = layer.window
+    last = (output_rows - 1) * window.stride - window.pad_top + \
+        (window.kernel - 1) * window.dilation + 1
+    return min(max(last, 0), height)
 
 
 def _last_reads(shapes: Shapes) -> dict[int, int]:
@@ -127,9 +217,12 @@ def _whole_layer_bytes(shapes: Shapes, index: int, last_read: dict[int, int]) ->
 
 
 def _may_run_in_bands(shapes: Shapes, index: int) -> bool:
+    """As row_bands.can_band says, from the op kind and shapes (any kernel variant)."""
     layer = shapes.layers[index]
     operands = [shapes.shape(t) for t in layer.inputs] + [layer.shape]
-    return layer.op in BANDABLE_OPS and all(len(shape) == 4 for shape in operands)
+    if layer.op not in BANDABLE_OPS or any(len(shape) != 4 for shape in operands):
+        return False
+    return layer.window is not None or all(shape == layer.shape for shape in operands)
 
 
 def _banded_layer_bytes(shapes: Shapes, index: int) -> int:
