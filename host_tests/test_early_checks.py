@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,16 @@ def test_the_input_and_output_are_not_in_the_arena_but_a_whole_tensor_is():
     assert estimate.arena_lower_bound(shapes) >= 3 * 3 * 256
     assert shapes.in_arena(estimate.MODEL_INPUT) == 0
     assert shapes.in_arena(len(shapes.layers) - 1) == 0
+
+
+def test_the_bound_stays_fast_on_a_long_chain():
+    """A hostile file's 10,000 layers: the per-layer bound, in one sweep (no quadratic pass)."""
+    layers = tuple(estimate.Layer("CONV_2D", (i - 1,), (1, 8, 8, 16), 0, estimate.Window(3, 1, 1))
+                   for i in range(10_000))
+    shapes = estimate.Shapes((1, 8, 8, 16), layers, frozenset({len(layers) - 1}))
+    start = time.monotonic()
+    assert estimate.arena_lower_bound(shapes) == 8 * 8 * 16
+    assert time.monotonic() - start < 2.0
 
 
 def test_a_window_reads_its_rows_cut_at_the_edges():

@@ -23,8 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 MODEL_INPUT = -1  # the producer index of the model's input (the caller's buffer)
+# The segment-following bound costs the cube of the chain's length: longer chains (not a
+# MobileNet's 27 layers, or a hostile file's thousands) get the per-layer bound.
+MAX_CHAIN_SEGMENTED = 64
 
 # The ops whose kernels may run on a band of rows (row_bands.BANDED_OPS, by IR name). A layer
 # of another kind always works on whole tensors.
@@ -79,6 +83,15 @@ class Shapes:
     def shape(self, tensor: int) -> tuple[int, ...]:
         return self.input_shape if tensor == MODEL_INPUT else self.layers[tensor].shape
 
+    @cached_property
+    def readers(self) -> dict[int, tuple[int, ...]]:
+        """Tensor -> the layers that read it."""
+        found: dict[int, list[int]] = {}
+        for index, layer in enumerate(self.layers):
+            for tensor in dict.fromkeys(layer.inputs):
+                found.setdefault(tensor, []).append(index)
+        return {tensor: tuple(layers) for tensor, layers in found.items()}
+
     def in_arena(self, tensor: int) -> int:
         """The tensor's bytes in the arena: 0 for the model's input and outputs."""
         if tensor == MODEL_INPUT or tensor in self.outputs:
@@ -109,8 +122,7 @@ def arena_lower_bound(shapes: Shapes, band_rows: tuple[int, ...] | None = None) 
         from .row_bands import BAND_ROWS as band_rows
     last_read = _last_reads(shapes)
     limit = _bandable_prefix(shapes)
-    whole = [_whole_layer_bytes(shapes, index, last_read)
-             for index in range(len(shapes.layers))]
+    whole = _whole_layers_bytes(shapes, last_read)
     after = max(whole[limit:], default=0)
     if _is_chain(shapes, limit):
         before = min(_chain_bound(shapes, limit, whole, rows) for rows in band_rows)
@@ -133,13 +145,12 @@ def _is_chain(shapes: Shapes, limit: int) -> bool:
     """Layers [0, limit) each read the one before (the first the model's input), each read by
     the next alone, and each reads every row of its input when it makes all of its own (so
     that a layer not finished has reads to come)."""
-    readers: dict[int, int] = {}
-    for layer in shapes.layers:
-        for tensor in layer.inputs:
-            readers[tensor] = readers.get(tensor, 0) + 1
+    if limit > MAX_CHAIN_SEGMENTED:
+        return False
     for index in range(limit):
         layer = shapes.layers[index]
-        if layer.inputs != (index - 1,) or (index + 1 < limit and readers.get(index) != 1):
+        if layer.inputs != (index - 1,) or \
+                (index + 1 < limit and shapes.readers.get(index) != (index + 1,)):
             return False
         if _last_row_read(shapes, index, layer.shape[1]) != shapes.shape(index - 1)[1]:
             return False
@@ -208,12 +219,23 @@ def _last_reads(shapes: Shapes) -> dict[int, int]:
     return last
 
 
-def _whole_layer_bytes(shapes: Shapes, index: int, last_read: dict[int, int]) -> int:
-    inputs = set(shapes.layers[index].inputs)
-    read_last_here = sum(shapes.in_arena(t) for t in inputs if last_read[t] == index)
-    passing = sum(shapes.in_arena(t) for t in range(MODEL_INPUT, index)
-                  if last_read.get(t, -1) > index)
-    return passing + max(shapes.in_arena(index), read_last_here)
+def _whole_layers_bytes(shapes: Shapes, last_read: dict[int, int]) -> list[int]:
+    """Per layer, the bytes it needs when it runs whole: the tensors passing it (made before,
+    read after: summed in one sweep), and the larger of its output and the inputs it reads
+    for the last time."""
+    count = len(shapes.layers)
+    starts = [0] * (count + 2)  # a tensor passes the layers strictly between maker and reader
+    for tensor, last in last_read.items():
+        if last > tensor + 1:
+            starts[tensor + 2] += shapes.in_arena(tensor)
+            starts[last + 1] -= shapes.in_arena(tensor)
+    needed, passing = [], 0
+    for index, layer in enumerate(shapes.layers):
+        passing += starts[index + 1]
+        read_last_here = sum(shapes.in_arena(t) for t in set(layer.inputs)
+                             if last_read[t] == index)
+        needed.append(passing + max(shapes.in_arena(index), read_last_here))
+    return needed
 
 
 def _may_run_in_bands(shapes: Shapes, index: int) -> bool:
@@ -237,7 +259,7 @@ def _banded_layer_bytes(shapes: Shapes, index: int) -> int:
 def _least_output_bytes(shapes: Shapes, index: int) -> int:
     if shapes.in_arena(index) == 0:
         return 0
-    readers = [i for i, layer in enumerate(shapes.layers) if index in layer.inputs]
+    readers = shapes.readers.get(index, ())
     if any(not _may_run_in_bands(shapes, reader) for reader in readers):
         return shapes.in_arena(index)
     rows = max([1] + [_rows_read(shapes, reader, index) for reader in readers])
@@ -274,6 +296,8 @@ def graph_shapes(graph) -> Shapes:
                             op.dilation[0])
         elif isinstance(op, Pad):
             window = Window(1, 1, op.padding.top)
+        if window is not None and min(window.kernel, window.stride, window.dilation) < 1:
+            window = None  # a file no kernel runs (refused later): read as row for row
         layers.append(Layer(
             op=op.OP, shape=tuple(graph.tensor(op.output).shape), window=window,
             inputs=tuple(producer[n] for n in op_inputs(op)
