@@ -23,7 +23,7 @@ import pytest
 from conftest import PERSON_DETECT, mobilenet_tflite
 from mcugen import cache, estimate
 from mcugen.build import (REMOVABLE_BEFORE_CONVERSION, BuildOptions, check_after_import,
-                          check_before_converting)
+                          check_before_converting, check_shapes)
 from mcugen.compile import compile_graph, prepare
 from mcugen.errors import McugenError
 from mcugen.frontend.tflite import load_tflite
@@ -281,6 +281,26 @@ def test_no_memory_check_and_trained_weights_skip_the_flash_refusal(tmp_path):
     with pytest.raises(McugenError, match="flash"):
         check_before_converting(BuildOptions(**big, weights=tmp_path / "w.h5",
                                              kernels="cmsis-nn"))
+
+
+def test_the_arena_is_checked_against_the_largest_region_or_all_of_them():
+    """A part's arena is one array in its largest RAM region; with --ram-regions it may use
+    them all (STM32H743: 512 KB of AXI SRAM, about 1 MB in all); a core has no regions to
+    split over, which compiling explains."""
+    feature_map = estimate.Layer("CONV_2D", (estimate.MODEL_INPUT,), (1, 100, 100, 60), 0,
+                                 estimate.Window(1, 1, 0))
+    shapes = estimate.Shapes((1, 100, 100, 3), (feature_map, estimate.Layer(
+        "MEAN", (0,), (1, 60))), frozenset({1}))
+    assert estimate.arena_lower_bound(shapes) == 600_000
+    part = load_target("stm32h743zi")
+    assert part.ram_bytes < 600_000 <= sum(r.bytes for r in part.arena_regions)
+    with pytest.raises(McugenError, match="largest RAM region"):
+        check_shapes(shapes, BuildOptions(target=part.name), part)
+    check_shapes(shapes, BuildOptions(target=part.name, ram_regions=True), part)
+    core = load_target("cortex-m0plus")
+    check_shapes(shapes, BuildOptions(target=core.name, ram_regions=True), core)
+    with pytest.raises(McugenError, match="cortex-m0plus has"):
+        check_shapes(shapes, BuildOptions(target=core.name), core)
 
 
 def test_a_tflite_too_big_is_refused_right_after_import(tmp_path):

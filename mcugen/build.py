@@ -222,6 +222,8 @@ def check_shapes(shapes: estimate.Shapes, options: BuildOptions, target: Target,
         raise McugenError(
             f"no schedule fits an arena of {options.max_ram:,} B: the smallest reachable is "
             f"{arena:,} B or more (the tensors that must be held at once); raise --max-ram")
+    if options.ram_regions and len(target.arena_regions) < 2:
+        return  # compiling says that --ram-regions needs a part with several
     ram = sum(r.bytes for r in target.arena_regions) if options.ram_regions \
         else target.ram_bytes
     if options.memory_check and over(arena, ram):
