@@ -449,6 +449,8 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache.cache_dir() == tmp_path / "home" / ".cache" / "mcugen" / "converted"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # as the XDG spec says
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "mcugen" / "converted"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache.cache_dir() == tmp_path / "xdg" / "mcugen" / "converted"
     monkeypatch.setenv("MCUGEN_CACHE_DIR", str(tmp_path / "mine"))

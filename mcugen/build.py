@@ -194,7 +194,6 @@ def check_after_import(graph, options: BuildOptions) -> None:
     fast passes only); removal can only shrink a model, so when that graph would be refused
     for mcugen's kernels, the refusal stands only if the graph after removal (slower: seconds
     on a large model, spent only here) is refused too."""
-
     target = load_target(options.target)
     try:
         check_shapes(estimate.graph_shapes(prepare(graph, "cmsis-nn")), options, target)

@@ -48,7 +48,12 @@ def cache_dir() -> Path:
     override = os.environ.get("MCUGEN_CACHE_DIR")
     if override:
         return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):  # the XDG spec ignores a relative path
+        try:
+            base = Path.home() / ".cache"
+        except (RuntimeError, KeyError):  # no home folder at all (a bare container)
+            base = Path(tempfile.gettempdir()) / f"mcugen-{getattr(os, 'getuid', lambda: 0)()}"
     return Path(base) / "mcugen" / "converted"
 
 

@@ -305,7 +305,8 @@ def graph_shapes(graph) -> Shapes:
             weight_bytes=sum(t.nbytes for t in constants)))
         producer[op.output] = index
     outputs = frozenset(producer[n] for n in graph.outputs if producer.get(n, MODEL_INPUT) >= 0)
-    return Shapes(tuple(graph.tensor(graph.inputs[0]).shape), tuple(layers), outputs)
+    input_shape = tuple(graph.tensor(graph.inputs[0]).shape) if graph.inputs else ()
+    return Shapes(input_shape, tuple(layers), outputs)
 
 
 # ---------------------------------------------------------------------------------------------
