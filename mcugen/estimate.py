@@ -15,7 +15,9 @@ Arena: at each layer, the tensors that must be in the arena at once, in the chea
 schedule could hold them (see `arena_lower_bound`); where the layers that may run in row bands
 form a chain (MobileNet V1), the least over every way of cutting them into row-band segments.
 It is a lower bound, not the arena mcugen reaches: mcugen refuses early only when even this
-bound does not fit.
+bound does not fit. It rests on how schedule.py and row_bands.py hold tensors (which ops run
+in bands, a banded layer's operands never overlapping, rows computed lazily, the band heights
+tried); host_tests/test_early_checks.py compares it with the arenas the search reaches.
 """
 
 from __future__ import annotations
@@ -23,16 +25,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 MODEL_INPUT = -1  # the producer index of the model's input (the caller's buffer)
 # The segment-following bound costs the cube of the chain's length: longer chains (not a
 # MobileNet's 27 layers, or a hostile file's thousands) get the per-layer bound.
 MAX_CHAIN_SEGMENTED = 64
 
-# The ops whose kernels may run on a band of rows (row_bands.BANDED_OPS, by IR name). A layer
-# of another kind always works on whole tensors.
-BANDABLE_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "LOOKUP"})
+
+
+@cache
+def bandable_ops() -> frozenset[str]:
+    """The ops whose kernels may run on a band of rows, by IR name: row_bands' own list, so
+    that the bound follows it (a layer of another kind always works on whole tensors)."""
+    from .row_bands import BANDED_OPS
+
+    return frozenset(op.OP for op in BANDED_OPS)
 
 
 @dataclass(frozen=True)
@@ -242,7 +250,7 @@ def _may_run_in_bands(shapes: Shapes, index: int) -> bool:
     """As row_bands.can_band says, from the op kind and shapes (any kernel variant)."""
     layer = shapes.layers[index]
     operands = [shapes.shape(t) for t in layer.inputs] + [layer.shape]
-    if layer.op not in BANDABLE_OPS or any(len(shape) != 4 for shape in operands):
+    if layer.op not in bandable_ops() or any(len(shape) != 4 for shape in operands):
         return False
     return layer.window is not None or all(shape == layer.shape for shape in operands)
 
