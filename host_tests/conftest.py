@@ -33,6 +33,20 @@ def _cache_key(params: dict) -> str:
 _session_models: dict[tuple, bytes] = {}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_conversion_cache(tmp_path_factory):
+    """mcugen's own cache of converted models (mcugen/cache.py) starts empty in each test
+    session and is not the user's: the tests that watch TensorFlow convert see it convert,
+    and the commands they run inherit this environment."""
+    saved = os.environ.get("MCUGEN_CACHE_DIR")
+    os.environ["MCUGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("conversion-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("MCUGEN_CACHE_DIR", None)
+    else:
+        os.environ["MCUGEN_CACHE_DIR"] = saved
+
+
 def mobilenet_tflite(**params) -> bytes:
     """An int8 MobileNet .tflite from mcugen's Keras front end, converted once per key."""
     key = tuple(sorted(params.items()))

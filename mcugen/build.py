@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .compile import CompiledModel, compile_graph
+from . import cache, estimate
+from .compile import CompiledModel, compile_graph, prepare
 from .codegen import SOURCE_TEMPLATES, check_model_name, check_section_name
 from .errors import McugenError
 from .kernels import KERNEL_SETS
@@ -20,7 +21,7 @@ from .frontend.limits import check_mobilenet_request, check_path_components
 from .frontend.tflite import load_tflite, read_model_file
 from .output import check_output_folder, write_output_folder
 from .resources import find_cmsis_nn
-from .targets import load_target
+from .targets import Target, load_target
 
 Progress = Callable[[str], None]
 
@@ -139,29 +140,113 @@ class BuildResult:
 
 
 def model_bytes_and_source(options: BuildOptions, progress: Progress) -> tuple[bytes, str]:
-    """The int8 .tflite to compile, and a one-line description of where it came from."""
+    """The int8 .tflite to compile, and a one-line description of where it came from. A
+    MobileNet converted before with the same options is taken from the cache (cache.py)."""
     if options.model is not None:
         data = read_model_file(options.model)
         digest = hashlib.sha256(data).hexdigest()[:16]
         return data, f"{options.model.name} (sha256 {digest}...)"
+    source = (f"MobileNet {options.arch} alpha={options.alpha:g} "
+              f"{options.height}x{options.width}x{options.channels}, {options.classes} classes, "
+              f"seed {options.seed}" + (f", {options.io} I/O" if options.io != "int8" else ""))
+    if options.calibration is not None or options.weights is not None:
+        source += " (user calibration/weights)"
+    key = cache.conversion_key(options)
+    data = cache.load(key)
+    if data is not None:
+        progress(f"building MobileNet {options.arch} α={options.alpha:g} "
+                 f"{options.height}×{options.width}×{options.channels} (cached)")
+        return data, source
+    data = convert_mobilenet(options, progress)
+    cache.store(key, data)
+    return data, source
+
+
+def convert_mobilenet(options: BuildOptions, progress: Progress) -> bytes:
+    """Build the Keras MobileNet the options describe and convert it (TensorFlow: slow)."""
     from .frontend.keras import build_mobilenet_tflite, load_calibration
 
     calibration = None
     if options.calibration is not None:
         calibration = load_calibration(options.calibration, options.height, options.width,
                                        options.channels, verbose=options.verbose)
-    data = build_mobilenet_tflite(
+    return build_mobilenet_tflite(
         arch=options.arch, alpha=options.alpha, height=options.height, width=options.width,
         channels=options.channels, classes=options.classes, seed=options.seed,
         calibration=calibration,
         weights=str(options.weights) if options.weights is not None else None,
         progress=progress, verbose=options.verbose, io_type=options.io)
-    source = (f"MobileNet {options.arch} alpha={options.alpha:g} "
-              f"{options.height}x{options.width}x{options.channels}, {options.classes} classes, "
-              f"seed {options.seed}" + (f", {options.io} I/O" if options.io != "int8" else ""))
-    if options.calibration is not None or options.weights is not None:
-        source += " (user calibration/weights)"
-    return data, source
+
+
+
+# --- what can be refused before the slow work ------------------------------------------------
+
+
+# Before conversion, how much of a model dead-channel removal might take, at most, for the
+# refusal to be certain. A freshly calibrated MobileNet has few constant channels (its batch
+# norms are re-estimated on the calibration images) and mcugen removed none in any tested
+# configuration; a refusal within this margin waits for the exact check after conversion.
+REMOVABLE_BEFORE_CONVERSION = 1 / 64
+
+
+def check_before_converting(options: BuildOptions) -> None:
+    """A MobileNet's flash and arena from its shapes alone, before TensorFlow. Skipped with
+    trained --weights for mcugen's kernels: a pruned model loses its dead channels
+    (passes/dead_channels.py), which the shapes cannot know; the check after import runs."""
+    if options.weights is not None and options.kernels == "mcugen":
+        return
+    shapes = estimate.keras_shapes(options.arch, options.alpha, options.height, options.width,
+                                   options.channels, options.classes)
+    margin = REMOVABLE_BEFORE_CONVERSION if options.kernels == "mcugen" else 0.0
+    check_shapes(shapes, options, load_target(options.target), margin)
+
+
+def check_after_import(graph, options: BuildOptions) -> None:
+    """The same checks on an imported .tflite (or a converted MobileNet), before compiling.
+    First on the graph without dead-channel removal (the graph CMSIS-NN's kernels get: the
+    fast passes only); removal can only shrink a model, so when that graph would be refused
+    for mcugen's kernels, the refusal stands only if the graph after removal (slower: seconds
+    on a large model, spent only here) is refused too."""
+    target = load_target(options.target)
+    try:
+        check_shapes(estimate.graph_shapes(prepare(graph, "cmsis-nn")), options, target)
+    except McugenError:
+        if options.kernels == "cmsis-nn":
+            raise
+        check_shapes(estimate.graph_shapes(prepare(graph, options.kernels)), options, target)
+
+
+def check_shapes(shapes: estimate.Shapes, options: BuildOptions, target: Target,
+                 margin: float = 0.0) -> None:
+    """Refuse, in one line, what cannot fit whatever mcugen does next: weights over the
+    target's flash, an arena lower bound over its RAM (both unless --no-memory-check), or
+    over --max-ram; by more than `margin` (a fraction of the figure)."""
+    def over(needed: int, available: int) -> bool:
+        return needed * (1 - margin) > available
+
+    if options.memory_check and over(shapes.weight_bytes, target.flash_bytes):
+        raise McugenError(
+            f"the model needs at least {shapes.weight_bytes:,} bytes of flash for its weights "
+            f"but {target.name} has {target.flash_bytes:,}; use a smaller alpha, another "
+            f"target, or --no-memory-check")
+    arena = estimate.arena_lower_bound(shapes)
+    if options.max_ram is not None and over(arena, options.max_ram):
+        raise McugenError(
+            f"no schedule fits an arena of {options.max_ram:,} B: the smallest reachable is "
+            f"{arena:,} B or more (the tensors that must be held at once); raise --max-ram")
+    if options.ram_regions and len(target.arena_regions) < 2:
+        return  # compiling says that --ram-regions needs a part with several
+    ram = sum(r.bytes for r in target.arena_regions) if options.ram_regions \
+        else target.ram_bytes
+    if options.memory_check and over(arena, ram):
+        where = (f"{target.name}'s largest RAM region ({target.largest_ram}) holds {ram:,}"
+                 if target.kind == "part" and not options.ram_regions
+                 else f"{target.name} has {ram:,} bytes of RAM")
+        raise McugenError(
+            f"the model needs an arena of at least {arena:,} bytes whatever the schedule (the "
+            f"tensors that must be held at once) but {where}; use a smaller resolution, "
+            f"another target, or --no-memory-check")
+
 
 
 def build(options: BuildOptions, progress: Progress = lambda message: None) -> BuildResult:
@@ -175,6 +260,8 @@ def compile_build(options: BuildOptions, progress: Progress = lambda message: No
                   ) -> BuildResult:
     """Everything `build` does but write the folder: the result's files are in memory."""
     options.validate()
+    if options.model is None:
+        check_before_converting(options)
     data, source = model_bytes_and_source(options, progress)
     try:
         graph = load_tflite(data, options.name)
@@ -182,6 +269,7 @@ def compile_build(options: BuildOptions, progress: Progress = lambda message: No
         if options.model is None:
             raise
         raise McugenError(f"{options.model}: {error}") from None
+    check_after_import(graph, options)
     progress("compiling")
     target = load_target(options.target)
     # The memory check is the target's: a part's flash and its largest RAM region.

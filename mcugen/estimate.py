@@ -1,0 +1,497 @@
+"""What a model needs before the slow work: its weight bytes (flash) and a lower bound on the
+arena of every schedule mcugen can choose (RAM), from its layers' shapes alone.
+
+For a MobileNet that mcugen builds with Keras, the shapes come from the architecture as Keras
+builds it (`keras_shapes`: channel rounding, strides, padding), without TensorFlow, so that a
+request no target can hold is refused in a fraction of a second rather than after a minute of
+TensorFlow work. For a .tflite file they come from the imported graph (`graph_shapes`).
+
+Weights: every CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED layer's int8 filter and int32
+bias, as the report's "weights" counts them. For the MobileNets mcugen builds (without
+--weights) this is exact (host_tests/test_early_checks.py compares it with the converted
+models); the constant tables in flash (multipliers, shifts, kernel layouts) only add to it.
+
+Arena: at each layer, the tensors that must be in the arena at once, in the cheapest way any
+schedule could hold them (see `arena_lower_bound`); where the layers that may run in row bands
+form a chain (MobileNet V1), the least over every way of cutting them into row-band segments.
+It is a lower bound, not the arena mcugen reaches: mcugen refuses early only when even this
+bound does not fit. It rests on how schedule.py and row_bands.py hold tensors (which ops run
+in bands, a banded layer's operands never overlapping, rows computed lazily, the band heights
+tried); host_tests/test_early_checks.py compares it with the arenas the search reaches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache, cached_property
+
+MODEL_INPUT = -1  # the producer index of the model's input (the caller's buffer)
+# The segment-following bound costs the cube of the chain's length: longer chains (not a
+# MobileNet's 27 layers, or a hostile file's thousands) get the per-layer bound.
+MAX_CHAIN_SEGMENTED = 64
+
+
+
+@cache
+def bandable_ops() -> frozenset[str]:
+    """The ops whose kernels may run on a band of rows, by IR name: row_bands' own list, so
+    that the bound follows it (a layer of another kind always works on whole tensors)."""
+    from .row_bands import BANDED_OPS
+
+    return frozenset(op.OP for op in BANDED_OPS)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The input rows one output row reads: rows r*stride - pad_top ... + kernel rows."""
+
+    kernel: int
+    stride: int
+    pad_top: int
+    dilation: int = 1
+
+    def rows_read(self, input_height: int, output_height: int) -> int:
+        """The most input rows one output row reads, the window cut at the tensor's edges.
+        The cut window grows while it starts above row 0 and shrinks once it is whole, so
+        the most is at the first output row whose window starts at row 0 or the one before."""
+        span = (self.kernel - 1) * self.dilation + 1
+        first_inside = min(max(-(-self.pad_top // self.stride), 0), output_height - 1)
+        rows = 0
+        for row in {max(first_inside - 1, 0), first_inside}:
+            first = row * self.stride - self.pad_top
+            rows = max(rows, min(first + span, input_height) - max(first, 0))
+        return max(rows, 0)
+
+
+@dataclass(frozen=True)
+class Layer:
+    op: str  # the IR's name: CONV_2D, DEPTHWISE_CONV_2D, MEAN, LOOKUP, ...
+    inputs: tuple[int, ...]  # the activations it reads: the index of the layer making each
+    shape: tuple[int, ...]  # its output's shape (int8: one byte per element)
+    weight_bytes: int = 0
+    window: Window | None = None  # convolutions and PAD: how output rows read input rows
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Shapes:
+    input_shape: tuple[int, ...]
+    layers: tuple[Layer, ...]
+    outputs: frozenset[int]  # the layers whose output is the model's (the caller's buffer)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(layer.weight_bytes for layer in self.layers)
+
+    def shape(self, tensor: int) -> tuple[int, ...]:
+        return self.input_shape if tensor == MODEL_INPUT else self.layers[tensor].shape
+
+    @cached_property
+    def readers(self) -> dict[int, tuple[int, ...]]:
+        """Tensor -> the layers that read it."""
+        found: dict[int, list[int]] = {}
+        for index, layer in enumerate(self.layers):
+            for tensor in dict.fromkeys(layer.inputs):
+                found.setdefault(tensor, []).append(index)
+        return {tensor: tuple(layers) for tensor, layers in found.items()}
+
+    def in_arena(self, tensor: int) -> int:
+        """The tensor's bytes in the arena: 0 for the model's input and outputs."""
+        if tensor == MODEL_INPUT or tensor in self.outputs:
+            return 0
+        return self.layers[tensor].nbytes
+
+
+# ---------------------------------------------------------------------------------------------
+# The arena's lower bound
+
+
+def arena_lower_bound(shapes: Shapes, band_rows: tuple[int, ...] | None = None) -> int:
+    """No schedule's arena is smaller: the largest, over the layers, of the bytes that must be
+    in the arena while the layer runs, in the cheapest way a schedule could hold them.
+
+    A layer that runs whole (layer by layer, or outside every row-band segment) has whole
+    inputs and output, and so has every tensor made before it and read after it; those are
+    separate buffers, except that the output may be written over the inputs read for the last
+    time. Only the layers before the first that cannot run in bands may be in a segment
+    (row_bands.longest_prefix). A layer in a segment needs, apart from each other (a banded
+    layer's operands never overlap), at least the rows one output row of it reads of each
+    input, and of its output at least one row, or the rows one output row of a reader reads;
+    its whole output when it ends the segment. Where those layers form a chain, the bound
+    follows the segments (`_chain_bound`). Scratch buffers and alignment only add to this.
+
+    band_rows: the band heights schedules may use (row_bands.BAND_ROWS by default)."""
+    if band_rows is None:
+        from .row_bands import BAND_ROWS as band_rows
+    last_read = _last_reads(shapes)
+    limit = _bandable_prefix(shapes)
+    whole = _whole_layers_bytes(shapes, last_read)
+    after = max(whole[limit:], default=0)
+    if _is_chain(shapes, limit):
+        before = min(_chain_bound(shapes, limit, whole, rows) for rows in band_rows)
+    else:
+        before = max((min(whole[index], _banded_layer_bytes(shapes, index))
+                      for index in range(limit)), default=0)
+    return max(before, after)
+
+
+def _bandable_prefix(shapes: Shapes) -> int:
+    """How many layers from the first may run in row bands (at least as many as
+    row_bands.longest_prefix finds: the op kinds alone decide here)."""
+    for index in range(len(shapes.layers)):
+        if not _may_run_in_bands(shapes, index) or index in shapes.outputs:
+            return index
+    return len(shapes.layers)
+
+
+def _is_chain(shapes: Shapes, limit: int) -> bool:
+    """Layers [0, limit) each read the one before (the first the model's input), each read by
+    the next alone, and each reads every row of its input when it makes all of its own (so
+    that a layer not finished has reads to come)."""
+    if limit > MAX_CHAIN_SEGMENTED:
+        return False
+    for index in range(limit):
+        layer = shapes.layers[index]
+        if layer.inputs != (index - 1,) or \
+                (index + 1 < limit and shapes.readers.get(index) != (index + 1,)):
+            return False
+        if _last_row_read(shapes, index, layer.shape[1]) != shapes.shape(index - 1)[1]:
+            return False
+    return True
+
+
+def _chain_bound(shapes: Shapes, limit: int, whole: list[int], rows: int) -> int:
+    """The least, over every way of running layers [0, limit) (a chain) layer by layer or in
+    segments of bands of `rows` rows, of the most bytes live at once (min-max over the
+    segmentations, by dynamic programming on where segments end)."""
+    best = [0] * (limit + 1)
+    inside = [[0] * limit for _ in range(limit)]  # [begin][layer]: layer inside the segment
+    ending = [[0] * limit for _ in range(limit)]  # [begin][layer]: layer ends the segment
+    for begin in range(limit):
+        for layer in range(begin, limit):
+            inside[begin][layer], ending[begin][layer] = _segment_step_bytes(
+                shapes, begin, layer, rows)
+    for end in range(1, limit + 1):
+        choices = [max(best[end - 1], whole[end - 1])]  # layer end-1 outside every segment
+        for begin in range(end):
+            before_last = max(inside[begin][begin:end - 1], default=0)
+            choices.append(max(best[begin], before_last, ending[begin][end - 1]))
+        best[end] = min(choices)
+    return best[limit]
+
+
+def _segment_step_bytes(shapes: Shapes, begin: int, layer: int, rows: int) -> tuple[int, int]:
+    """The bytes live when `layer` computes its first band, in a segment of a chain that
+    begins at layer `begin`, when the layer is inside the segment and when it ends it: its
+    output (a band inside, whole at the end), and going up the chain each tensor whose reader
+    is not finished yet (it reads again later), a band inside the segment, the segment's input
+    whole. Row bands compute rows lazily (row_bands._Order.ensure): before a layer's first
+    band, the layer before it has computed the rows that band reads, rounded up to whole
+    bands, and so on up the chain."""
+    total = 0
+    computed = min(rows, shapes.layers[layer].shape[1])  # rows of `layer`'s output at the step
+    for tensor in range(layer - 1, begin - 2, -1):
+        reader = tensor + 1
+        if reader != layer and computed >= shapes.layers[reader].shape[1]:
+            break  # its reader is finished: this tensor and those above it are dead
+        total += shapes.in_arena(tensor) if tensor == begin - 1 else \
+            min(shapes.in_arena(tensor),
+                _rows_read(shapes, reader, tensor) * _row_bytes(shapes.shape(tensor)))
+        needed = _last_row_read(shapes, reader, computed)
+        computed = min(shapes.shape(tensor)[1], -(-needed // rows) * rows)
+    return total + _least_output_bytes(shapes, layer), total + shapes.in_arena(layer)
+
+
+def _last_row_read(shapes: Shapes, reader: int, output_rows: int) -> int:
+    """How many rows of its input the layer has read once it has made output_rows rows."""
+    layer = shapes.layers[reader]
+    height = shapes.shape(layer.inputs[0])[1]
+    if layer.window is None:
+        return min(output_rows, height)
+    window = layer.window
+    last = (output_rows - 1) * window.stride - window.pad_top + \
+        (window.kernel - 1) * window.dilation + 1
+    return min(max(last, 0), height)
+
+
+def _last_reads(shapes: Shapes) -> dict[int, int]:
+    last: dict[int, int] = {}
+    for index, layer in enumerate(shapes.layers):
+        for tensor in layer.inputs:
+            last[tensor] = index
+    return last
+
+
+def _whole_layers_bytes(shapes: Shapes, last_read: dict[int, int]) -> list[int]:
+    """Per layer, the bytes it needs when it runs whole: the tensors passing it (made before,
+    read after: summed in one sweep), and the larger of its output and the inputs it reads
+    for the last time."""
+    count = len(shapes.layers)
+    starts = [0] * (count + 2)  # a tensor passes the layers strictly between maker and reader
+    for tensor, last in last_read.items():
+        if last > tensor + 1:
+            starts[tensor + 2] += shapes.in_arena(tensor)
+            starts[last + 1] -= shapes.in_arena(tensor)
+    needed, passing = [], 0
+    for index, layer in enumerate(shapes.layers):
+        passing += starts[index + 1]
+        read_last_here = sum(shapes.in_arena(t) for t in set(layer.inputs)
+                             if last_read[t] == index)
+        needed.append(passing + max(shapes.in_arena(index), read_last_here))
+    return needed
+
+
+def _may_run_in_bands(shapes: Shapes, index: int) -> bool:
+    """As row_bands.can_band says, from the op kind and shapes (any kernel variant)."""
+    layer = shapes.layers[index]
+    operands = [shapes.shape(t) for t in layer.inputs] + [layer.shape]
+    if layer.op not in bandable_ops() or any(len(shape) != 4 for shape in operands):
+        return False
+    return layer.window is not None or all(shape == layer.shape for shape in operands)
+
+
+def _banded_layer_bytes(shapes: Shapes, index: int) -> int:
+    layer = shapes.layers[index]
+    total = 0
+    for tensor in set(layer.inputs):
+        total += min(shapes.in_arena(tensor),
+                     _rows_read(shapes, index, tensor) * _row_bytes(shapes.shape(tensor)))
+    return total + _least_output_bytes(shapes, index)
+
+
+def _least_output_bytes(shapes: Shapes, index: int) -> int:
+    if shapes.in_arena(index) == 0:
+        return 0
+    readers = shapes.readers.get(index, ())
+    if any(not _may_run_in_bands(shapes, reader) for reader in readers):
+        return shapes.in_arena(index)
+    rows = max([1] + [_rows_read(shapes, reader, index) for reader in readers])
+    return min(shapes.in_arena(index), rows * _row_bytes(shapes.layers[index].shape))
+
+
+def _rows_read(shapes: Shapes, reader: int, tensor: int) -> int:
+    layer = shapes.layers[reader]
+    if layer.window is None:  # elementwise: row for row
+        return 1
+    return layer.window.rows_read(shapes.shape(tensor)[1], layer.shape[1])
+
+
+def _row_bytes(shape: tuple[int, ...]) -> int:
+    return math.prod(shape[2:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes of an imported graph
+
+
+def graph_shapes(graph) -> Shapes:
+    """The layers of an IR graph (after the passes), as `keras_shapes` describes a MobileNet."""
+    from .ir import Conv2D, DepthwiseConv2D, Pad, op_inputs
+
+    producer = {name: MODEL_INPUT for name in graph.inputs}
+    layers = []
+    for index, op in enumerate(graph.ops):
+        tensors = list(dict.fromkeys(op_inputs(op)))
+        constants = [graph.tensor(n) for n in tensors if graph.tensor(n).is_constant]
+        window = None
+        if isinstance(op, (Conv2D, DepthwiseConv2D)):
+            window = Window(graph.tensor(op.filter).shape[1], op.stride[0], op.padding.top,
+                            op.dilation[0])
+        elif isinstance(op, Pad):
+            window = Window(1, 1, op.padding.top)
+        if window is not None and min(window.kernel, window.stride, window.dilation) < 1:
+            window = None  # a file no kernel runs (refused later): read as row for row
+        layers.append(Layer(
+            op=op.OP, shape=tuple(graph.tensor(op.output).shape), window=window,
+            inputs=tuple(producer[n] for n in op_inputs(op)
+                         if not graph.tensor(n).is_constant and n in producer),
+            weight_bytes=sum(t.nbytes for t in constants)))
+        producer[op.output] = index
+    outputs = frozenset(producer[n] for n in graph.outputs if producer.get(n, MODEL_INPUT) >= 0)
+    input_shape = tuple(graph.tensor(graph.inputs[0]).shape) if graph.inputs else ()
+    return Shapes(input_shape, tuple(layers), outputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes of Keras' MobileNets, as mcugen's front end builds and TensorFlow converts them:
+# batch norms folded into the convolutions (each gets a bias), ReLU and ReLU6 fused, the
+# explicit zero padding before a stride-2 depthwise folded into it, hard-swish and V3's hard
+# sigmoid one lookup table each, dropout and reshapes gone.
+
+
+class _Net:
+    """Appends layers as Keras' application code calls its layers, tracking shapes."""
+
+    def __init__(self, height: int, width: int, channels: int) -> None:
+        self.input_shape = (1, height, width, channels)
+        self.layers: list[Layer] = []
+
+    def shape(self, tensor: int) -> tuple[int, ...]:
+        return self.input_shape if tensor == MODEL_INPUT else self.layers[tensor].shape
+
+    def add_layer(self, layer: Layer) -> int:
+        self.layers.append(layer)
+        return len(self.layers) - 1
+
+    def conv(self, x: int, filters: int, kernel: int = 1, stride: int = 1,
+             padding: tuple[int, int, int, int] | str = "same") -> int:
+        _, height, width, channels = self.shape(x)
+        (out_h, top), (out_w, _) = (_padded(height, kernel, stride, padding, 0),
+                                    _padded(width, kernel, stride, padding, 2))
+        return self.add_layer(Layer("CONV_2D", (x,), (1, out_h, out_w, filters),
+                                    filters * kernel * kernel * channels + 4 * filters,
+                                    Window(kernel, stride, top)))
+
+    def depthwise(self, x: int, kernel: int, stride: int,
+                  padding: tuple[int, int, int, int] | str = "same") -> int:
+        _, height, width, channels = self.shape(x)
+        (out_h, top), (out_w, _) = (_padded(height, kernel, stride, padding, 0),
+                                    _padded(width, kernel, stride, padding, 2))
+        return self.add_layer(Layer("DEPTHWISE_CONV_2D", (x,), (1, out_h, out_w, channels),
+                                    kernel * kernel * channels + 4 * channels,
+                                    Window(kernel, stride, top)))
+
+    def correct_pad_depthwise(self, x: int, kernel: int) -> int:
+        """Keras' ZeroPadding2D(correct_pad(x, kernel)) and a stride-2 'valid' depthwise."""
+        _, height, width, _ = self.shape(x)
+        top, left = kernel // 2 - (1 - height % 2), kernel // 2 - (1 - width % 2)
+        return self.depthwise(x, kernel, 2, (top, kernel // 2, left, kernel // 2))
+
+    def table(self, x: int) -> int:
+        return self.add_layer(Layer("LOOKUP", (x,), self.shape(x)))
+
+    def add(self, a: int, b: int) -> int:
+        return self.add_layer(Layer("ADD", (a, b), self.shape(b)))
+
+    def mul(self, a: int, b: int) -> int:
+        return self.add_layer(Layer("MUL", (a, b), self.shape(a)))
+
+    def mean(self, x: int, keepdims: bool) -> int:
+        channels = self.shape(x)[-1]
+        return self.add_layer(Layer("MEAN", (x,), (1, 1, 1, channels) if keepdims
+                                    else (1, channels)))
+
+    def fully_connected(self, x: int, units: int) -> int:
+        # Keras' zero-initialised Dense bias is left out by the converter.
+        return self.add_layer(Layer("FULLY_CONNECTED", (x,), (1, units),
+                                    units * self.shape(x)[-1]))
+
+    def softmax(self, x: int) -> int:
+        return self.add_layer(Layer("SOFTMAX", (x,), (1, self.shape(x)[-1])))
+
+    def shapes(self) -> Shapes:
+        return Shapes(self.input_shape, tuple(self.layers), frozenset({len(self.layers) - 1}))
+
+
+def _padded(size: int, kernel: int, stride: int, padding: tuple[int, int, int, int] | str,
+            axis: int) -> tuple[int, int]:
+    """The output size along one axis and the padding before it: TensorFlow's SAME, or an
+    explicit (top, bottom, left, right) padding and VALID."""
+    if padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        return out, total // 2
+    before, after = padding[axis], padding[axis + 1]
+    return (size + before + after - kernel) // stride + 1, before
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Keras' _make_divisible (V2) and _depth (V3): the nearest multiple of divisor, at least
+    divisor, never more than 10 % below value."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+# MobileNet V1: (pointwise filters, stride) of each depthwise-separable block.
+V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+             (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+# MobileNet V2: (filters, stride, expansion) of each inverted residual block.
+V2_BLOCKS = ((16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6),
+             (64, 2, 6), (64, 1, 6), (64, 1, 6), (64, 1, 6), (96, 1, 6), (96, 1, 6),
+             (96, 1, 6), (160, 2, 6), (160, 1, 6), (160, 1, 6), (320, 1, 6))
+# MobileNet V3: (expansion, filters, kernel, stride, squeeze-and-excite, hard-swish) per block,
+# as Keras' stack_fn lists them (kernel 5 where it passes `kernel`, non-minimalistic).
+V3_SMALL_BLOCKS = (
+    (1, 16, 3, 2, True, False), (72.0 / 16, 24, 3, 2, False, False),
+    (88.0 / 24, 24, 3, 1, False, False), (4, 40, 5, 2, True, True), (6, 40, 5, 1, True, True),
+    (6, 40, 5, 1, True, True), (3, 48, 5, 1, True, True), (3, 48, 5, 1, True, True),
+    (6, 96, 5, 2, True, True), (6, 96, 5, 1, True, True), (6, 96, 5, 1, True, True))
+V3_LARGE_BLOCKS = (
+    (1, 16, 3, 1, False, False), (4, 24, 3, 2, False, False), (3, 24, 3, 1, False, False),
+    (3, 40, 5, 2, True, False), (3, 40, 5, 1, True, False), (3, 40, 5, 1, True, False),
+    (6, 80, 3, 2, False, True), (2.5, 80, 3, 1, False, True), (2.3, 80, 3, 1, False, True),
+    (2.3, 80, 3, 1, False, True), (6, 112, 3, 1, True, True), (6, 112, 3, 1, True, True),
+    (6, 160, 5, 2, True, True), (6, 160, 5, 1, True, True), (6, 160, 5, 1, True, True))
+V3_LAST_POINT = {"v3-small": 1024, "v3-large": 1280}
+SE_RATIO = 0.25
+
+
+def keras_shapes(arch: str, alpha: float, height: int, width: int, channels: int,
+                 classes: int) -> Shapes:
+    """The layers of Keras' MobileNet `arch` after conversion and mcugen's passes."""
+    net = _Net(height, width, channels)
+    builders: dict[str, Callable[[_Net, float, int], None]] = {
+        "v1": _mobilenet_v1, "v2": _mobilenet_v2,
+        "v3-small": lambda n, a, c: _mobilenet_v3(n, a, c, V3_SMALL_BLOCKS, "v3-small"),
+        "v3-large": lambda n, a, c: _mobilenet_v3(n, a, c, V3_LARGE_BLOCKS, "v3-large")}
+    builders[arch](net, alpha, classes)
+    return net.shapes()
+
+
+def _mobilenet_v1(net: _Net, alpha: float, classes: int) -> None:
+    x = net.conv(MODEL_INPUT, int(32 * alpha), 3, 2)
+    for filters, stride in V1_BLOCKS:
+        x = net.depthwise(x, 3, 1) if stride == 1 else net.depthwise(x, 3, 2, (0, 1, 0, 1))
+        x = net.conv(x, int(filters * alpha))
+    x = net.mean(x, keepdims=True)
+    net.softmax(net.conv(x, classes))
+
+
+def _mobilenet_v2(net: _Net, alpha: float, classes: int) -> None:
+    x = net.conv(MODEL_INPUT, make_divisible(32 * alpha), 3, 2)
+    for block, (filters, stride, expansion) in enumerate(V2_BLOCKS):
+        in_channels = net.shape(x)[-1]
+        out_channels = make_divisible(int(filters * alpha))
+        y = net.conv(x, expansion * in_channels) if block else x
+        y = net.depthwise(y, 3, 1) if stride == 1 else net.correct_pad_depthwise(y, 3)
+        y = net.conv(y, out_channels)
+        x = net.add(x, y) if in_channels == out_channels and stride == 1 else y
+    x = net.conv(x, make_divisible(1280 * alpha) if alpha > 1.0 else 1280)
+    net.softmax(net.fully_connected(net.mean(x, keepdims=False), classes))
+
+
+def _mobilenet_v3(net: _Net, alpha: float, classes: int, blocks: tuple, arch: str) -> None:
+    x = net.table(net.conv(MODEL_INPUT, 16, 3, 2))  # hard-swish
+    for block, (expansion, filters, kernel, stride, squeeze, hard_swish) in enumerate(blocks):
+        in_channels = net.shape(x)[-1]
+        filters = make_divisible(filters * alpha)
+        y = x
+        if block:
+            y = net.conv(y, make_divisible(in_channels * expansion))
+            y = net.table(y) if hard_swish else y
+        y = net.depthwise(y, kernel, 1) if stride == 1 else net.correct_pad_depthwise(y, kernel)
+        y = net.table(y) if hard_swish else y
+        if squeeze:
+            expanded = make_divisible(in_channels * expansion)
+            excite = net.conv(net.mean(y, keepdims=True), make_divisible(expanded * SE_RATIO))
+            y = net.mul(y, net.table(net.conv(excite, expanded)))  # hard sigmoid
+        y = net.conv(y, filters)
+        x = net.add(x, y) if stride == 1 and in_channels == filters else y
+    x = net.table(net.conv(x, make_divisible(net.shape(x)[-1] * 6)))
+    last_point = V3_LAST_POINT[arch]
+    if alpha > 1.0:
+        last_point = make_divisible(last_point * alpha)
+    x = net.table(net.conv(net.mean(x, keepdims=True), last_point))
+    net.softmax(net.conv(x, classes))
+
+
+def describe(shapes: Shapes) -> Iterator[str]:
+    """One line per layer (for messages and debugging)."""
+    for index, layer in enumerate(shapes.layers):
+        yield (f"{index:3} {layer.op:<18} {layer.inputs} -> {'x'.join(map(str, layer.shape))}"
+               f" weights {layer.weight_bytes:,}")
