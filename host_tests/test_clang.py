@@ -21,13 +21,13 @@ import pytest
 from conftest import PERSON_DETECT, mobilenet_tflite, standard_inputs, tflm_outputs
 from hostc import HARNESS, STRICT, compile_checked, sources
 from mcugen.build import BuildOptions, BuildResult, build
+from mcugen.targets import load_target
 
 OPTIMIZATIONS = ("-O2", "-O3")
 # clang for arm-none-eabi assumes strict alignment unless told (gcc does not for ARMv7-M);
 # the kernels for ARMv7-M load words at any address, and say so with an #error otherwise.
-CROSS = {"cortex-m3": ["-mcpu=cortex-m3", "-mfloat-abi=soft", "-munaligned-access"],
-         "cortex-m7": ["-mcpu=cortex-m7", "-mfloat-abi=hard", "-mfpu=fpv5-d16",
-                       "-munaligned-access"]}
+CROSS = {core: [*load_target(core).cpu_flags, "-munaligned-access"]
+         for core in ("cortex-m3", "cortex-m7")}
 V1 = dict(arch="v1", seed=1, alpha=0.25, height=96, width=96, channels=3, classes=2)
 
 _built: dict[tuple[str, str], BuildResult] = {}

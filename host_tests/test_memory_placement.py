@@ -58,7 +58,7 @@ def test_weights_section_puts_every_table_there_and_the_firmware_still_runs(mode
                                weights_section=".extflash"), None, tmp_path)
     assert summary.matches
     out = summary.build.out_dir
-    assert 'section(".extflash")' in (out / "model_weights.c").read_text()
+    assert 'section(".extflash")' in (out / "model_weights.h").read_text()
     obj = tmp_path / "weights.o"
     cross_compile(out / "model_weights.c", obj, "cortex-m7")
     sizes = sections_of(obj)

@@ -91,7 +91,7 @@ def test_an_arena_larger_than_the_dtcm_runs_on_the_m55_board(tmp_path):
 def test_what_does_not_fit_the_board_is_one_line_naming_the_flag():
     m7 = load_target("cortex-m7")
     with pytest.raises(McugenError, match=r"20,000,000-byte arena does not fit the 16,777,216 B "
-                                          r"of PSRAM on the QEMU board mps2-an500.*--max-ram"):
+                                          rf"of PSRAM on the QEMU board {m7.qemu_board}.*--max-ram"):
         check_board_fits(m7, const_bytes=1000, arena_bytes=20_000_000, io_bytes=1000)
     with pytest.raises(McugenError, match=r"weights do not fit .* SSRAM1 .*--alpha"):
         check_board_fits(m7, const_bytes=4 * MIB, arena_bytes=1000, io_bytes=1000,

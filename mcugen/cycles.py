@@ -31,13 +31,13 @@ On silicon this makes it an optimistic bound for code running from slow flash an
 code and data in TCM or zero-wait-state memory.
 
 Which model for which core (LLVM 19, Debian's llvm-19; the model decides everything here):
-- Cortex-M7: -mcpu=cortex-m7, LLVM's Cortex-M7 model (dual issue, in order).
-- Cortex-M55: -mcpu=cortex-m55, LLVM's Cortex-M55 model (dual issue of scalar instructions,
+- Cortex-M7: LLVM's CPU cortex-m7, its Cortex-M7 model (dual issue, in order).
+- Cortex-M55: LLVM's CPU cortex-m55, its Cortex-M55 model (dual issue of scalar instructions,
   MVE instructions in beats).
-- Cortex-M85: -mcpu=cortex-m85, LLVM's Cortex-M85 model.
-- Cortex-M4: -mcpu=cortex-m4, LLVM's Cortex-M4 model (single issue, in order, 2-cycle loads
+- Cortex-M85: LLVM's CPU cortex-m85, its Cortex-M85 model.
+- Cortex-M4: LLVM's CPU cortex-m4, its Cortex-M4 model (single issue, in order, 2-cycle loads
   unless pipelined, single-cycle SMLAD).
-- Cortex-M33: -mcpu=cortex-m33. LLVM has no model of the M33's own: its cortex-m33 CPU uses
+- Cortex-M33: LLVM's CPU cortex-m33. LLVM has no model of the M33's own: its cortex-m33 CPU uses
   the Cortex-M4 model, the closest available: the M33 is, like the M4, a 3-stage in-order
   pipeline with single-cycle 32-bit multiplies and DSP MACs (it can dual-issue only some pairs
   of 16-bit instructions, which this ignores); the M55 and M7 models describe dual-issue

@@ -81,7 +81,7 @@ class RunSummary:
     reference_outputs: np.ndarray
     oracle: OracleRun
     layers: list[LayerCount]  # from the first inference; empty on the host (not counted)
-    where: str  # "cortex-m7 in QEMU (mps2-an500)" or "the host (gcc)"
+    where: str  # "<core> in QEMU (<its board>)" or "the host (gcc)"
     image: ImageResult | None = None
     cycles: CycleEstimate | None = None  # QEMU runs on a core with an LLVM model
     no_cycles: str | None = None  # why there is no cycle estimate (QEMU runs)

@@ -238,6 +238,16 @@ def _check_activation(tensor: ir.Tensor) -> None:
     if tensor.q is None:  # a float tensor (the import's own checks say where it may be)
         return
     scale = tensor.scale
+    if math.isfinite(scale) and 0 < scale < MIN_ACTIVATION_SCALE:
+        # What untrained weights give (batch norms at mean 0, variance 1): say so, not only
+        # that a bound was crossed.
+        raise McugenError(
+            f"the model is degenerate: tensor {tensor.name!r} has scale {scale:.3g} (below "
+            f"2^-24), so its activations are nearly constant and every input gives nearly the "
+            f"same output; TFLM refuses such a model too (its RELU6 and SOFTMAX constants "
+            f"overflow). This is what untrained weights give: check that the weights are "
+            f"trained, that their batch norms hold real statistics (not mean 0, variance 1), "
+            f"and that the calibration images look like the real inputs")
     if not (math.isfinite(scale) and MIN_ACTIVATION_SCALE <= scale <= MAX_ACTIVATION_SCALE):
         raise McugenError(f"tensor {tensor.name!r} has scale {scale}; an activation's scale "
                           "must be between 2^-24 and 2^64")

@@ -82,7 +82,7 @@ class DepthwiseDspParams:
     window: Window
     depth_multiplier: int
     input_offset: int
-    filter: ConstArray  # [KH * KW][Cout], the model's layout
+    filter: ConstArray | None  # [KH * KW][Cout], the model's layout (None: all prepacked)
     channels: ConstArray  # [Cout][4] with the short sequence, else the bias
     short: ShortRequantization | None
     out: Requantization | None  # TFLite's sequence, without the short one
@@ -190,7 +190,10 @@ def _lower_dsp(op: DepthwiseConv2D, graph: Graph, target: Target,
                names: LayerNames) -> DepthwiseDspParams:
     weights, x, y, window, bias, out, short, plan = _dsp_layout(op, graph, names)
     folded = _folded(op, graph, weights, bias).astype(np.int64)
-    filter_ = filter_table(names, weights)
+    # Prepacked weights serve the blocked channels; the filter table only the rest (none
+    # when every channel is blocked: an unused table would still be linked as an argument).
+    tail = not (is_wide(weights) and plan.packed and plan.blocked == y.c)
+    filter_ = filter_table(names, weights) if tail else None
     if short is None:
         channels = bias_array(names, folded)
     else:
