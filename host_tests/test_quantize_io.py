@@ -22,6 +22,7 @@ from mcugen.build import BuildOptions, build
 from mcugen.compile import compile_graph
 from mcugen.errors import McugenError
 from mcugen.frontend.tflite import load_tflite
+from mcugen.oracle import tflite_reference_outputs
 from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
 from mcugen.targets import load_target
@@ -67,20 +68,7 @@ def one_op_model(op: str, source: str, source_q, target: str, target_q,
 
 def tflite_reference(model: bytes, inputs: np.ndarray) -> np.ndarray:
     """TensorFlow Lite's reference kernels (BUILTIN_REF), one input at a time."""
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(
-        model_content=model,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-    outputs = []
-    for x in inputs:
-        interpreter.set_tensor(index, x.reshape(1, -1))
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-                       .reshape(-1).copy())
-    return np.stack(outputs)
+    return tflite_reference_outputs(model, inputs)
 
 
 def edge_inputs(source: str, source_q, target_q) -> np.ndarray:
