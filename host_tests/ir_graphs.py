@@ -7,6 +7,7 @@ about 74 * 74 * sqrt(depth)), so that the requantization and the clamps are exer
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -114,6 +115,40 @@ def fully_connected(seed: int, rows: int, depth: int, outputs: int, per_channel=
                _activation("y", (rows, outputs), _output_scale(wt, depth), zero_points[1])]
     return _graph("fc", tensors, FullyConnected("x", "w", "b", "y", activation,
                                                 legacy=legacy_zero_point is not None))
+
+
+def repeated_blocks(seed: int, h: int, w: int, c: int, blocks: int, last_outputs: int,
+                    zero_point: int = -3) -> Graph:
+    """A chain of `blocks` equal-shape blocks (3x3 depthwise, then 1x1 convolution c -> c:
+    equal shapes, zero points and clamps; their own weights, biases and scales), then a 1x1
+    convolution c -> last_outputs (a shape of its own): what a MobileNet's middle is."""
+    rng = np.random.default_rng(seed)
+    tensors = [_activation("x", (1, h, w, c), IN_SCALE, zero_point)]
+    ops = []
+    source = "x"
+
+    def layer(kind: str, index: int, shape: tuple[int, ...], cout: int, depth: int) -> str:
+        nonlocal source
+        wt = _weights(rng, f"{kind}{index}_w", shape, cout, 3 if kind == "dw" else 0, True)
+        bias = dataclasses.replace(_bias(rng, cout, IN_SCALE * float(np.mean(wt.q.scale))),
+                                   name=f"{kind}{index}_b")
+        out = _activation(f"{kind}{index}_y", (1, h, w, cout), _output_scale(wt, depth),
+                          zero_point)
+        tensors.extend([wt, bias, out])
+        if kind == "dw":
+            ops.append(DepthwiseConv2D(source, wt.name, bias.name, out.name, (1, 1), (1, 1),
+                                       Padding(1, 1, 1, 1), 1, Activation.RELU))
+        else:
+            ops.append(Conv2D(source, wt.name, bias.name, out.name, (1, 1), (1, 1),
+                              Padding(), Activation.RELU))
+        source = out.name
+        return source
+
+    for index in range(blocks):
+        layer("dw", index, (1, 3, 3, c), c, 9)
+        layer("pw", index, (c, 1, 1, c), c, c)
+    last = layer("pw", blocks, (last_outputs, 1, 1, c), last_outputs, c)
+    return Graph("blocks", {t.name: t for t in tensors}, tuple(ops), ("x",), (last,))
 
 
 def average_pool(seed: int, h: int, w: int, c: int, kernel=(3, 3), stride=(2, 2),

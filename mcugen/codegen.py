@@ -29,6 +29,7 @@ from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import Plan
 from .resources import templates_dir
 from .schedule import Schedule, Step, row_bytes, scratch_id
+from .sharing import function_key, sharing_groups
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -269,11 +270,11 @@ def _renamed_tables(record: Any, renames: dict[str, str]) -> Any:
     return record
 
 
-def layer_views(graph: Graph, layers: tuple[Layer, ...], env: jinja2.Environment,
+def layer_views(graph: Graph, layers: tuple[Layer, ...],
                 schedule: Schedule | None = None) -> tuple[LayerView, ...]:
-    """One view per layer; layers whose functions would be the same code (rendered with the
-    same placeholder names, their tables as arguments) share the first one's function, which
-    takes their tables as arguments. A layer alone with its code keeps them as constants."""
+    """One view per layer; layers whose functions are compiled from equal parameters besides
+    their tables (sharing.function_key) share the first one's function, which takes their
+    tables as arguments. A layer alone with its function keeps them as constants."""
     drafts = []
     for layer in layers:
         params, tables = table_arguments(layer)
@@ -283,35 +284,20 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...], env: jinja2.Environment
                                 schedule is not None and schedule.is_banded(layer.index),
                                 c_type(graph.tensor(op.input).dtype),
                                 c_type(graph.tensor(op.output).dtype)))
-    owners: dict[tuple[str, str], int] = {}
-    owner_of = []
-    for draft in drafts:
-        key = (draft.variant.template, _placeholder_text(draft, env))
-        owner_of.append(owners.setdefault(key, draft.index))
+    owner_of = sharing_groups([
+        function_key(draft.layer, draft.input_ctype, draft.output_ctype, draft.banded,
+                     draft.comment) for draft in drafts])
     views = []
-    for layer, draft, owner in zip(layers, drafts, owner_of):
-        sharing = [i for i, o in enumerate(owner_of) if o == owner]
+    for position, (layer, draft) in enumerate(zip(layers, drafts)):
+        owner = owner_of[position]
+        sharing = [layers[i].index for i, o in enumerate(owner_of) if o == owner]
         if len(sharing) == 1:  # its own function: the tables stay constants, by name
             views.append(dataclasses.replace(draft, params=layer.params, tables=()))
             continue
         views.append(dataclasses.replace(
-            draft, names=layers[owner].names, defines_function=draft.index == owner,
+            draft, names=layers[owner].names, defines_function=position == owner,
             label="Layers " + ", ".join(map(str, sharing))))
     return tuple(views)
-
-
-PLACEHOLDER_INDEX = -1
-
-
-def _placeholder_text(view: LayerView, env: jinja2.Environment) -> str:
-    """The layer's function as it would render under placeholder names: equal texts are the
-    same code."""
-    if view.variant.library is not None:
-        return f"library layer {view.index}"  # never shared
-    names = LayerNames(view.names.model, PLACEHOLDER_INDEX, view.names.variant)
-    neutral = dataclasses.replace(view, names=names, label="Layer ?")
-    template = env.get_template(f"kernels/{view.variant.template}.c.j2")
-    return template.render(layer=neutral, model=None)
 
 
 def check_section_name(section: str) -> None:
@@ -328,7 +314,7 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
     check_model_name(name)
     if weights_section is not None:
         check_section_name(weights_section)
-    views = layer_views(graph, layers, template_environment(), schedule)
+    views = layer_views(graph, layers, schedule)
     inp, out = graph.input, graph.output
     used = [layer.variant for layer in layers]
     return ModelView(

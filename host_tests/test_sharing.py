@@ -1,0 +1,172 @@
+"""Layers share a C function when their variant and parameters are equal besides their tables
+(mcugen/sharing.py), on every instruction set: the shared function is each layer's own code,
+layers whose code is the same do share it, and the shared code is bit-exact.
+
+The QEMU cases need the cross compiler and QEMU; person_detect's measured code needs the cross
+compiler; nothing here needs TensorFlow."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ir_graphs as g
+from conftest import PERSON_DETECT, standard_inputs
+from hostc import run_sanitized
+from mcugen.codegen import LayerView, table_arguments, template_environment
+from mcugen.compile import CompiledModel, compile_graph
+from mcugen.frontend.tflite import load_tflite
+from mcugen.kernels.variant import ConstArray, LayerNames
+from mcugen.measure import measure
+from mcugen.qemu import build_firmware, run_firmware
+from mcugen.reference import run_reference
+from mcugen.sharing import record_shape
+from mcugen.targets import load_target
+
+# One core per instruction set: portable C (ARMv6-M), ARMv7-M, the DSP extension, Helium.
+TARGETS = ("cortex-m0plus", "cortex-m3", "cortex-m7", "cortex-m55")
+BLOCKS = 3
+
+
+def blocks_compiled(target: str) -> CompiledModel:
+    """Three equal depthwise + pointwise blocks (their own weights), then a pointwise layer
+    of another shape: three functions."""
+    graph = g.repeated_blocks(seed=5, h=6, w=6, c=10, blocks=BLOCKS, last_outputs=7)
+    return compile_graph(graph, name="model", target=load_target(target), source="blocks")
+
+
+def function_text(view: LayerView, names: LayerNames, label: str) -> str:
+    """The layer's function as its template renders it under the given names and label."""
+    template = template_environment().get_template(f"kernels/{view.variant.template}.c.j2")
+    return template.render(layer=dataclasses.replace(view, names=names, label=label),
+                           model=None)
+
+
+def owners(compiled: CompiledModel) -> dict[int, LayerView]:
+    """Each layer's index -> the view of the layer that defines the function it calls."""
+    defining = {view.names.function: view for view in compiled.view.functions}
+    return {view.index: defining[view.names.function] for view in compiled.view.layers}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_equal_layers_share_one_function_on_every_target(target):
+    compiled = blocks_compiled(target)
+    functions = compiled.view.functions
+    assert [view.label for view in functions] == ["Layers 0, 2, 4", "Layers 1, 3, 5", "Layer 6"]
+    for shared in functions[:2]:  # the tables are arguments, the last layer keeps its own
+        assert shared.tables and all(t.parameter.startswith("t_") for t in shared.tables)
+    assert functions[2].tables == ()
+    calls = compiled.sources["model.c"].count(functions[0].names.function + "(")
+    assert calls == 1 + BLOCKS  # defined once, called by every block
+
+
+def shared_form(view: LayerView) -> LayerView:
+    """The layer as a function shared with others renders it: its tables as arguments."""
+    params, tables = table_arguments(view.layer)
+    return dataclasses.replace(view, params=params, tables=tables)
+
+
+def assert_shared_exactly_when_equal(compiled: CompiledModel) -> None:
+    """A layer's own code, under its function's names and label, is the function it calls
+    (so no data of one layer is baked into another's code); and no two functions render
+    alike under one name and label (so equal code is shared)."""
+    owner_of = owners(compiled)
+    for view in compiled.view.layers:
+        owner = owner_of[view.index]
+        if owner.index != view.index:
+            assert function_text(shared_form(view), owner.names, owner.label) == \
+                function_text(owner, owner.names, owner.label), f"layer {view.index}"
+    texts = {view.index: function_text(shared_form(view),
+                                       LayerNames("model", 999, view.names.variant), "Layer ?")
+             for view in compiled.view.functions if view.variant.library is None}
+    for a, b in combinations(texts, 2):
+        assert texts[a] != texts[b], f"layers {a} and {b} have the same code, not shared"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_shared_function_is_each_layers_code_and_equal_code_is_shared(target):
+    assert_shared_exactly_when_equal(blocks_compiled(target))
+
+
+@pytest.fixture(scope="module")
+def person_detect_graph():
+    return load_tflite(PERSON_DETECT.read_bytes(), "person_detect")
+
+
+@pytest.mark.parametrize("target", ["cortex-m7", "cortex-m55"])
+def test_person_detect_shares_exactly_its_equal_layers(person_detect_graph, target):
+    compiled = compile_graph(person_detect_graph, name="person_detect",
+                             target=load_target(target), source="person_detect")
+    assert len(compiled.view.functions) == 22, [v.label for v in compiled.view.functions]
+    assert_shared_exactly_when_equal(compiled)
+
+
+def test_person_detect_on_helium_fits_its_code_budget(person_detect_graph):
+    """Issue 20: person_detect's code on Cortex-M55 at most 14 KB (18,800 B unshared)."""
+    target = load_target("cortex-m55")
+    compiled = compile_graph(person_detect_graph, name="person_detect", target=target,
+                             source="person_detect")
+    sizes = measure(compiled.sources, "person_detect", target, compiled.plan.arena_size)
+    assert sizes is not None, f"{target.compiler} is needed to measure the code"
+    assert sizes.code_bytes <= 14 * 1024, sizes
+
+
+def test_the_shape_of_a_record_leaves_out_its_tables_values_only():
+    params = blocks_compiled("cortex-m7").layers[1].params
+    matrix = params.matrix
+    other = dataclasses.replace(matrix.filter, name="x", values=matrix.filter.values[::-1])
+    assert record_shape(dataclasses.replace(
+        params, matrix=dataclasses.replace(matrix, filter=other))) == record_shape(params)
+    shorter = ConstArray("x", "int8_t", matrix.filter.values[:-1])
+    wider = ConstArray("x", "int16_t", matrix.filter.values.astype(np.int16))
+    for changed in (dataclasses.replace(matrix, filter=shorter),
+                    dataclasses.replace(matrix, filter=wider),
+                    dataclasses.replace(matrix, offset=1), dataclasses.replace(matrix, depth=11)):
+        assert record_shape(dataclasses.replace(params, matrix=changed)) != \
+            record_shape(params), changed
+
+
+def reference_outputs(compiled: CompiledModel, inputs: np.ndarray) -> np.ndarray:
+    graph = compiled.graph
+    return np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                     for x in inputs])
+
+
+def write_sources(compiled: CompiledModel, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, text in compiled.sources.items():
+        (folder / file).write_text(text)
+    return folder
+
+
+def test_shared_functions_are_bit_exact_on_the_host_under_sanitizers(tmp_path):
+    compiled = compile_graph(g.repeated_blocks(seed=5, h=6, w=6, c=10, blocks=BLOCKS,
+                                               last_outputs=7),
+                             name="model", target=load_target("host"), source="blocks")
+    assert len(compiled.view.functions) == 3
+    inputs = standard_inputs(compiled.graph.input.size, seed=4)
+    outputs = run_sanitized(write_sources(compiled, tmp_path / "model"), "model",
+                            compiled.graph.input.size, compiled.graph.output.size, inputs,
+                            tmp_path)
+    np.testing.assert_array_equal(outputs, reference_outputs(compiled, inputs))
+
+
+def test_shared_functions_are_bit_exact_in_qemu_on_every_instruction_set(tmp_path):
+    def one(target_name: str) -> None:
+        target = load_target(target_name)
+        compiled = blocks_compiled(target_name)
+        work = tmp_path / target_name
+        elf = build_firmware(write_sources(compiled, work / "model"), target, work / "fw")
+        inputs = standard_inputs(compiled.graph.input.size, seed=4)
+        result = run_firmware(elf, target, inputs, compiled.graph.output.size)
+        np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
+                                      err_msg=target_name)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(one, TARGETS))

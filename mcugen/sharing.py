@@ -1,0 +1,84 @@
+"""Which layers share one C function: decided from their lowered parameter records, not from
+rendered C.
+
+A layer function's body is compiled from its parameter record. Each field of the record is
+either *shape* or *data*:
+- shape: what the body is compiled for, a constant in its C: sizes, strides, windows, block
+  counts, zero points and clamps, the choice of helper functions, whether a table exists.
+  Every int, float, bool, str, enum and None in the record, and the type of each nested
+  record, compared by value.
+- data: what the layer's tables hold (weights, biases, multipliers, shifts, per-channel
+  constants): a ``ConstArray`` is data but for its C type and length, and a function shared
+  by several layers takes it as an argument (codegen's ``TableArgument``); a raw NumPy array
+  in a record is values already laid out in one of the record's tables (the short
+  requantization's multipliers, say) and is not compared.
+Two layers share a function when their variants are equal and so is everything their function
+is compiled from besides data: the record's shape, their operands' C types, the scratch and
+row-band arguments its signature takes. A per-layer scalar that must not keep layers apart
+goes into a table (a per-layer table of words: a const struct the body reads once); a scalar
+read in a hot loop stays shape, a constant the compiler folds. docs/extending.md states the
+contract for templates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import Enum
+from typing import Any, Hashable
+
+import numpy as np
+
+from .kernels import Layer
+from .kernels.variant import ConstArray
+
+
+
+@dataclasses.dataclass(frozen=True)
+class TableShape:
+    """A table as a shared function's body sees it: a pointer argument of this type, to this
+    many elements."""
+
+    ctype: str
+    length: int
+
+
+class _Unshareable:
+    """A value of a type this module does not classify: its layer keeps its own function
+    (equal to nothing but itself)."""
+
+
+def record_shape(record: Any) -> Hashable:
+    """The record with its data left out: equal for records that compile to one body."""
+    if isinstance(record, ConstArray):
+        return TableShape(record.ctype, int(record.values.size))
+    if isinstance(record, np.ndarray):
+        return np.ndarray  # values laid out in a table of the record
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return (type(record),) + tuple((f.name, record_shape(getattr(record, f.name)))
+                                       for f in dataclasses.fields(record))
+    if isinstance(record, (tuple, list)):
+        return (type(record),) + tuple(record_shape(item) for item in record)
+    if isinstance(record, np.generic):
+        record = record.item()
+    if record is None or isinstance(record, (bool, int, float, str, Enum)):
+        return (type(record), record)  # 1 and True and 1.0 are not the same C
+    return _Unshareable()
+
+
+def function_key(layer: Layer, input_ctype: str, output_ctype: str, banded: bool,
+                 comment: str) -> Hashable:
+    """What layer's function is compiled from, besides data: layers with equal keys share one
+    function. The comment (the op and its shapes) is compared too, so that the shared
+    function's comment is true of every layer that calls it. A library's layers never share
+    (their static structs point at their tables)."""
+    if layer.variant.library is not None:
+        return _Unshareable()
+    return (layer.variant, record_shape(layer.params), input_ctype, output_ctype,
+            layer.scratch_bytes > 0, banded, comment)
+
+
+def sharing_groups(keys: list[Hashable]) -> list[int]:
+    """For each layer (by position), the position of the first layer with its key: the layer
+    that defines the function the others call."""
+    owners: dict[Hashable, int] = {}
+    return [owners.setdefault(key, position) for position, key in enumerate(keys)]
