@@ -211,6 +211,28 @@ def elementwise(seed: int, kind: str, shape: tuple[int, ...], second: str,
     return Graph(kind, {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))
 
 
+def residual_adds(seed: int, shape: tuple[int, ...], count: int) -> Graph:
+    """`count` residual blocks of one shape: a 1x1 depthwise of the running tensor, added to
+    it. The ADDs differ in their scales and zero points alone (as MobileNetV2's do)."""
+    rng = np.random.default_rng(seed)
+    c = shape[-1]
+    tensors = [_activation("x", shape, IN_SCALE, 6)]
+    ops = []
+    source, scale = "x", IN_SCALE
+    for index in range(count):
+        wt = _weights(rng, f"w{index}", (1, 1, 1, c), c, 3, True)
+        branch = _activation(f"d{index}", shape, float(rng.uniform(0.05, 0.1)),
+                             int(rng.integers(-20, 20)))
+        scale = scale * float(rng.uniform(1.1, 1.6))
+        total = _activation(f"y{index}", shape, scale, int(rng.integers(-20, 20)))
+        tensors += [wt, branch, total]
+        ops.append(DepthwiseConv2D(source, wt.name, None, branch.name, (1, 1), (1, 1),
+                                   Padding(), 1, Activation.NONE))
+        ops.append(Add(source, branch.name, total.name, Activation.NONE))
+        source = total.name
+    return Graph("residual", {t.name: t for t in tensors}, tuple(ops), ("x",), (source,))
+
+
 def hard_swish(seed: int, shape: tuple[int, ...]) -> Graph:
     tensors = [_activation("x", shape, 0.04, -20), _activation("y", shape, 0.03, -100)]
     return _graph("hard_swish", tensors, HardSwish("x", "y"))

@@ -89,6 +89,29 @@ class TableArgument:
 
 
 @dataclass(frozen=True)
+class ScalarArgument:
+    """A per-layer scalar a shared layer function takes as an argument (sharing.data_field):
+    the parameter's name and the layer's own value."""
+
+    parameter: str
+    value: int
+
+
+@dataclass(frozen=True)
+class CParameter:
+    """A data scalar in a shared function's record: prints as its parameter's name. Its value
+    is not known when the C is generated, so Jinja arithmetic and tests on it raise."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"{self.name} is a run-time value: a template cannot test it")
+
+
+@dataclass(frozen=True)
 class LayerView:
     """What a layer template needs: the lowered layer, its parameters with its tables renamed
     to the function's parameters, and the function that runs it, which the first layer of its
@@ -104,6 +127,7 @@ class LayerView:
     banded: bool = False  # runs in row bands: takes the first row each operand's buffer holds
     input_ctype: str = "int8_t"  # the element types of its input and output pointers
     output_ctype: str = "int8_t"
+    scalars: tuple[ScalarArgument, ...] = ()  # its data scalars, when it shares a function
 
     @property
     def index(self) -> int:
@@ -260,6 +284,37 @@ def table_arguments(layer: Layer) -> tuple[Any, tuple[TableArgument, ...]]:
     return _renamed_tables(layer.params, renames), tuple(arguments)
 
 
+def scalar_arguments(params: Any, data_scalars: tuple[str, ...]
+                     ) -> tuple[Any, tuple[ScalarArgument, ...]]:
+    """The parameters with each data scalar (Variant.data_scalars, paths of fields) replaced
+    by a parameter of its function, d_<its path>, and the values to pass."""
+    scalars = []
+    for path in data_scalars:
+        parameter = "d_" + path.replace(".", "_")
+        scalars.append(ScalarArgument(parameter, _int32(_field(params, path), parameter)))
+        params = _replaced_field(params, path.split("."), CParameter(parameter))
+    return params, tuple(scalars)
+
+
+def _field(record: Any, path: str) -> Any:
+    for name in path.split("."):
+        record = getattr(record, name)
+    return record
+
+
+def _replaced_field(record: Any, names: list[str], value: Any) -> Any:
+    first, rest = names[0], names[1:]
+    inner = value if not rest else _replaced_field(getattr(record, first), rest, value)
+    return dataclasses.replace(record, **{first: inner})
+
+
+def _int32(value: Any, parameter: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not -2**31 <= int(value) < 2**31:
+        raise TypeError(f"{parameter}: a data scalar is an int32, not {value!r}")
+    return int(value)
+
+
 def _renamed_tables(record: Any, renames: dict[str, str]) -> Any:
     if isinstance(record, ConstArray):
         return dataclasses.replace(record, name=renames[record.name])
@@ -273,8 +328,9 @@ def _renamed_tables(record: Any, renames: dict[str, str]) -> Any:
 def layer_views(graph: Graph, layers: tuple[Layer, ...],
                 schedule: Schedule | None = None) -> tuple[LayerView, ...]:
     """One view per layer; layers whose functions are compiled from equal parameters besides
-    their tables (sharing.function_key) share the first one's function, which takes their
-    tables as arguments. A layer alone with its function keeps them as constants."""
+    their data (sharing.function_key) share the first one's function, which takes their
+    tables and data scalars as arguments. A layer alone with its function keeps them as
+    constants."""
     drafts = []
     for layer in layers:
         params, tables = table_arguments(layer)
@@ -294,9 +350,10 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
         if len(sharing) == 1:  # its own function: the tables stay constants, by name
             views.append(dataclasses.replace(draft, params=layer.params, tables=()))
             continue
+        params, scalars = scalar_arguments(draft.params, layer.variant.data_scalars)
         views.append(dataclasses.replace(
             draft, names=layers[owner].names, defines_function=position == owner,
-            label="Layers " + ", ".join(map(str, sharing))))
+            label="Layers " + ", ".join(map(str, sharing)), params=params, scalars=scalars))
     return tuple(views)
 
 

@@ -11,12 +11,21 @@ either *shape* or *data*:
   constants): a ``ConstArray`` is data but for its C type and length, and a function shared
   by several layers takes it as an argument (codegen's ``TableArgument``); a raw NumPy array
   in a record is values already laid out in one of the record's tables (the short
-  requantization's multipliers, say) and is not compared.
+  requantization's multipliers, say) and is not compared;
+- and the scalar fields a variant names in its ``data_scalars`` (paths such as
+  ``"constants.output_multiplier"``): per-layer ints its template reads as C int32_t values.
+  A layer alone with its function gets them as constants; a function shared by several layers
+  takes them as arguments ``d_<path with _>`` (codegen's ``ScalarArgument``), and the template
+  then prints the parameter's name (codegen's ``CParameter``), so the template must use them
+  only as C expressions, never in Jinja arithmetic or tests (which raise). The variant, not the
+  record, declares them: two variants may lower to one record type and bake in different
+  fields (an immediate operand of an instruction must stay shape).
 Two layers share a function when their variants are equal and so is everything their function
 is compiled from besides data: the record's shape, their operands' C types, the scratch and
 row-band arguments its signature takes. A per-layer scalar that must not keep layers apart
-goes into a table (a per-layer table of words: a const struct the body reads once); a scalar
-read in a hot loop stays shape, a constant the compiler folds. docs/extending.md states the
+is one of the variant's ``data_scalars``, or goes into a table; a scalar whose value shapes the code (a loop the
+compiler unrolls by it, a branch taken at generation time) stays shape, a constant the compiler
+folds. docs/extending.md states the
 contract for templates.
 """
 
@@ -33,6 +42,9 @@ from .kernels.variant import ConstArray
 
 
 
+DATA = "data"  # a data scalar's place in a record's shape
+
+
 @dataclasses.dataclass(frozen=True)
 class TableShape:
     """A table as a shared function's body sees it: a pointer argument of this type, to this
@@ -47,15 +59,19 @@ class _Unshareable:
     (equal to nothing but itself)."""
 
 
-def record_shape(record: Any) -> Hashable:
-    """The record with its data left out: equal for records that compile to one body."""
+def record_shape(record: Any, data_scalars: frozenset[str] = frozenset(),
+                 path: str = "") -> Hashable:
+    """The record with its data left out: equal for records that compile to one body.
+    data_scalars: the paths of its fields that are data scalars (Variant.data_scalars)."""
     if isinstance(record, ConstArray):
         return TableShape(record.ctype, int(record.values.size))
     if isinstance(record, np.ndarray):
         return np.ndarray  # values laid out in a table of the record
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        return (type(record),) + tuple((f.name, record_shape(getattr(record, f.name)))
-                                       for f in dataclasses.fields(record))
+        return (type(record),) + tuple(
+            (f.name, DATA if path + f.name in data_scalars
+             else record_shape(getattr(record, f.name), data_scalars, f"{path}{f.name}."))
+            for f in dataclasses.fields(record))
     if isinstance(record, (tuple, list)):
         return (type(record),) + tuple(record_shape(item) for item in record)
     if isinstance(record, np.generic):
@@ -73,7 +89,8 @@ def function_key(layer: Layer, input_ctype: str, output_ctype: str, banded: bool
     (their static structs point at their tables)."""
     if layer.variant.library is not None:
         return _Unshareable()
-    return (layer.variant, record_shape(layer.params), input_ctype, output_ctype,
+    data_scalars = frozenset(layer.variant.data_scalars)
+    return (layer.variant, record_shape(layer.params, data_scalars), input_ctype, output_ctype,
             layer.scratch_bytes > 0, banded, comment)
 
 

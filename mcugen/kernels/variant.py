@@ -143,6 +143,9 @@ class Variant:
     # Implements a uint8 model's form of its ops (ir's ``legacy`` ops: weights with a zero
     # point, uint8 AVERAGE_POOL_2D's rounding).
     legacy: bool = False
+    # Fields of the parameter record ("constants.output_multiplier") that are data: per-layer
+    # ints that layers sharing the function pass as arguments (mcugen/sharing.py).
+    data_scalars: tuple[str, ...] = ()
 
     def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
         return (isinstance(op, self.ops) and self.isa in target_isas(target)
