@@ -118,10 +118,12 @@ def fully_connected(seed: int, rows: int, depth: int, outputs: int, per_channel=
 
 
 def repeated_blocks(seed: int, h: int, w: int, c: int, blocks: int, last_outputs: int,
-                    zero_point: int = -3) -> Graph:
+                    zero_point: int = -3, projections: tuple[int, ...] | None = None) -> Graph:
     """A chain of `blocks` equal-shape blocks (3x3 depthwise, then 1x1 convolution c -> c:
     equal shapes, zero points and clamps; their own weights, biases and scales), then a 1x1
-    convolution c -> last_outputs (a shape of its own): what a MobileNet's middle is."""
+    convolution c -> last_outputs (a shape of its own): what a MobileNet's middle is.
+    projections: the 1x1 convolutions are linear (no activation, as MobileNetV2's
+    projections) with these output zero points, one a block."""
     rng = np.random.default_rng(seed)
     tensors = [_activation("x", (1, h, w, c), IN_SCALE, zero_point)]
     ops = []
@@ -132,15 +134,16 @@ def repeated_blocks(seed: int, h: int, w: int, c: int, blocks: int, last_outputs
         wt = _weights(rng, f"{kind}{index}_w", shape, cout, 3 if kind == "dw" else 0, True)
         bias = dataclasses.replace(_bias(rng, cout, IN_SCALE * float(np.mean(wt.q.scale))),
                                    name=f"{kind}{index}_b")
+        linear = kind == "pw" and projections is not None and index < len(projections)
         out = _activation(f"{kind}{index}_y", (1, h, w, cout), _output_scale(wt, depth),
-                          zero_point)
+                          projections[index] if linear else zero_point)
         tensors.extend([wt, bias, out])
         if kind == "dw":
             ops.append(DepthwiseConv2D(source, wt.name, bias.name, out.name, (1, 1), (1, 1),
                                        Padding(1, 1, 1, 1), 1, Activation.RELU))
         else:
             ops.append(Conv2D(source, wt.name, bias.name, out.name, (1, 1), (1, 1),
-                              Padding(), Activation.RELU))
+                              Padding(), Activation.NONE if linear else Activation.RELU))
         source = out.name
         return source
 

@@ -11,7 +11,9 @@ either *shape* or *data*:
   constants): a ``ConstArray`` is data but for its C type and length, and a function shared
   by several layers takes it as an argument (codegen's ``TableArgument``); a raw NumPy array
   in a record is values already laid out in one of the record's tables (the short
-  requantization's multipliers, say) and is not compared;
+  requantization's multipliers, say) and is not compared, nor is a field declared
+  ``variant.tabulated()`` (a scalar folded into the tables: the short requantization's output
+  zero point);
 - and the scalar fields a variant names in its ``data_scalars`` (paths such as
   ``"constants.output_multiplier"``): per-layer ints its template reads as C int32_t values.
   A layer alone with its function gets them as constants; a function shared by several layers
@@ -38,7 +40,7 @@ from typing import Any, Hashable
 import numpy as np
 
 from .kernels import Layer
-from .kernels.variant import ConstArray
+from .kernels.variant import ConstArray, is_tabulated
 
 
 
@@ -69,7 +71,7 @@ def record_shape(record: Any, data_scalars: frozenset[str] = frozenset(),
         return np.ndarray  # values laid out in a table of the record
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
         return (type(record),) + tuple(
-            (f.name, DATA if path + f.name in data_scalars
+            (f.name, DATA if path + f.name in data_scalars or is_tabulated(f)
              else record_shape(getattr(record, f.name), data_scalars, f"{path}{f.name}."))
             for f in dataclasses.fields(record))
     if isinstance(record, (tuple, list)):

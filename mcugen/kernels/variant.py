@@ -11,7 +11,7 @@ over these records; the report names the variant of every layer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
@@ -86,6 +86,20 @@ class ConstArray:
             return self
         values = np.concatenate([self.values, np.zeros(count, self.values.dtype)])
         return ConstArray(self.name, self.ctype, values)
+
+
+TABULATED = "tabulated"
+
+
+def tabulated() -> Any:
+    """A parameter record's field whose value the lowering has laid out in the record's tables
+    (an output zero point folded into per-channel constants): no template prints it, so layers
+    that differ in it may share a function (mcugen/sharing.py), as NumPy arrays of values."""
+    return field(metadata={"sharing": TABULATED})
+
+
+def is_tabulated(record_field) -> bool:
+    return record_field.metadata.get("sharing") == TABULATED
 
 
 @dataclass(frozen=True)
