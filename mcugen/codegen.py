@@ -90,8 +90,8 @@ class TableArgument:
 
 @dataclass(frozen=True)
 class ScalarArgument:
-    """A per-layer scalar a shared layer function takes as an argument (sharing.data_field):
-    the parameter's name and the layer's own value."""
+    """A per-layer scalar a shared layer function takes as an argument (a field its variant
+    names in data_scalars): the parameter's name and the layer's own value."""
 
     parameter: str
     value: int
@@ -113,9 +113,10 @@ class CParameter:
 
 @dataclass(frozen=True)
 class LayerView:
-    """What a layer template needs: the lowered layer, its parameters with its tables renamed
-    to the function's parameters, and the function that runs it, which the first layer of its
-    shape defines and the others of the same code call."""
+    """What a layer template needs: the lowered layer, its parameters (with its tables and
+    data scalars renamed to the function's parameters when it shares a function), and the
+    function that runs it, which the first layer of its key (sharing.function_key) defines
+    and the others call."""
 
     layer: Layer
     comment: str

@@ -3,32 +3,33 @@ rendered C.
 
 A layer function's body is compiled from its parameter record. Each field of the record is
 either *shape* or *data*:
-- shape: what the body is compiled for, a constant in its C: sizes, strides, windows, block
+- shape: what the body is compiled for, constants in its C: sizes, strides, windows, block
   counts, zero points and clamps, the choice of helper functions, whether a table exists.
   Every int, float, bool, str, enum and None in the record, and the type of each nested
   record, compared by value.
-- data: what the layer's tables hold (weights, biases, multipliers, shifts, per-channel
-  constants): a ``ConstArray`` is data but for its C type and length, and a function shared
-  by several layers takes it as an argument (codegen's ``TableArgument``); a raw NumPy array
-  in a record is values already laid out in one of the record's tables (the short
-  requantization's multipliers, say) and is not compared, nor is a field declared
-  ``variant.tabulated()`` (a scalar folded into the tables: the short requantization's output
-  zero point);
-- and the scalar fields a variant names in its ``data_scalars`` (paths such as
-  ``"constants.output_multiplier"``): per-layer ints its template reads as C int32_t values.
-  A layer alone with its function gets them as constants; a function shared by several layers
-  takes them as arguments ``d_<path with _>`` (codegen's ``ScalarArgument``), and the template
-  then prints the parameter's name (codegen's ``CParameter``), so the template must use them
-  only as C expressions, never in Jinja arithmetic or tests (which raise). The variant, not the
-  record, declares them: two variants may lower to one record type and bake in different
-  fields (an immediate operand of an instruction must stay shape).
+- data, of three kinds:
+  - tables (``ConstArray``: weights, biases, multipliers, shifts, per-channel constants),
+    compared by C type and length only; a function shared by several layers takes each as an
+    argument (codegen's ``TableArgument``);
+  - values already laid out in the record's tables, never printed by a template: raw NumPy
+    arrays (the short requantization's multipliers) and fields declared
+    ``variant.tabulated()`` (its output zero point, folded into K);
+  - the scalar fields a variant names in its ``data_scalars`` (paths such as
+    ``"constants.output_multiplier"``): per-layer ints its template reads as C int32_t
+    values. A layer alone with its function keeps them as constants; a function shared by
+    several layers takes them as arguments ``d_<path with _>`` (codegen's
+    ``ScalarArgument``), and its template prints the parameter's name (codegen's
+    ``CParameter``), so it may use them only as C expressions, never in Jinja arithmetic or
+    tests (which raise). The variant, not the record type, declares them: two variants may
+    lower to one record type and bake in different fields (an instruction's immediate
+    operand must stay shape).
+
 Two layers share a function when their variants are equal and so is everything their function
 is compiled from besides data: the record's shape, their operands' C types, the scratch and
-row-band arguments its signature takes. A per-layer scalar that must not keep layers apart
-is one of the variant's ``data_scalars``, or goes into a table; a scalar whose value shapes the code (a loop the
-compiler unrolls by it, a branch taken at generation time) stays shape, a constant the compiler
-folds. docs/extending.md states the
-contract for templates.
+row-band arguments of its signature, the comment above it. A value whose difference should not
+keep layers apart is a data scalar or goes into a table; a value that shapes the code (a loop
+the compiler unrolls by it, a branch taken at generation time, a hot loop's bound) stays
+shape, a constant the compiler folds. docs/extending.md states the contract for templates.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ from .kernels import Layer
 from .kernels.variant import ConstArray, is_tabulated
 
 
-
-DATA = "data"  # a data scalar's place in a record's shape
+DATA = "data"  # where a data field stands in a record's shape
 
 
 @dataclasses.dataclass(frozen=True)
