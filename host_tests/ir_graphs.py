@@ -7,6 +7,7 @@ about 74 * 74 * sqrt(depth)), so that the requantization and the clamps are exer
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -116,6 +117,43 @@ def fully_connected(seed: int, rows: int, depth: int, outputs: int, per_channel=
                                                 legacy=legacy_zero_point is not None))
 
 
+def repeated_blocks(seed: int, h: int, w: int, c: int, blocks: int, last_outputs: int,
+                    zero_point: int = -3, projections: tuple[int, ...] | None = None) -> Graph:
+    """A chain of `blocks` equal-shape blocks (3x3 depthwise, then 1x1 convolution c -> c:
+    equal shapes, zero points and clamps; their own weights, biases and scales), then a 1x1
+    convolution c -> last_outputs (a shape of its own): what a MobileNet's middle is.
+    projections: the 1x1 convolutions are linear (no activation, as MobileNetV2's
+    projections) with these output zero points, one a block."""
+    rng = np.random.default_rng(seed)
+    tensors = [_activation("x", (1, h, w, c), IN_SCALE, zero_point)]
+    ops = []
+    source = "x"
+
+    def layer(kind: str, index: int, shape: tuple[int, ...], cout: int, depth: int) -> str:
+        nonlocal source
+        wt = _weights(rng, f"{kind}{index}_w", shape, cout, 3 if kind == "dw" else 0, True)
+        bias = dataclasses.replace(_bias(rng, cout, IN_SCALE * float(np.mean(wt.q.scale))),
+                                   name=f"{kind}{index}_b")
+        linear = kind == "pw" and projections is not None and index < len(projections)
+        out = _activation(f"{kind}{index}_y", (1, h, w, cout), _output_scale(wt, depth),
+                          projections[index] if linear else zero_point)
+        tensors.extend([wt, bias, out])
+        if kind == "dw":
+            ops.append(DepthwiseConv2D(source, wt.name, bias.name, out.name, (1, 1), (1, 1),
+                                       Padding(1, 1, 1, 1), 1, Activation.RELU))
+        else:
+            ops.append(Conv2D(source, wt.name, bias.name, out.name, (1, 1), (1, 1),
+                              Padding(), Activation.NONE if linear else Activation.RELU))
+        source = out.name
+        return source
+
+    for index in range(blocks):
+        layer("dw", index, (1, 3, 3, c), c, 9)
+        layer("pw", index, (c, 1, 1, c), c, c)
+    last = layer("pw", blocks, (last_outputs, 1, 1, c), last_outputs, c)
+    return Graph("blocks", {t.name: t for t in tensors}, tuple(ops), ("x",), (last,))
+
+
 def average_pool(seed: int, h: int, w: int, c: int, kernel=(3, 3), stride=(2, 2),
                  padding=Padding(1, 1, 1, 1), legacy: bool = False) -> Graph:
     oh = conv_output_size(h, kernel[0], stride[0], 1, padding.top, padding.bottom)
@@ -174,6 +212,28 @@ def elementwise(seed: int, kind: str, shape: tuple[int, ...], second: str,
     tensors.append(_activation("y", shape, out_scale, -4))
     ops.append((Add if kind == "add" else Mul)("x", "x2", "y", activation))
     return Graph(kind, {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))
+
+
+def residual_adds(seed: int, shape: tuple[int, ...], count: int) -> Graph:
+    """`count` residual blocks of one shape: a 1x1 depthwise of the running tensor, added to
+    it. The ADDs differ in their scales and zero points alone (as MobileNetV2's do)."""
+    rng = np.random.default_rng(seed)
+    c = shape[-1]
+    tensors = [_activation("x", shape, IN_SCALE, 6)]
+    ops = []
+    source, scale = "x", IN_SCALE
+    for index in range(count):
+        wt = _weights(rng, f"w{index}", (1, 1, 1, c), c, 3, True)
+        branch = _activation(f"d{index}", shape, float(rng.uniform(0.05, 0.1)),
+                             int(rng.integers(-20, 20)))
+        scale = scale * float(rng.uniform(1.1, 1.6))
+        total = _activation(f"y{index}", shape, scale, int(rng.integers(-20, 20)))
+        tensors += [wt, branch, total]
+        ops.append(DepthwiseConv2D(source, wt.name, None, branch.name, (1, 1), (1, 1),
+                                   Padding(), 1, Activation.NONE))
+        ops.append(Add(source, branch.name, total.name, Activation.NONE))
+        source = total.name
+    return Graph("residual", {t.name: t for t in tensors}, tuple(ops), ("x",), (source,))
 
 
 def hard_swish(seed: int, shape: tuple[int, ...]) -> Graph:

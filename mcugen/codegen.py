@@ -29,6 +29,7 @@ from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import Plan
 from .resources import templates_dir
 from .schedule import Schedule, Step, row_bytes, scratch_id
+from .sharing import function_key, sharing_groups
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -88,10 +89,34 @@ class TableArgument:
 
 
 @dataclass(frozen=True)
+class ScalarArgument:
+    """A per-layer scalar a shared layer function takes as an argument (a field its variant
+    names in data_scalars): the parameter's name and the layer's own value."""
+
+    parameter: str
+    value: int
+
+
+@dataclass(frozen=True)
+class CParameter:
+    """A data scalar in a shared function's record: prints as its parameter's name. Its value
+    is not known when the C is generated, so Jinja arithmetic and tests on it raise."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"{self.name} is a run-time value: a template cannot test it")
+
+
+@dataclass(frozen=True)
 class LayerView:
-    """What a layer template needs: the lowered layer, its parameters with its tables renamed
-    to the function's parameters, and the function that runs it, which the first layer of its
-    shape defines and the others of the same code call."""
+    """What a layer template needs: the lowered layer, its parameters (with its tables and
+    data scalars renamed to the function's parameters when it shares a function), and the
+    function that runs it, which the first layer of its key (sharing.function_key) defines
+    and the others call."""
 
     layer: Layer
     comment: str
@@ -103,6 +128,7 @@ class LayerView:
     banded: bool = False  # runs in row bands: takes the first row each operand's buffer holds
     input_ctype: str = "int8_t"  # the element types of its input and output pointers
     output_ctype: str = "int8_t"
+    scalars: tuple[ScalarArgument, ...] = ()  # its data scalars, when it shares a function
 
     @property
     def index(self) -> int:
@@ -259,6 +285,37 @@ def table_arguments(layer: Layer) -> tuple[Any, tuple[TableArgument, ...]]:
     return _renamed_tables(layer.params, renames), tuple(arguments)
 
 
+def scalar_arguments(params: Any, data_scalars: tuple[str, ...]
+                     ) -> tuple[Any, tuple[ScalarArgument, ...]]:
+    """The parameters with each data scalar (Variant.data_scalars, paths of fields) replaced
+    by a parameter of its function, d_<its path>, and the values to pass."""
+    scalars = []
+    for path in data_scalars:
+        parameter = "d_" + path.replace(".", "_")
+        scalars.append(ScalarArgument(parameter, _int32(_field(params, path), parameter)))
+        params = _replaced_field(params, path.split("."), CParameter(parameter))
+    return params, tuple(scalars)
+
+
+def _field(record: Any, path: str) -> Any:
+    for name in path.split("."):
+        record = getattr(record, name)
+    return record
+
+
+def _replaced_field(record: Any, names: list[str], value: Any) -> Any:
+    first, rest = names[0], names[1:]
+    inner = value if not rest else _replaced_field(getattr(record, first), rest, value)
+    return dataclasses.replace(record, **{first: inner})
+
+
+def _int32(value: Any, parameter: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not -2**31 <= int(value) < 2**31:
+        raise TypeError(f"{parameter}: a data scalar is an int32, not {value!r}")
+    return int(value)
+
+
 def _renamed_tables(record: Any, renames: dict[str, str]) -> Any:
     if isinstance(record, ConstArray):
         return dataclasses.replace(record, name=renames[record.name])
@@ -269,11 +326,12 @@ def _renamed_tables(record: Any, renames: dict[str, str]) -> Any:
     return record
 
 
-def layer_views(graph: Graph, layers: tuple[Layer, ...], env: jinja2.Environment,
+def layer_views(graph: Graph, layers: tuple[Layer, ...],
                 schedule: Schedule | None = None) -> tuple[LayerView, ...]:
-    """One view per layer; layers whose functions would be the same code (rendered with the
-    same placeholder names, their tables as arguments) share the first one's function, which
-    takes their tables as arguments. A layer alone with its code keeps them as constants."""
+    """One view per layer; layers whose functions are compiled from equal parameters besides
+    their data (sharing.function_key) share the first one's function, which takes their
+    tables and data scalars as arguments. A layer alone with its function keeps them as
+    constants."""
     drafts = []
     for layer in layers:
         params, tables = table_arguments(layer)
@@ -283,35 +341,21 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...], env: jinja2.Environment
                                 schedule is not None and schedule.is_banded(layer.index),
                                 c_type(graph.tensor(op.input).dtype),
                                 c_type(graph.tensor(op.output).dtype)))
-    owners: dict[tuple[str, str], int] = {}
-    owner_of = []
-    for draft in drafts:
-        key = (draft.variant.template, _placeholder_text(draft, env))
-        owner_of.append(owners.setdefault(key, draft.index))
+    owner_of = sharing_groups([
+        function_key(draft.layer, draft.input_ctype, draft.output_ctype, draft.banded,
+                     draft.comment) for draft in drafts])
     views = []
-    for layer, draft, owner in zip(layers, drafts, owner_of):
-        sharing = [i for i, o in enumerate(owner_of) if o == owner]
+    for position, (layer, draft) in enumerate(zip(layers, drafts)):
+        owner = owner_of[position]
+        sharing = [layers[i].index for i, o in enumerate(owner_of) if o == owner]
         if len(sharing) == 1:  # its own function: the tables stay constants, by name
             views.append(dataclasses.replace(draft, params=layer.params, tables=()))
             continue
+        params, scalars = scalar_arguments(draft.params, layer.variant.data_scalars)
         views.append(dataclasses.replace(
-            draft, names=layers[owner].names, defines_function=draft.index == owner,
-            label="Layers " + ", ".join(map(str, sharing))))
+            draft, names=layers[owner].names, defines_function=position == owner,
+            label="Layers " + ", ".join(map(str, sharing)), params=params, scalars=scalars))
     return tuple(views)
-
-
-PLACEHOLDER_INDEX = -1
-
-
-def _placeholder_text(view: LayerView, env: jinja2.Environment) -> str:
-    """The layer's function as it would render under placeholder names: equal texts are the
-    same code."""
-    if view.variant.library is not None:
-        return f"library layer {view.index}"  # never shared
-    names = LayerNames(view.names.model, PLACEHOLDER_INDEX, view.names.variant)
-    neutral = dataclasses.replace(view, names=names, label="Layer ?")
-    template = env.get_template(f"kernels/{view.variant.template}.c.j2")
-    return template.render(layer=neutral, model=None)
 
 
 def check_section_name(section: str) -> None:
@@ -328,7 +372,7 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
     check_model_name(name)
     if weights_section is not None:
         check_section_name(weights_section)
-    views = layer_views(graph, layers, template_environment(), schedule)
+    views = layer_views(graph, layers, schedule)
     inp, out = graph.input, graph.output
     used = [layer.variant for layer in layers]
     return ModelView(

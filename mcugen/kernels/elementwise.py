@@ -112,8 +112,14 @@ def _lower_lookup(op: TableLookup, graph: Graph, target: Target,
                                          np.array(op.table, np.int8)))
 
 
+# Residual ADDs of one shape (MobileNetV2's blocks) differ in their offsets and rescaling
+# alone: those are data, passed to a shared function (a few values kept in registers).
 ADD_S8 = Variant("add_s8", (Add,), Isa.PORTABLE, "add_s8", Order.ELEMENTWISE, _lower_binary,
-                 row_ranges=True, binary=True)
+                 row_ranges=True, binary=True, data_scalars=(
+                     "input_offset", "input2_offset", "constants.input1_multiplier",
+                     "constants.input1_shift", "constants.input2_multiplier",
+                     "constants.input2_shift", "constants.output_multiplier",
+                     "constants.output_shift", "clamp.output_offset"))
 MUL_S8 = Variant("mul_s8", (Mul,), Isa.PORTABLE, "mul_s8", Order.ELEMENTWISE, _lower_binary,
                  row_ranges=True, binary=True)
 LOOKUP_S8 = Variant("lookup_s8", (TableLookup,), Isa.PORTABLE, "lookup_s8", Order.ELEMENTWISE,

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .lowering import Requantization
+from .variant import tabulated
 
 ACC_LIMIT = 1 << 30  # |acc| below this: its double fits in int32
 # A constant channel's multiplier and shift (0.5, then a halving): see the module docstring.
@@ -67,7 +68,7 @@ class ShortRequantization:
     multiplier: np.ndarray
     rounding: np.ndarray  # K = (2 offset + 1) * 2^(e - 1)
     exponent: np.ndarray  # e = -shift >= 1
-    output_offset: int
+    output_offset: int = tabulated()  # in K, and in skip_sign_correction (the C function)
     act_min: int
     act_max: int
 

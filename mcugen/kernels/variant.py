@@ -11,7 +11,7 @@ over these records; the report names the variant of every layer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
@@ -88,6 +88,20 @@ class ConstArray:
         return ConstArray(self.name, self.ctype, values)
 
 
+TABULATED = "tabulated"
+
+
+def tabulated() -> Any:
+    """A parameter record's field whose value the lowering has laid out in the record's tables
+    (an output zero point folded into per-channel constants): no template prints it, so layers
+    that differ in it may share a function (mcugen/sharing.py), as NumPy arrays of values."""
+    return field(metadata={"sharing": TABULATED})
+
+
+def is_tabulated(record_field) -> bool:
+    return record_field.metadata.get("sharing") == TABULATED
+
+
 @dataclass(frozen=True)
 class LayerNames:
     """Every C name a layer defines, decided here, never in a template: its function
@@ -143,6 +157,9 @@ class Variant:
     # Implements a uint8 model's form of its ops (ir's ``legacy`` ops: weights with a zero
     # point, uint8 AVERAGE_POOL_2D's rounding).
     legacy: bool = False
+    # Fields of the parameter record ("constants.output_multiplier") that are data: per-layer
+    # ints that layers sharing the function pass as arguments (mcugen/sharing.py).
+    data_scalars: tuple[str, ...] = ()
 
     def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
         return (isinstance(op, self.ops) and self.isa in target_isas(target)
