@@ -13,14 +13,15 @@ of up to 32 consecutive bits and any odd number of flipped bits, and with a 16-e
 multiplier. Fletcher-32 would be cheaper still but misses some changes (0x00 and 0xFF bytes
 are the same modulo 255), which int8 activations produce often.
 
-A layer's expected output is the oracle's tensor of the same name; where the oracle has no
-tensor of that shape (a layer whose constant channels mcugen removed: passes/dead_channels.py)
-it is the NumPy reference's (mcugen/reference.py), which this module checks against the
-oracle wherever both exist, so that a disagreement is refused here rather than flashed.
+A layer's expected output is the oracle's tensor of the same name, less the constant channels
+mcugen removed (passes/dead_channels.py), and equal to the NumPy reference's
+(mcugen/reference.py): a disagreement is refused here rather than flashed. Where the oracle
+has no such tensor, the reference's stands, and the report says for how many layers.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -68,7 +69,7 @@ class Selftest:
         return dict(vectors=len(self.vectors), kinds=[v.kind for v in self.vectors],
                     oracle=self.oracle, layers_from_oracle=self.from_oracle,
                     layers=self.layers, checksum="CRC-32 (zlib)",
-                    data_bytes=self.data_bytes, ram_bytes=self.ram_bytes)
+                    data_bytes=self.data_bytes, ram_bytes=self.ram_bytes, measured=None)
 
 
 def selftest_summary(selftest: dict) -> str:
@@ -147,6 +148,8 @@ def build_selftest(compiled: CompiledModel, tflite: bytes, count: int,
             tensor = graph.tensor(name)
             ours = np.asarray(reference[name]).astype(tensor.dtype)
             theirs = _oracle_value(oracle, index, name, tensor.dtype)
+            if theirs is not None and theirs.size != ours.size:
+                theirs = _without_removed_channels(theirs, ours)
             if theirs is not None and theirs.size == ours.size:
                 if not np.array_equal(theirs.reshape(-1).view(np.uint8),
                                       ours.reshape(-1).view(np.uint8)):
@@ -161,13 +164,39 @@ def build_selftest(compiled: CompiledModel, tflite: bytes, count: int,
     return Selftest(tuple(vectors), oracle.description, from_oracle, len(compiled.layers))
 
 
+def _without_removed_channels(theirs: np.ndarray, ours: np.ndarray) -> np.ndarray | None:
+    """The oracle's tensor without the constant channels mcugen removed (the same shape but
+    fewer channels, last axis): the first of its channels equal to each of ours, in order
+    (equal channels are interchangeable); None when ours are not such a selection."""
+    if theirs.ndim != ours.ndim or theirs.shape[:-1] != ours.shape[:-1] \
+            or theirs.shape[-1] < ours.shape[-1]:
+        return None
+    columns = theirs.reshape(-1, theirs.shape[-1]).T
+    kept, at = [], 0
+    for channel in ours.reshape(-1, ours.shape[-1]).T:
+        while at < len(columns) and not np.array_equal(columns[at], channel):
+            at += 1
+        if at == len(columns):
+            return None
+        kept.append(at)
+        at += 1
+    return np.ascontiguousarray(theirs[..., kept])
+
+
 def _oracle_value(oracle: OracleTensors, index: int, name: str, dtype: str
                   ) -> np.ndarray | None:
     """The oracle's tensor `name` for input `index` as mcugen holds it: a uint8 activation of
-    a legacy model is held as int8 shifted by 128 (frontend/tflite.py)."""
-    if oracle.tensors is None or name not in oracle.tensors[index]:
+    a legacy model is held as int8 shifted by 128, and a uint8 input or output X has an int8
+    twin named X_int8 (frontend/tflite.py)."""
+    if oracle.tensors is None:
         return None
-    value = np.ascontiguousarray(oracle.tensors[index][name])
+    tensors = oracle.tensors[index]
+    twin_of = re.fullmatch(r"(.+)_int8(_\d+)?", name)
+    if name not in tensors and twin_of is not None:
+        name = twin_of.group(1)
+    if name not in tensors:
+        return None
+    value = np.ascontiguousarray(tensors[name])
     if value.dtype == np.uint8 and dtype == "int8":
         return (value ^ 0x80).view(np.int8)
     return value if value.dtype == np.dtype(dtype) else None
