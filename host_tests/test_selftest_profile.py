@@ -221,10 +221,13 @@ def test_selftest_and_profile_in_qemu(tmp_path):
         assert profile.counter == "SysTick"
         # -icount shift=0: one instruction per nanosecond; SysTick ticks at the board's clock.
         per_tick = 1e9 / r["systick_hz"]
-        for layer, (ticks, instructions) in enumerate(zip(profile.cycles, r["instructions"])):
-            # The two counts start one call apart, and a tick is per_tick instructions.
-            assert abs(ticks * per_tick - instructions) <= per_tick + 16, (core, layer, ticks,
-                                                                             instructions)
+        off = [round(instructions - ticks * per_tick)
+               for ticks, instructions in zip(profile.cycles, r["instructions"])]
+        # A tick is per_tick instructions, and the two counts of a layer start and end a call
+        # apart. QEMU's count of the first layer starts before the call of model_invoke, the
+        # profile's after NAME_invoke has zeroed NAME_layer_cycles (a few per layer).
+        assert all(abs(d) <= per_tick + 16 for d in off[1:]), (core, off)
+        assert -per_tick <= off[0] <= per_tick + 8 * r["layers"] + 64, (core, off)
     # The whole path once: `mcugen report` reads the log into the three reports.
     folder = results["cortex-m7"]["folder"]
     result = mcugen("report", str(folder), "--profile-log",
