@@ -241,3 +241,27 @@ def test_selftest_and_profile_in_qemu(tmp_path):
     assert "board cycles" in (folder / "report.md").read_text()
     assert "model_selftest.c" in json.loads(
         (folder / ".mcugen-manifest.json").read_text())["files"]  # the others stay mcugen's
+
+
+# --- the on-board example ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", ["selftest-profile", "plain"])
+def test_on_board_example_compiles_strictly(tmp_path, options):
+    """examples/on_board/main.c with a --selftest --profile build, and with a plain one (its
+    self-check and profile compile away): arm-none-eabi-gcc, the strict flags."""
+    target = load_target("cortex-m4")
+    if options == "plain":
+        data = PERSON_DETECT.read_bytes()
+        compiled = compile_graph(load_tflite(data, "model"), name="model", target=target,
+                                 source="person_detect.tflite")
+    else:
+        compiled = compiled_model(PERSON_DETECT, "cortex-m4", profile=True)
+    folder = write_model(compiled, tmp_path / "model")
+    compile_checked(["arm-none-eabi-gcc", *target.cflags, *STRICT, "-I", str(folder), "-c",
+                     str(REPO / "examples" / "on_board" / "main.c"),
+                     "-o", str(tmp_path / "main.o")])
+    symbols = subprocess.run(["arm-none-eabi-nm", str(tmp_path / "main.o")],
+                             capture_output=True, text=True, check=True).stdout
+    assert ("model_selftest" in symbols) == (options != "plain")
+    assert ("model_layer_cycles" in symbols) == (options != "plain")
