@@ -241,6 +241,15 @@ def test_selftest_and_profile_in_qemu(tmp_path):
     assert "board cycles" in (folder / "report.md").read_text()
     assert "model_selftest.c" in json.loads(
         (folder / ".mcugen-manifest.json").read_text())["files"]  # the others stay mcugen's
+    # For a part, the milliseconds at its clock: the M0+ log read into an RP2040 build.
+    part = write_model(compiled_model(PERSON_DETECT, "rp2040", profile=True), tmp_path / "rp")
+    (tmp_path / "m0.txt").write_text(results["cortex-m0plus"]["console"])
+    result = mcugen("report", str(part), "--profile-log", str(tmp_path / "m0.txt"))
+    assert result.returncode == 0, result.stderr
+    profile = json.loads((part / "report.json").read_text())["profile"]
+    clock = load_target("rp2040").clock_hz
+    assert profile["milliseconds"] == pytest.approx(1000 * profile["cycles"] / clock)
+    assert f"ms at {clock / 1e6:g} MHz" in (part / "report.md").read_text()
 
 
 # --- the on-board example ---------------------------------------------------------------------
