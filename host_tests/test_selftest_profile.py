@@ -13,6 +13,7 @@ gcc; the QEMU test needs arm-none-eabi-gcc and qemu-system-arm.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -73,14 +74,25 @@ def run_selftest_on_host(folder: Path, name: str, work: Path, sanitize: bool = F
     """NAME_selftest() in a host program (with ASan and UBSan: slower), its output."""
     exe = work / f"{name}_selftest_{folder.name}"
     upper = name.upper()
-    flags = SANITIZE if sanitize else ["-O2"]
-    compile_checked(["gcc", *STRICT, *flags, "-I", str(folder),
-                     f"-DMODEL_HEADER=\"{name}.h\"", f"-DMODEL_PREFIX={name}",
-                     f"-DMODEL_UPPER={upper}", str(HARNESS),
-                     *sorted(str(p) for p in folder.glob("*.c")), "-o", str(exe)])
+    flags = [*STRICT, *(SANITIZE if sanitize else ["-O2"]), "-I", str(folder),
+             f"-DMODEL_HEADER=\"{name}.h\"", f"-DMODEL_PREFIX={name}", f"-DMODEL_UPPER={upper}"]
+    objects = [_object(source, flags, work) for source in
+               [HARNESS, *sorted(folder.glob("*.c"))]]
+    compile_checked(["gcc", *flags, *map(str, objects), "-o", str(exe)])
     result = subprocess.run([str(exe)], capture_output=True, text=True)
     assert result.returncode == 0 and result.stderr == "", result.stderr[-3000:]
     return result.stdout
+
+
+def _object(source: Path, flags: list[str], work: Path) -> Path:
+    """source compiled with flags; a file compiled before with the same text and flags is
+    not compiled again (a changed weight recompiles NAME_weights.c only)."""
+    key = hashlib.sha256(source.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
+    obj = work / "objects" / f"{source.stem}-{key}.o"
+    if not obj.is_file():
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        compile_checked(["gcc", *flags, "-c", str(source), "-o", str(obj)])
+    return obj
 
 
 def selftest_result(console: str) -> int:
@@ -274,3 +286,25 @@ def test_on_board_example_compiles_strictly(tmp_path, options):
                              capture_output=True, text=True, check=True).stdout
     assert ("model_selftest" in symbols) == (options != "plain")
     assert ("model_layer_cycles" in symbols) == (options != "plain")
+
+
+@pytest.mark.parametrize("core", ["cortex-m0plus", "cortex-m7"])
+def test_selftest_and_profile_c_is_warning_free(tmp_path, core):
+    """NAME.c (with the profile's both counters) and NAME_selftest.c under the strict flags
+    and -Wpedantic: arm-none-eabi-gcc; gcc and clang on the host for the M0+'s portable C,
+    clang for the Cortex-M7's."""
+    from test_clang import CROSS, clang, newlib_include
+
+    folder = write_model(compiled_model(PERSON_DETECT, core, profile=True), tmp_path / "model")
+    target = load_target(core)
+    compilers = [["arm-none-eabi-gcc", *target.cpu_flags]]
+    if not target.features:  # portable C: the host's compilers too
+        compilers += [["gcc"], [clang()]]
+    if core in CROSS:
+        compilers.append([clang(), "--target=arm-none-eabi", "-mthumb", *CROSS[core],
+                          "-isystem", newlib_include()])
+    for compiler in compilers:
+        for counter in ([], ["-DMCUGEN_PROFILE_SYSTICK"]):
+            for source in ("model.c", "model_selftest.c"):
+                compile_checked([*compiler, *STRICT, "-Wpedantic", "-O2", *counter, "-c",
+                                 str(folder / source), "-o", str(tmp_path / "out.o")])
