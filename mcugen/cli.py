@@ -429,7 +429,10 @@ RUN_EXAMPLES = """examples:
 
 REPORT_EXAMPLES = """examples:
   mcugen report build/person_detect --profile-log uart.txt
-      the cycles per layer a --profile build's firmware printed, beside the estimate
+      the cycles per layer a --profile build's firmware printed, into its reports
+  mcugen report build/pd --profile-log qemu.log --force
+      the same into a `mcugen run --out build/pd` folder (beside QEMU's instructions and the
+      estimate), overwriting report files you edited
 """
 
 INSPECT_EXAMPLES = """examples:
