@@ -193,6 +193,11 @@ def test_report_refuses_a_log_without_a_profile_or_of_another_model(tmp_path):
     log.write_text("mcugen-profile counter=SysTick layers=3\n")
     result = mcugen("report", str(out), "--profile-log", str(log))
     assert result.returncode == 1 and "3 layers; this build has 30" in result.stderr
+    # What a DWT build prints in QEMU (checked there: QEMU does not model the DWT).
+    log.write_text("mcugen-profile counter=DWT CYCCNT layers=30\n" + "".join(
+        f"mcugen-profile {i} 0 layer\n" for i in range(30)))
+    result = mcugen("report", str(out), "--profile-log", str(log))
+    assert result.returncode == 1 and "the counter did not run" in result.stderr
 
 
 # --- in QEMU ----------------------------------------------------------------------------------

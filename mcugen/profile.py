@@ -64,6 +64,10 @@ def parse_profile_log(text: str, layer_count: int) -> ProfileLog:
                           f"and {layer_count} layers): was the model built with --profile, "
                           f"and did the firmware print it (examples/qemu/main.c)?")
     counter, rows = complete[-1]
+    if not any(cycles for cycles, _ in rows.values()):
+        raise McugenError(f"every layer counted 0 cycles with {counter}: the counter did not "
+                          f"run (QEMU does not model the DWT: build with "
+                          f"-DMCUGEN_PROFILE_SYSTICK there)")
     return ProfileLog(counter, [None if rows[i][0] == SATURATED else rows[i][0]
                                 for i in range(layer_count)],
                       [rows[i][1] for i in range(layer_count)], len(complete))
