@@ -13,7 +13,7 @@ import functools
 import keyword
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import numpy as np
@@ -29,6 +29,9 @@ from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import Plan
 from .resources import templates_dir
 from .schedule import Schedule, Step, row_bytes, scratch_id
+
+if TYPE_CHECKING:
+    from .selftest import Selftest  # which imports this module, through compile
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -215,7 +218,7 @@ class ModelView:
     weights_section: str | None = None  # the linker section of the constant tables
     version: str = __version__
     target: str = ""  # which target the C is for: its name and description (NAME.h's header)
-    selftest: Any = None  # selftest.Selftest with --selftest: NAME_selftest.c's vectors
+    selftest: Selftest | None = None  # with --selftest: NAME_selftest.c's vectors
     profile: ProfileView | None = None  # with --profile: per-layer cycles in NAME_invoke
 
     @property
