@@ -349,7 +349,7 @@ def test_readmes_build_commands_write_different_folders():
     assert len(set(folders)) == len(folders), folders
 
 
-@pytest.mark.parametrize("command", ["build", "run", "inspect", "targets"])
+@pytest.mark.parametrize("command", ["build", "run", "report", "inspect", "targets"])
 def test_help_shows_defaults_and_two_examples(command, tmp_path):
     """Item 10: --help showed no defaults and no examples; the examples are real command
     lines (they parse)."""

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 from . import cache, estimate
-from .compile import CompiledModel, compile_graph, prepare
-from .codegen import SOURCE_TEMPLATES, check_model_name, check_section_name
+from .compile import CompiledModel, check_profile_target, compile_graph, prepare
+from .codegen import (SELFTEST_TEMPLATE, SOURCE_TEMPLATES, check_model_name,
+                      check_section_name, render_sources)
 from .errors import McugenError
 from .kernels import KERNEL_SETS
 from .measure import MeasuredSizes, measure
@@ -21,6 +22,7 @@ from .frontend.limits import check_mobilenet_request, check_path_components
 from .frontend.tflite import load_tflite, read_model_file
 from .output import check_output_folder, write_output_folder
 from .resources import find_cmsis_nn
+from .selftest import build_selftest, check_vector_count
 from .targets import Target, load_target
 
 Progress = Callable[[str], None]
@@ -52,6 +54,8 @@ class BuildOptions:
     weights_section: str | None = None  # linker section of the constant tables
     ram_regions: bool = False  # split the arena over the part's RAM regions, fastest first
     io: str = "int8"  # a built MobileNet's input and output type: int8, uint8 or float
+    selftest: int | None = None  # NAME_selftest.c with this many input vectors
+    profile: bool = False  # NAME_invoke records each layer's cycles (the core's counter)
 
     @property
     def out_dir(self) -> Path:
@@ -62,7 +66,11 @@ class BuildOptions:
         check_model_name(self.name)
         if self.weights_section is not None:
             check_section_name(self.weights_section)
-        load_target(self.target)
+        target = load_target(self.target)
+        if self.selftest is not None:
+            check_vector_count(self.selftest)
+        if self.profile:
+            check_profile_target(target)
         if self.kernels not in KERNEL_SETS:
             raise McugenError(f"unknown --kernels {self.kernels!r}; choose one of "
                               f"{', '.join(KERNEL_SETS)}")
@@ -87,12 +95,14 @@ class BuildOptions:
                 raise McugenError(f"--seed {self.seed}: use 0 to {(1 << 32) - 1}")
             check_mobilenet_request(self.alpha, self.height, self.width, self.classes)
         check_path_components(self.out_dir)
-        check_output_folder(self.out_dir, self.force, output_names(self.name))
+        check_output_folder(self.out_dir, self.force,
+                            output_names(self.name, self.selftest is not None))
 
 
-def output_names(name: str) -> list[str]:
+def output_names(name: str, selftest: bool = False) -> list[str]:
     """The files a build writes into its output folder (checked before the slow steps)."""
-    return [*(file.format(name=name) for file in SOURCE_TEMPLATES), f"{name}.tflite",
+    sources = [*SOURCE_TEMPLATES, *([SELFTEST_TEMPLATE[0]] if selftest else [])]
+    return [*(file.format(name=name) for file in sources), f"{name}.tflite",
             "report.json", "report.md", "report.html"]
 
 
@@ -249,6 +259,16 @@ def check_shapes(shapes: estimate.Shapes, options: BuildOptions, target: Target,
 
 
 
+def with_selftest(compiled: CompiledModel, tflite: bytes, count: int, seed: int
+                  ) -> CompiledModel:
+    """The compiled model with NAME_selftest.c: its vectors' per-layer checksums from the
+    oracle (selftest.py), in the sources and the report."""
+    selftest = build_selftest(compiled, tflite, count, seed)
+    view = dataclasses.replace(compiled.view, selftest=selftest)
+    report = dataclasses.replace(compiled.report, selftest=selftest.as_dict())
+    return dataclasses.replace(compiled, view=view, sources=render_sources(view), report=report)
+
+
 def build(options: BuildOptions, progress: Progress = lambda message: None) -> BuildResult:
     result = compile_build(options, progress)
     progress(f"writing {options.out_dir}")
@@ -278,7 +298,11 @@ def compile_build(options: BuildOptions, progress: Progress = lambda message: No
                              memory_check=False, kernel_set=options.kernels,
                              max_ram=options.max_ram, fit_ram=fit_ram,
                              weights_section=options.weights_section,
-                             ram_regions=options.ram_regions)
+                             ram_regions=options.ram_regions, profile=options.profile)
+    if options.selftest is not None:
+        progress(f"computing the self-check's checksums ({options.selftest} "
+                 f"vector{'s' * (options.selftest > 1)}, every layer) with the oracle")
+        compiled = with_selftest(compiled, data, options.selftest, options.seed)
     if options.memory_check:  # with --ram-regions, plan_regions has checked each region
         target.check_fits(compiled.report.const_bytes,
                           0 if options.ram_regions else compiled.report.arena_bytes)
@@ -292,5 +316,8 @@ def compile_build(options: BuildOptions, progress: Progress = lambda message: No
                 options.weights_section)
     report = dataclasses.replace(compiled.report,
                                  measured=measured.as_dict() if measured else None)
+    if measured is not None and measured.selftest is not None:
+        report = dataclasses.replace(report, selftest={**report.selftest,
+                                                       "measured": measured.selftest})
     return BuildResult(options.out_dir, data, dataclasses.replace(compiled, report=report),
                        measured)

@@ -152,6 +152,14 @@ def parse_resolution(text: str) -> tuple[int, int]:
     raise McugenError(f"--res {text!r}: give R or HxW, e.g. 96 or 128x96")
 
 
+def _vector_count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise McugenError(f"--selftest {text!r}: give the number of input vectors, e.g. "
+                          f"--selftest 3") from None
+
+
 def parse_bytes(text: str | None) -> int | None:
     """A size in bytes: 20000, 20K (x1024) or 1.5M (x1024x1024)."""
     if text is None:
@@ -217,7 +225,8 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         name=name, out=args.out, force=args.force,
         memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose,
         max_ram=parse_bytes(args.max_ram), weights_section=args.weights_section,
-        ram_regions=args.ram_regions, io=args.io)
+        ram_regions=args.ram_regions, io=args.io,
+        selftest=getattr(args, "selftest", None), profile=getattr(args, "profile", False))
 
 
 def command_build(args: argparse.Namespace) -> int:
@@ -268,6 +277,10 @@ def print_build_summary(result: BuildResult, out_dir: Path | None) -> None:
               f"RAM {sizes.ram_bytes:,} B (arena {sizes.arena_bytes:,} + other static "
               f"{sizes.other_ram_bytes:,} + stack {sizes.stack_bytes:,})"
               f"{fit('RAM (measured)', sizes.ram_bytes, all_ram, whose)}")
+    if report.selftest is not None:
+        from .selftest import selftest_summary
+
+        print(selftest_summary(report.selftest))
     sys.stdout.flush()
     for overflow in overflows:
         print(f"mcugen: warning: {overflow}", file=sys.stderr)
@@ -312,6 +325,14 @@ def command_run(args: argparse.Namespace) -> int:
               f"QEMU's {target.qemu_board} board ({target.core} code, inputs and outputs by "
               f"semihosting){not_for}; your own firmware compiles the C files")
     return 0 if summary.matches else 1
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from .profile import report_with_profile
+
+    text = report_with_profile(args.folder, args.profile_log, args.force)
+    print(text)
+    return 0
 
 
 def command_inspect(args: argparse.Namespace) -> int:
@@ -406,6 +427,14 @@ RUN_EXAMPLES = """examples:
       the same for a MobileNet V2 on Cortex-M55, keeping the C, the reports and the image
 """
 
+REPORT_EXAMPLES = """examples:
+  mcugen report build/person_detect --profile-log uart.txt
+      the cycles per layer a --profile build's firmware printed, into its reports
+  mcugen report build/pd --profile-log qemu.log --force
+      the same into a `mcugen run --out build/pd` folder (beside QEMU's instructions and the
+      estimate), overwriting report files you edited
+"""
+
 INSPECT_EXAMPLES = """examples:
   mcugen inspect person_detect.tflite
   mcugen inspect build/person_detect/person_detect.tflite   (the model a build compiled)
@@ -436,7 +465,7 @@ def make_parser() -> argparse.ArgumentParser:
                      formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"mcugen {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                     metavar="{build,run,inspect,targets}")
+                                     metavar="{build,run,report,inspect,targets}")
 
     build_parser = command("build", "compile a model into a folder of C99", BUILD_EXAMPLES)
     add_model_arguments(build_parser, default_target="host")
@@ -445,6 +474,16 @@ def make_parser() -> argparse.ArgumentParser:
     build_parser.add_argument("--kernels", choices=KERNEL_SETS, default="mcugen",
                               help="mcugen's own C kernels, or cmsis-nn: Arm's CMSIS-NN where "
                                    "it has the layer (build with CMSIS_NN_DIR)")
+    build_parser.add_argument("--selftest", type=_vector_count, nargs="?", const=1,
+                              metavar="N",
+                              help="also write NAME_selftest.c: N input vectors (1 without a "
+                                   "number; edge cases first) and the oracle's checksum of "
+                                   "every layer's output; NAME_selftest() returns 0, or the "
+                                   "index + 1 of the first layer that differs on the board")
+    build_parser.add_argument("--profile", action="store_true",
+                              help="NAME_invoke records each layer's cycles (DWT CYCCNT; "
+                                   "SysTick on ARMv6-M) in NAME_layer_cycles; read what the "
+                                   "board prints with `mcugen report DIR --profile-log FILE`")
     build_parser.set_defaults(run=command_build)
 
     run_parser = command("run", "build for a Cortex-M core or part, run in QEMU on the core's "
@@ -479,6 +518,17 @@ def make_parser() -> argparse.ArgumentParser:
                                  "point, instead of the default above (a negative LO "
                                  "needs the = form: --input-range=-1,1)")
     run_parser.set_defaults(run=command_run)
+
+    report_parser = command("report", "rewrite a build folder's report.json, report.md and "
+                            "report.html with what the board printed (--profile-log)",
+                            REPORT_EXAMPLES)
+    report_parser.add_argument("folder", type=Path, help="the build's output folder")
+    report_parser.add_argument("--profile-log", type=Path, metavar="FILE", required=True,
+                               help="what the firmware of a --profile build printed: its "
+                                    "'mcugen-profile' lines (examples/qemu/main.c)")
+    report_parser.add_argument("--force", action="store_true",
+                               help="overwrite report files you edited")
+    report_parser.set_defaults(run=command_report)
 
     inspect_parser = command("inspect", "print a .tflite's layer table", INSPECT_EXAMPLES)
     inspect_parser.add_argument("model", type=Path)

@@ -13,7 +13,7 @@ import functools
 import keyword
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import numpy as np
@@ -30,6 +30,9 @@ from .planner import Plan
 from .resources import templates_dir
 from .schedule import Schedule, Step, row_bytes, scratch_id
 from .sharing import function_key, sharing_groups
+
+if TYPE_CHECKING:
+    from .selftest import Selftest  # which imports this module, through compile
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -201,6 +204,20 @@ def arena_views(plan: Plan, model: str) -> tuple[ArenaView, ...]:
 
 
 @dataclass(frozen=True)
+class ProfileView:
+    """--profile: the layers' names (NAME_layer_names) and the counter NAME_invoke reads."""
+
+    names: tuple[str, ...]
+    systick: bool  # ARMv6-M: SysTick; later cores: the DWT's CYCCNT
+
+
+def profile_view(graph: Graph, layers: tuple[Layer, ...], arch: str) -> ProfileView:
+    """ARMv6-M has no DWT cycle counter (its DWT has none), so it counts with SysTick."""
+    return ProfileView(tuple(layer_comment(layer, graph) for layer in layers),
+                       systick=arch == "armv6-m")
+
+
+@dataclass(frozen=True)
 class ModelView:
     name: str
     upper: str
@@ -227,6 +244,8 @@ class ModelView:
     weights_section: str | None = None  # the linker section of the constant tables
     version: str = __version__
     target: str = ""  # which target the C is for: its name and description (NAME.h's header)
+    selftest: Selftest | None = None  # with --selftest: NAME_selftest.c's vectors
+    profile: ProfileView | None = None  # with --profile: per-layer cycles in NAME_invoke
 
     @property
     def input_quantized(self) -> bool:
@@ -368,7 +387,9 @@ def check_section_name(section: str) -> None:
 def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
                      plan: Plan, name: str, source: str,
                      cmsis_nn: CmsisPath | None = None,
-                     weights_section: str | None = None, target: str = "") -> ModelView:
+                     weights_section: str | None = None, target: str = "",
+                     profile_arch: str | None = None) -> ModelView:
+    """profile_arch: with --profile, the target's architecture (which counter to read)."""
     check_model_name(name)
     if weights_section is not None:
         check_section_name(weights_section)
@@ -391,7 +412,8 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
         isas=tuple(isa.value for isa in Isa if isa is not Isa.PORTABLE
                    and any(v.isa is isa for v in used)),
         helpers=tuple(dict.fromkeys(h for v in used for h in v.helpers)),
-        cmsis_nn=cmsis_nn, weights_section=weights_section, target=target)
+        cmsis_nn=cmsis_nn, weights_section=weights_section, target=target,
+        profile=None if profile_arch is None else profile_view(graph, layers, profile_arch))
 
 
 def schedule_line(schedule: Schedule, steps: int) -> str:
@@ -458,6 +480,22 @@ def c_rows(values: np.ndarray, per_line: int = 24) -> list[str]:
             for i in range(0, len(flat), per_line)]
 
 
+def c_values(values: np.ndarray, per_line: int = 16) -> list[str]:
+    """Array initializer rows of an input of any type: integers, or float32 literals."""
+    values = np.asarray(values).reshape(-1)
+    if values.dtype != np.float32:
+        return c_rows(values, per_line)
+    texts = [float_literal(v) for v in values.tolist()]
+    return [", ".join(texts[i:i + per_line // 2]) + ","
+            for i in range(0, len(texts), per_line // 2)]
+
+
+def c_hex_rows(values, per_line: int = 6) -> list[str]:
+    """uint32 initializer rows in hexadecimal (checksums)."""
+    texts = [f"0x{int(v):08X}u" for v in values]
+    return [", ".join(texts[i:i + per_line]) + "," for i in range(0, len(texts), per_line)]
+
+
 @functools.lru_cache(maxsize=None)
 def template_environment() -> jinja2.Environment:
     """One environment per process: Jinja compiles each template once and keeps it (a fresh
@@ -467,6 +505,8 @@ def template_environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True, autoescape=False)
     env.filters["c_rows"] = c_rows
+    env.filters["c_values"] = c_values
+    env.filters["c_hex_rows"] = c_hex_rows
     return env
 
 
@@ -481,7 +521,13 @@ SOURCE_TEMPLATES = {  # output file name (NAME substituted) -> template
 }
 
 
+SELFTEST_TEMPLATE = ("{name}_selftest.c", "selftest.c.j2")  # with --selftest
+
+
 def render_sources(model: ModelView) -> dict[str, str]:
     env = template_environment()
+    templates = dict(SOURCE_TEMPLATES)
+    if model.selftest is not None:
+        templates[SELFTEST_TEMPLATE[0]] = SELFTEST_TEMPLATE[1]
     return {file.format(name=model.name): env.get_template(template).render(model=model)
-            for file, template in SOURCE_TEMPLATES.items()}
+            for file, template in templates.items()}

@@ -60,7 +60,7 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
                   memory_check: bool = True, kernel_set: str = "mcugen",
                   max_ram: int | None = None, fit_ram: int | None = None,
                   weights_section: str | None = None,
-                  ram_regions: bool = False) -> CompiledModel:
+                  ram_regions: bool = False, profile: bool = False) -> CompiledModel:
     """max_ram: the arena may not exceed it (a row-band schedule if layer by layer does not
     fit; an error naming the smallest reachable arena if none fits). fit_ram: without
     max_ram, the RAM the arena should fit if a row-band schedule can make it."""
@@ -72,7 +72,8 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
     library = any(layer.variant.library for layer in layers)
     view = build_model_view(graph, layers, schedule, plan, name, source,
                             cmsis_path(target) if library else None, weights_section,
-                            target=f"{target.name} ({target.description})")
+                            target=f"{target.name} ({target.description})",
+                            profile_arch=check_profile_target(target) if profile else None)
     report = build_report(graph, layers, schedule, buffers, plan, target, model=name,
                           source=source, whole_arena=whole_arena,
                           dead_channels=summarize(source_graph, graph).as_dict())
@@ -105,6 +106,14 @@ def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None
     schedule = dataclasses.replace(chosen.schedule, reason=reason)
     buffers = arena_buffers(graph, layers, schedule)
     return schedule, buffers, plan_memory(buffers), plan.arena_size
+
+
+def check_profile_target(target: Target) -> str:
+    """--profile reads a Cortex-M core's own counter: the target's architecture."""
+    if target.is_host:
+        raise McugenError("--profile counts with a Cortex-M core's own counter (DWT CYCCNT or "
+                          "SysTick); choose a Cortex-M --target, not host")
+    return target.arch
 
 
 def region_capacities(target: Target) -> list[tuple[str, int]]:

@@ -37,6 +37,8 @@ class MeasuredSizes:
     arena_bytes: int  # RAM: the static arena
     other_ram_bytes: int  # RAM: any other static data
     stack_bytes: int  # RAM: worst-case stack of NAME_invoke
+    # With --selftest: NAME_selftest.o's flash (code, vectors, checksums) and RAM.
+    selftest: dict | None = None
 
     @property
     def flash_bytes(self) -> int:
@@ -64,6 +66,9 @@ def measure(sources: dict[str, str], name: str, target: Target, arena_bytes: int
         for file, text in sources.items():
             (work / file).write_text(text)
         units = [name, f"{name}_weights"]
+        selftest_unit = f"{name}_selftest"
+        if f"{selftest_unit}.c" in sources:  # NAME_invoke calls its per-layer hook
+            units.append(selftest_unit)
         for unit in units:
             _compile(target, work / f"{unit}.c", work / f"{unit}.o", (*STRICT, *include),
                      generated=True)
@@ -76,13 +81,18 @@ def measure(sources: dict[str, str], name: str, target: Target, arena_bytes: int
         elf = _link(target, name, objects, work / f"{name}.elf")
         image = _section_sizes(size_tool, elf, weights_section)
         weights = _section_sizes(size_tool, work / f"{name}_weights.o", weights_section)
+        selftest = None
+        if selftest_unit in units:
+            sizes = _section_sizes(size_tool, work / f"{selftest_unit}.o")
+            selftest = dict(flash_bytes=sizes["text"] + sizes["rodata"] + sizes["data"],
+                            ram_bytes=sizes["data"] + sizes["bss"])
     weight_bytes = weights["text"] + weights["rodata"]
     static_ram = image["data"] + image["bss"]
     return MeasuredSizes(
         compiler=target.compiler, code_bytes=image["text"] + image["rodata"] - weight_bytes,
         weight_bytes=weight_bytes, arena_bytes=arena_bytes,
         other_ram_bytes=static_ram - arena_bytes,
-        stack_bytes=worst_case_stack("\n".join(graphs), f"{name}_invoke"))
+        stack_bytes=worst_case_stack("\n".join(graphs), f"{name}_invoke"), selftest=selftest)
 
 
 def _compile(target: Target, source: Path, obj: Path, flags: tuple[str, ...],

@@ -115,6 +115,102 @@ def oracle_outputs(model: bytes, inputs: np.ndarray) -> OracleRun:
     return OracleRun(None, None, tuple(notes))
 
 
+@dataclass(frozen=True)
+class OracleTensors:
+    """Every tensor the oracle computed, per input: name (mcugen's name for it, from
+    frontend.tflite.tensor_names) -> value in the model's own type and shape."""
+
+    name: str | None  # TFLM, TFLITE_REFERENCE, or None when neither could run the model
+    tensors: list[dict[str, np.ndarray]] | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def description(self) -> str:
+        return OracleRun(self.name, None, self.notes).description
+
+
+def tflm_tensors(model: bytes, inputs: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """TFLM's interpreter keeping every tensor (kPreserveAllTensors), on every input."""
+    from .frontend.tflite import tensor_names
+
+    names = tensor_names(model)
+    try:
+        from tflite_micro import runtime
+    except ImportError as error:
+        raise OracleError(f"tflite-micro is not installed ({error}); "
+                          f"pip install tflite-micro") from None
+    with _native_output_kept() as native:
+        try:
+            interpreter = runtime.Interpreter.from_bytes(
+                model, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+            details = interpreter.get_input_details(0)
+            results = []
+            for x in inputs:
+                interpreter.set_input(np.asarray(x).reshape(details["shape"])
+                                      .astype(details["dtype"]), 0)
+                interpreter.invoke()
+                results.append({name: np.array(interpreter.GetTensor(index, 0)["tensor_data"])
+                                for index, name in enumerate(names)})
+                interpreter.reset()
+        except Exception as error:  # TFLM raises RuntimeError and others: the model's limits
+            failure = error
+        else:
+            return results
+    raise OracleError(f"TFLM cannot run this model: {_first_line(failure, native)}")
+
+
+def tflite_reference_tensors(model: bytes, inputs: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """TensorFlow Lite's reference kernels keeping every tensor
+    (experimental_preserve_all_tensors), on every input."""
+    from .frontend.tflite import tensor_names
+
+    names = tensor_names(model)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_output_kept() as native:
+        try:
+            import tensorflow as tf
+        except ImportError as error:
+            raise OracleError(f"TensorFlow is not installed ({error}); "
+                              f"pip install tensorflow-cpu") from None
+        try:
+            interpreter = tf.lite.Interpreter(
+                model_content=model, experimental_preserve_all_tensors=True,
+                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+            interpreter.allocate_tensors()
+            source = interpreter.get_input_details()[0]
+            indices = [d["index"] for d in interpreter.get_tensor_details()
+                       if d["index"] < len(names)]
+            results = []
+            for x in inputs:
+                interpreter.set_tensor(source["index"], np.asarray(x).reshape(source["shape"])
+                                       .astype(source["dtype"]))
+                interpreter.invoke()
+                values = {}
+                for index in indices:
+                    try:
+                        values[names[index]] = interpreter.get_tensor(index).copy()
+                    except ValueError:  # a tensor without data (an unused one)
+                        continue
+                results.append(values)
+        except Exception as error:  # ValueError and RuntimeError from the interpreter
+            failure = error
+        else:
+            return results
+    raise OracleError(f"TensorFlow Lite cannot run this model: {_first_line(failure, native)}")
+
+
+def oracle_tensors(model: bytes, inputs: np.ndarray) -> OracleTensors:
+    """Every tensor, from TFLM where it can load the model, otherwise from TensorFlow Lite's
+    reference kernels (as oracle_outputs chooses)."""
+    notes = []
+    for name, interpreter in ((TFLM, tflm_tensors), (TFLITE_REFERENCE, tflite_reference_tensors)):
+        try:
+            return OracleTensors(name, interpreter(model, inputs), tuple(notes))
+        except OracleError as error:
+            notes.append(str(error))
+    return OracleTensors(None, None, tuple(notes))
+
+
 @contextlib.contextmanager
 def _native_output_kept() -> Iterator[list[str]]:
     """What the interpreters' C++ code prints on file descriptor 2 (and Python warnings) is

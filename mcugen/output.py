@@ -25,6 +25,7 @@ recognises as mcugen's own. Staging folders left by such a kill, and those of mc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -175,14 +176,18 @@ def _manifest_text(files: dict[str, list[str]]) -> str:
                        "files": entries}, indent=1) + "\n"
 
 
-def write_output_folder(out_dir: Path, files: dict[str, str | bytes], force: bool) -> None:
-    """Write files (name relative to out_dir -> content) into out_dir, as the module says."""
+def write_output_folder(out_dir: Path, files: dict[str, str | bytes], force: bool,
+                        keep_others: bool = False) -> None:
+    """Write files (name relative to out_dir -> content) into out_dir, as the module says.
+    keep_others: mcugen's files that are not in files stay, and stay mcugen's."""
     for name in files:
         if not _is_safe_name(name):
             raise ValueError(f"not a file name inside the output folder: {name!r}")
     out_dir = out_dir.absolute()
     remove_debris(out_dir)
     plan = check_output_folder(out_dir, force, files)
+    if keep_others:
+        plan = dataclasses.replace(plan, remove=())
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -196,7 +201,7 @@ def write_output_folder(out_dir: Path, files: dict[str, str | bytes], force: boo
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
         hashes = {name: file_hash(data) for name, data in contents.items()}
-        _commit(out_dir, staging, plan, hashes)
+        _commit(out_dir, staging, plan, hashes, keep_others)
     except OSError as error:
         raise McugenError(f"cannot write {out_dir}: {error.strerror}") from None
     finally:
@@ -207,7 +212,16 @@ def write_output_folder(out_dir: Path, files: dict[str, str | bytes], force: boo
                 out_dir.rmdir()
 
 
-def _commit(out_dir: Path, staging: Path, plan: Plan, hashes: dict[str, str]) -> None:
+def update_output_files(out_dir: Path, files: dict[str, str | bytes], force: bool) -> None:
+    """Replace some of the files of an existing build folder (the reports), keeping its other
+    files and the manifest's record of them; checked as write_output_folder checks."""
+    if read_manifest(out_dir) is None:
+        raise McugenError(f"{out_dir} is not a folder mcugen wrote (no {MANIFEST})")
+    write_output_folder(out_dir, files, force, keep_others=True)
+
+
+def _commit(out_dir: Path, staging: Path, plan: Plan, hashes: dict[str, str],
+            keep_others: bool = False) -> None:
     """Move the staged files into place; the manifest says at every moment which files are
     mcugen's (first the old and new contents both, then the new only)."""
     delay = float(os.environ.get(DELAY_ENV) or 0)
@@ -228,7 +242,10 @@ def _commit(out_dir: Path, staging: Path, plan: Plan, hashes: dict[str, str]) ->
             _remove_empty_parents(out_dir, name)
         # An edited file of an earlier build that this one does not write is left where it is,
         # the user's now: the manifest no longer names it.
-        _write_manifest(out_dir, staging, {name: [digest] for name, digest in hashes.items()})
+        kept = {name: sorted(digests) for name, digests in plan.owned.items()
+                if name not in hashes} if keep_others else {}
+        _write_manifest(out_dir, staging, {**kept, **{name: [digest]
+                                                      for name, digest in hashes.items()}})
 
 
 def _write_manifest(out_dir: Path, staging: Path, files: dict[str, list[str]]) -> None:

@@ -243,11 +243,15 @@ def run_firmware(
     plugin: Path | None = None,
     output_dtype: str = "int8",
     blocks: bool = False,
+    icount: bool = False,
 ) -> RunResult:
     """Run firmware.elf in QEMU on target's machine (see firmware_target) on inputs
     [N, input_size] of the model's input type (int8, uint8 or float32: the firmware reads
     them as NAME_input_t), outputs of output_dtype; exact instruction counts. With blocks,
-    also the code that ran between markers (RunResult.blocks; the plugin's blocks=on).
+    also the code that ran between markers (RunResult.blocks; the plugin's blocks=on). With
+    icount, QEMU runs with `-icount shift=0`: its virtual clock advances one nanosecond per
+    instruction, so the SysTick a --profile build reads counts instructions (one tick per
+    board-clock period of them: 40 at the 25 MHz of the MPS2 boards).
 
     Raises McugenError if QEMU is missing, the firmware exits with a non-zero status (an
     invoke failed, a fault, an I/O error) or runs longer than timeout seconds.
@@ -262,7 +266,7 @@ def run_firmware(
         log = run_dir / "icount.log"
         completed = _run_qemu(Path(elf).resolve(), machine,
                               f"{plugin},blocks=on" if blocks else str(plugin), log, run_dir,
-                              timeout)
+                              timeout, icount)
         console = completed.stdout + completed.stderr
         if completed.returncode != 0:
             raise McugenError(
@@ -283,7 +287,8 @@ def run_firmware(
 
 
 def _run_qemu(
-    elf: Path, machine: str, plugin: str, log: Path, run_dir: Path, timeout: float
+    elf: Path, machine: str, plugin: str, log: Path, run_dir: Path, timeout: float,
+    icount: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     command = [
         "qemu-system-arm",
@@ -296,6 +301,7 @@ def _run_qemu(
         "-plugin", plugin,
         "-d", "plugin",
         "-D", str(log),
+        *(("-icount", "shift=0") if icount else ()),
     ]  # fmt: skip
     try:
         return subprocess.run(

@@ -35,6 +35,7 @@ class LayerStats:
     rows_held: int | None = None  # a banded output held in a band buffer: its rows
     instructions: int | None = None  # measured by `mcugen run` (QEMU, exact), per inference
     cycles: float | None = None  # estimated by `mcugen run` (mcugen/cycles.py), per inference
+    board_cycles: int | None = None  # measured on the board (--profile; mcugen/profile.py)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,12 @@ class Report:
     folded: list[str] = field(default_factory=list)  # the model's ops evaluated at import
     input_type: str = "int8"  # the caller's buffers' element types
     output_type: str = "int8"
+    # --selftest: vectors, kinds, oracle, layers_from_oracle, checksum, data_bytes, ram_bytes,
+    # and measured (flash_bytes, ram_bytes of NAME_selftest.o) when the cross compiler ran.
+    selftest: dict | None = None
+    # `mcugen report --profile-log`: counter, log, blocks, cycles per layer, total, clock_hz,
+    # milliseconds (mcugen/profile.py).
+    profile: dict | None = None
 
     @property
     def memory_use(self) -> list[MemoryUse]:

@@ -29,7 +29,8 @@ COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b
 # after a run).
 LAYER_BARS = (("macs", "MACs", "#4e79a7"), ("weight_bytes", "weights (bytes)", "#59a14f"),
               ("instructions", "instructions (QEMU)", "#e15759"),
-              ("cycles", "estimated cycles", "#b07aa1"))
+              ("cycles", "estimated cycles", "#b07aa1"),
+              ("board_cycles", "cycles on the board", "#76b7b2"))
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,17 @@ def _facts(report) -> tuple[tuple[str, str], ...]:
                           f"execution counts; without {run.get('cycles_ignore')}"))
         elif run.get("cycles_not_estimated"):
             facts.append(("estimated cycles", f"not estimated: {run['cycles_not_estimated']}"))
+    profile = getattr(report, "profile", None)
+    if profile:
+        from .profile import profile_line
+
+        facts.append(("measured on the board", profile_line(profile, report.macs)
+                      + f" (from {profile['log']})"))
+    selftest = getattr(report, "selftest", None)
+    if selftest:
+        from .selftest import selftest_summary
+
+        facts.append(("self-check", selftest_summary(selftest)))
     return tuple(facts)
 
 

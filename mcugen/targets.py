@@ -48,6 +48,9 @@ class QemuBoard:
     machine_cpu: str  # the core the machine emulates (an M0+ runs on the M3 machine)
     linker_script: str  # in examples/qemu/boards/
     trap_unaligned: bool  # start-up sets CCR.UNALIGN_TRP: unaligned word accesses fault
+    # The frequency of the board's system clock, which SysTick counts (CLKSOURCE = 1): under
+    # -icount shift=0 one tick is 1e9 / systick_hz instructions (--profile's QEMU check).
+    systick_hz: int | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,8 @@ def _core(name: str, data: dict) -> Target:
         cpu_flags=cpu_flags, opt_flags=opt_flags,
         qemu=QemuBoard(machine=qemu["machine"], machine_cpu=qemu["machine_cpu"],
                        linker_script=qemu["linker_script"],
-                       trap_unaligned=bool(qemu.get("trap_unaligned", False)))
+                       trap_unaligned=bool(qemu.get("trap_unaligned", False)),
+                       systick_hz=qemu.get("systick_hz"))
         if qemu else None, tuning=dict(data.get("tuning", {})))
 
 

@@ -171,6 +171,17 @@ def load_tflite(data: bytes, name: str) -> ir.Graph:
     return graph
 
 
+def tensor_names(data: bytes) -> list[str]:
+    """The names the IR gives the model's tensors, by their index in the file (the index
+    TFLite's and TFLM's interpreters use): the oracle's tensors matched to the IR's."""
+    try:
+        subgraphs = root_table(data, FILE_IDENTIFIER).tables(_Model.SUBGRAPHS)
+        tensors = subgraphs[0].tables(_SubGraph.TENSORS) if subgraphs else []
+        return _unique_names([t.string(_Tensor.NAME) for t in tensors])
+    except FlatbufferError as error:
+        raise McugenError(f"not a TFLite model (or a truncated or damaged one): {error}") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # The model as a whole: subgraph, operator codes, tensors.
 
