@@ -13,7 +13,7 @@ from typing import Callable
 
 from . import cache, estimate
 from .compile import CompiledModel, compile_graph, prepare
-from .codegen import SOURCE_TEMPLATES, check_model_name, check_section_name
+from .codegen import SOURCE_TEMPLATES, check_arena_kind, check_model_name, check_section_name
 from .errors import McugenError
 from .kernels import KERNEL_SETS
 from .measure import MeasuredSizes, measure
@@ -52,6 +52,7 @@ class BuildOptions:
     weights_section: str | None = None  # linker section of the constant tables
     ram_regions: bool = False  # split the arena over the part's RAM regions, fastest first
     io: str = "int8"  # a built MobileNet's input and output type: int8, uint8 or float
+    arena: str = "static"  # "caller": NAME_invoke_arena on the caller's arena (codegen.ARENA_KINDS)
 
     @property
     def out_dir(self) -> Path:
@@ -63,6 +64,7 @@ class BuildOptions:
         if self.weights_section is not None:
             check_section_name(self.weights_section)
         load_target(self.target)
+        check_arena_kind(self.arena)
         if self.kernels not in KERNEL_SETS:
             raise McugenError(f"unknown --kernels {self.kernels!r}; choose one of "
                               f"{', '.join(KERNEL_SETS)}")
@@ -278,7 +280,7 @@ def compile_build(options: BuildOptions, progress: Progress = lambda message: No
                              memory_check=False, kernel_set=options.kernels,
                              max_ram=options.max_ram, fit_ram=fit_ram,
                              weights_section=options.weights_section,
-                             ram_regions=options.ram_regions)
+                             ram_regions=options.ram_regions, arena=options.arena)
     if options.memory_check:  # with --ram-regions, plan_regions has checked each region
         target.check_fits(compiled.report.const_bytes,
                           0 if options.ram_regions else compiled.report.arena_bytes)
@@ -289,7 +291,7 @@ def compile_build(options: BuildOptions, progress: Progress = lambda message: No
     library = find_cmsis_nn() if options.kernels == "cmsis-nn" else None
     measured = None if options.kernels == "cmsis-nn" and library is None else \
         measure(compiled.sources, options.name, target, compiled.plan.arena_size, library,
-                options.weights_section)
+                options.weights_section, caller_arena=options.arena == "caller")
     report = dataclasses.replace(compiled.report,
                                  measured=measured.as_dict() if measured else None)
     return BuildResult(options.out_dir, data, dataclasses.replace(compiled, report=report),

@@ -192,6 +192,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_target: str) ->
     parser.add_argument("--ram-regions", action="store_true",
                         help="split the arena over the part's RAM regions, small buffers "
                              "first in the fastest; one array and section per region")
+    parser.add_argument("--arena", choices=("static", "caller"), default="static",
+                        help="static: NAME_invoke on an arena array in NAME.c; caller: "
+                             "NAME_invoke_arena(arena, input, output) on yours (NAME_ARENA_SIZE "
+                             "bytes, NAME_ARENA_ALIGN-aligned; one pointer per region with "
+                             "--ram-regions), no static state: reentrant")
     parser.add_argument("--weights-section", metavar="NAME",
                         help="put the constant tables in this linker section (e.g. .extflash)")
     parser.add_argument("--name", help="C prefix and file names (default: the --model file's "
@@ -217,7 +222,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         name=name, out=args.out, force=args.force,
         memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose,
         max_ram=parse_bytes(args.max_ram), weights_section=args.weights_section,
-        ram_regions=args.ram_regions, io=args.io)
+        ram_regions=args.ram_regions, io=args.io, arena=args.arena)
 
 
 def command_build(args: argparse.Namespace) -> int:

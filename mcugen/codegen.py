@@ -26,7 +26,7 @@ from .kernels import Layer
 from .kernels.cmsis_nn import CmsisPath
 from .kernels.quantize import AffineQuantize, affine_quantize
 from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
-from .planner import Plan
+from .planner import ALIGNMENT, Plan
 from .resources import templates_dir
 from .schedule import Schedule, Step, row_bytes, scratch_id
 
@@ -201,6 +201,10 @@ class ModelView:
     weights_section: str | None = None  # the linker section of the constant tables
     version: str = __version__
     target: str = ""  # which target the C is for: its name and description (NAME.h's header)
+    # --arena caller: no static arena; NAME_invoke_arena takes the caller's (one pointer per
+    # RAM region with --ram-regions), so that the C holds no mutable static state at all.
+    caller_arena: bool = False
+    arena_align: int = ALIGNMENT  # every arena offset is a multiple of it (the planner's)
 
     @property
     def input_quantized(self) -> bool:
@@ -324,7 +328,8 @@ def check_section_name(section: str) -> None:
 def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
                      plan: Plan, name: str, source: str,
                      cmsis_nn: CmsisPath | None = None,
-                     weights_section: str | None = None, target: str = "") -> ModelView:
+                     weights_section: str | None = None, target: str = "",
+                     caller_arena: bool = False) -> ModelView:
     check_model_name(name)
     if weights_section is not None:
         check_section_name(weights_section)
@@ -347,7 +352,8 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
         isas=tuple(isa.value for isa in Isa if isa is not Isa.PORTABLE
                    and any(v.isa is isa for v in used)),
         helpers=tuple(dict.fromkeys(h for v in used for h in v.helpers)),
-        cmsis_nn=cmsis_nn, weights_section=weights_section, target=target)
+        cmsis_nn=cmsis_nn, weights_section=weights_section, target=target,
+        caller_arena=caller_arena)
 
 
 def schedule_line(schedule: Schedule, steps: int) -> str:
@@ -401,6 +407,15 @@ def _move_view(shift, graph: Graph, plan: Plan) -> MoveView:
     target = _pointer(shift.tensor, graph, plan)
     source = dataclasses.replace(target, offset=target.offset + (shift.keep - shift.held) * size)
     return MoveView(shift.tensor, target, source, (shift.end - shift.keep) * size)
+
+
+ARENA_KINDS = ("static", "caller")  # --arena: NAME.c's own static arena, or the caller's
+
+
+def check_arena_kind(arena: str) -> None:
+    if arena not in ARENA_KINDS:
+        raise McugenError(f"--arena {arena!r}: use static (the default: NAME_invoke on a "
+                          f"static arena) or caller (NAME_invoke_arena on yours)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -178,17 +178,20 @@ def build_firmware(
     extra_cflags: Sequence[str] = (),
     *,
     cmsis_nn_dir: Path | None = None,
+    main: Path | None = None,
 ) -> Path:
     """Compile the firmware with every .c file under model_dir for target (see
-    firmware_target), with the core's flags from its TOML file; returns firmware.elf's path."""
+    firmware_target), with the core's flags from its TOML file; returns firmware.elf's path.
+    main: another main.c than examples/qemu's (a test's own firmware)."""
     target = firmware_target(target)
     _require_tool("make", "make")
     _require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi and libnewlib-arm-none-eabi")
     model_dir = Path(model_dir).resolve()
-    if not (model_dir / "model.h").is_file():
+    if main is None and not (model_dir / "model.h").is_file():
         raise McugenError(f"{model_dir} has no model.h")
     build_dir = Path(build_dir).resolve()
-    paths = [model_dir, build_dir, *extra_sources, *extra_include_dirs]
+    paths = [model_dir, build_dir, *extra_sources, *extra_include_dirs,
+             *(() if main is None else (main,))]
     _reject_whitespace(paths if cmsis_nn_dir is None else [*paths, cmsis_nn_dir])
     variables = {
         "MODEL_DIR": str(model_dir),
@@ -198,6 +201,7 @@ def build_firmware(
         "EXTRA_INCLUDE_DIRS": _joined_paths(extra_include_dirs),
         "EXTRA_CFLAGS": " ".join(extra_cflags),
         "CMSIS_NN_DIR": "" if cmsis_nn_dir is None else str(Path(cmsis_nn_dir).resolve()),
+        **({} if main is None else {"MAIN": str(Path(main).resolve())}),
     }
     command = [
         "make",
