@@ -311,9 +311,16 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"kept {args.out}: the model's C and report.md/json/html")
     elif args.out is not None:
         target = load_target(options.target)
+        elf = args.out / "firmware" / "firmware.elf"
+        if target.qemu.uart:  # examples/parts: the part's own firmware
+            print(f"kept {args.out}: the model's C, report.md/json/html with the measured "
+                  f"instructions, and {elf}: the {target.name} firmware of examples/parts "
+                  f"(its inputs built in, outputs over the UART; built for QEMU's "
+                  f"{target.qemu_board}: without QEMU=1 it runs on the part)")
+            return 0 if summary.matches else 1
         not_for = f", not a firmware for the {target.name}" if target.kind == "part" else ""
         print(f"kept {args.out}: the model's C, report.md/json/html with the measured "
-              f"instructions, and {args.out / 'firmware' / 'firmware.elf'}: a test image for "
+              f"instructions, and {elf}: a test image for "
               f"QEMU's {target.qemu_board} board ({target.core} code, inputs and outputs by "
               f"semihosting){not_for}; your own firmware compiles the C files")
     return 0 if summary.matches else 1
