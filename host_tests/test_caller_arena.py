@@ -178,7 +178,8 @@ def test_ram_regions_take_one_pointer_per_region(models, person_detect, tmp_path
     host = load_target("host")
     split = dataclasses.replace(host, ram_regions=(RamRegion("FAST", 0x2000_0000, 4096),
                                                    RamRegion("SLOW", 0x3000_0000, 65536)))
-    compiled = compile_graph(load_tflite(person_detect, "pd"), name="pd", target=split, source="test", max_ram=BAND_BUDGET,
+    compiled = compile_graph(load_tflite(person_detect, "pd"), name="pd", target=split,
+                             source="test", max_ram=BAND_BUDGET,
                              ram_regions=True, arena="caller")
     sizes = dict(compiled.plan.regions)
     assert sizes["FAST"] > 0 and sizes["SLOW"] > 0  # both regions hold buffers
@@ -219,7 +220,7 @@ def test_an_unknown_arena_kind_is_refused(person_detect):
 
 def test_in_qemu_an_interrupt_runs_an_instance_inside_another_and_models_share(
         models, person_detect, tmp_path):
-    """Cortex-M7 (mps2-an500): arena_firmware.c's SysTick interrupt runs person_detect on one
+    """Cortex-M7 (its QEMU board): arena_firmware.c's SysTick interrupt runs person_detect on one
     arena in the middle of main's inference on another; then both models on one arena."""
     pd, tm = models
     m7 = load_target("cortex-m7")
