@@ -360,7 +360,9 @@ def command_targets(args: argparse.Namespace) -> int:
         variables = make_variables(target)  # refuses a target without a QEMU board first
         print(f"# {target.name}, from targets/{target.name}.toml (part of core {target.core})"
               if target.kind == "part" else f"# {target.name}, from targets/{target.name}.toml")
-        print("# use: make -C examples/qemu MODEL_DIR=... BUILD=... TARGET_MK=this-file")
+        folder = "examples/parts" if target.qemu is not None and target.qemu.uart \
+            else "examples/qemu"
+        print(f"# use: make -C {folder} MODEL_DIR=... BUILD=... TARGET_MK=this-file")
         for variable, value in variables.items():
             print(f"{variable} := {value}")
         return 0
@@ -387,8 +389,10 @@ def format_targets(targets: list[Target]) -> str:
         for target in [core, *sorted((t for t in targets if t.core == name and t.kind == "part"),
                                      key=lambda t: t.name)]:
             clock = f"{target.clock_hz // 1_000_000} MHz" if target.clock_hz else "-"
+            own = f" (QEMU {target.qemu.machine}, examples/parts)" \
+                if target.qemu is not None and target.qemu.uart else ""
             lines.append(f"  {target.name:<14} {clock:>8} {_kib(target.flash_bytes):>9} "
-                         f"{_kib(target.ram_bytes):>9}  {target.description}")
+                         f"{_kib(target.ram_bytes):>9}  {target.description}{own}")
     lines.append("RAM: a part's largest contiguous region (one arena must fit in it); a core's "
                  "figures are a typical part's.")
     return "\n".join(lines)
