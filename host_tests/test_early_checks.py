@@ -395,7 +395,7 @@ def test_the_key_holds_every_option_that_reaches_the_front_end(frontend_files, t
     later_stages = {"target": "cortex-m7", "name": "other", "out": tmp_path / "x",
                     "force": True, "memory_check": False, "kernels": "cmsis-nn",
                     "verbose": True, "max_ram": 20000, "weights_section": ".extflash",
-                    "ram_regions": True, "model": None}
+                    "ram_regions": True, "arena": "caller", "model": None}
     assert set(later_stages) == cache.NOT_FRONTEND
     for name, value in later_stages.items():
         assert cache.conversion_key(dataclasses.replace(base, **{name: value})) == key, name

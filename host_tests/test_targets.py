@@ -14,7 +14,11 @@ from mcugen.targets import ISA_FEATURES, RamRegion, contiguous_ram, load_target,
 CORES = ("cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
 PARTS = {"stm32f746ng": "cortex-m7", "stm32h743zi": "cortex-m7", "stm32l4r5zi": "cortex-m4",
          "stm32u585ai": "cortex-m33", "nrf52840": "cortex-m4", "nrf5340": "cortex-m33",
-         "rp2040": "cortex-m0plus", "rp2350": "cortex-m33", "alif-e3": "cortex-m55"}
+         "rp2040": "cortex-m0plus", "rp2350": "cortex-m33", "alif-e3": "cortex-m55",
+         "stm32f405rg": "cortex-m4", "nrf51822": "cortex-m0plus"}
+# Parts QEMU emulates as machines of their own: they run there (examples/parts), not on their
+# core's board, and the nRF51822's Cortex-M0 takes the M0+'s kernels with its own -mcpu.
+OWN_MACHINE = {"stm32f405rg": "netduinoplus2", "nrf51822": "microbit"}
 ARCHES = {"cortex-m0plus": "armv6-m", "cortex-m3": "armv7-m", "cortex-m4": "armv7e-m",
           "cortex-m7": "armv7e-m", "cortex-m33": "armv8-m.main", "cortex-m55": "armv8.1-m.main"}
 
@@ -57,7 +61,12 @@ def test_a_core_states_its_facts(core):
 def test_a_part_takes_its_core_and_adds_its_own_figures(part):
     target, core = load_target(part), load_target(PARTS[part])
     assert target.kind == "part" and target.core == core.name
-    assert target.features == core.features and target.qemu == core.qemu
+    assert target.features == core.features
+    if part in OWN_MACHINE:
+        assert target.qemu.machine == OWN_MACHINE[part] and target.qemu.uart
+        assert (REPO / "examples" / "parts" / target.qemu.linker_script).is_file()
+    else:
+        assert target.qemu == core.qemu
     assert target.arch == core.arch and target.opt_flags == core.opt_flags
     assert target.clock_hz and target.ram_regions
     assert target.ram_bytes == max(sum(r.bytes for r in run)
@@ -95,7 +104,8 @@ def test_unknown_target_is_one_line_naming_the_known_ones():
 
 # Where core and board facts could hide: code and build files (documentation may name them).
 CODE = ["mcugen/**/*.py", "benchmarks/*.py", "examples/qemu/Makefile", "examples/qemu/*.c",
-        "examples/qemu/*.h", "examples/qemu/plugin/*.c", "host_tests/*.py", "templates/**/*.j2",
+        "examples/qemu/*.h", "examples/qemu/plugin/*.c", "examples/parts/Makefile",
+        "examples/parts/*.[ch]", "host_tests/*.py", "templates/**/*.j2",
         ".ci/*", "scripts/*"]
 # host_tests/test_cmsis_nn.py is being rewritten on main; its QEMU_BOARDS is left for that merge.
 NOT_MINE = {"host_tests/test_cmsis_nn.py", "host_tests/test_targets.py"}

@@ -13,7 +13,7 @@ from typing import Callable
 
 from . import cache, estimate
 from .compile import CompiledModel, check_profile_target, compile_graph, prepare
-from .codegen import (SELFTEST_TEMPLATE, SOURCE_TEMPLATES, check_model_name,
+from .codegen import (SELFTEST_TEMPLATE, SOURCE_TEMPLATES, check_arena_kind, check_model_name,
                       check_section_name, render_sources)
 from .errors import McugenError
 from .kernels import KERNEL_SETS
@@ -56,6 +56,7 @@ class BuildOptions:
     io: str = "int8"  # a built MobileNet's input and output type: int8, uint8 or float
     selftest: int | None = None  # NAME_selftest.c with this many input vectors
     profile: bool = False  # NAME_invoke records each layer's cycles (the core's counter)
+    arena: str = "static"  # "caller": NAME_invoke_arena on the caller's arena (codegen.ARENA_KINDS)
 
     @property
     def out_dir(self) -> Path:
@@ -67,10 +68,16 @@ class BuildOptions:
         if self.weights_section is not None:
             check_section_name(self.weights_section)
         target = load_target(self.target)
+        check_arena_kind(self.arena)
         if self.selftest is not None:
             check_vector_count(self.selftest)
         if self.profile:
             check_profile_target(target)
+        if self.arena == "caller" and (self.selftest is not None or self.profile):
+            # Their per-layer state (checksums so far, cycle counts) is static: it would be
+            # shared by every instance the caller's arenas allow.
+            raise McugenError("--selftest and --profile keep static state, so they cannot be "
+                              "combined with --arena caller; build them separately")
         if self.kernels not in KERNEL_SETS:
             raise McugenError(f"unknown --kernels {self.kernels!r}; choose one of "
                               f"{', '.join(KERNEL_SETS)}")
@@ -298,7 +305,8 @@ def compile_build(options: BuildOptions, progress: Progress = lambda message: No
                              memory_check=False, kernel_set=options.kernels,
                              max_ram=options.max_ram, fit_ram=fit_ram,
                              weights_section=options.weights_section,
-                             ram_regions=options.ram_regions, profile=options.profile)
+                             ram_regions=options.ram_regions, profile=options.profile,
+                             arena=options.arena)
     if options.selftest is not None:
         progress(f"computing the self-check's checksums ({options.selftest} "
                  f"vector{'s' * (options.selftest > 1)}, every layer) with the oracle")
@@ -313,7 +321,7 @@ def compile_build(options: BuildOptions, progress: Progress = lambda message: No
     library = find_cmsis_nn() if options.kernels == "cmsis-nn" else None
     measured = None if options.kernels == "cmsis-nn" and library is None else \
         measure(compiled.sources, options.name, target, compiled.plan.arena_size, library,
-                options.weights_section)
+                options.weights_section, caller_arena=options.arena == "caller")
     report = dataclasses.replace(compiled.report,
                                  measured=measured.as_dict() if measured else None)
     if measured is not None and measured.selftest is not None:

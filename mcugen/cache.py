@@ -34,7 +34,8 @@ MAGIC = b"mcugen converted model 1\n"  # then the content's SHA-256 (32 bytes), 
 STALE_PART_SECONDS = 3600  # a temporary file this old is a killed writer's
 # BuildOptions fields that do not reach the Keras front end.
 NOT_FRONTEND = frozenset({"model", "target", "name", "out", "force", "memory_check", "kernels",
-                          "verbose", "max_ram", "weights_section", "ram_regions"})
+                          "verbose", "max_ram", "weights_section", "ram_regions",
+                          "arena"})
 # Distributions whose version changes what the converter writes (TensorFlow's has several
 # names: tensorflow-cpu here, tensorflow on most machines).
 TOOL_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos",

@@ -200,6 +200,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_target: str) ->
     parser.add_argument("--ram-regions", action="store_true",
                         help="split the arena over the part's RAM regions, small buffers "
                              "first in the fastest; one array and section per region")
+    parser.add_argument("--arena", choices=("static", "caller"), default="static",
+                        help="static: NAME_invoke on an arena array in NAME.c; caller: "
+                             "NAME_invoke_arena(arena, input, output) on yours (NAME_ARENA_SIZE "
+                             "bytes, NAME_ARENA_ALIGN-aligned; one pointer per region with "
+                             "--ram-regions), no static state: reentrant")
     parser.add_argument("--weights-section", metavar="NAME",
                         help="put the constant tables in this linker section (e.g. .extflash)")
     parser.add_argument("--name", help="C prefix and file names (default: the --model file's "
@@ -225,7 +230,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         name=name, out=args.out, force=args.force,
         memory_check=not args.no_memory_check, kernels=args.kernels, verbose=args.verbose,
         max_ram=parse_bytes(args.max_ram), weights_section=args.weights_section,
-        ram_regions=args.ram_regions, io=args.io,
+        ram_regions=args.ram_regions, io=args.io, arena=args.arena,
         selftest=getattr(args, "selftest", None), profile=getattr(args, "profile", False))
 
 
@@ -319,9 +324,16 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"kept {args.out}: the model's C and report.md/json/html")
     elif args.out is not None:
         target = load_target(options.target)
+        elf = args.out / "firmware" / "firmware.elf"
+        if target.qemu.uart:  # examples/parts: the part's own firmware
+            print(f"kept {args.out}: the model's C, report.md/json/html with the measured "
+                  f"instructions, and {elf}: the {target.name} firmware of examples/parts "
+                  f"(its inputs built in, outputs over the UART; built for QEMU's "
+                  f"{target.qemu_board}: without QEMU=1 it runs on the part)")
+            return 0 if summary.matches else 1
         not_for = f", not a firmware for the {target.name}" if target.kind == "part" else ""
         print(f"kept {args.out}: the model's C, report.md/json/html with the measured "
-              f"instructions, and {args.out / 'firmware' / 'firmware.elf'}: a test image for "
+              f"instructions, and {elf}: a test image for "
               f"QEMU's {target.qemu_board} board ({target.core} code, inputs and outputs by "
               f"semihosting){not_for}; your own firmware compiles the C files")
     return 0 if summary.matches else 1
@@ -369,7 +381,9 @@ def command_targets(args: argparse.Namespace) -> int:
         variables = make_variables(target)  # refuses a target without a QEMU board first
         print(f"# {target.name}, from targets/{target.name}.toml (part of core {target.core})"
               if target.kind == "part" else f"# {target.name}, from targets/{target.name}.toml")
-        print("# use: make -C examples/qemu MODEL_DIR=... BUILD=... TARGET_MK=this-file")
+        folder = "examples/parts" if target.qemu is not None and target.qemu.uart \
+            else "examples/qemu"
+        print(f"# use: make -C {folder} MODEL_DIR=... BUILD=... TARGET_MK=this-file")
         for variable, value in variables.items():
             print(f"{variable} := {value}")
         return 0
@@ -396,8 +410,10 @@ def format_targets(targets: list[Target]) -> str:
         for target in [core, *sorted((t for t in targets if t.core == name and t.kind == "part"),
                                      key=lambda t: t.name)]:
             clock = f"{target.clock_hz // 1_000_000} MHz" if target.clock_hz else "-"
+            own = f" (QEMU {target.qemu.machine}, examples/parts)" \
+                if target.qemu is not None and target.qemu.uart else ""
             lines.append(f"  {target.name:<14} {clock:>8} {_kib(target.flash_bytes):>9} "
-                         f"{_kib(target.ram_bytes):>9}  {target.description}")
+                         f"{_kib(target.ram_bytes):>9}  {target.description}{own}")
     lines.append("RAM: a part's largest contiguous region (one arena must fit in it); a core's "
                  "figures are a typical part's.")
     return "\n".join(lines)

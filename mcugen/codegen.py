@@ -26,7 +26,7 @@ from .kernels import Layer
 from .kernels.cmsis_nn import CmsisPath
 from .kernels.quantize import AffineQuantize, affine_quantize
 from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
-from .planner import Plan
+from .planner import ALIGNMENT, Plan
 from .resources import templates_dir
 from .schedule import Schedule, Step, row_bytes, scratch_id
 from .sharing import function_key, sharing_groups
@@ -246,6 +246,10 @@ class ModelView:
     target: str = ""  # which target the C is for: its name and description (NAME.h's header)
     selftest: Selftest | None = None  # with --selftest: NAME_selftest.c's vectors
     profile: ProfileView | None = None  # with --profile: per-layer cycles in NAME_invoke
+    # --arena caller: no static arena; NAME_invoke_arena takes the caller's (one pointer per
+    # RAM region with --ram-regions), so that the C holds no mutable static state at all.
+    caller_arena: bool = False
+    arena_align: int = ALIGNMENT  # every arena offset is a multiple of it (the planner's)
 
     @property
     def input_quantized(self) -> bool:
@@ -388,7 +392,8 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
                      plan: Plan, name: str, source: str,
                      cmsis_nn: CmsisPath | None = None,
                      weights_section: str | None = None, target: str = "",
-                     profile_arch: str | None = None) -> ModelView:
+                     profile_arch: str | None = None,
+                     caller_arena: bool = False) -> ModelView:
     """profile_arch: with --profile, the target's architecture (which counter to read)."""
     check_model_name(name)
     if weights_section is not None:
@@ -413,7 +418,8 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
                    and any(v.isa is isa for v in used)),
         helpers=tuple(dict.fromkeys(h for v in used for h in v.helpers)),
         cmsis_nn=cmsis_nn, weights_section=weights_section, target=target,
-        profile=None if profile_arch is None else profile_view(graph, layers, profile_arch))
+        profile=None if profile_arch is None else profile_view(graph, layers, profile_arch),
+        caller_arena=caller_arena)
 
 
 def schedule_line(schedule: Schedule, steps: int) -> str:
@@ -467,6 +473,15 @@ def _move_view(shift, graph: Graph, plan: Plan) -> MoveView:
     target = _pointer(shift.tensor, graph, plan)
     source = dataclasses.replace(target, offset=target.offset + (shift.keep - shift.held) * size)
     return MoveView(shift.tensor, target, source, (shift.end - shift.keep) * size)
+
+
+ARENA_KINDS = ("static", "caller")  # --arena: NAME.c's own static arena, or the caller's
+
+
+def check_arena_kind(arena: str) -> None:
+    if arena not in ARENA_KINDS:
+        raise McugenError(f"--arena {arena!r}: use static (the default: NAME_invoke on a "
+                          f"static arena) or caller (NAME_invoke_arena on yours)")
 
 
 # ---------------------------------------------------------------------------------------------

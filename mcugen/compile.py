@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from . import ir, row_bands
-from .codegen import ModelView, build_model_view, render_sources
+from .codegen import ModelView, build_model_view, check_arena_kind, render_sources
 from .errors import McugenError
 from .ir import Graph
 from .kernels import Layer, lower_layers
@@ -60,10 +60,13 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
                   memory_check: bool = True, kernel_set: str = "mcugen",
                   max_ram: int | None = None, fit_ram: int | None = None,
                   weights_section: str | None = None,
-                  ram_regions: bool = False, profile: bool = False) -> CompiledModel:
+                  ram_regions: bool = False, profile: bool = False,
+                  arena: str = "static") -> CompiledModel:
     """max_ram: the arena may not exceed it (a row-band schedule if layer by layer does not
     fit; an error naming the smallest reachable arena if none fits). fit_ram: without
-    max_ram, the RAM the arena should fit if a row-band schedule can make it."""
+    max_ram, the RAM the arena should fit if a row-band schedule can make it. arena: "static"
+    (NAME.c holds it) or "caller" (NAME_invoke_arena takes it; codegen.ARENA_KINDS)."""
+    check_arena_kind(arena)
     source_graph, graph = graph, prepare(graph, kernel_set)
     layers = lower_layers(graph, target, name, kernel_set)
     schedule, buffers, plan, whole_arena = choose_schedule(graph, layers, max_ram, fit_ram)
@@ -73,7 +76,8 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
     view = build_model_view(graph, layers, schedule, plan, name, source,
                             cmsis_path(target) if library else None, weights_section,
                             target=f"{target.name} ({target.description})",
-                            profile_arch=check_profile_target(target) if profile else None)
+                            profile_arch=check_profile_target(target) if profile else None,
+                            caller_arena=arena == "caller")
     report = build_report(graph, layers, schedule, buffers, plan, target, model=name,
                           source=source, whole_arena=whole_arena,
                           dead_channels=summarize(source_graph, graph).as_dict())

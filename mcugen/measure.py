@@ -53,10 +53,11 @@ class MeasuredSizes:
 
 
 def measure(sources: dict[str, str], name: str, target: Target, arena_bytes: int,
-            library: Path | None = None, weights_section: str | None = None
-            ) -> MeasuredSizes | None:
+            library: Path | None = None, weights_section: str | None = None,
+            caller_arena: bool = False) -> MeasuredSizes | None:
     """Sizes for a Cortex-M target when its compiler is installed; None otherwise. library:
-    a CMSIS-NN checkout, for a model that calls it."""
+    a CMSIS-NN checkout, for a model that calls it. caller_arena (--arena caller): the arena
+    is the caller's, not static data of the model, and the entry is NAME_invoke_arena."""
     if target.is_host or shutil.which(target.compiler) is None:
         return None
     size_tool = target.compiler.replace("gcc", "size")
@@ -78,7 +79,8 @@ def measure(sources: dict[str, str], name: str, target: Target, arena_bytes: int
             library_objects = compiled_library(target, library)
             objects += library_objects
             graphs += [obj.with_suffix(".ci").read_text() for obj in library_objects]
-        elf = _link(target, name, objects, work / f"{name}.elf")
+        entry = f"{name}_invoke_arena" if caller_arena else f"{name}_invoke"
+        elf = _link(target, entry, objects, work / f"{name}.elf")
         image = _section_sizes(size_tool, elf, weights_section)
         weights = _section_sizes(size_tool, work / f"{name}_weights.o", weights_section)
         selftest = None
@@ -88,11 +90,12 @@ def measure(sources: dict[str, str], name: str, target: Target, arena_bytes: int
                             ram_bytes=sizes["data"] + sizes["bss"])
     weight_bytes = weights["text"] + weights["rodata"]
     static_ram = image["data"] + image["bss"]
+    static_arena = 0 if caller_arena else arena_bytes
     return MeasuredSizes(
         compiler=target.compiler, code_bytes=image["text"] + image["rodata"] - weight_bytes,
         weight_bytes=weight_bytes, arena_bytes=arena_bytes,
-        other_ram_bytes=static_ram - arena_bytes,
-        stack_bytes=worst_case_stack("\n".join(graphs), f"{name}_invoke"), selftest=selftest)
+        other_ram_bytes=static_ram - static_arena,
+        stack_bytes=worst_case_stack("\n".join(graphs), entry), selftest=selftest)
 
 
 def _compile(target: Target, source: Path, obj: Path, flags: tuple[str, ...],
@@ -107,9 +110,9 @@ def _compile(target: Target, source: Path, obj: Path, flags: tuple[str, ...],
         raise McugenError(f"{what} does not compile with {target.compiler}: {first}")
 
 
-def _link(target: Target, name: str, objects: list[Path], elf: Path) -> Path:
+def _link(target: Target, entry: str, objects: list[Path], elf: Path) -> Path:
     command = [target.compiler, *target.cflags, "-nostartfiles", "-nostdlib",
-               "-Wl,--gc-sections", f"-Wl,-e,{name}_invoke", *map(str, objects),
+               "-Wl,--gc-sections", f"-Wl,-e,{entry}", *map(str, objects),
                "-Wl,--start-group", "-lc", "-lgcc", "-Wl,--end-group", "-o", str(elf)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:

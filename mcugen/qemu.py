@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import McugenError
-from .resources import firmware_dir
+from .resources import firmware_dir, parts_firmware_dir
 from .targets import Target, load_target, make_variables, qemu_targets, target_names
 
 # The marker numbers of examples/qemu/mcugen_hooks.h.
@@ -119,23 +119,29 @@ def _ld_number(text: str) -> int:
     return int(match.group(1), 0) * {"": 1, "K": 1024, "M": 1024 * 1024}[match.group(2)]
 
 
+def board_scripts_dir(target: Target) -> Path:
+    """Where the linker scripts of target's firmware are: examples/qemu/boards, or
+    examples/parts for a part QEMU emulates as a machine of its own."""
+    return parts_firmware_dir() if target.qemu.uart else firmware_dir() / "boards"
+
+
 def board_memory(target: str | Target) -> BoardMemory:
     """The memory of target's QEMU board, read from its linker script (the one place it is
     written): MEMORY lines "NAME (attrs) : ORIGIN = A, LENGTH = L" and REGION_ALIAS lines."""
     target = firmware_target(target)
-    boards = firmware_dir() / "boards"
+    boards = board_scripts_dir(target)
     script = (boards / target.qemu.linker_script).read_text()
     lengths = {name: _ld_number(length) for name, length in re.findall(
         r"^\s*(\w+)\s*\([a-z]*\)\s*:\s*ORIGIN\s*=\s*\w+\s*,\s*LENGTH\s*=\s*(\w+)\s*$",
         script, re.MULTILINE)}
     aliases = {alias: BoardRegion(region, lengths[region]) for alias, region in re.findall(
         r'^\s*REGION_ALIAS\("(\w+)",\s*(\w+)\);', script, re.MULTILINE) if region in lengths}
-    stack = re.search(r"^STACK_SIZE\s*=\s*(\w+);", (boards / "sections.ld").read_text(),
-                      re.MULTILINE)
+    stack = re.search(r"^STACK_SIZE\s*=\s*(\w+);", script, re.MULTILINE) or re.search(
+        r"^STACK_SIZE\s*=\s*(\w+);", (boards / "sections.ld").read_text(), re.MULTILINE)
     missing = {"CODE", "CONST", "RAM", "ARENA"} - aliases.keys()
     if missing or stack is None:
-        raise McugenError(f"boards/{target.qemu.linker_script} does not define "
-                          f"{', '.join(sorted(missing)) or 'STACK_SIZE'}")
+        raise McugenError(f"{_examples_path(target)}/{target.qemu.linker_script} does not "
+                          f"define {', '.join(sorted(missing)) or 'STACK_SIZE'}")
     return BoardMemory(target.qemu.linker_script, aliases, _ld_number(stack.group(1)))
 
 
@@ -147,7 +153,7 @@ def check_board_fits(target: str | Target, *, const_bytes: int, arena_bytes: int
     not fit and what helps, instead of a linker error after the slow steps."""
     target = firmware_target(target)
     board = board_memory(target)
-    where = f"QEMU board {target.qemu.machine} (examples/qemu/boards/{board.script})"
+    where = f"QEMU board {target.qemu.machine} ({_examples_path(target)}/{board.script})"
     const = board.aliases["CONST"]
     flash = const_bytes + (code_bytes if board.aliases["CODE"] == const else 0)
     if flash > const.bytes:
@@ -169,6 +175,10 @@ def check_board_fits(target: str | Target, *, const_bytes: int, arena_bytes: int
             f"the {where}; use a smaller --res")
 
 
+def _examples_path(target: Target) -> str:
+    return "examples/parts" if target.qemu.uart else "examples/qemu/boards"
+
+
 def build_firmware(
     model_dir: Path,
     target: str | Target,
@@ -178,17 +188,24 @@ def build_firmware(
     extra_cflags: Sequence[str] = (),
     *,
     cmsis_nn_dir: Path | None = None,
+    main: Path | None = None,
+    inputs: Path | None = None,
 ) -> Path:
     """Compile the firmware with every .c file under model_dir for target (see
-    firmware_target), with the core's flags from its TOML file; returns firmware.elf's path."""
+    firmware_target), with the core's flags from its TOML file; returns firmware.elf's path.
+    main: another main.c than the firmware's own (a test's). inputs: for a part's firmware
+    (examples/parts), the C file of the inputs it runs (inputs_source)."""
     target = firmware_target(target)
     _require_tool("make", "make")
     _require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi and libnewlib-arm-none-eabi")
     model_dir = Path(model_dir).resolve()
-    if not (model_dir / "model.h").is_file():
+    if main is None and not (model_dir / "model.h").is_file():
         raise McugenError(f"{model_dir} has no model.h")
     build_dir = Path(build_dir).resolve()
-    paths = [model_dir, build_dir, *extra_sources, *extra_include_dirs]
+    if target.qemu.uart and inputs is None:
+        raise McugenError(f"the firmware of {target.name} needs the C file of its inputs")
+    paths = [model_dir, build_dir, *extra_sources, *extra_include_dirs,
+             *(() if main is None else (main,)), *(() if inputs is None else (inputs,))]
     _reject_whitespace(paths if cmsis_nn_dir is None else [*paths, cmsis_nn_dir])
     variables = {
         "MODEL_DIR": str(model_dir),
@@ -198,12 +215,15 @@ def build_firmware(
         "EXTRA_INCLUDE_DIRS": _joined_paths(extra_include_dirs),
         "EXTRA_CFLAGS": " ".join(extra_cflags),
         "CMSIS_NN_DIR": "" if cmsis_nn_dir is None else str(Path(cmsis_nn_dir).resolve()),
+        **({} if main is None else {"MAIN": str(Path(main).resolve())}),
+        **({"QEMU": "1", "QEMU_DIR": str(firmware_dir()), "INPUTS": str(Path(inputs).resolve())}
+           if target.qemu.uart else {}),
     }
     command = [
         "make",
         f"-j{os.cpu_count() or 1}",
         "-C",
-        str(firmware_dir()),
+        str(parts_firmware_dir() if target.qemu.uart else firmware_dir()),
         *(f"{name}={value}" for name, value in variables.items()),
     ]
     completed = subprocess.run(command, capture_output=True, text=True)
@@ -256,7 +276,8 @@ def run_firmware(
     Raises McugenError if QEMU is missing, the firmware exits with a non-zero status (an
     invoke failed, a fault, an I/O error) or runs longer than timeout seconds.
     """
-    machine = firmware_target(target).qemu.machine
+    board = firmware_target(target).qemu
+    machine = board.machine
     _require_tool("qemu-system-arm", "qemu-system-arm")
     inputs = _checked_inputs(inputs)
     plugin = plugin if plugin is not None else build_plugin(_default_cache_dir())
@@ -264,17 +285,23 @@ def run_firmware(
         run_dir = Path(scratch)
         inputs.tofile(run_dir / "input.bin")
         log = run_dir / "icount.log"
+        uart = run_dir / "uart.log" if board.uart else None
         completed = _run_qemu(Path(elf).resolve(), machine,
                               f"{plugin},blocks=on" if blocks else str(plugin), log, run_dir,
-                              timeout, icount)
+                              timeout, icount, uart)
         console = completed.stdout + completed.stderr
+        if uart is not None and uart.is_file():
+            console = uart.read_text(errors="replace") + console
         if completed.returncode != 0:
             raise McugenError(
                 f"firmware on {machine} exited with status {completed.returncode}: "
                 f"{_failure_reason(console)}"
             )
-        outputs = _read_outputs(run_dir / "output.bin", len(inputs), output_size,
-                                output_dtype)
+        if uart is None:
+            outputs = _read_outputs(run_dir / "output.bin", len(inputs), output_size,
+                                    output_dtype)
+        else:
+            outputs = _uart_outputs(console, len(inputs), output_size, output_dtype)
         log_text = log.read_text()
         markers = _parse_markers(log_text)
     instructions, layer_instructions = _split_inferences(markers)
@@ -289,7 +316,10 @@ def run_firmware(
 def _run_qemu(
     elf: Path, machine: str, plugin: str, log: Path, run_dir: Path, timeout: float,
     icount: bool = False,
+    uart: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """uart: the file that receives what the firmware prints on the machine's first serial
+    port (a part's firmware); otherwise the port is not connected."""
     command = [
         "qemu-system-arm",
         "-M", machine,
@@ -297,7 +327,7 @@ def _run_qemu(
         "-semihosting-config", "enable=on,target=native",
         "-display", "none",
         "-monitor", "none",
-        "-serial", "null",
+        "-serial", "null" if uart is None else f"file:{uart}",
         "-plugin", plugin,
         "-d", "plugin",
         "-D", str(log),
@@ -334,6 +364,21 @@ def _read_outputs(path: Path, count: int, output_size: int, dtype: str = "int8")
             f"output.bin holds {data.size} {dtype} values, expected {count} x {output_size}"
         )
     return data.reshape(count, output_size).astype(dtype)
+
+
+def _uart_outputs(console: str, count: int, output_size: int, dtype: str) -> np.ndarray:
+    """The outputs a part's firmware printed (examples/parts/main.c): one line
+    "output <i>: <hex bytes>" per inference, then "done <count> <status>"."""
+    element = np.dtype(dtype).newbyteorder("<")
+    lines = dict(re.findall(r"^output (\d+): ([0-9a-f]*)$", console, re.MULTILINE))
+    rows = []
+    for index in range(count):
+        data = bytes.fromhex(lines.get(str(index), ""))
+        if len(data) != output_size * element.itemsize:
+            raise McugenError(f"the firmware printed {len(data)} bytes for output {index} over "
+                              f"its UART, expected {output_size * element.itemsize}")
+        rows.append(np.frombuffer(data, element))
+    return np.stack(rows).astype(dtype)
 
 
 def _parse_markers(log_text: str) -> list[tuple[int, int]]:

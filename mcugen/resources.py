@@ -26,6 +26,11 @@ def firmware_dir() -> Path:
     return _data_dir("firmware", "examples/qemu")
 
 
+def parts_firmware_dir() -> Path:
+    """The firmware of real parts QEMU emulates (their own start-up and linker scripts)."""
+    return _data_dir("parts_firmware", "examples/parts")
+
+
 # A checkout of mcugen may sit beside ../shared/third_party/CMSIS-NN (the pinned copy its tests
 # and benchmarks use); an installed mcugen needs CMSIS_NN_DIR.
 CHECKOUT_CMSIS_NN = _PACKAGE.parents[1] / "shared" / "third_party" / "CMSIS-NN"

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .build import BuildOptions, BuildResult, compile_build, output_names
+from .c_types import float_literal
 from .codegen import template_environment
 from .cycles import (CycleEstimate, cycles_facts, estimate_cycles, format_estimate,
                      why_not_estimated)
@@ -203,10 +204,6 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
     write_output_folder(model_dir, result.files, force=False)
     graph = result.compiled.graph
     report = result.compiled.report
-    if not target.is_host:  # before the slow firmware build: will it link on the board?
-        check_board_fits(target, const_bytes=report.const_bytes, arena_bytes=report.arena_bytes,
-                         io_bytes=report.input_bytes + report.output_bytes,
-                         code_bytes=result.measured.code_bytes if result.measured else 0)
     tensor = input_tensor(graph)
     picture = model_input = labels = None
     if image is not None:
@@ -219,10 +216,17 @@ def run(options: BuildOptions, inputs_path: Path | None, work_dir: Path,
     else:
         inputs = default_inputs(tensor, options.seed, float_input_range(graph)
                                 if tensor.dtype == "float32" else (-1.0, 1.0))
+    if not target.is_host:  # before the slow firmware build: will it link on the board?
+        # A part's firmware keeps its inputs in flash; the QEMU boards' read them into RAM.
+        built_in = target.qemu.uart
+        check_board_fits(target, const_bytes=report.const_bytes + built_in * inputs.nbytes,
+                         arena_bytes=report.arena_bytes,
+                         io_bytes=report.output_bytes + (not built_in) * report.input_bytes,
+                         code_bytes=result.measured.code_bytes if result.measured else 0)
     firmware_dir = work_dir / "firmware"
     if target.is_host:
         device, where = run_on_host(model_dir, options.name, graph, inputs, work_dir / "host",
-                                    progress)
+                                    progress, caller_arena=options.arena == "caller")
         layers: list[LayerCount] = []
         cycles = no_cycles = None
     else:
@@ -287,8 +291,12 @@ def _top(output: np.ndarray, labels: Labels, graph) -> list[Ranked]:
 def run_in_qemu(options: BuildOptions, target: Target, result: BuildResult,
                 inputs: np.ndarray, firmware_dir: Path, progress) -> tuple[RunResult, str]:
     progress(f"building the firmware for {target.qemu_board}")
+    extra = caller_arena_sources(result.compiled.view, firmware_dir / "arena") \
+        if options.arena == "caller" else {}
+    if target.qemu.uart:  # a part's firmware runs inputs built into it
+        extra["inputs"] = inputs_source(inputs, firmware_dir / "inputs" / "inputs.c")
     elf = build_firmware(result.out_dir, target, firmware_dir,
-                         cmsis_nn_dir=cmsis_nn_dir(options.kernels))
+                         cmsis_nn_dir=cmsis_nn_dir(options.kernels), **extra)
     progress(f"running {len(inputs)} inference{'s' * (len(inputs) > 1)} in QEMU "
              f"({target.qemu_board})")
     graph = result.compiled.graph
@@ -296,6 +304,31 @@ def run_in_qemu(options: BuildOptions, target: Target, result: BuildResult,
                           output_dtype=graph.output.dtype,
                           blocks=why_not_estimated(target) is None)
     return device, f"{target.name} in QEMU ({target.qemu_board})"
+
+
+def inputs_source(inputs: np.ndarray, path: Path) -> Path:
+    """inputs [N, size] as the C file examples/parts/main.c runs (in flash)."""
+    def literal(value) -> str:
+        return float_literal(float(value)) if inputs.dtype == np.float32 else str(int(value))
+
+    rows = [[", ".join(literal(v) for v in row[i:i + 24]) + ","
+             for i in range(0, len(row), 24)] for row in inputs]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(template_environment().get_template("firmware_inputs.c.j2").render(
+        count=len(inputs), size=inputs.shape[1], rows=rows))
+    return path
+
+
+def caller_arena_sources(view, folder: Path) -> dict:
+    """--arena caller: the firmware's model_invoke on arenas of its own (firmware_arena.c),
+    declared by a header force-included into every source (main.c includes model.h, which
+    is the model's own header when it is named model)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = template_environment()
+    for file in ("firmware_arena.c", "firmware_arena.h"):
+        (folder / file).write_text(env.get_template(f"{file}.j2").render(model=view))
+    return {"extra_sources": [folder / "firmware_arena.c"], "extra_include_dirs": [folder],
+            "extra_cflags": ["-include", str(folder / "firmware_arena.h")]}
 
 
 def _cycle_estimate(device: RunResult, target: Target, progress
@@ -308,9 +341,10 @@ def _cycle_estimate(device: RunResult, target: Target, progress
 
 
 def run_on_host(model_dir: Path, name: str, graph, inputs: np.ndarray, work: Path,
-                progress) -> tuple[RunResult, str]:
+                progress, caller_arena: bool = False) -> tuple[RunResult, str]:
     """`--target host`: the generated C compiled with the host's compiler and the strict flags
-    into a small program (templates/run_host.c.j2) that runs every input."""
+    into a small program (templates/run_host.c.j2) that runs every input (with caller_arena,
+    on an arena of its own through NAME_invoke_arena)."""
     host = load_target("host")
     if shutil.which(host.compiler) is None:
         raise McugenError(f"{host.compiler} not found; install it (Debian package: gcc)")
@@ -319,7 +353,7 @@ def run_on_host(model_dir: Path, name: str, graph, inputs: np.ndarray, work: Pat
     main = work / "run_host.c"
     main.write_text(template_environment().get_template("run_host.c.j2").render(
         name=name, input_type=C_TYPES[graph.input.dtype],
-        output_type=C_TYPES[graph.output.dtype]))
+        output_type=C_TYPES[graph.output.dtype], caller_arena=caller_arena))
     program = work / "model_run"
     sources = sorted(str(p) for p in Path(model_dir).glob("*.c"))
     command = [host.compiler, *HOST_FLAGS, *host.opt_flags, "-I", str(model_dir), str(main),

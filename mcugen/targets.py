@@ -51,6 +51,14 @@ class QemuBoard:
     # The frequency of the board's system clock, which SysTick counts (CLKSOURCE = 1): under
     # -icount shift=0 one tick is 1e9 / systick_hz instructions (--profile's QEMU check).
     systick_hz: int | None = None
+    # The firmware's folder under examples/: "qemu" (the MPS2/MPS3 boards, semihosting I/O)
+    # or "parts" (a real part's own start-up and linker script, printing over its UART).
+    firmware: str = "qemu"
+
+    @property
+    def uart(self) -> bool:
+        """The firmware prints its outputs over the part's UART (inputs built in)."""
+        return self.firmware == "parts"
 
 
 @dataclass(frozen=True)
@@ -141,11 +149,15 @@ def _core(name: str, data: dict) -> Target:
         rounding=data["rounding"], qemu_board=qemu["machine"] if qemu else None,
         kind=data["kind"], core=data.get("core", ""), arch=data.get("arch", ""),
         cpu_flags=cpu_flags, opt_flags=opt_flags,
-        qemu=QemuBoard(machine=qemu["machine"], machine_cpu=qemu["machine_cpu"],
-                       linker_script=qemu["linker_script"],
-                       trap_unaligned=bool(qemu.get("trap_unaligned", False)),
-                       systick_hz=qemu.get("systick_hz"))
-        if qemu else None, tuning=dict(data.get("tuning", {})))
+        qemu=_qemu_board(qemu) if qemu else None, tuning=dict(data.get("tuning", {})))
+
+
+def _qemu_board(qemu: dict) -> QemuBoard:
+    return QemuBoard(machine=qemu["machine"], machine_cpu=qemu["machine_cpu"],
+                     linker_script=qemu["linker_script"],
+                     trap_unaligned=bool(qemu.get("trap_unaligned", False)),
+                     systick_hz=qemu.get("systick_hz"),
+                     firmware=qemu.get("firmware", "qemu"))
 
 
 def _part(name: str, data: dict, core: Target) -> Target:
@@ -157,12 +169,18 @@ def _part(name: str, data: dict, core: Target) -> Target:
     if "fpu" in data:  # the vendor's FPU option replaces the core file's -mfpu
         cpu_flags = tuple(f"-mfpu={data['fpu']}" if flag.startswith("-mfpu=") else flag
                           for flag in cpu_flags)
+    if "cpu" in data:  # a core of the same instruction set (a Cortex-M0 on the M0+'s kernels)
+        cpu_flags = tuple(f"-mcpu={data['cpu']}" if flag.startswith("-mcpu=") else flag
+                          for flag in cpu_flags)
+    # A part QEMU emulates as a machine of its own runs there (examples/parts), not on its
+    # core's board.
+    qemu = _qemu_board(data["qemu"]) if "qemu" in data else core.qemu
     return Target(
         name=name, description=data["description"], compiler=core.compiler,
         cflags=cpu_flags + core.opt_flags, features=core.features,
         flash_bytes=int(data["flash_bytes"]), ram_bytes=sum(r.bytes for r in largest),
-        rounding=core.rounding, qemu_board=core.qemu_board, kind="part", core=core.name,
-        arch=core.arch, cpu_flags=cpu_flags, opt_flags=core.opt_flags, qemu=core.qemu,
+        rounding=core.rounding, qemu_board=qemu.machine if qemu else None, kind="part",
+        core=core.name, arch=core.arch, cpu_flags=cpu_flags, opt_flags=core.opt_flags, qemu=qemu,
         clock_hz=int(data["clock_hz"]), ram_regions=regions,
         largest_ram="+".join(r.name for r in largest), tuning=core.tuning)
 
@@ -205,6 +223,7 @@ def make_variables(target: Target) -> dict[str, str]:
                           f"{', '.join(qemu_targets())} or a part with one of these cores")
     return {
         "CPU_FLAGS": " ".join(target.cpu_flags),
+        **({"PART": target.name} if target.qemu.uart else {}),
         "OPT_FLAGS": " ".join(target.opt_flags),
         "LINKER_SCRIPT": target.qemu.linker_script,
         "TRAP_UNALIGNED": "1" if target.qemu.trap_unaligned else "0",

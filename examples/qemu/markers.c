@@ -12,6 +12,21 @@
         __asm volatile(".inst.w " #encoding ::: "memory");           \
     }
 
+#if defined(MCUGEN_HINT_MARKERS)
+/* examples/parts on a Cortex-M0 in QEMU (microbit): QEMU decodes no 32-bit hint for ARMv6-M,
+ * so marker n is the 16-bit reserved hint BF(8+n)0, which QEMU (and the architecture: "behaves
+ * as a NOP") executes as a no-op on every M-profile core; plugin/icount.c recognises both. */
+#define MCUGEN_SHORT_MARKER_FUNCTION(name, encoding)                \
+    __attribute__((noinline, aligned(8))) void name(void)           \
+    {                                                                \
+        __asm volatile(".inst.n " #encoding ::: "memory");           \
+    }
+
+MCUGEN_SHORT_MARKER_FUNCTION(mcugen_marker_layer_done, 0xbf90)
+MCUGEN_SHORT_MARKER_FUNCTION(mcugen_marker_invoke_begin, 0xbfa0)
+MCUGEN_SHORT_MARKER_FUNCTION(mcugen_marker_invoke_end, 0xbfb0)
+#else
 MCUGEN_MARKER_FUNCTION(mcugen_marker_layer_done, 0xf3af80f1)
 MCUGEN_MARKER_FUNCTION(mcugen_marker_invoke_begin, 0xf3af80f2)
 MCUGEN_MARKER_FUNCTION(mcugen_marker_invoke_end, 0xf3af80f3)
+#endif

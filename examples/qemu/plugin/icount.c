@@ -1,6 +1,7 @@
 /* QEMU TCG plugin: exact count of executed guest instructions, snapshotted at markers.
  *
- * A marker is the Thumb-2 hint `dbg #n` (encoding F3AF 80Fn), a no-op on ARMv7-M/ARMv8-M; the
+ * A marker is the Thumb-2 hint `dbg #n` (encoding F3AF 80Fn), a no-op on ARMv7-M/ARMv8-M (or,
+ * for ARMv6-M cores QEMU emulates as such, the 16-bit reserved hint BF(8+n)0: markers.c); the
  * firmware writes its bytes with `.inst.w 0xf3af80fn`, which also assembles for ARMv6-M.
  * Each time one executes, the plugin logs a line "marker <n> <count>", where <count> is the
  * number of non-marker instructions executed since reset; at exit it logs "total <count>".
@@ -214,14 +215,19 @@ static size_t thumb_size(const struct qemu_plugin_insn *insn)
     return size < recorded ? size : recorded;
 }
 
-/* Returns the marker number n if the instruction is `dbg #n`, else -1. */
+/* Returns the marker number n if the instruction is `dbg #n` or hint BF(8+n)0, else -1. */
 static int marker_number(const struct qemu_plugin_insn *insn)
 {
+    const uint8_t *bytes = qemu_plugin_insn_data(insn);
+    const unsigned first = (unsigned)bytes[0] | (unsigned)bytes[1] << 8;
+    if (thumb_size(insn) == 2) {
+        /* The 16-bit form (markers.c, MCUGEN_HINT_MARKERS): reserved hint BF(8+n)0. */
+        const unsigned hint = (first >> 4) & 0xFu;
+        return (first & 0xFF0Fu) == 0xBF00u && hint >= 9 && hint <= 11 ? (int)(hint - 8) : -1;
+    }
     if (thumb_size(insn) != 4) {
         return -1;
     }
-    const uint8_t *bytes = qemu_plugin_insn_data(insn);
-    const unsigned first = (unsigned)bytes[0] | (unsigned)bytes[1] << 8;
     const unsigned second = (unsigned)bytes[2] | (unsigned)bytes[3] << 8;
     if (first != 0xF3AFu || (second & 0xFFF0u) != 0x80F0u) {
         return -1;
