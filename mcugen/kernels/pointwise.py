@@ -61,8 +61,7 @@ class MatrixDsp:
     The filter is stored as `interleaved_rows` lays it out: each row padded with zeros to
     `groups` words of four int8 weights, the rows taken in pairs whose words alternate (row
     2j's word g, then row 2j + 1's: one LDRD fetches what a group of a pair needs), an odd
-    last row alone, then READ_AHEAD_BYTES of zeros (the kernel loads the next group's words
-    while it multiplies the current one's)."""
+    last row alone."""
 
     depth: int  # inputs per column: Cin, or KH * KW * Cin
     outputs: int  # filter rows: output channels
@@ -95,8 +94,7 @@ class MatrixDsp:
 
     @property
     def column_bytes(self) -> int:
-        """Two columns (two words per group of four inputs each) and the group the kernel
-        reads ahead."""
+        """Two columns: two words per group of four inputs each."""
         return column_bytes(self.depth)
 
     @property
@@ -113,10 +111,6 @@ class PointwiseDspParams:
 
 
 DSP_BLOCK_PIXELS = 2
-# Bytes the dot products load past the last group of a column (the two columns' next group) and
-# past the last pair of filter rows (the next group's two words): loaded, never used.
-COLUMN_READ_AHEAD_BYTES = 16
-READ_AHEAD_BYTES = 8
 # The extended inputs go on the stack up to this size (depth 256), below the frames other
 # layers already take, and in arena scratch above it: a scratch buffer at the arena's peak (an
 # early layer of a high resolution) would raise the peak.
@@ -166,7 +160,7 @@ def _accumulator_bound(model: np.ndarray, folded: np.ndarray, depth: int,
 
 def interleaved_rows(weight_rows: np.ndarray) -> np.ndarray:
     """The filter rows [outputs, depth] in the DSP kernels' order (MatrixDsp): rows padded to
-    whole words, pairs of rows word by word, an odd last row alone, READ_AHEAD_BYTES of zeros."""
+    whole words, pairs of rows word by word, an odd last row alone."""
     outputs, depth = weight_rows.shape
     groups = -(-depth // 4)
     words = np.zeros((outputs, groups * 4), np.int8)
@@ -174,15 +168,14 @@ def interleaved_rows(weight_rows: np.ndarray) -> np.ndarray:
     words = words.reshape(outputs, groups, 4)
     paired = outputs - outputs % 2
     pairs = words[:paired].reshape(paired // 2, 2, groups, 4).transpose(0, 2, 1, 3)
-    flat = np.concatenate([pairs.reshape(-1), words[paired:].reshape(-1),
-                           np.zeros(READ_AHEAD_BYTES, np.int8)])
+    flat = np.concatenate([pairs.reshape(-1), words[paired:].reshape(-1)])
     _check_interleaved(flat, words)
     return flat
 
 
 def _check_interleaved(flat: np.ndarray, words: np.ndarray) -> None:
     """The contract the C reads by: pair j's group g at byte 8 (j groups + g), row 2j's word
-    first; the odd last row's group g at 8 pairs groups + 4 g; zeros after the last word."""
+    first; the odd last row's group g at 8 pairs groups + 4 g; nothing after it."""
     outputs, groups, _ = words.shape
     rows, g = np.arange(outputs)[:, None], np.arange(groups)[None, :]
     pair, second = rows // 2, rows % 2
@@ -190,8 +183,8 @@ def _check_interleaved(flat: np.ndarray, words: np.ndarray) -> None:
                   8 * pair * groups + 4 * g)
     if not np.array_equal(flat[at[..., None] + np.arange(4)], words):
         raise AssertionError("interleaved filter rows are not where the DSP kernels read them")
-    if flat.size != outputs * groups * 4 + READ_AHEAD_BYTES or flat[-READ_AHEAD_BYTES:].any():
-        raise AssertionError("interleaved filter: wrong size or no zeros after it")
+    if flat.size != outputs * groups * 4:
+        raise AssertionError("interleaved filter: not one word per row and group")
 
 
 def matrix_dsp(split: SplitWeights, op: Op, graph: Graph, names: LayerNames,
@@ -228,9 +221,8 @@ def matrix_dsp_params(weights: Tensor, rows: FeatureMap, outputs: FeatureMap, op
 
 
 def column_bytes(depth: int) -> int:
-    """Two columns of `depth` inputs (two words per group of four each) and the group the
-    kernel reads ahead."""
-    return DSP_BLOCK_PIXELS * 8 * -(-depth // 4) + COLUMN_READ_AHEAD_BYTES
+    """Two columns of `depth` inputs: two words per group of four each."""
+    return DSP_BLOCK_PIXELS * 8 * -(-depth // 4)
 
 
 def dsp_scratch_bytes(depth: int) -> int:

@@ -288,40 +288,57 @@ typedef int32_t pw_lanes __attribute__((may_alias));
     "smlad %[a11], %[x1o], %[c], %[a11]\n\t" \
     "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
     "sxtb16 %[a], %[b]\n\t"
-/* Before the loop: group 0's columns and row 0's first word. */
+/* The last group: the same without loading a next one. */
+#define PW_LAST_GROUP_2X2 \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t"
+/* Before the first group: its columns and row 0's first word. */
 #define PW_START_2X2 \
     "ldrd %[x0e], %[x1e], [%[x]]\n\t" \
     "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
     "ldr %[b], [%[w]]\n\t" \
     "sxtb16 %[a], %[b]\n\t"
-/* Two groups a pass (an odd count does its first group before). */
+/* Two groups a pass, up to `end`. */
 #define PW_LOOP_2X2 \
     "1:\n\t" PW_TWO_GROUPS_2X2 \
     "cmp %[w], %[end]\n\t" \
     "bne 1b\n\t"
-#define PW_OPERANDS_2X2 \
+#define PW_OUTPUTS_2X2 \
     : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x] "+r"(x), \
       [w] "+r"(w), [x0e] "=&r"(x0e), [x1e] "=&r"(x1e), [x0o] "=&r"(x0o), [x1o] "=&r"(x1o), \
-      [a] "=&r"(ta), [b] "=&r"(tb), [c] "=&r"(tc) \
-    : [end] "r"(end) \
-    : "cc", "memory"
+      [a] "=&r"(ta), [b] "=&r"(tb), [c] "=&r"(tc)
+#define PW_CLOBBERS_2X2 "cc", "memory"
+#define PW_OPERANDS_2X2 PW_OUTPUTS_2X2 : [end] "r"(end) : PW_CLOBBERS_2X2
 
 /* acc[2i+j] += column i . filter row j over `groups` (at least 1) groups of four inputs: the
- * two columns interleaved as above, the pair of rows word by word. Reads one group past the
- * columns' end and two words past the pair's (kernels/pointwise.py pads both). */
+ * two columns interleaved as above, the pair of rows word by word. All but the last group
+ * load the next one's words (one group first when their count is odd, then two a pass); the
+ * last loads nothing past the columns and the pair. */
 MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *rows,
                                      int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const int8_t *x = columns, *w = rows;
-    const int8_t *const end = rows + 8 * groups;
+    const int8_t *const end = rows + 8 * (groups - 1); /* w at the last group */
     int32_t x0e, x1e, x0o, x1o, ta, tb, tc;
     if (groups == 1) {
-        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_OPERANDS_2X2);
-    } else if (groups % 2) {
-        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_LOOP_2X2 PW_OPERANDS_2X2);
+        __asm__(PW_START_2X2 PW_LAST_GROUP_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
+    } else if (groups == 2) { /* no loop: one register more for the caller's */
+        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_LAST_GROUP_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
+    } else if (groups % 2 == 0) {
+        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_LOOP_2X2 PW_LAST_GROUP_2X2 PW_OPERANDS_2X2);
     } else {
-        __asm__(PW_START_2X2 PW_LOOP_2X2 PW_OPERANDS_2X2);
+        __asm__(PW_START_2X2 PW_LOOP_2X2 PW_LAST_GROUP_2X2 PW_OPERANDS_2X2);
     }
     acc[0] = a00;
     acc[1] = a01;
@@ -417,7 +434,7 @@ static inline void layer0_conv_s8_dsp_gather(int8_t *window, const int8_t *input
 
 MCUGEN_LAYER void layer0_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[32];
+    int32_t column_words[28];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t window_words[7];
     int8_t *const window = (int8_t *)window_words;

@@ -289,40 +289,57 @@ typedef int32_t pw_lanes __attribute__((may_alias));
     "smlad %[a11], %[x1o], %[c], %[a11]\n\t" \
     "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
     "sxtb16 %[a], %[b]\n\t"
-/* Before the loop: group 0's columns and row 0's first word. */
+/* The last group: the same without loading a next one. */
+#define PW_LAST_GROUP_2X2 \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t"
+/* Before the first group: its columns and row 0's first word. */
 #define PW_START_2X2 \
     "ldrd %[x0e], %[x1e], [%[x]]\n\t" \
     "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
     "ldr %[b], [%[w]]\n\t" \
     "sxtb16 %[a], %[b]\n\t"
-/* Two groups a pass (an odd count does its first group before). */
+/* Two groups a pass, up to `end`. */
 #define PW_LOOP_2X2 \
     "1:\n\t" PW_TWO_GROUPS_2X2 \
     "cmp %[w], %[end]\n\t" \
     "bne 1b\n\t"
-#define PW_OPERANDS_2X2 \
+#define PW_OUTPUTS_2X2 \
     : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x] "+r"(x), \
       [w] "+r"(w), [x0e] "=&r"(x0e), [x1e] "=&r"(x1e), [x0o] "=&r"(x0o), [x1o] "=&r"(x1o), \
-      [a] "=&r"(ta), [b] "=&r"(tb), [c] "=&r"(tc) \
-    : [end] "r"(end) \
-    : "cc", "memory"
+      [a] "=&r"(ta), [b] "=&r"(tb), [c] "=&r"(tc)
+#define PW_CLOBBERS_2X2 "cc", "memory"
+#define PW_OPERANDS_2X2 PW_OUTPUTS_2X2 : [end] "r"(end) : PW_CLOBBERS_2X2
 
 /* acc[2i+j] += column i . filter row j over `groups` (at least 1) groups of four inputs: the
- * two columns interleaved as above, the pair of rows word by word. Reads one group past the
- * columns' end and two words past the pair's (kernels/pointwise.py pads both). */
+ * two columns interleaved as above, the pair of rows word by word. All but the last group
+ * load the next one's words (one group first when their count is odd, then two a pass); the
+ * last loads nothing past the columns and the pair. */
 MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *rows,
                                      int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const int8_t *x = columns, *w = rows;
-    const int8_t *const end = rows + 8 * groups;
+    const int8_t *const end = rows + 8 * (groups - 1); /* w at the last group */
     int32_t x0e, x1e, x0o, x1o, ta, tb, tc;
     if (groups == 1) {
-        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_OPERANDS_2X2);
-    } else if (groups % 2) {
-        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_LOOP_2X2 PW_OPERANDS_2X2);
+        __asm__(PW_START_2X2 PW_LAST_GROUP_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
+    } else if (groups == 2) { /* no loop: one register more for the caller's */
+        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_LAST_GROUP_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
+    } else if (groups % 2 == 0) {
+        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_LOOP_2X2 PW_LAST_GROUP_2X2 PW_OPERANDS_2X2);
     } else {
-        __asm__(PW_START_2X2 PW_LOOP_2X2 PW_OPERANDS_2X2);
+        __asm__(PW_START_2X2 PW_LOOP_2X2 PW_LAST_GROUP_2X2 PW_OPERANDS_2X2);
     }
     acc[0] = a00;
     acc[1] = a01;
@@ -826,7 +843,7 @@ MCUGEN_LAYER void layer1_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * the bias (person_detect_layer2_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[12];
+    int32_t column_words[8];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 48;
     const int32_t end = row_end * 48;
@@ -968,7 +985,7 @@ MCUGEN_LAYER void layer3_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * the bias (person_detect_layer4_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[20];
+    int32_t column_words[16];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
@@ -1110,7 +1127,7 @@ MCUGEN_LAYER void layer5_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * the bias (person_detect_layer6_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[36];
+    int32_t column_words[32];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
@@ -1252,7 +1269,7 @@ MCUGEN_LAYER void layer7_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * the bias (person_detect_layer8_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[36];
+    int32_t column_words[32];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
@@ -1394,7 +1411,7 @@ MCUGEN_LAYER void layer9_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int
  * the bias (person_detect_layer10_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[68];
+    int32_t column_words[64];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
@@ -1536,7 +1553,7 @@ MCUGEN_LAYER void layer11_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * the bias (person_detect_layer12_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[68];
+    int32_t column_words[64];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
@@ -1682,7 +1699,7 @@ MCUGEN_LAYER void layer13_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * the bias (t_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_channels)
 {
-    int32_t column_words[132];
+    int32_t column_words[128];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
@@ -1824,7 +1841,7 @@ MCUGEN_LAYER void layer23_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * the bias (person_detect_layer24_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[132];
+    int32_t column_words[128];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
@@ -1922,8 +1939,10 @@ MCUGEN_LAYER void layer25_dw_conv_s8_dsp(const int8_t *input, int8_t *output, in
  * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
  * the bias (person_detect_layer26_channels, doubled, with each channel's constants); the short requantization. */
-MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    int32_t column_words[256];
+    int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
     const int8_t *pixel = input + p * 256;
@@ -1984,8 +2003,10 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
  * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
  * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
  * the bias (person_detect_layer28_channels, doubled, with each channel's constants); the short requantization. */
-MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    int32_t column_words[256];
+    int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 1;
     const int32_t end = row_end * 1;
     const int8_t *pixel = input + p * 256;
@@ -2075,23 +2096,23 @@ int person_detect_invoke(const person_detect_input_t *input, person_detect_outpu
     MCUGEN_LAYER_DONE(3, arena + 0, 9216);
     layer4_pw_conv_s8_dsp(arena + 0, arena + 9216, 0, 24);
     MCUGEN_LAYER_DONE(4, arena + 9216, 18432);
-    layer5_dw_conv_s8_dsp(arena + 9216, arena + 96, 0, 24);
-    MCUGEN_LAYER_DONE(5, arena + 96, 18432);
-    layer6_pw_conv_s8_dsp(arena + 96, arena + 32, 0, 24);
-    MCUGEN_LAYER_DONE(6, arena + 32, 18432);
-    layer7_dw_conv_s8_dsp(arena + 32, arena + 0, 0, 12);
-    MCUGEN_LAYER_DONE(7, arena + 0, 4608);
-    layer8_pw_conv_s8_dsp(arena + 0, arena + 4608, 0, 12);
-    MCUGEN_LAYER_DONE(8, arena + 4608, 9216);
-    layer9_dw_conv_s8_dsp(arena + 4608, arena + 0, 0, 12);
-    MCUGEN_LAYER_DONE(9, arena + 0, 9216);
-    layer10_pw_conv_s8_dsp(arena + 0, arena + 9216, 0, 12);
-    MCUGEN_LAYER_DONE(10, arena + 9216, 9216);
-    layer11_dw_conv_s8_dsp(arena + 9216, arena + 2432, 0, 6);
-    MCUGEN_LAYER_DONE(11, arena + 2432, 2304);
-    layer12_pw_conv_s8_dsp(arena + 2432, arena + 0, 0, 6);
-    MCUGEN_LAYER_DONE(12, arena + 0, 4608);
-    layer13_dw_conv_s8_dsp(arena + 0, arena + 6912, arena + 4608, 0, 6, person_detect_layer13_filter, person_detect_layer13_channels);
+    layer5_dw_conv_s8_dsp(arena + 9216, arena + 0, 0, 24);
+    MCUGEN_LAYER_DONE(5, arena + 0, 18432);
+    layer6_pw_conv_s8_dsp(arena + 0, arena + 18432, 0, 24);
+    MCUGEN_LAYER_DONE(6, arena + 18432, 18432);
+    layer7_dw_conv_s8_dsp(arena + 18432, arena + 4672, 0, 12);
+    MCUGEN_LAYER_DONE(7, arena + 4672, 4608);
+    layer8_pw_conv_s8_dsp(arena + 4672, arena + 0, 0, 12);
+    MCUGEN_LAYER_DONE(8, arena + 0, 9216);
+    layer9_dw_conv_s8_dsp(arena + 0, arena + 9216, 0, 12);
+    MCUGEN_LAYER_DONE(9, arena + 9216, 9216);
+    layer10_pw_conv_s8_dsp(arena + 9216, arena + 0, 0, 12);
+    MCUGEN_LAYER_DONE(10, arena + 0, 9216);
+    layer11_dw_conv_s8_dsp(arena + 0, arena + 9216, 0, 6);
+    MCUGEN_LAYER_DONE(11, arena + 9216, 2304);
+    layer12_pw_conv_s8_dsp(arena + 9216, arena + 2304, 0, 6);
+    MCUGEN_LAYER_DONE(12, arena + 2304, 4608);
+    layer13_dw_conv_s8_dsp(arena + 2304, arena + 6912, arena + 0, 0, 6, person_detect_layer13_filter, person_detect_layer13_channels);
     MCUGEN_LAYER_DONE(13, arena + 6912, 4608);
     layer14_pw_conv_s8_dsp(arena + 6912, arena + 0, 0, 6, person_detect_layer14_filter, person_detect_layer14_channels);
     MCUGEN_LAYER_DONE(14, arena + 0, 4608);
@@ -2099,29 +2120,29 @@ int person_detect_invoke(const person_detect_input_t *input, person_detect_outpu
     MCUGEN_LAYER_DONE(15, arena + 6912, 4608);
     layer14_pw_conv_s8_dsp(arena + 6912, arena + 0, 0, 6, person_detect_layer16_filter, person_detect_layer16_channels);
     MCUGEN_LAYER_DONE(16, arena + 0, 4608);
-    layer13_dw_conv_s8_dsp(arena + 0, arena + 4608, arena + 9216, 0, 6, person_detect_layer17_filter, person_detect_layer17_channels);
-    MCUGEN_LAYER_DONE(17, arena + 4608, 4608);
-    layer14_pw_conv_s8_dsp(arena + 4608, arena + 2304, 0, 6, person_detect_layer18_filter, person_detect_layer18_channels);
-    MCUGEN_LAYER_DONE(18, arena + 2304, 4608);
-    layer13_dw_conv_s8_dsp(arena + 2304, arena + 6912, arena + 0, 0, 6, person_detect_layer19_filter, person_detect_layer19_channels);
-    MCUGEN_LAYER_DONE(19, arena + 6912, 4608);
-    layer14_pw_conv_s8_dsp(arena + 6912, arena + 2304, 0, 6, person_detect_layer20_filter, person_detect_layer20_channels);
-    MCUGEN_LAYER_DONE(20, arena + 2304, 4608);
-    layer13_dw_conv_s8_dsp(arena + 2304, arena + 6912, arena + 0, 0, 6, person_detect_layer21_filter, person_detect_layer21_channels);
+    layer13_dw_conv_s8_dsp(arena + 0, arena + 7424, arena + 4608, 0, 6, person_detect_layer17_filter, person_detect_layer17_channels);
+    MCUGEN_LAYER_DONE(17, arena + 7424, 4608);
+    layer14_pw_conv_s8_dsp(arena + 7424, arena + 7168, 0, 6, person_detect_layer18_filter, person_detect_layer18_channels);
+    MCUGEN_LAYER_DONE(18, arena + 7168, 4608);
+    layer13_dw_conv_s8_dsp(arena + 7168, arena + 256, arena + 4864, 0, 6, person_detect_layer19_filter, person_detect_layer19_channels);
+    MCUGEN_LAYER_DONE(19, arena + 256, 4608);
+    layer14_pw_conv_s8_dsp(arena + 256, arena + 0, 0, 6, person_detect_layer20_filter, person_detect_layer20_channels);
+    MCUGEN_LAYER_DONE(20, arena + 0, 4608);
+    layer13_dw_conv_s8_dsp(arena + 0, arena + 6912, arena + 4608, 0, 6, person_detect_layer21_filter, person_detect_layer21_channels);
     MCUGEN_LAYER_DONE(21, arena + 6912, 4608);
-    layer14_pw_conv_s8_dsp(arena + 6912, arena + 2432, 0, 6, person_detect_layer22_filter, person_detect_layer22_channels);
-    MCUGEN_LAYER_DONE(22, arena + 2432, 4608);
-    layer23_dw_conv_s8_dsp(arena + 2432, arena + 2304, arena + 0, 0, 3);
-    MCUGEN_LAYER_DONE(23, arena + 2304, 1152);
-    layer24_pw_conv_s8_dsp(arena + 2304, arena + 0, 0, 3);
-    MCUGEN_LAYER_DONE(24, arena + 0, 2304);
-    layer25_dw_conv_s8_dsp(arena + 0, arena + 6912, arena + 2304, 0, 3);
-    MCUGEN_LAYER_DONE(25, arena + 6912, 2304);
-    layer26_pw_conv_s8_dsp(arena + 6912, arena + 0, arena + 2304, 0, 3);
-    MCUGEN_LAYER_DONE(26, arena + 0, 2304);
-    layer27_avgpool_s8(arena + 0, arena + 2304);
-    MCUGEN_LAYER_DONE(27, arena + 2304, 256);
-    layer28_pw_conv_s8_dsp(arena + 2304, arena + 0, arena + 16, 0, 1);
+    layer14_pw_conv_s8_dsp(arena + 6912, arena + 0, 0, 6, person_detect_layer22_filter, person_detect_layer22_channels);
+    MCUGEN_LAYER_DONE(22, arena + 0, 4608);
+    layer23_dw_conv_s8_dsp(arena + 0, arena + 4608, arena + 5760, 0, 3);
+    MCUGEN_LAYER_DONE(23, arena + 4608, 1152);
+    layer24_pw_conv_s8_dsp(arena + 4608, arena + 5888, 0, 3);
+    MCUGEN_LAYER_DONE(24, arena + 5888, 2304);
+    layer25_dw_conv_s8_dsp(arena + 5888, arena + 4608, arena + 0, 0, 3);
+    MCUGEN_LAYER_DONE(25, arena + 4608, 2304);
+    layer26_pw_conv_s8_dsp(arena + 4608, arena + 272, 0, 3);
+    MCUGEN_LAYER_DONE(26, arena + 272, 2304);
+    layer27_avgpool_s8(arena + 272, arena + 16);
+    MCUGEN_LAYER_DONE(27, arena + 16, 256);
+    layer28_pw_conv_s8_dsp(arena + 16, arena + 0, 0, 1);
     MCUGEN_LAYER_DONE(28, arena + 0, 2);
     layer29_softmax_s8(arena + 0, output);
     MCUGEN_LAYER_DONE(29, output, 2);
