@@ -231,8 +231,9 @@ MCUGEN_ALWAYS_INLINE int32_t pw_column_sum(const int8_t *column, int32_t groups,
 /* The columns' words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
 typedef int32_t pw_lanes __attribute__((may_alias));
 
-/* One group of the 2x2 loop below, software-pipelined: it multiplies group g (its columns in
- * x0e x1e x0o x1o, row 0's word extended in a and raw in b) while it loads group g + 1's. */
+/* One group of the 2x2 product, software-pipelined: it multiplies group g (its columns in x0e
+ * x1e x0o x1o, row 0's word extended in a and raw in b) while it loads group g + 1's. The
+ * reference order, which the forms below reorder or cut short. */
 #define PW_GROUP_2X2 \
     "ldr %[c], [%[w], #4]\n\t" \
     "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
@@ -288,6 +289,36 @@ typedef int32_t pw_lanes __attribute__((may_alias));
     "smlad %[a11], %[x1o], %[c], %[a11]\n\t" \
     "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
     "sxtb16 %[a], %[b]\n\t"
+/* The last two groups: the same order without the next group's loads. */
+#define PW_LAST_TWO_GROUPS_2X2 \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "ldrd %[x0e], %[x1e], [%[x], #16]!\n\t" \
+    "ldr %[b], [%[w], #8]!\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "sxtb16 %[a], %[b]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t" \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t"
 /* The last group: the same without loading a next one. */
 #define PW_LAST_GROUP_2X2 \
     "ldr %[c], [%[w], #4]\n\t" \
@@ -321,24 +352,25 @@ typedef int32_t pw_lanes __attribute__((may_alias));
 #define PW_OPERANDS_2X2 PW_OUTPUTS_2X2 : [end] "r"(end) : PW_CLOBBERS_2X2
 
 /* acc[2i+j] += column i . filter row j over `groups` (at least 1) groups of four inputs: the
- * two columns interleaved as above, the pair of rows word by word. All but the last group
- * load the next one's words (one group first when their count is odd, then two a pass); the
- * last loads nothing past the columns and the pair. */
+ * two columns interleaved as above, the pair of rows word by word. Two groups a pass, each
+ * loading the next one's words, then the last one or two groups, which load nothing past the
+ * columns and the pair. */
 MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *rows,
                                      int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const int8_t *x = columns, *w = rows;
-    const int8_t *const end = rows + 8 * (groups - 1); /* w at the last group */
+    /* w where the loop stops: at the last group (odd count) or the last two. */
+    const int8_t *const end = rows + 8 * (groups - 2 + groups % 2);
     int32_t x0e, x1e, x0o, x1o, ta, tb, tc;
     if (groups == 1) {
         __asm__(PW_START_2X2 PW_LAST_GROUP_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
     } else if (groups == 2) { /* no loop: one register more for the caller's */
-        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_LAST_GROUP_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
-    } else if (groups % 2 == 0) {
-        __asm__(PW_START_2X2 PW_GROUP_2X2 PW_LOOP_2X2 PW_LAST_GROUP_2X2 PW_OPERANDS_2X2);
-    } else {
+        __asm__(PW_START_2X2 PW_LAST_TWO_GROUPS_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
+    } else if (groups % 2) {
         __asm__(PW_START_2X2 PW_LOOP_2X2 PW_LAST_GROUP_2X2 PW_OPERANDS_2X2);
+    } else {
+        __asm__(PW_START_2X2 PW_LOOP_2X2 PW_LAST_TWO_GROUPS_2X2 PW_OPERANDS_2X2);
     }
     acc[0] = a00;
     acc[1] = a01;
