@@ -231,6 +231,16 @@ MCUGEN_ALWAYS_INLINE int32_t pw_column_sum(const int8_t *column, int32_t groups,
 /* The columns' words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
 typedef int32_t pw_lanes __attribute__((may_alias));
 
+/* The 2x2 product's loop is inline assembly where the compiler leaves it the thirteen
+ * registers it needs: GCC optimizing (which omits the frame pointer). Clang on Arm and GCC
+ * without optimization keep a frame pointer, and take the same product in C (fewer
+ * instructions than before the interleaved rows, without the scheduled order). */
+#if defined(__OPTIMIZE__) && !defined(__clang__)
+#define PW_DOT_ASSEMBLY 1
+#else
+#define PW_DOT_ASSEMBLY 0
+#endif
+
 /* One group of the 2x2 product, software-pipelined: it multiplies group g (its columns in x0e
  * x1e x0o x1o, row 0's word extended in a and raw in b) while it loads group g + 1's. The
  * reference order, which the forms below reorder or cut short. */
@@ -339,17 +349,19 @@ typedef int32_t pw_lanes __attribute__((may_alias));
     "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
     "ldr %[b], [%[w]]\n\t" \
     "sxtb16 %[a], %[b]\n\t"
-/* Two groups a pass, up to `end`. */
+/* Two groups a pass, up to `end` (read from memory into c, free there: thirteen registers
+ * leave clang one for the frame pointer). */
 #define PW_LOOP_2X2 \
     "1:\n\t" PW_TWO_GROUPS_2X2 \
-    "cmp %[w], %[end]\n\t" \
+    "ldr %[c], %[end]\n\t" \
+    "cmp %[w], %[c]\n\t" \
     "bne 1b\n\t"
 #define PW_OUTPUTS_2X2 \
     : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x] "+r"(x), \
       [w] "+r"(w), [x0e] "=&r"(x0e), [x1e] "=&r"(x1e), [x0o] "=&r"(x0o), [x1o] "=&r"(x1o), \
       [a] "=&r"(ta), [b] "=&r"(tb), [c] "=&r"(tc)
 #define PW_CLOBBERS_2X2 "cc", "memory"
-#define PW_OPERANDS_2X2 PW_OUTPUTS_2X2 : [end] "r"(end) : PW_CLOBBERS_2X2
+#define PW_OPERANDS_2X2 PW_OUTPUTS_2X2 : [end] "m"(end) : PW_CLOBBERS_2X2
 
 /* acc[2i+j] += column i . filter row j over `groups` (at least 1) groups of four inputs: the
  * two columns interleaved as above, the pair of rows word by word. Two groups a pass, each
@@ -359,19 +371,37 @@ MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, cons
                                      int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    int32_t x0e, x1e, x0o, x1o;
+#if PW_DOT_ASSEMBLY
     const int8_t *x = columns, *w = rows;
     /* w where the loop stops: at the last group (odd count) or the last two. */
-    const int8_t *const end = rows + 8 * (groups - 2 + groups % 2);
-    int32_t x0e, x1e, x0o, x1o, ta, tb, tc;
+    const int8_t *end = rows + 8 * (groups - 2 + groups % 2);
+    int32_t ta, tb, tc;
     if (groups == 1) {
         __asm__(PW_START_2X2 PW_LAST_GROUP_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
-    } else if (groups == 2) { /* no loop: one register more for the caller's */
+    } else if (groups == 2) { /* no loop */
         __asm__(PW_START_2X2 PW_LAST_TWO_GROUPS_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
     } else if (groups % 2) {
         __asm__(PW_START_2X2 PW_LOOP_2X2 PW_LAST_GROUP_2X2 PW_OPERANDS_2X2);
     } else {
         __asm__(PW_START_2X2 PW_LOOP_2X2 PW_LAST_TWO_GROUPS_2X2 PW_OPERANDS_2X2);
     }
+#else
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    for (int32_t g = 0; g < groups; ++g, x += 4, rows += 8) {
+        const int32_t v0 = pw_word(rows), v1 = pw_word(rows + 4);
+        const int32_t v0e = (int32_t)__sxtb16(v0), v0o = sxtb16_odd(v0);
+        const int32_t v1e = (int32_t)__sxtb16(v1), v1o = sxtb16_odd(v1);
+        x0e = x[0];
+        x1e = x[1];
+        x0o = x[2];
+        x1o = x[3];
+        a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, a00));
+        a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, a10));
+        a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, a01));
+        a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, a11));
+    }
+#endif
     acc[0] = a00;
     acc[1] = a01;
     acc[2] = a10;
