@@ -55,6 +55,12 @@ CASES = {
     # straddle 0 (left shifts, shifts of 0 and right shifts in one layer).
     "pw_200_9_odd_pixels": lambda: g.conv(18, 3, 5, 200, 9, (1, 1), padding=P0),
     "pw_256_6": lambda: g.conv(19, 2, 3, 256, 6, (1, 1), padding=P0),
+    # The DSP loop's edges (two groups of four inputs a pass, entered at the second for an odd
+    # count; filter rows in pairs, an odd last one alone; columns on the stack, or in arena
+    # scratch past 1 KiB, read one group ahead): 65 groups in scratch, odd pixels and outputs;
+    # two groups, one pair, even pixels.
+    "pw_260_7_scratch_odd_groups": lambda: g.conv(20, 3, 3, 260, 7, (1, 1), padding=P0),
+    "pw_5_2_one_pair": lambda: g.conv(21, 2, 2, 5, 2, (1, 1), padding=P0),
     "conv_3x3_17_6_long_rows": lambda: g.conv(30, 5, 5, 17, 6),
     "pw_8_16_mixed_shifts": lambda: g.conv(31, 4, 5, 8, 16, (1, 1), padding=P0,
                                            activation=ir.Activation.NONE, spread=16000.0),
@@ -109,6 +115,8 @@ CASES = {
     "u8_pw_11_17": lambda: g.conv(90, 5, 7, 11, 17, (1, 1), padding=P0, legacy_zero_point=29),
     "u8_pw_200_9_odd_pixels": lambda: g.conv(91, 3, 5, 200, 9, (1, 1), padding=P0,
                                              legacy_zero_point=-40),
+    "u8_pw_260_5_scratch": lambda: g.conv(101, 1, 3, 260, 5, (1, 1), padding=P0,
+                                          legacy_zero_point=33),
     "u8_conv_3x3_s2_same_3_8": lambda: g.conv(92, 10, 10, 3, 8, stride=(2, 2),
                                               padding=SAME_S2, legacy_zero_point=21),
     "u8_conv_3x3_17_6_long_rows": lambda: g.conv(93, 5, 5, 17, 6, legacy_zero_point=-9),

@@ -81,8 +81,8 @@ class Target:
     clock_hz: int | None = None  # parts only
     ram_regions: tuple[RamRegion, ...] = ()  # parts only
     largest_ram: str = "RAM"  # the region(s) ram_bytes measures, for messages
-    # How the core's compiler schedules best, where kernels offer a choice (e.g.
-    # "dsp_depth_unroll"); measured, never a kernel selection.
+    # How the core's compiler schedules best, where kernels offer a choice (a [tuning] table
+    # of the core's file; none today); measured, never a kernel selection.
     tuning: dict = field(default_factory=dict, compare=False)
 
     @property

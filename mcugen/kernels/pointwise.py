@@ -2,10 +2,12 @@
 filter [Cout, Cin], one output pixel after another (raster order).
 
 Variants, for every shape:
-- DSP: two pixels at a time, sign-extended once into int16 lanes in arena scratch, by two
-  output channels (SMLAD, two int8 products each; one pixel by four channels for a last odd
-  pixel or a one-row fully connected layer); the short requantization where the layer's
-  bounds allow it (kernels/requantize.py);
+- DSP: two pixels at a time, sign-extended once into int16 lanes (on the stack, or arena
+  scratch for deep columns), by two output channels (SMLAD, two int8 products each) whose
+  filter rows are interleaved word by word at generation time (interleaved_rows: one LDRD
+  a group), in a software-pipelined loop of inline assembly (templates/kernels/
+  pw_conv_s8_dsp_helpers.c.j2); a last odd pixel or channel by plain C; the short
+  requantization where the layer's bounds allow it (kernels/requantize.py);
 - ARMv7-M (no DSP): two pixels by two channels of int32 multiply-accumulates;
 - portable C: one pixel by two channels.
 Both take the short requantization where the bounds allow it.
@@ -54,16 +56,20 @@ class PointwiseParams:
 @dataclass(frozen=True)
 class MatrixDsp:
     """The matrix product of the DSP kernels (pointwise, fully connected, convolution):
-    columns of `depth` inputs, sign-extended into int16 lanes, times filter rows."""
+    columns of `depth` inputs, sign-extended into int16 lanes, times filter rows.
+
+    The filter is stored as `interleaved_rows` lays it out: each row padded with zeros to
+    `groups` words of four int8 weights, the rows taken in pairs whose words alternate (row
+    2j's word g, then row 2j + 1's: one LDRD fetches what a group of a pair needs), an odd
+    last row alone."""
 
     depth: int  # inputs per column: Cin, or KH * KW * Cin
     outputs: int  # filter rows: output channels
-    filter: ConstArray  # [outputs][depth], the model's layout, and a word of zeros after it
+    filter: ConstArray  # interleaved_rows(weight rows)
     # With the short requantization, per output channel the doubled bias, multiplier, K and
     # e as four words (one load multiple); otherwise the bias alone (TFLite's sequence, out).
     channels: ConstArray
     groups: int  # words of four inputs per column: ceil(depth / 4)
-    dot: str  # the C function of the 2x2 dot product: its depth loop's unrolling
     short: ShortRequantization | None  # the short sequence, or None and:
     out: Requantization | None  # TFLite's general sequence
     requantize: str | None  # the C function of the short sequence
@@ -77,9 +83,19 @@ class MatrixDsp:
         return self.short is not None
 
     @property
+    def row_bytes(self) -> int:
+        """A filter row padded to whole words."""
+        return 4 * self.groups
+
+    @property
+    def pairs(self) -> int:
+        """Pairs of filter rows (an odd last row is alone after them)."""
+        return self.outputs // 2
+
+    @property
     def column_bytes(self) -> int:
         """Two columns: two words per group of four inputs each."""
-        return DSP_BLOCK_PIXELS * 8 * self.groups
+        return column_bytes(self.depth)
 
     @property
     def column_on_stack(self) -> bool:
@@ -142,10 +158,33 @@ def _accumulator_bound(model: np.ndarray, folded: np.ndarray, depth: int,
                int(np.abs(folded).max(initial=0)) + abs(offset) * depth * 128 + stored)
 
 
-# The dot product's depth loop, unrolled by two or four groups of four inputs: what the
-# target's compiler schedules in fewer instructions (measured: GCC 12 spills at four groups
-# with Cortex-M4's scheduling and not with Cortex-M7's). A target's "dsp_depth_unroll".
-DOT_BY_UNROLL = {2: "pw_dot_2x2", 4: "pw_dot_2x2_by4"}
+def interleaved_rows(weight_rows: np.ndarray) -> np.ndarray:
+    """The filter rows [outputs, depth] in the DSP kernels' order (MatrixDsp): rows padded to
+    whole words, pairs of rows word by word, an odd last row alone."""
+    outputs, depth = weight_rows.shape
+    groups = -(-depth // 4)
+    words = np.zeros((outputs, groups * 4), np.int8)
+    words[:, :depth] = weight_rows
+    words = words.reshape(outputs, groups, 4)
+    paired = outputs - outputs % 2
+    pairs = words[:paired].reshape(paired // 2, 2, groups, 4).transpose(0, 2, 1, 3)
+    flat = np.concatenate([pairs.reshape(-1), words[paired:].reshape(-1)])
+    _check_interleaved(flat, words)
+    return flat
+
+
+def _check_interleaved(flat: np.ndarray, words: np.ndarray) -> None:
+    """The contract the C reads by: pair j's group g at byte 8 (j groups + g), row 2j's word
+    first; the odd last row's group g at 8 pairs groups + 4 g; nothing after it."""
+    outputs, groups, _ = words.shape
+    rows, g = np.arange(outputs)[:, None], np.arange(groups)[None, :]
+    pair, second = rows // 2, rows % 2
+    at = np.where(rows < outputs - outputs % 2, 8 * (pair * groups + g) + 4 * second,
+                  8 * pair * groups + 4 * g)
+    if not np.array_equal(flat[at[..., None] + np.arange(4)], words):
+        raise AssertionError("interleaved filter rows are not where the DSP kernels read them")
+    if flat.size != outputs * groups * 4:
+        raise AssertionError("interleaved filter: not one word per row and group")
 
 
 def matrix_dsp(split: SplitWeights, op: Op, graph: Graph, names: LayerNames,
@@ -167,9 +206,8 @@ def matrix_dsp(split: SplitWeights, op: Op, graph: Graph, names: LayerNames,
         channels = ConstArray(names.table("channels"), "int32_t", words.reshape(-1))
     return MatrixDsp(
         depth=depth, outputs=outputs,
-        filter=ConstArray(names.table("filter"), "int8_t", weight_rows.reshape(-1)).padded(4),
-        channels=channels.as_int32(), groups=-(-depth // 4),
-        dot=DOT_BY_UNROLL[target.tuning.get("dsp_depth_unroll", 2)], short=short,
+        filter=ConstArray(names.table("filter"), "int8_t", interleaved_rows(weight_rows)),
+        channels=channels.as_int32(), groups=-(-depth // 4), short=short,
         out=out if short is None else None, requantize=dsp_short_function(short),
         offset=split.offset)
 
@@ -182,9 +220,14 @@ def matrix_dsp_params(weights: Tensor, rows: FeatureMap, outputs: FeatureMap, op
                               block_pixels=DSP_BLOCK_PIXELS)
 
 
+def column_bytes(depth: int) -> int:
+    """Two columns of `depth` inputs: two words per group of four each."""
+    return DSP_BLOCK_PIXELS * 8 * -(-depth // 4)
+
+
 def dsp_scratch_bytes(depth: int) -> int:
     """Arena scratch for two columns too large for the stack."""
-    column = DSP_BLOCK_PIXELS * 8 * -(-depth // 4)
+    column = column_bytes(depth)
     return 0 if column <= STACK_COLUMN_MAX_BYTES else column
 
 

@@ -147,38 +147,41 @@ MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
 
 /* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
  *
- * The input pixels of a block are sign-extended into int16 lanes once, into the layer's arena
- * scratch, in the order SXTB16 splits a word: for each four inputs x0..x3 the words (x0, x2)
- * and (x1, x3), doubled where the layer requantizes doubled accumulators, zeros after the
- * last input up to a word. A filter row is read as it is stored, four int8 weights a word,
- * split the same way: SMLAD of the two pairs of halves adds x0 w0 + x2 w2 + x1 w1 + x3 w3.
- * Each weight word serves two pixels, each input word every output channel of the block. */
+ * The input pixels of a block are sign-extended into int16 lanes once, in the order SXTB16
+ * splits a word: for each four inputs x0..x3 the words (x0, x2) and (x1, x3), doubled where the
+ * layer requantizes doubled accumulators, zeros after the last input up to a word. Two columns
+ * (two pixels) share a group's 16 bytes as (x0, x2) of pixel 0, of pixel 1, then (x1, x3) of
+ * pixel 0, of pixel 1: one LDRD loads each half of a group. The filter rows are stored in pairs,
+ * word by word (kernels/pointwise.interleaved_rows): one LDRD loads a group of a pair, split
+ * the same way: SMLAD of the two pairs of halves adds x0 w0 + x2 w2 + x1 w1 + x3 w3. */
 
-/* Four inputs (fewer at the end of a row, zeros after them) as two words of int16 lanes. */
+/* Four inputs (fewer at the end of a row, zeros after them) as two words of int16 lanes, the
+ * second `odd` bytes after the first. */
 MCUGEN_ALWAYS_INLINE void pw_extend_word(int8_t *column, const int8_t *x, int32_t count,
-                                         int32_t doubled)
+                                         int32_t odd, int32_t doubled)
 {
     int32_t word = 0;
     memcpy(&word, x, (size_t)count);
-    int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
+    int32_t even = (int32_t)__sxtb16(word), high = sxtb16_odd(word);
     if (doubled) { /* |2 x| <= 256: no lane overflows */
         even = (int32_t)__sadd16(even, even);
-        odd = (int32_t)__sadd16(odd, odd);
+        high = (int32_t)__sadd16(high, high);
     }
     memcpy(column, &even, 4);
-    memcpy(column + 4, &odd, 4);
+    memcpy(column + odd, &high, 4);
 }
 
-/* One pixel's inputs into a column of `groups` pairs of words (`stride` bytes apart). */
+/* One pixel's inputs into a column of groups `stride` bytes apart, each group's second word
+ * `odd` bytes after its first. */
 MCUGEN_ALWAYS_INLINE void pw_extend(int8_t *column, const int8_t *pixel, int32_t channels,
-                                    int32_t stride, int32_t doubled)
+                                    int32_t stride, int32_t odd, int32_t doubled)
 {
     int32_t c = 0;
     for (; c + 4 <= channels; c += 4, column += stride) {
-        pw_extend_word(column, pixel + c, 4, doubled);
+        pw_extend_word(column, pixel + c, 4, odd, doubled);
     }
     if (c < channels) {
-        pw_extend_word(column, pixel + c, channels - c, doubled);
+        pw_extend_word(column, pixel + c, channels - c, odd, doubled);
     }
 }
 
@@ -189,105 +192,241 @@ MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
     return word;
 }
 
-/* The sum of one column's int16 lanes (two words per group, `stride` bytes from a group to the
- * next; zeros after the last input): a uint8 model's input sum, doubled with the lanes. */
-MCUGEN_ALWAYS_INLINE int32_t pw_column_sum(const int8_t *column, int32_t groups, int32_t stride)
+/* The sum of one column's int16 lanes (groups `stride` bytes apart, the second word `odd`
+ * bytes after the first; zeros after the last input): a uint8 model's input sum, doubled with
+ * the lanes. */
+MCUGEN_ALWAYS_INLINE int32_t pw_column_sum(const int8_t *column, int32_t groups, int32_t stride,
+                                           int32_t odd)
 {
     int32_t sum = 0;
     for (int32_t g = 0; g < groups; ++g, column += stride) {
-        sum = __smlad(pw_word(column), 0x00010001, __smlad(pw_word(column + 4), 0x00010001, sum));
+        sum = __smlad(pw_word(column), 0x00010001, __smlad(pw_word(column + odd), 0x00010001, sum));
     }
     return sum;
 }
 
-/* The column's words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
+/* The columns' words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
 typedef int32_t pw_lanes __attribute__((may_alias));
 
-/* acc[2i+j] += pixel i . filter row j over one group of four inputs: the columns hold two
- * words of pixel 0 then two of pixel 1. */
-MCUGEN_ALWAYS_INLINE void pw_mac_2x2(int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11,
-                                     const pw_lanes *x, const int8_t *w0, const int8_t *w1)
-{
-    const int32_t x0e = x[0], x0o = x[1], x1e = x[2], x1o = x[3];
-    const int32_t v0 = pw_word(w0);
-    const int32_t v0e = (int32_t)__sxtb16(v0), v0o = sxtb16_odd(v0);
-    *a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, *a00));
-    *a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, *a10));
-    const int32_t v1 = pw_word(w1);
-    const int32_t v1e = (int32_t)__sxtb16(v1), v1o = sxtb16_odd(v1);
-    *a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, *a01));
-    *a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, *a11));
-}
+/* The 2x2 product's loop is inline assembly where the compiler leaves it the thirteen
+ * registers it needs: GCC optimizing (which omits the frame pointer). Clang on Arm and GCC
+ * without optimization keep a frame pointer, and take the same product in C (fewer
+ * instructions than before the interleaved rows, without the scheduled order). */
+#if defined(__OPTIMIZE__) && !defined(__clang__)
+#define PW_DOT_ASSEMBLY 1
+#else
+#define PW_DOT_ASSEMBLY 0
+#endif
 
-/* acc[2i+j] += pixel i . filter row j, over `groups` words of four inputs (a constant, so
- * the tails fold away): two groups a pass, or four (pw_dot_2x2_by4), as the target's
- * compiler schedules best (kernels/pointwise.py). */
-MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *w0,
-                                     const int8_t *w1, int32_t groups)
+/* One group of the 2x2 product, software-pipelined: it multiplies group g (its columns in x0e
+ * x1e x0o x1o, row 0's word extended in a and raw in b) while it loads group g + 1's. The
+ * reference order, which the forms below reorder or cut short. */
+#define PW_GROUP_2X2 \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "ldr %[b], [%[w], #8]!\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "ldrd %[x0e], %[x1e], [%[x], #16]!\n\t" \
+    "sxtb16 %[a], %[b]\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t" \
+    "ldrd %[x0o], %[x1o], [%[x], #8]\n\t"
+/* Two such groups, the same instructions reordered: no SMLAD or SXTB16 takes a value loaded by
+ * the instruction just before it, and the pairs the Cortex-M7 issues together are adjacent (21
+ * cycles by LLVM's Cortex-M7 model, 24 in the order above; 34 on the Cortex-M4 model for
+ * both; the order was searched over the moves the instructions' dependencies allow, each timed
+ * by llvm-mca as mcugen/cycles.py times code). */
+#define PW_TWO_GROUPS_2X2 \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "ldrd %[x0e], %[x1e], [%[x], #16]!\n\t" \
+    "ldr %[b], [%[w], #8]!\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "sxtb16 %[a], %[b]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t" \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "ldrd %[x0e], %[x1e], [%[x], #16]!\n\t" \
+    "ldr %[b], [%[w], #8]!\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t" \
+    "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
+    "sxtb16 %[a], %[b]\n\t"
+/* The last two groups: the same order without the next group's loads. */
+#define PW_LAST_TWO_GROUPS_2X2 \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "ldrd %[x0e], %[x1e], [%[x], #16]!\n\t" \
+    "ldr %[b], [%[w], #8]!\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "sxtb16 %[a], %[b]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t" \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t"
+/* The last group: the same without loading a next one. */
+#define PW_LAST_GROUP_2X2 \
+    "ldr %[c], [%[w], #4]\n\t" \
+    "smlad %[a00], %[x0e], %[a], %[a00]\n\t" \
+    "sxtb16 %[b], %[b], ror #8\n\t" \
+    "smlad %[a10], %[x1e], %[a], %[a10]\n\t" \
+    "sxtb16 %[a], %[c]\n\t" \
+    "smlad %[a00], %[x0o], %[b], %[a00]\n\t" \
+    "sxtb16 %[c], %[c], ror #8\n\t" \
+    "smlad %[a10], %[x1o], %[b], %[a10]\n\t" \
+    "smlad %[a01], %[x0e], %[a], %[a01]\n\t" \
+    "smlad %[a11], %[x1e], %[a], %[a11]\n\t" \
+    "smlad %[a01], %[x0o], %[c], %[a01]\n\t" \
+    "smlad %[a11], %[x1o], %[c], %[a11]\n\t"
+/* Before the first group: its columns and row 0's first word. */
+#define PW_START_2X2 \
+    "ldrd %[x0e], %[x1e], [%[x]]\n\t" \
+    "ldrd %[x0o], %[x1o], [%[x], #8]\n\t" \
+    "ldr %[b], [%[w]]\n\t" \
+    "sxtb16 %[a], %[b]\n\t"
+/* Two groups a pass, up to `end` (read from memory into c, free there: thirteen registers
+ * leave clang one for the frame pointer). */
+#define PW_LOOP_2X2 \
+    "1:\n\t" PW_TWO_GROUPS_2X2 \
+    "ldr %[c], %[end]\n\t" \
+    "cmp %[w], %[c]\n\t" \
+    "bne 1b\n\t"
+#define PW_OUTPUTS_2X2 \
+    : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x] "+r"(x), \
+      [w] "+r"(w), [x0e] "=&r"(x0e), [x1e] "=&r"(x1e), [x0o] "=&r"(x0o), [x1o] "=&r"(x1o), \
+      [a] "=&r"(ta), [b] "=&r"(tb), [c] "=&r"(tc)
+#define PW_CLOBBERS_2X2 "cc", "memory"
+#define PW_OPERANDS_2X2 PW_OUTPUTS_2X2 : [end] "m"(end) : PW_CLOBBERS_2X2
+
+/* acc[2i+j] += column i . filter row j over `groups` (at least 1) groups of four inputs: the
+ * two columns interleaved as above, the pair of rows word by word. Two groups a pass, each
+ * loading the next one's words, then the last one or two groups, which load nothing past the
+ * columns and the pair. */
+MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, const int8_t *rows,
+                                     int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    int32_t x0e, x1e, x0o, x1o;
+#if PW_DOT_ASSEMBLY
+    const int8_t *x = columns, *w = rows;
+    /* w where the loop stops: at the last group (odd count) or the last two. */
+    const int8_t *end = rows + 8 * (groups - 2 + groups % 2);
+    int32_t ta, tb, tc;
+    if (groups == 1) {
+        __asm__(PW_START_2X2 PW_LAST_GROUP_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
+    } else if (groups == 2) { /* no loop */
+        __asm__(PW_START_2X2 PW_LAST_TWO_GROUPS_2X2 PW_OUTPUTS_2X2 : : PW_CLOBBERS_2X2);
+    } else if (groups % 2) {
+        __asm__(PW_START_2X2 PW_LOOP_2X2 PW_LAST_GROUP_2X2 PW_OPERANDS_2X2);
+    } else {
+        __asm__(PW_START_2X2 PW_LOOP_2X2 PW_LAST_TWO_GROUPS_2X2 PW_OPERANDS_2X2);
+    }
+#else
     const pw_lanes *x = (const pw_lanes *)(const void *)columns;
-    int32_t g = 0;
-    for (; g + 2 <= groups; g += 2, x += 8, w0 += 8, w1 += 8) {
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
+    for (int32_t g = 0; g < groups; ++g, x += 4, rows += 8) {
+        const int32_t v0 = pw_word(rows), v1 = pw_word(rows + 4);
+        const int32_t v0e = (int32_t)__sxtb16(v0), v0o = sxtb16_odd(v0);
+        const int32_t v1e = (int32_t)__sxtb16(v1), v1o = sxtb16_odd(v1);
+        x0e = x[0];
+        x1e = x[1];
+        x0o = x[2];
+        x1o = x[3];
+        a00 = __smlad(x0o, v0o, __smlad(x0e, v0e, a00));
+        a10 = __smlad(x1o, v0o, __smlad(x1e, v0e, a10));
+        a01 = __smlad(x0o, v1o, __smlad(x0e, v1e, a01));
+        a11 = __smlad(x1o, v1o, __smlad(x1e, v1e, a11));
     }
-    if (g < groups) {
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
-    }
+#endif
     acc[0] = a00;
     acc[1] = a01;
     acc[2] = a10;
     acc[3] = a11;
 }
 
-MCUGEN_ALWAYS_INLINE void pw_dot_2x2_by4(int32_t acc[4], const int8_t *columns,
-                                         const int8_t *w0, const int8_t *w1, int32_t groups)
+/* acc[i] += column i . one filter row (a last odd one, its words in order), two columns. */
+MCUGEN_ALWAYS_INLINE void pw_dot_2x1(int32_t acc[2], const int8_t *columns, const int8_t *row,
+                                     int32_t groups)
 {
-    const int32_t whole = groups - groups % 4;
+    int32_t a0 = acc[0], a1 = acc[1];
     const pw_lanes *x = (const pw_lanes *)(const void *)columns;
-    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-    for (int32_t g = 0; g < whole; g += 4, x += 16, w0 += 16, w1 += 16) {
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x, w0, w1);
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 4, w0 + 4, w1 + 4);
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 8, w0 + 8, w1 + 8);
-        pw_mac_2x2(&a00, &a01, &a10, &a11, x + 12, w0 + 12, w1 + 12);
-    }
-    acc[0] = a00;
-    acc[1] = a01;
-    acc[2] = a10;
-    acc[3] = a11;
-    pw_dot_2x2(acc, (const int8_t *)(const void *)x, w0, w1, groups - whole);
-}
-
-/* acc[j] += the column (one pixel, two words per group) . filter row j, for `rows` rows
- * (1 to 4) `row_bytes` apart. */
-MCUGEN_ALWAYS_INLINE void pw_dot_1xn(int32_t acc[4], const int8_t *column, const int8_t *w,
-                                     int32_t row_bytes, int32_t rows, int32_t groups)
-{
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    const pw_lanes *x = (const pw_lanes *)(const void *)column;
-    for (int32_t g = 0; g < groups; ++g, x += 2, w += 4) {
-        const int32_t xe = x[0], xo = x[1];
-        const int32_t v0 = pw_word(w);
-        a0 = __smlad(xo, sxtb16_odd(v0), __smlad(xe, (int32_t)__sxtb16(v0), a0));
-        if (rows > 1) {
-            const int32_t v1 = pw_word(w + row_bytes);
-            a1 = __smlad(xo, sxtb16_odd(v1), __smlad(xe, (int32_t)__sxtb16(v1), a1));
-        }
-        if (rows > 2) {
-            const int32_t v2 = pw_word(w + 2 * row_bytes);
-            a2 = __smlad(xo, sxtb16_odd(v2), __smlad(xe, (int32_t)__sxtb16(v2), a2));
-        }
-        if (rows > 3) {
-            const int32_t v3 = pw_word(w + 3 * row_bytes);
-            a3 = __smlad(xo, sxtb16_odd(v3), __smlad(xe, (int32_t)__sxtb16(v3), a3));
-        }
+    for (int32_t g = 0; g < groups; ++g, x += 4, row += 4) {
+        const int32_t v = pw_word(row);
+        const int32_t ve = (int32_t)__sxtb16(v), vo = sxtb16_odd(v);
+        a0 = __smlad(x[2], vo, __smlad(x[0], ve, a0));
+        a1 = __smlad(x[3], vo, __smlad(x[1], ve, a1));
     }
     acc[0] = a0;
     acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+}
+
+/* acc[j] += one column (two words a group) . filter row j of a pair (word by word). */
+MCUGEN_ALWAYS_INLINE void pw_dot_1x2(int32_t acc[2], const int8_t *column, const int8_t *rows,
+                                     int32_t groups)
+{
+    int32_t a0 = acc[0], a1 = acc[1];
+    const pw_lanes *x = (const pw_lanes *)(const void *)column;
+    for (int32_t g = 0; g < groups; ++g, x += 2, rows += 8) {
+        const int32_t xe = x[0], xo = x[1];
+        const int32_t v0 = pw_word(rows), v1 = pw_word(rows + 4);
+        a0 = __smlad(xo, sxtb16_odd(v0), __smlad(xe, (int32_t)__sxtb16(v0), a0));
+        a1 = __smlad(xo, sxtb16_odd(v1), __smlad(xe, (int32_t)__sxtb16(v1), a1));
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* acc + one column . one filter row (a last odd one). */
+MCUGEN_ALWAYS_INLINE int32_t pw_dot_1x1(int32_t acc, const int8_t *column, const int8_t *row,
+                                        int32_t groups)
+{
+    const pw_lanes *x = (const pw_lanes *)(const void *)column;
+    for (int32_t g = 0; g < groups; ++g, x += 2, row += 4) {
+        const int32_t v = pw_word(row);
+        acc = __smlad(x[1], sxtb16_odd(v), __smlad(x[0], (int32_t)__sxtb16(v), acc));
+    }
+    return acc;
 }
 
 /* The short requantization (kernels/requantize.py proves it exact under the layer's
@@ -312,7 +451,7 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t
 
 /* Layer 0: CONV_2D 1x5x7x11 -> 1x5x7x17, pw_conv_s8_dsp: 35 rows of 11 -> 17.
  * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD); an odd last row by four channels. The input offset is folded into
+ * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
  * the bias (model_layer0_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer0_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
@@ -323,44 +462,40 @@ int32_t p = row_begin * 7;
     const int8_t *pixel = input + p * 11;
     output += p * 17;
     for (; p + 1 < end; p += 2, pixel += 22, output += 34) {
-        pw_extend(scratch, pixel, 11, 16, 1);
-        pw_extend(scratch + 8, pixel + 11, 11, 16, 1);
+        pw_extend(scratch, pixel, 11, 16, 8, 1);
+        pw_extend(scratch + 4, pixel + 11, 11, 16, 8, 1);
         const int8_t *w = model_layer0_filter;
         const int32_t *k = model_layer0_channels;
         int32_t oc = 0;
-        for (; oc < 16; oc += 2, w += 22, k += 8) {
+        for (; oc < 16; oc += 2, w += 24, k += 8) {
             int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2_by4(acc, scratch, w, w + 11, 3);
+            pw_dot_2x2(acc, scratch, w, 3);
             output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
             output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 30);
             output[17 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]), 5), 30);
             output[17 + oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]), 5), 30);
         }
         {
-            int32_t acc[4] = {k[0], 0, k[0], 0};
-            pw_dot_2x2_by4(acc, scratch, w, w, 3);
+            int32_t acc[2] = {k[0], k[0]};
+            pw_dot_2x1(acc, scratch, w, 3);
             output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
-            output[17 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]), 5), 30);
+            output[17 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[1], k[2], k[3]), 5), 30);
         }
 }
     for (; p < end; ++p, pixel += 11, output += 17) {
-        pw_extend(scratch, pixel, 11, 8, 1);
+        pw_extend(scratch, pixel, 11, 8, 4, 1);
         const int8_t *w = model_layer0_filter;
         const int32_t *k = model_layer0_channels;
         int32_t oc = 0;
-        for (; oc < 16; oc += 4, w += 44, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1xn(acc, scratch, w, 11, 4, 3);
-            output[oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
+        for (; oc < 16; oc += 2, w += 24, k += 8) {
+            int32_t acc[2] = {k[0], k[4]};
+            pw_dot_1x2(acc, scratch, w, 3);
+            output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
             output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 30);
-            output[oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]), 5), 30);
-            output[oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]), 5), 30);
         }
         {
-            int32_t acc[4] = {0, 0, 0, 0};
-            acc[0] = k[0];
-            pw_dot_1xn(acc, scratch, w, 11, 1, 3);
-            output[oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
+            const int32_t acc = pw_dot_1x1(k[0], scratch, w, 3);
+            output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc, k[1], k[2], k[3]), 5), 30);
         }
 }
 }
