@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ import pytest
 from mcugen.oracle import tflm_outputs  # noqa: F401  (imported by the tests from here)
 
 REPO = Path(__file__).resolve().parents[1]
+FAST_TIER = os.environ.get("MCUGEN_FAST_TIER") == "1"
 SHARED = REPO.parent / "shared"
 PERSON_DETECT = SHARED / "models" / "person_detect.tflite"
 CACHE = Path(os.environ.get("MCUGEN_TEST_CACHE", "/tmp/mcugen-test-cache"))
@@ -31,6 +35,51 @@ def _cache_key(params: dict) -> str:
 
 
 _session_models: dict[tuple, bytes] = {}
+
+
+# Tiers. A test that imports TensorFlow (every Keras conversion and TFLite's reference
+# interpreter) is marked `tensorflow`; one that runs QEMU is marked `qemu`. The fast tier
+# (`scripts/test --fast`) runs the others and makes a mislabelled test fail rather than slow the
+# tier down: TensorFlow cannot be imported there and qemu-system-arm is a program that refuses.
+TIER_MARKERS = {
+    "tensorflow": "imports TensorFlow (Keras conversion, TFLite's interpreter): not in the fast tier",
+    "qemu": "runs firmware in QEMU: not in the fast tier",
+}
+
+
+def pytest_configure(config):
+    for name, meaning in TIER_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+    if FAST_TIER:
+        sys.meta_path.insert(0, _RefuseTensorFlow())
+        os.environ["PATH"] = f"{_refusing_qemu_dir()}{os.pathsep}{os.environ['PATH']}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not FAST_TIER:
+        return
+    slow = [item for item in items if any(item.get_closest_marker(m) for m in TIER_MARKERS)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in set(slow)]
+
+
+class _RefuseTensorFlow:
+    """A meta-path finder that makes `import tensorflow` fail in the fast tier."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+            raise ImportError(f"fast tier: {name} imported by a test not marked `tensorflow`")
+        return None
+
+
+def _refusing_qemu_dir() -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="mcugen-fast-tier-"))
+    program = directory / "qemu-system-arm"
+    program.write_text("#!/bin/sh\necho 'fast tier: QEMU run by a test not marked qemu' >&2\n"
+                       "exit 1\n")
+    program.chmod(0o755)
+    return directory
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,14 +101,18 @@ def mobilenet_tflite(**params) -> bytes:
     key = tuple(sorted(params.items()))
     if key not in _session_models:
         path = CACHE / f"{_cache_key(params)}.tflite"
-        if not path.is_file():
-            from mcugen.frontend.keras import build_mobilenet_tflite
+        CACHE.mkdir(parents=True, exist_ok=True)
+        # pytest-xdist's workers wait for each other's conversion of one model (TensorFlow
+        # takes seconds to tens of seconds) rather than each doing it.
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.is_file():
+                from mcugen.frontend.keras import build_mobilenet_tflite
 
-            data = build_mobilenet_tflite(**params)
-            CACHE.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.part")
-            partial.write_bytes(data)
-            partial.replace(path)
+                data = build_mobilenet_tflite(**params)
+                partial = path.with_suffix(f".{os.getpid()}.part")
+                partial.write_bytes(data)
+                partial.replace(path)
         _session_models[key] = path.read_bytes()
     return _session_models[key]
 

@@ -69,10 +69,11 @@ def test_the_matrix_kernels_are_bit_exact_on_every_dsp_core(core, tmp_path):
     assert {"pw_conv_s8_dsp", "fc_s8_dsp", "conv_s8_dsp"} <= used
 
 
-def test_a_pointwise_layer_reaches_the_loops_speed_on_the_cortex_m7(tmp_path):
-    """64 -> 64 channels on 12x12 pixels (VWW's middle layers): 0.666 MACs per instruction
-    and 0.918 per estimated cycle before the interleaved rows and the scheduled loop, 0.720
-    and 1.033 with them."""
+def test_a_pointwise_layer_in_the_scheduled_loop_is_bit_exact_on_the_cortex_m7(tmp_path):
+    """64 -> 64 channels on 12x12 pixels (VWW's middle layers), with the cycle estimate. It
+    prints its speed and asserts none (tests never assert timings): 0.666 MACs per
+    instruction and 0.918 per estimated cycle before the interleaved rows and the scheduled
+    loop, 0.720 and 1.033 with them."""
     target = load_target("cortex-m7")
     compiled = compile_graph(g.conv(40, 12, 12, 64, 64, (1, 1), padding=P0), name="model",
                              target=target, source="pw_64_64")
@@ -84,8 +85,9 @@ def test_a_pointwise_layer_reaches_the_loops_speed_on_the_cortex_m7(tmp_path):
     np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs))
     inference = estimate_cycles(result, target).inferences[0]
     macs = 12 * 12 * 64 * 64
-    assert macs / inference.instructions >= 0.70
-    assert macs / inference.cycles >= 1.00
+    assert inference.instructions > macs / 4 and inference.cycles > 0
+    print(f"pointwise 64->64 on the Cortex-M7: {macs / inference.instructions:.3f} MACs per "
+          f"instruction, {macs / inference.cycles:.3f} per estimated cycle")
 
 
 def test_the_c_form_of_the_loop_is_bit_exact_too(tmp_path):
