@@ -218,6 +218,7 @@ def test_an_unknown_arena_kind_is_refused(person_detect):
         _compile(person_detect, "pd", load_target("host"), "heap")
 
 
+@pytest.mark.qemu
 def test_in_qemu_an_interrupt_runs_an_instance_inside_another_and_models_share(
         models, person_detect, tmp_path):
     """Cortex-M7 (its QEMU board): arena_firmware.c's SysTick interrupt runs person_detect on one
@@ -258,6 +259,7 @@ def test_in_qemu_an_interrupt_runs_an_instance_inside_another_and_models_share(
     np.testing.assert_array_equal(outputs("b_shared.bin", tm), tm.expected)
 
 
+@pytest.mark.qemu
 def test_mcugen_run_checks_a_caller_arena_build(tmp_path):
     """`mcugen run --arena caller`: the host program gives the model an arena of its own; the
     QEMU firmware's model_invoke does (firmware_arena.c), the model named model too."""

@@ -70,6 +70,7 @@ def clang() -> str:
     return path
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("optimization", OPTIMIZATIONS)
 @pytest.mark.parametrize("model", ["person_detect", "v1"])
 def test_host_c_is_warning_free_under_clang(model, optimization, work):
@@ -79,6 +80,7 @@ def test_host_c_is_warning_free_under_clang(model, optimization, work):
                          "-I", str(result.out_dir), source, "-o", str(work / "x.o")])
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("optimization", OPTIMIZATIONS)
 @pytest.mark.parametrize("target", sorted(CROSS))
 @pytest.mark.parametrize("model", ["person_detect", "v1"])
@@ -90,6 +92,7 @@ def test_cortex_m_c_is_warning_free_under_clang(model, target, optimization, wor
                          "-c", "-I", str(result.out_dir), source, "-o", str(work / "x.o")])
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("compiler", ["clang", "gcc"])
 @pytest.mark.parametrize("model", ["person_detect", "v1"])
 def test_host_programs_built_at_O3_are_bit_exact_with_tflm(model, compiler, work):

@@ -37,6 +37,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
         assert word in errors[0], errors[0]
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
     result = mcugen("build", "--alpha", "0.25", "--res", "96", "--target", "cortex-m7",
                     cwd=tmp_path)
@@ -63,6 +65,8 @@ def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
         {p.name for p in out.iterdir()}
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("arch", ["v2", "v3-small", "v3-large"])
 def test_run_builds_every_generation_from_the_command_line(arch, tmp_path):
     """`mcugen run --arch ...`: Keras build, int8 conversion, C, firmware, QEMU, and the check
@@ -76,6 +80,7 @@ def test_run_builds_every_generation_from_the_command_line(arch, tmp_path):
         assert "HARD_SWISH (table)" in result.stdout and "MUL" in result.stdout
 
 
+@pytest.mark.qemu
 def test_targets_are_listed_grouped_by_core(tmp_path):
     """Each core's line, then the core itself and its parts, indented under it."""
     from mcugen.targets import load_target, target_names
@@ -101,6 +106,7 @@ def test_targets_are_listed_grouped_by_core(tmp_path):
     assert re.search(r"nrf52840 +64 MHz +1,024 KB +256 KB", result.stdout)
 
 
+@pytest.mark.qemu
 def test_a_part_is_a_target(tmp_path):
     result = mcugen("build", "--model", str(PERSON_DETECT), "--target", "nrf52840", "--out",
                     "out", cwd=tmp_path)
@@ -108,6 +114,8 @@ def test_a_part_is_a_target(tmp_path):
     assert '"target": "nrf52840"' in (tmp_path / "out" / "report.json").read_text()
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_the_memory_check_uses_the_parts_largest_ram_region(tmp_path):
     """A 192x192 alpha 0.5 V1 has a 368,640-byte arena layer by layer and 874 KB of weights: it
     fits the STM32H743's 512 KB AXI SRAM (its largest region, of 1 MB in all) as it is; on the
@@ -133,6 +141,7 @@ def test_the_memory_check_uses_the_parts_largest_ram_region(tmp_path):
     assert not (tmp_path / "tiny").exists()
 
 
+@pytest.mark.tensorflow
 def test_verbose_lets_tensorflow_speak(tmp_path):
     """--verbose shows what the quiet default hides (on this machine TensorFlow always logs its
     oneDNN and CPU-feature lines at import), step times on lines of their own."""
@@ -162,6 +171,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     assert len(shell.stdout.splitlines()) == 1
 
 
+@pytest.mark.tensorflow
 def test_weights_for_another_alpha_say_which_layer_and_which_alpha(tmp_path):
     saved = tmp_path / "a05.weights.h5"
     _keras_mobilenet(alpha=0.5).save_weights(saved)
@@ -173,6 +183,7 @@ def test_weights_for_another_alpha_say_which_layer_and_which_alpha(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.tensorflow
 def test_untrained_weights_are_called_degenerate_and_what_to_check(tmp_path):
     """Freshly initialised weights (batch norms at mean 0, variance 1) quantize activations
     to scales near 1e-8: mcugen says the model is degenerate, that TFLM refuses it too
@@ -205,6 +216,7 @@ def _keras_mobilenet(alpha: float):
     return _build_model(keras, "v1", alpha, 32, 32, 3, 2, 0)
 
 
+@pytest.mark.qemu
 def test_run_out_keeps_the_folder_with_measured_instructions(tmp_path):
     result = mcugen("run", "--model", str(PERSON_DETECT), "--target", "cortex-m7", "--out",
                     "kept", cwd=tmp_path)
@@ -267,6 +279,8 @@ def test_malformed_model_files_are_refused(content, tmp_path):
     assert (tmp_path / "bad.tflite").read_bytes() == content  # the user's file is untouched
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_model_too_big_for_the_target_is_refused_unless_asked(tmp_path):
     big = tmp_path / "big.tflite"  # α 1.0: 3.2 MB of weights, more than a 1 MB Cortex-M7
     big.write_bytes(mobilenet_tflite(arch="v1", seed=1, alpha=1.0, height=64, width=64,
@@ -310,6 +324,7 @@ def test_foreign_folder_is_kept_unless_forced_and_own_folder_is_replaced(tmp_pat
 # Issue 17: the user's first experience
 
 
+@pytest.mark.tensorflow
 def test_the_default_name_says_which_model_it_is(tmp_path):
     """Item 10: every build without --name wrote build/model, so README's commands overwrote
     each other. The name now comes from the model: the file's stem, or the MobileNet's
@@ -349,6 +364,7 @@ def test_readmes_build_commands_write_different_folders():
     assert len(set(folders)) == len(folders), folders
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("command", ["build", "run", "report", "inspect", "targets"])
 def test_help_shows_defaults_and_two_examples(command, tmp_path):
     """Item 10: --help showed no defaults and no examples; the examples are real command
@@ -389,6 +405,8 @@ def test_run_defaults_to_a_target_it_can_run(tmp_path):
         "\n                        ", " ")
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_run_prints_builds_lines_and_an_overflow_stands_out(tmp_path):
     """Items 6 and 8: `run` takes --name and --no-memory-check, prints the flash and RAM lines
     `build` prints, says that the kept image is for the QEMU board and not for the part; a
@@ -417,6 +435,7 @@ def test_run_prints_builds_lines_and_an_overflow_stands_out(tmp_path):
     assert "not a firmware for the stm32f746ng" in result.stdout
 
 
+@pytest.mark.qemu
 def test_run_says_what_is_missing_when_tflm_is_not_installed(tmp_path):
     """Item 2: tflite-micro was only a test extra, and its ImportError was reported as "TFLM
     could not load this model". It is a dependency now; without it, run says what is missing

@@ -295,6 +295,7 @@ def library_functions(result: BuildResult) -> set[str]:
     return {layer.variant.name for layer in result.compiled.layers if layer.variant.library}
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", CASES)
 def test_cmsis_nn_build_is_bit_exact_with_ours_and_tflm(case, work, cmsis_nn_library):
     cmsis = build_case(case, work, "cmsis-nn")
@@ -325,6 +326,7 @@ def test_cmsis_nn_build_is_bit_exact_with_ours_and_tflm(case, work, cmsis_nn_lib
     assert len({row.tobytes() for row in from_tflm}) > 1
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", SMALL)
 @pytest.mark.parametrize("target", ["host", "cortex-m7", "cortex-m55"])
 def test_small_models_reach_every_cmsis_kernel_on_each_path(case, target, work):
@@ -345,6 +347,7 @@ def test_small_models_reach_every_cmsis_kernel_on_each_path(case, target, work):
         assert fc.params.kernel_sums is None and fc.params.bias is not None
 
 
+@pytest.mark.tensorflow
 def test_scratch_lives_in_the_arena_only_during_its_layer(work):
     result = build_case("mobilenet_v1_a0.25_96x96x3", work, "cmsis-nn", "cortex-m7")
     assert library_functions(result) == {"arm_convolve_s8", "arm_convolve_1x1_s8_fast",
@@ -375,6 +378,8 @@ def test_scratch_lives_in_the_arena_only_during_its_layer(work):
 QEMU_BOARDS = {"cortex-m7": "mps2-an500", "cortex-m55": "mps3-an547"}
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("target", sorted(QEMU_BOARDS))
 @pytest.mark.parametrize("case", ["mobilenet_v1_a0.25_96x96x3", *SMALL, *GENERATIONS])
 def test_cmsis_nn_build_is_bit_exact_in_qemu(case, target, work):

@@ -132,6 +132,7 @@ def shape_arithmetic(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.tensorflow
 def test_shape_arithmetic_folds_and_is_bit_exact_with_tflite(shape_arithmetic, tmp_path):
     """TFLM cannot allocate this model's dynamic shapes: TensorFlow Lite's reference kernels
     are the oracle (as the issue says where TFLM cannot load a model)."""
@@ -281,6 +282,7 @@ RULES = {
 }
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_each_folding_rule_is_tflites(rule):
     kind, inputs, options = RULES[rule]

@@ -67,6 +67,7 @@ def check_pieces(result, elf: Path) -> None:
         assert piece.code == elf_bytes(elf, piece.address, len(piece.code)), hex(piece.address)
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("core", sorted(CYCLE_MODELS))
 def test_the_plugins_pieces_add_up_to_the_exact_counts(core, plugin, tmp_path) -> None:
     elf = build_firmware(LOOP_MODEL, core, tmp_path / "firmware")
@@ -143,6 +144,8 @@ def mobilenet_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("target", ["stm32h743zi", "cortex-m55"])
 def test_run_estimates_cycles_that_add_up(target, mobilenet_file, tmp_path, monkeypatch):
     """`mcugen run --out`: per-layer cycles add up to the inference's, which equals the sum

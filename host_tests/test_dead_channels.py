@@ -220,6 +220,7 @@ def test_generated_c_on_the_host_and_under_sanitizers(tmp_path):
                       tmp_path), expected)
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("target", [M7, M55], ids=lambda t: t.name)
 def test_generated_c_in_qemu(target, tmp_path):
     graph = vww_like()
@@ -429,6 +430,7 @@ def keras_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.tensorflow
 def test_keras_model_on_the_host_matches_tflm(keras_file, tmp_path):
     from mcugen.frontend.tflite import load_tflite
 
@@ -445,6 +447,8 @@ def test_keras_model_on_the_host_matches_tflm(keras_file, tmp_path):
     np.testing.assert_array_equal(np.stack([model(x) for x in inputs]), expected)
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("target", ["cortex-m7", "cortex-m55"])
 def test_keras_model_in_qemu_matches_tflm(target, keras_file, tmp_path):
     from mcugen.build import BuildOptions
@@ -457,6 +461,7 @@ def test_keras_model_in_qemu_matches_tflm(target, keras_file, tmp_path):
     assert summary.build.compiled.report.dead_channels["macs"] > 0
 
 
+@pytest.mark.tensorflow
 def test_inspect_says_what_was_removed(keras_file, capsys):
     from mcugen.cli import main
 
@@ -481,6 +486,7 @@ def _zoo(monkeypatch, **env):
     return importlib.import_module("zoo")
 
 
+@pytest.mark.tensorflow
 def test_the_zoo_lists_vww_only_when_its_file_is_there(monkeypatch, tmp_path):
     monkeypatch.delenv("MCUGEN_VWW_MODEL", raising=False)
     zoo = _zoo(monkeypatch, XDG_CACHE_HOME=str(tmp_path))

@@ -77,6 +77,7 @@ def comparable(shapes: estimate.Shapes):
 # The shapes and weights, against the converted models
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", KERAS_CASES)
 def test_the_keras_rules_give_the_converted_models_layers(case):
     """Layer for layer: op, operands, output shape, kernel, stride, padding and weight bytes
@@ -86,6 +87,7 @@ def test_the_keras_rules_give_the_converted_models_layers(case):
         comparable(estimate.graph_shapes(graph))
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", ["v1_a0.5_72x56x3", "v2_a0.5_48x40x1",
                                   "v3-large_a0.25_40x40x1"])
 def test_the_weight_bytes_are_the_reports_and_a_lower_bound_of_every_cores_tables(case):
@@ -124,6 +126,7 @@ def smallest_reachable(graph, target: str) -> int:
                .group(1).replace(",", ""))
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case, target", [
     ("v1_a0.25_96x96x3", "cortex-m7"), ("v1_a0.5_72x56x3", "cortex-m0plus"),
     ("v1_a1.0_64x64x3", "cortex-m7"), ("v2_a0.5_48x40x1", "cortex-m4"),
@@ -141,6 +144,7 @@ def test_the_arena_bound_is_below_every_arena_mcugen_reaches(case, target):
     assert 0 < bound <= smallest_reachable(graph, target) <= whole
 
 
+@pytest.mark.tensorflow
 def test_the_input_and_output_are_not_in_the_arena_but_a_whole_tensor_is():
     """A layer that cannot run in bands (MEAN) holds its whole input; the model's input and
     output are the caller's. V1 α 0.25 at 96: MEAN reads 3x3x256."""
@@ -203,6 +207,8 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_flash_no_target_holds_is_refused_before_tensorflow(tmp_path):
     """The issue's case: α 1.0 at 224 on a Cortex-M7 said so after 50-70 s of TensorFlow."""
     expected = estimate.keras_shapes("v1", 1.0, 224, 224, 3, 2).weight_bytes
@@ -216,6 +222,7 @@ def test_flash_no_target_holds_is_refused_before_tensorflow(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.tensorflow
 def test_the_issues_budget_is_refused_before_tensorflow(tmp_path):
     """`--alpha 1.0 --res 224 --max-ram 160K` failed after 51 s. Its layers form a chain: the
     bound follows every way of cutting it into segments (168,448 B; the search reaches
@@ -231,6 +238,8 @@ def test_the_issues_budget_is_refused_before_tensorflow(tmp_path):
            "more" in error
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_a_ram_budget_below_the_bound_is_refused_before_tensorflow(tmp_path):
     """Before conversion, by more than what dead-channel removal might take (a margin)."""
     bound = estimate.arena_lower_bound(estimate.keras_shapes("v2", 0.35, 96, 96, 3, 2))
@@ -244,6 +253,7 @@ def test_a_ram_budget_below_the_bound_is_refused_before_tensorflow(tmp_path):
            f"{bound:,} B or more" in error and "--max-ram" in error
 
 
+@pytest.mark.tensorflow
 def test_within_the_margin_the_exact_check_after_conversion_decides(tmp_path):
     """Just below the bound: not refused before conversion, refused after import (where the
     graph is the one mcugen compiles), by the same bound, before compiling."""
@@ -257,6 +267,8 @@ def test_within_the_margin_the_exact_check_after_conversion_decides(tmp_path):
         check_before_converting(dataclasses.replace(options, kernels="cmsis-nn"))
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_an_arena_no_ram_holds_is_refused_before_tensorflow(tmp_path):
     """At 1024x1024 the last feature map alone (32x32x256) is more than a Cortex-M4's RAM."""
     bound = estimate.arena_lower_bound(estimate.keras_shapes("v1", 0.25, 1024, 1024, 3, 2))
@@ -303,6 +315,8 @@ def test_the_arena_is_checked_against_the_largest_region_or_all_of_them():
         check_shapes(shapes, BuildOptions(target=core.name), core)
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_a_tflite_too_big_is_refused_right_after_import(tmp_path):
     """--model: refused before the compiling step, with the model's weights."""
     big = tmp_path / "big.tflite"
@@ -340,6 +354,7 @@ def test_after_import_a_refusal_counts_the_channels_mcugen_removes():
 TINY = ("--alpha", "0.25", "--res", "32", "--target", "host")
 
 
+@pytest.mark.tensorflow
 def test_a_retry_reuses_the_conversion_and_a_damaged_entry_is_rebuilt(tmp_path):
     cache_dir = tmp_path / "cache"
     first = mcugen_watched("build", *TINY, "--out", "first", cwd=tmp_path, cache_dir=cache_dir)
@@ -419,6 +434,7 @@ def _another_value(value):
     return f"{value}-other"
 
 
+@pytest.mark.tensorflow
 def test_the_key_holds_tensorflows_version_and_the_front_ends_source():
     recipe_tools = cache._tool_versions()
     assert any(name.startswith(("tensorflow", "tf-nightly")) for name in recipe_tools)

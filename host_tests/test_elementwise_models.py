@@ -336,6 +336,7 @@ def shape(graph: ir.Graph, name: str) -> tuple[int, ...]:
 # 1. The converter really emits the ops each model is meant to test.
 
 
+@pytest.mark.tensorflow
 def test_foreign_layout_ops():
     graph = imported("foreign_layout")
     assert Counter(kinds(graph)) >= Counter(
@@ -355,6 +356,7 @@ def test_foreign_layout_ops():
     assert "TRANSPOSE" in kinds(prepared)
 
 
+@pytest.mark.tensorflow
 def test_residual_broadcast_ops():
     graph = imported("residual_broadcast")
     adds, muls = ops_of(graph, ir.Add), ops_of(graph, ir.Mul)
@@ -377,6 +379,7 @@ def test_residual_broadcast_ops():
     assert Counter(kinds(prepared))["ADD"] == 2 and Counter(kinds(prepared))["MUL"] == 2
 
 
+@pytest.mark.tensorflow
 def test_mismatched_scales_ops():
     graph = imported("mismatched_scales")
     ratios = sorted(max(s1, s2) / min(s1, s2) for s1, s2 in
@@ -394,6 +397,7 @@ def test_mismatched_scales_ops():
     assert [op.source for op in ops_of(prepare(graph), ir.TableLookup)] == ["MUL"]
 
 
+@pytest.mark.tensorflow
 def test_fused_activations_ops():
     graph = imported("fused_activations")
     assert [(op.OP, op.activation.name) for op in graph.ops if isinstance(op, (ir.Add, ir.Mul))] \
@@ -407,6 +411,7 @@ def test_fused_activations_ops():
             assert op.act_min == max(-128, prepared.tensor(op.output).zero_point)
 
 
+@pytest.mark.tensorflow
 def test_broadcast_shapes_ops():
     graph = imported("broadcast_shapes")
     pairs = Counter((op.OP, tuple(sorted((shape(graph, op.input), shape(graph, op.input2)))),
@@ -418,6 +423,7 @@ def test_broadcast_shapes_ops():
                              ("ADD", (full, full), True): 1, ("MUL", (full, (8, 1, 6)), True): 1})
 
 
+@pytest.mark.tensorflow
 def test_self_operands_ops():
     graph = imported("self_operands")
     hard_swish, mul, add, add_input, _ = graph.ops
@@ -427,6 +433,7 @@ def test_self_operands_ops():
     assert add_input.OP == "ADD" and graph.input.name in (add_input.input, add_input.input2)
 
 
+@pytest.mark.tensorflow
 def test_transposes_ops():
     graph = imported("transposes")
     assert [op.perm for op in ops_of(graph, ir.Transpose)] == [(0, 2, 3, 1), (0, 2, 1, 3),
@@ -434,6 +441,7 @@ def test_transposes_ops():
     assert [op.OP for op in prepare(graph).ops].count("TRANSPOSE") == 3
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("r", HARD_SWISH_RANGES)
 def test_hard_swish_ops(r):
     graph = imported(f"hard_swish_r{r:g}")
@@ -441,6 +449,7 @@ def test_hard_swish_ops(r):
     assert [op.OP for op in prepare(graph).ops] == ["CONV_2D", "LOOKUP", "CONV_2D"]
 
 
+@pytest.mark.tensorflow
 def test_hard_swish_models_differ_in_scale():
     """The calibration ranges give the HARD_SWISH input scales that span two decades."""
     scales = [imported(f"hard_swish_r{r:g}").tensor(
@@ -454,6 +463,7 @@ def test_hard_swish_models_differ_in_scale():
 # 2. Bit-exact: generated C == NumPy reference == TFLM.
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("name", END_TO_END)
 def test_c_is_bit_exact_with_reference_and_tflm(name, work):
     model = built(name, work)
@@ -480,6 +490,7 @@ def _tflm_tensors(tflite: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
             for index, name in names.items()}
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("r", HARD_SWISH_RANGES)
 def test_hard_swish_every_input_matches_tflm(r, work):
     """HARD_SWISH's table against TFLM's kernel on (nearly) all 256 int8 inputs of the op, for
@@ -509,6 +520,7 @@ def test_hard_swish_every_input_matches_tflm(r, work):
 # 3. Sanitizers.
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("name", ["foreign_layout", "residual_broadcast", "broadcast_shapes"])
 def test_clean_under_address_and_undefined_behaviour_sanitizers(name, work):
     model = built(name, work)
@@ -525,6 +537,7 @@ def test_clean_under_address_and_undefined_behaviour_sanitizers(name, work):
 # 4. A RELU6 whose output quantization differs from its input's.
 
 
+@pytest.mark.tensorflow
 def test_clipping_relu6_is_refused_or_bit_exact(work):
     """TFLM's int8 RELU6 clamps the raw input bytes between the input's zero and six and
     ignores the output's quantization; TF 2.21's converter gives a RELU6 on a partly negative

@@ -114,6 +114,7 @@ def requant_cases(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.
             shift.astype(np.int32).reshape(GROUPS, 4))
 
 
+@pytest.mark.qemu
 def test_requantization_is_tflites_on_edge_values_in_qemu(tmp_path):
     env = template_environment()
     model = tmp_path / "model"
@@ -164,6 +165,8 @@ def mobilenet_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_mobilenet_runs_the_helium_kernels_bit_exact_on_cortex_m55(mobilenet_file, tmp_path):
     summary = run(BuildOptions(model=mobilenet_file, target="cortex-m55"), None, tmp_path)
     assert summary.tflm_outputs is not None and summary.matches
@@ -180,12 +183,14 @@ def test_mobilenet_runs_the_helium_kernels_bit_exact_on_cortex_m55(mobilenet_fil
     assert summary.build.compiled.report.macs > 2 * summary.qemu.instructions[0]
 
 
+@pytest.mark.qemu
 def test_person_detect_runs_bit_exact_on_cortex_m55(tmp_path):
     summary = run(BuildOptions(model=PERSON_DETECT, target="cortex-m55"), None, tmp_path)
     assert summary.matches
     assert "dw_conv_s8_mve" in {layer.kernel for layer in summary.build.compiled.report.layers}
 
 
+@pytest.mark.qemu
 def test_host_code_has_no_helium_and_helium_code_stops_other_cores(tmp_path):
     case = ir_graphs.depthwise(1, 6, 6, 8)
     host = compile_graph(case, name="m", target=load_target("host"), source="c").sources["m.c"]
@@ -204,6 +209,7 @@ def test_host_code_has_no_helium_and_helium_code_stops_other_cores(tmp_path):
 # In place: the depthwise writes whole rows after reading them into its ring
 
 
+@pytest.mark.qemu
 def test_the_helium_depthwise_is_written_over_its_input_safely(tmp_path):
     """x -> y -> z -> out, three depthwise layers: z is written over y at the distance of the
     variant's access order (whole output rows), and the firmware is bit-exact."""
@@ -242,6 +248,8 @@ def test_the_helium_depthwise_is_written_over_its_input_safely(tmp_path):
 # Cortex-M85: the same instruction set; QEMU has no M85 board
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_cortex_m85_is_compiled_with_its_flags_measured_and_bit_exact_on_the_m55_board(
         mobilenet_file, tmp_path):
     summary = run(BuildOptions(model=mobilenet_file, target="cortex-m85"), None, tmp_path)

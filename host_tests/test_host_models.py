@@ -43,6 +43,7 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("host_models")
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", CASES)
 def test_c_is_bit_exact_with_reference_and_tflm(case, work):
     result = built_case(case, work)
@@ -51,6 +52,7 @@ def test_c_is_bit_exact_with_reference_and_tflm(case, work):
     run_three_ways(result.out_dir, graph, result.tflite, inputs, work).assert_bit_exact()
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", ["v1_a0.25_96x96x3", "person_detect"])
 def test_clean_under_address_and_undefined_behaviour_sanitizers(case, work):
     result = built_case(case, work)
@@ -61,6 +63,7 @@ def test_clean_under_address_and_undefined_behaviour_sanitizers(case, work):
     np.testing.assert_array_equal(outputs, tflm_outputs(result.tflite, inputs))
 
 
+@pytest.mark.tensorflow
 def test_output_folder_is_complete_and_deterministic(work):
     first = built_case("v1_a0.25_96x96x3", work)
     again = build(BuildOptions(model=work / "v1_a0.25_96x96x3.tflite", target="host",

@@ -321,6 +321,7 @@ def run_cli(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env=env, cwd=REPO)
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("argv, message", [
     (["--classes", "5000000"], "--classes 5000000: the classifier's weights would take"),
     (["--res", "4096"], "--res 4096x4096 with --alpha 0.25: the largest activation"),

@@ -121,6 +121,7 @@ def tie_and_edge_values(scale: np.float32, zero_point: int, size: int) -> np.nda
     return values
 
 
+@pytest.mark.tensorflow
 def test_quantize_input_is_bit_exact_with_tflite_and_tflm(model, helpers):
     ffi, library = helpers
     graph = model[0].compiled.graph
@@ -142,6 +143,7 @@ def test_quantize_input_is_bit_exact_with_tflite_and_tflm(model, helpers):
     assert (out[:4] - zero_point).tolist() == [1, 2, -1, -2]
 
 
+@pytest.mark.tensorflow
 def test_quantize_input_beyond_int32_and_nan_follow_tflite(model, helpers):
     """Where TFLite's C++ is undefined (NaN, infinities, quotients beyond int32), the helper
     gives what TFLite and TFLM compute on x86 (INT32_MIN + zero point, wrapped)."""
@@ -157,6 +159,7 @@ def test_quantize_input_beyond_int32_and_nan_follow_tflite(model, helpers):
     np.testing.assert_array_equal(q, tflm_run(reference, x))
 
 
+@pytest.mark.tensorflow
 def test_dequantize_output_is_bit_exact_with_tflite_and_tflm(model, helpers):
     ffi, library = helpers
     graph = model[0].compiled.graph
@@ -176,6 +179,7 @@ def test_dequantize_output_is_bit_exact_with_tflite_and_tflm(model, helpers):
         np.testing.assert_array_equal(y.view(np.uint32), wanted.view(np.uint32))
 
 
+@pytest.mark.tensorflow
 def test_argmax_is_the_first_largest_output(model, helpers):
     ffi, library = helpers
     size = model[0].compiled.graph.output.size
@@ -185,6 +189,7 @@ def test_argmax_is_the_first_largest_output(model, helpers):
         assert library.net_argmax(ffi.from_buffer("int8_t[]", q)) == int(np.argmax(q))
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("core", sorted(qemu_targets()))
 def test_helpers_compile_warning_free_for_every_core(core, model):
     """Soft-float cores (M0+, M3) too: the helpers use float, never double or libm."""

@@ -36,6 +36,7 @@ def tflm_interpreter(model: bytes):
     return runtime.Interpreter.from_bytes(model)
 
 
+@pytest.mark.tensorflow
 def test_v1_has_int8_input_and_output(v1_build):
     interpreter = tflm_interpreter(v1_build[0])
     input_details = interpreter.get_input_details(0)
@@ -46,6 +47,7 @@ def test_v1_has_int8_input_and_output(v1_build):
     assert list(output_details["shape"]) == [1, 2]
 
 
+@pytest.mark.tensorflow
 def test_v1_outputs_depend_on_the_input_under_tflm(v1_build):
     interpreter = tflm_interpreter(v1_build[0])
     rng = np.random.default_rng(1)
@@ -58,6 +60,7 @@ def test_v1_outputs_depend_on_the_input_under_tflm(v1_build):
     assert interpreter.get_output_details(0)["quantization_parameters"]["scales"][0] > 1e-4
 
 
+@pytest.mark.tensorflow
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_v1_every_int8_tensor_has_a_reasonable_scale(v1_build):
     """Without batch-norm re-estimation the deep activations quantize to scales near 1e-8."""
@@ -74,6 +77,7 @@ def test_v1_every_int8_tensor_has_a_reasonable_scale(v1_build):
     assert min(int8_scales) > 1e-4
 
 
+@pytest.mark.tensorflow
 def test_v1_reports_progress(v1_build):
     assert v1_build[1] == [
         "building MobileNet v1 α=0.25 96×96×3",
@@ -82,12 +86,14 @@ def test_v1_reports_progress(v1_build):
     ]
 
 
+@pytest.mark.tensorflow
 def test_same_arguments_give_identical_bytes(tiny_builds):
     first, second, other_seed = tiny_builds
     assert first == second
     assert first != other_seed
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -108,11 +114,13 @@ def test_invalid_arguments_raise(overrides, message):
         build_mobilenet_tflite(**{**TINY_ARGS, **overrides})
 
 
+@pytest.mark.tensorflow
 def test_missing_weights_file_raises(tmp_path):
     with pytest.raises(McugenError, match="does not exist"):
         build_mobilenet_tflite(**TINY_ARGS, weights=str(tmp_path / "none.weights.h5"))
 
 
+@pytest.mark.tensorflow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' h5 writer vs NumPy 2
 def test_weights_of_another_architecture_raise(tmp_path):
     import keras
@@ -169,6 +177,7 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     path.write_bytes(tf.io.encode_png(pixels).numpy())
 
 
+@pytest.mark.tensorflow
 def test_load_calibration_from_a_folder_of_pngs(tmp_path):
     red = np.zeros((50, 70, 3), np.uint8)
     red[..., 0] = 255

@@ -252,18 +252,21 @@ def run_in_qemu(target, tmp_path: Path) -> dict[str, set[str]]:
         return dict(pool.map(one, sorted(CASES)))
 
 
+@pytest.mark.qemu
 def test_portable_variants_are_bit_exact_in_qemu_on_armv6m(tmp_path):
     ran = run_in_qemu(M0PLUS, tmp_path)
     assert not any(name.endswith(("_dsp", "_armv7m", "_mve"))
                    for names in ran.values() for name in names)
 
 
+@pytest.mark.qemu
 def test_armv7m_variants_are_bit_exact_in_qemu(tmp_path):
     ran = run_in_qemu(M3, tmp_path)
     assert all(ran[case] == {"pw_conv_s8_armv7m"} for case in ran if case.startswith("pw_"))
     assert all(ran[case] == {"fc_s8_armv7m"} for case in ran if case.startswith("fc_"))
 
 
+@pytest.mark.qemu
 def test_dsp_and_armv7m_variants_are_bit_exact_in_qemu(tmp_path):
     ran = run_in_qemu(M7, tmp_path)
     used = set().union(*ran.values())
@@ -273,6 +276,7 @@ def test_dsp_and_armv7m_variants_are_bit_exact_in_qemu(tmp_path):
     assert all(ran[case] == {"fc_s8_dsp"} for case in ran if case.startswith("fc_"))
 
 
+@pytest.mark.qemu
 def test_mve_variants_are_bit_exact_in_qemu(tmp_path):
     ran = run_in_qemu(M55, tmp_path)
     used = set().union(*ran.values())

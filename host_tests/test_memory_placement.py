@@ -50,6 +50,8 @@ def cross_compile(source: Path, obj: Path, target: str) -> None:
 # Where the weights go
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_weights_section_puts_every_table_there_and_the_firmware_still_runs(models, tmp_path):
     """--weights-section .extflash: the cross-compiled weights object has every constant table
     in that section (nothing left in .rodata), the measured flash still counts them, and the
@@ -67,6 +69,7 @@ def test_weights_section_puts_every_table_there_and_the_firmware_still_runs(mode
     assert summary.build.measured.weight_bytes == sizes[".extflash"]
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("name", ["bad name", "9x", "a;b"])
 def test_a_bad_weights_section_is_one_line(name, models, tmp_path, capsys):
     assert mcugen_main(["build", "--model", str(models["person_detect"]), "--weights-section",
@@ -85,6 +88,7 @@ def v2_buffers():
     return arena_buffers(graph, layers, layer_by_layer(layers))
 
 
+@pytest.mark.tensorflow
 def test_plan_regions_fills_the_fast_region_first_and_never_collides():
     buffers = v2_buffers()
     plan = plan_regions(buffers, [("FAST", 40_000), ("SLOW", 300_000)])
@@ -102,11 +106,14 @@ def test_plan_regions_fills_the_fast_region_first_and_never_collides():
     assert plan.arena_size >= plan_memory(buffers).arena_size  # no free lunch
 
 
+@pytest.mark.tensorflow
 def test_plan_regions_says_which_region_overflows():
     with pytest.raises(McugenError, match=r"SLOW would need [\d,]+ B of its 50,000"):
         plan_regions(v2_buffers(), [("FAST", 20_000), ("SLOW", 50_000)])
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_the_arena_split_over_a_parts_regions_runs_bit_exact(models, tmp_path):
     """V2 on the STM32F746: 110,656 B layer by layer, more than its 64 KB DTCM: the small
     buffers go to DTCM, the others to SRAM1, each in its own array and .bss.* section."""
@@ -128,6 +135,7 @@ def test_the_arena_split_over_a_parts_regions_runs_bit_exact(models, tmp_path):
     assert {b.region for b in report.buffers} == {"DTCM", "SRAM1"}
 
 
+@pytest.mark.tensorflow
 def test_ram_regions_need_a_part_with_several(models, tmp_path, capsys):
     assert mcugen_main(["build", "--model", str(models["person_detect"]), "--target",
                         "cortex-m7", "--ram-regions", "--out", str(tmp_path / "out")]) == 1

@@ -65,6 +65,7 @@ def built_case(case: str, work: Path) -> BuildResult:
     return _built[case]
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", CASES)
 def test_c_is_bit_exact_with_reference_and_tflm(case, work):
     result = built_case(case, work)
@@ -73,6 +74,7 @@ def test_c_is_bit_exact_with_reference_and_tflm(case, work):
     run_three_ways(result.out_dir, graph, result.tflite, inputs, work).assert_bit_exact(3)
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", CASES)
 def test_the_model_has_the_generation_ops(case, work):
     from mcugen.frontend.tflite import load_tflite
@@ -85,6 +87,7 @@ def test_the_model_has_the_generation_ops(case, work):
     assert ("LOOKUP" in compiled_ops) == ("HARD_SWISH" in ops)
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", ["v2_a0.35_64x64x3", "v3-small_a0.35_56x48x3"])
 def test_clean_under_sanitizers(case, work):
     result = built_case(case, work)
@@ -95,6 +98,7 @@ def test_clean_under_sanitizers(case, work):
     np.testing.assert_array_equal(outputs, tflm_outputs(result.tflite, inputs))
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", CASES)
 def test_residual_inputs_stay_alive_and_memory_is_reused(case, work):
     """The planner keeps each residual's first input alive until its ADD, never lets another
@@ -119,6 +123,7 @@ def test_residual_inputs_stay_alive_and_memory_is_reused(case, work):
     assert in_place
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case,target", QEMU_RUNS)
 def test_bit_exact_in_qemu(case, target, work, tmp_path):
     summary = run(BuildOptions(model=model_file(case, work), target=target), None, tmp_path)

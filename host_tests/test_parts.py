@@ -55,6 +55,7 @@ def _uart_lines(summary) -> list[str]:
                       re.MULTILINE)
 
 
+@pytest.mark.qemu
 def test_person_detect_on_stm32f405rg_in_netduinoplus2(tmp_path):
     summary = run(BuildOptions(model=PERSON_DETECT, target="stm32f405rg", name="person_detect"),
                   None, tmp_path)
@@ -68,6 +69,8 @@ def test_person_detect_on_stm32f405rg_in_netduinoplus2(tmp_path):
     assert summary.cycles is not None  # the M4's LLVM model
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_a_v1_in_16_kb_on_nrf51822_in_microbit(tmp_path):
     model = tmp_path / "v1.tflite"
     model.write_bytes(mobilenet_tflite(**SMALL_V1))

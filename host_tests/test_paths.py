@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import PERSON_DETECT
 from test_cli import mcugen
 
@@ -83,6 +85,7 @@ def test_the_cmake_library_works_from_a_path_with_spaces(tmp_path):
     assert run_program(tmp_path / "b w" / "app").startswith("status 0")
 
 
+@pytest.mark.qemu
 def test_run_and_inspect_take_a_path_with_spaces(tmp_path):
     """`mcugen run --out "my models/x"` built, then failed in make."""
     result = mcugen("run", "--model", str(PERSON_DETECT), "--target", "cortex-m4", "--name",

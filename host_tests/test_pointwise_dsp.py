@@ -47,6 +47,7 @@ MATRIX_CASES = sorted(c for c in CASES if c.startswith(("pw_", "u8_pw_", "fc_", 
                                "u8_conv_3x3_17_6_long_rows"))
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("core", ["cortex-m4", "cortex-m33"])
 def test_the_matrix_kernels_are_bit_exact_on_every_dsp_core(core, tmp_path):
     """test_kernels runs every case on the Cortex-M7; the loop's inline assembly must run the
@@ -69,6 +70,7 @@ def test_the_matrix_kernels_are_bit_exact_on_every_dsp_core(core, tmp_path):
     assert {"pw_conv_s8_dsp", "fc_s8_dsp", "conv_s8_dsp"} <= used
 
 
+@pytest.mark.qemu
 def test_a_pointwise_layer_in_the_scheduled_loop_is_bit_exact_on_the_cortex_m7(tmp_path):
     """64 -> 64 channels on 12x12 pixels (VWW's middle layers), with the cycle estimate. It
     prints its speed and asserts none (tests never assert timings): 0.666 MACs per
@@ -90,6 +92,7 @@ def test_a_pointwise_layer_in_the_scheduled_loop_is_bit_exact_on_the_cortex_m7(t
           f"instruction, {macs / inference.cycles:.3f} per estimated cycle")
 
 
+@pytest.mark.qemu
 def test_the_c_form_of_the_loop_is_bit_exact_too(tmp_path):
     """Without optimization (as under clang, which keeps a frame pointer on Arm) the 2x2
     product is C instead of the loop's inline assembly: the same integers."""

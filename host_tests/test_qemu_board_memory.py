@@ -64,6 +64,7 @@ def big_arena_graph(h: int = 160, w: int = 160, middle: int = 24) -> Graph:
     return Graph("big_arena", {t.name: t for t in tensors}, ops, ("x",), ("y",))
 
 
+@pytest.mark.qemu
 def test_an_arena_larger_than_the_dtcm_runs_on_the_m55_board(tmp_path):
     """Before: the M55 board's script put the arena in .bss in 512 KiB of DTCM and the link
     failed; now it is in the board's DDR and runs bit-exact."""
@@ -88,6 +89,7 @@ def test_an_arena_larger_than_the_dtcm_runs_on_the_m55_board(tmp_path):
     assert len({row.tobytes() for row in expected}) > 1
 
 
+@pytest.mark.tensorflow
 def test_what_does_not_fit_the_board_is_one_line_naming_the_flag():
     m7 = load_target("cortex-m7")
     with pytest.raises(McugenError, match=r"20,000,000-byte arena does not fit the 16,777,216 B "
@@ -101,6 +103,7 @@ def test_what_does_not_fit_the_board_is_one_line_naming_the_flag():
         check_board_fits("cortex-m55", const_bytes=1000, arena_bytes=1000, io_bytes=500_000)
 
 
+@pytest.mark.qemu
 def test_run_checks_the_board_before_building_the_firmware(monkeypatch, tmp_path):
     """A board with a small ARENA region (a custom board script): `mcugen run` stops right
     after compiling, with the flag, and builds no firmware."""

@@ -66,6 +66,7 @@ def test_tool_is_installed(tool: str) -> None:
         pytest.fail(f"{tool} is missing: apt-get install {REQUIRED_TOOLS[tool]}")
 
 
+@pytest.mark.qemu
 def test_counts_are_exact_and_linear(loop_firmware, plugin) -> None:
     board, elf = loop_firmware
     rows = [(1, 1, 0, 0), (10, 3, 0, 0), (200, 255, 0, 0), (37, 1, 0, 0)]
@@ -90,6 +91,7 @@ def test_counts_are_exact_and_linear(loop_firmware, plugin) -> None:
     assert result.console.count("model_invoke returned 0") == len(rows)
 
 
+@pytest.mark.qemu
 def test_floating_point_is_enabled(loop_firmware, plugin) -> None:
     board, elf = loop_firmware
     result = run_firmware(elf, board, loop_inputs([(1, 1, 0, 3)]), LOOP_OUTPUT_SIZE, 30,
@@ -97,6 +99,7 @@ def test_floating_point_is_enabled(loop_firmware, plugin) -> None:
     assert "model_invoke returned 0" in result.console
 
 
+@pytest.mark.qemu
 def test_nonzero_status_fails(loop_firmware, plugin) -> None:
     board, elf = loop_firmware
     inputs = loop_inputs([(1, 1, 0, 0), (1, 1, 5, 0)])
@@ -104,6 +107,7 @@ def test_nonzero_status_fails(loop_firmware, plugin) -> None:
         run_firmware(elf, board, inputs, LOOP_OUTPUT_SIZE, timeout=30, plugin=plugin)
 
 
+@pytest.mark.qemu
 def test_fault_fails_cleanly(loop_firmware, plugin) -> None:
     board, elf = loop_firmware
     # udf escalates to HardFault (exception 3): the handler reports it and exits with 2.
@@ -111,6 +115,7 @@ def test_fault_fails_cleanly(loop_firmware, plugin) -> None:
         run_firmware(elf, board, loop_inputs([(1, 1, 0, 1)]), LOOP_OUTPUT_SIZE, 30, plugin=plugin)
 
 
+@pytest.mark.qemu
 def test_unaligned_word_access_faults_only_where_it_should(loop_firmware, plugin) -> None:
     """QEMU honours CCR.UNALIGN_TRP: the Cortex-M0+ build (on the M3 board, with the trap set at
     reset) faults on an unaligned word load, with CFSR.UNALIGNED (bit 24) set, while every
@@ -125,6 +130,7 @@ def test_unaligned_word_access_faults_only_where_it_should(loop_firmware, plugin
         assert "model_invoke returned 0" in result.console
 
 
+@pytest.mark.qemu
 def test_the_m0plus_build_traps_and_the_m3_build_does_not() -> None:
     """Both run on the same machine; only the start-up fact differs (the test above runs both)."""
     cores = qemu_targets()
@@ -133,6 +139,7 @@ def test_the_m0plus_build_traps_and_the_m3_build_does_not() -> None:
     assert cores["cortex-m0plus"].arch == "armv6-m" and cores["cortex-m3"].arch == "armv7-m"
 
 
+@pytest.mark.qemu
 def test_hang_times_out(loop_elves, plugin) -> None:
     core = "cortex-m4"  # the timeout path does not depend on the core
     with pytest.raises(McugenError, match="for over 2 s"):
@@ -140,6 +147,7 @@ def test_hang_times_out(loop_elves, plugin) -> None:
                      plugin=plugin)  # fmt: skip
 
 
+@pytest.mark.qemu
 def test_inputs_must_have_a_model_element_type(loop_firmware, plugin) -> None:
     """int8, uint8 or float32 (a model's input types); anything else is refused."""
     board, elf = loop_firmware
@@ -157,6 +165,7 @@ def test_build_error_is_one_clear_line(tmp_path: Path) -> None:
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.qemu
 def test_unknown_target_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(McugenError, match="the cores that run in QEMU: cortex-m0plus"):
         build_firmware(LOOP_MODEL, "no-such-core", tmp_path)
@@ -164,6 +173,7 @@ def test_unknown_target_is_rejected(tmp_path: Path) -> None:
         build_firmware(LOOP_MODEL, "host", tmp_path)
 
 
+@pytest.mark.qemu
 def test_a_qemu_machine_name_stands_for_its_own_core(tmp_path: Path, plugin) -> None:
     """Older callers pass the machine; it means the core it emulates (never the M0+)."""
     m7 = qemu_targets()["cortex-m7"]
@@ -174,6 +184,7 @@ def test_a_qemu_machine_name_stands_for_its_own_core(tmp_path: Path, plugin) -> 
     assert result.instructions
 
 
+@pytest.mark.qemu
 def test_makefile_by_hand_with_the_fragment_mcugen_prints(tmp_path: Path) -> None:
     """README's by-hand build: `mcugen targets --make CORE` into a file, TARGET_MK=file. It
     compiles with exactly the flags mcugen.qemu passes."""

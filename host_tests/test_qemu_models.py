@@ -23,6 +23,8 @@ def mobilenet_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("target", ["cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7",
                                     "cortex-m33", "cortex-m55"])
 def test_mobilenet_runs_bit_exact_in_qemu(target, mobilenet_file, tmp_path):
@@ -37,6 +39,7 @@ def test_mobilenet_runs_bit_exact_in_qemu(target, mobilenet_file, tmp_path):
     print(target, format_summary(summary).splitlines()[-2:])
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("target", ["cortex-m0plus", "cortex-m3", "cortex-m7", "cortex-m33"])
 def test_person_detect_runs_bit_exact(target, tmp_path):
     summary = run(BuildOptions(model=PERSON_DETECT, target=target), None, tmp_path)
@@ -44,6 +47,7 @@ def test_person_detect_runs_bit_exact(target, tmp_path):
     assert summary.matches
 
 
+@pytest.mark.qemu
 def test_a_part_runs_on_its_cores_board(tmp_path):
     """--target nrf52840: the part's memory check, its core's flags and QEMU board."""
     summary = run(BuildOptions(model=PERSON_DETECT, target="nrf52840"), None, tmp_path)
@@ -54,6 +58,8 @@ def test_a_part_runs_on_its_cores_board(tmp_path):
     assert flags[:len(core_flags)] == list(core_flags)
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_a_firmware_with_a_wrong_answer_fails_the_check(mobilenet_file, tmp_path):
     """Corrupt one weight of the generated C: the firmware still runs, and the comparison
     with TFLM must catch it (the check is not vacuous)."""

@@ -95,6 +95,7 @@ CONVERSIONS = {
 }
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("conversion", sorted(CONVERSIONS))
 def test_one_op_is_bit_exact_with_tflite_and_tflm_on_edge_values(conversion, tmp_path):
     op, source, source_q, target, target_q, tflm_runs = CONVERSIONS[conversion]
@@ -126,6 +127,7 @@ def test_one_op_is_bit_exact_with_tflite_and_tflm_on_edge_values(conversion, tmp
             assert {low, high} <= set(oracle.reshape(-1).tolist())  # saturation, both ends
 
 
+@pytest.mark.tensorflow
 def test_float_to_8_bits_beyond_int32_and_nan_follow_tflite_on_x86():
     """TFLite's float-to-int32 cast is undefined in C++ for NaN, infinities and values beyond
     int32, and so is the int32 overflow of adding the zero point: TFLite and TFLM on x86 give
@@ -225,6 +227,7 @@ def built(request, tmp_path_factory):
     return request.param, result, work
 
 
+@pytest.mark.tensorflow
 def test_models_import_with_their_io_types(built):
     name, result, _ = built
     graph = result.compiled.graph
@@ -251,6 +254,7 @@ def test_models_import_with_their_io_types(built):
     assert result.compiled.report.input_bytes == graph.input.size * itemsize
 
 
+@pytest.mark.tensorflow
 def test_models_are_bit_exact_with_tflm_on_the_host_and_under_sanitizers(built):
     name, result, work = built
     graph = result.compiled.graph
@@ -262,6 +266,8 @@ def test_models_are_bit_exact_with_tflm_on_the_host_and_under_sanitizers(built):
     np.testing.assert_array_equal(sanitized.view(np.uint8), outputs.tflm.view(np.uint8))
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("core", ["cortex-m7", "cortex-m55"])
 def test_models_are_bit_exact_with_tflm_in_qemu(built, core, tmp_path):
     name, result, work = built
@@ -278,6 +284,7 @@ def test_models_are_bit_exact_with_tflm_in_qemu(built, core, tmp_path):
     np.testing.assert_array_equal(run.outputs.view(np.uint8), expected.view(np.uint8))
 
 
+@pytest.mark.tensorflow
 def test_a_float_input_model_runs_in_row_bands_from_its_quantize(tmp_path):
     """The first QUANTIZE computes any range of rows, so the row-band schedule (--max-ram)
     can start at the float input: bit-exact with TFLM, clean under sanitizers."""
@@ -327,6 +334,7 @@ def test_mcunet_is_bit_exact_with_tflm_on_the_host_and_under_sanitizers(mcunet):
     np.testing.assert_array_equal(sanitized.view(np.uint8), outputs.tflm[:2].view(np.uint8))
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("core", ["cortex-m7", "cortex-m55"])
 def test_mcunet_is_bit_exact_with_tflm_in_qemu(core, tmp_path):
     target = load_target(core)
@@ -350,6 +358,8 @@ def test_io_is_for_built_models_only(tmp_path):
         build(BuildOptions(io="int4"))
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_mcugen_run_feeds_float_inputs_and_checks_float_outputs(tmp_path):
     """`mcugen run` on a float-I/O model: typed default inputs over the first QUANTIZE's range
     (and beyond), float outputs compared bit for bit with the reference and TFLM."""

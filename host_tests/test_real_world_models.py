@@ -86,6 +86,7 @@ def test_real_world_models_are_bit_exact_on_the_host_under_sanitizers(host_build
     np.testing.assert_array_equal(sanitized, expected.outputs)
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("core", ["cortex-m7", "cortex-m55"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_real_world_models_are_bit_exact_in_qemu(name, core, tmp_path):
@@ -109,6 +110,7 @@ def test_the_hosted_uint8_model_runs_in_row_bands_within_a_budget(tmp_path):
     assert summary.matches_reference and summary.matches_oracle
 
 
+@pytest.mark.qemu
 def test_mcugen_run_names_the_cat_as_tensorflow_lite_does():
     """The issue's command: the hosted uint8 MobileNet on a Cortex-M7 in QEMU classifies
     ../shared/images/cat.bmp; its top class is the one TensorFlow Lite's reference kernels give

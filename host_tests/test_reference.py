@@ -159,6 +159,7 @@ def _assert_every_tensor_equal(data: bytes, graph: ir.Graph, x: np.ndarray) -> N
 # Tests
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("kind", INPUT_KINDS)
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_single_ops_match_tflm(converted: dict[str, bytes], case: Case, kind: str) -> None:
@@ -168,6 +169,7 @@ def test_single_ops_match_tflm(converted: dict[str, bytes], case: Case, kind: st
     _assert_every_tensor_equal(data, graph, _make_input(kind, graph.input.shape, seed=3))
 
 
+@pytest.mark.tensorflow
 def test_cases_cover_both_mean_and_both_fully_connected_forms(converted) -> None:
     """MEAN with and without keep_dims; FULLY_CONNECTED per-channel and per-tensor."""
     graphs = [load_tflite(converted[name], name) for name in ("pool_head", "mean_dense")]

@@ -90,6 +90,7 @@ def test_a_report_without_buffers_or_layers_still_renders(built):
     ET.fromstring(empty.to_html())
 
 
+@pytest.mark.tensorflow
 def test_chromium_draws_a_real_picture(built, tmp_path):
     """Headless Debian chromium, no network, a fresh profile: the screenshot is not blank, and
     the bars' and the memory plan's colours are on it."""

@@ -88,6 +88,7 @@ def budgets(case: str, target: str) -> dict[str, int]:
 # The issue's figures, and the search
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case, budget", [("v1_a0.25_96", 20 * 1024), ("v2_a0.35_96", 40 * 1024)])
 def test_the_issues_arena_budgets_are_met(case, budget):
     result = compiled(case, "cortex-m7", budget)
@@ -99,6 +100,7 @@ def test_the_issues_arena_budgets_are_met(case, budget):
     assert result.report.macs == whole.report.macs  # no row computed twice
 
 
+@pytest.mark.tensorflow
 def test_layer_by_layer_when_the_budget_allows():
     whole = compiled("v1_a0.25_96", "cortex-m7", None)
     same = compiled("v1_a0.25_96", "cortex-m7", whole.plan.arena_size)
@@ -106,6 +108,7 @@ def test_layer_by_layer_when_the_budget_allows():
     assert same.sources == whole.sources
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", ALL_MODELS)
 def test_every_schedule_the_search_tries_replays_correctly(case):
     """row_band_schedule replays each schedule it makes (row_bands.verify): every row a
@@ -128,6 +131,7 @@ def test_every_schedule_the_search_tries_replays_correctly(case):
     assert tried >= 2
 
 
+@pytest.mark.tensorflow
 def test_the_replay_catches_a_wrong_origin_and_a_wrong_shift():
     graph = prepare(load_tflite(model_bytes("v1_a0.25_96"), "model"))
     layers = lower_layers(graph, load_target("cortex-m7"), "model")
@@ -153,6 +157,7 @@ def test_the_replay_catches_a_wrong_origin_and_a_wrong_shift():
 # Bit-exact: host, sanitizers, QEMU
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("budget", ["tightest", "half-way"])
 @pytest.mark.parametrize("case", ALL_MODELS)
 def test_banded_c_is_bit_exact_on_the_host(case, budget, models, tmp_path):
@@ -167,6 +172,7 @@ def test_banded_c_is_bit_exact_on_the_host(case, budget, models, tmp_path):
     three.assert_bit_exact()
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case", ["v1_a0.25_96", "v2_a0.5_48x40x1", "v3-small_a0.5_64x64x1"])
 def test_banded_c_is_clean_under_sanitizers(case, models, tmp_path):
     max_ram = tightest(case, "host")
@@ -187,6 +193,7 @@ QEMU_CASES = [
 ]
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("case, target, budget", QEMU_CASES)
 def test_banded_firmware_is_bit_exact_in_qemu(case, target, budget, models, tmp_path):
     max_ram = tightest(case, target) if budget == "tightest" else budget
@@ -205,6 +212,7 @@ def test_banded_firmware_is_bit_exact_in_qemu(case, target, budget, models, tmp_
 # The command line
 
 
+@pytest.mark.tensorflow
 def test_max_ram_on_the_command_line(models, tmp_path, capsys):
     out = tmp_path / "banded"
     assert mcugen_main(["build", "--model", str(models["v1_a0.25_96"]), "--target",
@@ -215,6 +223,7 @@ def test_max_ram_on_the_command_line(models, tmp_path, capsys):
     assert "row bands" in (out / "report.html").read_text()
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("value, message", [
     ("2K", r"no schedule fits an arena of 2,048 B: the smallest reachable is [\d,]+ B"),
     ("12Q", r"--max-ram '12Q': give bytes"), ("-5", r"--max-ram '-5': give a positive size")])

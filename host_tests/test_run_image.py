@@ -142,6 +142,7 @@ def test_the_oracle_falls_back_to_tflites_reference_kernels_for_a_uint8_model():
     assert {r.label for r in top[:3]} == {"Egyptian cat", "tiger cat", "tabby, tabby cat"}
 
 
+@pytest.mark.tensorflow
 def test_a_missing_tflite_micro_is_not_the_models_fault(monkeypatch, keras_model, tmp_path):
     """Without tflite-micro the oracle says it is not installed and falls back to TensorFlow
     Lite's reference kernels; `mcugen run` says so (it used to say "TFLM could not load this
@@ -159,6 +160,7 @@ def test_a_missing_tflite_micro_is_not_the_models_fault(monkeypatch, keras_model
 # --- mcugen run --image ------------------------------------------------------------------------
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("target", ["host", "cortex-m7"])
 def test_person_detect_classifies_the_photo_as_the_oracle_does(target, person_labels, tmp_path):
     """One channel: the photo in grayscale, int8 input p - 128; the top classes on the target
@@ -181,6 +183,8 @@ def test_person_detect_classifies_the_photo_as_the_oracle_does(target, person_la
     assert ("instructions per inference" in text) == (target != "host")
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("target", ["host", "cortex-m7"])
 def test_a_keras_mobilenet_names_the_photo_as_the_oracle_does(target, keras_model, tmp_path):
     """RGB, not square, 1000 classes with the 1001-line ImageNet file (its background line
@@ -213,6 +217,7 @@ def test_a_wrong_answer_gives_a_mismatch_verdict(person_labels, tmp_path):
     assert verdict(wrong).startswith("verdict: MISMATCH: 1 of the 2 output values differ")
 
 
+@pytest.mark.tensorflow
 def test_the_command_line_prints_the_top_five_and_the_verdict(keras_model):
     result = mcugen("run", "--model", str(keras_model), "--target", "host", "--image", str(CAT),
                     "--labels", str(IMAGENET_LABELS), "--input-range=-1,1")
@@ -239,6 +244,8 @@ def test_bad_image_options_are_one_line(args, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.tensorflow
+@pytest.mark.qemu
 def test_run_takes_no_memory_check(tmp_path):
     """α 1.0: 3.2 MB of weights, more than a typical Cortex-M7's 1 MB of flash, but the QEMU
     board holds them: `run` refuses it as `build` does, and runs it with --no-memory-check."""

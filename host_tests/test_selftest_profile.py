@@ -165,6 +165,7 @@ def test_bad_selftest_and_profile_options_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.qemu
 def test_build_selftest_defaults_to_one_vector_and_says_its_cost(tmp_path):
     out = tmp_path / "pd"
     result = mcugen("build", "--model", str(PERSON_DETECT), "--target", "cortex-m0plus",
@@ -181,6 +182,7 @@ def test_build_selftest_defaults_to_one_vector_and_says_its_cost(tmp_path):
     assert "SysTick" in (out / "person_detect.c").read_text()  # ARMv6-M: no DWT counter
 
 
+@pytest.mark.qemu
 def test_report_refuses_a_log_without_a_profile_or_of_another_model(tmp_path):
     out = tmp_path / "pd"
     assert mcugen("build", "--model", str(PERSON_DETECT), "--target", "cortex-m4",
@@ -226,6 +228,7 @@ def qemu_selftest_and_profile(core: str, work: Path) -> dict:
                 layers=len(compiled.layers), systick_hz=target.qemu.systick_hz, folder=folder)
 
 
+@pytest.mark.qemu
 def test_selftest_and_profile_in_qemu(tmp_path):
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = dict(zip(QEMU_CORES, pool.map(
@@ -272,6 +275,7 @@ def test_selftest_and_profile_in_qemu(tmp_path):
 # --- the on-board example ---------------------------------------------------------------------
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("options", ["selftest-profile", "plain"])
 def test_on_board_example_compiles_strictly(tmp_path, options):
     """examples/on_board/main.c with a --selftest --profile build, and with a plain one (its

@@ -223,6 +223,7 @@ def test_shared_functions_are_bit_exact_on_the_host_under_sanitizers(graph, tmp_
     np.testing.assert_array_equal(outputs, reference_outputs(compiled, inputs))
 
 
+@pytest.mark.qemu
 def test_shared_functions_are_bit_exact_in_qemu_on_every_instruction_set(tmp_path):
     def one(case: tuple[str, str]) -> None:
         graph, target_name = case

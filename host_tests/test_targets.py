@@ -86,6 +86,7 @@ def test_a_part_with_another_fpu_says_so_and_only_that_changes():
         [f for f in m7.cpu_flags if not f.startswith("-mfpu")]
 
 
+@pytest.mark.qemu
 def test_largest_contiguous_region_merges_adjacent_regions():
     regions = (RamRegion("a", 0x2000_0000, 0x1_0000), RamRegion("c", 0x3000_0000, 0x1_8000),
                RamRegion("b", 0x2001_0000, 0x1_0000))

@@ -166,6 +166,7 @@ def test_person_detect_weights_and_quantization_axes(person_detect: ir.Graph) ->
 # A model fresh from TensorFlow's converter, against tf.lite.Interpreter's reading of it.
 
 
+@pytest.mark.tensorflow
 def test_all_ops_model_padding_and_attributes(all_ops_tflite: bytes) -> None:
     graph = load_tflite(all_ops_tflite, "all_ops")
     ops = graph.ops
@@ -191,6 +192,7 @@ def test_all_ops_model_padding_and_attributes(all_ops_tflite: bytes) -> None:
     assert softmax.beta == 1.0
 
 
+@pytest.mark.tensorflow
 def test_all_ops_model_matches_tflite_interpreter(all_ops_tflite: bytes) -> None:
     tf = _tensorflow()
     interpreter = tf.lite.Interpreter(
@@ -228,18 +230,21 @@ def test_all_ops_model_matches_tflite_interpreter(all_ops_tflite: bytes) -> None
 # Models mcugen must refuse, each with a message that says why.
 
 
+@pytest.mark.tensorflow
 def test_float_model_is_refused(unsupported_models: dict[str, bytes]) -> None:
     with pytest.raises(McugenError, match=r"^model input is float32 and is read by \w+, not "
                                           r"QUANTIZE: mcugen compiles int8 models"):
         load_tflite(unsupported_models["float32"], "float")
 
 
+@pytest.mark.tensorflow
 def test_int16_model_is_refused(unsupported_models: dict[str, bytes]) -> None:
     with pytest.raises(McugenError, match=r"model input is int16; mcugen needs int8, uint8 or "
                                           r"float32"):
         load_tflite(unsupported_models["int16x8"], "int16")
 
 
+@pytest.mark.tensorflow
 def test_unsupported_ops_are_all_named(unsupported_models: dict[str, bytes]) -> None:
     with pytest.raises(McugenError) as caught:
         load_tflite(unsupported_models["int8"], "unsupported")
@@ -249,6 +254,7 @@ def test_unsupported_ops_are_all_named(unsupported_models: dict[str, bytes]) -> 
     assert "\n" not in message
 
 
+@pytest.mark.tensorflow
 def test_two_inputs_are_refused() -> None:
     with pytest.raises(McugenError, match="the model has 2 inputs; mcugen needs exactly one"):
         load_tflite(_convert(_two_input_model(), "int8"), "two_inputs")
