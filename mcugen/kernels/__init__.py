@@ -37,11 +37,16 @@ KERNEL_SETS: dict[str, tuple[Variant, ...]] = {
 }
 
 
-def select_variant(op: Op, graph: Graph, target: Target, kernel_set: str = "mcugen") -> Variant:
+def select_variant(op: Op, graph: Graph, target: Target, kernel_set: str = "mcugen",
+                   lean: bool = False) -> Variant:
+    """The first variant of the kernel set that takes the op; with lean, none that trades
+    arena RAM for speed."""
     if kernel_set not in KERNEL_SETS:
         raise McugenError(f"unknown kernel set {kernel_set!r}; choose one of "
                           f"{', '.join(KERNEL_SETS)}")
     for variant in KERNEL_SETS[kernel_set]:
+        if lean and variant.trades_ram:
+            continue
         if variant.accepts(op, graph, target):
             return variant
     raise McugenError(f"no kernel for {op.OP} on {target.name}")
@@ -72,10 +77,10 @@ class Layer:
 
 
 def lower_layers(graph: Graph, target: Target, model_name: str,
-                 kernel_set: str = "mcugen") -> tuple[Layer, ...]:
+                 kernel_set: str = "mcugen", lean: bool = False) -> tuple[Layer, ...]:
     layers = []
     for index, op in enumerate(graph.ops):
-        variant = select_variant(op, graph, target, kernel_set)
+        variant = select_variant(op, graph, target, kernel_set, lean)
         names = LayerNames(model_name, index, variant.name)
         layers.append(Layer(index, op, variant, names,
                             variant.lower(op, graph, target, names),

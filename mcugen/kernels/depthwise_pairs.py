@@ -308,6 +308,6 @@ DW_CONV_S8_DSP_PAIRS = Variant(
     "dw_conv_s8_dsp_pairs", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_dsp_pairs", Order.RASTER,
     _lower, applies=_applies, scratch_bytes=_scratch_bytes,
     helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_dsp_pairs_helpers"), row_ranges=True,
-    legacy=True)
+    legacy=True, trades_ram=True)
 
 VARIANTS = (DW_CONV_S8_DSP_PAIRS,)

@@ -143,6 +143,10 @@ class Variant:
     # Implements a uint8 model's form of its ops (ir's ``legacy`` ops: weights with a zero
     # point, uint8 AVERAGE_POOL_2D's rounding).
     legacy: bool = False
+    # Spends arena scratch on speed (a copy of its input rows in a wider form): selection
+    # leaves it out when the arena must fit a RAM budget that it would exceed
+    # (kernels.lower_layers' lean).
+    trades_ram: bool = False
 
     def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
         return (isinstance(op, self.ops) and self.isa in target_isas(target)
