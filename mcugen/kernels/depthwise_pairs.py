@@ -46,6 +46,7 @@ CHANNEL_HEADER = 4  # the record's words before the weights: 2 bias, multiplier,
 # dw_conv_s8_dsp_pairs_helpers.c.j2); the other form is the pointwise kernels'.
 DW_SHORT_CLAMPED = "dw_requantize_doubled_clamped"
 MAX_KERNEL_WIDTH = 7  # wider kernels' weight words would not stay near registers anyway
+STRD_OFFSET_MAX = 1020  # bytes: LDRD's and STRD's immediate offset
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,11 @@ class DepthwisePairsParams:
     short: ShortRequantization
     requantize: str  # the C function of the short sequence
     block_pixels: int = 1
+
+    @property
+    def paired_stores(self) -> bool:
+        """The widening's STRD reaches the fourth plane by its immediate offset."""
+        return 3 * self.ring.plane_words * 4 <= STRD_OFFSET_MAX
 
     @property
     def row_weights(self) -> int:
