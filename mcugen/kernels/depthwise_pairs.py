@@ -43,7 +43,7 @@ from .variant import ConstArray, Isa, LayerNames, Order, Variant
 LANES = 2  # int16 columns per word
 CHANNEL_HEADER = 4  # the record's words before the weights: 2 bias, multiplier, K, e
 # The short requantization's clamped form in one multiply (templates/kernels/
-# dw_conv_s8_dsp_pairs_helpers.c.j2); the other form is the pointwise kernels'.
+# dw_conv_s8_pairs_dsp_helpers.c.j2); the other form is the pointwise kernels'.
 DW_SHORT_CLAMPED = "dw_requantize_doubled_clamped"
 MAX_KERNEL_WIDTH = 7  # wider kernels' weight words would not stay near registers anyway
 STRD_OFFSET_MAX = 1020  # bytes: LDRD's and STRD's immediate offset
@@ -223,6 +223,14 @@ def weight_words(weights: np.ndarray, plan: RowPlan) -> np.ndarray:
     return words.reshape(out_c, -1).astype(np.uint32).view(np.int32)
 
 
+def record_lanes(params: DepthwisePairsParams) -> np.ndarray:
+    """The weight lanes of every channel's record as int16 [Cout][KH][words][2] (doubled
+    weights, 0 where a lane has no tap): weight_words read back."""
+    records = params.channels.values.reshape(-1, params.channel_words)[:, CHANNEL_HEADER:]
+    lanes = records.astype(np.int32).view(np.int16)  # little endian: the low lane first
+    return lanes.reshape(records.shape[0], params.window.k_h, params.row_weights, LANES)
+
+
 def _geometry(op: DepthwiseConv2D, graph: Graph):
     _, k_h, k_w, _ = graph.tensor(op.filter).shape
     return (feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output)),
@@ -310,10 +318,10 @@ def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
     return _ring(x, y, g, *_plans(g)).bytes
 
 
-DW_CONV_S8_DSP_PAIRS = Variant(
-    "dw_conv_s8_dsp_pairs", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_dsp_pairs", Order.RASTER,
+DW_CONV_S8_PAIRS_DSP = Variant(
+    "dw_conv_s8_pairs_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_pairs_dsp", Order.RASTER,
     _lower, applies=_applies, scratch_bytes=_scratch_bytes,
-    helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_dsp_pairs_helpers"), row_ranges=True,
+    helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
     legacy=True, trades_ram=True)
 
-VARIANTS = (DW_CONV_S8_DSP_PAIRS,)
+VARIANTS = (DW_CONV_S8_PAIRS_DSP,)
