@@ -440,12 +440,15 @@ static void layer0_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 2; ++i, p += 2, out += 16) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);

@@ -538,12 +538,15 @@ static void layer0_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 24; ++i, p += 2, out += 16) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
@@ -644,12 +647,15 @@ static void layer1_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer1_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 24; ++i, p += 1, out += 16) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
@@ -786,12 +792,15 @@ static void layer3_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer3_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 12; ++i, p += 2, out += 32) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
@@ -933,12 +942,15 @@ static void layer5_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer5_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 12; ++i, p += 1, out += 64) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
@@ -1075,12 +1087,15 @@ static void layer7_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer7_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 6; ++i, p += 2, out += 64) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
@@ -1222,12 +1237,15 @@ static void layer9_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer9_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 6; ++i, p += 1, out += 128) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
@@ -1364,12 +1382,15 @@ static void layer11_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer11_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 3; ++i, p += 2, out += 128) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
@@ -1510,12 +1531,15 @@ static void layer13_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer13_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 3; ++i, p += 1, out += 256) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
@@ -1653,12 +1677,15 @@ static void layer23_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer23_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 1; ++i, p += 2, out += 256) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
@@ -1814,12 +1841,15 @@ static void layer25_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 MCUGEN_ALWAYS_INLINE void layer25_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
     const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
-    const int32_t w0_0 = k[4 + w0 + 0];
-    const int32_t w0_1 = k[4 + w0 + 1];
-    const int32_t w1_0 = k[4 + w1 + 0];
-    const int32_t w1_1 = k[4 + w1 + 1];
-    const int32_t w2_0 = k[4 + w2 + 0];
-    const int32_t w2_1 = k[4 + w2 + 1];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
     for (int32_t i = 0; i < 1; ++i, p += 1, out += 512) {
         int32_t d0_0, d0_1;
         DW_LOAD2(p, 0, d0_0, d0_1);
