@@ -19,6 +19,7 @@ from hostc import build_shared, run_sanitized
 from mcugen import ir
 from mcugen.compile import CompiledModel, compile_graph, prepare
 from mcugen.kernels import MCUGEN_VARIANTS
+from mcugen.kernels.depthwise_pairs import DepthwisePairsParams, record_lanes
 from mcugen.kernels.variant import Isa
 from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
@@ -84,6 +85,22 @@ CASES = {
     "dw_3x3_valid_c4": lambda: g.depthwise(48, 5, 5, 4, padding=P0),
     "dw_3x3_no_activation_c4": lambda: g.depthwise(49, 4, 4, 4,
                                                    activation=ir.Activation.NONE),
+    # The DSP pairs variant's edges (kernels/depthwise_pairs.py): odd output widths (the last
+    # column alone), channel counts that are not a multiple of the widening's four, stride 2
+    # with odd and even left padding, strides that differ across and down, padding beyond the
+    # kernel's reach at every edge (ring rows and column pairs of zero points only), depth
+    # multipliers that are not multiples of four, 3x5 and 5x3 kernels, and plane rows too long
+    # for STRD's offsets.
+    "dw_3x3_odd_width_c7": lambda: g.depthwise(110, 5, 7, 7),
+    "dw_3x3_s2_pad1_odd_width_c6": lambda: g.depthwise(111, 9, 9, 6, stride=(2, 2)),
+    "dw_3x3_s2x1_c5": lambda: g.depthwise(112, 7, 6, 5, stride=(2, 1)),
+    "dw_3x3_s1x2_c9": lambda: g.depthwise(113, 6, 9, 9, stride=(1, 2), padding=SAME_S2),
+    "dw_3x3_pad_beyond_c6": lambda: g.depthwise(114, 4, 5, 6, padding=ir.Padding(2, 3, 3, 2)),
+    "dw_3x3_m3_c5": lambda: g.depthwise(115, 5, 5, 5, multiplier=3),
+    "dw_3x5_c4": lambda: g.depthwise(116, 6, 7, 4, kernel=(3, 5), padding=ir.Padding(1, 1, 2, 2)),
+    "dw_5x3_s2_c6": lambda: g.depthwise(117, 9, 7, 6, kernel=(5, 3), stride=(2, 2),
+                                        padding=ir.Padding(2, 2, 1, 1)),
+    "dw_3x3_long_rows_c4": lambda: g.depthwise(118, 3, 64, 4),
     # Fully connected.
     "fc_1x8_16": lambda: g.fully_connected(50, 1, 8, 16),
     "fc_3x11_17": lambda: g.fully_connected(51, 3, 11, 17),
@@ -125,6 +142,8 @@ CASES = {
     "u8_dw_3x3_s2_m8_c1": lambda: g.depthwise(96, 9, 9, 1, multiplier=8, stride=(2, 2),
                                               padding=ir.Padding(0, 1, 0, 1),
                                               legacy_zero_point=37),
+    "u8_dw_3x3_s2_c7": lambda: g.depthwise(119, 7, 8, 7, stride=(2, 2), padding=SAME_S2,
+                                           legacy_zero_point=-60),
     "u8_fc_3x11_17": lambda: g.fully_connected(97, 3, 11, 17, legacy_zero_point=-34),
     "u8_fc_1x250_99": lambda: g.fully_connected(98, 1, 250, 99, legacy_zero_point=50),
     "u8_avgpool_3x3_s2_c5": lambda: g.average_pool(99, 6, 7, 5, legacy=True),
@@ -300,7 +319,9 @@ def test_uint8_cases_take_the_fast_variants_and_their_weight_offsets():
             layer = compile_case(case, target).layers[0]
             assert layer.variant.name.endswith(suffix), (case, target.name, layer.variant.name)
         params = compile_case(case, M7).layers[0].params
-        wide = getattr(params, "prepacked", None) is not None
+        wide = getattr(params, "prepacked", None) is not None or (
+            isinstance(params, DepthwisePairsParams)
+            and int(np.abs(record_lanes(params)).max()) > 2 * 128)  # doubled w - z
         offset = getattr(getattr(params, "matrix", params), "offset", 0)
         assert wide or offset, case
 

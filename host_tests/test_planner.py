@@ -53,8 +53,13 @@ def test_person_detect_plan_is_safe_and_beats_ping_pong():
     # plan puts outputs over their inputs where the kernels' access orders allow it.
     assert compiled.plan.arena_size < 48 * 48 * 8 + 48 * 48 * 16
     assert compiled.plan.arena_size == 36_896
-    assert compile_graph(graph, name="pd", target=load_target("cortex-m7"),
-                         source="pd").plan.arena_size == 36_896
+    # On Cortex-M7 the depthwise layers keep widened input rows in arena scratch (a variant
+    # that trades RAM for speed), at most one ring more; a budget of the host's arena is met
+    # all the same (row bands, or the lean variants).
+    m7 = compile_graph(graph, name="pd", target=load_target("cortex-m7"), source="pd")
+    assert 36_896 < m7.plan.arena_size <= 36_896 + max(layer.scratch_bytes for layer in m7.layers)
+    assert compile_graph(graph, name="pd", target=load_target("cortex-m7"), source="pd",
+                         max_ram=36_896).plan.arena_size <= 36_896
 
 
 

@@ -9,6 +9,7 @@ between the two because buffer lifetimes are counted in steps.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import ir, row_bands
@@ -69,7 +70,9 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
     check_arena_kind(arena)
     source_graph, graph = graph, prepare(graph, kernel_set)
     layers = lower_layers(graph, target, name, kernel_set)
-    schedule, buffers, plan, whole_arena = choose_schedule(graph, layers, max_ram, fit_ram)
+    layers, (schedule, buffers, plan, whole_arena) = choose_layers_and_schedule(
+        graph, layers, max_ram, fit_ram,
+        lambda: lower_layers(graph, target, name, kernel_set, lean=True))
     if ram_regions:
         plan = plan_regions(buffers, region_capacities(target))
     library = any(layer.variant.library for layer in layers)
@@ -85,6 +88,27 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
         check_memory(report, target)
     return CompiledModel(graph, layers, schedule, tuple(buffers), plan, view,
                          render_sources(view), report)
+
+
+def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
+                               fit_ram: int | None, lean: Callable[[], tuple[Layer, ...]]):
+    """The layers and their schedule (choose_schedule). Where layers that trade arena RAM for
+    speed (Variant.trades_ram) keep the arena from fitting the budget even in row bands, the
+    lean variants (``lean()``) take their place, as before such variants existed; the
+    layer-by-layer arena reported stays the one without the budget."""
+    budget = max_ram if max_ram is not None else fit_ram
+    if budget is None or not any(layer.variant.trades_ram for layer in layers):
+        return layers, choose_schedule(graph, layers, max_ram, fit_ram)
+    try:
+        chosen = choose_schedule(graph, layers, max_ram, fit_ram)
+        if chosen[2].arena_size <= budget:
+            return layers, chosen
+    except McugenError:
+        pass
+    whole = plan_memory(arena_buffers(graph, layers, layer_by_layer(layers))).arena_size
+    lean_layers = lean()
+    schedule, buffers, plan, _ = choose_schedule(graph, lean_layers, max_ram, fit_ram)
+    return lean_layers, (schedule, buffers, plan, whole)
 
 
 def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,

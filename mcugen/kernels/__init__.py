@@ -17,17 +17,18 @@ from ..errors import McugenError
 from ..ir import Graph, Op
 from ..targets import Target
 from . import (cmsis_nn, conv, conv_mve, data_movement, depthwise, depthwise_mve,
-               elementwise, elementwise_mve, fully_connected, pointwise, pointwise_mve,
-               pooling, pooling_mve, quantize, reduce, softmax)
+               depthwise_pairs, elementwise, elementwise_mve, fully_connected, pointwise,
+               pointwise_mve, pooling, pooling_mve, quantize, reduce, softmax)
 from .variant import Access, LayerNames, Order, Variant
 
 # Ours, family by family, each family best first; the Helium (MVE) variants, in modules of
 # their own (*_mve.py), come before the others of their family.
 MCUGEN_VARIANTS: tuple[Variant, ...] = (
     *pointwise_mve.VARIANTS, *pointwise.VARIANTS, *conv_mve.VARIANTS, *conv.VARIANTS,
-    *depthwise_mve.VARIANTS, *depthwise.VARIANTS, *fully_connected.VARIANTS,
-    *pooling_mve.VARIANTS, *pooling.VARIANTS, *softmax.VARIANTS, *elementwise_mve.VARIANTS,
-    *elementwise.VARIANTS, *data_movement.VARIANTS, *quantize.VARIANTS, *reduce.VARIANTS)
+    *depthwise_mve.VARIANTS, *depthwise_pairs.VARIANTS, *depthwise.VARIANTS,
+    *fully_connected.VARIANTS, *pooling_mve.VARIANTS, *pooling.VARIANTS, *softmax.VARIANTS,
+    *elementwise_mve.VARIANTS, *elementwise.VARIANTS, *data_movement.VARIANTS,
+    *quantize.VARIANTS, *reduce.VARIANTS)
 
 KERNEL_SETS: dict[str, tuple[Variant, ...]] = {
     "mcugen": MCUGEN_VARIANTS,
@@ -36,11 +37,16 @@ KERNEL_SETS: dict[str, tuple[Variant, ...]] = {
 }
 
 
-def select_variant(op: Op, graph: Graph, target: Target, kernel_set: str = "mcugen") -> Variant:
+def select_variant(op: Op, graph: Graph, target: Target, kernel_set: str = "mcugen",
+                   lean: bool = False) -> Variant:
+    """The first variant of the kernel set that takes the op; with lean, none that trades
+    arena RAM for speed."""
     if kernel_set not in KERNEL_SETS:
         raise McugenError(f"unknown kernel set {kernel_set!r}; choose one of "
                           f"{', '.join(KERNEL_SETS)}")
     for variant in KERNEL_SETS[kernel_set]:
+        if lean and variant.trades_ram:
+            continue
         if variant.accepts(op, graph, target):
             return variant
     raise McugenError(f"no kernel for {op.OP} on {target.name}")
@@ -71,10 +77,10 @@ class Layer:
 
 
 def lower_layers(graph: Graph, target: Target, model_name: str,
-                 kernel_set: str = "mcugen") -> tuple[Layer, ...]:
+                 kernel_set: str = "mcugen", lean: bool = False) -> tuple[Layer, ...]:
     layers = []
     for index, op in enumerate(graph.ops):
-        variant = select_variant(op, graph, target, kernel_set)
+        variant = select_variant(op, graph, target, kernel_set, lean)
         names = LayerNames(model_name, index, variant.name)
         layers.append(Layer(index, op, variant, names,
                             variant.lower(op, graph, target, names),

@@ -160,6 +160,10 @@ class Variant:
     # Fields of the parameter record ("constants.output_multiplier") that are data: per-layer
     # ints that layers sharing the function pass as arguments (mcugen/sharing.py).
     data_scalars: tuple[str, ...] = ()
+    # Spends arena scratch on speed (a copy of its input rows in a wider form): selection
+    # leaves it out when the arena must fit a RAM budget that it would exceed
+    # (kernels.lower_layers' lean).
+    trades_ram: bool = False
 
     def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
         return (isinstance(op, self.ops) and self.isa in target_isas(target)

@@ -20,7 +20,8 @@
 #define MODEL_ARENA_ALIGN
 #endif
 
-/* No intermediate activation: the model needs no arena. */
+/* Every intermediate activation lives here, at the offset the memory planner chose. */
+static int8_t arena[64] MODEL_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -143,29 +144,6 @@ MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
     int32_t halves;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
     return halves;
-}
-
-/* The padded-window walk that every windowed kernel shares: for the window whose first tap
- * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
- * the window), or `outside` for a tap off the image; the input buffer holds rows from
- * input_row0 on. Returns how many taps are inside. */
-MCUGEN_HELPER int32_t window_taps(const int8_t **taps, const int8_t *input,
-                                  const int8_t *outside, int32_t y0, int32_t x0, int32_t k_h,
-                                  int32_t k_w, int32_t dil_h, int32_t dil_w, int32_t in_h,
-                                  int32_t in_w, int32_t in_c,
-                                  int32_t input_row0)
-{
-    int32_t inside = 0;
-    for (int32_t ky = 0; ky < k_h; ++ky) {
-        const int32_t y = y0 + ky * dil_h;
-        for (int32_t kx = 0; kx < k_w; ++kx) {
-            const int32_t x = x0 + kx * dil_w;
-            const int in_image = y >= 0 && y < in_h && x >= 0 && x < in_w;
-            taps[ky * k_w + kx] = in_image ? input + ((y - input_row0) * in_w + x) * in_c : outside;
-            inside += in_image;
-        }
-    }
-    return inside;
 }
 
 /* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
@@ -472,205 +450,207 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t
     return __ssat((h + rounding) >> exponent, 8);
 }
 
-/* Depthwise helpers on Arm's DSP extension (the DSP variant, kernels/depthwise.py).
- *
- * One 32-bit load brings the four int8 channels of a tap, SXTB16 sign-extends bytes 0 and 2
- * (and, rotated, 1 and 3) into two int16 lanes, and SMLABB/SMLATT multiply-accumulate one
- * lane each into its own channel. Layers with few enough weights sign-extend them (doubled)
- * once per call (dw_extend_weights); their taps then load the weights with one LDRD and their
- * accumulators come out doubled, as the short requantization (pw_requantize_doubled) takes
- * them. Integer sums are exact in any order, so every variant computes TFLite's integers. */
+/* Depthwise helpers of the SMLAD-pairs variant on Arm's DSP extension
+ * (kernels/depthwise_pairs.py): input rows widened to int16 and transposed into a ring of
+ * planes, one plane row per input channel, two adjacent columns a word (the first in the low
+ * lane), so that SMLAD multiplies two taps of one channel at once. */
 
-/* Two empty asm statements that cost no instruction but steer GCC's scheduling, which
- * otherwise runs out of registers and spills inside the unrolled taps:
- * DW_TOGETHER claims to update all four accumulators, so that the multiply-accumulates of
- * channels 2 and 3 (SMLATT) are not sunk down to their requantization, keeping every tap's
- * sign-extended halves alive; DW_NEXT_TAP makes the pointer p depend on the accumulators,
- * so that loads through it wait for the previous tap (GCC's Cortex-M55 scheduling otherwise
- * hoists every tap's weight loads to the top of the block). */
-#define DW_TOGETHER(a0, a1, a2, a3) __asm__("" : "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3))
-#define DW_NEXT_TAP(acc, p) __asm__("" : "+r"(p) : "r"(acc[0]), "r"(acc[1]), "r"(acc[2]), "r"(acc[3]))
-
-/* acc[j] += x[j] * w[j] for four channels j. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_dsp(int32_t acc[4], const int8_t *x, const int8_t *w)
+/* Words `offset` and `offset` + 1 of a plane row with one LDRD (GCC splits a 64-bit load that
+ * is only word aligned into two LDRs; the ring's rows are word aligned). `offset` must be a
+ * constant (LDRD's immediate); the memory operand tells the compiler what is read. */
+typedef uint64_t dw_two_words __attribute__((may_alias, aligned(4)));
+#define DW_LOAD2(p, offset, low, high) \
+    __asm__("ldrd %0, %1, [%2, #%c3]" : "=r"(low), "=r"(high) \
+            : "r"(p), "i"(4 * (offset)), "m"(*(const dw_two_words *)(const void *)((p) + (offset))))
+/* PKHBT and PKHTB (GCC 12 does not emit them for the equivalent masks and shifts). */
+MCUGEN_ALWAYS_INLINE int32_t dw_pkhbt16(int32_t low, int32_t high)
 {
-    const int32_t xv = load_s8x4(x), wv = load_s8x4(w);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
-    int32_t a0 = __smlabb(xe, we, acc[0]), a1 = __smlabb(xo, wo, acc[1]);
-    int32_t a2 = __smlatt(xe, we, acc[2]), a3 = __smlatt(xo, wo, acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    int32_t word; /* low's bottom half, then high's bottom half */
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(word) : "r"(low), "r"(high));
+    return word;
 }
 
-/* acc[j] += x * w[j]: one input channel feeding four outputs (depth multiplier 4k). */
-MCUGEN_ALWAYS_INLINE void dw_mac4_one_dsp(int32_t acc[4], int32_t x, const int8_t *w)
+MCUGEN_ALWAYS_INLINE int32_t dw_pkhtb16(int32_t high, int32_t low)
 {
-    const int32_t wv = load_s8x4(w);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
-    int32_t a0 = __smlabb(we, x, acc[0]), a1 = __smlabb(wo, x, acc[1]);
-    int32_t a2 = __smlatb(we, x, acc[2]), a3 = __smlatb(wo, x, acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    int32_t word; /* low's top half, then high's top half */
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(word) : "r"(high), "r"(low));
+    return word;
 }
 
-/* A layer's weights, sign-extended and doubled once per call: for each block of four
- * channels c..c+3 (c < blocked) and each tap t, two words of int16 lanes, 2 * (w[c], w[c+2])
- * and 2 * (w[c+1], w[c+3]). Each tap then takes one LDRD instead of a load and two SXTB16,
- * and the accumulators come out doubled. */
-MCUGEN_HELPER void dw_extend_weights(pw_lanes *packed, const int8_t *filter, int32_t taps,
-                                     int32_t channels, int32_t blocked)
+/* Four channels (c..c+3) of two adjacent input pixels a and b into the column pair's word of
+ * planes c..c+3 (`plane_words` apart; a's lane low): PKHBT and PKHTB put channels 0, 1 and
+ * 2, 3 of both pixels in one word each, and SXTB16 sign-extends a channel's two bytes into
+ * two lanes. */
+MCUGEN_ALWAYS_INLINE void dw_widen4(pw_lanes *row, int32_t plane_words, const int8_t *a,
+                                    const int8_t *b)
 {
-    for (int32_t c = 0; c < blocked; c += 4) {
-        const int8_t *w = filter + c;
-        for (int32_t t = 0; t < taps; ++t, w += channels) {
-            const int32_t word = load_s8x4(w);
-            const int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
-            *packed++ = (int32_t)__sadd16(even, even); /* |2 w| <= 256: no lane overflows */
-            *packed++ = (int32_t)__sadd16(odd, odd);
+    const int32_t va = load_s8x4(a), vb = load_s8x4(b);
+    const int32_t low = dw_pkhbt16(va, vb), high = dw_pkhtb16(vb, va);
+    row[0] = (int32_t)__sxtb16(low);
+    row[plane_words] = sxtb16_odd(low);
+    row[2 * plane_words] = (int32_t)__sxtb16(high);
+    row[3 * plane_words] = sxtb16_odd(high);
+}
+
+/* The same for four adjacent pixels (`step` bytes apart) into two column pairs: two adjacent
+ * words a plane. */
+MCUGEN_ALWAYS_INLINE void dw_widen4x2(pw_lanes *row, int32_t plane_words, const int8_t *a,
+                                      int32_t step)
+{
+    dw_widen4(row, plane_words, a, a + step);
+    dw_widen4(row + 1, plane_words, a + 2 * step, a + 3 * step);
+}
+
+/* dw_widen4x2 with each plane's two words stored by one STRD (GCC 12 does not pair the
+ * stores); `plane_words` must be a constant with 3 * plane_words * 4 <= 1020 (STRD's
+ * immediate offset). */
+#define DW_STORE2(p, offset, low, high) \
+    __asm__("strd %1, %2, [%3, #%c4]" : "=m"(*(dw_two_words *)(void *)((p) + (offset))) \
+            : "r"(low), "r"(high), "r"(p), "i"(4 * (offset)))
+#define DW_WIDEN4X2_STRD(row, plane_words, a, step) \
+    do { \
+        const int32_t v0_ = load_s8x4(a), v1_ = load_s8x4((a) + (step)); \
+        const int32_t v2_ = load_s8x4((a) + 2 * (step)), v3_ = load_s8x4((a) + 3 * (step)); \
+        const int32_t low0_ = dw_pkhbt16(v0_, v1_), high0_ = dw_pkhtb16(v1_, v0_); \
+        const int32_t low1_ = dw_pkhbt16(v2_, v3_), high1_ = dw_pkhtb16(v3_, v2_); \
+        DW_STORE2(row, 0, (int32_t)__sxtb16(low0_), (int32_t)__sxtb16(low1_)); \
+        DW_STORE2(row, (plane_words), sxtb16_odd(low0_), sxtb16_odd(low1_)); \
+        DW_STORE2(row, 2 * (plane_words), (int32_t)__sxtb16(high0_), (int32_t)__sxtb16(high1_)); \
+        DW_STORE2(row, 3 * (plane_words), sxtb16_odd(high0_), sxtb16_odd(high1_)); \
+    } while (0)
+
+/* One channel of two adjacent input pixels into its plane's word. */
+MCUGEN_ALWAYS_INLINE void dw_widen1(pw_lanes *row, int8_t a, int8_t b)
+{
+    *row = (int32_t)(((uint32_t)(int32_t)a & 0xffffu) | ((uint32_t)(int32_t)b << 16));
+}
+
+/* A ring row of every plane (`words` words, planes `plane_words` apart), every lane the input
+ * zero point: a row outside the image. */
+MCUGEN_HELPER void dw_fill_row(pw_lanes *row, int32_t words, int32_t planes, int32_t plane_words,
+                               int32_t zero_point)
+{
+    const int32_t word = (int32_t)(((uint32_t)zero_point & 0xffffu) * 0x00010001u);
+    for (int32_t plane = 0; plane < planes; ++plane, row += plane_words) {
+        for (int32_t i = 0; i < words; ++i) {
+            row[i] = word;
         }
     }
 }
 
-/* acc[j] += 2 * x[j] * w[j] with w from dw_extend_weights. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_packed(int32_t acc[4], const int8_t *x, const pw_lanes w[2])
+/* pw_requantize_doubled_clamped with K added by the high multiply itself: SMMLAR computes
+ * K + SMMULR(acc2, multiplier) exactly (kernels/requantize.py). */
+MCUGEN_ALWAYS_INLINE int32_t dw_requantize_doubled_clamped(int32_t acc2, int32_t multiplier,
+                                                           int32_t rounding, int32_t exponent)
 {
-    const int32_t xv = load_s8x4(x);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
-    int32_t a0 = __smlabb(xe, w[0], acc[0]), a1 = __smlabb(xo, w[1], acc[1]);
-    int32_t a2 = __smlatt(xe, w[0], acc[2]), a3 = __smlatt(xo, w[1], acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    int32_t h;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(h) : "r"(acc2), "r"(multiplier), "r"(rounding));
+    return __ssat(h >> exponent, 8);
 }
 
-/* acc[j] += 2 * x * w[j] with w from dw_extend_weights. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_one_packed(int32_t acc[4], int32_t x, const pw_lanes w[2])
-{
-    int32_t a0 = __smlabb(w[0], x, acc[0]), a1 = __smlabb(w[1], x, acc[1]);
-    int32_t a2 = __smlatb(w[0], x, acc[2]), a3 = __smlatb(w[1], x, acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
+/* Layer 0: DEPTHWISE_CONV_2D 1x9x9x1 -> 1x4x4x8, dw_conv_s8_pairs_dsp: 3x3 stride 2x2, multiplier 8, padding top 0 left 0.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 0) % 3) of 10 columns, two a
+ * word, column 0 being input column -0; columns and rows outside the image hold the input
+ * zero point -3 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-/* Byte by byte: the larger (SSUB8 sets a GE flag per byte where a >= b, SEL picks by them)
- * and the smaller of two words of four int8s. */
-MCUGEN_ALWAYS_INLINE uint32_t dw_max_s8x4(uint32_t a, uint32_t b)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer0_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    uint32_t larger;
-    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(larger) : "r"(a), "r"(b) : "cc");
-    return larger;
-}
-
-MCUGEN_ALWAYS_INLINE uint32_t dw_min_s8x4(uint32_t a, uint32_t b)
-{
-    uint32_t smaller;
-    __asm__("ssub8 %0, %1, %2\n\tsel %0, %2, %1" : "=&r"(smaller) : "r"(a), "r"(b) : "cc");
-    return smaller;
-}
-
-/* clamp_to_int8(value[j], low, high) into out[j] for four channels. */
-MCUGEN_ALWAYS_INLINE void dw_store4_dsp(int8_t *out, const int32_t value[4], int32_t low,
-                                        int32_t high)
-{
-    /* Saturate each to int8 (SSAT), pack the four bytes (BFI, which GCC 12 does not emit
-     * for the equivalent masks and shifts), clamp all four at once to the activation's range
-     * where it is narrower than int8, and store them as one word. */
-    uint32_t word = (uint32_t)__ssat(value[0], 8);
-    __asm__("bfi %0, %1, #8, #8" : "+r"(word) : "r"(__ssat(value[1], 8)));
-    __asm__("bfi %0, %1, #16, #8" : "+r"(word) : "r"(__ssat(value[2], 8)));
-    __asm__("bfi %0, %1, #24, #8" : "+r"(word) : "r"(__ssat(value[3], 8)));
-    if (low > -128) {
-        word = dw_max_s8x4(word, ((uint32_t)low & 0xffu) * 0x01010101u);
-    }
-    if (high < 127) {
-        word = dw_min_s8x4(word, ((uint32_t)high & 0xffu) * 0x01010101u);
-    }
-    memcpy(out, &word, 4);
-}
-
-/* Four values already in int8's range (pw_requantize_doubled saturates) packed into one word
- * (BFI), clamped all four at once to the activation's range where it is narrower (SEL), and
- * stored with one STR. */
-MCUGEN_ALWAYS_INLINE void dw_store4_saturated(int8_t *out, const int32_t value[4], int32_t low,
-                                              int32_t high)
-{
-    uint32_t word = (uint32_t)value[0] & 0xffu;
-    __asm__("bfi %0, %1, #8, #8" : "+r"(word) : "r"(value[1]));
-    __asm__("bfi %0, %1, #16, #8" : "+r"(word) : "r"(value[2]));
-    __asm__("bfi %0, %1, #24, #8" : "+r"(word) : "r"(value[3]));
-    if (low > -128) {
-        word = dw_max_s8x4(word, ((uint32_t)low & 0xffu) * 0x01010101u);
-    }
-    if (high < 127) {
-        word = dw_min_s8x4(word, ((uint32_t)high & 0xffu) * 0x01010101u);
-    }
-    memcpy(out, &word, 4);
-}
-
-/* Layer 0: DEPTHWISE_CONV_2D 1x9x9x1 -> 1x4x4x8, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 8, padding top 0 left 0.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Every window is inside the image: taps at constant offsets.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
-
-MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
-{
-    int32_t c = 0;
-    const int32_t *k = model_layer0_channels;
-    for (; c < 8; c += 4, k += 16) {
-        const int32_t i = c / 8; /* the input channel of all four */
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_one_packed(acc, (window + 0)[i], w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 1)[i], w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 2)[i], w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 9)[i], w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 10)[i], w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 11)[i], w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 18)[i], w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 19)[i], w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 20)[i], w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, 5, 41);
+    static const int8_t zero_points[4] = {-3, -3, -3, -3};
+    for (int32_t c = 0; c < 1; ++c, slot += 15) {
+        const int8_t *a = row + 0 + c;
+        for (int32_t p = 0; p < 4; ++p, a += 2) {
+            dw_widen1(slot + p, a[0], a[1]);
+        }
+        dw_widen1(slot + 4, row[8 + c], zero_points[0]);
     }
 }
 
-MCUGEN_LAYER void layer0_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    pw_lanes weights[36]; /* doubled, so channels 0..7 accumulate twice the sum */
-    dw_extend_weights(weights, model_layer0_filter, 9, 8, 8);
-    output += row_begin * 32;
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 2; ++i, p += 2, out += 16) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        const int32_t d0_2 = p[2];
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 5, d1_0, d1_1);
+        const int32_t d1_2 = p[7];
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 10, d2_0, d2_1);
+        const int32_t d2_2 = p[12];
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabb(d0_1, w0_1, a0);
+        a1 = __smlad(d0_1, w0_0, bias);
+        a1 = __smlabb(d0_2, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabb(d1_1, w1_1, a0);
+        a1 = __smlad(d1_1, w1_0, a1);
+        a1 = __smlabb(d1_2, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabb(d2_1, w2_1, a0);
+        a1 = __smlad(d2_1, w2_0, a1);
+        a1 = __smlabb(d2_2, w2_1, a1);
+        out[0] = (int8_t)at_most(at_least(dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent), 5), 41);
+        out[8] = (int8_t)at_most(at_least(dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent), 5), 41);
+
+    }
+}
+
+MCUGEN_LAYER void layer0_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+{
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
-        for (int32_t ox = 0; ox < 4; ++ox, output += 8) {
-            const int32_t x0 = ox * 2 - 0;
-            layer0_dw_conv_s8_dsp_inside(input + (y0 * 9 + x0) * 1, weights, output);
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 0) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 9) {
+                    layer0_dw_conv_s8_pairs_dsp_take(ring + slot * 5, input + in_y * 9);
+                } else {
+                    dw_fill_row(ring + slot * 5, 5, 1, 15, -3);
+                }
+                slot_row[slot] = in_y;
+            }
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 0) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 32;
+        const int32_t *k = model_layer0_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 1; ++c, p += 15) {
+            for (int32_t m = 0; m < 8; ++m, k += 10, ++out) {
+                layer0_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
+            }
         }
     }
 }
@@ -680,7 +660,7 @@ int model_invoke(const model_input_t *input, model_output_t *output)
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_dw_conv_s8_dsp(input, output, 0, 4);
+    layer0_dw_conv_s8_pairs_dsp(input, output, arena + 0, 0, 4);
     MCUGEN_LAYER_DONE(0, output, 128);
     return 0;
 }

@@ -15,7 +15,6 @@
 #define MODEL_ALIGNED
 #endif
 
-extern const int8_t model_layer0_filter[72] MODEL_ALIGNED;
-extern const int32_t model_layer0_channels[32] MODEL_ALIGNED;
+extern const int32_t model_layer0_channels[80] MODEL_ALIGNED;
 
 #endif /* MCUGEN_model_WEIGHTS_H */

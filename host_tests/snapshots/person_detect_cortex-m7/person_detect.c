@@ -21,7 +21,7 @@
 #endif
 
 /* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena[36896] PERSON_DETECT_ARENA_ALIGN;
+static int8_t arena[41680] PERSON_DETECT_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -144,29 +144,6 @@ MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
     int32_t halves;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
     return halves;
-}
-
-/* The padded-window walk that every windowed kernel shares: for the window whose first tap
- * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
- * the window), or `outside` for a tap off the image; the input buffer holds rows from
- * input_row0 on. Returns how many taps are inside. */
-MCUGEN_HELPER int32_t window_taps(const int8_t **taps, const int8_t *input,
-                                  const int8_t *outside, int32_t y0, int32_t x0, int32_t k_h,
-                                  int32_t k_w, int32_t dil_h, int32_t dil_w, int32_t in_h,
-                                  int32_t in_w, int32_t in_c,
-                                  int32_t input_row0)
-{
-    int32_t inside = 0;
-    for (int32_t ky = 0; ky < k_h; ++ky) {
-        const int32_t y = y0 + ky * dil_h;
-        for (int32_t kx = 0; kx < k_w; ++kx) {
-            const int32_t x = x0 + kx * dil_w;
-            const int in_image = y >= 0 && y < in_h && x >= 0 && x < in_w;
-            taps[ky * k_w + kx] = in_image ? input + ((y - input_row0) * in_w + x) * in_c : outside;
-            inside += in_image;
-        }
-    }
-    return inside;
 }
 
 /* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
@@ -473,151 +450,125 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t
     return __ssat((h + rounding) >> exponent, 8);
 }
 
-/* Depthwise helpers on Arm's DSP extension (the DSP variant, kernels/depthwise.py).
- *
- * One 32-bit load brings the four int8 channels of a tap, SXTB16 sign-extends bytes 0 and 2
- * (and, rotated, 1 and 3) into two int16 lanes, and SMLABB/SMLATT multiply-accumulate one
- * lane each into its own channel. Layers with few enough weights sign-extend them (doubled)
- * once per call (dw_extend_weights); their taps then load the weights with one LDRD and their
- * accumulators come out doubled, as the short requantization (pw_requantize_doubled) takes
- * them. Integer sums are exact in any order, so every variant computes TFLite's integers. */
+/* Depthwise helpers of the SMLAD-pairs variant on Arm's DSP extension
+ * (kernels/depthwise_pairs.py): input rows widened to int16 and transposed into a ring of
+ * planes, one plane row per input channel, two adjacent columns a word (the first in the low
+ * lane), so that SMLAD multiplies two taps of one channel at once. */
 
-/* Two empty asm statements that cost no instruction but steer GCC's scheduling, which
- * otherwise runs out of registers and spills inside the unrolled taps:
- * DW_TOGETHER claims to update all four accumulators, so that the multiply-accumulates of
- * channels 2 and 3 (SMLATT) are not sunk down to their requantization, keeping every tap's
- * sign-extended halves alive; DW_NEXT_TAP makes the pointer p depend on the accumulators,
- * so that loads through it wait for the previous tap (GCC's Cortex-M55 scheduling otherwise
- * hoists every tap's weight loads to the top of the block). */
-#define DW_TOGETHER(a0, a1, a2, a3) __asm__("" : "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3))
-#define DW_NEXT_TAP(acc, p) __asm__("" : "+r"(p) : "r"(acc[0]), "r"(acc[1]), "r"(acc[2]), "r"(acc[3]))
-
-/* acc[j] += x[j] * w[j] for four channels j. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_dsp(int32_t acc[4], const int8_t *x, const int8_t *w)
+/* Words `offset` and `offset` + 1 of a plane row with one LDRD (GCC splits a 64-bit load that
+ * is only word aligned into two LDRs; the ring's rows are word aligned). `offset` must be a
+ * constant (LDRD's immediate); the memory operand tells the compiler what is read. */
+typedef uint64_t dw_two_words __attribute__((may_alias, aligned(4)));
+#define DW_LOAD2(p, offset, low, high) \
+    __asm__("ldrd %0, %1, [%2, #%c3]" : "=r"(low), "=r"(high) \
+            : "r"(p), "i"(4 * (offset)), "m"(*(const dw_two_words *)(const void *)((p) + (offset))))
+/* PKHBT and PKHTB (GCC 12 does not emit them for the equivalent masks and shifts). */
+MCUGEN_ALWAYS_INLINE int32_t dw_pkhbt16(int32_t low, int32_t high)
 {
-    const int32_t xv = load_s8x4(x), wv = load_s8x4(w);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
-    int32_t a0 = __smlabb(xe, we, acc[0]), a1 = __smlabb(xo, wo, acc[1]);
-    int32_t a2 = __smlatt(xe, we, acc[2]), a3 = __smlatt(xo, wo, acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    int32_t word; /* low's bottom half, then high's bottom half */
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(word) : "r"(low), "r"(high));
+    return word;
 }
 
-/* acc[j] += x * w[j]: one input channel feeding four outputs (depth multiplier 4k). */
-MCUGEN_ALWAYS_INLINE void dw_mac4_one_dsp(int32_t acc[4], int32_t x, const int8_t *w)
+MCUGEN_ALWAYS_INLINE int32_t dw_pkhtb16(int32_t high, int32_t low)
 {
-    const int32_t wv = load_s8x4(w);
-    const int32_t we = (int32_t)__sxtb16(wv), wo = sxtb16_odd(wv);
-    int32_t a0 = __smlabb(we, x, acc[0]), a1 = __smlabb(wo, x, acc[1]);
-    int32_t a2 = __smlatb(we, x, acc[2]), a3 = __smlatb(wo, x, acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    int32_t word; /* low's top half, then high's top half */
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(word) : "r"(high), "r"(low));
+    return word;
 }
 
-/* A layer's weights, sign-extended and doubled once per call: for each block of four
- * channels c..c+3 (c < blocked) and each tap t, two words of int16 lanes, 2 * (w[c], w[c+2])
- * and 2 * (w[c+1], w[c+3]). Each tap then takes one LDRD instead of a load and two SXTB16,
- * and the accumulators come out doubled. */
-MCUGEN_HELPER void dw_extend_weights(pw_lanes *packed, const int8_t *filter, int32_t taps,
-                                     int32_t channels, int32_t blocked)
+/* Four channels (c..c+3) of two adjacent input pixels a and b into the column pair's word of
+ * planes c..c+3 (`plane_words` apart; a's lane low): PKHBT and PKHTB put channels 0, 1 and
+ * 2, 3 of both pixels in one word each, and SXTB16 sign-extends a channel's two bytes into
+ * two lanes. */
+MCUGEN_ALWAYS_INLINE void dw_widen4(pw_lanes *row, int32_t plane_words, const int8_t *a,
+                                    const int8_t *b)
 {
-    for (int32_t c = 0; c < blocked; c += 4) {
-        const int8_t *w = filter + c;
-        for (int32_t t = 0; t < taps; ++t, w += channels) {
-            const int32_t word = load_s8x4(w);
-            const int32_t even = (int32_t)__sxtb16(word), odd = sxtb16_odd(word);
-            *packed++ = (int32_t)__sadd16(even, even); /* |2 w| <= 256: no lane overflows */
-            *packed++ = (int32_t)__sadd16(odd, odd);
+    const int32_t va = load_s8x4(a), vb = load_s8x4(b);
+    const int32_t low = dw_pkhbt16(va, vb), high = dw_pkhtb16(vb, va);
+    row[0] = (int32_t)__sxtb16(low);
+    row[plane_words] = sxtb16_odd(low);
+    row[2 * plane_words] = (int32_t)__sxtb16(high);
+    row[3 * plane_words] = sxtb16_odd(high);
+}
+
+/* The same for four adjacent pixels (`step` bytes apart) into two column pairs: two adjacent
+ * words a plane. */
+MCUGEN_ALWAYS_INLINE void dw_widen4x2(pw_lanes *row, int32_t plane_words, const int8_t *a,
+                                      int32_t step)
+{
+    dw_widen4(row, plane_words, a, a + step);
+    dw_widen4(row + 1, plane_words, a + 2 * step, a + 3 * step);
+}
+
+/* dw_widen4x2 with each plane's two words stored by one STRD (GCC 12 does not pair the
+ * stores); `plane_words` must be a constant with 3 * plane_words * 4 <= 1020 (STRD's
+ * immediate offset). */
+#define DW_STORE2(p, offset, low, high) \
+    __asm__("strd %1, %2, [%3, #%c4]" : "=m"(*(dw_two_words *)(void *)((p) + (offset))) \
+            : "r"(low), "r"(high), "r"(p), "i"(4 * (offset)))
+#define DW_WIDEN4X2_STRD(row, plane_words, a, step) \
+    do { \
+        const int32_t v0_ = load_s8x4(a), v1_ = load_s8x4((a) + (step)); \
+        const int32_t v2_ = load_s8x4((a) + 2 * (step)), v3_ = load_s8x4((a) + 3 * (step)); \
+        const int32_t low0_ = dw_pkhbt16(v0_, v1_), high0_ = dw_pkhtb16(v1_, v0_); \
+        const int32_t low1_ = dw_pkhbt16(v2_, v3_), high1_ = dw_pkhtb16(v3_, v2_); \
+        DW_STORE2(row, 0, (int32_t)__sxtb16(low0_), (int32_t)__sxtb16(low1_)); \
+        DW_STORE2(row, (plane_words), sxtb16_odd(low0_), sxtb16_odd(low1_)); \
+        DW_STORE2(row, 2 * (plane_words), (int32_t)__sxtb16(high0_), (int32_t)__sxtb16(high1_)); \
+        DW_STORE2(row, 3 * (plane_words), sxtb16_odd(high0_), sxtb16_odd(high1_)); \
+    } while (0)
+
+/* One channel of two adjacent input pixels into its plane's word. */
+MCUGEN_ALWAYS_INLINE void dw_widen1(pw_lanes *row, int8_t a, int8_t b)
+{
+    *row = (int32_t)(((uint32_t)(int32_t)a & 0xffffu) | ((uint32_t)(int32_t)b << 16));
+}
+
+/* A ring row of every plane (`words` words, planes `plane_words` apart), every lane the input
+ * zero point: a row outside the image. */
+MCUGEN_HELPER void dw_fill_row(pw_lanes *row, int32_t words, int32_t planes, int32_t plane_words,
+                               int32_t zero_point)
+{
+    const int32_t word = (int32_t)(((uint32_t)zero_point & 0xffffu) * 0x00010001u);
+    for (int32_t plane = 0; plane < planes; ++plane, row += plane_words) {
+        for (int32_t i = 0; i < words; ++i) {
+            row[i] = word;
         }
     }
 }
 
-/* acc[j] += 2 * x[j] * w[j] with w from dw_extend_weights. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_packed(int32_t acc[4], const int8_t *x, const pw_lanes w[2])
+/* pw_requantize_doubled_clamped with K added by the high multiply itself: SMMLAR computes
+ * K + SMMULR(acc2, multiplier) exactly (kernels/requantize.py). */
+MCUGEN_ALWAYS_INLINE int32_t dw_requantize_doubled_clamped(int32_t acc2, int32_t multiplier,
+                                                           int32_t rounding, int32_t exponent)
 {
-    const int32_t xv = load_s8x4(x);
-    const int32_t xe = (int32_t)__sxtb16(xv), xo = sxtb16_odd(xv);
-    int32_t a0 = __smlabb(xe, w[0], acc[0]), a1 = __smlabb(xo, w[1], acc[1]);
-    int32_t a2 = __smlatt(xe, w[0], acc[2]), a3 = __smlatt(xo, w[1], acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    int32_t h;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(h) : "r"(acc2), "r"(multiplier), "r"(rounding));
+    return __ssat(h >> exponent, 8);
 }
 
-/* acc[j] += 2 * x * w[j] with w from dw_extend_weights. */
-MCUGEN_ALWAYS_INLINE void dw_mac4_one_packed(int32_t acc[4], int32_t x, const pw_lanes w[2])
+/* The padded-window walk that every windowed kernel shares: for the window whose first tap
+ * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
+ * the window), or `outside` for a tap off the image; the input buffer holds rows from
+ * input_row0 on. Returns how many taps are inside. */
+MCUGEN_HELPER int32_t window_taps(const int8_t **taps, const int8_t *input,
+                                  const int8_t *outside, int32_t y0, int32_t x0, int32_t k_h,
+                                  int32_t k_w, int32_t dil_h, int32_t dil_w, int32_t in_h,
+                                  int32_t in_w, int32_t in_c,
+                                  int32_t input_row0)
 {
-    int32_t a0 = __smlabb(w[0], x, acc[0]), a1 = __smlabb(w[1], x, acc[1]);
-    int32_t a2 = __smlatb(w[0], x, acc[2]), a3 = __smlatb(w[1], x, acc[3]);
-    DW_TOGETHER(a0, a1, a2, a3);
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
-
-/* Byte by byte: the larger (SSUB8 sets a GE flag per byte where a >= b, SEL picks by them)
- * and the smaller of two words of four int8s. */
-MCUGEN_ALWAYS_INLINE uint32_t dw_max_s8x4(uint32_t a, uint32_t b)
-{
-    uint32_t larger;
-    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(larger) : "r"(a), "r"(b) : "cc");
-    return larger;
-}
-
-MCUGEN_ALWAYS_INLINE uint32_t dw_min_s8x4(uint32_t a, uint32_t b)
-{
-    uint32_t smaller;
-    __asm__("ssub8 %0, %1, %2\n\tsel %0, %2, %1" : "=&r"(smaller) : "r"(a), "r"(b) : "cc");
-    return smaller;
-}
-
-/* clamp_to_int8(value[j], low, high) into out[j] for four channels. */
-MCUGEN_ALWAYS_INLINE void dw_store4_dsp(int8_t *out, const int32_t value[4], int32_t low,
-                                        int32_t high)
-{
-    /* Saturate each to int8 (SSAT), pack the four bytes (BFI, which GCC 12 does not emit
-     * for the equivalent masks and shifts), clamp all four at once to the activation's range
-     * where it is narrower than int8, and store them as one word. */
-    uint32_t word = (uint32_t)__ssat(value[0], 8);
-    __asm__("bfi %0, %1, #8, #8" : "+r"(word) : "r"(__ssat(value[1], 8)));
-    __asm__("bfi %0, %1, #16, #8" : "+r"(word) : "r"(__ssat(value[2], 8)));
-    __asm__("bfi %0, %1, #24, #8" : "+r"(word) : "r"(__ssat(value[3], 8)));
-    if (low > -128) {
-        word = dw_max_s8x4(word, ((uint32_t)low & 0xffu) * 0x01010101u);
+    int32_t inside = 0;
+    for (int32_t ky = 0; ky < k_h; ++ky) {
+        const int32_t y = y0 + ky * dil_h;
+        for (int32_t kx = 0; kx < k_w; ++kx) {
+            const int32_t x = x0 + kx * dil_w;
+            const int in_image = y >= 0 && y < in_h && x >= 0 && x < in_w;
+            taps[ky * k_w + kx] = in_image ? input + ((y - input_row0) * in_w + x) * in_c : outside;
+            inside += in_image;
+        }
     }
-    if (high < 127) {
-        word = dw_min_s8x4(word, ((uint32_t)high & 0xffu) * 0x01010101u);
-    }
-    memcpy(out, &word, 4);
-}
-
-/* Four values already in int8's range (pw_requantize_doubled saturates) packed into one word
- * (BFI), clamped all four at once to the activation's range where it is narrower (SEL), and
- * stored with one STR. */
-MCUGEN_ALWAYS_INLINE void dw_store4_saturated(int8_t *out, const int32_t value[4], int32_t low,
-                                              int32_t high)
-{
-    uint32_t word = (uint32_t)value[0] & 0xffu;
-    __asm__("bfi %0, %1, #8, #8" : "+r"(word) : "r"(value[1]));
-    __asm__("bfi %0, %1, #16, #8" : "+r"(word) : "r"(value[2]));
-    __asm__("bfi %0, %1, #24, #8" : "+r"(word) : "r"(value[3]));
-    if (low > -128) {
-        word = dw_max_s8x4(word, ((uint32_t)low & 0xffu) * 0x01010101u);
-    }
-    if (high < 127) {
-        word = dw_min_s8x4(word, ((uint32_t)high & 0xffu) * 0x01010101u);
-    }
-    memcpy(out, &word, 4);
+    return inside;
 }
 
 /* Fixed-point helpers of the int8 softmax (gemmlowp's, as TFLite uses them). */
@@ -695,206 +646,213 @@ static int32_t count_leading_zeros(uint32_t x)
     return n;
 }
 
-/* Layer 0: DEPTHWISE_CONV_2D 1x96x96x1 -> 1x48x48x8, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 8, padding top 0 left 0.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Pixels at rows 0..46, columns 0..46 have their whole window in the image
- * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
- * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layer 0: DEPTHWISE_CONV_2D 1x96x96x1 -> 1x48x48x8, dw_conv_s8_pairs_dsp: 3x3 stride 2x2, multiplier 8, padding top 0 left 0.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 0) % 3) of 98 columns, two a
+ * word, column 0 being input column -0; columns and rows outside the image hold the input
+ * zero point -1 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer0_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer0_channels;
-    for (; c < 8; c += 4, k += 16) {
-        const int32_t i = c / 8; /* the input channel of all four */
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_one_packed(acc, (window + 0)[i], w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 1)[i], w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 2)[i], w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 96)[i], w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 97)[i], w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 98)[i], w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 192)[i], w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 193)[i], w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (window + 194)[i], w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-1, -1, -1, -1};
+    for (int32_t c = 0; c < 1; ++c, slot += 147) {
+        const int8_t *a = row + 0 + c;
+        for (int32_t p = 0; p < 48; ++p, a += 2) {
+            dw_widen1(slot + p, a[0], a[1]);
+        }
+        dw_widen1(slot + 48, zero_points[0], zero_points[0]);
     }
 }
 
-MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer0_channels;
-    for (; c < 8; c += 4, k += 16) {
-        const int32_t i = c / 8; /* the input channel of all four */
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_one_packed(acc, (taps[0])[i], w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (taps[1])[i], w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (taps[2])[i], w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (taps[3])[i], w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (taps[4])[i], w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (taps[5])[i], w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (taps[6])[i], w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (taps[7])[i], w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_one_packed(acc, (taps[8])[i], w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 24; ++i, p += 2, out += 16) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        const int32_t d0_2 = p[2];
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 49, d1_0, d1_1);
+        const int32_t d1_2 = p[51];
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 98, d2_0, d2_1);
+        const int32_t d2_2 = p[100];
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabb(d0_1, w0_1, a0);
+        a1 = __smlad(d0_1, w0_0, bias);
+        a1 = __smlabb(d0_2, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabb(d1_1, w1_1, a0);
+        a1 = __smlad(d1_1, w1_0, a1);
+        a1 = __smlabb(d1_2, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabb(d2_1, w2_1, a0);
+        a1 = __smlad(d2_1, w2_0, a1);
+        a1 = __smlabb(d2_2, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[8] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
     }
 }
 
-MCUGEN_LAYER void layer0_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer0_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    pw_lanes weights[36]; /* doubled, so channels 0..7 accumulate twice the sum */
-    dw_extend_weights(weights, person_detect_layer0_filter, 9, 8, 8);
-    int8_t zero_points[1]; /* stands for every pixel outside the image */
-    memset(zero_points, -1, sizeof zero_points);
-    output += row_begin * 384;
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
-        const int32_t inside_from = oy >= 0 && oy < 47 ? 0 : 48;
-        const int32_t inside_to = oy >= 0 && oy < 47 ? 47 : 48;
-        for (int32_t ox = 0; ox < 48; ++ox, output += 8) {
-            const int32_t x0 = ox * 2 - 0;
-            if (ox >= inside_from && ox < inside_to) {
-                layer0_dw_conv_s8_dsp_inside(input + (y0 * 96 + x0) * 1, weights, output);
-                continue;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 0) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 96) {
+                    layer0_dw_conv_s8_pairs_dsp_take(ring + slot * 49, input + in_y * 96);
+                } else {
+                    dw_fill_row(ring + slot * 49, 49, 1, 147, -1);
+                }
+                slot_row[slot] = in_y;
             }
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 96, 96, 1, 0);
-            layer0_dw_conv_s8_dsp_border(taps, weights, output);
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 0) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 384;
+        const int32_t *k = person_detect_layer0_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 1; ++c, p += 147) {
+            for (int32_t m = 0; m < 8; ++m, k += 10, ++out) {
+                layer0_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
+            }
         }
     }
 }
 
-/* Layer 1: DEPTHWISE_CONV_2D 1x48x48x8 -> 1x48x48x8, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Pixels at rows 1..46, columns 1..46 have their whole window in the image
- * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
- * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layer 1: DEPTHWISE_CONV_2D 1x48x48x8 -> 1x48x48x8, dw_conv_s8_pairs_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 1) % 3) of 50 columns, two a
+ * word, column 0 being input column -1; columns and rows outside the image hold the input
+ * zero point -128 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer1_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer1_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer1_channels;
-    for (; c < 8; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, window + 0 + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 8 + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 16 + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 384 + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 392 + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 400 + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 768 + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 776 + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 784 + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-128, -128, -128, -128};
+    for (int32_t c = 0; c < 8; c += 4, slot += 300) {
+        dw_widen4(slot + 0, 75, zero_points, row + 0 + c);
+        const int8_t *a = row + 8 + c;
+        for (int32_t p = 1; p < 23; p += 2, a += 32) {
+            DW_WIDEN4X2_STRD(slot + p, 75, a, 8);
+        }
+        dw_widen4(slot + 23, 75, a, a + 8);
+        dw_widen4(slot + 24, 75, row + 376 + c, zero_points);
     }
 }
 
-MCUGEN_ALWAYS_INLINE void layer1_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer1_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer1_channels;
-    for (; c < 8; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, taps[0] + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[1] + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[2] + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[3] + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[4] + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[5] + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[6] + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[7] + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[8] + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 24; ++i, p += 1, out += 16) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 25, d1_0, d1_1);
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 50, d2_0, d2_1);
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabt(d0_1, w0_1, a0);
+        a1 = __smlatb(d0_0, w0_0, bias);
+        a1 = __smlad(d0_1, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabt(d1_1, w1_1, a0);
+        a1 = __smlatb(d1_0, w1_0, a1);
+        a1 = __smlad(d1_1, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabt(d2_1, w2_1, a0);
+        a1 = __smlatb(d2_0, w2_0, a1);
+        a1 = __smlad(d2_1, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[8] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
     }
 }
 
-MCUGEN_LAYER void layer1_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer1_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    pw_lanes weights[36]; /* doubled, so channels 0..7 accumulate twice the sum */
-    dw_extend_weights(weights, person_detect_layer1_filter, 9, 8, 8);
-    int8_t zero_points[8]; /* stands for every pixel outside the image */
-    memset(zero_points, -128, sizeof zero_points);
-    output += row_begin * 384;
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
-        const int32_t inside_from = oy >= 1 && oy < 47 ? 1 : 48;
-        const int32_t inside_to = oy >= 1 && oy < 47 ? 47 : 48;
-        for (int32_t ox = 0; ox < 48; ++ox, output += 8) {
-            const int32_t x0 = ox * 1 - 1;
-            if (ox >= inside_from && ox < inside_to) {
-                layer1_dw_conv_s8_dsp_inside(input + (y0 * 48 + x0) * 8, weights, output);
-                continue;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 1) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 48) {
+                    layer1_dw_conv_s8_pairs_dsp_take(ring + slot * 25, input + in_y * 384);
+                } else {
+                    dw_fill_row(ring + slot * 25, 25, 8, 75, -128);
+                }
+                slot_row[slot] = in_y;
             }
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 48, 48, 8, 0);
-            layer1_dw_conv_s8_dsp_border(taps, weights, output);
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 1) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 384;
+        const int32_t *k = person_detect_layer1_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 8; ++c, k += 10, ++out, p += 75) {
+            layer1_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
         }
     }
 }
@@ -940,103 +898,107 @@ int32_t p = row_begin * 48;
 }
 }
 
-/* Layer 3: DEPTHWISE_CONV_2D 1x48x48x16 -> 1x24x24x16, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Pixels at rows 0..22, columns 0..22 have their whole window in the image
- * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
- * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layer 3: DEPTHWISE_CONV_2D 1x48x48x16 -> 1x24x24x16, dw_conv_s8_pairs_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 0) % 3) of 50 columns, two a
+ * word, column 0 being input column -0; columns and rows outside the image hold the input
+ * zero point -128 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer3_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer3_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer3_channels;
-    for (; c < 16; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, window + 0 + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 16 + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 32 + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 768 + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 784 + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 800 + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1536 + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1552 + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1568 + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-128, -128, -128, -128};
+    for (int32_t c = 0; c < 16; c += 4, slot += 300) {
+        const int8_t *a = row + 0 + c;
+        for (int32_t p = 0; p < 23; p += 2, a += 64) {
+            DW_WIDEN4X2_STRD(slot + p, 75, a, 16);
+        }
+        dw_widen4(slot + 24, 75, zero_points, zero_points);
     }
 }
 
-MCUGEN_ALWAYS_INLINE void layer3_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer3_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer3_channels;
-    for (; c < 16; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, taps[0] + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[1] + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[2] + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[3] + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[4] + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[5] + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[6] + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[7] + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[8] + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 12; ++i, p += 2, out += 32) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        const int32_t d0_2 = p[2];
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 25, d1_0, d1_1);
+        const int32_t d1_2 = p[27];
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 50, d2_0, d2_1);
+        const int32_t d2_2 = p[52];
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabb(d0_1, w0_1, a0);
+        a1 = __smlad(d0_1, w0_0, bias);
+        a1 = __smlabb(d0_2, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabb(d1_1, w1_1, a0);
+        a1 = __smlad(d1_1, w1_0, a1);
+        a1 = __smlabb(d1_2, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabb(d2_1, w2_1, a0);
+        a1 = __smlad(d2_1, w2_0, a1);
+        a1 = __smlabb(d2_2, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[16] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
     }
 }
 
-MCUGEN_LAYER void layer3_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer3_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    pw_lanes weights[72]; /* doubled, so channels 0..15 accumulate twice the sum */
-    dw_extend_weights(weights, person_detect_layer3_filter, 9, 16, 16);
-    int8_t zero_points[16]; /* stands for every pixel outside the image */
-    memset(zero_points, -128, sizeof zero_points);
-    output += row_begin * 384;
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
-        const int32_t inside_from = oy >= 0 && oy < 23 ? 0 : 24;
-        const int32_t inside_to = oy >= 0 && oy < 23 ? 23 : 24;
-        for (int32_t ox = 0; ox < 24; ++ox, output += 16) {
-            const int32_t x0 = ox * 2 - 0;
-            if (ox >= inside_from && ox < inside_to) {
-                layer3_dw_conv_s8_dsp_inside(input + (y0 * 48 + x0) * 16, weights, output);
-                continue;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 0) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 48) {
+                    layer3_dw_conv_s8_pairs_dsp_take(ring + slot * 25, input + in_y * 768);
+                } else {
+                    dw_fill_row(ring + slot * 25, 25, 16, 75, -128);
+                }
+                slot_row[slot] = in_y;
             }
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 48, 48, 16, 0);
-            layer3_dw_conv_s8_dsp_border(taps, weights, output);
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 0) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 384;
+        const int32_t *k = person_detect_layer3_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 16; ++c, k += 10, ++out, p += 75) {
+            layer3_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
         }
     }
 }
@@ -1082,103 +1044,106 @@ int32_t p = row_begin * 24;
 }
 }
 
-/* Layer 5: DEPTHWISE_CONV_2D 1x24x24x32 -> 1x24x24x32, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Pixels at rows 1..22, columns 1..22 have their whole window in the image
- * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
- * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layer 5: DEPTHWISE_CONV_2D 1x24x24x32 -> 1x24x24x32, dw_conv_s8_pairs_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 1) % 3) of 26 columns, two a
+ * word, column 0 being input column -1; columns and rows outside the image hold the input
+ * zero point -128 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer5_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer5_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer5_channels;
-    for (; c < 32; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, window + 0 + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 32 + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 64 + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 768 + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 800 + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 832 + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1536 + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1568 + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1600 + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-128, -128, -128, -128};
+    for (int32_t c = 0; c < 32; c += 4, slot += 156) {
+        dw_widen4(slot + 0, 39, zero_points, row + 0 + c);
+        const int8_t *a = row + 32 + c;
+        for (int32_t p = 1; p < 11; p += 2, a += 128) {
+            DW_WIDEN4X2_STRD(slot + p, 39, a, 32);
+        }
+        dw_widen4(slot + 11, 39, a, a + 32);
+        dw_widen4(slot + 12, 39, row + 736 + c, zero_points);
     }
 }
 
-MCUGEN_ALWAYS_INLINE void layer5_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer5_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer5_channels;
-    for (; c < 32; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, taps[0] + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[1] + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[2] + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[3] + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[4] + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[5] + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[6] + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[7] + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[8] + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 12; ++i, p += 1, out += 64) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 13, d1_0, d1_1);
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 26, d2_0, d2_1);
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabt(d0_1, w0_1, a0);
+        a1 = __smlatb(d0_0, w0_0, bias);
+        a1 = __smlad(d0_1, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabt(d1_1, w1_1, a0);
+        a1 = __smlatb(d1_0, w1_0, a1);
+        a1 = __smlad(d1_1, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabt(d2_1, w2_1, a0);
+        a1 = __smlatb(d2_0, w2_0, a1);
+        a1 = __smlad(d2_1, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[32] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
     }
 }
 
-MCUGEN_LAYER void layer5_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer5_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    pw_lanes weights[144]; /* doubled, so channels 0..31 accumulate twice the sum */
-    dw_extend_weights(weights, person_detect_layer5_filter, 9, 32, 32);
-    int8_t zero_points[32]; /* stands for every pixel outside the image */
-    memset(zero_points, -128, sizeof zero_points);
-    output += row_begin * 768;
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
-        const int32_t inside_from = oy >= 1 && oy < 23 ? 1 : 24;
-        const int32_t inside_to = oy >= 1 && oy < 23 ? 23 : 24;
-        for (int32_t ox = 0; ox < 24; ++ox, output += 32) {
-            const int32_t x0 = ox * 1 - 1;
-            if (ox >= inside_from && ox < inside_to) {
-                layer5_dw_conv_s8_dsp_inside(input + (y0 * 24 + x0) * 32, weights, output);
-                continue;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 1) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 24) {
+                    layer5_dw_conv_s8_pairs_dsp_take(ring + slot * 13, input + in_y * 768);
+                } else {
+                    dw_fill_row(ring + slot * 13, 13, 32, 39, -128);
+                }
+                slot_row[slot] = in_y;
             }
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 24, 24, 32, 0);
-            layer5_dw_conv_s8_dsp_border(taps, weights, output);
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 1) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 768;
+        const int32_t *k = person_detect_layer5_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 32; ++c, k += 10, ++out, p += 39) {
+            layer5_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
         }
     }
 }
@@ -1224,103 +1189,107 @@ int32_t p = row_begin * 24;
 }
 }
 
-/* Layer 7: DEPTHWISE_CONV_2D 1x24x24x32 -> 1x12x12x32, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Pixels at rows 0..10, columns 0..10 have their whole window in the image
- * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
- * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layer 7: DEPTHWISE_CONV_2D 1x24x24x32 -> 1x12x12x32, dw_conv_s8_pairs_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 0) % 3) of 26 columns, two a
+ * word, column 0 being input column -0; columns and rows outside the image hold the input
+ * zero point -128 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer7_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer7_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer7_channels;
-    for (; c < 32; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, window + 0 + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 32 + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 64 + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 768 + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 800 + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 832 + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1536 + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1568 + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1600 + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-128, -128, -128, -128};
+    for (int32_t c = 0; c < 32; c += 4, slot += 156) {
+        const int8_t *a = row + 0 + c;
+        for (int32_t p = 0; p < 11; p += 2, a += 128) {
+            DW_WIDEN4X2_STRD(slot + p, 39, a, 32);
+        }
+        dw_widen4(slot + 12, 39, zero_points, zero_points);
     }
 }
 
-MCUGEN_ALWAYS_INLINE void layer7_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer7_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer7_channels;
-    for (; c < 32; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, taps[0] + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[1] + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[2] + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[3] + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[4] + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[5] + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[6] + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[7] + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[8] + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 6; ++i, p += 2, out += 64) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        const int32_t d0_2 = p[2];
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 13, d1_0, d1_1);
+        const int32_t d1_2 = p[15];
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 26, d2_0, d2_1);
+        const int32_t d2_2 = p[28];
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabb(d0_1, w0_1, a0);
+        a1 = __smlad(d0_1, w0_0, bias);
+        a1 = __smlabb(d0_2, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabb(d1_1, w1_1, a0);
+        a1 = __smlad(d1_1, w1_0, a1);
+        a1 = __smlabb(d1_2, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabb(d2_1, w2_1, a0);
+        a1 = __smlad(d2_1, w2_0, a1);
+        a1 = __smlabb(d2_2, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[32] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
     }
 }
 
-MCUGEN_LAYER void layer7_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer7_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    pw_lanes weights[144]; /* doubled, so channels 0..31 accumulate twice the sum */
-    dw_extend_weights(weights, person_detect_layer7_filter, 9, 32, 32);
-    int8_t zero_points[32]; /* stands for every pixel outside the image */
-    memset(zero_points, -128, sizeof zero_points);
-    output += row_begin * 384;
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
-        const int32_t inside_from = oy >= 0 && oy < 11 ? 0 : 12;
-        const int32_t inside_to = oy >= 0 && oy < 11 ? 11 : 12;
-        for (int32_t ox = 0; ox < 12; ++ox, output += 32) {
-            const int32_t x0 = ox * 2 - 0;
-            if (ox >= inside_from && ox < inside_to) {
-                layer7_dw_conv_s8_dsp_inside(input + (y0 * 24 + x0) * 32, weights, output);
-                continue;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 0) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 24) {
+                    layer7_dw_conv_s8_pairs_dsp_take(ring + slot * 13, input + in_y * 768);
+                } else {
+                    dw_fill_row(ring + slot * 13, 13, 32, 39, -128);
+                }
+                slot_row[slot] = in_y;
             }
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 24, 24, 32, 0);
-            layer7_dw_conv_s8_dsp_border(taps, weights, output);
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 0) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 384;
+        const int32_t *k = person_detect_layer7_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 32; ++c, k += 10, ++out, p += 39) {
+            layer7_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
         }
     }
 }
@@ -1366,103 +1335,106 @@ int32_t p = row_begin * 12;
 }
 }
 
-/* Layer 9: DEPTHWISE_CONV_2D 1x12x12x64 -> 1x12x12x64, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Pixels at rows 1..10, columns 1..10 have their whole window in the image
- * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
- * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layer 9: DEPTHWISE_CONV_2D 1x12x12x64 -> 1x12x12x64, dw_conv_s8_pairs_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 1) % 3) of 14 columns, two a
+ * word, column 0 being input column -1; columns and rows outside the image hold the input
+ * zero point -128 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer9_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer9_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer9_channels;
-    for (; c < 64; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, window + 0 + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 64 + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 128 + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 768 + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 832 + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 896 + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1536 + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1600 + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1664 + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-128, -128, -128, -128};
+    for (int32_t c = 0; c < 64; c += 4, slot += 84) {
+        dw_widen4(slot + 0, 21, zero_points, row + 0 + c);
+        const int8_t *a = row + 64 + c;
+        for (int32_t p = 1; p < 5; p += 2, a += 256) {
+            DW_WIDEN4X2_STRD(slot + p, 21, a, 64);
+        }
+        dw_widen4(slot + 5, 21, a, a + 64);
+        dw_widen4(slot + 6, 21, row + 704 + c, zero_points);
     }
 }
 
-MCUGEN_ALWAYS_INLINE void layer9_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer9_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer9_channels;
-    for (; c < 64; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, taps[0] + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[1] + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[2] + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[3] + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[4] + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[5] + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[6] + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[7] + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[8] + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 6; ++i, p += 1, out += 128) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 7, d1_0, d1_1);
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 14, d2_0, d2_1);
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabt(d0_1, w0_1, a0);
+        a1 = __smlatb(d0_0, w0_0, bias);
+        a1 = __smlad(d0_1, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabt(d1_1, w1_1, a0);
+        a1 = __smlatb(d1_0, w1_0, a1);
+        a1 = __smlad(d1_1, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabt(d2_1, w2_1, a0);
+        a1 = __smlatb(d2_0, w2_0, a1);
+        a1 = __smlad(d2_1, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[64] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
     }
 }
 
-MCUGEN_LAYER void layer9_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer9_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    pw_lanes weights[288]; /* doubled, so channels 0..63 accumulate twice the sum */
-    dw_extend_weights(weights, person_detect_layer9_filter, 9, 64, 64);
-    int8_t zero_points[64]; /* stands for every pixel outside the image */
-    memset(zero_points, -128, sizeof zero_points);
-    output += row_begin * 768;
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
-        const int32_t inside_from = oy >= 1 && oy < 11 ? 1 : 12;
-        const int32_t inside_to = oy >= 1 && oy < 11 ? 11 : 12;
-        for (int32_t ox = 0; ox < 12; ++ox, output += 64) {
-            const int32_t x0 = ox * 1 - 1;
-            if (ox >= inside_from && ox < inside_to) {
-                layer9_dw_conv_s8_dsp_inside(input + (y0 * 12 + x0) * 64, weights, output);
-                continue;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 1) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 12) {
+                    layer9_dw_conv_s8_pairs_dsp_take(ring + slot * 7, input + in_y * 768);
+                } else {
+                    dw_fill_row(ring + slot * 7, 7, 64, 21, -128);
+                }
+                slot_row[slot] = in_y;
             }
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 12, 12, 64, 0);
-            layer9_dw_conv_s8_dsp_border(taps, weights, output);
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 1) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 768;
+        const int32_t *k = person_detect_layer9_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 64; ++c, k += 10, ++out, p += 21) {
+            layer9_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
         }
     }
 }
@@ -1508,103 +1480,107 @@ int32_t p = row_begin * 12;
 }
 }
 
-/* Layer 11: DEPTHWISE_CONV_2D 1x12x12x64 -> 1x6x6x64, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Pixels at rows 0..4, columns 0..4 have their whole window in the image
- * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
- * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layer 11: DEPTHWISE_CONV_2D 1x12x12x64 -> 1x6x6x64, dw_conv_s8_pairs_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 0) % 3) of 14 columns, two a
+ * word, column 0 being input column -0; columns and rows outside the image hold the input
+ * zero point -128 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer11_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer11_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer11_channels;
-    for (; c < 64; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, window + 0 + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 64 + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 128 + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 768 + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 832 + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 896 + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1536 + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1600 + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1664 + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-128, -128, -128, -128};
+    for (int32_t c = 0; c < 64; c += 4, slot += 84) {
+        const int8_t *a = row + 0 + c;
+        for (int32_t p = 0; p < 5; p += 2, a += 256) {
+            DW_WIDEN4X2_STRD(slot + p, 21, a, 64);
+        }
+        dw_widen4(slot + 6, 21, zero_points, zero_points);
     }
 }
 
-MCUGEN_ALWAYS_INLINE void layer11_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer11_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer11_channels;
-    for (; c < 64; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, taps[0] + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[1] + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[2] + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[3] + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[4] + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[5] + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[6] + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[7] + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[8] + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 3; ++i, p += 2, out += 128) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        const int32_t d0_2 = p[2];
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 7, d1_0, d1_1);
+        const int32_t d1_2 = p[9];
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 14, d2_0, d2_1);
+        const int32_t d2_2 = p[16];
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabb(d0_1, w0_1, a0);
+        a1 = __smlad(d0_1, w0_0, bias);
+        a1 = __smlabb(d0_2, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabb(d1_1, w1_1, a0);
+        a1 = __smlad(d1_1, w1_0, a1);
+        a1 = __smlabb(d1_2, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabb(d2_1, w2_1, a0);
+        a1 = __smlad(d2_1, w2_0, a1);
+        a1 = __smlabb(d2_2, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[64] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
     }
 }
 
-MCUGEN_LAYER void layer11_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer11_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    pw_lanes weights[288]; /* doubled, so channels 0..63 accumulate twice the sum */
-    dw_extend_weights(weights, person_detect_layer11_filter, 9, 64, 64);
-    int8_t zero_points[64]; /* stands for every pixel outside the image */
-    memset(zero_points, -128, sizeof zero_points);
-    output += row_begin * 384;
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
-        const int32_t inside_from = oy >= 0 && oy < 5 ? 0 : 6;
-        const int32_t inside_to = oy >= 0 && oy < 5 ? 5 : 6;
-        for (int32_t ox = 0; ox < 6; ++ox, output += 64) {
-            const int32_t x0 = ox * 2 - 0;
-            if (ox >= inside_from && ox < inside_to) {
-                layer11_dw_conv_s8_dsp_inside(input + (y0 * 12 + x0) * 64, weights, output);
-                continue;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 0) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 12) {
+                    layer11_dw_conv_s8_pairs_dsp_take(ring + slot * 7, input + in_y * 768);
+                } else {
+                    dw_fill_row(ring + slot * 7, 7, 64, 21, -128);
+                }
+                slot_row[slot] = in_y;
             }
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 12, 12, 64, 0);
-            layer11_dw_conv_s8_dsp_border(taps, weights, output);
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 0) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 384;
+        const int32_t *k = person_detect_layer11_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 64; ++c, k += 10, ++out, p += 21) {
+            layer11_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
         }
     }
 }
@@ -1650,107 +1626,105 @@ int32_t p = row_begin * 6;
 }
 }
 
-/* Layers 13, 15, 17, 19, 21: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x6x6x128, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Pixels at rows 1..4, columns 1..4 have their whole window in the image
- * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
- * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layers 13, 15, 17, 19, 21: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x6x6x128, dw_conv_s8_pairs_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 1) % 3) of 8 columns, two a
+ * word, column 0 being input column -1; columns and rows outside the image hold the input
+ * zero point -128 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer13_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, const int8_t *t_filter, const int32_t *t_channels, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer13_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    (void)t_filter;
-    (void)t_channels;
-    int32_t c = 0;
-    const int32_t *k = t_channels;
-    for (; c < 128; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, window + 0 + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 128 + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 256 + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 768 + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 896 + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1024 + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1536 + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1664 + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1792 + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-128, -128, -128, -128};
+    for (int32_t c = 0; c < 128; c += 4, slot += 48) {
+        dw_widen4(slot + 0, 12, zero_points, row + 0 + c);
+        const int8_t *a = row + 128 + c;
+        for (int32_t p = 1; p < 2; p += 2, a += 512) {
+            DW_WIDEN4X2_STRD(slot + p, 12, a, 128);
+        }
+        dw_widen4(slot + 3, 12, row + 640 + c, zero_points);
     }
 }
 
-MCUGEN_ALWAYS_INLINE void layer13_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, const int8_t *t_filter, const int32_t *t_channels, int8_t *output)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer13_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    (void)t_filter;
-    (void)t_channels;
-    int32_t c = 0;
-    const int32_t *k = t_channels;
-    for (; c < 128; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, taps[0] + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[1] + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[2] + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[3] + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[4] + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[5] + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[6] + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[7] + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[8] + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 3; ++i, p += 1, out += 256) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 4, d1_0, d1_1);
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 8, d2_0, d2_1);
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabt(d0_1, w0_1, a0);
+        a1 = __smlatb(d0_0, w0_0, bias);
+        a1 = __smlad(d0_1, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabt(d1_1, w1_1, a0);
+        a1 = __smlatb(d1_0, w1_0, a1);
+        a1 = __smlad(d1_1, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabt(d2_1, w2_1, a0);
+        a1 = __smlatb(d2_0, w2_0, a1);
+        a1 = __smlad(d2_1, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[128] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
     }
 }
 
-MCUGEN_LAYER void layer13_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_channels)
+MCUGEN_LAYER void layer13_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end, const int32_t *t_channels)
 {
-    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
-    dw_extend_weights(weights, t_filter, 9, 128, 128);
-    int8_t zero_points[128]; /* stands for every pixel outside the image */
-    memset(zero_points, -128, sizeof zero_points);
-    output += row_begin * 768;
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
-        const int32_t inside_from = oy >= 1 && oy < 5 ? 1 : 6;
-        const int32_t inside_to = oy >= 1 && oy < 5 ? 5 : 6;
-        for (int32_t ox = 0; ox < 6; ++ox, output += 128) {
-            const int32_t x0 = ox * 1 - 1;
-            if (ox >= inside_from && ox < inside_to) {
-                layer13_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, weights, t_filter, t_channels, output);
-                continue;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 1) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 6) {
+                    layer13_dw_conv_s8_pairs_dsp_take(ring + slot * 4, input + in_y * 768);
+                } else {
+                    dw_fill_row(ring + slot * 4, 4, 128, 12, -128);
+                }
+                slot_row[slot] = in_y;
             }
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128, 0);
-            layer13_dw_conv_s8_dsp_border(taps, weights, t_filter, t_channels, output);
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 1) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 768;
+        const int32_t *k = t_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 128; ++c, k += 10, ++out, p += 12) {
+            layer13_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
         }
     }
 }
@@ -1796,103 +1770,125 @@ int32_t p = row_begin * 6;
 }
 }
 
-/* Layer 23: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x3x3x128, dw_conv_s8_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Pixels at rows 0..1, columns 0..1 have their whole window in the image
- * (_inside: taps at constant offsets); the others go through tap pointers (_border), where
- * taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layer 23: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x3x3x128, dw_conv_s8_pairs_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 0) % 3) of 8 columns, two a
+ * word, column 0 being input column -0; columns and rows outside the image hold the input
+ * zero point -128 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer23_dw_conv_s8_dsp_inside(const int8_t *window, const pw_lanes *weights, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer23_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer23_channels;
-    for (; c < 128; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, window + 0 + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 128 + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 256 + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 768 + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 896 + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1024 + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1536 + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1664 + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, window + 1792 + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-128, -128, -128, -128};
+    for (int32_t c = 0; c < 128; c += 4, slot += 48) {
+        const int8_t *a = row + 0 + c;
+        for (int32_t p = 0; p < 2; p += 2, a += 512) {
+            DW_WIDEN4X2_STRD(slot + p, 12, a, 128);
+        }
+        dw_widen4(slot + 2, 12, a, a + 128);
+        dw_widen4(slot + 3, 12, zero_points, zero_points);
     }
 }
 
-MCUGEN_ALWAYS_INLINE void layer23_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer23_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer23_channels;
-    for (; c < 128; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, taps[0] + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[1] + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[2] + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[3] + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[4] + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[5] + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[6] + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[7] + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[8] + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 1; ++i, p += 2, out += 256) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        const int32_t d0_2 = p[2];
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 4, d1_0, d1_1);
+        const int32_t d1_2 = p[6];
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 8, d2_0, d2_1);
+        const int32_t d2_2 = p[10];
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabb(d0_1, w0_1, a0);
+        a1 = __smlad(d0_1, w0_0, bias);
+        a1 = __smlabb(d0_2, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabb(d1_1, w1_1, a0);
+        a1 = __smlad(d1_1, w1_0, a1);
+        a1 = __smlabb(d1_2, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabb(d2_1, w2_1, a0);
+        a1 = __smlad(d2_1, w2_0, a1);
+        a1 = __smlabb(d2_2, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[128] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
+    }
+    {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 4, d1_0, d1_1);
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 8, d2_0, d2_1);
+        int32_t a0;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabb(d0_1, w0_1, a0);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabb(d1_1, w1_1, a0);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabb(d2_1, w2_1, a0);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+
     }
 }
 
-MCUGEN_LAYER void layer23_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer23_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
-    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
-    dw_extend_weights(weights, person_detect_layer23_filter, 9, 128, 128);
-    int8_t zero_points[128]; /* stands for every pixel outside the image */
-    memset(zero_points, -128, sizeof zero_points);
-    output += row_begin * 384;
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
-        const int32_t inside_from = oy >= 0 && oy < 2 ? 0 : 3;
-        const int32_t inside_to = oy >= 0 && oy < 2 ? 2 : 3;
-        for (int32_t ox = 0; ox < 3; ++ox, output += 128) {
-            const int32_t x0 = ox * 2 - 0;
-            if (ox >= inside_from && ox < inside_to) {
-                layer23_dw_conv_s8_dsp_inside(input + (y0 * 6 + x0) * 128, weights, output);
-                continue;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 0) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 6) {
+                    layer23_dw_conv_s8_pairs_dsp_take(ring + slot * 4, input + in_y * 768);
+                } else {
+                    dw_fill_row(ring + slot * 4, 4, 128, 12, -128);
+                }
+                slot_row[slot] = in_y;
             }
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 6, 6, 128, 0);
-            layer23_dw_conv_s8_dsp_border(taps, weights, output);
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 0) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 384;
+        const int32_t *k = person_detect_layer23_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 128; ++c, k += 10, ++out, p += 12) {
+            layer23_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
         }
     }
 }
@@ -1938,61 +1934,120 @@ int32_t p = row_begin * 3;
 }
 }
 
-/* Layer 25: DEPTHWISE_CONV_2D 1x3x3x256 -> 1x3x3x256, dw_conv_s8_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
- * Output pixels go in raster order, each finished (all channels) before the next one's
- * window is read (the memory planner may put the output over the input).
- * Every pixel goes through tap pointers; taps outside the image read the input zero point.
- * The bias has the input offset folded in; the blocked channels' weights are sign-extended and
- * doubled once per call (dw_extend_weights); the short requantization. */
+/* Layer 25: DEPTHWISE_CONV_2D 1x3x3x256 -> 1x3x3x256, dw_conv_s8_pairs_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
+ * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
+ * per input channel a plane of 3 rows (input row y in row (y + 1) % 3) of 6 columns, two a
+ * word, column 0 being input column -1; columns and rows outside the image hold the input
+ * zero point -128 (the input offset is folded into the bias). Per output row, channel by
+ * channel, two output columns at a time: SMLAD on two taps of the channel a word. Each
+ * channel's record (10 words): doubled bias, the short requantization's multiplier, K and e,
+ * then per kernel row its doubled weights as int16 pairs in the order the MACs read them;
+ * plane row s takes the weights of the kernel row whose input row it holds. A whole output
+ * row is written after the input rows it reads are in the ring. */
 
-MCUGEN_ALWAYS_INLINE void layer25_dw_conv_s8_dsp_border(const int8_t *const *taps, const pw_lanes *weights, int8_t *output)
+/* Input row `row` into ring row `slot` of every plane: for each input channel, pairs of
+ * columns. */
+static void layer25_dw_conv_s8_pairs_dsp_take(pw_lanes *slot, const int8_t *row)
 {
-    int32_t c = 0;
-    const int32_t *k = person_detect_layer25_channels;
-    for (; c < 256; c += 4, k += 16) {
-        int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-        const pw_lanes *w = weights + c / 2 * 9;
-        dw_mac4_packed(acc, taps[0] + c, w + 0);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[1] + c, w + 2);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[2] + c, w + 4);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[3] + c, w + 6);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[4] + c, w + 8);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[5] + c, w + 10);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[6] + c, w + 12);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[7] + c, w + 14);
-        DW_NEXT_TAP(acc, w);
-        dw_mac4_packed(acc, taps[8] + c, w + 16);
-        const int32_t value[4] = {
-            pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]),
-            pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]),
-            pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]),
-            pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]),
-        };
-        dw_store4_saturated(output + c, value, -128, 127);
+    static const int8_t zero_points[4] = {-128, -128, -128, -128};
+    for (int32_t c = 0; c < 256; c += 4, slot += 36) {
+        dw_widen4(slot + 0, 9, zero_points, row + 0 + c);
+        const int8_t *a = row + 256 + c;
+        dw_widen4(slot + 1, 9, a, a + 256);
+        dw_widen4(slot + 2, 9, zero_points, zero_points);
     }
 }
 
-MCUGEN_LAYER void layer25_dw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+/* One output channel of a row: its record in registers across the row's pixels. p points at
+ * the channel's plane (row 0, column 0), out at its first output; plane row s takes the
+ * weights at k + 4 + ws. */
+MCUGEN_ALWAYS_INLINE void layer25_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p, const int32_t *k, int32_t w0, int32_t w1, int32_t w2, int8_t *out)
 {
-    pw_lanes *const weights = (pw_lanes *)(void *)scratch; /* doubled; in the arena scratch */
-    dw_extend_weights(weights, person_detect_layer25_filter, 9, 256, 256);
-    int8_t zero_points[256]; /* stands for every pixel outside the image */
-    memset(zero_points, -128, sizeof zero_points);
-    output += row_begin * 768;
+    const int32_t bias = k[0], multiplier = k[1], rounding = k[2], exponent = k[3];
+    const int32_t *const k0 = k + 4 + w0;
+    int32_t w0_0, w0_1;
+    DW_LOAD2(k0, 0, w0_0, w0_1);
+    const int32_t *const k1 = k + 4 + w1;
+    int32_t w1_0, w1_1;
+    DW_LOAD2(k1, 0, w1_0, w1_1);
+    const int32_t *const k2 = k + 4 + w2;
+    int32_t w2_0, w2_1;
+    DW_LOAD2(k2, 0, w2_0, w2_1);
+    for (int32_t i = 0; i < 1; ++i, p += 1, out += 512) {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 3, d1_0, d1_1);
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 6, d2_0, d2_1);
+        int32_t a0;
+        int32_t a1;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabt(d0_1, w0_1, a0);
+        a1 = __smlatb(d0_0, w0_0, bias);
+        a1 = __smlad(d0_1, w0_1, a1);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabt(d1_1, w1_1, a0);
+        a1 = __smlatb(d1_0, w1_0, a1);
+        a1 = __smlad(d1_1, w1_1, a1);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabt(d2_1, w2_1, a0);
+        a1 = __smlatb(d2_0, w2_0, a1);
+        a1 = __smlad(d2_1, w2_1, a1);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+        out[256] = (int8_t)dw_requantize_doubled_clamped(a1, multiplier, rounding, exponent);
+
+    }
+    {
+        int32_t d0_0, d0_1;
+        DW_LOAD2(p, 0, d0_0, d0_1);
+        int32_t d1_0, d1_1;
+        DW_LOAD2(p, 3, d1_0, d1_1);
+        int32_t d2_0, d2_1;
+        DW_LOAD2(p, 6, d2_0, d2_1);
+        int32_t a0;
+        a0 = __smlad(d0_0, w0_0, bias);
+        a0 = __smlabt(d0_1, w0_1, a0);
+        a0 = __smlad(d1_0, w1_0, a0);
+        a0 = __smlabt(d1_1, w1_1, a0);
+        a0 = __smlad(d2_0, w2_0, a0);
+        a0 = __smlabt(d2_1, w2_1, a0);
+        out[0] = (int8_t)dw_requantize_doubled_clamped(a0, multiplier, rounding, exponent);
+
+    }
+}
+
+MCUGEN_LAYER void layer25_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+{
+    pw_lanes *const ring = (pw_lanes *)(void *)scratch;
+    int32_t slot_row[3]; /* the input row each slot holds */
+    for (int32_t s = 0; s < 3; ++s) {
+        slot_row[s] = INT32_MIN;
+    }
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
-        for (int32_t ox = 0; ox < 3; ++ox, output += 256) {
-            const int32_t x0 = ox * 1 - 1;
-            const int8_t *taps[9];
-            window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 3, 3, 256, 0);
-            layer25_dw_conv_s8_dsp_border(taps, weights, output);
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const int32_t in_y = y0 + ky;
+            const int32_t slot = (in_y + 1) % 3;
+            if (slot_row[slot] != in_y) {
+                if (in_y >= 0 && in_y < 3) {
+                    layer25_dw_conv_s8_pairs_dsp_take(ring + slot * 3, input + in_y * 768);
+                } else {
+                    dw_fill_row(ring + slot * 3, 3, 256, 9, -128);
+                }
+                slot_row[slot] = in_y;
+            }
+        }
+        /* Plane row s holds kernel row (s - first) mod 3: its weights' offset in a record. */
+        const int32_t first = (y0 + 1) % 3;
+        const int32_t w0 = (3 - first) % 3 * 2;
+        const int32_t w1 = (4 - first) % 3 * 2;
+        const int32_t w2 = (5 - first) % 3 * 2;
+        int8_t *out = output + oy * 768;
+        const int32_t *k = person_detect_layer25_channels;
+        const pw_lanes *p = ring;
+        for (int32_t c = 0; c < 256; ++c, k += 10, ++out, p += 9) {
+            layer25_dw_conv_s8_pairs_dsp_channel(p, k, w0, w1, w2, out);
         }
     }
 }
@@ -2148,65 +2203,65 @@ int person_detect_invoke(const person_detect_input_t *input, person_detect_outpu
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_dw_conv_s8_dsp(input, arena + 0, 0, 48);
+    layer0_dw_conv_s8_pairs_dsp(input, arena + 0, arena + 18432, 0, 48);
     MCUGEN_LAYER_DONE(0, arena + 0, 18432);
-    layer1_dw_conv_s8_dsp(arena + 0, arena + 18464, 0, 48);
-    MCUGEN_LAYER_DONE(1, arena + 18464, 18432);
-    layer2_pw_conv_s8_dsp(arena + 18464, arena + 16, 0, 48);
+    layer1_dw_conv_s8_pairs_dsp(arena + 0, arena + 20832, arena + 18432, 0, 48);
+    MCUGEN_LAYER_DONE(1, arena + 20832, 18432);
+    layer2_pw_conv_s8_dsp(arena + 20832, arena + 16, 0, 48);
     MCUGEN_LAYER_DONE(2, arena + 16, 36864);
-    layer3_dw_conv_s8_dsp(arena + 16, arena + 0, 0, 24);
+    layer3_dw_conv_s8_pairs_dsp(arena + 16, arena + 0, arena + 36880, 0, 24);
     MCUGEN_LAYER_DONE(3, arena + 0, 9216);
     layer4_pw_conv_s8_dsp(arena + 0, arena + 9216, 0, 24);
     MCUGEN_LAYER_DONE(4, arena + 9216, 18432);
-    layer5_dw_conv_s8_dsp(arena + 9216, arena + 0, 0, 24);
-    MCUGEN_LAYER_DONE(5, arena + 0, 18432);
-    layer6_pw_conv_s8_dsp(arena + 0, arena + 18432, 0, 24);
-    MCUGEN_LAYER_DONE(6, arena + 18432, 18432);
-    layer7_dw_conv_s8_dsp(arena + 18432, arena + 4672, 0, 12);
-    MCUGEN_LAYER_DONE(7, arena + 4672, 4608);
-    layer8_pw_conv_s8_dsp(arena + 4672, arena + 0, 0, 12);
-    MCUGEN_LAYER_DONE(8, arena + 0, 9216);
-    layer9_dw_conv_s8_dsp(arena + 0, arena + 9216, 0, 12);
-    MCUGEN_LAYER_DONE(9, arena + 9216, 9216);
-    layer10_pw_conv_s8_dsp(arena + 9216, arena + 0, 0, 12);
-    MCUGEN_LAYER_DONE(10, arena + 0, 9216);
-    layer11_dw_conv_s8_dsp(arena + 0, arena + 9216, 0, 6);
-    MCUGEN_LAYER_DONE(11, arena + 9216, 2304);
-    layer12_pw_conv_s8_dsp(arena + 9216, arena + 2304, 0, 6);
-    MCUGEN_LAYER_DONE(12, arena + 2304, 4608);
-    layer13_dw_conv_s8_dsp(arena + 2304, arena + 6912, arena + 0, 0, 6, person_detect_layer13_filter, person_detect_layer13_channels);
-    MCUGEN_LAYER_DONE(13, arena + 6912, 4608);
-    layer14_pw_conv_s8_dsp(arena + 6912, arena + 0, 0, 6, person_detect_layer14_filter, person_detect_layer14_channels);
-    MCUGEN_LAYER_DONE(14, arena + 0, 4608);
-    layer13_dw_conv_s8_dsp(arena + 0, arena + 6912, arena + 4608, 0, 6, person_detect_layer15_filter, person_detect_layer15_channels);
-    MCUGEN_LAYER_DONE(15, arena + 6912, 4608);
-    layer14_pw_conv_s8_dsp(arena + 6912, arena + 0, 0, 6, person_detect_layer16_filter, person_detect_layer16_channels);
-    MCUGEN_LAYER_DONE(16, arena + 0, 4608);
-    layer13_dw_conv_s8_dsp(arena + 0, arena + 7424, arena + 4608, 0, 6, person_detect_layer17_filter, person_detect_layer17_channels);
-    MCUGEN_LAYER_DONE(17, arena + 7424, 4608);
-    layer14_pw_conv_s8_dsp(arena + 7424, arena + 7168, 0, 6, person_detect_layer18_filter, person_detect_layer18_channels);
-    MCUGEN_LAYER_DONE(18, arena + 7168, 4608);
-    layer13_dw_conv_s8_dsp(arena + 7168, arena + 256, arena + 4864, 0, 6, person_detect_layer19_filter, person_detect_layer19_channels);
-    MCUGEN_LAYER_DONE(19, arena + 256, 4608);
-    layer14_pw_conv_s8_dsp(arena + 256, arena + 0, 0, 6, person_detect_layer20_filter, person_detect_layer20_channels);
-    MCUGEN_LAYER_DONE(20, arena + 0, 4608);
-    layer13_dw_conv_s8_dsp(arena + 0, arena + 6912, arena + 4608, 0, 6, person_detect_layer21_filter, person_detect_layer21_channels);
-    MCUGEN_LAYER_DONE(21, arena + 6912, 4608);
-    layer14_pw_conv_s8_dsp(arena + 6912, arena + 0, 0, 6, person_detect_layer22_filter, person_detect_layer22_channels);
-    MCUGEN_LAYER_DONE(22, arena + 0, 4608);
-    layer23_dw_conv_s8_dsp(arena + 0, arena + 4608, arena + 5760, 0, 3);
-    MCUGEN_LAYER_DONE(23, arena + 4608, 1152);
-    layer24_pw_conv_s8_dsp(arena + 4608, arena + 5888, 0, 3);
-    MCUGEN_LAYER_DONE(24, arena + 5888, 2304);
-    layer25_dw_conv_s8_dsp(arena + 5888, arena + 4608, arena + 0, 0, 3);
-    MCUGEN_LAYER_DONE(25, arena + 4608, 2304);
-    layer26_pw_conv_s8_dsp(arena + 4608, arena + 272, 0, 3);
-    MCUGEN_LAYER_DONE(26, arena + 272, 2304);
-    layer27_avgpool_s8(arena + 272, arena + 16);
-    MCUGEN_LAYER_DONE(27, arena + 16, 256);
-    layer28_pw_conv_s8_dsp(arena + 16, arena + 0, 0, 1);
-    MCUGEN_LAYER_DONE(28, arena + 0, 2);
-    layer29_softmax_s8(arena + 0, output);
+    layer5_dw_conv_s8_pairs_dsp(arena + 9216, arena + 5088, arena + 0, 0, 24);
+    MCUGEN_LAYER_DONE(5, arena + 5088, 18432);
+    layer6_pw_conv_s8_dsp(arena + 5088, arena + 5024, 0, 24);
+    MCUGEN_LAYER_DONE(6, arena + 5024, 18432);
+    layer7_dw_conv_s8_pairs_dsp(arena + 5024, arena + 4992, arena + 0, 0, 12);
+    MCUGEN_LAYER_DONE(7, arena + 4992, 4608);
+    layer8_pw_conv_s8_dsp(arena + 4992, arena + 9600, 0, 12);
+    MCUGEN_LAYER_DONE(8, arena + 9600, 9216);
+    layer9_dw_conv_s8_pairs_dsp(arena + 9600, arena + 5376, arena + 0, 0, 12);
+    MCUGEN_LAYER_DONE(9, arena + 5376, 9216);
+    layer10_pw_conv_s8_dsp(arena + 5376, arena + 14592, 0, 12);
+    MCUGEN_LAYER_DONE(10, arena + 14592, 9216);
+    layer11_dw_conv_s8_pairs_dsp(arena + 14592, arena + 0, arena + 2304, 0, 6);
+    MCUGEN_LAYER_DONE(11, arena + 0, 2304);
+    layer12_pw_conv_s8_dsp(arena + 0, arena + 7168, 0, 6);
+    MCUGEN_LAYER_DONE(12, arena + 7168, 4608);
+    layer13_dw_conv_s8_pairs_dsp(arena + 7168, arena + 6144, arena + 0, 0, 6, person_detect_layer13_channels);
+    MCUGEN_LAYER_DONE(13, arena + 6144, 4608);
+    layer14_pw_conv_s8_dsp(arena + 6144, arena + 1024, 0, 6, person_detect_layer14_filter, person_detect_layer14_channels);
+    MCUGEN_LAYER_DONE(14, arena + 1024, 4608);
+    layer13_dw_conv_s8_pairs_dsp(arena + 1024, arena + 0, arena + 5632, 0, 6, person_detect_layer15_channels);
+    MCUGEN_LAYER_DONE(15, arena + 0, 4608);
+    layer14_pw_conv_s8_dsp(arena + 0, arena + 7168, 0, 6, person_detect_layer16_filter, person_detect_layer16_channels);
+    MCUGEN_LAYER_DONE(16, arena + 7168, 4608);
+    layer13_dw_conv_s8_pairs_dsp(arena + 7168, arena + 6144, arena + 0, 0, 6, person_detect_layer17_channels);
+    MCUGEN_LAYER_DONE(17, arena + 6144, 4608);
+    layer14_pw_conv_s8_dsp(arena + 6144, arena + 1024, 0, 6, person_detect_layer18_filter, person_detect_layer18_channels);
+    MCUGEN_LAYER_DONE(18, arena + 1024, 4608);
+    layer13_dw_conv_s8_pairs_dsp(arena + 1024, arena + 0, arena + 5632, 0, 6, person_detect_layer19_channels);
+    MCUGEN_LAYER_DONE(19, arena + 0, 4608);
+    layer14_pw_conv_s8_dsp(arena + 0, arena + 10752, 0, 6, person_detect_layer20_filter, person_detect_layer20_channels);
+    MCUGEN_LAYER_DONE(20, arena + 10752, 4608);
+    layer13_dw_conv_s8_pairs_dsp(arena + 10752, arena + 0, arena + 4608, 0, 6, person_detect_layer21_channels);
+    MCUGEN_LAYER_DONE(21, arena + 0, 4608);
+    layer14_pw_conv_s8_dsp(arena + 0, arena + 6272, 0, 6, person_detect_layer22_filter, person_detect_layer22_channels);
+    MCUGEN_LAYER_DONE(22, arena + 6272, 4608);
+    layer23_dw_conv_s8_pairs_dsp(arena + 6272, arena + 6144, arena + 0, 0, 3);
+    MCUGEN_LAYER_DONE(23, arena + 6144, 1152);
+    layer24_pw_conv_s8_dsp(arena + 6144, arena + 9216, 0, 3);
+    MCUGEN_LAYER_DONE(24, arena + 9216, 2304);
+    layer25_dw_conv_s8_pairs_dsp(arena + 9216, arena + 11520, arena + 0, 0, 3);
+    MCUGEN_LAYER_DONE(25, arena + 11520, 2304);
+    layer26_pw_conv_s8_dsp(arena + 11520, arena + 256, 0, 3);
+    MCUGEN_LAYER_DONE(26, arena + 256, 2304);
+    layer27_avgpool_s8(arena + 256, arena + 0);
+    MCUGEN_LAYER_DONE(27, arena + 0, 256);
+    layer28_pw_conv_s8_dsp(arena + 0, arena + 256, 0, 1);
+    MCUGEN_LAYER_DONE(28, arena + 256, 2);
+    layer29_softmax_s8(arena + 256, output);
     MCUGEN_LAYER_DONE(29, output, 2);
     return 0;
 }

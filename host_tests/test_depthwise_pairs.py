@@ -1,0 +1,144 @@
+"""The DSP depthwise variant with SMLAD on pairs of taps (kernels/depthwise_pairs.py): its MAC
+plans against the direct sum, its per-channel records, where selection takes it, the lean
+variant where a RAM budget needs it (all Python: hand-built IR graphs, no TensorFlow, no
+toolchain), and its output written over its input in QEMU on Cortex-M7 (the cross compiler and
+QEMU). test_kernels runs its C on its edge cases (dw_* and u8_dw_*)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import ir_graphs as g
+from mcugen import ir
+from mcugen.compile import compile_graph, prepare
+from mcugen.kernels.depthwise_pairs import LANES, mac_plan, record_lanes
+from mcugen.planner import find_overlap_violations
+from mcugen.qemu import build_firmware, run_firmware
+from mcugen.reference import run_reference
+from mcugen.targets import load_target
+
+M7 = load_target("cortex-m7")
+
+ACLE = {  # (data lane, weight lane) pairs each intrinsic multiplies, summed
+    "__smlad": ((0, 0), (1, 1)), "__smladx": ((0, 1), (1, 0)),
+    "__smlabb": ((0, 0),), "__smlabt": ((0, 1),), "__smlatb": ((1, 0),), "__smlatt": ((1, 1),),
+}
+
+
+def run_plan(plan, data: np.ndarray, weights: np.ndarray) -> list[int]:
+    """The block's accumulators as the C computes them: data [KH][columns] of the block,
+    weights [KH][KW], each intrinsic on the words its MAC names."""
+    acc = [None] * plan.outputs
+    for mac in plan.macs:
+        word = data[mac.row, LANES * mac.word:LANES * mac.word + LANES]
+        taps = plan.weight_taps[mac.weight]
+        lanes = [weights[mac.row, kx] if kx >= 0 else 0 for kx in taps]
+        total = sum(int(word[d]) * int(lanes[w]) for d, w in ACLE[mac.function])
+        acc[mac.output] = (0 if mac.first else acc[mac.output]) + total
+    return acc
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("k_h, k_w", [(3, 3), (1, 1), (3, 1), (3, 2), (5, 5), (3, 7), (2, 4)])
+def test_every_tap_is_multiplied_once(stride, k_h, k_w):
+    rng = np.random.default_rng(k_h * 10 + k_w + stride)
+    pair = mac_plan(2, stride, k_h, k_w)
+    single = mac_plan(1, stride, k_h, k_w, pair.weight_taps)
+    weights = rng.integers(-255, 256, (k_h, k_w))
+    for plan in (pair, single):
+        data = rng.integers(-128, 128, (k_h, LANES * plan.words))
+        want = [int((data[:, q * stride:q * stride + k_w] * weights).sum())
+                for q in range(plan.outputs)]
+        assert run_plan(plan, data, weights) == want
+        # Each output's accumulator starts from the bias exactly once.
+        assert sorted(m.output for m in plan.macs if m.first) == list(range(plan.outputs))
+
+
+def test_a_3x3_pair_is_three_ldrd_and_twelve_macs():
+    """The issue's count: two output columns of one channel take 3 LDRD (one a kernel row)
+    and 12 SMLAD/SMLAxy for 18 MACs, with two weight words a kernel row."""
+    pair = mac_plan(2, 1, 3, 3)
+    assert pair.words == 2 and len(pair.weight_taps) == 2 and len(pair.macs) == 12
+    assert sum(m.function == "__smlad" for m in pair.macs) == 6
+    stride2 = mac_plan(2, 2, 3, 3)  # five columns: LDRD and LDR a row, still 12 MACs
+    assert stride2.words == 3 and len(stride2.macs) == 12
+
+
+def test_records_hold_the_doubled_weights_of_a_uint8_model():
+    graph = g.depthwise(120, 5, 6, 5, legacy_zero_point=70)
+    layer = compile_graph(graph, name="m", target=M7, source="t").layers[0]
+    assert layer.variant.name == "dw_conv_s8_pairs_dsp"
+    params = layer.params
+    weights = compile_graph(graph, name="m", target=M7, source="t").graph
+    tensor = weights.tensor(weights.ops[0].filter)
+    centred = tensor.data.astype(np.int64)[0] - tensor.zero_point  # [KH, KW, Cout]
+    lanes = record_lanes(params)  # [Cout][KH][words][2]
+    for index, taps in enumerate(params.pair.weight_taps):
+        for lane, kx in enumerate(taps):
+            want = 2 * centred[:, kx, :].T if kx >= 0 else 0
+            np.testing.assert_array_equal(lanes[:, :, index, lane], want)
+    assert np.abs(centred).max() > 127  # beyond int8: the int16 lanes hold them
+
+
+def test_selection_keeps_the_other_dsp_variant_for_dilation():
+    graph = g.depthwise(121, 9, 9, 8, dilation=(2, 2), padding=ir.Padding(2, 2, 2, 2))
+    layer = compile_graph(graph, name="m", target=M7, source="t").layers[0]
+    assert layer.variant.name == "dw_conv_s8_dsp"
+
+
+def test_a_ram_budget_the_ring_would_exceed_takes_the_lean_variant():
+    """The ring of widened rows costs arena RAM: where a --max-ram budget is met only without
+    it, the layer takes the variant without the ring; without a budget, the fast one."""
+    def compiled(max_ram):
+        graph = g.depthwise(122, 24, 24, 16)
+        return compile_graph(graph, name="m", target=M7, source="t", memory_check=False,
+                             max_ram=max_ram)
+
+    fast = compiled(None)
+    assert fast.layers[0].variant.name == "dw_conv_s8_pairs_dsp"
+    assert fast.layers[0].scratch_bytes > 0
+    lean = compiled(fast.plan.arena_size - 1)
+    assert lean.layers[0].variant.name == "dw_conv_s8_dsp"
+    assert lean.plan.arena_size < fast.plan.arena_size
+    same = compiled(fast.plan.arena_size)
+    assert same.layers[0].variant.name == "dw_conv_s8_pairs_dsp"
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_the_output_is_written_over_the_input_safely(stride, tmp_path):
+    """x -> y -> z -> out, three depthwise layers: the variant reads the input rows a whole
+    output row needs into its ring before writing that row, so the planner may place each
+    output over its input as for a pixel-by-pixel kernel (block of 1); the firmware is
+    bit-exact."""
+    one = g.depthwise(123, 9, 10, 8)
+    op, y = one.ops[0], one.tensor("y")
+    last = dataclasses.replace(op, input="z", output="out", stride=stride,
+                               padding=ir.Padding(0, 1, 0, 1) if stride == (2, 2) else op.padding)
+    out_shape = (1, 4, 5, 8) if stride == (2, 2) else y.shape
+    chain = one.replace(
+        ops=(op, dataclasses.replace(op, input="y", output="z"), last),
+        tensors={**one.tensors, "z": dataclasses.replace(y, name="z"),
+                 "out": dataclasses.replace(y, name="out", shape=out_shape)},
+        outputs=("out",))
+    compiled = compile_graph(chain, name="model", target=M7, source="chain")
+    assert {layer.variant.name for layer in compiled.layers} == {"dw_conv_s8_pairs_dsp"}
+    assert all(layer.access.block_pixels == 1 for layer in compiled.layers)
+    buffers = {b.id: b for b in compiled.buffers}
+    (overlap,) = buffers["z"].overlaps
+    assert overlap.other == "y"
+    offsets = compiled.plan.offsets
+    assert offsets["z"] < offsets["y"] < offsets["z"] + buffers["z"].size  # in place
+    assert find_overlap_violations(list(compiled.buffers), compiled.plan) == []
+    (tmp_path / "model").mkdir()
+    for file, text in compiled.sources.items():
+        (tmp_path / "model" / file).write_text(text)
+    elf = build_firmware(tmp_path / "model", M7, tmp_path / "firmware")
+    graph = prepare(chain)
+    inputs = np.random.default_rng(5).integers(-128, 128, (3, graph.input.size)).astype(np.int8)
+    result = run_firmware(elf, M7, inputs, graph.output.size)
+    expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                         for x in inputs])
+    np.testing.assert_array_equal(result.outputs, expected)
