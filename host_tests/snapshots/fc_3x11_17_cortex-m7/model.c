@@ -211,8 +211,9 @@ typedef int32_t pw_lanes __attribute__((may_alias));
 /* The 2x2 product's loop is inline assembly where the compiler leaves it the thirteen
  * registers it needs: GCC optimizing (which omits the frame pointer). Clang on Arm and GCC
  * without optimization keep a frame pointer, and take the same product in C (fewer
- * instructions than before the interleaved rows, without the scheduled order). */
-#if defined(__OPTIMIZE__) && !defined(__clang__)
+ * instructions than before the interleaved rows, without the scheduled order). A firmware
+ * built with -fno-omit-frame-pointer (no macro says so) defines MCUGEN_NO_INLINE_ASSEMBLY. */
+#if defined(__OPTIMIZE__) && !defined(__clang__) && !defined(MCUGEN_NO_INLINE_ASSEMBLY)
 #define PW_DOT_ASSEMBLY 1
 #else
 #define PW_DOT_ASSEMBLY 0
