@@ -38,12 +38,15 @@ _session_models: dict[tuple, bytes] = {}
 
 
 # Tiers. A test that imports TensorFlow (every Keras conversion and TFLite's reference
-# interpreter) is marked `tensorflow`; one that runs QEMU is marked `qemu`. The fast tier
-# (`scripts/test --fast`) runs the others and makes a mislabelled test fail rather than slow the
-# tier down: TensorFlow cannot be imported there and qemu-system-arm is a program that refuses.
+# interpreter) is marked `tensorflow`; one that runs QEMU is marked `qemu`; one that needs
+# neither but takes more than a few seconds (whole models under the sanitizers or several
+# compilers) `slow`. The fast tier (`scripts/test --fast`) runs the others and makes a
+# mislabelled test fail rather than slow the tier down: TensorFlow cannot be imported there
+# and qemu-system-arm is a program that refuses.
 TIER_MARKERS = {
     "tensorflow": "imports TensorFlow (Keras conversion, TFLite's interpreter): not in the fast tier",
     "qemu": "runs firmware in QEMU: not in the fast tier",
+    "slow": "neither, but long (whole models under sanitizers or compilers): not in the fast tier",
 }
 
 

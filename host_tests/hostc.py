@@ -11,8 +11,11 @@ import cffi
 import numpy as np
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+# -fno-var-tracking: GCC's tracking of variables for the debugger (not the line table the
+# sanitizers' reports use) took 282 of the 305 s of compiling MCUNet's model.c under the
+# sanitizers; without it, 27 s.
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
-            "-g", "-O1"]
+            "-g", "-fno-var-tracking", "-O1"]
 HARNESS = Path(__file__).parent / "c" / "harness.c"
 
 

@@ -98,6 +98,7 @@ def _symbols(compiled: CompiledModel, folder: Path) -> list[tuple[str, str]]:
 WRITABLE = set("bBdDcCgGsS")  # nm's types of zeroed and initialised data, common symbols
 
 
+@pytest.mark.slow
 def test_caller_build_has_no_mutable_static_state(models, tmp_path):
     for model in models:
         static = [name for kind, name in _symbols(model.static, tmp_path / f"{model.name}_s")
@@ -151,9 +152,10 @@ def _assert_copies_equal(outputs: np.ndarray, expected: np.ndarray) -> None:
         np.testing.assert_array_equal(copy, expected)
 
 
-TSAN = ["-fsanitize=thread", "-fno-omit-frame-pointer", "-g", "-O1"]
+TSAN = ["-fsanitize=thread", "-fno-omit-frame-pointer", "-g", "-fno-var-tracking", "-O1"]
 
 
+@pytest.mark.slow
 def test_instances_in_threads_under_thread_sanitizer(models, tmp_path):
     """Two threads per model, all four at once, each on its own arena."""
     exe = _harness(models, tmp_path, TSAN)
@@ -163,6 +165,7 @@ def test_instances_in_threads_under_thread_sanitizer(models, tmp_path):
     _assert_copies_equal(out_b, models[1].expected)
 
 
+@pytest.mark.slow
 def test_threads_and_a_shared_arena_under_asan_and_ubsan(models, tmp_path):
     exe = _harness(models, tmp_path, SANITIZE)
     for mode in ("threads", "shared"):

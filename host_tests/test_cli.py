@@ -301,6 +301,7 @@ def test_model_too_big_for_the_target_is_refused_unless_asked(tmp_path):
                                         "cortex-m7", "--out", "fits", cwd=tmp_path).stdout
 
 
+@pytest.mark.slow
 def test_foreign_folder_is_kept_unless_forced_and_own_folder_is_replaced(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()

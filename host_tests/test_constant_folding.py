@@ -52,6 +52,7 @@ def test_tinymaix_folds_its_shape_computations(tinymaix):
     assert '"folded": [' in (result.out_dir / "report.json").read_text()
 
 
+@pytest.mark.slow
 def test_tinymaix_is_bit_exact_with_tflm_and_clean_under_sanitizers(tinymaix):
     result, work = tinymaix
     graph = result.compiled.graph
@@ -308,6 +309,7 @@ def test_ops_on_quantized_or_activation_tensors_are_not_folded():
                                      "int32", (2,)) is None
 
 
+@pytest.mark.tensorflow
 def test_load_tflite_keeps_a_graph_output_computed_on_constants():
     """An op whose output is the model's output is not folded (nothing would be left to run):
     it is refused as an unsupported op instead, naming it."""

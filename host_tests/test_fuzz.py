@@ -449,6 +449,7 @@ def judged(tmp_path_factory) -> dict:
     return {"verdicts": verdicts, "runs": runs, "oracles": oracles}
 
 
+@pytest.mark.slow
 def test_every_hostile_file_is_refused_in_one_line_or_built(judged):
     verdicts = judged["verdicts"]
     refused = [v for v in verdicts if v[1] == "refused"]
@@ -505,6 +506,7 @@ def structure_positions(data: bytes) -> np.ndarray:
     return np.flatnonzero(~inside)
 
 
+@pytest.mark.slow
 def test_byte_mutations_of_person_detect_are_refused_in_one_line_or_compile():
     original = PERSON_DETECT.read_bytes()
     positions = structure_positions(original)

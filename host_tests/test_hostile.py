@@ -243,6 +243,7 @@ def chain_buffers(count: int) -> list[Buffer]:
     return buffers
 
 
+@pytest.mark.slow
 def test_the_planner_is_near_linear():
     start = time.monotonic()
     small = plan_memory(chain_buffers(1_000))
@@ -401,6 +402,7 @@ def test_a_custom_op_name_with_a_newline_stays_on_one_line(tmp_path, capsys):
     assert "CUSTOM:evil\\nop\\rmore\\x1b[31m" in line
 
 
+@pytest.mark.slow
 def test_a_banded_report_does_not_depend_on_the_hash_seed(tmp_path):
     reports = []
     for seed in ("1", "2"):

@@ -145,6 +145,7 @@ def test_synthetic_calibration_is_seeded_and_image_like():
     assert neighbour_step < 0.5 * images.std()  # smooth, not white noise
 
 
+@pytest.mark.tensorflow
 def test_load_calibration_from_npy(tmp_path):
     floats = np.random.default_rng(0).uniform(-1, 1, size=(3, 32, 40, 1)).astype(np.float32)
     np.save(tmp_path / "floats.npy", floats)
@@ -157,6 +158,7 @@ def test_load_calibration_from_npy(tmp_path):
     assert np.allclose(loaded[0], -1) and np.allclose(loaded[1], 1)
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize(
     "array, message",
     [
@@ -197,6 +199,7 @@ def test_load_calibration_from_a_folder_of_pngs(tmp_path):
     assert np.allclose(grey[1], 1)
 
 
+@pytest.mark.tensorflow
 def test_load_calibration_rejects_bad_paths(tmp_path):
     with pytest.raises(McugenError, match="does not exist"):
         load_calibration(tmp_path / "missing", 32, 32, 3)

@@ -239,6 +239,7 @@ def test_portable_c_on_the_host_is_bit_exact(case, tmp_path):
                                   reference_outputs(compiled, inputs))
 
 
+@pytest.mark.slow
 def test_every_case_is_clean_under_sanitizers(tmp_path):
     def one(case: str) -> None:
         compiled = compile_case(case, HOST)

@@ -64,6 +64,7 @@ def manifest_of(folder: Path) -> dict[str, str]:
     return json.loads((folder / MANIFEST).read_text())["files"]
 
 
+@pytest.mark.slow
 def test_the_users_files_survive_forced_and_plain_builds(tmp_path):
     """Issue 17, items 1 and 13: --force into the user's folder, then a plain build, then
     another name: main.c, .git, object files all survive; mcugen's own files are replaced."""
@@ -107,6 +108,7 @@ def test_a_users_file_with_a_generated_name_is_never_overwritten(force, tmp_path
     assert (tmp_path / "ours" / "pd.c").read_text() == "/* mine */\n"
 
 
+@pytest.mark.slow
 def test_an_edited_generated_file_is_overwritten_only_when_forced(tmp_path):
     out = tmp_path / "fw"
     assert build(tmp_path, "fw", "--name", "pd").returncode == 0
@@ -139,6 +141,7 @@ def test_a_damaged_manifest_or_an_old_mcugen_folder_is_refused_in_one_line(tmp_p
     assert (old / "main.c").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_debris_of_interrupted_builds_is_removed_by_the_next(tmp_path):
     """Staging folders of a killed build (inside the folder; its process is gone) and those of
     mcugen before 0.2 (beside the folder, with its marker) go; other hidden folders stay."""

@@ -144,6 +144,7 @@ def test_float_to_8_bits_beyond_int32_and_nan_follow_tflite_on_x86():
         assert tflite_reference(model, values[None])[0, :7].tolist() == expected
 
 
+@pytest.mark.tensorflow
 def test_the_shift_by_128_uses_the_shift_kernel_and_others_a_table():
     chosen = {}
     for conversion in ("uint8_to_int8_shift", "int8_to_uint8_shift", "uint8_to_int8",
@@ -158,6 +159,7 @@ def test_the_shift_by_128_uses_the_shift_kernel_and_others_a_table():
                       "uint8_to_int8": "requantize_table", "int8_to_int8": "requantize_table"}
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("source,target,message", [
     ("int16", "int8", "model input is int16; mcugen needs int8, uint8 or float32"),
     ("float32", "int16", "model output is int16; mcugen needs int8, uint8 or float32"),
@@ -320,6 +322,7 @@ def mcunet(tmp_path_factory):
     return build(BuildOptions(model=MCUNET, name="model", out=work / "model")), work
 
 
+@pytest.mark.slow
 def test_mcunet_is_bit_exact_with_tflm_on_the_host_and_under_sanitizers(mcunet):
     result, work = mcunet
     graph = result.compiled.graph

@@ -70,6 +70,7 @@ def test_the_hosted_uint8_model_keeps_its_uint8_interface():
     assert "typedef uint8_t model_input_t;" in compiled.sources["model.h"]
 
 
+@pytest.mark.tensorflow
 def test_real_world_models_are_bit_exact_on_the_host_under_sanitizers(host_build):
     name, result, oracle, work = host_build
     graph = result.compiled.graph
@@ -100,6 +101,7 @@ def test_real_world_models_are_bit_exact_in_qemu(name, core, tmp_path):
     assert any(n.startswith("pw_conv") and n.endswith(fast) for n in names), names
 
 
+@pytest.mark.tensorflow
 def test_the_hosted_uint8_model_runs_in_row_bands_within_a_budget(tmp_path):
     """Issue 16 item 4: a uint8 model in the existing features: --max-ram's row bands."""
     whole = build(BuildOptions(model=HOSTED_UINT8, name="model", out=tmp_path / "whole"))

@@ -49,6 +49,7 @@ def test_the_html_layer_table_never_prints_none(layer_by_layer):
     assert "whole" in cells
 
 
+@pytest.mark.slow
 def test_banded_steps_are_summarised_in_a_few_words(banded):
     """Each banded layer had all its step ranges in one cell ("[0, 1]x[1, 2]x..."): the table
     grew to thousands of pixels."""

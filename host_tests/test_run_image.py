@@ -127,6 +127,7 @@ def test_top_classes_are_dequantized_and_stable_on_ties():
 # --- the oracle --------------------------------------------------------------------------------
 
 
+@pytest.mark.tensorflow
 def test_the_oracle_falls_back_to_tflites_reference_kernels_for_a_uint8_model():
     """Google's hosted uint8 MobileNet: TFLM cannot load it; TensorFlow Lite's reference
     kernels run it, and on cat.bmp resized by Pillow's bilinear filter they name the cat

@@ -104,6 +104,7 @@ def selftest_result(console: str) -> int:
 # --- on the host ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_ram", [None, 20 * 1024], ids=["layer-by-layer", "row-bands"])
 def test_selftest_passes_and_names_the_changed_layer_on_the_host(tmp_path, max_ram):
     compiled = compiled_model(PERSON_DETECT, "host", vectors=2, max_ram=max_ram)
@@ -126,6 +127,7 @@ def test_selftest_names_the_first_layer_when_its_weight_changes(tmp_path):
     assert selftest_result(run_selftest_on_host(folder, "model", tmp_path)) == 1
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("model", ["mobilenet_v1_0.25_128_quant.tflite",
                                    "mcunet_vww_float_io.tflite"])
 def test_selftest_of_uint8_and_float_models_passes_on_the_host(tmp_path, model):
@@ -297,6 +299,7 @@ def test_on_board_example_compiles_strictly(tmp_path, options):
     assert ("model_layer_cycles" in symbols) == (options != "plain")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("core", ["cortex-m0plus", "cortex-m7"])
 def test_selftest_and_profile_c_is_warning_free(tmp_path, core):
     """NAME.c (with the profile's both counters) and NAME_selftest.c under the strict flags

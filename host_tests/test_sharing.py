@@ -212,6 +212,7 @@ def write_sources(compiled: CompiledModel, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
 def test_shared_functions_are_bit_exact_on_the_host_under_sanitizers(graph, tmp_path):
     compiled = compiled_graph(graph, "host")
