@@ -93,6 +93,12 @@ class MatrixDsp:
         return self.outputs // 2
 
     @property
+    def quads(self) -> int:
+        """Blocks of two pairs of rows that one column (a fully connected layer's) meets four
+        outputs at a time; a last odd pair goes alone after them."""
+        return self.pairs // 2
+
+    @property
     def column_bytes(self) -> int:
         """Two columns: two words per group of four inputs each."""
         return column_bytes(self.depth)

@@ -441,6 +441,29 @@ MCUGEN_ALWAYS_INLINE void pw_dot_1x2(int32_t acc[2], const int8_t *column, const
     acc[1] = a1;
 }
 
+/* acc[j] += one column . filter row j of two pairs, the second pair_bytes after the first:
+ * four outputs share each load of the column (a fully connected layer has one column). */
+MCUGEN_ALWAYS_INLINE void pw_dot_1x4(int32_t acc[4], const int8_t *column, const int8_t *rows,
+                                     int32_t pair_bytes, int32_t groups)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const pw_lanes *x = (const pw_lanes *)(const void *)column;
+    const int8_t *next = rows + pair_bytes;
+    for (int32_t g = 0; g < groups; ++g, x += 2, rows += 8, next += 8) {
+        const int32_t xe = x[0], xo = x[1];
+        const int32_t v0 = pw_word(rows), v1 = pw_word(rows + 4);
+        const int32_t v2 = pw_word(next), v3 = pw_word(next + 4);
+        a0 = __smlad(xo, sxtb16_odd(v0), __smlad(xe, (int32_t)__sxtb16(v0), a0));
+        a1 = __smlad(xo, sxtb16_odd(v1), __smlad(xe, (int32_t)__sxtb16(v1), a1));
+        a2 = __smlad(xo, sxtb16_odd(v2), __smlad(xe, (int32_t)__sxtb16(v2), a2));
+        a3 = __smlad(xo, sxtb16_odd(v3), __smlad(xe, (int32_t)__sxtb16(v3), a3));
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
 /* acc + one column . one filter row (a last odd one). */
 MCUGEN_ALWAYS_INLINE int32_t pw_dot_1x1(int32_t acc, const int8_t *column, const int8_t *row,
                                         int32_t groups)
@@ -542,11 +565,13 @@ int32_t window_words[7];
         const int8_t *w = model_layer0_filter;
         const int32_t *k = model_layer0_channels;
         int32_t oc = 0;
-        for (; oc < 8; oc += 2, w += 56, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 7);
-            output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 22);
+        for (; oc < 8; oc += 4, w += 112, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 56, 7);
+            output[oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 22);
             output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 22);
+            output[oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]), 5), 22);
+            output[oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]), 5), 22);
         }
 }
 }

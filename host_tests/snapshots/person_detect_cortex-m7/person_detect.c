@@ -419,6 +419,29 @@ MCUGEN_ALWAYS_INLINE void pw_dot_1x2(int32_t acc[2], const int8_t *column, const
     acc[1] = a1;
 }
 
+/* acc[j] += one column . filter row j of two pairs, the second pair_bytes after the first:
+ * four outputs share each load of the column (a fully connected layer has one column). */
+MCUGEN_ALWAYS_INLINE void pw_dot_1x4(int32_t acc[4], const int8_t *column, const int8_t *rows,
+                                     int32_t pair_bytes, int32_t groups)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const pw_lanes *x = (const pw_lanes *)(const void *)column;
+    const int8_t *next = rows + pair_bytes;
+    for (int32_t g = 0; g < groups; ++g, x += 2, rows += 8, next += 8) {
+        const int32_t xe = x[0], xo = x[1];
+        const int32_t v0 = pw_word(rows), v1 = pw_word(rows + 4);
+        const int32_t v2 = pw_word(next), v3 = pw_word(next + 4);
+        a0 = __smlad(xo, sxtb16_odd(v0), __smlad(xe, (int32_t)__sxtb16(v0), a0));
+        a1 = __smlad(xo, sxtb16_odd(v1), __smlad(xe, (int32_t)__sxtb16(v1), a1));
+        a2 = __smlad(xo, sxtb16_odd(v2), __smlad(xe, (int32_t)__sxtb16(v2), a2));
+        a3 = __smlad(xo, sxtb16_odd(v3), __smlad(xe, (int32_t)__sxtb16(v3), a3));
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
 /* acc + one column . one filter row (a last odd one). */
 MCUGEN_ALWAYS_INLINE int32_t pw_dot_1x1(int32_t acc, const int8_t *column, const int8_t *row,
                                         int32_t groups)
@@ -890,11 +913,13 @@ int32_t p = row_begin * 48;
         const int8_t *w = person_detect_layer2_filter;
         const int32_t *k = person_detect_layer2_channels;
         int32_t oc = 0;
-        for (; oc < 16; oc += 2, w += 16, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 2);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+        for (; oc < 16; oc += 4, w += 32, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 16, 2);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -1036,11 +1061,13 @@ int32_t p = row_begin * 24;
         const int8_t *w = person_detect_layer4_filter;
         const int32_t *k = person_detect_layer4_channels;
         int32_t oc = 0;
-        for (; oc < 32; oc += 2, w += 32, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 4);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+        for (; oc < 32; oc += 4, w += 64, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 32, 4);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -1181,11 +1208,13 @@ int32_t p = row_begin * 24;
         const int8_t *w = person_detect_layer6_filter;
         const int32_t *k = person_detect_layer6_channels;
         int32_t oc = 0;
-        for (; oc < 32; oc += 2, w += 64, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 8);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+        for (; oc < 32; oc += 4, w += 128, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 64, 8);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -1327,11 +1356,13 @@ int32_t p = row_begin * 12;
         const int8_t *w = person_detect_layer8_filter;
         const int32_t *k = person_detect_layer8_channels;
         int32_t oc = 0;
-        for (; oc < 64; oc += 2, w += 64, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 8);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+        for (; oc < 64; oc += 4, w += 128, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 64, 8);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -1472,11 +1503,13 @@ int32_t p = row_begin * 12;
         const int8_t *w = person_detect_layer10_filter;
         const int32_t *k = person_detect_layer10_channels;
         int32_t oc = 0;
-        for (; oc < 64; oc += 2, w += 128, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 16);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+        for (; oc < 64; oc += 4, w += 256, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 128, 16);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -1618,11 +1651,13 @@ int32_t p = row_begin * 6;
         const int8_t *w = person_detect_layer12_filter;
         const int32_t *k = person_detect_layer12_channels;
         int32_t oc = 0;
-        for (; oc < 128; oc += 2, w += 128, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 16);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+        for (; oc < 128; oc += 4, w += 256, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 128, 16);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -1762,11 +1797,13 @@ int32_t p = row_begin * 6;
         const int8_t *w = t_filter;
         const int32_t *k = t_channels;
         int32_t oc = 0;
-        for (; oc < 128; oc += 2, w += 256, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 32);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+        for (; oc < 128; oc += 4, w += 512, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 256, 32);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -1926,11 +1963,13 @@ int32_t p = row_begin * 3;
         const int8_t *w = person_detect_layer24_filter;
         const int32_t *k = person_detect_layer24_channels;
         int32_t oc = 0;
-        for (; oc < 256; oc += 2, w += 256, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 32);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+        for (; oc < 256; oc += 4, w += 512, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 256, 32);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -2085,11 +2124,13 @@ int32_t p = row_begin * 3;
         const int8_t *w = person_detect_layer26_filter;
         const int32_t *k = person_detect_layer26_channels;
         int32_t oc = 0;
-        for (; oc < 256; oc += 2, w += 512, k += 8) {
-            int32_t acc[2] = {k[0], k[4]};
-            pw_dot_1x2(acc, scratch, w, 64);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+        for (; oc < 256; oc += 4, w += 1024, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 512, 64);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -2149,11 +2190,14 @@ int32_t p = row_begin * 1;
         const int8_t *w = person_detect_layer28_filter;
         const int32_t *k = person_detect_layer28_channels;
         int32_t oc = 0;
-        for (; oc < 2; oc += 2, w += 512, k += 8) {
+        {
             int32_t acc[2] = {k[0], k[4]};
             pw_dot_1x2(acc, scratch, w, 64);
             output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
             output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            oc += 2;
+            w += 512;
+            k += 8;
         }
 }
 }
