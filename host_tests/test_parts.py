@@ -65,7 +65,10 @@ def test_person_detect_on_stm32f405rg_in_netduinoplus2(tmp_path):
     lines = _uart_lines(summary)  # what the firmware printed over USART1
     assert len(lines) == count + 1 and lines[-1] == f"done {count} 0"
     assert len(summary.device.instructions) == count
-    assert all(12_000_000 < n < 14_000_000 for n in summary.device.instructions)
+    # Counted on the part's own machine: at most two MACs an instruction (SMLAD), and no
+    # more than the portable C's three instructions per MAC.
+    macs = summary.build.compiled.report.macs
+    assert all(macs / 2 < n < 3 * macs for n in summary.device.instructions)
     assert summary.cycles is not None  # the M4's LLVM model
 
 
