@@ -107,6 +107,7 @@ def test_a_ram_budget_the_ring_would_exceed_takes_the_lean_variant():
     assert same.layers[0].variant.name == "dw_conv_s8_pairs_dsp"
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
 def test_the_output_is_written_over_the_input_safely(stride, tmp_path):
     """x -> y -> z -> out, three depthwise layers: the variant reads the input rows a whole
