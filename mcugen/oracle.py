@@ -73,20 +73,31 @@ def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray:
     raise OracleError(f"TFLM cannot run this model: {_first_line(failure, native)}")
 
 
+def _tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise OracleError(f"TensorFlow is not installed ({error}); "
+                          f"pip install tensorflow-cpu") from None
+    return tf
+
+
+def _reference_interpreter(tf, model: bytes, **options):
+    """TensorFlow Lite's interpreter with its reference kernels (BUILTIN_REF), whose integer
+    arithmetic is TFLM's; its optimized kernels may round otherwise."""
+    return tf.lite.Interpreter(
+        model_content=model, **options,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+
+
 def tflite_reference_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray:
     """TensorFlow Lite's interpreter with its reference kernels (BUILTIN_REF) on every input.
     Raises OracleError when TensorFlow is missing or refuses the model."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # its C++ INFO and WARNING lines
     with _native_output_kept() as native:
+        tf = _tensorflow()
         try:
-            import tensorflow as tf
-        except ImportError as error:
-            raise OracleError(f"TensorFlow is not installed ({error}); "
-                              f"pip install tensorflow-cpu") from None
-        try:
-            interpreter = tf.lite.Interpreter(
-                model_content=model,
-                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+            interpreter = _reference_interpreter(tf, model)
             interpreter.allocate_tensors()
             source = interpreter.get_input_details()[0]
             target = interpreter.get_output_details()[0]
@@ -167,15 +178,10 @@ def tflite_reference_tensors(model: bytes, inputs: np.ndarray) -> list[dict[str,
     names = tensor_names(model)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _native_output_kept() as native:
+        tf = _tensorflow()
         try:
-            import tensorflow as tf
-        except ImportError as error:
-            raise OracleError(f"TensorFlow is not installed ({error}); "
-                              f"pip install tensorflow-cpu") from None
-        try:
-            interpreter = tf.lite.Interpreter(
-                model_content=model, experimental_preserve_all_tensors=True,
-                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+            interpreter = _reference_interpreter(tf, model,
+                                                 experimental_preserve_all_tensors=True)
             interpreter.allocate_tensors()
             source = interpreter.get_input_details()[0]
             indices = [d["index"] for d in interpreter.get_tensor_details()
