@@ -47,14 +47,19 @@ class OracleRun:
         return self.name + (f" ({'; '.join(self.notes)})" if self.notes else "")
 
 
-def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray:
-    """TFLM's interpreter on every input. Raises OracleError when tflite-micro is not installed
-    or when TFLM cannot load or run the model, saying which."""
+def _tflm_runtime():
     try:
         from tflite_micro import runtime
     except ImportError as error:
         raise OracleError(f"tflite-micro is not installed ({error}); "
                           f"pip install tflite-micro") from None
+    return runtime
+
+
+def tflm_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray:
+    """TFLM's interpreter on every input. Raises OracleError when tflite-micro is not installed
+    or when TFLM cannot load or run the model, saying which."""
+    runtime = _tflm_runtime()
     with _native_output_kept() as native:
         try:
             interpreter = runtime.Interpreter.from_bytes(model)
@@ -145,11 +150,7 @@ def tflm_tensors(model: bytes, inputs: np.ndarray) -> list[dict[str, np.ndarray]
     from .frontend.tflite import tensor_names
 
     names = tensor_names(model)
-    try:
-        from tflite_micro import runtime
-    except ImportError as error:
-        raise OracleError(f"tflite-micro is not installed ({error}); "
-                          f"pip install tflite-micro") from None
+    runtime = _tflm_runtime()
     with _native_output_kept() as native:
         try:
             interpreter = runtime.Interpreter.from_bytes(
