@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -78,6 +80,7 @@ class _RefuseTensorFlow:
 
 def _refusing_qemu_dir() -> Path:
     directory = Path(tempfile.mkdtemp(prefix="mcugen-fast-tier-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     program = directory / "qemu-system-arm"
     program.write_text("#!/bin/sh\necho 'fast tier: QEMU run by a test not marked qemu' >&2\n"
                        "exit 1\n")
