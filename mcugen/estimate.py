@@ -72,6 +72,7 @@ class Layer:
     shape: tuple[int, ...]  # its output's shape (int8: one byte per element)
     weight_bytes: int = 0
     window: Window | None = None  # convolutions and PAD: how output rows read input rows
+    whole_input: bool = False  # a layout op: its first output row reads its whole input
 
     @property
     def nbytes(self) -> int:
@@ -211,6 +212,8 @@ def _last_row_read(shapes: Shapes, reader: int, output_rows: int) -> int:
     """How many rows of its input the layer has read once it has made output_rows rows."""
     layer = shapes.layers[reader]
     height = shapes.shape(layer.inputs[0])[1]
+    if layer.whole_input:
+        return height
     if layer.window is None:
         return min(output_rows, height)
     window = layer.window
@@ -249,8 +252,12 @@ def _whole_layers_bytes(shapes: Shapes, last_read: dict[int, int]) -> list[int]:
 def _may_run_in_bands(shapes: Shapes, index: int) -> bool:
     """As row_bands.can_band says, from the op kind and shapes (any kernel variant)."""
     layer = shapes.layers[index]
+    if layer.op not in bandable_ops() or len(layer.shape) != 4:
+        return False
+    if layer.whole_input:  # of any shape
+        return True
     operands = [shapes.shape(t) for t in layer.inputs] + [layer.shape]
-    if layer.op not in bandable_ops() or any(len(shape) != 4 for shape in operands):
+    if any(len(shape) != 4 for shape in operands):
         return False
     return layer.window is not None or all(shape == layer.shape for shape in operands)
 
@@ -276,6 +283,8 @@ def _least_output_bytes(shapes: Shapes, index: int) -> int:
 
 def _rows_read(shapes: Shapes, reader: int, tensor: int) -> int:
     layer = shapes.layers[reader]
+    if layer.whole_input:  # every row (and, below 4-D, rows of one element: still all)
+        return math.prod(shapes.shape(tensor))
     if layer.window is None:  # elementwise: row for row
         return 1
     return layer.window.rows_read(shapes.shape(tensor)[1], layer.shape[1])
@@ -291,6 +300,7 @@ def _row_bytes(shape: tuple[int, ...]) -> int:
 
 def graph_shapes(graph) -> Shapes:
     """The layers of an IR graph (after the passes), as `keras_shapes` describes a MobileNet."""
+    from .geometry import reads_whole_input
     from .ir import Conv2D, DepthwiseConv2D, Pad, op_inputs
 
     producer = {name: MODEL_INPUT for name in graph.inputs}
@@ -308,6 +318,7 @@ def graph_shapes(graph) -> Shapes:
             window = None  # a file no kernel runs (refused later): read as row for row
         layers.append(Layer(
             op=op.OP, shape=tuple(graph.tensor(op.output).shape), window=window,
+            whole_input=reads_whole_input(op),
             inputs=tuple(producer[n] for n in op_inputs(op)
                          if not graph.tensor(n).is_constant and n in producer),
             weight_bytes=sum(t.nbytes for t in constants)))

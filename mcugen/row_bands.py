@@ -24,15 +24,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import McugenError
-from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, TableLookup,
-                 op_inputs)
+from .geometry import input_rows, reads_whole_input, rows
+from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Reshape,
+                 TableLookup, Transpose, op_inputs)
 from .kernels import Layer
 from .planner import Buffer, live_peak
 from .schedule import Schedule, Shift, Step, arena_buffers, row_bytes
 
-# Ops whose kernels can run on a range of output rows from a band of input rows. Global ops
-# (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL) end the prefix.
-BANDED_OPS = (Conv2D, DepthwiseConv2D, Pad, Add, Mul, TableLookup, Quantize)
+# Ops whose kernels can run on a range of output rows (geometry.py: the input rows each
+# reads). Global ops (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL)
+# end the prefix; layout ops (TRANSPOSE, RESHAPE) read their whole input, so they do not.
+BANDED_OPS = (Conv2D, DepthwiseConv2D, Pad, Add, Mul, TableLookup, Quantize, Transpose,
+              Reshape)
 
 
 def activation_inputs(op: Op, graph: Graph) -> list[str]:
@@ -42,14 +45,20 @@ def activation_inputs(op: Op, graph: Graph) -> list[str]:
 
 def can_band(layer: Layer, graph: Graph) -> bool:
     """Whether the layer can run in row bands: one of our kernels that takes row ranges, on
-    image-shaped tensors; an elementwise op only on operands of its output's shape."""
+    image-shaped tensors; an elementwise op only on operands of its output's shape; a layout
+    op that reads its whole input (the caller's, or a whole tensor) on an input of any
+    shape."""
     op = layer.op
     if not isinstance(op, BANDED_OPS) or not layer.variant.row_ranges \
             or layer.variant.library is not None:
         return False
     shape = graph.tensor(op.output).shape
     inputs = activation_inputs(op, graph)
-    if len(shape) != 4 or any(len(graph.tensor(n).shape) != 4 for n in inputs):
+    if len(shape) != 4 or shape[0] != 1:
+        return False
+    if reads_whole_input(op):
+        return True
+    if any(len(graph.tensor(n).shape) != 4 for n in inputs):
         return False
     if isinstance(op, (Add, Mul, TableLookup, Quantize)):
         return len(inputs) == len(op_inputs(op)) and \
@@ -63,21 +72,6 @@ def longest_prefix(graph: Graph, layers: tuple[Layer, ...]) -> int:
         if not can_band(layer, graph) or layer.op.output == graph.output:
             return layer.index
     return len(layers)
-
-
-def input_rows(op: Op, graph: Graph, begin: int, end: int) -> tuple[int, int]:
-    """The rows [first, last) of the op's input(s) that its output rows [begin, end) read."""
-    height = graph.tensor(op.input).shape[1]
-    if isinstance(op, (Conv2D, DepthwiseConv2D)):
-        kernel = graph.tensor(op.filter).shape[1]
-        first = begin * op.stride[0] - op.padding.top
-        last = (end - 1) * op.stride[0] - op.padding.top + (kernel - 1) * op.dilation[0] + 1
-    elif isinstance(op, Pad):
-        first, last = begin - op.padding.top, end - op.padding.top
-    else:  # elementwise: the same rows
-        first, last = begin, end
-    first, last = min(max(first, 0), height), min(max(last, 0), height)
-    return first, max(first, last)
 
 
 @dataclass
@@ -200,13 +194,12 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
     AssertionError (a bug in mcugen, never the user's) otherwise."""
     present: dict[str, set[int]] = {name: set() for name in schedule.bands}
     held = {name: 0 for name in schedule.bands}
-    done: dict[str, int] = {name: graph.tensor(name).shape[1] for name in graph.inputs}
+    done: dict[str, int] = {name: rows(graph.tensor(name).shape) for name in graph.inputs}
     for step in schedule.steps:
         op = layers[step.layer].op
         if step.origins is None or step.rows is None:
             assert op.output not in schedule.bands
-            done[op.output] = graph.tensor(op.output).shape[1] if len(
-                graph.tensor(op.output).shape) == 4 else 1
+            done[op.output] = rows(graph.tensor(op.output).shape)
             continue
         for shift in step.shifts:
             name = shift.tensor

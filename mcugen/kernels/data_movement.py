@@ -1,5 +1,7 @@
 """Ops that only move bytes: PAD (zero-point padding over H and W), a RESHAPE that could not
-be elided (a copy), TRANSPOSE. Portable C."""
+be elided (a copy), TRANSPOSE. Portable C. Each computes any range of its output's rows
+(geometry.py: PAD reads the rows it shifts, the others their whole input), so that a model
+that starts with one runs in row bands from its first layer."""
 
 from __future__ import annotations
 
@@ -30,22 +32,36 @@ def _lower_pad(op: Pad, graph: Graph, target: Target, names: LayerNames) -> PadP
                      pad_left=op.padding.left, value=graph.tensor(op.output).zero_point)
 
 
+def output_rows(shape: tuple[int, ...]) -> FeatureMap:
+    """A layout op's output as rows a step may compute: an image's (batch 1) H rows of W x C;
+    any other shape, one row of everything."""
+    if len(shape) == 4 and shape[0] == 1:
+        return FeatureMap(shape[1], shape[2], shape[3])
+    return FeatureMap(1, 1, int(np.prod(shape)))
+
+
 @dataclass(frozen=True)
 class CopyParams:
+    """The bytes, unchanged: output rows [begin, end) are the input's bytes at the same
+    place (the input is read whole, from its first byte)."""
+
     size: int
+    output: FeatureMap
 
 
 def _lower_copy(op: Reshape, graph: Graph, target: Target, names: LayerNames) -> CopyParams:
-    return CopyParams(size=graph.tensor(op.input).size)
+    return CopyParams(size=graph.tensor(op.input).size,
+                      output=output_rows(graph.tensor(op.output).shape))
 
 
 @dataclass(frozen=True)
 class TransposeParams:
     """The output's four axes in order, each reading the input with the stride of the input
-    axis it comes from."""
+    axis it comes from. A step computes a range of axis 1 (an image's rows)."""
 
     dims: tuple[int, int, int, int]
     strides: tuple[int, int, int, int]
+    output: FeatureMap
 
 
 def _lower_transpose(op: Transpose, graph: Graph, target: Target,
@@ -56,13 +72,15 @@ def _lower_transpose(op: Transpose, graph: Graph, target: Target,
     perm = list(range(lead)) + [axis + lead for axis in op.perm]
     in_strides = [int(np.prod(in_shape[axis + 1:])) for axis in range(4)]
     return TransposeParams(dims=tuple(out_shape),
-                           strides=tuple(in_strides[perm[k]] for k in range(4)))
+                           strides=tuple(in_strides[perm[k]] for k in range(4)),
+                           output=FeatureMap(out_shape[1], out_shape[2], out_shape[3]))
 
 
 PAD_S8 = Variant("pad_s8", (Pad,), Isa.PORTABLE, "pad_s8", Order.RASTER, _lower_pad,
                  row_ranges=True)
-COPY_S8 = Variant("copy_s8", (Reshape,), Isa.PORTABLE, "copy_s8", Order.SEPARATE, _lower_copy)
+COPY_S8 = Variant("copy_s8", (Reshape,), Isa.PORTABLE, "copy_s8", Order.SEPARATE, _lower_copy,
+                  row_ranges=True)
 TRANSPOSE_S8 = Variant("transpose_s8", (Transpose,), Isa.PORTABLE, "transpose_s8",
-                       Order.SEPARATE, _lower_transpose)
+                       Order.SEPARATE, _lower_transpose, row_ranges=True)
 
 VARIANTS = (PAD_S8, COPY_S8, TRANSPOSE_S8)

@@ -1,0 +1,48 @@
+"""Row geometry: for each op that can compute a range of its output rows, which rows of its
+inputs that range reads. The one place that says it; row-band schedules (row_bands.py)
+order their steps and size their band buffers from it, and replay them against it.
+
+Rows are an activation's axis 1 (H of NHWC). An op reads its inputs in one of three ways:
+- through a window (CONV_2D, DEPTHWISE_CONV_2D): the rows under the windows of the output
+  rows, cut at the edges;
+- shifted (PAD): output row r is input row r - top, or padding;
+- whole (TRANSPOSE, RESHAPE): an output row gathers from anywhere in the input, so the
+  whole input is read before the first output row. Exact whatever the order the input is
+  laid out in (an NCHW input before its TRANSPOSE to NHWC): the input is read as it is, only
+  the output is computed in rows. At a model's start the input is the caller's buffer,
+  outside the arena, so a layout op there costs the arena nothing;
+- row for row (elementwise ops): output row r reads row r of each operand.
+"""
+
+from __future__ import annotations
+
+from .ir import Conv2D, DepthwiseConv2D, Graph, Op, Pad, Reshape, Transpose
+
+# Ops whose output rows read their whole input (layout ops).
+WHOLE_INPUT_OPS = (Transpose, Reshape)
+
+
+def rows(shape: tuple[int, ...]) -> int:
+    """An activation's rows: H of a 4-D tensor; any other is one row."""
+    return shape[1] if len(shape) == 4 else 1
+
+
+def reads_whole_input(op: Op) -> bool:
+    return isinstance(op, WHOLE_INPUT_OPS)
+
+
+def input_rows(op: Op, graph: Graph, begin: int, end: int) -> tuple[int, int]:
+    """The rows [first, last) of the op's input(s) that its output rows [begin, end) read."""
+    height = rows(graph.tensor(op.input).shape)
+    if reads_whole_input(op):
+        return 0, height
+    if isinstance(op, (Conv2D, DepthwiseConv2D)):
+        kernel = graph.tensor(op.filter).shape[1]
+        first = begin * op.stride[0] - op.padding.top
+        last = (end - 1) * op.stride[0] - op.padding.top + (kernel - 1) * op.dilation[0] + 1
+    elif isinstance(op, Pad):
+        first, last = begin - op.padding.top, end - op.padding.top
+    else:  # elementwise: the same rows
+        first, last = begin, end
+    first, last = min(max(first, 0), height), min(max(last, 0), height)
+    return first, max(first, last)
