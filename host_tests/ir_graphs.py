@@ -285,3 +285,46 @@ def dequantize_requantize(shape: tuple[int, ...]) -> Graph:
                _typed("y", shape, "uint8", (0.041, 119))]
     return Graph("dequantize_requantize", {t.name: t for t in tensors},
                  (Dequantize("x", "f"), Quantize("f", "y")), ("x",), ("y",))
+
+
+def layout_first(seed: int, first: str, h: int = 14, w: int = 11, c: int = 4) -> Graph:
+    """A network that starts with layout ops, as converted PyTorch models do: the input
+    rearranged to NHWC by a TRANSPOSE (from NCHW) or a RESHAPE (from [1, H*W*C]), a PAD that
+    no convolution can absorb (a lookup table reads it), the table (HARD_SWISH), then a
+    3x3 stride-2 convolution, a 3x3 depthwise and a 1x1 convolution. The widest tensors are
+    the first ones, so that the smallest arena comes from bands from the first layer on."""
+    rng = np.random.default_rng(seed)
+    padding = Padding(2, 1, 1, 2)
+    ph, pw = h + padding.top + padding.bottom, w + padding.left + padding.right
+    source_shape = (1, c, h, w) if first == "transpose" else (1, h * w * c)
+    tensors = [_activation("x", source_shape, IN_SCALE, 1),
+               _activation("t", (1, h, w, c), IN_SCALE, 1),
+               _activation("p", (1, ph, pw, c), IN_SCALE, 1),
+               _activation("s", (1, ph, pw, c), 0.04, -20)]
+    ops: list = [Transpose("x", "t", (0, 2, 3, 1)) if first == "transpose"
+                 else Reshape("x", "t"),
+                 Pad("t", "p", padding), HardSwish("p", "s")]
+    source, channels, scale = "s", c, 0.04
+    for index, (kind, cout, stride) in enumerate([("conv", 4, 2), ("dw", 4, 1),
+                                                  ("conv", 5, 1)]):
+        kernel = 1 if index == 2 else 3
+        pad = Padding() if kernel == 1 else Padding(1, 1, 1, 1)
+        shape = (cout, kernel, kernel, channels) if kind == "conv" else (1, kernel, kernel, cout)
+        wt = _weights(rng, f"w{index}", shape, cout, 0 if kind == "conv" else 3, True)
+        bias = dataclasses.replace(_bias(rng, cout, scale * float(np.mean(wt.q.scale))),
+                                   name=f"b{index}")
+        _, in_h, in_w, _ = next(t.shape for t in tensors if t.name == source)
+        out_h = conv_output_size(in_h, kernel, stride, 1, pad.top, pad.bottom)
+        out_w = conv_output_size(in_w, kernel, stride, 1, pad.left, pad.right)
+        depth = kernel * kernel * (channels if kind == "conv" else 1)
+        out = _activation(f"y{index}" if index < 2 else "y", (1, out_h, out_w, cout),
+                          _output_scale(wt, depth) * scale / IN_SCALE, int(rng.integers(-9, 9)))
+        tensors += [wt, bias, out]
+        if kind == "conv":
+            ops.append(Conv2D(source, wt.name, bias.name, out.name, (stride, stride), (1, 1),
+                              pad, Activation.NONE))
+        else:
+            ops.append(DepthwiseConv2D(source, wt.name, bias.name, out.name, (stride, stride),
+                                       (1, 1), pad, 1, Activation.RELU))
+        source, channels, scale = out.name, cout, out.q.scale[0]
+    return Graph(f"{first}_first", {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))

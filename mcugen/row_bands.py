@@ -69,7 +69,7 @@ def can_band(layer: Layer, graph: Graph) -> bool:
 def longest_prefix(graph: Graph, layers: tuple[Layer, ...]) -> int:
     """How many layers from the first can run in row bands."""
     for layer in layers:
-        if not can_band(layer, graph) or layer.op.output == graph.output:
+        if not can_band(layer, graph) or layer.op.output in graph.outputs:
             return layer.index
     return len(layers)
 
@@ -137,7 +137,7 @@ def _segment_steps(graph: Graph, layers: tuple[Layer, ...], begin: int, end: int
     # In layer order (a dict, not a set): the band buffers' order reaches the schedule, the
     # C and report.json, which must not change with PYTHONHASHSEED.
     bands = dict.fromkeys(name for name in producer
-                          if name not in later_reads and name != graph.output)
+                          if name not in later_reads and name not in graph.outputs)
     order = _Order(graph, layers, producer, band_rows, {name: 0 for name in producer}, [])
     last_output = layers[end - 1].op.output
     for row in range(1, graph.tensor(last_output).shape[1] + 1):

@@ -1,0 +1,94 @@
+"""Row bands through layout ops (issue 20, item 4): a model that starts with TRANSPOSE (an NCHW
+input, as PyTorch's converters give) or RESHAPE, then PAD, runs in row bands from its first
+layer (mcugen/geometry.py: a layout op's output rows read its whole input, which is the
+caller's), bit-exact with the NumPy reference; the early arena bound stays below what the
+search reaches; and the converted PyTorch MobileNetV2 fits 160K on Cortex-M7."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import ir_graphs as g
+from conftest import REPO, standard_inputs
+from hostc import build_shared
+from mcugen import estimate
+from mcugen.compile import compile_graph, prepare
+from mcugen.errors import McugenError
+from mcugen.frontend.tflite import load_tflite
+from mcugen.geometry import input_rows
+from mcugen.reference import run_reference
+from mcugen.targets import load_target
+
+HOST = load_target("host")
+FIRST = ["transpose", "reshape"]
+# tensorflow/tflite-micro's third_party/xtensa/examples/pytorch_to_tflite model (issue 20).
+PYTORCH_V2 = REPO.parent / "scratch" / "models" / "pytorch_mobilenet_v2_1x3x224x224.tflite"
+
+
+def compiled(first: str, max_ram: int | None):
+    return compile_graph(g.layout_first(11, first), name="model", target=HOST, source=first,
+                         memory_check=False, max_ram=max_ram)
+
+
+def tightest(first: str) -> int:
+    with pytest.raises(McugenError, match="smallest reachable") as error:
+        compiled(first, max_ram=64)
+    return int(re.search(r"smallest reachable is ([\d,]+) B", str(error.value))
+               .group(1).replace(",", ""))
+
+
+def test_a_layout_op_reads_its_whole_input_for_any_rows():
+    graph = prepare(g.layout_first(11, "transpose"))
+    transpose, pad = graph.ops[0], graph.ops[1]
+    assert input_rows(transpose, graph, 5, 6) == (0, 4)  # all C of the NCHW input
+    assert input_rows(pad, graph, 0, 3) == (0, 1)  # two padding rows, then row 0
+    assert input_rows(pad, graph, 16, 17) == (14, 14)  # bottom padding reads nothing
+
+
+@pytest.mark.parametrize("first", FIRST)
+def test_bands_from_the_first_layer_are_bit_exact(first, tmp_path):
+    whole = compiled(first, None)
+    budget = tightest(first)
+    result = compiled(first, budget)
+    schedule = result.schedule
+    assert schedule.segments[0][0] == 0, schedule.describe()
+    # The layout op's and the PAD's outputs never exist whole: a row or two at a time.
+    assert schedule.bands["t"] <= 2 and schedule.bands["p"] <= 2, schedule.bands
+    assert result.plan.arena_size <= budget < whole.plan.arena_size
+    graph = result.graph
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name, text in result.sources.items():
+        (folder / name).write_text(text)
+    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
+    inputs = standard_inputs(graph.input.size, seed=4)
+    expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                         for x in inputs])
+    np.testing.assert_array_equal(np.stack([model(x) for x in inputs]), expected)
+    assert len(set(map(bytes, expected))) >= len(inputs) - 1  # outputs tell inputs apart
+
+
+@pytest.mark.parametrize("first", FIRST)
+def test_the_early_arena_bound_stays_below_the_arena_reached(first):
+    """build.check_shapes refuses a budget below estimate.arena_lower_bound before compiling:
+    the bound must know that layout ops run in bands too."""
+    bound = estimate.arena_lower_bound(estimate.graph_shapes(prepare(g.layout_first(11, first))))
+    assert bound <= tightest(first)
+
+
+@pytest.mark.slow
+def test_the_pytorch_mobilenet_v2_fits_160k_on_cortex_m7():
+    """Layer by layer it needs 1.2 MB (a 112x112x96 tensor); bands from its TRANSPOSE on."""
+    assert PYTORCH_V2.is_file(), f"missing {PYTORCH_V2}"
+    budget = 160 * 1024
+    graph = load_tflite(PYTORCH_V2.read_bytes(), "model")
+    assert estimate.arena_lower_bound(estimate.graph_shapes(prepare(graph))) <= budget
+    result = compile_graph(graph, name="model", target=load_target("cortex-m7"),
+                           source=PYTORCH_V2.name, memory_check=False, max_ram=budget)
+    assert result.graph.ops[0].OP == "TRANSPOSE"
+    assert result.schedule.segments[0][0] == 0
+    assert result.plan.arena_size <= budget
+    assert result.report.schedule["layer_by_layer_arena"] > 1_000_000
