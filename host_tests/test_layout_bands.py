@@ -13,7 +13,7 @@ import pytest
 
 import ir_graphs as g
 from conftest import REPO, standard_inputs
-from hostc import build_shared
+from hostc import build_shared, run_sanitized
 from mcugen import estimate
 from mcugen.compile import compile_graph, prepare
 from mcugen.errors import McugenError
@@ -69,6 +69,9 @@ def test_bands_from_the_first_layer_are_bit_exact(first, tmp_path):
                          for x in inputs])
     np.testing.assert_array_equal(np.stack([model(x) for x in inputs]), expected)
     assert len(set(map(bytes, expected))) >= len(inputs) - 1  # outputs tell inputs apart
+    np.testing.assert_array_equal(run_sanitized(folder, "model", graph.input.size,
+                                                graph.output.size, inputs[-2:], tmp_path),
+                                  expected[-2:])
 
 
 @pytest.mark.parametrize("first", FIRST)
