@@ -6,10 +6,16 @@ A schedule may have several segments: each one's band buffers live only while it
 the tensors between segments are whole.
 
 How the steps are found: the last layer of a segment is driven row by row; to compute rows
-of a layer, the rows its window needs from each input are computed first, recursively, a band
-(at most `band_rows` rows) at a time. So an early, wide tensor holds only the rows the next
-layer's window needs before that layer runs on them, and a residual input only the rows its
-ADD has not yet read.
+of a layer, the rows it reads of each input (geometry.input_rows) are computed first,
+recursively, a band (at most `band_rows` rows) at a time. So an early, wide tensor holds only
+the rows the next layer's window needs before that layer runs on them, and a residual input
+only the rows its ADD has not yet read.
+
+Where segments may be: in the layers before the first that cannot run in bands (a global
+op: MEAN, FULLY_CONNECTED, a reshape to 1-D, squeeze-and-excitation's broadcast MUL) or that
+makes the graph's output. Layout ops band too: a TRANSPOSE or RESHAPE reads its whole input
+(at a model's start, the caller's: an NCHW input rearranged to NHWC), a PAD the rows it
+shifts, so a converted model is banded from its first layer.
 
 How a band buffer is addressed: a banded layer's function takes, per operand, the first row
 its buffer holds (its origin; 0 for a whole tensor). When a step writes rows past the end of a
