@@ -7,6 +7,7 @@ search reaches; and the converted PyTorch MobileNetV2 fits 160K on Cortex-M7."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from mcugen.compile import compile_graph, prepare
 from mcugen.errors import McugenError
 from mcugen.frontend.tflite import load_tflite
 from mcugen.geometry import input_rows
+from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
 from mcugen.targets import load_target
 
@@ -28,16 +30,28 @@ FIRST = ["transpose", "reshape"]
 PYTORCH_V2 = REPO.parent / "scratch" / "models" / "pytorch_mobilenet_v2_1x3x224x224.tflite"
 
 
-def compiled(first: str, max_ram: int | None):
-    return compile_graph(g.layout_first(11, first), name="model", target=HOST, source=first,
+def compiled(first: str, max_ram: int | None, target=HOST):
+    return compile_graph(g.layout_first(11, first), name="model", target=target, source=first,
                          memory_check=False, max_ram=max_ram)
 
 
-def tightest(first: str) -> int:
+def tightest(first: str, target=HOST) -> int:
     with pytest.raises(McugenError, match="smallest reachable") as error:
-        compiled(first, max_ram=64)
+        compiled(first, max_ram=64, target=target)
     return int(re.search(r"smallest reachable is ([\d,]+) B", str(error.value))
                .group(1).replace(",", ""))
+
+
+def written(result, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name, text in result.sources.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def reference(graph, inputs: np.ndarray) -> np.ndarray:
+    return np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                     for x in inputs])
 
 
 def test_a_layout_op_reads_its_whole_input_for_any_rows():
@@ -59,19 +73,37 @@ def test_bands_from_the_first_layer_are_bit_exact(first, tmp_path):
     assert schedule.bands["t"] <= 2 and schedule.bands["p"] <= 2, schedule.bands
     assert result.plan.arena_size <= budget < whole.plan.arena_size
     graph = result.graph
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for name, text in result.sources.items():
-        (folder / name).write_text(text)
+    folder = written(result, tmp_path / "model")
     model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
     inputs = standard_inputs(graph.input.size, seed=4)
-    expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-                         for x in inputs])
+    expected = reference(graph, inputs)
     np.testing.assert_array_equal(np.stack([model(x) for x in inputs]), expected)
     assert len(set(map(bytes, expected))) >= len(inputs) - 1  # outputs tell inputs apart
-    np.testing.assert_array_equal(run_sanitized(folder, "model", graph.input.size,
-                                                graph.output.size, inputs[-2:], tmp_path),
-                                  expected[-2:])
+
+
+@pytest.mark.slow
+def test_bands_from_the_first_layer_are_clean_under_sanitizers(tmp_path):
+    result = compiled("transpose", tightest("transpose"))
+    graph = result.graph
+    inputs = standard_inputs(graph.input.size, seed=4, random_count=2)
+    outputs = run_sanitized(written(result, tmp_path / "model"), "model", graph.input.size,
+                            graph.output.size, inputs, tmp_path)
+    np.testing.assert_array_equal(outputs, reference(graph, inputs))
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("target", ["cortex-m7", "cortex-m0plus"])
+def test_bands_from_the_first_layer_are_bit_exact_in_qemu(target, tmp_path):
+    """The same on a core: the DSP kernels on M7, the portable ones where an unaligned word
+    access traps (M0+)."""
+    core = load_target(target)
+    result = compiled("transpose", tightest("transpose", core), core)
+    assert result.schedule.segments[0][0] == 0
+    graph = result.graph
+    elf = build_firmware(written(result, tmp_path / "model"), core, tmp_path / "firmware")
+    inputs = standard_inputs(graph.input.size, seed=5, random_count=2)
+    ran = run_firmware(elf, core, inputs, graph.output.size)
+    np.testing.assert_array_equal(ran.outputs, reference(graph, inputs))
 
 
 @pytest.mark.parametrize("first", FIRST)
