@@ -1,8 +1,9 @@
 """Row geometry: for each op that can compute a range of its output rows, which rows of its
-inputs that range reads. The one place that says it; row-band schedules (row_bands.py)
-order their steps and size their band buffers from it, and replay them against it.
+inputs that range reads. Row-band schedules (row_bands.py) order their steps, size their
+band buffers and replay them from it alone; a new spatial op joins them by adding its rule
+here (estimate.graph_shapes describes the same rule for the early arena bound).
 
-Rows are an activation's axis 1 (H of NHWC). An op reads its inputs in one of three ways:
+Rows are an activation's axis 1 (H of NHWC). An op reads its inputs in one of four ways:
 - through a window (CONV_2D, DEPTHWISE_CONV_2D): the rows under the windows of the output
   rows, cut at the edges;
 - shifted (PAD): output row r is input row r - top, or padding;

@@ -32,7 +32,7 @@ def _lower_pad(op: Pad, graph: Graph, target: Target, names: LayerNames) -> PadP
                      pad_left=op.padding.left, value=graph.tensor(op.output).zero_point)
 
 
-def output_rows(shape: tuple[int, ...]) -> FeatureMap:
+def _as_rows(shape: tuple[int, ...]) -> FeatureMap:
     """A layout op's output as rows a step may compute: an image's (batch 1) H rows of W x C;
     any other shape, one row of everything."""
     if len(shape) == 4 and shape[0] == 1:
@@ -51,7 +51,7 @@ class CopyParams:
 
 def _lower_copy(op: Reshape, graph: Graph, target: Target, names: LayerNames) -> CopyParams:
     return CopyParams(size=graph.tensor(op.input).size,
-                      output=output_rows(graph.tensor(op.output).shape))
+                      output=_as_rows(graph.tensor(op.output).shape))
 
 
 @dataclass(frozen=True)
