@@ -2,7 +2,8 @@
 input, as PyTorch's converters give) or RESHAPE, then PAD, runs in row bands from its first
 layer (mcugen/geometry.py: a layout op's output rows read its whole input, which is the
 caller's), bit-exact with the NumPy reference; the early arena bound stays below what the
-search reaches; and the converted PyTorch MobileNetV2 fits 160K on Cortex-M7."""
+search reaches. (The converted PyTorch MobileNetV2 at 160K on Cortex-M7 is a measurement in
+README, not a test: its file is not in this repository.)"""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ import numpy as np
 import pytest
 
 import ir_graphs as g
-from conftest import REPO, standard_inputs
+from conftest import standard_inputs
 from hostc import build_shared, run_sanitized
-from mcugen import estimate, row_bands
+from mcugen import estimate
 from mcugen.compile import compile_graph, prepare
 from mcugen.errors import McugenError
-from mcugen.frontend.tflite import load_tflite
 from mcugen.geometry import input_rows
 from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
@@ -26,8 +26,6 @@ from mcugen.targets import load_target
 
 HOST = load_target("host")
 FIRST = ["transpose", "reshape"]
-# tensorflow/tflite-micro's third_party/xtensa/examples/pytorch_to_tflite model (issue 20).
-PYTORCH_V2 = REPO.parent / "scratch" / "models" / "pytorch_mobilenet_v2_1x3x224x224.tflite"
 
 
 def compiled(first: str, max_ram: int | None, target=HOST):
@@ -112,21 +110,3 @@ def test_the_early_arena_bound_stays_below_the_arena_reached(first):
     the bound must know that layout ops run in bands too."""
     bound = estimate.arena_lower_bound(estimate.graph_shapes(prepare(g.layout_first(11, first))))
     assert bound <= tightest(first)
-
-
-@pytest.mark.slow
-def test_the_pytorch_mobilenet_v2_fits_160k_on_cortex_m7():
-    """Layer by layer it needs 1.2 MB (a 112x112x96 tensor); bands from its TRANSPOSE on."""
-    assert PYTORCH_V2.is_file(), f"missing {PYTORCH_V2}"
-    budget = 160 * 1024
-    graph = load_tflite(PYTORCH_V2.read_bytes(), "model")
-    assert estimate.arena_lower_bound(estimate.graph_shapes(prepare(graph))) <= budget
-    result = compile_graph(graph, name="model", target=load_target("cortex-m7"),
-                           source=PYTORCH_V2.name, memory_check=False, max_ram=budget)
-    assert result.graph.ops[0].OP == "TRANSPOSE"
-    assert result.schedule.segments[0][0] == 0
-    # Segments may run through every spatial stage, up to the first global op.
-    first_global = next(i for i, op in enumerate(result.graph.ops) if op.OP == "MEAN")
-    assert row_bands.longest_prefix(result.graph, result.layers) == first_global
-    assert result.plan.arena_size <= budget
-    assert result.report.schedule["layer_by_layer_arena"] > 1_000_000
