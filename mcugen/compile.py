@@ -131,7 +131,9 @@ def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None
         return schedule, buffers, plan, plan.arena_size  # the memory check will say so
     reason = f"--max-ram {max_ram:,} B" if max_ram is not None else \
         f"layer by layer does not fit the target's {fit_ram:,} B"
-    schedule = dataclasses.replace(chosen.schedule, reason=reason)
+    # Its periodic steady state runs as C loops (the steps, and so the buffers, unchanged).
+    schedule = row_bands.looped(dataclasses.replace(chosen.schedule, reason=reason), graph,
+                                layers)
     buffers = arena_buffers(graph, layers, schedule)
     return schedule, buffers, plan_memory(buffers), plan.arena_size
 
