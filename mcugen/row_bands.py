@@ -145,7 +145,7 @@ def _segment_steps(graph: Graph, layers: tuple[Layer, ...], begin: int, end: int
     # In layer order (a dict, not a set): the band buffers' order reaches the schedule, the
     # C and report.json, which must not change with PYTHONHASHSEED.
     bands = dict.fromkeys(name for name in producer
-                          if name not in later_reads and name != graph.output)
+                          if name not in later_reads and name not in graph.outputs)
     order = _Order(graph, layers, producer, band_rows, {name: 0 for name in producer}, [])
     last_output = layers[end - 1].op.output
     for row in range(1, graph.tensor(last_output).shape[1] + 1):
