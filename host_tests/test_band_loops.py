@@ -1,0 +1,115 @@
+"""Band schedules as C loops (schedule.Repeat): the periodic steady state of a row-band
+schedule runs as a `for` loop in NAME_invoke, bit-exact with the reference; the replay
+(row_bands.verify) refuses a loop that does not compute the steps it replaces.
+
+Hand-built graphs (no TensorFlow, no QEMU): the fast tier."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+import ir_graphs as g
+from hostc import build_shared
+from mcugen import row_bands
+from mcugen.compile import CompiledModel, compile_graph
+from mcugen.reference import run_reference
+from mcugen.schedule import Repeat, Step, find_repeats
+from mcugen.targets import load_target
+
+
+def blocks(**budget) -> CompiledModel:
+    # Tall and narrow: many bands of the same shape, the steady state a loop.
+    graph = g.repeated_blocks(seed=7, h=40, w=6, c=8, blocks=2, last_outputs=4)
+    return compile_graph(graph, name="model", target=load_target("host"), source="blocks",
+                         **budget)
+
+
+@pytest.fixture(scope="module")
+def banded() -> CompiledModel:
+    whole = blocks().plan.arena_size
+    compiled = blocks(max_ram=whole // 3)
+    assert compiled.schedule.banded and compiled.plan.arena_size <= whole // 3
+    # Every layer in bands, the last one writing the caller's output whole.
+    assert compiled.schedule.segments == ((0, len(compiled.layers)),)
+    assert not set(compiled.schedule.bands) & set(compiled.graph.outputs)
+    return compiled
+
+
+def invoke_body(source: str) -> str:
+    start = source.index("int model_invoke(")
+    return source[start:source.index("\n}\n", start)]
+
+
+def statements(schedule) -> int:
+    """The layer calls NAME_invoke holds: a step outside a loop is one, a loop its body."""
+    return sum(len(node.body) if isinstance(node, Repeat) else 1 for node in schedule.program())
+
+
+def test_the_steady_state_of_a_band_schedule_is_a_loop(banded):
+    schedule = banded.schedule
+    (repeat,) = schedule.repeats  # one segment, one steady state
+    assert repeat.count >= 15 and len(repeat.body) == len(banded.layers)
+    # The loop replaces most steps: invoke calls each statement once in the C.
+    body = invoke_body(banded.sources["model.c"])
+    calls = re.findall(r"^\s+layer\d+_\w+\(", body, re.M)
+    assert len(calls) == statements(schedule) < len(schedule.steps) // 4
+    assert f"for (int32_t i = 0; i < {repeat.count}; i++) {{" in body
+    # Per step, a marker: the loop's markers run once an iteration.
+    assert body.count("MCUGEN_LAYER_DONE(") == len(calls)
+
+
+def test_the_loop_is_bit_exact(banded, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file, text in banded.sources.items():
+        (folder / file).write_text(text)
+    graph = banded.graph
+    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
+    inputs = np.random.default_rng(3).integers(-128, 128, (3, graph.input.size), dtype=np.int8)
+    for x in inputs:
+        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+        np.testing.assert_array_equal(model(x), expected)
+
+
+def broken(schedule, **changes):
+    (repeat,) = schedule.repeats
+    return dataclasses.replace(schedule, repeats=(dataclasses.replace(repeat, **changes),))
+
+
+def test_the_replay_refuses_a_broken_loop(banded):
+    schedule, graph, layers = banded.schedule, banded.graph, banded.layers
+    row_bands.verify(schedule, graph, layers)
+    (repeat,) = schedule.repeats
+    increments = list(repeat.increments)
+    increments[0] = (increments[0][0] + 1, *increments[0][1:])  # its rows drift
+    one_more = repeat.count + 1  # past the steps it replaces
+    origin = list(repeat.body)  # the first statement reads its input from the wrong row
+    step = origin[0]
+    origin[0] = dataclasses.replace(step, origins=(step.origins[0] + 1, *step.origins[1:]))
+    for wrong in (broken(schedule, increments=tuple(increments)),
+                  broken(schedule, count=one_more), broken(schedule, count=1),
+                  broken(schedule, body=tuple(origin)),
+                  broken(schedule, increments=repeat.increments[:-1])):
+        with pytest.raises(AssertionError):
+            row_bands.verify(wrong, graph, layers)
+    # A loop equal to its unrolled steps is still replayed row by row: steps made from the
+    # broken loop itself are refused too.
+    wrong = broken(schedule, body=tuple(origin))
+    with pytest.raises(AssertionError):
+        row_bands.verify(dataclasses.replace(wrong, steps=tuple(row_bands.program_steps(wrong))),
+                         graph, layers)
+
+
+def test_the_search_takes_the_run_that_saves_most():
+    periodic = [Step(layer, (row, row + 1), (row, row)) for row in range(2, 12)
+                for layer in (0, 1)]
+    stray = Step(0, (12, 13), (0, 99))  # breaks the period
+    steps = (Step(5, None), *periodic, stray, Step(6, None))
+    (repeat,) = find_repeats(steps)
+    assert (repeat.start, len(repeat.body), repeat.count) == (1, 2, 10)
+    assert repeat.increments == ((1, 1, 1, 1),) * 2
+    assert find_repeats(tuple(periodic[:4]) + (stray,)) == ()  # saves too little
