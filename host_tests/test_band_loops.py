@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 import ir_graphs as g
+from conftest import PERSON_DETECT
 from hostc import build_shared
 from mcugen import row_bands
 from mcugen.compile import CompiledModel, compile_graph
+from mcugen.frontend.tflite import load_tflite
 from mcugen.reference import run_reference
 from mcugen.schedule import Repeat, Step, find_repeats
 from mcugen.targets import load_target
@@ -113,3 +115,19 @@ def test_the_search_takes_the_run_that_saves_most():
     assert (repeat.start, len(repeat.body), repeat.count) == (1, 2, 10)
     assert repeat.increments == ((1, 1, 1, 1),) * 2
     assert find_repeats(tuple(periodic[:4]) + (stray,)) == ()  # saves too little
+
+
+@pytest.mark.slow
+def test_a_budget_keeps_the_fast_variant_where_its_ring_fits():
+    """At --max-ram 20K person_detect runs in bands only with lean depthwise layers somewhere
+    (their fast variant's ring of rows costs arena); the layers whose ring still fits keep
+    the fast variant (smaller and faster code), and the arena still fits."""
+    graph = load_tflite(PERSON_DETECT.read_bytes(), "pd")
+    compiled = compile_graph(graph, name="pd", target=load_target("cortex-m7"), source="pd",
+                             memory_check=False, max_ram=20 * 1024)
+    assert compiled.schedule.banded and compiled.plan.arena_size <= 20 * 1024
+    depthwise = [layer.variant for layer in compiled.layers
+                 if type(layer.op).__name__ == "DepthwiseConv2D"]
+    fast = [variant for variant in depthwise if variant.trades_ram]
+    assert 0 < len(fast) < len(depthwise)
+    assert compiled.schedule.repeats  # and its steady state is a loop
