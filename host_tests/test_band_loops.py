@@ -18,6 +18,7 @@ from hostc import build_shared
 from mcugen import row_bands
 from mcugen.compile import CompiledModel, compile_graph
 from mcugen.frontend.tflite import load_tflite
+from mcugen.ir import Padding
 from mcugen.reference import run_reference
 from mcugen.schedule import Repeat, Step, find_repeats
 from mcugen.targets import load_target
@@ -131,3 +132,21 @@ def test_a_budget_keeps_the_fast_variant_where_its_ring_fits():
     fast = [variant for variant in depthwise if variant.trades_ram]
     assert 0 < len(fast) < len(depthwise)
     assert compiled.schedule.repeats  # and its steady state is a loop
+
+
+@pytest.mark.parametrize("kernel, padding", [((1, 1), Padding()),
+                                             ((3, 3), Padding(1, 1, 1, 1))])
+def test_rows_of_whole_blocks_need_no_loop_for_a_leftover_pixel(kernel, padding):
+    """The DSP pointwise and convolution kernels compute two pixels at a time; every call
+    takes whole rows, so rows of an even width leave no pixel over and their C has no loop
+    for one (a banded layer's rows are not constants the compiler could see it from)."""
+    def source(width: int) -> str:
+        graph = g.conv(9, 6, width, 8, 8, kernel=kernel, padding=padding)
+        compiled = compile_graph(graph, name="model", target=load_target("cortex-m7"),
+                                 source="conv")
+        assert compiled.layers[0].variant.name in ("pw_conv_s8_dsp", "conv_s8_dsp")
+        return compiled.sources["model.c"]
+
+    leftover = re.compile(r"for \(; p < end; \+\+p")
+    assert not leftover.search(source(6))
+    assert leftover.search(source(5))
