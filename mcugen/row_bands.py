@@ -227,12 +227,12 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
     banded step reads has been written and is still in its buffer, at the origin the step
     is given; every row written fits its buffer; a shift keeps what it claims. Raises
     AssertionError (a bug in mcugen, never the user's) otherwise."""
-    program = program_steps(schedule)
-    assert tuple(program) == schedule.steps, "a loop differs from the steps it replaces"
+    # The steps below are the program's: replaying them replays every loop iteration.
+    assert tuple(program_steps(schedule)) == schedule.steps, "a loop is not its steps"
     present: dict[str, set[int]] = {name: set() for name in schedule.bands}
     held = {name: 0 for name in schedule.bands}
     done: dict[str, int] = {name: graph.tensor(name).shape[1] for name in graph.inputs}
-    for step in program:
+    for step in schedule.steps:
         op = layers[step.layer].op
         if step.origins is None or step.rows is None:
             assert op.output not in schedule.bands
