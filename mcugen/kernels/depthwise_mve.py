@@ -91,6 +91,12 @@ class MveDepthwiseParams:
     def taps(self) -> int:
         return self.window.taps
 
+    @property
+    def advance(self) -> bool:
+        """The first window load of a block of four pixels also moves the window to the next
+        block (VLDRB's post-index reaches 127 bytes), saving the pixel loop an add."""
+        return PIXELS * self.pixel_step <= LOAD_OFFSET_MAX
+
 
 def _runs(g: Window) -> tuple[Run, ...] | None:
     """Kernel columns in runs of at most 16 lanes; None when the window needs more vectors
