@@ -56,6 +56,13 @@ CASES = {
     # straddle 0 (left shifts, shifts of 0 and right shifts in one layer).
     "pw_200_9_odd_pixels": lambda: g.conv(18, 3, 5, 200, 9, (1, 1), padding=P0),
     "pw_256_6": lambda: g.conv(19, 2, 3, 256, 6, (1, 1), padding=P0),
+    # pw_conv_s8_pixels_mve's edges (depths up to 16; pw_1_1 to pw_16_11 above take it too):
+    # two pixels per vector with a spare pixel read past a block, and a tail of more than
+    # four pixels (a full and a partial quad); one pixel per vector with a spare pixel and a
+    # one-pixel tail.
+    "pw_6_9_tail_of_5": lambda: g.conv(120, 1, 13, 6, 9, (1, 1), padding=P0),
+    "pw_12_5_one_per_vector": lambda: g.conv(121, 3, 3, 12, 5, (1, 1), padding=P0,
+                                             activation=ir.Activation.NONE),
     # The DSP loop's edges (two groups of four inputs a pass, entered at the second for an odd
     # count; filter rows in pairs, an odd last one alone; columns on the stack, or in arena
     # scratch past 1 KiB, read one group ahead): 65 groups in scratch, odd pixels and outputs;
