@@ -92,6 +92,14 @@ class MveDepthwiseParams:
         return self.window.taps
 
     @property
+    def group_offsets(self) -> bool:
+        """Each group of eight channels has its own vector of plane offsets when a pixel has
+        two to four groups (Q registers) whose offsets all fit the scatter store's 16 bits:
+        one pixel's stores then share the slot as their base (no add per group)."""
+        groups = -(-self.input.c // SCATTER_LANES)
+        return 1 < groups <= 4 and (self.input.c - 1) * self.ring.plane < 2**16
+
+    @property
     def advance(self) -> bool:
         """The first window load of a block of four pixels also moves the window to the next
         block (VLDRB's post-index reaches 127 bytes), saving the pixel loop an add."""
