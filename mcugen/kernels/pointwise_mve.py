@@ -102,6 +102,14 @@ class MvePixelLanesParams:
         return self.pack * self.input.c
 
     @property
+    def sums_by_vmov(self) -> bool:
+        """One input vector per pixel: the block's four sums go to a vector by two VMOVs (no
+        round trip through memory). With two pixels per vector the block has two vectors of
+        sums, which the Q registers cannot hold besides its inputs and weights (measured: GCC
+        spills, +5 % instructions on VWW's 8 -> 16 layer): they go through memory."""
+        return self.pack == 1
+
+    @property
     def spare_pixels(self) -> int:
         """Pixels past a block that its last (unpredicated) vector load reads; their lanes
         meet zero weights. Blocks that would read past the layer's rows take the predicated
