@@ -22,7 +22,7 @@ after the rows it reads are in the ring: raster order by rows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +37,7 @@ LOAD_OFFSET_MAX = 127  # VLDRB's immediate offset
 PIXELS = 4  # output pixels per pass (int32 lanes of the output stage)
 MAX_RUNS = 3  # weight vectors per channel (Q registers)
 SCATTER_LANES = 8  # channels per transposing store (16-bit offsets)
+PAIRED_MIN_WIDTH = 16  # output pixels per row from which one load serves two (paired)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,26 @@ class MveDepthwiseParams:
         return self.window.taps
 
     @property
+    def paired(self) -> bool:
+        """One window load serves two pixels: where the window is one run and the next
+        pixel's window (pixel_step bytes on) ends within the same 16 bytes (3x3 with stride 1
+        or 2), the second pixel's VMLADAV takes a weight vector shifted by pixel_step lanes.
+        Two loads fewer per four pixels, one gather more per channel and output row, and a Q
+        register more held: on rows narrower than PAIRED_MIN_WIDTH that costs more than it
+        saves (measured on VWW, M55). LLVM's M55 model times the pixel loop alike either way
+        (24 cycles: the vector instructions' beats, not the loads, bound it)."""
+        g = self.window
+        span = ((g.k_w - 1) * g.dil_w + 1) * g.k_h
+        return (len(self.runs) == 1 and self.pixel_step + span <= VECTOR_BYTES
+                and self.output.w >= PAIRED_MIN_WIDTH)
+
+    @property
+    def vectors(self) -> int:
+        """Weight vectors per channel (the rotations' entries): one per run, or two when
+        paired (the run's, and the same shifted by a pixel)."""
+        return 2 if self.paired else len(self.runs)
+
+    @property
     def group_offsets(self) -> bool:
         """Each group of eight channels has its own vector of plane offsets when a pixel has
         two to four groups (Q registers) whose offsets all fit the scatter store's 16 bits:
@@ -123,16 +144,20 @@ def _ring(x: FeatureMap, y: FeatureMap, g: Window) -> Ring:
     return Ring(slots=g.k_h, columns=max(last, x.w - 1) + g.pad_left + 1, pad_left=g.pad_left)
 
 
-def _rotation_lanes(g: Window, runs: tuple[Run, ...]) -> np.ndarray:
+def _rotation_lanes(g: Window, runs: tuple[Run, ...], pixel_shift: int = 0) -> np.ndarray:
     """[rotation][run][lane] -> the tap (ky * KW + kx) the lane multiplies, KH * KW for none.
-    Rotation r: the window's first row is in slot r; row ky is in slot (r + ky * dil) % KH."""
-    lanes = np.full((g.k_h, len(runs), VECTOR_BYTES), g.taps, np.uint8)
+    Rotation r: the window's first row is in slot r; row ky is in slot (r + ky * dil) % KH.
+    With pixel_shift (MveDepthwiseParams.paired), one more entry per rotation: the run's
+    lanes moved up by that many, for the next pixel's window in the same load."""
+    lanes = np.full((g.k_h, len(runs) + bool(pixel_shift), VECTOR_BYTES), g.taps, np.uint8)
     for r in range(g.k_h):
         for j, run in enumerate(runs):
             for kx in range(run.first, run.first + run.columns):
                 for ky in range(g.k_h):
                     slot = (r + ky * g.dil_h) % g.k_h
                     lanes[r, j, (kx - run.first) * g.dil_w * g.k_h + slot] = ky * g.k_w + kx
+    if pixel_shift:
+        lanes[:, -1, pixel_shift:] = lanes[:, 0, :VECTOR_BYTES - pixel_shift]
     return lanes
 
 
@@ -182,19 +207,21 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
     if wide:
         tables["offset"] = offsets
     channels = np.stack([t.astype(np.int32) for t in tables.values()], axis=1)
-    return MveDepthwiseParams(
+    params = MveDepthwiseParams(
         input=x, output=y, window=g, depth_multiplier=op.depth_multiplier,
         zero_point=graph.tensor(op.input).zero_point, ring=_ring(x, y, g), runs=runs,
         pixel_step=g.stride_w * g.k_h,
         filter=ConstArray(names.table("filter"), "int8_t",
                           np.pad(taps, ((0, 0), (0, 1))).reshape(-1)),
-        rotations=ConstArray(names.table("rotations"), "uint8_t",
-                             _rotation_lanes(g, runs).reshape(-1)),
+        rotations=ConstArray(names.table("rotations"), "uint8_t", np.zeros(0, np.uint8)),
         channels=ConstArray(names.table("channels"), "int32_t", channels.reshape(-1)),
         channel_words=len(tables), out=shifts.stage, block_pixels=y.w,
         ones=ConstArray(names.table("ones"), "int8_t",
                         np.array([1] * g.taps + [0], np.int8)) if wide else None,
         offset_word=list(tables).index("offset") if wide else None)
+    lanes = _rotation_lanes(g, runs, params.pixel_step if params.paired else 0)
+    return replace(params, rotations=ConstArray(names.table("rotations"), "uint8_t",
+                                                lanes.reshape(-1)))
 
 
 def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
