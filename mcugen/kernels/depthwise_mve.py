@@ -28,8 +28,8 @@ import numpy as np
 
 from ..ir import DepthwiseConv2D, Graph, Op
 from ..targets import Target
-from .lowering import (FeatureMap, Window, conv_window, feature_map, folded_bias, model_bias,
-                       weight_values)
+from .lowering import (FeatureMap, Window, ceil_to, conv_window, feature_map, folded_bias,
+                       model_bias, weight_values)
 from .mve import VECTOR_BYTES, OutputStage, channel_shifts, multipliers_in_range
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
@@ -91,6 +91,14 @@ class MveDepthwiseParams:
     @property
     def taps(self) -> int:
         return self.window.taps
+
+    @property
+    def slot_rows_offset(self) -> int:
+        """The scratch keeps the ring's rows between calls (a banded layer's steps are calls
+        over consecutive rows, and its scratch lives from its first step to its last), with
+        the input row each slot holds at this offset: a step takes only the rows the previous
+        one did not."""
+        return _slot_rows_offset(self.input, self.ring)
 
     @property
     def paired(self) -> bool:
@@ -224,10 +232,18 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
                                                 lanes.reshape(-1)))
 
 
+def _slot_rows_offset(x: FeatureMap, ring: Ring) -> int:
+    """Where the scratch holds the row each ring slot holds (int32s): right after the planes,
+    in the 16 bytes a window's last load may read past them (lanes whose weights are zero:
+    what they hold does not matter), so that a 3x3 ring needs no byte more."""
+    return ceil_to(x.c * ring.plane, 4)
+
+
 def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
     _, kh, kw, _ = graph.tensor(op.filter).shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-    return x.c * _ring(x, y, conv_window(op, (kh, kw))).plane + VECTOR_BYTES
+    ring = _ring(x, y, conv_window(op, (kh, kw)))
+    return max(x.c * ring.plane + VECTOR_BYTES, _slot_rows_offset(x, ring) + 4 * ring.slots)
 
 
 DW_CONV_S8_MVE = Variant(
