@@ -17,8 +17,8 @@ from ..errors import McugenError
 from ..ir import Graph, Op
 from ..targets import Target
 from . import (cmsis_nn, conv, conv_mve, conv_rows, data_movement, depthwise,
-               depthwise_mve, depthwise_pairs, elementwise, elementwise_mve, fully_connected, pointwise,
-               pointwise_mve, pooling, pooling_mve, quantize, reduce, softmax)
+               depthwise_mve, depthwise_pairs, elementwise, elementwise_mve, fully_connected,
+               pointwise, pointwise_mve, pooling, pooling_mve, quantize, reduce, softmax)
 from .variant import Access, LayerNames, Order, Variant
 
 # Ours, family by family, each family best first; the Helium (MVE) variants, in modules of
