@@ -76,6 +76,18 @@ CASES = {
                                             spread=28000.0),
     "dw_3x3_mixed_shifts_c9": lambda: g.depthwise(33, 6, 7, 9, activation=ir.Activation.NONE,
                                                   spread=16000.0),
+    # The widened-rows variant's edges (kernels/conv_rows.py): an odd output width (the last
+    # pixel alone) and output channels past a multiple of four; stride 1 over three channels
+    # (windows at odd lanes: halfword-aligned loads); padding beyond the kernel's reach (rows
+    # and columns of zero points only); one input channel; rows too long for its loads' reach
+    # (the gathering variant takes them).
+    "conv_rows_s2_odd_width_3_5": lambda: g.conv(120, 7, 9, 3, 5, stride=(2, 2)),
+    "conv_rows_s1_3_6": lambda: g.conv(121, 5, 7, 3, 6),
+    "conv_rows_pad_beyond_2_9": lambda: g.conv(122, 4, 5, 2, 9, padding=ir.Padding(2, 3, 3, 2)),
+    "conv_rows_5x5_s2_1_4": lambda: g.conv(123, 9, 8, 1, 4, (5, 5), (2, 2),
+                                           ir.Padding(2, 2, 2, 2)),
+    "conv_rows_too_long_3_4": lambda: g.conv(124, 3, 400, 3, 4, stride=(1, 2),
+                                             padding=SAME_S2),
     # Depthwise.
     **{f"dw_3x3_c{c}": (lambda c=c: g.depthwise(20 + c, 6, 6, c)) for c in (1, 3, 5, 8, 11, 17)},
     "dw_3x3_s2_same_c8": lambda: g.depthwise(40, 8, 8, 8, stride=(2, 2), padding=SAME_S2),
