@@ -309,6 +309,13 @@ class ModelView:
         return [layer for layer in self.layers if layer.defines_function]
 
     @property
+    def shared_borders(self) -> list:
+        """The depthwise border functions the defined layer functions call
+        (kernels/depthwise.py SharedBorder), each once, in order of first use."""
+        borders = (getattr(layer.layer.params, "shared_border", None) for layer in self.functions)
+        return list(dict.fromkeys(b for b in borders if b is not None))
+
+    @property
     def returns_status(self) -> bool:
         return any(step.layer.variant.returns_status for step in self.steps)
 

@@ -51,6 +51,26 @@ class DepthwisePlan:
 
 
 @dataclass(frozen=True)
+class SharedBorder:
+    """The DSP variant's border pixel function, when it depends on nothing but these: one C
+    function (templates/kernels/dw_border_s8_dsp.c.j2) then serves every layer with the same
+    window, requantization and clamp, whatever its size or channel count (a runtime bound:
+    border pixels are few, so the call and the loop bound cost little), where each layer
+    would otherwise inline a copy of the unrolled taps. A band schedule that keeps several
+    depthwise layers on this variant (their ring of rows does not fit) thus pays for one."""
+
+    taps: int
+    requantize: str  # the C function of the short sequence
+    act_min: int
+    act_max: int
+
+    @property
+    def name(self) -> str:
+        clamp = f"{self.act_min}_{self.act_max}".replace("-", "m")
+        return f"dw_border_s8_dsp_{self.taps}taps_{self.requantize}_{clamp}"
+
+
+@dataclass(frozen=True)
 class DepthwiseParams:
     """The portable variant's parameters."""
 
@@ -93,6 +113,7 @@ class DepthwiseDspParams:
     # A uint8 model's weights minus their zero point (int16): the blocked channels' weights
     # extended and doubled at generation time, in flash, in dw_extend_weights' order.
     prepacked: ConstArray | None = None
+    shared_border: SharedBorder | None = None  # the border pixels' shared function, if any
 
     @property
     def packed_words(self) -> int:
@@ -206,7 +227,19 @@ def _lower_dsp(op: DepthwiseConv2D, graph: Graph, target: Target,
         channels=channels, short=short, out=out if short is None else None,
         requantize=dsp_short_function(short), plan=plan,
         packed_on_stack=_packed_bytes(window, plan) <= EXTENDED_WEIGHTS_MAX_BYTES,
-        prepacked=_prepacked(names, weights, window, plan) if is_wide(weights) else None)
+        prepacked=_prepacked(names, weights, window, plan) if is_wide(weights) else None,
+        shared_border=_shared_border(op, y, window, short, plan))
+
+
+def _shared_border(op: DepthwiseConv2D, y: FeatureMap, window: Window,
+                   short: ShortRequantization | None, plan: DepthwisePlan
+                   ) -> SharedBorder | None:
+    """The border function layers may share: with the short requantization on packed
+    weights, multiplier 1 and every channel in blocks of four (no per-layer tail loop)."""
+    if short is None or not plan.packed or not plan.has_border or \
+            op.depth_multiplier != 1 or plan.blocked != y.c:
+        return None
+    return SharedBorder(window.taps, dsp_short_function(short), short.act_min, short.act_max)
 
 
 def _prepacked(names: LayerNames, weights: np.ndarray, window: Window,
