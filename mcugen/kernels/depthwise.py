@@ -54,20 +54,18 @@ class DepthwisePlan:
 class SharedBorder:
     """The DSP variant's border pixel function, when it depends on nothing but these: one C
     function (templates/kernels/dw_border_s8_dsp.c.j2) then serves every layer with the same
-    window, requantization and clamp, whatever its size or channel count (a runtime bound:
-    border pixels are few, so the call and the loop bound cost little), where each layer
-    would otherwise inline a copy of the unrolled taps. A band schedule that keeps several
-    depthwise layers on this variant (their ring of rows does not fit) thus pays for one."""
+    number of taps and requantization, whatever its size, channel count or clamp (arguments:
+    border pixels are few, so the call, the loop bound and the clamp's tests cost little),
+    where each layer would otherwise inline a copy of the unrolled taps. A band schedule that
+    keeps several depthwise layers on this variant (their ring of rows does not fit) thus
+    pays for one."""
 
     taps: int
     requantize: str  # the C function of the short sequence
-    act_min: int
-    act_max: int
 
     @property
     def name(self) -> str:
-        clamp = f"{self.act_min}_{self.act_max}".replace("-", "m")
-        return f"dw_border_s8_dsp_{self.taps}taps_{self.requantize}_{clamp}"
+        return f"dw_border_s8_dsp_{self.taps}taps_{self.requantize}"
 
 
 @dataclass(frozen=True)
@@ -239,7 +237,7 @@ def _shared_border(op: DepthwiseConv2D, y: FeatureMap, window: Window,
     if short is None or not plan.packed or not plan.has_border or \
             op.depth_multiplier != 1 or plan.blocked != y.c:
         return None
-    return SharedBorder(window.taps, dsp_short_function(short), short.act_min, short.act_max)
+    return SharedBorder(window.taps, dsp_short_function(short))
 
 
 def _prepacked(names: LayerNames, weights: np.ndarray, window: Window,
