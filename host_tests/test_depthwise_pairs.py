@@ -2,7 +2,8 @@
 plans against the direct sum, its per-channel records, where selection takes it, the lean
 variant where a RAM budget needs it (all Python: hand-built IR graphs, no TensorFlow, no
 toolchain), the lean variant's border function shared by layers, and its output written over
-its input in QEMU on Cortex-M7 (the cross compiler and QEMU). test_kernels runs its C on its edge cases (dw_* and u8_dw_*)."""
+its input in QEMU on Cortex-M7 (the cross compiler and QEMU). test_kernels runs its C on its
+edge cases (dw_* and u8_dw_*)."""
 
 from __future__ import annotations
 
