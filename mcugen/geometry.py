@@ -34,16 +34,31 @@ def reads_whole_input(op: Op) -> bool:
 
 def input_rows(op: Op, graph: Graph, begin: int, end: int) -> tuple[int, int]:
     """The rows [first, last) of the op's input(s) that its output rows [begin, end) read."""
-    height = rows(graph.tensor(op.input).shape)
-    if reads_whole_input(op):
+    height, stride, top, extent = _row_rule(op, graph)
+    if stride == 0:  # the whole input
         return 0, height
-    if isinstance(op, (Conv2D, DepthwiseConv2D)):
-        kernel = graph.tensor(op.filter).shape[1]
-        first = begin * op.stride[0] - op.padding.top
-        last = (end - 1) * op.stride[0] - op.padding.top + (kernel - 1) * op.dilation[0] + 1
-    elif isinstance(op, Pad):
-        first, last = begin - op.padding.top, end - op.padding.top
-    else:  # elementwise: the same rows
-        first, last = begin, end
+    first = begin * stride - top
+    last = (end - 1) * stride - top + extent
     first, last = min(max(first, 0), height), min(max(last, 0), height)
     return first, max(first, last)
+
+
+def _row_rule(op: Op, graph: Graph) -> tuple[int, int, int, int]:
+    """Output row r reads input rows [r * stride - top, r * stride - top + extent), cut at
+    the input's height; stride 0: the whole input. Memoized per graph (the schedule search
+    asks it hundreds of thousands of times)."""
+    key = ("row_rule", op)
+    rule = graph.derived.get(key)
+    if rule is None:
+        height = rows(graph.tensor(op.input).shape)
+        if reads_whole_input(op):
+            rule = (height, 0, 0, 0)
+        elif isinstance(op, (Conv2D, DepthwiseConv2D)):
+            kernel = graph.tensor(op.filter).shape[1]
+            rule = (height, op.stride[0], op.padding.top, (kernel - 1) * op.dilation[0] + 1)
+        elif isinstance(op, Pad):
+            rule = (height, 1, op.padding.top, 1)
+        else:  # elementwise: the same rows
+            rule = (height, 1, 0, 1)
+        graph.derived[key] = rule
+    return rule

@@ -15,6 +15,7 @@ Conventions (the same as TFLite, so that nothing is translated twice):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -405,6 +406,13 @@ class Graph:
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]
+
+    @functools.cached_property
+    def derived(self) -> dict:
+        """Facts derived from this graph, memoized by the functions that derive them (keyed by
+        their name and the op): a graph is never changed once built, and the schedule search
+        asks the same questions of each op hundreds of thousands of times."""
+        return {}
 
     @property
     def input(self) -> Tensor:

@@ -46,9 +46,14 @@ BANDED_OPS = (Conv2D, DepthwiseConv2D, Pad, Add, Mul, TableLookup, Quantize, Tra
               Reshape)
 
 
-def activation_inputs(op: Op, graph: Graph) -> list[str]:
+def activation_inputs(op: Op, graph: Graph) -> tuple[str, ...]:
     """The op's inputs that are activations, in the order its kernel takes them."""
-    return [name for name in op_inputs(op) if not graph.tensor(name).is_constant]
+    key = ("activation_inputs", op)
+    found = graph.derived.get(key)
+    if found is None:
+        found = graph.derived[key] = tuple(name for name in op_inputs(op)
+                                           if not graph.tensor(name).is_constant)
+    return found
 
 
 def can_band(layer: Layer, graph: Graph) -> bool:
