@@ -43,12 +43,25 @@ class Step:
 
 
 @dataclass(frozen=True)
+class SearchPoint:
+    """One schedule the row-band search looked at (row_bands.choose): what report.html draws
+    as the search's trade-off, arena against the cost model's extra instructions."""
+
+    description: str  # Schedule.describe()
+    arena_bytes: int  # planned, or live_peak's estimate when the search did not plan it
+    planned: bool
+    extra_instructions: float  # the cost model's (row_bands.extra_cost), beyond layer by layer
+    chosen: bool = False
+
+
+@dataclass(frozen=True)
 class Schedule:
     steps: tuple[Step, ...]
     bands: dict[str, int]  # tensor held in a band buffer -> rows the buffer holds
     segments: tuple[tuple[int, int], ...] = ()  # layers [begin, end) that run in row bands
     band_rows: int = 0  # rows a banded step computes at most
     reason: str = ""  # why the schedule is not layer by layer
+    search: tuple[SearchPoint, ...] = ()  # the candidates the search tried, when it ran
 
     @property
     def banded(self) -> bool:
