@@ -233,7 +233,7 @@ def schedule_stats(schedule: Schedule, graph: Graph, plan: Plan, whole_arena: in
     return dict(segments=[list(s) for s in schedule.segments], band_rows=schedule.band_rows,
                 description=schedule.describe(), reason=schedule.reason,
                 steps=len(schedule.steps), layer_by_layer_arena=whole_arena,
-                arena=plan.arena_size, moved_bytes=moved, extra_macs=0,
+                arena=plan.arena_size, moved_bytes=moved, extra_macs=schedule.extra_macs,
                 bands=dict(schedule.bands),
                 search=[asdict(point) for point in schedule.search])
 

@@ -238,7 +238,8 @@ def _facts(report) -> tuple[tuple[str, str], ...]:
     facts.append(("schedule", "layer by layer" if not schedule else
                   f"{schedule['description']} ({schedule['reason']}): arena "
                   f"{schedule['layer_by_layer_arena']:,} B layer by layer -> "
-                  f"{schedule['arena']:,} B; extra MACs 0; {schedule['steps']:,} steps; "
+                  f"{schedule['arena']:,} B; extra MACs {schedule['extra_macs']:,}; "
+                  f"{schedule['steps']:,} steps; "
                   f"{schedule['moved_bytes']:,} B of rows moved"))
     run = getattr(report, "run", None)
     if run:

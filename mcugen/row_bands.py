@@ -271,7 +271,9 @@ def cut_points(graph: Graph, layers: tuple[Layer, ...]) -> list[int]:
     limit = longest_prefix(graph, layers)
     crossing = []
     for cut in range(1, limit + 1):
-        made = {layer.op.output for layer in layers[:cut]} | set(graph.inputs)
+        # The graph's input is the caller's (outside the arena): a later layer reading it
+        # (a column tile's first, tiles.py) does not make a cut dearer.
+        made = {layer.op.output for layer in layers[:cut]}
         read = {n for layer in layers[cut:] for n in activation_inputs(layer.op, graph)}
         crossing.append(sum(graph.tensor(n).nbytes for n in made & read))
     minima = [cut for cut in range(1, limit + 1)
@@ -363,6 +365,13 @@ def choose(graph: Graph, layers: tuple[Layer, ...], whole: Candidate, budget: in
     fitting = [c for c in smallest if c.arena_bytes <= budget]
     if fitting:
         return tried.chosen(min(fitting, key=lambda c: (c.extra_cost, c.arena_bytes)))
-    smallest = min([whole.arena_bytes] + [c.arena_bytes for c in smallest])
-    raise McugenError(f"no schedule fits an arena of {budget:,} B: the smallest reachable "
-                      f"is {smallest:,} B")
+    raise NoScheduleFits(budget, min([whole.arena_bytes] + [c.arena_bytes for c in smallest]))
+
+
+class NoScheduleFits(McugenError):
+    """No schedule the search tried fits the budget; `smallest` is the smallest arena found."""
+
+    def __init__(self, budget: int, smallest: int) -> None:
+        super().__init__(f"no schedule fits an arena of {budget:,} B: the smallest reachable "
+                         f"is {smallest:,} B")
+        self.budget, self.smallest = budget, smallest

@@ -62,6 +62,11 @@ class Schedule:
     band_rows: int = 0  # rows a banded step computes at most
     reason: str = ""  # why the schedule is not layer by layer
     search: tuple[SearchPoint, ...] = ()  # the candidates the search tried, when it ran
+    # With column tiles (tiles.py): the source model's layers they run, e.g. "layers 0-7 in 2
+    # column tiles" (the steps then count the tiled graph's layers), and the MACs their halos
+    # compute twice.
+    tiles: str = ""
+    extra_macs: int = 0
 
     @property
     def banded(self) -> bool:
@@ -76,7 +81,8 @@ class Schedule:
             return "layer by layer"
         segments = ", ".join(f"{begin}-{end - 1}" for begin, end in self.segments)
         rows = f"{self.band_rows} row{'s' if self.band_rows > 1 else ''}"
-        return f"layers {segments} in row bands of at most {rows}"
+        bands = f"layers {segments} in row bands of at most {rows}"
+        return f"the model's {self.tiles}, then {bands}" if self.tiles else bands
 
     def band_bytes(self, graph: Graph, tensor: str) -> int:
         """The size of a band buffer: its rows of the tensor."""

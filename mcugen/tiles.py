@@ -26,6 +26,9 @@ TILES = 2  # halves: the arena gained by more tiles is small beside their halos'
 # The cost model's instructions per MAC recomputed in a halo (the kernels' inner loops on
 # Cortex-M: about one per MAC with SMLAD's two; only the ratio to row_bands.STEP_COST matters).
 COST_PER_MAC = 1.0
+# Column tiles whose halos would cost more than this share of the model's MACs are not tried
+# (issue 20 allows a banded schedule 10 % more instructions than layer by layer).
+MAX_HALO_SHARE = 0.1
 
 
 def _chain(graph: Graph, end: int) -> bool:
