@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import ir, row_bands, tiles
+from . import estimate, ir, row_bands, tiles
 from .codegen import ModelView, build_model_view, check_arena_kind, render_sources
 from .errors import McugenError
 from .ir import Graph
@@ -117,18 +117,19 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
                   fit_ram: int | None, lower: Callable[[Graph, bool], tuple[Layer, ...]]):
     """The cheapest schedule (row_bands' cost plus tiles.COST_PER_MAC per halo MAC) that
     fits the budget with layers [0, end) in column tiles, for each end where the row-band
-    search may end a segment and the halos cost at most tiles.MAX_HALO_SHARE of the model's
-    MACs; cheapest halos first, until no dearer halo can win. None fitting: the smallest
+    search may end a segment and the halos cost at most estimate.MAX_HALO_SHARE of the
+    model's MACs; cheapest halos first, until no dearer halo can win. None fitting: the smallest
     arena they reach (a number, not a tuple)."""
     limit = row_bands.longest_prefix(graph, layers)
-    macs = sum(count_macs(op, graph) for op in graph.ops)
+    # The ends the early arena bound knows (estimate.tiled_ends: halos of at most
+    # MAX_HALO_SHARE of the MACs), where the row-band search may end a segment.
+    worth = set(estimate.tiled_ends(estimate.graph_shapes(graph))) & \
+        set(tiles.tileable_ends(graph))
     options = []
     for end in row_bands.cut_points(graph, layers):
-        if 2 <= end <= limit and end in tiles.tileable_ends(graph):
+        if 2 <= end <= limit and end in worth:
             tiled = tiles.column_tiles(graph, end)
-            halo = tiles.halo_macs(graph, tiled)
-            if halo <= tiles.MAX_HALO_SHARE * macs:
-                options.append((halo, end, tiled))
+            options.append((tiles.halo_macs(graph, tiled), end, tiled))
     whole = plan_memory(arena_buffers(graph, layers, layer_by_layer(layers))).arena_size
     best, smallest = None, whole
     for halo, end, tiled in sorted(options, key=lambda o: o[:2]):

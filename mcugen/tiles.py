@@ -26,9 +26,6 @@ TILES = 2  # halves: the arena gained by more tiles is small beside their halos'
 # The cost model's instructions per MAC recomputed in a halo (the kernels' inner loops on
 # Cortex-M: about one per MAC with SMLAD's two; only the ratio to row_bands.STEP_COST matters).
 COST_PER_MAC = 1.0
-# Column tiles whose halos would cost more than this share of the model's MACs are not tried
-# (issue 20 allows a banded schedule 10 % more instructions than layer by layer).
-MAX_HALO_SHARE = 0.1
 
 
 def _chain(graph: Graph, end: int) -> bool:
@@ -49,7 +46,7 @@ def _chain(graph: Graph, end: int) -> bool:
 
 def tileable_ends(graph: Graph) -> list[int]:
     """The ends (exclusive) of the chains at the model's start that column tiles can run."""
-    return [end for end in range(2, len(graph.ops)) if _chain(graph, end)]
+    return [end for end in range(2, len(graph.ops) + 1) if _chain(graph, end)]
 
 
 def _read_columns(op, graph: Graph, begin: int, end: int) -> tuple[int, int]:
