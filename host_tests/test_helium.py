@@ -7,6 +7,7 @@ its own flags, run on the M55 board). The kernel-level cases are in test_kernels
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def test_mobilenet_runs_the_helium_kernels_bit_exact_on_cortex_m55(mobilenet_fil
     assert summary.tflm_outputs is not None and summary.matches
     kernels = {layer.kernel for layer in summary.build.compiled.report.layers}
     assert kernels - PORTABLE_ONLY == {"conv_s8_mve", "dw_conv_s8_mve", "pw_conv_s8_mve",
-                                       "mean_s8_mve"}
+                                       "pw_conv_s8_pixels_mve", "mean_s8_mve"}
     assert all(layer.isa == Isa.MVE.value for layer in summary.build.compiled.report.layers
                if layer.kernel not in PORTABLE_ONLY)
     image = disassembly(tmp_path / "firmware" / "firmware.elf")
@@ -203,6 +204,28 @@ def test_host_code_has_no_helium_and_helium_code_stops_other_cores(tmp_path):
                          str(tmp_path / "m.c"), "-o", str(tmp_path / "m7.o")],
                         capture_output=True, text=True)
     assert m7.returncode != 0 and "generated for a core with Helium" in m7.stderr
+
+
+def test_sums_and_pixel_offsets_take_their_lanes_by_the_same_vmov_pattern():
+    """The dot-product blocks put four sums in a vector by two VMOVs of two registers, whose
+    lane order QEMU cannot vouch for on silicon; the pixel offsets the scatter stores pair them
+    with must come from the same two instructions (mve_vmov_lanes), so that any lane order
+    stores each sum at its own pixel."""
+    case = ir_graphs.depthwise(1, 6, 6, 8)
+    source = compile_graph(case, name="m", target=M55, source="c").sources["m.c"]
+    pattern = re.compile(r'"vmov %q\[(\w+)\]\[(\d)\], %q\[\w+\]\[(\d)\], %\[(\w+)\], %\[(\w+)\]')
+    helper = source[source.index("mve_vmov_lanes(uint32_t"):]
+    helper = helper[:helper.index("}")]
+
+    def lanes(text: str) -> list[tuple[str, str, str, str]]:
+        """(lane, lane, register's position, register's position) of each VMOV, in order."""
+        found = [m.groups() for m in pattern.finditer(text)]
+        return [(a, b, c[-1], d[-1]) for _, a, b, c, d in found]
+
+    block = source[source.index("layer0_dw_conv_s8_mve_dot4"):]
+    assert lanes(helper) == [("2", "0", "0", "2"), ("3", "1", "1", "3")]
+    assert lanes(block)[:2] == lanes(helper)
+    assert "pixel_offsets = mve_vmov_lanes(0, 8, 16, 24)" in source
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,6 +56,13 @@ CASES = {
     # straddle 0 (left shifts, shifts of 0 and right shifts in one layer).
     "pw_200_9_odd_pixels": lambda: g.conv(18, 3, 5, 200, 9, (1, 1), padding=P0),
     "pw_256_6": lambda: g.conv(19, 2, 3, 256, 6, (1, 1), padding=P0),
+    # pw_conv_s8_pixels_mve's edges (depths up to 16; pw_1_1 to pw_16_11 above take it too):
+    # two pixels per vector with a spare pixel read past a block, and a tail of more than
+    # four pixels (a full and a partial quad); one pixel per vector with a spare pixel and a
+    # one-pixel tail.
+    "pw_6_9_tail_of_5": lambda: g.conv(120, 1, 13, 6, 9, (1, 1), padding=P0),
+    "pw_12_5_one_per_vector": lambda: g.conv(121, 3, 3, 12, 5, (1, 1), padding=P0,
+                                             activation=ir.Activation.NONE),
     # The DSP loop's edges (two groups of four inputs a pass, entered at the second for an odd
     # count; filter rows in pairs, an odd last one alone; columns on the stack, or in arena
     # scratch past 1 KiB, read one group ahead): 65 groups in scratch, odd pixels and outputs;
@@ -69,6 +76,18 @@ CASES = {
                                             spread=28000.0),
     "dw_3x3_mixed_shifts_c9": lambda: g.depthwise(33, 6, 7, 9, activation=ir.Activation.NONE,
                                                   spread=16000.0),
+    # The widened-rows variant's edges (kernels/conv_rows.py): an odd output width (the last
+    # pixel alone) and output channels past a multiple of four; stride 1 over three channels
+    # (windows at odd lanes: halfword-aligned loads); padding beyond the kernel's reach (rows
+    # and columns of zero points only); one input channel; rows too long for its loads' reach
+    # (the gathering variant takes them).
+    "conv_rows_s2_odd_width_3_5": lambda: g.conv(120, 7, 9, 3, 5, stride=(2, 2)),
+    "conv_rows_s1_3_6": lambda: g.conv(121, 5, 7, 3, 6),
+    "conv_rows_pad_beyond_2_9": lambda: g.conv(122, 4, 5, 2, 9, padding=ir.Padding(2, 3, 3, 2)),
+    "conv_rows_5x5_s2_1_4": lambda: g.conv(123, 9, 8, 1, 4, (5, 5), (2, 2),
+                                           ir.Padding(2, 2, 2, 2)),
+    "conv_rows_too_long_3_4": lambda: g.conv(124, 3, 400, 3, 4, stride=(1, 2),
+                                             padding=SAME_S2),
     # Depthwise.
     **{f"dw_3x3_c{c}": (lambda c=c: g.depthwise(20 + c, 6, 6, c)) for c in (1, 3, 5, 8, 11, 17)},
     "dw_3x3_s2_same_c8": lambda: g.depthwise(40, 8, 8, 8, stride=(2, 2), padding=SAME_S2),
@@ -101,6 +120,10 @@ CASES = {
     "dw_5x3_s2_c6": lambda: g.depthwise(117, 9, 7, 6, kernel=(5, 3), stride=(2, 2),
                                         padding=ir.Padding(2, 2, 1, 1)),
     "dw_3x3_long_rows_c4": lambda: g.depthwise(118, 3, 64, 4),
+    # The Helium variant's paired windows (one load, two pixels; rows of 16 outputs or more):
+    # stride 2 with a one-pixel tail, a three-pixel tail, a uint8 model's offset weights.
+    "dw_3x3_s2_wide_c5": lambda: g.depthwise(122, 5, 34, 5, stride=(2, 2)),
+    "dw_3x3_wide_tail3_c2": lambda: g.depthwise(124, 4, 19, 2),
     # Fully connected.
     "fc_1x8_16": lambda: g.fully_connected(50, 1, 8, 16),
     "fc_3x11_17": lambda: g.fully_connected(51, 3, 11, 17),
@@ -144,6 +167,7 @@ CASES = {
                                               legacy_zero_point=37),
     "u8_dw_3x3_s2_c7": lambda: g.depthwise(119, 7, 8, 7, stride=(2, 2), padding=SAME_S2,
                                            legacy_zero_point=-60),
+    "u8_dw_3x3_wide_c3": lambda: g.depthwise(123, 3, 18, 3, legacy_zero_point=40),
     "u8_fc_3x11_17": lambda: g.fully_connected(97, 3, 11, 17, legacy_zero_point=-34),
     "u8_fc_1x250_99": lambda: g.fully_connected(98, 1, 250, 99, legacy_zero_point=50),
     "u8_avgpool_3x3_s2_c5": lambda: g.average_pool(99, 6, 7, 5, legacy=True),

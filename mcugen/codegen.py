@@ -28,7 +28,7 @@ from .kernels.quantize import AffineQuantize, affine_quantize
 from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import ALIGNMENT, Plan
 from .resources import templates_dir
-from .schedule import Schedule, Step, row_bytes, scratch_id
+from .schedule import Repeat, Schedule, Step, row_bytes, scratch_id
 from .sharing import function_key, sharing_groups
 
 if TYPE_CHECKING:
@@ -157,6 +157,29 @@ class MoveView:
 
 
 @dataclass(frozen=True)
+class Affine:
+    """A number in a loop's statement that changes with the iteration i: first + per * i.
+    Prints as its C expression."""
+
+    first: int
+    per: int
+
+    def __str__(self) -> str:
+        if self.per == 0:
+            return str(self.first)
+        term = f"{abs(self.per)} * {LOOP_INDEX}"
+        if self.first == 0:
+            return term if self.per > 0 else f"-{term}"
+        return f"{self.first} {'+' if self.per > 0 else '-'} {term}"
+
+    def __bool__(self) -> bool:
+        return bool(self.first or self.per)
+
+
+LOOP_INDEX = "i"  # the loop variable of NAME_invoke's loops
+
+
+@dataclass(frozen=True)
 class StepView:
     """One call in NAME_invoke: a layer's function on its operands, for a range of rows, after
     the band buffer moves it needs; `written` and `output_bytes` are the bytes it writes."""
@@ -171,6 +194,17 @@ class StepView:
     origins: tuple[int, ...] | None = None
     moves: tuple[MoveView, ...] = ()
     written: Pointer | None = None  # the first byte written, when not the output's first
+
+
+@dataclass(frozen=True)
+class LoopView:
+    """A loop in NAME_invoke (schedule.Repeat): `count` iterations of the body's steps, whose
+    numbers (rows, origins, offsets, bytes) are Affine in the iteration."""
+
+    count: int
+    body: tuple[StepView, ...]
+    first_step: int  # the position of its first step in the schedule
+    variable: str = LOOP_INDEX
 
 
 @dataclass(frozen=True)
@@ -236,7 +270,8 @@ class ModelView:
     arena_size: int
     arenas: tuple[ArenaView, ...]
     layers: tuple[LayerView, ...]
-    steps: tuple[StepView, ...]
+    steps: tuple[StepView, ...]  # every step, unrolled
+    program: tuple[StepView | LoopView, ...]  # NAME_invoke's statements: steps and loops
     schedule: str  # one line: layer by layer, or which layers run in row bands
     isas: tuple[str, ...]  # instruction sets beyond portable C (templates/isa/<isa>.c.j2)
     helpers: tuple[str, ...]  # shared kernel helpers (templates/kernels/<helper>.c.j2)
@@ -413,6 +448,9 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
         input_affine=affine_quantize(inp.scale, inp.zero_point, inp.dtype) if inp.q else None,
         arena_size=plan.arena_size, arenas=arena_views(plan, name), layers=views,
         steps=tuple(_step_view(step, views[step.layer], graph, plan) for step in schedule.steps),
+        program=tuple(_loop_view(node, views, graph, plan) if isinstance(node, Repeat)
+                      else _step_view(node, views[node.layer], graph, plan)
+                      for node in schedule.program()),
         schedule=schedule_line(schedule, len(schedule.steps)),
         isas=tuple(isa.value for isa in Isa if isa is not Isa.PORTABLE
                    and any(v.isa is isa for v in used)),
@@ -466,6 +504,38 @@ def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan) -> StepVie
                     output=output, scratch=scratch, rows=step.rows,
                     output_bytes=(end - begin) * size, origins=step.origins, moves=moves,
                     written=written)
+
+
+def _loop_view(repeat: Repeat, views: tuple[LayerView, ...], graph: Graph, plan: Plan
+               ) -> LoopView:
+    """The loop's body with each number that changes from one iteration to the next as an
+    Affine, checked on every iteration (the C computes each iteration's from the first)."""
+    iterations = [[_step_view(step, views[step.layer], graph, plan)
+                   for step in repeat.iteration(i)] for i in range(repeat.count)]
+    body = tuple(_affine([iteration[j] for iteration in iterations])
+                 for j in range(len(repeat.body)))
+    return LoopView(repeat.count, body, repeat.start)
+
+
+def _affine(values: list) -> Any:
+    """One value for a field across a loop's iterations: the value when it does not change,
+    an Affine when it is an integer changing by the same amount every iteration; records
+    and tuples field by field. AssertionError (a bug in mcugen) for anything else."""
+    first = values[0]
+    if all(value is first or value == first for value in values):
+        return first
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        first, per = int(first), int(values[1] - first)
+        assert all(v == first + i * per for i, v in enumerate(values)), values
+        return Affine(first, per)
+    if dataclasses.is_dataclass(first) and all(type(v) is type(first) for v in values):
+        return dataclasses.replace(first, **{
+            f.name: _affine([getattr(v, f.name) for v in values])
+            for f in dataclasses.fields(first)})
+    if isinstance(first, tuple) and all(isinstance(v, tuple) and len(v) == len(first)
+                                        for v in values):
+        return tuple(_affine([v[k] for v in values]) for k in range(len(first)))
+    raise AssertionError(f"a loop's statement is not affine in its iteration: {values[:3]}")
 
 
 def _move_view(shift, graph: Graph, plan: Plan) -> MoveView:

@@ -192,8 +192,10 @@ def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram:
                                fit_ram: int | None, lean: Callable[[], tuple[Layer, ...]]):
     """The layers and their schedule (choose_schedule). Where layers that trade arena RAM for
     speed (Variant.trades_ram) keep the arena from fitting the budget even in row bands, the
-    lean variants (``lean()``) take their place, as before such variants existed; the
-    layer-by-layer arena reported stays the one without the budget."""
+    lean variants (``lean()``) take their place, as before such variants existed, then each
+    layer whose fast variant still fits the schedule's arena gets it back (its code is
+    smaller and faster); the layer-by-layer arena reported stays the one without the
+    budget."""
     budget = max_ram if max_ram is not None else fit_ram
     if budget is None or not any(layer.variant.trades_ram for layer in layers):
         return layers, choose_schedule(graph, layers, max_ram, fit_ram)
@@ -206,7 +208,25 @@ def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram:
     whole = plan_memory(arena_buffers(graph, layers, layer_by_layer(layers))).arena_size
     lean_layers = lean()
     schedule, buffers, plan, _ = choose_schedule(graph, lean_layers, max_ram, fit_ram)
-    return lean_layers, (schedule, buffers, plan, whole)
+    if plan.arena_size > budget:  # nothing fits: the memory check or the error says so
+        return lean_layers, (schedule, buffers, plan, whole)
+    mixed = fast_where_they_fit(graph, layers, lean_layers, schedule, budget)
+    buffers = arena_buffers(graph, mixed, schedule)
+    return mixed, (schedule, buffers, plan_memory(buffers), whole)
+
+
+def fast_where_they_fit(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer, ...],
+                        schedule: Schedule, budget: int) -> tuple[Layer, ...]:
+    """The lean layers with each fast variant back, the smallest scratch first, while the
+    schedule's arena still fits the budget."""
+    mixed = list(lean)
+    for index in sorted((i for i, layer in enumerate(fast) if layer.variant.trades_ram),
+                        key=lambda i: fast[i].scratch_bytes):
+        trial = (*mixed[:index], fast[index], *mixed[index + 1:])
+        # Planned without the search, as the schedules are: the final plan is no larger.
+        if plan_memory(arena_buffers(graph, trial, schedule), search=False).arena_size <= budget:
+            mixed[index] = fast[index]
+    return tuple(mixed)
 
 
 def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
@@ -232,7 +252,9 @@ def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None
         return schedule, buffers, plan, plan.arena_size  # the memory check will say so
     reason = f"--max-ram {max_ram:,} B" if max_ram is not None else \
         f"layer by layer does not fit the target's {fit_ram:,} B"
-    schedule = dataclasses.replace(chosen.schedule, reason=reason)
+    # Its periodic steady state runs as C loops (the steps, and so the buffers, unchanged).
+    schedule = row_bands.looped(dataclasses.replace(chosen.schedule, reason=reason), graph,
+                                layers)
     buffers = arena_buffers(graph, layers, schedule)
     return schedule, buffers, plan_memory(buffers), plan.arena_size
 

@@ -36,7 +36,8 @@ from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Re
                  TableLookup, Transpose, op_inputs)
 from .kernels import Layer
 from .planner import Buffer, live_peak
-from .schedule import Schedule, SearchPoint, Shift, Step, arena_buffers, row_bytes
+from .schedule import (Repeat, Schedule, SearchPoint, Shift, Step, arena_buffers, find_repeats,
+                       row_bytes, step_numbers)
 
 # Ops whose kernels can run on a range of output rows (geometry.py: the input rows each
 # reads). Global ops (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL)
@@ -194,11 +195,40 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
     return steps, capacity
 
 
+def looped(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> Schedule:
+    """The schedule with its periodic runs of banded steps as loops (Repeat), replayed."""
+    schedule = dataclasses.replace(schedule, repeats=find_repeats(schedule.steps))
+    verify(schedule, graph, layers)
+    return schedule
+
+
+def program_steps(schedule: Schedule) -> list[Step]:
+    """The steps the C runs, in order: a loop's iterations computed from its body and
+    increments, as the C computes them."""
+    steps: list[Step] = []
+    position = 0
+    for node in schedule.program():
+        if isinstance(node, Repeat):
+            assert node.start == position and node.count >= 2 and node.body, node
+            for step, increment in zip(node.body, node.increments):
+                assert step.origins is not None and \
+                    len(increment) == len(step_numbers(step)), (node, step)
+            for i in range(node.count):
+                steps += node.iteration(i)
+        else:
+            steps.append(node)
+        position = len(steps)
+    return steps
+
+
 def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
-    """Replay the schedule row by row and check what the generated C relies on: every row a
+    """Replay the schedule row by row as the C runs it (loops included) and check what the
+    generated C relies on: each loop iteration is the unrolled step it replaces; every row a
     banded step reads has been written and is still in its buffer, at the origin the step
     is given; every row written fits its buffer; a shift keeps what it claims. Raises
     AssertionError (a bug in mcugen, never the user's) otherwise."""
+    # The steps below are the program's: replaying them replays every loop iteration.
+    assert tuple(program_steps(schedule)) == schedule.steps, "a loop is not its steps"
     present: dict[str, set[int]] = {name: set() for name in schedule.bands}
     held = {name: 0 for name in schedule.bands}
     done: dict[str, int] = {name: rows(graph.tensor(name).shape) for name in graph.inputs}

@@ -42,6 +42,54 @@ class Step:
     shifts: tuple[Shift, ...] = ()  # done just before the step
 
 
+def step_numbers(step: Step) -> tuple[int, ...]:
+    """The numbers of a banded step that may change from one band to the next: its rows, its
+    origins, and each shift's held, keep and end rows."""
+    return (*step.rows, *step.origins,
+            *(n for shift in step.shifts for n in (shift.held, shift.keep, shift.end)))
+
+
+def step_shape(step: Step) -> tuple:
+    """What must be equal for two banded steps to be one statement of a loop: the layer, its
+    operands' count, which tensors its shifts move and whether they move any row (a shift of
+    no rows is no statement in the C)."""
+    return step.layer, len(step.origins), tuple((shift.tensor, shift.end > shift.keep)
+                                                for shift in step.shifts)
+
+
+def advanced(step: Step, increments: tuple[int, ...], times: int) -> Step:
+    """The step with each of its numbers (step_numbers) advanced `times` times its
+    increment."""
+    numbers = [n + times * d for n, d in zip(step_numbers(step), increments)]
+    rows, origins = tuple(numbers[:2]), tuple(numbers[2:2 + len(step.origins)])
+    fields = numbers[2 + len(step.origins):]
+    shifts = tuple(Shift(shift.tensor, *fields[3 * k:3 * k + 3])
+                   for k, shift in enumerate(step.shifts))
+    return Step(step.layer, rows, origins, shifts)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A loop over banded steps: steps [start, start + count * len(body)) of the schedule are
+    `count` iterations of the body, iteration i's step j being body[j] with its numbers
+    (step_numbers) advanced by i times increments[j]. The generated C runs it as a `for`
+    loop whose row and origin arguments are affine in the iteration; the schedule's steps
+    stay unrolled, so that lifetimes, markers and per-step counts do not change."""
+
+    start: int
+    body: tuple[Step, ...]
+    count: int
+    increments: tuple[tuple[int, ...], ...]
+
+    @property
+    def end(self) -> int:
+        return self.start + self.count * len(self.body)
+
+    def iteration(self, i: int) -> tuple[Step, ...]:
+        return tuple(advanced(step, increment, i)
+                     for step, increment in zip(self.body, self.increments))
+
+
 @dataclass(frozen=True)
 class SearchPoint:
     """One schedule the row-band search looked at (row_bands.choose): what report.html draws
@@ -67,6 +115,7 @@ class Schedule:
     # compute twice.
     tiles: str = ""
     extra_macs: int = 0
+    repeats: tuple[Repeat, ...] = ()  # runs of steps emitted as loops, in order, apart
 
     @property
     def banded(self) -> bool:
@@ -84,9 +133,86 @@ class Schedule:
         bands = f"layers {segments} in row bands of at most {rows}"
         return f"the model's {self.tiles}, then {bands}" if self.tiles else bands
 
+    def program(self) -> list[Step | Repeat]:
+        """The steps as the C runs them: each step outside a loop, and the loops."""
+        program: list[Step | Repeat] = []
+        position = 0
+        for repeat in self.repeats:
+            program += self.steps[position:repeat.start]
+            program.append(repeat)
+            position = repeat.end
+        return program + list(self.steps[position:])
+
     def band_bytes(self, graph: Graph, tensor: str) -> int:
         """The size of a band buffer: its rows of the tensor."""
         return self.bands[tensor] * row_bytes(graph, tensor)
+
+
+MIN_REPEAT_STEPS = 4  # a loop replaces at least this many steps beyond its body
+
+
+def find_repeats(steps: tuple[Step, ...]) -> tuple[Repeat, ...]:
+    """The periodic runs of banded steps, as loops: the run that saves the most statements
+    first, then the same in what is left on either side of it."""
+    # Per step: its loop shape (None for a whole step, never in a loop) and its numbers.
+    shapes = [step_shape(step) if step.origins is not None else None for step in steps]
+    numbers = [step_numbers(step) if step.origins is not None else () for step in steps]
+    repeats: list[Repeat] = []
+    pending = [(0, len(steps))]
+    while pending:
+        begin, end = pending.pop()
+        best = _most_saving(shapes, numbers, begin, end)
+        if best is None:
+            continue
+        start, period, count = best
+        body = steps[start:start + period]
+        increments = tuple(_difference(numbers[start + j], numbers[start + period + j])
+                           for j in range(period))
+        repeats.append(Repeat(start, body, count, increments))
+        pending += [(begin, start), (start + count * period, end)]
+    return tuple(sorted(repeats, key=lambda r: r.start))
+
+
+def _difference(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(y - x for x, y in zip(a, b))
+
+
+def _most_saving(shapes: list, numbers: list, begin: int, end: int
+                 ) -> tuple[int, int, int] | None:
+    """Among the runs within steps [begin, end): (start, period, count) of the one that
+    replaces the most steps, if one replaces enough."""
+    best, best_saved = None, MIN_REPEAT_STEPS - 1
+    for start in range(begin, end):
+        if shapes[start] is None:
+            continue
+        for period in range(1, (end - start) // 2 + 1):
+            if end - start - period <= best_saved:
+                break  # not even a run to the end could save more
+            if shapes[start + period] != shapes[start]:
+                continue
+            count = _iterations(shapes, numbers, start, period, end)
+            if (count - 1) * period > best_saved:
+                best, best_saved = (start, period, count), (count - 1) * period
+    return best
+
+
+def _iterations(shapes: list, numbers: list, start: int, period: int, end: int) -> int:
+    """How many times the body, steps [start, start + period), runs from start with each of
+    its statements' numbers advancing by the same increment every time (1: not even twice)."""
+    if any(shapes[start + period + j] != shapes[start + j] or shapes[start + j] is None
+           for j in range(period)):
+        return 1
+    increments = [_difference(numbers[start + j], numbers[start + period + j])
+                  for j in range(period)]
+    count = 2
+    while start + (count + 1) * period <= end:
+        base = start + count * period
+        if not all(shapes[base + j] == shapes[start + j] and numbers[base + j] == tuple(
+                n + count * d for n, d in zip(numbers[start + j], increments[j]))
+                   for j in range(period)):
+            break
+        count += 1
+    return count
 
 
 def row_bytes(graph: Graph, tensor: str) -> int:

@@ -16,15 +16,16 @@ from typing import Any
 from ..errors import McugenError
 from ..ir import Graph, Op
 from ..targets import Target
-from . import (cmsis_nn, conv, conv_mve, data_movement, depthwise, depthwise_mve,
-               depthwise_pairs, elementwise, elementwise_mve, fully_connected, pointwise,
-               pointwise_mve, pooling, pooling_mve, quantize, reduce, softmax)
+from . import (cmsis_nn, conv, conv_mve, conv_rows, data_movement, depthwise,
+               depthwise_mve, depthwise_pairs, elementwise, elementwise_mve, fully_connected,
+               pointwise, pointwise_mve, pooling, pooling_mve, quantize, reduce, softmax)
 from .variant import Access, LayerNames, Order, Variant
 
 # Ours, family by family, each family best first; the Helium (MVE) variants, in modules of
 # their own (*_mve.py), come before the others of their family.
 MCUGEN_VARIANTS: tuple[Variant, ...] = (
-    *pointwise_mve.VARIANTS, *pointwise.VARIANTS, *conv_mve.VARIANTS, *conv.VARIANTS,
+    *pointwise_mve.VARIANTS, *pointwise.VARIANTS, *conv_mve.VARIANTS, *conv_rows.VARIANTS,
+    *conv.VARIANTS,
     *depthwise_mve.VARIANTS, *depthwise_pairs.VARIANTS, *depthwise.VARIANTS,
     *fully_connected.VARIANTS, *pooling_mve.VARIANTS, *pooling.VARIANTS, *softmax.VARIANTS,
     *elementwise_mve.VARIANTS, *elementwise.VARIANTS, *data_movement.VARIANTS,

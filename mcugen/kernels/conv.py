@@ -21,7 +21,8 @@ from ..ir import Conv2D, Graph, Op
 from ..targets import Target
 from .lowering import (FeatureMap, Requantization, Window, bias_array, ceil_to, conv_window,
                        feature_map, input_offset, model_bias, requantization, split_weights)
-from .pointwise import DSP_BLOCK_PIXELS, MatrixDsp, dsp_scratch_bytes, is_pointwise, matrix_dsp
+from .pointwise import (DSP_BLOCK_PIXELS, MatrixDsp, dsp_scratch_bytes, is_pointwise, matrix_dsp,
+                        rows_in_whole_blocks)
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 ROW_MULTIPLE = 4  # the dot products take four int8 weights at a time
@@ -81,6 +82,10 @@ class ConvDspParams:
     matrix: MatrixDsp  # columns of KH * KW * Cin, filter rows in the model's order
     contiguous_rows: bool  # undilated: a window row inside the image is one copy
     block_pixels: int
+
+    @property
+    def whole_blocks(self) -> bool:
+        return rows_in_whole_blocks(self.output, self.block_pixels)
 
 
 def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> ConvDspParams:

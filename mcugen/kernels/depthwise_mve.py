@@ -22,14 +22,14 @@ after the rows it reads are in the ring: raster order by rows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..ir import DepthwiseConv2D, Graph, Op
 from ..targets import Target
-from .lowering import (FeatureMap, Window, conv_window, feature_map, folded_bias, model_bias,
-                       weight_values)
+from .lowering import (FeatureMap, Window, ceil_to, conv_window, feature_map, folded_bias,
+                       model_bias, weight_values)
 from .mve import VECTOR_BYTES, OutputStage, channel_shifts, multipliers_in_range
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
@@ -37,6 +37,7 @@ LOAD_OFFSET_MAX = 127  # VLDRB's immediate offset
 PIXELS = 4  # output pixels per pass (int32 lanes of the output stage)
 MAX_RUNS = 3  # weight vectors per channel (Q registers)
 SCATTER_LANES = 8  # channels per transposing store (16-bit offsets)
+PAIRED_MIN_WIDTH = 16  # output pixels per row from which one load serves two (paired)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,48 @@ class MveDepthwiseParams:
     def taps(self) -> int:
         return self.window.taps
 
+    @property
+    def slot_rows_offset(self) -> int:
+        """The scratch keeps the ring's rows between calls (a banded layer's steps are calls
+        over consecutive rows, and its scratch lives from its first step to its last), with
+        the input row each slot holds at this offset: a step takes only the rows the previous
+        one did not."""
+        return _slot_rows_offset(self.input, self.ring)
+
+    @property
+    def paired(self) -> bool:
+        """One window load serves two pixels: where the window is one run and the next
+        pixel's window (pixel_step bytes on) ends within the same 16 bytes (3x3 with stride 1
+        or 2), the second pixel's VMLADAV takes a weight vector shifted by pixel_step lanes.
+        Two loads fewer per four pixels, one gather more per channel and output row, and a Q
+        register more held: on rows narrower than PAIRED_MIN_WIDTH that costs more than it
+        saves (measured on VWW, M55). LLVM's M55 model times the pixel loop alike either way
+        (24 cycles: the vector instructions' beats, not the loads, bound it)."""
+        g = self.window
+        span = ((g.k_w - 1) * g.dil_w + 1) * g.k_h
+        return (len(self.runs) == 1 and self.pixel_step + span <= VECTOR_BYTES
+                and self.output.w >= PAIRED_MIN_WIDTH)
+
+    @property
+    def vectors(self) -> int:
+        """Weight vectors per channel (the rotations' entries): one per run, or two when
+        paired (the run's, and the same shifted by a pixel)."""
+        return 2 if self.paired else len(self.runs)
+
+    @property
+    def group_offsets(self) -> bool:
+        """Each group of eight channels has its own vector of plane offsets when a pixel has
+        two to four groups (Q registers) whose offsets all fit the scatter store's 16 bits:
+        one pixel's stores then share the slot as their base (no add per group)."""
+        groups = -(-self.input.c // SCATTER_LANES)
+        return 1 < groups <= 4 and (self.input.c - 1) * self.ring.plane < 2**16
+
+    @property
+    def advance(self) -> bool:
+        """The first window load of a block of four pixels also moves the window to the next
+        block (VLDRB's post-index reaches 127 bytes), saving the pixel loop an add."""
+        return PIXELS * self.pixel_step <= LOAD_OFFSET_MAX
+
 
 def _runs(g: Window) -> tuple[Run, ...] | None:
     """Kernel columns in runs of at most 16 lanes; None when the window needs more vectors
@@ -109,16 +152,20 @@ def _ring(x: FeatureMap, y: FeatureMap, g: Window) -> Ring:
     return Ring(slots=g.k_h, columns=max(last, x.w - 1) + g.pad_left + 1, pad_left=g.pad_left)
 
 
-def _rotation_lanes(g: Window, runs: tuple[Run, ...]) -> np.ndarray:
+def _rotation_lanes(g: Window, runs: tuple[Run, ...], pixel_shift: int = 0) -> np.ndarray:
     """[rotation][run][lane] -> the tap (ky * KW + kx) the lane multiplies, KH * KW for none.
-    Rotation r: the window's first row is in slot r; row ky is in slot (r + ky * dil) % KH."""
-    lanes = np.full((g.k_h, len(runs), VECTOR_BYTES), g.taps, np.uint8)
+    Rotation r: the window's first row is in slot r; row ky is in slot (r + ky * dil) % KH.
+    With pixel_shift (MveDepthwiseParams.paired), one more entry per rotation: the run's
+    lanes moved up by that many, for the next pixel's window in the same load."""
+    lanes = np.full((g.k_h, len(runs) + bool(pixel_shift), VECTOR_BYTES), g.taps, np.uint8)
     for r in range(g.k_h):
         for j, run in enumerate(runs):
             for kx in range(run.first, run.first + run.columns):
                 for ky in range(g.k_h):
                     slot = (r + ky * g.dil_h) % g.k_h
                     lanes[r, j, (kx - run.first) * g.dil_w * g.k_h + slot] = ky * g.k_w + kx
+    if pixel_shift:
+        lanes[:, -1, pixel_shift:] = lanes[:, 0, :VECTOR_BYTES - pixel_shift]
     return lanes
 
 
@@ -168,25 +215,35 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
     if wide:
         tables["offset"] = offsets
     channels = np.stack([t.astype(np.int32) for t in tables.values()], axis=1)
-    return MveDepthwiseParams(
+    params = MveDepthwiseParams(
         input=x, output=y, window=g, depth_multiplier=op.depth_multiplier,
         zero_point=graph.tensor(op.input).zero_point, ring=_ring(x, y, g), runs=runs,
         pixel_step=g.stride_w * g.k_h,
         filter=ConstArray(names.table("filter"), "int8_t",
                           np.pad(taps, ((0, 0), (0, 1))).reshape(-1)),
-        rotations=ConstArray(names.table("rotations"), "uint8_t",
-                             _rotation_lanes(g, runs).reshape(-1)),
+        rotations=ConstArray(names.table("rotations"), "uint8_t", np.zeros(0, np.uint8)),
         channels=ConstArray(names.table("channels"), "int32_t", channels.reshape(-1)),
         channel_words=len(tables), out=shifts.stage, block_pixels=y.w,
         ones=ConstArray(names.table("ones"), "int8_t",
                         np.array([1] * g.taps + [0], np.int8)) if wide else None,
         offset_word=list(tables).index("offset") if wide else None)
+    lanes = _rotation_lanes(g, runs, params.pixel_step if params.paired else 0)
+    return replace(params, rotations=ConstArray(names.table("rotations"), "uint8_t",
+                                                lanes.reshape(-1)))
+
+
+def _slot_rows_offset(x: FeatureMap, ring: Ring) -> int:
+    """Where the scratch holds the row each ring slot holds (int32s): right after the planes,
+    in the 16 bytes a window's last load may read past them (lanes whose weights are zero:
+    what they hold does not matter), so that a 3x3 ring needs no byte more."""
+    return ceil_to(x.c * ring.plane, 4)
 
 
 def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
     _, kh, kw, _ = graph.tensor(op.filter).shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-    return x.c * _ring(x, y, conv_window(op, (kh, kw))).plane + VECTOR_BYTES
+    ring = _ring(x, y, conv_window(op, (kh, kw)))
+    return max(x.c * ring.plane + VECTOR_BYTES, _slot_rows_offset(x, ring) + 4 * ring.slots)
 
 
 DW_CONV_S8_MVE = Variant(

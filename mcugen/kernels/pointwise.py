@@ -115,6 +115,17 @@ class PointwiseDspParams:
     matrix: MatrixDsp
     block_pixels: int  # pixels computed together (their writes may precede the block's reads)
 
+    @property
+    def whole_blocks(self) -> bool:
+        return rows_in_whole_blocks(self.output, self.block_pixels)
+
+
+def rows_in_whole_blocks(output: FeatureMap, block_pixels: int) -> bool:
+    """Whether every call's pixels are whole blocks: a call computes whole output rows (a
+    range, in a band schedule), so when a row is whole blocks no pixel is left over and the
+    kernel needs no loop for one (a compiler sees it only when the rows are constants)."""
+    return output.w % block_pixels == 0
+
 
 DSP_BLOCK_PIXELS = 2
 # The extended inputs go on the stack up to this size (depth 256), below the frames other

@@ -19,12 +19,14 @@ from ..ir import Conv2D, FullyConnected, Graph, Op
 from ..targets import Target
 from .lowering import (FeatureMap, SplitWeights, ceil_to, feature_map, folded_bias, model_bias,
                        split_weights)
-from .mve import (INT32_LANES, Chunks, LaneTables, OutputStage, channel_shifts,
+from .mve import (INT32_LANES, VECTOR_BYTES, Chunks, LaneTables, OutputStage, channel_shifts,
                   multipliers_in_range, output_lane_tables, paired_rows)
 from .pointwise import is_pointwise
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 BLOCK_PIXELS = 2
+# Input depths up to this take pw_conv_s8_pixels_mve (measured on VWW's layers, M55).
+PIXEL_LANES_MAX_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,80 @@ def mve_matrix_params(split: SplitWeights, rows: FeatureMap, outputs: FeatureMap
         block_pixels=BLOCK_PIXELS, offset=split.offset)
 
 
+# ---------------------------------------------------------------------------------------------
+# Narrow inputs (pw_conv_s8_pixels_mve): pixels in the lanes of the output stage
+
+PIXEL_VECTORS = 4  # input vectors a block holds in Q registers (with two for the weights)
+
+
+@dataclass(frozen=True)
+class MvePixelLanesParams:
+    """A 1x1 convolution whose input depth fits one VMLADAVA.S8 chunk (<= 16), computed with
+    the output stage over pixels: per block, PIXEL_VECTORS input vectors stay in registers
+    while the kernel walks the output channels; each channel's dot products of the block's
+    pixels go through the output stage as vectors of four pixels, with the channel's
+    multiplier and shift as scalars (VQRDMLAH, templates/isa/mve.c.j2), and out by a scatter
+    store (the four pixels are C bytes apart). Two pixels share an input vector when their
+    depths fit in 16 bytes (`pack` 2): a channel then has two weight vectors, its weights in
+    lanes [0, depth) and in [depth, 2 depth), zeros elsewhere."""
+
+    input: FeatureMap
+    output: FeatureMap
+    pack: int  # pixels per input vector
+    filter: ConstArray  # int8 [Cout][pack][16]
+    channels: ConstArray  # int32 [Cout][channel_words]: bias (input offset folded in),
+    #                       multiplier, right shift (and left shift)
+    channel_words: int
+    out: OutputStage
+    block_pixels: int  # PIXEL_VECTORS * pack: the pixels whose inputs are read together
+
+    @property
+    def vector_bytes(self) -> int:
+        """Where a block's next input vector starts."""
+        return self.pack * self.input.c
+
+    @property
+    def sums_by_vmov(self) -> bool:
+        """One input vector per pixel: the block's four sums go to a vector by two VMOVs (no
+        round trip through memory). With two pixels per vector the block has two vectors of
+        sums, which the Q registers cannot hold besides its inputs and weights (measured: GCC
+        spills, +5 % instructions on VWW's 8 -> 16 layer): they go through memory."""
+        return self.pack == 1
+
+    @property
+    def spare_pixels(self) -> int:
+        """Pixels past a block that its last (unpredicated) vector load reads; their lanes
+        meet zero weights. Blocks that would read past the layer's rows take the predicated
+        tail instead."""
+        return -(-(VECTOR_BYTES - self.vector_bytes) // self.input.c)
+
+
+def _pixel_lanes_shape(op: Op, graph: Graph, target: Target) -> bool:
+    return (_pointwise_shape(op, graph, target)
+            and graph.tensor(op.input).shape[-1] <= PIXEL_LANES_MAX_DEPTH)
+
+
+def _lower_pixel_lanes(op: Conv2D, graph: Graph, target: Target,
+                       names: LayerNames) -> MvePixelLanesParams:
+    x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
+    weights = split_weights(graph.tensor(op.filter)).stored.reshape(y.c, x.c)
+    pack = 2 if 2 * x.c <= VECTOR_BYTES else 1
+    vectors = np.zeros((y.c, pack, VECTOR_BYTES), np.int8)
+    for k in range(pack):
+        vectors[:, k, k * x.c:(k + 1) * x.c] = weights
+    bias = folded_bias(model_bias(op, graph, y.c), weights, graph.tensor(op.input).zero_point)
+    shifts = channel_shifts(op, graph, y.c)
+    tables = {"bias": bias, "multiplier": shifts.multiplier, "right": shifts.right}
+    if shifts.stage.left:
+        tables["left"] = shifts.left
+    channels = np.stack([t.astype(np.int32) for t in tables.values()], axis=1)
+    return MvePixelLanesParams(
+        input=x, output=y, pack=pack,
+        filter=ConstArray(names.table("filter"), "int8_t", vectors.reshape(-1)),
+        channels=ConstArray(names.table("channels"), "int32_t", channels.reshape(-1)),
+        channel_words=len(tables), out=shifts.stage, block_pixels=PIXEL_VECTORS * pack)
+
+
 def _lower_pointwise(op: Conv2D, graph: Graph, target: Target,
                      names: LayerNames) -> MveMatrixParams:
     return mve_matrix_params(split_weights(graph.tensor(op.filter)),
@@ -91,6 +167,9 @@ def _fully_connected_shape(op: Op, graph: Graph, target: Target) -> bool:
     return multipliers_in_range(op)
 
 
+PW_CONV_S8_MVE_PIXELS = Variant(
+    "pw_conv_s8_pixels_mve", (Conv2D,), Isa.MVE, "pw_conv_s8_pixels_mve", Order.RASTER,
+    _lower_pixel_lanes, applies=_pixel_lanes_shape, helpers=("mve_helpers",), row_ranges=True)
 PW_CONV_S8_MVE = Variant(
     "pw_conv_s8_mve", (Conv2D,), Isa.MVE, "pw_conv_s8_mve", Order.RASTER, _lower_pointwise,
     applies=_pointwise_shape, helpers=("mve_helpers",), row_ranges=True, legacy=True)
@@ -99,4 +178,4 @@ FC_S8_MVE = Variant(
     _lower_fully_connected, applies=_fully_connected_shape, helpers=("mve_helpers",),
     row_ranges=True)
 
-VARIANTS = (PW_CONV_S8_MVE, FC_S8_MVE)
+VARIANTS = (PW_CONV_S8_MVE_PIXELS, PW_CONV_S8_MVE, FC_S8_MVE)

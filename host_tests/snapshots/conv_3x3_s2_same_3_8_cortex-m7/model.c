@@ -20,7 +20,8 @@
 #define MODEL_ARENA_ALIGN
 #endif
 
-/* No intermediate activation: the model needs no arena. */
+/* Every intermediate activation lives here, at the offset the memory planner chose. */
+static int8_t arena[208] MODEL_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -143,29 +144,6 @@ MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
     int32_t halves;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
     return halves;
-}
-
-/* The padded-window walk that every windowed kernel shares: for the window whose first tap
- * is at input row y0, column x0, a pointer to the input pixel under each tap (row-major over
- * the window), or `outside` for a tap off the image; the input buffer holds rows from
- * input_row0 on. Returns how many taps are inside. */
-MCUGEN_HELPER int32_t window_taps(const int8_t **taps, const int8_t *input,
-                                  const int8_t *outside, int32_t y0, int32_t x0, int32_t k_h,
-                                  int32_t k_w, int32_t dil_h, int32_t dil_w, int32_t in_h,
-                                  int32_t in_w, int32_t in_c,
-                                  int32_t input_row0)
-{
-    int32_t inside = 0;
-    for (int32_t ky = 0; ky < k_h; ++ky) {
-        const int32_t y = y0 + ky * dil_h;
-        for (int32_t kx = 0; kx < k_w; ++kx) {
-            const int32_t x = x0 + kx * dil_w;
-            const int in_image = y >= 0 && y < in_h && x >= 0 && x < in_w;
-            taps[ky * k_w + kx] = in_image ? input + ((y - input_row0) * in_w + x) * in_c : outside;
-            inside += in_image;
-        }
-    }
-    return inside;
 }
 
 /* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
@@ -487,93 +465,863 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multipl
 }
 
 /* The same for a layer whose activation clamps at or above the output zero point, where the
- * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py). */
+ * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py).
+ * With nothing between the high multiply and K, SMMLAR adds K itself: it computes
+ * (K 2^32 + 2 acc m + 2^31) >> 32 = K + SMMULR(2 acc, m) exactly, one instruction per output
+ * fewer (the bounds keep |h| + |K| below 2^31). */
 MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t multiplier,
                                                            int32_t rounding, int32_t exponent)
 {
     int32_t h;
-    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
-    return __ssat((h + rounding) >> exponent, 8);
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(h) : "r"(acc2), "r"(multiplier), "r"(rounding));
+    return __ssat(h >> exponent, 8);
 }
 
-/* Layer 0: CONV_2D 1x10x10x3 -> 1x5x5x8, conv_s8_dsp: 3x3 stride 2x2, padding top 0 left 0.
- * Per output pixel, its window of 27 int8 values (the zero point outside the image) is
- * sign-extended and doubled into int16 lanes; two pixels at a time, in raster order, by two
- * output channels (SMLAD). The input offset is folded into the bias (model_layer0_channels). */
-static inline void layer0_conv_s8_dsp_gather(int8_t *window, const int8_t *input, const int8_t *zero_points, int32_t oy, int32_t ox)
+/* Convolutions by widened rows on Arm's DSP extension (kernels/conv_rows.py). */
+
+/* `count` int8 inputs into consecutive int16 lanes: SXTB16 splits a word into its even and odd
+ * bytes, PKHBT and PKHTB put them back in order (any alignment: ARMv7E-M's LDR and STR take
+ * it). */
+MCUGEN_ALWAYS_INLINE void cr_widen(int16_t *lanes, const int8_t *x, int32_t count)
 {
-    const int32_t y0 = oy * 2 - 0;
-    const int32_t x0 = ox * 2 - 0;
-    if (y0 >= 0 && y0 + 2 < 10 && x0 >= 0 && x0 + 2 < 10) {
-        /* Inside the image: each window row is 9 consecutive input bytes. */
+    int32_t i = 0;
+    for (; i + 4 <= count; i += 4) {
+        const uint32_t even = (uint32_t)__sxtb16(load_s8x4(x + i));
+        const uint32_t odd = (uint32_t)sxtb16_odd(load_s8x4(x + i));
+        const uint32_t low = (even & 0xFFFFu) | (odd << 16);
+        const uint32_t high = (odd & 0xFFFF0000u) | (even >> 16);
+        memcpy(lanes + i, &low, 4);
+        memcpy(lanes + i + 2, &high, 4);
+    }
+    for (; i < count; ++i) {
+        lanes[i] = x[i];
+    }
+}
+
+MCUGEN_ALWAYS_INLINE void cr_fill(int16_t *lanes, int16_t value, int32_t count)
+{
+    for (int32_t i = 0; i < count; ++i) {
+        lanes[i] = value;
+    }
+}
+
+/* Two int16 lanes at any halfword: one LDR. */
+MCUGEN_ALWAYS_INLINE int32_t cr_pair(const int16_t *lanes)
+{
+    int32_t pair;
+    memcpy(&pair, lanes, 4);
+    return pair;
+}
+
+/* The unrolled products are inline assembly where the compiler leaves them the fourteen
+ * registers they need: GCC optimizing (as PW_DOT_ASSEMBLY, pw_conv_s8_dsp_helpers); C
+ * otherwise. */
+#if defined(__OPTIMIZE__) && !defined(__clang__) && !defined(MCUGEN_NO_INLINE_ASSEMBLY)
+#define CR_DOT_ASSEMBLY 1
+#else
+#define CR_DOT_ASSEMBLY 0
+#endif
+
+/* Layer 0: CONV_2D 1x10x10x3 -> 1x5x5x8, conv_s8_rows_dsp: 3x3 stride 2x2, padding top 0 left 0, 3 -> 8 channels.
+ * Per output row, its 3 input rows widened once into int16 lanes (the zero point in the padding); a window
+ * row is 9 consecutive lanes, read by SMLAD a pair at a time against int16 weight pairs
+ * (model_layer0_filter, doubled). Two pixels by four channels a pass. The input offset is folded into
+ * the bias (model_layer0_channels); the short requantization. */
+/* acc[4 i + j] += pixel i's window . channel j's weights (2 pixels, 15 pairs each). */
+MCUGEN_ALWAYS_INLINE void layer0_conv_s8_rows_dsp_dot2(int32_t acc[8], const int16_t *x0, const int32_t *w)
+{
+    int32_t a0 = acc[0];
+    int32_t a1 = acc[1];
+    int32_t a2 = acc[2];
+    int32_t a3 = acc[3];
+    int32_t a4 = acc[4];
+    int32_t a5 = acc[5];
+    int32_t a6 = acc[6];
+    int32_t a7 = acc[7];
+#if CR_DOT_ASSEMBLY
+    /* Each pair of inputs loaded once (LDR: any halfword), two weight pairs a load (LDRD)
+     * for both pixels: fourteen registers, with the accumulators; GCC's C spills them. */
+    int32_t u, v, t0, t1;
+    __asm__(
+        "ldr %[u], [%[x], #0]\n\t"
+        "ldr %[v], [%[x], #12]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #0]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #8]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #4]\n\t"
+        "ldr %[v], [%[x], #16]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #16]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #24]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #8]\n\t"
+        "ldr %[v], [%[x], #20]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #32]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #40]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #12]\n\t"
+        "ldr %[v], [%[x], #24]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #48]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #56]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #16]\n\t"
+        "ldr %[v], [%[x], #28]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #64]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #72]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #68]\n\t"
+        "ldr %[v], [%[x], #80]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #80]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #88]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #72]\n\t"
+        "ldr %[v], [%[x], #84]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #96]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #104]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #76]\n\t"
+        "ldr %[v], [%[x], #88]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #112]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #120]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #80]\n\t"
+        "ldr %[v], [%[x], #92]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #128]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #136]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #84]\n\t"
+        "ldr %[v], [%[x], #96]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #144]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #152]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #136]\n\t"
+        "ldr %[v], [%[x], #148]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #160]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #168]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #140]\n\t"
+        "ldr %[v], [%[x], #152]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #176]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #184]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #144]\n\t"
+        "ldr %[v], [%[x], #156]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #192]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #200]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #148]\n\t"
+        "ldr %[v], [%[x], #160]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #208]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #216]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        "ldr %[u], [%[x], #152]\n\t"
+        "ldr %[v], [%[x], #164]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #224]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a4], %[v], %[t0], %[a4]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "smlad %[a5], %[v], %[t1], %[a5]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #232]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a6], %[v], %[t0], %[a6]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "smlad %[a7], %[v], %[t1], %[a7]\n\t"
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4), [a5] "+r"(a5), [a6] "+r"(a6), [a7] "+r"(a7), [u] "=&r"(u), [v] "=&r"(v), [t0] "=&r"(t0), [t1] "=&r"(t1)
+        : [x] "r"(x0), [w] "r"(w)
+        : "memory");
+#else
+    {
+        const int32_t u = cr_pair(x0 + 0);
+        const int32_t v = cr_pair(x0 + 6);
+        const int32_t w0 = w[0];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[1];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[2];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[3];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 2);
+        const int32_t v = cr_pair(x0 + 8);
+        const int32_t w0 = w[4];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[5];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[6];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[7];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 4);
+        const int32_t v = cr_pair(x0 + 10);
+        const int32_t w0 = w[8];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[9];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[10];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[11];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 6);
+        const int32_t v = cr_pair(x0 + 12);
+        const int32_t w0 = w[12];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[13];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[14];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[15];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 8);
+        const int32_t v = cr_pair(x0 + 14);
+        const int32_t w0 = w[16];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[17];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[18];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[19];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 34);
+        const int32_t v = cr_pair(x0 + 40);
+        const int32_t w0 = w[20];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[21];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[22];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[23];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 36);
+        const int32_t v = cr_pair(x0 + 42);
+        const int32_t w0 = w[24];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[25];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[26];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[27];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 38);
+        const int32_t v = cr_pair(x0 + 44);
+        const int32_t w0 = w[28];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[29];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[30];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[31];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 40);
+        const int32_t v = cr_pair(x0 + 46);
+        const int32_t w0 = w[32];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[33];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[34];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[35];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 42);
+        const int32_t v = cr_pair(x0 + 48);
+        const int32_t w0 = w[36];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[37];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[38];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[39];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 68);
+        const int32_t v = cr_pair(x0 + 74);
+        const int32_t w0 = w[40];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[41];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[42];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[43];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 70);
+        const int32_t v = cr_pair(x0 + 76);
+        const int32_t w0 = w[44];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[45];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[46];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[47];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 72);
+        const int32_t v = cr_pair(x0 + 78);
+        const int32_t w0 = w[48];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[49];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[50];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[51];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 74);
+        const int32_t v = cr_pair(x0 + 80);
+        const int32_t w0 = w[52];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[53];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[54];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[55];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 76);
+        const int32_t v = cr_pair(x0 + 82);
+        const int32_t w0 = w[56];
+        a0 = __smlad(u, w0, a0);
+        a4 = __smlad(v, w0, a4);
+        const int32_t w1 = w[57];
+        a1 = __smlad(u, w1, a1);
+        a5 = __smlad(v, w1, a5);
+        const int32_t w2 = w[58];
+        a2 = __smlad(u, w2, a2);
+        a6 = __smlad(v, w2, a6);
+        const int32_t w3 = w[59];
+        a3 = __smlad(u, w3, a3);
+        a7 = __smlad(v, w3, a7);
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    acc[4] = a4;
+    acc[5] = a5;
+    acc[6] = a6;
+    acc[7] = a7;
+}
+
+/* acc[4 i + j] += pixel i's window . channel j's weights (1 pixel, 15 pairs each). */
+MCUGEN_ALWAYS_INLINE void layer0_conv_s8_rows_dsp_dot1(int32_t acc[4], const int16_t *x0, const int32_t *w)
+{
+    int32_t a0 = acc[0];
+    int32_t a1 = acc[1];
+    int32_t a2 = acc[2];
+    int32_t a3 = acc[3];
+#if CR_DOT_ASSEMBLY
+    /* Each pair of inputs loaded once (LDR: any halfword), two weight pairs a load (LDRD)
+     * for both pixels: fourteen registers, with the accumulators; GCC's C spills them. */
+    int32_t u, v, t0, t1;
+    __asm__(
+        "ldr %[u], [%[x], #0]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #0]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #8]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #4]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #16]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #24]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #8]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #32]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #40]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #12]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #48]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #56]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #16]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #64]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #72]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #68]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #80]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #88]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #72]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #96]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #104]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #76]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #112]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #120]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #80]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #128]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #136]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #84]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #144]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #152]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #136]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #160]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #168]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #140]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #176]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #184]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #144]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #192]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #200]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #148]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #208]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #216]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        "ldr %[u], [%[x], #152]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #224]\n\t"
+        "smlad %[a0], %[u], %[t0], %[a0]\n\t"
+        "smlad %[a1], %[u], %[t1], %[a1]\n\t"
+        "ldrd %[t0], %[t1], [%[w], #232]\n\t"
+        "smlad %[a2], %[u], %[t0], %[a2]\n\t"
+        "smlad %[a3], %[u], %[t1], %[a3]\n\t"
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [u] "=&r"(u), [v] "=&r"(v), [t0] "=&r"(t0), [t1] "=&r"(t1)
+        : [x] "r"(x0), [w] "r"(w)
+        : "memory");
+    (void)v;
+#else
+    {
+        const int32_t u = cr_pair(x0 + 0);
+        const int32_t w0 = w[0];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[1];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[2];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[3];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 2);
+        const int32_t w0 = w[4];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[5];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[6];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[7];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 4);
+        const int32_t w0 = w[8];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[9];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[10];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[11];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 6);
+        const int32_t w0 = w[12];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[13];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[14];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[15];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 8);
+        const int32_t w0 = w[16];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[17];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[18];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[19];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 34);
+        const int32_t w0 = w[20];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[21];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[22];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[23];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 36);
+        const int32_t w0 = w[24];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[25];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[26];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[27];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 38);
+        const int32_t w0 = w[28];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[29];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[30];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[31];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 40);
+        const int32_t w0 = w[32];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[33];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[34];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[35];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 42);
+        const int32_t w0 = w[36];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[37];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[38];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[39];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 68);
+        const int32_t w0 = w[40];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[41];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[42];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[43];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 70);
+        const int32_t w0 = w[44];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[45];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[46];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[47];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 72);
+        const int32_t w0 = w[48];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[49];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[50];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[51];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 74);
+        const int32_t w0 = w[52];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[53];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[54];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[55];
+        a3 = __smlad(u, w3, a3);
+    }
+    {
+        const int32_t u = cr_pair(x0 + 76);
+        const int32_t w0 = w[56];
+        a0 = __smlad(u, w0, a0);
+        const int32_t w1 = w[57];
+        a1 = __smlad(u, w1, a1);
+        const int32_t w2 = w[58];
+        a2 = __smlad(u, w2, a2);
+        const int32_t w3 = w[59];
+        a3 = __smlad(u, w3, a3);
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+MCUGEN_LAYER void layer0_conv_s8_rows_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+{
+    int16_t *const rows = (int16_t *)(void *)scratch;
+    /* The padding lanes: the zero point; widening writes only the image's lanes. */
+    cr_fill(rows, -3, 102);
+    output += row_begin * 40;
+    for (int32_t oy = row_begin; oy < row_end; ++oy) {
         for (int32_t ky = 0; ky < 3; ++ky) {
-            memcpy(window + 9 * ky, input + ((y0 + ky * 1) * 10 + x0) * 3, 9);
+            const int32_t iy = oy * 2 - 0 + ky;
+            int16_t *const row = rows + ky * 34;
+            if (iy >= 0 && iy < 10) {
+                cr_widen(row + 0, input + iy * 30, 30);
+            } else {
+                cr_fill(row, -3, 34);
+            }
         }
-        return;
-    }
-    const int8_t *taps[9];
-    window_taps(taps, input, zero_points, y0, x0, 3, 3, 1, 1, 10, 10, 3, 0);
-    for (int32_t t = 0; t < 9; ++t) {
-        memcpy(window + t * 3, taps[t], 3);
-    }
+        const int16_t *x0 = rows;
+        int32_t ox = 0;
+        for (; ox + 1 < 5; ox += 2, x0 += 12, output += 16) {
+            const int32_t *w = model_layer0_filter;
+            const int32_t *k = model_layer0_channels;
+            int32_t oc = 0;
+            for (; oc < 8; oc += 4, w += 60, k += 16) {
+            int32_t acc[8] = {k[0], k[4], k[8], k[12], k[0], k[4], k[8], k[12]};
+            layer0_conv_s8_rows_dsp_dot2(acc, x0, w);
+            output[0 + oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 22);
+            output[0 + oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 22);
+            output[0 + oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]), 5), 22);
+            output[0 + oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]), 5), 22);
+            output[8 + oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]), 5), 22);
+            output[8 + oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]), 5), 22);
+            output[8 + oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[6], k[9], k[10], k[11]), 5), 22);
+            output[8 + oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[7], k[13], k[14], k[15]), 5), 22);
 }
-
-MCUGEN_LAYER void layer0_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
-{
-    int32_t column_words[28];
-    int8_t *const scratch = (int8_t *)column_words;
-int32_t window_words[7];
-    int8_t *const window = (int8_t *)window_words;
-    int8_t zero_points[3]; /* stands for every pixel outside the image */
-    memset(zero_points, -3, sizeof zero_points);
-    int32_t oy = row_begin, ox = 0;
-    int32_t p = row_begin * 5;
-    const int32_t end = row_end * 5;
-    output += p * 8;
-    for (; p + 1 < end; p += 2, output += 16) {
-        layer0_conv_s8_dsp_gather(window, input, zero_points, oy, ox);
-        pw_extend(scratch, window, 27, 16, 8, 1);
-        if (++ox == 5) {
-            ox = 0;
-            ++oy;
-        }
-        layer0_conv_s8_dsp_gather(window, input, zero_points, oy, ox);
-        pw_extend(scratch + 4, window, 27, 16, 8, 1);
-        if (++ox == 5) {
-            ox = 0;
-            ++oy;
-        }
-        const int8_t *w = model_layer0_filter;
-        const int32_t *k = model_layer0_channels;
-        int32_t oc = 0;
-        for (; oc < 8; oc += 2, w += 56, k += 8) {
-            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, 7);
-            output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 22);
-            output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 22);
-            output[8 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]), 5), 22);
-            output[8 + oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]), 5), 22);
-        }
 }
-    for (; p < end; ++p, output += 8) {
-        layer0_conv_s8_dsp_gather(window, input, zero_points, oy, ox);
-        pw_extend(scratch, window, 27, 8, 4, 1);
-        if (++ox == 5) {
-            ox = 0;
-            ++oy;
-        }
-        const int8_t *w = model_layer0_filter;
-        const int32_t *k = model_layer0_channels;
-        int32_t oc = 0;
-        for (; oc < 8; oc += 4, w += 112, k += 16) {
+        {
+            const int32_t *w = model_layer0_filter;
+            const int32_t *k = model_layer0_channels;
+            int32_t oc = 0;
+            for (; oc < 8; oc += 4, w += 60, k += 16) {
             int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 56, 7);
-            output[oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 22);
-            output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 22);
-            output[oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]), 5), 22);
-            output[oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]), 5), 22);
-        }
+            layer0_conv_s8_rows_dsp_dot1(acc, x0, w);
+            output[0 + oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 22);
+            output[0 + oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 22);
+            output[0 + oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]), 5), 22);
+            output[0 + oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]), 5), 22);
 }
+output += 8;
+        }
+    }
 }
 
 int model_invoke(const model_input_t *input, model_output_t *output)
@@ -581,7 +1329,7 @@ int model_invoke(const model_input_t *input, model_output_t *output)
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_conv_s8_dsp(input, output, 0, 5);
+    layer0_conv_s8_rows_dsp(input, output, arena + 0, 0, 5);
     MCUGEN_LAYER_DONE(0, output, 200);
     return 0;
 }

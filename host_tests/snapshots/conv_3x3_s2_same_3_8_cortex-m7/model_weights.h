@@ -15,7 +15,7 @@
 #define MODEL_ALIGNED
 #endif
 
-extern const int8_t model_layer0_filter[224] MODEL_ALIGNED;
+extern const int32_t model_layer0_filter[120] MODEL_ALIGNED;
 extern const int32_t model_layer0_channels[32] MODEL_ALIGNED;
 
 #endif /* MCUGEN_model_WEIGHTS_H */

@@ -134,7 +134,12 @@ MCUGEN_HELPER int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
  *   floor((h - 1 + 2^(e-1)) / 2^e) is h / 2^e rounded half away from zero for h < 0.
  * _right: every shift of the lanes is a right shift (shift <= -1), `right` holds the shifts;
  * the general form takes the left shifts (max(shift, 0)) and right shifts (min(shift, 0)),
- * and lowers h only where the lane's right shift is not 0 (the sign bit of h & right). */
+ * and lowers h only where the lane's right shift is not 0 (the sign bit of h & right).
+ * _n (one multiplier m >= 0 for all lanes): h is lowered by the sign of the accumulator rather
+ * than of h, which VQRDMLAH adds to the high multiply in the same instruction (one fewer than
+ * VQRDMULH, VSHR, VADD). The two signs differ only where h = 0 and acc < 0 (m >= 0: a product
+ * of either sign rounds to h of that sign or to 0): h becomes -1, which any right shift
+ * rounds back to 0 ((-1 + 2^(e-1)) >> e = 0 for e >= 1), and no right shift leaves it masked. */
 MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize_right(int32x4_t acc, int32x4_t multiplier,
                                                     int32x4_t right)
 {
@@ -153,22 +158,49 @@ MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize(int32x4_t acc, int32x4_t multiplie
 MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize_right_n(int32x4_t acc, int32_t multiplier,
                                                       int32_t right)
 {
-    const int32x4_t high = vqrdmulhq_n_s32(acc, multiplier);
-    return vrshlq_n_s32(vaddq_s32(high, vshrq_n_s32(high, 31)), right);
+    return vrshlq_n_s32(vqrdmlahq_n_s32(vshrq_n_s32(acc, 31), acc, multiplier), right);
 }
 
 MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize_n(int32x4_t acc, int32_t multiplier, int32_t left,
                                                 int32_t right)
 {
-    const int32x4_t high = vqrdmulhq_n_s32(vshlq_r_s32(acc, left), multiplier);
-    const int32x4_t sign = vshrq_n_s32(vandq_s32(high, vdupq_n_s32(right)), 31);
-    return vrshlq_n_s32(vaddq_s32(high, sign), right);
+    const int32x4_t shifted = vshlq_r_s32(acc, left);
+    const int32x4_t sign = vshrq_n_s32(vandq_s32(shifted, vdupq_n_s32(right)), 31);
+    return vrshlq_n_s32(vqrdmlahq_n_s32(sign, shifted, multiplier), right);
 }
 
 /* The high multiply alone: the requantization with a shift of 0. */
 MCUGEN_ALWAYS_INLINE int32x4_t mve_high_n(int32x4_t acc, int32_t multiplier)
 {
     return vqrdmulhq_n_s32(acc, multiplier);
+}
+
+/* Four values into a vector by two VMOVs of two registers into two lanes, the pattern of
+ * kernels/mve.j2's vmov_lanes, by which the dot-product blocks put four sums in a vector.
+ * Which register lands in which lane is the instruction's (QEMU and LLVM's documentation
+ * disagree on it): a vector of pixel offsets made here has its lanes in the order of those
+ * sums whatever the core does, and the output stage works on each lane alike. */
+MCUGEN_ALWAYS_INLINE uint32x4_t mve_vmov_lanes(uint32_t v0, uint32_t v1, uint32_t v2, uint32_t v3)
+{
+    uint32x4_t lanes;
+    __asm__("vmov %q[q][2], %q[q][0], %[v0], %[v2]\n\t"
+            "vmov %q[q][3], %q[q][1], %[v1], %[v3]"
+            : [q] "=w"(lanes)
+            : [v0] "r"(v0), [v1] "r"(v1), [v2] "r"(v2), [v3] "r"(v3));
+    return lanes;
+}
+
+/* The output stage's last steps when the activation's range is all of int8: add the output
+ * zero point and saturate each lane's low byte by two saturating narrowings (int32 -> int16
+ * -> int8 in the bottom halves: lane i's low byte is its value clamped to [-128, 127]). As
+ * many instructions as VMAX and VMIN, but no vectors of bounds held in registers. */
+MCUGEN_ALWAYS_INLINE int32x4_t mve_offset_saturate(int32x4_t value, int32_t offset)
+{
+    int32x4_t lanes = vaddq_n_s32(value, offset);
+    /* In place, in assembly: the intrinsics would keep the destination's other halves, which
+     * nothing reads, and copy a register to do so (VQMOVN allows Qd = Qm). */
+    __asm__("vqmovnb.s32 %q[v], %q[v]\n\tvqmovnb.s16 %q[v], %q[v]" : [v] "+w"(lanes));
+    return lanes;
 }
 
 /* The output stage's last steps: add the output zero point, clamp to the activation's range. */
@@ -214,33 +246,36 @@ MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
  * the input zero point -3 (the input offset is folded into the bias). Per output row, channel by
  * channel, four pixels at a time; a whole output row is written after the input rows it
  * reads are in the ring (the memory planner may put the output over the input). */
-MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_mve_dot4(const int8_t *window, int8x16_t w0, int32_t *sums)
+MCUGEN_ALWAYS_INLINE const int8_t *layer0_dw_conv_s8_mve_dot4(const int8_t *window, int8x16_t w0, int32x4_t *sums)
 {
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
     int8x16_t t0, t1;
+    int32x4_t s;
     __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window], #0]\n\t"
+        "vldrb.8 %q[t0], [%[window]], #24\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #6]\n\t"
+        "vldrb.8 %q[t1], [%[window], #-18]\n\t"
         "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "vldrb.8 %q[t0], [%[window], #12]\n\t"
+        "vldrb.8 %q[t0], [%[window], #-12]\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #18]\n\t"
+        "vldrb.8 %q[t1], [%[window], #-6]\n\t"
         "vmladav.s8 %[a3], %q[t1], %q[w0]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1)
-        : [window] "r"(window), [w0] "w"(w0), [sums] "r"(sums)
+        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
+        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
+        : [w0] "w"(w0)
         : "memory");
+    *sums = s;
+    return window;
 }
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
 static void layer0_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
-    slot += 0;
+slot += 0;
     for (int32_t px = 0; px < 9; ++px, row += 1, slot += 3) {
         vstrbq_scatter_offset_p_s16(slot + 0, plane_offsets, vldrbq_z_s16(row + 0, vctp16q(1)), vctp16q(1));
     }
@@ -250,7 +285,7 @@ static void layer0_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8
 static void layer0_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets)
 {
     const int16x8_t zero_points = vdupq_n_s16(-3);
-    slot += 0;
+slot += 0;
     for (int32_t px = 0; px < 9; ++px, slot += 3) {
         vstrbq_scatter_offset_p_s16(slot + 0, plane_offsets, zero_points, vctp16q(1));
     }
@@ -259,13 +294,19 @@ static void layer0_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets
 MCUGEN_LAYER void layer0_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
     int8_t *const planes = scratch;
-    int32_t slot_row[3]; /* the input row each slot holds */
-    for (int32_t s = 0; s < 3; ++s) {
-        slot_row[s] = INT32_MIN;
+    /* The input row each slot holds: kept in the scratch with the ring between calls, so that
+     * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
+    int32_t *const slot_row = (int32_t *)(void *)(scratch + 28);
+    if (row_begin == 0) {
+        /* The planes first: GCC 12 takes the fill's last, predicated store for a whole vector,
+         * and would drop a store to slot_row before it as overwritten (measured). */
+        mve_fill_bytes(planes, vdupq_n_s8(-3), 27); /* padding columns */
+        for (int32_t s = 0; s < 3; ++s) {
+            slot_row[s] = INT32_MIN;
+        }
     }
-    mve_fill_bytes(planes, vdupq_n_s8(-3), 27); /* padding columns */
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 27);
-    const uint32x4_t pixel_offsets = vmulq_n_u32(vidupq_n_u32(0, 1), 8);
+    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 8, 16, 24);
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -290,13 +331,14 @@ MCUGEN_LAYER void layer0_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32_t bias = t[0], multiplier = t[1], right = t[2];
             const int8_t *window = planes + c / 8 * 27;
             int8_t *out = out_row + c;
-            int32_t sums[4];
-            for (int32_t ox = 0; ox < 1; ox += 4, window += 24, out += 32) {
-                layer0_dw_conv_s8_mve_dot4(window, w0, sums);
-                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums), bias);
+            for (int32_t ox = 0; ox < 1; ox += 4, out += 32) {
+                int32x4_t v;
+                const int8_t *const next = layer0_dw_conv_s8_mve_dot4(window, w0, &v);
+                v = vaddq_n_s32(v, bias);
                 v = mve_requantize_right_n(v, multiplier, right);
                 v = mve_offset_clamp(v, 5, 5, 41);
                 vstrbq_scatter_offset_s32(out, pixel_offsets, v);
+                window = next;
             }
         }
     }

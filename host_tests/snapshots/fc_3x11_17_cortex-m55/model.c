@@ -133,7 +133,12 @@ MCUGEN_HELPER int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
  *   floor((h - 1 + 2^(e-1)) / 2^e) is h / 2^e rounded half away from zero for h < 0.
  * _right: every shift of the lanes is a right shift (shift <= -1), `right` holds the shifts;
  * the general form takes the left shifts (max(shift, 0)) and right shifts (min(shift, 0)),
- * and lowers h only where the lane's right shift is not 0 (the sign bit of h & right). */
+ * and lowers h only where the lane's right shift is not 0 (the sign bit of h & right).
+ * _n (one multiplier m >= 0 for all lanes): h is lowered by the sign of the accumulator rather
+ * than of h, which VQRDMLAH adds to the high multiply in the same instruction (one fewer than
+ * VQRDMULH, VSHR, VADD). The two signs differ only where h = 0 and acc < 0 (m >= 0: a product
+ * of either sign rounds to h of that sign or to 0): h becomes -1, which any right shift
+ * rounds back to 0 ((-1 + 2^(e-1)) >> e = 0 for e >= 1), and no right shift leaves it masked. */
 MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize_right(int32x4_t acc, int32x4_t multiplier,
                                                     int32x4_t right)
 {
@@ -152,22 +157,49 @@ MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize(int32x4_t acc, int32x4_t multiplie
 MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize_right_n(int32x4_t acc, int32_t multiplier,
                                                       int32_t right)
 {
-    const int32x4_t high = vqrdmulhq_n_s32(acc, multiplier);
-    return vrshlq_n_s32(vaddq_s32(high, vshrq_n_s32(high, 31)), right);
+    return vrshlq_n_s32(vqrdmlahq_n_s32(vshrq_n_s32(acc, 31), acc, multiplier), right);
 }
 
 MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize_n(int32x4_t acc, int32_t multiplier, int32_t left,
                                                 int32_t right)
 {
-    const int32x4_t high = vqrdmulhq_n_s32(vshlq_r_s32(acc, left), multiplier);
-    const int32x4_t sign = vshrq_n_s32(vandq_s32(high, vdupq_n_s32(right)), 31);
-    return vrshlq_n_s32(vaddq_s32(high, sign), right);
+    const int32x4_t shifted = vshlq_r_s32(acc, left);
+    const int32x4_t sign = vshrq_n_s32(vandq_s32(shifted, vdupq_n_s32(right)), 31);
+    return vrshlq_n_s32(vqrdmlahq_n_s32(sign, shifted, multiplier), right);
 }
 
 /* The high multiply alone: the requantization with a shift of 0. */
 MCUGEN_ALWAYS_INLINE int32x4_t mve_high_n(int32x4_t acc, int32_t multiplier)
 {
     return vqrdmulhq_n_s32(acc, multiplier);
+}
+
+/* Four values into a vector by two VMOVs of two registers into two lanes, the pattern of
+ * kernels/mve.j2's vmov_lanes, by which the dot-product blocks put four sums in a vector.
+ * Which register lands in which lane is the instruction's (QEMU and LLVM's documentation
+ * disagree on it): a vector of pixel offsets made here has its lanes in the order of those
+ * sums whatever the core does, and the output stage works on each lane alike. */
+MCUGEN_ALWAYS_INLINE uint32x4_t mve_vmov_lanes(uint32_t v0, uint32_t v1, uint32_t v2, uint32_t v3)
+{
+    uint32x4_t lanes;
+    __asm__("vmov %q[q][2], %q[q][0], %[v0], %[v2]\n\t"
+            "vmov %q[q][3], %q[q][1], %[v1], %[v3]"
+            : [q] "=w"(lanes)
+            : [v0] "r"(v0), [v1] "r"(v1), [v2] "r"(v2), [v3] "r"(v3));
+    return lanes;
+}
+
+/* The output stage's last steps when the activation's range is all of int8: add the output
+ * zero point and saturate each lane's low byte by two saturating narrowings (int32 -> int16
+ * -> int8 in the bottom halves: lane i's low byte is its value clamped to [-128, 127]). As
+ * many instructions as VMAX and VMIN, but no vectors of bounds held in registers. */
+MCUGEN_ALWAYS_INLINE int32x4_t mve_offset_saturate(int32x4_t value, int32_t offset)
+{
+    int32x4_t lanes = vaddq_n_s32(value, offset);
+    /* In place, in assembly: the intrinsics would keep the destination's other halves, which
+     * nothing reads, and copy a register to do so (VQMOVN allows Qd = Qm). */
+    __asm__("vqmovnb.s32 %q[v], %q[v]\n\tvqmovnb.s16 %q[v], %q[v]" : [v] "+w"(lanes));
+    return lanes;
 }
 
 /* The output stage's last steps: add the output zero point, clamp to the activation's range. */

@@ -16,20 +16,20 @@
 #endif
 
 extern const int8_t person_detect_layer0_filter[80] PERSON_DETECT_ALIGNED;
-extern const uint8_t person_detect_layer0_rotations[48] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer0_rotations[96] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer0_channels[24] PERSON_DETECT_ALIGNED;
 extern const int8_t person_detect_layer1_filter[80] PERSON_DETECT_ALIGNED;
-extern const uint8_t person_detect_layer1_rotations[48] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer1_rotations[96] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer1_channels[24] PERSON_DETECT_ALIGNED;
-extern const int8_t person_detect_layer2_filter[256] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer2_filter[512] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer2_channels[48] PERSON_DETECT_ALIGNED;
 extern const int8_t person_detect_layer3_filter[160] PERSON_DETECT_ALIGNED;
-extern const uint8_t person_detect_layer3_rotations[48] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer3_rotations[96] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer3_channels[48] PERSON_DETECT_ALIGNED;
 extern const int8_t person_detect_layer4_filter[512] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer4_channels[96] PERSON_DETECT_ALIGNED;
 extern const int8_t person_detect_layer5_filter[320] PERSON_DETECT_ALIGNED;
-extern const uint8_t person_detect_layer5_rotations[48] PERSON_DETECT_ALIGNED;
+extern const uint8_t person_detect_layer5_rotations[96] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer5_channels[96] PERSON_DETECT_ALIGNED;
 extern const int8_t person_detect_layer6_filter[1024] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer6_channels[96] PERSON_DETECT_ALIGNED;

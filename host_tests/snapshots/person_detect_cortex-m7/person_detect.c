@@ -465,13 +465,16 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multipl
 }
 
 /* The same for a layer whose activation clamps at or above the output zero point, where the
- * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py). */
+ * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py).
+ * With nothing between the high multiply and K, SMMLAR adds K itself: it computes
+ * (K 2^32 + 2 acc m + 2^31) >> 32 = K + SMMULR(2 acc, m) exactly, one instruction per output
+ * fewer (the bounds keep |h| + |K| below 2^31). */
 MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t multiplier,
                                                            int32_t rounding, int32_t exponent)
 {
     int32_t h;
-    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
-    return __ssat((h + rounding) >> exponent, 8);
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(h) : "r"(acc2), "r"(multiplier), "r"(rounding));
+    return __ssat(h >> exponent, 8);
 }
 
 /* Depthwise helpers of the SMLAD-pairs variant on Arm's DSP extension
@@ -908,20 +911,6 @@ int32_t p = row_begin * 48;
             output[16 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
 }
-    for (; p < end; ++p, pixel += 8, output += 16) {
-        pw_extend(scratch, pixel, 8, 8, 4, 1);
-        const int8_t *w = person_detect_layer2_filter;
-        const int32_t *k = person_detect_layer2_channels;
-        int32_t oc = 0;
-        for (; oc < 16; oc += 4, w += 32, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 16, 2);
-            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
-        }
-}
 }
 
 /* Layer 3: DEPTHWISE_CONV_2D 1x48x48x16 -> 1x24x24x16, dw_conv_s8_pairs_dsp: 3x3 stride 2x2, multiplier 1, padding top 0 left 0.
@@ -1056,20 +1045,6 @@ int32_t p = row_begin * 24;
             output[32 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
 }
-    for (; p < end; ++p, pixel += 16, output += 32) {
-        pw_extend(scratch, pixel, 16, 8, 4, 1);
-        const int8_t *w = person_detect_layer4_filter;
-        const int32_t *k = person_detect_layer4_channels;
-        int32_t oc = 0;
-        for (; oc < 32; oc += 4, w += 64, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 32, 4);
-            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
-        }
-}
 }
 
 /* Layer 5: DEPTHWISE_CONV_2D 1x24x24x32 -> 1x24x24x32, dw_conv_s8_pairs_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1201,20 +1176,6 @@ int32_t p = row_begin * 24;
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
             output[32 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
             output[32 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
-        }
-}
-    for (; p < end; ++p, pixel += 32, output += 32) {
-        pw_extend(scratch, pixel, 32, 8, 4, 1);
-        const int8_t *w = person_detect_layer6_filter;
-        const int32_t *k = person_detect_layer6_channels;
-        int32_t oc = 0;
-        for (; oc < 32; oc += 4, w += 128, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 64, 8);
-            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -1351,20 +1312,6 @@ int32_t p = row_begin * 12;
             output[64 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
 }
-    for (; p < end; ++p, pixel += 32, output += 64) {
-        pw_extend(scratch, pixel, 32, 8, 4, 1);
-        const int8_t *w = person_detect_layer8_filter;
-        const int32_t *k = person_detect_layer8_channels;
-        int32_t oc = 0;
-        for (; oc < 64; oc += 4, w += 128, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 64, 8);
-            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
-        }
-}
 }
 
 /* Layer 9: DEPTHWISE_CONV_2D 1x12x12x64 -> 1x12x12x64, dw_conv_s8_pairs_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1496,20 +1443,6 @@ int32_t p = row_begin * 12;
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
             output[64 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
             output[64 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
-        }
-}
-    for (; p < end; ++p, pixel += 64, output += 64) {
-        pw_extend(scratch, pixel, 64, 8, 4, 1);
-        const int8_t *w = person_detect_layer10_filter;
-        const int32_t *k = person_detect_layer10_channels;
-        int32_t oc = 0;
-        for (; oc < 64; oc += 4, w += 256, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 128, 16);
-            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -1646,20 +1579,6 @@ int32_t p = row_begin * 6;
             output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
         }
 }
-    for (; p < end; ++p, pixel += 64, output += 128) {
-        pw_extend(scratch, pixel, 64, 8, 4, 1);
-        const int8_t *w = person_detect_layer12_filter;
-        const int32_t *k = person_detect_layer12_channels;
-        int32_t oc = 0;
-        for (; oc < 128; oc += 4, w += 256, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 128, 16);
-            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
-        }
-}
 }
 
 /* Layers 13, 15, 17, 19, 21: DEPTHWISE_CONV_2D 1x6x6x128 -> 1x6x6x128, dw_conv_s8_pairs_dsp: 3x3 stride 1x1, multiplier 1, padding top 1 left 1.
@@ -1790,20 +1709,6 @@ int32_t p = row_begin * 6;
             output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
             output[128 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
             output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
-        }
-}
-    for (; p < end; ++p, pixel += 128, output += 128) {
-        pw_extend(scratch, pixel, 128, 8, 4, 1);
-        const int8_t *w = t_filter;
-        const int32_t *k = t_channels;
-        int32_t oc = 0;
-        for (; oc < 128; oc += 4, w += 512, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 256, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }

@@ -244,11 +244,37 @@ MCUGEN_ALWAYS_INLINE void mm_dot_1x2(int32_t acc[2], const int8_t *x, const int8
      * loop branches on (no compare). */
     const int8_t *const x_end = x + depth, *const w0_end = w0 + depth, *const w1_end = w1 + depth;
     int32_t a0 = acc[0], a1 = acc[1];
+#if defined(__GNUC__) && defined(__thumb__) && !defined(__thumb2__) && defined(__OPTIMIZE__) \
+    && !defined(__OPTIMIZE_SIZE__) /* GCC's -Os finds no registers for it */
+    /* ARMv6-M (Cortex-M0+): nine instructions per two products. Its LDRSB takes only a
+     * register offset and its MULS and ADDS low registers, so the loop needs six of the eight
+     * low ones; GCC's own loop runs out of them and copies a pointer from a high register
+     * each pass (twelve). The accumulators live in high registers (ADD takes them), and the
+     * index's ADDS sets the flags BNE reads. */
+    if (depth > 0) {
+        int32_t i = -depth, u, p;
+        __asm__(".syntax unified\n\t" /* GCC hands Thumb-1 inline assembly the divided syntax */
+                "1:\n\t"
+                "ldrsb %[u], [%[x], %[i]]\n\t"
+                "ldrsb %[p], [%[w0], %[i]]\n\t"
+                "muls %[p], %[u], %[p]\n\t"
+                "add %[a0], %[p]\n\t"
+                "ldrsb %[p], [%[w1], %[i]]\n\t"
+                "muls %[p], %[u], %[p]\n\t"
+                "add %[a1], %[p]\n\t"
+                "adds %[i], %[i], #1\n\t"
+                "bne 1b\n\t"
+                : [a0] "+h"(a0), [a1] "+h"(a1), [i] "+l"(i), [u] "=&l"(u), [p] "=&l"(p)
+                : [x] "l"(x_end), [w0] "l"(w0_end), [w1] "l"(w1_end)
+                : "cc", "memory");
+    }
+#else
     for (int32_t i = -depth; i != 0; ++i) {
         const int32_t u = x_end[i];
         a0 += u * w0_end[i];
         a1 += u * w1_end[i];
     }
+#endif
     acc[0] = a0;
     acc[1] = a1;
 }

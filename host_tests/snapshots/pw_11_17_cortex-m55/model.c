@@ -133,7 +133,12 @@ MCUGEN_HELPER int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
  *   floor((h - 1 + 2^(e-1)) / 2^e) is h / 2^e rounded half away from zero for h < 0.
  * _right: every shift of the lanes is a right shift (shift <= -1), `right` holds the shifts;
  * the general form takes the left shifts (max(shift, 0)) and right shifts (min(shift, 0)),
- * and lowers h only where the lane's right shift is not 0 (the sign bit of h & right). */
+ * and lowers h only where the lane's right shift is not 0 (the sign bit of h & right).
+ * _n (one multiplier m >= 0 for all lanes): h is lowered by the sign of the accumulator rather
+ * than of h, which VQRDMLAH adds to the high multiply in the same instruction (one fewer than
+ * VQRDMULH, VSHR, VADD). The two signs differ only where h = 0 and acc < 0 (m >= 0: a product
+ * of either sign rounds to h of that sign or to 0): h becomes -1, which any right shift
+ * rounds back to 0 ((-1 + 2^(e-1)) >> e = 0 for e >= 1), and no right shift leaves it masked. */
 MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize_right(int32x4_t acc, int32x4_t multiplier,
                                                     int32x4_t right)
 {
@@ -152,22 +157,49 @@ MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize(int32x4_t acc, int32x4_t multiplie
 MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize_right_n(int32x4_t acc, int32_t multiplier,
                                                       int32_t right)
 {
-    const int32x4_t high = vqrdmulhq_n_s32(acc, multiplier);
-    return vrshlq_n_s32(vaddq_s32(high, vshrq_n_s32(high, 31)), right);
+    return vrshlq_n_s32(vqrdmlahq_n_s32(vshrq_n_s32(acc, 31), acc, multiplier), right);
 }
 
 MCUGEN_ALWAYS_INLINE int32x4_t mve_requantize_n(int32x4_t acc, int32_t multiplier, int32_t left,
                                                 int32_t right)
 {
-    const int32x4_t high = vqrdmulhq_n_s32(vshlq_r_s32(acc, left), multiplier);
-    const int32x4_t sign = vshrq_n_s32(vandq_s32(high, vdupq_n_s32(right)), 31);
-    return vrshlq_n_s32(vaddq_s32(high, sign), right);
+    const int32x4_t shifted = vshlq_r_s32(acc, left);
+    const int32x4_t sign = vshrq_n_s32(vandq_s32(shifted, vdupq_n_s32(right)), 31);
+    return vrshlq_n_s32(vqrdmlahq_n_s32(sign, shifted, multiplier), right);
 }
 
 /* The high multiply alone: the requantization with a shift of 0. */
 MCUGEN_ALWAYS_INLINE int32x4_t mve_high_n(int32x4_t acc, int32_t multiplier)
 {
     return vqrdmulhq_n_s32(acc, multiplier);
+}
+
+/* Four values into a vector by two VMOVs of two registers into two lanes, the pattern of
+ * kernels/mve.j2's vmov_lanes, by which the dot-product blocks put four sums in a vector.
+ * Which register lands in which lane is the instruction's (QEMU and LLVM's documentation
+ * disagree on it): a vector of pixel offsets made here has its lanes in the order of those
+ * sums whatever the core does, and the output stage works on each lane alike. */
+MCUGEN_ALWAYS_INLINE uint32x4_t mve_vmov_lanes(uint32_t v0, uint32_t v1, uint32_t v2, uint32_t v3)
+{
+    uint32x4_t lanes;
+    __asm__("vmov %q[q][2], %q[q][0], %[v0], %[v2]\n\t"
+            "vmov %q[q][3], %q[q][1], %[v1], %[v3]"
+            : [q] "=w"(lanes)
+            : [v0] "r"(v0), [v1] "r"(v1), [v2] "r"(v2), [v3] "r"(v3));
+    return lanes;
+}
+
+/* The output stage's last steps when the activation's range is all of int8: add the output
+ * zero point and saturate each lane's low byte by two saturating narrowings (int32 -> int16
+ * -> int8 in the bottom halves: lane i's low byte is its value clamped to [-128, 127]). As
+ * many instructions as VMAX and VMIN, but no vectors of bounds held in registers. */
+MCUGEN_ALWAYS_INLINE int32x4_t mve_offset_saturate(int32x4_t value, int32_t offset)
+{
+    int32x4_t lanes = vaddq_n_s32(value, offset);
+    /* In place, in assembly: the intrinsics would keep the destination's other halves, which
+     * nothing reads, and copy a register to do so (VQMOVN allows Qd = Qm). */
+    __asm__("vqmovnb.s32 %q[v], %q[v]\n\tvqmovnb.s16 %q[v], %q[v]" : [v] "+w"(lanes));
+    return lanes;
 }
 
 /* The output stage's last steps: add the output zero point, clamp to the activation's range. */
@@ -205,126 +237,83 @@ MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
     return sum;
 }
 
-/* Layer 0: CONV_2D 1x5x7x11 -> 1x5x7x17, pw_conv_s8_mve: 35 rows of 11 -> 17.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 11 int8s takes 1 VMLADAVA.S8 chunk(s), the last one
- * predicated to 11 bytes; the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 20 rows;
- * the input offset is folded into the bias. */
-MCUGEN_ALWAYS_INLINE void layer0_pw_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
+/* Layer 0: CONV_2D 1x5x7x11 -> 1x5x7x17, pw_conv_s8_pixels_mve: 35 pixels of 11 -> 17.
+ * Blocks of 4 pixels: their inputs in four vectors (1 pixel(s) of 11 bytes each) stay in
+ * registers while the kernel walks the output channels. Per channel, one VMLADAV.S8 per pixel
+ * with the channel's weight vector; the sums go through the output stage four pixels at a
+ * time with the channel's multiplier and shift, and out by a scatter store (17 bytes apart).
+ * The input offset is folded into the bias. */
+MCUGEN_ALWAYS_INLINE const int8_t *layer0_pw_conv_s8_pixels_mve_dot(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, const int8_t *w, int32x4_t *sums)
 {
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
-    __asm__ __volatile__(
-        "vctp.8 %[tail]\n\t"
-        "vpstt\n\t"
-        "vldrbt.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrbt.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #0]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #16]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "vctp.8 %[tail]\n\t"
-        "vpstt\n\t"
-        "vldrbt.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrbt.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #8]\n\t"
-        "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [x1] "r"(x1), [w] "r"(w), [sums] "r"(sums), [tail] "r"(11)
-        : "memory");
+    int8x16_t u0;
+    int32x4_t s0;
+    __asm__(
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladav.s8 %[a0], %q[x0], %q[u0]\n\t"
+        "vmladav.s8 %[a1], %q[x1], %q[u0]\n\t"
+        "vmladav.s8 %[a2], %q[x2], %q[u0]\n\t"
+        "vmladav.s8 %[a3], %q[x3], %q[u0]\n\t"
+        "vmov %q[s0][2], %q[s0][0], %[a0], %[a2]\n\t"
+        "vmov %q[s0][3], %q[s0][1], %[a1], %[a3]\n\t"
+: [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [u0] "=&w"(u0), [s0] "=&w"(s0), [w] "+r"(w)
+        : [x0] "w"(x0), [x1] "w"(x1), [x2] "w"(x2), [x3] "w"(x3), "m"(*(const int8_t (*)[16])w));
+    sums[0] = s0;
+    return w;
 }
-
-
-MCUGEN_ALWAYS_INLINE void layer0_pw_conv_s8_mve_dot1x4(const int8_t *x0, const int8_t *w, int32_t *sums)
+/* Every output channel of a block of 4 pixels whose inputs are x0..x3, written at out;
+ * with `partial`, only the first `pixels` of them. The sums' lanes (and pixel_offsets') are in
+ * mve_vmov_lanes' order: so is the index that selects a partial block's lanes. */
+MCUGEN_ALWAYS_INLINE void layer0_pw_conv_s8_pixels_mve_channels(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, int8_t *out, int32_t partial, int32_t pixels, uint32x4_t pixel_offsets)
 {
-    register int32_t a0 __asm__("r0");
-    register int32_t a1 __asm__("r2");
-    register int32_t a2 __asm__("r4");
-    register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
-    __asm__ __volatile__(
-        "vctp.8 %[tail]\n\t"
-        "vpst\n\t"
-        "vldrbt.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #0]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #16]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
-        "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums), [tail] "r"(11)
-        : "memory");
+    const int8_t *w = model_layer0_filter;
+    const int32_t *t = model_layer0_channels;
+    const int32x4_t lane_index = vreinterpretq_s32_u32(mve_vmov_lanes(0, 1, 2, 3));
+    int32x4_t sums[1];
+    for (int32_t c = 0; c < 17; ++c, ++out, t += 3) {
+        /* Read before the stores, which may alias anything (int8_t). */
+        const int32_t bias = t[0], multiplier = t[1], right = t[2];
+        w = layer0_pw_conv_s8_pixels_mve_dot(x0, x1, x2, x3, w, sums);
+        if (!partial) {
+            {
+                int32x4_t v = vaddq_n_s32(sums[0], bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, 5, 5, 30);
+                vstrbq_scatter_offset_s32(out + 0, pixel_offsets, v);
+            }
+        } else {
+            {
+                int32x4_t v = vaddq_n_s32(sums[0], bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, 5, 5, 30);
+                vstrbq_scatter_offset_p_s32(out + 0, pixel_offsets, v, vcmpltq_n_s32(lane_index, pixels - 0));
+            }
+        }
+    }
 }
 
-
-MCUGEN_LAYER void layer0_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer0_pw_conv_s8_pixels_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *x = input + row_begin * 77;
     output += row_begin * 119;
-    int32_t p = row_begin * 7;
-    const int32_t end = row_end * 7;
-    for (; p + 1 < end; p += 2) {
-        const int8_t *w = model_layer0_filter;
-        const int32_t *t = model_layer0_channels;
-        for (int32_t c = 0; c < 16; c += 4, w += 64, t += 12) {
-            int32_t sums[8]; /* row 0's four channels, then row 1's */
-            layer0_pw_conv_s8_mve_dot2x4(x, x + 11, w, sums);
-            const int32x4_t bias = vldrwq_s32(t + 0);
-            const int32x4_t m = vldrwq_s32(t + 4);
-            const int32x4_t r = vldrwq_s32(t + 8);
-            vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), 5, 5, 30));
-            vstrbq_s32(output + 17 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), 5, 5, 30));
-        }
-        {
-            int32_t sums[8]; /* row 0's four channels, then row 1's */
-            layer0_pw_conv_s8_mve_dot2x4(x, x + 11, w, sums);
-            const int32x4_t bias = vldrwq_s32(t + 0);
-            const int32x4_t m = vldrwq_s32(t + 4);
-            const int32x4_t r = vldrwq_s32(t + 8);
-            vstrbq_p_s32(output + 16, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), 5, 5, 30), vctp32q(1));
-            vstrbq_p_s32(output + 17 + 16, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), 5, 5, 30), vctp32q(1));
-        }
-        x += 22;
-        output += 34;
+    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 17, 34, 51);
+    int32_t left = (row_end - row_begin) * 7; /* pixels still to compute */
+    /* Whole blocks whose last vector load stays within the rows (it reads 1 pixel(s) past the block). */
+    for (; left >= 5; left -= 4, x += 44, output += 68) {
+        layer0_pw_conv_s8_pixels_mve_channels(vldrbq_s8(x), vldrbq_s8(x + 11), vldrbq_s8(x + 22), vldrbq_s8(x + 33), output, 0, 4, pixel_offsets);
     }
-    if (p < end) {
-        const int8_t *w = model_layer0_filter;
-        const int32_t *t = model_layer0_channels;
-        for (int32_t c = 0; c < 16; c += 4, w += 64, t += 12) {
-            int32_t sums[4];
-            layer0_pw_conv_s8_mve_dot1x4(x, w, sums);
-            const int32x4_t bias = vldrwq_s32(t + 0);
-            const int32x4_t m = vldrwq_s32(t + 4);
-            const int32x4_t r = vldrwq_s32(t + 8);
-            vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), 5, 5, 30));
+    /* The last pixels: loads predicated to the bytes that are there (nothing past them is read). */
+    for (; left > 0; left -= 4, x += 44, output += 68) {
+        const int32_t bytes = left * 11;
+        int8x16_t v[4];
+        for (int32_t i = 0; i < 4; ++i) {
+            const int32_t here = bytes - i * 11 < 11 ? bytes - i * 11 : 11;
+            v[i] = vldrbq_z_s8(x + i * 11, vctp8q((uint32_t)(here > 0 ? here : 0)));
         }
-        {
-            int32_t sums[4];
-            layer0_pw_conv_s8_mve_dot1x4(x, w, sums);
-            const int32x4_t bias = vldrwq_s32(t + 0);
-            const int32x4_t m = vldrwq_s32(t + 4);
-            const int32x4_t r = vldrwq_s32(t + 8);
-            vstrbq_p_s32(output + 16, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), 5, 5, 30), vctp32q(1));
-        }
+        layer0_pw_conv_s8_pixels_mve_channels(v[0], v[1], v[2], v[3], output, 1, left, pixel_offsets);
     }
 }
 
@@ -333,7 +322,7 @@ int model_invoke(const model_input_t *input, model_output_t *output)
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_pw_conv_s8_mve(input, output, 0, 5);
+    layer0_pw_conv_s8_pixels_mve(input, output, 0, 5);
     MCUGEN_LAYER_DONE(0, output, 595);
     return 0;
 }

@@ -464,13 +464,16 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled(int32_t acc2, int32_t multipl
 }
 
 /* The same for a layer whose activation clamps at or above the output zero point, where the
- * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py). */
+ * sign correction h >> 31 changes nothing that survives the clamp (kernels/requantize.py).
+ * With nothing between the high multiply and K, SMMLAR adds K itself: it computes
+ * (K 2^32 + 2 acc m + 2^31) >> 32 = K + SMMULR(2 acc, m) exactly, one instruction per output
+ * fewer (the bounds keep |h| + |K| below 2^31). */
 MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t multiplier,
                                                            int32_t rounding, int32_t exponent)
 {
     int32_t h;
-    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc2), "r"(multiplier));
-    return __ssat((h + rounding) >> exponent, 8);
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(h) : "r"(acc2), "r"(multiplier), "r"(rounding));
+    return __ssat(h >> exponent, 8);
 }
 
 /* Layer 0: CONV_2D 1x5x7x11 -> 1x5x7x17, pw_conv_s8_dsp: 35 rows of 11 -> 17.

@@ -1,0 +1,157 @@
+"""Band schedules as C loops (schedule.Repeat): the periodic steady state of a row-band
+schedule runs as a `for` loop in NAME_invoke, bit-exact with the reference; the replay
+(row_bands.verify) refuses a loop that does not compute the steps it replaces.
+
+Hand-built graphs (no TensorFlow, no QEMU): the fast tier."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+import ir_graphs as g
+from conftest import PERSON_DETECT
+from hostc import build_shared
+from mcugen import row_bands
+from mcugen.compile import CompiledModel, compile_graph
+from mcugen.frontend.tflite import load_tflite
+from mcugen.ir import Mean, Padding
+from mcugen.reference import run_reference
+from mcugen.schedule import Repeat, Step, find_repeats
+from mcugen.targets import load_target
+
+
+def blocks(**budget) -> CompiledModel:
+    """Tall and narrow blocks (many bands of the same shape: the steady state a loop), then
+    a MEAN, a global op that ends the layers that may band."""
+    graph = g.repeated_blocks(seed=7, h=40, w=6, c=16, blocks=2, last_outputs=2)
+    last = graph.outputs[0]
+    pooled = dataclasses.replace(graph.tensor(last), name="pooled", shape=(1, 1, 1, 2))
+    graph = dataclasses.replace(graph, ops=(*graph.ops, Mean(last, "pooled", keep_dims=True)),
+                                tensors={**graph.tensors, "pooled": pooled},
+                                outputs=("pooled",))
+    return compile_graph(graph, name="model", target=load_target("host"), source="blocks",
+                         **budget)
+
+
+@pytest.fixture(scope="module")
+def banded() -> CompiledModel:
+    whole = blocks().plan.arena_size
+    compiled = blocks(max_ram=whole // 3)
+    assert compiled.schedule.banded and compiled.plan.arena_size <= whole // 3
+    # Every layer before the MEAN in bands.
+    assert compiled.schedule.segments == ((0, len(compiled.layers) - 1),)
+    return compiled
+
+
+def invoke_body(source: str) -> str:
+    start = source.index("int model_invoke(")
+    return source[start:source.index("\n}\n", start)]
+
+
+def statements(schedule) -> int:
+    """The layer calls NAME_invoke holds: a step outside a loop is one, a loop its body."""
+    return sum(len(node.body) if isinstance(node, Repeat) else 1 for node in schedule.program())
+
+
+def test_the_steady_state_of_a_band_schedule_is_a_loop(banded):
+    schedule = banded.schedule
+    (repeat,) = schedule.repeats  # one segment, one steady state
+    assert repeat.count >= 15 and len(repeat.body) == len(banded.layers) - 1
+    # The loop replaces most steps: invoke calls each statement once in the C.
+    body = invoke_body(banded.sources["model.c"])
+    calls = re.findall(r"^\s+layer\d+_\w+\(", body, re.M)
+    assert len(calls) == statements(schedule) < len(schedule.steps) // 4
+    assert f"for (int32_t i = 0; i < {repeat.count}; i++) {{" in body
+    # Per step, a marker: the loop's markers run once an iteration.
+    assert body.count("MCUGEN_LAYER_DONE(") == len(calls)
+
+
+def test_the_loop_is_bit_exact(banded, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file, text in banded.sources.items():
+        (folder / file).write_text(text)
+    graph = banded.graph
+    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
+    inputs = np.random.default_rng(3).integers(-128, 128, (3, graph.input.size), dtype=np.int8)
+    for x in inputs:
+        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+        np.testing.assert_array_equal(model(x), expected)
+
+
+def broken(schedule, **changes):
+    (repeat,) = schedule.repeats
+    return dataclasses.replace(schedule, repeats=(dataclasses.replace(repeat, **changes),))
+
+
+def test_the_replay_refuses_a_broken_loop(banded):
+    schedule, graph, layers = banded.schedule, banded.graph, banded.layers
+    row_bands.verify(schedule, graph, layers)
+    (repeat,) = schedule.repeats
+    increments = list(repeat.increments)
+    increments[0] = (increments[0][0] + 1, *increments[0][1:])  # its rows drift
+    one_more = repeat.count + 1  # past the steps it replaces
+    origin = list(repeat.body)  # the first statement reads its input from the wrong row
+    step = origin[0]
+    origin[0] = dataclasses.replace(step, origins=(step.origins[0] + 1, *step.origins[1:]))
+    for wrong in (broken(schedule, increments=tuple(increments)),
+                  broken(schedule, count=one_more), broken(schedule, count=1),
+                  broken(schedule, body=tuple(origin)),
+                  broken(schedule, increments=repeat.increments[:-1])):
+        with pytest.raises(AssertionError):
+            row_bands.verify(wrong, graph, layers)
+    # A loop equal to its unrolled steps is still replayed row by row: steps made from the
+    # broken loop itself are refused too.
+    wrong = broken(schedule, body=tuple(origin))
+    with pytest.raises(AssertionError):
+        row_bands.verify(dataclasses.replace(wrong, steps=tuple(row_bands.program_steps(wrong))),
+                         graph, layers)
+
+
+def test_the_search_takes_the_run_that_saves_most():
+    periodic = [Step(layer, (row, row + 1), (row, row)) for row in range(2, 12)
+                for layer in (0, 1)]
+    stray = Step(0, (12, 13), (0, 99))  # breaks the period
+    steps = (Step(5, None), *periodic, stray, Step(6, None))
+    (repeat,) = find_repeats(steps)
+    assert (repeat.start, len(repeat.body), repeat.count) == (1, 2, 10)
+    assert repeat.increments == ((1, 1, 1, 1),) * 2
+    assert find_repeats(tuple(periodic[:4]) + (stray,)) == ()  # saves too little
+
+
+@pytest.mark.slow
+def test_a_budget_keeps_the_fast_variant_where_its_ring_fits():
+    """At --max-ram 20K person_detect runs in bands only with lean depthwise layers somewhere
+    (their fast variant's ring of rows costs arena); the layers whose ring still fits keep
+    the fast variant (smaller and faster code), and the arena still fits."""
+    graph = load_tflite(PERSON_DETECT.read_bytes(), "pd")
+    compiled = compile_graph(graph, name="pd", target=load_target("cortex-m7"), source="pd",
+                             memory_check=False, max_ram=20 * 1024)
+    assert compiled.schedule.banded and compiled.plan.arena_size <= 20 * 1024
+    depthwise = [layer.variant for layer in compiled.layers
+                 if type(layer.op).__name__ == "DepthwiseConv2D"]
+    fast = [variant for variant in depthwise if variant.trades_ram]
+    assert 0 < len(fast) < len(depthwise)
+    assert compiled.schedule.repeats  # and its steady state is a loop
+
+
+@pytest.mark.parametrize("kernel, padding", [((1, 1), Padding()),
+                                             ((3, 3), Padding(1, 1, 1, 1))])
+def test_rows_of_whole_blocks_need_no_loop_for_a_leftover_pixel(kernel, padding):
+    """The DSP pointwise and convolution kernels compute two pixels at a time; every call
+    takes whole rows, so rows of an even width leave no pixel over and their C has no loop
+    for one (a banded layer's rows are not constants the compiler could see it from)."""
+    def source(width: int) -> str:
+        graph = g.conv(9, 6, width, 8, 8, kernel=kernel, padding=padding)
+        compiled = compile_graph(graph, name="model", target=load_target("cortex-m7"),
+                                 source="conv")
+        assert compiled.layers[0].variant.name in ("pw_conv_s8_dsp", "conv_s8_dsp")
+        return compiled.sources["model.c"]
+
+    leftover = re.compile(r"for \(; p < end; \+\+p")
+    assert not leftover.search(source(6))
+    assert leftover.search(source(5))
