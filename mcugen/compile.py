@@ -143,7 +143,8 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
             smallest = min(error.smallest, smallest)
             continue
         smallest = min(plan.arena_size, smallest)
-        cost = next(p.extra_instructions for p in schedule.search if p.chosen) \
+        # The tiled graph layer by layer (its search did not run) costs the halos alone.
+        cost = sum(p.extra_instructions for p in schedule.search if p.chosen) \
             + halo * tiles.COST_PER_MAC
         if plan.arena_size <= budget and (best is None or cost < best[0]):
             best = (cost, (tiled, tiled_layers, schedule, buffers, plan, end, halo))

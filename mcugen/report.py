@@ -226,7 +226,7 @@ def format_regions(buffers: list[Buffer], plan: Plan) -> str:
 
 def schedule_stats(schedule: Schedule, graph: Graph, plan: Plan, whole_arena: int
                    ) -> dict | None:
-    if not schedule.banded:
+    if not schedule.banded and not schedule.tiles:
         return None
     moved = sum((shift.end - shift.keep) * row_bytes(graph, shift.tensor)
                 for step in schedule.steps for shift in step.shifts)

@@ -127,7 +127,8 @@ class Schedule:
     def describe(self) -> str:
         """The segments, e.g. "layers 0-12, 13-22 in bands of at most 1 row"."""
         if not self.banded:
-            return "layer by layer"
+            return f"the model's {self.tiles}, then layer by layer" if self.tiles else \
+                "layer by layer"
         segments = ", ".join(f"{begin}-{end - 1}" for begin, end in self.segments)
         rows = f"{self.band_rows} row{'s' if self.band_rows > 1 else ''}"
         bands = f"layers {segments} in row bands of at most {rows}"
