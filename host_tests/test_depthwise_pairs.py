@@ -1,12 +1,14 @@
 """The DSP depthwise variant with SMLAD on pairs of taps (kernels/depthwise_pairs.py): its MAC
 plans against the direct sum, its per-channel records, where selection takes it, the lean
 variant where a RAM budget needs it (all Python: hand-built IR graphs, no TensorFlow, no
-toolchain), and its output written over its input in QEMU on Cortex-M7 (the cross compiler and
-QEMU). test_kernels runs its C on its edge cases (dw_* and u8_dw_*)."""
+toolchain), the lean variant's border function shared by layers, and its output written over
+its input in QEMU on Cortex-M7 (the cross compiler and QEMU). test_kernels runs its C on its
+edge cases (dw_* and u8_dw_*)."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -139,6 +141,80 @@ def test_the_output_is_written_over_the_input_safely(stride, tmp_path):
     elf = build_firmware(tmp_path / "model", M7, tmp_path / "firmware")
     graph = prepare(chain)
     inputs = np.random.default_rng(5).integers(-128, 128, (3, graph.input.size)).astype(np.int8)
+    result = run_firmware(elf, M7, inputs, graph.output.size)
+    expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                         for x in inputs])
+    np.testing.assert_array_equal(result.outputs, expected)
+
+
+def dilated_chain() -> ir.Graph:
+    """x -> y -> z -> u -> out: four dilated depthwise layers (the lean DSP variant: the pairs
+    variant does not take dilation) of 8, 8 (multiplier 2), 16 and 16 channels, the last of
+    stride 2 on its predecessor's input shape: sizes, channel counts and clamps (RELU6 in
+    its output's scale, then RELU) differ, the window does not."""
+    dilation, padding, relu = (2, 2), ir.Padding(2, 2, 2, 2), ir.Activation.RELU
+    parts = [g.depthwise(124, 9, 10, 8, dilation=dilation, padding=padding),
+             g.depthwise(125, 9, 10, 8, multiplier=2, dilation=dilation, padding=padding),
+             g.depthwise(126, 9, 10, 16, dilation=dilation, padding=padding, activation=relu),
+             g.depthwise(127, 9, 10, 16, stride=(2, 2), dilation=dilation, padding=padding,
+                         activation=relu)]
+    names = [("x", "y"), ("y", "z"), ("z", "u"), ("u", "out")]
+    tensors, ops = {}, []
+    for k, (part, (source, target)) in enumerate(zip(parts, names)):
+        op = part.ops[0]
+        renamed = {"x": source, "y": target, "w": f"w{k}", "b": f"b{k}"}
+        for name, tensor in part.tensors.items():
+            if name != "x" or k == 0:  # a layer's input is the previous layer's output
+                tensors[renamed[name]] = dataclasses.replace(tensor, name=renamed[name])
+        ops.append(dataclasses.replace(op, input=source, filter=f"w{k}", bias=f"b{k}",
+                                       output=target))
+    return parts[0].replace(tensors=tensors, ops=tuple(ops), inputs=("x",), outputs=("out",))
+
+
+@pytest.fixture(scope="module")
+def dilated_chain_m7():
+    compiled = compile_graph(dilated_chain(), name="model", target=M7, source="chain")
+    assert [layer.variant.name for layer in compiled.layers] == ["dw_conv_s8_dsp"] * 4
+    return compiled
+
+
+def test_lean_depthwise_layers_share_their_pixel_functions(dilated_chain_m7):
+    """The lean variant's border pixels (tap pointers) are one out-of-line function for every
+    layer with the same taps and requantization, its channel count and clamp arguments; its
+    interior pixels one for the layers that read the same input shape with the same clamp
+    (a stride-1 layer and the stride-2 one after it). A band schedule that keeps several
+    depthwise layers lean (VWW at 20K: three; MobileNetV2 at 160K: eight) pays for the
+    unrolled taps once, not once a layer. A layer alone with its interior, or with a depth
+    multiplier other than 1, keeps its own, inlined."""
+    source = dilated_chain_m7.sources["model.c"]
+    params = [view.params for view in dilated_chain_m7.view.layers]
+    border = params[0].shared_border
+    assert border is not None and params[1].shared_border is None
+    assert params[2].shared_border == params[3].shared_border == border
+    assert source.count(f"MCUGEN_LAYER void {border.name}(") == 1
+    calls = re.findall(rf"{border.name}\(taps, weights, (\w+), (\d+), (-?\d+, -?\d+), output\)",
+                       source)
+    assert [(table, channels) for table, channels, _ in calls] == [
+        ("model_layer0_channels", "8"), ("model_layer2_channels", "16"),
+        ("model_layer3_channels", "16")]
+    assert len({clamp for _, _, clamp in calls}) == 2  # RELU6 and RELU: clamps of their own
+    inside = params[2].shared_inside
+    assert inside is not None and params[3].shared_inside == inside
+    assert params[0].shared_inside is None  # alone with its input shape: inlined
+    assert source.count(f"MCUGEN_LAYER void {inside.name}(") == 1
+    assert len(re.findall(rf"{inside.name}\(input \+ ", source)) == 2
+    assert re.findall(r"void (layer\d)_dw_conv_s8_dsp_border\(", source) == ["layer1"]
+    assert re.findall(r"void (layer\d)_dw_conv_s8_dsp_inside\(", source) == ["layer0", "layer1"]
+
+
+@pytest.mark.qemu
+def test_a_shared_border_function_is_bit_exact(dilated_chain_m7, tmp_path):
+    (tmp_path / "model").mkdir()
+    for file, text in dilated_chain_m7.sources.items():
+        (tmp_path / "model" / file).write_text(text)
+    elf = build_firmware(tmp_path / "model", M7, tmp_path / "firmware")
+    graph = dilated_chain_m7.graph
+    inputs = np.random.default_rng(6).integers(-128, 128, (3, graph.input.size)).astype(np.int8)
     result = run_firmware(elf, M7, inputs, graph.output.size)
     expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
                          for x in inputs])

@@ -179,26 +179,25 @@ def test_a_window_reads_its_rows_cut_at_the_edges():
 
 
 WATCH = """
-import sys, time
+import sys
 from mcugen.cli import main
-start = time.monotonic()
 status = main(sys.argv[1:])
-print(f"\\nWATCH {status} {'tensorflow' in sys.modules} {time.monotonic() - start:.3f}")
+print(f"\\nWATCH {status} {'tensorflow' in sys.modules}")
 """
 
 
 def mcugen_watched(*args: str, cwd: Path, cache_dir: Path | None = None):
-    """Run mcugen's command line in a fresh interpreter: its stderr, and whether TensorFlow
-    was imported and how long main() took (without the interpreter's start)."""
+    """Run mcugen's command line in a fresh interpreter: its exit status, its stderr, and
+    whether TensorFlow was imported (a check refused before the conversion never imports it;
+    tests never assert timings, which a busy machine stretches)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MCUGEN_DEBUG", None)
     if cache_dir is not None:
         env["MCUGEN_CACHE_DIR"] = str(cache_dir)
     result = subprocess.run([sys.executable, "-c", WATCH, *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=900)
-    status, imported, seconds = re.search(r"WATCH (\d+) (True|False) ([\d.]+)",
-                                          result.stdout).groups()
-    return int(status), result.stderr, imported == "True", float(seconds)
+    status, imported = re.search(r"WATCH (\d+) (True|False)", result.stdout).groups()
+    return int(status), result.stderr, imported == "True"
 
 
 def one_error_line(stderr: str) -> str:
@@ -212,11 +211,11 @@ def one_error_line(stderr: str) -> str:
 def test_flash_no_target_holds_is_refused_before_tensorflow(tmp_path):
     """The issue's case: α 1.0 at 224 on a Cortex-M7 said so after 50-70 s of TensorFlow."""
     expected = estimate.keras_shapes("v1", 1.0, 224, 224, 3, 2).weight_bytes
-    status, stderr, imported, seconds = mcugen_watched(
+    status, stderr, imported = mcugen_watched(
         "build", "--alpha", "1.0", "--res", "224", "--target", "cortex-m7", "--out", "out",
         cwd=tmp_path)
     error = one_error_line(stderr)
-    assert status == 1 and not imported and seconds < 2.0, (imported, seconds)
+    assert status == 1 and not imported, stderr
     assert f"at least {expected:,} bytes of flash" in error and "1,048,576" in error
     assert "--no-memory-check" in error
     assert not (tmp_path / "out").exists()
@@ -231,11 +230,11 @@ def test_the_issues_budget_is_refused_before_tensorflow(tmp_path):
     14x14x256 twice: 100,352 B. A budget below that is refused before TensorFlow."""
     bound = estimate.arena_lower_bound(estimate.keras_shapes("v1", 1.0, 224, 224, 3, 2))
     assert bound == 100_352
-    status, stderr, imported, seconds = mcugen_watched(
+    status, stderr, imported = mcugen_watched(
         "build", "--alpha", "1.0", "--res", "224", "--max-ram", "96K", "--target", "host",
         "--out", "out", cwd=tmp_path)
     error = one_error_line(stderr)
-    assert status == 1 and not imported and seconds < 2.0, (imported, seconds)
+    assert status == 1 and not imported, stderr
     assert "no schedule fits an arena of 98,304 B: the smallest reachable is 100,352 B or " \
            "more" in error
 
@@ -246,11 +245,11 @@ def test_a_ram_budget_below_the_bound_is_refused_before_tensorflow(tmp_path):
     """Before conversion, by more than what dead-channel removal might take (a margin)."""
     bound = estimate.arena_lower_bound(estimate.keras_shapes("v2", 0.35, 96, 96, 3, 2))
     budget = int(bound * (1 - REMOVABLE_BEFORE_CONVERSION)) - 1
-    status, stderr, imported, seconds = mcugen_watched(
+    status, stderr, imported = mcugen_watched(
         "build", "--arch", "v2", "--alpha", "0.35", "--res", "96", "--max-ram",
         str(budget), "--target", "cortex-m7", "--out", "out", cwd=tmp_path)
     error = one_error_line(stderr)
-    assert status == 1 and not imported and seconds < 2.0, (imported, seconds)
+    assert status == 1 and not imported, stderr
     assert f"no schedule fits an arena of {budget:,} B: the smallest reachable is " \
            f"{bound:,} B or more" in error and "--max-ram" in error
 
@@ -275,11 +274,11 @@ def test_an_arena_no_ram_holds_is_refused_before_tensorflow(tmp_path):
     """At 1024x1024 the last feature map alone (32x32x256) is more than a Cortex-M4's RAM."""
     bound = estimate.arena_lower_bound(estimate.keras_shapes("v1", 0.25, 1024, 1024, 3, 2))
     assert bound >= 32 * 32 * 256
-    status, stderr, imported, seconds = mcugen_watched(
+    status, stderr, imported = mcugen_watched(
         "build", "--alpha", "0.25", "--res", "1024", "--target", "cortex-m4", "--out", "out",
         cwd=tmp_path)
     error = one_error_line(stderr)
-    assert status == 1 and not imported and seconds < 2.0, (imported, seconds)
+    assert status == 1 and not imported, stderr
     assert f"arena of at least {bound:,} bytes" in error and "196,608" in error
     assert "--no-memory-check" in error
 
@@ -324,7 +323,7 @@ def test_a_tflite_too_big_is_refused_right_after_import(tmp_path):
     big = tmp_path / "big.tflite"
     big.write_bytes(mobilenet_tflite(**KERAS_CASES["v1_a1.0_64x64x3"]))
     expected = shapes_from_keras_rules(KERAS_CASES["v1_a1.0_64x64x3"]).weight_bytes
-    status, stderr, imported, _ = mcugen_watched(
+    status, stderr, imported = mcugen_watched(
         "build", "--model", str(big), "--target", "cortex-m7", "--out", "out", cwd=tmp_path)
     error = one_error_line(stderr)
     assert status == 1 and not imported

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import keyword
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -308,6 +309,12 @@ class ModelView:
         """The layers whose view defines a function, in order."""
         return [layer for layer in self.layers if layer.defines_function]
 
+    def shared_pixel_functions(self, field: str) -> list:
+        """The pixel functions (kernels/depthwise.py SharedBorder or SharedInside, by their
+        field in a record) the defined layer functions call, each once, in order of use."""
+        used = (getattr(layer.params, field, None) for layer in self.functions)
+        return list(dict.fromkeys(f for f in used if f is not None))
+
     @property
     def returns_status(self) -> bool:
         return any(step.layer.variant.returns_status for step in self.steps)
@@ -413,7 +420,27 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
         views.append(dataclasses.replace(
             draft, names=layers[owner].names, defines_function=position == owner,
             label="Layers " + ", ".join(map(str, sharing)), params=params, scalars=scalars))
-    return tuple(views)
+    return tuple(_shared_pixel_functions(views))
+
+
+# Parameter fields naming a pixel function layers may share (kernels/depthwise.py
+# SharedBorder, SharedInside): emitted out of line, once, and called.
+PIXEL_FUNCTION_FIELDS = ("shared_border", "shared_inside")
+
+
+def _shared_pixel_functions(views: list[LayerView]) -> list[LayerView]:
+    """Each pixel function two or more layer functions would call stays in their records; a
+    layer alone with its key drops it and inlines its own (a call per pixel buys nothing)."""
+    callers = Counter(getattr(view.params, field, None) for view in views
+                      if view.defines_function for field in PIXEL_FUNCTION_FIELDS)
+    kept = []
+    for view in views:
+        alone = {field: None for field in PIXEL_FUNCTION_FIELDS
+                 if getattr(view.params, field, None) is not None
+                 and callers[getattr(view.params, field)] < 2}
+        kept.append(dataclasses.replace(view, params=dataclasses.replace(view.params, **alone))
+                    if alone else view)
+    return kept
 
 
 def check_section_name(section: str) -> None:

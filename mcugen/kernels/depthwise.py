@@ -51,6 +51,56 @@ class DepthwisePlan:
 
 
 @dataclass(frozen=True)
+class SharedBorder:
+    """The DSP variant's border pixel function, when it depends on nothing but these: one C
+    function (templates/kernels/dw_border_s8_dsp.c.j2) then serves every layer with the same
+    number of taps and requantization, whatever its size, channel count or clamp (arguments:
+    border pixels are few, so the call, the loop bound and the clamp's tests cost little),
+    where each layer would otherwise inline a copy of the unrolled taps. A band schedule that
+    keeps several depthwise layers on this variant (their ring of rows does not fit) thus
+    pays for one."""
+
+    taps: int
+    requantize: str  # the C function of the short sequence
+
+    @property
+    def name(self) -> str:
+        return f"dw_border_s8_dsp_{self.taps}taps_{self.requantize}"
+
+
+@dataclass(frozen=True)
+class SharedInside:
+    """The DSP variant's interior pixel function, when it depends on nothing but these (the
+    taps' constant offsets, the channel count, the requantization and the clamp, all constants
+    in its C): layers that differ only in their output size or stride (a stride-1 layer and
+    the stride-2 one after it read the same input shape) may call one out-of-line function
+    (templates/kernels/dw_inside_s8_dsp.c.j2) instead of each inlining a copy; codegen
+    decides, where at least two layers' functions would call it."""
+
+    k_h: int
+    k_w: int
+    dil_h: int
+    dil_w: int
+    row_pixels: int  # the input's width
+    channels: int
+    requantize: str  # the C function of the short sequence
+    act_min: int
+    act_max: int
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Where each tap starts, from the window's first pixel (dw_conv_s8.j2's tap())."""
+        return tuple((ky * self.dil_h * self.row_pixels + kx * self.dil_w) * self.channels
+                     for ky in range(self.k_h) for kx in range(self.k_w))
+
+    @property
+    def name(self) -> str:
+        clamp = f"{self.act_min}_{self.act_max}".replace("-", "m")
+        return (f"dw_inside_s8_dsp_{self.k_h}x{self.k_w}_d{self.dil_h}x{self.dil_w}"
+                f"_w{self.row_pixels}_c{self.channels}_{self.requantize}_{clamp}")
+
+
+@dataclass(frozen=True)
 class DepthwiseParams:
     """The portable variant's parameters."""
 
@@ -93,6 +143,8 @@ class DepthwiseDspParams:
     # A uint8 model's weights minus their zero point (int16): the blocked channels' weights
     # extended and doubled at generation time, in flash, in dw_extend_weights' order.
     prepacked: ConstArray | None = None
+    shared_border: SharedBorder | None = None  # the border pixels' shared function, if any
+    shared_inside: SharedInside | None = None  # the interior pixels' shared function, if any
 
     @property
     def packed_words(self) -> int:
@@ -206,7 +258,31 @@ def _lower_dsp(op: DepthwiseConv2D, graph: Graph, target: Target,
         channels=channels, short=short, out=out if short is None else None,
         requantize=dsp_short_function(short), plan=plan,
         packed_on_stack=_packed_bytes(window, plan) <= EXTENDED_WEIGHTS_MAX_BYTES,
-        prepacked=_prepacked(names, weights, window, plan) if is_wide(weights) else None)
+        prepacked=_prepacked(names, weights, window, plan) if is_wide(weights) else None,
+        shared_border=_shared_border(op, y, window, short, plan),
+        shared_inside=_shared_inside(op, x, y, window, short, plan))
+
+
+def _shared_border(op: DepthwiseConv2D, y: FeatureMap, window: Window,
+                   short: ShortRequantization | None, plan: DepthwisePlan
+                   ) -> SharedBorder | None:
+    """The border function layers may share: with the short requantization on packed
+    weights, multiplier 1 and every channel in blocks of four (no per-layer tail loop)."""
+    if short is None or not plan.packed or not plan.has_border or \
+            op.depth_multiplier != 1 or plan.blocked != y.c:
+        return None
+    return SharedBorder(window.taps, dsp_short_function(short))
+
+
+def _shared_inside(op: DepthwiseConv2D, x: FeatureMap, y: FeatureMap, window: Window,
+                   short: ShortRequantization | None, plan: DepthwisePlan
+                   ) -> SharedInside | None:
+    """The interior function layers may share, on the same conditions as the border's."""
+    if short is None or not plan.packed or not plan.has_inside or \
+            op.depth_multiplier != 1 or plan.blocked != y.c:
+        return None
+    return SharedInside(window.k_h, window.k_w, window.dil_h, window.dil_w, x.w, y.c,
+                        dsp_short_function(short), short.act_min, short.act_max)
 
 
 def _prepacked(names: LayerNames, weights: np.ndarray, window: Window,
