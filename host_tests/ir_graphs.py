@@ -328,3 +328,40 @@ def layout_first(seed: int, first: str, h: int = 14, w: int = 11, c: int = 4) ->
                                        (1, 1), pad, 1, Activation.RELU))
         source, channels, scale = out.name, cout, out.q.scale[0]
     return Graph(f"{first}_first", {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))
+
+
+def conv_chain(seed: int, h: int = 32, w: int = 30, c: int = 3) -> Graph:
+    """VWW's start in small: a 3x3 stride-2 convolution (TensorFlow's SAME padding: 0 before,
+    1 after), 3x3 depthwise, 1x1 widening, 3x3 stride-2 depthwise, 1x1; then a 1x1 on the
+    narrow tensor, whose output is the graph's. The widest tensors come first and the
+    depthwise's 1x1 producers hold three full rows each in row bands: column tiles reach a
+    smaller arena than row bands can."""
+    rng = np.random.default_rng(seed)
+    tensors = [_activation("x", (1, h, w, c), IN_SCALE, 1)]
+    ops: list = []
+    source, channels, scale = "x", c, IN_SCALE
+    same = Padding(0, 1, 0, 1)
+    plan = [("conv", 8, 3, 2, same), ("dw", 8, 3, 1, Padding(1, 1, 1, 1)),
+            ("conv", 16, 1, 1, Padding()), ("dw", 16, 3, 2, same), ("conv", 16, 1, 1, Padding()),
+            ("conv", 6, 1, 1, Padding())]
+    for index, (kind, cout, kernel, stride, pad) in enumerate(plan):
+        shape = (cout, kernel, kernel, channels) if kind == "conv" else (1, kernel, kernel, cout)
+        wt = _weights(rng, f"w{index}", shape, cout, 0 if kind == "conv" else 3, True)
+        bias = dataclasses.replace(_bias(rng, cout, scale * float(np.mean(wt.q.scale))),
+                                   name=f"b{index}")
+        _, in_h, in_w, _ = next(t.shape for t in tensors if t.name == source)
+        out_h = conv_output_size(in_h, kernel, stride, 1, pad.top, pad.bottom)
+        out_w = conv_output_size(in_w, kernel, stride, 1, pad.left, pad.right)
+        depth = kernel * kernel * (channels if kind == "conv" else 1)
+        name = "y" if index == len(plan) - 1 else f"y{index}"
+        out = _activation(name, (1, out_h, out_w, cout),
+                          _output_scale(wt, depth) * scale / IN_SCALE, int(rng.integers(-9, 9)))
+        tensors += [wt, bias, out]
+        if kind == "conv":
+            ops.append(Conv2D(source, wt.name, bias.name, out.name, (stride, stride), (1, 1),
+                              pad, Activation.RELU))
+        else:
+            ops.append(DepthwiseConv2D(source, wt.name, bias.name, out.name, (stride, stride),
+                                       (1, 1), pad, 1, Activation.RELU))
+        source, channels, scale = out.name, cout, out.q.scale[0]
+    return Graph("conv_chain", {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))

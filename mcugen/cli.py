@@ -301,7 +301,8 @@ def over_limit(needed: int, available: int, where: str) -> str:
 def schedule_summary(schedule: dict) -> str:
     """One line on a row-band schedule: what runs in bands, and what it saves and costs."""
     return (f"schedule: {schedule['description']} ({schedule['reason']}): arena {schedule['layer_by_layer_arena']:,} B layer by "
-            f"layer -> {schedule['arena']:,} B, extra MACs 0, {schedule['steps']} steps, "
+            f"layer -> {schedule['arena']:,} B, extra MACs {schedule['extra_macs']:,}, "
+            f"{schedule['steps']} steps, "
             f"{schedule['moved_bytes']:,} B of rows moved")
 
 

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import ir, row_bands
+from . import estimate, ir, row_bands, tiles
 from .codegen import ModelView, build_model_view, check_arena_kind, render_sources
 from .errors import McugenError
 from .ir import Graph
@@ -24,7 +24,7 @@ from .passes.lookup_table import lookup_tables
 from .passes.quantize import quantize_constants
 from .passes.reshape import elide_reshape
 from .planner import Buffer, Plan, plan_memory, plan_regions
-from .report import Report, build_report
+from .report import Report, build_report, count_macs
 from .schedule import Schedule, Step, arena_buffers, layer_by_layer
 from .targets import Target
 
@@ -70,9 +70,9 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
     check_arena_kind(arena)
     source_graph, graph = graph, prepare(graph, kernel_set)
     layers = lower_layers(graph, target, name, kernel_set)
-    layers, (schedule, buffers, plan, whole_arena) = choose_layers_and_schedule(
+    graph, layers, (schedule, buffers, plan, whole_arena) = choose_graph_and_schedule(
         graph, layers, max_ram, fit_ram,
-        lambda: lower_layers(graph, target, name, kernel_set, lean=True))
+        lambda g, lean: lower_layers(g, target, name, kernel_set, lean=lean))
     if ram_regions:
         plan = plan_regions(buffers, region_capacities(target))
     library = any(layer.variant.library for layer in layers)
@@ -88,6 +88,105 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
         check_memory(report, target)
     return CompiledModel(graph, layers, schedule, tuple(buffers), plan, view,
                          render_sources(view), report)
+
+
+def choose_graph_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
+                              fit_ram: int | None,
+                              lower: Callable[[Graph, bool], tuple[Layer, ...]]):
+    """The graph, its layers and their schedule: choose_layers_and_schedule's; where no
+    row-band schedule fits the budget, the cheapest that fits with the model's first layers
+    in column tiles (tiles.py), by the same search and cost model plus the halos' MACs."""
+    budget = max_ram if max_ram is not None else fit_ram
+    try:
+        chosen = choose_layers_and_schedule(graph, layers, max_ram, fit_ram,
+                                            lambda: lower(graph, True))
+        if budget is None or chosen[1][2].arena_size <= budget:
+            return (graph, *chosen)
+        failure = None
+    except row_bands.NoScheduleFits as error:
+        chosen, failure = None, error
+    tiled = _tiled_choice(graph, layers, budget, max_ram, fit_ram, lower)
+    if isinstance(tiled, tuple):
+        return tiled
+    if failure is not None:
+        raise row_bands.NoScheduleFits(budget, min(failure.smallest, tiled))
+    return (graph, *chosen)
+
+
+def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram: int | None,
+                  fit_ram: int | None, lower: Callable[[Graph, bool], tuple[Layer, ...]]):
+    """The cheapest schedule (row_bands' cost plus tiles.COST_PER_MAC per halo MAC) that
+    fits the budget with layers [0, end) in column tiles, for each end where the row-band
+    search may end a segment and the halos cost at most estimate.MAX_HALO_SHARE of the
+    model's MACs; cheapest halos first, until no dearer halo can win. None fitting: the smallest
+    arena they reach (a number, not a tuple)."""
+    limit = row_bands.longest_prefix(graph, layers)
+    # The ends the early arena bound knows (estimate.tiled_ends: halos of at most
+    # MAX_HALO_SHARE of the MACs), where the row-band search may end a segment.
+    worth = set(estimate.tiled_ends(estimate.graph_shapes(graph))) & \
+        set(tiles.tileable_ends(graph))
+    options = []
+    for end in row_bands.cut_points(graph, layers):
+        if 2 <= end <= limit and end in worth:
+            tiled = tiles.column_tiles(graph, end)
+            options.append((tiles.halo_macs(graph, tiled), end, tiled))
+    whole = plan_memory(arena_buffers(graph, layers, layer_by_layer(layers))).arena_size
+    best, smallest = None, whole
+    for halo, end, tiled in sorted(options, key=lambda o: o[:2]):
+        if best is not None and best[0] <= halo * tiles.COST_PER_MAC:
+            break
+        tiled_layers = lower(tiled, True)
+        try:
+            schedule, buffers, plan, _ = choose_schedule(tiled, tiled_layers, budget, None,
+                                                         thorough=True)
+        except row_bands.NoScheduleFits as error:
+            smallest = min(error.smallest, smallest)
+            continue
+        smallest = min(plan.arena_size, smallest)
+        # The tiled graph layer by layer (its search did not run) costs the halos alone.
+        cost = sum(p.extra_instructions for p in schedule.search if p.chosen) \
+            + halo * tiles.COST_PER_MAC
+        if plan.arena_size <= budget and (best is None or cost < best[0]):
+            best = (cost, (tiled, tiled_layers, schedule, buffers, plan, end, halo))
+    if best is None:
+        return smallest
+    tiled, tiled_layers, schedule, buffers, plan, end, halo = best[1]
+    tiled_layers, buffers, plan = _faster_where_it_fits(tiled, tiled_layers, lower(tiled, False),
+                                                        schedule, buffers, plan, budget)
+    return tiled, tiled_layers, (_tiled_schedule(schedule, end, halo, max_ram, fit_ram),
+                                 buffers, plan, whole)
+
+
+def _faster_where_it_fits(graph: Graph, lean: tuple[Layer, ...], fast: tuple[Layer, ...],
+                          schedule: Schedule, buffers: list[Buffer], plan: Plan, budget: int):
+    """The lean variants only where the arena needs them: each layer whose fast variant
+    trades arena RAM for speed (Variant.trades_ram) takes it back, most MACs first, when the
+    schedule's arena still fits the budget with its scratch."""
+    layers = lean
+    swaps = sorted((i for i in range(len(lean)) if fast[i].variant is not lean[i].variant),
+                   key=lambda i: (-count_macs(graph.ops[i], graph), i))
+    for index in swaps:
+        trial = layers[:index] + (fast[index],) + layers[index + 1:]
+        trial_buffers = arena_buffers(graph, trial, schedule)
+        trial_plan = plan_memory(trial_buffers)
+        if trial_plan.arena_size <= budget:
+            layers, buffers, plan = trial, trial_buffers, trial_plan
+    return layers, buffers, plan
+
+
+def _tiled_schedule(schedule: Schedule, end: int, halo: int, max_ram: int | None,
+                    fit_ram: int | None) -> Schedule:
+    """The schedule found for a tiled graph, saying so (and its search's points with the
+    halos' cost)."""
+    label = f"layers 0-{end - 1} in {tiles.TILES} column tiles"
+    return dataclasses.replace(
+        schedule, tiles=label, extra_macs=halo,
+        reason=f"--max-ram {max_ram:,} B" if max_ram is not None else
+        f"layer by layer does not fit the target's {fit_ram:,} B",
+        search=tuple(dataclasses.replace(
+            p, description=f"the model's {label}, then {p.description}",
+            extra_instructions=p.extra_instructions + halo * tiles.COST_PER_MAC)
+            for p in schedule.search))
 
 
 def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
@@ -132,9 +231,12 @@ def fast_where_they_fit(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer
 
 
 def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
-                    fit_ram: int | None) -> tuple[Schedule, list[Buffer], Plan, int]:
+                    fit_ram: int | None, thorough: bool = False
+                    ) -> tuple[Schedule, list[Buffer], Plan, int]:
     """Layer by layer when its arena fits the budget (or there is none), otherwise the
-    row-band schedule of least extra cost that fits; with the layer-by-layer arena."""
+    row-band schedule of least extra cost that fits; with the layer-by-layer arena. thorough:
+    the search plans its candidates with the planner's local search (column tiles' many
+    band buffers: its greedy orders alone leave gaps)."""
     schedule = layer_by_layer(layers)
     buffers = arena_buffers(graph, layers, schedule)
     plan = plan_memory(buffers)
@@ -144,7 +246,7 @@ def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None
     whole = row_bands.Candidate(schedule, plan.arena_size, 0.0)
     try:
         chosen = row_bands.choose(graph, layers, whole, budget,
-                                  lambda b: plan_memory(b, search=False).arena_size)
+                                  lambda b: plan_memory(b, search=thorough).arena_size)
     except McugenError:
         if max_ram is not None:
             raise

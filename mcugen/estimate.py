@@ -133,12 +133,85 @@ def arena_lower_bound(shapes: Shapes, band_rows: tuple[int, ...] | None = None) 
     limit = _bandable_prefix(shapes)
     whole = _whole_layers_bytes(shapes, last_read)
     after = max(whole[limit:], default=0)
-    if _is_chain(shapes, limit):
+    banded = [min(whole[index], _banded_layer_bytes(shapes, index)) for index in range(limit)]
+    chain = _is_chain(shapes, limit)
+    if chain:
         before = min(_chain_bound(shapes, limit, whole, rows) for rows in band_rows)
     else:
-        before = max((min(whole[index], _banded_layer_bytes(shapes, index))
-                      for index in range(limit)), default=0)
-    return max(before, after)
+        before = max(banded, default=0)
+    rest = (lambda end: min(_chain_bound(shapes, limit, whole, rows, end)
+                            for rows in band_rows)) if chain else None
+    return max(min([before] + _tiled_bounds(shapes, limit, banded, rest)), after)
+
+
+TILED_SHARE = 3
+# Column tiles are tried (compile._tiled_choice) only where their halos cost at most this
+# share of the model's MACs (issue 20 allows bands 10 % more instructions than layer by
+# layer), by tiled_ends' measure; the bound follows the same ends.
+MAX_HALO_SHARE = 0.1
+MAX_TILED_CHAIN = 64  # longer chains are not tiled (the halo sums stay linear)
+
+
+def tiled_ends(shapes: Shapes) -> list[int]:
+    """The ends (exclusive) of the convolution chain at the model's start where two column
+    tiles (tiles.py) are tried: their halos' MACs (the columns both tiles compute, with each
+    layer's row window taken for its column window) at most MAX_HALO_SHARE of the model's."""
+    total = sum(_macs(shapes, index) for index in range(len(shapes.layers)))
+    ends = []
+    for index in range(min(len(shapes.layers), MAX_TILED_CHAIN)):
+        layer = shapes.layers[index]
+        source = index - 1 if index else MODEL_INPUT
+        if layer.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or layer.inputs != (source,) or \
+                layer.window is None or (index and shapes.readers.get(source) != (index,)):
+            break
+        if index and _halo_macs(shapes, index + 1) <= MAX_HALO_SHARE * total:
+            ends.append(index + 1)
+    return ends
+
+
+def _macs(shapes: Shapes, index: int) -> int:
+    """A convolution's MACs, its output pixels times its weights (exact for CONV_2D,
+    DEPTHWISE_CONV_2D and FULLY_CONNECTED); 0 for the ops without weights."""
+    layer = shapes.layers[index]
+    return math.prod(layer.shape[1:3]) * layer.weight_bytes if len(layer.shape) == 4 \
+        else layer.weight_bytes
+
+
+def _halo_macs(shapes: Shapes, end: int) -> int:
+    width = shapes.layers[end - 1].shape[2]
+    extra = 0
+    for begin, stop in ((0, width // 2), (width // 2, width)):
+        for index in range(end - 1, -1, -1):
+            layer = shapes.layers[index]
+            extra += (stop - begin) * layer.shape[1] * layer.weight_bytes
+            w = layer.window
+            in_width = shapes.shape(index - 1 if index else MODEL_INPUT)[2]
+            begin, stop = (max(begin * w.stride - w.pad_top, 0),
+                           min((stop - 1) * w.stride - w.pad_top + (w.kernel - 1) * w.dilation
+                               + 1, in_width))
+    return extra - sum(_macs(shapes, index) for index in range(end))
+
+
+def _tiled_bounds(shapes: Shapes, limit: int, banded: list[int], rest=None) -> list[int]:
+    """For each end of a convolution chain at the model's start where column tiles are tried
+    (tiled_ends), a bound with the chain in tiles: their join holds the chain's last output
+    twice (the tiles' halves, then the whole), the layers after it up to `limit` as above;
+    the tiles' layers at least a part (1 / TILED_SHARE) of what they hold in full-width
+    bands: the wider tile has half the output's columns or more, and reads about half of
+    each input's or more. rest(end): the bound of the layers [end, limit), when they form a
+    chain."""
+    after = banded[:limit] + [0]
+    for index in range(limit - 1, -1, -1):  # after[i]: the most of banded[i:limit]
+        after[index] = max(after[index], after[index + 1])
+    bounds = []
+    for end in tiled_ends(shapes):
+        if end > limit:
+            break
+        inside = max((b // TILED_SHARE for b in banded[:end - 1]), default=0)
+        # The layers after the tiles: as a chain's, when they are one (rest).
+        later = rest(end) if rest is not None and end < limit else after[end]
+        bounds.append(max(2 * shapes.in_arena(end - 1), inside, later))
+    return bounds
 
 
 def _bandable_prefix(shapes: Shapes) -> int:
@@ -166,20 +239,21 @@ def _is_chain(shapes: Shapes, limit: int) -> bool:
     return True
 
 
-def _chain_bound(shapes: Shapes, limit: int, whole: list[int], rows: int) -> int:
-    """The least, over every way of running layers [0, limit) (a chain) layer by layer or in
-    segments of bands of `rows` rows, of the most bytes live at once (min-max over the
+def _chain_bound(shapes: Shapes, limit: int, whole: list[int], rows: int,
+                 start: int = 0) -> int:
+    """The least, over every way of running layers [start, limit) (a chain) layer by layer or
+    in segments of bands of `rows` rows, of the most bytes live at once (min-max over the
     segmentations, by dynamic programming on where segments end)."""
     best = [0] * (limit + 1)
     inside = [[0] * limit for _ in range(limit)]  # [begin][layer]: layer inside the segment
     ending = [[0] * limit for _ in range(limit)]  # [begin][layer]: layer ends the segment
-    for begin in range(limit):
+    for begin in range(start, limit):
         for layer in range(begin, limit):
             inside[begin][layer], ending[begin][layer] = _segment_step_bytes(
                 shapes, begin, layer, rows)
-    for end in range(1, limit + 1):
+    for end in range(start + 1, limit + 1):
         choices = [max(best[end - 1], whole[end - 1])]  # layer end-1 outside every segment
-        for begin in range(end):
+        for begin in range(start, end):
             before_last = max(inside[begin][begin:end - 1], default=0)
             choices.append(max(best[begin], before_last, ending[begin][end - 1]))
         best[end] = min(choices)

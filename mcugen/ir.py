@@ -320,6 +320,20 @@ class Transpose:
 
 
 @dataclass(frozen=True)
+class ConcatColumns:
+    """Two images side by side: the columns of ``input``, then those of ``input2`` (TFLite's
+    CONCATENATION on axis 2 of operands with one quantization, which copies bytes). Not read
+    from a model: tiles.py joins a column tiling's tiles with it."""
+
+    OP: ClassVar[str] = "CONCATENATION"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input", "input2")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    input2: str
+    output: str
+
+
+@dataclass(frozen=True)
 class TableLookup:
     """An int8 -> int8 function given by its 256 values (output = table[x + 128]).
 
@@ -363,10 +377,10 @@ class Dequantize:
 
 
 Op = Union[Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax,
-           Add, Mul, HardSwish, Relu, Transpose, TableLookup, Quantize, Dequantize]
+           Add, Mul, HardSwish, Relu, Transpose, TableLookup, Quantize, Dequantize, ConcatColumns]
 OP_TYPES: tuple[type, ...] = (
     Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax,
-    Add, Mul, HardSwish, Relu, Transpose, TableLookup, Quantize, Dequantize,
+    Add, Mul, HardSwish, Relu, Transpose, TableLookup, Quantize, Dequantize, ConcatColumns,
 )
 ELEMENTWISE_BINARY = (Add, Mul)
 # The element types of activations: int8 everywhere, uint8 and float32 only on the side of a
@@ -547,6 +561,12 @@ def _verify_shapes(graph: Graph, op: Op, where: str) -> None:
     elif isinstance(op, (HardSwish, Relu, TableLookup, Quantize, Dequantize)):
         if t[op.input].shape != t[op.output].shape:
             raise McugenError(f"{where}: input and output shapes differ")
+    elif isinstance(op, ConcatColumns):
+        (n, h, w, c), (n2, h2, w2, c2) = t[op.input].shape, t[op.input2].shape
+        if (n, h, c) != (n2, h2, c2) or t[op.output].shape != (n, h, w + w2, c) or \
+                t[op.input].q != t[op.output].q or t[op.input2].q != t[op.output].q:
+            raise McugenError(f"{where}: {t[op.input].shape} and {t[op.input2].shape} do not "
+                              f"join to {t[op.output].shape} with one quantization")
     elif isinstance(op, Transpose):
         shape = t[op.input].shape
         if sorted(op.perm) != list(range(len(shape))) or \

@@ -96,7 +96,11 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     Padding with the input zero point stands for TFLM's skipping of out-of-image taps: such a
     tap contributes (zp - zp) * w = 0 either way.
     """
-    padded = np.pad(x, ((padding.top, padding.bottom), (padding.left, padding.right), (0, 0)),
+    # A negative padding crops (a column tile reading part of a whole image: tiles.py).
+    x = x[max(-padding.top, 0):x.shape[0] - max(-padding.bottom, 0),
+          max(-padding.left, 0):x.shape[1] - max(-padding.right, 0)]
+    padded = np.pad(x, ((max(padding.top, 0), max(padding.bottom, 0)),
+                        (max(padding.left, 0), max(padding.right, 0)), (0, 0)),
                     constant_values=pad_value)
     span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
     views = sliding_window_view(padded, span, axis=(0, 1))  # [H', W', C, spanH, spanW]
@@ -356,6 +360,12 @@ def dequantize(op: ir.Dequantize, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
     return np.float32(x_t.scale) * steps.astype(np.float32)
 
 
+def concat_columns(op: ir.ConcatColumns, graph: ir.Graph, x: np.ndarray,
+                   x2: np.ndarray) -> np.ndarray:
+    """reference_ops::Concatenation on axis 2, one quantization: the bytes, side by side."""
+    return np.concatenate([x, x2], axis=2)
+
+
 _KERNELS: dict[type, Callable[..., np.ndarray]] = {
     ir.Conv2D: conv2d,
     ir.DepthwiseConv2D: depthwise_conv2d,
@@ -373,4 +383,5 @@ _KERNELS: dict[type, Callable[..., np.ndarray]] = {
     ir.TableLookup: table_lookup,
     ir.Quantize: quantize,
     ir.Dequantize: dequantize,
+    ir.ConcatColumns: concat_columns,
 }

@@ -71,7 +71,8 @@ class Report:
     # (mcugen/cycles.cycles_facts: cycles, cycle_model, clock_hz, milliseconds...).
     run: dict | None = None
     # A row-band schedule (None: layer by layer): segments, band_rows, reason, steps,
-    # layer_by_layer_arena, arena, moved_bytes, bands (tensor -> rows held).
+    # layer_by_layer_arena, arena, moved_bytes, bands (tensor -> rows held), search (each
+    # candidate the search tried: schedule.SearchPoint's fields, the chosen one marked).
     schedule: dict | None = None
     step_layers: list[int] = field(default_factory=list)  # the layer of each step, in order
     # With --ram-regions: each region's name, arena bytes and the region's size.
@@ -225,15 +226,16 @@ def format_regions(buffers: list[Buffer], plan: Plan) -> str:
 
 def schedule_stats(schedule: Schedule, graph: Graph, plan: Plan, whole_arena: int
                    ) -> dict | None:
-    if not schedule.banded:
+    if not schedule.banded and not schedule.tiles:
         return None
     moved = sum((shift.end - shift.keep) * row_bytes(graph, shift.tensor)
                 for step in schedule.steps for shift in step.shifts)
     return dict(segments=[list(s) for s in schedule.segments], band_rows=schedule.band_rows,
                 description=schedule.describe(), reason=schedule.reason,
                 steps=len(schedule.steps), layer_by_layer_arena=whole_arena,
-                arena=plan.arena_size, moved_bytes=moved, extra_macs=0,
-                bands=dict(schedule.bands))
+                arena=plan.arena_size, moved_bytes=moved, extra_macs=schedule.extra_macs,
+                bands=dict(schedule.bands),
+                search=[asdict(point) for point in schedule.search])
 
 
 def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,

@@ -138,12 +138,44 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Dot:
+    x: float
+    y: float
+    radius: float
+    colour: str
+    filled: bool  # planned; hollow: the search's estimate only
+    title: str  # shown as a tooltip
+
+
+@dataclass(frozen=True)
+class TradeOff:
+    """The schedule search's candidates: the cost model's extra instructions across, the
+    arena up; the chosen one marked."""
+
+    dots: tuple[Dot, ...]
+    chosen: Dot
+    x_ticks: tuple[Tick, ...]  # below the plot: position is x
+    x_ticks_y: float
+    y_ticks: tuple[Tick, ...]  # left of the plot: position is the baseline's y
+    y_ticks_x: float
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_width: int
+    plot_height: int
+    x_title_y: float
+    count: int  # candidates drawn
+
+
+@dataclass(frozen=True)
 class Page:
     title: str
     alerts: tuple[str, ...]  # what must stand out at the top: a memory over the target's
     facts: tuple[tuple[str, str], ...]
     chart: LayerChart | None
     plan: MemoryPlan | None
+    trade_off: TradeOff | None
     budgets: tuple[Budget, ...]
     layers: Table
     memory_plan_text: str
@@ -170,6 +202,7 @@ def page_of(report) -> Page:
         facts=_facts(report),
         chart=_layer_chart(report),
         plan=_memory_plan(report),
+        trade_off=_trade_off(report),
         budgets=_budgets(report),
         layers=_layer_table(report),
         memory_plan_text=report.memory_plan)
@@ -205,7 +238,8 @@ def _facts(report) -> tuple[tuple[str, str], ...]:
     facts.append(("schedule", "layer by layer" if not schedule else
                   f"{schedule['description']} ({schedule['reason']}): arena "
                   f"{schedule['layer_by_layer_arena']:,} B layer by layer -> "
-                  f"{schedule['arena']:,} B; extra MACs 0; {schedule['steps']:,} steps; "
+                  f"{schedule['arena']:,} B; extra MACs {schedule['extra_macs']:,}; "
+                  f"{schedule['steps']:,} steps; "
                   f"{schedule['moved_bytes']:,} B of rows moved"))
     run = getattr(report, "run", None)
     if run:
@@ -313,6 +347,42 @@ def _memory_plan(report) -> MemoryPlan | None:
                       x_title="layer" if by_layer else
                       f"step ({steps:,} steps for {len(report.layers)} layers: a banded layer "
                       f"runs in several)")
+
+
+def _trade_off(report) -> TradeOff | None:
+    """The candidates the schedule search tried (report.schedule's search), when it ran."""
+    points = ((getattr(report, "schedule", None) or {}).get("search")) or []
+    if not points:
+        return None
+    top_arena = max(p["arena_bytes"] for p in points) or 1
+    top_cost = max(p["extra_instructions"] for p in points) or 1
+    left, top = MARGIN + 30, MARGIN // 2
+
+    def place(point) -> tuple[float, float]:
+        return (left + point["extra_instructions"] / top_cost * PLAN_WIDTH,
+                top + (1 - point["arena_bytes"] / top_arena) * PLAN_HEIGHT)
+
+    dots = []
+    for point in points:
+        x, y = place(point)
+        dots.append(Dot(
+            x=x, y=y, radius=7 if point["chosen"] else 4,
+            colour="#e15759" if point["chosen"] else COLOURS[0], filled=point["planned"],
+            title=f"{point['description']}: arena {point['arena_bytes']:,} B "
+                  f"({'planned' if point['planned'] else 'estimated'}), "
+                  f"{point['extra_instructions']:,.0f} extra instructions (cost model)"
+                  f"{', chosen' if point['chosen'] else ''}"))
+    chosen = next(dot for dot, point in zip(dots, points) if point["chosen"])
+    fractions = (0, 0.25, 0.5, 0.75, 1)
+    return TradeOff(
+        dots=tuple(dots), chosen=chosen,
+        x_ticks=tuple(Tick(left + f * PLAN_WIDTH, f"{f * top_cost:,.0f}") for f in fractions),
+        x_ticks_y=top + PLAN_HEIGHT + 16,
+        y_ticks=tuple(Tick(top + (1 - f) * PLAN_HEIGHT + 4, f"{round(f * top_arena):,}")
+                      for f in fractions),
+        y_ticks_x=left - 6, width=PLAN_WIDTH + left + MARGIN, height=PLAN_HEIGHT + top + 50,
+        left=left, top=top, plot_width=PLAN_WIDTH, plot_height=PLAN_HEIGHT,
+        x_title_y=top + PLAN_HEIGHT + 36, count=len(points))
 
 
 def _budgets(report) -> tuple[Budget, ...]:

@@ -36,8 +36,8 @@ from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Re
                  TableLookup, Transpose, op_inputs)
 from .kernels import Layer
 from .planner import Buffer, live_peak
-from .schedule import (Repeat, Schedule, Shift, Step, arena_buffers, find_repeats, row_bytes,
-                       step_numbers)
+from .schedule import (Repeat, Schedule, SearchPoint, Shift, Step, arena_buffers, find_repeats,
+                       row_bytes, step_numbers)
 
 # Ops whose kernels can run on a range of output rows (geometry.py: the input rows each
 # reads). Global ops (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL)
@@ -306,7 +306,9 @@ def cut_points(graph: Graph, layers: tuple[Layer, ...]) -> list[int]:
     limit = longest_prefix(graph, layers)
     crossing = []
     for cut in range(1, limit + 1):
-        made = {layer.op.output for layer in layers[:cut]} | set(graph.inputs)
+        # The graph's input is the caller's (outside the arena): a later layer reading it
+        # (a column tile's first, tiles.py) does not make a cut dearer.
+        made = {layer.op.output for layer in layers[:cut]}
         read = {n for layer in layers[cut:] for n in activation_inputs(layer.op, graph)}
         crossing.append(sum(graph.tensor(n).nbytes for n in made & read))
     minima = [cut for cut in range(1, limit + 1)
@@ -336,6 +338,30 @@ def estimated(graph: Graph, layers: tuple[Layer, ...],
     return found
 
 
+class _Tried:
+    """Every candidate the search looked at, once per (segments, band rows), in the order it
+    first saw them: with its planned arena once it was planned, else the estimate."""
+
+    def __init__(self) -> None:
+        self.points: dict[tuple, tuple[Candidate, bool]] = {}
+
+    def add(self, candidates: list[Candidate], planned: bool) -> list[Candidate]:
+        for candidate in candidates:
+            key = (candidate.schedule.segments, candidate.schedule.band_rows)
+            if planned or key not in self.points:
+                self.points[key] = (candidate, planned)
+        return candidates
+
+    def chosen(self, candidate: Candidate) -> Candidate:
+        """The chosen candidate, its schedule carrying the points (the chosen one marked)."""
+        mine = (candidate.schedule.segments, candidate.schedule.band_rows)
+        points = tuple(SearchPoint(c.schedule.describe(), c.arena_bytes, planned,
+                                   c.extra_cost, key == mine)
+                       for key, (c, planned) in self.points.items())
+        return dataclasses.replace(candidate, schedule=dataclasses.replace(
+            candidate.schedule, search=points))
+
+
 def choose(graph: Graph, layers: tuple[Layer, ...], whole: Candidate, budget: int,
            plan_arena) -> Candidate:
     """The cheapest schedule whose arena (`plan_arena(buffers)`) fits the budget: layer by
@@ -343,27 +369,44 @@ def choose(graph: Graph, layers: tuple[Layer, ...], whole: Candidate, budget: in
     row, then of more rows (fewer steps) where those fit too; the candidates whose estimate
     fits are planned, cheapest first, then those of the smallest estimates. None fitting: an
     error naming the smallest arena found (the same candidates whatever the budget, so that
-    asking for that arena gets it)."""
+    asking for that arena gets it). The chosen schedule carries every candidate tried
+    (Schedule.search), layer by layer among them."""
     if whole.arena_bytes <= budget:
         return whole
+    tried = _Tried()
+    tried.add([whole], planned=True)
     cuts = cut_points(graph, layers)
-    found = estimated(graph, layers, single_segments(cuts) + double_segments(cuts), 1)
+    found = tried.add(estimated(graph, layers, single_segments(cuts) + double_segments(cuts), 1),
+                      planned=False)
     hopeful = sorted((c for c in found if c.arena_bytes <= budget),
                      key=lambda c: (c.extra_cost, c.arena_bytes))[:PLANS_TRIED]
     for band_rows in BAND_ROWS[1:]:
-        hopeful += [c for c in estimated(graph, layers, [c.schedule.segments for c in hopeful],
-                                         band_rows) if c.arena_bytes <= budget]
+        hopeful += [c for c in tried.add(estimated(graph, layers,
+                                                   [c.schedule.segments for c in hopeful],
+                                                   band_rows), planned=False)
+                    if c.arena_bytes <= budget]
     for candidate in sorted(hopeful, key=lambda c: (c.extra_cost, c.arena_bytes))[:PLANS_TRIED]:
         arena = plan_arena(arena_buffers(graph, layers, candidate.schedule))
+        planned, = tried.add([Candidate(candidate.schedule, arena, candidate.extra_cost)],
+                             planned=True)
         if arena <= budget:
-            return Candidate(candidate.schedule, arena, candidate.extra_cost)
+            return tried.chosen(planned)
     # The smallest estimates, planned: what the error names is what this budget would get.
-    smallest = [Candidate(c.schedule, plan_arena(arena_buffers(graph, layers, c.schedule)),
-                          c.extra_cost)
-                for c in sorted(found, key=lambda c: c.arena_bytes)[:SMALLEST_PLANNED]]
+    smallest = tried.add([Candidate(c.schedule, plan_arena(arena_buffers(graph, layers,
+                                                                         c.schedule)),
+                                    c.extra_cost)
+                          for c in sorted(found, key=lambda c: c.arena_bytes)[:SMALLEST_PLANNED]],
+                         planned=True)
     fitting = [c for c in smallest if c.arena_bytes <= budget]
     if fitting:
-        return min(fitting, key=lambda c: (c.extra_cost, c.arena_bytes))
-    smallest = min([whole.arena_bytes] + [c.arena_bytes for c in smallest])
-    raise McugenError(f"no schedule fits an arena of {budget:,} B: the smallest reachable "
-                      f"is {smallest:,} B")
+        return tried.chosen(min(fitting, key=lambda c: (c.extra_cost, c.arena_bytes)))
+    raise NoScheduleFits(budget, min([whole.arena_bytes] + [c.arena_bytes for c in smallest]))
+
+
+class NoScheduleFits(McugenError):
+    """No schedule the search tried fits the budget; `smallest` is the smallest arena found."""
+
+    def __init__(self, budget: int, smallest: int) -> None:
+        super().__init__(f"no schedule fits an arena of {budget:,} B: the smallest reachable "
+                         f"is {smallest:,} B")
+        self.budget, self.smallest = budget, smallest

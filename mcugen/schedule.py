@@ -91,12 +91,30 @@ class Repeat:
 
 
 @dataclass(frozen=True)
+class SearchPoint:
+    """One schedule the row-band search looked at (row_bands.choose): what report.html draws
+    as the search's trade-off, arena against the cost model's extra instructions."""
+
+    description: str  # Schedule.describe()
+    arena_bytes: int  # planned, or live_peak's estimate when the search did not plan it
+    planned: bool
+    extra_instructions: float  # the cost model's (row_bands.extra_cost), beyond layer by layer
+    chosen: bool = False
+
+
+@dataclass(frozen=True)
 class Schedule:
     steps: tuple[Step, ...]
     bands: dict[str, int]  # tensor held in a band buffer -> rows the buffer holds
     segments: tuple[tuple[int, int], ...] = ()  # layers [begin, end) that run in row bands
     band_rows: int = 0  # rows a banded step computes at most
     reason: str = ""  # why the schedule is not layer by layer
+    search: tuple[SearchPoint, ...] = ()  # the candidates the search tried, when it ran
+    # With column tiles (tiles.py): the source model's layers they run, e.g. "layers 0-7 in 2
+    # column tiles" (the steps then count the tiled graph's layers), and the MACs their halos
+    # compute twice.
+    tiles: str = ""
+    extra_macs: int = 0
     repeats: tuple[Repeat, ...] = ()  # runs of steps emitted as loops, in order, apart
 
     @property
@@ -109,10 +127,12 @@ class Schedule:
     def describe(self) -> str:
         """The segments, e.g. "layers 0-12, 13-22 in bands of at most 1 row"."""
         if not self.banded:
-            return "layer by layer"
+            return f"the model's {self.tiles}, then layer by layer" if self.tiles else \
+                "layer by layer"
         segments = ", ".join(f"{begin}-{end - 1}" for begin, end in self.segments)
         rows = f"{self.band_rows} row{'s' if self.band_rows > 1 else ''}"
-        return f"layers {segments} in row bands of at most {rows}"
+        bands = f"layers {segments} in row bands of at most {rows}"
+        return f"the model's {self.tiles}, then {bands}" if self.tiles else bands
 
     def program(self) -> list[Step | Repeat]:
         """The steps as the C runs them: each step outside a loop, and the loops."""

@@ -90,6 +90,11 @@ def row_words(op: Op, graph: Graph) -> int:
 def _applies(op: Op, graph: Graph, target: Target) -> bool:
     if is_pointwise(op, graph) or op.dilation != (1, 1):
         return False
+    # A column tile's first convolution (tiles.py) crops its input by a negative padding:
+    # the widened rows here start at the image's first column.
+    padding = op.padding
+    if min(padding.top, padding.bottom, padding.left, padding.right) < 0:
+        return False
     _, kh, kw, _ = graph.tensor(op.filter).shape
     words = row_words(op, graph)
     if words > MAX_ROW_WORDS or kh * words > MAX_WINDOW_WORDS:

@@ -1,5 +1,5 @@
 """Ops that only move bytes: PAD (zero-point padding over H and W), a RESHAPE that could not
-be elided (a copy), TRANSPOSE. Portable C. Each computes any range of its output's rows
+be elided (a copy), TRANSPOSE, and the CONCATENATION that joins column tiles (tiles.py). Portable C. Each computes any range of its output's rows
 (geometry.py: PAD reads the rows it shifts, the others their whole input), so that a model
 that starts with one runs in row bands from its first layer."""
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import Graph, Pad, Reshape, Transpose
+from ..ir import ConcatColumns, Graph, Pad, Reshape, Transpose
 from ..targets import Target
 from .elementwise import as_4d
 from .lowering import FeatureMap, feature_map
@@ -76,6 +76,22 @@ def _lower_transpose(op: Transpose, graph: Graph, target: Target,
                            output=FeatureMap(out_shape[1], out_shape[2], out_shape[3]))
 
 
+@dataclass(frozen=True)
+class ConcatColumnsParams:
+    """Per row: the first operand's row, then the second's (bytes of each)."""
+
+    rows: int
+    row_bytes: int
+    row_bytes2: int
+
+
+def _lower_concat_columns(op: ConcatColumns, graph: Graph, target: Target,
+                          names: LayerNames) -> ConcatColumnsParams:
+    _, h, w, c = graph.tensor(op.input).shape
+    _, _, w2, _ = graph.tensor(op.input2).shape
+    return ConcatColumnsParams(rows=h, row_bytes=w * c, row_bytes2=w2 * c)
+
+
 PAD_S8 = Variant("pad_s8", (Pad,), Isa.PORTABLE, "pad_s8", Order.RASTER, _lower_pad,
                  row_ranges=True)
 COPY_S8 = Variant("copy_s8", (Reshape,), Isa.PORTABLE, "copy_s8", Order.SEPARATE, _lower_copy,
@@ -83,4 +99,8 @@ COPY_S8 = Variant("copy_s8", (Reshape,), Isa.PORTABLE, "copy_s8", Order.SEPARATE
 TRANSPOSE_S8 = Variant("transpose_s8", (Transpose,), Isa.PORTABLE, "transpose_s8",
                        Order.SEPARATE, _lower_transpose, row_ranges=True)
 
-VARIANTS = (PAD_S8, COPY_S8, TRANSPOSE_S8)
+CONCAT_COLUMNS_S8 = Variant("concat_columns_s8", (ConcatColumns,), Isa.PORTABLE,
+                            "concat_columns_s8", Order.SEPARATE, _lower_concat_columns,
+                            binary=True)
+
+VARIANTS = (PAD_S8, COPY_S8, TRANSPOSE_S8, CONCAT_COLUMNS_S8)

@@ -77,10 +77,10 @@ class Interior:
 
 
 def interior(x: FeatureMap, y: FeatureMap, g: Window) -> Interior:
-    row_lo = min(-(-g.pad_top // g.stride_h), y.h)
+    row_lo = min(max(-(-g.pad_top // g.stride_h), 0), y.h)
     row_hi = max(min((x.h - 1 - (g.k_h - 1) * g.dil_h + g.pad_top) // g.stride_h + 1, y.h),
                  row_lo)
-    col_lo = min(-(-g.pad_left // g.stride_w), y.w)
+    col_lo = min(max(-(-g.pad_left // g.stride_w), 0), y.w)  # a negative padding crops
     col_hi = max(min((x.w - 1 - (g.k_w - 1) * g.dil_w + g.pad_left) // g.stride_w + 1, y.w),
                  col_lo)
     return Interior(row_lo, row_hi, col_lo, col_hi)

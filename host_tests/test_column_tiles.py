@@ -1,0 +1,152 @@
+"""Column tiles (issue 20, item 4: 2-D tiles with recomputed halos, mcugen/tiles.py): a chain
+of convolutions at a model's start rewritten as two column tiles computes what the chain
+computes; where row bands cannot reach a budget, the schedule search takes the tiles (the
+band buffers of a tile are about half as wide), replays them, and the C is bit-exact with the
+NumPy reference of the untiled model on the host (also under ASan and UBSan) and in QEMU.
+A hand-built graph (ir_graphs.conv_chain: VWW's start in small), no TensorFlow. (VWW at
+--max-ram 12K on Cortex-M7 is README's measurement: its file is not in this repository.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ir_graphs as g
+from conftest import standard_inputs
+from hostc import build_shared, run_sanitized
+from mcugen import estimate, row_bands, tiles
+from mcugen.compile import compile_graph, prepare
+from mcugen.errors import McugenError
+from mcugen.qemu import build_firmware, run_firmware
+from mcugen.reference import run_reference
+from mcugen.targets import load_target
+
+HOST = load_target("host")
+# Wide enough that the halos (the columns both tiles compute) cost under
+# tiles.MAX_HALO_SHARE of the MACs; few rows, to stay fast.
+SHAPE = dict(h=24, w=96)
+BUDGET = 5_000  # on the host: row bands reach 6,256 B at best, column tiles 4,608 B
+
+
+def chain():
+    return g.conv_chain(3, **SHAPE)
+
+
+def compiled(max_ram: int | None, target=HOST):
+    return compile_graph(chain(), name="model", target=target, source="conv_chain",
+                         memory_check=False, max_ram=max_ram)
+
+
+def smallest_reachable(target=HOST) -> int:
+    with pytest.raises(McugenError, match="smallest reachable") as error:
+        compiled(max_ram=64, target=target)
+    return int(re.search(r"smallest reachable is ([\d,]+) B", str(error.value))
+               .group(1).replace(",", ""))
+
+
+def reference(graph, inputs: np.ndarray) -> np.ndarray:
+    return np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                     for x in inputs])
+
+
+def written(result, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name, text in result.sources.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_the_tiles_compute_what_the_chain_computes():
+    graph = prepare(chain())
+    inputs = standard_inputs(graph.input.size, seed=2)
+    expected = reference(graph, inputs)
+    ends = tiles.tileable_ends(graph)
+    assert ends == [2, 3, 4, 5, 6]
+    for end in ends:
+        tiled = tiles.column_tiles(graph, end)
+        # Two tiles of each of the first `end` ops, then the join, then the rest.
+        assert len(tiled.ops) == len(graph.ops) + end + 1
+        first_a, first_b = tiled.ops[0], tiled.ops[end]
+        # The first op of each tile reads its columns of the caller's whole input: the right
+        # tile's left padding is negative (it starts inside the image).
+        assert first_a.input == first_b.input == "x"
+        assert first_a.padding.right < 0 and first_b.padding.left < 0
+        np.testing.assert_array_equal(reference(tiled, inputs), expected, err_msg=str(end))
+    assert len(set(map(bytes, expected))) >= len(inputs) - 1  # outputs tell inputs apart
+
+
+def test_a_chain_read_elsewhere_is_not_tiled():
+    graph = prepare(chain())
+    with pytest.raises(ValueError, match="column tiles"):
+        tiles.column_tiles(graph, 1)
+    with pytest.raises(ValueError, match="column tiles"):
+        tiles.column_tiles(graph, 2, tiles=3)
+
+
+def test_tiles_reach_a_budget_that_row_bands_cannot():
+    """Before column tiles this budget was refused: row bands' smallest is above it."""
+    whole = compiled(None)
+    result = compiled(BUDGET)
+    schedule = result.schedule
+    assert schedule.tiles == "layers 0-3 in 2 column tiles", schedule.describe()
+    assert schedule.describe().startswith("the model's layers 0-3 in 2 column tiles, then ")
+    assert result.plan.arena_size <= BUDGET < whole.plan.arena_size
+    assert schedule.extra_macs == tiles.halo_macs(prepare(chain()), result.graph) > 0
+    assert result.report.schedule["extra_macs"] == schedule.extra_macs
+    # The search's points are those of the tiled search, the halos' cost included.
+    chosen = [p for p in schedule.search if p.chosen]
+    assert len(chosen) == 1 and chosen[0].description == schedule.describe()
+    assert all(p.extra_instructions >= schedule.extra_macs * tiles.COST_PER_MAC
+               for p in schedule.search)
+    # The schedule was replayed (row_bands.verify) when it was made; again here.
+    row_bands.verify(schedule, result.graph, result.layers)
+
+
+def test_the_smallest_reachable_arena_counts_the_tiles_and_the_early_bound_stays_below():
+    smallest = smallest_reachable()
+    assert smallest < BUDGET
+    assert compiled(smallest).plan.arena_size <= smallest
+    bound = estimate.arena_lower_bound(estimate.graph_shapes(prepare(chain())))
+    assert bound <= smallest
+
+
+def test_tiled_c_is_bit_exact_on_the_host(tmp_path):
+    result = compiled(BUDGET)
+    assert result.schedule.tiles
+    source = prepare(chain())  # the untiled model: what the tiles must compute
+    folder = written(result, tmp_path / "model")
+    model = build_shared(folder, "model", source.input.size, source.output.size, tmp_path)
+    inputs = standard_inputs(source.input.size, seed=4)
+    np.testing.assert_array_equal(np.stack([model(x) for x in inputs]),
+                                  reference(source, inputs))
+
+
+@pytest.mark.slow
+def test_tiled_c_is_clean_under_sanitizers(tmp_path):
+    result = compiled(BUDGET)
+    source = prepare(chain())
+    inputs = standard_inputs(source.input.size, seed=4, random_count=2)
+    outputs = run_sanitized(written(result, tmp_path / "model"), "model", source.input.size,
+                            source.output.size, inputs, tmp_path)
+    np.testing.assert_array_equal(outputs, reference(source, inputs))
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("budget", ["smallest", "roomy"])
+def test_tiled_firmware_is_bit_exact_in_qemu_on_cortex_m7(budget, tmp_path):
+    """The DSP kernels (the first convolution's negative padding crops the input; the lean
+    variants in bands, the fast ones where their scratch fits), at the smallest arena and
+    just below what row bands reach (room for the fast first convolution, which must not
+    take a cropped input)."""
+    core = load_target("cortex-m7")
+    budget = smallest_reachable(core) if budget == "smallest" else 6_000
+    result = compiled(budget, core)
+    assert result.schedule.tiles and result.plan.arena_size <= budget
+    source = prepare(chain())
+    elf = build_firmware(written(result, tmp_path / "model"), core, tmp_path / "firmware")
+    inputs = standard_inputs(source.input.size, seed=5, random_count=2)
+    ran = run_firmware(elf, core, inputs, source.output.size)
+    np.testing.assert_array_equal(ran.outputs, reference(source, inputs))
