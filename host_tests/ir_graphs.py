@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from mcugen.ir import (Activation, Add, AveragePool2D, Conv2D, DepthwiseConv2D, Dequantize,
-                       FullyConnected, Graph, HardSwish, Mean, Mul, Pad, Padding, QParams,
-                       Quantize, Reshape, Softmax, Tensor, Transpose, conv_output_size)
+from mcugen.ir import (Activation, Add, AveragePool2D, ConcatColumns, Conv2D, DepthwiseConv2D,
+                       Dequantize, FullyConnected, Graph, HardSwish, Mean, Mul, Pad, Padding,
+                       QParams, Quantize, Reshape, Softmax, Tensor, Transpose, conv_output_size)
 
 IN_SCALE = 0.05
 
@@ -258,6 +258,14 @@ def reshape(seed: int, shape: tuple[int, ...], new_shape: tuple[int, ...]) -> Gr
     """A RESHAPE of the graph input, which cannot be elided (a copy)."""
     tensors = [_activation("x", shape, IN_SCALE, 1), _activation("y", new_shape, IN_SCALE, 1)]
     return _graph("reshape", tensors, Reshape("x", "y"))
+
+
+def concat_columns(shape: tuple[int, ...]) -> Graph:
+    """The graph input beside itself (column tiles join their halves with this op)."""
+    n, h, w, c = shape
+    tensors = [_activation("x", shape, IN_SCALE, 1), _activation("y", (n, h, 2 * w, c),
+                                                                 IN_SCALE, 1)]
+    return _graph("concat_columns", tensors, ConcatColumns("x", "x", "y"))
 
 
 def _typed(name: str, shape: tuple[int, ...], dtype: str,

@@ -177,6 +177,7 @@ CASES = {
     "pad_asymmetric_c3": lambda: g.pad(80, 4, 5, 3),
     "transpose_nchw": lambda: g.transpose(81, (1, 3, 4, 5), (0, 3, 1, 2)),
     "reshape_copy": lambda: g.reshape(82, (1, 2, 3, 5), (1, 30)),
+    "concat_columns_c3": lambda: g.concat_columns((1, 4, 5, 3)),
     # QUANTIZE and DEQUANTIZE: every conversion, on edge values (conftest.typed_inputs); odd
     # sizes for the word loop's tail; the float side in the arena.
     "quantize_float_int8": lambda: g.quantize((1, 5, 7, 9), "float32", None, "int8",
@@ -327,8 +328,8 @@ def test_mve_variants_are_bit_exact_in_qemu(tmp_path):
     assert {v.name for v in MCUGEN_VARIANTS if v.isa is Isa.MVE} <= used
     # Every shape of the cases goes through Helium: channel counts that are not multiples of
     # 16 or 4, odd pixel counts, depth multipliers, one-pixel maps.
-    portable_only = {"softmax_s8", "pad_s8", "transpose_s8", "copy_s8", "quantize_float",
-                     "requantize_shift", "requantize_table", "dequantize_float", "mean_axes_s8"}
+    portable_only = {"softmax_s8", "pad_s8", "transpose_s8", "copy_s8", "concat_columns_s8",
+                     "quantize_float", "requantize_shift", "requantize_table", "dequantize_float", "mean_axes_s8"}
     assert all(name.endswith("_mve") or name in portable_only
                for case, names in ran.items() if not case.startswith(("u8_avgpool", "u8_fc"))
                for name in names), ran

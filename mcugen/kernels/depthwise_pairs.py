@@ -112,6 +112,12 @@ class Widening:
     inside_end: int
     edges: tuple[tuple[int, int | None, int | None], ...]
 
+    @property
+    def reads_zero_point(self) -> bool:
+        """Whether a lane takes the zero point (a column outside the image): a tile's cropped
+        input may have none, and the C then declares no zero points."""
+        return any(a is None or b is None for _, a, b in self.edges)
+
 
 @dataclass(frozen=True)
 class DepthwisePairsParams:

@@ -14,9 +14,10 @@ import numpy as np
 
 from .. import quant
 from ..errors import McugenError
-from ..ir import (Activation, Add, AddRescale, AveragePool2D, Conv2D, DepthwiseConv2D,
-                  Dequantize, FullyConnected, Graph, HardSwish, Mean, Mul, Op, Pad, Quantize,
-                  Relu, Requant, Reshape, Softmax, TableLookup, Tensor, Transpose, op_inputs)
+from ..ir import (Activation, Add, AddRescale, AveragePool2D, ConcatColumns, Conv2D,
+                  DepthwiseConv2D, Dequantize, FullyConnected, Graph, HardSwish, Mean, Mul, Op,
+                  Pad, Quantize, Relu, Requant, Reshape, Softmax, TableLookup, Tensor, Transpose,
+                  op_inputs)
 
 
 def quantize_constants(graph: Graph) -> Graph:
@@ -214,10 +215,18 @@ def _unchanged(graph: Graph, op: Op, where: str) -> Op:
     return op
 
 
+def _concatenation(graph: Graph, op: ConcatColumns, where: str) -> Op:
+    """Joining copies bytes: both operands need the output's qparams (tiles.py makes the op
+    from one tensor's two halves, so they always have them)."""
+    for operand in (op.input, op.input2):
+        _same_quantization(graph, dataclasses.replace(op, input=operand), where)
+    return op
+
+
 _RULES = {
     Conv2D: _convolution, DepthwiseConv2D: _convolution, FullyConnected: _fully_connected,
     AveragePool2D: _average_pool, Mean: _mean, Softmax: _softmax, Add: _add, Mul: _mul,
     Relu: _relu, HardSwish: _hard_swish, Transpose: _same_quantization,
     Pad: _unchanged, Reshape: _unchanged, TableLookup: _unchanged, Quantize: _quantize,
-    Dequantize: _unchanged,
+    Dequantize: _unchanged, ConcatColumns: _concatenation,
 }
