@@ -295,6 +295,37 @@ def dequantize_requantize(shape: tuple[int, ...]) -> Graph:
                  (Dequantize("x", "f"), Quantize("f", "y")), ("x",), ("y",))
 
 
+def _conv_layers(rng: np.random.Generator, tensors: list[Tensor], source: str,
+                 plan: list[tuple[str, int, int, int, Padding, Activation]]) -> list:
+    """A chain of convolutions ("conv") and depthwise convolutions ("dw", multiplier 1), each
+    (kind, output channels, kernel, stride, padding, activation), reading the tensor source
+    first; appends their weights, biases and outputs to tensors (the last output is "y") and
+    returns the ops."""
+    ops: list = []
+    _, in_h, in_w, channels = next(t.shape for t in tensors if t.name == source)
+    scale = next(t.q.scale[0] for t in tensors if t.name == source)
+    for index, (kind, cout, kernel, stride, pad, activation) in enumerate(plan):
+        shape = (cout, kernel, kernel, channels) if kind == "conv" else (1, kernel, kernel, cout)
+        wt = _weights(rng, f"w{index}", shape, cout, 0 if kind == "conv" else 3, True)
+        bias = dataclasses.replace(_bias(rng, cout, scale * float(np.mean(wt.q.scale))),
+                                   name=f"b{index}")
+        out_h = conv_output_size(in_h, kernel, stride, 1, pad.top, pad.bottom)
+        out_w = conv_output_size(in_w, kernel, stride, 1, pad.left, pad.right)
+        depth = kernel * kernel * (channels if kind == "conv" else 1)
+        name = "y" if index == len(plan) - 1 else f"y{index}"
+        out = _activation(name, (1, out_h, out_w, cout),
+                          _output_scale(wt, depth) * scale / IN_SCALE, int(rng.integers(-9, 9)))
+        tensors += [wt, bias, out]
+        if kind == "conv":
+            ops.append(Conv2D(source, wt.name, bias.name, out.name, (stride, stride), (1, 1),
+                              pad, activation))
+        else:
+            ops.append(DepthwiseConv2D(source, wt.name, bias.name, out.name, (stride, stride),
+                                       (1, 1), pad, 1, activation))
+        source, channels, scale, in_h, in_w = out.name, cout, out.q.scale[0], out_h, out_w
+    return ops
+
+
 def layout_first(seed: int, first: str, h: int = 14, w: int = 11, c: int = 4) -> Graph:
     """A network that starts with layout ops, as converted PyTorch models do: the input
     rearranged to NHWC by a TRANSPOSE (from NCHW) or a RESHAPE (from [1, H*W*C]), a PAD that
@@ -312,29 +343,10 @@ def layout_first(seed: int, first: str, h: int = 14, w: int = 11, c: int = 4) ->
     ops: list = [Transpose("x", "t", (0, 2, 3, 1)) if first == "transpose"
                  else Reshape("x", "t"),
                  Pad("t", "p", padding), HardSwish("p", "s")]
-    source, channels, scale = "s", c, 0.04
-    for index, (kind, cout, stride) in enumerate([("conv", 4, 2), ("dw", 4, 1),
-                                                  ("conv", 5, 1)]):
-        kernel = 1 if index == 2 else 3
-        pad = Padding() if kernel == 1 else Padding(1, 1, 1, 1)
-        shape = (cout, kernel, kernel, channels) if kind == "conv" else (1, kernel, kernel, cout)
-        wt = _weights(rng, f"w{index}", shape, cout, 0 if kind == "conv" else 3, True)
-        bias = dataclasses.replace(_bias(rng, cout, scale * float(np.mean(wt.q.scale))),
-                                   name=f"b{index}")
-        _, in_h, in_w, _ = next(t.shape for t in tensors if t.name == source)
-        out_h = conv_output_size(in_h, kernel, stride, 1, pad.top, pad.bottom)
-        out_w = conv_output_size(in_w, kernel, stride, 1, pad.left, pad.right)
-        depth = kernel * kernel * (channels if kind == "conv" else 1)
-        out = _activation(f"y{index}" if index < 2 else "y", (1, out_h, out_w, cout),
-                          _output_scale(wt, depth) * scale / IN_SCALE, int(rng.integers(-9, 9)))
-        tensors += [wt, bias, out]
-        if kind == "conv":
-            ops.append(Conv2D(source, wt.name, bias.name, out.name, (stride, stride), (1, 1),
-                              pad, Activation.NONE))
-        else:
-            ops.append(DepthwiseConv2D(source, wt.name, bias.name, out.name, (stride, stride),
-                                       (1, 1), pad, 1, Activation.RELU))
-        source, channels, scale = out.name, cout, out.q.scale[0]
+    ops += _conv_layers(rng, tensors, "s", [
+        ("conv", 4, 3, 2, Padding(1, 1, 1, 1), Activation.NONE),
+        ("dw", 4, 3, 1, Padding(1, 1, 1, 1), Activation.RELU),
+        ("conv", 5, 1, 1, Padding(), Activation.NONE)])
     return Graph(f"{first}_first", {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))
 
 
@@ -346,30 +358,9 @@ def conv_chain(seed: int, h: int = 32, w: int = 30, c: int = 3) -> Graph:
     smaller arena than row bands can."""
     rng = np.random.default_rng(seed)
     tensors = [_activation("x", (1, h, w, c), IN_SCALE, 1)]
-    ops: list = []
-    source, channels, scale = "x", c, IN_SCALE
-    same = Padding(0, 1, 0, 1)
-    plan = [("conv", 8, 3, 2, same), ("dw", 8, 3, 1, Padding(1, 1, 1, 1)),
-            ("conv", 16, 1, 1, Padding()), ("dw", 16, 3, 2, same), ("conv", 16, 1, 1, Padding()),
-            ("conv", 6, 1, 1, Padding())]
-    for index, (kind, cout, kernel, stride, pad) in enumerate(plan):
-        shape = (cout, kernel, kernel, channels) if kind == "conv" else (1, kernel, kernel, cout)
-        wt = _weights(rng, f"w{index}", shape, cout, 0 if kind == "conv" else 3, True)
-        bias = dataclasses.replace(_bias(rng, cout, scale * float(np.mean(wt.q.scale))),
-                                   name=f"b{index}")
-        _, in_h, in_w, _ = next(t.shape for t in tensors if t.name == source)
-        out_h = conv_output_size(in_h, kernel, stride, 1, pad.top, pad.bottom)
-        out_w = conv_output_size(in_w, kernel, stride, 1, pad.left, pad.right)
-        depth = kernel * kernel * (channels if kind == "conv" else 1)
-        name = "y" if index == len(plan) - 1 else f"y{index}"
-        out = _activation(name, (1, out_h, out_w, cout),
-                          _output_scale(wt, depth) * scale / IN_SCALE, int(rng.integers(-9, 9)))
-        tensors += [wt, bias, out]
-        if kind == "conv":
-            ops.append(Conv2D(source, wt.name, bias.name, out.name, (stride, stride), (1, 1),
-                              pad, Activation.RELU))
-        else:
-            ops.append(DepthwiseConv2D(source, wt.name, bias.name, out.name, (stride, stride),
-                                       (1, 1), pad, 1, Activation.RELU))
-        source, channels, scale = out.name, cout, out.q.scale[0]
+    same, relu = Padding(0, 1, 0, 1), Activation.RELU
+    ops = _conv_layers(rng, tensors, "x", [
+        ("conv", 8, 3, 2, same, relu), ("dw", 8, 3, 1, Padding(1, 1, 1, 1), relu),
+        ("conv", 16, 1, 1, Padding(), relu), ("dw", 16, 3, 2, same, relu),
+        ("conv", 16, 1, 1, Padding(), relu), ("conv", 6, 1, 1, Padding(), relu)])
     return Graph("conv_chain", {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))
