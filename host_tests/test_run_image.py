@@ -19,7 +19,7 @@ from mcugen.errors import McugenError
 from mcugen.image import (InputTensor, dequantize, load_labels, load_picture, parse_input_range,
                           pixels_to_input, top_classes)
 from mcugen.oracle import TFLITE_REFERENCE, TFLM, oracle_outputs, tflm_outputs
-from mcugen.run import ImageRequest, format_summary, run
+from mcugen.run import ImageRequest, format_summary, load_inputs, run
 
 CAT = SHARED / "images" / "cat.bmp"
 IMAGENET_LABELS = SHARED / "images" / "imagenet_labels.txt"
@@ -50,6 +50,15 @@ def mcugen(*args: str) -> subprocess.CompletedProcess[str]:
 # --- the preprocessing convention ------------------------------------------------------------
 
 PIXELS = np.array([0, 1, 127, 128, 254, 255], np.uint8).reshape(1, 2, 3)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY", b"not an array at all"])
+def test_unreadable_inputs_files_are_refused_in_one_line(content, tmp_path):
+    """An empty --inputs file was an internal error (numpy raises EOFError for it)."""
+    path = tmp_path / "inputs.npy"
+    path.write_bytes(content)
+    with pytest.raises(McugenError, match=r"^cannot read --inputs .*inputs\.npy: "):
+        load_inputs(path, 27, "int8")
 
 
 def test_integer_inputs_get_the_pixel_bytes():

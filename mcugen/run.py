@@ -158,7 +158,7 @@ def load_inputs(path: Path, size: int, dtype: str = "int8") -> np.ndarray:
     N*size elements)."""
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
         raise McugenError(f"cannot read --inputs {path}: {error}") from None
     if array.dtype != np.dtype(dtype):
         raise McugenError(f"--inputs {path} holds {array.dtype}; the model takes {dtype} "
