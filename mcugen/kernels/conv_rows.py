@@ -48,7 +48,12 @@ class ConvRowsParams:
     window: Window
     zero_point: int  # every lane of a widened row outside the image
     row_lanes: int  # int16 lanes per widened row (even): the image's row and its padding
-    left_lanes: int  # lanes before the image's first input: pad_left * Cin
+    left_lanes: int  # lanes before the first input widened: pad_left * Cin (0 if cropped)
+    # A column tile's input is cropped (a negative padding, tiles.py): the bytes of each
+    # input row before its first column read, and the bytes widened from there (the row's
+    # columns a window reads).
+    source_offset: int
+    widened_bytes: int
     words: int  # int16 pairs per window row: ceil(KW * Cin / 2), a last odd lane times 0
     pixel_lanes: int  # lanes from one output pixel's window to the next's: stride_w * Cin
     # Per block of four channels, per window row, per pair: four channels' int16 weight
@@ -90,10 +95,9 @@ def row_words(op: Op, graph: Graph) -> int:
 def _applies(op: Op, graph: Graph, target: Target) -> bool:
     if is_pointwise(op, graph) or op.dilation != (1, 1):
         return False
-    # A column tile's first convolution (tiles.py) crops its input by a negative padding:
-    # the widened rows here start at the image's first column.
-    padding = op.padding
-    if min(padding.top, padding.bottom, padding.left, padding.right) < 0:
+    # A column tile's first convolution (tiles.py) crops its input's columns by a negative
+    # padding (the widened rows start at the first column read); never its rows.
+    if min(op.padding.top, op.padding.bottom) < 0:
         return False
     _, kh, kw, _ = graph.tensor(op.filter).shape
     words = row_words(op, graph)
@@ -103,7 +107,8 @@ def _applies(op: Op, graph: Graph, target: Target) -> bool:
     # offset (0 to 4095 bytes): the widened rows under one window must be within its reach.
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
     window = conv_window(op, (kh, kw))
-    lanes = (kh - 1) * row_lanes(x, y, window, words) + window.stride_w * x.c + 2 * words
+    lanes = (kh - 1) * row_lanes(x, y, window, words, op.padding.right) \
+        + window.stride_w * x.c + 2 * words
     return 2 * lanes <= MAX_LOAD_OFFSET
 
 
@@ -122,10 +127,18 @@ def weight_pairs(weights: np.ndarray, words: int, doubled: bool) -> np.ndarray:
     return pairs.reshape(blocks, CHANNEL_BLOCK, kh, words).transpose(0, 2, 3, 1).reshape(-1)
 
 
-def row_lanes(x: FeatureMap, y: FeatureMap, window: Window, words: int) -> int:
-    """A widened row holds the image's row after its left padding and reaches past the last
-    window's last pair."""
-    needed = max(window.pad_left * x.c + x.w * x.c,
+def widened_columns(x: FeatureMap, window: Window, pad_right: int) -> tuple[int, int]:
+    """The input columns [first, last) a widened row holds: the image's, less those a
+    negative padding crops (a column tile's, tiles.py)."""
+    return max(-window.pad_left, 0), x.w + min(pad_right, 0)
+
+
+def row_lanes(x: FeatureMap, y: FeatureMap, window: Window, words: int,
+              pad_right: int = 0) -> int:
+    """A widened row holds the image's row (its columns widened_columns) after its left
+    padding and reaches past the last window's last pair."""
+    first, last = widened_columns(x, window, pad_right)
+    needed = max(max(window.pad_left, 0) * x.c + (last - first) * x.c,
                  (y.w - 1) * window.stride_w * x.c + 2 * words)
     return needed + needed % 2
 
@@ -139,9 +152,12 @@ def _lower(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> ConvR
     words = row_words(op, graph)
     # The matrix kernels' bias, bounds and requantization: the same sums of the same products.
     matrix = matrix_dsp(split, op, graph, names, target)
+    first, last = widened_columns(x, window, op.padding.right)
     return ConvRowsParams(
         input=x, output=y, window=window, zero_point=graph.tensor(op.input).zero_point,
-        row_lanes=row_lanes(x, y, window, words), left_lanes=window.pad_left * x.c,
+        row_lanes=row_lanes(x, y, window, words, op.padding.right),
+        left_lanes=max(window.pad_left, 0) * x.c, source_offset=first * x.c,
+        widened_bytes=(last - first) * x.c,
         words=words, pixel_lanes=window.stride_w * x.c,
         filter=ConstArray(names.table("filter"), "int32_t",
                           weight_pairs(weights, words, matrix.doubled)),
@@ -153,7 +169,8 @@ def rows_scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
     """KH widened rows of int16 lanes."""
     _, kh, kw, _ = graph.tensor(op.filter).shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-    return 2 * kh * row_lanes(x, y, conv_window(op, (kh, kw)), row_words(op, graph))
+    return 2 * kh * row_lanes(x, y, conv_window(op, (kh, kw)), row_words(op, graph),
+                              op.padding.right)
 
 
 CONV_S8_ROWS_DSP = Variant(
