@@ -24,10 +24,10 @@ from mcugen.schedule import Repeat, Step, find_repeats
 from mcugen.targets import load_target
 
 
-def blocks(**budget) -> CompiledModel:
+def blocks(w: int = 6, c: int = 16, **budget) -> CompiledModel:
     """Tall and narrow blocks (many bands of the same shape: the steady state a loop), then
     a MEAN, a global op that ends the layers that may band."""
-    graph = g.repeated_blocks(seed=7, h=40, w=6, c=16, blocks=2, last_outputs=2)
+    graph = g.repeated_blocks(seed=7, h=40, w=w, c=c, blocks=2, last_outputs=2)
     last = graph.outputs[0]
     pooled = dataclasses.replace(graph.tensor(last), name="pooled", shape=(1, 1, 1, 2))
     graph = dataclasses.replace(graph, ops=(*graph.ops, Mean(last, "pooled", keep_dims=True)),
@@ -155,3 +155,25 @@ def test_rows_of_whole_blocks_need_no_loop_for_a_leftover_pixel(kernel, padding)
     leftover = re.compile(r"for \(; p < end; \+\+p")
     assert not leftover.search(source(6))
     assert leftover.search(source(5))
+
+
+def test_band_moves_go_by_words_where_aligned_and_by_memmove_otherwise(banded, tmp_path):
+    """A band buffer's rows still to be read move by band_shift_words (16 bytes a pass) where
+    both ends and the bytes are whole words (rows of 96 bytes), by memmove where not (rows of
+    15 bytes); both bit-exact."""
+    body = invoke_body(banded.sources["model.c"])
+    assert "band_shift_words(arena" in body and "memmove(arena" not in body
+    # Rows of 5 x 3 = 15 bytes.
+    odd = blocks(w=5, c=3, max_ram=blocks(w=5, c=3).plan.arena_size * 3 // 4)
+    assert odd.schedule.banded
+    source = odd.sources["model.c"]
+    assert "memmove(arena" in invoke_body(source) and "band_shift_words" not in source
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file, text in odd.sources.items():
+        (folder / file).write_text(text)
+    graph = odd.graph
+    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
+    for x in np.random.default_rng(4).integers(-128, 128, (2, graph.input.size), dtype=np.int8):
+        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+        np.testing.assert_array_equal(model(x), expected)
