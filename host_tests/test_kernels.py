@@ -51,6 +51,16 @@ CASES = {
     "conv_10x4_s2_ds_cnn": lambda: g.conv(16, 49, 10, 1, 8, (10, 4), (2, 2),
                                           ir.Padding(4, 5, 1, 1), activation=ir.Activation.RELU),
     "conv_3x3_valid_3_2": lambda: g.conv(17, 6, 6, 3, 2, padding=P0),
+    # conv_s8_pixels_mve (windows of at most 16 bytes; conv_3x3_1_3 above takes it too): a
+    # grayscale first layer (SAME stride 2, 11 channels: two blocks of four and a partial
+    # one), a pixel count not a multiple of four, two channels in a 2x2 window, dilation.
+    "conv_3x3_s2_same_1_11": lambda: g.conv(20, 10, 12, 1, 11, stride=(2, 2), padding=SAME_S2),
+    "conv_2x2_2_5_odd_pixels": lambda: g.conv(21, 6, 4, 2, 5, (2, 2), padding=P0),
+    "conv_3x3_dilated_1_4": lambda: g.conv(22, 7, 9, 1, 4, dilation=(2, 2),
+                                           padding=ir.Padding(2, 2, 2, 2)),
+    # ... and a depthwise convolution of a one-channel image to 8 channels or more
+    # (dw_3x3_s2_m8_c1 below too).
+    "dw_3x3_m9_c1": lambda: g.depthwise(23, 5, 7, 1, multiplier=9),
     # Helium's edges: rows of more than eight chunks (a DLS/LE loop, with and without a tail),
     # outputs not a multiple of four, odd pixel counts; output scales whose per-channel shifts
     # straddle 0 (left shifts, shifts of 0 and right shifts in one layer).

@@ -126,7 +126,14 @@ def _lower_pixel_lanes(op: Conv2D, graph: Graph, target: Target,
                        names: LayerNames) -> MvePixelLanesParams:
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
     weights = split_weights(graph.tensor(op.filter)).stored.reshape(y.c, x.c)
-    pack = 2 if 2 * x.c <= VECTOR_BYTES else 1
+    return pixel_lanes_params(weights, x, y, 2 if 2 * x.c <= VECTOR_BYTES else 1, op, graph,
+                              names)
+
+
+def pixel_lanes_params(weights: np.ndarray, x: FeatureMap, y: FeatureMap, pack: int, op: Op,
+                       graph: Graph, names: LayerNames) -> MvePixelLanesParams:
+    """The record of rows of x.c <= 16 int8s (pixels, or a convolution's windows) times the
+    weight rows [y.c, x.c], `pack` rows per input vector."""
     vectors = np.zeros((y.c, pack, VECTOR_BYTES), np.int8)
     for k in range(pack):
         vectors[:, k, k * x.c:(k + 1) * x.c] = weights

@@ -15,8 +15,7 @@
 #define PERSON_DETECT_ALIGNED
 #endif
 
-extern const int8_t person_detect_layer0_filter[80] PERSON_DETECT_ALIGNED;
-extern const uint8_t person_detect_layer0_rotations[96] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer0_filter[128] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer0_channels[24] PERSON_DETECT_ALIGNED;
 extern const int8_t person_detect_layer1_filter[80] PERSON_DETECT_ALIGNED;
 extern const uint8_t person_detect_layer1_rotations[96] PERSON_DETECT_ALIGNED;
