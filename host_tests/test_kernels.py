@@ -61,6 +61,10 @@ CASES = {
     # ... and a depthwise convolution of a one-channel image to 8 channels or more
     # (dw_3x3_s2_m8_c1 below too).
     "dw_3x3_m9_c1": lambda: g.depthwise(23, 5, 7, 1, multiplier=9),
+    # Its windows of two vectors (17 to 32 bytes; conv_3x3_s2_same_3_8 and conv_3x3_valid_3_2
+    # above too): borders on every side with a partial last block, window rows of 5 bytes.
+    "conv_3x3_3_5": lambda: g.conv(24, 6, 7, 3, 5),
+    "conv_5x5_1_4": lambda: g.conv(25, 9, 8, 1, 4, (5, 5), padding=ir.Padding(2, 2, 2, 2)),
     # Helium's edges: rows of more than eight chunks (a DLS/LE loop, with and without a tail),
     # outputs not a multiple of four, odd pixel counts; output scales whose per-channel shifts
     # straddle 0 (left shifts, shifts of 0 and right shifts in one layer).

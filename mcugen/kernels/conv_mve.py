@@ -14,7 +14,10 @@ by one gather (VLDRB.8 with the taps' byte offsets), and four pixels' windows st
 while the kernel walks the output channels with the output stage over pixels, as
 pw_conv_s8_pixels_mve does (kernels/pointwise_mve.py): the matrix product's output stage per
 four channels and its window copies cost more than the MACs of so shallow a window (measured on
-V1 alpha 0.35 80x80x1, M55: 0.73 MACs per instruction in its first layer).
+V1 alpha 0.35 80x80x1, M55: 0.73 MACs per instruction in its first layer). Windows of 17 to 32
+bytes (an RGB image's 3x3 first layer) take it too, as two vectors: four pixels' windows go
+into columns in the scratch (a window row by a predicated load and store), which the kernel
+reads again for each output channel.
 """
 
 from __future__ import annotations
@@ -78,8 +81,8 @@ def _general(op: Op, graph: Graph, target: Target) -> bool:
 
 # VLDRB.8's gather offsets are bytes: a window's last tap at most this far from its first.
 GATHER_OFFSET_MAX = 255
-# A depthwise convolution of a one-channel image takes conv_s8_pixels_mve from this many output
-# channels on: with fewer, each window serves too few channels and dw_conv_s8_mve is faster
+# A depthwise convolution of a one-channel image takes conv_s8_pixels_mve (with windows of one
+# vector) from this many output channels on: with fewer, each window serves too few channels and dw_conv_s8_mve is faster
 # (measured on M55: multiplier 8 on 6x6 and person_detect's 96x96, faster; 2, 3, 4, slower).
 DEPTHWISE_MIN_MULTIPLIER = 8
 
@@ -94,6 +97,10 @@ class MveConvPixelsParams:
     taps: tuple[int, ...]  # 16 gather offsets: the window's taps from its first byte, then 0s
     lanes: MvePixelLanesParams  # the windows (rows of depth bytes) times the filter rows
     block_pixels: int
+    # Windows of two vectors: a window row's bytes (kw * Cin, consecutive in the input), and a
+    # column's in the scratch (whole vectors); 0 for windows of one vector.
+    run: int = 0
+    column_bytes: int = 0
 
 
 def window_taps(x: FeatureMap, g: Window) -> list[int]:
@@ -116,30 +123,51 @@ def _lower_pixels(op: Conv2D | DepthwiseConv2D, graph: Graph, target: Target,
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
     window = conv_window(op, (kh, kw))
     depth = kh * kw * in_c
-    taps = window_taps(x, window)
+    taps = window_taps(x, window)[:VECTOR_BYTES]
     lanes = pixel_lanes_params(stored.reshape(out_c, depth), FeatureMap(y.pixels, 1, depth),
                                FeatureMap(y.pixels, 1, out_c), 1, op, graph, names)
+    two = depth > VECTOR_BYTES
     return MveConvPixelsParams(
         input=x, output=y, window=window, zero_point=graph.tensor(op.input).zero_point,
-        inside=interior(x, y, window), taps=tuple(taps + [0] * (VECTOR_BYTES - depth)),
-        lanes=lanes, block_pixels=PIXEL_VECTORS)
+        inside=interior(x, y, window), taps=tuple(taps + [0] * (VECTOR_BYTES - len(taps))),
+        lanes=lanes, block_pixels=PIXEL_VECTORS, run=kw * in_c if two else 0,
+        column_bytes=Chunks(depth).padded if two else 0)
 
 
-def _one_vector_window(op: Op, graph: Graph, target: Target) -> bool:
+def _window_vectors(op: Op, graph: Graph) -> int:
+    """The vectors a window takes in conv_s8_pixels_mve: 1 or 2, or 0 where it does not
+    apply (a gather's offsets beyond a byte; a window row of two vectors not one run)."""
+    _, kh, kw, in_c = _conv_filter(op, graph).shape
+    window = conv_window(op, (kh, kw))
+    taps = window_taps(feature_map(graph.tensor(op.input)), window)
+    if len(taps) <= VECTOR_BYTES:
+        return 1 if taps[-1] <= GATHER_OFFSET_MAX else 0
+    if len(taps) <= 2 * VECTOR_BYTES and window.dil_w == 1 and kw * in_c <= VECTOR_BYTES:
+        return 2
+    return 0
+
+
+def _pixels_scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
+    """Four columns of two vectors (none for windows of one vector, held in registers)."""
+    return PIXEL_VECTORS * 2 * VECTOR_BYTES if _window_vectors(op, graph) == 2 else 0
+
+
+def _window_in_vectors(op: Op, graph: Graph, target: Target) -> bool:
     if isinstance(op, DepthwiseConv2D):
         if (graph.tensor(op.input).shape[-1] != 1 or op.depth_multiplier < DEPTHWISE_MIN_MULTIPLIER
                 or not multipliers_in_range(op)):
             return False
-    elif not _general(op, graph, target):
+        # Measured: a 5x5 window in two vectors (a 7x6 map, mostly border) was slower.
+        return _window_vectors(op, graph) == 1
+    if not _general(op, graph, target):
         return False
-    _, kh, kw, in_c = _conv_filter(op, graph).shape
-    taps = window_taps(feature_map(graph.tensor(op.input)), conv_window(op, (kh, kw)))
-    return len(taps) <= VECTOR_BYTES and taps[-1] <= GATHER_OFFSET_MAX
+    return _window_vectors(op, graph) > 0
 
 
 CONV_S8_MVE_PIXELS = Variant(
     "conv_s8_pixels_mve", (Conv2D, DepthwiseConv2D), Isa.MVE, "conv_s8_pixels_mve", Order.RASTER,
-    _lower_pixels, applies=_one_vector_window, helpers=("mve_helpers",), row_ranges=True)
+    _lower_pixels, applies=_window_in_vectors, scratch_bytes=_pixels_scratch_bytes,
+    helpers=("mve_helpers",), row_ranges=True)
 CONV_S8_MVE = Variant(
     "conv_s8_mve", (Conv2D,), Isa.MVE, "conv_s8_mve", Order.RASTER, _lower, applies=_general,
     scratch_bytes=_scratch_bytes, helpers=("mve_helpers",), row_ranges=True, legacy=True)

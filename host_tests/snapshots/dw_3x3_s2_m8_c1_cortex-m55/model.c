@@ -294,7 +294,6 @@ MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_channels(int8x16_t x0, int8x
         }
     }
 }
-
 /* The window of output pixel (oy, ox) in lanes [0, 9) (the other lanes meet zero weights). */
 MCUGEN_ALWAYS_INLINE int8x16_t layer0_conv_s8_pixels_mve_window(const int8_t *input, int32_t oy, int32_t ox, uint8x16_t taps)
 {
@@ -303,8 +302,7 @@ MCUGEN_ALWAYS_INLINE int8x16_t layer0_conv_s8_pixels_mve_window(const int8_t *in
     if (oy >= 0 && oy < 4 && ox >= 0 && ox < 4) {
         return vldrbq_gather_offset_s8(input + (y0 * 9 + x0) * 1, taps);
     }
-    /* At the border: the taps inside the image over the zero point, tap by tap (unrolled; the
-     * columns' checks are the same for every window row). */
+    /* At the border: the taps inside the image over the zero point. */
     int8_t column[16];
     vstrbq_s8(column, vdupq_n_s8(-3));
     const int32_t in_x0 = x0 + 0;
@@ -358,6 +356,7 @@ MCUGEN_ALWAYS_INLINE int8x16_t layer0_conv_s8_pixels_mve_window(const int8_t *in
             }
         }
     }
+
     return vldrbq_s8(column);
 }
 
