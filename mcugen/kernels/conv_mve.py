@@ -14,10 +14,10 @@ by one gather (VLDRB.8 with the taps' byte offsets), and four pixels' windows st
 while the kernel walks the output channels with the output stage over pixels, as
 pw_conv_s8_pixels_mve does (kernels/pointwise_mve.py): the matrix product's output stage per
 four channels and its window copies cost more than the MACs of so shallow a window (measured on
-V1 alpha 0.35 80x80x1, M55: 0.73 MACs per instruction in its first layer). Windows of 17 to 32
-bytes (an RGB image's 3x3 first layer) take it too, as two vectors: four pixels' windows go
-into columns in the scratch (a window row by a predicated load and store), which the kernel
-reads again for each output channel.
+V1 alpha 0.35 80x80x1, M55: 0.73 MACs per instruction in its first layer). Windows of 17 to 48
+bytes (an RGB image's 3x3 first layer, DS-CNN's 10x4 one) take it too, as two or three
+vectors: four pixels' windows go into columns in the scratch (a window row by a predicated
+load and store), which the kernel reads again for each output channel.
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ def _general(op: Op, graph: Graph, target: Target) -> bool:
 
 # VLDRB.8's gather offsets are bytes: a window's last tap at most this far from its first.
 GATHER_OFFSET_MAX = 255
+# Windows in scratch columns of at most this many vectors: the dot product holds a weight
+# vector per column vector and two loads in Q registers.
+WINDOW_VECTORS_MAX = 3
 # A depthwise convolution of a one-channel image takes conv_s8_pixels_mve (with windows of one
 # vector) from this many output channels on: with fewer, each window serves too few channels and dw_conv_s8_mve is faster
 # (measured on M55: multiplier 8 on 6x6 and person_detect's 96x96, faster; 2, 3, 4, slower).
@@ -97,8 +100,8 @@ class MveConvPixelsParams:
     taps: tuple[int, ...]  # 16 gather offsets: the window's taps from its first byte, then 0s
     lanes: MvePixelLanesParams  # the windows (rows of depth bytes) times the filter rows
     block_pixels: int
-    # Windows of two vectors: a window row's bytes (kw * Cin, consecutive in the input), and a
-    # column's in the scratch (whole vectors); 0 for windows of one vector.
+    # Windows of several vectors: a window row's bytes (kw * Cin, consecutive in the input),
+    # and a column's in the scratch (whole vectors); 0 for windows of one vector.
     run: int = 0
     column_bytes: int = 0
 
@@ -135,21 +138,24 @@ def _lower_pixels(op: Conv2D | DepthwiseConv2D, graph: Graph, target: Target,
 
 
 def _window_vectors(op: Op, graph: Graph) -> int:
-    """The vectors a window takes in conv_s8_pixels_mve: 1 or 2, or 0 where it does not
-    apply (a gather's offsets beyond a byte; a window row of two vectors not one run)."""
+    """The vectors a window takes in conv_s8_pixels_mve (1 to WINDOW_VECTORS_MAX), or 0 where
+    it does not apply (a gather's offsets beyond a byte; a window row of several vectors not
+    one run of at most 16 bytes)."""
     _, kh, kw, in_c = _conv_filter(op, graph).shape
     window = conv_window(op, (kh, kw))
     taps = window_taps(feature_map(graph.tensor(op.input)), window)
     if len(taps) <= VECTOR_BYTES:
         return 1 if taps[-1] <= GATHER_OFFSET_MAX else 0
-    if len(taps) <= 2 * VECTOR_BYTES and window.dil_w == 1 and kw * in_c <= VECTOR_BYTES:
-        return 2
+    if (len(taps) <= WINDOW_VECTORS_MAX * VECTOR_BYTES and window.dil_w == 1
+            and kw * in_c <= VECTOR_BYTES):
+        return Chunks(len(taps)).count
     return 0
 
 
 def _pixels_scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
-    """Four columns of two vectors (none for windows of one vector, held in registers)."""
-    return PIXEL_VECTORS * 2 * VECTOR_BYTES if _window_vectors(op, graph) == 2 else 0
+    """Four columns of whole vectors (none for windows of one vector, held in registers)."""
+    vectors = _window_vectors(op, graph)
+    return PIXEL_VECTORS * vectors * VECTOR_BYTES if vectors > 1 else 0
 
 
 def _window_in_vectors(op: Op, graph: Graph, target: Target) -> bool:

@@ -239,11 +239,11 @@ MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
 }
 
 /* Layer 0: CONV_2D 1x10x10x3 -> 1x5x5x8, conv_s8_pixels_mve: 3x3 stride 2x2, padding top 0 left 0, 3 -> 8 channels.
- * A window of 27 bytes is two vectors: blocks of four output pixels in raster order gather
+ * A window of 27 bytes is 2 vectors: blocks of four output pixels in raster order gather
  * their windows into four columns of 32 bytes in the arena scratch (inside the image, a window
  * row of 9 bytes by one predicated load and store; at the border the taps that are there
  * over the zero point -3; the input offset is folded into the bias), then walk the output
- * channels: per channel and pixel two VMLADAVA.S8 on the column's vectors, the output stage
+ * channels: per channel and pixel 2 VMLADAVA.S8 on the column's vectors, the output stage
  * over the four pixels. */
 MCUGEN_ALWAYS_INLINE const int8_t *layer0_conv_s8_pixels_mve_dot(const int8_t *columns, const int8_t *w, int32x4_t *sums)
 {
@@ -256,21 +256,21 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer0_conv_s8_pixels_mve_dot(const int8_t *c
     __asm__ __volatile__(
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vldrb.8 %q[t0], [%[columns], #0]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrb.8 %q[t1], [%[columns], #16]\n\t"
+        "vldrw.32 %q[t1], [%[columns], #16]\n\t"
         "vmladava.s8 %[a0], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[columns], #32]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #32]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u0]\n\t"
-        "vldrb.8 %q[t1], [%[columns], #48]\n\t"
+        "vldrw.32 %q[t1], [%[columns], #48]\n\t"
         "vmladava.s8 %[a1], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[columns], #64]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #64]\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrb.8 %q[t1], [%[columns], #80]\n\t"
+        "vldrw.32 %q[t1], [%[columns], #80]\n\t"
         "vmladava.s8 %[a2], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[columns], #96]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #96]\n\t"
         "vmladav.s8 %[a3], %q[t0], %q[u0]\n\t"
-        "vldrb.8 %q[t1], [%[columns], #112]\n\t"
+        "vldrw.32 %q[t1], [%[columns], #112]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
         "vmov %q[s0][2], %q[s0][0], %[a0], %[a2]\n\t"
         "vmov %q[s0][3], %q[s0][1], %[a1], %[a3]\n\t"
