@@ -172,7 +172,7 @@ def test_mobilenet_runs_the_helium_kernels_bit_exact_on_cortex_m55(mobilenet_fil
     summary = run(BuildOptions(model=mobilenet_file, target="cortex-m55"), None, tmp_path)
     assert summary.tflm_outputs is not None and summary.matches
     kernels = {layer.kernel for layer in summary.build.compiled.report.layers}
-    assert kernels - PORTABLE_ONLY == {"conv_s8_mve", "dw_conv_s8_mve", "pw_conv_s8_mve",
+    assert kernels - PORTABLE_ONLY == {"conv_s8_pixels_mve", "dw_conv_s8_mve", "pw_conv_s8_mve",
                                        "pw_conv_s8_pixels_mve", "mean_s8_mve"}
     assert all(layer.isa == Isa.MVE.value for layer in summary.build.compiled.report.layers
                if layer.kernel not in PORTABLE_ONLY)
