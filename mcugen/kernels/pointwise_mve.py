@@ -126,8 +126,16 @@ def _lower_pixel_lanes(op: Conv2D, graph: Graph, target: Target,
                        names: LayerNames) -> MvePixelLanesParams:
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
     weights = split_weights(graph.tensor(op.filter)).stored.reshape(y.c, x.c)
-    pack = 2 if 2 * x.c <= VECTOR_BYTES else 1
-    vectors = np.zeros((y.c, pack, VECTOR_BYTES), np.int8)
+    return pixel_lanes_params(weights, x, y, 2 if 2 * x.c <= VECTOR_BYTES else 1, op, graph,
+                              names)
+
+
+def pixel_lanes_params(weights: np.ndarray, x: FeatureMap, y: FeatureMap, pack: int, op: Op,
+                       graph: Graph, names: LayerNames) -> MvePixelLanesParams:
+    """The record of rows of x.c int8s (pixels, or a convolution's windows) times the weight
+    rows [y.c, x.c], `pack` rows per input vector (x.c <= 16), or one row in whole vectors
+    (a filter row zero-padded to them)."""
+    vectors = np.zeros((y.c, pack, VECTOR_BYTES * Chunks(pack * x.c).count), np.int8)
     for k in range(pack):
         vectors[:, k, k * x.c:(k + 1) * x.c] = weights
     bias = folded_bias(model_bias(op, graph, y.c), weights, graph.tensor(op.input).zero_point)

@@ -21,7 +21,7 @@
 #endif
 
 /* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena[96] MODEL_ARENA_ALIGN;
+static int8_t arena[128] MODEL_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -238,172 +238,184 @@ MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
     return sum;
 }
 
-/* Layer 0: CONV_2D 1x10x10x3 -> 1x5x5x8, conv_s8_mve: 3x3 stride 2x2, padding top 0 left 0.
- * Per output pixel, its window goes into an int8 column of 27 in the arena scratch: the input's
- * bytes, a padding tap the zero point -3 (the input offset is folded into the bias). Two columns
- * at a time, in raster order, then go through the matrix product with the filter rows: two
- * columns by four output channels per pass, 2 VMLADAVA.S8 chunk(s) per dot product. */
-static inline void layer0_conv_s8_mve_gather(int8_t *column, const int8_t *input, int32_t oy, int32_t ox)
+/* Layer 0: CONV_2D 1x10x10x3 -> 1x5x5x8, conv_s8_pixels_mve: 3x3 stride 2x2, padding top 0 left 0, 3 -> 8 channels.
+ * A window of 27 bytes is 2 vectors: blocks of four output pixels in raster order gather
+ * their windows into four columns of 32 bytes in the arena scratch (inside the image, a window
+ * row of 9 bytes by one predicated load and store; at the border the taps that are there
+ * over the zero point -3; the input offset is folded into the bias), then walk the output
+ * channels: per channel and pixel 2 VMLADAVA.S8 on the column's vectors, the output stage
+ * over the four pixels. */
+MCUGEN_ALWAYS_INLINE const int8_t *layer0_conv_s8_pixels_mve_dot(const int8_t *columns, const int8_t *w, int32x4_t *sums)
 {
-    const int32_t y0 = oy * 2 - 0;
-    const int32_t x0 = ox * 2 - 0;
-    if (oy >= 0 && oy < 4 && ox >= 0 && ox < 4) {
-        /* Inside the image: each window row is 9 consecutive input bytes. */
-        const int8_t *source = input + (y0 * 10 + x0) * 3;
-        mve_copy_bytes(column + 0, source + 0, 9);
-        mve_copy_bytes(column + 9, source + 30, 9);
-        mve_copy_bytes(column + 18, source + 60, 9);
-        return;
-    }
-    const int8x16_t zero_points = vdupq_n_s8(-3);
-    for (int32_t ky = 0; ky < 3; ++ky) {
-        const int32_t in_y = y0 + ky * 1;
-        for (int32_t kx = 0; kx < 3; ++kx) {
-            const int32_t in_x = x0 + kx * 1;
-            int8_t *target = column + (ky * 3 + kx) * 3;
-            if (in_y >= 0 && in_y < 10 && in_x >= 0 && in_x < 10) {
-                mve_copy_bytes(target, input + (in_y * 10 + in_x) * 3, 3);
-            } else {
-                mve_fill_bytes(target, zero_points, 3);
+    register int32_t a0 __asm__("r0");
+    register int32_t a1 __asm__("r2");
+    register int32_t a2 __asm__("r4");
+    register int32_t a3 __asm__("r6");
+    int8x16_t t0, t1, u0, u1;
+    int32x4_t s0;
+    __asm__ __volatile__(
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vldrw.32 %q[t0], [%[columns], #0]\n\t"
+        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[t1], [%[columns], #16]\n\t"
+        "vmladava.s8 %[a0], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #32]\n\t"
+        "vmladav.s8 %[a1], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[t1], [%[columns], #48]\n\t"
+        "vmladava.s8 %[a1], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #64]\n\t"
+        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[t1], [%[columns], #80]\n\t"
+        "vmladava.s8 %[a2], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #96]\n\t"
+        "vmladav.s8 %[a3], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[t1], [%[columns], #112]\n\t"
+        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmov %q[s0][2], %q[s0][0], %[a0], %[a2]\n\t"
+        "vmov %q[s0][3], %q[s0][1], %[a1], %[a3]\n\t"
+: [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [s0] "=&w"(s0), [w] "+r"(w)
+        : [columns] "r"(columns)
+        : "memory");
+    sums[0] = s0;
+    return w;
+}
+/* Every output channel of a block of 4 pixels whose inputs are x0..x3, written at out;
+ * with `partial`, only the first `pixels` of them. The sums' lanes (and pixel_offsets') are in
+ * mve_vmov_lanes' order: so is the index that selects a partial block's lanes. */
+MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_channels(const int8_t *columns, int8_t *out, int32_t partial, int32_t pixels, uint32x4_t pixel_offsets)
+{
+    const int8_t *w = model_layer0_filter;
+    const int32_t *t = model_layer0_channels;
+    const int32x4_t lane_index = vreinterpretq_s32_u32(mve_vmov_lanes(0, 1, 2, 3));
+    int32x4_t sums[1];
+    for (int32_t c = 0; c < 8; ++c, ++out, t += 3) {
+        /* Read before the stores, which may alias anything (int8_t). */
+        const int32_t bias = t[0], multiplier = t[1], right = t[2];
+        w = layer0_conv_s8_pixels_mve_dot(columns, w, sums);
+        if (!partial) {
+            {
+                int32x4_t v = vaddq_n_s32(sums[0], bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, 5, 5, 22);
+                vstrbq_scatter_offset_s32(out + 0, pixel_offsets, v);
+            }
+        } else {
+            {
+                int32x4_t v = vaddq_n_s32(sums[0], bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, 5, 5, 22);
+                vstrbq_scatter_offset_p_s32(out + 0, pixel_offsets, v, vcmpltq_n_s32(lane_index, pixels - 0));
             }
         }
     }
 }
-
-MCUGEN_ALWAYS_INLINE void layer0_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
+/* The window of output pixel (oy, ox) into a column, bytes [0, 27) (the others meet zero weights). */
+MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_window(int8_t *column, const int8_t *input, int32_t oy, int32_t ox)
 {
-    register int32_t a0 __asm__("r0");
-    register int32_t a1 __asm__("r2");
-    register int32_t a2 __asm__("r4");
-    register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
-    __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #0]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #16]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vctp.8 %[tail]\n\t"
-        "vpstt\n\t"
-        "vldrbt.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrbt.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vctp.8 %[tail]\n\t"
-        "vpstt\n\t"
-        "vldrbt.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrbt.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #96]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #112]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #8]\n\t"
-        "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [x1] "r"(x1), [w] "r"(w), [sums] "r"(sums), [tail] "r"(11)
-        : "memory");
-}
-
-
-MCUGEN_ALWAYS_INLINE void layer0_conv_s8_mve_dot1x4(const int8_t *x0, const int8_t *w, int32_t *sums)
-{
-    register int32_t a0 __asm__("r0");
-    register int32_t a1 __asm__("r2");
-    register int32_t a2 __asm__("r4");
-    register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
-    __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #0]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #16]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
-        "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vctp.8 %[tail]\n\t"
-        "vpst\n\t"
-        "vldrbt.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #96]\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #112]\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums), [tail] "r"(11)
-        : "memory");
-}
-
-
-MCUGEN_LAYER void layer0_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
-{
-    int8_t *const column0 = scratch;
-    int8_t *const column1 = scratch + 48;
-    int32_t oy = row_begin, ox = 0;
-    int32_t p = row_begin * 5;
-    const int32_t end = row_end * 5;
-    output += row_begin * 40;
-    for (; p + 1 < end; p += 2) {
-        layer0_conv_s8_mve_gather(column0, input, oy, ox);
-        if (++ox == 5) {
-            ox = 0;
-            ++oy;
-        }
-        layer0_conv_s8_mve_gather(column1, input, oy, ox);
-        if (++ox == 5) {
-            ox = 0;
-            ++oy;
-        }
-        const int8_t *w = model_layer0_filter;
-        const int32_t *t = model_layer0_channels;
-        for (int32_t c = 0; c < 8; c += 4, w += 128, t += 12) {
-            int32_t sums[8]; /* row 0's four channels, then row 1's */
-            layer0_conv_s8_mve_dot2x4(column0, column1, w, sums);
-            const int32x4_t bias = vldrwq_s32(t + 0);
-            const int32x4_t m = vldrwq_s32(t + 4);
-            const int32x4_t r = vldrwq_s32(t + 8);
-            vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), 5, 5, 22));
-            vstrbq_s32(output + 8 + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), 5, 5, 22));
-        }
-        output += 16;
+    const int32_t y0 = oy * 2 - 0;
+    const int32_t x0 = ox * 2 - 0;
+    if (oy >= 0 && oy < 4 && ox >= 0 && ox < 4) {
+        const int8_t *source = input + (y0 * 10 + x0) * 3;
+        const mve_pred16_t run = vctp8q(9);
+        vstrbq_p_s8(column + 0, vldrbq_z_s8(source + 0, run), run);
+        vstrbq_p_s8(column + 9, vldrbq_z_s8(source + 30, run), run);
+        vstrbq_p_s8(column + 18, vldrbq_z_s8(source + 60, run), run);
+        return;
     }
-    if (p < end) {
-        layer0_conv_s8_mve_gather(column0, input, oy, ox);
-        const int8_t *w = model_layer0_filter;
-        const int32_t *t = model_layer0_channels;
-        for (int32_t c = 0; c < 8; c += 4, w += 128, t += 12) {
-            int32_t sums[4];
-            layer0_conv_s8_mve_dot1x4(column0, w, sums);
-            const int32x4_t bias = vldrwq_s32(t + 0);
-            const int32x4_t m = vldrwq_s32(t + 4);
-            const int32x4_t r = vldrwq_s32(t + 8);
-            vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), 5, 5, 22));
+    /* At the border: the taps inside the image over the zero point. */
+    vstrbq_s8(column + 0, vdupq_n_s8(-3));
+    vstrbq_s8(column + 16, vdupq_n_s8(-3));
+    const int32_t in_x0 = x0 + 0;
+    const int32_t column0 = in_x0 >= 0 && in_x0 < 10;
+    const int32_t in_x1 = x0 + 1;
+    const int32_t column1 = in_x1 >= 0 && in_x1 < 10;
+    const int32_t in_x2 = x0 + 2;
+    const int32_t column2 = in_x2 >= 0 && in_x2 < 10;
+    {
+        const int32_t in_y = y0 + 0;
+        if (in_y >= 0 && in_y < 10) {
+            const int8_t *row = input + in_y * 30;
+            if (column0) {
+                column[0] = row[in_x0 * 3];
+                column[1] = row[in_x0 * 3 + 1];
+                column[2] = row[in_x0 * 3 + 2];
+            }
+            if (column1) {
+                column[3] = row[in_x1 * 3];
+                column[4] = row[in_x1 * 3 + 1];
+                column[5] = row[in_x1 * 3 + 2];
+            }
+            if (column2) {
+                column[6] = row[in_x2 * 3];
+                column[7] = row[in_x2 * 3 + 1];
+                column[8] = row[in_x2 * 3 + 2];
+            }
         }
+    }
+    {
+        const int32_t in_y = y0 + 1;
+        if (in_y >= 0 && in_y < 10) {
+            const int8_t *row = input + in_y * 30;
+            if (column0) {
+                column[9] = row[in_x0 * 3];
+                column[10] = row[in_x0 * 3 + 1];
+                column[11] = row[in_x0 * 3 + 2];
+            }
+            if (column1) {
+                column[12] = row[in_x1 * 3];
+                column[13] = row[in_x1 * 3 + 1];
+                column[14] = row[in_x1 * 3 + 2];
+            }
+            if (column2) {
+                column[15] = row[in_x2 * 3];
+                column[16] = row[in_x2 * 3 + 1];
+                column[17] = row[in_x2 * 3 + 2];
+            }
+        }
+    }
+    {
+        const int32_t in_y = y0 + 2;
+        if (in_y >= 0 && in_y < 10) {
+            const int8_t *row = input + in_y * 30;
+            if (column0) {
+                column[18] = row[in_x0 * 3];
+                column[19] = row[in_x0 * 3 + 1];
+                column[20] = row[in_x0 * 3 + 2];
+            }
+            if (column1) {
+                column[21] = row[in_x1 * 3];
+                column[22] = row[in_x1 * 3 + 1];
+                column[23] = row[in_x1 * 3 + 2];
+            }
+            if (column2) {
+                column[24] = row[in_x2 * 3];
+                column[25] = row[in_x2 * 3 + 1];
+                column[26] = row[in_x2 * 3 + 2];
+            }
+        }
+    }
+
+}
+
+MCUGEN_LAYER void layer0_conv_s8_pixels_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+{
+    int8_t *const columns = scratch;
+    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 8, 16, 24);
+    output += row_begin * 40;
+    int32_t oy = row_begin, ox = 0;
+    int32_t left = (row_end - row_begin) * 5; /* pixels still to compute */
+    for (; left > 0; left -= 4, output += 32) {
+        const int32_t pixels = left < 4 ? left : 4;
+        for (int32_t i = 0; i < pixels; ++i) {
+            layer0_conv_s8_pixels_mve_window(columns + i * 32, input, oy, ox);
+            if (++ox == 5) {
+                ox = 0;
+                ++oy;
+            }
+        }
+        /* A partial block's other columns hold earlier windows: their lanes are not stored. */
+        layer0_conv_s8_pixels_mve_channels(columns, output, pixels < 4, pixels, pixel_offsets);
     }
 }
 
@@ -412,7 +424,7 @@ int model_invoke(const model_input_t *input, model_output_t *output)
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_conv_s8_mve(input, output, arena + 0, 0, 5);
+    layer0_conv_s8_pixels_mve(input, output, arena + 0, 0, 5);
     MCUGEN_LAYER_DONE(0, output, 200);
     return 0;
 }

@@ -30,7 +30,7 @@ typedef int8_t model_output_t;
 #define MODEL_INPUT_ZERO_POINT (-3)
 #define MODEL_OUTPUT_SCALE 0.348968565f
 #define MODEL_OUTPUT_ZERO_POINT (5)
-#define MODEL_ARENA_SIZE 96
+#define MODEL_ARENA_SIZE 128
 
 #ifdef __cplusplus
 extern "C" {

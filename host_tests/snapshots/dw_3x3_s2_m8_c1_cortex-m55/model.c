@@ -20,8 +20,7 @@
 #define MODEL_ARENA_ALIGN
 #endif
 
-/* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena[48] MODEL_ARENA_ALIGN;
+/* No intermediate activation: the model needs no arena. */
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -238,109 +237,174 @@ MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
     return sum;
 }
 
-/* Layer 0: DEPTHWISE_CONV_2D 1x9x9x1 -> 1x4x4x8, dw_conv_s8_mve: 3x3 stride 2x2, multiplier 8, padding top 0 left 0.
- * The last 3 input rows, transposed, in a ring in the arena scratch: per input channel a
- * plane of 9 columns of 3 bytes (a row's slot: (row + 0) % 3), so that a pixel's window
- * is 1 run(s) of at most 16 bytes, each one VMLADAVA.S8 with a vector of the channel's weights
- * (gathered per output row by the lanes of the ring's rotation, model_layer0_rotations). Padding holds
- * the input zero point -3 (the input offset is folded into the bias). Per output row, channel by
- * channel, four pixels at a time; a whole output row is written after the input rows it
- * reads are in the ring (the memory planner may put the output over the input). */
-MCUGEN_ALWAYS_INLINE const int8_t *layer0_dw_conv_s8_mve_dot4(const int8_t *window, int8x16_t w0, int32x4_t *sums)
+/* Layer 0: DEPTHWISE_CONV_2D 1x9x9x1 -> 1x4x4x8, conv_s8_pixels_mve: 3x3 stride 2x2, padding top 0 left 0, 1 -> 8 channels.
+ * A window of 9 bytes is one vector: inside the image one gather load (the taps' byte offsets
+ * from the window's first byte), at the border the taps that are there over the zero point
+ * -3 (the input offset is folded into the bias). Blocks of four output pixels in raster
+ * order: their windows stay in registers while the kernel walks the output channels, one
+ * VMLADAV.S8 per pixel and channel, the output stage over the four pixels. */
+MCUGEN_ALWAYS_INLINE const int8_t *layer0_conv_s8_pixels_mve_dot(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, const int8_t *w, int32x4_t *sums)
 {
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1;
-    int32x4_t s;
-    __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window]], #24\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-18]\n\t"
-        "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "vldrb.8 %q[t0], [%[window], #-12]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-6]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[w0]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
-        : [w0] "w"(w0)
-        : "memory");
-    *sums = s;
-    return window;
+    int8x16_t u0;
+    int32x4_t s0;
+    __asm__(
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladav.s8 %[a0], %q[x0], %q[u0]\n\t"
+        "vmladav.s8 %[a1], %q[x1], %q[u0]\n\t"
+        "vmladav.s8 %[a2], %q[x2], %q[u0]\n\t"
+        "vmladav.s8 %[a3], %q[x3], %q[u0]\n\t"
+        "vmov %q[s0][2], %q[s0][0], %[a0], %[a2]\n\t"
+        "vmov %q[s0][3], %q[s0][1], %[a1], %[a3]\n\t"
+: [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [u0] "=&w"(u0), [s0] "=&w"(s0), [w] "+r"(w)
+        : [x0] "w"(x0), [x1] "w"(x1), [x2] "w"(x2), [x3] "w"(x3), "m"(*(const int8_t (*)[16])w));
+    sums[0] = s0;
+    return w;
 }
-
-/* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
-static void layer0_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
+/* Every output channel of a block of 4 pixels whose inputs are x0..x3, written at out;
+ * with `partial`, only the first `pixels` of them. The sums' lanes (and pixel_offsets') are in
+ * mve_vmov_lanes' order: so is the index that selects a partial block's lanes. */
+MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_channels(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, int8_t *out, int32_t partial, int32_t pixels, uint32x4_t pixel_offsets)
 {
-slot += 0;
-    for (int32_t px = 0; px < 9; ++px, row += 1, slot += 3) {
-        vstrbq_scatter_offset_p_s16(slot + 0, plane_offsets, vldrbq_z_s16(row + 0, vctp16q(1)), vctp16q(1));
-    }
-}
-
-/* A row outside the image into a ring slot: the zero point in every column of the image. */
-static void layer0_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets)
-{
-    const int16x8_t zero_points = vdupq_n_s16(-3);
-slot += 0;
-    for (int32_t px = 0; px < 9; ++px, slot += 3) {
-        vstrbq_scatter_offset_p_s16(slot + 0, plane_offsets, zero_points, vctp16q(1));
-    }
-}
-
-MCUGEN_LAYER void layer0_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
-{
-    int8_t *const planes = scratch;
-    /* The input row each slot holds: kept in the scratch with the ring between calls, so that
-     * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
-    int32_t *const slot_row = (int32_t *)(void *)(scratch + 28);
-    if (row_begin == 0) {
-        /* The planes first: GCC 12 takes the fill's last, predicated store for a whole vector,
-         * and would drop a store to slot_row before it as overwritten (measured). */
-        mve_fill_bytes(planes, vdupq_n_s8(-3), 27); /* padding columns */
-        for (int32_t s = 0; s < 3; ++s) {
-            slot_row[s] = INT32_MIN;
-        }
-    }
-    const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 27);
-    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 8, 16, 24);
-    for (int32_t oy = row_begin; oy < row_end; ++oy) {
-        const int32_t y0 = oy * 2 - 0;
-        for (int32_t ky = 0; ky < 3; ++ky) {
-            const int32_t in_y = y0 + ky * 1;
-            const int32_t slot = (in_y + 0) % 3;
-            if (slot_row[slot] != in_y) {
-                if (in_y >= 0 && in_y < 9) {
-                    layer0_dw_conv_s8_mve_take(planes + slot, input + in_y * 9, plane_offsets);
-                } else {
-                    layer0_dw_conv_s8_mve_pad_row(planes + slot, plane_offsets);
-                }
-                slot_row[slot] = in_y;
-            }
-        }
-        const uint8_t *lanes = model_layer0_rotations + (oy * 2) % 3 * 16;
-        const uint8x16_t lanes0 = vldrbq_u8(lanes + 0);
-        int8_t *const out_row = output + oy * 32;
-        const int8_t *w = model_layer0_filter;
-        const int32_t *t = model_layer0_channels;
-        for (int32_t c = 0; c < 8; ++c, w += 10, t += 3) {
-            const int8x16_t w0 = vldrbq_gather_offset_s8(w, lanes0);
-            const int32_t bias = t[0], multiplier = t[1], right = t[2];
-            const int8_t *window = planes + c / 8 * 27;
-            int8_t *out = out_row + c;
-            for (int32_t ox = 0; ox < 1; ox += 4, out += 32) {
-                int32x4_t v;
-                const int8_t *const next = layer0_dw_conv_s8_mve_dot4(window, w0, &v);
-                v = vaddq_n_s32(v, bias);
+    const int8_t *w = model_layer0_filter;
+    const int32_t *t = model_layer0_channels;
+    const int32x4_t lane_index = vreinterpretq_s32_u32(mve_vmov_lanes(0, 1, 2, 3));
+    int32x4_t sums[1];
+    for (int32_t c = 0; c < 8; ++c, ++out, t += 3) {
+        /* Read before the stores, which may alias anything (int8_t). */
+        const int32_t bias = t[0], multiplier = t[1], right = t[2];
+        w = layer0_conv_s8_pixels_mve_dot(x0, x1, x2, x3, w, sums);
+        if (!partial) {
+            {
+                int32x4_t v = vaddq_n_s32(sums[0], bias);
                 v = mve_requantize_right_n(v, multiplier, right);
                 v = mve_offset_clamp(v, 5, 5, 41);
-                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-                window = next;
+                vstrbq_scatter_offset_s32(out + 0, pixel_offsets, v);
+            }
+        } else {
+            {
+                int32x4_t v = vaddq_n_s32(sums[0], bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_clamp(v, 5, 5, 41);
+                vstrbq_scatter_offset_p_s32(out + 0, pixel_offsets, v, vcmpltq_n_s32(lane_index, pixels - 0));
             }
         }
+    }
+}
+/* The window of output pixel (oy, ox) in lanes [0, 9) (the other lanes meet zero weights). */
+MCUGEN_ALWAYS_INLINE int8x16_t layer0_conv_s8_pixels_mve_window(const int8_t *input, int32_t oy, int32_t ox, uint8x16_t taps)
+{
+    const int32_t y0 = oy * 2 - 0;
+    const int32_t x0 = ox * 2 - 0;
+    if (oy >= 0 && oy < 4 && ox >= 0 && ox < 4) {
+        return vldrbq_gather_offset_s8(input + (y0 * 9 + x0) * 1, taps);
+    }
+    /* At the border: the taps inside the image over the zero point. */
+    int8_t column[16];
+    vstrbq_s8(column, vdupq_n_s8(-3));
+    const int32_t in_x0 = x0 + 0;
+    const int32_t column0 = in_x0 >= 0 && in_x0 < 9;
+    const int32_t in_x1 = x0 + 1;
+    const int32_t column1 = in_x1 >= 0 && in_x1 < 9;
+    const int32_t in_x2 = x0 + 2;
+    const int32_t column2 = in_x2 >= 0 && in_x2 < 9;
+    {
+        const int32_t in_y = y0 + 0;
+        if (in_y >= 0 && in_y < 9) {
+            const int8_t *row = input + in_y * 9;
+            if (column0) {
+                column[0] = row[in_x0 * 1];
+            }
+            if (column1) {
+                column[1] = row[in_x1 * 1];
+            }
+            if (column2) {
+                column[2] = row[in_x2 * 1];
+            }
+        }
+    }
+    {
+        const int32_t in_y = y0 + 1;
+        if (in_y >= 0 && in_y < 9) {
+            const int8_t *row = input + in_y * 9;
+            if (column0) {
+                column[3] = row[in_x0 * 1];
+            }
+            if (column1) {
+                column[4] = row[in_x1 * 1];
+            }
+            if (column2) {
+                column[5] = row[in_x2 * 1];
+            }
+        }
+    }
+    {
+        const int32_t in_y = y0 + 2;
+        if (in_y >= 0 && in_y < 9) {
+            const int8_t *row = input + in_y * 9;
+            if (column0) {
+                column[6] = row[in_x0 * 1];
+            }
+            if (column1) {
+                column[7] = row[in_x1 * 1];
+            }
+            if (column2) {
+                column[8] = row[in_x2 * 1];
+            }
+        }
+    }
+
+    return vldrbq_s8(column);
+}
+
+MCUGEN_LAYER void layer0_conv_s8_pixels_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+{
+    static const uint8_t tap_offsets[16] = { 0, 1, 2, 9, 10, 11, 18, 19, 20, 0, 0, 0, 0, 0, 0, 0 };
+    const uint8x16_t taps = vldrbq_u8(tap_offsets);
+    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 8, 16, 24);
+    output += row_begin * 32;
+    int32_t oy = row_begin, ox = 0;
+    int32_t left = (row_end - row_begin) * 4; /* pixels still to compute */
+    for (; left >= 4; left -= 4, output += 32) {
+        const int8x16_t v0 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+        if (++ox == 4) {
+            ox = 0;
+            ++oy;
+        }
+        const int8x16_t v1 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+        if (++ox == 4) {
+            ox = 0;
+            ++oy;
+        }
+        const int8x16_t v2 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+        if (++ox == 4) {
+            ox = 0;
+            ++oy;
+        }
+        const int8x16_t v3 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+        if (++ox == 4) {
+            ox = 0;
+            ++oy;
+        }
+        layer0_conv_s8_pixels_mve_channels(v0, v1, v2, v3, output, 0, 4, pixel_offsets);
+    }
+    if (left > 0) {
+        /* The last pixels: the lanes of the others are not stored. */
+        int8x16_t v[4];
+        for (int32_t i = 0; i < 4; ++i) {
+            v[i] = vdupq_n_s8(0);
+            if (i < left) {
+                v[i] = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+                if (++ox == 4) {
+                    ox = 0;
+                    ++oy;
+                }
+            }
+        }
+        layer0_conv_s8_pixels_mve_channels(v[0], v[1], v[2], v[3], output, 1, left, pixel_offsets);
     }
 }
 
@@ -349,7 +413,7 @@ int model_invoke(const model_input_t *input, model_output_t *output)
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_dw_conv_s8_mve(input, output, arena + 0, 0, 4);
+    layer0_conv_s8_pixels_mve(input, output, 0, 4);
     MCUGEN_LAYER_DONE(0, output, 128);
     return 0;
 }

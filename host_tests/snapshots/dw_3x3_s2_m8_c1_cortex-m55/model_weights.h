@@ -15,8 +15,7 @@
 #define MODEL_ALIGNED
 #endif
 
-extern const int8_t model_layer0_filter[80] MODEL_ALIGNED;
-extern const uint8_t model_layer0_rotations[48] MODEL_ALIGNED;
+extern const int8_t model_layer0_filter[128] MODEL_ALIGNED;
 extern const int32_t model_layer0_channels[24] MODEL_ALIGNED;
 
 #endif /* MCUGEN_model_WEIGHTS_H */

@@ -254,41 +254,6 @@ static int32_t rounding_divide_by_power_of_two_64(int64_t x, int32_t exponent)
     return (int32_t)((x >> exponent) + (remainder > threshold ? 1 : 0));
 }
 
-static int32_t exp_on_interval_minus_quarter_to_zero(int32_t a)
-{
-    /* exp(a) for a Q0.31 in [-1/4, 0): Taylor series around -1/8. */
-    const int32_t exp_minus_one_eighth = 1895147668;
-    const int32_t one_third = 715827883;
-    const int32_t x = a + (1 << 28);
-    const int32_t x2 = saturating_rounding_doubling_high_mul(x, x);
-    const int32_t x3 = saturating_rounding_doubling_high_mul(x2, x);
-    const int32_t x4 = saturating_rounding_doubling_high_mul(x2, x2);
-    const int32_t x4_over_4 = rounding_divide_by_power_of_two(x4, 2);
-    const int32_t poly = rounding_divide_by_power_of_two(
-        saturating_rounding_doubling_high_mul(x4_over_4 + x3, one_third) + x2, 1);
-    return exp_minus_one_eighth + saturating_rounding_doubling_high_mul(exp_minus_one_eighth, x + poly);
-}
-
-static int32_t exp_on_negative_values(int32_t a)
-{
-    /* exp(a) for a Q5.26 a <= 0, in Q0.31: the part modulo 1/4 by the series, then one
-     * factor exp(-2^k) for each bit set above it. */
-    static const int32_t exp_of_minus_power_of_two[7] = {
-        1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242,
-    }; /* exp(-1/4), exp(-1/2), exp(-1), exp(-2), exp(-4), exp(-8), exp(-16) */
-    const int32_t one_quarter = 1 << 24;
-    const int32_t a_mod_quarter_minus_quarter = (a & (one_quarter - 1)) - one_quarter;
-    int32_t result = exp_on_interval_minus_quarter_to_zero(
-        saturating_shift_left(a_mod_quarter_minus_quarter, 5));
-    const int32_t remainder = a_mod_quarter_minus_quarter - a;
-    for (int32_t k = 0; k < 7; ++k) {
-        if (remainder & (1 << (24 + k))) {
-            result = saturating_rounding_doubling_high_mul(result, exp_of_minus_power_of_two[k]);
-        }
-    }
-    return a == 0 ? INT32_MAX : result;
-}
-
 static int32_t one_over_one_plus_x(int32_t a)
 {
     /* 1 / (1 + a) for a Q0.31 a in [0, 1), three Newton-Raphson steps in Q2.29. */
@@ -313,109 +278,174 @@ static int32_t count_leading_zeros(uint32_t x)
     return n;
 }
 
-/* Layer 0: DEPTHWISE_CONV_2D 1x96x96x1 -> 1x48x48x8, dw_conv_s8_mve: 3x3 stride 2x2, multiplier 8, padding top 0 left 0.
- * The last 3 input rows, transposed, in a ring in the arena scratch: per input channel a
- * plane of 97 columns of 3 bytes (a row's slot: (row + 0) % 3), so that a pixel's window
- * is 1 run(s) of at most 16 bytes, each one VMLADAVA.S8 with a vector of the channel's weights
- * (gathered per output row by the lanes of the ring's rotation, person_detect_layer0_rotations). Padding holds
- * the input zero point -1 (the input offset is folded into the bias). Per output row, channel by
- * channel, four pixels at a time; a whole output row is written after the input rows it
- * reads are in the ring (the memory planner may put the output over the input). */
-MCUGEN_ALWAYS_INLINE const int8_t *layer0_dw_conv_s8_mve_dot4(const int8_t *window, int8x16_t w0, int8x16_t w1, int32x4_t *sums)
+/* Layer 0: DEPTHWISE_CONV_2D 1x96x96x1 -> 1x48x48x8, conv_s8_pixels_mve: 3x3 stride 2x2, padding top 0 left 0, 1 -> 8 channels.
+ * A window of 9 bytes is one vector: inside the image one gather load (the taps' byte offsets
+ * from the window's first byte), at the border the taps that are there over the zero point
+ * -1 (the input offset is folded into the bias). Blocks of four output pixels in raster
+ * order: their windows stay in registers while the kernel walks the output channels, one
+ * VMLADAV.S8 per pixel and channel, the output stage over the four pixels. */
+MCUGEN_ALWAYS_INLINE const int8_t *layer0_conv_s8_pixels_mve_dot(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, const int8_t *w, int32x4_t *sums)
 {
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1;
-    int32x4_t s;
-    __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window]], #24\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[w1]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-12]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[w0]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[w1]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
-        : [w0] "w"(w0), [w1] "w"(w1)
-        : "memory");
-    *sums = s;
-    return window;
+    int8x16_t u0;
+    int32x4_t s0;
+    __asm__(
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladav.s8 %[a0], %q[x0], %q[u0]\n\t"
+        "vmladav.s8 %[a1], %q[x1], %q[u0]\n\t"
+        "vmladav.s8 %[a2], %q[x2], %q[u0]\n\t"
+        "vmladav.s8 %[a3], %q[x3], %q[u0]\n\t"
+        "vmov %q[s0][2], %q[s0][0], %[a0], %[a2]\n\t"
+        "vmov %q[s0][3], %q[s0][1], %[a1], %[a3]\n\t"
+: [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [u0] "=&w"(u0), [s0] "=&w"(s0), [w] "+r"(w)
+        : [x0] "w"(x0), [x1] "w"(x1), [x2] "w"(x2), [x3] "w"(x3), "m"(*(const int8_t (*)[16])w));
+    sums[0] = s0;
+    return w;
 }
-
-/* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
-static void layer0_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
+/* Every output channel of a block of 4 pixels whose inputs are x0..x3, written at out;
+ * with `partial`, only the first `pixels` of them. The sums' lanes (and pixel_offsets') are in
+ * mve_vmov_lanes' order: so is the index that selects a partial block's lanes. */
+MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_channels(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, int8_t *out, int32_t partial, int32_t pixels, uint32x4_t pixel_offsets)
 {
-slot += 0;
-    for (int32_t px = 0; px < 96; ++px, row += 1, slot += 3) {
-        vstrbq_scatter_offset_p_s16(slot + 0, plane_offsets, vldrbq_z_s16(row + 0, vctp16q(1)), vctp16q(1));
-    }
-}
-
-/* A row outside the image into a ring slot: the zero point in every column of the image. */
-static void layer0_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets)
-{
-    const int16x8_t zero_points = vdupq_n_s16(-1);
-slot += 0;
-    for (int32_t px = 0; px < 96; ++px, slot += 3) {
-        vstrbq_scatter_offset_p_s16(slot + 0, plane_offsets, zero_points, vctp16q(1));
-    }
-}
-
-MCUGEN_LAYER void layer0_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
-{
-    int8_t *const planes = scratch;
-    /* The input row each slot holds: kept in the scratch with the ring between calls, so that
-     * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
-    int32_t *const slot_row = (int32_t *)(void *)(scratch + 292);
-    if (row_begin == 0) {
-        /* The planes first: GCC 12 takes the fill's last, predicated store for a whole vector,
-         * and would drop a store to slot_row before it as overwritten (measured). */
-        mve_fill_bytes(planes, vdupq_n_s8(-1), 291); /* padding columns */
-        for (int32_t s = 0; s < 3; ++s) {
-            slot_row[s] = INT32_MIN;
-        }
-    }
-    const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 291);
-    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 8, 16, 24);
-    for (int32_t oy = row_begin; oy < row_end; ++oy) {
-        const int32_t y0 = oy * 2 - 0;
-        for (int32_t ky = 0; ky < 3; ++ky) {
-            const int32_t in_y = y0 + ky * 1;
-            const int32_t slot = (in_y + 0) % 3;
-            if (slot_row[slot] != in_y) {
-                if (in_y >= 0 && in_y < 96) {
-                    layer0_dw_conv_s8_mve_take(planes + slot, input + in_y * 96, plane_offsets);
-                } else {
-                    layer0_dw_conv_s8_mve_pad_row(planes + slot, plane_offsets);
-                }
-                slot_row[slot] = in_y;
-            }
-        }
-        const uint8_t *lanes = person_detect_layer0_rotations + (oy * 2) % 3 * 32;
-        const uint8x16_t lanes0 = vldrbq_u8(lanes + 0);
-        const uint8x16_t lanes1 = vldrbq_u8(lanes + 16);
-        int8_t *const out_row = output + oy * 384;
-        const int8_t *w = person_detect_layer0_filter;
-        const int32_t *t = person_detect_layer0_channels;
-        for (int32_t c = 0; c < 8; ++c, w += 10, t += 3) {
-            const int8x16_t w0 = vldrbq_gather_offset_s8(w, lanes0);
-            const int8x16_t w1 = vldrbq_gather_offset_s8(w, lanes1);
-            const int32_t bias = t[0], multiplier = t[1], right = t[2];
-            const int8_t *window = planes + c / 8 * 291;
-            int8_t *out = out_row + c;
-            for (int32_t ox = 0; ox < 45; ox += 4, out += 32) {
-                int32x4_t v;
-                const int8_t *const next = layer0_dw_conv_s8_mve_dot4(window, w0, w1, &v);
-                v = vaddq_n_s32(v, bias);
+    const int8_t *w = person_detect_layer0_filter;
+    const int32_t *t = person_detect_layer0_channels;
+    const int32x4_t lane_index = vreinterpretq_s32_u32(mve_vmov_lanes(0, 1, 2, 3));
+    int32x4_t sums[1];
+    for (int32_t c = 0; c < 8; ++c, ++out, t += 3) {
+        /* Read before the stores, which may alias anything (int8_t). */
+        const int32_t bias = t[0], multiplier = t[1], right = t[2];
+        w = layer0_conv_s8_pixels_mve_dot(x0, x1, x2, x3, w, sums);
+        if (!partial) {
+            {
+                int32x4_t v = vaddq_n_s32(sums[0], bias);
                 v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-                window = next;
+                v = mve_offset_saturate(v, -128);
+                vstrbq_scatter_offset_s32(out + 0, pixel_offsets, v);
+            }
+        } else {
+            {
+                int32x4_t v = vaddq_n_s32(sums[0], bias);
+                v = mve_requantize_right_n(v, multiplier, right);
+                v = mve_offset_saturate(v, -128);
+                vstrbq_scatter_offset_p_s32(out + 0, pixel_offsets, v, vcmpltq_n_s32(lane_index, pixels - 0));
             }
         }
+    }
+}
+/* The window of output pixel (oy, ox) in lanes [0, 9) (the other lanes meet zero weights). */
+MCUGEN_ALWAYS_INLINE int8x16_t layer0_conv_s8_pixels_mve_window(const int8_t *input, int32_t oy, int32_t ox, uint8x16_t taps)
+{
+    const int32_t y0 = oy * 2 - 0;
+    const int32_t x0 = ox * 2 - 0;
+    if (oy >= 0 && oy < 47 && ox >= 0 && ox < 47) {
+        return vldrbq_gather_offset_s8(input + (y0 * 96 + x0) * 1, taps);
+    }
+    /* At the border: the taps inside the image over the zero point. */
+    int8_t column[16];
+    vstrbq_s8(column, vdupq_n_s8(-1));
+    const int32_t in_x0 = x0 + 0;
+    const int32_t column0 = in_x0 >= 0 && in_x0 < 96;
+    const int32_t in_x1 = x0 + 1;
+    const int32_t column1 = in_x1 >= 0 && in_x1 < 96;
+    const int32_t in_x2 = x0 + 2;
+    const int32_t column2 = in_x2 >= 0 && in_x2 < 96;
+    {
+        const int32_t in_y = y0 + 0;
+        if (in_y >= 0 && in_y < 96) {
+            const int8_t *row = input + in_y * 96;
+            if (column0) {
+                column[0] = row[in_x0 * 1];
+            }
+            if (column1) {
+                column[1] = row[in_x1 * 1];
+            }
+            if (column2) {
+                column[2] = row[in_x2 * 1];
+            }
+        }
+    }
+    {
+        const int32_t in_y = y0 + 1;
+        if (in_y >= 0 && in_y < 96) {
+            const int8_t *row = input + in_y * 96;
+            if (column0) {
+                column[3] = row[in_x0 * 1];
+            }
+            if (column1) {
+                column[4] = row[in_x1 * 1];
+            }
+            if (column2) {
+                column[5] = row[in_x2 * 1];
+            }
+        }
+    }
+    {
+        const int32_t in_y = y0 + 2;
+        if (in_y >= 0 && in_y < 96) {
+            const int8_t *row = input + in_y * 96;
+            if (column0) {
+                column[6] = row[in_x0 * 1];
+            }
+            if (column1) {
+                column[7] = row[in_x1 * 1];
+            }
+            if (column2) {
+                column[8] = row[in_x2 * 1];
+            }
+        }
+    }
+
+    return vldrbq_s8(column);
+}
+
+MCUGEN_LAYER void layer0_conv_s8_pixels_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
+{
+    static const uint8_t tap_offsets[16] = { 0, 1, 2, 96, 97, 98, 192, 193, 194, 0, 0, 0, 0, 0, 0, 0 };
+    const uint8x16_t taps = vldrbq_u8(tap_offsets);
+    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 8, 16, 24);
+    output += row_begin * 384;
+    int32_t oy = row_begin, ox = 0;
+    int32_t left = (row_end - row_begin) * 48; /* pixels still to compute */
+    for (; left >= 4; left -= 4, output += 32) {
+        const int8x16_t v0 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+        if (++ox == 48) {
+            ox = 0;
+            ++oy;
+        }
+        const int8x16_t v1 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+        if (++ox == 48) {
+            ox = 0;
+            ++oy;
+        }
+        const int8x16_t v2 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+        if (++ox == 48) {
+            ox = 0;
+            ++oy;
+        }
+        const int8x16_t v3 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+        if (++ox == 48) {
+            ox = 0;
+            ++oy;
+        }
+        layer0_conv_s8_pixels_mve_channels(v0, v1, v2, v3, output, 0, 4, pixel_offsets);
+    }
+    if (left > 0) {
+        /* The last pixels: the lanes of the others are not stored. */
+        int8x16_t v[4];
+        for (int32_t i = 0; i < 4; ++i) {
+            v[i] = vdupq_n_s8(0);
+            if (i < left) {
+                v[i] = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+                if (++ox == 48) {
+                    ox = 0;
+                    ++oy;
+                }
+            }
+        }
+        layer0_conv_s8_pixels_mve_channels(v[0], v[1], v[2], v[3], output, 1, left, pixel_offsets);
     }
 }
 
@@ -3205,8 +3235,10 @@ MCUGEN_LAYER void layer28_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
 
 /* Layer 29: SOFTMAX 1x1x1x2 -> 1x2, softmax_s8: softmax over 1 rows of 2.
  * TFLite's int8 softmax, all in fixed point: exp of the scaled distance to the row maximum
- * (gemmlowp's exp_on_negative_values, Q5.26 in, Q0.31 out), the sum of exps in Q12.19, its
- * reciprocal, and a rounding shift to 8 bits; output scale 1/256, zero point -128. */
+ * (gemmlowp's exp_on_negative_values, Q5.26 in, Q0.31 out) read from person_detect_layer29_exps, tabulated at
+ * generation time for the 256 distances that count,
+ * the sum of exps in Q12.19, its reciprocal, and a rounding shift to 8 bits; output scale
+ * 1/256, zero point -128. */
 MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
 {
     for (int32_t row = 0; row < 1; ++row) {
@@ -3218,27 +3250,17 @@ MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
         }
         int32_t sum_of_exps = 0; /* Q12.19 */
         for (int32_t i = 0; i < 2; ++i) {
-            const int32_t diff = x[i] - max;
-            if (diff >= -1984) {
-                const int32_t scaled = saturating_rounding_doubling_high_mul(
-                    (int32_t)((uint32_t)diff << 20), 1720564096);
-                sum_of_exps += rounding_divide_by_power_of_two(exp_on_negative_values(scaled), 12);
-            }
+            const int32_t distance = max - x[i];
+            sum_of_exps += rounding_divide_by_power_of_two(person_detect_layer29_exps[distance], 12);
         }
         const int32_t headroom = count_leading_zeros((uint32_t)sum_of_exps);
         const int32_t bits_over_unit = 12 - headroom;
         const int32_t sum_minus_one = (int32_t)(((uint32_t)sum_of_exps << headroom) - 0x80000000u);
         const int32_t reciprocal = one_over_one_plus_x(sum_minus_one);
         for (int32_t i = 0; i < 2; ++i) {
-            const int32_t diff = x[i] - max;
-            int32_t value = -128;
-            if (diff >= -1984) {
-                const int32_t scaled = saturating_rounding_doubling_high_mul(
-                    (int32_t)((uint32_t)diff << 20), 1720564096);
-                const int32_t exp = exp_on_negative_values(scaled);
-                value = rounding_divide_by_power_of_two_64(
-                    saturating_rounding_doubling_high_mul(reciprocal, exp), bits_over_unit + 23) - 128;
-            }
+            const int32_t distance = max - x[i];
+            const int32_t value = rounding_divide_by_power_of_two_64(
+                saturating_rounding_doubling_high_mul(reciprocal, person_detect_layer29_exps[distance]), bits_over_unit + 23) - 128;
             y[i] = clamp_to_int8(value, -128, 127);
         }
     }
@@ -3249,59 +3271,59 @@ int person_detect_invoke(const person_detect_input_t *input, person_detect_outpu
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_dw_conv_s8_mve(input, arena + 19648, arena + 0, 0, 48);
-    MCUGEN_LAYER_DONE(0, arena + 19648, 18432);
-    layer1_dw_conv_s8_mve(arena + 19648, arena + 18880, arena + 0, 0, 48);
-    MCUGEN_LAYER_DONE(1, arena + 18880, 18432);
-    layer2_pw_conv_s8_pixels_mve(arena + 18880, arena + 384, 0, 48);
+    layer0_conv_s8_pixels_mve(input, arena + 0, 0, 48);
+    MCUGEN_LAYER_DONE(0, arena + 0, 18432);
+    layer1_dw_conv_s8_mve(arena + 0, arena + 19648, arena + 18432, 0, 48);
+    MCUGEN_LAYER_DONE(1, arena + 19648, 18432);
+    layer2_pw_conv_s8_pixels_mve(arena + 19648, arena + 384, 0, 48);
     MCUGEN_LAYER_DONE(2, arena + 384, 36864);
     layer3_dw_conv_s8_mve(arena + 384, arena + 0, arena + 37248, 0, 24);
     MCUGEN_LAYER_DONE(3, arena + 0, 9216);
     layer4_pw_conv_s8_pixels_mve(arena + 0, arena + 9216, 0, 24);
     MCUGEN_LAYER_DONE(4, arena + 9216, 18432);
-    layer5_dw_conv_s8_mve(arena + 9216, arena + 2512, arena + 0, 0, 24);
-    MCUGEN_LAYER_DONE(5, arena + 2512, 18432);
-    layer6_pw_conv_s8_mve(arena + 2512, arena + 20944, 0, 24);
-    MCUGEN_LAYER_DONE(6, arena + 20944, 18432);
-    layer7_dw_conv_s8_mve(arena + 20944, arena + 0, arena + 4608, 0, 12);
-    MCUGEN_LAYER_DONE(7, arena + 0, 4608);
-    layer8_pw_conv_s8_mve(arena + 0, arena + 4608, 0, 12);
-    MCUGEN_LAYER_DONE(8, arena + 4608, 9216);
-    layer9_dw_conv_s8_mve(arena + 4608, arena + 2704, arena + 0, 0, 12);
-    MCUGEN_LAYER_DONE(9, arena + 2704, 9216);
-    layer10_pw_conv_s8_mve(arena + 2704, arena + 384, 0, 12);
-    MCUGEN_LAYER_DONE(10, arena + 384, 9216);
-    layer11_dw_conv_s8_mve(arena + 384, arena + 0, arena + 9600, 0, 6);
-    MCUGEN_LAYER_DONE(11, arena + 0, 2304);
-    layer12_pw_conv_s8_mve(arena + 0, arena + 2304, 0, 6);
-    MCUGEN_LAYER_DONE(12, arena + 2304, 4608);
-    layer13_dw_conv_s8_mve(arena + 2304, arena + 256, arena + 6912, 0, 6, person_detect_layer13_filter, person_detect_layer13_rotations, person_detect_layer13_channels);
-    MCUGEN_LAYER_DONE(13, arena + 256, 4608);
-    layer14_pw_conv_s8_mve(arena + 256, arena + 0, 0, 6, person_detect_layer14_filter, person_detect_layer14_channels);
+    layer5_dw_conv_s8_mve(arena + 9216, arena + 5120, arena + 0, 0, 24);
+    MCUGEN_LAYER_DONE(5, arena + 5120, 18432);
+    layer6_pw_conv_s8_mve(arena + 5120, arena + 5056, 0, 24);
+    MCUGEN_LAYER_DONE(6, arena + 5056, 18432);
+    layer7_dw_conv_s8_mve(arena + 5056, arena + 4672, arena + 0, 0, 12);
+    MCUGEN_LAYER_DONE(7, arena + 4672, 4608);
+    layer8_pw_conv_s8_mve(arena + 4672, arena + 0, 0, 12);
+    MCUGEN_LAYER_DONE(8, arena + 0, 9216);
+    layer9_dw_conv_s8_mve(arena + 0, arena + 11920, arena + 9216, 0, 12);
+    MCUGEN_LAYER_DONE(9, arena + 11920, 9216);
+    layer10_pw_conv_s8_mve(arena + 11920, arena + 2512, 0, 12);
+    MCUGEN_LAYER_DONE(10, arena + 2512, 9216);
+    layer11_dw_conv_s8_mve(arena + 2512, arena + 11728, arena + 0, 0, 6);
+    MCUGEN_LAYER_DONE(11, arena + 11728, 2304);
+    layer12_pw_conv_s8_mve(arena + 11728, arena + 0, 0, 6);
+    MCUGEN_LAYER_DONE(12, arena + 0, 4608);
+    layer13_dw_conv_s8_mve(arena + 0, arena + 4608, arena + 9216, 0, 6, person_detect_layer13_filter, person_detect_layer13_rotations, person_detect_layer13_channels);
+    MCUGEN_LAYER_DONE(13, arena + 4608, 4608);
+    layer14_pw_conv_s8_mve(arena + 4608, arena + 0, 0, 6, person_detect_layer14_filter, person_detect_layer14_channels);
     MCUGEN_LAYER_DONE(14, arena + 0, 4608);
-    layer13_dw_conv_s8_mve(arena + 0, arena + 7696, arena + 4608, 0, 6, person_detect_layer15_filter, person_detect_layer15_rotations, person_detect_layer15_channels);
-    MCUGEN_LAYER_DONE(15, arena + 7696, 4608);
-    layer14_pw_conv_s8_mve(arena + 7696, arena + 0, 0, 6, person_detect_layer16_filter, person_detect_layer16_channels);
-    MCUGEN_LAYER_DONE(16, arena + 0, 4608);
-    layer13_dw_conv_s8_mve(arena + 0, arena + 4608, arena + 9216, 0, 6, person_detect_layer17_filter, person_detect_layer17_rotations, person_detect_layer17_channels);
-    MCUGEN_LAYER_DONE(17, arena + 4608, 4608);
-    layer14_pw_conv_s8_mve(arena + 4608, arena + 1536, 0, 6, person_detect_layer18_filter, person_detect_layer18_channels);
-    MCUGEN_LAYER_DONE(18, arena + 1536, 4608);
-    layer13_dw_conv_s8_mve(arena + 1536, arena + 0, arena + 6144, 0, 6, person_detect_layer19_filter, person_detect_layer19_rotations, person_detect_layer19_channels);
+    layer13_dw_conv_s8_mve(arena + 0, arena + 4608, arena + 9216, 0, 6, person_detect_layer15_filter, person_detect_layer15_rotations, person_detect_layer15_channels);
+    MCUGEN_LAYER_DONE(15, arena + 4608, 4608);
+    layer14_pw_conv_s8_mve(arena + 4608, arena + 9216, 0, 6, person_detect_layer16_filter, person_detect_layer16_channels);
+    MCUGEN_LAYER_DONE(16, arena + 9216, 4608);
+    layer13_dw_conv_s8_mve(arena + 9216, arena + 3088, arena + 0, 0, 6, person_detect_layer17_filter, person_detect_layer17_rotations, person_detect_layer17_channels);
+    MCUGEN_LAYER_DONE(17, arena + 3088, 4608);
+    layer14_pw_conv_s8_mve(arena + 3088, arena + 7696, 0, 6, person_detect_layer18_filter, person_detect_layer18_channels);
+    MCUGEN_LAYER_DONE(18, arena + 7696, 4608);
+    layer13_dw_conv_s8_mve(arena + 7696, arena + 0, arena + 4608, 0, 6, person_detect_layer19_filter, person_detect_layer19_rotations, person_detect_layer19_channels);
     MCUGEN_LAYER_DONE(19, arena + 0, 4608);
-    layer14_pw_conv_s8_mve(arena + 0, arena + 4608, 0, 6, person_detect_layer20_filter, person_detect_layer20_channels);
-    MCUGEN_LAYER_DONE(20, arena + 4608, 4608);
-    layer13_dw_conv_s8_mve(arena + 4608, arena + 9216, arena + 0, 0, 6, person_detect_layer21_filter, person_detect_layer21_rotations, person_detect_layer21_channels);
-    MCUGEN_LAYER_DONE(21, arena + 9216, 4608);
-    layer14_pw_conv_s8_mve(arena + 9216, arena + 3856, 0, 6, person_detect_layer22_filter, person_detect_layer22_channels);
-    MCUGEN_LAYER_DONE(22, arena + 3856, 4608);
-    layer23_dw_conv_s8_mve(arena + 3856, arena + 0, arena + 1152, 0, 3);
-    MCUGEN_LAYER_DONE(23, arena + 0, 1152);
-    layer24_pw_conv_s8_mve(arena + 0, arena + 1152, 0, 3);
-    MCUGEN_LAYER_DONE(24, arena + 1152, 2304);
-    layer25_dw_conv_s8_mve(arena + 1152, arena + 3456, arena + 5760, 0, 3);
-    MCUGEN_LAYER_DONE(25, arena + 3456, 2304);
-    layer26_pw_conv_s8_mve(arena + 3456, arena + 0, 0, 3);
+    layer14_pw_conv_s8_mve(arena + 0, arena + 4624, 0, 6, person_detect_layer20_filter, person_detect_layer20_channels);
+    MCUGEN_LAYER_DONE(20, arena + 4624, 4608);
+    layer13_dw_conv_s8_mve(arena + 4624, arena + 3088, arena + 0, 0, 6, person_detect_layer21_filter, person_detect_layer21_rotations, person_detect_layer21_channels);
+    MCUGEN_LAYER_DONE(21, arena + 3088, 4608);
+    layer14_pw_conv_s8_mve(arena + 3088, arena + 0, 0, 6, person_detect_layer22_filter, person_detect_layer22_channels);
+    MCUGEN_LAYER_DONE(22, arena + 0, 4608);
+    layer23_dw_conv_s8_mve(arena + 0, arena + 4608, arena + 5760, 0, 3);
+    MCUGEN_LAYER_DONE(23, arena + 4608, 1152);
+    layer24_pw_conv_s8_mve(arena + 4608, arena + 6672, 0, 3);
+    MCUGEN_LAYER_DONE(24, arena + 6672, 2304);
+    layer25_dw_conv_s8_mve(arena + 6672, arena + 512, arena + 2816, 0, 3);
+    MCUGEN_LAYER_DONE(25, arena + 512, 2304);
+    layer26_pw_conv_s8_mve(arena + 512, arena + 0, 0, 3);
     MCUGEN_LAYER_DONE(26, arena + 0, 2304);
     layer27_avgpool_s8_mve(arena + 0, arena + 2304);
     MCUGEN_LAYER_DONE(27, arena + 2304, 256);

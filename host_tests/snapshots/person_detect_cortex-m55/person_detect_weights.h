@@ -15,8 +15,7 @@
 #define PERSON_DETECT_ALIGNED
 #endif
 
-extern const int8_t person_detect_layer0_filter[80] PERSON_DETECT_ALIGNED;
-extern const uint8_t person_detect_layer0_rotations[96] PERSON_DETECT_ALIGNED;
+extern const int8_t person_detect_layer0_filter[128] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer0_channels[24] PERSON_DETECT_ALIGNED;
 extern const int8_t person_detect_layer1_filter[80] PERSON_DETECT_ALIGNED;
 extern const uint8_t person_detect_layer1_rotations[96] PERSON_DETECT_ALIGNED;
@@ -85,5 +84,6 @@ extern const int8_t person_detect_layer26_filter[65536] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer26_channels[768] PERSON_DETECT_ALIGNED;
 extern const int8_t person_detect_layer28_filter[1024] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer28_channels[12] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer29_exps[256] PERSON_DETECT_ALIGNED;
 
 #endif /* MCUGEN_person_detect_WEIGHTS_H */

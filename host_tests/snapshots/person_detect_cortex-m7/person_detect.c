@@ -614,41 +614,6 @@ static int32_t rounding_divide_by_power_of_two_64(int64_t x, int32_t exponent)
     return (int32_t)((x >> exponent) + (remainder > threshold ? 1 : 0));
 }
 
-static int32_t exp_on_interval_minus_quarter_to_zero(int32_t a)
-{
-    /* exp(a) for a Q0.31 in [-1/4, 0): Taylor series around -1/8. */
-    const int32_t exp_minus_one_eighth = 1895147668;
-    const int32_t one_third = 715827883;
-    const int32_t x = a + (1 << 28);
-    const int32_t x2 = saturating_rounding_doubling_high_mul(x, x);
-    const int32_t x3 = saturating_rounding_doubling_high_mul(x2, x);
-    const int32_t x4 = saturating_rounding_doubling_high_mul(x2, x2);
-    const int32_t x4_over_4 = rounding_divide_by_power_of_two(x4, 2);
-    const int32_t poly = rounding_divide_by_power_of_two(
-        saturating_rounding_doubling_high_mul(x4_over_4 + x3, one_third) + x2, 1);
-    return exp_minus_one_eighth + saturating_rounding_doubling_high_mul(exp_minus_one_eighth, x + poly);
-}
-
-static int32_t exp_on_negative_values(int32_t a)
-{
-    /* exp(a) for a Q5.26 a <= 0, in Q0.31: the part modulo 1/4 by the series, then one
-     * factor exp(-2^k) for each bit set above it. */
-    static const int32_t exp_of_minus_power_of_two[7] = {
-        1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242,
-    }; /* exp(-1/4), exp(-1/2), exp(-1), exp(-2), exp(-4), exp(-8), exp(-16) */
-    const int32_t one_quarter = 1 << 24;
-    const int32_t a_mod_quarter_minus_quarter = (a & (one_quarter - 1)) - one_quarter;
-    int32_t result = exp_on_interval_minus_quarter_to_zero(
-        saturating_shift_left(a_mod_quarter_minus_quarter, 5));
-    const int32_t remainder = a_mod_quarter_minus_quarter - a;
-    for (int32_t k = 0; k < 7; ++k) {
-        if (remainder & (1 << (24 + k))) {
-            result = saturating_rounding_doubling_high_mul(result, exp_of_minus_power_of_two[k]);
-        }
-    }
-    return a == 0 ? INT32_MAX : result;
-}
-
 static int32_t one_over_one_plus_x(int32_t a)
 {
     /* 1 / (1 + a) for a Q0.31 a in [0, 1), three Newton-Raphson steps in Q2.29. */
@@ -2109,8 +2074,10 @@ int32_t p = row_begin * 1;
 
 /* Layer 29: SOFTMAX 1x1x1x2 -> 1x2, softmax_s8: softmax over 1 rows of 2.
  * TFLite's int8 softmax, all in fixed point: exp of the scaled distance to the row maximum
- * (gemmlowp's exp_on_negative_values, Q5.26 in, Q0.31 out), the sum of exps in Q12.19, its
- * reciprocal, and a rounding shift to 8 bits; output scale 1/256, zero point -128. */
+ * (gemmlowp's exp_on_negative_values, Q5.26 in, Q0.31 out) read from person_detect_layer29_exps, tabulated at
+ * generation time for the 256 distances that count,
+ * the sum of exps in Q12.19, its reciprocal, and a rounding shift to 8 bits; output scale
+ * 1/256, zero point -128. */
 MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
 {
     for (int32_t row = 0; row < 1; ++row) {
@@ -2122,27 +2089,17 @@ MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
         }
         int32_t sum_of_exps = 0; /* Q12.19 */
         for (int32_t i = 0; i < 2; ++i) {
-            const int32_t diff = x[i] - max;
-            if (diff >= -1984) {
-                const int32_t scaled = saturating_rounding_doubling_high_mul(
-                    (int32_t)((uint32_t)diff << 20), 1720564096);
-                sum_of_exps += rounding_divide_by_power_of_two(exp_on_negative_values(scaled), 12);
-            }
+            const int32_t distance = max - x[i];
+            sum_of_exps += rounding_divide_by_power_of_two(person_detect_layer29_exps[distance], 12);
         }
         const int32_t headroom = count_leading_zeros((uint32_t)sum_of_exps);
         const int32_t bits_over_unit = 12 - headroom;
         const int32_t sum_minus_one = (int32_t)(((uint32_t)sum_of_exps << headroom) - 0x80000000u);
         const int32_t reciprocal = one_over_one_plus_x(sum_minus_one);
         for (int32_t i = 0; i < 2; ++i) {
-            const int32_t diff = x[i] - max;
-            int32_t value = -128;
-            if (diff >= -1984) {
-                const int32_t scaled = saturating_rounding_doubling_high_mul(
-                    (int32_t)((uint32_t)diff << 20), 1720564096);
-                const int32_t exp = exp_on_negative_values(scaled);
-                value = rounding_divide_by_power_of_two_64(
-                    saturating_rounding_doubling_high_mul(reciprocal, exp), bits_over_unit + 23) - 128;
-            }
+            const int32_t distance = max - x[i];
+            const int32_t value = rounding_divide_by_power_of_two_64(
+                saturating_rounding_doubling_high_mul(reciprocal, person_detect_layer29_exps[distance]), bits_over_unit + 23) - 128;
             y[i] = clamp_to_int8(value, -128, 127);
         }
     }

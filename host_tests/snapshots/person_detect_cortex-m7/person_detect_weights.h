@@ -57,5 +57,6 @@ extern const int8_t person_detect_layer26_filter[65536] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer26_channels[1024] PERSON_DETECT_ALIGNED;
 extern const int8_t person_detect_layer28_filter[512] PERSON_DETECT_ALIGNED;
 extern const int32_t person_detect_layer28_channels[8] PERSON_DETECT_ALIGNED;
+extern const int32_t person_detect_layer29_exps[256] PERSON_DETECT_ALIGNED;
 
 #endif /* MCUGEN_person_detect_WEIGHTS_H */
