@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import windows
 from .ir import Graph, Op, Pad, op_inputs, op_outputs
 from .kernels import Layer
 from .kernels.variant import Order
@@ -299,13 +300,13 @@ def streaming_order(op: Op, graph: Graph, block_pixels: int = 1
     _, in_h, in_w, in_c = graph.tensor(op.input).shape
     _, out_h, out_w, out_c = graph.tensor(op.output).shape
     oy, ox = np.divmod(np.arange(out_h * out_w, dtype=np.int64), out_w)
-    if isinstance(op, Pad):  # a padding pixel reads nothing: its next read is the next real one
-        first_row = np.clip(oy - op.padding.top, 0, in_h - 1)
-        first_col = np.where(oy < op.padding.top, 0,
-                             np.clip(ox - op.padding.left, 0, in_w - 1))
-    else:  # a convolution, which may read before its first row/column when padded
-        first_row = np.clip(oy * op.stride[0] - op.padding.top, 0, in_h - 1)
-        first_col = np.clip(ox * op.stride[1] - op.padding.left, 0, in_w - 1)
+    # A window (geometry.windows: a convolution's, or PAD's one shifted tap) may start before
+    # its input's first row or column when padded.
+    rows, columns = windows(op, graph)
+    first_row = np.clip(oy * rows.stride - rows.before, 0, in_h - 1)
+    first_col = np.clip(ox * columns.stride - columns.before, 0, in_w - 1)
+    if isinstance(op, Pad):  # a padding row reads nothing: its next read is the next real one
+        first_col = np.where(oy < rows.before, 0, first_col)
     first_read = (first_row * in_w + first_col) * in_c
     # Kernels read pixel p's input while they write pixel p, so the reads still to come when
     # pixel p is written begin at the lowest first read of pixel p and every later pixel.
