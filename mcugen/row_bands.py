@@ -31,13 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import McugenError
-from .geometry import input_rows, reads_whole_input, rows
+from .geometry import columns, input_region, input_rows, reads_whole_input, rows
 from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Reshape,
                  TableLookup, Transpose, op_inputs)
 from .kernels import Layer
 from .planner import Buffer, live_peak
 from .schedule import (Repeat, Schedule, SearchPoint, Shift, Step, arena_buffers, find_repeats,
-                       row_bytes, step_numbers)
+                       row_bytes, step_numbers, whole_step)
 
 # Ops whose kernels can run on a range of output rows (geometry.py: the input rows each
 # reads). Global ops (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL)
@@ -127,19 +127,15 @@ def row_band_schedule(graph: Graph, layers: tuple[Layer, ...],
     for begin, end in segments:
         if not position <= begin < end - 1 < limit:
             raise ValueError(f"layers [{begin}, {end}) cannot run in row bands here")
-        steps += [_whole_step(layer) for layer in layers[position:begin]]
+        steps += [whole_step(layer) for layer in layers[position:begin]]
         segment_steps, segment_bands = _segment_steps(graph, layers, begin, end, band_rows)
         steps += segment_steps
         bands.update(segment_bands)
         position = end
-    steps += [_whole_step(layer) for layer in layers[position:]]
+    steps += [whole_step(layer) for layer in layers[position:]]
     schedule = Schedule(tuple(steps), bands, tuple(segments), band_rows)
     verify(schedule, graph, layers)
     return schedule
-
-
-def _whole_step(layer: Layer) -> Step:
-    return Step(layer.index, (0, layer.output_rows) if layer.variant.row_ranges else None)
 
 
 def _segment_steps(graph: Graph, layers: tuple[Layer, ...], begin: int, end: int,
@@ -196,7 +192,9 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
             held[name] = keep[position]
         origins = tuple(held.get(n, 0) for n in activation_inputs(op, graph)) + \
             (held.get(name, 0),)
-        steps.append(Step(index, (begin, end), origins, shifts))
+        # Full-width: every buffer holds whole rows, from column 0.
+        steps.append(Step(index, (begin, end), origins, shifts,
+                          (0, layers[index].output_columns), (0,) * len(origins)))
     return steps, capacity
 
 
@@ -227,10 +225,11 @@ def program_steps(schedule: Schedule) -> list[Step]:
 
 
 def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
-    """Replay the schedule row by row as the C runs it (loops included) and check what the
-    generated C relies on: each loop iteration is the unrolled step it replaces; every row a
-    banded step reads has been written and is still in its buffer, at the origin the step
-    is given; every row written fits its buffer; a shift keeps what it claims. Raises
+    """Replay the schedule region by region as the C runs it (loops included) and check what
+    the generated C relies on: each loop iteration is the unrolled step it replaces; every
+    row a banded step reads has been written and is still in its buffer, at the origin the
+    step is given; every row written fits its buffer; a shift keeps what it claims; the
+    columns a step reads and writes are in its operands' views (`_verify_columns`). Raises
     AssertionError (a bug in mcugen, never the user's) otherwise."""
     # The steps below are the program's: replaying them replays every loop iteration.
     assert tuple(program_steps(schedule)) == schedule.steps, "a loop is not its steps"
@@ -238,11 +237,14 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
     held = {name: 0 for name in schedule.bands}
     done: dict[str, int] = {name: rows(graph.tensor(name).shape) for name in graph.inputs}
     for step in schedule.steps:
-        op = layers[step.layer].op
+        layer = layers[step.layer]
+        op = layer.op
         if step.origins is None or step.rows is None:
             assert op.output not in schedule.bands
+            assert step.columns in (None, (0, layer.output_columns)), step  # whole rows
             done[op.output] = rows(graph.tensor(op.output).shape)
             continue
+        _verify_columns(step, layer, graph)
         for shift in step.shifts:
             name = shift.tensor
             assert name == op.output and shift.held == held[name], shift
@@ -268,6 +270,27 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
         else:
             assert done.get(name, 0) == begin, step
             done[name] = end
+
+
+def _verify_columns(step: Step, layer: Layer, graph: Graph) -> None:
+    """A banded step's columns: each input's columns that its output region reads
+    (geometry.input_region), and the output's it writes, lie in the operand's buffer from
+    its view's column on (a band buffer holds whole rows, as a whole tensor does); and, as
+    the kernels take no column range nor column origin, the region is full-width and every
+    view starts at column 0."""
+    op = layer.op
+    assert step.columns == (0, layer.output_columns), ("kernels compute whole rows", step)
+    views = step.views
+    inputs = activation_inputs(op, graph)
+    assert len(views) == len(inputs) + 1, step
+    for operand, (name, view) in enumerate(zip(inputs, views)):
+        first, last = input_region(op, graph, step.region, operand).columns
+        assert view.column <= first and last <= view.column + columns(
+            graph.tensor(name).shape), ("columns read outside the view", step, name)
+    begin, end = step.columns
+    assert views[-1].column <= begin and end <= views[-1].column + columns(
+        graph.tensor(op.output).shape), ("columns written outside the view", step)
+    assert all(view.column == 0 for view in views), ("kernels read from column 0", step)
 
 
 # ---------------------------------------------------------------------------------------------
