@@ -3,22 +3,30 @@ by columns) and reads and writes each operand through a view (the row and column
 starts at). Today's steps are full-width, their views at column 0: the generated C is what it
 was (test_snapshots). The replay (row_bands.verify) checks the columns as it checks the rows:
 a step whose view does not hold the columns it reads or writes, or that asks a kernel for
-part of a row, is refused, in the steps and in a loop's body alike.
+part of a row, is refused, in the steps and in a loop's body alike. A new schedule is a
+module of steps alone: one made in this file runs bit-exact on the host.
 
 A hand-built graph (ir_graphs.conv_chain), no TensorFlow, no QEMU."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
+import numpy as np
 import pytest
 
 import ir_graphs as g
+from hostc import build_shared
 from mcugen import row_bands
-from mcugen.compile import compile_graph
+from mcugen.codegen import build_model_view, render_sources
+from mcugen.compile import compile_graph, prepare
 from mcugen.geometry import Region, input_region
+from mcugen.kernels import lower_layers
+from mcugen.planner import plan_memory
+from mcugen.reference import run_reference
 from mcugen.row_bands import activation_inputs
-from mcugen.schedule import View
+from mcugen.schedule import Schedule, Step, View, arena_buffers, whole_step
 from mcugen.targets import load_target
 
 
@@ -105,3 +113,48 @@ def test_the_replay_refuses_a_loop_whose_body_has_a_broken_column_view(banded):
         dataclasses.replace(repeat, increments=tuple(increments)), *schedule.repeats[1:]))
     with pytest.raises(AssertionError):
         row_bands.verify(drifting, graph, layers)
+
+
+def halves(graph, layers) -> Schedule:
+    """A schedule mcugen does not have, made here of steps and geometry alone: each layer
+    that can take a row range computes its output in two steps, the top half of its rows and
+    then the bottom half, reading whole tensors (views at row 0 and column 0)."""
+    steps, segments = [], []
+    for layer in layers:
+        if not row_bands.can_band(layer, graph):
+            steps.append(whole_step(layer))
+            continue
+        height, operands = layer.output_rows, len(activation_inputs(layer.op, graph)) + 1
+        region_columns = (0, layer.output_columns)
+        steps += [Step(layer.index, rows, (0,) * operands, (), region_columns, (0,) * operands)
+                  for rows in ((0, height // 2), (height // 2, height))]
+        segments.append((layer.index, layer.index + 1))  # its function takes rows and views
+    return Schedule(tuple(steps), {}, tuple(segments), band_rows=max(
+        layer.output_rows for layer in layers))
+
+
+def test_a_new_schedule_needs_only_steps_and_geometry(tmp_path):
+    """docs/extending.md, "A new schedule": a module that returns a Schedule of Steps
+    (regions and views) is replayed, planned, emitted and runs bit-exact with nothing else
+    changed (here the module is `halves` above; choosing it automatically would be a branch
+    in compile.py, and the early arena bound estimate.py's)."""
+    graph = prepare(g.conv_chain(3, h=12, w=10))
+    layers = lower_layers(graph, load_target("host"), "model")
+    schedule = halves(graph, layers)
+    row_bands.verify(schedule, graph, layers)
+    assert len(schedule.steps) == 2 * len(layers)
+    plan = plan_memory(arena_buffers(graph, layers, schedule))
+    sources = render_sources(build_model_view(graph, layers, schedule, plan, "model",
+                                              "halves"))
+    body = sources["model.c"][sources["model.c"].index("int model_invoke("):]
+    assert len(re.findall(r"^\s+layer\d+_\w+\(", body[:body.index("\n}\n")], re.M)) == \
+        2 * len(layers)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file, text in sources.items():
+        (folder / file).write_text(text)
+    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
+    for x in np.random.default_rng(5).integers(-128, 128, (2, graph.input.size),
+                                               dtype=np.int8):
+        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+        np.testing.assert_array_equal(model(x), expected)
