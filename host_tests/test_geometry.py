@@ -108,6 +108,22 @@ def test_an_op_reads_a_region_of_rows_and_columns():
         Region((2, 4), (1, 3))
 
 
+def test_an_ops_rows_are_its_row_windows_reads():
+    """input_rows (the search's hottest call, its arithmetic inlined) is Window.reads of the
+    op's window on rows, for every output range of every windowed op of two graphs."""
+    for graph in (g.conv_chain(3, h=13, w=10), g.layout_first(11, "reshape")):
+        for op in graph.ops:
+            found = geometry.windows(op, graph)
+            if found is None:
+                continue
+            height = graph.tensor(op.input).shape[1]
+            outputs = graph.tensor(op.output).shape[1]
+            for begin in range(outputs):
+                for end in range(begin + 1, outputs + 1):
+                    assert geometry.input_rows(op, graph, begin, end) == \
+                        found[0].reads(begin, end, height)
+
+
 def shifted(rule):
     """A convolution's rule read one index earlier: the window starts one row and one column
     before where it did (its output size unchanged)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .ir import (AveragePool2D, ConcatColumns, Conv2D, DepthwiseConv2D, Graph, Op, Pad, Padding,
                  Reshape, Transpose)
@@ -46,11 +46,12 @@ class Window:
     before: int = 0
     dilation: int = 1
     after: int = 0
+    # The input indices one output index's window covers, padding included (a field: the
+    # schedule search asks `reads` hundreds of thousands of times).
+    span: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def span(self) -> int:
-        """The input indices one output index's window covers, padding included."""
-        return (self.kernel - 1) * self.dilation + 1
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "span", (self.kernel - 1) * self.dilation + 1)
 
     def output_size(self, size: int) -> int:
         """The output's extent over an input of `size` (TFLite's ComputeOutSize, explicit
@@ -175,10 +176,14 @@ def interior(op: Op, graph: Graph) -> Region:
 
 def input_rows(op: Op, graph: Graph, begin: int, end: int) -> tuple[int, int]:
     """The rows [first, last) of the op's input(s) that its output rows [begin, end) read."""
-    height, window = _row_rule(op, graph)
-    if window is None:  # the whole input
+    height, stride, before, span = _row_rule(op, graph)
+    if stride == 0:  # the whole input
         return 0, height
-    return window.reads(begin, end, height)
+    # Window.reads, inlined: the schedule search's hottest call (test_geometry compares them).
+    first = begin * stride - before
+    last = (end - 1) * stride - before + span
+    first, last = min(max(first, 0), height), min(max(last, 0), height)
+    return first, max(first, last)
 
 
 def input_columns(op: Op, graph: Graph, begin: int, end: int, operand: int = 0
@@ -214,18 +219,18 @@ def _operand(op: Op, operand: int) -> str:
 ROW_FOR_ROW = Window(1)  # output row r reads input row r
 
 
-def _row_rule(op: Op, graph: Graph) -> tuple[int, Window | None]:
-    """The input's height and the op's window on rows (ROW_FOR_ROW for an op without one;
-    None: it reads the whole input). Memoized per graph (the schedule search asks it hundreds
-    of thousands of times)."""
+def _row_rule(op: Op, graph: Graph) -> tuple[int, int, int, int]:
+    """The input's height and the stride, padding before and span of the op's window on rows
+    (ROW_FOR_ROW's for an op without one: elementwise, or side by side); stride 0: it reads
+    the whole input. Memoized per graph (the schedule search asks it hundreds of thousands of
+    times)."""
     key = ("row_rule", op)
     rule = graph.derived.get(key)
     if rule is None:
         height = rows(graph.tensor(op.input).shape)
         found = windows(op, graph)
-        if reads_whole_input(op):
-            rule = (height, None)
-        else:  # elementwise or side by side: the same rows
-            rule = (height, found[0] if found is not None else ROW_FOR_ROW)
+        window = found[0] if found is not None else ROW_FOR_ROW
+        rule = (height, 0, 0, 0) if reads_whole_input(op) else \
+            (height, window.stride, window.before, window.span)
         graph.derived[key] = rule
     return rule

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import McugenError
-from .geometry import columns, input_region, input_rows, reads_whole_input, rows
+from .geometry import columns, input_columns, input_rows, reads_whole_input, rows
 from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Reshape,
                  TableLookup, Transpose, op_inputs)
 from .kernels import Layer
@@ -183,6 +183,7 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
             capacity[name] = max(capacity[name], end - keep[position])
     held = {name: 0 for name in bands}
     steps = []
+    full_width = {layer.index: (0, layer.output_columns) for layer in layers}
     for position, (index, begin, end) in enumerate(order):
         op = layers[index].op
         name = op.output
@@ -193,8 +194,8 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
         origins = tuple(held.get(n, 0) for n in activation_inputs(op, graph)) + \
             (held.get(name, 0),)
         # Full-width: every buffer holds whole rows, from column 0.
-        steps.append(Step(index, (begin, end), origins, shifts,
-                          (0, layers[index].output_columns), (0,) * len(origins)))
+        steps.append(Step(index, (begin, end), origins, shifts, full_width[index],
+                          (0,) * len(origins)))
     return steps, capacity
 
 
@@ -236,6 +237,7 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
     present: dict[str, set[int]] = {name: set() for name in schedule.bands}
     held = {name: 0 for name in schedule.bands}
     done: dict[str, int] = {name: rows(graph.tensor(name).shape) for name in graph.inputs}
+    columns_checked: set[tuple] = set()
     for step in schedule.steps:
         layer = layers[step.layer]
         op = layer.op
@@ -244,7 +246,12 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
             assert step.columns in (None, (0, layer.output_columns)), step  # whole rows
             done[op.output] = rows(graph.tensor(op.output).shape)
             continue
-        _verify_columns(step, layer, graph)
+        # The columns do not change with the rows: a layer's steps have one region's columns
+        # and one set of views, checked once (the search replays every candidate).
+        columns_key = (step.layer, step.columns, step.column_origins)
+        if columns_key not in columns_checked:
+            _verify_columns(step, layer, graph)
+            columns_checked.add(columns_key)
         for shift in step.shifts:
             name = shift.tensor
             assert name == op.output and shift.held == held[name], shift
@@ -274,23 +281,21 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
 
 def _verify_columns(step: Step, layer: Layer, graph: Graph) -> None:
     """A banded step's columns: each input's columns that its output region reads
-    (geometry.input_region), and the output's it writes, lie in the operand's buffer from
+    (geometry.input_columns), and the output's it writes, lie in the operand's buffer from
     its view's column on (a band buffer holds whole rows, as a whole tensor does); and, as
     the kernels take no column range nor column origin, the region is full-width and every
     view starts at column 0."""
     op = layer.op
     assert step.columns == (0, layer.output_columns), ("kernels compute whole rows", step)
-    views = step.views
     inputs = activation_inputs(op, graph)
-    assert len(views) == len(inputs) + 1, step
-    for operand, (name, view) in enumerate(zip(inputs, views)):
-        first, last = input_region(op, graph, step.region, operand).columns
-        assert view.column <= first and last <= view.column + columns(
-            graph.tensor(name).shape), ("columns read outside the view", step, name)
-    begin, end = step.columns
-    assert views[-1].column <= begin and end <= views[-1].column + columns(
-        graph.tensor(op.output).shape), ("columns written outside the view", step)
-    assert all(view.column == 0 for view in views), ("kernels read from column 0", step)
+    spans = [(*input_columns(op, graph, *step.columns, operand),
+              columns(graph.tensor(name).shape)) for operand, name in enumerate(inputs)]
+    spans.append((*step.columns, columns(graph.tensor(op.output).shape)))
+    origins = step.column_origins
+    assert origins is not None and len(origins) == len(spans) == len(step.origins), step
+    for origin, (first, last, width) in zip(origins, spans):
+        assert origin <= first and last <= origin + width, ("columns outside the view", step)
+    assert not any(origins), ("kernels read from column 0", step)
 
 
 # ---------------------------------------------------------------------------------------------
