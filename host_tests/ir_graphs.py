@@ -14,9 +14,16 @@ import numpy as np
 
 from mcugen.ir import (Activation, Add, AveragePool2D, ConcatColumns, Conv2D, DepthwiseConv2D,
                        Dequantize, FullyConnected, Graph, HardSwish, Mean, Mul, Pad, Padding,
-                       QParams, Quantize, Reshape, Softmax, Tensor, Transpose, conv_output_size)
+                       QParams, Quantize, Reshape, Softmax, Tensor, Transpose)
+from mcugen.geometry import Window
 
 IN_SCALE = 0.05
+
+
+def conv_output_size(size: int, kernel: int, stride: int, dilation: int, before: int,
+                     after: int) -> int:
+    """A window's output size along one axis (geometry's rule)."""
+    return Window(kernel, stride, before, dilation, after).output_size(size)
 
 
 def _activation(name: str, shape: tuple[int, ...], scale: float, zero_point: int) -> Tensor:

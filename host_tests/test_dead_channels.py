@@ -66,10 +66,10 @@ def chain(seed: int, h: int, w: int, cin: int, layers: list[Layer]) -> ir.Graph:
         _, ih, iw, ic = current.shape if len(current.shape) == 4 else (1, 1, 1, current.shape[-1])
         if layer.kind in ("conv", "dw"):
             kh, kw = layer.kernel
-            oh = ir.conv_output_size(ih, kh, layer.stride[0], 1, layer.padding.top,
-                                     layer.padding.bottom)
-            ow = ir.conv_output_size(iw, kw, layer.stride[1], 1, layer.padding.left,
-                                     layer.padding.right)
+            oh = g.conv_output_size(ih, kh, layer.stride[0], 1, layer.padding.top,
+                                    layer.padding.bottom)
+            ow = g.conv_output_size(iw, kw, layer.stride[1], 1, layer.padding.left,
+                                    layer.padding.right)
             cout = layer.cout if layer.kind == "conv" else ic * layer.multiplier
             shape = (cout, kh, kw, ic) if layer.kind == "conv" else (1, kh, kw, cout)
             axis = 0 if layer.kind == "conv" else 3

@@ -168,10 +168,10 @@ def test_the_bound_stays_fast_on_a_long_chain():
 
 def test_a_window_reads_its_rows_cut_at_the_edges():
     same3 = estimate.Window(3, 1, 1)
-    assert same3.rows_read(10, 10) == 3 and same3.rows_read(1, 1) == 1
-    assert estimate.Window(3, 2, 0).rows_read(48, 24) == 3
-    assert estimate.Window(5, 2, 1).rows_read(8, 4) == 5
-    assert estimate.Window(1, 1, 0).rows_read(7, 7) == 1
+    assert same3.most_read(10, 10) == 3 and same3.most_read(1, 1) == 1
+    assert estimate.Window(3, 2, 0).most_read(48, 24) == 3
+    assert estimate.Window(5, 2, 1).most_read(8, 4) == 5
+    assert estimate.Window(1, 1, 0).most_read(7, 7) == 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property
 
+from .geometry import Window, same_padding
+
 MODEL_INPUT = -1  # the producer index of the model's input (the caller's buffer)
 # The segment-following bound costs the cube of the chain's length: longer chains (not a
 # MobileNet's 27 layers, or a hostile file's thousands) get the per-layer bound.
@@ -44,34 +46,14 @@ def bandable_ops() -> frozenset[str]:
 
 
 @dataclass(frozen=True)
-class Window:
-    """The input rows one output row reads: rows r*stride - pad_top ... + kernel rows."""
-
-    kernel: int
-    stride: int
-    pad_top: int
-    dilation: int = 1
-
-    def rows_read(self, input_height: int, output_height: int) -> int:
-        """The most input rows one output row reads, the window cut at the tensor's edges.
-        The cut window grows while it starts above row 0 and shrinks once it is whole, so
-        the most is at the first output row whose window starts at row 0 or the one before."""
-        span = (self.kernel - 1) * self.dilation + 1
-        first_inside = min(max(-(-self.pad_top // self.stride), 0), output_height - 1)
-        rows = 0
-        for row in {max(first_inside - 1, 0), first_inside}:
-            first = row * self.stride - self.pad_top
-            rows = max(rows, min(first + span, input_height) - max(first, 0))
-        return max(rows, 0)
-
-
-@dataclass(frozen=True)
 class Layer:
     op: str  # the IR's name: CONV_2D, DEPTHWISE_CONV_2D, MEAN, LOOKUP, ...
     inputs: tuple[int, ...]  # the activations it reads: the index of the layer making each
     shape: tuple[int, ...]  # its output's shape (int8: one byte per element)
     weight_bytes: int = 0
-    window: Window | None = None  # convolutions and PAD: how output rows read input rows
+    # A windowed op (geometry.windows: convolutions, pools, PAD): how output rows read input
+    # rows.
+    window: Window | None = None
     whole_input: bool = False  # a layout op: its first output row reads its whole input
 
     @property
@@ -184,11 +166,8 @@ def _halo_macs(shapes: Shapes, end: int) -> int:
         for index in range(end - 1, -1, -1):
             layer = shapes.layers[index]
             extra += (stop - begin) * layer.shape[1] * layer.weight_bytes
-            w = layer.window
             in_width = shapes.shape(index - 1 if index else MODEL_INPUT)[2]
-            begin, stop = (max(begin * w.stride - w.pad_top, 0),
-                           min((stop - 1) * w.stride - w.pad_top + (w.kernel - 1) * w.dilation
-                               + 1, in_width))
+            begin, stop = layer.window.reads(begin, stop, in_width)
     return extra - sum(_macs(shapes, index) for index in range(end))
 
 
@@ -290,10 +269,7 @@ def _last_row_read(shapes: Shapes, reader: int, output_rows: int) -> int:
         return height
     if layer.window is None:
         return min(output_rows, height)
-    window = layer.window
-    last = (output_rows - 1) * window.stride - window.pad_top + \
-        (window.kernel - 1) * window.dilation + 1
-    return min(max(last, 0), height)
+    return layer.window.reads(0, output_rows, height)[1]
 
 
 def _last_reads(shapes: Shapes) -> dict[int, int]:
@@ -361,7 +337,7 @@ def _rows_read(shapes: Shapes, reader: int, tensor: int) -> int:
         return math.prod(shapes.shape(tensor))
     if layer.window is None:  # elementwise: row for row
         return 1
-    return layer.window.rows_read(shapes.shape(tensor)[1], layer.shape[1])
+    return layer.window.most_read(shapes.shape(tensor)[1], layer.shape[1])
 
 
 def _row_bytes(shape: tuple[int, ...]) -> int:
@@ -374,20 +350,16 @@ def _row_bytes(shape: tuple[int, ...]) -> int:
 
 def graph_shapes(graph) -> Shapes:
     """The layers of an IR graph (after the passes), as `keras_shapes` describes a MobileNet."""
-    from .geometry import reads_whole_input
-    from .ir import Conv2D, DepthwiseConv2D, Pad, op_inputs
+    from .geometry import reads_whole_input, windows
+    from .ir import op_inputs
 
     producer = {name: MODEL_INPUT for name in graph.inputs}
     layers = []
     for index, op in enumerate(graph.ops):
         tensors = list(dict.fromkeys(op_inputs(op)))
         constants = [graph.tensor(n) for n in tensors if graph.tensor(n).is_constant]
-        window = None
-        if isinstance(op, (Conv2D, DepthwiseConv2D)):
-            window = Window(graph.tensor(op.filter).shape[1], op.stride[0], op.padding.top,
-                            op.dilation[0])
-        elif isinstance(op, Pad):
-            window = Window(1, 1, op.padding.top)
+        found = windows(op, graph)
+        window = found[0] if found is not None else None
         if window is not None and min(window.kernel, window.stride, window.dilation) < 1:
             window = None  # a file no kernel runs (refused later): read as row for row
         layers.append(Layer(
@@ -426,20 +398,21 @@ class _Net:
     def conv(self, x: int, filters: int, kernel: int = 1, stride: int = 1,
              padding: tuple[int, int, int, int] | str = "same") -> int:
         _, height, width, channels = self.shape(x)
-        (out_h, top), (out_w, _) = (_padded(height, kernel, stride, padding, 0),
-                                    _padded(width, kernel, stride, padding, 2))
-        return self.add_layer(Layer("CONV_2D", (x,), (1, out_h, out_w, filters),
-                                    filters * kernel * kernel * channels + 4 * filters,
-                                    Window(kernel, stride, top)))
+        rows, columns = (_window(height, kernel, stride, padding, 0),
+                         _window(width, kernel, stride, padding, 2))
+        return self.add_layer(Layer("CONV_2D", (x,), (1, rows.output_size(height),
+                                                      columns.output_size(width), filters),
+                                    filters * kernel * kernel * channels + 4 * filters, rows))
 
     def depthwise(self, x: int, kernel: int, stride: int,
                   padding: tuple[int, int, int, int] | str = "same") -> int:
         _, height, width, channels = self.shape(x)
-        (out_h, top), (out_w, _) = (_padded(height, kernel, stride, padding, 0),
-                                    _padded(width, kernel, stride, padding, 2))
-        return self.add_layer(Layer("DEPTHWISE_CONV_2D", (x,), (1, out_h, out_w, channels),
-                                    kernel * kernel * channels + 4 * channels,
-                                    Window(kernel, stride, top)))
+        rows, columns = (_window(height, kernel, stride, padding, 0),
+                         _window(width, kernel, stride, padding, 2))
+        return self.add_layer(Layer("DEPTHWISE_CONV_2D", (x,),
+                                    (1, rows.output_size(height), columns.output_size(width),
+                                     channels),
+                                    kernel * kernel * channels + 4 * channels, rows))
 
     def correct_pad_depthwise(self, x: int, kernel: int) -> int:
         """Keras' ZeroPadding2D(correct_pad(x, kernel)) and a stride-2 'valid' depthwise."""
@@ -473,16 +446,13 @@ class _Net:
         return Shapes(self.input_shape, tuple(self.layers), frozenset({len(self.layers) - 1}))
 
 
-def _padded(size: int, kernel: int, stride: int, padding: tuple[int, int, int, int] | str,
-            axis: int) -> tuple[int, int]:
-    """The output size along one axis and the padding before it: TensorFlow's SAME, or an
+def _window(size: int, kernel: int, stride: int, padding: tuple[int, int, int, int] | str,
+            axis: int) -> Window:
+    """The window along one axis (0: rows, 2: columns): TensorFlow's SAME padding, or an
     explicit (top, bottom, left, right) padding and VALID."""
-    if padding == "same":
-        out = -(-size // stride)
-        total = max((out - 1) * stride + kernel - size, 0)
-        return out, total // 2
-    before, after = padding[axis], padding[axis + 1]
-    return (size + before + after - kernel) // stride + 1, before
+    before, after = same_padding(size, kernel, stride) if padding == "same" else \
+        (padding[axis], padding[axis + 1])
+    return Window(kernel, stride, before, 1, after)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:

@@ -455,21 +455,7 @@ class Graph:
 
 
 # ---------------------------------------------------------------------------------------------
-# Shape rules, shared by the front end (to check a model) and verify().
-
-
-def conv_output_size(size: int, kernel: int, stride: int, dilation: int, before: int,
-                     after: int) -> int:
-    effective = (kernel - 1) * dilation + 1
-    return (size + before + after - effective) // stride + 1
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TFLite's SAME padding: the odd pixel goes after (bottom/right)."""
-    out = (size + stride - 1) // stride
-    effective = (kernel - 1) * dilation + 1
-    total = max((out - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
+# Shape rules (a spatial op's output size is geometry.py's).
 
 
 # TFLite's MultiplyByQuantizedMultiplier shifts the accumulator left by a positive shift in
@@ -528,27 +514,23 @@ def _verify_output_type(graph: Graph, op: Op, where: str, output: Tensor) -> Non
 
 
 def _verify_shapes(graph: Graph, op: Op, where: str) -> None:
+    from .geometry import output_size  # geometry reads the ops defined here
+
     t = graph.tensors
     if isinstance(op, (Conv2D, DepthwiseConv2D)):
         n, h, w, c = t[op.input].shape
         f = t[op.filter].shape
         on, oh, ow, oc = t[op.output].shape
-        kh, kw = f[1], f[2]
-        expect_h = conv_output_size(h, kh, op.stride[0], op.dilation[0], op.padding.top,
-                                    op.padding.bottom)
-        expect_w = conv_output_size(w, kw, op.stride[1], op.dilation[1], op.padding.left,
-                                    op.padding.right)
         if isinstance(op, Conv2D):
             channels_ok = f[3] == c and f[0] == oc
         else:
             channels_ok = f[3] == oc == c * op.depth_multiplier
-        if (n, on) != (1, 1) or (oh, ow) != (expect_h, expect_w) or not channels_ok:
+        if (n, on) != (1, 1) or (oh, ow) != output_size(op, graph) or not channels_ok:
             raise McugenError(f"{where}: shapes {t[op.input].shape} * {f} -> "
                               f"{t[op.output].shape} do not agree")
     elif isinstance(op, Pad):
         n, h, w, c = t[op.input].shape
-        p = op.padding
-        if t[op.output].shape != (n, h + p.top + p.bottom, w + p.left + p.right, c):
+        if t[op.output].shape != (n, *output_size(op, graph), c):
             raise McugenError(f"{where}: bad output shape {t[op.output].shape}")
     elif isinstance(op, (Reshape, Softmax)):
         if t[op.input].size != t[op.output].size:

@@ -31,13 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import McugenError
-from .geometry import input_rows, reads_whole_input, rows
+from .geometry import columns, input_columns, input_rows, reads_whole_input, rows
 from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Reshape,
                  TableLookup, Transpose, op_inputs)
 from .kernels import Layer
 from .planner import Buffer, live_peak
 from .schedule import (Repeat, Schedule, SearchPoint, Shift, Step, arena_buffers, find_repeats,
-                       row_bytes, step_numbers)
+                       row_bytes, step_numbers, whole_step)
 
 # Ops whose kernels can run on a range of output rows (geometry.py: the input rows each
 # reads). Global ops (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL)
@@ -127,19 +127,15 @@ def row_band_schedule(graph: Graph, layers: tuple[Layer, ...],
     for begin, end in segments:
         if not position <= begin < end - 1 < limit:
             raise ValueError(f"layers [{begin}, {end}) cannot run in row bands here")
-        steps += [_whole_step(layer) for layer in layers[position:begin]]
+        steps += [whole_step(layer) for layer in layers[position:begin]]
         segment_steps, segment_bands = _segment_steps(graph, layers, begin, end, band_rows)
         steps += segment_steps
         bands.update(segment_bands)
         position = end
-    steps += [_whole_step(layer) for layer in layers[position:]]
+    steps += [whole_step(layer) for layer in layers[position:]]
     schedule = Schedule(tuple(steps), bands, tuple(segments), band_rows)
     verify(schedule, graph, layers)
     return schedule
-
-
-def _whole_step(layer: Layer) -> Step:
-    return Step(layer.index, (0, layer.output_rows) if layer.variant.row_ranges else None)
 
 
 def _segment_steps(graph: Graph, layers: tuple[Layer, ...], begin: int, end: int,
@@ -187,6 +183,7 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
             capacity[name] = max(capacity[name], end - keep[position])
     held = {name: 0 for name in bands}
     steps = []
+    full_width = {layer.index: (0, layer.output_columns) for layer in layers}
     for position, (index, begin, end) in enumerate(order):
         op = layers[index].op
         name = op.output
@@ -196,7 +193,9 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
             held[name] = keep[position]
         origins = tuple(held.get(n, 0) for n in activation_inputs(op, graph)) + \
             (held.get(name, 0),)
-        steps.append(Step(index, (begin, end), origins, shifts))
+        # Full-width: every buffer holds whole rows, from column 0.
+        steps.append(Step(index, (begin, end), origins, shifts, full_width[index],
+                          (0,) * len(origins)))
     return steps, capacity
 
 
@@ -227,22 +226,32 @@ def program_steps(schedule: Schedule) -> list[Step]:
 
 
 def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
-    """Replay the schedule row by row as the C runs it (loops included) and check what the
-    generated C relies on: each loop iteration is the unrolled step it replaces; every row a
-    banded step reads has been written and is still in its buffer, at the origin the step
-    is given; every row written fits its buffer; a shift keeps what it claims. Raises
+    """Replay the schedule region by region as the C runs it (loops included) and check what
+    the generated C relies on: each loop iteration is the unrolled step it replaces; every
+    row a banded step reads has been written and is still in its buffer, at the origin the
+    step is given; every row written fits its buffer; a shift keeps what it claims; the
+    columns a step reads and writes are in its operands' views (`_verify_columns`). Raises
     AssertionError (a bug in mcugen, never the user's) otherwise."""
     # The steps below are the program's: replaying them replays every loop iteration.
     assert tuple(program_steps(schedule)) == schedule.steps, "a loop is not its steps"
     present: dict[str, set[int]] = {name: set() for name in schedule.bands}
     held = {name: 0 for name in schedule.bands}
     done: dict[str, int] = {name: rows(graph.tensor(name).shape) for name in graph.inputs}
+    columns_checked: set[tuple] = set()
     for step in schedule.steps:
-        op = layers[step.layer].op
+        layer = layers[step.layer]
+        op = layer.op
         if step.origins is None or step.rows is None:
             assert op.output not in schedule.bands
+            assert step.columns in (None, (0, layer.output_columns)), step  # whole rows
             done[op.output] = rows(graph.tensor(op.output).shape)
             continue
+        # The columns do not change with the rows: a layer's steps have one region's columns
+        # and one set of views, checked once (the search replays every candidate).
+        columns_key = (step.layer, step.columns, step.column_origins)
+        if columns_key not in columns_checked:
+            _verify_columns(step, layer, graph)
+            columns_checked.add(columns_key)
         for shift in step.shifts:
             name = shift.tensor
             assert name == op.output and shift.held == held[name], shift
@@ -268,6 +277,25 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
         else:
             assert done.get(name, 0) == begin, step
             done[name] = end
+
+
+def _verify_columns(step: Step, layer: Layer, graph: Graph) -> None:
+    """A banded step's columns: each input's columns that its output region reads
+    (geometry.input_columns), and the output's it writes, lie in the operand's buffer from
+    its view's column on (a band buffer holds whole rows, as a whole tensor does); and, as
+    the kernels take no column range nor column origin, the region is full-width and every
+    view starts at column 0."""
+    op = layer.op
+    assert step.columns == (0, layer.output_columns), ("kernels compute whole rows", step)
+    inputs = activation_inputs(op, graph)
+    spans = [(*input_columns(op, graph, *step.columns, operand),
+              columns(graph.tensor(name).shape)) for operand, name in enumerate(inputs)]
+    spans.append((*step.columns, columns(graph.tensor(op.output).shape)))
+    origins = step.column_origins
+    assert origins is not None and len(origins) == len(spans) == len(step.origins), step
+    for origin, (first, last, width) in zip(origins, spans):
+        assert origin <= first and last <= origin + width, ("columns outside the view", step)
+    assert not any(origins), ("kernels read from column 0", step)
 
 
 # ---------------------------------------------------------------------------------------------

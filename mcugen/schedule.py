@@ -1,7 +1,9 @@
 """The schedule: the order in which layers compute their outputs, as a list of steps, and the
 arena buffers that order implies.
 
-A step is one layer computing one range of rows of its output. Layer by layer, every layer is
+A step is one layer computing one region of its output: a range of rows by a range of
+columns (geometry.Region; every step today is full-width), each operand addressed through a
+view, the row and column of the tensor its buffer starts at. Layer by layer, every layer is
 one step that computes its whole output. In a row-band schedule (patch-based execution, see
 ``row_bands``) the layers of a segment run interleaved a few rows at a time, and each tensor
 that lives only inside its segment is held in a band buffer of a few rows: the rows a later
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import Region, windows
 from .ir import Graph, Op, Pad, op_inputs, op_outputs
 from .kernels import Layer
 from .kernels.variant import Order
@@ -33,28 +36,59 @@ class Shift:
 
 
 @dataclass(frozen=True)
+class View:
+    """Where an operand of a step is read or written from: its buffer holds the tensor from
+    this row and this column on (0, 0 for a whole tensor)."""
+
+    row: int
+    column: int
+
+
+@dataclass(frozen=True)
 class Step:
     layer: int  # index of the layer (and op)
     rows: tuple[int, int] | None  # output rows [begin, end); None: the whole output at once
     # Banded steps only: the first row each operand's buffer holds (the activation inputs in
-    # order, then the output); 0 for a whole tensor.
+    # order, then the output); 0 for a whole tensor. With column_origins, the operands' views.
     origins: tuple[int, ...] | None = None
     shifts: tuple[Shift, ...] = ()  # done just before the step
+    # Output columns [begin, end) (with rows: the step's region); None where rows is None.
+    columns: tuple[int, int] | None = None
+    # Banded steps only: the first column each operand's buffer holds, as origins.
+    column_origins: tuple[int, ...] | None = None
+
+    @property
+    def region(self) -> Region | None:
+        """The output pixels the step computes (None: the whole output, in one call)."""
+        if self.rows is None or self.columns is None:
+            return None
+        return Region(self.rows, self.columns)
+
+    @property
+    def views(self) -> tuple[View, ...] | None:
+        """Per operand (the activation inputs in order, then the output), its view."""
+        if self.origins is None:
+            return None
+        columns = self.column_origins or (0,) * len(self.origins)
+        return tuple(View(row, column) for row, column in zip(self.origins, columns))
 
 
 def step_numbers(step: Step) -> tuple[int, ...]:
     """The numbers of a banded step that may change from one band to the next: its rows, its
-    origins, and each shift's held, keep and end rows."""
+    origins, each shift's held, keep and end rows, then (where the step has them) its columns
+    and its column origins."""
     return (*step.rows, *step.origins,
-            *(n for shift in step.shifts for n in (shift.held, shift.keep, shift.end)))
+            *(n for shift in step.shifts for n in (shift.held, shift.keep, shift.end)),
+            *(step.columns or ()), *(step.column_origins or ()))
 
 
 def step_shape(step: Step) -> tuple:
     """What must be equal for two banded steps to be one statement of a loop: the layer, its
     operands' count, which tensors its shifts move and whether they move any row (a shift of
-    no rows is no statement in the C)."""
+    no rows is no statement in the C), and whether it has columns and column origins."""
     return step.layer, len(step.origins), tuple((shift.tensor, shift.end > shift.keep)
-                                                for shift in step.shifts)
+                                                for shift in step.shifts), \
+        step.columns is not None, step.column_origins is not None
 
 
 def advanced(step: Step, increments: tuple[int, ...], times: int) -> Step:
@@ -65,7 +99,11 @@ def advanced(step: Step, increments: tuple[int, ...], times: int) -> Step:
     fields = numbers[2 + len(step.origins):]
     shifts = tuple(Shift(shift.tensor, *fields[3 * k:3 * k + 3])
                    for k, shift in enumerate(step.shifts))
-    return Step(step.layer, rows, origins, shifts)
+    fields = fields[3 * len(step.shifts):]
+    columns = tuple(fields[:2]) if step.columns is not None else None
+    column_origins = tuple(fields[len(columns or ()):]) if step.column_origins is not None \
+        else None
+    return Step(step.layer, rows, origins, shifts, columns, column_origins)
 
 
 @dataclass(frozen=True)
@@ -224,9 +262,15 @@ def row_bytes(graph: Graph, tensor: str) -> int:
 
 def layer_by_layer(layers: tuple[Layer, ...]) -> Schedule:
     """One step per layer, each computing its whole output."""
-    return Schedule(tuple(Step(layer.index, (0, layer.output_rows)
-                               if layer.variant.row_ranges else None)
-                          for layer in layers), {})
+    return Schedule(tuple(whole_step(layer) for layer in layers), {})
+
+
+def whole_step(layer: Layer) -> Step:
+    """The layer's whole output in one step: all its rows and columns where its kernel takes
+    a row range, else no region (the kernel has no rows to take)."""
+    if not layer.variant.row_ranges:
+        return Step(layer.index, None)
+    return Step(layer.index, (0, layer.output_rows), columns=(0, layer.output_columns))
 
 
 def scratch_id(index: int) -> str:
@@ -299,13 +343,13 @@ def streaming_order(op: Op, graph: Graph, block_pixels: int = 1
     _, in_h, in_w, in_c = graph.tensor(op.input).shape
     _, out_h, out_w, out_c = graph.tensor(op.output).shape
     oy, ox = np.divmod(np.arange(out_h * out_w, dtype=np.int64), out_w)
-    if isinstance(op, Pad):  # a padding pixel reads nothing: its next read is the next real one
-        first_row = np.clip(oy - op.padding.top, 0, in_h - 1)
-        first_col = np.where(oy < op.padding.top, 0,
-                             np.clip(ox - op.padding.left, 0, in_w - 1))
-    else:  # a convolution, which may read before its first row/column when padded
-        first_row = np.clip(oy * op.stride[0] - op.padding.top, 0, in_h - 1)
-        first_col = np.clip(ox * op.stride[1] - op.padding.left, 0, in_w - 1)
+    # A window (geometry.windows: a convolution's, or PAD's one shifted tap) may start before
+    # its input's first row or column when padded.
+    rows, columns = windows(op, graph)
+    first_row = np.clip(oy * rows.stride - rows.before, 0, in_h - 1)
+    first_col = np.clip(ox * columns.stride - columns.before, 0, in_w - 1)
+    if isinstance(op, Pad):  # a padding row reads nothing: its next read is the next real one
+        first_col = np.where(oy < rows.before, 0, first_col)
     first_read = (first_row * in_w + first_col) * in_c
     # Kernels read pixel p's input while they write pixel p, so the reads still to come when
     # pixel p is written begin at the lowest first read of pixel p and every later pixel.

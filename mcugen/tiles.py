@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .ir import Conv2D, ConcatColumns, DepthwiseConv2D, Graph, Padding, Tensor, \
-    conv_output_size, op_inputs, verify
+from .geometry import input_columns, windows
+from .ir import Conv2D, ConcatColumns, DepthwiseConv2D, Graph, Tensor, op_inputs, verify
 
 TILES = 2  # halves: the arena gained by more tiles is small beside their halos' MACs
 # The cost model's instructions per MAC recomputed in a halo (the kernels' inner loops on
@@ -47,16 +47,6 @@ def _chain(graph: Graph, end: int) -> bool:
 def tileable_ends(graph: Graph) -> list[int]:
     """The ends (exclusive) of the chains at the model's start that column tiles can run."""
     return [end for end in range(2, len(graph.ops) + 1) if _chain(graph, end)]
-
-
-def _read_columns(op, graph: Graph, begin: int, end: int) -> tuple[int, int]:
-    """The input columns [first, last) that output columns [begin, end) read, cut at the
-    image's edges."""
-    kernel = graph.tensor(op.filter).shape[2]
-    width = graph.tensor(op.input).shape[2]
-    first = begin * op.stride[1] - op.padding.left
-    last = (end - 1) * op.stride[1] - op.padding.left + (kernel - 1) * op.dilation[1] + 1
-    return max(first, 0), min(last, width)
 
 
 def column_tiles(graph: Graph, end: int, tiles: int = TILES) -> Graph:
@@ -86,7 +76,7 @@ def _tile_chain(graph: Graph, end: int, tile: int, begin: int, stop: int,
     columns = {}
     for op in reversed(graph.ops[:end]):
         columns[op.output] = (begin, stop)
-        begin, stop = _read_columns(op, graph, begin, stop)
+        begin, stop = input_columns(op, graph, begin, stop)
     columns[graph.ops[0].input] = (begin, stop)
     chain = []
     source = graph.ops[0].input
@@ -94,17 +84,14 @@ def _tile_chain(graph: Graph, end: int, tile: int, begin: int, stop: int,
         (first, last), (begin, stop) = columns[op.input], columns[op.output]
         if index == 0:  # the whole input, read from its column `first` on: cropped
             first, last = 0, graph.tensor(op.input).shape[2]
-        kernel = graph.tensor(op.filter).shape[2]
-        left = op.padding.left + first - begin * op.stride[1]
-        right = (stop - begin - 1) * op.stride[1] + (kernel - 1) * op.dilation[1] + 1 \
-            - left - (last - first)
+        tile_columns = windows(op, graph)[1].within((first, last), (begin, stop))
         out = graph.tensor(op.output)
         name = f"{out.name} (column tile {tile}: columns {begin}-{stop - 1})"
         tensors[name] = dataclasses.replace(out, name=name,
                                             shape=(1, out.shape[1], stop - begin, out.shape[3]))
-        padding = dataclasses.replace(op.padding, left=left, right=right)
-        assert conv_output_size(last - first, kernel, op.stride[1], op.dilation[1], left,
-                                right) == stop - begin
+        padding = dataclasses.replace(op.padding, left=tile_columns.before,
+                                      right=tile_columns.after)
+        assert tile_columns.output_size(last - first) == stop - begin
         chain.append(dataclasses.replace(op, input=source, output=name, padding=padding))
         source = name
     return chain

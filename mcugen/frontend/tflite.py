@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import ir
 from ..errors import McugenError
+from ..geometry import same_padding, windows
 from . import constant_folding, limits
 from .flatbuffer import FlatbufferError, Table, root_table
 
@@ -660,8 +661,8 @@ class _OpReader:
             return ir.Padding()
         if mode != _SAME:
             raise self.error(f"unknown padding mode {mode}")
-        top, bottom = ir.same_padding(input_hw[0], kernel_hw[0], stride[0], dilation[0])
-        left, right = ir.same_padding(input_hw[1], kernel_hw[1], stride[1], dilation[1])
+        top, bottom = same_padding(input_hw[0], kernel_hw[0], stride[0], dilation[0])
+        left, right = same_padding(input_hw[1], kernel_hw[1], stride[1], dilation[1])
         return ir.Padding(top, bottom, left, right)
 
 
@@ -746,16 +747,16 @@ def _average_pool_2d(op: _OpReader) -> ir.AveragePool2D:
     padding = op.padding(options, _Pool2DOptions.PADDING, source.shape[1:3], filter_size,
                          stride, dilation)
     output = op.output(rank=4)
-    expected = (1, ir.conv_output_size(source.shape[1], filter_size[0], stride[0], 1,
-                                       padding.top, padding.bottom),
-                ir.conv_output_size(source.shape[2], filter_size[1], stride[1], 1,
-                                    padding.left, padding.right), source.shape[3])
-    if output.shape != expected:
-        raise op.error(f"output shape {list(output.shape)} should be {list(expected)}")
-    return ir.AveragePool2D(input=source.name, output=output.name,
+    pool = ir.AveragePool2D(input=source.name, output=output.name,
                             filter_size=filter_size, stride=stride, padding=padding,
                             activation=op.activation(options, _Pool2DOptions.ACTIVATION),
                             legacy=op.legacy(source))
+    rows, columns = windows(pool, None)
+    expected = (1, rows.output_size(source.shape[1]), columns.output_size(source.shape[2]),
+                source.shape[3])
+    if output.shape != expected:
+        raise op.error(f"output shape {list(output.shape)} should be {list(expected)}")
+    return pool
 
 
 def _mean(op: _OpReader) -> ir.Mean:

@@ -76,6 +76,11 @@ class Layer:
         """Rows of the output a step may compute a range of (1 if only the whole)."""
         return self.params.output.h if self.variant.row_ranges else 1
 
+    @property
+    def output_columns(self) -> int:
+        """Columns of the output a step computes (every step today is full-width)."""
+        return self.params.output.w if self.variant.row_ranges else 1
+
 
 def lower_layers(graph: Graph, target: Target, model_name: str,
                  kernel_set: str = "mcugen", lean: bool = False) -> tuple[Layer, ...]:

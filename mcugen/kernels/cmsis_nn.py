@@ -152,7 +152,7 @@ def _conv_lowering(function: str, scratch, upscale: bool = False):
             function=function, symbols=_symbols(names),
             input=feature_map(graph.tensor(op.input)),
             output=feature_map(graph.tensor(op.output)),
-            window=conv_window(op, weights.shape[1:3]),
+            window=conv_window(op, graph),
             depth_multiplier=getattr(op, "depth_multiplier", 1),
             input_offset=input_offset(op, graph), clamp=out.clamp, filter=filter,
             bias=bias_array(names, model_bias(op, graph, out_c), padding),
@@ -224,8 +224,7 @@ class CmsisPoolParams:
 
 def _lower_avgpool(op: AveragePool2D, graph: Graph, target: Target,
                    names: LayerNames) -> CmsisPoolParams:
-    window = Window(k_h=op.filter_size[0], k_w=op.filter_size[1], stride_h=op.stride[0],
-                    stride_w=op.stride[1], pad_top=op.padding.top, pad_left=op.padding.left)
+    window = conv_window(op, graph)
     return CmsisPoolParams(symbols=_symbols(names), input=feature_map(graph.tensor(op.input)),
                            output=feature_map(graph.tensor(op.output)), window=window,
                            clamp=clamp(op, graph),

@@ -59,7 +59,7 @@ def _lowering(dot: str):
         split = split_weights(graph.tensor(op.filter))
         weights = split.stored
         out_c, kh, kw, in_c = weights.shape
-        window = conv_window(op, (kh, kw))
+        window = conv_window(op, graph)
         return ConvParams(
             input=feature_map(graph.tensor(op.input)),
             output=feature_map(graph.tensor(op.output)), window=window,
@@ -91,7 +91,7 @@ class ConvDspParams:
 def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> ConvDspParams:
     split = split_weights(graph.tensor(op.filter))
     out_c, kh, kw, in_c = split.stored.shape
-    window = conv_window(op, (kh, kw))
+    window = conv_window(op, graph)
     return ConvDspParams(
         input=feature_map(graph.tensor(op.input)), output=feature_map(graph.tensor(op.output)),
         window=window, zero_point=graph.tensor(op.input).zero_point,

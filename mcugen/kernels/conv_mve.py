@@ -60,7 +60,7 @@ def _lower(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> MveCo
     split = split_weights(graph.tensor(op.filter))
     out_c, kh, kw, in_c = split.stored.shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-    window = conv_window(op, (kh, kw))
+    window = conv_window(op, graph)
     depth = kh * kw * in_c
     matrix = mve_matrix_params(split, FeatureMap(y.pixels, 1, depth),
                                FeatureMap(y.pixels, 1, out_c), op, graph, names)

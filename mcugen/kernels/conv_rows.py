@@ -106,7 +106,7 @@ def _applies(op: Op, graph: Graph, target: Target) -> bool:
     # The unrolled loads address a block's inputs from its first window by LDR's immediate
     # offset (0 to 4095 bytes): the widened rows under one window must be within its reach.
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-    window = conv_window(op, (kh, kw))
+    window = conv_window(op, graph)
     lanes = (kh - 1) * row_lanes(x, y, window, words, op.padding.right) \
         + window.stride_w * x.c + 2 * words
     return 2 * lanes <= MAX_LOAD_OFFSET
@@ -147,7 +147,7 @@ def _lower(op: Conv2D, graph: Graph, target: Target, names: LayerNames) -> ConvR
     split = split_weights(graph.tensor(op.filter))
     weights = split.stored
     out_c, kh, kw, in_c = weights.shape
-    window = conv_window(op, (kh, kw))
+    window = conv_window(op, graph)
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
     words = row_words(op, graph)
     # The matrix kernels' bias, bounds and requantization: the same sums of the same products.
@@ -169,7 +169,7 @@ def rows_scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
     """KH widened rows of int16 lanes."""
     _, kh, kw, _ = graph.tensor(op.filter).shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-    return 2 * kh * row_lanes(x, y, conv_window(op, (kh, kw)), row_words(op, graph),
+    return 2 * kh * row_lanes(x, y, conv_window(op, graph), row_words(op, graph),
                               op.padding.right)
 
 

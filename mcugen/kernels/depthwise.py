@@ -188,7 +188,7 @@ def _geometry(op: DepthwiseConv2D, graph: Graph):
     weights = weight_values(graph.tensor(op.filter))  # [1, KH, KW, Cout], w - zero point
     _, kh, kw, out_c = weights.shape
     return (weights, feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output)),
-            conv_window(op, (kh, kw)), model_bias(op, graph, out_c))
+            conv_window(op, graph), model_bias(op, graph, out_c))
 
 
 def _folded(op: DepthwiseConv2D, graph: Graph, weights: np.ndarray, bias: np.ndarray):

@@ -173,7 +173,7 @@ def _applies(op: Op, graph: Graph, target: Target) -> bool:
     if not multipliers_in_range(op):
         return False
     _, kh, kw, _ = graph.tensor(op.filter).shape
-    g = conv_window(op, (kh, kw))
+    g = conv_window(op, graph)
     runs = _runs(g)
     if runs is None or math.gcd(g.dil_h, g.k_h) != 1:
         return False
@@ -202,7 +202,7 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
     filter_tensor = graph.tensor(op.filter)
     _, kh, kw, out_c = filter_tensor.shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-    g = conv_window(op, (kh, kw))
+    g = conv_window(op, graph)
     runs = _runs(g)
     taps, offsets = channel_offsets(filter_tensor)  # [Cout][KH * KW], [Cout]
     bias = folded_bias(model_bias(op, graph, out_c), taps, graph.tensor(op.input).zero_point)
@@ -242,7 +242,7 @@ def _slot_rows_offset(x: FeatureMap, ring: Ring) -> int:
 def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
     _, kh, kw, _ = graph.tensor(op.filter).shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-    ring = _ring(x, y, conv_window(op, (kh, kw)))
+    ring = _ring(x, y, conv_window(op, graph))
     return max(x.c * ring.plane + VECTOR_BYTES, _slot_rows_offset(x, ring) + 4 * ring.slots)
 
 

@@ -240,7 +240,7 @@ def record_lanes(params: DepthwisePairsParams) -> np.ndarray:
 def _geometry(op: DepthwiseConv2D, graph: Graph):
     _, k_h, k_w, _ = graph.tensor(op.filter).shape
     return (feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output)),
-            conv_window(op, (k_h, k_w)))
+            conv_window(op, graph))
 
 
 def _ring(x: FeatureMap, y: FeatureMap, g: Window, pair: RowPlan, single: RowPlan) -> Ring:

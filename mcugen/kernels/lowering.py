@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import geometry
 from ..errors import McugenError
 from ..ir import FullyConnected, Graph, Op, Tensor
 from .variant import ConstArray, LayerNames
@@ -48,8 +49,9 @@ def feature_map(tensor: Tensor) -> FeatureMap:
 
 @dataclass(frozen=True)
 class Window:
-    """A convolution's or pool's window: size, stride, dilation, top/left padding (the
-    bottom/right padding follows from the output's size)."""
+    """A convolution's or pool's window as its kernel's template reads it (geometry.windows
+    on rows and columns): size, stride, dilation, top/left padding (the bottom/right padding
+    follows from the output's size)."""
 
     k_h: int
     k_w: int
@@ -64,6 +66,11 @@ class Window:
     def taps(self) -> int:
         return self.k_h * self.k_w
 
+    def axes(self) -> tuple[geometry.Window, geometry.Window]:
+        """The window on rows and on columns."""
+        return (geometry.Window(self.k_h, self.stride_h, self.pad_top, self.dil_h),
+                geometry.Window(self.k_w, self.stride_w, self.pad_left, self.dil_w))
+
 
 @dataclass(frozen=True)
 class Interior:
@@ -77,19 +84,18 @@ class Interior:
 
 
 def interior(x: FeatureMap, y: FeatureMap, g: Window) -> Interior:
-    row_lo = min(max(-(-g.pad_top // g.stride_h), 0), y.h)
-    row_hi = max(min((x.h - 1 - (g.k_h - 1) * g.dil_h + g.pad_top) // g.stride_h + 1, y.h),
-                 row_lo)
-    col_lo = min(max(-(-g.pad_left // g.stride_w), 0), y.w)  # a negative padding crops
-    col_hi = max(min((x.w - 1 - (g.k_w - 1) * g.dil_w + g.pad_left) // g.stride_w + 1, y.w),
-                 col_lo)
-    return Interior(row_lo, row_hi, col_lo, col_hi)
+    """geometry's interior of the window on input x and output y (a negative padding crops:
+    a column tile's)."""
+    rows, columns = g.axes()
+    return Interior(*rows.interior(x.h, y.h), *columns.interior(x.w, y.w))
 
 
-def conv_window(op, kernel_hw: tuple[int, int]) -> Window:
-    return Window(k_h=kernel_hw[0], k_w=kernel_hw[1], stride_h=op.stride[0],
-                  stride_w=op.stride[1], dil_h=op.dilation[0], dil_w=op.dilation[1],
-                  pad_top=op.padding.top, pad_left=op.padding.left)
+def conv_window(op: Op, graph: Graph) -> Window:
+    """A convolution's or pool's window (geometry.windows)."""
+    rows, columns = geometry.windows(op, graph)
+    return Window(k_h=rows.kernel, k_w=columns.kernel, stride_h=rows.stride,
+                  stride_w=columns.stride, dil_h=rows.dilation, dil_w=columns.dilation,
+                  pad_top=rows.before, pad_left=columns.before)
 
 
 @dataclass(frozen=True)

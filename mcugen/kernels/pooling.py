@@ -11,7 +11,8 @@ from ..ir import AveragePool2D, Graph, Mean
 from .reduce import is_image_mean
 from ..quant import mean_multiplier
 from ..targets import Target
-from .lowering import (Clamp, FeatureMap, Window, clamp, feature_map, input_offset)
+from .lowering import (Clamp, FeatureMap, Window, clamp, conv_window, feature_map,
+                       input_offset)
 from .variant import Isa, LayerNames, Order, Variant
 
 
@@ -31,8 +32,7 @@ class AveragePoolParams:
 
 def _lower_average_pool(op: AveragePool2D, graph: Graph, target: Target,
                         names: LayerNames) -> AveragePoolParams:
-    window = Window(k_h=op.filter_size[0], k_w=op.filter_size[1], stride_h=op.stride[0],
-                    stride_w=op.stride[1], pad_top=op.padding.top, pad_left=op.padding.left)
+    window = conv_window(op, graph)
     return AveragePoolParams(input=feature_map(graph.tensor(op.input)),
                              output=feature_map(graph.tensor(op.output)), window=window,
                              clamp=clamp(op, graph), legacy=op.legacy)

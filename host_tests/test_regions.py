@@ -1,0 +1,160 @@
+"""Regions in the schedule (issue 20, item 2): a step computes a region of its output (rows
+by columns) and reads and writes each operand through a view (the row and column its buffer
+starts at). Today's steps are full-width, their views at column 0: the generated C is what it
+was (test_snapshots). The replay (row_bands.verify) checks the columns as it checks the rows:
+a step whose view does not hold the columns it reads or writes, or that asks a kernel for
+part of a row, is refused, in the steps and in a loop's body alike. A new schedule is a
+module of steps alone: one made in this file runs bit-exact on the host.
+
+A hand-built graph (ir_graphs.conv_chain), no TensorFlow, no QEMU."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+import ir_graphs as g
+from hostc import build_shared
+from mcugen import row_bands
+from mcugen.codegen import build_model_view, render_sources
+from mcugen.compile import compile_graph, prepare
+from mcugen.geometry import Region, input_region
+from mcugen.kernels import lower_layers
+from mcugen.planner import plan_memory
+from mcugen.reference import run_reference
+from mcugen.row_bands import activation_inputs
+from mcugen.schedule import Schedule, Step, View, arena_buffers, whole_step
+from mcugen.targets import load_target
+
+
+@pytest.fixture(scope="module")
+def banded():
+    compiled = compile_graph(g.conv_chain(3), name="model", target=load_target("host"),
+                             source="conv_chain", memory_check=False, max_ram=2_500)
+    assert compiled.schedule.banded and compiled.schedule.repeats
+    return compiled
+
+
+def test_every_step_computes_a_full_width_region_through_views_at_column_0(banded):
+    graph, layers = banded.graph, banded.layers
+    for step in banded.schedule.steps:
+        layer = layers[step.layer]
+        width = graph.tensor(layer.op.output).shape[2]
+        assert step.region == Region(step.rows, (0, width))
+        if step.origins is None:  # a whole step: no views, its tensors whole
+            assert step.views is None
+            continue
+        inputs = activation_inputs(layer.op, graph)
+        assert step.views == tuple(View(row, 0) for row in step.origins)
+        assert len(step.views) == len(inputs) + 1
+        # The columns it reads: all its inputs' (a full-width output reads whole rows).
+        for operand, name in enumerate(inputs):
+            first, last = input_region(layer.op, graph, step.region, operand).columns
+            assert first == 0 and last <= graph.tensor(name).shape[2]
+    # A loop's iterations carry their regions and views (the replay compares them).
+    for repeat in banded.schedule.repeats:
+        for i in range(repeat.count):
+            for step, position in zip(repeat.iteration(i),
+                                      range(repeat.start + i * len(repeat.body), repeat.end)):
+                assert step == banded.schedule.steps[position]
+
+
+def replaced(schedule, position: int, **changes):
+    steps = list(schedule.steps)
+    steps[position] = dataclasses.replace(steps[position], **changes)
+    return dataclasses.replace(schedule, steps=tuple(steps), repeats=())
+
+
+def test_the_replay_refuses_a_broken_column_view(banded):
+    schedule, graph, layers = banded.schedule, banded.graph, banded.layers
+    row_bands.verify(schedule, graph, layers)
+    unlooped = dataclasses.replace(schedule, repeats=())
+    row_bands.verify(unlooped, graph, layers)
+    position, step = next((p, s) for p, s in enumerate(schedule.steps)
+                          if s.origins is not None and s.layer > 0)
+    wrong_input = (1, *step.column_origins[1:])  # its input's buffer from column 1 on
+    wrong_output = (*step.column_origins[:-1], 1)
+    width = step.columns[1]
+    for wrong in (replaced(unlooped, position, column_origins=wrong_input),
+                  replaced(unlooped, position, column_origins=wrong_output),
+                  replaced(unlooped, position, columns=(0, width - 1)),  # part of a row
+                  replaced(unlooped, position, columns=(1, width + 1)),
+                  replaced(unlooped, position, column_origins=step.column_origins[:-1])):
+        with pytest.raises(AssertionError):
+            row_bands.verify(wrong, graph, layers)
+    # A whole step asked for part of its rows.
+    whole = next(p for p, s in enumerate(schedule.steps) if s.origins is None and s.rows)
+    columns = schedule.steps[whole].columns
+    with pytest.raises(AssertionError):
+        row_bands.verify(replaced(unlooped, whole, columns=(0, columns[1] - 1)), graph,
+                         layers)
+
+
+def test_the_replay_refuses_a_loop_whose_body_has_a_broken_column_view(banded):
+    schedule, graph, layers = banded.schedule, banded.graph, banded.layers
+    repeat = schedule.repeats[0]
+    body = list(repeat.body)
+    body[0] = dataclasses.replace(body[0], column_origins=(1, *body[0].column_origins[1:]))
+    wrong = dataclasses.replace(schedule, repeats=(
+        dataclasses.replace(repeat, body=tuple(body)), *schedule.repeats[1:]))
+    with pytest.raises(AssertionError, match="a loop is not its steps"):
+        row_bands.verify(wrong, graph, layers)
+    # Its own steps, made from the broken loop, are refused by the replay of their columns.
+    with pytest.raises(AssertionError, match="column"):
+        row_bands.verify(dataclasses.replace(
+            wrong, steps=tuple(row_bands.program_steps(wrong))), graph, layers)
+    # A loop whose columns drift from one iteration to the next: not its steps either.
+    increments = list(repeat.increments)
+    increments[0] = (*increments[0][:-1], increments[0][-1] + 1)  # the output's column origin
+    drifting = dataclasses.replace(schedule, repeats=(
+        dataclasses.replace(repeat, increments=tuple(increments)), *schedule.repeats[1:]))
+    with pytest.raises(AssertionError):
+        row_bands.verify(drifting, graph, layers)
+
+
+def halves(graph, layers) -> Schedule:
+    """A schedule mcugen does not have, made here of steps and geometry alone: each layer
+    that can take a row range computes its output in two steps, the top half of its rows and
+    then the bottom half, reading whole tensors (views at row 0 and column 0)."""
+    steps, segments = [], []
+    for layer in layers:
+        if not row_bands.can_band(layer, graph):
+            steps.append(whole_step(layer))
+            continue
+        height, operands = layer.output_rows, len(activation_inputs(layer.op, graph)) + 1
+        region_columns = (0, layer.output_columns)
+        steps += [Step(layer.index, rows, (0,) * operands, (), region_columns, (0,) * operands)
+                  for rows in ((0, height // 2), (height // 2, height))]
+        segments.append((layer.index, layer.index + 1))  # its function takes rows and views
+    return Schedule(tuple(steps), {}, tuple(segments), band_rows=max(
+        layer.output_rows for layer in layers))
+
+
+def test_a_new_schedule_needs_only_steps_and_geometry(tmp_path):
+    """docs/extending.md, "A new schedule": a module that returns a Schedule of Steps
+    (regions and views) is replayed, planned, emitted and runs bit-exact with nothing else
+    changed (here the module is `halves` above; choosing it automatically would be a branch
+    in compile.py, and the early arena bound estimate.py's)."""
+    graph = prepare(g.conv_chain(3, h=12, w=10))
+    layers = lower_layers(graph, load_target("host"), "model")
+    schedule = halves(graph, layers)
+    row_bands.verify(schedule, graph, layers)
+    assert len(schedule.steps) == 2 * len(layers)
+    plan = plan_memory(arena_buffers(graph, layers, schedule))
+    sources = render_sources(build_model_view(graph, layers, schedule, plan, "model",
+                                              "halves"))
+    body = sources["model.c"][sources["model.c"].index("int model_invoke("):]
+    assert len(re.findall(r"^\s+layer\d+_\w+\(", body[:body.index("\n}\n")], re.M)) == \
+        2 * len(layers)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file, text in sources.items():
+        (folder / file).write_text(text)
+    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
+    for x in np.random.default_rng(5).integers(-128, 128, (2, graph.input.size),
+                                               dtype=np.int8):
+        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+        np.testing.assert_array_equal(model(x), expected)
