@@ -124,7 +124,7 @@ def _lower_pixels(op: Conv2D | DepthwiseConv2D, graph: Graph, target: Target,
     stored = _conv_filter(op, graph)
     out_c, kh, kw, in_c = stored.shape
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
-    window = conv_window(op, (kh, kw))
+    window = conv_window(op, graph)
     depth = kh * kw * in_c
     taps = window_taps(x, window)[:VECTOR_BYTES]
     lanes = pixel_lanes_params(stored.reshape(out_c, depth), FeatureMap(y.pixels, 1, depth),
@@ -142,7 +142,7 @@ def _window_vectors(op: Op, graph: Graph) -> int:
     it does not apply (a gather's offsets beyond a byte; a window row of several vectors not
     one run of at most 16 bytes)."""
     _, kh, kw, in_c = _conv_filter(op, graph).shape
-    window = conv_window(op, (kh, kw))
+    window = conv_window(op, graph)
     taps = window_taps(feature_map(graph.tensor(op.input)), window)
     if len(taps) <= VECTOR_BYTES:
         return 1 if taps[-1] <= GATHER_OFFSET_MAX else 0
