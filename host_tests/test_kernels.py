@@ -130,6 +130,12 @@ CASES = {
     "dw_blocks_5x5_m2_c8": lambda: g.depthwise(132, 6, 7, 8, multiplier=2, kernel=(5, 5),
                                                padding=ir.Padding(2, 2, 2, 2)),
     "dw_blocks_3x3_long_rows_c8": lambda: g.depthwise(134, 3, 64, 8),
+    # Its two-channel tier (dw_conv_s8_pairs_blocks2_dsp), under a tighter budget: odd width
+    # and padding beyond the kernel's reach; stride 2 with a 5x3 kernel.
+    "dw_blocks2_3x3_pad_beyond_c6": lambda: g.depthwise(135, 5, 7, 6,
+                                                        padding=ir.Padding(2, 3, 3, 2)),
+    "dw_blocks2_5x3_s2_c4": lambda: g.depthwise(136, 9, 8, 4, kernel=(5, 3), stride=(2, 2),
+                                                padding=ir.Padding(2, 2, 1, 1)),
     # The Helium variant's paired windows (one load, two pixels; rows of 16 outputs or more):
     # stride 2 with a one-pixel tail, a three-pixel tail, a uint8 model's offset weights.
     "dw_3x3_s2_wide_c5": lambda: g.depthwise(122, 5, 34, 5, stride=(2, 2)),
@@ -216,7 +222,8 @@ CASES = {
 # scratch does not fit it, its small-scratch variant takes the layer.
 BUDGETS = {"dw_blocks_3x3_c12_odd_width": 512, "dw_blocks_3x3_s2_pad_beyond_c8": 512,
            "dw_blocks_5x5_m2_c8": 512, "dw_blocks_3x3_long_rows_c8": 2048,
-           "u8_dw_blocks_3x3_c8": 256}
+           "u8_dw_blocks_3x3_c8": 256, "dw_blocks2_3x3_pad_beyond_c6": 256,
+           "dw_blocks2_5x3_s2_c4": 256}
 
 HOST = load_target("host")
 M7 = load_target("cortex-m7")

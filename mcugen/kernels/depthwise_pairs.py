@@ -26,7 +26,7 @@ before the writes of the output pixels whose windows come earlier, so the memory
 put the output over the input as for a kernel that writes pixel by pixel (block of 1).
 
 Where the ring does not fit the arena's budget, a second variant (``..._blocks``) keeps only
-CHANNEL_BLOCK channels' planes of KH rows (a few hundred bytes) and widens them again for
+four channels' planes of KH rows (a few hundred bytes; a third, two) and widens them again for
 every output row: per output row and block of channels, the KH input rows the row reads, then
 the block's channels over the row as above (plane row s holds kernel row s). Stride 1 widens
 each input value KH times instead of once, about 1.25 instructions a value, still far below
@@ -56,7 +56,9 @@ CHANNEL_HEADER = 4  # the record's words before the weights: 2 bias, multiplier,
 DW_SHORT_CLAMPED = "dw_requantize_doubled_clamped"
 MAX_KERNEL_WIDTH = 7  # wider kernels' weight words would not stay near registers anyway
 STRD_OFFSET_MAX = 1020  # bytes: LDRD's and STRD's immediate offset
-CHANNEL_BLOCK = 4  # the blocks variant's planes: one dw_widen4 per column pair
+# The blocks variants' planes, by scratch tier (Variant.small_scratch): four (one dw_widen4
+# per column pair), then two (dw_widen1 per channel and pair: slower, half the scratch).
+CHANNEL_BLOCKS = {1: 4, 2: 2}
 
 
 @dataclass(frozen=True)
@@ -323,14 +325,16 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
         channel_words=records.shape[1], short=short, requantize=_requantize_function(short))
 
 
-def _lower_blocks(op: DepthwiseConv2D, graph: Graph, target: Target,
-                  names: LayerNames) -> DepthwisePairsParams:
-    """The ring variant's record with CHANNEL_BLOCK planes, re-widened for every output row
-    (module docstring): the whole output row is the access block."""
-    params = _lower(op, graph, target, names)
-    ring = dataclasses.replace(params.ring, planes=CHANNEL_BLOCK)
-    return dataclasses.replace(params, ring=ring, widening=_widening(params.input, ring),
-                               channel_block=CHANNEL_BLOCK, block_pixels=params.output.w)
+def _lower_blocks(block: int):
+    def lower(op: DepthwiseConv2D, graph: Graph, target: Target,
+              names: LayerNames) -> DepthwisePairsParams:
+        """The ring variant's record with `block` planes, re-widened for every output row
+        (module docstring): the whole output row is the access block."""
+        params = _lower(op, graph, target, names)
+        ring = dataclasses.replace(params.ring, planes=block)
+        return dataclasses.replace(params, ring=ring, widening=_widening(params.input, ring),
+                                   channel_block=block, block_pixels=params.output.w)
+    return lower
 
 
 def _requantize_function(short: ShortRequantization) -> str:
@@ -351,17 +355,21 @@ def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
     return _ring(x, y, g, *_plans(g)).bytes
 
 
-def _applies_blocks(op: Op, graph: Graph, target: Target) -> bool:
-    """The ring variant's shapes, with whole blocks of channels and a ring larger than a
-    block's planes."""
-    x = feature_map(graph.tensor(op.input))
-    return x.c % CHANNEL_BLOCK == 0 and x.c > CHANNEL_BLOCK and _applies(op, graph, target)
+def _applies_blocks(block: int):
+    def applies(op: Op, graph: Graph, target: Target) -> bool:
+        """The ring variant's shapes, with whole blocks of channels and a ring larger than a
+        block's planes."""
+        x = feature_map(graph.tensor(op.input))
+        return x.c % block == 0 and x.c > block and _applies(op, graph, target)
+    return applies
 
 
-def _blocks_scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
-    """KH widened rows of CHANNEL_BLOCK planes."""
-    x, y, g = _geometry(op, graph)
-    return dataclasses.replace(_ring(x, y, g, *_plans(g)), planes=CHANNEL_BLOCK).bytes
+def _blocks_scratch_bytes(block: int):
+    def scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
+        """KH widened rows of `block` planes."""
+        x, y, g = _geometry(op, graph)
+        return dataclasses.replace(_ring(x, y, g, *_plans(g)), planes=block).bytes
+    return scratch_bytes
 
 
 DW_CONV_S8_PAIRS_DSP = Variant(
@@ -370,12 +378,19 @@ DW_CONV_S8_PAIRS_DSP = Variant(
     helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
     legacy=True, trades_ram=True)
 
-# After the ring variant, which takes every op it does: chosen only where the ring's scratch
-# does not fit the budget (compile.py's small-scratch tier).
-DW_CONV_S8_PAIRS_BLOCKS_DSP = Variant(
-    "dw_conv_s8_pairs_blocks_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_pairs_dsp",
-    Order.RASTER, _lower_blocks, applies=_applies_blocks, scratch_bytes=_blocks_scratch_bytes,
-    helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
-    legacy=True, trades_ram=True, small_scratch=True)
+# After the ring variant, which takes every op they do: chosen only where the ring's scratch
+# does not fit the budget (compile.py's small-scratch tiers).
+def _blocks_variant(name: str, tier: int) -> Variant:
+    block = CHANNEL_BLOCKS[tier]
+    return Variant(
+        name, (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_pairs_dsp", Order.RASTER,
+        _lower_blocks(block), applies=_applies_blocks(block),
+        scratch_bytes=_blocks_scratch_bytes(block),
+        helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
+        legacy=True, trades_ram=True, small_scratch=tier)
 
-VARIANTS = (DW_CONV_S8_PAIRS_DSP, DW_CONV_S8_PAIRS_BLOCKS_DSP)
+
+DW_CONV_S8_PAIRS_BLOCKS_DSP = _blocks_variant("dw_conv_s8_pairs_blocks_dsp", 1)
+DW_CONV_S8_PAIRS_BLOCKS2_DSP = _blocks_variant("dw_conv_s8_pairs_blocks2_dsp", 2)
+
+VARIANTS = (DW_CONV_S8_PAIRS_DSP, DW_CONV_S8_PAIRS_BLOCKS_DSP, DW_CONV_S8_PAIRS_BLOCKS2_DSP)
