@@ -141,6 +141,19 @@ def test_each_tile_s_first_convolution_takes_the_widened_rows_where_their_scratc
         assert tuple(taken) == rows_in, budget
 
 
+def test_a_depthwise_whose_ring_does_not_fit_takes_the_small_scratch_pairs_variant():
+    """At 6,000 B the first tile's second depthwise layer cannot have dw_conv_s8_pairs_dsp's
+    ring (every channel's plane), but four channels' planes fit: it takes
+    dw_conv_s8_pairs_blocks_dsp, not the lean dw_conv_s8_dsp, where the first keeps its ring
+    (VWW at 12K on M7, with its two-channel tier: 7,268,752 -> 7,021,435 instructions; this
+    firmware runs in QEMU below)."""
+    result = compiled(6_000, load_target("cortex-m7"))
+    assert result.plan.arena_size <= 6_000 and result.schedule.tiles
+    names = {layer.index: layer.variant.name for layer in result.layers}
+    assert (names[1], names[3]) == ("dw_conv_s8_pairs_dsp", "dw_conv_s8_pairs_blocks_dsp")
+    assert result.layers[3].scratch_bytes < result.layers[1].scratch_bytes
+
+
 @pytest.mark.slow
 def test_tiled_c_is_clean_under_sanitizers(tmp_path):
     result = compiled(BUDGET)

@@ -134,6 +134,22 @@ CASES = {
     "dw_5x3_s2_c6": lambda: g.depthwise(117, 9, 7, 6, kernel=(5, 3), stride=(2, 2),
                                         padding=ir.Padding(2, 2, 1, 1)),
     "dw_3x3_long_rows_c4": lambda: g.depthwise(118, 3, 64, 4),
+    # Its small-scratch variant (dw_conv_s8_pairs_blocks_dsp: KH rows of four channels,
+    # widened again per output row), taken under BUDGETS: three blocks and an odd width, stride
+    # 2 with padding beyond the kernel's reach (rows of zero points), a 5x5 kernel with
+    # multiplier 2, plane rows too long for STRD's offsets, a uint8 model's offset weights.
+    "dw_blocks_3x3_c12_odd_width": lambda: g.depthwise(130, 9, 11, 12),
+    "dw_blocks_3x3_s2_pad_beyond_c8": lambda: g.depthwise(131, 9, 9, 8, stride=(2, 2),
+                                                          padding=ir.Padding(2, 3, 3, 2)),
+    "dw_blocks_5x5_m2_c8": lambda: g.depthwise(132, 6, 7, 8, multiplier=2, kernel=(5, 5),
+                                               padding=ir.Padding(2, 2, 2, 2)),
+    "dw_blocks_3x3_long_rows_c8": lambda: g.depthwise(134, 3, 64, 8),
+    # Its two-channel tier (dw_conv_s8_pairs_blocks2_dsp), under a tighter budget: odd width
+    # and padding beyond the kernel's reach; stride 2 with a 5x3 kernel.
+    "dw_blocks2_3x3_pad_beyond_c6": lambda: g.depthwise(135, 5, 7, 6,
+                                                        padding=ir.Padding(2, 3, 3, 2)),
+    "dw_blocks2_5x3_s2_c4": lambda: g.depthwise(136, 9, 8, 4, kernel=(5, 3), stride=(2, 2),
+                                                padding=ir.Padding(2, 2, 1, 1)),
     # The Helium variant's paired windows (one load, two pixels; rows of 16 outputs or more):
     # stride 2 with a one-pixel tail, a three-pixel tail, a uint8 model's offset weights.
     "dw_3x3_s2_wide_c5": lambda: g.depthwise(122, 5, 34, 5, stride=(2, 2)),
@@ -185,6 +201,7 @@ CASES = {
     "u8_dw_3x3_s2_c7": lambda: g.depthwise(119, 7, 8, 7, stride=(2, 2), padding=SAME_S2,
                                            legacy_zero_point=-60),
     "u8_dw_3x3_wide_c3": lambda: g.depthwise(123, 3, 18, 3, legacy_zero_point=40),
+    "u8_dw_blocks_3x3_c8": lambda: g.depthwise(133, 6, 5, 8, legacy_zero_point=-21),
     "u8_fc_3x11_17": lambda: g.fully_connected(97, 3, 11, 17, legacy_zero_point=-34),
     "u8_fc_1x250_99": lambda: g.fully_connected(98, 1, 250, 99, legacy_zero_point=50),
     "u8_avgpool_3x3_s2_c5": lambda: g.average_pool(99, 6, 7, 5, legacy=True),
@@ -218,6 +235,13 @@ CASES = {
     "dequantize_requantize": lambda: g.dequantize_requantize((1, 5, 7, 9)),
 }
 
+# Cases compiled with an arena budget (--max-ram, bytes): where the DSP depthwise ring's
+# scratch does not fit it, its small-scratch variant takes the layer.
+BUDGETS = {"dw_blocks_3x3_c12_odd_width": 512, "dw_blocks_3x3_s2_pad_beyond_c8": 512,
+           "dw_blocks_5x5_m2_c8": 512, "dw_blocks_3x3_long_rows_c8": 2048,
+           "u8_dw_blocks_3x3_c8": 256, "dw_blocks2_3x3_pad_beyond_c6": 256,
+           "dw_blocks2_5x3_s2_c4": 256}
+
 HOST = load_target("host")
 M7 = load_target("cortex-m7")
 M55 = load_target("cortex-m55")
@@ -226,7 +250,8 @@ M0PLUS = load_target("cortex-m0plus")  # portable C, unaligned word accesses tra
 
 
 def compile_case(case: str, target) -> CompiledModel:
-    return compile_graph(CASES[case](), name="model", target=target, source=case)
+    return compile_graph(CASES[case](), name="model", target=target, source=case,
+                         max_ram=BUDGETS.get(case))
 
 
 def write_sources(compiled: CompiledModel, folder: Path) -> Path:

@@ -72,7 +72,8 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
     layers = lower_layers(graph, target, name, kernel_set)
     graph, layers, (schedule, buffers, plan, whole_arena) = choose_graph_and_schedule(
         graph, layers, max_ram, fit_ram,
-        lambda g, lean: lower_layers(g, target, name, kernel_set, lean=lean))
+        lambda g, lean, small=0: lower_layers(g, target, name, kernel_set, lean=lean,
+                                              small_scratch=small))
     if ram_regions:
         plan = plan_regions(buffers, region_capacities(target))
     library = any(layer.variant.library for layer in layers)
@@ -90,16 +91,23 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
                          render_sources(view), report)
 
 
+# The small-scratch tiers (Variant.small_scratch) a layer tries, in order, where its fast
+# variant's scratch does not fit.
+SCRATCH_TIERS = (1, 2)
+
+
 def choose_graph_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
                               fit_ram: int | None,
-                              lower: Callable[[Graph, bool], tuple[Layer, ...]]):
+                              lower: Callable[..., tuple[Layer, ...]]):
     """The graph, its layers and their schedule: choose_layers_and_schedule's; where no
     row-band schedule fits the budget, the cheapest that fits with the model's first layers
     in column tiles (tiles.py), by the same search and cost model plus the halos' MACs."""
     budget = max_ram if max_ram is not None else fit_ram
     try:
         chosen = choose_layers_and_schedule(graph, layers, max_ram, fit_ram,
-                                            lambda: lower(graph, True))
+                                            lambda: lower(graph, True),
+                                            lambda: tuple(lower(graph, False, tier)
+                                                          for tier in SCRATCH_TIERS))
         if budget is None or chosen[1][2].arena_size <= budget:
             return (graph, *chosen)
         failure = None
@@ -114,7 +122,7 @@ def choose_graph_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: 
 
 
 def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram: int | None,
-                  fit_ram: int | None, lower: Callable[[Graph, bool], tuple[Layer, ...]]):
+                  fit_ram: int | None, lower: Callable[..., tuple[Layer, ...]]):
     """The cheapest schedule (row_bands' cost plus tiles.COST_PER_MAC per halo MAC) that
     fits the budget with layers [0, end) in column tiles, for each end where the row-band
     search may end a segment and the halos cost at most estimate.MAX_HALO_SHARE of the
@@ -151,26 +159,36 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
     if best is None:
         return smallest
     tiled, tiled_layers, schedule, buffers, plan, end, halo = best[1]
-    tiled_layers, buffers, plan = _faster_where_it_fits(tiled, tiled_layers, lower(tiled, False),
-                                                        schedule, buffers, plan, budget)
+    tiled_layers, buffers, plan = _faster_where_it_fits(
+        tiled, tiled_layers,
+        (lower(tiled, False), *(lower(tiled, False, tier) for tier in SCRATCH_TIERS)), schedule,
+        buffers, plan, budget)
     return tiled, tiled_layers, (_tiled_schedule(schedule, end, halo, max_ram, fit_ram),
                                  buffers, plan, whole)
 
 
-def _faster_where_it_fits(graph: Graph, lean: tuple[Layer, ...], fast: tuple[Layer, ...],
-                          schedule: Schedule, buffers: list[Buffer], plan: Plan, budget: int):
+def _faster_where_it_fits(graph: Graph, lean: tuple[Layer, ...],
+                          tiers: tuple[tuple[Layer, ...], ...], schedule: Schedule,
+                          buffers: list[Buffer], plan: Plan, budget: int):
     """The lean variants only where the arena needs them: each layer whose fast variant
     trades arena RAM for speed (Variant.trades_ram) takes it back, most MACs first, when the
-    schedule's arena still fits the budget with its scratch."""
+    schedule's arena still fits the budget with its scratch; the tiers' layers in their order
+    (the fastest, then the small-scratch ones), the first that fits. (Tier by tier instead,
+    VWW at 12K took the small layers' rings first: 7,094,026 instructions, not 7,021,435.)"""
     layers = lean
-    swaps = sorted((i for i in range(len(lean)) if fast[i].variant is not lean[i].variant),
+    swaps = sorted((i for i in range(len(lean))
+                    if any(tier[i].variant is not lean[i].variant for tier in tiers)),
                    key=lambda i: (-count_macs(graph.ops[i], graph), i))
     for index in swaps:
-        trial = layers[:index] + (fast[index],) + layers[index + 1:]
-        trial_buffers = arena_buffers(graph, trial, schedule)
-        trial_plan = plan_memory(trial_buffers)
-        if trial_plan.arena_size <= budget:
-            layers, buffers, plan = trial, trial_buffers, trial_plan
+        for tier in tiers:
+            if tier[index].variant is lean[index].variant:
+                continue
+            trial = layers[:index] + (tier[index],) + layers[index + 1:]
+            trial_buffers = arena_buffers(graph, trial, schedule)
+            trial_plan = plan_memory(trial_buffers)
+            if trial_plan.arena_size <= budget:
+                layers, buffers, plan = trial, trial_buffers, trial_plan
+                break
     return layers, buffers, plan
 
 
@@ -190,12 +208,14 @@ def _tiled_schedule(schedule: Schedule, end: int, halo: int, max_ram: int | None
 
 
 def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
-                               fit_ram: int | None, lean: Callable[[], tuple[Layer, ...]]):
+                               fit_ram: int | None, lean: Callable[[], tuple[Layer, ...]],
+                               small: Callable[[], tuple[tuple[Layer, ...], ...]] | None = None):
     """The layers and their schedule (choose_schedule). Where layers that trade arena RAM for
     speed (Variant.trades_ram) keep the arena from fitting the budget even in row bands, the
     lean variants (``lean()``) take their place, as before such variants existed, then each
     layer whose fast variant still fits the schedule's arena gets it back (its code is
-    smaller and faster); the layer-by-layer arena reported stays the one without the
+    smaller and faster), or else its small-scratch variants (``small()``: the layers of each
+    tier) where one fits; the layer-by-layer arena reported stays the one without the
     budget."""
     budget = max_ram if max_ram is not None else fit_ram
     if budget is None or not any(layer.variant.trades_ram for layer in layers):
@@ -211,22 +231,30 @@ def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram:
     schedule, buffers, plan, _ = choose_schedule(graph, lean_layers, max_ram, fit_ram)
     if plan.arena_size > budget:  # nothing fits: the memory check or the error says so
         return lean_layers, (schedule, buffers, plan, whole)
-    mixed = fast_where_they_fit(graph, layers, lean_layers, schedule, budget)
+    mixed = fast_where_they_fit(graph, layers, lean_layers, schedule, budget,
+                                small() if small is not None else ())
     buffers = arena_buffers(graph, mixed, schedule)
     return mixed, (schedule, buffers, plan_memory(buffers), whole)
 
 
 def fast_where_they_fit(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer, ...],
-                        schedule: Schedule, budget: int) -> tuple[Layer, ...]:
+                        schedule: Schedule, budget: int,
+                        small: tuple[tuple[Layer, ...], ...] = ()) -> tuple[Layer, ...]:
     """The lean layers with each fast variant back, the smallest scratch first, while the
-    schedule's arena still fits the budget."""
+    schedule's arena still fits the budget; where the fast one does not fit, the small-scratch
+    variants (Variant.small_scratch, tier by tier) the layer has, the first that fits."""
     mixed = list(lean)
     for index in sorted((i for i, layer in enumerate(fast) if layer.variant.trades_ram),
                         key=lambda i: fast[i].scratch_bytes):
-        trial = (*mixed[:index], fast[index], *mixed[index + 1:])
-        # Planned without the search, as the schedules are: the final plan is no larger.
-        if plan_memory(arena_buffers(graph, trial, schedule), search=False).arena_size <= budget:
-            mixed[index] = fast[index]
+        tiers = [fast[index], *(tier[index] for tier in small
+                                if tier[index].variant.small_scratch)]
+        for layer in tiers:
+            trial = (*mixed[:index], layer, *mixed[index + 1:])
+            # Planned without the search, as the schedules are: the final plan is no larger.
+            if plan_memory(arena_buffers(graph, trial, schedule),
+                           search=False).arena_size <= budget:
+                mixed[index] = layer
+                break
     return tuple(mixed)
 
 

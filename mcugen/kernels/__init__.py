@@ -39,14 +39,17 @@ KERNEL_SETS: dict[str, tuple[Variant, ...]] = {
 
 
 def select_variant(op: Op, graph: Graph, target: Target, kernel_set: str = "mcugen",
-                   lean: bool = False) -> Variant:
+                   lean: bool = False, small_scratch: int = 0) -> Variant:
     """The first variant of the kernel set that takes the op; with lean, none that trades
-    arena RAM for speed."""
+    arena RAM for speed; with small_scratch (a tier, Variant.small_scratch), only those of
+    them of that tier."""
     if kernel_set not in KERNEL_SETS:
         raise McugenError(f"unknown kernel set {kernel_set!r}; choose one of "
                           f"{', '.join(KERNEL_SETS)}")
     for variant in KERNEL_SETS[kernel_set]:
         if lean and variant.trades_ram:
+            continue
+        if small_scratch and variant.trades_ram and variant.small_scratch != small_scratch:
             continue
         if variant.accepts(op, graph, target):
             return variant
@@ -83,10 +86,11 @@ class Layer:
 
 
 def lower_layers(graph: Graph, target: Target, model_name: str,
-                 kernel_set: str = "mcugen", lean: bool = False) -> tuple[Layer, ...]:
+                 kernel_set: str = "mcugen", lean: bool = False,
+                 small_scratch: int = 0) -> tuple[Layer, ...]:
     layers = []
     for index, op in enumerate(graph.ops):
-        variant = select_variant(op, graph, target, kernel_set, lean)
+        variant = select_variant(op, graph, target, kernel_set, lean, small_scratch)
         names = LayerNames(model_name, index, variant.name)
         layers.append(Layer(index, op, variant, names,
                             variant.lower(op, graph, target, names),

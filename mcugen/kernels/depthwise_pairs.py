@@ -24,10 +24,19 @@ A row's outputs are written after the ring holds every input row they read, and 
 a row only when the first output row that reads it starts: every read of the input comes
 before the writes of the output pixels whose windows come earlier, so the memory planner may
 put the output over the input as for a kernel that writes pixel by pixel (block of 1).
+
+Where the ring does not fit the arena's budget, a second variant (``..._blocks``) keeps only
+four channels' planes of KH rows (a few hundred bytes; a third, two) and widens them again for
+every output row: per output row and block of channels, the KH input rows the row reads, then
+the block's channels over the row as above (plane row s holds kernel row s). Stride 1 widens
+each input value KH times instead of once, about 1.25 instructions a value, still far below
+what the lean kernel (dw_conv_s8_dsp) spends on its MACs. A row's writes of one block come
+before its reads of the next block, so the planner takes the whole output row as the block.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +56,9 @@ CHANNEL_HEADER = 4  # the record's words before the weights: 2 bias, multiplier,
 DW_SHORT_CLAMPED = "dw_requantize_doubled_clamped"
 MAX_KERNEL_WIDTH = 7  # wider kernels' weight words would not stay near registers anyway
 STRD_OFFSET_MAX = 1020  # bytes: LDRD's and STRD's immediate offset
+# The blocks variants' planes, by scratch tier (Variant.small_scratch): four (one dw_widen4
+# per column pair), then two (dw_widen1 per channel and pair: slower, half the scratch).
+CHANNEL_BLOCKS = {1: 4, 2: 2}
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,13 @@ class DepthwisePairsParams:
     short: ShortRequantization
     requantize: str  # the C function of the short sequence
     block_pixels: int = 1
+    # 0: the ring holds every channel's plane; otherwise the blocks variant's planes per block
+    channel_block: int = 0
+
+    @property
+    def take_channels(self) -> int:
+        """The input channels one widening of a row takes."""
+        return self.channel_block or self.input.c
 
     @property
     def paired_stores(self) -> bool:
@@ -306,6 +325,18 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
         channel_words=records.shape[1], short=short, requantize=_requantize_function(short))
 
 
+def _lower_blocks(block: int):
+    def lower(op: DepthwiseConv2D, graph: Graph, target: Target,
+              names: LayerNames) -> DepthwisePairsParams:
+        """The ring variant's record with `block` planes, re-widened for every output row
+        (module docstring): the whole output row is the access block."""
+        params = _lower(op, graph, target, names)
+        ring = dataclasses.replace(params.ring, planes=block)
+        return dataclasses.replace(params, ring=ring, widening=_widening(params.input, ring),
+                                   channel_block=block, block_pixels=params.output.w)
+    return lower
+
+
 def _requantize_function(short: ShortRequantization) -> str:
     """SMMLAR adds K with the high multiply where the sign correction is skipped."""
     return DW_SHORT_CLAMPED if short.skip_sign_correction else dsp_short_function(short)
@@ -324,10 +355,42 @@ def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
     return _ring(x, y, g, *_plans(g)).bytes
 
 
+def _applies_blocks(block: int):
+    def applies(op: Op, graph: Graph, target: Target) -> bool:
+        """The ring variant's shapes, with whole blocks of channels and a ring larger than a
+        block's planes."""
+        x = feature_map(graph.tensor(op.input))
+        return x.c % block == 0 and x.c > block and _applies(op, graph, target)
+    return applies
+
+
+def _blocks_scratch_bytes(block: int):
+    def scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
+        """KH widened rows of `block` planes."""
+        x, y, g = _geometry(op, graph)
+        return dataclasses.replace(_ring(x, y, g, *_plans(g)), planes=block).bytes
+    return scratch_bytes
+
+
 DW_CONV_S8_PAIRS_DSP = Variant(
     "dw_conv_s8_pairs_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_pairs_dsp", Order.RASTER,
     _lower, applies=_applies, scratch_bytes=_scratch_bytes,
     helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
     legacy=True, trades_ram=True)
 
-VARIANTS = (DW_CONV_S8_PAIRS_DSP,)
+# After the ring variant, which takes every op they do: chosen only where the ring's scratch
+# does not fit the budget (compile.py's small-scratch tiers).
+def _blocks_variant(name: str, tier: int) -> Variant:
+    block = CHANNEL_BLOCKS[tier]
+    return Variant(
+        name, (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_pairs_dsp", Order.RASTER,
+        _lower_blocks(block), applies=_applies_blocks(block),
+        scratch_bytes=_blocks_scratch_bytes(block),
+        helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
+        legacy=True, trades_ram=True, small_scratch=tier)
+
+
+DW_CONV_S8_PAIRS_BLOCKS_DSP = _blocks_variant("dw_conv_s8_pairs_blocks_dsp", 1)
+DW_CONV_S8_PAIRS_BLOCKS2_DSP = _blocks_variant("dw_conv_s8_pairs_blocks2_dsp", 2)
+
+VARIANTS = (DW_CONV_S8_PAIRS_DSP, DW_CONV_S8_PAIRS_BLOCKS_DSP, DW_CONV_S8_PAIRS_BLOCKS2_DSP)

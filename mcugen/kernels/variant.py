@@ -164,6 +164,10 @@ class Variant:
     # leaves it out when the arena must fit a RAM budget that it would exceed
     # (kernels.lower_layers' lean).
     trades_ram: bool = False
+    # Of those, one whose scratch stays a few hundred bytes: the tier (1, then 2: smaller)
+    # selection tries where the fast variant's scratch does not fit (kernels.lower_layers'
+    # small_scratch); 0: none.
+    small_scratch: int = 0
 
     def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
         return (isinstance(op, self.ops) and self.isa in target_isas(target)
