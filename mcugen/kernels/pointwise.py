@@ -133,9 +133,10 @@ DSP_BLOCK_PIXELS = 2  # the convolutions' block (conv.py, conv_rows.py)
 # Pointwise and fully connected layers: three pixels share each pair of extended weight words
 # (pw_dot_3x2; the fourteen registers it needs are all there are).
 PW_DSP_BLOCK_PIXELS = 3
-# The extended inputs go on the stack up to this size (depth 256), below the frames other
-# layers already take, and in arena scratch above it: a scratch buffer at the arena's peak (an
-# early layer of a high resolution) would raise the peak.
+# The extended inputs go on the stack up to this size (depth 256 for two columns, 168 for
+# three), below the frames other layers already take, and in arena scratch above it: a scratch
+# buffer at the arena's peak (an early layer of a high resolution) would raise the peak; a
+# MobileNet's 256-deep layers come late, where the arena is small.
 STACK_COLUMN_MAX_BYTES = 1024
 
 

@@ -228,11 +228,12 @@ MCUGEN_ALWAYS_INLINE int32_t pw_column_sum(const int8_t *column, int32_t groups,
 /* The columns' words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
 typedef int32_t pw_lanes __attribute__((may_alias));
 
-/* The 2x2 product's loop is inline assembly where the compiler leaves it the thirteen
- * registers it needs: GCC optimizing (which omits the frame pointer). Clang on Arm and GCC
- * without optimization keep a frame pointer, and take the same product in C (fewer
- * instructions than before the interleaved rows, without the scheduled order). A firmware
- * built with -fno-omit-frame-pointer (no macro says so) defines MCUGEN_NO_INLINE_ASSEMBLY. */
+/* The 2x2 and 3x2 products' loops are inline assembly where the compiler leaves them the
+ * thirteen and fourteen registers they need: GCC optimizing (which omits the frame pointer).
+ * Clang on Arm and GCC without optimization keep a frame pointer, and take the same products
+ * in C (fewer instructions than before the interleaved rows, without the scheduled order). A
+ * firmware built with -fno-omit-frame-pointer (no macro says so) defines
+ * MCUGEN_NO_INLINE_ASSEMBLY. */
 #if defined(__OPTIMIZE__) && !defined(__clang__) && !defined(MCUGEN_NO_INLINE_ASSEMBLY)
 #define PW_DOT_ASSEMBLY 1
 #else
@@ -492,9 +493,10 @@ MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, cons
 
 /* acc[2i+j] += column i . filter row j over `groups` (at least 1) groups of four inputs: the
  * three columns interleaved as above, the pair of rows word by word. Four groups a pass, then
- * the last two and the last odd one; nothing is read past the columns and the pair. */
-MCUGEN_ALWAYS_INLINE void pw_dot_3x2(int32_t acc[6], const int8_t *columns, const int8_t *rows,
-                                     int32_t groups)
+ * the last two and the last odd one; nothing is read past the columns and the pair. Returns the
+ * rows' end, the next pair (the loop's own pointer: the caller keeps no other). */
+MCUGEN_ALWAYS_INLINE const int8_t *pw_dot_3x2(int32_t acc[6], const int8_t *columns,
+                                               const int8_t *rows, int32_t groups)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3], a20 = acc[4], a21 = acc[5];
 #if PW_DOT_ASSEMBLY
@@ -525,6 +527,7 @@ MCUGEN_ALWAYS_INLINE void pw_dot_3x2(int32_t acc[6], const int8_t *columns, cons
         a20 = __smlad(x[5], v0o, __smlad(x[4], v0e, a20));
         a21 = __smlad(x[5], v1o, __smlad(x[4], v1e, a21));
     }
+    const int8_t *w = rows;
 #endif
     acc[0] = a00;
     acc[1] = a01;
@@ -532,6 +535,7 @@ MCUGEN_ALWAYS_INLINE void pw_dot_3x2(int32_t acc[6], const int8_t *columns, cons
     acc[3] = a11;
     acc[4] = a20;
     acc[5] = a21;
+    return w;
 }
 
 /* acc[i] += column i . one filter row (a last odd one, its words in order), three columns. */
