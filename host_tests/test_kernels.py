@@ -70,12 +70,12 @@ CASES = {
     "pw_260_7_scratch_odd_groups": lambda: g.conv(20, 3, 3, 260, 7, (1, 1), padding=P0),
     "pw_5_2_one_pair": lambda: g.conv(21, 2, 2, 5, 2, (1, 1), padding=P0),
     # The 3x2 product's edges (three pixels by a pair of rows, four groups a pass, then two and
-    # one; the last one or two pixels of a call by the 2x2 and 1-column products; three columns
-    # on the stack up to 1 KiB): 42 groups on the stack (ten passes and two groups), a two-pixel
-    # tail; 43 groups in scratch (ten passes, two and one), a one-pixel tail; five groups (one
-    # pass without a loop and one), whole blocks, odd outputs.
+    # one; the last one or two pixels of a call by the 2x2 and 1-column products; only where
+    # three columns fit the 1 KiB stack buffer): 42 groups (ten passes and two groups), a
+    # two-pixel tail; 43 groups, where two pixels a block take over, and a one-pixel tail; five
+    # groups (one pass without a loop and one), whole blocks, odd outputs.
     "pw_168_6_stack_tail_of_2": lambda: g.conv(130, 1, 5, 168, 6, (1, 1), padding=P0),
-    "pw_172_4_scratch_tail_of_1": lambda: g.conv(131, 2, 2, 172, 4, (1, 1), padding=P0),
+    "pw_172_4_two_pixel_blocks": lambda: g.conv(131, 2, 2, 172, 4, (1, 1), padding=P0),
     "pw_20_9_one_pass": lambda: g.conv(132, 2, 3, 20, 9, (1, 1), padding=P0),
     "conv_3x3_17_6_long_rows": lambda: g.conv(30, 5, 5, 17, 6),
     "pw_8_16_mixed_shifts": lambda: g.conv(31, 4, 5, 8, 16, (1, 1), padding=P0,

@@ -2,8 +2,9 @@
 filter [Cout, Cin], one output pixel after another (raster order).
 
 Variants, for every shape:
-- DSP: three pixels at a time, sign-extended once into int16 lanes (on the stack, or arena
-  scratch for deep columns), by two output channels (SMLAD, two int8 products each) whose
+- DSP: three pixels at a time (two where three columns would not fit the stack buffer),
+  sign-extended once into int16 lanes (on the stack, or arena scratch for deep columns), by
+  two output channels (SMLAD, two int8 products each) whose
   filter rows are interleaved word by word at generation time (interleaved_rows: one LDRD
   a group, sign-extended once for the three pixels), in a loop of inline assembly
   (templates/kernels/pw_conv_s8_dsp_helpers.c.j2); a call's last two pixels by the two-pixel
@@ -131,7 +132,8 @@ def rows_in_whole_blocks(output: FeatureMap, block_pixels: int) -> bool:
 
 DSP_BLOCK_PIXELS = 2  # the convolutions' block (conv.py, conv_rows.py)
 # Pointwise and fully connected layers: three pixels share each pair of extended weight words
-# (pw_dot_3x2; the fourteen registers it needs are all there are).
+# (pw_dot_3x2; the fourteen registers it needs are all there are), where their columns fit the
+# stack buffer (see pw_block_pixels).
 PW_DSP_BLOCK_PIXELS = 3
 # The extended inputs go on the stack up to this size (depth 256 for two columns, 168 for
 # three), below the frames other layers already take, and in arena scratch above it: a scratch
@@ -238,9 +240,19 @@ def matrix_dsp(split: SplitWeights, op: Op, graph: Graph, names: LayerNames,
 def matrix_dsp_params(weights: Tensor, rows: FeatureMap, outputs: FeatureMap, op: Op,
                       graph: Graph, names: LayerNames, target: Target) -> PointwiseDspParams:
     """The DSP variant's parameters for rows [P, depth] times weights [outputs, depth]."""
-    matrix = matrix_dsp(split_weights(weights), op, graph, names, target, PW_DSP_BLOCK_PIXELS)
-    return PointwiseDspParams(input=rows, output=outputs, matrix=matrix,
-                              block_pixels=PW_DSP_BLOCK_PIXELS)
+    block = pw_block_pixels(rows.c)
+    matrix = matrix_dsp(split_weights(weights), op, graph, names, target, block)
+    return PointwiseDspParams(input=rows, output=outputs, matrix=matrix, block_pixels=block)
+
+
+def pw_block_pixels(depth: int) -> int:
+    """Pixels a block of the pointwise and fully connected DSP kernel: three where their
+    columns fit the stack buffer (depth up to 168), else two as before (their columns on the
+    stack up to depth 256, else in arena scratch): a third column would move a layer's columns
+    from the stack into the arena, or grow its scratch, and raise a tight arena (row bands at
+    the smallest budget reachable)."""
+    fits = column_bytes(depth, PW_DSP_BLOCK_PIXELS) <= STACK_COLUMN_MAX_BYTES
+    return PW_DSP_BLOCK_PIXELS if fits else DSP_BLOCK_PIXELS
 
 
 def column_bytes(depth: int, columns: int = DSP_BLOCK_PIXELS) -> int:
@@ -269,7 +281,8 @@ def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
 
 
 def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:
-    return dsp_scratch_bytes(graph.tensor(op.filter).shape[3], PW_DSP_BLOCK_PIXELS)
+    depth = graph.tensor(op.filter).shape[3]
+    return dsp_scratch_bytes(depth, pw_block_pixels(depth))
 
 
 PW_CONV_S8_DSP = Variant(

@@ -1055,7 +1055,7 @@ MCUGEN_LAYER void layer1_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 
 /* Layer 2: CONV_2D 1x48x48x8 -> 1x48x48x16, pw_conv_s8_dsp: 2304 rows of 8 -> 16.
  * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
  * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer2_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
@@ -1199,7 +1199,7 @@ MCUGEN_LAYER void layer3_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 
 /* Layer 4: CONV_2D 1x24x24x16 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 16 -> 32.
  * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
  * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer4_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
@@ -1342,7 +1342,7 @@ MCUGEN_LAYER void layer5_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 
 /* Layer 6: CONV_2D 1x24x24x32 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 32 -> 32.
  * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
  * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer6_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
@@ -1486,7 +1486,7 @@ MCUGEN_LAYER void layer7_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 
 /* Layer 8: CONV_2D 1x12x12x32 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 32 -> 64.
  * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
  * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer8_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
@@ -1629,7 +1629,7 @@ MCUGEN_LAYER void layer9_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 
 /* Layer 10: CONV_2D 1x12x12x64 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 64 -> 64.
  * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
  * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer10_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
@@ -1773,7 +1773,7 @@ MCUGEN_LAYER void layer11_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
 
 /* Layer 12: CONV_2D 1x6x6x64 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 64 -> 128.
  * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
  * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer12_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
@@ -1915,7 +1915,7 @@ MCUGEN_LAYER void layer13_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
 
 /* Layers 14, 16, 18, 20, 22: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
  * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
  * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (t_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_channels)
@@ -2077,7 +2077,7 @@ MCUGEN_LAYER void layer23_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
 
 /* Layer 24: CONV_2D 1x3x3x128 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 128 -> 256.
  * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
  * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer24_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
@@ -2233,38 +2233,45 @@ MCUGEN_LAYER void layer25_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
 }
 
 /* Layer 26: CONV_2D 1x3x3x256 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 256 -> 256.
- * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
- * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last odd row, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer26_channels, doubled, with each channel's constants); the short requantization. */
-MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    int32_t column_words[256];
+    int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
     const int8_t *pixel = input + p * 256;
     output += p * 256;
-    for (; p + 2 < end; p += 3, pixel += 768, output += 768) {
-        pw_extend3(scratch, pixel, 256, 1);
+    for (; p + 1 < end; p += 2, pixel += 512, output += 512) {
+        pw_extend(scratch, pixel, 256, 16, 8, 1);
+        pw_extend(scratch + 4, pixel + 256, 256, 16, 8, 1);
         const int8_t *w = person_detect_layer26_filter;
         const int32_t *k = person_detect_layer26_channels;
         int32_t oc = 0;
-        for (; oc < 256; oc += 2, k += 8) {
-            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
-            w = pw_dot_3x2(acc, scratch, w, 64); /* w: the next pair */
-            /* All six before the first store: an int8 store may alias the channel table, which the
-             * compiler would read again after each one. */
-            const int8_t y00 = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            const int8_t y01 = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            const int8_t y10 = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
-            const int8_t y11 = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
-            const int8_t y20 = (int8_t)pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]);
-            const int8_t y21 = (int8_t)pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]);
-            output[oc] = y00;
-            output[oc + 1] = y01;
-            output[256 + oc] = y10;
-            output[256 + oc + 1] = y11;
-            output[512 + oc] = y20;
-            output[512 + oc + 1] = y21;
+        for (; oc < 256; oc += 2, w += 512, k += 8) {
+            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
+            pw_dot_2x2(acc, scratch, w, 64);
+            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[256 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            output[256 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+        }
+}
+    for (; p < end; ++p, pixel += 256, output += 256) {
+        pw_extend(scratch, pixel, 256, 8, 4, 1);
+        const int8_t *w = person_detect_layer26_filter;
+        const int32_t *k = person_detect_layer26_channels;
+        int32_t oc = 0;
+        for (; oc < 256; oc += 4, w += 1024, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 512, 64);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
         }
 }
 }
@@ -2293,41 +2300,19 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
 }
 
 /* Layer 28: CONV_2D 1x1x1x256 -> 1x1x1x2, pw_conv_s8_dsp: 1 rows of 256 -> 2.
- * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
- * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
+ * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last odd row, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer28_channels, doubled, with each channel's constants); the short requantization. */
-MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
+MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    int32_t column_words[256];
+    int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 1;
     const int32_t end = row_end * 1;
     const int8_t *pixel = input + p * 256;
     output += p * 2;
-    for (; p + 2 < end; p += 3, pixel += 768, output += 6) {
-        pw_extend3(scratch, pixel, 256, 1);
-        const int8_t *w = person_detect_layer28_filter;
-        const int32_t *k = person_detect_layer28_channels;
-        int32_t oc = 0;
-        for (; oc < 2; oc += 2, k += 8) {
-            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
-            w = pw_dot_3x2(acc, scratch, w, 64); /* w: the next pair */
-            /* All six before the first store: an int8 store may alias the channel table, which the
-             * compiler would read again after each one. */
-            const int8_t y00 = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
-            const int8_t y01 = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
-            const int8_t y10 = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
-            const int8_t y11 = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
-            const int8_t y20 = (int8_t)pw_requantize_doubled(acc[4], k[1], k[2], k[3]);
-            const int8_t y21 = (int8_t)pw_requantize_doubled(acc[5], k[5], k[6], k[7]);
-            output[oc] = y00;
-            output[oc + 1] = y01;
-            output[2 + oc] = y10;
-            output[2 + oc + 1] = y11;
-            output[4 + oc] = y20;
-            output[4 + oc + 1] = y21;
-        }
-}
-    if (p + 1 < end) {
+    for (; p + 1 < end; p += 2, pixel += 512, output += 4) {
         pw_extend(scratch, pixel, 256, 16, 8, 1);
         pw_extend(scratch + 4, pixel + 256, 256, 16, 8, 1);
         const int8_t *w = person_detect_layer28_filter;
@@ -2341,11 +2326,8 @@ int32_t p = row_begin * 1;
             output[2 + oc] = (int8_t)pw_requantize_doubled(acc[2], k[1], k[2], k[3]);
             output[2 + oc + 1] = (int8_t)pw_requantize_doubled(acc[3], k[5], k[6], k[7]);
         }
-p += 2;
-        pixel += 512;
-        output += 4;
-    }
-    if (p < end) {
+}
+    for (; p < end; ++p, pixel += 256, output += 2) {
         pw_extend(scratch, pixel, 256, 8, 4, 1);
         const int8_t *w = person_detect_layer28_filter;
         const int32_t *k = person_detect_layer28_channels;
@@ -2408,63 +2390,63 @@ int person_detect_invoke(const person_detect_input_t *input, person_detect_outpu
     if (input == NULL || output == NULL) {
         return 1;
     }
-    layer0_dw_conv_s8_pairs_dsp(input, arena + 18880, arena + 0, 0, 48);
-    MCUGEN_LAYER_DONE(0, arena + 18880, 18432);
-    layer1_dw_conv_s8_pairs_dsp(arena + 18880, arena + 18480, arena + 0, 0, 48);
-    MCUGEN_LAYER_DONE(1, arena + 18480, 18432);
-    layer2_pw_conv_s8_dsp(arena + 18480, arena + 16, 0, 48);
+    layer0_dw_conv_s8_pairs_dsp(input, arena + 0, arena + 18432, 0, 48);
+    MCUGEN_LAYER_DONE(0, arena + 0, 18432);
+    layer1_dw_conv_s8_pairs_dsp(arena + 0, arena + 20832, arena + 18432, 0, 48);
+    MCUGEN_LAYER_DONE(1, arena + 20832, 18432);
+    layer2_pw_conv_s8_dsp(arena + 20832, arena + 16, 0, 48);
     MCUGEN_LAYER_DONE(2, arena + 16, 36864);
     layer3_dw_conv_s8_pairs_dsp(arena + 16, arena + 0, arena + 36880, 0, 24);
     MCUGEN_LAYER_DONE(3, arena + 0, 9216);
     layer4_pw_conv_s8_dsp(arena + 0, arena + 9216, 0, 24);
     MCUGEN_LAYER_DONE(4, arena + 9216, 18432);
-    layer5_dw_conv_s8_pairs_dsp(arena + 9216, arena + 96, arena + 27648, 0, 24);
-    MCUGEN_LAYER_DONE(5, arena + 96, 18432);
-    layer6_pw_conv_s8_dsp(arena + 96, arena + 0, 0, 24);
-    MCUGEN_LAYER_DONE(6, arena + 0, 18432);
-    layer7_dw_conv_s8_pairs_dsp(arena + 0, arena + 23424, arena + 18432, 0, 12);
-    MCUGEN_LAYER_DONE(7, arena + 23424, 4608);
-    layer8_pw_conv_s8_dsp(arena + 23424, arena + 0, 0, 12);
-    MCUGEN_LAYER_DONE(8, arena + 0, 9216);
-    layer9_dw_conv_s8_pairs_dsp(arena + 0, arena + 14592, arena + 9216, 0, 12);
-    MCUGEN_LAYER_DONE(9, arena + 14592, 9216);
-    layer10_pw_conv_s8_dsp(arena + 14592, arena + 0, 0, 12);
-    MCUGEN_LAYER_DONE(10, arena + 0, 9216);
-    layer11_dw_conv_s8_pairs_dsp(arena + 0, arena + 9216, arena + 11520, 0, 6);
-    MCUGEN_LAYER_DONE(11, arena + 9216, 2304);
-    layer12_pw_conv_s8_dsp(arena + 9216, arena + 0, 0, 6);
-    MCUGEN_LAYER_DONE(12, arena + 0, 4608);
-    layer13_dw_conv_s8_pairs_dsp(arena + 0, arena + 4608, arena + 9216, 0, 6, person_detect_layer13_channels);
-    MCUGEN_LAYER_DONE(13, arena + 4608, 4608);
-    layer14_pw_conv_s8_dsp(arena + 4608, arena + 9216, 0, 6, person_detect_layer14_filter, person_detect_layer14_channels);
-    MCUGEN_LAYER_DONE(14, arena + 9216, 4608);
-    layer13_dw_conv_s8_pairs_dsp(arena + 9216, arena + 6144, arena + 0, 0, 6, person_detect_layer15_channels);
-    MCUGEN_LAYER_DONE(15, arena + 6144, 4608);
-    layer14_pw_conv_s8_dsp(arena + 6144, arena + 10752, 0, 6, person_detect_layer16_filter, person_detect_layer16_channels);
-    MCUGEN_LAYER_DONE(16, arena + 10752, 4608);
-    layer13_dw_conv_s8_pairs_dsp(arena + 10752, arena + 7552, arena + 0, 0, 6, person_detect_layer17_channels);
-    MCUGEN_LAYER_DONE(17, arena + 7552, 4608);
-    layer14_pw_conv_s8_dsp(arena + 7552, arena + 7168, 0, 6, person_detect_layer18_filter, person_detect_layer18_channels);
-    MCUGEN_LAYER_DONE(18, arena + 7168, 4608);
-    layer13_dw_conv_s8_pairs_dsp(arena + 7168, arena + 6144, arena + 0, 0, 6, person_detect_layer19_channels);
-    MCUGEN_LAYER_DONE(19, arena + 6144, 4608);
-    layer14_pw_conv_s8_dsp(arena + 6144, arena + 10752, 0, 6, person_detect_layer20_filter, person_detect_layer20_channels);
+    layer5_dw_conv_s8_pairs_dsp(arena + 9216, arena + 5120, arena + 0, 0, 24);
+    MCUGEN_LAYER_DONE(5, arena + 5120, 18432);
+    layer6_pw_conv_s8_dsp(arena + 5120, arena + 5024, 0, 24);
+    MCUGEN_LAYER_DONE(6, arena + 5024, 18432);
+    layer7_dw_conv_s8_pairs_dsp(arena + 5024, arena + 4992, arena + 0, 0, 12);
+    MCUGEN_LAYER_DONE(7, arena + 4992, 4608);
+    layer8_pw_conv_s8_dsp(arena + 4992, arena + 9600, 0, 12);
+    MCUGEN_LAYER_DONE(8, arena + 9600, 9216);
+    layer9_dw_conv_s8_pairs_dsp(arena + 9600, arena + 5376, arena + 0, 0, 12);
+    MCUGEN_LAYER_DONE(9, arena + 5376, 9216);
+    layer10_pw_conv_s8_dsp(arena + 5376, arena + 14592, 0, 12);
+    MCUGEN_LAYER_DONE(10, arena + 14592, 9216);
+    layer11_dw_conv_s8_pairs_dsp(arena + 14592, arena + 0, arena + 2304, 0, 6);
+    MCUGEN_LAYER_DONE(11, arena + 0, 2304);
+    layer12_pw_conv_s8_dsp(arena + 0, arena + 7168, 0, 6);
+    MCUGEN_LAYER_DONE(12, arena + 7168, 4608);
+    layer13_dw_conv_s8_pairs_dsp(arena + 7168, arena + 6144, arena + 0, 0, 6, person_detect_layer13_channels);
+    MCUGEN_LAYER_DONE(13, arena + 6144, 4608);
+    layer14_pw_conv_s8_dsp(arena + 6144, arena + 1024, 0, 6, person_detect_layer14_filter, person_detect_layer14_channels);
+    MCUGEN_LAYER_DONE(14, arena + 1024, 4608);
+    layer13_dw_conv_s8_pairs_dsp(arena + 1024, arena + 0, arena + 5632, 0, 6, person_detect_layer15_channels);
+    MCUGEN_LAYER_DONE(15, arena + 0, 4608);
+    layer14_pw_conv_s8_dsp(arena + 0, arena + 7168, 0, 6, person_detect_layer16_filter, person_detect_layer16_channels);
+    MCUGEN_LAYER_DONE(16, arena + 7168, 4608);
+    layer13_dw_conv_s8_pairs_dsp(arena + 7168, arena + 6144, arena + 0, 0, 6, person_detect_layer17_channels);
+    MCUGEN_LAYER_DONE(17, arena + 6144, 4608);
+    layer14_pw_conv_s8_dsp(arena + 6144, arena + 1024, 0, 6, person_detect_layer18_filter, person_detect_layer18_channels);
+    MCUGEN_LAYER_DONE(18, arena + 1024, 4608);
+    layer13_dw_conv_s8_pairs_dsp(arena + 1024, arena + 0, arena + 5632, 0, 6, person_detect_layer19_channels);
+    MCUGEN_LAYER_DONE(19, arena + 0, 4608);
+    layer14_pw_conv_s8_dsp(arena + 0, arena + 10752, 0, 6, person_detect_layer20_filter, person_detect_layer20_channels);
     MCUGEN_LAYER_DONE(20, arena + 10752, 4608);
-    layer13_dw_conv_s8_pairs_dsp(arena + 10752, arena + 6144, arena + 0, 0, 6, person_detect_layer21_channels);
-    MCUGEN_LAYER_DONE(21, arena + 6144, 4608);
-    layer14_pw_conv_s8_dsp(arena + 6144, arena + 10752, 0, 6, person_detect_layer22_filter, person_detect_layer22_channels);
-    MCUGEN_LAYER_DONE(22, arena + 10752, 4608);
-    layer23_dw_conv_s8_pairs_dsp(arena + 10752, arena + 6144, arena + 0, 0, 3);
+    layer13_dw_conv_s8_pairs_dsp(arena + 10752, arena + 0, arena + 4608, 0, 6, person_detect_layer21_channels);
+    MCUGEN_LAYER_DONE(21, arena + 0, 4608);
+    layer14_pw_conv_s8_dsp(arena + 0, arena + 6272, 0, 6, person_detect_layer22_filter, person_detect_layer22_channels);
+    MCUGEN_LAYER_DONE(22, arena + 6272, 4608);
+    layer23_dw_conv_s8_pairs_dsp(arena + 6272, arena + 6144, arena + 0, 0, 3);
     MCUGEN_LAYER_DONE(23, arena + 6144, 1152);
-    layer24_pw_conv_s8_dsp(arena + 6144, arena + 0, 0, 3);
-    MCUGEN_LAYER_DONE(24, arena + 0, 2304);
-    layer25_dw_conv_s8_pairs_dsp(arena + 0, arena + 2304, arena + 4608, 0, 3);
-    MCUGEN_LAYER_DONE(25, arena + 2304, 2304);
-    layer26_pw_conv_s8_dsp(arena + 2304, arena + 0, arena + 4608, 0, 3);
+    layer24_pw_conv_s8_dsp(arena + 6144, arena + 9216, 0, 3);
+    MCUGEN_LAYER_DONE(24, arena + 9216, 2304);
+    layer25_dw_conv_s8_pairs_dsp(arena + 9216, arena + 11520, arena + 0, 0, 3);
+    MCUGEN_LAYER_DONE(25, arena + 11520, 2304);
+    layer26_pw_conv_s8_dsp(arena + 11520, arena + 0, 0, 3);
     MCUGEN_LAYER_DONE(26, arena + 0, 2304);
     layer27_avgpool_s8(arena + 0, arena + 2304);
     MCUGEN_LAYER_DONE(27, arena + 2304, 256);
-    layer28_pw_conv_s8_dsp(arena + 2304, arena + 0, arena + 16, 0, 1);
+    layer28_pw_conv_s8_dsp(arena + 2304, arena + 0, 0, 1);
     MCUGEN_LAYER_DONE(28, arena + 0, 2);
     layer29_softmax_s8(arena + 0, output);
     MCUGEN_LAYER_DONE(29, output, 2);

@@ -647,7 +647,7 @@ MCUGEN_ALWAYS_INLINE int32_t pw_requantize_doubled_clamped(int32_t acc2, int32_t
 
 /* Layer 0: CONV_2D 1x5x7x11 -> 1x5x7x17, pw_conv_s8_dsp: 35 rows of 11 -> 17.
  * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the three rows);
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
  * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (model_layer0_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer0_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
