@@ -149,29 +149,12 @@ class LayerView:
 
 @dataclass(frozen=True)
 class MoveView:
-    """Rows still to be read, moved to the start of their band buffer: by words
-    (band_shift_words) where both ends are word-aligned and the bytes whole words, else by
-    memmove (newlib's copies such a run a word at a time too, but at 13 instructions per 16
-    bytes against 6 to 8; bytes at a time where it cannot prove the alignment)."""
+    """Rows still to be read, moved to the start of their band buffer (memmove)."""
 
     tensor: str
     target: Pointer
     source: Pointer
     bytes: int
-
-    @property
-    def by_words(self) -> bool:
-        # Every arena offset is a multiple of the planner's ALIGNMENT (>= 4) from an arena
-        # that is ALIGNMENT-aligned; in a loop a number is an Affine, checked for every i.
-        return all(_multiple_of(n, 4) for n in (self.target.offset, self.source.offset,
-                                                 self.bytes))
-
-
-def _multiple_of(value, n: int) -> bool:
-    """An integer, or every value of an Affine, a multiple of n."""
-    if isinstance(value, Affine):
-        return value.first % n == 0 and value.per % n == 0
-    return value % n == 0
 
 
 @dataclass(frozen=True)
@@ -335,11 +318,6 @@ class ModelView:
     @property
     def returns_status(self) -> bool:
         return any(step.layer.variant.returns_status for step in self.steps)
-
-    @property
-    def shifts_by_words(self) -> bool:
-        """Whether a band buffer's move is by words (NAME.c then defines band_shift_words)."""
-        return any(move.by_words for step in self.steps for move in step.moves)
 
 
 def layer_comment(layer: Layer, graph: Graph) -> str:
