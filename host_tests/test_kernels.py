@@ -83,6 +83,14 @@ CASES = {
     # two groups, one pair, even pixels.
     "pw_260_7_scratch_odd_groups": lambda: g.conv(20, 3, 3, 260, 7, (1, 1), padding=P0),
     "pw_5_2_one_pair": lambda: g.conv(21, 2, 2, 5, 2, (1, 1), padding=P0),
+    # The 3x2 product's edges (three pixels by a pair of rows, four groups a pass, then two and
+    # one; the last one or two pixels of a call by the 2x2 and 1-column products; only where
+    # three columns fit the 1 KiB stack buffer): 42 groups (ten passes and two groups), a
+    # two-pixel tail; 43 groups, where two pixels a block take over, and a one-pixel tail; five
+    # groups (one pass without a loop and one), whole blocks, odd outputs.
+    "pw_168_6_stack_tail_of_2": lambda: g.conv(130, 1, 5, 168, 6, (1, 1), padding=P0),
+    "pw_172_4_two_pixel_blocks": lambda: g.conv(131, 2, 2, 172, 4, (1, 1), padding=P0),
+    "pw_20_9_one_pass": lambda: g.conv(132, 2, 3, 20, 9, (1, 1), padding=P0),
     "conv_3x3_17_6_long_rows": lambda: g.conv(30, 5, 5, 17, 6),
     "pw_8_16_mixed_shifts": lambda: g.conv(31, 4, 5, 8, 16, (1, 1), padding=P0,
                                            activation=ir.Activation.NONE, spread=16000.0),
@@ -190,6 +198,8 @@ CASES = {
                                              legacy_zero_point=-40),
     "u8_pw_260_5_scratch": lambda: g.conv(101, 1, 3, 260, 5, (1, 1), padding=P0,
                                           legacy_zero_point=33),
+    "u8_pw_20_9_one_pass": lambda: g.conv(133, 2, 3, 20, 9, (1, 1), padding=P0,
+                                          legacy_zero_point=-17),
     "u8_conv_3x3_s2_same_3_8": lambda: g.conv(92, 10, 10, 3, 8, stride=(2, 2),
                                               padding=SAME_S2, legacy_zero_point=21),
     "u8_conv_3x3_17_6_long_rows": lambda: g.conv(93, 5, 5, 17, 6, legacy_zero_point=-9),

@@ -2,8 +2,8 @@
 a pointwise convolution, with the pointwise templates; its rows are not pixels of an image,
 and its output is never placed over its input.
 
-Variants, for every shape: DSP (the pointwise DSP kernel: two rows by two outputs, one row by
-four outputs); portable C.
+Variants, for every shape: DSP (the pointwise DSP kernel: three or two rows by two outputs, one row
+by four outputs); portable C.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from ..ir import FullyConnected, Graph
 from ..targets import Target
 from .lowering import FeatureMap
 from .pointwise import (PointwiseDspParams, PointwiseParams, dsp_scratch_bytes,
-                        matrix_dsp_params, matrix_params)
+                        matrix_dsp_params, matrix_params, pw_block_pixels)
 from .variant import Isa, LayerNames, Order, Variant
 
 
@@ -37,7 +37,8 @@ def _lower_dsp(op: FullyConnected, graph: Graph, target: Target,
 
 
 def _dsp_scratch(op: FullyConnected, graph: Graph, target: Target) -> int:
-    return dsp_scratch_bytes(graph.tensor(op.weights).shape[1])
+    depth = graph.tensor(op.weights).shape[1]
+    return dsp_scratch_bytes(depth, pw_block_pixels(depth))
 
 
 FC_S8_DSP = Variant(

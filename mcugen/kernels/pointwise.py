@@ -2,12 +2,14 @@
 filter [Cout, Cin], one output pixel after another (raster order).
 
 Variants, for every shape:
-- DSP: two pixels at a time, sign-extended once into int16 lanes (on the stack, or arena
-  scratch for deep columns), by two output channels (SMLAD, two int8 products each) whose
+- DSP: three pixels at a time (two where three columns would not fit the stack buffer),
+  sign-extended once into int16 lanes (on the stack, or arena scratch for deep columns), by
+  two output channels (SMLAD, two int8 products each) whose
   filter rows are interleaved word by word at generation time (interleaved_rows: one LDRD
-  a group), in a software-pipelined loop of inline assembly (templates/kernels/
-  pw_conv_s8_dsp_helpers.c.j2); a last odd pixel or channel by plain C; the short
-  requantization where the layer's bounds allow it (kernels/requantize.py);
+  a group, sign-extended once for the three pixels), in a loop of inline assembly
+  (templates/kernels/pw_conv_s8_dsp_helpers.c.j2); a call's last two pixels by the two-pixel
+  product, a last pixel or odd channel by plain C; the short requantization where the
+  layer's bounds allow it (kernels/requantize.py);
 - ARMv7-M (no DSP): two pixels by two channels of int32 multiply-accumulates;
 - portable C: one pixel by two channels.
 Both take the short requantization where the bounds allow it.
@@ -76,6 +78,7 @@ class MatrixDsp:
     # The weight offset (lowering.SplitWeights): each column adds offset * (the sum of its
     # lanes, doubled with them) to its accumulators.
     offset: int = 0
+    block_columns: int = 2  # columns extended together: the buffer holds this many
 
     @property
     def doubled(self) -> bool:
@@ -100,8 +103,8 @@ class MatrixDsp:
 
     @property
     def column_bytes(self) -> int:
-        """Two columns: two words per group of four inputs each."""
-        return column_bytes(self.depth)
+        """The block's columns: two words per group of four inputs each."""
+        return column_bytes(self.depth, self.block_columns)
 
     @property
     def column_on_stack(self) -> bool:
@@ -127,10 +130,15 @@ def rows_in_whole_blocks(output: FeatureMap, block_pixels: int) -> bool:
     return output.w % block_pixels == 0
 
 
-DSP_BLOCK_PIXELS = 2
-# The extended inputs go on the stack up to this size (depth 256), below the frames other
-# layers already take, and in arena scratch above it: a scratch buffer at the arena's peak (an
-# early layer of a high resolution) would raise the peak.
+DSP_BLOCK_PIXELS = 2  # the convolutions' block (conv.py, conv_rows.py)
+# Pointwise and fully connected layers: three pixels share each pair of extended weight words
+# (pw_dot_3x2; the fourteen registers it needs are all there are), where their columns fit the
+# stack buffer (see pw_block_pixels).
+PW_DSP_BLOCK_PIXELS = 3
+# The extended inputs go on the stack up to this size (depth 256 for two columns, 168 for
+# three), below the frames other layers already take, and in arena scratch above it: a scratch
+# buffer at the arena's peak (an early layer of a high resolution) would raise the peak; a
+# MobileNet's 256-deep layers come late, where the arena is small.
 STACK_COLUMN_MAX_BYTES = 1024
 
 
@@ -205,7 +213,7 @@ def _check_interleaved(flat: np.ndarray, words: np.ndarray) -> None:
 
 
 def matrix_dsp(split: SplitWeights, op: Op, graph: Graph, names: LayerNames,
-               target: Target) -> MatrixDsp:
+               target: Target, block_columns: int = DSP_BLOCK_PIXELS) -> MatrixDsp:
     """The DSP matrix of a layer with weight rows [outputs, depth] and its bias and
     requantization, the input offset folded into the bias (every input a column reads is a
     real input or the zero point)."""
@@ -226,25 +234,35 @@ def matrix_dsp(split: SplitWeights, op: Op, graph: Graph, names: LayerNames,
         filter=ConstArray(names.table("filter"), "int8_t", interleaved_rows(weight_rows)),
         channels=channels.as_int32(), groups=-(-depth // 4), short=short,
         out=out if short is None else None, requantize=dsp_short_function(short),
-        offset=split.offset)
+        offset=split.offset, block_columns=block_columns)
 
 
 def matrix_dsp_params(weights: Tensor, rows: FeatureMap, outputs: FeatureMap, op: Op,
                       graph: Graph, names: LayerNames, target: Target) -> PointwiseDspParams:
     """The DSP variant's parameters for rows [P, depth] times weights [outputs, depth]."""
-    matrix = matrix_dsp(split_weights(weights), op, graph, names, target)
-    return PointwiseDspParams(input=rows, output=outputs, matrix=matrix,
-                              block_pixels=DSP_BLOCK_PIXELS)
+    block = pw_block_pixels(rows.c)
+    matrix = matrix_dsp(split_weights(weights), op, graph, names, target, block)
+    return PointwiseDspParams(input=rows, output=outputs, matrix=matrix, block_pixels=block)
 
 
-def column_bytes(depth: int) -> int:
-    """Two columns of `depth` inputs: two words per group of four each."""
-    return DSP_BLOCK_PIXELS * 8 * -(-depth // 4)
+def pw_block_pixels(depth: int) -> int:
+    """Pixels a block of the pointwise and fully connected DSP kernel: three where their
+    columns fit the stack buffer (depth up to 168), else two as before (their columns on the
+    stack up to depth 256, else in arena scratch): a third column would move a layer's columns
+    from the stack into the arena, or grow its scratch, and raise a tight arena (row bands at
+    the smallest budget reachable)."""
+    fits = column_bytes(depth, PW_DSP_BLOCK_PIXELS) <= STACK_COLUMN_MAX_BYTES
+    return PW_DSP_BLOCK_PIXELS if fits else DSP_BLOCK_PIXELS
 
 
-def dsp_scratch_bytes(depth: int) -> int:
-    """Arena scratch for two columns too large for the stack."""
-    column = column_bytes(depth)
+def column_bytes(depth: int, columns: int = DSP_BLOCK_PIXELS) -> int:
+    """`columns` columns of `depth` inputs: two words per group of four each."""
+    return columns * 8 * -(-depth // 4)
+
+
+def dsp_scratch_bytes(depth: int, columns: int = DSP_BLOCK_PIXELS) -> int:
+    """Arena scratch for columns too large for the stack."""
+    column = column_bytes(depth, columns)
     return 0 if column <= STACK_COLUMN_MAX_BYTES else column
 
 
@@ -263,7 +281,8 @@ def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
 
 
 def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:
-    return dsp_scratch_bytes(graph.tensor(op.filter).shape[3])
+    depth = graph.tensor(op.filter).shape[3]
+    return dsp_scratch_bytes(depth, pw_block_pixels(depth))
 
 
 PW_CONV_S8_DSP = Variant(

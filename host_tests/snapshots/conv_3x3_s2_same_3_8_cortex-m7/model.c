@@ -186,6 +186,25 @@ MCUGEN_ALWAYS_INLINE void pw_extend(int8_t *column, const int8_t *pixel, int32_t
     }
 }
 
+/* Three consecutive pixels' inputs into the 3x2 product's columns (24 bytes a group, each
+ * pixel's second word 4 bytes after its first): one loop for the three, its count and pointer
+ * steps shared. */
+MCUGEN_ALWAYS_INLINE void pw_extend3(int8_t *column, const int8_t *pixel, int32_t channels,
+                                     int32_t doubled)
+{
+    int32_t c = 0;
+    for (; c + 4 <= channels; c += 4, column += 24) {
+        pw_extend_word(column, pixel + c, 4, 4, doubled);
+        pw_extend_word(column + 8, pixel + channels + c, 4, 4, doubled);
+        pw_extend_word(column + 16, pixel + 2 * channels + c, 4, 4, doubled);
+    }
+    if (c < channels) {
+        pw_extend_word(column, pixel + c, channels - c, 4, doubled);
+        pw_extend_word(column + 8, pixel + channels + c, channels - c, 4, doubled);
+        pw_extend_word(column + 16, pixel + 2 * channels + c, channels - c, 4, doubled);
+    }
+}
+
 MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
 {
     int32_t word;
@@ -209,11 +228,12 @@ MCUGEN_ALWAYS_INLINE int32_t pw_column_sum(const int8_t *column, int32_t groups,
 /* The columns' words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
 typedef int32_t pw_lanes __attribute__((may_alias));
 
-/* The 2x2 product's loop is inline assembly where the compiler leaves it the thirteen
- * registers it needs: GCC optimizing (which omits the frame pointer). Clang on Arm and GCC
- * without optimization keep a frame pointer, and take the same product in C (fewer
- * instructions than before the interleaved rows, without the scheduled order). A firmware
- * built with -fno-omit-frame-pointer (no macro says so) defines MCUGEN_NO_INLINE_ASSEMBLY. */
+/* The 2x2 and 3x2 products' loops are inline assembly where the compiler leaves them the
+ * thirteen and fourteen registers they need: GCC optimizing (which omits the frame pointer).
+ * Clang on Arm and GCC without optimization keep a frame pointer, and take the same products
+ * in C (fewer instructions than before the interleaved rows, without the scheduled order). A
+ * firmware built with -fno-omit-frame-pointer (no macro says so) defines
+ * MCUGEN_NO_INLINE_ASSEMBLY. */
 #if defined(__OPTIMIZE__) && !defined(__clang__) && !defined(MCUGEN_NO_INLINE_ASSEMBLY)
 #define PW_DOT_ASSEMBLY 1
 #else
@@ -385,6 +405,155 @@ MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, cons
     acc[1] = a01;
     acc[2] = a10;
     acc[3] = a11;
+}
+
+/* The 3x2 product: three columns (pixels) by a pair of filter rows, each pair of weight words
+ * loaded (LDRD) and sign-extended once for three pixels instead of two (20 instructions per 24
+ * MACs, 16 per 16 in the 2x2 product). Three columns share a group's 24 bytes as (x0, x2),
+ * (x1, x3) of pixel 0, of pixel 1, of pixel 2: one LDRD a pixel, the pointer walking on. The
+ * fourteen registers (six sums, two pointers, four extended weights, a pixel's two words) are
+ * all GCC leaves an asm without a frame pointer; the loop's end is read from memory into xe,
+ * free there. */
+#define PW_GROUP_3X2 \
+    "ldrd %[v0o], %[v1o], [%[w]], #8\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "sxtb16 %[v0e], %[v0o]\n\t" \
+    "sxtb16 %[v0o], %[v0o], ror #8\n\t" \
+    "sxtb16 %[v1e], %[v1o]\n\t" \
+    "sxtb16 %[v1o], %[v1o], ror #8\n\t" \
+    "smlad %[a00], %[xe], %[v0e], %[a00]\n\t" \
+    "smlad %[a01], %[xe], %[v1e], %[a01]\n\t" \
+    "smlad %[a00], %[xo], %[v0o], %[a00]\n\t" \
+    "smlad %[a01], %[xo], %[v1o], %[a01]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a10], %[xe], %[v0e], %[a10]\n\t" \
+    "smlad %[a11], %[xe], %[v1e], %[a11]\n\t" \
+    "smlad %[a10], %[xo], %[v0o], %[a10]\n\t" \
+    "smlad %[a11], %[xo], %[v1o], %[a11]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a20], %[xe], %[v0e], %[a20]\n\t" \
+    "smlad %[a21], %[xe], %[v1e], %[a21]\n\t" \
+    "smlad %[a20], %[xo], %[v0o], %[a20]\n\t" \
+    "smlad %[a21], %[xo], %[v1o], %[a21]\n\t"
+/* Two groups, the same instructions in the order LLVM's Cortex-M7 model times fastest of those
+ * an annealing search over the dependencies' allowed moves found (37 cycles with a loop's end
+ * test, 41 in the order above; 49 on the Cortex-M4 model for both; the floor is near 33: LDRD
+ * does not issue with another instruction in that model, and a group has four). */
+#define PW_TWO_GROUPS_3X2 \
+    "ldrd %[v0o], %[v1o], [%[w]], #8\n\t" \
+    "sxtb16 %[v0e], %[v0o]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "sxtb16 %[v1e], %[v1o]\n\t" \
+    "smlad %[a00], %[xe], %[v0e], %[a00]\n\t" \
+    "sxtb16 %[v0o], %[v0o], ror #8\n\t" \
+    "smlad %[a01], %[xe], %[v1e], %[a01]\n\t" \
+    "sxtb16 %[v1o], %[v1o], ror #8\n\t" \
+    "smlad %[a00], %[xo], %[v0o], %[a00]\n\t" \
+    "smlad %[a01], %[xo], %[v1o], %[a01]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a10], %[xe], %[v0e], %[a10]\n\t" \
+    "smlad %[a11], %[xe], %[v1e], %[a11]\n\t" \
+    "smlad %[a10], %[xo], %[v0o], %[a10]\n\t" \
+    "smlad %[a11], %[xo], %[v1o], %[a11]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a21], %[xe], %[v1e], %[a21]\n\t" \
+    "smlad %[a20], %[xe], %[v0e], %[a20]\n\t" \
+    "smlad %[a21], %[xo], %[v1o], %[a21]\n\t" \
+    "smlad %[a20], %[xo], %[v0o], %[a20]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "ldrd %[v0o], %[v1o], [%[w]], #8\n\t" \
+    "sxtb16 %[v0e], %[v0o]\n\t" \
+    "sxtb16 %[v1e], %[v1o]\n\t" \
+    "smlad %[a00], %[xe], %[v0e], %[a00]\n\t" \
+    "sxtb16 %[v0o], %[v0o], ror #8\n\t" \
+    "sxtb16 %[v1o], %[v1o], ror #8\n\t" \
+    "smlad %[a00], %[xo], %[v0o], %[a00]\n\t" \
+    "smlad %[a01], %[xe], %[v1e], %[a01]\n\t" \
+    "smlad %[a01], %[xo], %[v1o], %[a01]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a10], %[xe], %[v0e], %[a10]\n\t" \
+    "smlad %[a11], %[xe], %[v1e], %[a11]\n\t" \
+    "smlad %[a10], %[xo], %[v0o], %[a10]\n\t" \
+    "smlad %[a11], %[xo], %[v1o], %[a11]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a20], %[xe], %[v0e], %[a20]\n\t" \
+    "smlad %[a21], %[xe], %[v1e], %[a21]\n\t" \
+    "smlad %[a21], %[xo], %[v1o], %[a21]\n\t" \
+    "smlad %[a20], %[xo], %[v0o], %[a20]\n\t"
+/* Four groups a pass, up to `end` (read into xe, free there). */
+#define PW_LOOP_3X2 \
+    "1:\n\t" PW_TWO_GROUPS_3X2 PW_TWO_GROUPS_3X2 \
+    "ldr %[xe], %[end]\n\t" \
+    "cmp %[w], %[xe]\n\t" \
+    "bne 1b\n\t"
+#define PW_OUTPUTS_3X2 \
+    : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [a20] "+r"(a20), \
+      [a21] "+r"(a21), [x] "+r"(x), [w] "+r"(w), [v0e] "=&r"(v0e), [v0o] "=&r"(v0o), \
+      [v1e] "=&r"(v1e), [v1o] "=&r"(v1o), [xe] "=&r"(xe), [xo] "=&r"(xo)
+
+/* acc[2i+j] += column i . filter row j over `groups` (at least 1) groups of four inputs: the
+ * three columns interleaved as above, the pair of rows word by word. Four groups a pass, then
+ * the last two and the last odd one; nothing is read past the columns and the pair. Returns the
+ * rows' end, the next pair (the loop's own pointer: the caller keeps no other). */
+MCUGEN_ALWAYS_INLINE const int8_t *pw_dot_3x2(int32_t acc[6], const int8_t *columns,
+                                               const int8_t *rows, int32_t groups)
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3], a20 = acc[4], a21 = acc[5];
+#if PW_DOT_ASSEMBLY
+    const int8_t *x = columns, *w = rows;
+    int32_t v0e, v0o, v1e, v1o, xe, xo;
+    if (groups / 4 == 1) { /* no loop */
+        __asm__(PW_TWO_GROUPS_3X2 PW_TWO_GROUPS_3X2 PW_OUTPUTS_3X2 : : "memory");
+    } else if (groups >= 4) {
+        const int8_t *const end = rows + 32 * (groups / 4); /* w after the last pass */
+        __asm__(PW_LOOP_3X2 PW_OUTPUTS_3X2 : [end] "m"(end) : "cc", "memory");
+    }
+    if (groups % 4 >= 2) {
+        __asm__(PW_TWO_GROUPS_3X2 PW_OUTPUTS_3X2 : : "memory");
+    }
+    if (groups % 2) {
+        __asm__(PW_GROUP_3X2 PW_OUTPUTS_3X2 : : "memory");
+    }
+#else
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    for (int32_t g = 0; g < groups; ++g, x += 6, rows += 8) {
+        const int32_t v0 = pw_word(rows), v1 = pw_word(rows + 4);
+        const int32_t v0e = (int32_t)__sxtb16(v0), v0o = sxtb16_odd(v0);
+        const int32_t v1e = (int32_t)__sxtb16(v1), v1o = sxtb16_odd(v1);
+        a00 = __smlad(x[1], v0o, __smlad(x[0], v0e, a00));
+        a01 = __smlad(x[1], v1o, __smlad(x[0], v1e, a01));
+        a10 = __smlad(x[3], v0o, __smlad(x[2], v0e, a10));
+        a11 = __smlad(x[3], v1o, __smlad(x[2], v1e, a11));
+        a20 = __smlad(x[5], v0o, __smlad(x[4], v0e, a20));
+        a21 = __smlad(x[5], v1o, __smlad(x[4], v1e, a21));
+    }
+    const int8_t *w = rows;
+#endif
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+    acc[4] = a20;
+    acc[5] = a21;
+    return w;
+}
+
+/* acc[i] += column i . one filter row (a last odd one, its words in order), three columns. */
+MCUGEN_ALWAYS_INLINE void pw_dot_3x1(int32_t acc[3], const int8_t *columns, const int8_t *row,
+                                     int32_t groups)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2];
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    for (int32_t g = 0; g < groups; ++g, x += 6, row += 4) {
+        const int32_t v = pw_word(row);
+        const int32_t ve = (int32_t)__sxtb16(v), vo = sxtb16_odd(v);
+        a0 = __smlad(x[1], vo, __smlad(x[0], ve, a0));
+        a1 = __smlad(x[3], vo, __smlad(x[2], ve, a1));
+        a2 = __smlad(x[5], vo, __smlad(x[4], ve, a2));
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
 }
 
 /* acc[i] += column i . one filter row (a last odd one, its words in order), two columns. */

@@ -186,6 +186,25 @@ MCUGEN_ALWAYS_INLINE void pw_extend(int8_t *column, const int8_t *pixel, int32_t
     }
 }
 
+/* Three consecutive pixels' inputs into the 3x2 product's columns (24 bytes a group, each
+ * pixel's second word 4 bytes after its first): one loop for the three, its count and pointer
+ * steps shared. */
+MCUGEN_ALWAYS_INLINE void pw_extend3(int8_t *column, const int8_t *pixel, int32_t channels,
+                                     int32_t doubled)
+{
+    int32_t c = 0;
+    for (; c + 4 <= channels; c += 4, column += 24) {
+        pw_extend_word(column, pixel + c, 4, 4, doubled);
+        pw_extend_word(column + 8, pixel + channels + c, 4, 4, doubled);
+        pw_extend_word(column + 16, pixel + 2 * channels + c, 4, 4, doubled);
+    }
+    if (c < channels) {
+        pw_extend_word(column, pixel + c, channels - c, 4, doubled);
+        pw_extend_word(column + 8, pixel + channels + c, channels - c, 4, doubled);
+        pw_extend_word(column + 16, pixel + 2 * channels + c, channels - c, 4, doubled);
+    }
+}
+
 MCUGEN_ALWAYS_INLINE int32_t pw_word(const int8_t *p)
 {
     int32_t word;
@@ -209,11 +228,12 @@ MCUGEN_ALWAYS_INLINE int32_t pw_column_sum(const int8_t *column, int32_t groups,
 /* The columns' words, read as int32 (GCC's may_alias: the scratch is the arena's bytes). */
 typedef int32_t pw_lanes __attribute__((may_alias));
 
-/* The 2x2 product's loop is inline assembly where the compiler leaves it the thirteen
- * registers it needs: GCC optimizing (which omits the frame pointer). Clang on Arm and GCC
- * without optimization keep a frame pointer, and take the same product in C (fewer
- * instructions than before the interleaved rows, without the scheduled order). A firmware
- * built with -fno-omit-frame-pointer (no macro says so) defines MCUGEN_NO_INLINE_ASSEMBLY. */
+/* The 2x2 and 3x2 products' loops are inline assembly where the compiler leaves them the
+ * thirteen and fourteen registers they need: GCC optimizing (which omits the frame pointer).
+ * Clang on Arm and GCC without optimization keep a frame pointer, and take the same products
+ * in C (fewer instructions than before the interleaved rows, without the scheduled order). A
+ * firmware built with -fno-omit-frame-pointer (no macro says so) defines
+ * MCUGEN_NO_INLINE_ASSEMBLY. */
 #if defined(__OPTIMIZE__) && !defined(__clang__) && !defined(MCUGEN_NO_INLINE_ASSEMBLY)
 #define PW_DOT_ASSEMBLY 1
 #else
@@ -385,6 +405,155 @@ MCUGEN_ALWAYS_INLINE void pw_dot_2x2(int32_t acc[4], const int8_t *columns, cons
     acc[1] = a01;
     acc[2] = a10;
     acc[3] = a11;
+}
+
+/* The 3x2 product: three columns (pixels) by a pair of filter rows, each pair of weight words
+ * loaded (LDRD) and sign-extended once for three pixels instead of two (20 instructions per 24
+ * MACs, 16 per 16 in the 2x2 product). Three columns share a group's 24 bytes as (x0, x2),
+ * (x1, x3) of pixel 0, of pixel 1, of pixel 2: one LDRD a pixel, the pointer walking on. The
+ * fourteen registers (six sums, two pointers, four extended weights, a pixel's two words) are
+ * all GCC leaves an asm without a frame pointer; the loop's end is read from memory into xe,
+ * free there. */
+#define PW_GROUP_3X2 \
+    "ldrd %[v0o], %[v1o], [%[w]], #8\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "sxtb16 %[v0e], %[v0o]\n\t" \
+    "sxtb16 %[v0o], %[v0o], ror #8\n\t" \
+    "sxtb16 %[v1e], %[v1o]\n\t" \
+    "sxtb16 %[v1o], %[v1o], ror #8\n\t" \
+    "smlad %[a00], %[xe], %[v0e], %[a00]\n\t" \
+    "smlad %[a01], %[xe], %[v1e], %[a01]\n\t" \
+    "smlad %[a00], %[xo], %[v0o], %[a00]\n\t" \
+    "smlad %[a01], %[xo], %[v1o], %[a01]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a10], %[xe], %[v0e], %[a10]\n\t" \
+    "smlad %[a11], %[xe], %[v1e], %[a11]\n\t" \
+    "smlad %[a10], %[xo], %[v0o], %[a10]\n\t" \
+    "smlad %[a11], %[xo], %[v1o], %[a11]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a20], %[xe], %[v0e], %[a20]\n\t" \
+    "smlad %[a21], %[xe], %[v1e], %[a21]\n\t" \
+    "smlad %[a20], %[xo], %[v0o], %[a20]\n\t" \
+    "smlad %[a21], %[xo], %[v1o], %[a21]\n\t"
+/* Two groups, the same instructions in the order LLVM's Cortex-M7 model times fastest of those
+ * an annealing search over the dependencies' allowed moves found (37 cycles with a loop's end
+ * test, 41 in the order above; 49 on the Cortex-M4 model for both; the floor is near 33: LDRD
+ * does not issue with another instruction in that model, and a group has four). */
+#define PW_TWO_GROUPS_3X2 \
+    "ldrd %[v0o], %[v1o], [%[w]], #8\n\t" \
+    "sxtb16 %[v0e], %[v0o]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "sxtb16 %[v1e], %[v1o]\n\t" \
+    "smlad %[a00], %[xe], %[v0e], %[a00]\n\t" \
+    "sxtb16 %[v0o], %[v0o], ror #8\n\t" \
+    "smlad %[a01], %[xe], %[v1e], %[a01]\n\t" \
+    "sxtb16 %[v1o], %[v1o], ror #8\n\t" \
+    "smlad %[a00], %[xo], %[v0o], %[a00]\n\t" \
+    "smlad %[a01], %[xo], %[v1o], %[a01]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a10], %[xe], %[v0e], %[a10]\n\t" \
+    "smlad %[a11], %[xe], %[v1e], %[a11]\n\t" \
+    "smlad %[a10], %[xo], %[v0o], %[a10]\n\t" \
+    "smlad %[a11], %[xo], %[v1o], %[a11]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a21], %[xe], %[v1e], %[a21]\n\t" \
+    "smlad %[a20], %[xe], %[v0e], %[a20]\n\t" \
+    "smlad %[a21], %[xo], %[v1o], %[a21]\n\t" \
+    "smlad %[a20], %[xo], %[v0o], %[a20]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "ldrd %[v0o], %[v1o], [%[w]], #8\n\t" \
+    "sxtb16 %[v0e], %[v0o]\n\t" \
+    "sxtb16 %[v1e], %[v1o]\n\t" \
+    "smlad %[a00], %[xe], %[v0e], %[a00]\n\t" \
+    "sxtb16 %[v0o], %[v0o], ror #8\n\t" \
+    "sxtb16 %[v1o], %[v1o], ror #8\n\t" \
+    "smlad %[a00], %[xo], %[v0o], %[a00]\n\t" \
+    "smlad %[a01], %[xe], %[v1e], %[a01]\n\t" \
+    "smlad %[a01], %[xo], %[v1o], %[a01]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a10], %[xe], %[v0e], %[a10]\n\t" \
+    "smlad %[a11], %[xe], %[v1e], %[a11]\n\t" \
+    "smlad %[a10], %[xo], %[v0o], %[a10]\n\t" \
+    "smlad %[a11], %[xo], %[v1o], %[a11]\n\t" \
+    "ldrd %[xe], %[xo], [%[x]], #8\n\t" \
+    "smlad %[a20], %[xe], %[v0e], %[a20]\n\t" \
+    "smlad %[a21], %[xe], %[v1e], %[a21]\n\t" \
+    "smlad %[a21], %[xo], %[v1o], %[a21]\n\t" \
+    "smlad %[a20], %[xo], %[v0o], %[a20]\n\t"
+/* Four groups a pass, up to `end` (read into xe, free there). */
+#define PW_LOOP_3X2 \
+    "1:\n\t" PW_TWO_GROUPS_3X2 PW_TWO_GROUPS_3X2 \
+    "ldr %[xe], %[end]\n\t" \
+    "cmp %[w], %[xe]\n\t" \
+    "bne 1b\n\t"
+#define PW_OUTPUTS_3X2 \
+    : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [a20] "+r"(a20), \
+      [a21] "+r"(a21), [x] "+r"(x), [w] "+r"(w), [v0e] "=&r"(v0e), [v0o] "=&r"(v0o), \
+      [v1e] "=&r"(v1e), [v1o] "=&r"(v1o), [xe] "=&r"(xe), [xo] "=&r"(xo)
+
+/* acc[2i+j] += column i . filter row j over `groups` (at least 1) groups of four inputs: the
+ * three columns interleaved as above, the pair of rows word by word. Four groups a pass, then
+ * the last two and the last odd one; nothing is read past the columns and the pair. Returns the
+ * rows' end, the next pair (the loop's own pointer: the caller keeps no other). */
+MCUGEN_ALWAYS_INLINE const int8_t *pw_dot_3x2(int32_t acc[6], const int8_t *columns,
+                                               const int8_t *rows, int32_t groups)
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3], a20 = acc[4], a21 = acc[5];
+#if PW_DOT_ASSEMBLY
+    const int8_t *x = columns, *w = rows;
+    int32_t v0e, v0o, v1e, v1o, xe, xo;
+    if (groups / 4 == 1) { /* no loop */
+        __asm__(PW_TWO_GROUPS_3X2 PW_TWO_GROUPS_3X2 PW_OUTPUTS_3X2 : : "memory");
+    } else if (groups >= 4) {
+        const int8_t *const end = rows + 32 * (groups / 4); /* w after the last pass */
+        __asm__(PW_LOOP_3X2 PW_OUTPUTS_3X2 : [end] "m"(end) : "cc", "memory");
+    }
+    if (groups % 4 >= 2) {
+        __asm__(PW_TWO_GROUPS_3X2 PW_OUTPUTS_3X2 : : "memory");
+    }
+    if (groups % 2) {
+        __asm__(PW_GROUP_3X2 PW_OUTPUTS_3X2 : : "memory");
+    }
+#else
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    for (int32_t g = 0; g < groups; ++g, x += 6, rows += 8) {
+        const int32_t v0 = pw_word(rows), v1 = pw_word(rows + 4);
+        const int32_t v0e = (int32_t)__sxtb16(v0), v0o = sxtb16_odd(v0);
+        const int32_t v1e = (int32_t)__sxtb16(v1), v1o = sxtb16_odd(v1);
+        a00 = __smlad(x[1], v0o, __smlad(x[0], v0e, a00));
+        a01 = __smlad(x[1], v1o, __smlad(x[0], v1e, a01));
+        a10 = __smlad(x[3], v0o, __smlad(x[2], v0e, a10));
+        a11 = __smlad(x[3], v1o, __smlad(x[2], v1e, a11));
+        a20 = __smlad(x[5], v0o, __smlad(x[4], v0e, a20));
+        a21 = __smlad(x[5], v1o, __smlad(x[4], v1e, a21));
+    }
+    const int8_t *w = rows;
+#endif
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+    acc[4] = a20;
+    acc[5] = a21;
+    return w;
+}
+
+/* acc[i] += column i . one filter row (a last odd one, its words in order), three columns. */
+MCUGEN_ALWAYS_INLINE void pw_dot_3x1(int32_t acc[3], const int8_t *columns, const int8_t *row,
+                                     int32_t groups)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2];
+    const pw_lanes *x = (const pw_lanes *)(const void *)columns;
+    for (int32_t g = 0; g < groups; ++g, x += 6, row += 4) {
+        const int32_t v = pw_word(row);
+        const int32_t ve = (int32_t)__sxtb16(v), vo = sxtb16_odd(v);
+        a0 = __smlad(x[1], vo, __smlad(x[0], ve, a0));
+        a1 = __smlad(x[3], vo, __smlad(x[2], ve, a1));
+        a2 = __smlad(x[5], vo, __smlad(x[4], ve, a2));
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
 }
 
 /* acc[i] += column i . one filter row (a last odd one, its words in order), two columns. */
@@ -850,30 +1019,40 @@ MCUGEN_LAYER void layer1_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 }
 
 /* Layer 2: CONV_2D 1x48x48x8 -> 1x48x48x16, pw_conv_s8_dsp: 2304 rows of 8 -> 16.
- * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer2_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[8];
+    int32_t column_words[12];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 48;
     const int32_t end = row_end * 48;
     const int8_t *pixel = input + p * 8;
     output += p * 16;
-    for (; p + 1 < end; p += 2, pixel += 16, output += 32) {
-        pw_extend(scratch, pixel, 8, 16, 8, 1);
-        pw_extend(scratch + 4, pixel + 8, 8, 16, 8, 1);
+    for (; p + 2 < end; p += 3, pixel += 24, output += 48) {
+        pw_extend3(scratch, pixel, 8, 1);
         const int8_t *w = person_detect_layer2_filter;
         const int32_t *k = person_detect_layer2_channels;
         int32_t oc = 0;
-        for (; oc < 16; oc += 2, w += 16, k += 8) {
-            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, 2);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[16 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
-            output[16 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+        for (; oc < 16; oc += 2, k += 8) {
+            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
+            w = pw_dot_3x2(acc, scratch, w, 2); /* w: the next pair */
+            /* All six before the first store: an int8 store may alias the channel table, which the
+             * compiler would read again after each one. */
+            const int8_t y00 = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            const int8_t y01 = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            const int8_t y10 = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            const int8_t y11 = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+            const int8_t y20 = (int8_t)pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]);
+            const int8_t y21 = (int8_t)pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]);
+            output[oc] = y00;
+            output[oc + 1] = y01;
+            output[16 + oc] = y10;
+            output[16 + oc + 1] = y11;
+            output[32 + oc] = y20;
+            output[32 + oc + 1] = y21;
         }
 }
 }
@@ -984,30 +1163,40 @@ MCUGEN_LAYER void layer3_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 }
 
 /* Layer 4: CONV_2D 1x24x24x16 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 16 -> 32.
- * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer4_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[16];
+    int32_t column_words[24];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
     const int8_t *pixel = input + p * 16;
     output += p * 32;
-    for (; p + 1 < end; p += 2, pixel += 32, output += 64) {
-        pw_extend(scratch, pixel, 16, 16, 8, 1);
-        pw_extend(scratch + 4, pixel + 16, 16, 16, 8, 1);
+    for (; p + 2 < end; p += 3, pixel += 48, output += 96) {
+        pw_extend3(scratch, pixel, 16, 1);
         const int8_t *w = person_detect_layer4_filter;
         const int32_t *k = person_detect_layer4_channels;
         int32_t oc = 0;
-        for (; oc < 32; oc += 2, w += 32, k += 8) {
-            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, 4);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[32 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
-            output[32 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+        for (; oc < 32; oc += 2, k += 8) {
+            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
+            w = pw_dot_3x2(acc, scratch, w, 4); /* w: the next pair */
+            /* All six before the first store: an int8 store may alias the channel table, which the
+             * compiler would read again after each one. */
+            const int8_t y00 = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            const int8_t y01 = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            const int8_t y10 = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            const int8_t y11 = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+            const int8_t y20 = (int8_t)pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]);
+            const int8_t y21 = (int8_t)pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]);
+            output[oc] = y00;
+            output[oc + 1] = y01;
+            output[32 + oc] = y10;
+            output[32 + oc + 1] = y11;
+            output[64 + oc] = y20;
+            output[64 + oc + 1] = y21;
         }
 }
 }
@@ -1117,30 +1306,40 @@ MCUGEN_LAYER void layer5_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 }
 
 /* Layer 6: CONV_2D 1x24x24x32 -> 1x24x24x32, pw_conv_s8_dsp: 576 rows of 32 -> 32.
- * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer6_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[32];
+    int32_t column_words[48];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 24;
     const int32_t end = row_end * 24;
     const int8_t *pixel = input + p * 32;
     output += p * 32;
-    for (; p + 1 < end; p += 2, pixel += 64, output += 64) {
-        pw_extend(scratch, pixel, 32, 16, 8, 1);
-        pw_extend(scratch + 4, pixel + 32, 32, 16, 8, 1);
+    for (; p + 2 < end; p += 3, pixel += 96, output += 96) {
+        pw_extend3(scratch, pixel, 32, 1);
         const int8_t *w = person_detect_layer6_filter;
         const int32_t *k = person_detect_layer6_channels;
         int32_t oc = 0;
-        for (; oc < 32; oc += 2, w += 64, k += 8) {
-            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, 8);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[32 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
-            output[32 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+        for (; oc < 32; oc += 2, k += 8) {
+            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
+            w = pw_dot_3x2(acc, scratch, w, 8); /* w: the next pair */
+            /* All six before the first store: an int8 store may alias the channel table, which the
+             * compiler would read again after each one. */
+            const int8_t y00 = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            const int8_t y01 = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            const int8_t y10 = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            const int8_t y11 = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+            const int8_t y20 = (int8_t)pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]);
+            const int8_t y21 = (int8_t)pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]);
+            output[oc] = y00;
+            output[oc + 1] = y01;
+            output[32 + oc] = y10;
+            output[32 + oc + 1] = y11;
+            output[64 + oc] = y20;
+            output[64 + oc + 1] = y21;
         }
 }
 }
@@ -1251,30 +1450,40 @@ MCUGEN_LAYER void layer7_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 }
 
 /* Layer 8: CONV_2D 1x12x12x32 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 32 -> 64.
- * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer8_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[32];
+    int32_t column_words[48];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
     const int8_t *pixel = input + p * 32;
     output += p * 64;
-    for (; p + 1 < end; p += 2, pixel += 64, output += 128) {
-        pw_extend(scratch, pixel, 32, 16, 8, 1);
-        pw_extend(scratch + 4, pixel + 32, 32, 16, 8, 1);
+    for (; p + 2 < end; p += 3, pixel += 96, output += 192) {
+        pw_extend3(scratch, pixel, 32, 1);
         const int8_t *w = person_detect_layer8_filter;
         const int32_t *k = person_detect_layer8_channels;
         int32_t oc = 0;
-        for (; oc < 64; oc += 2, w += 64, k += 8) {
-            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, 8);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[64 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
-            output[64 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+        for (; oc < 64; oc += 2, k += 8) {
+            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
+            w = pw_dot_3x2(acc, scratch, w, 8); /* w: the next pair */
+            /* All six before the first store: an int8 store may alias the channel table, which the
+             * compiler would read again after each one. */
+            const int8_t y00 = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            const int8_t y01 = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            const int8_t y10 = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            const int8_t y11 = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+            const int8_t y20 = (int8_t)pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]);
+            const int8_t y21 = (int8_t)pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]);
+            output[oc] = y00;
+            output[oc + 1] = y01;
+            output[64 + oc] = y10;
+            output[64 + oc + 1] = y11;
+            output[128 + oc] = y20;
+            output[128 + oc + 1] = y21;
         }
 }
 }
@@ -1384,30 +1593,40 @@ MCUGEN_LAYER void layer9_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
 }
 
 /* Layer 10: CONV_2D 1x12x12x64 -> 1x12x12x64, pw_conv_s8_dsp: 144 rows of 64 -> 64.
- * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer10_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[64];
+    int32_t column_words[96];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 12;
     const int32_t end = row_end * 12;
     const int8_t *pixel = input + p * 64;
     output += p * 64;
-    for (; p + 1 < end; p += 2, pixel += 128, output += 128) {
-        pw_extend(scratch, pixel, 64, 16, 8, 1);
-        pw_extend(scratch + 4, pixel + 64, 64, 16, 8, 1);
+    for (; p + 2 < end; p += 3, pixel += 192, output += 192) {
+        pw_extend3(scratch, pixel, 64, 1);
         const int8_t *w = person_detect_layer10_filter;
         const int32_t *k = person_detect_layer10_channels;
         int32_t oc = 0;
-        for (; oc < 64; oc += 2, w += 128, k += 8) {
-            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, 16);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[64 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
-            output[64 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+        for (; oc < 64; oc += 2, k += 8) {
+            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
+            w = pw_dot_3x2(acc, scratch, w, 16); /* w: the next pair */
+            /* All six before the first store: an int8 store may alias the channel table, which the
+             * compiler would read again after each one. */
+            const int8_t y00 = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            const int8_t y01 = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            const int8_t y10 = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            const int8_t y11 = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+            const int8_t y20 = (int8_t)pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]);
+            const int8_t y21 = (int8_t)pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]);
+            output[oc] = y00;
+            output[oc + 1] = y01;
+            output[64 + oc] = y10;
+            output[64 + oc + 1] = y11;
+            output[128 + oc] = y20;
+            output[128 + oc + 1] = y21;
         }
 }
 }
@@ -1518,30 +1737,40 @@ MCUGEN_LAYER void layer11_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
 }
 
 /* Layer 12: CONV_2D 1x6x6x64 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 64 -> 128.
- * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer12_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[64];
+    int32_t column_words[96];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
     const int8_t *pixel = input + p * 64;
     output += p * 128;
-    for (; p + 1 < end; p += 2, pixel += 128, output += 256) {
-        pw_extend(scratch, pixel, 64, 16, 8, 1);
-        pw_extend(scratch + 4, pixel + 64, 64, 16, 8, 1);
+    for (; p + 2 < end; p += 3, pixel += 192, output += 384) {
+        pw_extend3(scratch, pixel, 64, 1);
         const int8_t *w = person_detect_layer12_filter;
         const int32_t *k = person_detect_layer12_channels;
         int32_t oc = 0;
-        for (; oc < 128; oc += 2, w += 128, k += 8) {
-            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, 16);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+        for (; oc < 128; oc += 2, k += 8) {
+            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
+            w = pw_dot_3x2(acc, scratch, w, 16); /* w: the next pair */
+            /* All six before the first store: an int8 store may alias the channel table, which the
+             * compiler would read again after each one. */
+            const int8_t y00 = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            const int8_t y01 = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            const int8_t y10 = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            const int8_t y11 = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+            const int8_t y20 = (int8_t)pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]);
+            const int8_t y21 = (int8_t)pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]);
+            output[oc] = y00;
+            output[oc + 1] = y01;
+            output[128 + oc] = y10;
+            output[128 + oc + 1] = y11;
+            output[256 + oc] = y20;
+            output[256 + oc + 1] = y21;
         }
 }
 }
@@ -1650,30 +1879,40 @@ MCUGEN_LAYER void layer13_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
 }
 
 /* Layers 14, 16, 18, 20, 22: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_dsp: 36 rows of 128 -> 128.
- * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (t_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_channels)
 {
-    int32_t column_words[128];
+    int32_t column_words[192];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 6;
     const int32_t end = row_end * 6;
     const int8_t *pixel = input + p * 128;
     output += p * 128;
-    for (; p + 1 < end; p += 2, pixel += 256, output += 256) {
-        pw_extend(scratch, pixel, 128, 16, 8, 1);
-        pw_extend(scratch + 4, pixel + 128, 128, 16, 8, 1);
+    for (; p + 2 < end; p += 3, pixel += 384, output += 384) {
+        pw_extend3(scratch, pixel, 128, 1);
         const int8_t *w = t_filter;
         const int32_t *k = t_channels;
         int32_t oc = 0;
-        for (; oc < 128; oc += 2, w += 256, k += 8) {
-            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, 32);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[128 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
-            output[128 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+        for (; oc < 128; oc += 2, k += 8) {
+            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
+            w = pw_dot_3x2(acc, scratch, w, 32); /* w: the next pair */
+            /* All six before the first store: an int8 store may alias the channel table, which the
+             * compiler would read again after each one. */
+            const int8_t y00 = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            const int8_t y01 = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            const int8_t y10 = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            const int8_t y11 = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+            const int8_t y20 = (int8_t)pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]);
+            const int8_t y21 = (int8_t)pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]);
+            output[oc] = y00;
+            output[oc + 1] = y01;
+            output[128 + oc] = y10;
+            output[128 + oc + 1] = y11;
+            output[256 + oc] = y20;
+            output[256 + oc + 1] = y21;
         }
 }
 }
@@ -1802,44 +2041,40 @@ MCUGEN_LAYER void layer23_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
 }
 
 /* Layer 24: CONV_2D 1x3x3x128 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 128 -> 256.
- * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * Three rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last one or two rows of a call together, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer24_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
-    int32_t column_words[128];
+    int32_t column_words[192];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 3;
     const int32_t end = row_end * 3;
     const int8_t *pixel = input + p * 128;
     output += p * 256;
-    for (; p + 1 < end; p += 2, pixel += 256, output += 512) {
-        pw_extend(scratch, pixel, 128, 16, 8, 1);
-        pw_extend(scratch + 4, pixel + 128, 128, 16, 8, 1);
+    for (; p + 2 < end; p += 3, pixel += 384, output += 768) {
+        pw_extend3(scratch, pixel, 128, 1);
         const int8_t *w = person_detect_layer24_filter;
         const int32_t *k = person_detect_layer24_channels;
         int32_t oc = 0;
-        for (; oc < 256; oc += 2, w += 256, k += 8) {
-            int32_t acc[4] = {k[0], k[4], k[0], k[4]};
-            pw_dot_2x2(acc, scratch, w, 32);
-            output[oc] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[256 + oc] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
-            output[256 + oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
-        }
-}
-    for (; p < end; ++p, pixel += 128, output += 256) {
-        pw_extend(scratch, pixel, 128, 8, 4, 1);
-        const int8_t *w = person_detect_layer24_filter;
-        const int32_t *k = person_detect_layer24_channels;
-        int32_t oc = 0;
-        for (; oc < 256; oc += 4, w += 512, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 256, 32);
-            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
-            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
-            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
-            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
+        for (; oc < 256; oc += 2, k += 8) {
+            int32_t acc[6] = {k[0], k[4], k[0], k[4], k[0], k[4]};
+            w = pw_dot_3x2(acc, scratch, w, 32); /* w: the next pair */
+            /* All six before the first store: an int8 store may alias the channel table, which the
+             * compiler would read again after each one. */
+            const int8_t y00 = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            const int8_t y01 = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            const int8_t y10 = (int8_t)pw_requantize_doubled_clamped(acc[2], k[1], k[2], k[3]);
+            const int8_t y11 = (int8_t)pw_requantize_doubled_clamped(acc[3], k[5], k[6], k[7]);
+            const int8_t y20 = (int8_t)pw_requantize_doubled_clamped(acc[4], k[1], k[2], k[3]);
+            const int8_t y21 = (int8_t)pw_requantize_doubled_clamped(acc[5], k[5], k[6], k[7]);
+            output[oc] = y00;
+            output[oc + 1] = y01;
+            output[256 + oc] = y10;
+            output[256 + oc + 1] = y11;
+            output[512 + oc] = y20;
+            output[512 + oc + 1] = y21;
         }
 }
 }
@@ -1964,7 +2199,8 @@ MCUGEN_LAYER void layer25_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
 
 /* Layer 26: CONV_2D 1x3x3x256 -> 1x3x3x256, pw_conv_s8_dsp: 9 rows of 256 -> 256.
  * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last odd row, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer26_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
@@ -2030,7 +2266,8 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
 
 /* Layer 28: CONV_2D 1x1x1x256 -> 1x1x1x2, pw_conv_s8_dsp: 1 rows of 256 -> 2.
  * Two rows at a time, their inputs sign-extended and doubled once into int16 lanes, by two
- * output channels (SMLAD, filter rows interleaved in pairs); an odd last row or channel alone. The input offset is folded into
+ * output channels (SMLAD, filter rows interleaved in pairs, each pair's words extended once for the block's rows);
+ * the last odd row, an odd last channel alone. The input offset is folded into
  * the bias (person_detect_layer28_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
@@ -2120,9 +2357,9 @@ int person_detect_invoke(const person_detect_input_t *input, person_detect_outpu
     MCUGEN_LAYER_DONE(3, arena + 0, 9216);
     layer4_pw_conv_s8_dsp(arena + 0, arena + 9216, 0, 24);
     MCUGEN_LAYER_DONE(4, arena + 9216, 18432);
-    layer5_dw_conv_s8_pairs_dsp(arena + 9216, arena + 5088, arena + 0, 0, 24);
-    MCUGEN_LAYER_DONE(5, arena + 5088, 18432);
-    layer6_pw_conv_s8_dsp(arena + 5088, arena + 5024, 0, 24);
+    layer5_dw_conv_s8_pairs_dsp(arena + 9216, arena + 5120, arena + 0, 0, 24);
+    MCUGEN_LAYER_DONE(5, arena + 5120, 18432);
+    layer6_pw_conv_s8_dsp(arena + 5120, arena + 5024, 0, 24);
     MCUGEN_LAYER_DONE(6, arena + 5024, 18432);
     layer7_dw_conv_s8_pairs_dsp(arena + 5024, arena + 4992, arena + 0, 0, 12);
     MCUGEN_LAYER_DONE(7, arena + 4992, 4608);
@@ -2162,13 +2399,13 @@ int person_detect_invoke(const person_detect_input_t *input, person_detect_outpu
     MCUGEN_LAYER_DONE(24, arena + 9216, 2304);
     layer25_dw_conv_s8_pairs_dsp(arena + 9216, arena + 11520, arena + 0, 0, 3);
     MCUGEN_LAYER_DONE(25, arena + 11520, 2304);
-    layer26_pw_conv_s8_dsp(arena + 11520, arena + 256, 0, 3);
-    MCUGEN_LAYER_DONE(26, arena + 256, 2304);
-    layer27_avgpool_s8(arena + 256, arena + 0);
-    MCUGEN_LAYER_DONE(27, arena + 0, 256);
-    layer28_pw_conv_s8_dsp(arena + 0, arena + 256, 0, 1);
-    MCUGEN_LAYER_DONE(28, arena + 256, 2);
-    layer29_softmax_s8(arena + 256, output);
+    layer26_pw_conv_s8_dsp(arena + 11520, arena + 0, 0, 3);
+    MCUGEN_LAYER_DONE(26, arena + 0, 2304);
+    layer27_avgpool_s8(arena + 0, arena + 2304);
+    MCUGEN_LAYER_DONE(27, arena + 2304, 256);
+    layer28_pw_conv_s8_dsp(arena + 2304, arena + 0, 0, 1);
+    MCUGEN_LAYER_DONE(28, arena + 0, 2);
+    layer29_softmax_s8(arena + 0, output);
     MCUGEN_LAYER_DONE(29, output, 2);
     return 0;
 }
