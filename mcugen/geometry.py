@@ -47,18 +47,22 @@ def _row_rule(op: Op, graph: Graph) -> tuple[int, int, int, int]:
     """Output row r reads input rows [r * stride - top, r * stride - top + extent), cut at
     the input's height; stride 0: the whole input. Memoized per graph (the schedule search
     asks it hundreds of thousands of times)."""
-    key = ("row_rule", op)
-    rule = graph.derived.get(key)
-    if rule is None:
-        height = rows(graph.tensor(op.input).shape)
-        if reads_whole_input(op):
-            rule = (height, 0, 0, 0)
-        elif isinstance(op, (Conv2D, DepthwiseConv2D)):
-            kernel = graph.tensor(op.filter).shape[1]
-            rule = (height, op.stride[0], op.padding.top, (kernel - 1) * op.dilation[0] + 1)
-        elif isinstance(op, Pad):
-            rule = (height, 1, op.padding.top, 1)
-        else:  # elementwise: the same rows
-            rule = (height, 1, 0, 1)
-        graph.derived[key] = rule
+    # Keyed by the op's identity, the op kept beside its rule (so that its id is not reused):
+    # hashing a frozen op hashes its per-channel multipliers, which cost the search more
+    # than the rule itself.
+    key = ("row_rule", id(op))
+    entry = graph.derived.get(key)
+    if entry is not None and entry[0] is op:
+        return entry[1]
+    height = rows(graph.tensor(op.input).shape)
+    if reads_whole_input(op):
+        rule = (height, 0, 0, 0)
+    elif isinstance(op, (Conv2D, DepthwiseConv2D)):
+        kernel = graph.tensor(op.filter).shape[1]
+        rule = (height, op.stride[0], op.padding.top, (kernel - 1) * op.dilation[0] + 1)
+    elif isinstance(op, Pad):
+        rule = (height, 1, op.padding.top, 1)
+    else:  # elementwise: the same rows
+        rule = (height, 1, 0, 1)
+    graph.derived[key] = (op, rule)
     return rule
