@@ -191,16 +191,22 @@ def test_untrained_weights_are_called_degenerate_and_what_to_check(tmp_path):
     (checked here: TFLM's interpreter aborts on it), and what to check."""
     untrained = tmp_path / "untrained.weights.h5"
     _keras_mobilenet(alpha=0.25).save_weights(untrained)
-    result = mcugen("build", "--alpha", "0.25", "--res", "32", "--weights", str(untrained),
-                    "--out", "out", cwd=tmp_path)
+    arguments = ["build", "--alpha", "0.25", "--res", "32", "--weights", str(untrained),
+                 "--out", "out"]
+    result = mcugen(*arguments, cwd=tmp_path)
     assert_one_line_error(result, "degenerate", "TFLM refuses", "trained", "batch norms",
                           "calibration")
     assert "multiplier" not in result.stderr
-    from mcugen.frontend.keras import build_mobilenet_tflite
+    # The very model mcugen refused, from its cache of converted models (the session's,
+    # conftest.fresh_conversion_cache, which the command inherits): not converted again.
+    from mcugen import cache
+    from mcugen.cli import build_options, make_parser
 
+    converted = cache.load(cache.conversion_key(build_options(make_parser().parse_args(
+        arguments))))
+    assert converted is not None
     model = tmp_path / "untrained.tflite"
-    model.write_bytes(build_mobilenet_tflite(alpha=0.25, height=32, width=32, channels=3,
-                                             weights=str(untrained)))
+    model.write_bytes(converted)
     tflm = subprocess.run([sys.executable, "-c", "import sys\nfrom tflite_micro import runtime\n"
                            "runtime.Interpreter.from_bytes(open(sys.argv[1], 'rb').read())",
                            str(model)], capture_output=True, text=True, timeout=300)
