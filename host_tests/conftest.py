@@ -60,7 +60,21 @@ def pytest_configure(config):
         os.environ["PATH"] = f"{_refusing_qemu_dir()}{os.pathsep}{os.environ['PATH']}"
 
 
+# The test files that take longest (`--durations=0`, summed per file), longest first. The
+# whole suite gives each worker a file at a time (scripts/test: --dist loadfile
+# --no-loadscope-reorder) in collection order: started first, a long file cannot be the last
+# one left while the other workers idle. A file missing here only runs later.
+LONGEST_FIRST = ("test_cli.py", "test_row_bands.py", "test_quantize_io.py",
+                 "test_early_checks.py", "test_mobilenet_generations.py", "test_cmsis_nn.py",
+                 "test_kernels.py", "test_run_image.py", "test_keras_frontend.py",
+                 "test_caller_arena.py", "test_real_world_models.py",
+                 "test_selftest_profile.py", "test_host_models.py", "test_constant_folding.py",
+                 "test_output_folder.py", "test_clang.py", "test_qemu_models.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: else unchanged
     if not FAST_TIER:
         return
     slow = [item for item in items if any(item.get_closest_marker(m) for m in TIER_MARKERS)]

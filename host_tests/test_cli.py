@@ -65,15 +65,37 @@ def test_readme_main_command_builds_a_mobilenet_for_cortex_m7(tmp_path):
         {p.name for p in out.iterdir()}
 
 
+# Models the other files convert (conftest.mobilenet_tflite), grayscale or not square.
+GENERATION_RUNS = {
+    "v2": dict(arch="v2", seed=2, alpha=0.5, height=48, width=40, channels=1, classes=3),
+    "v3-small": dict(arch="v3-small", seed=2, alpha=0.35, height=56, width=48, channels=3,
+                     classes=2),
+    "v3-large": dict(arch="v3-large", seed=2, alpha=0.25, height=40, width=40, channels=1,
+                     classes=3),
+}
+
+
 @pytest.mark.tensorflow
 @pytest.mark.qemu
-@pytest.mark.parametrize("arch", ["v2", "v3-small", "v3-large"])
+@pytest.mark.parametrize("arch", GENERATION_RUNS)
 def test_run_builds_every_generation_from_the_command_line(arch, tmp_path):
-    """`mcugen run --arch ...`: Keras build, int8 conversion, C, firmware, QEMU, and the check
-    against the reference and TFLM, for V2 and both V3s (grayscale, not square)."""
-    result = mcugen("run", "--arch", arch, "--alpha", "0.35", "--res", "40x32", "--channels",
-                    "1", "--classes", "3", "--target", "cortex-m7", cwd=tmp_path)
+    """`mcugen run --arch ...`: the Keras MobileNet its options describe, C, firmware, QEMU,
+    and the check against the reference and TFLM, for V2 and both V3s. The conversion is the
+    one the other tests make of the same model (the front end's bytes are deterministic,
+    test_keras_frontend), put in the session's conversion cache, which the command inherits
+    (conftest.fresh_conversion_cache): that the command takes it proves its options are the
+    same (cache.conversion_key); the README's command converts through the command line."""
+    from mcugen import cache
+    from mcugen.build import BuildOptions
+
+    params = GENERATION_RUNS[arch]
+    cache.store(cache.conversion_key(BuildOptions(**params)), mobilenet_tflite(**params))
+    result = mcugen("run", "--arch", arch, "--alpha", str(params["alpha"]), "--res",
+                    f"{params['height']}x{params['width']}", "--channels",
+                    str(params["channels"]), "--classes", str(params["classes"]), "--seed",
+                    str(params["seed"]), "--target", "cortex-m7", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "(cached)" in result.stderr and "converting" not in result.stderr, result.stderr
     assert "verdict: bit-exact" in result.stdout and "TFLM" in result.stdout
     assert "ADD" in result.stdout  # the per-layer table shows the residual additions
     if arch != "v2":
@@ -191,16 +213,22 @@ def test_untrained_weights_are_called_degenerate_and_what_to_check(tmp_path):
     (checked here: TFLM's interpreter aborts on it), and what to check."""
     untrained = tmp_path / "untrained.weights.h5"
     _keras_mobilenet(alpha=0.25).save_weights(untrained)
-    result = mcugen("build", "--alpha", "0.25", "--res", "32", "--weights", str(untrained),
-                    "--out", "out", cwd=tmp_path)
+    arguments = ["build", "--alpha", "0.25", "--res", "32", "--weights", str(untrained),
+                 "--out", "out"]
+    result = mcugen(*arguments, cwd=tmp_path)
     assert_one_line_error(result, "degenerate", "TFLM refuses", "trained", "batch norms",
                           "calibration")
     assert "multiplier" not in result.stderr
-    from mcugen.frontend.keras import build_mobilenet_tflite
+    # The very model mcugen refused, from its cache of converted models (the session's,
+    # conftest.fresh_conversion_cache, which the command inherits): not converted again.
+    from mcugen import cache
+    from mcugen.cli import build_options, make_parser
 
+    converted = cache.load(cache.conversion_key(build_options(make_parser().parse_args(
+        arguments))))
+    assert converted is not None
     model = tmp_path / "untrained.tflite"
-    model.write_bytes(build_mobilenet_tflite(alpha=0.25, height=32, width=32, channels=3,
-                                             weights=str(untrained)))
+    model.write_bytes(converted)
     tflm = subprocess.run([sys.executable, "-c", "import sys\nfrom tflite_micro import runtime\n"
                            "runtime.Interpreter.from_bytes(open(sys.argv[1], 'rb').read())",
                            str(model)], capture_output=True, text=True, timeout=300)

@@ -259,9 +259,17 @@ M3 = load_target("cortex-m3")
 M0PLUS = load_target("cortex-m0plus")  # portable C, unaligned word accesses trapping
 
 
+_compiled: dict[tuple[str, str], CompiledModel] = {}
+
+
 def compile_case(case: str, target) -> CompiledModel:
-    return compile_graph(CASES[case](), name="model", target=target, source=case,
-                         max_ram=BUDGETS.get(case))
+    """The case compiled for the target (under its budget, BUDGETS), once per file (the
+    coverage test and the QEMU and host tests compile every case for the same targets)."""
+    key = (case, target.name)
+    if key not in _compiled:
+        _compiled[key] = compile_graph(CASES[case](), name="model", target=target,
+                                       source=case, max_ram=BUDGETS.get(case))
+    return _compiled[key]
 
 
 def write_sources(compiled: CompiledModel, folder: Path) -> Path:

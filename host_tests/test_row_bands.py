@@ -60,7 +60,20 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+_whole: dict[tuple[str, str], object] = {}
+
+
 def compiled(case: str, target: str, max_ram: int | None):
+    """The case compiled for the target; layer by layer (no budget) once per case and
+    target (several tests compare with it)."""
+    if max_ram is None:
+        if (case, target) not in _whole:
+            _whole[case, target] = _compiled(case, target, None)
+        return _whole[case, target]
+    return _compiled(case, target, max_ram)
+
+
+def _compiled(case: str, target: str, max_ram: int | None):
     return compile_graph(load_tflite(model_bytes(case), "model"), name="model",
                          target=load_target(target), source=case, memory_check=False,
                          max_ram=max_ram)

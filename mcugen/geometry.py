@@ -224,13 +224,17 @@ def _row_rule(op: Op, graph: Graph) -> tuple[int, int, int, int]:
     (ROW_FOR_ROW's for an op without one: elementwise, or side by side); stride 0: it reads
     the whole input. Memoized per graph (the schedule search asks it hundreds of thousands of
     times)."""
-    key = ("row_rule", op)
-    rule = graph.derived.get(key)
-    if rule is None:
-        height = rows(graph.tensor(op.input).shape)
-        found = windows(op, graph)
-        window = found[0] if found is not None else ROW_FOR_ROW
-        rule = (height, 0, 0, 0) if reads_whole_input(op) else \
-            (height, window.stride, window.before, window.span)
-        graph.derived[key] = rule
+    # Keyed by the op's identity, the op kept beside its rule (so that its id is not reused):
+    # hashing a frozen op hashes its per-channel multipliers, which cost the search more
+    # than the rule itself.
+    key = ("row_rule", id(op))
+    entry = graph.derived.get(key)
+    if entry is not None and entry[0] is op:
+        return entry[1]
+    height = rows(graph.tensor(op.input).shape)
+    found = windows(op, graph)
+    window = found[0] if found is not None else ROW_FOR_ROW
+    rule = (height, 0, 0, 0) if reads_whole_input(op) else \
+        (height, window.stride, window.before, window.span)
+    graph.derived[key] = (op, rule)
     return rule

@@ -48,11 +48,12 @@ BANDED_OPS = (Conv2D, DepthwiseConv2D, Pad, Add, Mul, TableLookup, Quantize, Tra
 
 def activation_inputs(op: Op, graph: Graph) -> tuple[str, ...]:
     """The op's inputs that are activations, in the order its kernel takes them."""
-    key = ("activation_inputs", op)
-    found = graph.derived.get(key)
-    if found is None:
-        found = graph.derived[key] = tuple(name for name in op_inputs(op)
-                                           if not graph.tensor(name).is_constant)
+    key = ("activation_inputs", id(op))  # by identity, as geometry._row_rule says why
+    entry = graph.derived.get(key)
+    if entry is not None and entry[0] is op:
+        return entry[1]
+    found = tuple(name for name in op_inputs(op) if not graph.tensor(name).is_constant)
+    graph.derived[key] = (op, found)
     return found
 
 
@@ -140,6 +141,20 @@ def row_band_schedule(graph: Graph, layers: tuple[Layer, ...],
 
 def _segment_steps(graph: Graph, layers: tuple[Layer, ...], begin: int, end: int,
                    band_rows: int) -> tuple[list[Step], dict[str, int]]:
+    """The segment's steps and band buffers. Memoized per graph: the search asks for the same
+    segment in many segmentations (each part of a double segment is also a single one); keyed
+    by the layers' identity, as geometry._row_rule keys ops."""
+    key = ("segment_steps", id(layers), begin, end, band_rows)
+    entry = graph.derived.get(key)
+    if entry is None or entry[0] is not layers:
+        found = _segment_steps_found(graph, layers, begin, end, band_rows)
+        entry = graph.derived[key] = (layers, found)
+    steps, bands = entry[1]
+    return list(steps), dict(bands)
+
+
+def _segment_steps_found(graph: Graph, layers: tuple[Layer, ...], begin: int, end: int,
+                         band_rows: int) -> tuple[list[Step], dict[str, int]]:
     producer = {layers[i].op.output: i for i in range(begin, end)}
     later_reads = {name for layer in layers[end:]
                    for name in activation_inputs(layer.op, graph)}

@@ -323,7 +323,16 @@ def arena_buffers(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
 
 def _overwritable_inputs(layer: Layer, graph: Graph) -> list[tuple[str, int]]:
     """The inputs the layer's output may be written over, with the distance its access order
-    needs between the two."""
+    needs between the two. Memoized per graph, keyed by the layer's identity (the layer kept
+    beside it): the schedule search asks it of every layer of every candidate."""
+    key = ("overwritable_inputs", id(layer))
+    entry = graph.derived.get(key)
+    if entry is None or entry[0] is not layer:
+        entry = graph.derived[key] = (layer, _overwritable_inputs_found(layer, graph))
+    return entry[1]
+
+
+def _overwritable_inputs_found(layer: Layer, graph: Graph) -> list[tuple[str, int]]:
     op, access = layer.op, layer.access
     if access.order is Order.ELEMENTWISE:
         shape = graph.tensor(op.output).shape
