@@ -504,7 +504,11 @@ MCUGEN_ALWAYS_INLINE const int8_t *pw_dot_3x2(int32_t acc[6], const int8_t *colu
     if (groups / 4 == 1) { /* no loop */
         __asm__(PW_TWO_GROUPS_3X2 PW_TWO_GROUPS_3X2 PW_OUTPUTS_3X2 : : "memory");
     } else if (groups >= 4) {
-        const int8_t *const end = rows + 32 * (groups / 4); /* w after the last pass */
+        /* w after the last pass. volatile keeps it in a stack slot, addressed from sp: the
+         * loop's fourteen registers are all there are, and GCC, once it knows `rows` is a
+         * table's address, would otherwise address `end` through a fifteenth (a banded uint8
+         * MobileNetV2 224's layer: "asm operand has impossible constraints"). */
+        const int8_t *volatile const end = rows + 32 * (groups / 4);
         __asm__(PW_LOOP_3X2 PW_OUTPUTS_3X2 : [end] "m"(end) : "cc", "memory");
     }
     if (groups % 4 >= 2) {
