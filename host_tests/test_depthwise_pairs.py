@@ -93,7 +93,8 @@ def test_selection_keeps_the_other_dsp_variant_for_dilation():
 
 def test_a_ram_budget_the_ring_would_exceed_takes_the_lean_variant():
     """The ring of widened rows costs arena RAM: where a --max-ram budget is met only without
-    it, the layer takes the variant without the ring; without a budget, the fast one."""
+    it, the layer takes a variant without the ring (the small-scratch tier, a few channels'
+    rows at a time); without a budget, the fast one."""
     def compiled(max_ram):
         graph = g.depthwise(122, 24, 24, 16)
         return compile_graph(graph, name="m", target=M7, source="t", memory_check=False,
@@ -103,7 +104,8 @@ def test_a_ram_budget_the_ring_would_exceed_takes_the_lean_variant():
     assert fast.layers[0].variant.name == "dw_conv_s8_pairs_dsp"
     assert fast.layers[0].scratch_bytes > 0
     lean = compiled(fast.plan.arena_size - 1)
-    assert lean.layers[0].variant.name == "dw_conv_s8_dsp"
+    assert lean.layers[0].variant.name == "dw_conv_s8_pairs_blocks_dsp"
+    assert lean.layers[0].scratch_bytes < fast.layers[0].scratch_bytes
     assert lean.plan.arena_size < fast.plan.arena_size
     same = compiled(fast.plan.arena_size)
     assert same.layers[0].variant.name == "dw_conv_s8_pairs_dsp"

@@ -29,7 +29,7 @@ def layer_by_layer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def banded(tmp_path_factory):
-    """person_detect at --max-ram 20K: its first eight layers in row bands, 274 steps."""
+    """person_detect at --max-ram 20K: its first layers in row bands, over a hundred steps."""
     return build(BuildOptions(model=PERSON_DETECT, target="cortex-m7", max_ram=20 * 1024,
                               out=tmp_path_factory.mktemp("banded") / "out"))
 
@@ -54,12 +54,13 @@ def test_banded_steps_are_summarised_in_a_few_words(banded):
     """Each banded layer had all its step ranges in one cell ("[0, 1]x[1, 2]x..."): the table
     grew to thousands of pixels."""
     report = banded.compiled.report
-    assert report.schedule is not None and len(report.step_layers) > 200
+    assert report.schedule is not None and len(report.step_layers) > 100
     cells = table_cells((banded.out_dir / "report.html").read_text())
     assert max(len(cell) for cell in cells) < 80
     first = report.layers[0]
     rows = first.output_shape[1]
-    assert f"{len(first.steps)} steps, rows 0-{rows} in bands of 1" in cells
+    assert any(re.fullmatch(rf"{len(first.steps)} steps, rows 0-{rows} in bands of \d+", cell)
+               for cell in cells)
     assert not any("[" in cell or "None" in cell for cell in cells)
 
 
