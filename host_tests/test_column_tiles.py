@@ -156,30 +156,33 @@ def test_a_depthwise_whose_ring_does_not_fit_takes_the_small_scratch_pairs_varia
 
 
 def test_a_ring_depthwise_s_input_band_holds_only_the_rows_new_to_its_ring():
-    """dw_conv_s8_pairs_dsp keeps the input rows it has widened in its ring between steps
-    (Variant.keeps_input_rows), so its input's band buffer holds only the rows new to the
-    ring: two rows of the first tile's first convolution (its first output row reads two
-    rows, the padding above it; each later step one new row), not three, and no shift moves
-    a row of it (VWW at 12K on M7: 6,316,852 -> 6,277,548 instructions with the smaller
-    plan's tiers, bit-exact; the QEMU test below runs this firmware). The replay reads the
-    rows a step takes from the variant: the lean depthwise, which reads three rows a step,
-    is refused on this schedule."""
+    """dw_conv_s8_pairs_dsp keeps the input rows it has widened in its ring between a banded
+    layer's steps (Variant.keeps_input_rows), so its input's band buffer holds only the rows
+    new to the ring (row_bands.buffer_rows): the chain's first depthwise (3x3, stride 1)
+    reads two rows for its first output row (the padding above) and one new row a step
+    after, so its input's band holds two rows, not three, and no shift moves a row of it.
+    (VWW at 12K on M7, both tiles' first depthwise: 6,316,852 -> 6,252,614 instructions with
+    the smaller plan's tiers, rows moved 106,368 -> 65,328 B, bit-exact.) The replay takes
+    the rows a step reads from the variant: with the lean depthwise, which reads three rows
+    a step, this schedule is refused."""
     core = load_target("cortex-m7")
-    result = compiled(6_000, core)
-    assert result.schedule.tiles and result.schedule.banded
-    ring = result.layers[1]
+    graph = prepare(chain())
+    fast = lower_layers(graph, core, "model")
+    lean = lower_layers(graph, core, "model", lean=True)
+    ring = fast[1]
     assert ring.variant.name == "dw_conv_s8_pairs_dsp" and ring.variant.keeps_input_rows
-    assert result.schedule.is_banded(ring.index)
-    bands = result.schedule.bands
-    assert bands[ring.op.input] == 2, bands
-    assert not [shift for step in result.schedule.steps for shift in step.shifts
+    assert not lean[1].variant.keeps_input_rows
+    banded = row_bands.row_band_schedule(graph, fast, ((0, 4),), 1)
+    assert banded.bands[ring.op.input] == 2
+    assert row_bands.row_band_schedule(graph, lean, ((0, 4),), 1).bands[ring.op.input] == 3
+    assert not [shift for step in banded.steps for shift in step.shifts
                 if shift.tensor == ring.op.input and shift.end > shift.keep]
-    # The second depthwise (stride 2) without a ring reads its three rows from its band.
-    lean = result.layers[3]
-    assert not lean.variant.keeps_input_rows and bands[lean.op.input] >= 3
-    lean_layers = lower_layers(result.graph, core, "model", lean=True)
+    # Every step after the first takes one row of its input from the buffer.
+    steps = [step for step in banded.steps if step.layer == 1]
+    assert [row_bands.buffer_rows(ring, graph, *step.rows) for step in steps[:3]] == \
+        [(0, 2), (2, 3), (3, 4)]
     with pytest.raises(AssertionError):
-        row_bands.verify(result.schedule, result.graph, lean_layers)
+        row_bands.verify(banded, graph, lean)
 
 
 @pytest.mark.slow
