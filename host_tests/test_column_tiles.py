@@ -20,6 +20,7 @@ from hostc import build_shared, run_sanitized
 from mcugen import estimate, row_bands, tiles
 from mcugen.compile import compile_graph, prepare
 from mcugen.errors import McugenError
+from mcugen.kernels import lower_layers
 from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
 from mcugen.targets import load_target
@@ -152,6 +153,36 @@ def test_a_depthwise_whose_ring_does_not_fit_takes_the_small_scratch_pairs_varia
     names = {layer.index: layer.variant.name for layer in result.layers}
     assert (names[1], names[3]) == ("dw_conv_s8_pairs_dsp", "dw_conv_s8_pairs_blocks_dsp")
     assert result.layers[3].scratch_bytes < result.layers[1].scratch_bytes
+
+
+def test_a_ring_depthwise_s_input_band_holds_only_the_rows_new_to_its_ring():
+    """dw_conv_s8_pairs_dsp keeps the input rows it has widened in its ring between a banded
+    layer's steps (Variant.keeps_input_rows), so its input's band buffer holds only the rows
+    new to the ring (row_bands.buffer_rows): the chain's first depthwise (3x3, stride 1)
+    reads two rows for its first output row (the padding above) and one new row a step
+    after, so its input's band holds two rows, not three, and no shift moves a row of it.
+    (VWW at 12K on M7, both tiles' first depthwise: 6,316,852 -> 6,252,614 instructions with
+    the smaller plan's tiers, rows moved 106,368 -> 65,328 B, bit-exact.) The replay takes
+    the rows a step reads from the variant: with the lean depthwise, which reads three rows
+    a step, this schedule is refused."""
+    core = load_target("cortex-m7")
+    graph = prepare(chain())
+    fast = lower_layers(graph, core, "model")
+    lean = lower_layers(graph, core, "model", lean=True)
+    ring = fast[1]
+    assert ring.variant.name == "dw_conv_s8_pairs_dsp" and ring.variant.keeps_input_rows
+    assert not lean[1].variant.keeps_input_rows
+    banded = row_bands.row_band_schedule(graph, fast, ((0, 4),), 1)
+    assert banded.bands[ring.op.input] == 2
+    assert row_bands.row_band_schedule(graph, lean, ((0, 4),), 1).bands[ring.op.input] == 3
+    assert not [shift for step in banded.steps for shift in step.shifts
+                if shift.tensor == ring.op.input and shift.end > shift.keep]
+    # Every step after the first takes one row of its input from the buffer.
+    steps = [step for step in banded.steps if step.layer == 1]
+    assert [row_bands.buffer_rows(ring, graph, *step.rows) for step in steps[:3]] == \
+        [(0, 2), (2, 3), (3, 4)]
+    with pytest.raises(AssertionError):
+        row_bands.verify(banded, graph, lean)
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from .passes.fold_pad import fold_pad
 from .passes.lookup_table import lookup_tables
 from .passes.quantize import quantize_constants
 from .passes.reshape import elide_reshape
-from .planner import Buffer, Plan, plan_memory, plan_regions
+from .planner import Buffer, Plan, plan_around, plan_memory, plan_regions
 from .report import Report, build_report, count_macs
 from .schedule import Schedule, Step, arena_buffers, layer_by_layer
 from .targets import Target
@@ -159,7 +159,7 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
     if best is None:
         return smallest
     tiled, tiled_layers, schedule, buffers, plan, end, halo = best[1]
-    tiled_layers, buffers, plan = _faster_where_it_fits(
+    tiled_layers, schedule, buffers, plan = _faster_where_it_fits(
         tiled, tiled_layers,
         (lower(tiled, False), *(lower(tiled, False, tier) for tier in SCRATCH_TIERS)), schedule,
         buffers, plan, budget)
@@ -174,8 +174,11 @@ def _faster_where_it_fits(graph: Graph, lean: tuple[Layer, ...],
     trades arena RAM for speed (Variant.trades_ram) takes it back, most MACs first, when the
     schedule's arena still fits the budget with its scratch; the tiers' layers in their order
     (the fastest, then the small-scratch ones), the first that fits. (Tier by tier instead,
-    VWW at 12K took the small layers' rings first: 7,094,026 instructions, not 7,021,435.)"""
-    layers = lean
+    VWW at 12K took the small layers' rings first: 7,094,026 instructions, not 7,021,435.)
+    Each trial's band buffers are its layers' (row_bands.rebanded: a ring needs fewer rows of
+    its input), planned afresh or around the plan so far (planner.plan_around), the smaller;
+    the schedule returned is the chosen layers', with its loops."""
+    layers, banded = lean, schedule
     swaps = sorted((i for i in range(len(lean))
                     if any(tier[i].variant is not lean[i].variant for tier in tiers)),
                    key=lambda i: (-count_macs(graph.ops[i], graph), i))
@@ -184,12 +187,17 @@ def _faster_where_it_fits(graph: Graph, lean: tuple[Layer, ...],
             if tier[index].variant is lean[index].variant:
                 continue
             trial = layers[:index] + (tier[index],) + layers[index + 1:]
-            trial_buffers = arena_buffers(graph, trial, schedule)
-            trial_plan = plan_memory(trial_buffers)
+            trial_schedule = row_bands.rebanded(schedule, graph, trial)
+            trial_buffers = arena_buffers(graph, trial, trial_schedule)
+            trial_plan = min(plan_memory(trial_buffers),
+                             plan_around(trial_buffers, buffers, plan),
+                             key=lambda p: p.arena_size)
             if trial_plan.arena_size <= budget:
-                layers, buffers, plan = trial, trial_buffers, trial_plan
+                layers, banded, buffers, plan = trial, trial_schedule, trial_buffers, trial_plan
                 break
-    return layers, buffers, plan
+    if banded is not schedule:
+        banded = row_bands.looped(banded, graph, layers)
+    return layers, banded, buffers, plan
 
 
 def _tiled_schedule(schedule: Schedule, end: int, halo: int, max_ram: int | None,
@@ -233,6 +241,8 @@ def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram:
         return lean_layers, (schedule, buffers, plan, whole)
     mixed = fast_where_they_fit(graph, layers, lean_layers, schedule, budget,
                                 small() if small is not None else ())
+    if schedule.banded:
+        schedule = row_bands.looped(row_bands.rebanded(schedule, graph, mixed), graph, mixed)
     buffers = arena_buffers(graph, mixed, schedule)
     return mixed, (schedule, buffers, plan_memory(buffers), whole)
 
@@ -242,7 +252,8 @@ def fast_where_they_fit(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer
                         small: tuple[tuple[Layer, ...], ...] = ()) -> tuple[Layer, ...]:
     """The lean layers with each fast variant back, the smallest scratch first, while the
     schedule's arena still fits the budget; where the fast one does not fit, the small-scratch
-    variants (Variant.small_scratch, tier by tier) the layer has, the first that fits."""
+    variants (Variant.small_scratch, tier by tier) the layer has, the first that fits. Each
+    trial with its own band buffers (row_bands.rebanded)."""
     mixed = list(lean)
     for index in sorted((i for i, layer in enumerate(fast) if layer.variant.trades_ram),
                         key=lambda i: fast[i].scratch_bytes):
@@ -251,7 +262,8 @@ def fast_where_they_fit(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer
         for layer in tiers:
             trial = (*mixed[:index], layer, *mixed[index + 1:])
             # Planned without the search, as the schedules are: the final plan is no larger.
-            if plan_memory(arena_buffers(graph, trial, schedule),
+            if plan_memory(arena_buffers(graph, trial,
+                                         row_bands.rebanded(schedule, graph, trial)),
                            search=False).arena_size <= budget:
                 mixed[index] = layer
                 break

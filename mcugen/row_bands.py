@@ -80,6 +80,19 @@ def can_band(layer: Layer, graph: Graph) -> bool:
     return True
 
 
+def buffer_rows(layer: Layer, graph: Graph, begin: int, end: int) -> tuple[int, int]:
+    """The input rows [first, last) a banded step computing output rows [begin, end) reads
+    from its input's buffer: those its window reads (geometry.input_rows), less, for a kernel
+    that keeps the rows it has read in its scratch (Variant.keeps_input_rows: a depthwise
+    ring of widened rows), those its previous output row read, which the ring holds. Its band
+    buffer then holds only the rows that are new to the ring (VWW's first depthwise reads
+    three rows of its input and takes one new row a step)."""
+    first, last = input_rows(layer.op, graph, begin, end)
+    if layer.variant.keeps_input_rows and begin > 0:
+        first = max(first, min(last, input_rows(layer.op, graph, begin - 1, begin)[1]))
+    return first, last
+
+
 def longest_prefix(graph: Graph, layers: tuple[Layer, ...]) -> int:
     """How many layers from the first can run in row bands."""
     for layer in layers:
@@ -178,7 +191,7 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
     reads: dict[str, list[tuple[int, int]]] = {name: [] for name in bands}  # (position, first)
     for position, (index, begin, end) in enumerate(order):
         op = layers[index].op
-        first, last = input_rows(op, graph, begin, end)
+        first, last = buffer_rows(layers[index], graph, begin, end)
         for name in activation_inputs(op, graph):
             if name in bands and last > first:
                 reads[name].append((position, first))
@@ -214,6 +227,16 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
     return steps, capacity
 
 
+def rebanded(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> Schedule:
+    """The schedule's segments and band height with these layers' steps and band buffers
+    (a layer's variant decides the rows its input's buffer holds: buffer_rows), without
+    loops; its other fields kept. Layer by layer: the schedule itself."""
+    if not schedule.banded:
+        return schedule
+    fresh = row_band_schedule(graph, layers, schedule.segments, schedule.band_rows)
+    return dataclasses.replace(schedule, steps=fresh.steps, bands=fresh.bands, repeats=())
+
+
 def looped(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> Schedule:
     """The schedule with its periodic runs of banded steps as loops (Repeat), replayed."""
     schedule = dataclasses.replace(schedule, repeats=find_repeats(schedule.steps))
@@ -243,9 +266,10 @@ def program_steps(schedule: Schedule) -> list[Step]:
 def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
     """Replay the schedule region by region as the C runs it (loops included) and check what
     the generated C relies on: each loop iteration is the unrolled step it replaces; every
-    row a banded step reads has been written and is still in its buffer, at the origin the
-    step is given; every row written fits its buffer; a shift keeps what it claims; the
-    columns a step reads and writes are in its operands' views (`_verify_columns`). Raises
+    row a banded step reads from a buffer (buffer_rows) has been written and is still in
+    it, at the origin the step is given, and a kernel that keeps the rows it read runs its
+    steps in order from row 0; every row written fits its buffer; a shift keeps what it
+    claims; the columns a step reads and writes are in its operands' views (`_verify_columns`). Raises
     AssertionError (a bug in mcugen, never the user's) otherwise."""
     # The steps below are the program's: replaying them replays every loop iteration.
     assert tuple(program_steps(schedule)) == schedule.steps, "a loop is not its steps"
@@ -253,6 +277,7 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
     held = {name: 0 for name in schedule.bands}
     done: dict[str, int] = {name: rows(graph.tensor(name).shape) for name in graph.inputs}
     columns_checked: set[tuple] = set()
+    next_row: dict[int, int] = {}  # per layer keeping its input rows: its next step's first
     for step in schedule.steps:
         layer = layers[step.layer]
         op = layer.op
@@ -274,7 +299,10 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
             present[name] = {r for r in present[name] if shift.keep <= r < shift.end}
             held[name] = shift.keep
         begin, end = step.rows
-        first, last = input_rows(op, graph, begin, end)
+        if layer.variant.keeps_input_rows:
+            assert begin == next_row.get(step.layer, 0), ("rows kept from another step", step)
+            next_row[step.layer] = end
+        first, last = buffer_rows(layer, graph, begin, end)
         inputs = activation_inputs(op, graph)
         assert len(step.origins) == len(inputs) + 1
         for name, origin in zip(inputs, step.origins):

@@ -376,7 +376,7 @@ DW_CONV_S8_PAIRS_DSP = Variant(
     "dw_conv_s8_pairs_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_pairs_dsp", Order.RASTER,
     _lower, applies=_applies, scratch_bytes=_scratch_bytes,
     helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
-    legacy=True, trades_ram=True)
+    legacy=True, trades_ram=True, keeps_input_rows=True)
 
 # After the ring variant, which takes every op they do: chosen only where the ring's scratch
 # does not fit the budget (compile.py's small-scratch tiers).

@@ -168,6 +168,11 @@ class Variant:
     # selection tries where the fast variant's scratch does not fit (kernels.lower_layers'
     # small_scratch); 0: none.
     small_scratch: int = 0
+    # Banded, it keeps in its scratch the input rows its previous step read (its steps take
+    # consecutive row ranges from row 0 and the scratch is the layer's while they run): a
+    # step reads from its input's buffer only the rows after those, so the band buffer need
+    # not hold them (row_bands.buffer_rows).
+    keeps_input_rows: bool = False
 
     def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
         return (isinstance(op, self.ops) and self.isa in target_isas(target)
