@@ -174,6 +174,11 @@ CASES = {
                                                    activation=ir.Activation.NONE),
     "legacy_dw_lanes_c12": lambda: g.depthwise(144, 4, 3, 12, legacy_zero_point=0,
                                                activation=ir.Activation.NONE),
+    # Its ring filled with a vector of plane offsets per group of eight channels, up to six
+    # groups (the ring functions then stay calls): five groups, the last partial; six, stride 2.
+    "dw_ring_groups5_c37": lambda: g.depthwise(145, 5, 9, 37),
+    "dw_ring_groups6_s2_c48": lambda: g.depthwise(146, 8, 10, 48, stride=(2, 2),
+                                                  padding=SAME_S2),
     # Fully connected.
     "fc_1x8_16": lambda: g.fully_connected(50, 1, 8, 16),
     "fc_3x11_17": lambda: g.fully_connected(51, 3, 11, 17),

@@ -44,6 +44,7 @@ from .variant import ConstArray, Isa, LayerNames, Order, Variant
 LOAD_OFFSET_MAX = 127  # VLDRB's immediate offset
 PIXELS = 4  # output pixels per pass (int32 lanes of the output stage)
 MAX_RUNS = 3  # weight vectors per channel (Q registers)
+GROUP_OFFSETS_MAX = 6  # groups of eight channels with their own vector of plane offsets
 SCATTER_LANES = 8  # channels per transposing store (16-bit offsets)
 PAIRED_MIN_WIDTH = 16  # output pixels per row from which one load serves two (paired)
 # Instructions per output row, the loops' counts on M55 (GCC 12 -O2, QEMU; channel_lanes_win):
@@ -158,10 +159,20 @@ class MveDepthwiseParams:
     @property
     def group_offsets(self) -> bool:
         """Each group of eight channels has its own vector of plane offsets when a pixel has
-        two to four groups (Q registers) whose offsets all fit the scatter store's 16 bits:
-        one pixel's stores then share the slot as their base (no add per group)."""
+        two to six groups (Q registers: the ring functions hold them and one vector of
+        channels) whose offsets all fit the scatter store's 16 bits: one pixel's stores then
+        share the slot as their base (no add per group). v2's 48 channels: its stride-2 layer
+        from 48x48 221,208 -> 191,154 instructions on M55 (est. cycles 263,637 -> 247,914)."""
         groups = -(-self.input.c // SCATTER_LANES)
-        return 1 < groups <= 4 and (self.input.c - 1) * self.ring.plane < 2**16
+        return 1 < groups <= GROUP_OFFSETS_MAX and (self.input.c - 1) * self.ring.plane < 2**16
+
+    @property
+    def ring_calls(self) -> bool:
+        """With more than four groups' vectors of plane offsets, the functions that fill the
+        ring are not inlined: GCC would hoist those vectors into the layer function and hold
+        them across its channel loop, spilling its own (measured on v2's 48-channel layers:
+        +1 % estimated cycles); a call per input row costs a few instructions."""
+        return self.group_offsets and -(-self.input.c // SCATTER_LANES) > 4
 
     @property
     def advance(self) -> bool:
