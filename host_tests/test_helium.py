@@ -19,6 +19,7 @@ from conftest import PERSON_DETECT, mobilenet_tflite
 from mcugen import quant
 from mcugen.build import BuildOptions
 from mcugen.codegen import template_environment
+from mcugen.ir import Activation, Padding
 from mcugen.compile import compile_graph, prepare
 from mcugen.kernels.variant import Isa
 from mcugen.measure import STRICT
@@ -213,6 +214,88 @@ def test_first_layers_are_convolved_a_window_per_vector_or_two(tmp_path):
         np.testing.assert_array_equal(result.outputs,
                                       test_kernels.reference_outputs(compiled, inputs))
         assert max(result.instructions) < most, (case, result.instructions)
+
+
+def _depthwise_lanes(graph) -> bool:
+    (layer,) = compile_graph(graph, name="m", target=M55, source="dw").layers
+    assert layer.variant.name == "dw_conv_s8_mve"
+    return layer.params.channel_lanes
+
+
+def test_the_depthwise_takes_channel_lanes_where_they_cost_fewer_instructions():
+    """Channel lanes (four channels of a pixel per pass) on narrow rows, pixel lanes (four
+    pixels of a channel) on wide ones, by the loops' measured counts: rows of 5 pixels take
+    channel lanes at 64 channels, not at 13 (a partial group of one costs as much as a full
+    one); rows of 8 pixels never. Only where the kernel holds its vectors in Q registers: an
+    activation that spans int8 (a ReLU6 of a narrow range needs vectors of bounds), one run
+    per window (not 5x5), one input channel per output channel."""
+    none = Activation.NONE
+    assert _depthwise_lanes(ir_graphs.depthwise(1, 5, 5, 64, activation=none))
+    assert _depthwise_lanes(ir_graphs.depthwise(2, 6, 6, 128, stride=(2, 2),
+                                                padding=Padding(0, 1, 0, 1),
+                                                activation=none))
+    assert not _depthwise_lanes(ir_graphs.depthwise(3, 5, 5, 13, activation=none))
+    assert not _depthwise_lanes(ir_graphs.depthwise(4, 8, 8, 64, activation=none))
+    assert not _depthwise_lanes(ir_graphs.depthwise(5, 5, 5, 64))  # ReLU6, narrow range
+    assert not _depthwise_lanes(ir_graphs.depthwise(6, 5, 5, 64, kernel=(5, 5),
+                                                    padding=Padding(2, 2, 2, 2),
+                                                    activation=none))
+    assert not _depthwise_lanes(ir_graphs.depthwise(7, 5, 5, 32, multiplier=2,
+                                                    activation=none))
+
+
+@pytest.mark.qemu
+def test_narrow_depthwise_rows_are_bit_exact_and_cheaper_in_channel_lanes(tmp_path):
+    """DS-CNN's depthwise shape (rows of 5 pixels, here 5 rows of 64 channels) and a
+    MobileNet's stride-2 depthwise to 3x3 at 128 channels, in QEMU: bit-exact, and under the
+    pixel lanes' counts (15,912 and 15,891 instructions; 13,018 and 14,342 with channel
+    lanes)."""
+    none = Activation.NONE
+    cases = ((ir_graphs.depthwise(7, 5, 5, 64, activation=none), 14000),
+             (ir_graphs.depthwise(5, 6, 6, 128, stride=(2, 2),
+                                  padding=Padding(0, 1, 0, 1), activation=none),
+              15000))
+    for i, (case, most) in enumerate(cases):
+        compiled = compile_graph(case, name="model", target=M55, source="dw")
+        assert compiled.layers[0].params.channel_lanes
+        work = tmp_path / str(i)
+        (work / "model").mkdir(parents=True)
+        for file, text in compiled.sources.items():
+            (work / "model" / file).write_text(text)
+        elf = build_firmware(work / "model", BOARD, work / "firmware")
+        graph = compiled.graph
+        inputs = np.random.default_rng(i).integers(-128, 128, (3, graph.input.size))
+        inputs = inputs.astype(np.int8)
+        result = run_firmware(elf, BOARD, inputs, graph.output.size)
+        expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                             for x in inputs])
+        np.testing.assert_array_equal(result.outputs, expected)
+        assert max(result.instructions) < most, result.instructions
+
+
+@pytest.mark.qemu
+def test_the_depthwise_ring_takes_six_groups_of_channels_by_their_own_offsets(tmp_path):
+    """v2's 48-channel depthwise (stride 2, here from 16x16): the ring's transposing stores of
+    six groups of eight channels share the slot as their base, each group's plane offsets in
+    its own vector, in ring functions that stay calls. Bit-exact, and under the count with an
+    add per group (30,600 instructions; 27,562 so)."""
+    graph = ir_graphs.depthwise(9, 16, 16, 48, stride=(2, 2), padding=Padding(0, 1, 0, 1))
+    compiled = compile_graph(graph, name="model", target=M55, source="dw")
+    params = compiled.layers[0].params
+    assert params.group_offsets and params.ring_calls
+    assert "__attribute__((noinline)) static void layer0_dw_conv_s8_mve_take" in \
+        compiled.sources["model.c"]
+    (tmp_path / "model").mkdir()
+    for file, text in compiled.sources.items():
+        (tmp_path / "model" / file).write_text(text)
+    elf = build_firmware(tmp_path / "model", BOARD, tmp_path / "firmware")
+    graph = compiled.graph
+    inputs = np.random.default_rng(9).integers(-128, 128, (2, graph.input.size)).astype(np.int8)
+    result = run_firmware(elf, BOARD, inputs, graph.output.size)
+    expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                         for x in inputs])
+    np.testing.assert_array_equal(result.outputs, expected)
+    assert max(result.instructions) < 29000, result.instructions
 
 
 @pytest.mark.qemu

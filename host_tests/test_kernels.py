@@ -162,6 +162,23 @@ CASES = {
     # stride 2 with a one-pixel tail, a three-pixel tail, a uint8 model's offset weights.
     "dw_3x3_s2_wide_c5": lambda: g.depthwise(122, 5, 34, 5, stride=(2, 2)),
     "dw_3x3_wide_tail3_c2": lambda: g.depthwise(124, 4, 19, 2),
+    # Its channel lanes (narrow rows, four channels of a pixel per pass; activations spanning
+    # int8): a partial last group of one, two and three channels; five pixels a row with
+    # borders; stride 2 to three pixels; a one-pixel map; padding beyond the kernel's reach
+    # (rows and columns of zero points only); a uint8 model's weights that fit int8.
+    "dw_lanes_c21": lambda: g.depthwise(140, 5, 5, 21, activation=ir.Activation.NONE),
+    "dw_lanes_s2_c30": lambda: g.depthwise(141, 6, 6, 30, stride=(2, 2), padding=SAME_S2,
+                                           activation=ir.Activation.NONE),
+    "dw_lanes_one_pixel_c7": lambda: g.depthwise(142, 1, 1, 7, activation=ir.Activation.NONE),
+    "dw_lanes_pad_beyond_c24": lambda: g.depthwise(143, 3, 2, 24, padding=ir.Padding(2, 3, 3, 2),
+                                                   activation=ir.Activation.NONE),
+    "legacy_dw_lanes_c12": lambda: g.depthwise(144, 4, 3, 12, legacy_zero_point=0,
+                                               activation=ir.Activation.NONE),
+    # Its ring filled with a vector of plane offsets per group of eight channels, up to six
+    # groups (the ring functions then stay calls): five groups, the last partial; six, stride 2.
+    "dw_ring_groups5_c37": lambda: g.depthwise(145, 5, 9, 37),
+    "dw_ring_groups6_s2_c48": lambda: g.depthwise(146, 8, 10, 48, stride=(2, 2),
+                                                  padding=SAME_S2),
     # Fully connected.
     "fc_1x8_16": lambda: g.fully_connected(50, 1, 8, 16),
     "fc_3x11_17": lambda: g.fully_connected(51, 3, 11, 17),

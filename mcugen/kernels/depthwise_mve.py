@@ -17,6 +17,13 @@ Per output row, channel by channel, four pixels at a time: four window loads and
 weight vector, the sums through the output stage with the channel's multiplier and shift, and
 a scatter store (the four pixels are C bytes apart). A whole output row is computed together,
 after the rows it reads are in the ring: raster order by rows.
+
+On narrow rows (MveDepthwiseParams.channel_lanes) the lanes of the output stage are four
+channels of one pixel instead: per output row, four channels' weight vectors are held while the
+kernel walks the row's pixels, each pixel one window load and VMLADAVA per channel, the
+channels' constants as vectors (kernels.mve.LaneTables) and one contiguous four-byte store.
+A row of w pixels then costs w passes of four channels with no partial block of pixels, where
+the pixel lanes cost per channel a set-up and ceil(w / 4) output stages, the last one partial.
 """
 
 from __future__ import annotations
@@ -28,16 +35,29 @@ import numpy as np
 
 from ..ir import DepthwiseConv2D, Graph, Op
 from ..targets import Target
-from .lowering import (FeatureMap, Window, ceil_to, conv_window, feature_map, folded_bias,
-                       model_bias, weight_values)
-from .mve import VECTOR_BYTES, OutputStage, channel_shifts, multipliers_in_range
+from .lowering import (FeatureMap, Window, ceil_to, clamp, conv_window, feature_map,
+                       folded_bias, model_bias, weight_values)
+from .mve import (INT32_LANES, VECTOR_BYTES, OutputStage, channel_shifts, multipliers_in_range,
+                  output_lane_tables)
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 LOAD_OFFSET_MAX = 127  # VLDRB's immediate offset
 PIXELS = 4  # output pixels per pass (int32 lanes of the output stage)
 MAX_RUNS = 3  # weight vectors per channel (Q registers)
+GROUP_OFFSETS_MAX = 6  # groups of eight channels with their own vector of plane offsets
 SCATTER_LANES = 8  # channels per transposing store (16-bit offsets)
 PAIRED_MIN_WIDTH = 16  # output pixels per row from which one load serves two (paired)
+# Instructions per output row, the loops' counts on M55 (GCC 12 -O2, QEMU; channel_lanes_win).
+# The choice they make agrees with LLVM's M55 cycles where both were measured (96 channels:
+# rows of 3, 5, 6 pixels faster in channel lanes, 4, 7, 12 in pixel lanes; 8 a tie), though
+# channel lanes take fewer instructions up to 12: their dependent chain per pixel is longer.
+# Pixel lanes, per channel: its set-up, a block of four pixels, a partial block of 1-3 pixels;
+PIXEL_LANES_CHANNEL = 10
+PIXEL_LANES_BLOCK = 18
+PIXEL_LANES_PARTIAL = (0, 13, 16, 19)
+# channel lanes, per group of four channels (a partial last one alike): its set-up, a pixel.
+CHANNEL_LANES_GROUP = 27
+CHANNEL_LANES_PIXEL = 23
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,25 @@ class MveDepthwiseParams:
     # channel whose weights fit int8) times that sum joins its accumulators.
     ones: ConstArray | None = None
     offset_word: int | None = None  # the offset's index among the channel's words
+    # Lanes are four channels of one pixel (see the module's docstring): `filter` then holds
+    # a multiple of four channels (zero rows after the last), `channels` the LaneTables
+    # layout ([group][table][4]) of the tables named here, in their order within a group.
+    channel_lanes: bool = False
+    lane_table_names: tuple[str, ...] = ()
+
+    def lane_offset(self, name: str) -> int:
+        """Where a table's vector starts in a group of four channels' `channels` (int32s)."""
+        return INT32_LANES * self.lane_table_names.index(name)
+
+    @property
+    def lane_stride(self) -> int:
+        """A group of four channels' int32s in `channels`."""
+        return INT32_LANES * len(self.lane_table_names)
+
+    @property
+    def channel_groups(self) -> tuple[int, int]:
+        """Full groups of four channels, and the channels of a partial last one (0: none)."""
+        return self.output.c // INT32_LANES, self.output.c % INT32_LANES
 
     @property
     def taps(self) -> int:
@@ -123,10 +162,20 @@ class MveDepthwiseParams:
     @property
     def group_offsets(self) -> bool:
         """Each group of eight channels has its own vector of plane offsets when a pixel has
-        two to four groups (Q registers) whose offsets all fit the scatter store's 16 bits:
-        one pixel's stores then share the slot as their base (no add per group)."""
+        two to six groups (Q registers: the ring functions hold them and one vector of
+        channels) whose offsets all fit the scatter store's 16 bits: one pixel's stores then
+        share the slot as their base (no add per group). v2's 48 channels: its stride-2 layer
+        from 48x48 221,208 -> 191,154 instructions on M55 (est. cycles 263,637 -> 247,914)."""
         groups = -(-self.input.c // SCATTER_LANES)
-        return 1 < groups <= 4 and (self.input.c - 1) * self.ring.plane < 2**16
+        return 1 < groups <= GROUP_OFFSETS_MAX and (self.input.c - 1) * self.ring.plane < 2**16
+
+    @property
+    def ring_calls(self) -> bool:
+        """With more than four groups' vectors of plane offsets, the functions that fill the
+        ring are not inlined: GCC would hoist those vectors into the layer function and hold
+        them across its channel loop, spilling its own (measured on v2's 48-channel layers:
+        +1 % estimated cycles); a call per input row costs a few instructions."""
+        return self.group_offsets and -(-self.input.c // SCATTER_LANES) > 4
 
     @property
     def advance(self) -> bool:
@@ -145,6 +194,35 @@ def _runs(g: Window) -> tuple[Run, ...] | None:
     runs = tuple(Run(first, min(per_run, g.k_w - first), first * g.dil_w * g.k_h)
                  for first in range(0, g.k_w, per_run))
     return runs if len(runs) <= MAX_RUNS else None
+
+
+def channel_lanes_win(op: Op, graph: Graph) -> bool:
+    """Whether the op takes channel lanes: where they apply (one weight vector per channel,
+    four of them held in Q registers; one input channel per output channel, so that four
+    channels' windows are planes apart, each load at an immediate offset from the first; no
+    uint8 offset weights; right shifts only, and an activation spanning all of int8, clamped
+    by saturating narrowings, so that the multipliers and shifts stay in Q registers too) and
+    an output row costs fewer instructions so: on narrow rows, where
+    the pixel lanes' per-channel set-up and partial blocks of pixels cost more than the channel
+    lanes' vector constants and partial group of channels (counts measured on M55)."""
+    g = conv_window(op, graph)
+    runs = _runs(g)
+    x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
+    if runs is None or len(runs) != 1 or op.depth_multiplier != 1:
+        return False
+    if channel_offsets(graph.tensor(op.filter))[1].any():
+        return False
+    bounds = clamp(op, graph)
+    if (bounds.act_min, bounds.act_max) != (-128, 127) or not channel_shifts(
+            op, graph, y.c).stage.right_only:
+        return False  # vectors of bounds or left shifts: Q registers the kernel has not
+    ring = _ring(x, y, g)
+    if (INT32_LANES - 1) * ring.plane > LOAD_OFFSET_MAX:
+        return False
+    pixel_lanes = y.c * (PIXEL_LANES_CHANNEL + PIXEL_LANES_BLOCK * (y.w // PIXELS)
+                         + PIXEL_LANES_PARTIAL[y.w % PIXELS])
+    channel_lanes = -(-y.c // INT32_LANES) * (CHANNEL_LANES_GROUP + CHANNEL_LANES_PIXEL * y.w)
+    return channel_lanes < pixel_lanes
 
 
 def _ring(x: FeatureMap, y: FeatureMap, g: Window) -> Ring:
@@ -228,8 +306,30 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
                         np.array([1] * g.taps + [0], np.int8)) if wide else None,
         offset_word=list(tables).index("offset") if wide else None)
     lanes = _rotation_lanes(g, runs, params.pixel_step if params.paired else 0)
-    return replace(params, rotations=ConstArray(names.table("rotations"), "uint8_t",
-                                                lanes.reshape(-1)))
+    params = replace(params, rotations=ConstArray(names.table("rotations"), "uint8_t",
+                                                  lanes.reshape(-1)))
+    if channel_lanes_win(op, graph):
+        params = _with_channel_lanes(params, op, graph, names, taps, bias)
+    return params
+
+
+def _with_channel_lanes(params: MveDepthwiseParams, op: DepthwiseConv2D, graph: Graph,
+                        names: LayerNames, taps: np.ndarray,
+                        bias: np.ndarray) -> MveDepthwiseParams:
+    """The record with its filter and constants laid out for channel lanes: both padded to a
+    multiple of four channels (the padding's weights 0, multiplier 0), so that a partial last
+    group gathers its weight vectors and loads its constants as a full one does."""
+    out_c = taps.shape[0]
+    padded = ceil_to(out_c, INT32_LANES)
+    shifts = channel_shifts(op, graph, out_c, padded)
+    padded_bias = np.zeros(padded, np.int64)
+    padded_bias[:out_c] = bias
+    tables = output_lane_tables(names, padded_bias, shifts)
+    filter_rows = np.zeros((padded, taps.shape[1] + 1), np.int8)
+    filter_rows[:out_c, :-1] = taps
+    return replace(params, channel_lanes=True, lane_table_names=tables.names,
+                   channels=tables.array, channel_words=0,
+                   filter=ConstArray(params.filter.name, "int8_t", filter_rows.reshape(-1)))
 
 
 def _slot_rows_offset(x: FeatureMap, ring: Ring) -> int:

@@ -1635,50 +1635,40 @@ MCUGEN_LAYER void layer10_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
  * the input zero point -128 (the input offset is folded into the bias). Per output row, channel by
  * channel, four pixels at a time; a whole output row is written after the input rows it
  * reads are in the ring (the memory planner may put the output over the input). */
-MCUGEN_ALWAYS_INLINE const int8_t *layer11_dw_conv_s8_mve_dot4(const int8_t *window, int8x16_t w0, int32x4_t *sums)
+MCUGEN_ALWAYS_INLINE int32x4_t layer11_dw_conv_s8_mve_dotc(const int8_t **window, const int32_t *t, int32_t *sums, int8x16_t w0, int8x16_t w1, int8x16_t w2, int8x16_t w3, int32x4_t m, int32x4_t r)
 {
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1;
-    int32x4_t s;
+    int32x4_t t0, t1;
+    const int8_t *p = *window;
     __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window]], #24\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-18]\n\t"
-        "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "vldrb.8 %q[t0], [%[window], #-12]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-6]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[w0]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
-        : [w0] "w"(w0)
+        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
+        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "vldrb.8 %q[t0], [%[p]], #6\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
+        "vldrb.8 %q[t1], [%[p], #33]\n\t"
+        "vmladava.s8 %[a1], %q[t1], %q[w1]\n\t"
+        "vldrb.8 %q[t0], [%[p], #72]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
+        "vldrb.8 %q[t1], [%[p], #111]\n\t"
+        "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
+        "strd %[a0], %[a1], [%[sums]]\n\t"
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "vldrw.32 %q[t0], [%[sums]]\n\t"
+        "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
+        "vshr.s32 %q[t1], %q[t0], #31\n\t"
+        "vadd.i32 %q[t0], %q[t0], %q[t1]\n\t"
+        "vrshl.s32 %q[t0], %q[t0], %q[r]\n\t"
+        "vadd.i32 %q[t0], %q[t0], %[offset]\n\t"
+        "vqmovnb.s32 %q[t0], %q[t0]\n\t"
+        "vqmovnb.s16 %q[t0], %q[t0]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [p] "+r"(p)
+        : [sums] "r"(sums), [t] "r"(t), [offset] "r"(-128), [w0] "w"(w0), [w1] "w"(w1), [w2] "w"(w2), [w3] "w"(w3), [m] "w"(m), [r] "w"(r)
         : "memory");
-    *sums = s;
-    return window;
-}
-
-
-MCUGEN_ALWAYS_INLINE const int8_t *layer11_dw_conv_s8_mve_dot2(const int8_t *window, int8x16_t w0, int32x4_t *sums)
-{
-    register int32_t a0 __asm__("r0");
-    register int32_t a1 __asm__("r2");
-    int8x16_t t0, t1;
-    int32_t lanes[4];
-    __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window], #0]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #6]\n\t"
-        "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "strd %[a0], %[a1], [%[lanes], #0]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [t0] "=&w"(t0), [t1] "=&w"(t1)
-        : [lanes] "r"(lanes), [window] "r"(window), [w0] "w"(w0)
-        : "memory");
-    *sums = vldrwq_s32(lanes);
-    return window;
+    *window = p;
+    return t0;
 }
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
@@ -1729,8 +1719,6 @@ MCUGEN_LAYER void layer11_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
         }
     }
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 39);
-    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 64, 128, 192);
-    const uint32x4_t tail_offsets = vmulq_n_u32(vidupq_n_u32(0, 1), 64);
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -1746,32 +1734,24 @@ MCUGEN_LAYER void layer11_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             }
         }
         const uint8_t *lanes = person_detect_layer11_rotations + (oy * 2) % 3 * 16;
-        const uint8x16_t lanes0 = vldrbq_u8(lanes + 0);
         int8_t *const out_row = output + oy * 384;
         const int8_t *w = person_detect_layer11_filter;
         const int32_t *t = person_detect_layer11_channels;
-        for (int32_t c = 0; c < 64; ++c, w += 10, t += 3) {
-            const int8x16_t w0 = vldrbq_gather_offset_s8(w, lanes0);
-            const int32_t bias = t[0], multiplier = t[1], right = t[2];
+        for (int32_t c = 0; c < 64; c += 4, w += 40, t += 12) {
+            /* Loaded again per group (the dot products' memory clobber keeps it there): no Q
+             * register held for it across the pixel loop. */
+            const uint8x16_t lanes0 = vldrbq_u8(lanes);
+            const int8x16_t w0 = vldrbq_gather_offset_s8(w + 0, lanes0);
+            const int8x16_t w1 = vldrbq_gather_offset_s8(w + 10, lanes0);
+            const int8x16_t w2 = vldrbq_gather_offset_s8(w + 20, lanes0);
+            const int8x16_t w3 = vldrbq_gather_offset_s8(w + 30, lanes0);
+            const int32x4_t m = vldrwq_s32(t + 4);
+            const int32x4_t r = vldrwq_s32(t + 8);
             const int8_t *window = planes + c * 39;
             int8_t *out = out_row + c;
-            for (int32_t ox = 0; ox < 3; ox += 4, out += 256) {
-                int32x4_t v;
-                const int8_t *const next = layer11_dw_conv_s8_mve_dot4(window, w0, &v);
-                v = vaddq_n_s32(v, bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-                window = next;
-            }
-            {
-                int32x4_t v;
-                const int8_t *const next = layer11_dw_conv_s8_mve_dot2(window, w0, &v);
-                v = vaddq_n_s32(v, bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_p_s32(out, tail_offsets, v, vctp32q(2));
-                (void)next;
+            for (int32_t ox = 0; ox < 6; ++ox, out += 64) {
+                int32_t sums[4];
+                vstrbq_s32(out, layer11_dw_conv_s8_mve_dotc(&window, t, sums, w0, w1, w2, w3, m, r));
             }
         }
     }
@@ -1959,50 +1939,40 @@ MCUGEN_LAYER void layer12_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
  * the input zero point -128 (the input offset is folded into the bias). Per output row, channel by
  * channel, four pixels at a time; a whole output row is written after the input rows it
  * reads are in the ring (the memory planner may put the output over the input). */
-MCUGEN_ALWAYS_INLINE const int8_t *layer13_dw_conv_s8_mve_dot4(const int8_t *window, int8x16_t w0, int32x4_t *sums)
+MCUGEN_ALWAYS_INLINE int32x4_t layer13_dw_conv_s8_mve_dotc(const int8_t **window, const int32_t *t, int32_t *sums, int8x16_t w0, int8x16_t w1, int8x16_t w2, int8x16_t w3, int32x4_t m, int32x4_t r)
 {
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1;
-    int32x4_t s;
+    int32x4_t t0, t1;
+    const int8_t *p = *window;
     __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window]], #12\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-9]\n\t"
-        "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "vldrb.8 %q[t0], [%[window], #-6]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-3]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[w0]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
-        : [w0] "w"(w0)
+        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
+        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "vldrb.8 %q[t0], [%[p]], #3\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
+        "vldrb.8 %q[t1], [%[p], #21]\n\t"
+        "vmladava.s8 %[a1], %q[t1], %q[w1]\n\t"
+        "vldrb.8 %q[t0], [%[p], #45]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
+        "vldrb.8 %q[t1], [%[p], #69]\n\t"
+        "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
+        "strd %[a0], %[a1], [%[sums]]\n\t"
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "vldrw.32 %q[t0], [%[sums]]\n\t"
+        "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
+        "vshr.s32 %q[t1], %q[t0], #31\n\t"
+        "vadd.i32 %q[t0], %q[t0], %q[t1]\n\t"
+        "vrshl.s32 %q[t0], %q[t0], %q[r]\n\t"
+        "vadd.i32 %q[t0], %q[t0], %[offset]\n\t"
+        "vqmovnb.s32 %q[t0], %q[t0]\n\t"
+        "vqmovnb.s16 %q[t0], %q[t0]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [p] "+r"(p)
+        : [sums] "r"(sums), [t] "r"(t), [offset] "r"(-128), [w0] "w"(w0), [w1] "w"(w1), [w2] "w"(w2), [w3] "w"(w3), [m] "w"(m), [r] "w"(r)
         : "memory");
-    *sums = s;
-    return window;
-}
-
-
-MCUGEN_ALWAYS_INLINE const int8_t *layer13_dw_conv_s8_mve_dot2(const int8_t *window, int8x16_t w0, int32x4_t *sums)
-{
-    register int32_t a0 __asm__("r0");
-    register int32_t a1 __asm__("r2");
-    int8x16_t t0, t1;
-    int32_t lanes[4];
-    __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window], #0]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #3]\n\t"
-        "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "strd %[a0], %[a1], [%[lanes], #0]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [t0] "=&w"(t0), [t1] "=&w"(t1)
-        : [lanes] "r"(lanes), [window] "r"(window), [w0] "w"(w0)
-        : "memory");
-    *sums = vldrwq_s32(lanes);
-    return window;
+    *window = p;
+    return t0;
 }
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
@@ -2043,8 +2013,6 @@ MCUGEN_LAYER void layer13_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
         }
     }
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 24);
-    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 128, 256, 384);
-    const uint32x4_t tail_offsets = vmulq_n_u32(vidupq_n_u32(0, 1), 128);
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -2060,32 +2028,24 @@ MCUGEN_LAYER void layer13_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             }
         }
         const uint8_t *lanes = t_rotations + (oy * 1) % 3 * 16;
-        const uint8x16_t lanes0 = vldrbq_u8(lanes + 0);
         int8_t *const out_row = output + oy * 768;
         const int8_t *w = t_filter;
         const int32_t *t = t_channels;
-        for (int32_t c = 0; c < 128; ++c, w += 10, t += 3) {
-            const int8x16_t w0 = vldrbq_gather_offset_s8(w, lanes0);
-            const int32_t bias = t[0], multiplier = t[1], right = t[2];
+        for (int32_t c = 0; c < 128; c += 4, w += 40, t += 12) {
+            /* Loaded again per group (the dot products' memory clobber keeps it there): no Q
+             * register held for it across the pixel loop. */
+            const uint8x16_t lanes0 = vldrbq_u8(lanes);
+            const int8x16_t w0 = vldrbq_gather_offset_s8(w + 0, lanes0);
+            const int8x16_t w1 = vldrbq_gather_offset_s8(w + 10, lanes0);
+            const int8x16_t w2 = vldrbq_gather_offset_s8(w + 20, lanes0);
+            const int8x16_t w3 = vldrbq_gather_offset_s8(w + 30, lanes0);
+            const int32x4_t m = vldrwq_s32(t + 4);
+            const int32x4_t r = vldrwq_s32(t + 8);
             const int8_t *window = planes + c * 24;
             int8_t *out = out_row + c;
-            for (int32_t ox = 0; ox < 3; ox += 4, out += 512) {
-                int32x4_t v;
-                const int8_t *const next = layer13_dw_conv_s8_mve_dot4(window, w0, &v);
-                v = vaddq_n_s32(v, bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-                window = next;
-            }
-            {
-                int32x4_t v;
-                const int8_t *const next = layer13_dw_conv_s8_mve_dot2(window, w0, &v);
-                v = vaddq_n_s32(v, bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_p_s32(out, tail_offsets, v, vctp32q(2));
-                (void)next;
+            for (int32_t ox = 0; ox < 6; ++ox, out += 128) {
+                int32_t sums[4];
+                vstrbq_s32(out, layer13_dw_conv_s8_mve_dotc(&window, t, sums, w0, w1, w2, w3, m, r));
             }
         }
     }
@@ -2373,54 +2333,40 @@ MCUGEN_LAYER void layer14_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
  * the input zero point -128 (the input offset is folded into the bias). Per output row, channel by
  * channel, four pixels at a time; a whole output row is written after the input rows it
  * reads are in the ring (the memory planner may put the output over the input). */
-MCUGEN_ALWAYS_INLINE const int8_t *layer23_dw_conv_s8_mve_dot4(const int8_t *window, int8x16_t w0, int32x4_t *sums)
+MCUGEN_ALWAYS_INLINE int32x4_t layer23_dw_conv_s8_mve_dotc(const int8_t **window, const int32_t *t, int32_t *sums, int8x16_t w0, int8x16_t w1, int8x16_t w2, int8x16_t w3, int32x4_t m, int32x4_t r)
 {
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1;
-    int32x4_t s;
+    int32x4_t t0, t1;
+    const int8_t *p = *window;
     __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window]], #24\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-18]\n\t"
-        "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "vldrb.8 %q[t0], [%[window], #-12]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-6]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[w0]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
-        : [w0] "w"(w0)
+        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
+        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "vldrb.8 %q[t0], [%[p]], #6\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
+        "vldrb.8 %q[t1], [%[p], #15]\n\t"
+        "vmladava.s8 %[a1], %q[t1], %q[w1]\n\t"
+        "vldrb.8 %q[t0], [%[p], #36]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
+        "vldrb.8 %q[t1], [%[p], #57]\n\t"
+        "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
+        "strd %[a0], %[a1], [%[sums]]\n\t"
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "vldrw.32 %q[t0], [%[sums]]\n\t"
+        "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
+        "vshr.s32 %q[t1], %q[t0], #31\n\t"
+        "vadd.i32 %q[t0], %q[t0], %q[t1]\n\t"
+        "vrshl.s32 %q[t0], %q[t0], %q[r]\n\t"
+        "vadd.i32 %q[t0], %q[t0], %[offset]\n\t"
+        "vqmovnb.s32 %q[t0], %q[t0]\n\t"
+        "vqmovnb.s16 %q[t0], %q[t0]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [p] "+r"(p)
+        : [sums] "r"(sums), [t] "r"(t), [offset] "r"(-128), [w0] "w"(w0), [w1] "w"(w1), [w2] "w"(w2), [w3] "w"(w3), [m] "w"(m), [r] "w"(r)
         : "memory");
-    *sums = s;
-    return window;
-}
-
-
-MCUGEN_ALWAYS_INLINE const int8_t *layer23_dw_conv_s8_mve_dot3(const int8_t *window, int8x16_t w0, int32x4_t *sums)
-{
-    register int32_t a0 __asm__("r0");
-    register int32_t a1 __asm__("r2");
-    register int32_t a2 __asm__("r4");
-    int8x16_t t0, t1;
-    int32_t lanes[4];
-    __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window], #0]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #6]\n\t"
-        "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "vldrb.8 %q[t0], [%[window], #12]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
-        "strd %[a0], %[a1], [%[lanes], #0]\n\t"
-        "str %[a2], [%[lanes], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [t0] "=&w"(t0), [t1] "=&w"(t1)
-        : [lanes] "r"(lanes), [window] "r"(window), [w0] "w"(w0)
-        : "memory");
-    *sums = vldrwq_s32(lanes);
-    return window;
+    *window = p;
+    return t0;
 }
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
@@ -2461,7 +2407,6 @@ MCUGEN_LAYER void layer23_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
         }
     }
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 21);
-    const uint32x4_t tail_offsets = vmulq_n_u32(vidupq_n_u32(0, 1), 128);
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -2477,23 +2422,24 @@ MCUGEN_LAYER void layer23_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             }
         }
         const uint8_t *lanes = person_detect_layer23_rotations + (oy * 2) % 3 * 16;
-        const uint8x16_t lanes0 = vldrbq_u8(lanes + 0);
         int8_t *const out_row = output + oy * 384;
         const int8_t *w = person_detect_layer23_filter;
         const int32_t *t = person_detect_layer23_channels;
-        for (int32_t c = 0; c < 128; ++c, w += 10, t += 3) {
-            const int8x16_t w0 = vldrbq_gather_offset_s8(w, lanes0);
-            const int32_t bias = t[0], multiplier = t[1], right = t[2];
+        for (int32_t c = 0; c < 128; c += 4, w += 40, t += 12) {
+            /* Loaded again per group (the dot products' memory clobber keeps it there): no Q
+             * register held for it across the pixel loop. */
+            const uint8x16_t lanes0 = vldrbq_u8(lanes);
+            const int8x16_t w0 = vldrbq_gather_offset_s8(w + 0, lanes0);
+            const int8x16_t w1 = vldrbq_gather_offset_s8(w + 10, lanes0);
+            const int8x16_t w2 = vldrbq_gather_offset_s8(w + 20, lanes0);
+            const int8x16_t w3 = vldrbq_gather_offset_s8(w + 30, lanes0);
+            const int32x4_t m = vldrwq_s32(t + 4);
+            const int32x4_t r = vldrwq_s32(t + 8);
             const int8_t *window = planes + c * 21;
             int8_t *out = out_row + c;
-            {
-                int32x4_t v;
-                const int8_t *const next = layer23_dw_conv_s8_mve_dot3(window, w0, &v);
-                v = vaddq_n_s32(v, bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_p_s32(out, tail_offsets, v, vctp32q(3));
-                (void)next;
+            for (int32_t ox = 0; ox < 3; ++ox, out += 128) {
+                int32_t sums[4];
+                vstrbq_s32(out, layer23_dw_conv_s8_mve_dotc(&window, t, sums, w0, w1, w2, w3, m, r));
             }
         }
     }
@@ -2781,54 +2727,40 @@ MCUGEN_LAYER void layer24_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
  * the input zero point -128 (the input offset is folded into the bias). Per output row, channel by
  * channel, four pixels at a time; a whole output row is written after the input rows it
  * reads are in the ring (the memory planner may put the output over the input). */
-MCUGEN_ALWAYS_INLINE const int8_t *layer25_dw_conv_s8_mve_dot4(const int8_t *window, int8x16_t w0, int32x4_t *sums)
+MCUGEN_ALWAYS_INLINE int32x4_t layer25_dw_conv_s8_mve_dotc(const int8_t **window, const int32_t *t, int32_t *sums, int8x16_t w0, int8x16_t w1, int8x16_t w2, int8x16_t w3, int32x4_t m, int32x4_t r)
 {
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1;
-    int32x4_t s;
+    int32x4_t t0, t1;
+    const int8_t *p = *window;
     __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window]], #12\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-9]\n\t"
-        "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "vldrb.8 %q[t0], [%[window], #-6]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #-3]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[w0]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
-        : [w0] "w"(w0)
+        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
+        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "vldrb.8 %q[t0], [%[p]], #3\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
+        "vldrb.8 %q[t1], [%[p], #12]\n\t"
+        "vmladava.s8 %[a1], %q[t1], %q[w1]\n\t"
+        "vldrb.8 %q[t0], [%[p], #27]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
+        "vldrb.8 %q[t1], [%[p], #42]\n\t"
+        "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
+        "strd %[a0], %[a1], [%[sums]]\n\t"
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "vldrw.32 %q[t0], [%[sums]]\n\t"
+        "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
+        "vshr.s32 %q[t1], %q[t0], #31\n\t"
+        "vadd.i32 %q[t0], %q[t0], %q[t1]\n\t"
+        "vrshl.s32 %q[t0], %q[t0], %q[r]\n\t"
+        "vadd.i32 %q[t0], %q[t0], %[offset]\n\t"
+        "vqmovnb.s32 %q[t0], %q[t0]\n\t"
+        "vqmovnb.s16 %q[t0], %q[t0]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [p] "+r"(p)
+        : [sums] "r"(sums), [t] "r"(t), [offset] "r"(-128), [w0] "w"(w0), [w1] "w"(w1), [w2] "w"(w2), [w3] "w"(w3), [m] "w"(m), [r] "w"(r)
         : "memory");
-    *sums = s;
-    return window;
-}
-
-
-MCUGEN_ALWAYS_INLINE const int8_t *layer25_dw_conv_s8_mve_dot3(const int8_t *window, int8x16_t w0, int32x4_t *sums)
-{
-    register int32_t a0 __asm__("r0");
-    register int32_t a1 __asm__("r2");
-    register int32_t a2 __asm__("r4");
-    int8x16_t t0, t1;
-    int32_t lanes[4];
-    __asm__ __volatile__(
-        "vldrb.8 %q[t0], [%[window], #0]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
-        "vldrb.8 %q[t1], [%[window], #3]\n\t"
-        "vmladav.s8 %[a1], %q[t1], %q[w0]\n\t"
-        "vldrb.8 %q[t0], [%[window], #6]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
-        "strd %[a0], %[a1], [%[lanes], #0]\n\t"
-        "str %[a2], [%[lanes], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [t0] "=&w"(t0), [t1] "=&w"(t1)
-        : [lanes] "r"(lanes), [window] "r"(window), [w0] "w"(w0)
-        : "memory");
-    *sums = vldrwq_s32(lanes);
-    return window;
+    *window = p;
+    return t0;
 }
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
@@ -2869,7 +2801,6 @@ MCUGEN_LAYER void layer25_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
         }
     }
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 15);
-    const uint32x4_t tail_offsets = vmulq_n_u32(vidupq_n_u32(0, 1), 256);
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -2885,23 +2816,24 @@ MCUGEN_LAYER void layer25_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
             }
         }
         const uint8_t *lanes = person_detect_layer25_rotations + (oy * 1) % 3 * 16;
-        const uint8x16_t lanes0 = vldrbq_u8(lanes + 0);
         int8_t *const out_row = output + oy * 768;
         const int8_t *w = person_detect_layer25_filter;
         const int32_t *t = person_detect_layer25_channels;
-        for (int32_t c = 0; c < 256; ++c, w += 10, t += 3) {
-            const int8x16_t w0 = vldrbq_gather_offset_s8(w, lanes0);
-            const int32_t bias = t[0], multiplier = t[1], right = t[2];
+        for (int32_t c = 0; c < 256; c += 4, w += 40, t += 12) {
+            /* Loaded again per group (the dot products' memory clobber keeps it there): no Q
+             * register held for it across the pixel loop. */
+            const uint8x16_t lanes0 = vldrbq_u8(lanes);
+            const int8x16_t w0 = vldrbq_gather_offset_s8(w + 0, lanes0);
+            const int8x16_t w1 = vldrbq_gather_offset_s8(w + 10, lanes0);
+            const int8x16_t w2 = vldrbq_gather_offset_s8(w + 20, lanes0);
+            const int8x16_t w3 = vldrbq_gather_offset_s8(w + 30, lanes0);
+            const int32x4_t m = vldrwq_s32(t + 4);
+            const int32x4_t r = vldrwq_s32(t + 8);
             const int8_t *window = planes + c * 15;
             int8_t *out = out_row + c;
-            {
-                int32x4_t v;
-                const int8_t *const next = layer25_dw_conv_s8_mve_dot3(window, w0, &v);
-                v = vaddq_n_s32(v, bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_p_s32(out, tail_offsets, v, vctp32q(3));
-                (void)next;
+            for (int32_t ox = 0; ox < 3; ++ox, out += 256) {
+                int32_t sums[4];
+                vstrbq_s32(out, layer25_dw_conv_s8_mve_dotc(&window, t, sums, w0, w1, w2, w3, m, r));
             }
         }
     }
