@@ -17,7 +17,7 @@ Both take the short requantization where the bounds allow it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -112,11 +112,31 @@ class MatrixDsp:
 
 
 @dataclass(frozen=True)
+class SharedColumn:
+    """The pointwise DSP variant's last pixel of a call (a row range whose pixels are not whole
+    blocks), when it depends on nothing but its requantization: one out-of-line C function
+    (templates/kernels/pw_column_s8_dsp.c.j2) then serves every pointwise layer with it,
+    whatever its depth, channel count, weight offset or clamp (arguments: it runs once a call,
+    so its call and run-time bounds cost a few instructions a call), where each layer would
+    otherwise inline its own copy of the one-pixel products (300 to 600 bytes of code a
+    layer on the Cortex-M7)."""
+
+    requantize: str  # the C function of the short sequence
+
+    @property
+    def name(self) -> str:
+        return f"pw_column_s8_dsp_{self.requantize}"
+
+
+@dataclass(frozen=True)
 class PointwiseDspParams:
     input: FeatureMap  # pixels (or rows of a fully connected layer) x Cin
     output: FeatureMap
     matrix: MatrixDsp
     block_pixels: int  # pixels computed together (their writes may precede the block's reads)
+    # A call's last pixel by this shared function (codegen keeps it where two or more layer
+    # functions call it), else by the layer's own code.
+    shared_column: SharedColumn | None = None
 
     @property
     def whole_blocks(self) -> bool:
@@ -276,8 +296,17 @@ def _lowering(block_pixels: int):
 
 def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
                ) -> PointwiseDspParams:
-    return matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
-                             feature_map(graph.tensor(op.output)), op, graph, names, target)
+    params = matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
+                               feature_map(graph.tensor(op.output)), op, graph, names, target)
+    return replace(params, shared_column=_shared_column(params))
+
+
+def _shared_column(params: PointwiseDspParams) -> SharedColumn | None:
+    """The last-pixel function layers may share: under the short requantization (four words
+    a channel), where a call's pixels may leave one over."""
+    if params.matrix.short is None or params.whole_blocks:
+        return None
+    return SharedColumn(params.matrix.requantize)
 
 
 def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:
