@@ -150,6 +150,9 @@ CHAINS = {
     # layer runs whole: 56 pixels leave two, 40 one).
     "bands_of_7": (lambda: _chain(w=7, h=8, couts=(24, 8, 6)), 624),
     "bands_of_5": (lambda: _chain(w=5, h=8, couts=(24, 8, 6)), 448),
+    # The same with weight offsets (the two-pixel function's column sums).
+    "bands_of_5_weight_offsets": (lambda: _chain(w=5, h=8, couts=(24, 8, 6),
+                                                 legacy=(-25, 40, None)), 448),
 }
 
 
@@ -169,18 +172,17 @@ def _function_body(source: str, layer: int) -> str:
 
 
 def test_pointwise_layers_share_one_function_for_the_last_pixel_of_a_call():
-    """A call's pixels that are not whole blocks of three end in one pixel: the layers with
-    one requantization call one out-of-line function for it (SharedColumn) instead of each
-    inlining the one-pixel products; a layer alone with its requantization inlines them, and
-    rows of whole blocks need neither."""
+    """A call's pixels that are not whole blocks of three end in one pixel: the layers under
+    the short requantization, with or without its sign correction (ReLU or linear), call one
+    out-of-line function for it (SharedColumn) instead of each inlining the one-pixel
+    products; rows of whole blocks need none."""
     source = _compiled_chain("five_by_five").sources["model.c"]
-    name = "pw_column_s8_dsp_pw_requantize_doubled_clamped"
+    name = "pw_column_s8_dsp_pw_requantize_doubled"
     assert source.count(f"MCUGEN_LAYER void {name}(") == 1
-    for layer in (0, 1):
+    assert "pw_requantize_doubled_clamped" in _function_body(source, 0)  # the layer's form
+    for layer in (0, 1, 2):
         body = _function_body(source, layer)
         assert f"{name}(output, pixel, scratch" in body and "pw_dot_1x4(" not in body
-    assert "pw_column_s8_dsp" not in _function_body(source, 2)
-    assert "pw_dot_1x4(" in _function_body(source, 2)
     whole = compile_graph(_chain(w=6), name="model", target=load_target("cortex-m7"),
                           source="six")
     assert "pw_column_s8_dsp" not in whole.sources["model.c"]
@@ -190,8 +192,8 @@ def test_pointwise_layers_share_one_function_for_the_last_pixel_of_a_call():
 def test_a_banded_pointwise_function_has_only_the_tail_its_calls_leave(chain, left):
     """The schedule says how many rows each call computes: in bands of one row, rows of 7
     pixels leave one pixel after whole blocks of three and rows of 5 leave two, so a banded
-    layer's function has the one-pixel tail or the two-pixel one, not both (a compiler could
-    drop the other only for constant rows)."""
+    layer's function calls the one-pixel tail function or the two-pixel one (SharedPair), not
+    both (a compiler could drop the other only for constant rows), and has neither inline."""
     compiled = _compiled_chain(chain)
     assert compiled.schedule.segments == ((0, 2),)
     assert {step.rows[1] - step.rows[0] for step in compiled.schedule.steps
@@ -199,9 +201,10 @@ def test_a_banded_pointwise_function_has_only_the_tail_its_calls_leave(chain, le
     source = compiled.sources["model.c"]
     for layer in (0, 1):
         body = _function_body(source, layer)
-        assert ("pw_dot_2x2(" in body) == (left == 2)
-        assert ("pw_column_s8_dsp" in body) == (left == 1)
-    # The last layer runs whole: 56 pixels leave two, 40 one.
+        assert ("pw_pair_s8_dsp_" in body) == (left == 2)
+        assert ("pw_column_s8_dsp_" in body) == (left == 1)
+        assert "pw_dot_2x2(" not in body and "pw_dot_1x4(" not in body
+    # The last layer runs whole, alone with its requantization: 56 pixels leave two, 40 one.
     body = _function_body(source, 2)
     assert ("pw_dot_2x2(" in body) == (left == 1)
     assert ("pw_dot_1x4(" in body) == (left == 2)
@@ -210,7 +213,8 @@ def test_a_banded_pointwise_function_has_only_the_tail_its_calls_leave(chain, le
 @pytest.mark.qemu
 def test_the_shared_last_pixel_and_the_banded_tails_are_bit_exact(tmp_path):
     """Every chain above in QEMU on the Cortex-M7, against the reference: the shared
-    last-pixel function with and without weight offsets, and the banded layers' tails."""
+    last-pixel function with and without weight offsets, and the banded layers' tails (the
+    shared two-pixel one among them)."""
     target = load_target("cortex-m7")
 
     def one(name: str) -> None:

@@ -340,7 +340,8 @@ class ModelView:
 
     def shared_pixel_functions(self, field: str) -> list:
         """The pixel functions (kernels/depthwise.py SharedBorder or SharedInside,
-        kernels/pointwise.py SharedColumn, by their field in a record) the defined layer functions call, each once, in order of use."""
+        kernels/pointwise.py SharedColumn or SharedPair, by their field in a record) the
+        defined layer functions call, each once, in order of use."""
         used = (getattr(layer.params, field, None) for layer in self.functions)
         return list(dict.fromkeys(f for f in used if f is not None))
 
@@ -462,18 +463,23 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
     return tuple(_shared_pixel_functions(_columns_where_called(views)))
 
 
+# A pointwise function's tail functions (kernels/pointwise.py SharedColumn, SharedPair) by
+# the pixels a call leaves over that each computes.
+TAIL_FUNCTION_FIELDS = {"shared_column": 1, "shared_pair": 2}
+
+
 def _columns_where_called(views: list[LayerView]) -> list[LayerView]:
-    """A pointwise function calls its last-pixel function (kernels/pointwise.py SharedColumn)
-    only where its calls may leave one pixel over: elsewhere the record drops it, so that no
-    function is emitted that nothing calls."""
+    """A pointwise function calls its tail functions only where its calls may leave their
+    pixels over: elsewhere the record drops them, so that no function is emitted that nothing
+    calls."""
     kept = []
     for view in views:
         params = view.params
-        if getattr(params, "shared_column", None) is not None and \
-                1 not in view.pixels_left(params.block_pixels, params.output.w):
-            view = dataclasses.replace(view, params=dataclasses.replace(params,
-                                                                        shared_column=None))
-        kept.append(view)
+        unused = {field: None for field, pixels in TAIL_FUNCTION_FIELDS.items()
+                  if getattr(params, field, None) is not None
+                  and pixels not in view.pixels_left(params.block_pixels, params.output.w)}
+        kept.append(dataclasses.replace(view, params=dataclasses.replace(params, **unused))
+                    if unused else view)
     return kept
 
 
@@ -488,9 +494,9 @@ def _call_rows(layers: tuple[Layer, ...], schedule: Schedule | None) -> dict[int
 
 
 # Parameter fields naming a pixel function layers may share (kernels/depthwise.py
-# SharedBorder, SharedInside; kernels/pointwise.py SharedColumn): emitted out of line, once,
-# and called.
-PIXEL_FUNCTION_FIELDS = ("shared_border", "shared_inside", "shared_column")
+# SharedBorder, SharedInside; kernels/pointwise.py SharedColumn, SharedPair): emitted out of
+# line, once, and called.
+PIXEL_FUNCTION_FIELDS = ("shared_border", "shared_inside", "shared_column", "shared_pair")
 
 
 def _shared_pixel_functions(views: list[LayerView]) -> list[LayerView]:

@@ -25,8 +25,8 @@ from ..ir import Conv2D, Graph, Op, Tensor
 from ..targets import Target
 from .lowering import (REQUANTIZE_SINGLE, FeatureMap, Requantization, SplitWeights, bias_array,
                        feature_map, folded_bias, model_bias, requantization, split_weights)
-from .requantize import (ShortRequantization, dsp_short_function, portable_short_function,
-                         short_requantization)
+from .requantize import (DSP_SHORT, ShortRequantization, dsp_short_function,
+                         portable_short_function, short_requantization)
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 
@@ -114,8 +114,8 @@ class MatrixDsp:
 @dataclass(frozen=True)
 class SharedColumn:
     """The pointwise DSP variant's last pixel of a call (a row range whose pixels are not whole
-    blocks), when it depends on nothing but its requantization: one out-of-line C function
-    (templates/kernels/pw_column_s8_dsp.c.j2) then serves every pointwise layer with it,
+    blocks) under the short requantization: one out-of-line C function
+    (templates/kernels/pw_column_s8_dsp.c.j2) then serves every such pointwise layer,
     whatever its depth, channel count, weight offset or clamp (arguments: it runs once a call,
     so its call and run-time bounds cost a few instructions a call), where each layer would
     otherwise inline its own copy of the one-pixel products (300 to 600 bytes of code a
@@ -129,6 +129,20 @@ class SharedColumn:
 
 
 @dataclass(frozen=True)
+class SharedPair:
+    """The same for a call's last two pixels (templates/kernels/pw_pair_s8_dsp.c.j2), left
+    by a layer of three-pixel blocks: by the 2x2 product, as the layer's own tail, its group
+    count a run-time value. A band schedule's calls of rows of 56 pixels (MobileNetV2 224's
+    third stage) leave two."""
+
+    requantize: str  # the C function of the short sequence
+
+    @property
+    def name(self) -> str:
+        return f"pw_pair_s8_dsp_{self.requantize}"
+
+
+@dataclass(frozen=True)
 class PointwiseDspParams:
     input: FeatureMap  # pixels (or rows of a fully connected layer) x Cin
     output: FeatureMap
@@ -137,6 +151,7 @@ class PointwiseDspParams:
     # A call's last pixel by this shared function (codegen keeps it where two or more layer
     # functions call it), else by the layer's own code.
     shared_column: SharedColumn | None = None
+    shared_pair: SharedPair | None = None  # the same for a call's last two pixels
 
     @property
     def whole_blocks(self) -> bool:
@@ -298,15 +313,15 @@ def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
                ) -> PointwiseDspParams:
     params = matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
                                feature_map(graph.tensor(op.output)), op, graph, names, target)
-    return replace(params, shared_column=_shared_column(params))
-
-
-def _shared_column(params: PointwiseDspParams) -> SharedColumn | None:
-    """The last-pixel function layers may share: under the short requantization (four words
-    a channel), where a call's pixels may leave one over."""
     if params.matrix.short is None or params.whole_blocks:
-        return None
-    return SharedColumn(params.matrix.requantize)
+        return params
+    # The tail functions layers may share: under the short requantization (four words a
+    # channel), where a call's pixels may leave one or two over (codegen drops each where
+    # the schedule's calls leave none such). With the sign correction, whatever the layer's
+    # own form: the full sequence is exact for every clamp (kernels/requantize.py), so one
+    # function serves layers of either form, at an instruction an output of a tail.
+    pair = SharedPair(DSP_SHORT) if params.block_pixels == 3 else None
+    return replace(params, shared_column=SharedColumn(DSP_SHORT), shared_pair=pair)
 
 
 def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:

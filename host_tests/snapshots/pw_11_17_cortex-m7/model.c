@@ -713,7 +713,7 @@ int32_t p = row_begin * 7;
             output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
             output[17 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[1], k[2], k[3]), 5), 30);
         }
-p += 2;
+        p += 2;
         pixel += 22;
         output += 34;
     }
