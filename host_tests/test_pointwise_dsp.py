@@ -188,6 +188,19 @@ def test_pointwise_layers_share_one_function_for_the_last_pixel_of_a_call():
     assert "pw_column_s8_dsp" not in whole.sources["model.c"]
 
 
+def test_the_odd_last_row_of_a_block_is_one_function_for_the_layers_with_one():
+    """Layers with an odd channel count (11 and 7) end each block of three pixels with one
+    filter row: they call one out-of-line function for it (SharedOddRow) instead of each
+    inlining the 3x1 product; the even layer (6) has none."""
+    source = _compiled_chain("five_by_five").sources["model.c"]
+    name = "pw_row3_s8_dsp_pw_requantize_doubled"
+    assert source.count(f"MCUGEN_LAYER void {name}(") == 1
+    for layer in (0, 1):
+        body = _function_body(source, layer)
+        assert f"{name}(output + oc, scratch, w, k" in body and "pw_dot_3x1(" not in body
+    assert "pw_row3_s8_dsp" not in _function_body(source, 2)
+
+
 @pytest.mark.parametrize("chain, left", [("bands_of_7", 1), ("bands_of_5", 2)])
 def test_a_banded_pointwise_function_has_only_the_tail_its_calls_leave(chain, left):
     """The schedule says how many rows each call computes: in bands of one row, rows of 7
@@ -213,8 +226,8 @@ def test_a_banded_pointwise_function_has_only_the_tail_its_calls_leave(chain, le
 @pytest.mark.qemu
 def test_the_shared_last_pixel_and_the_banded_tails_are_bit_exact(tmp_path):
     """Every chain above in QEMU on the Cortex-M7, against the reference: the shared
-    last-pixel function with and without weight offsets, and the banded layers' tails (the
-    shared two-pixel one among them)."""
+    last-pixel and odd-row functions with and without weight offsets, and the banded layers'
+    tails (the shared two-pixel one among them)."""
     target = load_target("cortex-m7")
 
     def one(name: str) -> None:

@@ -340,7 +340,8 @@ class ModelView:
 
     def shared_pixel_functions(self, field: str) -> list:
         """The pixel functions (kernels/depthwise.py SharedBorder or SharedInside,
-        kernels/pointwise.py SharedColumn or SharedPair, by their field in a record) the
+        kernels/pointwise.py SharedColumn, SharedPair or SharedOddRow, by their field in a
+        record) the
         defined layer functions call, each once, in order of use."""
         used = (getattr(layer.params, field, None) for layer in self.functions)
         return list(dict.fromkeys(f for f in used if f is not None))
@@ -494,9 +495,10 @@ def _call_rows(layers: tuple[Layer, ...], schedule: Schedule | None) -> dict[int
 
 
 # Parameter fields naming a pixel function layers may share (kernels/depthwise.py
-# SharedBorder, SharedInside; kernels/pointwise.py SharedColumn, SharedPair): emitted out of
-# line, once, and called.
-PIXEL_FUNCTION_FIELDS = ("shared_border", "shared_inside", "shared_column", "shared_pair")
+# SharedBorder, SharedInside; kernels/pointwise.py SharedColumn, SharedPair, SharedOddRow):
+# emitted out of line, once, and called.
+PIXEL_FUNCTION_FIELDS = ("shared_border", "shared_inside", "shared_column", "shared_pair",
+                         "shared_odd_row")
 
 
 def _shared_pixel_functions(views: list[LayerView]) -> list[LayerView]:

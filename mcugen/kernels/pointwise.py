@@ -143,6 +143,21 @@ class SharedPair:
 
 
 @dataclass(frozen=True)
+class SharedOddRow:
+    """The same for the odd last filter row of a layer of three-pixel blocks under the short
+    requantization (templates/kernels/pw_row3_s8_dsp.c.j2): once a block, against the
+    block's pairs of rows (a call per block of 3 x outputs outputs: a few instructions per
+    thousand on VWW's odd layers), where each layer with an odd channel count (dead channels
+    removed, MobileNet widths rounded by alpha) inlined its own copy."""
+
+    requantize: str  # the C function of the short sequence
+
+    @property
+    def name(self) -> str:
+        return f"pw_row3_s8_dsp_{self.requantize}"
+
+
+@dataclass(frozen=True)
 class PointwiseDspParams:
     input: FeatureMap  # pixels (or rows of a fully connected layer) x Cin
     output: FeatureMap
@@ -152,6 +167,7 @@ class PointwiseDspParams:
     # functions call it), else by the layer's own code.
     shared_column: SharedColumn | None = None
     shared_pair: SharedPair | None = None  # the same for a call's last two pixels
+    shared_odd_row: SharedOddRow | None = None  # a block's odd last row by this function
 
     @property
     def whole_blocks(self) -> bool:
@@ -313,7 +329,11 @@ def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
                ) -> PointwiseDspParams:
     params = matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
                                feature_map(graph.tensor(op.output)), op, graph, names, target)
-    if params.matrix.short is None or params.whole_blocks:
+    if params.matrix.short is None:
+        return params
+    if params.block_pixels == 3 and params.matrix.outputs % 2:
+        params = replace(params, shared_odd_row=SharedOddRow(DSP_SHORT))
+    if params.whole_blocks:
         return params
     # The tail functions layers may share: under the short requantization (four words a
     # channel), where a call's pixels may leave one or two over (codegen drops each where
