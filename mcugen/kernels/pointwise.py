@@ -325,6 +325,13 @@ def _lowering(block_pixels: int):
     return lower
 
 
+# A layer of fewer output pixels than this keeps its own tails (at constant sizes): its tail
+# is much of its work or all of it (a squeeze-and-excite block's 1x1 layers, MobileNetV3's 1
+# pixel: through the shared function's run-time sizes, +20 % instructions a layer; v3-small
+# 0.35 96 on M7 +0.59 %), where a 3x3 layer's one pixel in nine costs it +0.6 %.
+SHARED_TAIL_MIN_PIXELS = 9
+
+
 def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
                ) -> PointwiseDspParams:
     params = matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
@@ -333,7 +340,7 @@ def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
         return params
     if params.block_pixels == 3 and params.matrix.outputs % 2:
         params = replace(params, shared_odd_row=SharedOddRow(DSP_SHORT))
-    if params.whole_blocks:
+    if params.whole_blocks or params.output.pixels < SHARED_TAIL_MIN_PIXELS:
         return params
     # The tail functions layers may share: under the short requantization (four words a
     # channel), where a call's pixels may leave one or two over (codegen drops each where

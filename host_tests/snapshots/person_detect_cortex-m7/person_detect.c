@@ -811,40 +811,6 @@ static int32_t count_leading_zeros(uint32_t x)
     return n;
 }
 
-/* The last pixel of a pointwise layer's call (its pixels not whole blocks) under pw_requantize_doubled,
- * whatever its depth, channel count, weight offset or clamp: the pixel's inputs sign-extended and
- * doubled into scratch (8 bytes a group), w at the filter rows interleaved in pairs, k at four
- * words per channel (doubled bias, multiplier, K, e), offset the weight offset
- * (kernels/lowering.SplitWeights), outputs clamped to [low, high]. Out of line (MCUGEN_LAYER): it
- * runs once a call, and each layer would otherwise inline its own copy of the one-pixel products. */
-MCUGEN_LAYER void pw_column_s8_dsp_pw_requantize_doubled(int8_t *output, const int8_t *pixel, int8_t *scratch, const int8_t *w, const int32_t *k, int32_t depth, int32_t outputs, int32_t offset, int32_t low, int32_t high)
-{
-    const int32_t groups = (depth + 3) / 4;
-    pw_extend(scratch, pixel, depth, 8, 4, 1);
-    const int32_t corr = offset ? offset * pw_column_sum(scratch, groups, 8, 4) : 0;
-    int32_t oc = 0;
-    for (; oc + 4 <= outputs; oc += 4, w += 16 * groups, k += 16) {
-        int32_t acc[4] = {k[0] + corr, k[4] + corr, k[8] + corr, k[12] + corr};
-        pw_dot_1x4(acc, scratch, w, 8 * groups, groups);
-        for (int32_t j = 0; j < 4; ++j) {
-            output[oc + j] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[j], k[4 * j + 1], k[4 * j + 2], k[4 * j + 3]), low), high);
-        }
-    }
-    if (oc + 2 <= outputs) {
-        int32_t acc[2] = {k[0] + corr, k[4] + corr};
-        pw_dot_1x2(acc, scratch, w, groups);
-        output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[0], k[1], k[2], k[3]), low), high);
-        output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled(acc[1], k[5], k[6], k[7]), low), high);
-        oc += 2;
-        w += 8 * groups;
-        k += 8;
-    }
-    if (oc < outputs) {
-        const int32_t acc = pw_dot_1x1(k[0] + corr, scratch, w, groups);
-        output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled(acc, k[1], k[2], k[3]), low), high);
-    }
-}
-
 /* Layer 0: DEPTHWISE_CONV_2D 1x96x96x1 -> 1x48x48x8, dw_conv_s8_pairs_dsp: 3x3 stride 2x2, multiplier 8, padding top 0 left 0.
  * The last 3 input rows, widened to int16 and transposed, in a ring in the arena scratch:
  * per input channel a plane of 3 rows (input row y in row (y + 0) % 3) of 98 columns, two a
@@ -2264,7 +2230,18 @@ int32_t p = row_begin * 3;
         }
 }
     for (; p < end; ++p, pixel += 256, output += 256) {
-        pw_column_s8_dsp_pw_requantize_doubled(output, pixel, scratch, person_detect_layer26_filter, person_detect_layer26_channels, 256, 256, 0, -128, 127);
+        pw_extend(scratch, pixel, 256, 8, 4, 1);
+        const int8_t *w = person_detect_layer26_filter;
+        const int32_t *k = person_detect_layer26_channels;
+        int32_t oc = 0;
+        for (; oc < 256; oc += 4, w += 1024, k += 16) {
+            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
+            pw_dot_1x4(acc, scratch, w, 512, 64);
+            output[oc + 0] = (int8_t)pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]);
+            output[oc + 2] = (int8_t)pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]);
+            output[oc + 3] = (int8_t)pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]);
+        }
 }
 }
 
@@ -2320,7 +2297,19 @@ int32_t p = row_begin * 1;
         }
 }
     for (; p < end; ++p, pixel += 256, output += 2) {
-        pw_column_s8_dsp_pw_requantize_doubled(output, pixel, scratch, person_detect_layer28_filter, person_detect_layer28_channels, 256, 2, 0, -128, 127);
+        pw_extend(scratch, pixel, 256, 8, 4, 1);
+        const int8_t *w = person_detect_layer28_filter;
+        const int32_t *k = person_detect_layer28_channels;
+        int32_t oc = 0;
+        {
+            int32_t acc[2] = {k[0], k[4]};
+            pw_dot_1x2(acc, scratch, w, 64);
+            output[oc] = (int8_t)pw_requantize_doubled(acc[0], k[1], k[2], k[3]);
+            output[oc + 1] = (int8_t)pw_requantize_doubled(acc[1], k[5], k[6], k[7]);
+            oc += 2;
+            w += 512;
+            k += 8;
+        }
 }
 }
 
