@@ -373,3 +373,30 @@ def conv_chain(seed: int, h: int = 32, w: int = 30, c: int = 3) -> Graph:
         ("conv", 16, 1, 1, Padding(), relu), ("dw", 16, 3, 2, same, relu),
         ("conv", 16, 1, 1, Padding(), relu), ("conv", 6, 1, 1, Padding(), relu)])
     return Graph("conv_chain", {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))
+
+
+def pointwise_chain(seed: int, h: int, w: int, cin: int, couts: tuple[int, ...],
+                    activations: tuple[Activation, ...],
+                    legacy_zero_points: tuple[int | None, ...] | None = None) -> Graph:
+    """A chain of 1x1 convolutions of their own shapes (cin -> couts[0] -> couts[1] ...), each
+    with its activation; legacy_zero_points: per layer, a uint8 model's weights with that zero
+    point (None: int8 weights)."""
+    rng = np.random.default_rng(seed)
+    tensors = [_activation("x", (1, h, w, cin), IN_SCALE, -3)]
+    ops = []
+    source, depth, scale = "x", cin, IN_SCALE
+    for index, (cout, activation) in enumerate(zip(couts, activations)):
+        legacy = None if legacy_zero_points is None else legacy_zero_points[index]
+        shape = (cout, 1, 1, depth)
+        wt = _weights(rng, f"w{index}", shape, cout, 0, True) if legacy is None else \
+            _legacy_weights(rng, f"w{index}", shape, legacy)
+        bias = dataclasses.replace(_bias(rng, cout, scale * float(np.mean(wt.q.scale))),
+                                   name=f"b{index}")
+        name = "y" if index == len(couts) - 1 else f"y{index}"
+        out = _activation(name, (1, h, w, cout), _output_scale(wt, depth) * scale / IN_SCALE,
+                          int(rng.integers(-9, 9)))
+        tensors += [wt, bias, out]
+        ops.append(Conv2D(source, wt.name, bias.name, out.name, (1, 1), (1, 1), Padding(),
+                          activation, legacy=legacy is not None))
+        source, depth, scale = out.name, cout, out.q.scale[0]
+    return Graph("pointwise_chain", {t.name: t for t in tensors}, tuple(ops), ("x",), ("y",))

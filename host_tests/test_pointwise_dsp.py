@@ -15,6 +15,7 @@ import pytest
 import ir_graphs as g
 from test_kernels import CASES, P0, case_inputs, reference_outputs, write_sources
 from mcugen.compile import compile_graph
+from mcugen.ir import Activation
 from mcugen.cycles import estimate_cycles
 from mcugen.kernels.pointwise import interleaved_rows
 from mcugen.qemu import build_firmware, run_firmware
@@ -132,3 +133,111 @@ def _bit_exact_inference(compiled, target, tmp_path):
     result = run_firmware(elf, target, inputs, compiled.graph.output.size, blocks=True)
     np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs))
     return estimate_cycles(result, target).inferences[0]
+
+
+def _chain(w: int = 5, h: int = 5, couts=(11, 7, 6), legacy=None):
+    """Pointwise layers of their own shapes: two under ReLU (one requantization), a linear
+    last one (another)."""
+    return g.pointwise_chain(1, h, w, 9, couts, (Activation.RELU, Activation.RELU,
+                                                 Activation.NONE), legacy)
+
+
+# (name, graph, --max-ram): the chains the tests below compile for the Cortex-M7.
+CHAINS = {
+    "five_by_five": (lambda: _chain(), None),  # 25 pixels: one left after whole blocks
+    "weight_offsets": (lambda: _chain(legacy=(20, -30, None)), None),
+    # In bands of one row: rows of 7 pixels leave one, rows of 5 two (layers 0-1; the last
+    # layer runs whole: 56 pixels leave two, 40 one).
+    "bands_of_7": (lambda: _chain(w=7, h=8, couts=(24, 8, 6)), 624),
+    "bands_of_5": (lambda: _chain(w=5, h=8, couts=(24, 8, 6)), 448),
+    # The same with weight offsets (the two-pixel function's column sums).
+    "bands_of_5_weight_offsets": (lambda: _chain(w=5, h=8, couts=(24, 8, 6),
+                                                 legacy=(-25, 40, None)), 448),
+}
+
+
+def _compiled_chain(name: str):
+    graph, budget = CHAINS[name]
+    compiled = compile_graph(graph(), name="model", target=load_target("cortex-m7"),
+                             source=name, max_ram=budget)
+    assert [layer.variant.name for layer in compiled.layers] == ["pw_conv_s8_dsp"] * 3
+    assert [layer.params.block_pixels for layer in compiled.layers] == [3] * 3
+    return compiled
+
+
+def _function_body(source: str, layer: int) -> str:
+    start = source.index(f"MCUGEN_LAYER void layer{layer}_")
+    ends = [source.find(mark, start + 1) for mark in ("MCUGEN_LAYER void", "int model_invoke")]
+    return source[start:min(end for end in ends if end > 0)]
+
+
+def test_pointwise_layers_share_one_function_for_the_last_pixel_of_a_call():
+    """A call's pixels that are not whole blocks of three end in one pixel: the layers under
+    the short requantization, with or without its sign correction (ReLU or linear), call one
+    out-of-line function for it (SharedColumn) instead of each inlining the one-pixel
+    products; rows of whole blocks need none."""
+    source = _compiled_chain("five_by_five").sources["model.c"]
+    name = "pw_column_s8_dsp_pw_requantize_doubled"
+    assert source.count(f"MCUGEN_LAYER void {name}(") == 1
+    assert "pw_requantize_doubled_clamped" in _function_body(source, 0)  # the layer's form
+    for layer in (0, 1, 2):
+        body = _function_body(source, layer)
+        assert f"{name}(output, pixel, scratch" in body and "pw_dot_1x4(" not in body
+    whole = compile_graph(_chain(w=6), name="model", target=load_target("cortex-m7"),
+                          source="six")
+    assert "pw_column_s8_dsp" not in whole.sources["model.c"]
+
+
+def test_the_odd_last_row_of_a_block_is_one_function_for_the_layers_with_one():
+    """Layers with an odd channel count (11 and 7) end each block of three pixels with one
+    filter row: they call one out-of-line function for it (SharedOddRow) instead of each
+    inlining the 3x1 product; the even layer (6) has none."""
+    source = _compiled_chain("five_by_five").sources["model.c"]
+    name = "pw_row3_s8_dsp_pw_requantize_doubled"
+    assert source.count(f"MCUGEN_LAYER void {name}(") == 1
+    for layer in (0, 1):
+        body = _function_body(source, layer)
+        assert f"{name}(output + oc, scratch, w, k" in body and "pw_dot_3x1(" not in body
+    assert "pw_row3_s8_dsp" not in _function_body(source, 2)
+
+
+@pytest.mark.parametrize("chain, left", [("bands_of_7", 1), ("bands_of_5", 2)])
+def test_a_banded_pointwise_function_has_only_the_tail_its_calls_leave(chain, left):
+    """The schedule says how many rows each call computes: in bands of one row, rows of 7
+    pixels leave one pixel after whole blocks of three and rows of 5 leave two, so a banded
+    layer's function calls the one-pixel tail function or the two-pixel one (SharedPair), not
+    both (a compiler could drop the other only for constant rows), and has neither inline."""
+    compiled = _compiled_chain(chain)
+    assert compiled.schedule.segments == ((0, 2),)
+    assert {step.rows[1] - step.rows[0] for step in compiled.schedule.steps
+            if step.layer < 2} == {1}
+    source = compiled.sources["model.c"]
+    for layer in (0, 1):
+        body = _function_body(source, layer)
+        assert ("pw_pair_s8_dsp_" in body) == (left == 2)
+        assert ("pw_column_s8_dsp_" in body) == (left == 1)
+        assert "pw_dot_2x2(" not in body and "pw_dot_1x4(" not in body
+    # The last layer runs whole, alone with its requantization: 56 pixels leave two, 40 one.
+    body = _function_body(source, 2)
+    assert ("pw_dot_2x2(" in body) == (left == 1)
+    assert ("pw_dot_1x4(" in body) == (left == 2)
+
+
+@pytest.mark.qemu
+def test_the_shared_last_pixel_and_the_banded_tails_are_bit_exact(tmp_path):
+    """Every chain above in QEMU on the Cortex-M7, against the reference: the shared
+    last-pixel and odd-row functions with and without weight offsets, and the banded layers'
+    tails (the shared two-pixel one among them)."""
+    target = load_target("cortex-m7")
+
+    def one(name: str) -> None:
+        compiled = _compiled_chain(name)
+        elf = build_firmware(write_sources(compiled, tmp_path / name / "model"), target,
+                             tmp_path / name / "firmware")
+        inputs = case_inputs(compiled)
+        result = run_firmware(elf, target, inputs, compiled.graph.output.size)
+        np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
+                                      err_msg=name)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(one, CHAINS))

@@ -133,10 +133,22 @@ class LayerView:
     input_ctype: str = "int8_t"  # the element types of its input and output pointers
     output_ctype: str = "int8_t"
     scalars: tuple[ScalarArgument, ...] = ()  # its data scalars, when it shares a function
+    # The numbers of output rows its function's calls compute, over every layer that calls
+    # it (the schedule's steps); () where no schedule says: any number.
+    call_rows: tuple[int, ...] = ()
 
     @property
     def index(self) -> int:
         return self.layer.index
+
+    def pixels_left(self, block_pixels: int, width: int) -> frozenset[int]:
+        """The pixels a call of its function may leave over after whole blocks of
+        block_pixels, its rows being `width` pixels each: a kernel emits the code for these
+        alone (a band schedule's calls of one row of 112 pixels leave one pixel in blocks of
+        three, never two), where the compiler would see it only for constant rows."""
+        if not self.call_rows:
+            return frozenset(range(1, block_pixels))
+        return frozenset(rows * width % block_pixels for rows in self.call_rows) - {0}
 
     @property
     def variant(self):
@@ -327,8 +339,10 @@ class ModelView:
         return [layer for layer in self.layers if layer.defines_function]
 
     def shared_pixel_functions(self, field: str) -> list:
-        """The pixel functions (kernels/depthwise.py SharedBorder or SharedInside, by their
-        field in a record) the defined layer functions call, each once, in order of use."""
+        """The pixel functions (kernels/depthwise.py SharedBorder or SharedInside,
+        kernels/pointwise.py SharedColumn, SharedPair or SharedOddRow, by their field in a
+        record) the
+        defined layer functions call, each once, in order of use."""
         used = (getattr(layer.params, field, None) for layer in self.functions)
         return list(dict.fromkeys(f for f in used if f is not None))
 
@@ -431,23 +445,60 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
     owner_of = sharing_groups([
         function_key(draft.layer, draft.input_ctype, draft.output_ctype, draft.banded,
                      draft.comment) for draft in drafts])
+    rows = _call_rows(layers, schedule)
     views = []
     for position, (layer, draft) in enumerate(zip(layers, drafts)):
         owner = owner_of[position]
         sharing = [layers[i].index for i, o in enumerate(owner_of) if o == owner]
+        call_rows = () if schedule is None else \
+            tuple(sorted(set().union(*(rows[i] for i in sharing))))
         if len(sharing) == 1:  # its own function: the tables stay constants, by name
-            views.append(dataclasses.replace(draft, params=layer.params, tables=()))
+            views.append(dataclasses.replace(draft, params=layer.params, tables=(),
+                                             call_rows=call_rows))
             continue
         params, scalars = scalar_arguments(draft.params, layer.variant.data_scalars)
         views.append(dataclasses.replace(
             draft, names=layers[owner].names, defines_function=position == owner,
-            label="Layers " + ", ".join(map(str, sharing)), params=params, scalars=scalars))
-    return tuple(_shared_pixel_functions(views))
+            label="Layers " + ", ".join(map(str, sharing)), params=params, scalars=scalars,
+            call_rows=call_rows))
+    return tuple(_shared_pixel_functions(_columns_where_called(views)))
+
+
+# A pointwise function's tail functions (kernels/pointwise.py SharedColumn, SharedPair) by
+# the pixels a call leaves over that each computes.
+TAIL_FUNCTION_FIELDS = {"shared_column": 1, "shared_pair": 2}
+
+
+def _columns_where_called(views: list[LayerView]) -> list[LayerView]:
+    """A pointwise function calls its tail functions only where its calls may leave their
+    pixels over: elsewhere the record drops them, so that no function is emitted that nothing
+    calls."""
+    kept = []
+    for view in views:
+        params = view.params
+        unused = {field: None for field, pixels in TAIL_FUNCTION_FIELDS.items()
+                  if getattr(params, field, None) is not None
+                  and pixels not in view.pixels_left(params.block_pixels, params.output.w)}
+        kept.append(dataclasses.replace(view, params=dataclasses.replace(params, **unused))
+                    if unused else view)
+    return kept
+
+
+def _call_rows(layers: tuple[Layer, ...], schedule: Schedule | None) -> dict[int, set[int]]:
+    """Per layer index, the numbers of output rows its steps compute (a whole step: all)."""
+    by_index = {layer.index: layer for layer in layers}
+    rows: dict[int, set[int]] = {index: set() for index in by_index}
+    for step in schedule.steps if schedule is not None else ():
+        whole = by_index[step.layer].output_rows
+        rows[step.layer].add(whole if step.rows is None else step.rows[1] - step.rows[0])
+    return rows
 
 
 # Parameter fields naming a pixel function layers may share (kernels/depthwise.py
-# SharedBorder, SharedInside): emitted out of line, once, and called.
-PIXEL_FUNCTION_FIELDS = ("shared_border", "shared_inside")
+# SharedBorder, SharedInside; kernels/pointwise.py SharedColumn, SharedPair, SharedOddRow):
+# emitted out of line, once, and called.
+PIXEL_FUNCTION_FIELDS = ("shared_border", "shared_inside", "shared_column", "shared_pair",
+                         "shared_odd_row")
 
 
 def _shared_pixel_functions(views: list[LayerView]) -> list[LayerView]:

@@ -17,7 +17,7 @@ Both take the short requantization where the bounds allow it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,8 +25,8 @@ from ..ir import Conv2D, Graph, Op, Tensor
 from ..targets import Target
 from .lowering import (REQUANTIZE_SINGLE, FeatureMap, Requantization, SplitWeights, bias_array,
                        feature_map, folded_bias, model_bias, requantization, split_weights)
-from .requantize import (ShortRequantization, dsp_short_function, portable_short_function,
-                         short_requantization)
+from .requantize import (DSP_SHORT, ShortRequantization, dsp_short_function,
+                         portable_short_function, short_requantization)
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 
@@ -112,11 +112,62 @@ class MatrixDsp:
 
 
 @dataclass(frozen=True)
+class SharedColumn:
+    """The pointwise DSP variant's last pixel of a call (a row range whose pixels are not whole
+    blocks) under the short requantization: one out-of-line C function
+    (templates/kernels/pw_column_s8_dsp.c.j2) then serves every such pointwise layer,
+    whatever its depth, channel count, weight offset or clamp (arguments: it runs once a call,
+    so its call and run-time bounds cost a few instructions a call), where each layer would
+    otherwise inline its own copy of the one-pixel products (300 to 600 bytes of code a
+    layer on the Cortex-M7)."""
+
+    requantize: str  # the C function of the short sequence
+
+    @property
+    def name(self) -> str:
+        return f"pw_column_s8_dsp_{self.requantize}"
+
+
+@dataclass(frozen=True)
+class SharedPair:
+    """The same for a call's last two pixels (templates/kernels/pw_pair_s8_dsp.c.j2), left
+    by a layer of three-pixel blocks: by the 2x2 product, as the layer's own tail, its group
+    count a run-time value. A band schedule's calls of rows of 56 pixels (MobileNetV2 224's
+    third stage) leave two."""
+
+    requantize: str  # the C function of the short sequence
+
+    @property
+    def name(self) -> str:
+        return f"pw_pair_s8_dsp_{self.requantize}"
+
+
+@dataclass(frozen=True)
+class SharedOddRow:
+    """The same for the odd last filter row of a layer of three-pixel blocks under the short
+    requantization (templates/kernels/pw_row3_s8_dsp.c.j2): once a block, against the
+    block's pairs of rows (a call per block of 3 x outputs outputs: a few instructions per
+    thousand on VWW's odd layers), where each layer with an odd channel count (dead channels
+    removed, MobileNet widths rounded by alpha) inlined its own copy."""
+
+    requantize: str  # the C function of the short sequence
+
+    @property
+    def name(self) -> str:
+        return f"pw_row3_s8_dsp_{self.requantize}"
+
+
+@dataclass(frozen=True)
 class PointwiseDspParams:
     input: FeatureMap  # pixels (or rows of a fully connected layer) x Cin
     output: FeatureMap
     matrix: MatrixDsp
     block_pixels: int  # pixels computed together (their writes may precede the block's reads)
+    # A call's last pixel by this shared function (codegen keeps it where two or more layer
+    # functions call it), else by the layer's own code.
+    shared_column: SharedColumn | None = None
+    shared_pair: SharedPair | None = None  # the same for a call's last two pixels
+    shared_odd_row: SharedOddRow | None = None  # a block's odd last row by this function
 
     @property
     def whole_blocks(self) -> bool:
@@ -274,10 +325,30 @@ def _lowering(block_pixels: int):
     return lower
 
 
+# A layer of fewer output pixels than this keeps its own tails (at constant sizes): its tail
+# is much of its work or all of it (a squeeze-and-excite block's 1x1 layers, MobileNetV3's 1
+# pixel: through the shared function's run-time sizes, +20 % instructions a layer; v3-small
+# 0.35 96 on M7 +0.59 %), where a 3x3 layer's one pixel in nine costs it +0.6 %.
+SHARED_TAIL_MIN_PIXELS = 9
+
+
 def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
                ) -> PointwiseDspParams:
-    return matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
-                             feature_map(graph.tensor(op.output)), op, graph, names, target)
+    params = matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
+                               feature_map(graph.tensor(op.output)), op, graph, names, target)
+    if params.matrix.short is None:
+        return params
+    if params.block_pixels == 3 and params.matrix.outputs % 2:
+        params = replace(params, shared_odd_row=SharedOddRow(DSP_SHORT))
+    if params.whole_blocks or params.output.pixels < SHARED_TAIL_MIN_PIXELS:
+        return params
+    # The tail functions layers may share: under the short requantization (four words a
+    # channel), where a call's pixels may leave one or two over (codegen drops each where
+    # the schedule's calls leave none such). With the sign correction, whatever the layer's
+    # own form: the full sequence is exact for every clamp (kernels/requantize.py), so one
+    # function serves layers of either form, at an instruction an output of a tail.
+    pair = SharedPair(DSP_SHORT) if params.block_pixels == 3 else None
+    return replace(params, shared_column=SharedColumn(DSP_SHORT), shared_pair=pair)
 
 
 def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:

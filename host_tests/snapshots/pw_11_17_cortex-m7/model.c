@@ -713,28 +713,10 @@ int32_t p = row_begin * 7;
             output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
             output[17 + oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[1], k[2], k[3]), 5), 30);
         }
-p += 2;
+        p += 2;
         pixel += 22;
         output += 34;
     }
-    if (p < end) {
-        pw_extend(scratch, pixel, 11, 8, 4, 1);
-        const int8_t *w = model_layer0_filter;
-        const int32_t *k = model_layer0_channels;
-        int32_t oc = 0;
-        for (; oc < 16; oc += 4, w += 48, k += 16) {
-            int32_t acc[4] = {k[0], k[4], k[8], k[12]};
-            pw_dot_1x4(acc, scratch, w, 24, 3);
-            output[oc + 0] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[0], k[1], k[2], k[3]), 5), 30);
-            output[oc + 1] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[1], k[5], k[6], k[7]), 5), 30);
-            output[oc + 2] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[2], k[9], k[10], k[11]), 5), 30);
-            output[oc + 3] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc[3], k[13], k[14], k[15]), 5), 30);
-        }
-        {
-            const int32_t acc = pw_dot_1x1(k[0], scratch, w, 3);
-            output[oc] = (int8_t)at_most(at_least(pw_requantize_doubled_clamped(acc, k[1], k[2], k[3]), 5), 30);
-        }
-}
 }
 
 int model_invoke(const model_input_t *input, model_output_t *output)
