@@ -92,6 +92,13 @@ CASES = {
     "pw_172_4_two_pixel_blocks": lambda: g.conv(131, 2, 2, 172, 4, (1, 1), padding=P0),
     "pw_20_9_one_pass": lambda: g.conv(132, 2, 3, 20, 9, (1, 1), padding=P0),
     "conv_3x3_17_6_long_rows": lambda: g.conv(30, 5, 5, 17, 6),
+    # Helium's eight-accumulator block (two rows by four channels, rows of three chunks or
+    # more): unrolled without a tail (odd pixels, outputs past a multiple of four); looped two
+    # chunks an iteration with no odd chunk, without and with a tail, the second row's offset
+    # an immediate (144) and not one (273, in a register).
+    "pw_64_7_eight_accumulators": lambda: g.conv(140, 3, 3, 64, 7, (1, 1), padding=P0),
+    "pw_144_4_even_loop": lambda: g.conv(141, 2, 3, 144, 4, (1, 1), padding=P0),
+    "pw_273_5_even_loop_tail": lambda: g.conv(142, 1, 5, 273, 5, (1, 1), padding=P0),
     "pw_8_16_mixed_shifts": lambda: g.conv(31, 4, 5, 8, 16, (1, 1), padding=P0,
                                            activation=ir.Activation.NONE, spread=16000.0),
     "conv_3x3_mixed_shifts": lambda: g.conv(32, 5, 5, 3, 7, activation=ir.Activation.NONE,
