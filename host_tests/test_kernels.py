@@ -185,6 +185,12 @@ CASES = {
     # Pooling, softmax.
     "avgpool_7x7_global_c13": lambda: g.average_pool(60, 7, 7, 13, (7, 7), (1, 1), P0),
     "avgpool_3x3_s2_c5": lambda: g.average_pool(61, 6, 7, 5),
+    # Helium's int16 sums at their edge: 255 taps (the extremes' -128s sum to -32,640), nine
+    # channels (a full vector of eight and one lane); 256 taps take int32 lanes.
+    "avgpool_15x17_global_c9_int16": lambda: g.average_pool(62, 15, 17, 9, (15, 17), (1, 1),
+                                                            P0),
+    "avgpool_16x16_global_c5_int32": lambda: g.average_pool(63, 16, 16, 5, (16, 16), (1, 1),
+                                                            P0),
     "mean_5x4_c7": lambda: g.mean(62, 5, 4, 7),
     "mean_one_pixel_c3": lambda: g.mean(63, 1, 1, 3),
     "mean_nchw_last_axis": lambda: g.mean_axes((1, 7, 3, 5), (3,), False, True),

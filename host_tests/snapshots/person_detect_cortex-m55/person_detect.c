@@ -3155,8 +3155,8 @@ MCUGEN_LAYER void layer26_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 27: AVERAGE_POOL_2D 1x3x3x256 -> 1x1x1x256, avgpool_s8_mve: 3x3 stride 2x2.
- * TFLite's int8 average: the sum over the taps inside the image (four channels per vector
- * load), divided by their count, rounded half away from zero (scalar: Helium has no vector
+ * TFLite's int8 average: the sum over the taps inside the image (8 channels per vector
+ * load, int16 lanes: at most 9 taps of int8 cannot overflow them), divided by their count, rounded half away from zero (scalar: Helium has no vector
  * division); input and output share their quantization. */
 MCUGEN_LAYER void layer27_avgpool_s8_mve(const int8_t *input, int8_t *output)
 {
@@ -3169,17 +3169,17 @@ MCUGEN_LAYER void layer27_avgpool_s8_mve(const int8_t *input, int8_t *output)
             const int32_t x_lo = x0 < 0 ? 0 : x0;
             const int32_t x_hi = x0 + 3 > 3 ? 3 : x0 + 3;
             const int32_t count = (y_hi - y_lo) * (x_hi - x_lo);
-            int32_t sums[256];
-            for (int32_t c = 0; c < 256; c += 4) {
-                const mve_pred16_t lanes = vctp32q((uint32_t)(256 - c));
-                int32x4_t sum = vdupq_n_s32(0);
+            int16_t sums[256];
+            for (int32_t c = 0; c < 256; c += 8) {
+                const mve_pred16_t lanes = vctp16q((uint32_t)(256 - c));
+                int16x8_t sum = vdupq_n_s16(0);
                 for (int32_t in_y = y_lo; in_y < y_hi; ++in_y) {
                     const int8_t *tap = input + (in_y * 3 + x_lo) * 256 + c;
                     for (int32_t in_x = x_lo; in_x < x_hi; ++in_x, tap += 256) {
-                        sum = vaddq_s32(sum, vldrbq_z_s32(tap, lanes));
+                        sum = vaddq_s16(sum, vldrbq_z_s16(tap, lanes));
                     }
                 }
-                vstrwq_s32(sums + c, sum);
+                vstrhq_s16(sums + c, sum);
             }
             for (int32_t c = 0; c < 256; ++c) {
                 const int32_t sum = sums[c];
