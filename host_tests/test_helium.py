@@ -239,29 +239,6 @@ def test_pointwise_rows_of_three_chunks_or_more_take_eight_accumulators(tmp_path
 
 
 @pytest.mark.qemu
-def test_a_single_long_row_takes_eight_channels_at_a_time(tmp_path):
-    """A fully connected layer's one row (and a pointwise layer's odd last pixel) by two
-    groups of four channels in eight accumulators: each chunk of the row loaded once for
-    eight channels. Bit-exact and under the four-channel block's counts: 4,755 (looped,
-    the row's chunks after the first even, a tail) and 399 (odd, no tail) before, 4,290 and
-    365 with it."""
-    import test_kernels
-
-    for case, most in (("fc_1x250_99", 4500), ("fc_1x160_12_odd_loop", 385)):
-        compiled = test_kernels.compile_case(case, M55)
-        assert [layer.variant.name for layer in compiled.layers] == ["fc_s8_mve"]
-        assert "_dot1x8(" in compiled.sources["model.c"]
-        work = tmp_path / case
-        elf = build_firmware(test_kernels.write_sources(compiled, work / "model"), M55,
-                             work / "firmware")
-        inputs = test_kernels.case_inputs(compiled)
-        result = run_firmware(elf, M55, inputs, compiled.graph.output.size)
-        np.testing.assert_array_equal(result.outputs,
-                                      test_kernels.reference_outputs(compiled, inputs))
-        assert max(result.instructions) < most, (case, result.instructions)
-
-
-@pytest.mark.qemu
 def test_an_average_pool_of_up_to_255_taps_sums_eight_channels_a_load(tmp_path):
     """int16 lanes (eight channels per load) where no sum of int8 taps can overflow them:
     bit-exact at 255 taps with the extremes' inputs, and under the int32 lanes' counts

@@ -175,13 +175,6 @@ CASES = {
     "fc_2x16_10_per_tensor": lambda: g.fully_connected(52, 2, 16, 10, per_channel=False),
     "fc_1x250_99": lambda: g.fully_connected(53, 1, 250, 99, activation=ir.Activation.RELU),
     "fc_2x256_10": lambda: g.fully_connected(54, 2, 256, 10),
-    # Helium's one-row block of eight channels (rows of more than eight chunks; fc_1x250_99
-    # and u8_fc_1x250_99 too: an even count of chunks after the first, a tail, twelve pairs of
-    # groups and a partial one): no tail, a full group left after the pair and a one-channel
-    # last group; an odd count after the first.
-    "fc_1x144_13_eight_channels": lambda: g.fully_connected(55, 1, 144, 13),
-    "fc_1x160_12_odd_loop": lambda: g.fully_connected(57, 1, 160, 12,
-                                                      activation=ir.Activation.RELU),
     # Pooling, softmax.
     "avgpool_7x7_global_c13": lambda: g.average_pool(60, 7, 7, 13, (7, 7), (1, 1), P0),
     "avgpool_3x3_s2_c5": lambda: g.average_pool(61, 6, 7, 5),

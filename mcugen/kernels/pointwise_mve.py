@@ -55,21 +55,6 @@ class MveMatrixParams:
         return self.chunks.count <= TWO_PASS_CHUNKS
 
     @property
-    def full_quads(self) -> int:
-        """Groups of four output channels that are all there."""
-        return self.quads if self.last_lanes == INT32_LANES else self.quads - 1
-
-    @property
-    def octets(self) -> int:
-        """Pairs of full groups a single row takes together (eight accumulators: each chunk of
-        the row loaded once for eight channels rather than four), for rows long enough to
-        loop: on shorter ones making the second group's pointer and the registers the eight
-        take from the output stage cost about what the loads save (measured on M55: 48 and
-        80 bytes to 16 channels, 215 -> 226 and 287 -> 294 instructions; DS-CNN's 64-deep
-        pointwise layers' odd last pixel, about 20 more each)."""
-        return 0 if self.chunks.unrolled else self.full_quads // 2
-
-    @property
     def quad_bytes(self) -> int:
         """A group of four filter rows: where the next group starts."""
         return INT32_LANES * self.chunks.padded

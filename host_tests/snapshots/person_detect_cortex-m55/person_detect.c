@@ -3012,105 +3012,6 @@ MCUGEN_ALWAYS_INLINE void layer26_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
 }
 
 
-MCUGEN_ALWAYS_INLINE void layer26_pw_conv_s8_mve_dot1x8(const int8_t *x0, const int8_t *w, int32_t *sums)
-{
-    register int32_t a0 __asm__("r0");
-    register int32_t a1 __asm__("r2");
-    register int32_t a2 __asm__("r4");
-    register int32_t a3 __asm__("r6");
-    register int32_t a4 __asm__("r8");
-    register int32_t a5 __asm__("r10");
-    register int32_t a6 __asm__("r12");
-    register int32_t a7 __asm__("lr");
-    int32_t n;
-    const int8_t *q;
-    const int8_t *p0 = x0;
-    int8x16_t t0, u0, u1;
-    __asm__ __volatile__(
-        "movw %[n], #1024\n\t"
-        "add %[q], %[w], %[n]\n\t"
-        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
-        "vmladav.s8 %[a4], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
-        "vmladav.s8 %[a5], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
-        "vmladav.s8 %[a6], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
-        "vmladav.s8 %[a7], %q[t0], %q[u1]\n\t"
-"movw %[n], #7\n"
-        "1:\n\t"
-        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
-        "vmladava.s8 %[a4], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
-        "vmladava.s8 %[a5], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
-        "vmladava.s8 %[a6], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
-        "vmladava.s8 %[a7], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
-        "vmladava.s8 %[a4], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
-        "vmladava.s8 %[a5], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
-        "vmladava.s8 %[a6], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
-        "vmladava.s8 %[a7], %q[t0], %q[u1]\n\t"
-"subs %[n], %[n], #1\n\t"
-        "bne 1b\n\t"
-        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
-        "vmladava.s8 %[a4], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
-        "vmladava.s8 %[a5], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
-        "vmladava.s8 %[a6], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
-        "vmladava.s8 %[a7], %q[t0], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        "strd %[a4], %[a5], [%[sums], #16]\n\t"
-        "strd %[a6], %[a7], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1), [n] "=&r"(n), [q] "=&r"(q), [p0] "+r"(p0), [w] "+r"(w)
-        : [sums] "r"(sums)
-        : "memory", "cc");
-}
-
-
 MCUGEN_LAYER void layer26_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
     const int8_t *x = input + row_begin * 768;
@@ -3135,21 +3036,13 @@ MCUGEN_LAYER void layer26_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
     if (p < end) {
         const int8_t *w = person_detect_layer26_filter;
         const int32_t *t = person_detect_layer26_channels;
-        for (int32_t c = 0; c < 256; c += 8, w += 2048, t += 24) {
-            int32_t sums[8]; /* two groups of four channels */
-            layer26_pw_conv_s8_mve_dot1x8(x, w, sums);
-            {
-            const int32x4_t bias = vldrwq_s32(t + 0 + 0);
-            const int32x4_t m = vldrwq_s32(t + 0 + 4);
-            const int32x4_t r = vldrwq_s32(t + 0 + 8);
-                vstrbq_s32(output + c + 0, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 0), bias), m, r), -128, -128, 127));
-            }
-            {
-            const int32x4_t bias = vldrwq_s32(t + 12 + 0);
-            const int32x4_t m = vldrwq_s32(t + 12 + 4);
-            const int32x4_t r = vldrwq_s32(t + 12 + 8);
-                vstrbq_s32(output + c + 4, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums + 4), bias), m, r), -128, -128, 127));
-            }
+        for (int32_t c = 0; c < 256; c += 4, w += 1024, t += 12) {
+            int32_t sums[4];
+            layer26_pw_conv_s8_mve_dot1x4(x, w, sums);
+            const int32x4_t bias = vldrwq_s32(t + 0);
+            const int32x4_t m = vldrwq_s32(t + 4);
+            const int32x4_t r = vldrwq_s32(t + 8);
+            vstrbq_s32(output + c, mve_offset_clamp(mve_requantize_right(vaddq_s32(vldrwq_s32(sums), bias), m, r), -128, -128, 127));
         }
     }
 }
