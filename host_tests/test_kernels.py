@@ -92,6 +92,13 @@ CASES = {
     "pw_172_4_two_pixel_blocks": lambda: g.conv(131, 2, 2, 172, 4, (1, 1), padding=P0),
     "pw_20_9_one_pass": lambda: g.conv(132, 2, 3, 20, 9, (1, 1), padding=P0),
     "conv_3x3_17_6_long_rows": lambda: g.conv(30, 5, 5, 17, 6),
+    # Helium's eight-accumulator block (two rows by four channels, rows of three chunks or
+    # more): unrolled without a tail (odd pixels, outputs past a multiple of four); looped two
+    # chunks an iteration with no odd chunk, without and with a tail, the second row's offset
+    # an immediate (144) and not one (273, in a register).
+    "pw_64_7_eight_accumulators": lambda: g.conv(140, 3, 3, 64, 7, (1, 1), padding=P0),
+    "pw_144_4_even_loop": lambda: g.conv(141, 2, 3, 144, 4, (1, 1), padding=P0),
+    "pw_273_5_even_loop_tail": lambda: g.conv(142, 1, 5, 273, 5, (1, 1), padding=P0),
     "pw_8_16_mixed_shifts": lambda: g.conv(31, 4, 5, 8, 16, (1, 1), padding=P0,
                                            activation=ir.Activation.NONE, spread=16000.0),
     "conv_3x3_mixed_shifts": lambda: g.conv(32, 5, 5, 3, 7, activation=ir.Activation.NONE,
@@ -188,6 +195,12 @@ CASES = {
     # Pooling, softmax.
     "avgpool_7x7_global_c13": lambda: g.average_pool(60, 7, 7, 13, (7, 7), (1, 1), P0),
     "avgpool_3x3_s2_c5": lambda: g.average_pool(61, 6, 7, 5),
+    # Helium's int16 sums at their edge: 255 taps (the extremes' -128s sum to -32,640), nine
+    # channels (a full vector of eight and one lane); 256 taps take int32 lanes.
+    "avgpool_15x17_global_c9_int16": lambda: g.average_pool(62, 15, 17, 9, (15, 17), (1, 1),
+                                                            P0),
+    "avgpool_16x16_global_c5_int32": lambda: g.average_pool(63, 16, 16, 5, (16, 16), (1, 1),
+                                                            P0),
     "mean_5x4_c7": lambda: g.mean(62, 5, 4, 7),
     "mean_one_pixel_c3": lambda: g.mean(63, 1, 1, 3),
     "mean_nchw_last_axis": lambda: g.mean_axes((1, 7, 3, 5), (3,), False, True),

@@ -3,9 +3,10 @@ filter layout the dot-product blocks read, and TFLite's output stage on four int
 (templates/isa/mve.c.j2).
 
 VMLADAVA.S8 multiplies 16 int8 pairs and adds them to a 32-bit register: one instruction for 16
-MACs. Its accumulator must be an even register, so a block of dot products holds at most six
-accumulators (r0, r2, ... r10); the blocks are inline assembly (templates/kernels/mve.j2) so
-that the loads post-increment and nothing spills. A dot product of any depth is its full
+MACs. Its accumulator must be an even register, so a block of dot products holds at most eight
+accumulators (r0, r2, ... r12 and LR, which a DLS/LE loop then cannot count with); the blocks
+are inline assembly (templates/kernels/mve.j2) so that the loads post-increment and nothing
+spills. A dot product of any depth is its full
 chunks and one tail chunk, whose input loads are predicated (VCTP, inactive lanes read as 0,
 nothing past the input is read) and whose weights are zero-padded, so any channel count works.
 """
@@ -56,15 +57,16 @@ class Chunks:
         return self.count <= UNROLLED_CHUNKS
 
 
-def paired_rows(rows: np.ndarray, chunks: Chunks, row_multiple: int = 2) -> np.ndarray:
-    """Weight rows [n, depth] as the dot-product blocks read them: the rows zero-padded to whole
-    chunks (and their count to row_multiple), each pair of rows with their chunks interleaved
-    ([pair][chunk][2][16]), so that one pointer walks a pair's two rows chunk by chunk."""
+def quad_rows(rows: np.ndarray, chunks: Chunks) -> np.ndarray:
+    """Weight rows [n, depth] as the matrix products' dot-product blocks read them: the rows
+    zero-padded to whole chunks (and their count to a multiple of four), each group of four
+    rows with their chunks interleaved ([group][chunk][4][16]), so that one pointer walks a
+    group's four rows chunk by chunk (the four weight vectors of a chunk 16 bytes apart)."""
     n = rows.shape[0]
-    padded = np.zeros((ceil_to(n, row_multiple), chunks.padded), np.int8)
+    padded = np.zeros((ceil_to(n, INT32_LANES), chunks.padded), np.int8)
     padded[:n, :rows.shape[1]] = rows
-    pairs = padded.reshape(-1, 2, chunks.count, VECTOR_BYTES).transpose(0, 2, 1, 3)
-    return pairs.reshape(-1)
+    groups = padded.reshape(-1, INT32_LANES, chunks.count, VECTOR_BYTES).transpose(0, 2, 1, 3)
+    return groups.reshape(-1)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Helium (MVE) variants of the matrix products: 1x1 convolutions and fully connected layers,
 rows [P, depth] times weights [outputs, depth], any depth and any output count.
 
-Two rows (pixels) by four output channels per pass: two blocks of two rows by two channels,
-each a dot product in VMLADAVA.S8 chunks (kernels/mve.py) with the two rows' vectors shared by
-both channels and each channel's weights by both rows; the eight sums then go through the
-output stage as two vectors of four channels. An odd last row takes one row by four channels.
+Two rows (pixels) by four output channels per pass: eight dot products in VMLADAVA.S8 chunks
+(kernels/mve.py) side by side, in the eight even registers, each chunk of the two rows loaded
+once for the four channels and each channel's weights once for both rows; the eight sums then
+go through the output stage as two vectors of four channels. An odd last row takes one row by four channels.
 The output count is padded to a multiple of four with zero weights (the padded lanes are never
 stored). The input offset is folded into the bias, as in the other variants.
 """
@@ -20,11 +20,13 @@ from ..targets import Target
 from .lowering import (FeatureMap, SplitWeights, ceil_to, feature_map, folded_bias, model_bias,
                        split_weights)
 from .mve import (INT32_LANES, VECTOR_BYTES, Chunks, LaneTables, OutputStage, channel_shifts,
-                  multipliers_in_range, output_lane_tables, paired_rows)
+                  multipliers_in_range, output_lane_tables, quad_rows)
 from .pointwise import is_pointwise
 from .variant import ConstArray, Isa, LayerNames, Order, Variant
 
 BLOCK_PIXELS = 2
+# Rows of at most this many chunks take the two-pass dot-product block (MveMatrixParams).
+TWO_PASS_CHUNKS = 2
 # Input depths up to this take pw_conv_s8_pixels_mve (measured on VWW's layers, M55).
 PIXEL_LANES_MAX_DEPTH = 16
 
@@ -34,7 +36,7 @@ class MveMatrixParams:
     input: FeatureMap  # rows (pixels) x depth
     output: FeatureMap  # rows x outputs
     chunks: Chunks  # of a row's depth
-    filter: ConstArray  # kernels.mve.paired_rows of the outputs padded to quads
+    filter: ConstArray  # kernels.mve.quad_rows of the outputs padded to quads
     tables: LaneTables  # bias (input offset folded in), multiplier, shifts, padded to quads
     out: OutputStage
     quads: int  # groups of four output channels
@@ -45,9 +47,17 @@ class MveMatrixParams:
     offset: int = 0
 
     @property
-    def pair_bytes(self) -> int:
-        """A pair of filter rows: where the next pair starts."""
-        return 2 * self.chunks.padded
+    def two_passes(self) -> bool:
+        """Two rows of few chunks take two passes of two channels (four accumulators) rather
+        than eight accumulators: the eight even registers leave too few for the output stage
+        around the block, which then spills more than the second load of each input chunk
+        costs (measured on M55: a 22-deep layer of V1 alpha 0.35 at 80x80)."""
+        return self.chunks.count <= TWO_PASS_CHUNKS
+
+    @property
+    def quad_bytes(self) -> int:
+        """A group of four filter rows: where the next group starts."""
+        return INT32_LANES * self.chunks.padded
 
 
 def mve_matrix_params(split: SplitWeights, rows: FeatureMap, outputs: FeatureMap, op: Op,
@@ -61,8 +71,7 @@ def mve_matrix_params(split: SplitWeights, rows: FeatureMap, outputs: FeatureMap
     return MveMatrixParams(
         input=rows, output=outputs, chunks=chunks,
         filter=ConstArray(names.table("filter"), "int8_t",
-                          paired_rows(weights.reshape(outputs.c, -1), chunks,
-                                      INT32_LANES)),
+                          quad_rows(weights.reshape(outputs.c, -1), chunks)),
         tables=output_lane_tables(names, np.pad(bias, (0, padded - outputs.c)), shifts),
         out=shifts.stage,
         quads=padded // INT32_LANES, last_lanes=outputs.c - (padded - INT32_LANES),

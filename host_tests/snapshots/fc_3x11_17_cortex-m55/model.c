@@ -238,10 +238,9 @@ MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
 }
 
 /* Layer 0: FULLY_CONNECTED 3x11 -> 3x17, fc_s8_mve: 3 rows of 11 -> 17.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 11 int8s takes 1 VMLADAVA.S8 chunk(s), the last one
+ * Two rows by four output channels at a time (eight accumulators), an odd last row by itself. Each dot product of 11 int8s takes 1 VMLADAVA.S8 chunk(s), the last one
  * predicated to 11 bytes; the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 20 rows;
+ * filter holds groups of four rows, chunk by chunk, zero-padded to whole chunks and to 20 rows;
  * the input offset is folded into the bias. */
 MCUGEN_ALWAYS_INLINE void layer0_fc_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
 {
@@ -276,7 +275,7 @@ MCUGEN_ALWAYS_INLINE void layer0_fc_s8_mve_dot2x4(const int8_t *x0, const int8_t
         "strd %[a0], %[a1], [%[sums], #8]\n\t"
         "strd %[a2], %[a3], [%[sums], #24]\n\t"
         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [x1] "r"(x1), [w] "r"(w), [sums] "r"(sums), [tail] "r"(11)
+        : [x0] "r"(x0), [w] "r"(w), [x1] "r"(x1), [sums] "r"(sums), [tail] "r"(11)
         : "memory");
 }
 
@@ -287,7 +286,7 @@ MCUGEN_ALWAYS_INLINE void layer0_fc_s8_mve_dot1x4(const int8_t *x0, const int8_t
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
+    int8x16_t t0, u0, u1;
     __asm__ __volatile__(
         "vctp.8 %[tail]\n\t"
         "vpst\n\t"
@@ -302,7 +301,7 @@ MCUGEN_ALWAYS_INLINE void layer0_fc_s8_mve_dot1x4(const int8_t *x0, const int8_t
         "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1)
         : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums), [tail] "r"(11)
         : "memory");
 }

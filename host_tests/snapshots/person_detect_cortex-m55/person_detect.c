@@ -966,9 +966,8 @@ MCUGEN_LAYER void layer5_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
 }
 
 /* Layer 6: CONV_2D 1x24x24x32 -> 1x24x24x32, pw_conv_s8_mve: 576 rows of 32 -> 32.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 32 int8s takes 2 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 32 rows;
+ * Two rows by four output channels at a time (eight accumulators), an odd last row by itself. Each dot product of 32 int8s takes 2 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
+ * filter holds groups of four rows, chunk by chunk, zero-padded to whole chunks and to 32 rows;
  * the input offset is folded into the bias. */
 MCUGEN_ALWAYS_INLINE void layer6_pw_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
 {
@@ -988,20 +987,20 @@ MCUGEN_ALWAYS_INLINE void layer6_pw_conv_s8_mve_dot2x4(const int8_t *x0, const i
         "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
         "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vldrw.32 %q[u1], [%[w], #80]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #16]\n\t"
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrb.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
@@ -1015,7 +1014,7 @@ MCUGEN_ALWAYS_INLINE void layer6_pw_conv_s8_mve_dot2x4(const int8_t *x0, const i
         "strd %[a0], %[a1], [%[sums], #8]\n\t"
         "strd %[a2], %[a3], [%[sums], #24]\n\t"
         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [x1] "r"(x1), [w] "r"(w), [sums] "r"(sums)
+        : [x0] "r"(x0), [w] "r"(w), [x1] "r"(x1), [sums] "r"(sums)
         : "memory");
 }
 
@@ -1026,21 +1025,21 @@ MCUGEN_ALWAYS_INLINE void layer6_pw_conv_s8_mve_dot1x4(const int8_t *x0, const i
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
+    int8x16_t t0, u0, u1;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vldrw.32 %q[u1], [%[w], #80]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #96]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
@@ -1048,7 +1047,7 @@ MCUGEN_ALWAYS_INLINE void layer6_pw_conv_s8_mve_dot1x4(const int8_t *x0, const i
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1)
         : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums)
         : "memory");
 }
@@ -1210,9 +1209,8 @@ MCUGEN_LAYER void layer7_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
 }
 
 /* Layer 8: CONV_2D 1x12x12x32 -> 1x12x12x64, pw_conv_s8_mve: 144 rows of 32 -> 64.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 32 int8s takes 2 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 64 rows;
+ * Two rows by four output channels at a time (eight accumulators), an odd last row by itself. Each dot product of 32 int8s takes 2 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
+ * filter holds groups of four rows, chunk by chunk, zero-padded to whole chunks and to 64 rows;
  * the input offset is folded into the bias. */
 MCUGEN_ALWAYS_INLINE void layer8_pw_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
 {
@@ -1232,20 +1230,20 @@ MCUGEN_ALWAYS_INLINE void layer8_pw_conv_s8_mve_dot2x4(const int8_t *x0, const i
         "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
         "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vldrw.32 %q[u1], [%[w], #80]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #16]\n\t"
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrb.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
@@ -1259,7 +1257,7 @@ MCUGEN_ALWAYS_INLINE void layer8_pw_conv_s8_mve_dot2x4(const int8_t *x0, const i
         "strd %[a0], %[a1], [%[sums], #8]\n\t"
         "strd %[a2], %[a3], [%[sums], #24]\n\t"
         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [x1] "r"(x1), [w] "r"(w), [sums] "r"(sums)
+        : [x0] "r"(x0), [w] "r"(w), [x1] "r"(x1), [sums] "r"(sums)
         : "memory");
 }
 
@@ -1270,21 +1268,21 @@ MCUGEN_ALWAYS_INLINE void layer8_pw_conv_s8_mve_dot1x4(const int8_t *x0, const i
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
+    int8x16_t t0, u0, u1;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vldrw.32 %q[u1], [%[w], #80]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #96]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
@@ -1292,7 +1290,7 @@ MCUGEN_ALWAYS_INLINE void layer8_pw_conv_s8_mve_dot1x4(const int8_t *x0, const i
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1)
         : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums)
         : "memory");
 }
@@ -1454,9 +1452,8 @@ MCUGEN_LAYER void layer9_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
 }
 
 /* Layer 10: CONV_2D 1x12x12x64 -> 1x12x12x64, pw_conv_s8_mve: 144 rows of 64 -> 64.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 64 int8s takes 4 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 64 rows;
+ * Two rows by four output channels at a time (eight accumulators), an odd last row by itself. Each dot product of 64 int8s takes 4 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
+ * filter holds groups of four rows, chunk by chunk, zero-padded to whole chunks and to 64 rows;
  * the input offset is folded into the bias. */
 MCUGEN_ALWAYS_INLINE void layer10_pw_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
 {
@@ -1464,78 +1461,77 @@ MCUGEN_ALWAYS_INLINE void layer10_pw_conv_s8_mve_dot2x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
+    register int32_t a4 __asm__("r8");
+    register int32_t a5 __asm__("r10");
+    register int32_t a6 __asm__("r12");
+    register int32_t a7 __asm__("lr");
+    const int8_t *x1_;
+    (void)x1; /* x0 + 64, made in the block: one register fewer around it */
     int8x16_t t0, t1, u0, u1;
     __asm__ __volatile__(
+        "add %[x1], %[x0], %[row_bytes]\n\t"
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrb.8 %q[t1], [%[x1], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladav.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladav.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladav.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
         "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #32]\n\t"
         "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #80]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #48]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #48]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #96]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #112]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #128]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #144]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #160]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #176]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #32]\n\t"
         "vldrb.8 %q[t1], [%[x1], #32]\n\t"
-        "vldrw.32 %q[u0], [%[w], #192]\n\t"
+        "vldrw.32 %q[u0], [%[w], #128]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #208]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #144]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #160]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #176]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #48]\n\t"
         "vldrb.8 %q[t1], [%[x1], #48]\n\t"
-        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vldrw.32 %q[u0], [%[w], #192]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #208]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #8]\n\t"
-        "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [x1] "r"(x1), [w] "r"(w), [sums] "r"(sums)
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
+        "strd %[a0], %[a1], [%[sums], #0]\n\t"
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "strd %[a4], %[a5], [%[sums], #16]\n\t"
+        "strd %[a6], %[a7], [%[sums], #24]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [x1] "=&r"(x1_)
+        : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums), [row_bytes] "rI"(64)
         : "memory");
 }
 
@@ -1546,39 +1542,39 @@ MCUGEN_ALWAYS_INLINE void layer10_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
+    int8x16_t t0, u0, u1;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #128]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #144]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vldrw.32 %q[u1], [%[w], #80]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #96]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #112]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #128]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #144]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #160]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #176]\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #192]\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #208]\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #48]\n\t"
-        "vldrw.32 %q[u0], [%[w], #96]\n\t"
+        "vldrw.32 %q[u0], [%[w], #192]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #112]\n\t"
+        "vldrw.32 %q[u1], [%[w], #208]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #224]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
@@ -1586,7 +1582,7 @@ MCUGEN_ALWAYS_INLINE void layer10_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1)
         : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums)
         : "memory");
 }
@@ -1758,9 +1754,8 @@ MCUGEN_LAYER void layer11_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 12: CONV_2D 1x6x6x64 -> 1x6x6x128, pw_conv_s8_mve: 36 rows of 64 -> 128.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 64 int8s takes 4 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 128 rows;
+ * Two rows by four output channels at a time (eight accumulators), an odd last row by itself. Each dot product of 64 int8s takes 4 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
+ * filter holds groups of four rows, chunk by chunk, zero-padded to whole chunks and to 128 rows;
  * the input offset is folded into the bias. */
 MCUGEN_ALWAYS_INLINE void layer12_pw_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
 {
@@ -1768,78 +1763,77 @@ MCUGEN_ALWAYS_INLINE void layer12_pw_conv_s8_mve_dot2x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
+    register int32_t a4 __asm__("r8");
+    register int32_t a5 __asm__("r10");
+    register int32_t a6 __asm__("r12");
+    register int32_t a7 __asm__("lr");
+    const int8_t *x1_;
+    (void)x1; /* x0 + 64, made in the block: one register fewer around it */
     int8x16_t t0, t1, u0, u1;
     __asm__ __volatile__(
+        "add %[x1], %[x0], %[row_bytes]\n\t"
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrb.8 %q[t1], [%[x1], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladav.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladav.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladav.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
         "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #32]\n\t"
         "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #80]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #48]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #48]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #96]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #112]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #128]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #144]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #160]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #176]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #32]\n\t"
         "vldrb.8 %q[t1], [%[x1], #32]\n\t"
-        "vldrw.32 %q[u0], [%[w], #192]\n\t"
+        "vldrw.32 %q[u0], [%[w], #128]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #208]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #144]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #160]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #176]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #48]\n\t"
         "vldrb.8 %q[t1], [%[x1], #48]\n\t"
-        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vldrw.32 %q[u0], [%[w], #192]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #208]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #8]\n\t"
-        "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [x1] "r"(x1), [w] "r"(w), [sums] "r"(sums)
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
+        "strd %[a0], %[a1], [%[sums], #0]\n\t"
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "strd %[a4], %[a5], [%[sums], #16]\n\t"
+        "strd %[a6], %[a7], [%[sums], #24]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [x1] "=&r"(x1_)
+        : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums), [row_bytes] "rI"(64)
         : "memory");
 }
 
@@ -1850,39 +1844,39 @@ MCUGEN_ALWAYS_INLINE void layer12_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
+    int8x16_t t0, u0, u1;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #128]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #144]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vldrw.32 %q[u1], [%[w], #80]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #96]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #112]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #128]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #144]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #160]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #176]\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #192]\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #208]\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #48]\n\t"
-        "vldrw.32 %q[u0], [%[w], #96]\n\t"
+        "vldrw.32 %q[u0], [%[w], #192]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #112]\n\t"
+        "vldrw.32 %q[u1], [%[w], #208]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #224]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
@@ -1890,7 +1884,7 @@ MCUGEN_ALWAYS_INLINE void layer12_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1)
         : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums)
         : "memory");
 }
@@ -2052,9 +2046,8 @@ MCUGEN_LAYER void layer13_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
 }
 
 /* Layers 14, 16, 18, 20, 22: CONV_2D 1x6x6x128 -> 1x6x6x128, pw_conv_s8_mve: 36 rows of 128 -> 128.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 128 int8s takes 8 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 128 rows;
+ * Two rows by four output channels at a time (eight accumulators), an odd last row by itself. Each dot product of 128 int8s takes 8 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
+ * filter holds groups of four rows, chunk by chunk, zero-padded to whole chunks and to 128 rows;
  * the input offset is folded into the bias. */
 MCUGEN_ALWAYS_INLINE void layer14_pw_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
 {
@@ -2062,142 +2055,133 @@ MCUGEN_ALWAYS_INLINE void layer14_pw_conv_s8_mve_dot2x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
+    register int32_t a4 __asm__("r8");
+    register int32_t a5 __asm__("r10");
+    register int32_t a6 __asm__("r12");
+    register int32_t a7 __asm__("lr");
+    const int8_t *x1_;
+    (void)x1; /* x0 + 128, made in the block: one register fewer around it */
     int8x16_t t0, t1, u0, u1;
     __asm__ __volatile__(
+        "add %[x1], %[x0], %[row_bytes]\n\t"
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrb.8 %q[t1], [%[x1], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladav.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladav.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladav.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
         "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #32]\n\t"
         "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #80]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #48]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #48]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #96]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #112]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #64]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #64]\n\t"
-        "vldrw.32 %q[u0], [%[w], #128]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #144]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #80]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #80]\n\t"
-        "vldrw.32 %q[u0], [%[w], #160]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #176]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #96]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #96]\n\t"
-        "vldrw.32 %q[u0], [%[w], #192]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #208]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #112]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #112]\n\t"
-        "vldrw.32 %q[u0], [%[w], #224]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #240]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #256]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #272]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #288]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #304]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #32]\n\t"
         "vldrb.8 %q[t1], [%[x1], #32]\n\t"
-        "vldrw.32 %q[u0], [%[w], #320]\n\t"
+        "vldrw.32 %q[u0], [%[w], #128]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #336]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #144]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #160]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #176]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #48]\n\t"
         "vldrb.8 %q[t1], [%[x1], #48]\n\t"
-        "vldrw.32 %q[u0], [%[w], #352]\n\t"
+        "vldrw.32 %q[u0], [%[w], #192]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #368]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #208]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #64]\n\t"
         "vldrb.8 %q[t1], [%[x1], #64]\n\t"
-        "vldrw.32 %q[u0], [%[w], #384]\n\t"
+        "vldrw.32 %q[u0], [%[w], #256]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #400]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #272]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #288]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #304]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #80]\n\t"
         "vldrb.8 %q[t1], [%[x1], #80]\n\t"
-        "vldrw.32 %q[u0], [%[w], #416]\n\t"
+        "vldrw.32 %q[u0], [%[w], #320]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #432]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #336]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #352]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #368]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #96]\n\t"
         "vldrb.8 %q[t1], [%[x1], #96]\n\t"
-        "vldrw.32 %q[u0], [%[w], #448]\n\t"
+        "vldrw.32 %q[u0], [%[w], #384]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #464]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #400]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #416]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #432]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #112]\n\t"
         "vldrb.8 %q[t1], [%[x1], #112]\n\t"
-        "vldrw.32 %q[u0], [%[w], #480]\n\t"
+        "vldrw.32 %q[u0], [%[w], #448]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #496]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #464]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #8]\n\t"
-        "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [x1] "r"(x1), [w] "r"(w), [sums] "r"(sums)
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #480]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #496]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
+        "strd %[a0], %[a1], [%[sums], #0]\n\t"
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "strd %[a4], %[a5], [%[sums], #16]\n\t"
+        "strd %[a6], %[a7], [%[sums], #24]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [x1] "=&r"(x1_)
+        : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums), [row_bytes] "rI"(128)
         : "memory");
 }
 
@@ -2208,75 +2192,75 @@ MCUGEN_ALWAYS_INLINE void layer14_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
+    int8x16_t t0, u0, u1;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #256]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #272]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vldrw.32 %q[u1], [%[w], #80]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #96]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #112]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #128]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #144]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #160]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #176]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #48]\n\t"
+        "vldrw.32 %q[u0], [%[w], #192]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #208]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #64]\n\t"
+        "vldrw.32 %q[u0], [%[w], #256]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #272]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #288]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #304]\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #80]\n\t"
         "vldrw.32 %q[u0], [%[w], #320]\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #336]\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #48]\n\t"
-        "vldrw.32 %q[u0], [%[w], #96]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #112]\n\t"
+        "vldrw.32 %q[u1], [%[w], #336]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #352]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #368]\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #64]\n\t"
-        "vldrw.32 %q[u0], [%[w], #128]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #144]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #96]\n\t"
         "vldrw.32 %q[u0], [%[w], #384]\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #400]\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #80]\n\t"
-        "vldrw.32 %q[u0], [%[w], #160]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #176]\n\t"
+        "vldrw.32 %q[u1], [%[w], #400]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #416]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #432]\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #96]\n\t"
-        "vldrw.32 %q[u0], [%[w], #192]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #208]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #448]\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #464]\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #112]\n\t"
-        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vldrw.32 %q[u0], [%[w], #448]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vldrw.32 %q[u1], [%[w], #464]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #480]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
@@ -2284,7 +2268,7 @@ MCUGEN_ALWAYS_INLINE void layer14_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1)
         : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums)
         : "memory");
 }
@@ -2446,9 +2430,8 @@ MCUGEN_LAYER void layer23_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 24: CONV_2D 1x3x3x128 -> 1x3x3x256, pw_conv_s8_mve: 9 rows of 128 -> 256.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 128 int8s takes 8 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 256 rows;
+ * Two rows by four output channels at a time (eight accumulators), an odd last row by itself. Each dot product of 128 int8s takes 8 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
+ * filter holds groups of four rows, chunk by chunk, zero-padded to whole chunks and to 256 rows;
  * the input offset is folded into the bias. */
 MCUGEN_ALWAYS_INLINE void layer24_pw_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
 {
@@ -2456,142 +2439,133 @@ MCUGEN_ALWAYS_INLINE void layer24_pw_conv_s8_mve_dot2x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
+    register int32_t a4 __asm__("r8");
+    register int32_t a5 __asm__("r10");
+    register int32_t a6 __asm__("r12");
+    register int32_t a7 __asm__("lr");
+    const int8_t *x1_;
+    (void)x1; /* x0 + 128, made in the block: one register fewer around it */
     int8x16_t t0, t1, u0, u1;
     __asm__ __volatile__(
+        "add %[x1], %[x0], %[row_bytes]\n\t"
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrb.8 %q[t1], [%[x1], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladav.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladav.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladav.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
         "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #32]\n\t"
         "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #80]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #48]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #48]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #96]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #112]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #64]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #64]\n\t"
-        "vldrw.32 %q[u0], [%[w], #128]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #144]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #80]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #80]\n\t"
-        "vldrw.32 %q[u0], [%[w], #160]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #176]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #96]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #96]\n\t"
-        "vldrw.32 %q[u0], [%[w], #192]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #208]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #112]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #112]\n\t"
-        "vldrw.32 %q[u0], [%[w], #224]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #240]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
-        "vldrw.32 %q[u0], [%[w], #256]\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #272]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #288]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #304]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #32]\n\t"
         "vldrb.8 %q[t1], [%[x1], #32]\n\t"
-        "vldrw.32 %q[u0], [%[w], #320]\n\t"
+        "vldrw.32 %q[u0], [%[w], #128]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #336]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #144]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #160]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #176]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #48]\n\t"
         "vldrb.8 %q[t1], [%[x1], #48]\n\t"
-        "vldrw.32 %q[u0], [%[w], #352]\n\t"
+        "vldrw.32 %q[u0], [%[w], #192]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #368]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #208]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #64]\n\t"
         "vldrb.8 %q[t1], [%[x1], #64]\n\t"
-        "vldrw.32 %q[u0], [%[w], #384]\n\t"
+        "vldrw.32 %q[u0], [%[w], #256]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #400]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #272]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #288]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #304]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #80]\n\t"
         "vldrb.8 %q[t1], [%[x1], #80]\n\t"
-        "vldrw.32 %q[u0], [%[w], #416]\n\t"
+        "vldrw.32 %q[u0], [%[w], #320]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #432]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #336]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #352]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #368]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #96]\n\t"
         "vldrb.8 %q[t1], [%[x1], #96]\n\t"
-        "vldrw.32 %q[u0], [%[w], #448]\n\t"
+        "vldrw.32 %q[u0], [%[w], #384]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #464]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #400]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #416]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #432]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #112]\n\t"
         "vldrb.8 %q[t1], [%[x1], #112]\n\t"
-        "vldrw.32 %q[u0], [%[w], #480]\n\t"
+        "vldrw.32 %q[u0], [%[w], #448]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #496]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #464]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #8]\n\t"
-        "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
-        : [x0] "r"(x0), [x1] "r"(x1), [w] "r"(w), [sums] "r"(sums)
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #480]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #496]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
+        "strd %[a0], %[a1], [%[sums], #0]\n\t"
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "strd %[a4], %[a5], [%[sums], #16]\n\t"
+        "strd %[a6], %[a7], [%[sums], #24]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [x1] "=&r"(x1_)
+        : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums), [row_bytes] "rI"(128)
         : "memory");
 }
 
@@ -2602,75 +2576,75 @@ MCUGEN_ALWAYS_INLINE void layer24_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
+    int8x16_t t0, u0, u1;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #256]\n\t"
+        "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #272]\n\t"
+        "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrw.32 %q[u0], [%[w], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #64]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #48]\n\t"
+        "vldrw.32 %q[u1], [%[w], #80]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #96]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #112]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
+        "vldrw.32 %q[u0], [%[w], #128]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #144]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #160]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #176]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #48]\n\t"
+        "vldrw.32 %q[u0], [%[w], #192]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #208]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #64]\n\t"
+        "vldrw.32 %q[u0], [%[w], #256]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w], #272]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #288]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #304]\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #32]\n\t"
-        "vldrw.32 %q[u0], [%[w], #64]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #80]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #80]\n\t"
         "vldrw.32 %q[u0], [%[w], #320]\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #336]\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #48]\n\t"
-        "vldrw.32 %q[u0], [%[w], #96]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #112]\n\t"
+        "vldrw.32 %q[u1], [%[w], #336]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #352]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #368]\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #64]\n\t"
-        "vldrw.32 %q[u0], [%[w], #128]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #144]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[x0], #96]\n\t"
         "vldrw.32 %q[u0], [%[w], #384]\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #400]\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #80]\n\t"
-        "vldrw.32 %q[u0], [%[w], #160]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #176]\n\t"
+        "vldrw.32 %q[u1], [%[w], #400]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #416]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #432]\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #96]\n\t"
-        "vldrw.32 %q[u0], [%[w], #192]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #208]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[w], #448]\n\t"
-        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #464]\n\t"
-        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "vldrb.8 %q[t0], [%[x0], #112]\n\t"
-        "vldrw.32 %q[u0], [%[w], #224]\n\t"
+        "vldrw.32 %q[u0], [%[w], #448]\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w], #240]\n\t"
+        "vldrw.32 %q[u1], [%[w], #464]\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #480]\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
@@ -2678,7 +2652,7 @@ MCUGEN_ALWAYS_INLINE void layer24_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1)
         : [x0] "r"(x0), [w] "r"(w), [sums] "r"(sums)
         : "memory");
 }
@@ -2840,9 +2814,8 @@ MCUGEN_LAYER void layer25_dw_conv_s8_mve(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 26: CONV_2D 1x3x3x256 -> 1x3x3x256, pw_conv_s8_mve: 9 rows of 256 -> 256.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 256 int8s takes 16 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 256 rows;
+ * Two rows by four output channels at a time (eight accumulators), an odd last row by itself. Each dot product of 256 int8s takes 16 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
+ * filter holds groups of four rows, chunk by chunk, zero-padded to whole chunks and to 256 rows;
  * the input offset is folded into the bias. */
 MCUGEN_ALWAYS_INLINE void layer26_pw_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
 {
@@ -2850,61 +2823,84 @@ MCUGEN_ALWAYS_INLINE void layer26_pw_conv_s8_mve_dot2x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    register int32_t n __asm__("lr");
-    const int8_t *p0, *p1;
+    register int32_t a4 __asm__("r8");
+    register int32_t a5 __asm__("r10");
+    register int32_t a6 __asm__("r12");
+    register int32_t a7 __asm__("lr");
+    int32_t n;
+    const int8_t *p0 = x0;
+    const int8_t *p1;
+    (void)x1; /* x0 + 256, made in the block: one register fewer around it */
     int8x16_t t0, t1, u0, u1;
     __asm__ __volatile__(
-        "mov %[p0], %[x0]\n\t"
-        "mov %[p1], %[x1]\n\t"
+        "add %[p1], %[p0], %[row_bytes]\n\t"
         "vldrb.8 %q[t0], [%[p0]], #16\n\t"
         "vldrb.8 %q[t1], [%[p1]], #16\n\t"
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-"movw lr, #15\n\t"
-        "dls lr, lr\n"
+        "vmladav.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladav.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladav.s8 %[a7], %q[t1], %q[u1]\n\t"
+        "movw %[n], #7\n"
         "1:\n\t"
         "vldrb.8 %q[t0], [%[p0]], #16\n\t"
         "vldrb.8 %q[t1], [%[p1]], #16\n\t"
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-"le lr, 1b\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
+        "vldrb.8 %q[t1], [%[p1]], #16\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
+"subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
+        "vldrb.8 %q[t1], [%[p1]], #16\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "mov %[p0], %[x0]\n\t"
-        "mov %[p1], %[x1]\n\t"
-        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
-        "vldrb.8 %q[t1], [%[p1]], #16\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-"movw lr, #15\n\t"
-        "dls lr, lr\n"
-        "1:\n\t"
-        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
-        "vldrb.8 %q[t1], [%[p1]], #16\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-"le lr, 1b\n\t"
-        "strd %[a0], %[a1], [%[sums], #8]\n\t"
-        "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [n] "=&r"(n), [p0] "=&r"(p0), [p1] "=&r"(p1), [w] "+r"(w)
-        : [x0] "r"(x0), [x1] "r"(x1), [sums] "r"(sums)
-        : "memory");
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "strd %[a4], %[a5], [%[sums], #16]\n\t"
+        "strd %[a6], %[a7], [%[sums], #24]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [p1] "=&r"(p1), [n] "=&r"(n), [p0] "+r"(p0), [w] "+r"(w)
+        : [sums] "r"(sums), [row_bytes] "rI"(256)
+        : "memory", "cc");
 }
 
 
@@ -2915,20 +2911,19 @@ MCUGEN_ALWAYS_INLINE void layer26_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
     register int32_t n __asm__("lr");
-    const int8_t *p0, *p1, *q = w + 512;
-    int8x16_t t0, t1, u0, u1;
+    const int8_t *p0 = x0;
+    int8x16_t t0, u0, u1;
     __asm__ __volatile__(
-        "mov %[p0], %[x0]\n\t"
         "vldrb.8 %q[t0], [%[p0]], #16\n\t"
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
-"movw lr, #15\n\t"
+        "movw lr, #15\n\t"
         "dls lr, lr\n"
         "1:\n\t"
         "vldrb.8 %q[t0], [%[p0]], #16\n\t"
@@ -2936,15 +2931,15 @@ MCUGEN_ALWAYS_INLINE void layer26_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
 "le lr, 1b\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [n] "=&r"(n), [p0] "=&r"(p0), [p1] "=&r"(p1), [w] "+r"(w), [q] "+r"(q)
-        : [x0] "r"(x0), [sums] "r"(sums)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1), [n] "=&r"(n), [p0] "+r"(p0), [w] "+r"(w)
+        : [sums] "r"(sums)
         : "memory");
 }
 
@@ -2985,8 +2980,8 @@ MCUGEN_LAYER void layer26_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
 }
 
 /* Layer 27: AVERAGE_POOL_2D 1x3x3x256 -> 1x1x1x256, avgpool_s8_mve: 3x3 stride 2x2.
- * TFLite's int8 average: the sum over the taps inside the image (four channels per vector
- * load), divided by their count, rounded half away from zero (scalar: Helium has no vector
+ * TFLite's int8 average: the sum over the taps inside the image (8 channels per vector
+ * load, int16 lanes: at most 9 taps of int8 cannot overflow them), divided by their count, rounded half away from zero (scalar: Helium has no vector
  * division); input and output share their quantization. */
 MCUGEN_LAYER void layer27_avgpool_s8_mve(const int8_t *input, int8_t *output)
 {
@@ -2999,17 +2994,17 @@ MCUGEN_LAYER void layer27_avgpool_s8_mve(const int8_t *input, int8_t *output)
             const int32_t x_lo = x0 < 0 ? 0 : x0;
             const int32_t x_hi = x0 + 3 > 3 ? 3 : x0 + 3;
             const int32_t count = (y_hi - y_lo) * (x_hi - x_lo);
-            int32_t sums[256];
-            for (int32_t c = 0; c < 256; c += 4) {
-                const mve_pred16_t lanes = vctp32q((uint32_t)(256 - c));
-                int32x4_t sum = vdupq_n_s32(0);
+            int16_t sums[256];
+            for (int32_t c = 0; c < 256; c += 8) {
+                const mve_pred16_t lanes = vctp16q((uint32_t)(256 - c));
+                int16x8_t sum = vdupq_n_s16(0);
                 for (int32_t in_y = y_lo; in_y < y_hi; ++in_y) {
                     const int8_t *tap = input + (in_y * 3 + x_lo) * 256 + c;
                     for (int32_t in_x = x_lo; in_x < x_hi; ++in_x, tap += 256) {
-                        sum = vaddq_s32(sum, vldrbq_z_s32(tap, lanes));
+                        sum = vaddq_s16(sum, vldrbq_z_s16(tap, lanes));
                     }
                 }
-                vstrwq_s32(sums + c, sum);
+                vstrhq_s16(sums + c, sum);
             }
             for (int32_t c = 0; c < 256; ++c) {
                 const int32_t sum = sums[c];
@@ -3021,9 +3016,8 @@ MCUGEN_LAYER void layer27_avgpool_s8_mve(const int8_t *input, int8_t *output)
 }
 
 /* Layer 28: CONV_2D 1x1x1x256 -> 1x1x1x2, pw_conv_s8_mve: 1 rows of 256 -> 2.
- * Two rows by four output channels at a time (in two blocks of two rows by two channels), an
- * odd last row by itself. Each dot product of 256 int8s takes 16 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
- * filter holds pairs of rows, chunk by chunk, zero-padded to whole chunks and to 4 rows;
+ * Two rows by four output channels at a time (eight accumulators), an odd last row by itself. Each dot product of 256 int8s takes 16 VMLADAVA.S8 chunk(s); the sums go through the output stage four channels at a time. The
+ * filter holds groups of four rows, chunk by chunk, zero-padded to whole chunks and to 4 rows;
  * the input offset is folded into the bias. */
 MCUGEN_ALWAYS_INLINE void layer28_pw_conv_s8_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t *sums)
 {
@@ -3031,61 +3025,84 @@ MCUGEN_ALWAYS_INLINE void layer28_pw_conv_s8_mve_dot2x4(const int8_t *x0, const 
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    register int32_t n __asm__("lr");
-    const int8_t *p0, *p1;
+    register int32_t a4 __asm__("r8");
+    register int32_t a5 __asm__("r10");
+    register int32_t a6 __asm__("r12");
+    register int32_t a7 __asm__("lr");
+    int32_t n;
+    const int8_t *p0 = x0;
+    const int8_t *p1;
+    (void)x1; /* x0 + 256, made in the block: one register fewer around it */
     int8x16_t t0, t1, u0, u1;
     __asm__ __volatile__(
-        "mov %[p0], %[x0]\n\t"
-        "mov %[p1], %[x1]\n\t"
+        "add %[p1], %[p0], %[row_bytes]\n\t"
         "vldrb.8 %q[t0], [%[p0]], #16\n\t"
         "vldrb.8 %q[t1], [%[p1]], #16\n\t"
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-"movw lr, #15\n\t"
-        "dls lr, lr\n"
+        "vmladav.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladav.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladav.s8 %[a7], %q[t1], %q[u1]\n\t"
+        "movw %[n], #7\n"
         "1:\n\t"
         "vldrb.8 %q[t0], [%[p0]], #16\n\t"
         "vldrb.8 %q[t1], [%[p1]], #16\n\t"
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-"le lr, 1b\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
+        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
+        "vldrb.8 %q[t1], [%[p1]], #16\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
+"subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
+        "vldrb.8 %q[t1], [%[p1]], #16\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a4], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a5], %q[t1], %q[u1]\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
+        "vmladava.s8 %[a6], %q[t1], %q[u0]\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[a7], %q[t1], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "mov %[p0], %[x0]\n\t"
-        "mov %[p1], %[x1]\n\t"
-        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
-        "vldrb.8 %q[t1], [%[p1]], #16\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-"movw lr, #15\n\t"
-        "dls lr, lr\n"
-        "1:\n\t"
-        "vldrb.8 %q[t0], [%[p0]], #16\n\t"
-        "vldrb.8 %q[t1], [%[p1]], #16\n\t"
-        "vldrw.32 %q[u0], [%[w]], #16\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[w]], #16\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-"le lr, 1b\n\t"
-        "strd %[a0], %[a1], [%[sums], #8]\n\t"
-        "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [n] "=&r"(n), [p0] "=&r"(p0), [p1] "=&r"(p1), [w] "+r"(w)
-        : [x0] "r"(x0), [x1] "r"(x1), [sums] "r"(sums)
-        : "memory");
+        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "strd %[a4], %[a5], [%[sums], #16]\n\t"
+        "strd %[a6], %[a7], [%[sums], #24]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [p1] "=&r"(p1), [n] "=&r"(n), [p0] "+r"(p0), [w] "+r"(w)
+        : [sums] "r"(sums), [row_bytes] "rI"(256)
+        : "memory", "cc");
 }
 
 
@@ -3096,20 +3113,19 @@ MCUGEN_ALWAYS_INLINE void layer28_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
     register int32_t n __asm__("lr");
-    const int8_t *p0, *p1, *q = w + 512;
-    int8x16_t t0, t1, u0, u1;
+    const int8_t *p0 = x0;
+    int8x16_t t0, u0, u1;
     __asm__ __volatile__(
-        "mov %[p0], %[x0]\n\t"
         "vldrb.8 %q[t0], [%[p0]], #16\n\t"
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladav.s8 %[a3], %q[t0], %q[u1]\n\t"
-"movw lr, #15\n\t"
+        "movw lr, #15\n\t"
         "dls lr, lr\n"
         "1:\n\t"
         "vldrb.8 %q[t0], [%[p0]], #16\n\t"
@@ -3117,15 +3133,15 @@ MCUGEN_ALWAYS_INLINE void layer28_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
         "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vldrw.32 %q[u0], [%[q]], #16\n\t"
+        "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vmladava.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[u1], [%[q]], #16\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
         "vmladava.s8 %[a3], %q[t0], %q[u1]\n\t"
 "le lr, 1b\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #8]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [n] "=&r"(n), [p0] "=&r"(p0), [p1] "=&r"(p1), [w] "+r"(w), [q] "+r"(q)
-        : [x0] "r"(x0), [sums] "r"(sums)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1), [n] "=&r"(n), [p0] "+r"(p0), [w] "+r"(w)
+        : [sums] "r"(sums)
         : "memory");
 }
 
