@@ -356,10 +356,24 @@ TINY = ("--alpha", "0.25", "--res", "32", "--target", "host")
 
 
 @pytest.mark.tensorflow
-def test_a_retry_reuses_the_conversion_and_a_damaged_entry_is_rebuilt(tmp_path):
+def test_a_retry_reuses_the_conversion_and_a_damaged_entry_is_rebuilt(tmp_path, monkeypatch):
+    """The conversions (the first, and the one after the damage) run the command line's
+    options in this process, where TensorFlow is imported once for the whole file; the retry
+    runs on the command line, in a fresh interpreter that must not even import TensorFlow."""
+    from mcugen.build import build
+    from mcugen.cli import build_options, make_parser
+
     cache_dir = tmp_path / "cache"
-    first = mcugen_watched("build", *TINY, "--out", "first", cwd=tmp_path, cache_dir=cache_dir)
-    assert first[0] == 0 and first[2] and "converting to int8" in first[1], first[1]
+    monkeypatch.setenv("MCUGEN_CACHE_DIR", str(cache_dir))
+
+    def converted_here(out: str) -> list[str]:
+        steps: list[str] = []
+        build(build_options(make_parser().parse_args(["build", *TINY, "--out",
+                                                      str(tmp_path / out)])), steps.append)
+        return steps
+
+    first = converted_here("first")
+    assert "converting to int8" in first, first
     entries = list(cache_dir.glob("*.tflite"))
     assert len(entries) == 1
 
@@ -371,9 +385,8 @@ def test_a_retry_reuses_the_conversion_and_a_damaged_entry_is_rebuilt(tmp_path):
     assert (tmp_path / "again" / model).read_bytes() == (tmp_path / "first" / model).read_bytes()
 
     entries[0].write_bytes(entries[0].read_bytes()[:-100])  # damaged (a full disk, a crash)
-    rebuilt = mcugen_watched("build", *TINY, "--out", "rebuilt", cwd=tmp_path,
-                             cache_dir=cache_dir)
-    assert rebuilt[0] == 0 and "converting to int8" in rebuilt[1], rebuilt[1]
+    rebuilt = converted_here("rebuilt")
+    assert "converting to int8" in rebuilt, rebuilt
     assert (tmp_path / "rebuilt" / model).read_bytes() == \
         (tmp_path / "first" / model).read_bytes()
     assert _entry_is_whole(entries[0])  # written again, whole

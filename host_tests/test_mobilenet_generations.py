@@ -14,7 +14,7 @@ from hostc import run_sanitized, run_three_ways
 from mcugen.build import BuildOptions, BuildResult, build
 from mcugen.ir import Add
 from mcugen.planner import find_overlap_violations
-from mcugen.run import run
+from mcugen.run import format_summary, run
 from mcugen.targets import load_target
 
 CASES = {
@@ -124,6 +124,7 @@ def test_residual_inputs_stay_alive_and_memory_is_reused(case, work):
 
 
 @pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("case,target", QEMU_RUNS)
 def test_bit_exact_in_qemu(case, target, work, tmp_path):
     summary = run(BuildOptions(model=model_file(case, work), target=target), None, tmp_path)
@@ -134,3 +135,9 @@ def test_bit_exact_in_qemu(case, target, work, tmp_path):
     if "mve" in load_target(target).features:  # through the Helium kernels
         assert {layer.isa for layer in summary.build.compiled.report.layers
                 if layer.kernel != "softmax_s8"} == {"mve"}
+    if target == "cortex-m7":  # what `mcugen run --arch ...` prints (test_cli: its options)
+        text = format_summary(summary)
+        assert "verdict: bit-exact" in text and "TFLM" in text
+        assert "ADD" in text  # the per-layer table shows the residual additions
+        if CASES[case]["arch"] != "v2":
+            assert "HARD_SWISH (table)" in text and "MUL" in text

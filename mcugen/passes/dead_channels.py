@@ -110,16 +110,20 @@ def _own_constants(graph: Graph, op: Op) -> dict[int, int]:
     terms_high = np.maximum(weights * low, weights * high).sum(axis=1)
     bias = _bias_values(graph, op, outputs)
     multiplier, shift = _per_channel(op.requant, outputs)
+    lows, highs = bias + terms_low, bias + terms_high
+    # Both ends of every channel at once (the output stage broadcasts per channel: one NumPy
+    # pass, not one per channel, which took most of compiling a small model); the channels
+    # the checks below skip are computed too and ignored.
+    ends = _output(graph, op, np.stack([lows, highs]), multiplier, shift)
     result = {}
     for c in range(outputs):
-        lo, hi = bias[c] + terms_low[c], bias[c] + terms_high[c]
+        lo, hi = lows[c], highs[c]
         if lo < quant.INT32_MIN or hi > quant.INT32_MAX:
             continue  # TFLite's int32 accumulator could wrap: not ours to reason about
         if lo != hi and multiplier[c] != 0 and not _monotone(lo, hi, shift[c]):
             continue
-        ends = _output(graph, op, np.array([lo, hi]), multiplier[c], shift[c])
-        if multiplier[c] == 0 or ends[0] == ends[1]:
-            result[c] = int(ends[0])
+        if multiplier[c] == 0 or ends[0, c] == ends[1, c]:
+            result[c] = int(ends[0, c])
     return result
 
 
@@ -129,8 +133,9 @@ def _monotone(lo: int, hi: int, shift: int) -> bool:
     return quant.INT32_MIN <= lo << left and hi << left <= quant.INT32_MAX
 
 
-def _output(graph: Graph, op: Op, acc: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
-    """TFLite's output stage of one channel on accumulators acc."""
+def _output(graph: Graph, op: Op, acc: np.ndarray, multiplier, shift) -> np.ndarray:
+    """TFLite's output stage on accumulators acc: of one channel, or of each channel on acc's
+    last axis with per-channel multiplier and shift arrays."""
     scaled = quant.multiply_by_quantized_multiplier(acc, multiplier, shift).astype(np.int64)
     return np.clip(scaled + graph.tensor(op.output).zero_point, op.act_min, op.act_max)
 
