@@ -99,12 +99,12 @@ int main(void)
 
 
 def run_batch(models: dict[str, CompiledModel], inputs: dict[str, np.ndarray], target,
-              work: Path, timeout: float = 600.0, cmsis_nn_dir: Path | None = None
-              ) -> dict[str, BatchRun]:
+              work: Path, timeout: float = 600.0, cmsis_nn_dir: Path | None = None,
+              extra_cflags: tuple[str, ...] = ()) -> dict[str, BatchRun]:
     """Each model (compiled with `name` equal to its key, a C identifier) on its inputs
     ([N, input size] of its input type) in one firmware on target's QEMU board (a target or
     a QEMU machine, as build_firmware takes it); cmsis_nn_dir: CMSIS-NN, compiled into the
-    firmware once for all the models."""
+    firmware once for all the models; extra_cflags: build_firmware's."""
     for name, compiled in models.items():
         assert compiled.view.name == name, (name, compiled.view.name)
     counts = {name: len(inputs[name]) for name in models}
@@ -126,7 +126,7 @@ def run_batch(models: dict[str, CompiledModel], inputs: dict[str, np.ndarray], t
         raw = data.view(np.uint8).reshape(counts[name], -1)
         records.append(np.pad(raw, ((0, 0), (0, record_in - raw.shape[1]))))
     elf = build_firmware(sources, target, work / "firmware", main=main,
-                         cmsis_nn_dir=cmsis_nn_dir)
+                         cmsis_nn_dir=cmsis_nn_dir, extra_cflags=list(extra_cflags))
     result = run_firmware(elf, target, np.concatenate(records), record_out, timeout=timeout,
                           output_dtype="uint8")
     runs, start = {}, 0
