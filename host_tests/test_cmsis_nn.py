@@ -9,6 +9,7 @@ fail, never skip, without one. On the host CMSIS-NN runs its pure-C path; in QEM
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import PERSON_DETECT, mobilenet_tflite, standard_inputs, tflm_outputs
+from firmware_batch import BatchRun, run_batch
 from hostc import build_shared, compile_checked
 from mcugen.build import BuildOptions, BuildResult, build
 from mcugen.ir import (Activation, DepthwiseConv2D, Graph, Padding, QParams, Requant, Softmax,
@@ -378,21 +380,41 @@ def test_scratch_lives_in_the_arena_only_during_its_layer(work):
 QEMU_BOARDS = {"cortex-m7": "mps2-an500", "cortex-m55": "mps3-an547"}
 
 
+QEMU_CASES = ["mobilenet_v1_a0.25_96x96x3", *SMALL, *GENERATIONS]
+_qemu_runs: dict[str, dict] = {}
+
+
+def qemu_runs(target: str, work: Path) -> dict[str, tuple[BatchRun, np.ndarray]]:
+    """Every QEMU case built for the target with CMSIS-NN and run in one firmware
+    (firmware_batch.py: CMSIS-NN's sources compiled once per target, not once per model):
+    per case, its run and TFLM's outputs on the same inputs. Once per target and file."""
+    if target not in _qemu_runs:
+        builds, inputs = {}, {}
+        for case in QEMU_CASES:
+            name = re.sub(r"\W", "_", case)  # the model's C name
+            model = work / f"{case}.tflite"
+            model.write_bytes(case_model(case))
+            builds[name] = build(BuildOptions(model=model, target=target, name=name,
+                                              kernels="cmsis-nn",
+                                              out=work / f"batch_{case}_{target}"))
+            size = builds[name].compiled.graph.input.size
+            inputs[name] = standard_inputs(size, seed=11, random_count=2)
+        runs = run_batch({name: b.compiled for name, b in builds.items()}, inputs,
+                         QEMU_BOARDS[target], work / f"fw_{target}",
+                         cmsis_nn_dir=Path(CMSIS_NN_DIR))
+        _qemu_runs[target] = {
+            case: (runs[name], tflm_outputs(builds[name].tflite, inputs[name]))
+            for case, name in ((c, re.sub(r"\W", "_", c)) for c in QEMU_CASES)}
+    return _qemu_runs[target]
+
+
 @pytest.mark.tensorflow
 @pytest.mark.qemu
 @pytest.mark.parametrize("target", sorted(QEMU_BOARDS))
-@pytest.mark.parametrize("case", ["mobilenet_v1_a0.25_96x96x3", *SMALL, *GENERATIONS])
+@pytest.mark.parametrize("case", QEMU_CASES)
 def test_cmsis_nn_build_is_bit_exact_in_qemu(case, target, work):
-    from mcugen.qemu import build_firmware, run_firmware
-
-    result = build_case(case, work, "cmsis-nn", target)
-    graph = result.compiled.graph
-    board = QEMU_BOARDS[target]
-    elf = build_firmware(result.out_dir, board, work / f"fw_{case}_{target}",
-                         cmsis_nn_dir=Path(CMSIS_NN_DIR))
-    inputs = standard_inputs(graph.input.size, seed=11, random_count=2)
-    run = run_firmware(elf, board, inputs, graph.output.size, timeout=300)
-    np.testing.assert_array_equal(run.outputs, tflm_outputs(result.tflite, inputs))
+    run, expected = qemu_runs(target, work)[case]
+    np.testing.assert_array_equal(run.outputs, expected)
 
 
 def test_cli_kernels_flag(tmp_path, capsys):

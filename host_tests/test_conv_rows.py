@@ -5,13 +5,11 @@ Cortex-M7 in exact instructions. Hand-built graphs, no TensorFlow."""
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
 
 import ir_graphs as g
+from firmware_batch import run_batch
 from test_kernels import CASES, M7, case_inputs, reference_outputs, write_sources
 from mcugen.compile import compile_graph
 from mcugen.cycles import estimate_cycles
@@ -63,19 +61,16 @@ def test_first_convolutions_take_it_and_long_rows_or_wide_windows_do_not():
 
 
 def run_cases(target, cases, tmp_path, extra_cflags=()) -> set[str]:
-    def one(case: str) -> set[str]:
-        compiled = compile_graph(CASES[case](), name="model", target=target, source=case)
-        elf = build_firmware(write_sources(compiled, tmp_path / case / "model"), target,
-                             tmp_path / case / "firmware", extra_cflags=list(extra_cflags))
-        inputs = case_inputs(compiled)
-        result = run_firmware(elf, target, inputs, compiled.graph.output.size,
-                              output_dtype=compiled.graph.output.dtype)
-        np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
+    """The cases bit-exact on the target's board, all in one firmware (firmware_batch.py);
+    the variants they took."""
+    compiled = {case: compile_graph(CASES[case](), name=case, target=target, source=case)
+                for case in cases}
+    inputs = {case: case_inputs(model) for case, model in compiled.items()}
+    runs = run_batch(compiled, inputs, target, tmp_path, extra_cflags=tuple(extra_cflags))
+    for case, model in compiled.items():
+        np.testing.assert_array_equal(runs[case].outputs, reference_outputs(model, inputs[case]),
                                       err_msg=f"{case} on {target.name}")
-        return {layer.variant.name for layer in compiled.layers}
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return set().union(*pool.map(one, cases))
+    return {layer.variant.name for model in compiled.values() for layer in model.layers}
 
 
 @pytest.mark.qemu

@@ -15,6 +15,7 @@ import pytest
 
 import ir_graphs as g
 from conftest import standard_inputs, typed_inputs
+from firmware_batch import run_batch
 from hostc import build_shared, run_sanitized
 from mcugen import ir
 from mcugen.compile import CompiledModel, compile_graph, prepare
@@ -289,15 +290,16 @@ M3 = load_target("cortex-m3")
 M0PLUS = load_target("cortex-m0plus")  # portable C, unaligned word accesses trapping
 
 
-_compiled: dict[tuple[str, str], CompiledModel] = {}
+_compiled: dict[tuple[str, str, str], CompiledModel] = {}
 
 
-def compile_case(case: str, target) -> CompiledModel:
+def compile_case(case: str, target, name: str = "model") -> CompiledModel:
     """The case compiled for the target (under its budget, BUDGETS), once per file (the
-    coverage test and the QEMU and host tests compile every case for the same targets)."""
-    key = (case, target.name)
+    coverage test and the QEMU and host tests compile every case for the same targets); in
+    a batch of cases (firmware_batch.py), named after the case."""
+    key = (case, target.name, name)
     if key not in _compiled:
-        _compiled[key] = compile_graph(CASES[case](), name="model", target=target,
+        _compiled[key] = compile_graph(CASES[case](), name=name, target=target,
                                        source=case, max_ram=BUDGETS.get(case))
     return _compiled[key]
 
@@ -336,8 +338,11 @@ def test_every_op_type_has_a_reference_a_quantize_rule_and_a_portable_kernel():
 
 
 def test_the_cases_cover_every_variant():
+    # Compiled under the names the host tests (model) and the QEMU batches (the case's) use,
+    # so that they compile each case once.
     covered = {layer.variant.name for case in CASES for target in (HOST, M3, M7, M55)
-               for layer in compile_case(case, target).layers}
+               for layer in compile_case(case, target,
+                                         "model" if target is HOST else case).layers}
     assert covered >= {v.name for v in MCUGEN_VARIANTS}
 
 
@@ -371,20 +376,17 @@ def test_every_case_is_clean_under_sanitizers(tmp_path):
 
 
 def run_in_qemu(target, tmp_path: Path) -> dict[str, set[str]]:
-    """Every case on the target's board; returns the variants that ran, per case."""
-    def one(case: str) -> tuple[str, set[str]]:
-        compiled = compile_case(case, target)
-        work = tmp_path / case
-        elf = build_firmware(write_sources(compiled, work / "model"), target, work / "firmware")
-        inputs = case_inputs(compiled)
-        result = run_firmware(elf, target, inputs, compiled.graph.output.size,
-                              output_dtype=compiled.graph.output.dtype)
-        np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
+    """Every case on the target's board, all in one firmware (firmware_batch.py); returns
+    the variants that ran, per case."""
+    compiled = {case: compile_case(case, target, name=case) for case in sorted(CASES)}
+    inputs = {case: case_inputs(model) for case, model in compiled.items()}
+    runs = run_batch(compiled, inputs, target, tmp_path)
+    for case, model in compiled.items():
+        np.testing.assert_array_equal(runs[case].outputs,
+                                      reference_outputs(model, inputs[case]),
                                       err_msg=f"{case} on {target.name}")
-        return case, {layer.variant.name for layer in compiled.layers}
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return dict(pool.map(one, sorted(CASES)))
+    return {case: {layer.variant.name for layer in model.layers}
+            for case, model in compiled.items()}
 
 
 @pytest.mark.qemu

@@ -6,13 +6,11 @@ tests need the cross compiler and QEMU (the speed test llvm-mca too)."""
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
 
 import ir_graphs as g
+from firmware_batch import run_batch
 from test_kernels import CASES, P0, case_inputs, reference_outputs, write_sources
 from mcugen.compile import compile_graph
 from mcugen.ir import Activation
@@ -54,20 +52,14 @@ def test_the_matrix_kernels_are_bit_exact_on_every_dsp_core(core, tmp_path):
     """test_kernels runs every case on the Cortex-M7; the loop's inline assembly must run the
     same on ARMv7E-M's Cortex-M4 and ARMv8-M's Cortex-M33."""
     target = load_target(core)
-
-    def one(case: str) -> set[str]:
-        compiled = compile_graph(CASES[case](), name="model", target=target, source=case)
-        elf = build_firmware(write_sources(compiled, tmp_path / case / "model"), target,
-                             tmp_path / case / "firmware")
-        inputs = case_inputs(compiled)
-        result = run_firmware(elf, target, inputs, compiled.graph.output.size,
-                              output_dtype=compiled.graph.output.dtype)
-        np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
+    compiled = {case: compile_graph(CASES[case](), name=case, target=target, source=case)
+                for case in MATRIX_CASES}
+    inputs = {case: case_inputs(model) for case, model in compiled.items()}
+    runs = run_batch(compiled, inputs, target, tmp_path)  # all in one firmware
+    for case, model in compiled.items():
+        np.testing.assert_array_equal(runs[case].outputs, reference_outputs(model, inputs[case]),
                                       err_msg=f"{case} on {core}")
-        return {layer.variant.name for layer in compiled.layers}
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        used = set().union(*pool.map(one, MATRIX_CASES))
+    used = {layer.variant.name for model in compiled.values() for layer in model.layers}
     assert {"pw_conv_s8_dsp", "fc_s8_dsp", "conv_s8_dsp"} <= used
 
 
@@ -93,14 +85,12 @@ def test_the_c_form_of_the_loop_is_bit_exact_too(tmp_path):
     """Without optimization (as under clang, which keeps a frame pointer on Arm) the 2x2
     product is C instead of the loop's inline assembly: the same integers."""
     target = load_target("cortex-m7")
-    for case in ("pw_3_5", "pw_11_17", "pw_260_7_scratch_odd_groups", "u8_pw_11_17"):
-        compiled = compile_graph(CASES[case](), name="model", target=target, source=case)
-        elf = build_firmware(write_sources(compiled, tmp_path / case / "model"), target,
-                             tmp_path / case / "firmware", extra_cflags=["-O0"])
-        inputs = case_inputs(compiled)
-        result = run_firmware(elf, target, inputs, compiled.graph.output.size,
-                              output_dtype=compiled.graph.output.dtype)
-        np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
+    compiled = {case: compile_graph(CASES[case](), name=case, target=target, source=case)
+                for case in ("pw_3_5", "pw_11_17", "pw_260_7_scratch_odd_groups", "u8_pw_11_17")}
+    inputs = {case: case_inputs(model) for case, model in compiled.items()}
+    runs = run_batch(compiled, inputs, target, tmp_path, extra_cflags=("-O0",))
+    for case, model in compiled.items():
+        np.testing.assert_array_equal(runs[case].outputs, reference_outputs(model, inputs[case]),
                                       err_msg=case)
 
 

@@ -92,6 +92,24 @@ def tightest(case: str, target: str) -> int:
     return _tightest[case, target]
 
 
+_host_builds: dict[tuple[str, int], object] = {}
+
+
+def host_build(case: str, max_ram: int, models: dict[str, Path], folder: Path):
+    """The case built for the host at max_ram (mcugen.build), once per file: the bit-exact
+    and the sanitizer tests build the same tightest schedules."""
+    if (case, max_ram) not in _host_builds:
+        _host_builds[case, max_ram] = build(BuildOptions(
+            model=models[case], target="host", max_ram=max_ram,
+            out=folder / f"{case}_{max_ram}"))
+    return _host_builds[case, max_ram]
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("row_band_builds")
+
+
 def budgets(case: str, target: str) -> dict[str, int]:
     """The tightest budget, and one half-way to the layer-by-layer arena."""
     low = tightest(case, target)
@@ -175,10 +193,9 @@ def test_the_replay_catches_a_wrong_origin_and_a_wrong_shift():
 @pytest.mark.tensorflow
 @pytest.mark.parametrize("budget", ["tightest", "half-way"])
 @pytest.mark.parametrize("case", ALL_MODELS)
-def test_banded_c_is_bit_exact_on_the_host(case, budget, models, tmp_path):
+def test_banded_c_is_bit_exact_on_the_host(case, budget, models, builds, tmp_path):
     max_ram = budgets(case, "host")[budget]
-    result = build(BuildOptions(model=models[case], target="host", max_ram=max_ram,
-                                out=tmp_path / "model"))
+    result = host_build(case, max_ram, models, builds)
     report = result.compiled.report
     assert report.schedule is not None and report.arena_bytes <= max_ram
     graph = result.compiled.graph
@@ -189,10 +206,9 @@ def test_banded_c_is_bit_exact_on_the_host(case, budget, models, tmp_path):
 
 @pytest.mark.tensorflow
 @pytest.mark.parametrize("case", ["v1_a0.25_96", "v2_a0.5_48x40x1", "v3-small_a0.5_64x64x1"])
-def test_banded_c_is_clean_under_sanitizers(case, models, tmp_path):
+def test_banded_c_is_clean_under_sanitizers(case, models, builds, tmp_path):
     max_ram = tightest(case, "host")
-    result = build(BuildOptions(model=models[case], target="host", max_ram=max_ram,
-                                out=tmp_path / "model"))
+    result = host_build(case, max_ram, models, builds)
     graph = result.compiled.graph
     inputs = standard_inputs(graph.input.size, random_count=1)
     outputs = run_sanitized(result.out_dir, "model", graph.input.size, graph.output.size,

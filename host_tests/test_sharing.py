@@ -8,8 +8,6 @@ compiler; nothing here needs TensorFlow."""
 from __future__ import annotations
 
 import dataclasses
-import os
-from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 
 import ir_graphs as g
 from conftest import PERSON_DETECT, standard_inputs
+from firmware_batch import run_batch
 from hostc import run_sanitized
 from mcugen.codegen import (CParameter, LayerView, scalar_arguments, table_arguments,
                             template_environment)
@@ -25,7 +24,6 @@ from mcugen.compile import CompiledModel, compile_graph
 from mcugen.frontend.tflite import load_tflite
 from mcugen.kernels.variant import ConstArray, LayerNames
 from mcugen.measure import measure
-from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
 from mcugen.sharing import record_shape
 from mcugen.targets import load_target
@@ -226,17 +224,14 @@ def test_shared_functions_are_bit_exact_on_the_host_under_sanitizers(graph, tmp_
 
 @pytest.mark.qemu
 def test_shared_functions_are_bit_exact_in_qemu_on_every_instruction_set(tmp_path):
-    def one(case: tuple[str, str]) -> None:
-        graph, target_name = case
-        compiled = compiled_graph(graph, target_name)
-        work = tmp_path / f"{graph}_{target_name}"
-        elf = build_firmware(write_sources(compiled, work / "model"), load_target(target_name),
-                             work / "fw")
-        inputs = standard_inputs(compiled.graph.input.size, seed=4)
-        result = run_firmware(elf, load_target(target_name), inputs,
-                              compiled.graph.output.size)
-        np.testing.assert_array_equal(result.outputs, reference_outputs(compiled, inputs),
-                                      err_msg=f"{graph} on {target_name}")
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(one, [(graph, target) for graph in sorted(GRAPHS) for target in TARGETS]))
+    for target_name in TARGETS:  # per target, every graph in one firmware (firmware_batch.py)
+        compiled = {graph: compile_graph(GRAPHS[graph](), name=graph,
+                                         target=load_target(target_name), source=graph)
+                    for graph in sorted(GRAPHS)}
+        inputs = {graph: standard_inputs(model.graph.input.size, seed=4)
+                  for graph, model in compiled.items()}
+        runs = run_batch(compiled, inputs, load_target(target_name), tmp_path / target_name)
+        for graph, model in compiled.items():
+            np.testing.assert_array_equal(runs[graph].outputs,
+                                          reference_outputs(model, inputs[graph]),
+                                          err_msg=f"{graph} on {target_name}")

@@ -98,9 +98,10 @@ def plan_memory(buffers: list[Buffer], search: bool = True) -> Plan:
         orders += [[i for i in order if not buffers[i].fill_in]
                    + [i for i in by_size if buffers[i].fill_in] for order in orders]
     rules = _overlap_rules(buffers)
-    plans = [(_place(buffers, order, rules), order) for order in orders]
+    meets = _lifetime_neighbours(buffers)
+    plans = [(_place(buffers, order, rules, meets), order) for order in orders]
     plan, order = min(plans, key=lambda entry: entry[0].arena_size)
-    return _improved(buffers, plan, order) if search else plan
+    return _improved(buffers, plan, order, rules, meets) if search else plan
 
 
 # A seeded local search after the greedy orders: swap two buffers in the best order, keep the
@@ -111,17 +112,17 @@ SEARCH_SWAPS = 200
 SEARCH_SEED = 0
 
 
-def _improved(buffers: list[Buffer], plan: Plan, order: list[int]) -> Plan:
+def _improved(buffers: list[Buffer], plan: Plan, order: list[int],
+              rules: dict[tuple[int, int], int], meets: list[list[int]]) -> Plan:
     if len(buffers) < 2:
         return plan
     rng = random.Random(SEARCH_SEED)
-    rules = _overlap_rules(buffers)
     best, best_order = plan, list(order)
     for _ in range(_search_swaps(len(buffers))):
         candidate = list(best_order)
         i, j = rng.randrange(len(candidate)), rng.randrange(len(candidate))
         candidate[i], candidate[j] = candidate[j], candidate[i]
-        trial = _place(buffers, candidate, rules)
+        trial = _place(buffers, candidate, rules, meets)
         if trial.arena_size <= best.arena_size:
             best, best_order = trial, candidate
     return best
@@ -138,24 +139,24 @@ def _search_swaps(count: int) -> int:
 
 
 def _place(buffers: list[Buffer], order: list[int],
-           rules: dict[tuple[int, int], int] | None = None) -> Plan:
+           rules: dict[tuple[int, int], int] | None = None,
+           meets: list[list[int]] | None = None) -> Plan:
     """First fit in ``order``. Only buffers whose lifetimes meet the one being placed can
     conflict with it, so only they are looked at: the lowest free offset is 0 or just past
     one of them (the end of its bytes, or the distance it allows), and the others' ends
-    would add candidates that are never lower. Placed buffers are found through the steps
-    they are alive at, which keeps a long chain linear rather than quadratic."""
+    would add candidates that are never lower. rules and meets (_overlap_rules,
+    _lifetime_neighbours) do not depend on the order: the local search computes them once
+    for its hundreds of orders."""
     rules = _overlap_rules(buffers) if rules is None else rules
-    alive: dict[int, list[int]] = {}
+    meets = _lifetime_neighbours(buffers) if meets is None else meets
     offsets: dict[str, int] = {}
     placed_offset: dict[int, int] = {}
     for i in order:
         buffer = buffers[i]
-        meeting = _meeting(alive, buffer)
+        meeting = [j for j in meets[i] if j in placed_offset]
         offset = _first_fit(i, buffers, meeting, placed_offset, rules)
         placed_offset[i] = offset
         offsets[buffer.id] = offset
-        for step in range(buffer.first, buffer.last + 1):
-            alive.setdefault(step, []).append(i)
     arena = max((offsets[b.id] + b.size for b in buffers), default=0)
     return Plan(offsets=offsets, arena_size=_align(arena))
 
@@ -169,30 +170,35 @@ def plan_around(buffers: list[Buffer], previous_buffers: list[Buffer], previous:
     12,176 B)."""
     unchanged = set(previous_buffers)
     rules = _overlap_rules(buffers)
-    alive: dict[int, list[int]] = {}
+    meets = _lifetime_neighbours(buffers)
     placed: dict[int, int] = {}
     kept = [i for i, b in enumerate(buffers) if b in unchanged and b.id in previous.offsets]
     others = sorted(set(range(len(buffers))) - set(kept),
                     key=lambda i: (-buffers[i].size, buffers[i].first, i))
+    kept_set = set(kept)
     for i in kept + others:
-        buffer = buffers[i]
-        placed[i] = previous.offsets[buffer.id] if i in kept else \
-            _first_fit(i, buffers, _meeting(alive, buffer), placed, rules)
-        for step in range(buffer.first, buffer.last + 1):
-            alive.setdefault(step, []).append(i)
+        placed[i] = previous.offsets[buffers[i].id] if i in kept_set else \
+            _first_fit(i, buffers, [j for j in meets[i] if j in placed], placed, rules)
     offsets = {buffers[i].id: offset for i, offset in placed.items()}
     arena = max((offsets[b.id] + b.size for b in buffers), default=0)
     return Plan(offsets=offsets, arena_size=_align(arena))
 
 
-def _meeting(alive: dict[int, list[int]], buffer: Buffer) -> list[int]:
-    """The placed buffers alive at some step of ``buffer``'s lifetime, each once, in the
-    order they were placed."""
-    found: dict[int, None] = {}
-    for step in range(buffer.first, buffer.last + 1):
-        for j in alive.get(step, ()):
-            found[j] = None
-    return sorted(found)
+def _lifetime_neighbours(buffers: list[Buffer]) -> list[list[int]]:
+    """Per buffer, the other buffers whose lifetimes meet its own, by index. A sweep in order
+    of first use: linear in the buffers and the pairs found (a long chain stays linear), not
+    in the steps of each lifetime."""
+    meets: list[list[int]] = [[] for _ in buffers]
+    by_first = sorted(range(len(buffers)), key=lambda i: buffers[i].first)
+    open_: list[int] = []  # earlier buffers, some perhaps already over
+    for i in by_first:
+        first = buffers[i].first
+        open_ = [j for j in open_ if buffers[j].last >= first]
+        for j in open_:
+            meets[i].append(j)
+            meets[j].append(i)
+        open_.append(i)
+    return [sorted(found) for found in meets]
 
 
 def _overlap_rules(buffers: list[Buffer]) -> dict[tuple[int, int], int]:
