@@ -218,7 +218,12 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
         op = layers[index].op
         name = op.output
         shifts = ()
-        if name in bands and end - held[name] > capacity[name]:
+        # Also where no row it holds is still to be read: the buffer starts again at this
+        # step's rows, moving nothing, so that later steps find room without a move (V1's
+        # second depthwise reads two new rows a step from a three-row band: one row moved
+        # every other step).
+        if name in bands and (end - held[name] > capacity[name]
+                              or held[name] < keep[position] == begin):
             shifts = (Shift(name, held[name], keep[position], begin),)
             held[name] = keep[position]
         origins = tuple(held.get(n, 0) for n in activation_inputs(op, graph)) + \
