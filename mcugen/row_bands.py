@@ -88,7 +88,9 @@ def buffer_rows(layer: Layer, graph: Graph, begin: int, end: int) -> tuple[int, 
     buffer then holds only the rows that are new to the ring (VWW's first depthwise reads
     three rows of its input and takes one new row a step)."""
     first, last = input_rows(layer.op, graph, begin, end)
-    if layer.variant.keeps_input_rows and begin > 0:
+    # Dilated rows down: the ring holds the previous window's rows, a dilation apart, and the
+    # next window's are others (dw_conv_s8_mve reads them all again).
+    if layer.variant.keeps_input_rows and begin > 0 and layer.op.dilation[0] == 1:
         first = max(first, min(last, input_rows(layer.op, graph, begin - 1, begin)[1]))
     return first, last
 
@@ -216,7 +218,12 @@ def _band_steps(graph: Graph, layers: tuple[Layer, ...], order: list[tuple[int, 
         op = layers[index].op
         name = op.output
         shifts = ()
-        if name in bands and end - held[name] > capacity[name]:
+        # Also where no row it holds is still to be read: the buffer starts again at this
+        # step's rows, moving nothing, so that later steps find room without a move (V1's
+        # second depthwise reads two new rows a step from a three-row band: one row moved
+        # every other step).
+        if name in bands and (end - held[name] > capacity[name]
+                              or held[name] < keep[position] == begin):
             shifts = (Shift(name, held[name], keep[position], begin),)
             held[name] = keep[position]
         origins = tuple(held.get(n, 0) for n in activation_inputs(op, graph)) + \

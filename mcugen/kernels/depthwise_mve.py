@@ -349,6 +349,6 @@ def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
 DW_CONV_S8_MVE = Variant(
     "dw_conv_s8_mve", (DepthwiseConv2D,), Isa.MVE, "dw_conv_s8_mve", Order.RASTER, _lower,
     applies=_applies, scratch_bytes=_scratch_bytes, helpers=("mve_helpers",), row_ranges=True,
-    legacy=True)
+    legacy=True, keeps_input_rows=True)
 
 VARIANTS = (DW_CONV_S8_MVE,)

@@ -405,9 +405,18 @@ MCUGEN_LAYER void layer0_conv_s8_pixels_mve(const int8_t *input, int8_t *output,
     output += row_begin * 40;
     int32_t oy = row_begin, ox = 0;
     int32_t left = (row_end - row_begin) * 5; /* pixels still to compute */
-    for (; left > 0; left -= 4, output += 32) {
-        const int32_t pixels = left < 4 ? left : 4;
-        for (int32_t i = 0; i < pixels; ++i) {
+    for (; left >= 4; left -= 4, output += 32) {
+        for (int32_t i = 0; i < 4; ++i) {
+            layer0_conv_s8_pixels_mve_window(columns + i * 32, input, oy, ox);
+            if (++ox == 5) {
+                ox = 0;
+                ++oy;
+            }
+        }
+        layer0_conv_s8_pixels_mve_channels(columns, output, 0, 4, pixel_offsets);
+    }
+    if (left > 0) {
+        for (int32_t i = 0; i < left; ++i) {
             layer0_conv_s8_pixels_mve_window(columns + i * 32, input, oy, ox);
             if (++ox == 5) {
                 ox = 0;
@@ -415,7 +424,7 @@ MCUGEN_LAYER void layer0_conv_s8_pixels_mve(const int8_t *input, int8_t *output,
             }
         }
         /* A partial block's other columns hold earlier windows: their lanes are not stored. */
-        layer0_conv_s8_pixels_mve_channels(columns, output, pixels < 4, pixels, pixel_offsets);
+        layer0_conv_s8_pixels_mve_channels(columns, output, 1, left, pixel_offsets);
     }
 }
 
