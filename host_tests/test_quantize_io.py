@@ -13,10 +13,13 @@ dequantize_*) run on Cortex-M0+ and M3 in QEMU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from conftest import SHARED, float_edge_values, mobilenet_tflite, tflm_outputs
+from firmware_batch import BatchRun, run_batch
 from hostc import build_shared, run_sanitized, run_three_ways
 from mcugen.build import BuildOptions, build
 from mcugen.compile import compile_graph
@@ -268,20 +271,40 @@ def test_models_are_bit_exact_with_tflm_on_the_host_and_under_sanitizers(built):
     np.testing.assert_array_equal(sanitized.view(np.uint8), outputs.tflm.view(np.uint8))
 
 
+_qemu_runs: dict[str, dict[str, tuple[BatchRun, np.ndarray]]] = {}
+
+
+@pytest.fixture(scope="module")
+def qemu_work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("qemu")
+
+
+def qemu_runs(core: str, work: Path) -> dict[str, tuple[BatchRun, np.ndarray]]:
+    """The MODELS built for the core (each under its own C name) and run in one firmware
+    (firmware_batch.py: the firmware's own files compiled and QEMU started once per core,
+    not once per model): per model, its run and TFLM's outputs on the same inputs. Once per
+    core and file."""
+    if core not in _qemu_runs:
+        builds, inputs = {}, {}
+        for name in sorted(MODELS):
+            model = work / f"{name}.tflite"
+            model.write_bytes(mobilenet_tflite(**MODELS[name]))
+            builds[name] = build(BuildOptions(model=model, name=name, target=core,
+                                              out=work / f"{name}_{core}"))
+            inputs[name] = model_inputs(builds[name].compiled.graph, count=3, seed=1)
+        runs = run_batch({name: b.compiled for name, b in builds.items()}, inputs,
+                         load_target(core), work / f"fw_{core}")
+        _qemu_runs[core] = {name: (runs[name], tflm_outputs(builds[name].tflite, inputs[name]))
+                            for name in builds}
+    return _qemu_runs[core]
+
+
 @pytest.mark.tensorflow
 @pytest.mark.qemu
 @pytest.mark.parametrize("core", ["cortex-m7", "cortex-m55"])
-def test_models_are_bit_exact_with_tflm_in_qemu(built, core, tmp_path):
-    name, result, work = built
-    target = load_target(core)
-    options = BuildOptions(model=work / "m.tflite", name="model", out=tmp_path / "model",
-                           target=core)
-    compiled = build(options).compiled
-    graph = compiled.graph
-    elf = build_firmware(tmp_path / "model", target, tmp_path / "firmware")
-    inputs = model_inputs(graph, count=3, seed=1)
-    run = run_firmware(elf, target, inputs, graph.output.size, output_dtype=graph.output.dtype)
-    expected = tflm_outputs(result.tflite, inputs)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_models_are_bit_exact_with_tflm_in_qemu(name, core, qemu_work):
+    run, expected = qemu_runs(core, qemu_work)[name]
     assert run.outputs.dtype == expected.dtype
     np.testing.assert_array_equal(run.outputs.view(np.uint8), expected.view(np.uint8))
 
