@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, float_edge_values, mobilenet_tflite, tflm_outputs
-from firmware_batch import BatchRun, run_batch
+from firmware_batch import BatchRun, compile_for, run_batch
 from hostc import build_shared, run_sanitized, run_three_ways
 from mcugen.build import BuildOptions, build
 from mcugen.compile import compile_graph
@@ -280,22 +280,20 @@ def qemu_work(tmp_path_factory) -> Path:
 
 
 def qemu_runs(core: str, work: Path) -> dict[str, tuple[BatchRun, np.ndarray]]:
-    """The MODELS built for the core (each under its own C name) and run in one firmware
-    (firmware_batch.py: the firmware's own files compiled and QEMU started once per core,
-    not once per model): per model, its run and TFLM's outputs on the same inputs. Once per
-    core and file."""
+    """The MODELS compiled for the core (firmware_batch.compile_for, each under its own C
+    name) and run in one firmware (firmware_batch.py: the firmware's own files compiled and
+    QEMU started once per core, not once per model): per model, its run and TFLM's outputs on
+    the same inputs. Once per core and file."""
     if core not in _qemu_runs:
-        builds, inputs = {}, {}
+        target = load_target(core)
+        models, inputs = {}, {}
         for name in sorted(MODELS):
-            model = work / f"{name}.tflite"
-            model.write_bytes(mobilenet_tflite(**MODELS[name]))
-            builds[name] = build(BuildOptions(model=model, name=name, target=core,
-                                              out=work / f"{name}_{core}"))
-            inputs[name] = model_inputs(builds[name].compiled.graph, count=3, seed=1)
-        runs = run_batch({name: b.compiled for name, b in builds.items()}, inputs,
-                         load_target(core), work / f"fw_{core}")
-        _qemu_runs[core] = {name: (runs[name], tflm_outputs(builds[name].tflite, inputs[name]))
-                            for name in builds}
+            models[name] = compile_for(mobilenet_tflite(**MODELS[name]), name, target)
+            inputs[name] = model_inputs(models[name].graph, count=3, seed=1)
+        runs = run_batch(models, inputs, target, work / f"fw_{core}")
+        _qemu_runs[core] = {
+            name: (runs[name], tflm_outputs(mobilenet_tflite(**MODELS[name]), inputs[name]))
+            for name in models}
     return _qemu_runs[core]
 
 
