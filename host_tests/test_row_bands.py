@@ -16,6 +16,7 @@ import pytest
 
 import ir_graphs as g
 from conftest import PERSON_DETECT, mobilenet_tflite, standard_inputs, tflm_outputs
+from firmware_batch import compile_for, run_batch
 from hostc import run_sanitized, run_three_ways
 from mcugen import compile as compile_module
 from mcugen import row_bands
@@ -27,7 +28,8 @@ from mcugen.frontend.tflite import load_tflite
 from mcugen.geometry import input_rows
 from mcugen.ir import Padding
 from mcugen.kernels import lower_layers
-from mcugen.run import run
+from mcugen.reference import run_reference
+from mcugen.run import layer_counts, run
 from mcugen.schedule import Shift
 from mcugen.targets import load_target
 
@@ -252,19 +254,52 @@ QEMU_CASES = [
 ]
 
 
+_qemu_runs: dict[str, dict[tuple[str, object], tuple]] = {}
+
+
+def qemu_runs(target: str, folder: Path) -> dict[tuple[str, object], tuple]:
+    """The target's QEMU_CASES compiled at their budgets (firmware_batch.compile_for, each
+    under its own C name) and run in one firmware (firmware_batch.py: the firmware's own
+    files compiled and QEMU started once per target, not once per case): per (case, budget),
+    the compiled model, its max_ram, its run, and the NumPy reference's and TFLM's outputs on
+    the same inputs (those `mcugen run` checks against). Once per target and file."""
+    if target not in _qemu_runs:
+        compiled_models, wanted, inputs = {}, {}, {}
+        for case, core, budget in QEMU_CASES:
+            if core != target:
+                continue
+            name = re.sub(r"\W", "_", f"{case}_{budget}")  # the model's C name
+            wanted[name] = (case, budget,
+                            tightest(case, target) if budget == "tightest" else budget)
+            compiled_models[name] = compile_for(model_bytes(case), name, load_target(target),
+                                        max_ram=wanted[name][2])
+            size = compiled_models[name].graph.input.size
+            inputs[name] = standard_inputs(size, random_count=2)
+        runs = run_batch(compiled_models, inputs, load_target(target), folder / f"fw_{target}")
+        _qemu_runs[target] = {}
+        for name, compiled in compiled_models.items():
+            graph = compiled.graph
+            reference = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                                  for x in inputs[name]])
+            case, budget, max_ram = wanted[name]
+            _qemu_runs[target][case, budget] = (compiled, max_ram, runs[name], reference,
+                                                tflm_outputs(model_bytes(case), inputs[name]))
+    return _qemu_runs[target]
+
+
 @pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("case, target, budget", QEMU_CASES)
-def test_banded_firmware_is_bit_exact_in_qemu(case, target, budget, models, tmp_path):
-    max_ram = tightest(case, target) if budget == "tightest" else budget
-    summary = run(BuildOptions(model=models[case], target=target, max_ram=max_ram), None,
-                  tmp_path)
-    report = summary.build.compiled.report
+def test_banded_firmware_is_bit_exact_in_qemu(case, target, budget, builds):
+    compiled, max_ram, device, reference, tflm = qemu_runs(target, builds)[case, budget]
+    report = compiled.report
     assert report.schedule is not None and report.arena_bytes <= max_ram
-    np.testing.assert_array_equal(summary.qemu.outputs, summary.tflm_outputs)
-    assert summary.matches
+    np.testing.assert_array_equal(device.outputs, tflm)
+    np.testing.assert_array_equal(device.outputs, reference)
     # Every step was marked, and the per-layer counts (summed over interleaved steps) add up.
-    assert len(summary.qemu.layer_instructions[0]) == report.schedule["steps"]
-    assert all(layer.instructions > 0 for layer in summary.layers)
+    assert len(device.layer_instructions[0]) == report.schedule["steps"]
+    assert all(layer.instructions > 0
+               for layer in layer_counts(report, device.layer_instructions[0]))
 
 
 def banded_against_flat(case: str, target: str, budget: int, kernel: str | None, tmp_path
