@@ -26,7 +26,6 @@ from mcugen.compile import compile_graph
 from mcugen.errors import McugenError
 from mcugen.frontend.tflite import load_tflite
 from mcugen.oracle import tflite_reference_outputs
-from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
 from mcugen.targets import load_target
 
@@ -361,16 +360,16 @@ def test_mcunet_is_bit_exact_with_tflm_on_the_host_and_under_sanitizers(mcunet):
 @pytest.mark.qemu
 @pytest.mark.parametrize("core", ["cortex-m7", "cortex-m55"])
 def test_mcunet_is_bit_exact_with_tflm_in_qemu(core, tmp_path):
-    target = load_target(core)
-    result = build(BuildOptions(model=MCUNET, name="model", out=tmp_path / "model",
-                                target=core))
-    graph = result.compiled.graph
-    elf = build_firmware(tmp_path / "model", target, tmp_path / "firmware")
+    # firmware_batch for a batch of one: compile_for spares build's measurement (a
+    # cross-compile of MCUNet's C), run_batch its firmware as build_firmware's.
+    compiled = compile_for(MCUNET.read_bytes(), "model", load_target(core))
+    graph = compiled.graph
+    assert (graph.input.dtype, graph.output.dtype) == ("float32", "float32")
     inputs = model_inputs(graph, count=2, seed=5)
-    run = run_firmware(elf, target, inputs, graph.output.size, output_dtype="float32",
-                       timeout=600)
+    run = run_batch({"model": compiled}, {"model": inputs}, load_target(core), tmp_path,
+                    timeout=600)["model"]
     np.testing.assert_array_equal(run.outputs.view(np.uint8),
-                                  tflm_outputs(result.tflite, inputs).view(np.uint8))
+                                  tflm_outputs(MCUNET.read_bytes(), inputs).view(np.uint8))
 
 
 def test_io_is_for_built_models_only(tmp_path):
