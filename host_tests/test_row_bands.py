@@ -29,7 +29,7 @@ from mcugen.geometry import input_rows
 from mcugen.ir import Padding
 from mcugen.kernels import lower_layers
 from mcugen.reference import run_reference
-from mcugen.run import layer_counts, run
+from mcugen.run import default_inputs, input_tensor, layer_counts
 from mcugen.schedule import Shift
 from mcugen.targets import load_target
 
@@ -304,30 +304,32 @@ def test_banded_firmware_is_bit_exact_in_qemu(case, target, budget, builds):
 
 def banded_against_flat(case: str, target: str, budget: int, kernel: str | None, tmp_path
                         ) -> tuple[list[tuple], int, int]:
-    """The model layer by layer and at the budget, in QEMU, both bit-exact: per layer of the
-    kernel (None: of any kernel) that runs in more than one step, its instructions
+    """The model layer by layer and at the budget, in QEMU in one firmware (firmware_batch),
+    both bit-exact with TFLM and the NumPy reference on `mcugen run`'s inputs: per layer of
+    the kernel (None: of any kernel) that runs in more than one step, its instructions
     (LayerCount) in each, paired by the tensor each makes (column tiles, tiles.py, would add
     layers before the banded ones); and the instructions of an inference, layer by layer and
     banded."""
-    flat = run(BuildOptions(model=model_path(case, tmp_path), target=target), None,
-               tmp_path / "flat")
-    banded = run(BuildOptions(model=model_path(case, tmp_path), target=target, max_ram=budget),
-                 None, tmp_path / "banded")
-    assert banded.matches and flat.matches
-    steps = {layer.index: len(layer.steps) for layer in banded.build.compiled.report.layers}
-    flat_made, banded_made = ({result.build.compiled.layers[count.index].op.output: count
-                               for count in result.layers} for result in (flat, banded))
-    pairs = [(flat_made[output], count) for output, count in banded_made.items()
-             if output in flat_made and kernel in (None, count.kernel)
+    core, data = load_target(target), model_bytes(case)
+    models = {"flat": compile_for(data, "flat", core),
+              "banded": compile_for(data, "banded", core, max_ram=budget)}
+    inputs = {name: default_inputs(input_tensor(compiled.graph), seed=0)  # mcugen run's
+              for name, compiled in models.items()}
+    runs = run_batch(models, inputs, core, tmp_path / "batch")
+    made = {}
+    for name, compiled in models.items():
+        graph, outputs = compiled.graph, runs[name].outputs
+        np.testing.assert_array_equal(outputs, tflm_outputs(data, inputs[name]))
+        np.testing.assert_array_equal(outputs, np.stack([
+            run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+            for x in inputs[name]]))
+        made[name] = {compiled.layers[count.index].op.output: count
+                      for count in layer_counts(compiled.report, runs[name].layer_instructions[0])}
+    steps = {layer.index: len(layer.steps) for layer in models["banded"].report.layers}
+    pairs = [(made["flat"][output], count) for output, count in made["banded"].items()
+             if output in made["flat"] and kernel in (None, count.kernel)
              and steps[count.index] > 1]
-    return pairs, flat.qemu.instructions[0], banded.qemu.instructions[0]
-
-
-def model_path(case: str, folder: Path) -> Path:
-    path = folder / f"{case}.tflite"
-    if not path.exists():
-        path.write_bytes(model_bytes(case))
-    return path
+    return pairs, runs["flat"].instructions[0], runs["banded"].instructions[0]
 
 
 @pytest.mark.tensorflow
