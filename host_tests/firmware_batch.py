@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mcugen.compile import CompiledModel
+from mcugen.compile import CompiledModel, compile_graph
+from mcugen.frontend.tflite import load_tflite
 from mcugen.qemu import build_firmware, run_firmware
 
 
@@ -96,6 +97,15 @@ int main(void)
     return 0;
 }}
 """
+
+
+def compile_for(data: bytes, name: str, target, max_ram: int | None = None) -> CompiledModel:
+    """The .tflite compiled for the target (a Target) as mcugen.build compiles it (the
+    target's RAM as the budget when there is no max_ram, no memory check), without build's
+    measurement: that cross-compiles the model once more than its batch does."""
+    return compile_graph(load_tflite(data, name), name=name, target=target, source="test",
+                         memory_check=False, max_ram=max_ram,
+                         fit_ram=None if target.is_host else target.ram_bytes)
 
 
 def run_batch(models: dict[str, CompiledModel], inputs: dict[str, np.ndarray], target,

@@ -13,17 +13,19 @@ dequantize_*) run on Cortex-M0+ and M3 in QEMU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from conftest import SHARED, float_edge_values, mobilenet_tflite, tflm_outputs
+from firmware_batch import BatchRun, compile_for, run_batch
 from hostc import build_shared, run_sanitized, run_three_ways
 from mcugen.build import BuildOptions, build
 from mcugen.compile import compile_graph
 from mcugen.errors import McugenError
 from mcugen.frontend.tflite import load_tflite
 from mcugen.oracle import tflite_reference_outputs
-from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
 from mcugen.targets import load_target
 
@@ -268,20 +270,38 @@ def test_models_are_bit_exact_with_tflm_on_the_host_and_under_sanitizers(built):
     np.testing.assert_array_equal(sanitized.view(np.uint8), outputs.tflm.view(np.uint8))
 
 
+_qemu_runs: dict[str, dict[str, tuple[BatchRun, np.ndarray]]] = {}
+
+
+@pytest.fixture(scope="module")
+def qemu_work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("qemu")
+
+
+def qemu_runs(core: str, work: Path) -> dict[str, tuple[BatchRun, np.ndarray]]:
+    """The MODELS compiled for the core (firmware_batch.compile_for, each under its own C
+    name) and run in one firmware (firmware_batch.py: the firmware's own files compiled and
+    QEMU started once per core, not once per model): per model, its run and TFLM's outputs on
+    the same inputs. Once per core and file."""
+    if core not in _qemu_runs:
+        target = load_target(core)
+        models, inputs = {}, {}
+        for name in sorted(MODELS):
+            models[name] = compile_for(mobilenet_tflite(**MODELS[name]), name, target)
+            inputs[name] = model_inputs(models[name].graph, count=3, seed=1)
+        runs = run_batch(models, inputs, target, work / f"fw_{core}")
+        _qemu_runs[core] = {
+            name: (runs[name], tflm_outputs(mobilenet_tflite(**MODELS[name]), inputs[name]))
+            for name in models}
+    return _qemu_runs[core]
+
+
 @pytest.mark.tensorflow
 @pytest.mark.qemu
 @pytest.mark.parametrize("core", ["cortex-m7", "cortex-m55"])
-def test_models_are_bit_exact_with_tflm_in_qemu(built, core, tmp_path):
-    name, result, work = built
-    target = load_target(core)
-    options = BuildOptions(model=work / "m.tflite", name="model", out=tmp_path / "model",
-                           target=core)
-    compiled = build(options).compiled
-    graph = compiled.graph
-    elf = build_firmware(tmp_path / "model", target, tmp_path / "firmware")
-    inputs = model_inputs(graph, count=3, seed=1)
-    run = run_firmware(elf, target, inputs, graph.output.size, output_dtype=graph.output.dtype)
-    expected = tflm_outputs(result.tflite, inputs)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_models_are_bit_exact_with_tflm_in_qemu(name, core, qemu_work):
+    run, expected = qemu_runs(core, qemu_work)[name]
     assert run.outputs.dtype == expected.dtype
     np.testing.assert_array_equal(run.outputs.view(np.uint8), expected.view(np.uint8))
 
@@ -340,16 +360,16 @@ def test_mcunet_is_bit_exact_with_tflm_on_the_host_and_under_sanitizers(mcunet):
 @pytest.mark.qemu
 @pytest.mark.parametrize("core", ["cortex-m7", "cortex-m55"])
 def test_mcunet_is_bit_exact_with_tflm_in_qemu(core, tmp_path):
-    target = load_target(core)
-    result = build(BuildOptions(model=MCUNET, name="model", out=tmp_path / "model",
-                                target=core))
-    graph = result.compiled.graph
-    elf = build_firmware(tmp_path / "model", target, tmp_path / "firmware")
+    # firmware_batch for a batch of one: compile_for spares build's measurement (a
+    # cross-compile of MCUNet's C), run_batch its firmware as build_firmware's.
+    compiled = compile_for(MCUNET.read_bytes(), "model", load_target(core))
+    graph = compiled.graph
+    assert (graph.input.dtype, graph.output.dtype) == ("float32", "float32")
     inputs = model_inputs(graph, count=2, seed=5)
-    run = run_firmware(elf, target, inputs, graph.output.size, output_dtype="float32",
-                       timeout=600)
+    run = run_batch({"model": compiled}, {"model": inputs}, load_target(core), tmp_path,
+                    timeout=600)["model"]
     np.testing.assert_array_equal(run.outputs.view(np.uint8),
-                                  tflm_outputs(result.tflite, inputs).view(np.uint8))
+                                  tflm_outputs(MCUNET.read_bytes(), inputs).view(np.uint8))
 
 
 def test_io_is_for_built_models_only(tmp_path):

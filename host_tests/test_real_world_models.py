@@ -15,18 +15,21 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import REPO, SHARED
+from firmware_batch import compile_for, run_batch
 from hostc import build_shared, run_sanitized
 from mcugen.build import BuildOptions, build
 from mcugen.compile import compile_graph
 from mcugen.frontend.tflite import load_tflite
 from mcugen.image import InputTensor, load_picture, pixels_to_input
 from mcugen.oracle import TFLITE_REFERENCE, TFLM, oracle_outputs
-from mcugen.run import run
+from mcugen.reference import run_reference
+from mcugen.run import default_inputs, input_tensor, run
 from mcugen.targets import load_target
 
 HOSTED_UINT8 = SHARED / "models" / "mobilenet_v1_0.25_128_quant.tflite"
@@ -87,15 +90,46 @@ def test_real_world_models_are_bit_exact_on_the_host_under_sanitizers(host_build
     np.testing.assert_array_equal(sanitized, expected.outputs)
 
 
+_qemu_runs: dict[str, dict[str, tuple]] = {}
+
+
+@pytest.fixture(scope="module")
+def qemu_work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("qemu")
+
+
+def qemu_runs(core: str, work: Path) -> dict[str, tuple]:
+    """The MODELS compiled for the core (firmware_batch.compile_for, each under its own C
+    name) and run in one firmware (firmware_batch.py: the firmware's own files compiled and
+    QEMU started once per core, not once per model) on `mcugen run`'s inputs: per model, the
+    compiled model, its run, the NumPy reference's outputs and the oracle's run
+    (oracle_outputs: the one `mcugen run` picks). Once per core and file."""
+    if core not in _qemu_runs:
+        target = load_target(core)
+        models, inputs = {}, {}
+        for name in sorted(MODELS):
+            models[name] = compile_for(MODELS[name][0].read_bytes(), name, target)
+            inputs[name] = default_inputs(input_tensor(models[name].graph), seed=0)  # run's
+        runs = run_batch(models, inputs, target, work / f"fw_{core}")
+        _qemu_runs[core] = {}
+        for name, compiled in models.items():
+            graph = compiled.graph
+            reference = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                                  for x in inputs[name]])
+            oracle = oracle_outputs(MODELS[name][0].read_bytes(), inputs[name])
+            _qemu_runs[core][name] = (compiled, runs[name], reference, oracle)
+    return _qemu_runs[core]
+
+
 @pytest.mark.qemu
 @pytest.mark.parametrize("core", ["cortex-m7", "cortex-m55"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_real_world_models_are_bit_exact_in_qemu(name, core, tmp_path):
-    path, oracle = MODELS[name]
-    summary = run(BuildOptions(model=path, target=core, name="model"), None, tmp_path)
-    assert summary.oracle.name == oracle, summary.oracle.description
-    assert summary.matches_reference and summary.matches_oracle
-    names = {layer.variant.name for layer in summary.build.compiled.layers}
+def test_real_world_models_are_bit_exact_in_qemu(name, core, qemu_work):
+    compiled, device, reference, oracle = qemu_runs(core, qemu_work)[name]
+    assert oracle.name == MODELS[name][1], oracle.description
+    np.testing.assert_array_equal(device.outputs, reference)
+    np.testing.assert_array_equal(device.outputs, oracle.outputs)
+    names = {layer.variant.name for layer in compiled.layers}
     fast = "_mve" if core == "cortex-m55" else "_dsp"
     assert any(n.startswith("dw_conv") and n.endswith(fast) for n in names), names
     assert any(n.startswith("pw_conv") and n.endswith(fast) for n in names), names

@@ -16,6 +16,7 @@ import pytest
 
 import ir_graphs as g
 from conftest import PERSON_DETECT, mobilenet_tflite, standard_inputs, tflm_outputs
+from firmware_batch import compile_for, run_batch
 from hostc import run_sanitized, run_three_ways
 from mcugen import compile as compile_module
 from mcugen import row_bands
@@ -27,7 +28,8 @@ from mcugen.frontend.tflite import load_tflite
 from mcugen.geometry import input_rows
 from mcugen.ir import Padding
 from mcugen.kernels import lower_layers
-from mcugen.run import run
+from mcugen.reference import run_reference
+from mcugen.run import default_inputs, input_tensor, layer_counts
 from mcugen.schedule import Shift
 from mcugen.targets import load_target
 
@@ -252,47 +254,82 @@ QEMU_CASES = [
 ]
 
 
+_qemu_runs: dict[str, dict[tuple[str, object], tuple]] = {}
+
+
+def qemu_runs(target: str, folder: Path) -> dict[tuple[str, object], tuple]:
+    """The target's QEMU_CASES compiled at their budgets (firmware_batch.compile_for, each
+    under its own C name) and run in one firmware (firmware_batch.py: the firmware's own
+    files compiled and QEMU started once per target, not once per case): per (case, budget),
+    the compiled model, its max_ram, its run, and the NumPy reference's and TFLM's outputs on
+    the same inputs (those `mcugen run` checks against). Once per target and file."""
+    if target not in _qemu_runs:
+        compiled_models, wanted, inputs = {}, {}, {}
+        for case, core, budget in QEMU_CASES:
+            if core != target:
+                continue
+            name = re.sub(r"\W", "_", f"{case}_{budget}")  # the model's C name
+            wanted[name] = (case, budget,
+                            tightest(case, target) if budget == "tightest" else budget)
+            compiled_models[name] = compile_for(model_bytes(case), name, load_target(target),
+                                        max_ram=wanted[name][2])
+            size = compiled_models[name].graph.input.size
+            inputs[name] = standard_inputs(size, random_count=2)
+        runs = run_batch(compiled_models, inputs, load_target(target), folder / f"fw_{target}")
+        _qemu_runs[target] = {}
+        for name, compiled in compiled_models.items():
+            graph = compiled.graph
+            reference = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                                  for x in inputs[name]])
+            case, budget, max_ram = wanted[name]
+            _qemu_runs[target][case, budget] = (compiled, max_ram, runs[name], reference,
+                                                tflm_outputs(model_bytes(case), inputs[name]))
+    return _qemu_runs[target]
+
+
 @pytest.mark.tensorflow
+@pytest.mark.qemu
 @pytest.mark.parametrize("case, target, budget", QEMU_CASES)
-def test_banded_firmware_is_bit_exact_in_qemu(case, target, budget, models, tmp_path):
-    max_ram = tightest(case, target) if budget == "tightest" else budget
-    summary = run(BuildOptions(model=models[case], target=target, max_ram=max_ram), None,
-                  tmp_path)
-    report = summary.build.compiled.report
+def test_banded_firmware_is_bit_exact_in_qemu(case, target, budget, builds):
+    compiled, max_ram, device, reference, tflm = qemu_runs(target, builds)[case, budget]
+    report = compiled.report
     assert report.schedule is not None and report.arena_bytes <= max_ram
-    np.testing.assert_array_equal(summary.qemu.outputs, summary.tflm_outputs)
-    assert summary.matches
+    np.testing.assert_array_equal(device.outputs, tflm)
+    np.testing.assert_array_equal(device.outputs, reference)
     # Every step was marked, and the per-layer counts (summed over interleaved steps) add up.
-    assert len(summary.qemu.layer_instructions[0]) == report.schedule["steps"]
-    assert all(layer.instructions > 0 for layer in summary.layers)
+    assert len(device.layer_instructions[0]) == report.schedule["steps"]
+    assert all(layer.instructions > 0
+               for layer in layer_counts(report, device.layer_instructions[0]))
 
 
 def banded_against_flat(case: str, target: str, budget: int, kernel: str | None, tmp_path
                         ) -> tuple[list[tuple], int, int]:
-    """The model layer by layer and at the budget, in QEMU, both bit-exact: per layer of the
-    kernel (None: of any kernel) that runs in more than one step, its instructions
+    """The model layer by layer and at the budget, in QEMU in one firmware (firmware_batch),
+    both bit-exact with TFLM and the NumPy reference on `mcugen run`'s inputs: per layer of
+    the kernel (None: of any kernel) that runs in more than one step, its instructions
     (LayerCount) in each, paired by the tensor each makes (column tiles, tiles.py, would add
     layers before the banded ones); and the instructions of an inference, layer by layer and
     banded."""
-    flat = run(BuildOptions(model=model_path(case, tmp_path), target=target), None,
-               tmp_path / "flat")
-    banded = run(BuildOptions(model=model_path(case, tmp_path), target=target, max_ram=budget),
-                 None, tmp_path / "banded")
-    assert banded.matches and flat.matches
-    steps = {layer.index: len(layer.steps) for layer in banded.build.compiled.report.layers}
-    flat_made, banded_made = ({result.build.compiled.layers[count.index].op.output: count
-                               for count in result.layers} for result in (flat, banded))
-    pairs = [(flat_made[output], count) for output, count in banded_made.items()
-             if output in flat_made and kernel in (None, count.kernel)
+    core, data = load_target(target), model_bytes(case)
+    models = {"flat": compile_for(data, "flat", core),
+              "banded": compile_for(data, "banded", core, max_ram=budget)}
+    inputs = {name: default_inputs(input_tensor(compiled.graph), seed=0)  # mcugen run's
+              for name, compiled in models.items()}
+    runs = run_batch(models, inputs, core, tmp_path / "batch")
+    made = {}
+    for name, compiled in models.items():
+        graph, outputs = compiled.graph, runs[name].outputs
+        np.testing.assert_array_equal(outputs, tflm_outputs(data, inputs[name]))
+        np.testing.assert_array_equal(outputs, np.stack([
+            run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+            for x in inputs[name]]))
+        made[name] = {compiled.layers[count.index].op.output: count
+                      for count in layer_counts(compiled.report, runs[name].layer_instructions[0])}
+    steps = {layer.index: len(layer.steps) for layer in models["banded"].report.layers}
+    pairs = [(made["flat"][output], count) for output, count in made["banded"].items()
+             if output in made["flat"] and kernel in (None, count.kernel)
              and steps[count.index] > 1]
-    return pairs, flat.qemu.instructions[0], banded.qemu.instructions[0]
-
-
-def model_path(case: str, folder: Path) -> Path:
-    path = folder / f"{case}.tflite"
-    if not path.exists():
-        path.write_bytes(model_bytes(case))
-    return path
+    return pairs, runs["flat"].instructions[0], runs["banded"].instructions[0]
 
 
 @pytest.mark.tensorflow
