@@ -6,6 +6,9 @@ tests need the cross compiler and QEMU (the speed test llvm-mca too)."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
