@@ -192,6 +192,20 @@ def test_person_detect_runs_bit_exact_on_cortex_m55(tmp_path):
     assert "dw_conv_s8_mve" in {layer.kernel for layer in summary.build.compiled.report.layers}
 
 
+def _bit_exact_case_in_qemu(case: str, work: Path):
+    """test_kernels' case on the M55 board, bit-exact with the reference: its compile and run."""
+    import test_kernels
+
+    compiled = test_kernels.compile_case(case, M55)
+    elf = build_firmware(test_kernels.write_sources(compiled, work / "model"), M55,
+                         work / "firmware")
+    inputs = test_kernels.case_inputs(compiled)
+    result = run_firmware(elf, M55, inputs, compiled.graph.output.size)
+    np.testing.assert_array_equal(result.outputs,
+                                  test_kernels.reference_outputs(compiled, inputs))
+    return compiled, result
+
+
 @pytest.mark.qemu
 def test_first_layers_are_convolved_a_window_per_vector_or_two(tmp_path):
     """A grayscale first layer (3x3 convolution, or depthwise to 8 channels) takes
@@ -200,19 +214,10 @@ def test_first_layers_are_convolved_a_window_per_vector_or_two(tmp_path):
     Bit-exact and well under the matrix product's and the ring's counts (5,425, 1,828, 7,991
     and 61,859 instructions with conv_s8_mve and dw_conv_s8_mve; 2,992, 836, 5,285 and 32,423
     with it)."""
-    import test_kernels
-
     for case, most in (("conv_3x3_s2_same_1_11", 4000), ("dw_3x3_s2_m8_c1", 1300),
                        ("conv_3x3_3_5", 6500), ("conv_10x4_s2_ds_cnn", 45000)):
-        compiled = test_kernels.compile_case(case, M55)
+        compiled, result = _bit_exact_case_in_qemu(case, tmp_path / case)
         assert [layer.variant.name for layer in compiled.layers] == ["conv_s8_pixels_mve"]
-        work = tmp_path / case
-        elf = build_firmware(test_kernels.write_sources(compiled, work / "model"), M55,
-                             work / "firmware")
-        inputs = test_kernels.case_inputs(compiled)
-        result = run_firmware(elf, M55, inputs, compiled.graph.output.size)
-        np.testing.assert_array_equal(result.outputs,
-                                      test_kernels.reference_outputs(compiled, inputs))
         assert max(result.instructions) < most, (case, result.instructions)
 
 
@@ -304,20 +309,11 @@ def test_pointwise_rows_of_three_chunks_or_more_take_eight_accumulators(tmp_path
     loaded once for the four channels (it was loaded once per pair of channels). Bit-exact
     and under the two-pass block's counts: 940, 645 and 1,948 instructions before (unrolled;
     looped without and with a tail), 909, 561 and 1,714 with it."""
-    import test_kernels
-
     for case, most in (("pw_64_7_eight_accumulators", 925), ("pw_144_4_even_loop", 600),
                        ("pw_273_5_even_loop_tail", 1830)):
-        compiled = test_kernels.compile_case(case, M55)
+        compiled, result = _bit_exact_case_in_qemu(case, tmp_path / case)
         assert [layer.variant.name for layer in compiled.layers] == ["pw_conv_s8_mve"]
         assert 'register int32_t a7 __asm__("lr");' in compiled.sources["model.c"]
-        work = tmp_path / case
-        elf = build_firmware(test_kernels.write_sources(compiled, work / "model"), M55,
-                             work / "firmware")
-        inputs = test_kernels.case_inputs(compiled)
-        result = run_firmware(elf, M55, inputs, compiled.graph.output.size)
-        np.testing.assert_array_equal(result.outputs,
-                                      test_kernels.reference_outputs(compiled, inputs))
         assert max(result.instructions) < most, (case, result.instructions)
 
 
@@ -326,19 +322,10 @@ def test_an_average_pool_of_up_to_255_taps_sums_eight_channels_a_load(tmp_path):
     """int16 lanes (eight channels per load) where no sum of int8 taps can overflow them:
     bit-exact at 255 taps with the extremes' inputs, and under the int32 lanes' counts
     (4,330 and 1,459 instructions before, 2,946 and 852 with them)."""
-    import test_kernels
-
     for case, most in (("avgpool_15x17_global_c9_int16", 3600),
                        ("avgpool_7x7_global_c13", 1150)):
-        compiled = test_kernels.compile_case(case, M55)
+        compiled, result = _bit_exact_case_in_qemu(case, tmp_path / case)
         assert "vldrbq_z_s16" in compiled.sources["model.c"]
-        work = tmp_path / case
-        elf = build_firmware(test_kernels.write_sources(compiled, work / "model"), M55,
-                             work / "firmware")
-        inputs = test_kernels.case_inputs(compiled)
-        result = run_firmware(elf, M55, inputs, compiled.graph.output.size)
-        np.testing.assert_array_equal(result.outputs,
-                                      test_kernels.reference_outputs(compiled, inputs))
         assert max(result.instructions) < most, (case, result.instructions)
 
 
