@@ -18,6 +18,7 @@ Both take the short requantization where the bounds allow it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 
@@ -112,7 +113,21 @@ class MatrixDsp:
 
 
 @dataclass(frozen=True)
-class SharedColumn:
+class SharedTail:
+    """A pointwise DSP function shared out of line by the layers under the short
+    requantization (its template's name, `prefix`, and the requantization's C function); each
+    kind below is its own class, so that kinds never compare equal."""
+
+    requantize: str  # the C function of the short sequence
+    prefix: ClassVar[str] = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}_{self.requantize}"
+
+
+@dataclass(frozen=True)
+class SharedColumn(SharedTail):
     """The pointwise DSP variant's last pixel of a call (a row range whose pixels are not whole
     blocks) under the short requantization: one out-of-line C function
     (templates/kernels/pw_column_s8_dsp.c.j2) then serves every such pointwise layer,
@@ -121,40 +136,28 @@ class SharedColumn:
     otherwise inline its own copy of the one-pixel products (300 to 600 bytes of code a
     layer on the Cortex-M7)."""
 
-    requantize: str  # the C function of the short sequence
-
-    @property
-    def name(self) -> str:
-        return f"pw_column_s8_dsp_{self.requantize}"
+    prefix: ClassVar[str] = "pw_column_s8_dsp"
 
 
 @dataclass(frozen=True)
-class SharedPair:
+class SharedPair(SharedTail):
     """The same for a call's last two pixels (templates/kernels/pw_pair_s8_dsp.c.j2), left
     by a layer of three-pixel blocks: by the 2x2 product, as the layer's own tail, its group
     count a run-time value. A band schedule's calls of rows of 56 pixels (MobileNetV2 224's
     third stage) leave two."""
 
-    requantize: str  # the C function of the short sequence
-
-    @property
-    def name(self) -> str:
-        return f"pw_pair_s8_dsp_{self.requantize}"
+    prefix: ClassVar[str] = "pw_pair_s8_dsp"
 
 
 @dataclass(frozen=True)
-class SharedOddRow:
+class SharedOddRow(SharedTail):
     """The same for the odd last filter row of a layer of three-pixel blocks under the short
     requantization (templates/kernels/pw_row3_s8_dsp.c.j2): once a block, against the
     block's pairs of rows (a call per block of 3 x outputs outputs: a few instructions per
     thousand on VWW's odd layers), where each layer with an odd channel count (dead channels
     removed, MobileNet widths rounded by alpha) inlined its own copy."""
 
-    requantize: str  # the C function of the short sequence
-
-    @property
-    def name(self) -> str:
-        return f"pw_row3_s8_dsp_{self.requantize}"
+    prefix: ClassVar[str] = "pw_row3_s8_dsp"
 
 
 @dataclass(frozen=True)
