@@ -9,6 +9,7 @@ The signal tests slow the final moves down with the MCUGEN_TEST_WRITE_DELAY hook
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -292,3 +293,25 @@ def test_an_output_path_that_cannot_be_a_folder_is_one_line_before_any_work(out,
     assert_one_line_error(result, "output" if "x" * 300 in out else "a file")
     assert "compiling" not in result.stderr  # refused before the slow steps
     assert (tmp_path / "a file").read_text() == "mine"
+
+
+def test_an_error_an_interruption_caused_is_answered_as_the_interruption(monkeypatch, capsys):
+    """A Ctrl-C while NumPy loads its C extension surfaces as NumPy's ImportError, not as
+    KeyboardInterrupt (seen in test_ctrl_c_while_mcugen_starts_prints_one_line under load:
+    "internal error: ImportError", exit 2): with the signal pending, mcugen says it was
+    interrupted, exit 130."""
+    from mcugen import cli
+
+    interruptions = cli.Interruptions()
+    interruptions.pending = signal.SIGINT
+
+    def run(args):
+        raise ImportError("PyCapsule_Import could not import module \"datetime\"")
+
+    class Parser:
+        def parse_args(self, argv):
+            return argparse.Namespace(run=run)
+
+    monkeypatch.setattr(cli, "make_parser", Parser)
+    assert cli._main([], interruptions) == 130
+    assert capsys.readouterr().err == "mcugen: interrupted\n"

@@ -641,16 +641,25 @@ def _main(argv: list[str] | None, interruptions: Interruptions) -> int:
         return 1
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM: what was begun is undone
         progress.abandon()
-        terminated = isinstance(interrupt, Terminated)
-        print(f"mcugen: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        return _interrupted(signal.SIGTERM if isinstance(interrupt, Terminated)
+                            else signal.SIGINT)
     except Exception as error:  # a bug in mcugen: still one line, the traceback on request
         progress.abandon()
+        if interruptions.pending is not None:
+            # The interruption, turned into another error by the code it stopped: NumPy's
+            # import, hit while it loads its C extension, raises ImportError.
+            return _interrupted(interruptions.pending)
         if os.environ.get("MCUGEN_DEBUG"):
             raise
         print(f"mcugen: internal error: {type(error).__name__}: {one_line(str(error))} "
               f"(set MCUGEN_DEBUG=1 for a traceback, and please report it)", file=sys.stderr)
         return 2
+
+
+def _interrupted(number: int) -> int:
+    terminated = number == signal.SIGTERM
+    print(f"mcugen: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+    return 128 + number
 
 
 if __name__ == "__main__":
