@@ -56,8 +56,9 @@ PIXEL_LANES_CHANNEL = 10
 PIXEL_LANES_BLOCK = 18
 PIXEL_LANES_PARTIAL = (0, 13, 16, 19)
 # channel lanes, per group of four channels (a partial last one alike): its set-up, a pixel.
+# (The pixel's biases by one LDM and its sums by one STM: 23 -> 21.)
 CHANNEL_LANES_GROUP = 27
-CHANNEL_LANES_PIXEL = 23
+CHANNEL_LANES_PIXEL = 21
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,8 @@ def _with_channel_lanes(params: MveDepthwiseParams, op: DepthwiseConv2D, graph: 
     padded_bias = np.zeros(padded, np.int64)
     padded_bias[:out_c] = bias
     tables = output_lane_tables(names, padded_bias, shifts)
+    if tables.offset("bias") != 0:  # the dot function loads the biases by LDM from t
+        raise ValueError(f"channel lanes need the biases first in a group: {tables.names}")
     filter_rows = np.zeros((padded, taps.shape[1] + 1), np.int8)
     filter_rows[:out_c, :-1] = taps
     return replace(params, channel_lanes=True, lane_table_names=tables.names,

@@ -1640,8 +1640,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer11_dw_conv_s8_mve_dotc(const int8_t **window
     int32x4_t t0, t1;
     const int8_t *p = *window;
     __asm__ __volatile__(
-        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
-        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "ldm %[t], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrb.8 %q[t0], [%[p]], #6\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[p], #33]\n\t"
@@ -1650,8 +1649,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer11_dw_conv_s8_mve_dotc(const int8_t **window
         "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
         "vldrb.8 %q[t1], [%[p], #111]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
-        "strd %[a0], %[a1], [%[sums]]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "stm %[sums], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrw.32 %q[t0], [%[sums]]\n\t"
         "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
         "vshr.s32 %q[t1], %q[t0], #31\n\t"
@@ -1942,8 +1940,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer13_dw_conv_s8_mve_dotc(const int8_t **window
     int32x4_t t0, t1;
     const int8_t *p = *window;
     __asm__ __volatile__(
-        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
-        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "ldm %[t], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrb.8 %q[t0], [%[p]], #3\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[p], #21]\n\t"
@@ -1952,8 +1949,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer13_dw_conv_s8_mve_dotc(const int8_t **window
         "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
         "vldrb.8 %q[t1], [%[p], #69]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
-        "strd %[a0], %[a1], [%[sums]]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "stm %[sums], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrw.32 %q[t0], [%[sums]]\n\t"
         "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
         "vshr.s32 %q[t1], %q[t0], #31\n\t"
@@ -2326,8 +2322,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer23_dw_conv_s8_mve_dotc(const int8_t **window
     int32x4_t t0, t1;
     const int8_t *p = *window;
     __asm__ __volatile__(
-        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
-        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "ldm %[t], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrb.8 %q[t0], [%[p]], #6\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[p], #15]\n\t"
@@ -2336,8 +2331,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer23_dw_conv_s8_mve_dotc(const int8_t **window
         "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
         "vldrb.8 %q[t1], [%[p], #57]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
-        "strd %[a0], %[a1], [%[sums]]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "stm %[sums], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrw.32 %q[t0], [%[sums]]\n\t"
         "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
         "vshr.s32 %q[t1], %q[t0], #31\n\t"
@@ -2710,8 +2704,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer25_dw_conv_s8_mve_dotc(const int8_t **window
     int32x4_t t0, t1;
     const int8_t *p = *window;
     __asm__ __volatile__(
-        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
-        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "ldm %[t], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrb.8 %q[t0], [%[p]], #3\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[p], #12]\n\t"
@@ -2720,8 +2713,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer25_dw_conv_s8_mve_dotc(const int8_t **window
         "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
         "vldrb.8 %q[t1], [%[p], #42]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
-        "strd %[a0], %[a1], [%[sums]]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "stm %[sums], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrw.32 %q[t0], [%[sums]]\n\t"
         "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
         "vshr.s32 %q[t1], %q[t0], #31\n\t"
