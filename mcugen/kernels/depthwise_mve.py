@@ -55,6 +55,7 @@ PAIRED_MIN_WIDTH = 16  # output pixels per row from which one load serves two (p
 PIXEL_LANES_CHANNEL = 10
 PIXEL_LANES_BLOCK = 18
 PIXEL_LANES_PARTIAL = (0, 13, 16, 19)
+PIXEL_LANES_EIGHT = 34  # a pass of eight pixels (MveDepthwiseParams.eight_pixels)
 # channel lanes, per group of four channels (a partial last one alike): its set-up, a pixel.
 # (The pixel's biases by one LDM and its sums by one STM: 23 -> 21.)
 CHANNEL_LANES_GROUP = 27
@@ -176,7 +177,19 @@ class MveDepthwiseParams:
         ring are not inlined: GCC would hoist those vectors into the layer function and hold
         them across its channel loop, spilling its own (measured on v2's 48-channel layers:
         +1 % estimated cycles); a call per input row costs a few instructions."""
-        return self.group_offsets and -(-self.input.c // SCATTER_LANES) > 4
+        return self.group_offsets and (-(-self.input.c // SCATTER_LANES) > 4
+                                       or self.eight_pixels)
+
+    @property
+    def eight_pixels(self) -> bool:
+        """Rows of eight pixels or more go eight pixels a pass: two blocks of four whose sums
+        are narrowed to int16 together for the offset, clamp and one scatter store (16-bit
+        offsets: seven pixels' bytes must fit), and half the pixel loop's branches. Only where
+        one bound of the activation is int8's own (ReLU and ReLU6 at an output zero point of
+        -128, or none): a saturating narrowing clamps that side, and the pass holds the weight
+        vectors, the offsets and one vector of bounds; with two, GCC spills them (a ReLU6 of
+        another zero point from 48x48x16, stride 2: 71,235 -> 77,695 instructions on M55)."""
+        return self.output.w >= 2 * PIXELS and (2 * PIXELS - 1) * self.output.c < 2**16
 
     @property
     def advance(self) -> bool:
@@ -220,7 +233,8 @@ def channel_lanes_win(op: Op, graph: Graph) -> bool:
     ring = _ring(x, y, g)
     if (INT32_LANES - 1) * ring.plane > LOAD_OFFSET_MAX:
         return False
-    pixel_lanes = y.c * (PIXEL_LANES_CHANNEL + PIXEL_LANES_BLOCK * (y.w // PIXELS)
+    pixel_lanes = y.c * (PIXEL_LANES_CHANNEL + PIXEL_LANES_EIGHT * (y.w // (2 * PIXELS))
+                         + PIXEL_LANES_BLOCK * (y.w % (2 * PIXELS) // PIXELS)
                          + PIXEL_LANES_PARTIAL[y.w % PIXELS])
     channel_lanes = -(-y.c // INT32_LANES) * (CHANNEL_LANES_GROUP + CHANNEL_LANES_PIXEL * y.w)
     return channel_lanes < pixel_lanes
@@ -351,7 +365,7 @@ def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
 
 DW_CONV_S8_MVE = Variant(
     "dw_conv_s8_mve", (DepthwiseConv2D,), Isa.MVE, "dw_conv_s8_mve", Order.RASTER, _lower,
-    applies=_applies, scratch_bytes=_scratch_bytes, helpers=("mve_helpers",), row_ranges=True,
+    applies=_applies, scratch_bytes=_scratch_bytes, helpers=("mve_helpers", "dw_conv_s8_mve_helpers"), row_ranges=True,
     legacy=True, keeps_input_rows=True)
 
 VARIANTS = (DW_CONV_S8_MVE,)
