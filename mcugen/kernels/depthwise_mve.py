@@ -15,7 +15,9 @@ KH x KW weights by the lane offsets of the ring's rotation (tables, one per rota
 
 Per output row, channel by channel, four pixels at a time: four window loads and VMLADAVAs per
 weight vector, the sums through the output stage with the channel's multiplier and shift, and
-a scatter store (the four pixels are C bytes apart). A whole output row is computed together,
+a scatter store (the four pixels are C bytes apart); on rows of eight pixels or more, eight
+pixels a pass, their two blocks' sums narrowed to int16 together for the offset, clamp and
+one store (MveDepthwiseParams.eight_pixels). A whole output row is computed together,
 after the rows it reads are in the ring: raster order by rows.
 
 On narrow rows (MveDepthwiseParams.channel_lanes) the lanes of the output stage are four
