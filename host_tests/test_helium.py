@@ -283,15 +283,19 @@ def test_narrow_depthwise_rows_are_bit_exact_and_cheaper_in_channel_lanes(tmp_pa
 @pytest.mark.qemu
 def test_wide_depthwise_rows_go_eight_pixels_a_pass(tmp_path):
     """Rows of 8 pixels or more: two blocks of four pixels narrowed to int16 together for the
-    offset, clamp and one scatter store. A stride-2 layer from 48x48x16 (rows of 24: three
-    passes) and 13x13x24 (a pass, a block of four, one pixel): bit-exact, and under the
-    counts of four pixels a pass (71,235 and 31,625 instructions; 67,308 and 29,405 so)."""
+    offset, clamp and one scatter store; the last 5 to 7 pixels of a row likewise, by one
+    predicated store. A stride-2 layer from 48x48x16 (rows of 24: three passes), 13x13x24 (a
+    pass, then a block of four and one pixel together) and 6x6x64 (four and two together):
+    bit-exact, and under the counts of four pixels a pass (71,235, 31,625 and 21,969
+    instructions; 67,308, 27,198 and 19,269 so)."""
     cases = ((ir_graphs.depthwise(3, 48, 48, 16, stride=(2, 2), padding=Padding(0, 1, 0, 1)),
-              69000),
-             (ir_graphs.depthwise(6, 13, 13, 24), 30500))
-    for i, (case, most) in enumerate(cases):
+              69000, True, False),
+             (ir_graphs.depthwise(6, 13, 13, 24), 28500, True, True),
+             (ir_graphs.depthwise(11, 6, 6, 64), 20500, False, True))
+    for i, (case, most, eight, combined) in enumerate(cases):
         compiled = compile_graph(case, name="model", target=M55, source="dw")
-        assert compiled.layers[0].params.eight_pixels
+        params = compiled.layers[0].params
+        assert (params.eight_pixels, params.combined_tail) == (eight, combined)
         work = tmp_path / str(i)
         (work / "model").mkdir(parents=True)
         for file, text in compiled.sources.items():

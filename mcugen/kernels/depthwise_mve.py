@@ -58,6 +58,10 @@ PIXEL_LANES_CHANNEL = 10
 PIXEL_LANES_BLOCK = 18
 PIXEL_LANES_PARTIAL = (0, 13, 16, 19)
 PIXEL_LANES_EIGHT = 34  # a pass of eight pixels (MveDepthwiseParams.eight_pixels)
+# (The combined tail of 5-7 pixels saves about 3 on the block and partial block it replaces
+# where the activation spans int8, as channel lanes need; left out of the count: so counted,
+# rows of 5-7 pixels would take pixel lanes at 13-128 channels, measured slower there, e.g.
+# 5x5x128 28,811 instructions against 25,646, 6x6x128 37,968 against 35,327.)
 # channel lanes, per group of four channels (a partial last one alike): its set-up, a pixel.
 # (The pixel's biases by one LDM and its sums by one STM: 23 -> 21.)
 CHANNEL_LANES_GROUP = 27
@@ -192,6 +196,23 @@ class MveDepthwiseParams:
         vectors, the offsets and one vector of bounds; with two, GCC spills them (a ReLU6 of
         another zero point from 48x48x16, stride 2: 71,235 -> 77,695 instructions on M55)."""
         return self.output.w >= 2 * PIXELS and (2 * PIXELS - 1) * self.output.c < 2**16
+
+    @property
+    def combined_tail(self) -> bool:
+        """The last 5 to 7 pixels of a row go in one pass: a block of four and the tail's,
+        narrowed together as eight pixels are, one predicated store (one output stage's
+        offset, clamp and store fewer than a block and a tail apart)."""
+        return (self.output.w % (2 * PIXELS) > PIXELS
+                and (2 * PIXELS - 1) * self.output.c < 2**16)
+
+    @property
+    def combined_tail_predicate(self) -> str:
+        """The combined tail's store predicate (two bits per int16 lane): the block's four
+        pixels in the even lanes, the tail's in the first odd ones."""
+        tail = self.output.w % PIXELS
+        bits = sum(3 << (4 * i) for i in range(PIXELS)) | sum(3 << (4 * i + 2)
+                                                                for i in range(tail))
+        return f"0x{bits:04x}"
 
     @property
     def advance(self) -> bool:
