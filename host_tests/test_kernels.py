@@ -134,6 +134,14 @@ CASES = {
     "dw_3x3_valid_c4": lambda: g.depthwise(48, 5, 5, 4, padding=P0),
     "dw_3x3_no_activation_c4": lambda: g.depthwise(49, 4, 4, 4,
                                                    activation=ir.Activation.NONE),
+    # Helium's passes of eight pixels and its combined tails (a block of four and 1-3 more):
+    # rows of 13 (ReLU6), of 16 (paired loads; no activation: saturating narrowings) and of
+    # 15 (ReLU: the upper bound is int8's own).
+    "dw_3x3_rows_of_13_c8": lambda: g.depthwise(50, 3, 13, 8),
+    "dw_3x3_rows_of_16_no_activation_c8": lambda: g.depthwise(
+        51, 3, 16, 8, activation=ir.Activation.NONE),
+    "dw_3x3_rows_of_15_relu_c5": lambda: g.depthwise(52, 3, 15, 5,
+                                                     activation=ir.Activation.RELU),
     # The DSP pairs variant's edges (kernels/depthwise_pairs.py): odd output widths (the last
     # column alone), channel counts that are not a multiple of the widening's four, stride 2
     # with odd and even left padding, strides that differ across and down, padding beyond the

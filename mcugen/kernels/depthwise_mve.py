@@ -15,7 +15,9 @@ KH x KW weights by the lane offsets of the ring's rotation (tables, one per rota
 
 Per output row, channel by channel, four pixels at a time: four window loads and VMLADAVAs per
 weight vector, the sums through the output stage with the channel's multiplier and shift, and
-a scatter store (the four pixels are C bytes apart). A whole output row is computed together,
+a scatter store (the four pixels are C bytes apart); on rows of eight pixels or more, eight
+pixels a pass, their two blocks' sums narrowed to int16 together for the offset, clamp and
+one store (MveDepthwiseParams.eight_pixels). A whole output row is computed together,
 after the rows it reads are in the ring: raster order by rows.
 
 On narrow rows (MveDepthwiseParams.channel_lanes) the lanes of the output stage are four
@@ -55,9 +57,15 @@ PAIRED_MIN_WIDTH = 16  # output pixels per row from which one load serves two (p
 PIXEL_LANES_CHANNEL = 10
 PIXEL_LANES_BLOCK = 18
 PIXEL_LANES_PARTIAL = (0, 13, 16, 19)
+PIXEL_LANES_EIGHT = 34  # a pass of eight pixels (MveDepthwiseParams.eight_pixels)
+# (The combined tail of 5-7 pixels saves about 3 on the block and partial block it replaces
+# where the activation spans int8, as channel lanes need; left out of the count: so counted,
+# rows of 5-7 pixels would take pixel lanes at 13-128 channels, measured slower there, e.g.
+# 5x5x128 28,811 instructions against 25,646, 6x6x128 37,968 against 35,327.)
 # channel lanes, per group of four channels (a partial last one alike): its set-up, a pixel.
+# (The pixel's biases by one LDM and its sums by one STM: 23 -> 21.)
 CHANNEL_LANES_GROUP = 27
-CHANNEL_LANES_PIXEL = 23
+CHANNEL_LANES_PIXEL = 21
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,36 @@ class MveDepthwiseParams:
         ring are not inlined: GCC would hoist those vectors into the layer function and hold
         them across its channel loop, spilling its own (measured on v2's 48-channel layers:
         +1 % estimated cycles); a call per input row costs a few instructions."""
-        return self.group_offsets and -(-self.input.c // SCATTER_LANES) > 4
+        return self.group_offsets and (-(-self.input.c // SCATTER_LANES) > 4
+                                       or self.eight_pixels)
+
+    @property
+    def eight_pixels(self) -> bool:
+        """Rows of eight pixels or more go eight pixels a pass: two blocks of four whose sums
+        are narrowed to int16 together for the offset, clamp and one scatter store (16-bit
+        offsets: seven pixels' bytes must fit), and half the pixel loop's branches. Only where
+        one bound of the activation is int8's own (ReLU and ReLU6 at an output zero point of
+        -128, or none): a saturating narrowing clamps that side, and the pass holds the weight
+        vectors, the offsets and one vector of bounds; with two, GCC spills them (a ReLU6 of
+        another zero point from 48x48x16, stride 2: 71,235 -> 77,695 instructions on M55)."""
+        return self.output.w >= 2 * PIXELS and (2 * PIXELS - 1) * self.output.c < 2**16
+
+    @property
+    def combined_tail(self) -> bool:
+        """The last 5 to 7 pixels of a row go in one pass: a block of four and the tail's,
+        narrowed together as eight pixels are, one predicated store (one output stage's
+        offset, clamp and store fewer than a block and a tail apart)."""
+        return (self.output.w % (2 * PIXELS) > PIXELS
+                and (2 * PIXELS - 1) * self.output.c < 2**16)
+
+    @property
+    def combined_tail_predicate(self) -> str:
+        """The combined tail's store predicate (two bits per int16 lane): the block's four
+        pixels in the even lanes, the tail's in the first odd ones."""
+        tail = self.output.w % PIXELS
+        bits = sum(3 << (4 * i) for i in range(PIXELS)) | sum(3 << (4 * i + 2)
+                                                                for i in range(tail))
+        return f"0x{bits:04x}"
 
     @property
     def advance(self) -> bool:
@@ -219,7 +256,8 @@ def channel_lanes_win(op: Op, graph: Graph) -> bool:
     ring = _ring(x, y, g)
     if (INT32_LANES - 1) * ring.plane > LOAD_OFFSET_MAX:
         return False
-    pixel_lanes = y.c * (PIXEL_LANES_CHANNEL + PIXEL_LANES_BLOCK * (y.w // PIXELS)
+    pixel_lanes = y.c * (PIXEL_LANES_CHANNEL + PIXEL_LANES_EIGHT * (y.w // (2 * PIXELS))
+                         + PIXEL_LANES_BLOCK * (y.w % (2 * PIXELS) // PIXELS)
                          + PIXEL_LANES_PARTIAL[y.w % PIXELS])
     channel_lanes = -(-y.c // INT32_LANES) * (CHANNEL_LANES_GROUP + CHANNEL_LANES_PIXEL * y.w)
     return channel_lanes < pixel_lanes
@@ -325,6 +363,8 @@ def _with_channel_lanes(params: MveDepthwiseParams, op: DepthwiseConv2D, graph: 
     padded_bias = np.zeros(padded, np.int64)
     padded_bias[:out_c] = bias
     tables = output_lane_tables(names, padded_bias, shifts)
+    if tables.offset("bias") != 0:  # the dot function loads the biases by LDM from t
+        raise ValueError(f"channel lanes need the biases first in a group: {tables.names}")
     filter_rows = np.zeros((padded, taps.shape[1] + 1), np.int8)
     filter_rows[:out_c, :-1] = taps
     return replace(params, channel_lanes=True, lane_table_names=tables.names,
@@ -348,7 +388,7 @@ def _scratch_bytes(op: Op, graph: Graph, target: Target) -> int:
 
 DW_CONV_S8_MVE = Variant(
     "dw_conv_s8_mve", (DepthwiseConv2D,), Isa.MVE, "dw_conv_s8_mve", Order.RASTER, _lower,
-    applies=_applies, scratch_bytes=_scratch_bytes, helpers=("mve_helpers",), row_ranges=True,
+    applies=_applies, scratch_bytes=_scratch_bytes, helpers=("mve_helpers", "dw_conv_s8_mve_helpers"), row_ranges=True,
     legacy=True, keeps_input_rows=True)
 
 VARIANTS = (DW_CONV_S8_MVE,)

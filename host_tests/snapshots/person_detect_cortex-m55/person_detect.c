@@ -238,6 +238,40 @@ MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
     return sum;
 }
 
+/* mve_offset_clamp (templates/isa/mve.c.j2) for eight lanes at once (dw_conv_s8_mve's passes
+ * of eight pixels), two vectors narrowed to int16 (a's lanes in the even halves, b's in the
+ * odd ones) by saturating narrowings, in place: a value beyond int16 stays beyond the
+ * activation's range after the saturating add of the offset (|offset| < 256), so
+ * the clamp is bit-exact. Each int16 lane's low byte is the result. The bounds are constants:
+ * where one of them is int8's own, a saturating narrowing to int8 clamps that side (one
+ * vector of bounds fewer held in registers); the activation spanning int8 needs none. */
+MCUGEN_ALWAYS_INLINE int16x8_t mve_narrow_offset_clamp(int32x4_t a, int32x4_t b, int32_t offset,
+                                                      int32_t low, int32_t high)
+{
+    __asm__("vqmovnb.s32 %q[a], %q[a]\n\tvqmovnt.s32 %q[a], %q[b]" : [a] "+w"(a) : [b] "w"(b));
+    int16x8_t lanes = vqaddq_n_s16(vreinterpretq_s16_s32(a), (int16_t)offset);
+    if (low == -128 || high == 127) {
+        if (low != -128) {
+            lanes = vmaxq_s16(lanes, vdupq_n_s16((int16_t)low));
+        }
+        if (high != 127) {
+            lanes = vminq_s16(lanes, vdupq_n_s16((int16_t)high));
+        }
+        __asm__("vqmovnb.s16 %q[v], %q[v]" : [v] "+w"(lanes));
+        return lanes;
+    }
+    return vminq_s16(vmaxq_s16(lanes, vdupq_n_s16((int16_t)low)), vdupq_n_s16((int16_t)high));
+}
+
+/* A constant store predicate of 16-bit lanes, hidden from GCC's constant folding: GCC 12 took
+ * 0x33ff (a combined tail of 4 + 2 pixels) for 0xffff and stored two bytes past the row
+ * (measured: v3-small's 5x5 layers wrote into the next buffer). */
+MCUGEN_ALWAYS_INLINE mve_pred16_t mve_lanes_predicate(uint32_t bits)
+{
+    __asm__("" : "+r"(bits));
+    return (mve_pred16_t)bits;
+}
+
 /* Fixed-point helpers of the int8 softmax (gemmlowp's, as TFLite uses them). */
 static int32_t saturating_shift_left(int32_t x, int32_t exponent)
 {
@@ -464,7 +498,6 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer1_dw_conv_s8_mve_dot4(const int8_t *wind
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
     int8x16_t t0, t1;
-    int32x4_t s;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[window]], #12\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
@@ -472,12 +505,12 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer1_dw_conv_s8_mve_dot4(const int8_t *wind
         "vldrb.8 %q[t1], [%[window], #-6]\n\t"
         "vmladav.s8 %[a2], %q[t1], %q[w0]\n\t"
         "vmladav.s8 %[a3], %q[t1], %q[w1]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
+        "vmov %q[t0][2], %q[t0][0], %[a0], %[a2]\n\t"
+        "vmov %q[t0][3], %q[t0][1], %[a1], %[a3]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [window] "+r"(window)
         : [w0] "w"(w0), [w1] "w"(w1)
         : "memory");
-    *sums = s;
+    *sums = vreinterpretq_s32_s8(t0); /* the loads' register, free after them */
     return window;
 }
 
@@ -516,6 +549,7 @@ MCUGEN_LAYER void layer1_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
     }
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 150);
     const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 8, 16, 24);
+    const uint16x8_t pixel_offsets8 = vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), pixel_offsets), vaddq_n_u32(pixel_offsets, 32));
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -542,14 +576,19 @@ MCUGEN_LAYER void layer1_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32_t bias = t[0], multiplier = t[1], right = t[2];
             const int8_t *window = planes + c * 150;
             int8_t *out = out_row + c;
-            for (int32_t ox = 0; ox < 45; ox += 4, out += 32) {
-                int32x4_t v;
-                const int8_t *const next = layer1_dw_conv_s8_mve_dot4(window, w0, w1, &v);
-                v = vaddq_n_s32(v, bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-                window = next;
+            for (int32_t ox = 0; ox < 41; ox += 8, out += 64) {
+                int32x4_t v0;
+                const int8_t *const next0 = layer1_dw_conv_s8_mve_dot4(window, w0, w1, &v0);
+                v0 = vaddq_n_s32(v0, bias);
+                v0 = mve_requantize_right_n(v0, multiplier, right);
+
+                int32x4_t v1;
+                const int8_t *const next1 = layer1_dw_conv_s8_mve_dot4(next0, w0, w1, &v1);
+                v1 = vaddq_n_s32(v1, bias);
+                v1 = mve_requantize_right_n(v1, multiplier, right);
+
+                vstrbq_scatter_offset_s16(out, pixel_offsets8, mve_narrow_offset_clamp(v0, v1, -128, -128, 127));
+                window = next1;
             }
         }
     }
@@ -668,7 +707,6 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer3_dw_conv_s8_mve_dot4(const int8_t *wind
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
     int8x16_t t0, t1;
-    int32x4_t s;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[window]], #24\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
@@ -676,17 +714,17 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer3_dw_conv_s8_mve_dot4(const int8_t *wind
         "vldrb.8 %q[t1], [%[window], #-12]\n\t"
         "vmladav.s8 %[a2], %q[t1], %q[w0]\n\t"
         "vmladav.s8 %[a3], %q[t1], %q[w1]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
+        "vmov %q[t0][2], %q[t0][0], %[a0], %[a2]\n\t"
+        "vmov %q[t0][3], %q[t0][1], %[a1], %[a3]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [window] "+r"(window)
         : [w0] "w"(w0), [w1] "w"(w1)
         : "memory");
-    *sums = s;
+    *sums = vreinterpretq_s32_s8(t0); /* the loads' register, free after them */
     return window;
 }
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
-static void layer3_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
+__attribute__((noinline)) static void layer3_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     const uint16x8_t offsets0 = plane_offsets;
     const uint16x8_t offsets1 = vaddq_n_u16(plane_offsets, 1176);
@@ -698,7 +736,7 @@ slot += 0;
 }
 
 /* A row outside the image into a ring slot: the zero point in every column of the image. */
-static void layer3_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets)
+__attribute__((noinline)) static void layer3_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets)
 {
     const int16x8_t zero_points = vdupq_n_s16(-128);
     const uint16x8_t offsets0 = plane_offsets;
@@ -726,6 +764,7 @@ MCUGEN_LAYER void layer3_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
     }
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 147);
     const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 16, 32, 48);
+    const uint16x8_t pixel_offsets8 = vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), pixel_offsets), vaddq_n_u32(pixel_offsets, 64));
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -752,14 +791,19 @@ MCUGEN_LAYER void layer3_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32_t bias = t[0], multiplier = t[1], right = t[2];
             const int8_t *window = planes + c * 147;
             int8_t *out = out_row + c;
-            for (int32_t ox = 0; ox < 21; ox += 4, out += 64) {
-                int32x4_t v;
-                const int8_t *const next = layer3_dw_conv_s8_mve_dot4(window, w0, w1, &v);
-                v = vaddq_n_s32(v, bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-                window = next;
+            for (int32_t ox = 0; ox < 17; ox += 8, out += 128) {
+                int32x4_t v0;
+                const int8_t *const next0 = layer3_dw_conv_s8_mve_dot4(window, w0, w1, &v0);
+                v0 = vaddq_n_s32(v0, bias);
+                v0 = mve_requantize_right_n(v0, multiplier, right);
+
+                int32x4_t v1;
+                const int8_t *const next1 = layer3_dw_conv_s8_mve_dot4(next0, w0, w1, &v1);
+                v1 = vaddq_n_s32(v1, bias);
+                v1 = mve_requantize_right_n(v1, multiplier, right);
+
+                vstrbq_scatter_offset_s16(out, pixel_offsets8, mve_narrow_offset_clamp(v0, v1, -128, -128, 127));
+                window = next1;
             }
         }
     }
@@ -860,7 +904,6 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer5_dw_conv_s8_mve_dot4(const int8_t *wind
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
     int8x16_t t0, t1;
-    int32x4_t s;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[window]], #12\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
@@ -868,17 +911,17 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer5_dw_conv_s8_mve_dot4(const int8_t *wind
         "vldrb.8 %q[t1], [%[window], #-6]\n\t"
         "vmladav.s8 %[a2], %q[t1], %q[w0]\n\t"
         "vmladav.s8 %[a3], %q[t1], %q[w1]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
+        "vmov %q[t0][2], %q[t0][0], %[a0], %[a2]\n\t"
+        "vmov %q[t0][3], %q[t0][1], %[a1], %[a3]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [window] "+r"(window)
         : [w0] "w"(w0), [w1] "w"(w1)
         : "memory");
-    *sums = s;
+    *sums = vreinterpretq_s32_s8(t0); /* the loads' register, free after them */
     return window;
 }
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
-static void layer5_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
+__attribute__((noinline)) static void layer5_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     const uint16x8_t offsets0 = plane_offsets;
     const uint16x8_t offsets1 = vaddq_n_u16(plane_offsets, 624);
@@ -894,7 +937,7 @@ slot += 3;
 }
 
 /* A row outside the image into a ring slot: the zero point in every column of the image. */
-static void layer5_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets)
+__attribute__((noinline)) static void layer5_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets)
 {
     const int16x8_t zero_points = vdupq_n_s16(-128);
     const uint16x8_t offsets0 = plane_offsets;
@@ -926,6 +969,7 @@ MCUGEN_LAYER void layer5_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
     }
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 78);
     const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 32, 64, 96);
+    const uint16x8_t pixel_offsets8 = vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), pixel_offsets), vaddq_n_u32(pixel_offsets, 128));
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -952,14 +996,19 @@ MCUGEN_LAYER void layer5_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32_t bias = t[0], multiplier = t[1], right = t[2];
             const int8_t *window = planes + c * 78;
             int8_t *out = out_row + c;
-            for (int32_t ox = 0; ox < 21; ox += 4, out += 128) {
-                int32x4_t v;
-                const int8_t *const next = layer5_dw_conv_s8_mve_dot4(window, w0, w1, &v);
-                v = vaddq_n_s32(v, bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, -128, -128, 127);
-                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-                window = next;
+            for (int32_t ox = 0; ox < 17; ox += 8, out += 256) {
+                int32x4_t v0;
+                const int8_t *const next0 = layer5_dw_conv_s8_mve_dot4(window, w0, w1, &v0);
+                v0 = vaddq_n_s32(v0, bias);
+                v0 = mve_requantize_right_n(v0, multiplier, right);
+
+                int32x4_t v1;
+                const int8_t *const next1 = layer5_dw_conv_s8_mve_dot4(next0, w0, w1, &v1);
+                v1 = vaddq_n_s32(v1, bias);
+                v1 = mve_requantize_right_n(v1, multiplier, right);
+
+                vstrbq_scatter_offset_s16(out, pixel_offsets8, mve_narrow_offset_clamp(v0, v1, -128, -128, 127));
+                window = next1;
             }
         }
     }
@@ -1103,7 +1152,6 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer7_dw_conv_s8_mve_dot4(const int8_t *wind
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
     int8x16_t t0, t1;
-    int32x4_t s;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[window]], #24\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
@@ -1113,17 +1161,17 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer7_dw_conv_s8_mve_dot4(const int8_t *wind
         "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[window], #-6]\n\t"
         "vmladav.s8 %[a3], %q[t1], %q[w0]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
+        "vmov %q[t0][2], %q[t0][0], %[a0], %[a2]\n\t"
+        "vmov %q[t0][3], %q[t0][1], %[a1], %[a3]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [window] "+r"(window)
         : [w0] "w"(w0)
         : "memory");
-    *sums = s;
+    *sums = vreinterpretq_s32_s8(t0); /* the loads' register, free after them */
     return window;
 }
 
 /* Input row `row` into a ring slot: each pixel's channels, eight at a time, one byte per plane. */
-static void layer7_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
+__attribute__((noinline)) static void layer7_dw_conv_s8_mve_take(int8_t *slot, const int8_t *row, uint16x8_t plane_offsets)
 {
     const uint16x8_t offsets0 = plane_offsets;
     const uint16x8_t offsets1 = vaddq_n_u16(plane_offsets, 600);
@@ -1139,7 +1187,7 @@ slot += 0;
 }
 
 /* A row outside the image into a ring slot: the zero point in every column of the image. */
-static void layer7_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets)
+__attribute__((noinline)) static void layer7_dw_conv_s8_mve_pad_row(int8_t *slot, uint16x8_t plane_offsets)
 {
     const int16x8_t zero_points = vdupq_n_s16(-128);
     const uint16x8_t offsets0 = plane_offsets;
@@ -1171,6 +1219,7 @@ MCUGEN_LAYER void layer7_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
     }
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 75);
     const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 32, 64, 96);
+    const uint16x8_t pixel_offsets8 = vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), pixel_offsets), vaddq_n_u32(pixel_offsets, 128));
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 2 - 0;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -1195,14 +1244,30 @@ MCUGEN_LAYER void layer7_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32_t bias = t[0], multiplier = t[1], right = t[2];
             const int8_t *window = planes + c * 75;
             int8_t *out = out_row + c;
-            for (int32_t ox = 0; ox < 9; ox += 4, out += 128) {
+            for (int32_t ox = 0; ox < 5; ox += 8, out += 256) {
+                int32x4_t v0;
+                const int8_t *const next0 = layer7_dw_conv_s8_mve_dot4(window, w0, &v0);
+                v0 = vaddq_n_s32(v0, bias);
+                v0 = mve_requantize_right_n(v0, multiplier, right);
+
+                int32x4_t v1;
+                const int8_t *const next1 = layer7_dw_conv_s8_mve_dot4(next0, w0, &v1);
+                v1 = vaddq_n_s32(v1, bias);
+                v1 = mve_requantize_right_n(v1, multiplier, right);
+
+                vstrbq_scatter_offset_s16(out, pixel_offsets8, mve_narrow_offset_clamp(v0, v1, -128, -128, 127));
+                window = next1;
+            }
+            {
                 int32x4_t v;
                 const int8_t *const next = layer7_dw_conv_s8_mve_dot4(window, w0, &v);
                 v = vaddq_n_s32(v, bias);
                 v = mve_requantize_right_n(v, multiplier, right);
+
                 v = mve_offset_clamp(v, -128, -128, 127);
                 vstrbq_scatter_offset_s32(out, pixel_offsets, v);
                 window = next;
+                out += 128;
             }
         }
     }
@@ -1346,7 +1411,6 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer9_dw_conv_s8_mve_dot4(const int8_t *wind
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
     int8x16_t t0, t1;
-    int32x4_t s;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[window]], #12\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[w0]\n\t"
@@ -1356,12 +1420,12 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer9_dw_conv_s8_mve_dot4(const int8_t *wind
         "vmladav.s8 %[a2], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[window], #-3]\n\t"
         "vmladav.s8 %[a3], %q[t1], %q[w0]\n\t"
-        "vmov %q[s][2], %q[s][0], %[a0], %[a2]\n\t"
-        "vmov %q[s][3], %q[s][1], %[a1], %[a3]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [s] "=&w"(s), [window] "+r"(window)
+        "vmov %q[t0][2], %q[t0][0], %[a0], %[a2]\n\t"
+        "vmov %q[t0][3], %q[t0][1], %[a1], %[a3]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [window] "+r"(window)
         : [w0] "w"(w0)
         : "memory");
-    *sums = s;
+    *sums = vreinterpretq_s32_s8(t0); /* the loads' register, free after them */
     return window;
 }
 
@@ -1414,6 +1478,7 @@ MCUGEN_LAYER void layer9_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
     }
     const uint16x8_t plane_offsets = vmulq_n_u16(vidupq_n_u16(0, 1), 42);
     const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 64, 128, 192);
+    const uint16x8_t pixel_offsets8 = vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), pixel_offsets), vaddq_n_u32(pixel_offsets, 256));
     for (int32_t oy = row_begin; oy < row_end; ++oy) {
         const int32_t y0 = oy * 1 - 1;
         for (int32_t ky = 0; ky < 3; ++ky) {
@@ -1438,14 +1503,30 @@ MCUGEN_LAYER void layer9_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
             const int32_t bias = t[0], multiplier = t[1], right = t[2];
             const int8_t *window = planes + c * 42;
             int8_t *out = out_row + c;
-            for (int32_t ox = 0; ox < 9; ox += 4, out += 256) {
+            for (int32_t ox = 0; ox < 5; ox += 8, out += 512) {
+                int32x4_t v0;
+                const int8_t *const next0 = layer9_dw_conv_s8_mve_dot4(window, w0, &v0);
+                v0 = vaddq_n_s32(v0, bias);
+                v0 = mve_requantize_right_n(v0, multiplier, right);
+
+                int32x4_t v1;
+                const int8_t *const next1 = layer9_dw_conv_s8_mve_dot4(next0, w0, &v1);
+                v1 = vaddq_n_s32(v1, bias);
+                v1 = mve_requantize_right_n(v1, multiplier, right);
+
+                vstrbq_scatter_offset_s16(out, pixel_offsets8, mve_narrow_offset_clamp(v0, v1, -128, -128, 127));
+                window = next1;
+            }
+            {
                 int32x4_t v;
                 const int8_t *const next = layer9_dw_conv_s8_mve_dot4(window, w0, &v);
                 v = vaddq_n_s32(v, bias);
                 v = mve_requantize_right_n(v, multiplier, right);
+
                 v = mve_offset_clamp(v, -128, -128, 127);
                 vstrbq_scatter_offset_s32(out, pixel_offsets, v);
                 window = next;
+                out += 256;
             }
         }
     }
@@ -1640,8 +1721,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer11_dw_conv_s8_mve_dotc(const int8_t **window
     int32x4_t t0, t1;
     const int8_t *p = *window;
     __asm__ __volatile__(
-        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
-        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "ldm %[t], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrb.8 %q[t0], [%[p]], #6\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[p], #33]\n\t"
@@ -1650,8 +1730,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer11_dw_conv_s8_mve_dotc(const int8_t **window
         "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
         "vldrb.8 %q[t1], [%[p], #111]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
-        "strd %[a0], %[a1], [%[sums]]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "stm %[sums], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrw.32 %q[t0], [%[sums]]\n\t"
         "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
         "vshr.s32 %q[t1], %q[t0], #31\n\t"
@@ -1942,8 +2021,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer13_dw_conv_s8_mve_dotc(const int8_t **window
     int32x4_t t0, t1;
     const int8_t *p = *window;
     __asm__ __volatile__(
-        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
-        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "ldm %[t], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrb.8 %q[t0], [%[p]], #3\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[p], #21]\n\t"
@@ -1952,8 +2030,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer13_dw_conv_s8_mve_dotc(const int8_t **window
         "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
         "vldrb.8 %q[t1], [%[p], #69]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
-        "strd %[a0], %[a1], [%[sums]]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "stm %[sums], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrw.32 %q[t0], [%[sums]]\n\t"
         "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
         "vshr.s32 %q[t1], %q[t0], #31\n\t"
@@ -2326,8 +2403,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer23_dw_conv_s8_mve_dotc(const int8_t **window
     int32x4_t t0, t1;
     const int8_t *p = *window;
     __asm__ __volatile__(
-        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
-        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "ldm %[t], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrb.8 %q[t0], [%[p]], #6\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[p], #15]\n\t"
@@ -2336,8 +2412,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer23_dw_conv_s8_mve_dotc(const int8_t **window
         "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
         "vldrb.8 %q[t1], [%[p], #57]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
-        "strd %[a0], %[a1], [%[sums]]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "stm %[sums], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrw.32 %q[t0], [%[sums]]\n\t"
         "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
         "vshr.s32 %q[t1], %q[t0], #31\n\t"
@@ -2710,8 +2785,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer25_dw_conv_s8_mve_dotc(const int8_t **window
     int32x4_t t0, t1;
     const int8_t *p = *window;
     __asm__ __volatile__(
-        "ldrd %[a0], %[a1], [%[t], #0]\n\t"
-        "ldrd %[a2], %[a3], [%[t], #8]\n\t"
+        "ldm %[t], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrb.8 %q[t0], [%[p]], #3\n\t"
         "vmladava.s8 %[a0], %q[t0], %q[w0]\n\t"
         "vldrb.8 %q[t1], [%[p], #12]\n\t"
@@ -2720,8 +2794,7 @@ MCUGEN_ALWAYS_INLINE int32x4_t layer25_dw_conv_s8_mve_dotc(const int8_t **window
         "vmladava.s8 %[a2], %q[t0], %q[w2]\n\t"
         "vldrb.8 %q[t1], [%[p], #42]\n\t"
         "vmladava.s8 %[a3], %q[t1], %q[w3]\n\t"
-        "strd %[a0], %[a1], [%[sums]]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "stm %[sums], { %[a0], %[a1], %[a2], %[a3]}\n\t"
         "vldrw.32 %q[t0], [%[sums]]\n\t"
         "vqrdmulh.s32 %q[t0], %q[t0], %q[m]\n\t"
         "vshr.s32 %q[t1], %q[t0], #31\n\t"
