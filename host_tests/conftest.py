@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -63,10 +64,12 @@ def pytest_configure(config):
 # The test files that take longest (`--durations=0`, summed per file), longest first. The
 # whole suite gives each worker a file at a time (scripts/test: --dist loadfile
 # --no-loadscope-reorder) in collection order: started first, a long file cannot be the last
-# one left while the other workers idle. A file missing here only runs later.
-LONGEST_FIRST = ("test_cli.py", "test_row_bands.py", "test_quantize_io.py",
-                 "test_early_checks.py", "test_mobilenet_generations.py", "test_cmsis_nn.py",
-                 "test_kernels.py", "test_run_image.py", "test_keras_frontend.py",
+# one left while the other workers idle. A file missing here only runs later. Wall times on
+# 2 shared cores (issue 20): test_row_bands 1001 s, test_quantize_io 656, test_cli 616,
+# test_mobilenet_generations 276, test_early_checks 250, test_kernels 192, test_cmsis_nn 147.
+LONGEST_FIRST = ("test_row_bands.py", "test_quantize_io.py", "test_cli.py",
+                 "test_mobilenet_generations.py", "test_early_checks.py", "test_kernels.py",
+                 "test_cmsis_nn.py", "test_run_image.py", "test_keras_frontend.py",
                  "test_caller_arena.py", "test_real_world_models.py",
                  "test_selftest_profile.py", "test_host_models.py", "test_constant_folding.py",
                  "test_output_folder.py", "test_clang.py", "test_qemu_models.py")
@@ -195,3 +198,32 @@ def typed_inputs(graph, seed: int = 0, count: int = 4) -> np.ndarray:
 def person_detect() -> bytes:
     assert PERSON_DETECT.is_file(), f"missing {PERSON_DETECT} (shared/ beside the repo)"
     return PERSON_DETECT.read_bytes()
+
+
+@pytest.fixture
+def mcugen_here(capsys, monkeypatch):
+    """The command line's own code (mcugen.cli.main) run in this process, for tests of what a
+    command does rather than of how its program starts: no interpreter start, imports and
+    template compiling per command (about a second of CPU each). Called as test_cli.mcugen is
+    (cwd optional), answering a subprocess.CompletedProcess: what the command wrote on stdout
+    and stderr, and its exit status (argparse's --help exits: its code, as the program's). The
+    tests of the program itself (signals, a closed pipe, the quiet TensorFlow import of a fresh
+    interpreter) keep a real process."""
+    from mcugen.cli import main
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        monkeypatch.delenv("MCUGEN_DEBUG", raising=False)
+        # argparse wraps --help to the terminal's width: a program on a pipe sees 80 columns
+        # unless COLUMNS says otherwise, whatever this process's own stdout is.
+        monkeypatch.setenv("COLUMNS", os.environ.get("COLUMNS", "80"))
+        capsys.readouterr()
+        try:
+            status = main(list(args))
+        except SystemExit as done:
+            status = done.code or 0
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["mcugen", *args], status, out, err)
+
+    return run

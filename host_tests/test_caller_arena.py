@@ -263,16 +263,14 @@ def test_in_qemu_an_interrupt_runs_an_instance_inside_another_and_models_share(
 
 
 @pytest.mark.qemu
-def test_mcugen_run_checks_a_caller_arena_build(tmp_path):
+def test_mcugen_run_checks_a_caller_arena_build(tmp_path, mcugen_here):
     """`mcugen run --arena caller`: the host program gives the model an arena of its own; the
     QEMU firmware's model_invoke does (firmware_arena.c), the model named model too."""
-    from test_cli import mcugen
-
     model = SHARED / "models" / "person_detect.tflite"
     for target, name in (("host", "person_detect"), ("cortex-m0plus", "model")):
-        result = mcugen("run", "--model", str(model), "--arena", "caller", "--target", target,
-                        "--name", name, "--max-ram", "20K", "--out", str(tmp_path / target),
-                        cwd=tmp_path)
+        result = mcugen_here("run", "--model", str(model), "--arena", "caller", "--target",
+                             target, "--name", name, "--max-ram", "20K", "--out",
+                             str(tmp_path / target), cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         assert "verdict: bit-exact" in result.stdout
         header = (tmp_path / target / f"{name}.h").read_text()

@@ -23,24 +23,6 @@ def mcugen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture
-def mcugen_here(capsys, monkeypatch):
-    """The command line's own code (mcugen.cli.main) run in this process, for tests of what a
-    command does rather than of how its program starts: no interpreter start, imports and
-    template compiling per command (seconds each). Called as test_cli.mcugen is."""
-    from mcugen.cli import main
-
-    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        monkeypatch.chdir(cwd)
-        monkeypatch.delenv("MCUGEN_DEBUG", raising=False)
-        capsys.readouterr()
-        status = main(list(args))
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(["mcugen", *args], status, out, err)
-
-    return run
-
-
 STEP_LINE = re.compile(r"mcugen: .*\.\.\.( \d+\.\d s)?")  # a step, and the seconds it took
 
 
@@ -142,11 +124,11 @@ def test_run_builds_a_generation_from_the_command_line(tmp_path):
 
 
 @pytest.mark.qemu
-def test_targets_are_listed_grouped_by_core(tmp_path):
+def test_targets_are_listed_grouped_by_core(tmp_path, mcugen_here):
     """Each core's line, then the core itself and its parts, indented under it."""
     from mcugen.targets import load_target, target_names
 
-    result = mcugen("targets", cwd=tmp_path)
+    result = mcugen_here("targets", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     group, seen = None, {}
     for line in result.stdout.splitlines()[1:-1]:
@@ -311,8 +293,8 @@ def test_run_out_keeps_the_folder_with_measured_instructions(tmp_path, mcugen_he
                                       "cortex-m7", "--out", "mine", cwd=tmp_path), "--force")
 
 
-def test_inspect_prints_the_layer_table(tmp_path):
-    result = mcugen("inspect", str(PERSON_DETECT), cwd=tmp_path)
+def test_inspect_prints_the_layer_table(tmp_path, mcugen_here):
+    result = mcugen_here("inspect", str(PERSON_DETECT), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "DEPTHWISE_CONV_2D" in result.stdout and "7,157,888 MACs" in result.stdout
     assert not any(tmp_path.iterdir())
@@ -333,9 +315,9 @@ BAD_ARGUMENTS = {
 
 
 @pytest.mark.parametrize("case", BAD_ARGUMENTS)
-def test_bad_arguments_get_one_line_and_no_output(case, tmp_path):
+def test_bad_arguments_get_one_line_and_no_output(case, tmp_path, mcugen_here):
     arguments, word = BAD_ARGUMENTS[case]
-    result = mcugen("build", *arguments, "--out", "out", cwd=tmp_path)
+    result = mcugen_here("build", *arguments, "--out", "out", cwd=tmp_path)
     assert_one_line_error(result, word)
     assert not (tmp_path / "out").exists() and not (tmp_path / "build").exists()
 
@@ -343,9 +325,9 @@ def test_bad_arguments_get_one_line_and_no_output(case, tmp_path):
 @pytest.mark.parametrize("content", [b"", b"\x00" * 64, os.urandom(4096),
                                      PERSON_DETECT.read_bytes()[:1000]],
                          ids=["empty", "zeros", "random", "truncated"])
-def test_malformed_model_files_are_refused(content, tmp_path):
+def test_malformed_model_files_are_refused(content, tmp_path, mcugen_here):
     (tmp_path / "bad.tflite").write_bytes(content)
-    result = mcugen("build", "--model", "bad.tflite", "--out", "out", cwd=tmp_path)
+    result = mcugen_here("build", "--model", "bad.tflite", "--out", "out", cwd=tmp_path)
     assert_one_line_error(result, "bad.tflite")
     assert not (tmp_path / "out").exists()
     assert (tmp_path / "bad.tflite").read_bytes() == content  # the user's file is untouched
@@ -397,13 +379,14 @@ def test_foreign_folder_is_kept_unless_forced_and_own_folder_is_replaced(tmp_pat
 
 
 @pytest.mark.tensorflow
-def test_the_default_name_says_which_model_it_is(tmp_path):
+def test_the_default_name_says_which_model_it_is(tmp_path, mcugen_here):
     """Item 10: every build without --name wrote build/model, so README's commands overwrote
     each other. The name now comes from the model: the file's stem, or the MobileNet's
     options."""
     from mcugen.build import default_name
 
-    result = mcugen("build", "--model", str(PERSON_DETECT), "--target", "host", cwd=tmp_path)
+    result = mcugen_here("build", "--model", str(PERSON_DETECT), "--target", "host",
+                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "build" / "person_detect" / "person_detect.h").is_file()
     assert "-> build/person_detect" in result.stdout
@@ -438,12 +421,12 @@ def test_readmes_build_commands_write_different_folders():
 
 @pytest.mark.tensorflow
 @pytest.mark.parametrize("command", ["build", "run", "report", "inspect", "targets"])
-def test_help_shows_defaults_and_two_examples(command, tmp_path):
+def test_help_shows_defaults_and_two_examples(command, tmp_path, mcugen_here):
     """Item 10: --help showed no defaults and no examples; the examples are real command
     lines (they parse)."""
     from mcugen.cli import make_parser
 
-    result = mcugen(command, "--help", cwd=tmp_path)
+    result = mcugen_here(command, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     help_text = result.stdout
     examples = [line.split("(")[0].split(">")[0].strip()
@@ -458,28 +441,28 @@ def test_help_shows_defaults_and_two_examples(command, tmp_path):
         assert "(default: build/NAME)" in help_text or "temporary" in help_text
 
 
-def test_main_help_opens_with_what_mcugen_does(tmp_path):
-    result = mcugen("--help", cwd=tmp_path)
+def test_main_help_opens_with_what_mcugen_does(tmp_path, mcugen_here):
+    result = mcugen_here("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     description = result.stdout.split("\n\n")[1]
     assert description.startswith("mcugen compiles an int8-quantized MobileNet"), description
     assert "examples:" in result.stdout
 
 
-def test_run_defaults_to_a_target_it_can_run(tmp_path):
+def test_run_defaults_to_a_target_it_can_run(tmp_path, mcugen_here):
     """Item 8: run's --help said the default target was host, which run refuses."""
     from mcugen.cli import make_parser
     from mcugen.qemu import firmware_target
 
     target = make_parser().parse_args(["run"]).target
     firmware_target(target)  # one with a QEMU board
-    assert f"(default: {target})" in mcugen("run", "--help", cwd=tmp_path).stdout.replace(
+    assert f"(default: {target})" in mcugen_here("run", "--help", cwd=tmp_path).stdout.replace(
         "\n                        ", " ")
 
 
 @pytest.mark.tensorflow
 @pytest.mark.qemu
-def test_run_prints_builds_lines_and_an_overflow_stands_out(tmp_path):
+def test_run_prints_builds_lines_and_an_overflow_stands_out(tmp_path, mcugen_here):
     """Items 6 and 8: `run` takes --name and --no-memory-check, prints the flash and RAM lines
     `build` prints, says that the kept image is for the QEMU board and not for the part; a
     model bigger than the part's flash (3.2 MB of weights, the STM32F746's 1 MB) runs anyway
@@ -490,8 +473,9 @@ def test_run_prints_builds_lines_and_an_overflow_stands_out(tmp_path):
     import numpy as np
 
     np.save(tmp_path / "one.npy", np.full(64 * 64 * 3, 5, np.int8))  # one inference: faster
-    result = mcugen("run", "--model", "big.tflite", "--target", "stm32f746ng", "--name", "big",
-                    "--no-memory-check", "--inputs", "one.npy", "--out", "kept", cwd=tmp_path)
+    result = mcugen_here("run", "--model", "big.tflite", "--target", "stm32f746ng", "--name",
+                         "big", "--no-memory-check", "--inputs", "one.npy", "--out", "kept",
+                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "verdict: bit-exact" in result.stdout and "NumPy reference and of TFLM" in result.stdout
     assert re.search(r"^big: \d+ layers, [\d,]+ MACs, flash 3,[\d,]+ B \(weights\) — 3\d\d % of "

@@ -444,7 +444,8 @@ def judged(tmp_path_factory) -> dict:
         scratch = work / f"run{index}"
         scratch.mkdir()
         runs.append((case, inputs, run_sanitized(folder, "fz", graph.input.size,
-                                                 graph.output.size, inputs, scratch)))
+                                                 graph.output.size, inputs, scratch,
+                                                 optimized=True)))
     oracles = oracle_outputs([(case.data, inputs) for case, inputs, _ in runs], work / "oracle")
     return {"verdicts": verdicts, "runs": runs, "oracles": oracles}
 

@@ -22,14 +22,20 @@ from pathlib import Path
 import pytest
 
 from conftest import PERSON_DETECT, REPO
-from test_cli import assert_one_line_error, mcugen
+from test_cli import assert_one_line_error
 
 MANIFEST = ".mcugen-manifest.json"
 
 
-def build(cwd: Path, out: str, *more: str) -> subprocess.CompletedProcess:
-    return mcugen("build", "--model", str(PERSON_DETECT), "--target", "host", "--out", out,
-                  *more, cwd=cwd)
+@pytest.fixture
+def build_here(mcugen_here):
+    """build(cwd, out, *more): person_detect built for the host by the command line's code in
+    this process (conftest.mcugen_here); the interrupted builds below are real processes."""
+    def build(cwd: Path, out: str, *more: str) -> subprocess.CompletedProcess:
+        return mcugen_here("build", "--model", str(PERSON_DETECT), "--target", "host", "--out",
+                           out, *more, cwd=cwd)
+
+    return build
 
 
 def generated(name: str) -> set[str]:
@@ -66,20 +72,20 @@ def manifest_of(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_the_users_files_survive_forced_and_plain_builds(tmp_path):
+def test_the_users_files_survive_forced_and_plain_builds(tmp_path, build_here):
     """Issue 17, items 1 and 13: --force into the user's folder, then a plain build, then
     another name: main.c, .git, object files all survive; mcugen's own files are replaced."""
     out = tmp_path / "fw"
     out.mkdir()
     mine = users_folder(out)
-    assert_one_line_error(build(tmp_path, "fw", "--name", "pd"), "--force")
-    forced = build(tmp_path, "fw", "--name", "pd", "--force")
+    assert_one_line_error(build_here(tmp_path, "fw", "--name", "pd"), "--force")
+    forced = build_here(tmp_path, "fw", "--name", "pd", "--force")
     assert forced.returncode == 0, forced.stderr
     assert set(manifest_of(out)) == generated("pd")
-    plain = build(tmp_path, "fw", "--name", "pd")  # the manifest makes it mcugen's folder...
+    plain = build_here(tmp_path, "fw", "--name", "pd")  # the manifest makes it mcugen's folder...
     assert plain.returncode == 0, plain.stderr
     assert_kept(out, mine)  # ...but only for the files it names
-    renamed = build(tmp_path, "fw", "--name", "other")
+    renamed = build_here(tmp_path, "fw", "--name", "other")
     assert renamed.returncode == 0, renamed.stderr
     assert_kept(out, mine)
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
@@ -88,65 +94,65 @@ def test_the_users_files_survive_forced_and_plain_builds(tmp_path):
 
 
 @pytest.mark.parametrize("force", [False, True])
-def test_a_users_file_with_a_generated_name_is_never_overwritten(force, tmp_path):
+def test_a_users_file_with_a_generated_name_is_never_overwritten(force, tmp_path, build_here):
     """Their own CMakeLists.txt: refused in one line naming it, even with --force, and nothing
     is written."""
     out = tmp_path / "fw"
     out.mkdir()
     (out / "CMakeLists.txt").write_text("project(mine)\n")
-    result = build(tmp_path, "fw", "--name", "pd", *(["--force"] if force else []))
+    result = build_here(tmp_path, "fw", "--name", "pd", *(["--force"] if force else []))
     assert_one_line_error(result, "CMakeLists.txt", "not a file mcugen wrote")
     assert sorted(p.name for p in out.iterdir()) == ["CMakeLists.txt"]
     assert (out / "CMakeLists.txt").read_text() == "project(mine)\n"
     # In a folder mcugen made, a file the user added under a generated name is theirs too.
-    assert build(tmp_path, "ours", "--name", "pd").returncode == 0
+    assert build_here(tmp_path, "ours", "--name", "pd").returncode == 0
     (tmp_path / "ours" / "pd.c").unlink()
     (tmp_path / "ours" / "pd.c").write_text("/* mine */\n")  # not the file mcugen wrote
     manifest = json.loads((tmp_path / "ours" / MANIFEST).read_text())
     del manifest["files"]["pd.c"]
     (tmp_path / "ours" / MANIFEST).write_text(json.dumps(manifest))
-    assert_one_line_error(build(tmp_path, "ours", "--name", "pd", "--force"), "pd.c")
+    assert_one_line_error(build_here(tmp_path, "ours", "--name", "pd", "--force"), "pd.c")
     assert (tmp_path / "ours" / "pd.c").read_text() == "/* mine */\n"
 
 
 @pytest.mark.slow
-def test_an_edited_generated_file_is_overwritten_only_when_forced(tmp_path):
+def test_an_edited_generated_file_is_overwritten_only_when_forced(tmp_path, build_here):
     out = tmp_path / "fw"
-    assert build(tmp_path, "fw", "--name", "pd").returncode == 0
+    assert build_here(tmp_path, "fw", "--name", "pd").returncode == 0
     original = (out / "pd_io.c").read_text()
     (out / "pd_io.c").write_text(original + "/* my tweak */\n")
-    assert_one_line_error(build(tmp_path, "fw", "--name", "pd"), "pd_io.c", "edited",
+    assert_one_line_error(build_here(tmp_path, "fw", "--name", "pd"), "pd_io.c", "edited",
                           "--force")
     assert (out / "pd_io.c").read_text().endswith("/* my tweak */\n")
     # A build under another name does not write pd_io.c: the edited file stays, the user's now,
     # while pd's unchanged files go.
-    assert build(tmp_path, "fw", "--name", "other").returncode == 0
+    assert build_here(tmp_path, "fw", "--name", "other").returncode == 0
     assert (out / "pd_io.c").read_text().endswith("/* my tweak */\n")
     assert not (out / "pd.c").exists() and "pd_io.c" not in manifest_of(out)
     (out / "other.c").write_text("/* edited */\n")
-    forced = build(tmp_path, "fw", "--name", "other", "--force")
+    forced = build_here(tmp_path, "fw", "--name", "other", "--force")
     assert forced.returncode == 0, forced.stderr
     assert "edited" not in (out / "other.c").read_text()
 
 
-def test_a_damaged_manifest_or_an_old_mcugen_folder_is_refused_in_one_line(tmp_path):
-    assert build(tmp_path, "fw", "--name", "pd").returncode == 0
+def test_a_damaged_manifest_or_an_old_mcugen_folder_is_refused_in_one_line(tmp_path, build_here):
+    assert build_here(tmp_path, "fw", "--name", "pd").returncode == 0
     (tmp_path / "fw" / MANIFEST).write_text('{"files": {"../../etc/passwd": "0"}}')
-    assert_one_line_error(build(tmp_path, "fw", "--name", "pd", "--force"), MANIFEST)
+    assert_one_line_error(build_here(tmp_path, "fw", "--name", "pd", "--force"), MANIFEST)
     assert (tmp_path / "fw" / "pd.c").is_file()
     old = tmp_path / "old"  # what mcugen before the manifest left: a marker, no file list
     old.mkdir()
     (old / ".mcugen").write_text("This folder was generated by mcugen\n")
     (old / "main.c").write_text("mine")
-    assert_one_line_error(build(tmp_path, "old", "--name", "pd", "--force"), "older mcugen")
+    assert_one_line_error(build_here(tmp_path, "old", "--name", "pd", "--force"), "older mcugen")
     assert (old / "main.c").read_text() == "mine"
 
 
 @pytest.mark.slow
-def test_debris_of_interrupted_builds_is_removed_by_the_next(tmp_path):
+def test_debris_of_interrupted_builds_is_removed_by_the_next(tmp_path, build_here):
     """Staging folders of a killed build (inside the folder; its process is gone) and those of
     mcugen before 0.2 (beside the folder, with its marker) go; other hidden folders stay."""
-    assert build(tmp_path, "fw", "--name", "pd").returncode == 0
+    assert build_here(tmp_path, "fw", "--name", "pd").returncode == 0
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     debris = [tmp_path / "fw" / f".mcugen-staging-{dead}-abc123",
@@ -158,7 +164,7 @@ def test_debris_of_interrupted_builds_is_removed_by_the_next(tmp_path):
     (tmp_path / ".fw.x1y2z3w4" / ".mcugen").write_text("marker")
     theirs = tmp_path / ".fw.keepthis"
     theirs.mkdir()
-    assert build(tmp_path, "fw", "--name", "pd").returncode == 0
+    assert build_here(tmp_path, "fw", "--name", "pd").returncode == 0
     assert not any(folder.exists() for folder in debris)
     assert not (tmp_path / ".fw.old.k2j4h5g6").exists() and theirs.is_dir()
 
@@ -231,9 +237,9 @@ def test_ctrl_c_while_mcugen_starts_prints_one_line(seconds, tmp_path):
 
 
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_the_slow_steps_leaves_the_previous_build(number, tmp_path):
+def test_a_signal_during_the_slow_steps_leaves_the_previous_build(number, tmp_path, build_here):
     out = tmp_path / "fw"
-    assert build(tmp_path, "fw", "--name", "pd").returncode == 0
+    assert build_here(tmp_path, "fw", "--name", "pd").returncode == 0
     mine = users_folder(out)
     before = {name: (out / name).read_bytes() for name in generated("pd")}
     running = Build(tmp_path, "--out", "fw", "--name", "other")
@@ -247,12 +253,12 @@ def test_a_signal_during_the_slow_steps_leaves_the_previous_build(number, tmp_pa
 
 
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_the_final_moves_waits_for_them(number, tmp_path):
+def test_a_signal_during_the_final_moves_waits_for_them(number, tmp_path, build_here):
     """The signal arrives while the new files are being moved in (slowed down to 0.2 s per
     file): the moves finish first, then mcugen stops with the signal's status. The folder is the
     new build, whole: every file of it, none of the old one's, the user's untouched."""
     out = tmp_path / "fw"
-    assert build(tmp_path, "fw", "--name", "pd").returncode == 0
+    assert build_here(tmp_path, "fw", "--name", "pd").returncode == 0
     mine = users_folder(out)
     running = Build(tmp_path, "--out", "fw", "--name", "other", delay=0.2)
     running.wait_for(lambda: (out / "other.c").exists())  # moved in: others still to come
@@ -265,12 +271,12 @@ def test_a_signal_during_the_final_moves_waits_for_them(number, tmp_path):
     assert_no_debris(tmp_path)
 
 
-def test_a_kill_during_the_final_moves_is_repaired_by_the_next_build(tmp_path):
+def test_a_kill_during_the_final_moves_is_repaired_by_the_next_build(tmp_path, build_here):
     """SIGKILL cannot be held back: it leaves a mix of the two builds and the staging folder.
     The manifest written before the moves names both, so the next build recognises every file
     as mcugen's, removes the staging folder, and the user's files are untouched throughout."""
     out = tmp_path / "fw"
-    assert build(tmp_path, "fw", "--name", "pd").returncode == 0
+    assert build_here(tmp_path, "fw", "--name", "pd").returncode == 0
     mine = users_folder(out)
     running = Build(tmp_path, "--out", "fw", "--name", "other", delay=0.2)
     running.wait_for(lambda: (out / "other.c").exists())
@@ -278,7 +284,7 @@ def test_a_kill_during_the_final_moves_is_repaired_by_the_next_build(tmp_path):
     running.finish()
     assert (out / "pd.c").exists() and list(out.glob(".mcugen-staging-*"))  # the mix
     assert_kept(out, mine)
-    again = build(tmp_path, "fw", "--name", "other")
+    again = build_here(tmp_path, "fw", "--name", "other")
     assert again.returncode == 0, again.stderr
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert names == set(mine) | generated("other") | {MANIFEST}
@@ -286,10 +292,11 @@ def test_a_kill_during_the_final_moves_is_repaired_by_the_next_build(tmp_path):
 
 
 @pytest.mark.parametrize("out", ["x" * 300 + "/m", "a file/m"], ids=["long name", "file"])
-def test_an_output_path_that_cannot_be_a_folder_is_one_line_before_any_work(out, tmp_path):
+def test_an_output_path_that_cannot_be_a_folder_is_one_line_before_any_work(out, tmp_path,
+                                                                            build_here):
     """Issue 17, item 18: a 300-character --out component was an internal error."""
     (tmp_path / "a file").write_text("mine")
-    result = build(tmp_path, out)
+    result = build_here(tmp_path, out)
     assert_one_line_error(result, "output" if "x" * 300 in out else "a file")
     assert "compiling" not in result.stderr  # refused before the slow steps
     assert (tmp_path / "a file").read_text() == "mine"

@@ -4,6 +4,8 @@ never skip: CI installs the toolchain and QEMU (.ci/run)."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -23,12 +25,26 @@ def mobilenet_file(tmp_path_factory):
     return path
 
 
+_mobilenet_runs: dict[str, tuple[object, object]] = {}
+
+
+def mobilenet_run(target: str, mobilenet_file, tmp_path_factory):
+    """`mcugen run` of the MobileNet on the target and its work folder, once per target and
+    file: the corruption test below takes the Cortex-M7's run (firmware built, QEMU run, TFLM)
+    from the bit-exactness test rather than repeating it."""
+    if target not in _mobilenet_runs:
+        work = tmp_path_factory.mktemp(f"mobilenet_{target}")
+        _mobilenet_runs[target] = run(BuildOptions(model=mobilenet_file, target=target), None,
+                                      work), work
+    return _mobilenet_runs[target]
+
+
 @pytest.mark.tensorflow
 @pytest.mark.qemu
 @pytest.mark.parametrize("target", ["cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7",
                                     "cortex-m33", "cortex-m55"])
-def test_mobilenet_runs_bit_exact_in_qemu(target, mobilenet_file, tmp_path):
-    summary = run(BuildOptions(model=mobilenet_file, target=target), None, tmp_path)
+def test_mobilenet_runs_bit_exact_in_qemu(target, mobilenet_file, tmp_path_factory):
+    summary, _ = mobilenet_run(target, mobilenet_file, tmp_path_factory)
     assert summary.tflm_outputs is not None
     np.testing.assert_array_equal(summary.qemu.outputs, summary.reference_outputs)
     np.testing.assert_array_equal(summary.qemu.outputs, summary.tflm_outputs)
@@ -60,10 +76,12 @@ def test_a_part_runs_on_its_cores_board(tmp_path):
 
 @pytest.mark.tensorflow
 @pytest.mark.qemu
-def test_a_firmware_with_a_wrong_answer_fails_the_check(mobilenet_file, tmp_path):
-    """Corrupt one weight of the generated C: the firmware still runs, and the comparison
-    with TFLM must catch it (the check is not vacuous)."""
-    summary = run(BuildOptions(model=mobilenet_file, target="cortex-m7"), None, tmp_path)
+def test_a_firmware_with_a_wrong_answer_fails_the_check(mobilenet_file, tmp_path_factory,
+                                                        tmp_path):
+    """Corrupt one weight of the generated C (a copy of the M7 run's): the firmware still
+    runs, and the comparison with TFLM must catch it (the check is not vacuous)."""
+    summary, work = mobilenet_run("cortex-m7", mobilenet_file, tmp_path_factory)
+    shutil.copytree(work / "model", tmp_path / "model")
     weights = tmp_path / "model" / "model_weights.c"
     text = weights.read_text()
     # The first int32 table of layer 0 (its bias, alone or with the requantization constants).

@@ -13,8 +13,6 @@ hand-built graphs in test_kernels.py (the u8_ cases)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,14 +145,12 @@ def test_the_hosted_uint8_model_runs_in_row_bands_within_a_budget(tmp_path):
 
 
 @pytest.mark.qemu
-def test_mcugen_run_names_the_cat_as_tensorflow_lite_does():
+def test_mcugen_run_names_the_cat_as_tensorflow_lite_does(mcugen_here):
     """The issue's command: the hosted uint8 MobileNet on a Cortex-M7 in QEMU classifies
     ../shared/images/cat.bmp; its top class is the one TensorFlow Lite's reference kernels give
     for the same input bytes (computed here independently of mcugen's run)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "mcugen", "run", "--image", str(CAT), "--labels", str(LABELS),
-         "--model", str(HOSTED_UINT8), "--target", "cortex-m7"],
-        cwd=REPO, capture_output=True, text=True, timeout=900)
+    result = mcugen_here("run", "--image", str(CAT), "--labels", str(LABELS), "--model",
+                         str(HOSTED_UINT8), "--target", "cortex-m7", cwd=REPO)
     assert result.returncode == 0, result.stderr
     tensor = InputTensor((1, 128, 128, 3), "uint8", 1 / 128, 128)
     pixels = pixels_to_input(load_picture(CAT, tensor).pixels, tensor).values.reshape(1, -1)

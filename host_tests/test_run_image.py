@@ -5,7 +5,6 @@ model: mcugen/oracle.py), which must agree bit for bit."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -42,9 +41,13 @@ def person_labels(tmp_path_factory) -> Path:
     return path
 
 
-def mcugen(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mcugen", *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=900)
+
+
+@pytest.fixture
+def mcugen_in_repo(mcugen_here):
+    """The command line's code in this process (conftest.mcugen_here), run from the
+    repository."""
+    return lambda *args: mcugen_here(*args, cwd=REPO)
 
 
 # --- the preprocessing convention ------------------------------------------------------------
@@ -228,9 +231,9 @@ def test_a_wrong_answer_gives_a_mismatch_verdict(person_labels, tmp_path):
 
 
 @pytest.mark.tensorflow
-def test_the_command_line_prints_the_top_five_and_the_verdict(keras_model):
-    result = mcugen("run", "--model", str(keras_model), "--target", "host", "--image", str(CAT),
-                    "--labels", str(IMAGENET_LABELS), "--input-range=-1,1")
+def test_the_command_line_prints_the_top_five_and_the_verdict(keras_model, mcugen_in_repo):
+    result = mcugen_in_repo("run", "--model", str(keras_model), "--target", "host", "--image",
+                            str(CAT), "--labels", str(IMAGENET_LABELS), "--input-range=-1,1")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert any(line.startswith("image: ") and "mapped onto -1..1" in line for line in lines)
@@ -246,8 +249,8 @@ def test_the_command_line_prints_the_top_five_and_the_verdict(keras_model):
     (["--image", str(CAT), "--labels", str(IMAGENET_LABELS)],
      "1001 lines but the model has 2 classes"),
 ])
-def test_bad_image_options_are_one_line(args, message):
-    result = mcugen("run", "--model", str(PERSON_DETECT), "--target", "host", *args)
+def test_bad_image_options_are_one_line(args, message, mcugen_in_repo):
+    result = mcugen_in_repo("run", "--model", str(PERSON_DETECT), "--target", "host", *args)
     assert result.returncode == 1 and result.stdout == ""
     error = result.stderr.strip().splitlines()
     assert error[-1].startswith("mcugen: error: ") and message in error[-1], result.stderr
@@ -256,7 +259,7 @@ def test_bad_image_options_are_one_line(args, message):
 
 @pytest.mark.tensorflow
 @pytest.mark.qemu
-def test_run_takes_no_memory_check(tmp_path):
+def test_run_takes_no_memory_check(tmp_path, mcugen_in_repo):
     """α 1.0: 3.2 MB of weights, more than a typical Cortex-M7's 1 MB of flash, but the QEMU
     board holds them: `run` refuses it as `build` does. That it runs the same model with
     --no-memory-check, bit-exact, test_cli's test_run_prints_builds_lines_and_an_overflow_
@@ -264,5 +267,6 @@ def test_run_takes_no_memory_check(tmp_path):
     big = tmp_path / "big.tflite"
     big.write_bytes(mobilenet_tflite(arch="v1", seed=1, alpha=1.0, height=64, width=64,
                                      channels=3, classes=5))
-    refused = mcugen("run", "--model", str(big), "--target", "cortex-m7", "--image", str(CAT))
+    refused = mcugen_in_repo("run", "--model", str(big), "--target", "cortex-m7", "--image",
+                             str(CAT))
     assert refused.returncode == 1 and "--no-memory-check" in refused.stderr.splitlines()[-1]

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -148,30 +147,24 @@ def test_selftest_of_uint8_and_float_models_passes_on_the_host(tmp_path, model):
 # --- the command line -------------------------------------------------------------------------
 
 
-def mcugen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "mcugen", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env)
-
-
 @pytest.mark.parametrize("args, message", [
     (["--selftest", "0"], "--selftest 0: give 1 to 64 input vectors"),
     (["--selftest", "many"], "--selftest 'many': give the number of input vectors"),
     (["--profile"], "--profile counts with a Cortex-M core's own counter"),
 ])
-def test_bad_selftest_and_profile_options_are_one_line(tmp_path, args, message):
-    result = mcugen("build", "--model", str(PERSON_DETECT), "--target", "host",
-                    "--out", str(tmp_path / "out"), *args)
+def test_bad_selftest_and_profile_options_are_one_line(tmp_path, args, message, mcugen_here):
+    result = mcugen_here("build", "--model", str(PERSON_DETECT), "--target", "host",
+                         "--out", str(tmp_path / "out"), *args)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.qemu
-def test_build_selftest_defaults_to_one_vector_and_says_its_cost(tmp_path):
+def test_build_selftest_defaults_to_one_vector_and_says_its_cost(tmp_path, mcugen_here):
     out = tmp_path / "pd"
-    result = mcugen("build", "--model", str(PERSON_DETECT), "--target", "cortex-m0plus",
-                    "--selftest", "--profile", "--out", str(out))
+    result = mcugen_here("build", "--model", str(PERSON_DETECT), "--target", "cortex-m0plus",
+                         "--selftest", "--profile", "--out", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     selftest = report["selftest"]
@@ -185,22 +178,22 @@ def test_build_selftest_defaults_to_one_vector_and_says_its_cost(tmp_path):
 
 
 @pytest.mark.qemu
-def test_report_refuses_a_log_without_a_profile_or_of_another_model(tmp_path):
+def test_report_refuses_a_log_without_a_profile_or_of_another_model(tmp_path, mcugen_here):
     out = tmp_path / "pd"
-    assert mcugen("build", "--model", str(PERSON_DETECT), "--target", "cortex-m4",
-                  "--out", str(out)).returncode == 0
+    assert mcugen_here("build", "--model", str(PERSON_DETECT), "--target", "cortex-m4",
+                       "--out", str(out)).returncode == 0
     log = tmp_path / "uart.txt"
     log.write_text("booting\ninference 0: model_invoke returned 0\n")
-    result = mcugen("report", str(out), "--profile-log", str(log))
+    result = mcugen_here("report", str(out), "--profile-log", str(log))
     assert result.returncode == 1 and "no complete block of 'mcugen-profile' lines" in \
         result.stderr, result.stderr
     log.write_text("mcugen-profile counter=SysTick layers=3\n")
-    result = mcugen("report", str(out), "--profile-log", str(log))
+    result = mcugen_here("report", str(out), "--profile-log", str(log))
     assert result.returncode == 1 and "3 layers; this build has 30" in result.stderr
     # What a DWT build prints in QEMU (checked there: QEMU does not model the DWT).
     log.write_text("mcugen-profile counter=DWT CYCCNT layers=30\n" + "".join(
         f"mcugen-profile {i} 0 layer\n" for i in range(30)))
-    result = mcugen("report", str(out), "--profile-log", str(log))
+    result = mcugen_here("report", str(out), "--profile-log", str(log))
     assert result.returncode == 1 and "the counter did not run" in result.stderr
 
 
@@ -231,7 +224,7 @@ def qemu_selftest_and_profile(core: str, work: Path) -> dict:
 
 
 @pytest.mark.qemu
-def test_selftest_and_profile_in_qemu(tmp_path):
+def test_selftest_and_profile_in_qemu(tmp_path, mcugen_here):
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = dict(zip(QEMU_CORES, pool.map(
             lambda core: qemu_selftest_and_profile(core, tmp_path / core), QEMU_CORES)))
@@ -252,8 +245,8 @@ def test_selftest_and_profile_in_qemu(tmp_path):
         assert -per_tick <= off[0] <= per_tick + 8 * r["layers"] + 64, (core, off)
     # The whole path once: `mcugen report` reads the log into the three reports.
     folder = results["cortex-m7"]["folder"]
-    result = mcugen("report", str(folder), "--profile-log",
-                    str(tmp_path / "cortex-m7" / "uart.txt"))
+    result = mcugen_here("report", str(folder), "--profile-log",
+                         str(tmp_path / "cortex-m7" / "uart.txt"))
     assert result.returncode == 0, result.stderr
     report = json.loads((folder / "report.json").read_text())
     cycles = parse_profile_log(results["cortex-m7"]["console"], results["cortex-m7"]["layers"])
@@ -266,7 +259,7 @@ def test_selftest_and_profile_in_qemu(tmp_path):
     # For a part, the milliseconds at its clock: the M0+ log read into an RP2040 build.
     part = write_model(compiled_model(PERSON_DETECT, "rp2040", profile=True), tmp_path / "rp")
     (tmp_path / "m0.txt").write_text(results["cortex-m0plus"]["console"])
-    result = mcugen("report", str(part), "--profile-log", str(tmp_path / "m0.txt"))
+    result = mcugen_here("report", str(part), "--profile-log", str(tmp_path / "m0.txt"))
     assert result.returncode == 0, result.stderr
     profile = json.loads((part / "report.json").read_text())["profile"]
     clock = load_target("rp2040").clock_hz
