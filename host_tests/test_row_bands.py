@@ -169,6 +169,26 @@ def test_every_schedule_the_search_tries_replays_correctly(case):
     assert tried >= 2
 
 
+def test_the_chosen_schedule_is_replayed(monkeypatch):
+    """The search makes its candidates unchecked (row_band_schedule(replay=False): replaying
+    each cost a fifth of a tight search); the schedule it chooses is replayed, its loops
+    included, before it reaches the C."""
+    replayed = []
+    check = row_bands.verify
+    monkeypatch.setattr(row_bands, "verify", lambda schedule, graph, layers: (
+        replayed.append(schedule), check(schedule, graph, layers)))
+    core = load_target("cortex-m7")
+    whole = compile_graph(g.conv_chain(3, h=24, w=32), name="model", target=core,
+                          source="chain", memory_check=False)
+    result = compile_graph(g.conv_chain(3, h=24, w=32), name="model", target=core,
+                           source="chain", memory_check=False,
+                           max_ram=whole.plan.arena_size // 2)
+    assert result.schedule.banded and result.schedule.repeats
+    assert len(result.schedule.search) > 2
+    assert any(s.steps == result.schedule.steps and s.repeats == result.schedule.repeats
+               for s in replayed)
+
+
 @pytest.mark.tensorflow
 def test_the_replay_catches_a_wrong_origin_and_a_wrong_shift():
     graph = prepare(load_tflite(model_bytes("v1_a0.25_96"), "model"))
