@@ -127,9 +127,9 @@ def test_residual_inputs_stay_alive_and_memory_is_reused(case, work):
 
 
 # The M4 and M55 cases run in one firmware per core (firmware_batch.py: the firmware's own
-# files compiled and QEMU started once per core, not once per case; 6 cases 52.5 -> 33.8 s),
-# on `mcugen run`'s inputs, checked as `mcugen run` checks them; the M7 cases run through
-# `mcugen run` itself (its summary's text is checked too).
+# files compiled and QEMU started once per core, not once per case; the 6 cases 81-87 ->
+# 49-51 s, 40 -> 25 s CPU), on `mcugen run`'s inputs, checked as `mcugen run` checks them;
+# the M7 cases run through `mcugen run` itself (its summary's text is checked too).
 BATCHED = ("cortex-m4", "cortex-m55")
 _batches: dict[str, dict[str, tuple]] = {}
 
