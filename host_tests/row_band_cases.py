@@ -1,7 +1,7 @@
 """The row-band tests' models and their compiles, shared by test_row_bands.py (the search,
 QEMU, the command line) and test_row_bands_host.py (host and sanitizer builds): two files so
-that two workers share the long run (conftest.LONGEST_FIRST). Compiles are cached per file
-(per worker process)."""
+that two workers share the long run (conftest.LONGEST_FIRST). Compiles are cached per process
+(a worker's, whichever of the two files it runs)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ _host_builds: dict[tuple[str, int], object] = {}
 
 
 def host_build(case: str, max_ram: int, models: dict[str, Path], folder: Path):
-    """The case built for the host at max_ram (mcugen.build), once per file: the bit-exact
+    """The case built for the host at max_ram (mcugen.build), once per process: the bit-exact
     and the sanitizer tests build the same tightest schedules."""
     if (case, max_ram) not in _host_builds:
         _host_builds[case, max_ram] = build(BuildOptions(
