@@ -1,7 +1,8 @@
 """Row-band schedules (patch-based execution by line buffering, mcugen/row_bands.py): the arena
 budgets of the issue, the replay check on every schedule the search tries, and the banded C
-bit-exact with the NumPy reference and TFLM on the host (also under ASan and UBSan) and in QEMU
-on Cortex-M7 and M55, at several budgets down to the tightest reachable."""
+bit-exact with the NumPy reference and TFLM in QEMU on Cortex-M7 and M55, at several budgets
+down to the tightest reachable. (On the host, also under ASan and UBSan:
+test_row_bands_host.py; the models and compiles both files use: row_band_cases.py.)"""
 
 from __future__ import annotations
 
@@ -15,12 +16,10 @@ import numpy as np
 import pytest
 
 import ir_graphs as g
-from conftest import PERSON_DETECT, mobilenet_tflite, standard_inputs, tflm_outputs
+from conftest import standard_inputs, tflm_outputs
 from firmware_batch import compile_for, run_batch
-from hostc import run_sanitized, run_three_ways
 from mcugen import compile as compile_module
 from mcugen import row_bands
-from mcugen.build import BuildOptions, build
 from mcugen.cli import main as mcugen_main
 from mcugen.compile import compile_graph, prepare
 from mcugen.errors import McugenError
@@ -32,95 +31,9 @@ from mcugen.reference import run_reference
 from mcugen.run import default_inputs, input_tensor, layer_counts
 from mcugen.schedule import Shift
 from mcugen.targets import load_target
-
-MODELS = {
-    # The issue's two MobileNets (V1 shared with test_qemu_models' cache key).
-    "v1_a0.25_96": dict(arch="v1", seed=1, alpha=0.25, height=96, width=96, channels=3,
-                        classes=2),
-    "v2_a0.35_96": dict(arch="v2", seed=1, alpha=0.35, height=96, width=96, channels=3,
-                        classes=2),
-    # Residual blocks, grayscale, not square; V3's squeeze-and-excitation ends a segment.
-    "v2_a0.5_48x40x1": dict(arch="v2", seed=2, alpha=0.5, height=48, width=40, channels=1,
-                            classes=3),
-    "v3-small_a0.5_64x64x1": dict(arch="v3-small", seed=2, alpha=0.5, height=64, width=64,
-                                  channels=1, classes=5),
-    "v3-large_a0.35_64x64x3": dict(arch="v3-large", seed=2, alpha=0.35, height=64, width=64,
-                                   channels=3, classes=6),
-}
-ALL_MODELS = [*MODELS, "person_detect"]
-
-
-def model_bytes(case: str) -> bytes:
-    return PERSON_DETECT.read_bytes() if case == "person_detect" else \
-        mobilenet_tflite(**MODELS[case])
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("row_band_models")
-    paths = {}
-    for case in ALL_MODELS:
-        paths[case] = folder / f"{case}.tflite"
-        paths[case].write_bytes(model_bytes(case))
-    return paths
-
-
-_whole: dict[tuple[str, str], object] = {}
-
-
-def compiled(case: str, target: str, max_ram: int | None):
-    """The case compiled for the target; layer by layer (no budget) once per case and
-    target (several tests compare with it)."""
-    if max_ram is None:
-        if (case, target) not in _whole:
-            _whole[case, target] = _compiled(case, target, None)
-        return _whole[case, target]
-    return _compiled(case, target, max_ram)
-
-
-def _compiled(case: str, target: str, max_ram: int | None):
-    return compile_graph(load_tflite(model_bytes(case), "model"), name="model",
-                         target=load_target(target), source=case, memory_check=False,
-                         max_ram=max_ram)
-
-
-_tightest: dict[tuple[str, str], int] = {}
-
-
-def tightest(case: str, target: str) -> int:
-    """The smallest arena the schedule search reaches, as its error message names it."""
-    if (case, target) not in _tightest:
-        with pytest.raises(McugenError, match="smallest reachable") as error:
-            compiled(case, target, max_ram=1024)
-        found = re.search(r"smallest reachable is ([\d,]+) B", str(error.value))
-        _tightest[case, target] = int(found.group(1).replace(",", ""))
-    return _tightest[case, target]
-
-
-_host_builds: dict[tuple[str, int], object] = {}
-
-
-def host_build(case: str, max_ram: int, models: dict[str, Path], folder: Path):
-    """The case built for the host at max_ram (mcugen.build), once per file: the bit-exact
-    and the sanitizer tests build the same tightest schedules."""
-    if (case, max_ram) not in _host_builds:
-        _host_builds[case, max_ram] = build(BuildOptions(
-            model=models[case], target="host", max_ram=max_ram,
-            out=folder / f"{case}_{max_ram}"))
-    return _host_builds[case, max_ram]
-
-
-@pytest.fixture(scope="session")
-def builds(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("row_band_builds")
-
-
-def budgets(case: str, target: str) -> dict[str, int]:
-    """The tightest budget, and one half-way to the layer-by-layer arena."""
-    low = tightest(case, target)
-    whole = compiled(case, target, None).plan.arena_size
-    return {"tightest": low, "half-way": (low + whole) // 2}
-
+from row_band_cases import (ALL_MODELS, HOST_CASES_THERE, assert_bit_exact_on_the_host,
+                            compiled, model_bytes, tightest)
+from row_band_cases import builds, models  # noqa: F401  (fixtures)
 
 # ---------------------------------------------------------------------------------------------
 # The issue's figures, and the search
@@ -167,6 +80,26 @@ def test_every_schedule_the_search_tries_replays_correctly(case):
                 rows = [r for s in banded if s.layer == index for r in range(*s.rows)]
                 assert sorted(rows) == list(range(layers[index].output_rows))
     assert tried >= 2
+
+
+def test_the_chosen_schedule_is_replayed(monkeypatch):
+    """The search makes its candidates unchecked (row_band_schedule(replay=False): replaying
+    each cost a fifth of a tight search); the schedule it chooses is replayed, its loops
+    included, before it reaches the C."""
+    replayed = []
+    check = row_bands.verify
+    monkeypatch.setattr(row_bands, "verify", lambda schedule, graph, layers: (
+        replayed.append(schedule), check(schedule, graph, layers)))
+    core = load_target("cortex-m7")
+    whole = compile_graph(g.conv_chain(3, h=24, w=32), name="model", target=core,
+                          source="chain", memory_check=False)
+    result = compile_graph(g.conv_chain(3, h=24, w=32), name="model", target=core,
+                           source="chain", memory_check=False,
+                           max_ram=whole.plan.arena_size // 2)
+    assert result.schedule.banded and result.schedule.repeats
+    assert len(result.schedule.search) > 2
+    assert any(s.steps == result.schedule.steps and s.repeats == result.schedule.repeats
+               for s in replayed)
 
 
 @pytest.mark.tensorflow
@@ -222,28 +155,10 @@ def test_a_helium_ring_depthwise_reads_only_new_rows_and_no_band_moves_a_row():
 
 @pytest.mark.tensorflow
 @pytest.mark.parametrize("budget", ["tightest", "half-way"])
-@pytest.mark.parametrize("case", ALL_MODELS)
+@pytest.mark.parametrize("case", HOST_CASES_THERE)
 def test_banded_c_is_bit_exact_on_the_host(case, budget, models, builds, tmp_path):
-    max_ram = budgets(case, "host")[budget]
-    result = host_build(case, max_ram, models, builds)
-    report = result.compiled.report
-    assert report.schedule is not None and report.arena_bytes <= max_ram
-    graph = result.compiled.graph
-    three = run_three_ways(result.out_dir, graph, result.tflite,
-                           standard_inputs(graph.input.size), tmp_path)
-    three.assert_bit_exact()
-
-
-@pytest.mark.tensorflow
-@pytest.mark.parametrize("case", ["v1_a0.25_96", "v2_a0.5_48x40x1", "v3-small_a0.5_64x64x1"])
-def test_banded_c_is_clean_under_sanitizers(case, models, builds, tmp_path):
-    max_ram = tightest(case, "host")
-    result = host_build(case, max_ram, models, builds)
-    graph = result.compiled.graph
-    inputs = standard_inputs(graph.input.size, random_count=1)
-    outputs = run_sanitized(result.out_dir, "model", graph.input.size, graph.output.size,
-                            inputs, tmp_path)
-    np.testing.assert_array_equal(outputs, tflm_outputs(result.tflite, inputs))
+    """As in test_row_bands_host.py (there, the other cases), here to share the time."""
+    assert_bit_exact_on_the_host(case, budget, models, builds, tmp_path)
 
 
 QEMU_CASES = [

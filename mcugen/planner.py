@@ -97,11 +97,10 @@ def plan_memory(buffers: list[Buffer], search: bool = True) -> Plan:
     if any(b.fill_in for b in buffers):
         orders += [[i for i in order if not buffers[i].fill_in]
                    + [i for i in by_size if buffers[i].fill_in] for order in orders]
-    rules = _overlap_rules(buffers)
-    meets = _lifetime_neighbours(buffers)
-    plans = [(_place(buffers, order, rules, meets), order) for order in orders]
+    neighbours = _neighbours(buffers)
+    plans = [(_place(buffers, order, neighbours), order) for order in orders]
     plan, order = min(plans, key=lambda entry: entry[0].arena_size)
-    return _improved(buffers, plan, order, rules, meets) if search else plan
+    return _improved(buffers, plan, order, neighbours) if search else plan
 
 
 # A seeded local search after the greedy orders: swap two buffers in the best order, keep the
@@ -113,7 +112,7 @@ SEARCH_SEED = 0
 
 
 def _improved(buffers: list[Buffer], plan: Plan, order: list[int],
-              rules: dict[tuple[int, int], int], meets: list[list[int]]) -> Plan:
+              neighbours: list[list[tuple[int, int, int, int]]]) -> Plan:
     if len(buffers) < 2:
         return plan
     rng = random.Random(SEARCH_SEED)
@@ -122,7 +121,7 @@ def _improved(buffers: list[Buffer], plan: Plan, order: list[int],
         candidate = list(best_order)
         i, j = rng.randrange(len(candidate)), rng.randrange(len(candidate))
         candidate[i], candidate[j] = candidate[j], candidate[i]
-        trial = _place(buffers, candidate, rules, meets)
+        trial = _place(buffers, candidate, neighbours)
         if trial.arena_size <= best.arena_size:
             best, best_order = trial, candidate
     return best
@@ -139,24 +138,17 @@ def _search_swaps(count: int) -> int:
 
 
 def _place(buffers: list[Buffer], order: list[int],
-           rules: dict[tuple[int, int], int] | None = None,
-           meets: list[list[int]] | None = None) -> Plan:
+           neighbours: list[list[tuple[int, int, int, int]]] | None = None) -> Plan:
     """First fit in ``order``. Only buffers whose lifetimes meet the one being placed can
     conflict with it, so only they are looked at: the lowest free offset is 0 or just past
     one of them (the end of its bytes, or the distance it allows), and the others' ends
-    would add candidates that are never lower. rules and meets (_overlap_rules,
-    _lifetime_neighbours) do not depend on the order: the local search computes them once
-    for its hundreds of orders."""
-    rules = _overlap_rules(buffers) if rules is None else rules
-    meets = _lifetime_neighbours(buffers) if meets is None else meets
-    offsets: dict[str, int] = {}
-    placed_offset: dict[int, int] = {}
+    would add candidates that are never lower. The neighbours (_neighbours) do not depend on
+    the order: the local search computes them once for its hundreds of orders."""
+    neighbours = _neighbours(buffers) if neighbours is None else neighbours
+    placed: dict[int, int] = {}
     for i in order:
-        buffer = buffers[i]
-        meeting = [j for j in meets[i] if j in placed_offset]
-        offset = _first_fit(i, buffers, meeting, placed_offset, rules)
-        placed_offset[i] = offset
-        offsets[buffer.id] = offset
+        placed[i] = _first_fit(buffers[i].size, neighbours[i], placed)
+    offsets = {buffers[i].id: offset for i, offset in placed.items()}
     arena = max((offsets[b.id] + b.size for b in buffers), default=0)
     return Plan(offsets=offsets, arena_size=_align(arena))
 
@@ -169,8 +161,7 @@ def plan_around(buffers: list[Buffer], previous_buffers: list[Buffer], previous:
     (VWW at 12K: a late layer's 912 B scratch alive for one step made it 12,848 B, not
     12,176 B)."""
     unchanged = set(previous_buffers)
-    rules = _overlap_rules(buffers)
-    meets = _lifetime_neighbours(buffers)
+    neighbours = _neighbours(buffers)
     placed: dict[int, int] = {}
     kept = [i for i, b in enumerate(buffers) if b in unchanged and b.id in previous.offsets]
     others = sorted(set(range(len(buffers))) - set(kept),
@@ -178,7 +169,7 @@ def plan_around(buffers: list[Buffer], previous_buffers: list[Buffer], previous:
     kept_set = set(kept)
     for i in kept + others:
         placed[i] = previous.offsets[buffers[i].id] if i in kept_set else \
-            _first_fit(i, buffers, [j for j in meets[i] if j in placed], placed, rules)
+            _first_fit(buffers[i].size, neighbours[i], placed)
     offsets = {buffers[i].id: offset for i, offset in placed.items()}
     arena = max((offsets[b.id] + b.size for b in buffers), default=0)
     return Plan(offsets=offsets, arena_size=_align(arena))
@@ -213,48 +204,58 @@ def _overlap_rules(buffers: list[Buffer]) -> dict[tuple[int, int], int]:
     return rules
 
 
-def _rule(rules: dict[tuple[int, int], int], a: int, b: int) -> tuple[int, int] | None:
-    """As _overlap_rule, by index: (writer, distance) if one may be written over the other."""
-    if (a, b) in rules:
-        return a, rules[(a, b)]
-    if (b, a) in rules:
-        return b, rules[(b, a)]
-    return None
+# How buffer i may share bytes with a neighbour j (_neighbours): not at all, i written over
+# j, or j written over i (_overlap_rule's writer; i's own rule first, as there).
+APART, I_WRITES, J_WRITES = 0, 1, 2
 
 
-def _first_fit(i: int, buffers: list[Buffer], meeting: list[int], placed: dict[int, int],
-               rules: dict[tuple[int, int], int]) -> int:
-    buffer = buffers[i]
+def _neighbours(buffers: list[Buffer]) -> list[list[tuple[int, int, int, int]]]:
+    """Per buffer i, the buffers whose lifetimes meet its own (_lifetime_neighbours), each
+    as (index, size, how they may share, distance): what first fit compares for every
+    candidate offset, looked up once per plan rather than per placement and candidate."""
+    rules = _overlap_rules(buffers)
+    found = []
+    for i, meets in enumerate(_lifetime_neighbours(buffers)):
+        row = []
+        for j in meets:
+            if (i, j) in rules:
+                row.append((j, buffers[j].size, I_WRITES, rules[(i, j)]))
+            elif (j, i) in rules:
+                row.append((j, buffers[j].size, J_WRITES, rules[(j, i)]))
+            else:
+                row.append((j, buffers[j].size, APART, 0))
+        found.append(row)
+    return found
+
+
+def _first_fit(size: int, neighbours: list[tuple[int, int, int, int]],
+               placed: dict[int, int]) -> int:
+    """The lowest offset for a buffer of size bytes where it collides (_conflicts) with none
+    of its placed neighbours: 0 or just past one of them. Inlined, as the local search calls
+    it for every buffer of hundreds of orders."""
+    meeting = [(placed[j], other, how, distance) for j, other, how, distance in neighbours
+               if j in placed]
     candidates = {0}
-    for j in meeting:
-        offset = placed[j]
-        candidates.add(_align(offset + buffers[j].size))
-        rule = _rule(rules, i, j)
-        if rule is not None:
-            # Just far enough below the buffer it overwrites (rounded down), or far enough
-            # above the buffer that overwrites it (rounded up).
-            writer, distance = rule
-            if writer == i and offset >= distance:
+    for offset, other, how, distance in meeting:
+        candidates.add(-(-(offset + other) // ALIGNMENT) * ALIGNMENT)
+        # Just far enough below the buffer it overwrites (rounded down), or far enough
+        # above the buffer that overwrites it (rounded up).
+        if how == I_WRITES:
+            if offset >= distance:
                 candidates.add((offset - distance) // ALIGNMENT * ALIGNMENT)
-            elif writer != i:
-                candidates.add(_align(offset + distance))
+        elif how == J_WRITES:
+            candidates.add(-(-(offset + distance) // ALIGNMENT) * ALIGNMENT)
     for candidate in sorted(candidates):
-        if not any(_collide(i, candidate, j, placed[j], buffers, rules) for j in meeting):
+        end = candidate + size
+        for offset, other, how, distance in meeting:
+            if end <= offset or offset + other <= candidate:
+                continue  # apart
+            if how == APART or (how == I_WRITES and offset - candidate < distance) or \
+                    (how == J_WRITES and candidate - offset < distance):
+                break
+        else:
             return candidate
     raise AssertionError("unreachable: the end of the last buffer always fits")
-
-
-def _collide(i: int, i_offset: int, j: int, j_offset: int, buffers: list[Buffer],
-             rules: dict[tuple[int, int], int]) -> bool:
-    """_conflicts for two buffers whose lifetimes meet, by index."""
-    if i_offset + buffers[i].size <= j_offset or j_offset + buffers[j].size <= i_offset:
-        return False
-    rule = _rule(rules, i, j)
-    if rule is None:
-        return True
-    writer, distance = rule
-    writer_offset, reader_offset = (i_offset, j_offset) if writer == i else (j_offset, i_offset)
-    return reader_offset - writer_offset < distance
 
 
 def find_overlap_violations(buffers: list[Buffer], plan: Plan) -> list[tuple[str, str]]:

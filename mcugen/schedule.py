@@ -289,13 +289,16 @@ def arena_buffers(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     layer_steps: dict[int, list[int]] = {}
-    for position, step in enumerate(steps):
-        op = layers[step.layer].op
+    # Per layer, not per step: a banded schedule has many steps per layer, and the search
+    # asks this of hundreds of candidates.
+    names = [(op_outputs(layer.op), op_inputs(layer.op)) for layer in layers]
+    for position, step in enumerate(steps):  # positions increase: the last step is this one
         layer_steps.setdefault(step.layer, []).append(position)
-        for name in op_outputs(op):
+        outputs, inputs = names[step.layer]
+        for name in outputs:
             first.setdefault(name, position)
-            last[name] = max(last.get(name, position), position)
-        for name in op_inputs(op):
+            last[name] = position
+        for name in inputs:
             last[name] = position
     buffers = []
     for layer in layers:
