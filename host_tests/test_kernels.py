@@ -78,6 +78,11 @@ CASES = {
     "pw_6_9_tail_of_5": lambda: g.conv(120, 1, 13, 6, 9, (1, 1), padding=P0),
     "pw_12_5_one_per_vector": lambda: g.conv(121, 3, 3, 12, 5, (1, 1), padding=P0,
                                              activation=ir.Activation.NONE),
+    # Its output stage in the block's assembly (two pixels per vector, right shifts): the
+    # clamps above are narrower than int8; here all of it (VQMOVNB saturates), with a whole
+    # block and a partial one of seven pixels.
+    "pw_7_10_all_of_int8": lambda: g.conv(125, 3, 5, 7, 10, (1, 1), padding=P0,
+                                          activation=ir.Activation.NONE),
     # The DSP loop's edges (two groups of four inputs a pass, entered at the second for an odd
     # count; filter rows in pairs, an odd last one alone; columns on the stack, or in arena
     # scratch past 1 KiB, read one group ahead): 65 groups in scratch, odd pixels and outputs;

@@ -119,6 +119,16 @@ class MvePixelLanesParams:
         return self.pack == 1
 
     @property
+    def output_in_asm(self) -> bool:
+        """Two pixels per vector and right shifts only: a channel's eight sums of a block go
+        from their dot products to eight int16 lanes in one asm statement (two VMOVs of lane
+        pairs per four sums, the output stage on both vectors, a narrowing of each into half
+        the lanes, the zero point by VQADD.S16), stored by one scatter: no round trip of the
+        sums through memory, which is where GCC would otherwise need Q registers it has not.
+        The general form (left shifts) keeps the stage in C."""
+        return self.pack == 2 and self.out.right_only
+
+    @property
     def spare_pixels(self) -> int:
         """Pixels past a block that its last (unpredicated) vector load reads; their lanes
         meet zero weights. Blocks that would read past the layer's rows take the predicated
