@@ -83,6 +83,11 @@ CASES = {
     # block and a partial one of seven pixels.
     "pw_7_10_all_of_int8": lambda: g.conv(125, 3, 5, 7, 10, (1, 1), padding=P0,
                                           activation=ir.Activation.NONE),
+    # ... and one pixel per vector, two channels a statement (even channel counts): a clamp
+    # and a one-pixel tail; all of int8 and a tail of three pixels.
+    "pw_12_6_channel_pairs": lambda: g.conv(126, 3, 3, 12, 6, (1, 1), padding=P0),
+    "pw_16_8_channel_pairs_all_of_int8": lambda: g.conv(127, 1, 7, 16, 8, (1, 1), padding=P0,
+                                                        activation=ir.Activation.NONE),
     # The DSP loop's edges (two groups of four inputs a pass, entered at the second for an odd
     # count; filter rows in pairs, an odd last one alone; columns on the stack, or in arena
     # scratch past 1 KiB, read one group ahead): 65 groups in scratch, odd pixels and outputs;
