@@ -107,6 +107,9 @@ CASES = {
     # more): unrolled without a tail (odd pixels, outputs past a multiple of four); looped two
     # chunks an iteration with no odd chunk, without and with a tail, the second row's offset
     # an immediate (144) and not one (273, in a register).
+    # Rows of two chunks (two passes of two channels) hold their chunks across both passes:
+    # without a tail here, with one in pw_20_9_one_pass.
+    "pw_32_6_held_chunks": lambda: g.conv(128, 3, 3, 32, 6, (1, 1), padding=P0),
     "pw_64_7_eight_accumulators": lambda: g.conv(140, 3, 3, 64, 7, (1, 1), padding=P0),
     "pw_144_4_even_loop": lambda: g.conv(141, 2, 3, 144, 4, (1, 1), padding=P0),
     "pw_273_5_even_loop_tail": lambda: g.conv(142, 1, 5, 273, 5, (1, 1), padding=P0),
