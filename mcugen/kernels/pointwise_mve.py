@@ -147,8 +147,11 @@ class MvePixelLanesParams:
 
 
 def _pixel_lanes_shape(op: Op, graph: Graph, target: Target) -> bool:
+    """Not for one pixel (a squeeze-and-excitation's 1x1 maps): a block of four or eight
+    pixels would run predicated for one; the matrix product runs its one row by itself."""
     return (_pointwise_shape(op, graph, target)
-            and graph.tensor(op.input).shape[-1] <= PIXEL_LANES_MAX_DEPTH)
+            and graph.tensor(op.input).shape[-1] <= PIXEL_LANES_MAX_DEPTH
+            and feature_map(graph.tensor(op.input)).pixels > 1)
 
 
 def _lower_pixel_lanes(op: Conv2D, graph: Graph, target: Target,
