@@ -416,6 +416,24 @@ def test_sums_and_pixel_offsets_take_their_lanes_by_the_same_vmov_pattern():
     assert "pixel_offsets = mve_vmov_lanes(0, 8, 16, 24)" in source
 
 
+def test_eight_pixel_results_take_their_lanes_as_their_offsets_do():
+    """pw_conv_s8_pixels_mve with two pixels per vector: the block's assembly puts pixels 0-3
+    and 4-7 in two vectors by the helper's VMOV pattern and narrows them into the bottom and
+    top halves of one; the scatter store's offsets are made by the same helper and the same
+    narrowings, so each result lands at its own pixel whatever lane order silicon has."""
+    case = ir_graphs.conv(3, 5, 7, 8, 16, (1, 1), padding=Padding(0, 0, 0, 0))
+    source = compile_graph(case, name="m", target=M55, source="c").sources["m.c"]
+    pattern = re.compile(r'"vmov %q\[(\w+)\]\[(\d)\], %q\[\w+\]\[(\d)\], %\[(\w+)\], %\[(\w+)\]')
+    block = source[source.index("layer0_pw_conv_s8_pixels_mve_dot("):]
+    block = block[:block.index("return w;")]
+    found = [(q, a, b, c, d) for q, a, b, c, d in pattern.findall(block)]
+    assert found == [("s0", "2", "0", "a0", "a2"), ("s0", "3", "1", "a1", "a3"),
+                     ("u0", "2", "0", "a0", "a2"), ("u0", "3", "1", "a1", "a3")]
+    assert block.index('"vqmovnb.s32 %q[u1], %q[u1]') < block.index('"vqmovnt.s32 %q[u1], %q[s0]')
+    assert ("pixel_offsets = vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), "
+            "mve_vmov_lanes(0, 16, 32, 48)), mve_vmov_lanes(64, 80, 96, 112))") in source
+
+
 # ---------------------------------------------------------------------------------------------
 # In place: the depthwise writes whole rows after reading them into its ring
 

@@ -78,6 +78,16 @@ CASES = {
     "pw_6_9_tail_of_5": lambda: g.conv(120, 1, 13, 6, 9, (1, 1), padding=P0),
     "pw_12_5_one_per_vector": lambda: g.conv(121, 3, 3, 12, 5, (1, 1), padding=P0,
                                              activation=ir.Activation.NONE),
+    # Its output stage in the block's assembly (two pixels per vector, right shifts): the
+    # clamps above are narrower than int8; here all of it (VQMOVNB saturates), with a whole
+    # block and a partial one of seven pixels.
+    "pw_7_10_all_of_int8": lambda: g.conv(125, 3, 5, 7, 10, (1, 1), padding=P0,
+                                          activation=ir.Activation.NONE),
+    # ... and one pixel per vector, two channels a statement (even channel counts): a clamp
+    # and a one-pixel tail; all of int8 and a tail of three pixels.
+    "pw_12_6_channel_pairs": lambda: g.conv(126, 3, 3, 12, 6, (1, 1), padding=P0),
+    "pw_16_8_channel_pairs_all_of_int8": lambda: g.conv(127, 1, 7, 16, 8, (1, 1), padding=P0,
+                                                        activation=ir.Activation.NONE),
     # The DSP loop's edges (two groups of four inputs a pass, entered at the second for an odd
     # count; filter rows in pairs, an odd last one alone; columns on the stack, or in arena
     # scratch past 1 KiB, read one group ahead): 65 groups in scratch, odd pixels and outputs;
@@ -97,6 +107,9 @@ CASES = {
     # more): unrolled without a tail (odd pixels, outputs past a multiple of four); looped two
     # chunks an iteration with no odd chunk, without and with a tail, the second row's offset
     # an immediate (144) and not one (273, in a register).
+    # Rows of two chunks (two passes of two channels) hold their chunks across both passes:
+    # without a tail here, with one in pw_20_9_one_pass.
+    "pw_32_6_held_chunks": lambda: g.conv(128, 3, 3, 32, 6, (1, 1), padding=P0),
     "pw_64_7_eight_accumulators": lambda: g.conv(140, 3, 3, 64, 7, (1, 1), padding=P0),
     "pw_144_4_even_loop": lambda: g.conv(141, 2, 3, 144, 4, (1, 1), padding=P0),
     "pw_273_5_even_loop_tail": lambda: g.conv(142, 1, 5, 273, 5, (1, 1), padding=P0),

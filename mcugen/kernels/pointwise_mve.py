@@ -104,6 +104,9 @@ class MvePixelLanesParams:
     channel_words: int
     out: OutputStage
     block_pixels: int  # PIXEL_VECTORS * pack: the pixels whose inputs are read together
+    # The output stage may go into the block's assembly (output_in_asm): set by
+    # pw_conv_s8_pixels_mve only, so that conv_s8_pixels_mve's code stays as measured.
+    stage_in_asm: bool = False
 
     @property
     def vector_bytes(self) -> int:
@@ -119,6 +122,23 @@ class MvePixelLanesParams:
         return self.pack == 1
 
     @property
+    def output_in_asm(self) -> bool:
+        """Eight sums of a block go from their dot products to eight int16 lanes in one asm
+        statement (two VMOVs of lane pairs per four sums, the output stage on both vectors, a
+        narrowing of each into half the lanes, the zero point by VQADD.S16), stored by one
+        scatter: no round trip of the sums through memory, no output stage on four lanes.
+        With two pixels per vector the eight sums are a channel's; with one, two channels'
+        (an even channel count). Right shifts only: the general form (left shifts) keeps the
+        stage in C (measured: V1 0.25 96's 8 -> 16 layer -18 %, its 16 -> 32 one -17 %)."""
+        return (self.stage_in_asm and self.out.right_only
+                and (self.pack == 2 or self.output.c % 2 == 0))
+
+    @property
+    def asm_channels(self) -> int:
+        """Output channels per asm statement of output_in_asm: the eight lanes over pixels."""
+        return 8 // self.block_pixels
+
+    @property
     def spare_pixels(self) -> int:
         """Pixels past a block that its last (unpredicated) vector load reads; their lanes
         meet zero weights. Blocks that would read past the layer's rows take the predicated
@@ -127,8 +147,11 @@ class MvePixelLanesParams:
 
 
 def _pixel_lanes_shape(op: Op, graph: Graph, target: Target) -> bool:
+    """Not for one pixel (a squeeze-and-excitation's 1x1 maps): a block of four or eight
+    pixels would run predicated for one; the matrix product runs its one row by itself."""
     return (_pointwise_shape(op, graph, target)
-            and graph.tensor(op.input).shape[-1] <= PIXEL_LANES_MAX_DEPTH)
+            and graph.tensor(op.input).shape[-1] <= PIXEL_LANES_MAX_DEPTH
+            and feature_map(graph.tensor(op.input)).pixels > 1)
 
 
 def _lower_pixel_lanes(op: Conv2D, graph: Graph, target: Target,
@@ -136,11 +159,12 @@ def _lower_pixel_lanes(op: Conv2D, graph: Graph, target: Target,
     x, y = feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output))
     weights = split_weights(graph.tensor(op.filter)).stored.reshape(y.c, x.c)
     return pixel_lanes_params(weights, x, y, 2 if 2 * x.c <= VECTOR_BYTES else 1, op, graph,
-                              names)
+                              names, stage_in_asm=True)
 
 
 def pixel_lanes_params(weights: np.ndarray, x: FeatureMap, y: FeatureMap, pack: int, op: Op,
-                       graph: Graph, names: LayerNames) -> MvePixelLanesParams:
+                       graph: Graph, names: LayerNames,
+                       stage_in_asm: bool = False) -> MvePixelLanesParams:
     """The record of rows of x.c int8s (pixels, or a convolution's windows) times the weight
     rows [y.c, x.c], `pack` rows per input vector (x.c <= 16), or one row in whole vectors
     (a filter row zero-padded to them)."""
@@ -157,7 +181,8 @@ def pixel_lanes_params(weights: np.ndarray, x: FeatureMap, y: FeatureMap, pack: 
         input=x, output=y, pack=pack,
         filter=ConstArray(names.table("filter"), "int8_t", vectors.reshape(-1)),
         channels=ConstArray(names.table("channels"), "int32_t", channels.reshape(-1)),
-        channel_words=len(tables), out=shifts.stage, block_pixels=PIXEL_VECTORS * pack)
+        channel_words=len(tables), out=shifts.stage, block_pixels=PIXEL_VECTORS * pack,
+        stage_in_asm=stage_in_asm)
 
 
 def _lower_pointwise(op: Conv2D, graph: Graph, target: Target,

@@ -598,74 +598,77 @@ MCUGEN_LAYER void layer1_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
  * Blocks of 8 pixels: their inputs in four vectors (2 pixel(s) of 8 bytes each) stay in
  * registers while the kernel walks the output channels. Per channel, one VMLADAV.S8 per pixel
  * with the channel's weight vectors (its weights in the lanes of the first pixel of a vector, or
- * of the second; zeros elsewhere); the sums go through the output stage four pixels at a
- * time with the channel's multiplier and shift, and out by a scatter store (16 bytes apart).
+ * of the second; zeros elsewhere); the eight sums (1 channel(s)) go through the output stage in
+ * the same assembly (two vectors of four, narrowed into one of eight int16 lanes), and out by one
+ * scatter store (16 bytes apart).
  * The input offset is folded into the bias. */
-MCUGEN_ALWAYS_INLINE const int8_t *layer2_pw_conv_s8_pixels_mve_dot(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, const int8_t *w, int32_t *sums)
+/* One channel's eight pixels of the block, from the dot products to int16 lanes in the low
+ * bytes of which are the outputs: pixels 0-3 in the bottom halves, 4-7 in the top ones, each
+ * four in the lane order of two VMOVs of lane pairs (pixel_offsets is narrowed the same way).
+ * mve_requantize_right_n on each vector (one bias, multiplier and right shift), then saturating narrowings to int16 before the zero
+ * point: a lane saturated to int16 stays out of the int8 range after adding it. */
+MCUGEN_ALWAYS_INLINE const int8_t *layer2_pw_conv_s8_pixels_mve_dot(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, const int8_t *w, const int32_t **t, int16x8_t *result)
 {
+    const int32_t *channel = *t;
+    int32_t bias, multiplier, right; /* of the first vector; the second's are loaded into a0..a2 */
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t u0, u1;
-    __asm__ __volatile__(
+    int32x4_t u0, s0;
+    int16x8_t u1;
+    __asm__(
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "ldr %[right], [%[channel], #8]\n\t"
+        "ldrd %[bias], %[multiplier], [%[channel]], #12\n\t"
         "vmladav.s8 %[a0], %q[x0], %q[u0]\n\t"
         "vmladav.s8 %[a1], %q[x0], %q[u1]\n\t"
         "vmladav.s8 %[a2], %q[x1], %q[u0]\n\t"
         "vmladav.s8 %[a3], %q[x1], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #0]\n\t"
-        "strd %[a2], %[a3], [%[sums], #8]\n\t"
+        "vmov %q[s0][2], %q[s0][0], %[a0], %[a2]\n\t"
+        "vmov %q[s0][3], %q[s0][1], %[a1], %[a3]\n\t"
         "vmladav.s8 %[a0], %q[x2], %q[u0]\n\t"
         "vmladav.s8 %[a1], %q[x2], %q[u1]\n\t"
         "vmladav.s8 %[a2], %q[x3], %q[u0]\n\t"
         "vmladav.s8 %[a3], %q[x3], %q[u1]\n\t"
-        "strd %[a0], %[a1], [%[sums], #16]\n\t"
-        "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [u0] "=&w"(u0), [u1] "=&w"(u1), [w] "+r"(w)
-        : [x0] "w"(x0), [x1] "w"(x1), [x2] "w"(x2), [x3] "w"(x3), [sums] "r"(sums)
-        : "memory");
+        "vmov %q[u0][2], %q[u0][0], %[a0], %[a2]\n\t"
+        "vmov %q[u0][3], %q[u0][1], %[a1], %[a3]\n\t"
+        "vadd.i32 %q[s0], %q[s0], %[bias]\n\t"
+        "vadd.i32 %q[u0], %q[u0], %[bias]\n\t"
+        "vshr.s32 %q[u1], %q[s0], #31\n\t"
+        "vqrdmlah.s32 %q[u1], %q[s0], %[multiplier]\n\t"
+        "vshr.s32 %q[s0], %q[u0], #31\n\t"
+        "vrshl.s32 %q[u1], %[right]\n\t"
+        "vqrdmlah.s32 %q[s0], %q[u0], %[multiplier]\n\t"
+        "vqmovnb.s32 %q[u1], %q[u1]\n\t"
+        "vrshl.s32 %q[s0], %[right]\n\t"
+        "vqmovnt.s32 %q[u1], %q[s0]\n\t"
+        "vqadd.s16 %q[u1], %q[u1], %[offset]\n\t"
+        "vqmovnb.s16 %q[u1], %q[u1]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [u0] "=&w"(u0), [u1] "=&w"(u1), [s0] "=&w"(s0), [w] "+r"(w), [channel] "+r"(channel), [bias] "=&r"(bias), [multiplier] "=&r"(multiplier), [right] "=&r"(right)
+        : [x0] "w"(x0), [x1] "w"(x1), [x2] "w"(x2), [x3] "w"(x3), [offset] "r"(-128), "m"(*(const int8_t (*)[32])w), "m"(*(const int32_t (*)[3])channel));
+    *result = u1;
+    *t = channel;
     return w;
 }
+
 /* Every output channel of a block of 8 pixels whose inputs are x0..x3, written at out;
  * with `partial`, only the first `pixels` of them. The sums' lanes (and pixel_offsets') are in
  * mve_vmov_lanes' order: so is the index that selects a partial block's lanes. */
-MCUGEN_ALWAYS_INLINE void layer2_pw_conv_s8_pixels_mve_channels(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, int8_t *out, int32_t partial, int32_t pixels, uint32x4_t pixel_offsets)
+MCUGEN_ALWAYS_INLINE void layer2_pw_conv_s8_pixels_mve_channels(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, int8_t *out, int32_t partial, int32_t pixels, uint16x8_t pixel_offsets)
 {
     const int8_t *w = person_detect_layer2_filter;
     const int32_t *t = person_detect_layer2_channels;
-    int32_t sums[8];
-    for (int32_t c = 0; c < 16; ++c, ++out, t += 3) {
-        /* Read before the stores, which may alias anything (int8_t). */
-        const int32_t bias = t[0], multiplier = t[1], right = t[2];
-        w = layer2_pw_conv_s8_pixels_mve_dot(x0, x1, x2, x3, w, sums);
+    /* The pixels' indices in the lanes of the results (as pixel_offsets: by the same VMOVs and narrowings). */
+    const int16x8_t lane_index = vreinterpretq_s16_u16(vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), mve_vmov_lanes(0, 1, 2, 3)), mve_vmov_lanes(4, 5, 6, 7)));
+    for (int32_t c = 0; c < 16; c += 1, out += 1) {
+        int16x8_t v;
+        w = layer2_pw_conv_s8_pixels_mve_dot(x0, x1, x2, x3, w, &t, &v);
         if (!partial) {
-            {
-                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums + 0), bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_saturate(v, -128);
-                vstrbq_scatter_offset_s32(out + 0, pixel_offsets, v);
-            }
-            {
-                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums + 4), bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_saturate(v, -128);
-                vstrbq_scatter_offset_s32(out + 64, pixel_offsets, v);
-            }
+            vstrbq_scatter_offset_s16(out, pixel_offsets, v);
         } else {
-            {
-                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums + 0), bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_saturate(v, -128);
-                vstrbq_scatter_offset_p_s32(out + 0, pixel_offsets, v, vctp32q((uint32_t)(pixels > 0 ? pixels - 0 : 0)));
-            }
-            {
-                int32x4_t v = vaddq_n_s32(vldrwq_s32(sums + 4), bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_saturate(v, -128);
-                vstrbq_scatter_offset_p_s32(out + 64, pixel_offsets, v, vctp32q((uint32_t)(pixels > 4 ? pixels - 4 : 0)));
-            }
+            vstrbq_scatter_offset_p_s16(out, pixel_offsets, v, vcmpltq_n_s16(lane_index, (int16_t)pixels));
         }
     }
 }
@@ -674,7 +677,8 @@ MCUGEN_LAYER void layer2_pw_conv_s8_pixels_mve(const int8_t *input, int8_t *outp
 {
     const int8_t *x = input + row_begin * 384;
     output += row_begin * 768;
-    const uint32x4_t pixel_offsets = vmulq_n_u32(vidupq_n_u32(0, 1), 16);
+    /* Narrowed as the results are (pixels 0-3 to the bottom halves, 4-7 to the top ones). */
+    const uint16x8_t pixel_offsets = vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), mve_vmov_lanes(0, 16, 32, 48)), mve_vmov_lanes(64, 80, 96, 112));
     int32_t left = (row_end - row_begin) * 48; /* pixels still to compute */
     /* Whole blocks whose last vector load stays within the rows (it reads 0 pixel(s) past the block). */
     for (; left >= 8; left -= 8, x += 64, output += 128) {
@@ -812,57 +816,80 @@ MCUGEN_LAYER void layer3_dw_conv_s8_mve(const int8_t *input, int8_t *output, int
 /* Layer 4: CONV_2D 1x24x24x16 -> 1x24x24x32, pw_conv_s8_pixels_mve: 576 pixels of 16 -> 32.
  * Blocks of 4 pixels: their inputs in four vectors (1 pixel(s) of 16 bytes each) stay in
  * registers while the kernel walks the output channels. Per channel, one VMLADAV.S8 per pixel
- * with the channel's weight vector; the sums go through the output stage four pixels at a
- * time with the channel's multiplier and shift, and out by a scatter store (32 bytes apart).
+ * with the channel's weight vector; the eight sums (2 channel(s)) go through the output stage in
+ * the same assembly (two vectors of four, narrowed into one of eight int16 lanes), and out by one
+ * scatter store (32 bytes apart).
  * The input offset is folded into the bias. */
-MCUGEN_ALWAYS_INLINE const int8_t *layer4_pw_conv_s8_pixels_mve_dot(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, const int8_t *w, int32x4_t *sums)
+/* Two channels' four pixels of the block, from the dot products to int16 lanes in the low
+ * bytes of which are the outputs: the first channel's in the bottom halves, the second's in the top ones, each
+ * four in the lane order of two VMOVs of lane pairs (pixel_offsets is narrowed the same way).
+ * mve_requantize_right_n on each vector (the second channel's bias, multiplier and right shift
+ * loaded into accumulators the VMOVs have freed), then saturating narrowings to int16 before the zero
+ * point: a lane saturated to int16 stays out of the int8 range after adding it. */
+MCUGEN_ALWAYS_INLINE const int8_t *layer4_pw_conv_s8_pixels_mve_dot(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, const int8_t *w, const int32_t **t, int16x8_t *result)
 {
+    const int32_t *channel = *t;
+    int32_t bias, multiplier, right; /* of the first vector; the second's are loaded into a0..a2 */
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t u0;
-    int32x4_t s0;
+    int32x4_t u0, s0;
+    int16x8_t u1;
     __asm__(
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
+        "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "ldr %[right], [%[channel], #8]\n\t"
+        "ldrd %[bias], %[multiplier], [%[channel]], #12\n\t"
         "vmladav.s8 %[a0], %q[x0], %q[u0]\n\t"
         "vmladav.s8 %[a1], %q[x1], %q[u0]\n\t"
         "vmladav.s8 %[a2], %q[x2], %q[u0]\n\t"
         "vmladav.s8 %[a3], %q[x3], %q[u0]\n\t"
         "vmov %q[s0][2], %q[s0][0], %[a0], %[a2]\n\t"
         "vmov %q[s0][3], %q[s0][1], %[a1], %[a3]\n\t"
-: [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [u0] "=&w"(u0), [s0] "=&w"(s0), [w] "+r"(w)
-        : [x0] "w"(x0), [x1] "w"(x1), [x2] "w"(x2), [x3] "w"(x3), "m"(*(const int8_t (*)[16])w));
-    sums[0] = s0;
+        "vmladav.s8 %[a0], %q[x0], %q[u1]\n\t"
+        "vmladav.s8 %[a1], %q[x1], %q[u1]\n\t"
+        "vmladav.s8 %[a2], %q[x2], %q[u1]\n\t"
+        "vmladav.s8 %[a3], %q[x3], %q[u1]\n\t"
+        "vmov %q[u0][2], %q[u0][0], %[a0], %[a2]\n\t"
+        "vmov %q[u0][3], %q[u0][1], %[a1], %[a3]\n\t"
+        "ldr %[a2], [%[channel], #8]\n\t"
+        "ldrd %[a0], %[a1], [%[channel]], #12\n\t"
+        "vadd.i32 %q[s0], %q[s0], %[bias]\n\t"
+        "vadd.i32 %q[u0], %q[u0], %[a0]\n\t"
+        "vshr.s32 %q[u1], %q[s0], #31\n\t"
+        "vqrdmlah.s32 %q[u1], %q[s0], %[multiplier]\n\t"
+        "vshr.s32 %q[s0], %q[u0], #31\n\t"
+        "vrshl.s32 %q[u1], %[right]\n\t"
+        "vqrdmlah.s32 %q[s0], %q[u0], %[a1]\n\t"
+        "vqmovnb.s32 %q[u1], %q[u1]\n\t"
+        "vrshl.s32 %q[s0], %[a2]\n\t"
+        "vqmovnt.s32 %q[u1], %q[s0]\n\t"
+        "vqadd.s16 %q[u1], %q[u1], %[offset]\n\t"
+        "vqmovnb.s16 %q[u1], %q[u1]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [u0] "=&w"(u0), [u1] "=&w"(u1), [s0] "=&w"(s0), [w] "+r"(w), [channel] "+r"(channel), [bias] "=&r"(bias), [multiplier] "=&r"(multiplier), [right] "=&r"(right)
+        : [x0] "w"(x0), [x1] "w"(x1), [x2] "w"(x2), [x3] "w"(x3), [offset] "r"(-128), "m"(*(const int8_t (*)[32])w), "m"(*(const int32_t (*)[6])channel));
+    *result = u1;
+    *t = channel;
     return w;
 }
+
 /* Every output channel of a block of 4 pixels whose inputs are x0..x3, written at out;
  * with `partial`, only the first `pixels` of them. The sums' lanes (and pixel_offsets') are in
  * mve_vmov_lanes' order: so is the index that selects a partial block's lanes. */
-MCUGEN_ALWAYS_INLINE void layer4_pw_conv_s8_pixels_mve_channels(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, int8_t *out, int32_t partial, int32_t pixels, uint32x4_t pixel_offsets)
+MCUGEN_ALWAYS_INLINE void layer4_pw_conv_s8_pixels_mve_channels(int8x16_t x0, int8x16_t x1, int8x16_t x2, int8x16_t x3, int8_t *out, int32_t partial, int32_t pixels, uint16x8_t pixel_offsets)
 {
     const int8_t *w = person_detect_layer4_filter;
     const int32_t *t = person_detect_layer4_channels;
-    const int32x4_t lane_index = vreinterpretq_s32_u32(mve_vmov_lanes(0, 1, 2, 3));
-    int32x4_t sums[1];
-    for (int32_t c = 0; c < 32; ++c, ++out, t += 3) {
-        /* Read before the stores, which may alias anything (int8_t). */
-        const int32_t bias = t[0], multiplier = t[1], right = t[2];
-        w = layer4_pw_conv_s8_pixels_mve_dot(x0, x1, x2, x3, w, sums);
+    /* The pixels' indices in the lanes of the results (as pixel_offsets: by the same VMOVs and narrowings). */
+    const int16x8_t lane_index = vreinterpretq_s16_u16(vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), mve_vmov_lanes(0, 1, 2, 3)), mve_vmov_lanes(0, 1, 2, 3)));
+    for (int32_t c = 0; c < 32; c += 2, out += 2) {
+        int16x8_t v;
+        w = layer4_pw_conv_s8_pixels_mve_dot(x0, x1, x2, x3, w, &t, &v);
         if (!partial) {
-            {
-                int32x4_t v = vaddq_n_s32(sums[0], bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_saturate(v, -128);
-                vstrbq_scatter_offset_s32(out + 0, pixel_offsets, v);
-            }
+            vstrbq_scatter_offset_s16(out, pixel_offsets, v);
         } else {
-            {
-                int32x4_t v = vaddq_n_s32(sums[0], bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_saturate(v, -128);
-                vstrbq_scatter_offset_p_s32(out + 0, pixel_offsets, v, vcmpltq_n_s32(lane_index, pixels - 0));
-            }
+            vstrbq_scatter_offset_p_s16(out, pixel_offsets, v, vcmpltq_n_s16(lane_index, (int16_t)pixels));
         }
     }
 }
@@ -871,7 +898,8 @@ MCUGEN_LAYER void layer4_pw_conv_s8_pixels_mve(const int8_t *input, int8_t *outp
 {
     const int8_t *x = input + row_begin * 384;
     output += row_begin * 768;
-    const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 32, 64, 96);
+    /* Narrowed as the results are (the first channel's pixels to the bottom halves, the second's to the top ones). */
+    const uint16x8_t pixel_offsets = vmovntq_u32(vmovnbq_u32(vdupq_n_u16(0), mve_vmov_lanes(0, 32, 64, 96)), mve_vmov_lanes(1, 33, 65, 97));
     int32_t left = (row_end - row_begin) * 24; /* pixels still to compute */
     /* Whole blocks whose last vector load stays within the rows (it reads 0 pixel(s) past the block). */
     for (; left >= 4; left -= 4, x += 64, output += 128) {
@@ -1024,45 +1052,41 @@ MCUGEN_ALWAYS_INLINE void layer6_pw_conv_s8_mve_dot2x4(const int8_t *x0, const i
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
+    int8x16_t t0, t1, t2, t3, u0, u1;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
+        "vldrb.8 %q[t2], [%[x1], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a2], %q[t2], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #16]\n\t"
+        "vmladav.s8 %[a3], %q[t2], %q[u1]\n\t"
+        "vldrb.8 %q[t1], [%[x0], #16]\n\t"
+        "vldrb.8 %q[t3], [%[x1], #16]\n\t"
         "vldrw.32 %q[u0], [%[w], #64]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a0], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a2], %q[t3], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #80]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a1], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a3], %q[t3], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a2], %q[t2], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #16]\n\t"
+        "vmladav.s8 %[a3], %q[t2], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #96]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a0], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a2], %q[t3], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #112]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a1], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a3], %q[t3], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #8]\n\t"
         "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [t2] "=&w"(t2), [t3] "=&w"(t3), [u0] "=&w"(u0), [u1] "=&w"(u1)
         : [x0] "r"(x0), [w] "r"(w), [x1] "r"(x1), [sums] "r"(sums)
         : "memory");
 }
@@ -1283,45 +1307,41 @@ MCUGEN_ALWAYS_INLINE void layer8_pw_conv_s8_mve_dot2x4(const int8_t *x0, const i
     register int32_t a1 __asm__("r2");
     register int32_t a2 __asm__("r4");
     register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
+    int8x16_t t0, t1, t2, t3, u0, u1;
     __asm__ __volatile__(
         "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
+        "vldrb.8 %q[t2], [%[x1], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a2], %q[t2], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #16]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #16]\n\t"
+        "vmladav.s8 %[a3], %q[t2], %q[u1]\n\t"
+        "vldrb.8 %q[t1], [%[x0], #16]\n\t"
+        "vldrb.8 %q[t3], [%[x1], #16]\n\t"
         "vldrw.32 %q[u0], [%[w], #64]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a0], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a2], %q[t3], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #80]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a1], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a3], %q[t3], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #0]\n\t"
         "strd %[a2], %[a3], [%[sums], #16]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #0]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #0]\n\t"
         "vldrw.32 %q[u0], [%[w], #32]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladav.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladav.s8 %[a2], %q[t2], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #48]\n\t"
         "vmladav.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladav.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vldrb.8 %q[t0], [%[x0], #16]\n\t"
-        "vldrb.8 %q[t1], [%[x1], #16]\n\t"
+        "vmladav.s8 %[a3], %q[t2], %q[u1]\n\t"
         "vldrw.32 %q[u0], [%[w], #96]\n\t"
-        "vmladava.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a0], %q[t1], %q[u0]\n\t"
+        "vmladava.s8 %[a2], %q[t3], %q[u0]\n\t"
         "vldrw.32 %q[u1], [%[w], #112]\n\t"
-        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a1], %q[t1], %q[u1]\n\t"
+        "vmladava.s8 %[a3], %q[t3], %q[u1]\n\t"
         "strd %[a0], %[a1], [%[sums], #8]\n\t"
         "strd %[a2], %[a3], [%[sums], #24]\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1)
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [t2] "=&w"(t2), [t3] "=&w"(t3), [u0] "=&w"(u0), [u1] "=&w"(u1)
         : [x0] "r"(x0), [w] "r"(w), [x1] "r"(x1), [sums] "r"(sums)
         : "memory");
 }
