@@ -255,10 +255,8 @@ MCUGEN_LAYER void layer1_add_s8_mve(const int8_t *input, const int8_t *input2, i
         for (int32_t x = 0; x < 5; ++x, output += 6) {
             const int8_t *a = input + y * 30 + x * 6;
             const int8_t *b = input2 + y * 0 + x * 0;
-            int32_t c = 0;
-            for (; c + 3 < 6; c += 4) {
-            vstrbq_s32(output + c, layer1_add_s8_mve_vector(vldrbq_s32(a + c), vldrbq_s32(b + c)));
-            }
+            vstrbq_s32(output + 0, layer1_add_s8_mve_vector(vldrbq_s32(a + 0), vldrbq_s32(b + 0)));
+            const int32_t c = 4;
             {
                 const mve_pred16_t tail = vctp32q(2);
             vstrbq_p_s32(output + c, layer1_add_s8_mve_vector(vldrbq_z_s32(a + c, tail), vldrbq_z_s32(b + c, tail)), tail);
