@@ -102,6 +102,11 @@ CASES = {
     "conv_3x3_dilated_block_windows_2_6": lambda: g.conv(34, 12, 14, 2, 6, dilation=(2, 1),
                                                          padding=ir.Padding(2, 2, 2, 2)),
     "conv_3x3_block_windows_3_5": lambda: g.conv(35, 7, 13, 3, 5),
+    # Its blocks of four windows of one vector inside the image on one row, a gather each:
+    # an odd output width; a depthwise convolution of a one-channel image.
+    "conv_3x3_s2_block_gathers_1_8": lambda: g.conv(36, 10, 22, 1, 8, stride=(2, 2),
+                                                    padding=SAME_S2),
+    "dw_3x3_block_gathers_m8_c1": lambda: g.depthwise(37, 6, 13, 1, multiplier=8),
     # Helium's eight-accumulator block (two rows by four channels, rows of three chunks or
     # more): unrolled without a tail (odd pixels, outputs past a multiple of four); looped two
     # chunks an iteration with no odd chunk, without and with a tail, the second row's offset

@@ -106,11 +106,12 @@ class MveConvPixelsParams:
     # and a column's in the scratch (whole vectors); 0 for windows of one vector.
     run: int = 0
     column_bytes: int = 0
-    # A block of four windows inside the image on one output row is gathered window row by
-    # window row (conv_s8_pixels_mve's block_windows): the bytes from one pixel's window to the
-    # next (stride_w * Cin), 0 where that does not apply (windows of one vector; a last
-    # pixel's offset beyond a VLDRB immediate); and the window rows whose store as a whole
-    # vector would pass the column (into the next one, already written: they are predicated).
+    # A block of four windows inside the image on one output row is gathered without the
+    # per-pixel tests: windows of one vector by four gathers, of several window row by window
+    # row (conv_s8_pixels_mve's block_windows). The bytes from one pixel's window to the next
+    # (stride_w * Cin), 0 where that does not apply (a last pixel's offset beyond a VLDRB
+    # immediate); and the window rows whose store as a whole vector would pass the column
+    # (into the next one, already written: they are predicated).
     block_step: int = 0
     tail_rows: tuple[int, ...] = ()
     # Windows of two vectors and an even number of output channels: two channels a pass,
@@ -145,7 +146,7 @@ def _lower_pixels(op: Conv2D | DepthwiseConv2D, graph: Graph, target: Target,
     two = depth > VECTOR_BYTES
     columns = Chunks(depth).padded if two else 0
     step = window.stride_w * in_c
-    block_step = step if two and (PIXEL_VECTORS - 1) * step <= VLDRB_OFFSET_MAX else 0
+    block_step = step if not two or (PIXEL_VECTORS - 1) * step <= VLDRB_OFFSET_MAX else 0
     return MveConvPixelsParams(
         input=x, output=y, window=window, zero_point=graph.tensor(op.input).zero_point,
         inside=interior(x, y, window), taps=tuple(taps + [0] * (VECTOR_BYTES - len(taps))),
@@ -153,7 +154,7 @@ def _lower_pixels(op: Conv2D | DepthwiseConv2D, graph: Graph, target: Target,
         column_bytes=columns, block_step=block_step,
         channel_pairs=columns == 2 * VECTOR_BYTES and out_c % 2 == 0,
         tail_rows=tuple(ky for ky in range(kh) if ky * kw * in_c + VECTOR_BYTES > columns)
-        if block_step else ())
+        if two and block_step else ())
 
 
 def _window_vectors(op: Op, graph: Graph) -> int:
