@@ -299,14 +299,19 @@ MCUGEN_ALWAYS_INLINE const int8_t *layer0_conv_s8_pixels_mve_dot(const int8_t *c
 }
 /* Every output channel of a block of four pixels whose windows are the columns, two channels
  * a pass, written at out; with `partial`, only the first `pixels` of them (the lanes, as
- * pixel_offsets', in mve_vmov_lanes' order). */
+ * pixel_offsets', in mve_vmov_lanes' order; a 32-bit lanes' predicate covers both of its
+ * 16-bit halves). */
 MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_channels(const int8_t *columns, int8_t *out, int32_t partial, int32_t pixels, uint32x4_t pixel_offsets)
 {
     const int8_t *w = model_layer0_filter;
     const int32_t *t = model_layer0_channels;
+    /* Lane 2i at pixel i's offset, lane 2i + 1 one byte further (little-endian halves). */
+    const uint16x8_t pair_offsets = vreinterpretq_u16_u32(vaddq_u32(pixel_offsets, vshlq_n_u32(vaddq_n_u32(pixel_offsets, 1), 16)));
     int32x4_t sums[2];
     for (int32_t c = 0; c < 8; c += 2, out += 2, t += 6) {
-        /* Read before the stores, which may alias anything (int8_t). */
+        w = layer0_conv_s8_pixels_mve_dot(columns, w, sums);
+        /* Read after the dot product (fewer registers live around it), before the stores,
+         * which may alias anything (int8_t). */
         int32_t a[3], b[3];
         a[0] = t[0];
         b[0] = t[3];
@@ -314,33 +319,30 @@ MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_channels(const int8_t *colum
         b[1] = t[4];
         a[2] = t[2];
         b[2] = t[5];
-        w = layer0_conv_s8_pixels_mve_dot(columns, w, sums);
         if (!partial) {
             {
-                int32x4_t v = vaddq_n_s32(sums[0], a[0]);
-                v = mve_requantize_right_n(v, a[1], a[2]);
-                v = mve_offset_clamp(v, 5, 5, 22);
-                vstrbq_scatter_offset_s32(out, pixel_offsets, v);
-            }
-            {
-                int32x4_t v = vaddq_n_s32(sums[1], b[0]);
-                v = mve_requantize_right_n(v, b[1], b[2]);
-                v = mve_offset_clamp(v, 5, 5, 22);
-                vstrbq_scatter_offset_s32(out + 1, pixel_offsets, v);
+                const int32x4_t va = mve_requantize_right_n(vaddq_n_s32(sums[0], a[0]), a[1], a[2]);
+                const int32x4_t vb = mve_requantize_right_n(vaddq_n_s32(sums[1], b[0]), b[1], b[2]);
+                /* In place, in assembly: the intrinsics keep the destination's other halves
+                 * and copy a register to do so (as mve_offset_saturate). */
+                int16x8_t v = vreinterpretq_s16_s32(va);
+                __asm__("vqmovnb.s32 %q[v], %q[a]\n\tvqmovnt.s32 %q[v], %q[b]" : [v] "+&w"(v) : [a] "w"(va), [b] "w"(vb));
+                v = vqaddq_n_s16(v, 5);
+                v = vminq_s16(vmaxq_s16(v, vdupq_n_s16(5)), vdupq_n_s16(22));
+                vstrbq_scatter_offset_s16(out, pair_offsets, v);
             }
         } else {
             const mve_pred16_t lanes = vcmpltq_n_s32(vreinterpretq_s32_u32(mve_vmov_lanes(0, 1, 2, 3)), pixels);
             {
-                int32x4_t v = vaddq_n_s32(sums[0], a[0]);
-                v = mve_requantize_right_n(v, a[1], a[2]);
-                v = mve_offset_clamp(v, 5, 5, 22);
-                vstrbq_scatter_offset_p_s32(out, pixel_offsets, v, lanes);
-            }
-            {
-                int32x4_t v = vaddq_n_s32(sums[1], b[0]);
-                v = mve_requantize_right_n(v, b[1], b[2]);
-                v = mve_offset_clamp(v, 5, 5, 22);
-                vstrbq_scatter_offset_p_s32(out + 1, pixel_offsets, v, lanes);
+                const int32x4_t va = mve_requantize_right_n(vaddq_n_s32(sums[0], a[0]), a[1], a[2]);
+                const int32x4_t vb = mve_requantize_right_n(vaddq_n_s32(sums[1], b[0]), b[1], b[2]);
+                /* In place, in assembly: the intrinsics keep the destination's other halves
+                 * and copy a register to do so (as mve_offset_saturate). */
+                int16x8_t v = vreinterpretq_s16_s32(va);
+                __asm__("vqmovnb.s32 %q[v], %q[a]\n\tvqmovnt.s32 %q[v], %q[b]" : [v] "+&w"(v) : [a] "w"(va), [b] "w"(vb));
+                v = vqaddq_n_s16(v, 5);
+                v = vminq_s16(vmaxq_s16(v, vdupq_n_s16(5)), vdupq_n_s16(22));
+                vstrbq_scatter_offset_p_s16(out, pair_offsets, v, lanes);
             }
         }
     }
