@@ -241,10 +241,13 @@ MCUGEN_LAYER void layer0_mean_s8_mve(const int8_t *input, int8_t *output)
  * clamped (the requantizations of templates/isa/mve.c.j2, bit-exact with requantize_right). */
 MCUGEN_ALWAYS_INLINE int32x4_t layer1_add_s8_mve_vector(int32x4_t a, int32x4_t b)
 {
-    const int32x4_t scaled_a = mve_requantize_right_n(vshlq_n_s32(vaddq_n_s32(a, -6), 20), 1533916885, -1);
-    const int32x4_t scaled_b = mve_requantize_right_n(vshlq_n_s32(vaddq_n_s32(b, 11), 20), 2147483639, -1);
+    /* (x + offset) << shift as x * 2^shift + (offset << shift): one VMLAS (exact: |x + offset|
+     * <= 255, far from int32's edge). */
+    const int32x4_t unit = vdupq_n_s32(1048576);
+    const int32x4_t scaled_a = mve_requantize_right_n(vmlasq_n_s32(a, unit, -6291456), 1533916885, -1);
+    const int32x4_t scaled_b = mve_requantize_right_n(vmlasq_n_s32(b, unit, 11534336), 2147483639, -1);
     const int32x4_t sum = mve_requantize_right_n(vaddq_s32(scaled_a, scaled_b), 1252698800, -19);
-    return mve_offset_clamp(sum, -4, -128, 127);
+    return mve_offset_saturate(sum, -4);
 }
 
 MCUGEN_LAYER void layer1_add_s8_mve(const int8_t *input, const int8_t *input2, int8_t *output, int32_t row_begin, int32_t row_end)
