@@ -17,7 +17,11 @@ four channels and its window copies cost more than the MACs of so shallow a wind
 V1 alpha 0.35 80x80x1, M55: 0.73 MACs per instruction in its first layer). Windows of 17 to 48
 bytes (an RGB image's 3x3 first layer, DS-CNN's 10x4 one) take it too, as two or three
 vectors: four pixels' windows go into columns in the scratch (a window row by a predicated
-load and store), which the kernel reads again for each output channel.
+load and store), which the kernel reads again for each output channel. A block of four pixels
+inside the image on one row is gathered without the per-pixel tests (four gathers; or window
+row by window row, four loads under one VPST), and windows of two vectors take two output
+channels a pass (templates/kernels/conv_s8_pixels_mve.c.j2; three vectors would need more Q
+registers than there are).
 """
 
 from __future__ import annotations
