@@ -361,79 +361,23 @@ MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_window(int8_t *column, const
         vstrbq_p_s8(column + 18, vldrbq_z_s8(source + 60, run), run);
         return;
     }
-    /* At the border: the taps inside the image over the zero point. */
+    /* At the border: over the zero point, each window row inside the image by one predicated
+     * load and store of its bytes inside the image ([first, first + count) of the row). */
     vstrbq_s8(column + 0, vdupq_n_s8(-3));
     vstrbq_s8(column + 16, vdupq_n_s8(-3));
-    const int32_t in_x0 = x0 + 0;
-    const int32_t column0 = in_x0 >= 0 && in_x0 < 10;
-    const int32_t in_x1 = x0 + 1;
-    const int32_t column1 = in_x1 >= 0 && in_x1 < 10;
-    const int32_t in_x2 = x0 + 2;
-    const int32_t column2 = in_x2 >= 0 && in_x2 < 10;
-    {
-        const int32_t in_y = y0 + 0;
-        if (in_y >= 0 && in_y < 10) {
-            const int8_t *row = input + in_y * 30;
-            if (column0) {
-                column[0] = row[in_x0 * 3];
-                column[1] = row[in_x0 * 3 + 1];
-                column[2] = row[in_x0 * 3 + 2];
-            }
-            if (column1) {
-                column[3] = row[in_x1 * 3];
-                column[4] = row[in_x1 * 3 + 1];
-                column[5] = row[in_x1 * 3 + 2];
-            }
-            if (column2) {
-                column[6] = row[in_x2 * 3];
-                column[7] = row[in_x2 * 3 + 1];
-                column[8] = row[in_x2 * 3 + 2];
-            }
-        }
+    const int32_t first = x0 < 0 ? -x0 * 3 : 0;
+    const int32_t end = (x0 + 3 > 10 ? 10 - x0 : 3) * 3;
+    const mve_pred16_t run = vctp8q((uint32_t)(end > first ? end - first : 0));
+    const int8_t *source = input + x0 * 3 + first; /* inside the image's rows */
+    if (y0 + 0 >= 0 && y0 + 0 < 10) {
+        vstrbq_p_s8(column + 0 + first, vldrbq_z_s8(source + (y0 + 0) * 30, run), run);
     }
-    {
-        const int32_t in_y = y0 + 1;
-        if (in_y >= 0 && in_y < 10) {
-            const int8_t *row = input + in_y * 30;
-            if (column0) {
-                column[9] = row[in_x0 * 3];
-                column[10] = row[in_x0 * 3 + 1];
-                column[11] = row[in_x0 * 3 + 2];
-            }
-            if (column1) {
-                column[12] = row[in_x1 * 3];
-                column[13] = row[in_x1 * 3 + 1];
-                column[14] = row[in_x1 * 3 + 2];
-            }
-            if (column2) {
-                column[15] = row[in_x2 * 3];
-                column[16] = row[in_x2 * 3 + 1];
-                column[17] = row[in_x2 * 3 + 2];
-            }
-        }
+    if (y0 + 1 >= 0 && y0 + 1 < 10) {
+        vstrbq_p_s8(column + 9 + first, vldrbq_z_s8(source + (y0 + 1) * 30, run), run);
     }
-    {
-        const int32_t in_y = y0 + 2;
-        if (in_y >= 0 && in_y < 10) {
-            const int8_t *row = input + in_y * 30;
-            if (column0) {
-                column[18] = row[in_x0 * 3];
-                column[19] = row[in_x0 * 3 + 1];
-                column[20] = row[in_x0 * 3 + 2];
-            }
-            if (column1) {
-                column[21] = row[in_x1 * 3];
-                column[22] = row[in_x1 * 3 + 1];
-                column[23] = row[in_x1 * 3 + 2];
-            }
-            if (column2) {
-                column[24] = row[in_x2 * 3];
-                column[25] = row[in_x2 * 3 + 1];
-                column[26] = row[in_x2 * 3 + 2];
-            }
-        }
+    if (y0 + 2 >= 0 && y0 + 2 < 10) {
+        vstrbq_p_s8(column + 18 + first, vldrbq_z_s8(source + (y0 + 2) * 30, run), run);
     }
-
 }
 
 /* The windows of four output pixels inside the image on one row, pixel p's from source + p * 6,
