@@ -103,6 +103,20 @@ CASES = {
     "pw_172_4_two_pixel_blocks": lambda: g.conv(131, 2, 2, 172, 4, (1, 1), padding=P0),
     "pw_20_9_one_pass": lambda: g.conv(132, 2, 3, 20, 9, (1, 1), padding=P0),
     "conv_3x3_17_6_long_rows": lambda: g.conv(30, 5, 5, 17, 6),
+    # conv_s8_pixels_mve's blocks of four windows inside the image on one row (windows of two
+    # vectors): an odd output width (blocks across rows, a partial last block), window rows
+    # stored predicated where a whole vector would pass the column, two channels a pass;
+    # dilated rows; an odd channel count (one channel a pass).
+    "conv_3x3_s2_block_windows_3_8": lambda: g.conv(33, 20, 22, 3, 8, stride=(2, 2),
+                                                    padding=SAME_S2),
+    "conv_3x3_dilated_block_windows_2_6": lambda: g.conv(34, 12, 14, 2, 6, dilation=(2, 1),
+                                                         padding=ir.Padding(2, 2, 2, 2)),
+    "conv_3x3_block_windows_3_5": lambda: g.conv(35, 7, 13, 3, 5),
+    # Its blocks of four windows of one vector inside the image on one row, a gather each:
+    # an odd output width; a depthwise convolution of a one-channel image.
+    "conv_3x3_s2_block_gathers_1_8": lambda: g.conv(36, 10, 22, 1, 8, stride=(2, 2),
+                                                    padding=SAME_S2),
+    "dw_3x3_block_gathers_m8_c1": lambda: g.depthwise(37, 6, 13, 1, multiplier=8),
     # Helium's eight-accumulator block (two rows by four channels, rows of three chunks or
     # more): unrolled without a tail (odd pixels, outputs past a multiple of four); looped two
     # chunks an iteration with no odd chunk, without and with a tail, the second row's offset
@@ -240,6 +254,11 @@ CASES = {
        for kind in ("add", "mul") for second in ("same", "pixel", "constant")},
     "add_relu_c17": lambda: g.elementwise(71, "add", (1, 3, 3, 17), "same",
                                           activation=ir.Activation.RELU),
+    # Helium's MUL takes eight lanes a pass: whole passes and a tail of three along the
+    # channels (unrolled), flat with a tail, and a clamp narrower than int8.
+    "mul_pixel_c19": lambda: g.elementwise(74, "mul", (1, 3, 2, 19), "pixel"),
+    "mul_same_relu_c5": lambda: g.elementwise(75, "mul", (1, 3, 3, 5), "same",
+                                              activation=ir.Activation.RELU),
     "hard_swish_table": lambda: g.hard_swish(72, (1, 3, 4, 5)),
     "hard_swish_table_odd_size": lambda: g.hard_swish(73, (1, 3, 3, 7)),
     # A uint8 model's ops (held shifted to int8): per-tensor weights with a zero point, so that

@@ -17,7 +17,11 @@ four channels and its window copies cost more than the MACs of so shallow a wind
 V1 alpha 0.35 80x80x1, M55: 0.73 MACs per instruction in its first layer). Windows of 17 to 48
 bytes (an RGB image's 3x3 first layer, DS-CNN's 10x4 one) take it too, as two or three
 vectors: four pixels' windows go into columns in the scratch (a window row by a predicated
-load and store), which the kernel reads again for each output channel.
+load and store), which the kernel reads again for each output channel. A block of four pixels
+inside the image on one row is gathered without the per-pixel tests (four gathers; or window
+row by window row, four loads under one VPST), and windows of two vectors take two output
+channels a pass (templates/kernels/conv_s8_pixels_mve.c.j2; three vectors would need more Q
+registers than there are).
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ def _general(op: Op, graph: Graph, target: Target) -> bool:
 
 # VLDRB.8's gather offsets are bytes: a window's last tap at most this far from its first.
 GATHER_OFFSET_MAX = 255
+# VLDRB.U8's immediate offsets reach this far.
+VLDRB_OFFSET_MAX = 127
 # Windows in scratch columns of at most this many vectors: the dot product holds a weight
 # vector per column vector and two loads in Q registers.
 WINDOW_VECTORS_MAX = 3
@@ -104,6 +110,18 @@ class MveConvPixelsParams:
     # and a column's in the scratch (whole vectors); 0 for windows of one vector.
     run: int = 0
     column_bytes: int = 0
+    # A block of four windows inside the image on one output row is gathered without the
+    # per-pixel tests: windows of one vector by four gathers, of several window row by window
+    # row (conv_s8_pixels_mve's block_windows). The bytes from one pixel's window to the next
+    # (stride_w * Cin), 0 where that does not apply (a last pixel's offset beyond a VLDRB
+    # immediate); and the window rows whose store as a whole vector would pass the column
+    # (into the next one, already written: they are predicated).
+    block_step: int = 0
+    tail_rows: tuple[int, ...] = ()
+    # Windows of two vectors and an even number of output channels: two channels a pass,
+    # each column vector loaded once for both (seven Q registers; three vectors would take
+    # more than the eight there are).
+    channel_pairs: bool = False
 
 
 def window_taps(x: FeatureMap, g: Window) -> list[int]:
@@ -130,11 +148,17 @@ def _lower_pixels(op: Conv2D | DepthwiseConv2D, graph: Graph, target: Target,
     lanes = pixel_lanes_params(stored.reshape(out_c, depth), FeatureMap(y.pixels, 1, depth),
                                FeatureMap(y.pixels, 1, out_c), 1, op, graph, names)
     two = depth > VECTOR_BYTES
+    columns = Chunks(depth).padded if two else 0
+    step = window.stride_w * in_c
+    block_step = step if not two or (PIXEL_VECTORS - 1) * step <= VLDRB_OFFSET_MAX else 0
     return MveConvPixelsParams(
         input=x, output=y, window=window, zero_point=graph.tensor(op.input).zero_point,
         inside=interior(x, y, window), taps=tuple(taps + [0] * (VECTOR_BYTES - len(taps))),
         lanes=lanes, block_pixels=PIXEL_VECTORS, run=kw * in_c if two else 0,
-        column_bytes=Chunks(depth).padded if two else 0)
+        column_bytes=columns, block_step=block_step,
+        channel_pairs=columns == 2 * VECTOR_BYTES and out_c % 2 == 0,
+        tail_rows=tuple(ky for ky in range(kh) if ky * kw * in_c + VECTOR_BYTES > columns)
+        if two and block_step else ())
 
 
 def _window_vectors(op: Op, graph: Graph) -> int:

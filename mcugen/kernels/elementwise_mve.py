@@ -16,6 +16,8 @@ from ..ir import Add, Graph, Mul, Op, TableLookup
 from ..targets import Target
 from .elementwise import ElementwiseParams, _lower_binary, _lower_lookup
 from .mve import INT32_LANES
+
+INT16_LANES = 8
 from .variant import Isa, LayerNames, Order, Variant
 
 
@@ -48,7 +50,7 @@ class ScalarRequant:
 class MveElementwiseParams:
     base: ElementwiseParams  # shapes, strides, offsets, constants, clamp (kernels/elementwise.py)
     requants: tuple[ScalarRequant, ...]  # ADD: input 1, input 2, the sum; MUL: the product
-    lanes: int  # along the channels (or all the elements when flat)
+    lanes: int  # elements a pass, along the channels (or all the elements when flat)
 
     @property
     def output(self):
@@ -68,9 +70,13 @@ def _lower(op: Add | Mul, graph: Graph, target: Target,
         requants = (ScalarRequant(k.input1_multiplier, k.input1_shift),
                     ScalarRequant(k.input2_multiplier, k.input2_shift),
                     ScalarRequant(k.output_multiplier, k.output_shift))
-    else:
-        requants = (ScalarRequant(k.output_multiplier, k.output_shift),)
-    return MveElementwiseParams(base=base, requants=requants, lanes=INT32_LANES)
+        return MveElementwiseParams(base=base, requants=requants, lanes=INT32_LANES)
+    # MUL: eight int16 lanes a pass. The inputs less their zero points are within 255 of 0,
+    # so they and their sums stay int16; the products are widened to int32 by VMULLB/VMULLT
+    # (even and odd lanes), requantized as four lanes each and narrowed back, saturating
+    # (a value past int16 is past the int8 clamp either way), into one vector stored by bytes.
+    requants = (ScalarRequant(k.output_multiplier, k.output_shift),)
+    return MveElementwiseParams(base=base, requants=requants, lanes=INT16_LANES)
 
 
 def _multipliers_in_range(op: Op, graph: Graph, target: Target) -> bool:

@@ -241,10 +241,13 @@ MCUGEN_LAYER void layer0_mean_s8_mve(const int8_t *input, int8_t *output)
  * clamped (the requantizations of templates/isa/mve.c.j2, bit-exact with requantize_right). */
 MCUGEN_ALWAYS_INLINE int32x4_t layer1_add_s8_mve_vector(int32x4_t a, int32x4_t b)
 {
-    const int32x4_t scaled_a = mve_requantize_right_n(vshlq_n_s32(vaddq_n_s32(a, -6), 20), 1533916885, -1);
-    const int32x4_t scaled_b = mve_requantize_right_n(vshlq_n_s32(vaddq_n_s32(b, 11), 20), 2147483639, -1);
+    /* (x + offset) << shift as x * 2^shift + (offset << shift): one VMLAS (exact: |x + offset|
+     * <= 255, far from int32's edge). */
+    const int32x4_t unit = vdupq_n_s32(1048576);
+    const int32x4_t scaled_a = mve_requantize_right_n(vmlasq_n_s32(a, unit, -6291456), 1533916885, -1);
+    const int32x4_t scaled_b = mve_requantize_right_n(vmlasq_n_s32(b, unit, 11534336), 2147483639, -1);
     const int32x4_t sum = mve_requantize_right_n(vaddq_s32(scaled_a, scaled_b), 1252698800, -19);
-    return mve_offset_clamp(sum, -4, -128, 127);
+    return mve_offset_saturate(sum, -4);
 }
 
 MCUGEN_LAYER void layer1_add_s8_mve(const int8_t *input, const int8_t *input2, int8_t *output, int32_t row_begin, int32_t row_end)
@@ -255,10 +258,8 @@ MCUGEN_LAYER void layer1_add_s8_mve(const int8_t *input, const int8_t *input2, i
         for (int32_t x = 0; x < 5; ++x, output += 6) {
             const int8_t *a = input + y * 30 + x * 6;
             const int8_t *b = input2 + y * 0 + x * 0;
-            int32_t c = 0;
-            for (; c + 3 < 6; c += 4) {
-            vstrbq_s32(output + c, layer1_add_s8_mve_vector(vldrbq_s32(a + c), vldrbq_s32(b + c)));
-            }
+            vstrbq_s32(output + 0, layer1_add_s8_mve_vector(vldrbq_s32(a + 0), vldrbq_s32(b + 0)));
+            const int32_t c = 4;
             {
                 const mve_pred16_t tail = vctp32q(2);
             vstrbq_p_s32(output + c, layer1_add_s8_mve_vector(vldrbq_z_s32(a + c, tail), vldrbq_z_s32(b + c, tail)), tail);

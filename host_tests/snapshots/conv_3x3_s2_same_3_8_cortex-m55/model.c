@@ -245,71 +245,109 @@ MCUGEN_ALWAYS_INLINE int32_t mve_sum_bytes(const int8_t *x, int32_t n)
  * over the zero point -3; the input offset is folded into the bias), then walk the output
  * channels: per channel and pixel 2 VMLADAVA.S8 on the column's vectors, the output stage
  * over the four pixels. */
+/* Two output channels' sums of four pixels whose windows are columns of two vectors: each
+ * column vector is loaded once for both channels. The accumulators are the even registers
+ * VMLADAV writes; pixels 0 and 2, then 1 and 3, go into lanes by one VMOV per channel (the
+ * lane order of mve_vmov_lanes), so that four registers serve both channels. */
 MCUGEN_ALWAYS_INLINE const int8_t *layer0_conv_s8_pixels_mve_dot(const int8_t *columns, const int8_t *w, int32x4_t *sums)
 {
     register int32_t a0 __asm__("r0");
     register int32_t a1 __asm__("r2");
-    register int32_t a2 __asm__("r4");
-    register int32_t a3 __asm__("r6");
-    int8x16_t t0, t1, u0, u1;
-    int32x4_t s0;
+    register int32_t b0 __asm__("r4");
+    register int32_t b1 __asm__("r6");
+    int8x16_t t0, u0, u1, u2, u3;
+    int32x4_t s0, s1;
     __asm__ __volatile__(
         "vldrw.32 %q[u0], [%[w]], #16\n\t"
         "vldrw.32 %q[u1], [%[w]], #16\n\t"
+        "vldrw.32 %q[u2], [%[w]], #16\n\t"
+        "vldrw.32 %q[u3], [%[w]], #16\n\t"
         "vldrw.32 %q[t0], [%[columns], #0]\n\t"
         "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[t1], [%[columns], #16]\n\t"
-        "vmladava.s8 %[a0], %q[t1], %q[u1]\n\t"
-        "vldrw.32 %q[t0], [%[columns], #32]\n\t"
-        "vmladav.s8 %[a1], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[t1], [%[columns], #48]\n\t"
-        "vmladava.s8 %[a1], %q[t1], %q[u1]\n\t"
+        "vmladav.s8 %[b0], %q[t0], %q[u2]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #16]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[b0], %q[t0], %q[u3]\n\t"
         "vldrw.32 %q[t0], [%[columns], #64]\n\t"
-        "vmladav.s8 %[a2], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[t1], [%[columns], #80]\n\t"
-        "vmladava.s8 %[a2], %q[t1], %q[u1]\n\t"
+        "vmladav.s8 %[a1], %q[t0], %q[u0]\n\t"
+        "vmladav.s8 %[b1], %q[t0], %q[u2]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #80]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[b1], %q[t0], %q[u3]\n\t"
+        "vmov %q[s0][2], %q[s0][0], %[a0], %[a1]\n\t"
+        "vmov %q[s1][2], %q[s1][0], %[b0], %[b1]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #32]\n\t"
+        "vmladav.s8 %[a0], %q[t0], %q[u0]\n\t"
+        "vmladav.s8 %[b0], %q[t0], %q[u2]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #48]\n\t"
+        "vmladava.s8 %[a0], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[b0], %q[t0], %q[u3]\n\t"
         "vldrw.32 %q[t0], [%[columns], #96]\n\t"
-        "vmladav.s8 %[a3], %q[t0], %q[u0]\n\t"
-        "vldrw.32 %q[t1], [%[columns], #112]\n\t"
-        "vmladava.s8 %[a3], %q[t1], %q[u1]\n\t"
-        "vmov %q[s0][2], %q[s0][0], %[a0], %[a2]\n\t"
-        "vmov %q[s0][3], %q[s0][1], %[a1], %[a3]\n\t"
-: [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [t0] "=&w"(t0), [t1] "=&w"(t1), [u0] "=&w"(u0), [u1] "=&w"(u1), [s0] "=&w"(s0), [w] "+r"(w)
+        "vmladav.s8 %[a1], %q[t0], %q[u0]\n\t"
+        "vmladav.s8 %[b1], %q[t0], %q[u2]\n\t"
+        "vldrw.32 %q[t0], [%[columns], #112]\n\t"
+        "vmladava.s8 %[a1], %q[t0], %q[u1]\n\t"
+        "vmladava.s8 %[b1], %q[t0], %q[u3]\n\t"
+        "vmov %q[s0][3], %q[s0][1], %[a0], %[a1]\n\t"
+        "vmov %q[s1][3], %q[s1][1], %[b0], %[b1]\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1), [t0] "=&w"(t0), [u0] "=&w"(u0), [u1] "=&w"(u1), [u2] "=&w"(u2), [u3] "=&w"(u3), [s0] "=&w"(s0), [s1] "=&w"(s1), [w] "+r"(w)
         : [columns] "r"(columns)
         : "memory");
     sums[0] = s0;
+    sums[1] = s1;
     return w;
 }
-/* Every output channel of a block of 4 pixels whose inputs are x0..x3, written at out;
- * with `partial`, only the first `pixels` of them. The sums' lanes (and pixel_offsets') are in
- * mve_vmov_lanes' order: so is the index that selects a partial block's lanes. */
+/* Every output channel of a block of four pixels whose windows are the columns, two channels
+ * a pass, written at out; with `partial`, only the first `pixels` of them (the lanes, as
+ * pixel_offsets', in mve_vmov_lanes' order; a 32-bit lanes' predicate covers both of its
+ * 16-bit halves). */
 MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_channels(const int8_t *columns, int8_t *out, int32_t partial, int32_t pixels, uint32x4_t pixel_offsets)
 {
     const int8_t *w = model_layer0_filter;
     const int32_t *t = model_layer0_channels;
-    const int32x4_t lane_index = vreinterpretq_s32_u32(mve_vmov_lanes(0, 1, 2, 3));
-    int32x4_t sums[1];
-    for (int32_t c = 0; c < 8; ++c, ++out, t += 3) {
-        /* Read before the stores, which may alias anything (int8_t). */
-        const int32_t bias = t[0], multiplier = t[1], right = t[2];
+    /* Lane 2i at pixel i's offset, lane 2i + 1 one byte further (little-endian halves). */
+    const uint16x8_t pair_offsets = vreinterpretq_u16_u32(vaddq_u32(pixel_offsets, vshlq_n_u32(vaddq_n_u32(pixel_offsets, 1), 16)));
+    int32x4_t sums[2];
+    for (int32_t c = 0; c < 8; c += 2, out += 2, t += 6) {
         w = layer0_conv_s8_pixels_mve_dot(columns, w, sums);
+        /* Read after the dot product (fewer registers live around it), before the stores,
+         * which may alias anything (int8_t). */
+        int32_t a[3], b[3];
+        a[0] = t[0];
+        b[0] = t[3];
+        a[1] = t[1];
+        b[1] = t[4];
+        a[2] = t[2];
+        b[2] = t[5];
         if (!partial) {
             {
-                int32x4_t v = vaddq_n_s32(sums[0], bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, 5, 5, 22);
-                vstrbq_scatter_offset_s32(out + 0, pixel_offsets, v);
+                const int32x4_t va = mve_requantize_right_n(vaddq_n_s32(sums[0], a[0]), a[1], a[2]);
+                const int32x4_t vb = mve_requantize_right_n(vaddq_n_s32(sums[1], b[0]), b[1], b[2]);
+                /* In place, in assembly: the intrinsics keep the destination's other halves
+                 * and copy a register to do so (as mve_offset_saturate). */
+                int16x8_t v = vreinterpretq_s16_s32(va);
+                __asm__("vqmovnb.s32 %q[v], %q[a]\n\tvqmovnt.s32 %q[v], %q[b]" : [v] "+&w"(v) : [a] "w"(va), [b] "w"(vb));
+                v = vqaddq_n_s16(v, 5);
+                v = vminq_s16(vmaxq_s16(v, vdupq_n_s16(5)), vdupq_n_s16(22));
+                vstrbq_scatter_offset_s16(out, pair_offsets, v);
             }
         } else {
+            const mve_pred16_t lanes = vcmpltq_n_s32(vreinterpretq_s32_u32(mve_vmov_lanes(0, 1, 2, 3)), pixels);
             {
-                int32x4_t v = vaddq_n_s32(sums[0], bias);
-                v = mve_requantize_right_n(v, multiplier, right);
-                v = mve_offset_clamp(v, 5, 5, 22);
-                vstrbq_scatter_offset_p_s32(out + 0, pixel_offsets, v, vcmpltq_n_s32(lane_index, pixels - 0));
+                const int32x4_t va = mve_requantize_right_n(vaddq_n_s32(sums[0], a[0]), a[1], a[2]);
+                const int32x4_t vb = mve_requantize_right_n(vaddq_n_s32(sums[1], b[0]), b[1], b[2]);
+                /* In place, in assembly: the intrinsics keep the destination's other halves
+                 * and copy a register to do so (as mve_offset_saturate). */
+                int16x8_t v = vreinterpretq_s16_s32(va);
+                __asm__("vqmovnb.s32 %q[v], %q[a]\n\tvqmovnt.s32 %q[v], %q[b]" : [v] "+&w"(v) : [a] "w"(va), [b] "w"(vb));
+                v = vqaddq_n_s16(v, 5);
+                v = vminq_s16(vmaxq_s16(v, vdupq_n_s16(5)), vdupq_n_s16(22));
+                vstrbq_scatter_offset_p_s16(out, pair_offsets, v, lanes);
             }
         }
     }
 }
+
 /* The window of output pixel (oy, ox) into a column, bytes [0, 27) (the others meet zero weights). */
 MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_window(int8_t *column, const int8_t *input, int32_t oy, int32_t ox)
 {
@@ -323,79 +361,70 @@ MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_window(int8_t *column, const
         vstrbq_p_s8(column + 18, vldrbq_z_s8(source + 60, run), run);
         return;
     }
-    /* At the border: the taps inside the image over the zero point. */
+    /* At the border: over the zero point, each window row inside the image by one predicated
+     * load and store of its bytes inside the image ([first, first + count) of the row). */
     vstrbq_s8(column + 0, vdupq_n_s8(-3));
     vstrbq_s8(column + 16, vdupq_n_s8(-3));
-    const int32_t in_x0 = x0 + 0;
-    const int32_t column0 = in_x0 >= 0 && in_x0 < 10;
-    const int32_t in_x1 = x0 + 1;
-    const int32_t column1 = in_x1 >= 0 && in_x1 < 10;
-    const int32_t in_x2 = x0 + 2;
-    const int32_t column2 = in_x2 >= 0 && in_x2 < 10;
-    {
-        const int32_t in_y = y0 + 0;
-        if (in_y >= 0 && in_y < 10) {
-            const int8_t *row = input + in_y * 30;
-            if (column0) {
-                column[0] = row[in_x0 * 3];
-                column[1] = row[in_x0 * 3 + 1];
-                column[2] = row[in_x0 * 3 + 2];
-            }
-            if (column1) {
-                column[3] = row[in_x1 * 3];
-                column[4] = row[in_x1 * 3 + 1];
-                column[5] = row[in_x1 * 3 + 2];
-            }
-            if (column2) {
-                column[6] = row[in_x2 * 3];
-                column[7] = row[in_x2 * 3 + 1];
-                column[8] = row[in_x2 * 3 + 2];
-            }
-        }
+    const int32_t first = x0 < 0 ? -x0 * 3 : 0;
+    const int32_t end = (x0 + 3 > 10 ? 10 - x0 : 3) * 3;
+    const mve_pred16_t run = vctp8q((uint32_t)(end > first ? end - first : 0));
+    const int8_t *source = input + x0 * 3 + first; /* inside the image's rows */
+    if (y0 + 0 >= 0 && y0 + 0 < 10) {
+        vstrbq_p_s8(column + 0 + first, vldrbq_z_s8(source + (y0 + 0) * 30, run), run);
     }
-    {
-        const int32_t in_y = y0 + 1;
-        if (in_y >= 0 && in_y < 10) {
-            const int8_t *row = input + in_y * 30;
-            if (column0) {
-                column[9] = row[in_x0 * 3];
-                column[10] = row[in_x0 * 3 + 1];
-                column[11] = row[in_x0 * 3 + 2];
-            }
-            if (column1) {
-                column[12] = row[in_x1 * 3];
-                column[13] = row[in_x1 * 3 + 1];
-                column[14] = row[in_x1 * 3 + 2];
-            }
-            if (column2) {
-                column[15] = row[in_x2 * 3];
-                column[16] = row[in_x2 * 3 + 1];
-                column[17] = row[in_x2 * 3 + 2];
-            }
-        }
+    if (y0 + 1 >= 0 && y0 + 1 < 10) {
+        vstrbq_p_s8(column + 9 + first, vldrbq_z_s8(source + (y0 + 1) * 30, run), run);
     }
-    {
-        const int32_t in_y = y0 + 2;
-        if (in_y >= 0 && in_y < 10) {
-            const int8_t *row = input + in_y * 30;
-            if (column0) {
-                column[18] = row[in_x0 * 3];
-                column[19] = row[in_x0 * 3 + 1];
-                column[20] = row[in_x0 * 3 + 2];
-            }
-            if (column1) {
-                column[21] = row[in_x1 * 3];
-                column[22] = row[in_x1 * 3 + 1];
-                column[23] = row[in_x1 * 3 + 2];
-            }
-            if (column2) {
-                column[24] = row[in_x2 * 3];
-                column[25] = row[in_x2 * 3 + 1];
-                column[26] = row[in_x2 * 3 + 2];
-            }
-        }
+    if (y0 + 2 >= 0 && y0 + 2 < 10) {
+        vstrbq_p_s8(column + 18 + first, vldrbq_z_s8(source + (y0 + 2) * 30, run), run);
     }
+}
 
+/* The windows of four output pixels inside the image on one row, pixel p's from source + p * 6,
+ * window row by window row: four predicated loads of 9 bytes under one VPST, then four
+ * stores of whole vectors, in order, so that a store's lanes past the run are overwritten by
+ * the next window row, or land on the zero weights past 27 bytes (the window rows whose
+ * whole vector would pass the column, into the next pixel's, already written, are stored
+ * predicated). */
+MCUGEN_ALWAYS_INLINE void layer0_conv_s8_pixels_mve_block_windows(int8_t *columns, const int8_t *source)
+{
+    const mve_pred16_t run = vctp8q(9);
+    const int32_t step = 30;
+    int8x16_t t0, t1, t2, t3;
+    __asm__ __volatile__(
+        "vpstttt\n\t"
+        "vldrbt.u8 %q[t0], [%[source], #0]\n\t"
+        "vldrbt.u8 %q[t1], [%[source], #6]\n\t"
+        "vldrbt.u8 %q[t2], [%[source], #12]\n\t"
+        "vldrbt.u8 %q[t3], [%[source], #18]\n\t"
+        "vstrb.8 %q[t0], [%[c0], #0]\n\t"
+        "vstrb.8 %q[t1], [%[c1], #0]\n\t"
+        "vstrb.8 %q[t2], [%[c2], #0]\n\t"
+        "vstrb.8 %q[t3], [%[c3], #0]\n\t"
+        "add %[source], %[source], %[step]\n\t"
+        "vpstttt\n\t"
+        "vldrbt.u8 %q[t0], [%[source], #0]\n\t"
+        "vldrbt.u8 %q[t1], [%[source], #6]\n\t"
+        "vldrbt.u8 %q[t2], [%[source], #12]\n\t"
+        "vldrbt.u8 %q[t3], [%[source], #18]\n\t"
+        "vstrb.8 %q[t0], [%[c0], #9]\n\t"
+        "vstrb.8 %q[t1], [%[c1], #9]\n\t"
+        "vstrb.8 %q[t2], [%[c2], #9]\n\t"
+        "vstrb.8 %q[t3], [%[c3], #9]\n\t"
+        "add %[source], %[source], %[step]\n\t"
+        "vpstttt\n\t"
+        "vldrbt.u8 %q[t0], [%[source], #0]\n\t"
+        "vldrbt.u8 %q[t1], [%[source], #6]\n\t"
+        "vldrbt.u8 %q[t2], [%[source], #12]\n\t"
+        "vldrbt.u8 %q[t3], [%[source], #18]\n\t"
+        "vpstttt\n\t"
+        "vstrbt.8 %q[t0], [%[c0], #18]\n\t"
+        "vstrbt.8 %q[t1], [%[c1], #18]\n\t"
+        "vstrbt.8 %q[t2], [%[c2], #18]\n\t"
+        "vstrbt.8 %q[t3], [%[c3], #18]\n\t"
+        : [t0] "=&w"(t0), [t1] "=&w"(t1), [t2] "=&w"(t2), [t3] "=&w"(t3), [source] "+r"(source)
+        : [c0] "r"(columns), [c1] "r"(columns + 32), [c2] "r"(columns + 64), [c3] "r"(columns + 96), [step] "r"(step), "Up"(run)
+        : "memory");
 }
 
 MCUGEN_LAYER void layer0_conv_s8_pixels_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
@@ -406,11 +435,22 @@ MCUGEN_LAYER void layer0_conv_s8_pixels_mve(const int8_t *input, int8_t *output,
     int32_t oy = row_begin, ox = 0;
     int32_t left = (row_end - row_begin) * 5; /* pixels still to compute */
     for (; left >= 4; left -= 4, output += 32) {
-        for (int32_t i = 0; i < 4; ++i) {
-            layer0_conv_s8_pixels_mve_window(columns + i * 32, input, oy, ox);
-            if (++ox == 5) {
+        if (oy >= 0 && oy < 4 && ox >= 0 && ox <= 0) {
+            /* The whole block inside the image, on one row. */
+            const int32_t y0 = oy * 2 - 0;
+            layer0_conv_s8_pixels_mve_block_windows(columns, input + (y0 * 10 + ox * 2 - 0) * 3);
+            ox += 4;
+            if (ox == 5) {
                 ox = 0;
                 ++oy;
+            }
+        } else {
+            for (int32_t i = 0; i < 4; ++i) {
+                layer0_conv_s8_pixels_mve_window(columns + i * 32, input, oy, ox);
+                if (++ox == 5) {
+                    ox = 0;
+                    ++oy;
+                }
             }
         }
         layer0_conv_s8_pixels_mve_channels(columns, output, 0, 4, pixel_offsets);

@@ -444,25 +444,41 @@ MCUGEN_LAYER void layer0_conv_s8_pixels_mve(const int8_t *input, int8_t *output,
     int32_t oy = row_begin, ox = 0;
     int32_t left = (row_end - row_begin) * 48; /* pixels still to compute */
     for (; left >= 4; left -= 4, output += 32) {
-        const int8x16_t v0 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
-        if (++ox == 48) {
-            ox = 0;
-            ++oy;
-        }
-        const int8x16_t v1 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
-        if (++ox == 48) {
-            ox = 0;
-            ++oy;
-        }
-        const int8x16_t v2 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
-        if (++ox == 48) {
-            ox = 0;
-            ++oy;
-        }
-        const int8x16_t v3 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
-        if (++ox == 48) {
-            ox = 0;
-            ++oy;
+        int8x16_t v0, v1, v2, v3;
+        if (oy >= 0 && oy < 47 && ox >= 0 && ox <= 43) {
+            /* The whole block inside the image, on one row: a gather per window, 2 bytes apart. */
+            const int32_t y0 = oy * 2 - 0;
+            const int8_t *source = input + (y0 * 96 + ox * 2 - 0) * 1;
+            v0 = vldrbq_gather_offset_s8(source + 0, taps);
+            v1 = vldrbq_gather_offset_s8(source + 2, taps);
+            v2 = vldrbq_gather_offset_s8(source + 4, taps);
+            v3 = vldrbq_gather_offset_s8(source + 6, taps);
+            ox += 4;
+            if (ox == 48) {
+                ox = 0;
+                ++oy;
+            }
+        } else {
+            v0 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+            if (++ox == 48) {
+                ox = 0;
+                ++oy;
+            }
+            v1 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+            if (++ox == 48) {
+                ox = 0;
+                ++oy;
+            }
+            v2 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+            if (++ox == 48) {
+                ox = 0;
+                ++oy;
+            }
+            v3 = layer0_conv_s8_pixels_mve_window(input, oy, ox, taps);
+            if (++ox == 48) {
+                ox = 0;
+                ++oy;
+            }
         }
         layer0_conv_s8_pixels_mve_channels(v0, v1, v2, v3, output, 0, 4, pixel_offsets);
     }
