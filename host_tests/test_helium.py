@@ -206,6 +206,23 @@ def _bit_exact_case_in_qemu(case: str, work: Path):
     return compiled, result
 
 
+def _graph_in_qemu(compiled, work: Path, seed: int, count: int):
+    """A compiled one-layer graph on the M55 board on `count` random inputs, bit-exact with
+    the reference: its run."""
+    (work / "model").mkdir(parents=True)
+    for file, text in compiled.sources.items():
+        (work / "model" / file).write_text(text)
+    elf = build_firmware(work / "model", BOARD, work / "firmware")
+    graph = compiled.graph
+    inputs = np.random.default_rng(seed).integers(-128, 128, (count, graph.input.size))
+    inputs = inputs.astype(np.int8)
+    result = run_firmware(elf, BOARD, inputs, graph.output.size)
+    expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                         for x in inputs])
+    np.testing.assert_array_equal(result.outputs, expected)
+    return result
+
+
 @pytest.mark.qemu
 def test_first_layers_are_convolved_a_window_per_vector_or_two(tmp_path):
     """A grayscale first layer (3x3 convolution, or depthwise to 8 channels) takes
@@ -265,18 +282,7 @@ def test_narrow_depthwise_rows_are_bit_exact_and_cheaper_in_channel_lanes(tmp_pa
     for i, (case, most) in enumerate(cases):
         compiled = compile_graph(case, name="model", target=M55, source="dw")
         assert compiled.layers[0].params.channel_lanes
-        work = tmp_path / str(i)
-        (work / "model").mkdir(parents=True)
-        for file, text in compiled.sources.items():
-            (work / "model" / file).write_text(text)
-        elf = build_firmware(work / "model", BOARD, work / "firmware")
-        graph = compiled.graph
-        inputs = np.random.default_rng(i).integers(-128, 128, (3, graph.input.size))
-        inputs = inputs.astype(np.int8)
-        result = run_firmware(elf, BOARD, inputs, graph.output.size)
-        expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-                             for x in inputs])
-        np.testing.assert_array_equal(result.outputs, expected)
+        result = _graph_in_qemu(compiled, tmp_path / str(i), seed=i, count=3)
         assert max(result.instructions) < most, result.instructions
 
 
@@ -296,18 +302,7 @@ def test_wide_depthwise_rows_go_eight_pixels_a_pass(tmp_path):
         compiled = compile_graph(case, name="model", target=M55, source="dw")
         params = compiled.layers[0].params
         assert (params.eight_pixels, params.combined_tail) == (eight, combined)
-        work = tmp_path / str(i)
-        (work / "model").mkdir(parents=True)
-        for file, text in compiled.sources.items():
-            (work / "model" / file).write_text(text)
-        elf = build_firmware(work / "model", BOARD, work / "firmware")
-        graph = compiled.graph
-        inputs = np.random.default_rng(i).integers(-128, 128, (2, graph.input.size))
-        inputs = inputs.astype(np.int8)
-        result = run_firmware(elf, BOARD, inputs, graph.output.size)
-        expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-                             for x in inputs])
-        np.testing.assert_array_equal(result.outputs, expected)
+        result = _graph_in_qemu(compiled, tmp_path / str(i), seed=i, count=2)
         assert max(result.instructions) < most, result.instructions
 
 
@@ -340,16 +335,7 @@ def test_the_depthwise_ring_takes_six_groups_of_channels_by_their_own_offsets(tm
     assert params.group_offsets and params.ring_calls
     assert "__attribute__((noinline)) static void layer0_dw_conv_s8_mve_take" in \
         compiled.sources["model.c"]
-    (tmp_path / "model").mkdir()
-    for file, text in compiled.sources.items():
-        (tmp_path / "model" / file).write_text(text)
-    elf = build_firmware(tmp_path / "model", BOARD, tmp_path / "firmware")
-    graph = compiled.graph
-    inputs = np.random.default_rng(9).integers(-128, 128, (2, graph.input.size)).astype(np.int8)
-    result = run_firmware(elf, BOARD, inputs, graph.output.size)
-    expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-                         for x in inputs])
-    np.testing.assert_array_equal(result.outputs, expected)
+    result = _graph_in_qemu(compiled, tmp_path, seed=9, count=2)
     assert max(result.instructions) < 29000, result.instructions
 
 
