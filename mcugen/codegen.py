@@ -136,6 +136,9 @@ class LayerView:
     # The numbers of output rows its function's calls compute, over every layer that calls
     # it (the schedule's steps); () where no schedule says: any number.
     call_rows: tuple[int, ...] = ()
+    # Given column regions (its variant's `columns`): also takes its columns and the first
+    # column each operand's buffer holds.
+    columned: bool = False
 
     @property
     def index(self) -> int:
