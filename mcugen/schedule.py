@@ -273,6 +273,28 @@ def whole_step(layer: Layer) -> Step:
     return Step(layer.index, (0, layer.output_rows), columns=(0, layer.output_columns))
 
 
+def narrower_than_rows(step: Step, layer: Layer) -> bool:
+    """Whether a step gives its layer a region narrower than its rows, or a view from another
+    column than 0: what only a variant with `columns` computes."""
+    return step.origins is not None and step.columns is not None and (
+        step.columns != (0, layer.output_columns) or any(step.column_origins or ()))
+
+
+def column_layers(schedule: Schedule, layers: tuple[Layer, ...]) -> frozenset[int]:
+    """The layers some step gives a region narrower than a row (or a view from another
+    column): their functions also take the step's columns and each operand's column origin
+    (kernels/layer.j2 `signature`). AssertionError (a bug in the schedule, never the user's)
+    where such a layer's variant computes whole rows only (Variant.columns)."""
+    found = frozenset(step.layer for step in schedule.steps
+                      if narrower_than_rows(step, layers[step.layer]))
+    for index in sorted(found):
+        variant = layers[index].variant
+        assert variant.columns, (
+            f"layer {index}'s kernel {variant.name} computes whole rows (no Variant.columns): "
+            f"a step gives it columns narrower than its rows or a view from another column")
+    return found
+
+
 def scratch_id(index: int) -> str:
     """The planner's id for layer index's scratch buffer (no tensor is named like this)."""
     return f"<scratch of layer {index}>"
