@@ -1,10 +1,11 @@
 """Regions in the schedule (issue 20, item 2): a step computes a region of its output (rows
 by columns) and reads and writes each operand through a view (the row and column its buffer
-starts at). Today's steps are full-width, their views at column 0: the generated C is what it
-was (test_snapshots). The replay (row_bands.verify) checks the columns as it checks the rows:
-a step whose view does not hold the columns it reads or writes, or that asks a kernel for
-part of a row, is refused, in the steps and in a loop's body alike. A new schedule is a
-module of steps alone: one made in this file runs bit-exact on the host.
+starts at). mcugen's own schedules are full-width, their views at column 0: the generated C is
+what it was (test_snapshots). The replay (row_bands.verify) checks the columns as it checks
+the rows: a step whose view does not hold the columns it reads or writes, or that asks a
+kernel without Variant.columns for part of a row, is refused, in the steps and in a loop's
+body alike. A new schedule is a module of steps alone: two made in this file (row halves, and
+2x2 tiles of rows by columns) run bit-exact on the host.
 
 A hand-built graph (ir_graphs.conv_chain), no TensorFlow, no QEMU."""
 

@@ -2,8 +2,9 @@
 arena buffers that order implies.
 
 A step is one layer computing one region of its output: a range of rows by a range of
-columns (geometry.Region; every step today is full-width), each operand addressed through a
-view, the row and column of the tensor its buffer starts at. Layer by layer, every layer is
+columns (geometry.Region; full-width, except where a variant computes columns:
+Variant.columns, column_layers), each operand addressed through a view, the row and column of
+the tensor its buffer starts at. Layer by layer, every layer is
 one step that computes its whole output. In a row-band schedule (patch-based execution, see
 ``row_bands``) the layers of a segment run interleaved a few rows at a time, and each tensor
 that lives only inside its segment is held in a band buffer of a few rows: the rows a later
