@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import ir_graphs as g
-from hostc import build_shared
+from hostc import build_shared, run_sanitized
 from mcugen import row_bands
 from mcugen.codegen import build_model_view, render_sources
 from mcugen.compile import compile_graph, prepare
@@ -218,10 +218,14 @@ def test_a_schedule_of_2x2_tiles_runs_bit_exact(tmp_path, pointwise_block):
     for file, source in sources.items():
         (folder / file).write_text(source)
     model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
-    for x in np.random.default_rng(6).integers(-128, 128, (3, graph.input.size),
-                                               dtype=np.int8):
-        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-        np.testing.assert_array_equal(model(x), expected)
+    inputs = np.random.default_rng(6).integers(-128, 128, (3, graph.input.size), dtype=np.int8)
+    expected = [run_reference(graph, x.reshape(graph.input.shape)).reshape(-1) for x in inputs]
+    for x, reference in zip(inputs, expected):
+        np.testing.assert_array_equal(model(x), reference)
+    # No tile reads or writes outside its operands (ASan, UBSan).
+    np.testing.assert_array_equal(run_sanitized(folder, "model", graph.input.size,
+                                                graph.output.size, inputs, tmp_path),
+                                  np.stack(expected))
 
 
 def test_the_replay_refuses_column_regions_a_kernel_cannot_compute():
