@@ -29,7 +29,7 @@ from .kernels.quantize import AffineQuantize, affine_quantize
 from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import ALIGNMENT, Plan
 from .resources import templates_dir
-from .schedule import Repeat, Schedule, Step, row_bytes, scratch_id
+from .schedule import Repeat, Schedule, Step, column_layers, row_bytes, scratch_id
 from .sharing import function_key, sharing_groups
 
 if TYPE_CHECKING:
@@ -136,6 +136,9 @@ class LayerView:
     # The numbers of output rows its function's calls compute, over every layer that calls
     # it (the schedule's steps); () where no schedule says: any number.
     call_rows: tuple[int, ...] = ()
+    # Given column regions (its variant's `columns`): also takes its columns and the first
+    # column each operand's buffer holds.
+    columned: bool = False
 
     @property
     def index(self) -> int:
@@ -224,6 +227,10 @@ class StepView:
     origins: tuple[int, ...] | None = None
     moves: tuple[MoveView, ...] = ()
     written: Pointer | None = None  # the first byte written, when not the output's first
+    # A layer given column regions (LayerView.columned): its columns, and the column each
+    # operand's buffer starts at (schedule.Step.column_origins).
+    columns: tuple[int, int] | None = None
+    column_origins: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -315,6 +322,9 @@ class ModelView:
     # RAM region with --ram-regions), so that the C holds no mutable static state at all.
     caller_arena: bool = False
     arena_align: int = ALIGNMENT  # every arena offset is a multiple of it (the planner's)
+    # Some layer computes column regions (LayerView.columned): the helpers that address a
+    # view from a column are emitted too (window_helpers.c.j2's window_taps_view).
+    columned: bool = False
 
     @property
     def input_quantized(self) -> bool:
@@ -434,6 +444,7 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
     tables and data scalars as arguments. A layer alone with its function keeps them as
     constants."""
     drafts = []
+    columned = frozenset() if schedule is None else column_layers(schedule, layers)
     for layer in layers:
         params, tables = table_arguments(layer)
         op = layer.op
@@ -441,9 +452,11 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
                                 f"Layer {layer.index}", True,
                                 schedule is not None and schedule.is_banded(layer.index),
                                 c_type(graph.tensor(op.input).dtype),
-                                c_type(graph.tensor(op.output).dtype)))
+                                c_type(graph.tensor(op.output).dtype),
+                                columned=layer.index in columned))
     owner_of = sharing_groups([
-        function_key(draft.layer, draft.input_ctype, draft.output_ctype, draft.banded,
+        function_key(draft.layer, draft.input_ctype, draft.output_ctype,
+                     (draft.banded, draft.columned) if draft.columned else draft.banded,
                      draft.comment) for draft in drafts])
     rows = _call_rows(layers, schedule)
     views = []
@@ -555,6 +568,7 @@ def build_model_view(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
         isas=tuple(isa.value for isa in Isa if isa is not Isa.PORTABLE
                    and any(v.isa is isa for v in used)),
         helpers=tuple(dict.fromkeys(h for v in used for h in v.helpers)),
+        columned=any(view.columned for view in views),
         cmsis_nn=cmsis_nn, weights_section=weights_section, target=target,
         profile=None if profile_arch is None else profile_view(graph, layers, profile_arch),
         caller_arena=caller_arena)
@@ -600,10 +614,27 @@ def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan) -> StepVie
     size = row_bytes(graph, op.output)
     written = dataclasses.replace(output, offset=output.offset + (begin - step.origins[-1]) * size)
     moves = tuple(_move_view(shift, graph, plan) for shift in step.shifts if shift.end > shift.keep)
-    return StepView(layer=view, input=_pointer(op.input, graph, plan), input2=input2,
-                    output=output, scratch=scratch, rows=step.rows,
-                    output_bytes=(end - begin) * size, origins=step.origins, moves=moves,
-                    written=written)
+    step_view = StepView(layer=view, input=_pointer(op.input, graph, plan), input2=input2,
+                         output=output, scratch=scratch, rows=step.rows,
+                         output_bytes=(end - begin) * size, origins=step.origins, moves=moves,
+                         written=written)
+    return _column_view(step_view, step, graph) if view.columned else step_view
+
+
+def _column_view(step_view: StepView, step: Step, graph: Graph) -> StepView:
+    """A step of a layer given column regions: its columns and column origins, and, for the
+    markers, the bytes from its first pixel written to its last (its rows' other columns
+    between them included: a region's bytes are not consecutive)."""
+    op = step_view.layer.layer.op
+    (begin, end), (first, last) = step.rows, step.columns
+    _, _, width, channels = graph.tensor(op.output).shape
+    pixel = channels * np.dtype(graph.tensor(op.output).dtype).itemsize
+    start = ((begin - step.origins[-1]) * width + first - step.column_origins[-1]) * pixel
+    written = dataclasses.replace(step_view.output, offset=step_view.output.offset + start)
+    span = ((end - 1 - begin) * width + last - first) * pixel
+    return dataclasses.replace(step_view, columns=step.columns,
+                               column_origins=step.column_origins, written=written,
+                               output_bytes=span)
 
 
 def _loop_view(repeat: Repeat, views: tuple[LayerView, ...], graph: Graph, plan: Plan

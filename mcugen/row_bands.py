@@ -37,7 +37,7 @@ from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Re
 from .kernels import Layer
 from .planner import Buffer, live_peak
 from .schedule import (Repeat, Schedule, SearchPoint, Shift, Step, arena_buffers, find_repeats,
-                       row_bytes, step_numbers, whole_step)
+                       narrower_than_rows, row_bytes, step_numbers, whole_step)
 
 # Ops whose kernels can run on a range of output rows (geometry.py: the input rows each
 # reads). Global ops (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL)
@@ -288,6 +288,7 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
     held = {name: 0 for name in schedule.bands}
     done: dict[str, int] = {name: rows(graph.tensor(name).shape) for name in graph.inputs}
     columns_checked: set[tuple] = set()
+    tiles: dict[str, np.ndarray] = {}  # whole tensors written by column regions (pixels)
     next_row: dict[int, int] = {}  # per layer keeping its input rows: its next step's first
     for step in schedule.steps:
         layer = layers[step.layer]
@@ -316,31 +317,61 @@ def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
         first, last = buffer_rows(layer, graph, begin, end)
         inputs = activation_inputs(op, graph)
         assert len(step.origins) == len(inputs) + 1
-        for name, origin in zip(inputs, step.origins):
+        narrow = narrower_than_rows(step, layer)
+        for operand, (name, origin) in enumerate(zip(inputs, step.origins)):
             if name in schedule.bands:
+                assert not narrow, ("a band buffer holds whole rows: no column region", step)
                 assert origin == held[name], (step, name)
                 assert set(range(first, last)) <= present[name], (step, name)
                 assert last - origin <= schedule.bands[name], (step, name)
+            elif narrow and done.get(name, 0) < last:  # rows still in column regions
+                read = input_columns(op, graph, *step.columns, operand)
+                assert origin == 0 and name in tiles and \
+                    tiles[name][first:last, read[0]:read[1]].all(), (step, name)
             else:
                 assert origin == 0 and done.get(name, 0) >= last, (step, name)
         name = op.output
         assert step.origins[-1] == held.get(name, 0)
         if name in schedule.bands:
+            assert not narrow, ("a band buffer holds whole rows: no column region", step)
             assert end - held[name] <= schedule.bands[name], step
             present[name] |= set(range(begin, end))
+        elif narrow:
+            done[name] = _written_region(tiles, done.get(name, 0), name,
+                                         graph.tensor(name).shape, step)
         else:
-            assert done.get(name, 0) == begin, step
+            assert done.get(name, 0) == begin and name not in tiles, step
             done[name] = end
 
 
+def _written_region(tiles: dict[str, np.ndarray], done: int, name: str,
+                    shape: tuple[int, ...], step: Step) -> int:
+    """A whole tensor's pixels written so far by steps of column regions (`tiles`, rows by
+    columns): the step's region, written once, after the rows written whole (done). Returns
+    the rows written whole now (done, advanced over the rows whose every column is)."""
+    (begin, end), (first, last) = step.rows, step.columns
+    written = tiles.setdefault(name, np.zeros((rows(shape), columns(shape)), bool))
+    assert begin >= done and not written[begin:end, first:last].any(), \
+        ("a column region written twice", step)
+    written[begin:end, first:last] = True
+    while done < len(written) and written[done].all():
+        done += 1
+    return done
+
+
 def _verify_columns(step: Step, layer: Layer, graph: Graph) -> None:
-    """A banded step's columns: each input's columns that its output region reads
-    (geometry.input_columns), and the output's it writes, lie in the operand's buffer from
-    its view's column on (a band buffer holds whole rows, as a whole tensor does); and, as
-    the kernels take no column range nor column origin, the region is full-width and every
-    view starts at column 0."""
+    """A banded step's columns: inside its output; each input's columns that its output
+    region reads (geometry.input_columns), and the output's it writes, lie in the operand's
+    buffer from its view's column on (a band buffer holds whole rows, as a whole tensor
+    does); a region narrower than a row only for a variant that computes one
+    (Variant.columns). Every buffer holds whole rows from column 0 (a whole tensor, a band
+    of rows): no schedule makes buffers of columns yet, so every view starts at column 0."""
     op = layer.op
-    assert step.columns == (0, layer.output_columns), ("kernels compute whole rows", step)
+    assert step.columns is not None and 0 <= step.columns[0] < step.columns[1] <= \
+        layer.output_columns, ("columns outside the output", step)
+    assert layer.variant.columns or step.columns == (0, layer.output_columns), (
+        f"kernel {layer.variant.name} computes whole rows (no Variant.columns): no column "
+        f"region", step)
     inputs = activation_inputs(op, graph)
     spans = [(*input_columns(op, graph, *step.columns, operand),
               columns(graph.tensor(name).shape)) for operand, name in enumerate(inputs)]
@@ -349,7 +380,7 @@ def _verify_columns(step: Step, layer: Layer, graph: Graph) -> None:
     assert origins is not None and len(origins) == len(spans) == len(step.origins), step
     for origin, (first, last, width) in zip(origins, spans):
         assert origin <= first and last <= origin + width, ("columns outside the view", step)
-    assert not any(origins), ("kernels read from column 0", step)
+    assert not any(origins), ("every buffer holds whole rows from column 0", step)
 
 
 # ---------------------------------------------------------------------------------------------

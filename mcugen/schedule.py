@@ -2,8 +2,9 @@
 arena buffers that order implies.
 
 A step is one layer computing one region of its output: a range of rows by a range of
-columns (geometry.Region; every step today is full-width), each operand addressed through a
-view, the row and column of the tensor its buffer starts at. Layer by layer, every layer is
+columns (geometry.Region; full-width, except where a variant computes columns:
+Variant.columns, column_layers), each operand addressed through a view, the row and column of
+the tensor its buffer starts at. Layer by layer, every layer is
 one step that computes its whole output. In a row-band schedule (patch-based execution, see
 ``row_bands``) the layers of a segment run interleaved a few rows at a time, and each tensor
 that lives only inside its segment is held in a band buffer of a few rows: the rows a later
@@ -271,6 +272,28 @@ def whole_step(layer: Layer) -> Step:
     if not layer.variant.row_ranges:
         return Step(layer.index, None)
     return Step(layer.index, (0, layer.output_rows), columns=(0, layer.output_columns))
+
+
+def narrower_than_rows(step: Step, layer: Layer) -> bool:
+    """Whether a step gives its layer a region narrower than its rows, or a view from another
+    column than 0: what only a variant with `columns` computes."""
+    return step.origins is not None and step.columns is not None and (
+        step.columns != (0, layer.output_columns) or any(step.column_origins or ()))
+
+
+def column_layers(schedule: Schedule, layers: tuple[Layer, ...]) -> frozenset[int]:
+    """The layers some step gives a region narrower than a row (or a view from another
+    column): their functions also take the step's columns and each operand's column origin
+    (kernels/layer.j2 `signature`). AssertionError (a bug in the schedule, never the user's)
+    where such a layer's variant computes whole rows only (Variant.columns)."""
+    found = frozenset(step.layer for step in schedule.steps
+                      if narrower_than_rows(step, layers[step.layer]))
+    for index in sorted(found):
+        variant = layers[index].variant
+        assert variant.columns, (
+            f"layer {index}'s kernel {variant.name} computes whole rows (no Variant.columns): "
+            f"a step gives it columns narrower than its rows or a view from another column")
+    return found
 
 
 def scratch_id(index: int) -> str:

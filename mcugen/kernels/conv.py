@@ -122,6 +122,6 @@ CONV_S8 = Variant(
     "conv_s8", (Conv2D,), Isa.PORTABLE, "conv_s8", Order.RASTER,
     _lowering(dot="conv_dot_2x2"), applies=_general,
     scratch_bytes=column_scratch_bytes, helpers=("window_helpers", "conv_s8_helpers"),
-    row_ranges=True, legacy=True)
+    row_ranges=True, legacy=True, columns=True)
 
 VARIANTS = (CONV_S8_DSP, CONV_S8)

@@ -326,6 +326,7 @@ DW_CONV_S8_DSP = Variant(
     row_ranges=True, legacy=True)
 DW_CONV_S8 = Variant(
     "dw_conv_s8", (DepthwiseConv2D,), Isa.PORTABLE, "dw_conv_s8", Order.RASTER, _lower,
-    helpers=("window_helpers", "dw_conv_s8_helpers"), row_ranges=True, legacy=True)
+    helpers=("window_helpers", "dw_conv_s8_helpers"), row_ranges=True, legacy=True,
+    columns=True)
 
 VARIANTS = (DW_CONV_S8_DSP, DW_CONV_S8)

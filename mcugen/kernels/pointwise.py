@@ -367,9 +367,11 @@ PW_CONV_S8_DSP = Variant(
 # ARMv6-M's eight low registers take one pixel by two channels.
 PW_CONV_S8_ARMV7M = Variant(
     "pw_conv_s8_armv7m", (Conv2D,), Isa.ARMV7M, "pw_conv_s8", Order.RASTER, _lowering(2),
-    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True, legacy=True)
+    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True, legacy=True,
+    columns=True)
 PW_CONV_S8 = Variant(
     "pw_conv_s8", (Conv2D,), Isa.PORTABLE, "pw_conv_s8", Order.RASTER, _lowering(1),
-    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True, legacy=True)
+    applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True, legacy=True,
+    columns=True)
 
 VARIANTS = (PW_CONV_S8_DSP, PW_CONV_S8_ARMV7M, PW_CONV_S8)

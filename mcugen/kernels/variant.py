@@ -151,6 +151,11 @@ class Variant:
     scratch_bytes: ScratchSize = no_scratch  # arena scratch while the layer runs
     helpers: tuple[str, ...] = ()  # shared C (templates/kernels/<name>.c.j2), once per model
     row_ranges: bool = False  # the layer function computes any range [begin, end) of rows
+    # With row_ranges: it computes any region of rows by columns [column_begin, column_end),
+    # and addresses each operand from the column its view starts at (schedule.View): a step
+    # may give it a region narrower than a row (schedule.column_layers; row_bands.verify
+    # refuses one to a variant without it).
+    columns: bool = False
     library: str | None = None  # the library it calls (CMSIS-NN), which the user brings
     returns_status: bool = False  # the layer function returns the library's status
     binary: bool = False  # takes a second activation operand (ADD, MUL)
