@@ -141,13 +141,13 @@ CHAINS = {
     "five_by_five": (lambda: _chain(), None),  # 25 pixels: one left after whole blocks
     "weight_offsets": (lambda: _chain(legacy=(20, -30, None)), None),
     # In bands of one row: rows of 34 pixels leave one, rows of 35 two (layers 0-1; the last
-    # layer runs whole: 272 pixels leave two, 280 one). Rows of at least
-    # codegen.SHARED_TAIL_MIN_CALL_PIXELS: shorter calls inline their tails.
-    "bands_of_34": (lambda: _chain(w=34, h=8, couts=(24, 8, 6)), 3000),
-    "bands_of_35": (lambda: _chain(w=35, h=8, couts=(24, 8, 6)), 3096),
+    # layer runs whole: 272 pixels leave two, 280 one). Calls of at least
+    # codegen.SHARED_TAIL_MIN_CALL_MACS (34 x 9 x 112 and more): smaller ones inline their tails.
+    "bands_of_34": (lambda: _chain(w=34, h=8, couts=(112, 16, 6)), 8160),
+    "bands_of_35": (lambda: _chain(w=35, h=8, couts=(112, 16, 6)), 8400),
     # The same with weight offsets (the two-pixel function's column sums).
-    "bands_of_35_weight_offsets": (lambda: _chain(w=35, h=8, couts=(24, 8, 6),
-                                                  legacy=(-25, 40, None)), 3096),
+    "bands_of_35_weight_offsets": (lambda: _chain(w=35, h=8, couts=(112, 16, 6),
+                                                  legacy=(-25, 40, None)), 8400),
 }
 
 
@@ -219,9 +219,10 @@ def test_a_banded_pointwise_function_has_only_the_tail_its_calls_leave(chain, le
 
 
 def test_short_banded_calls_inline_their_tails():
-    """Calls of fewer than codegen.SHARED_TAIL_MIN_CALL_PIXELS pixels (rows of 7 and 5 in
-    bands of one row: column tiles' short rows) inline their tails at constant sizes, where
-    the shared functions' run-time sizes would cost each call hundreds of instructions."""
+    """Calls of fewer than codegen.SHARED_TAIL_MIN_CALL_MACS (rows of 7 and 5 pixels of 9 to
+    24 channels in bands of one row, as column tiles' short rows of VWW's narrow layers)
+    inline their tails at constant sizes, where the shared functions' run-time sizes would
+    cost each call hundreds of instructions."""
     for w, product in ((7, "pw_dot_1x4("), (5, "pw_dot_2x2(")):
         compiled = compile_graph(_chain(w=w, h=8, couts=(24, 8, 6)), name="model",
                                  target=load_target("cortex-m7"), source="short",
@@ -231,7 +232,7 @@ def test_short_banded_calls_inline_their_tails():
         assert "pw_column_s8_dsp_" not in source and "pw_pair_s8_dsp_" not in source
         for layer in (0, 1):
             assert product in _function_body(source, layer)
-    assert codegen.SHARED_TAIL_MIN_CALL_PIXELS > 7
+    assert codegen.SHARED_TAIL_MIN_CALL_MACS > 7 * 9 * 24
 
 
 @pytest.mark.qemu
