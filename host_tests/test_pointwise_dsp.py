@@ -15,6 +15,7 @@ import pytest
 import ir_graphs as g
 from firmware_batch import run_batch
 from test_kernels import CASES, P0, case_inputs, reference_outputs, write_sources
+from mcugen import codegen
 from mcugen.compile import compile_graph
 from mcugen.ir import Activation
 from mcugen.cycles import estimate_cycles
@@ -139,13 +140,14 @@ def _chain(w: int = 5, h: int = 5, couts=(11, 7, 6), legacy=None):
 CHAINS = {
     "five_by_five": (lambda: _chain(), None),  # 25 pixels: one left after whole blocks
     "weight_offsets": (lambda: _chain(legacy=(20, -30, None)), None),
-    # In bands of one row: rows of 7 pixels leave one, rows of 5 two (layers 0-1; the last
-    # layer runs whole: 56 pixels leave two, 40 one).
-    "bands_of_7": (lambda: _chain(w=7, h=8, couts=(24, 8, 6)), 624),
-    "bands_of_5": (lambda: _chain(w=5, h=8, couts=(24, 8, 6)), 448),
+    # In bands of one row: rows of 34 pixels leave one, rows of 35 two (layers 0-1; the last
+    # layer runs whole: 272 pixels leave two, 280 one). Calls of at least
+    # codegen.SHARED_TAIL_MIN_CALL_MACS (34 x 9 x 112 and more): smaller ones inline their tails.
+    "bands_of_34": (lambda: _chain(w=34, h=8, couts=(112, 16, 6)), 8160),
+    "bands_of_35": (lambda: _chain(w=35, h=8, couts=(112, 16, 6)), 8400),
     # The same with weight offsets (the two-pixel function's column sums).
-    "bands_of_5_weight_offsets": (lambda: _chain(w=5, h=8, couts=(24, 8, 6),
-                                                 legacy=(-25, 40, None)), 448),
+    "bands_of_35_weight_offsets": (lambda: _chain(w=35, h=8, couts=(112, 16, 6),
+                                                  legacy=(-25, 40, None)), 8400),
 }
 
 
@@ -194,10 +196,10 @@ def test_the_odd_last_row_of_a_block_is_one_function_for_the_layers_with_one():
     assert "pw_row3_s8_dsp" not in _function_body(source, 2)
 
 
-@pytest.mark.parametrize("chain, left", [("bands_of_7", 1), ("bands_of_5", 2)])
+@pytest.mark.parametrize("chain, left", [("bands_of_34", 1), ("bands_of_35", 2)])
 def test_a_banded_pointwise_function_has_only_the_tail_its_calls_leave(chain, left):
-    """The schedule says how many rows each call computes: in bands of one row, rows of 7
-    pixels leave one pixel after whole blocks of three and rows of 5 leave two, so a banded
+    """The schedule says how many rows each call computes: in bands of one row, rows of 34
+    pixels leave one pixel after whole blocks of three and rows of 35 leave two, so a banded
     layer's function calls the one-pixel tail function or the two-pixel one (SharedPair), not
     both (a compiler could drop the other only for constant rows), and has neither inline."""
     compiled = _compiled_chain(chain)
@@ -210,10 +212,27 @@ def test_a_banded_pointwise_function_has_only_the_tail_its_calls_leave(chain, le
         assert ("pw_pair_s8_dsp_" in body) == (left == 2)
         assert ("pw_column_s8_dsp_" in body) == (left == 1)
         assert "pw_dot_2x2(" not in body and "pw_dot_1x4(" not in body
-    # The last layer runs whole, alone with its requantization: 56 pixels leave two, 40 one.
+    # The last layer runs whole, alone with its requantization: 272 pixels leave two, 280 one.
     body = _function_body(source, 2)
     assert ("pw_dot_2x2(" in body) == (left == 1)
     assert ("pw_dot_1x4(" in body) == (left == 2)
+
+
+def test_short_banded_calls_inline_their_tails():
+    """Calls of fewer than codegen.SHARED_TAIL_MIN_CALL_MACS (rows of 7 and 5 pixels of 9 to
+    24 channels in bands of one row, as column tiles' short rows of VWW's narrow layers)
+    inline their tails at constant sizes, where the shared functions' run-time sizes would
+    cost each call hundreds of instructions."""
+    for w, product in ((7, "pw_dot_1x4("), (5, "pw_dot_2x2(")):
+        compiled = compile_graph(_chain(w=w, h=8, couts=(24, 8, 6)), name="model",
+                                 target=load_target("cortex-m7"), source="short",
+                                 max_ram={7: 624, 5: 448}[w])
+        assert compiled.schedule.segments == ((0, 2),)
+        source = compiled.sources["model.c"]
+        assert "pw_column_s8_dsp_" not in source and "pw_pair_s8_dsp_" not in source
+        for layer in (0, 1):
+            assert product in _function_body(source, layer)
+    assert codegen.SHARED_TAIL_MIN_CALL_MACS > 7 * 9 * 24
 
 
 @pytest.mark.qemu

@@ -480,18 +480,40 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
 # A pointwise function's tail functions (kernels/pointwise.py SharedColumn, SharedPair) by
 # the pixels a call leaves over that each computes.
 TAIL_FUNCTION_FIELDS = {"shared_column": 1, "shared_pair": 2}
+# A banded pointwise function whose calls all compute fewer MACs than this keeps its own
+# tails (at constant sizes): the shared functions' run-time sizes cost a call's last pair of
+# pixels about 800 instructions more than the inlined 2x2 product (its last pixel about
+# 1,000), a tenth of a call of 3-13 K MACs (column tiles' rows of 12 to 29 pixels of VWW's
+# 8- to 32-deep layers, a call a row: VWW at --max-ram 12K 6,359,486 -> 6,260,942
+# instructions, code +20 B), where the rows of 28 to 112 pixels of MobileNetV2 224's bands
+# (170 K MACs and more a call) keep sharing them for their code (kernels/pointwise.py
+# SharedColumn; PyTorch's V2 at 160K: +920 B of code for its 28-pixel rows otherwise).
+SHARED_TAIL_MIN_CALL_MACS = 32 * 1024
+
+
+def _short_calls(view: LayerView) -> bool:
+    """Whether every call of the view's banded pointwise function computes fewer than
+    SHARED_TAIL_MIN_CALL_MACS (a layer by layer call computes the whole layer: never)."""
+    params = view.params
+    if not view.banded or not view.call_rows:
+        return False
+    macs = max(view.call_rows) * params.output.w * params.matrix.depth * params.matrix.outputs
+    return macs < SHARED_TAIL_MIN_CALL_MACS
 
 
 def _columns_where_called(views: list[LayerView]) -> list[LayerView]:
     """A pointwise function calls its tail functions only where its calls may leave their
-    pixels over: elsewhere the record drops them, so that no function is emitted that nothing
-    calls."""
+    pixels over, and are not short (_short_calls): elsewhere the record drops them, so that no
+    function is emitted that nothing calls, and short calls inline their own tails."""
     kept = []
     for view in views:
         params = view.params
-        unused = {field: None for field, pixels in TAIL_FUNCTION_FIELDS.items()
-                  if getattr(params, field, None) is not None
-                  and pixels not in view.pixels_left(params.block_pixels, params.output.w)}
+        fields = [field for field in TAIL_FUNCTION_FIELDS
+                  if getattr(params, field, None) is not None]
+        short = bool(fields) and _short_calls(view)
+        unused = {field: None for field in fields
+                  if short or TAIL_FUNCTION_FIELDS[field] not in
+                  view.pixels_left(params.block_pixels, params.output.w)}
         kept.append(dataclasses.replace(view, params=dataclasses.replace(params, **unused))
                     if unused else view)
     return kept
