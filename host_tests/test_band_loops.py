@@ -153,7 +153,7 @@ def test_the_banded_fill_and_drain_run_in_the_loop_under_guards(banded):
     guarded = [j for j, runs in enumerate(repeat.runs) if (runs.first, runs.last) !=
                (0, repeat.count)]
     moves = [runs for j, m in enumerate(repeat.moves) for runs in m if runs != repeat.runs[j]]
-    assert 0 < body.count("if (band_runs(i, ") < len(guarded) + len(moves)
+    assert 0 < body.count("if (band_iteration(i) ") < len(guarded) + len(moves)
     late = next(j for j, runs in enumerate(repeat.runs) if runs.first > 0)
     runs = list(repeat.runs)
     runs[late] = Runs(0, runs[late].last)  # a call before its layer's first row

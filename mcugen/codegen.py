@@ -217,7 +217,7 @@ LOOP_INDEX = "i"  # the loop variable of NAME_invoke's loops
 @dataclass(frozen=True)
 class Guard:
     """The iterations [first, last) of a loop of `count` in which a statement runs
-    (schedule.Runs). Prints as the C condition (band_runs in model.c.j2); false where the
+    (schedule.Runs). Prints as the C condition (band_iteration in model.c.j2); false where the
     statement runs in every iteration (no condition)."""
 
     first: int
@@ -225,7 +225,9 @@ class Guard:
     count: int
 
     def __str__(self) -> str:
-        return f"band_runs({LOOP_INDEX}, {self.first}, {self.last})"
+        index = f"band_iteration({LOOP_INDEX})"  # each test its own: never threaded
+        return " && ".join(([f"{index} >= {self.first}"] if self.first > 0 else []) +
+                           ([f"{index} < {self.last}"] if self.last < self.count else []))
 
     def __bool__(self) -> bool:
         return self.first > 0 or self.last < self.count
@@ -399,7 +401,7 @@ class ModelView:
 
     @property
     def guarded_loops(self) -> bool:
-        """Whether a loop folds a fill or drain (its guards call band_runs)."""
+        """Whether a loop folds a fill or drain (its guards call band_iteration)."""
         return any(isinstance(node, LoopView) and node.guarded for node in self.program)
 
     @property
@@ -516,7 +518,7 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
             draft, names=layers[owner].names, defines_function=position == owner,
             label="Layers " + ", ".join(map(str, sharing)), params=params, scalars=scalars,
             call_rows=call_rows))
-    return tuple(_shared_pixel_functions(_columns_where_called(views)))
+    return tuple(_tail_channels(_shared_pixel_functions(_columns_where_called(views))))
 
 
 # A pointwise function's tail functions (kernels/pointwise.py SharedColumn, SharedPair) by
@@ -568,6 +570,28 @@ def _shared_pixel_functions(views: list[LayerView]) -> list[LayerView]:
                  and callers[getattr(view.params, field)] < 2}
         kept.append(dataclasses.replace(view, params=dataclasses.replace(view.params, **alone))
                     if alone else view)
+    return kept
+
+
+def _tail_channels(views: list[LayerView]) -> list[LayerView]:
+    """Each shared tail function (SharedColumn, SharedPair) with the channel counts modulo 4
+    of the layer functions that call it: it computes a last two channels or a last one only
+    where one of them has them (MobileNets' counts are whole groups of four: 228 of
+    MobileNetV2 224's 1,010 bytes of pair function are its last channel)."""
+    left: dict[tuple[str, Any], set[int]] = {}
+    for view in views:
+        for field in TAIL_FUNCTION_FIELDS:
+            shared = getattr(view.params, field, None)
+            if view.defines_function and shared is not None:
+                left.setdefault((field, shared), set()).add(view.params.matrix.outputs % 4)
+    kept = []
+    for view in views:
+        tails = {field: dataclasses.replace(getattr(view.params, field), channels_left=tuple(
+                     sorted(left[field, getattr(view.params, field)])))
+                 for field in TAIL_FUNCTION_FIELDS
+                 if (field, getattr(view.params, field, None)) in left}
+        kept.append(dataclasses.replace(view, params=dataclasses.replace(view.params, **tails))
+                    if tails else view)
     return kept
 
 
