@@ -498,10 +498,17 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
                                 c_type(graph.tensor(op.input).dtype),
                                 c_type(graph.tensor(op.output).dtype),
                                 columned=layer.index in columned))
+    # Banded or not, layers of one key share a function: a whole layer calls a banded one with
+    # every origin 0 (its buffers hold the tensors from row 0), where it would otherwise get
+    # a copy of its own (MobileNetV2 224 at 160K: layer 21's pointwise and layer 27's ADD
+    # after the bands, 868 B). Column regions keep theirs.
     owner_of = sharing_groups([
         function_key(draft.layer, draft.input_ctype, draft.output_ctype,
-                     (draft.banded, draft.columned) if draft.columned else draft.banded,
+                     (draft.banded, draft.columned) if draft.columned else None,
                      draft.comment) for draft in drafts])
+    banded = {owner for owner, draft in zip(owner_of, drafts) if draft.banded}
+    drafts = [dataclasses.replace(draft, banded=owner in banded)
+              for owner, draft in zip(owner_of, drafts)]
     rows = _call_rows(layers, schedule)
     views = []
     for position, (layer, draft) in enumerate(zip(layers, drafts)):
@@ -676,9 +683,11 @@ def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan,
         if layer.scratch_bytes else None
     output = _pointer(op.output, graph, plan)
     if step.origins is None:
+        # A whole step of a layer that shares a banded function: its operands from row 0.
+        origins = (0,) * (3 if layer.variant.binary else 2) if view.banded else None
         return StepView(layer=view, input=_pointer(op.input, graph, plan), input2=input2,
                         output=output, scratch=scratch, rows=step.rows,
-                        output_bytes=graph.tensor(op.output).nbytes)
+                        output_bytes=graph.tensor(op.output).nbytes, origins=origins)
     begin, end = step.rows
     size = row_bytes(graph, op.output)
     written = dataclasses.replace(output, offset=output.offset + (begin - step.origins[-1]) * size)
