@@ -16,12 +16,14 @@ import ir_graphs as g
 from conftest import PERSON_DETECT
 from hostc import build_shared
 from mcugen import row_bands
+from mcugen.codegen import build_model_view, layer_views, render_sources
 from mcugen.compile import CompiledModel, compile_graph
 from mcugen.frontend.tflite import load_tflite
 from mcugen.ir import Mean, Padding
 from mcugen.measure import measure
 from mcugen.reference import run_reference
-from mcugen.schedule import Repeat, Step, find_repeats
+from mcugen.planner import plan_memory
+from mcugen.schedule import Repeat, Runs, Schedule, Step, arena_buffers, find_repeats
 from mcugen.targets import load_target
 
 
@@ -122,6 +124,73 @@ def test_the_search_takes_the_run_that_saves_most():
     assert (repeat.start, len(repeat.body), repeat.count) == (1, 2, 10)
     assert repeat.increments == ((1, 1, 1, 1),) * 2
     assert find_repeats(tuple(periodic[:4]) + (stray,)) == ()  # saves too little
+
+
+def test_a_pipelines_fill_and_drain_fold_into_its_loop():
+    """Layer 1 runs a row behind layer 0: the fill (layer 0's first row alone) and the drain
+    (layer 1's last row alone) are the loop's body with a statement guarded off, so the whole
+    pipeline is one loop (extend_repeats)."""
+    def step(layer: int, row: int) -> Step:
+        return Step(layer, (row, row + 1), (row, row))
+
+    steps = (step(0, 0), *(step(layer, row - layer) for row in range(1, 10) for layer in (0, 1)),
+             step(1, 9))
+    (repeat,) = find_repeats(steps)
+    assert (repeat.start, repeat.end, repeat.count) == (0, len(steps), 11)
+    assert repeat.runs == (Runs(0, 10), Runs(1, 11)) and repeat.moves == ((), ())
+    schedule = Schedule(steps, {}, repeats=(repeat,))
+    assert schedule.program() == [repeat]
+    assert tuple(row_bands.program_steps(schedule)) == steps
+
+
+def test_the_banded_fill_and_drain_run_in_the_loop_under_guards(banded):
+    """The blocks' fill and drain: the loop starts and ends with statements guarded off (one
+    `if` for consecutive statements alike), and the replay refuses guards that run a call or
+    a move where the schedule has none."""
+    schedule, graph, layers = banded.schedule, banded.graph, banded.layers
+    (repeat,) = schedule.repeats
+    assert repeat.runs and any(runs.first > 0 for runs in repeat.runs) and \
+        any(runs.last < repeat.count for runs in repeat.runs)
+    body = invoke_body(banded.sources["model.c"])
+    guarded = [j for j, runs in enumerate(repeat.runs) if (runs.first, runs.last) !=
+               (0, repeat.count)]
+    moves = [runs for j, m in enumerate(repeat.moves) for runs in m if runs != repeat.runs[j]]
+    assert 0 < body.count("if (band_iteration(i) ") < len(guarded) + len(moves)
+    late = next(j for j, runs in enumerate(repeat.runs) if runs.first > 0)
+    runs = list(repeat.runs)
+    runs[late] = Runs(0, runs[late].last)  # a call before its layer's first row
+    with pytest.raises(AssertionError):
+        row_bands.verify(broken(schedule, runs=tuple(runs)), graph, layers)
+    moving = [(j, k) for j, moves in enumerate(repeat.moves) for k, runs in enumerate(moves)
+              if runs.first > repeat.runs[j].first]
+    if moving:
+        j, k = moving[0]
+        moves = [list(m) for m in repeat.moves]
+        moves[j][k] = Runs(repeat.runs[j].first, moves[j][k].last)  # a move of rows not held
+        with pytest.raises(AssertionError):
+            row_bands.verify(broken(schedule, moves=tuple(map(tuple, moves))), graph, layers)
+    with pytest.raises(AssertionError):  # the same loop without its guards
+        row_bands.verify(broken(schedule, runs=(), moves=()), graph, layers)
+
+
+def test_whole_layers_share_the_functions_of_their_banded_twins():
+    """Bands over the first block only: the second block's layers, whole, call the first
+    block's banded functions with every origin 0 (no copy of their own). (Bit-exact: the
+    blocks in bands above, and MobileNetV2 224 at 160K in QEMU, whose layers 21 and 27 do
+    this.)"""
+    compiled = blocks()
+    graph, layers = compiled.graph, compiled.layers
+    schedule = row_bands.looped(row_bands.row_band_schedule(graph, layers, ((0, 3),), 1),
+                                graph, layers)
+    views = layer_views(graph, layers, schedule)
+    assert [view.names.function for view in views[:4]] == \
+        [views[0].names.function, views[1].names.function] * 2
+    assert all(view.banded for view in views[:4]) and not schedule.is_banded(3)
+    plan = plan_memory(arena_buffers(graph, layers, schedule))
+    sources = render_sources(build_model_view(graph, layers, schedule, plan, "model", "blocks"))
+    body = invoke_body(sources["model.c"])
+    assert re.search(rf"{views[1].names.function}\([^;]*, 0, {layers[3].output_rows}, 0, 0[,)]",
+                     body)  # layer 3, whole: its rows from 0, every origin 0
 
 
 @pytest.mark.slow

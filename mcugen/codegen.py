@@ -29,7 +29,8 @@ from .kernels.quantize import AffineQuantize, affine_quantize
 from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
 from .planner import ALIGNMENT, Plan
 from .resources import templates_dir
-from .schedule import Repeat, Schedule, Step, column_layers, row_bytes, scratch_id
+from .schedule import (Repeat, Schedule, Shift, Step, advanced, column_layers, moves_rows,
+                       row_bytes, scratch_id)
 from .sharing import function_key, sharing_groups
 
 if TYPE_CHECKING:
@@ -173,6 +174,7 @@ class MoveView:
     target: Pointer
     source: Pointer
     bytes: int
+    runs: Guard | None = None  # in a loop that folds a fill or drain: its iterations
 
     @property
     def by_words(self) -> bool:
@@ -213,6 +215,25 @@ LOOP_INDEX = "i"  # the loop variable of NAME_invoke's loops
 
 
 @dataclass(frozen=True)
+class Guard:
+    """The iterations [first, last) of a loop of `count` in which a statement runs
+    (schedule.Runs). Prints as the C condition (band_iteration in model.c.j2); false where the
+    statement runs in every iteration (no condition)."""
+
+    first: int
+    last: int
+    count: int
+
+    def __str__(self) -> str:
+        index = f"band_iteration({LOOP_INDEX})"  # each test its own: never threaded
+        return " && ".join(([f"{index} >= {self.first}"] if self.first > 0 else []) +
+                           ([f"{index} < {self.last}"] if self.last < self.count else []))
+
+    def __bool__(self) -> bool:
+        return self.first > 0 or self.last < self.count
+
+
+@dataclass(frozen=True)
 class StepView:
     """One call in NAME_invoke: a layer's function on its operands, for a range of rows, after
     the band buffer moves it needs; `written` and `output_bytes` are the bytes it writes."""
@@ -231,6 +252,7 @@ class StepView:
     # operand's buffer starts at (schedule.Step.column_origins).
     columns: tuple[int, int] | None = None
     column_origins: tuple[int, ...] | None = None
+    runs: Guard | None = None  # in a loop that folds a fill or drain: its call's iterations
 
 
 @dataclass(frozen=True)
@@ -240,8 +262,25 @@ class LoopView:
 
     count: int
     body: tuple[StepView, ...]
-    first_step: int  # the position of its first step in the schedule
+    first_step: int  # the positions of its first and last steps in the schedule
+    last_step: int
+    guarded: bool = False  # a fill or drain folded in: statements under guards (runs)
     variable: str = LOOP_INDEX
+
+    @property
+    def groups(self) -> list[tuple[Guard | None, list[StepView]]]:
+        """The body in runs of consecutive statements whose calls have one guard (None: every
+        iteration): one `if` each, not one per statement (a pipeline's fill and drain guard
+        whole stretches of the body alike). A move guarded otherwise than its call has its own
+        `if` inside."""
+        groups: list[tuple[Guard | None, list[StepView]]] = []
+        for step in self.body:
+            guard = step.runs or None
+            if groups and groups[-1][0] == guard:
+                groups[-1][1].append(step)
+            else:
+                groups.append((guard, [step]))
+        return groups
 
 
 @dataclass(frozen=True)
@@ -361,6 +400,11 @@ class ModelView:
         return any(step.layer.variant.returns_status for step in self.steps)
 
     @property
+    def guarded_loops(self) -> bool:
+        """Whether a loop folds a fill or drain (its guards call band_iteration)."""
+        return any(isinstance(node, LoopView) and node.guarded for node in self.program)
+
+    @property
     def shifts_by_words(self) -> bool:
         """Whether a band buffer's move is by words (NAME.c then defines band_shift_words)."""
         return any(move.by_words for step in self.steps for move in step.moves)
@@ -454,10 +498,17 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
                                 c_type(graph.tensor(op.input).dtype),
                                 c_type(graph.tensor(op.output).dtype),
                                 columned=layer.index in columned))
+    # Banded or not, layers of one key share a function: a whole layer calls a banded one with
+    # every origin 0 (its buffers hold the tensors from row 0), where it would otherwise get
+    # a copy of its own (MobileNetV2 224 at 160K: layer 21's pointwise and layer 27's ADD
+    # after the bands, 868 B). Column regions keep theirs.
     owner_of = sharing_groups([
         function_key(draft.layer, draft.input_ctype, draft.output_ctype,
-                     (draft.banded, draft.columned) if draft.columned else draft.banded,
+                     (draft.banded, draft.columned) if draft.columned else None,
                      draft.comment) for draft in drafts])
+    banded = {owner for owner, draft in zip(owner_of, drafts) if draft.banded}
+    drafts = [dataclasses.replace(draft, banded=owner in banded)
+              for owner, draft in zip(owner_of, drafts)]
     rows = _call_rows(layers, schedule)
     views = []
     for position, (layer, draft) in enumerate(zip(layers, drafts)):
@@ -474,7 +525,7 @@ def layer_views(graph: Graph, layers: tuple[Layer, ...],
             draft, names=layers[owner].names, defines_function=position == owner,
             label="Layers " + ", ".join(map(str, sharing)), params=params, scalars=scalars,
             call_rows=call_rows))
-    return tuple(_shared_pixel_functions(_columns_where_called(views)))
+    return tuple(_tail_channels(_shared_pixel_functions(_columns_where_called(views))))
 
 
 # A pointwise function's tail functions (kernels/pointwise.py SharedColumn, SharedPair) by
@@ -551,6 +602,28 @@ def _shared_pixel_functions(views: list[LayerView]) -> list[LayerView]:
     return kept
 
 
+def _tail_channels(views: list[LayerView]) -> list[LayerView]:
+    """Each shared tail function (SharedColumn, SharedPair) with the channel counts modulo 4
+    of the layer functions that call it: it computes a last two channels or a last one only
+    where one of them has them (MobileNets' counts are whole groups of four: 228 of
+    MobileNetV2 224's 1,010 bytes of pair function are its last channel)."""
+    left: dict[tuple[str, Any], set[int]] = {}
+    for view in views:
+        for field in TAIL_FUNCTION_FIELDS:
+            shared = getattr(view.params, field, None)
+            if view.defines_function and shared is not None:
+                left.setdefault((field, shared), set()).add(view.params.matrix.outputs % 4)
+    kept = []
+    for view in views:
+        tails = {field: dataclasses.replace(getattr(view.params, field), channels_left=tuple(
+                     sorted(left[field, getattr(view.params, field)])))
+                 for field in TAIL_FUNCTION_FIELDS
+                 if (field, getattr(view.params, field, None)) in left}
+        kept.append(dataclasses.replace(view, params=dataclasses.replace(view.params, **tails))
+                    if tails else view)
+    return kept
+
+
 def check_section_name(section: str) -> None:
     """A linker section name as GNU ld and armlink take them: letters, digits, '.', '_'."""
     if not re.fullmatch(r"[.A-Za-z_][.A-Za-z0-9_]*", section):
@@ -617,7 +690,10 @@ def _arena_pointer(buffer: str, plan: Plan, ctype: str = "int8_t") -> Pointer:
                    ctype=ctype)
 
 
-def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan) -> StepView:
+def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan,
+               moving: tuple[Shift, ...] | None = None) -> StepView:
+    """moving: the shifts whose rows the C moves (in a loop, its body's), else those that
+    move rows."""
     layer = view.layer
     op = layer.op
     input2 = None
@@ -629,13 +705,17 @@ def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan) -> StepVie
         if layer.scratch_bytes else None
     output = _pointer(op.output, graph, plan)
     if step.origins is None:
+        # A whole step of a layer that shares a banded function: its operands from row 0.
+        origins = (0,) * (3 if layer.variant.binary else 2) if view.banded else None
         return StepView(layer=view, input=_pointer(op.input, graph, plan), input2=input2,
                         output=output, scratch=scratch, rows=step.rows,
-                        output_bytes=graph.tensor(op.output).nbytes)
+                        output_bytes=graph.tensor(op.output).nbytes, origins=origins)
     begin, end = step.rows
     size = row_bytes(graph, op.output)
     written = dataclasses.replace(output, offset=output.offset + (begin - step.origins[-1]) * size)
-    moves = tuple(_move_view(shift, graph, plan) for shift in step.shifts if shift.end > shift.keep)
+    if moving is None:
+        moving = tuple(shift for shift in step.shifts if moves_rows(shift))
+    moves = tuple(_move_view(shift, graph, plan) for shift in moving)
     step_view = StepView(layer=view, input=_pointer(op.input, graph, plan), input2=input2,
                          output=output, scratch=scratch, rows=step.rows,
                          output_bytes=(end - begin) * size, origins=step.origins, moves=moves,
@@ -663,11 +743,24 @@ def _loop_view(repeat: Repeat, views: tuple[LayerView, ...], graph: Graph, plan:
                ) -> LoopView:
     """The loop's body with each number that changes from one iteration to the next as an
     Affine, checked on every iteration (the C computes each iteration's from the first)."""
-    iterations = [[_step_view(step, views[step.layer], graph, plan)
-                   for step in repeat.iteration(i)] for i in range(repeat.count)]
-    body = tuple(_affine([iteration[j] for iteration in iterations])
-                 for j in range(len(repeat.body)))
-    return LoopView(repeat.count, body, repeat.start)
+    body = []
+    for j, (step, increment) in enumerate(zip(repeat.body, repeat.increments)):
+        # Every iteration's numbers, guarded or not (affine all along): the moves the body's.
+        moving = [k for k, shift in enumerate(step.shifts) if moves_rows(shift)]
+        iterations = []
+        for i in range(repeat.count):
+            advanced_step = advanced(step, increment, i)
+            iterations.append(_step_view(advanced_step, views[step.layer], graph, plan,
+                                         tuple(advanced_step.shifts[k] for k in moving)))
+        statement = _affine(iterations)
+        if repeat.runs:
+            count = repeat.count
+            statement = dataclasses.replace(
+                statement, runs=Guard(repeat.runs[j].first, repeat.runs[j].last, count),
+                moves=tuple(dataclasses.replace(move, runs=Guard(runs.first, runs.last, count))
+                            for move, runs in zip(statement.moves, repeat.moves[j])))
+        body.append(statement)
+    return LoopView(repeat.count, tuple(body), repeat.start, repeat.end - 1, bool(repeat.runs))
 
 
 def _affine(values: list) -> Any:

@@ -36,8 +36,8 @@ from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Re
                  TableLookup, Transpose, op_inputs)
 from .kernels import Layer
 from .planner import Buffer, live_peak
-from .schedule import (Repeat, Schedule, SearchPoint, Shift, Step, arena_buffers, find_repeats,
-                       narrower_than_rows, row_bytes, step_numbers, whole_step)
+from .schedule import (Repeat, Schedule, SearchPoint, Shift, Step, arena_buffers, c_statements,
+                       find_repeats, narrower_than_rows, row_bytes, step_numbers, whole_step)
 
 # Ops whose kernels can run on a range of output rows (geometry.py: the input rows each
 # reads). Global ops (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL)
@@ -266,6 +266,13 @@ def program_steps(schedule: Schedule) -> list[Step]:
             for step, increment in zip(node.body, node.increments):
                 assert step.origins is not None and \
                     len(increment) == len(step_numbers(step)), (node, step)
+            if node.runs:  # guards: within the loop, its first and last iterations not empty
+                assert len(node.runs) == len(node.moves) == len(node.body), node
+                assert min(r.first for r in node.runs) == 0 and \
+                    max(r.last for r in node.runs) == node.count, node
+                for runs, moves in zip(node.runs, node.moves):
+                    assert 0 <= runs.first < runs.last <= node.count, node
+                    assert all(runs.first <= m.first < m.last <= runs.last for m in moves), node
             for i in range(node.count):
                 steps += node.iteration(i)
         else:
@@ -276,14 +283,19 @@ def program_steps(schedule: Schedule) -> list[Step]:
 
 def verify(schedule: Schedule, graph: Graph, layers: tuple[Layer, ...]) -> None:
     """Replay the schedule region by region as the C runs it (loops included) and check what
-    the generated C relies on: each loop iteration is the unrolled step it replaces; every
+    the generated C relies on: each loop iteration (its statements that run, where guards
+    fold a fill or drain in) is the unrolled steps it replaces, as the C runs them; every
     row a banded step reads from a buffer (buffer_rows) has been written and is still in
     it, at the origin the step is given, and a kernel that keeps the rows it read runs its
     steps in order from row 0; every row written fits its buffer; a shift keeps what it
     claims; the columns a step reads and writes are in its operands' views (`_verify_columns`). Raises
     AssertionError (a bug in mcugen, never the user's) otherwise."""
-    # The steps below are the program's: replaying them replays every loop iteration.
-    assert tuple(program_steps(schedule)) == schedule.steps, "a loop is not its steps"
+    # The steps below are the program's, as the C runs them (calls and the moves of rows
+    # before them; c_statements): replaying them replays every loop iteration.
+    program = program_steps(schedule)
+    assert len(program) == len(schedule.steps) and all(
+        c_statements(a) == c_statements(b) for a, b in zip(program, schedule.steps)), \
+        "a loop is not its steps"
     present: dict[str, set[int]] = {name: set() for name in schedule.bands}
     held = {name: 0 for name in schedule.bands}
     done: dict[str, int] = {name: rows(graph.tensor(name).shape) for name in graph.inputs}

@@ -14,6 +14,7 @@ layer markers, per-step instruction counts) counts steps, not ops.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,25 +109,73 @@ def advanced(step: Step, increments: tuple[int, ...], times: int) -> Step:
 
 
 @dataclass(frozen=True)
+class Runs:
+    """The iterations [first, last) of a loop in which one of its body's statements (a call,
+    or a band move) runs: a software pipeline's fill and drain folded into its loop, each
+    statement guarded by the iterations in which its layer (or its move) has work."""
+
+    first: int
+    last: int
+
+    def __contains__(self, i: int) -> bool:
+        return self.first <= i < self.last
+
+
+@dataclass(frozen=True)
 class Repeat:
-    """A loop over banded steps: steps [start, start + count * len(body)) of the schedule are
-    `count` iterations of the body, iteration i's step j being body[j] with its numbers
-    (step_numbers) advanced by i times increments[j]. The generated C runs it as a `for`
-    loop whose row and origin arguments are affine in the iteration; the schedule's steps
-    stay unrolled, so that lifetimes, markers and per-step counts do not change."""
+    """A loop over banded steps: the steps from `start` on are `count` iterations of the body,
+    iteration i's step j being body[j] with its numbers (step_numbers) advanced by i times
+    increments[j]. The generated C runs it as a `for` loop whose row and origin arguments are
+    affine in the iteration; the schedule's steps stay unrolled, so that lifetimes, markers
+    and per-step counts do not change.
+
+    A loop that also runs the pipeline's fill and drain (extended: `extend_repeats`) guards
+    statements: body[j]'s call runs in iterations `runs[j]` (every one where runs is empty),
+    and its band moves (its shifts that move rows, in order) in `moves[j]`, each within its
+    call's; a step of an iteration keeps only the moves that run there (a move of no rows is
+    no statement in the C either)."""
 
     start: int
     body: tuple[Step, ...]
     count: int
     increments: tuple[tuple[int, ...], ...]
+    runs: tuple[Runs, ...] = ()
+    moves: tuple[tuple[Runs, ...], ...] = ()
 
     @property
     def end(self) -> int:
-        return self.start + self.count * len(self.body)
+        if not self.runs:
+            return self.start + self.count * len(self.body)
+        return self.start + sum(r.last - r.first for r in self.runs)
 
     def iteration(self, i: int) -> tuple[Step, ...]:
-        return tuple(advanced(step, increment, i)
-                     for step, increment in zip(self.body, self.increments))
+        """The steps iteration i runs, in order (with guards: only those whose call runs)."""
+        steps = []
+        for j, (step, increment) in enumerate(zip(self.body, self.increments)):
+            if self.runs and i not in self.runs[j]:
+                continue
+            advanced_step = advanced(step, increment, i)
+            shifts, moving = [], iter(self.moves[j] if self.moves else ())
+            for shift, body in zip(advanced_step.shifts, step.shifts):
+                # The C moves a band only where the body's shift moves rows (step_shape).
+                assert moves_rows(body) or not moves_rows(shift), ("a move not in the C", shift)
+                if not (self.moves and moves_rows(body)) or i in next(moving):
+                    shifts.append(shift)
+            steps.append(dataclasses.replace(advanced_step, shifts=tuple(shifts)))
+        return tuple(steps)
+
+
+def moves_rows(shift: Shift) -> bool:
+    """Whether a shift is a statement in the C (it moves at least one row)."""
+    return shift.end > shift.keep
+
+
+def c_statements(step: Step) -> tuple:
+    """What the C does for a step: its call's numbers, and the moves of rows before it (a
+    shift that moves nothing is no statement: it only says where the band starts again,
+    which the call's origins carry)."""
+    return step.layer, step.rows, step.origins, step.columns, step.column_origins, tuple(
+        shift for shift in step.shifts if moves_rows(shift))
 
 
 @dataclass(frozen=True)
@@ -210,7 +259,105 @@ def find_repeats(steps: tuple[Step, ...]) -> tuple[Repeat, ...]:
                            for j in range(period))
         repeats.append(Repeat(start, body, count, increments))
         pending += [(begin, start), (start + count * period, end)]
-    return tuple(sorted(repeats, key=lambda r: r.start))
+    return extend_repeats(steps, tuple(sorted(repeats, key=lambda r: r.start)))
+
+
+def extend_repeats(steps: tuple[Step, ...], repeats: tuple[Repeat, ...]) -> tuple[Repeat, ...]:
+    """Each loop with as much as it can take of the unrolled steps before and after it (up to
+    its neighbours): a band pipeline's fill and drain run the body's statements in the same
+    order, each layer from the iteration where its rows begin to the one where they end, so
+    that iterations before and after the loop are its body with statements guarded off
+    (Repeat.runs, Repeat.moves). A statement whose call or move differs from the step it
+    would be is guarded off from there outwards; the steps left over stay unrolled."""
+    extended: list[Repeat] = []
+    for n, repeat in enumerate(repeats):
+        floor = extended[-1].end if extended else 0
+        ceiling = repeats[n + 1].start if n + 1 < len(repeats) else len(steps)
+        before = _matched(steps, repeat, -1, floor)
+        after = _matched(steps, repeat, +1, ceiling)
+        extended.append(_guarded(repeat, before, after))
+    return tuple(extended)
+
+
+def _matched(steps: tuple[Step, ...], repeat: Repeat, direction: int, limit: int
+             ) -> list[tuple[int, int, tuple[int, ...]]]:
+    """Walking out of the loop (direction -1: back from its start down to step `limit`; +1:
+    on from its end up to `limit`), the iterations beyond it as the steps there are: per
+    iteration, in the order walked, (iteration, statement, the indices of its moves that run
+    among its shifts that move rows) for each body statement whose call is the step's."""
+    period = len(repeat.body)
+    moving = [[k for k, shift in enumerate(step.shifts) if moves_rows(shift)]
+              for step in repeat.body]
+    calls = set(range(period))  # statements still running
+    moves = [set(range(len(m))) for m in moving]
+    order = range(period - 1, -1, -1) if direction < 0 else range(period)
+    position = repeat.start - 1 if direction < 0 else repeat.end
+    i = -1 if direction < 0 else repeat.count
+    matched: list[tuple[int, int, tuple[int, ...]]] = []
+    within = (lambda p: p >= limit) if direction < 0 else (lambda p: p < limit)
+    while calls and within(position):
+        for j in order:
+            if j not in calls or not within(position):
+                continue
+            runs = _runs_as(steps[position], advanced(repeat.body[j], repeat.increments[j], i),
+                            repeat.body[j], moving[j], moves[j])
+            if runs is None:
+                calls.discard(j)  # and in every iteration further out
+                continue
+            moves[j] = runs
+            matched.append((i, j, tuple(sorted(runs))))
+            position += direction
+        i += direction
+    return matched
+
+
+def _runs_as(actual: Step, candidate: Step, body: Step, moving: list[int], running: set[int]
+             ) -> set[int] | None:
+    """Whether a body statement's candidate (its numbers advanced to an iteration outside the
+    loop) is the actual step in the C (c_statements) once some of its running moves are
+    guarded off: the moves that run, or None."""
+    if actual.origins is None or c_statements(actual)[:5] != c_statements(candidate)[:5]:
+        return None
+    if any(moves_rows(shift) and not moves_rows(b) for shift, b in zip(candidate.shifts,
+                                                                       body.shifts)):
+        return None  # a move the loop's C does not have
+    actual_moves = c_statements(actual)[5]
+    runs = {k for k in running if candidate.shifts[moving[k]] in actual_moves}
+    if tuple(candidate.shifts[moving[k]] for k in sorted(runs)) != actual_moves:
+        return None
+    return runs
+
+
+def _guarded(repeat: Repeat, before: list, after: list) -> Repeat:
+    """The loop over its own iterations and those matched before and after it, iteration 0
+    its first: each statement's call and moves guarded by the iterations they run in."""
+    if not before and not after:
+        return repeat
+    earliest = min((i for i, _, _ in before), default=0)
+    latest = max((i for i, _, _ in after), default=repeat.count - 1)
+    period = len(repeat.body)
+    moving = [sum(moves_rows(shift) for shift in step.shifts) for step in repeat.body]
+    first = [0] * period
+    last = [repeat.count] * period
+    move_first = [[0] * n for n in moving]
+    move_last = [[repeat.count] * n for n in moving]
+    for i, j, runs in before:  # walked outwards: each match is further out
+        first[j] = i
+        for k in runs:
+            move_first[j][k] = i
+    for i, j, runs in after:
+        last[j] = i + 1
+        for k in runs:
+            move_last[j][k] = i + 1
+    shift = -earliest
+    return Repeat(
+        start=repeat.start - len(before),
+        body=tuple(advanced(step, increment, earliest)
+                   for step, increment in zip(repeat.body, repeat.increments)),
+        count=latest + 1 + shift, increments=repeat.increments,
+        runs=tuple(Runs(a + shift, b + shift) for a, b in zip(first, last)),
+        moves=tuple(tuple(Runs(a + shift, b + shift) for a, b in zip(f, g))
+                    for f, g in zip(move_first, move_last)))
 
 
 def _difference(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:

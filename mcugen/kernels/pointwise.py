@@ -137,6 +137,17 @@ class SharedColumn(SharedTail):
     layer on the Cortex-M7)."""
 
     prefix: ClassVar[str] = "pw_column_s8_dsp"
+    # The channel counts modulo 4 of the layers that call it (codegen: their union), whose
+    # last two channels and last channel it then computes; None: any count.
+    channels_left: tuple[int, ...] | None = None
+
+    @property
+    def two_left(self) -> bool:
+        return self.channels_left is None or any(n >= 2 for n in self.channels_left)
+
+    @property
+    def one_left(self) -> bool:
+        return self.channels_left is None or any(n % 2 for n in self.channels_left)
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,11 @@ class SharedPair(SharedTail):
     third stage) leave two."""
 
     prefix: ClassVar[str] = "pw_pair_s8_dsp"
+    channels_left: tuple[int, ...] | None = None  # as SharedColumn's
+
+    @property
+    def one_left(self) -> bool:
+        return self.channels_left is None or any(n % 2 for n in self.channels_left)
 
 
 @dataclass(frozen=True)
