@@ -21,7 +21,7 @@
 #endif
 
 /* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena[16] MODEL_ARENA_ALIGN;
+static int8_t arena_storage[16] MODEL_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -268,11 +268,27 @@ MCUGEN_LAYER void layer1_add_s8_mve(const int8_t *input, const int8_t *input2, i
     }
 }
 
+/* The arena's address, hidden from the optimizer. GCC 12 (x86-64 and Arm, -O2) propagates a
+ * static array's address into a layer function called once (a .constprop clone); its
+ * induction-variable pass may then address one pointer through another with no base left
+ * ("0 + ..."), which its pure-const and modref analyses take for a null dereference: the
+ * clone is judged to store nothing and its call is deleted (GCC 14's ivopts, by its source,
+ * no longer forms such addresses). The layers' other constants (rows, tables) still
+ * propagate. */
+MCUGEN_HELPER int8_t *arena_address(int8_t *array)
+{
+#if defined(__GNUC__)
+    __asm__("" : "+r"(array));
+#endif
+    return array;
+}
+
 int model_invoke(const model_input_t *input, model_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;
     }
+    int8_t *const arena = arena_address(arena_storage);
     layer0_mean_s8_mve(input, arena + 0);
     MCUGEN_LAYER_DONE(0, arena + 0, 6);
     layer1_add_s8_mve(input, arena + 0, output, 0, 4);
