@@ -19,9 +19,16 @@
 #else
 #define MODEL_ARENA_ALIGN
 #endif
+/* The arena's section, .bss.arena, named as -fdata-sections names a `static int8_t arena[]`
+ * (the array is arena_storage, see arena_address): linker scripts place it by that name. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
+#define MODEL_ARENA_SECTION __attribute__((section(".bss.arena")))
+#else
+#define MODEL_ARENA_SECTION
+#endif
 
 /* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena_storage[208] MODEL_ARENA_ALIGN;
+static int8_t arena_storage[208] MODEL_ARENA_ALIGN MODEL_ARENA_SECTION;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
