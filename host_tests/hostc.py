@@ -134,3 +134,22 @@ def run_three_ways(model_dir: Path, graph, tflite: bytes, inputs: np.ndarray,
         reference=np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
                             for x in inputs]),
         tflm=tflm_outputs(tflite, inputs))
+
+
+def assert_reference_outputs(sources: dict[str, str], graph, work: Path,
+                             inputs: np.ndarray) -> tuple[Path, np.ndarray]:
+    """A model's generated sources written to work/model, compiled as a shared library (named
+    "model") and run on each input: bit-exact with the NumPy reference. Returns the folder and
+    the reference outputs (for a sanitized run of the same inputs)."""
+    from mcugen.reference import run_reference
+
+    folder = work / "model"
+    folder.mkdir()
+    for file, text in sources.items():
+        (folder / file).write_text(text)
+    model = build_shared(folder, "model", graph.input.size, graph.output.size, work)
+    expected = np.stack([run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
+                         for x in inputs])
+    for x, reference in zip(inputs, expected):
+        np.testing.assert_array_equal(model(x), reference)
+    return folder, expected

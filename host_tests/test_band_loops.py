@@ -14,14 +14,13 @@ import pytest
 
 import ir_graphs as g
 from conftest import PERSON_DETECT
-from hostc import build_shared
+from hostc import assert_reference_outputs
 from mcugen import row_bands
 from mcugen.codegen import build_model_view, layer_views, render_sources
 from mcugen.compile import CompiledModel, compile_graph
 from mcugen.frontend.tflite import load_tflite
 from mcugen.ir import Mean, Padding
 from mcugen.measure import measure
-from mcugen.reference import run_reference
 from mcugen.planner import plan_memory
 from mcugen.schedule import Repeat, Runs, Schedule, Step, arena_buffers, find_repeats
 from mcugen.targets import load_target
@@ -74,16 +73,10 @@ def test_the_steady_state_of_a_band_schedule_is_a_loop(banded):
 
 
 def test_the_loop_is_bit_exact(banded, tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for file, text in banded.sources.items():
-        (folder / file).write_text(text)
     graph = banded.graph
-    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
-    inputs = np.random.default_rng(3).integers(-128, 128, (3, graph.input.size), dtype=np.int8)
-    for x in inputs:
-        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-        np.testing.assert_array_equal(model(x), expected)
+    inputs = np.random.default_rng(3).integers(-128, 128, (3, graph.input.size),
+                                                    dtype=np.int8)
+    assert_reference_outputs(banded.sources, graph, tmp_path, inputs)
 
 
 def broken(schedule, **changes):
@@ -190,14 +183,9 @@ def test_whole_layers_share_the_functions_of_their_banded_twins(tmp_path):
     body = invoke_body(sources["model.c"])
     assert re.search(rf"{views[1].names.function}\([^;]*, 0, {layers[3].output_rows}, 0, 0[,)]",
                      body)  # layer 3, whole: its rows from 0, every origin 0
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for file, text in sources.items():
-        (folder / file).write_text(text)
-    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
-    for x in np.random.default_rng(5).integers(-128, 128, (3, graph.input.size), dtype=np.int8):
-        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-        np.testing.assert_array_equal(model(x), expected)
+    inputs = np.random.default_rng(5).integers(-128, 128, (3, graph.input.size),
+                                                    dtype=np.int8)
+    assert_reference_outputs(sources, graph, tmp_path, inputs)
 
 
 def test_a_layer_called_once_over_its_input_keeps_its_call(tmp_path):
@@ -210,14 +198,9 @@ def test_a_layer_called_once_over_its_input_keeps_its_call(tmp_path):
     compiled = blocks()
     assert "arena_address(arena_storage)" in compiled.sources["model.c"]
     graph = compiled.graph
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for file, text in compiled.sources.items():
-        (folder / file).write_text(text)
-    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
-    for x in np.random.default_rng(5).integers(-128, 128, (3, graph.input.size), dtype=np.int8):
-        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-        np.testing.assert_array_equal(model(x), expected)
+    inputs = np.random.default_rng(5).integers(-128, 128, (3, graph.input.size),
+                                                    dtype=np.int8)
+    assert_reference_outputs(compiled.sources, graph, tmp_path, inputs)
 
 
 @pytest.mark.slow
@@ -268,15 +251,10 @@ def test_band_moves_go_by_words_where_aligned_and_by_memmove_otherwise(banded, t
     assert odd.schedule.banded
     source = odd.sources["model.c"]
     assert "memmove(arena" in invoke_body(source) and "band_shift_words" not in source
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for file, text in odd.sources.items():
-        (folder / file).write_text(text)
     graph = odd.graph
-    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
-    for x in np.random.default_rng(4).integers(-128, 128, (2, graph.input.size), dtype=np.int8):
-        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-        np.testing.assert_array_equal(model(x), expected)
+    inputs = np.random.default_rng(4).integers(-128, 128, (2, graph.input.size),
+                                                    dtype=np.int8)
+    assert_reference_outputs(odd.sources, graph, tmp_path, inputs)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import ir_graphs as g
-from hostc import build_shared, run_sanitized
+from hostc import assert_reference_outputs, run_sanitized
 from mcugen import row_bands
 from mcugen.codegen import build_model_view, render_sources
 from mcugen.compile import compile_graph, prepare
@@ -26,7 +26,6 @@ from mcugen.geometry import Region, input_region
 from mcugen.kernels import lower_layers
 from mcugen.kernels.pointwise import PW_CONV_S8, PW_CONV_S8_ARMV7M
 from mcugen.planner import plan_memory
-from mcugen.reference import run_reference
 from mcugen.row_bands import activation_inputs
 from mcugen.schedule import Schedule, Step, View, arena_buffers, column_layers, whole_step
 from mcugen.targets import load_target
@@ -152,15 +151,8 @@ def test_a_new_schedule_needs_only_steps_and_geometry(tmp_path):
     body = sources["model.c"][sources["model.c"].index("int model_invoke("):]
     assert len(re.findall(r"^\s+layer\d+_\w+\(", body[:body.index("\n}\n")], re.M)) == \
         2 * len(layers)
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for file, text in sources.items():
-        (folder / file).write_text(text)
-    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
-    for x in np.random.default_rng(5).integers(-128, 128, (2, graph.input.size),
-                                               dtype=np.int8):
-        expected = run_reference(graph, x.reshape(graph.input.shape)).reshape(-1)
-        np.testing.assert_array_equal(model(x), expected)
+    inputs = np.random.default_rng(5).integers(-128, 128, (2, graph.input.size), dtype=np.int8)
+    assert_reference_outputs(sources, graph, tmp_path, inputs)
 
 
 def tiles(graph, layers) -> Schedule:
@@ -214,19 +206,11 @@ def test_a_schedule_of_2x2_tiles_runs_bit_exact(tmp_path, pointwise_block):
     body = text[text.index("int model_invoke("):]
     assert len(re.findall(r"^\s+layer\d+_\w+\(", body[:body.index("\n}\n")], re.M)) == \
         4 * len(layers)
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for file, source in sources.items():
-        (folder / file).write_text(source)
-    model = build_shared(folder, "model", graph.input.size, graph.output.size, tmp_path)
     inputs = np.random.default_rng(6).integers(-128, 128, (3, graph.input.size), dtype=np.int8)
-    expected = [run_reference(graph, x.reshape(graph.input.shape)).reshape(-1) for x in inputs]
-    for x, reference in zip(inputs, expected):
-        np.testing.assert_array_equal(model(x), reference)
+    folder, expected = assert_reference_outputs(sources, graph, tmp_path, inputs)
     # No tile reads or writes outside its operands (ASan, UBSan).
     np.testing.assert_array_equal(run_sanitized(folder, "model", graph.input.size,
-                                                graph.output.size, inputs, tmp_path),
-                                  np.stack(expected))
+                                                graph.output.size, inputs, tmp_path), expected)
 
 
 def test_the_replay_refuses_column_regions_a_kernel_cannot_compute():
