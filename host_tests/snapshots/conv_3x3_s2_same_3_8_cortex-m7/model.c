@@ -153,6 +153,24 @@ MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
     return halves;
 }
 
+/* The low halves of two words packed into one, a's low half in the low lane: PKHBT, which
+ * GCC 12 does not form from the masks and shifts written in C (it emits UXTH and ORR). */
+MCUGEN_ALWAYS_INLINE int32_t pack_low_halves(int32_t a, int32_t b)
+{
+    int32_t packed;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(packed) : "r"(a), "r"(b));
+    return packed;
+}
+
+/* The high halves of two words packed into one, b's high half in the low lane: PKHTB (in C,
+ * a constant mask loaded into a register, AND and ORR). */
+MCUGEN_ALWAYS_INLINE int32_t pack_high_halves(int32_t a, int32_t b)
+{
+    int32_t packed;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(packed) : "r"(a), "r"(b));
+    return packed;
+}
+
 /* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
  *
  * The input pixels of a block are sign-extended into int16 lanes once, in the order SXTB16
@@ -666,10 +684,10 @@ MCUGEN_ALWAYS_INLINE void cr_widen(int16_t *lanes, const int8_t *x, int32_t coun
 {
     int32_t i = 0;
     for (; i + 4 <= count; i += 4) {
-        const uint32_t even = (uint32_t)__sxtb16(load_s8x4(x + i));
-        const uint32_t odd = (uint32_t)sxtb16_odd(load_s8x4(x + i));
-        const uint32_t low = (even & 0xFFFFu) | (odd << 16);
-        const uint32_t high = (odd & 0xFFFF0000u) | (even >> 16);
+        const int32_t even = __sxtb16(load_s8x4(x + i)); /* bytes 0 and 2 */
+        const int32_t odd = sxtb16_odd(load_s8x4(x + i)); /* bytes 1 and 3 */
+        const int32_t low = pack_low_halves(even, odd); /* bytes 0, 1 */
+        const int32_t high = pack_high_halves(odd, even); /* bytes 2, 3 */
         memcpy(lanes + i, &low, 4);
         memcpy(lanes + i + 2, &high, 4);
     }

@@ -145,6 +145,24 @@ MCUGEN_ALWAYS_INLINE int32_t sxtb16_odd(int32_t word)
     return halves;
 }
 
+/* The low halves of two words packed into one, a's low half in the low lane: PKHBT, which
+ * GCC 12 does not form from the masks and shifts written in C (it emits UXTH and ORR). */
+MCUGEN_ALWAYS_INLINE int32_t pack_low_halves(int32_t a, int32_t b)
+{
+    int32_t packed;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(packed) : "r"(a), "r"(b));
+    return packed;
+}
+
+/* The high halves of two words packed into one, b's high half in the low lane: PKHTB (in C,
+ * a constant mask loaded into a register, AND and ORR). */
+MCUGEN_ALWAYS_INLINE int32_t pack_high_halves(int32_t a, int32_t b)
+{
+    int32_t packed;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(packed) : "r"(a), "r"(b));
+    return packed;
+}
+
 /* Pointwise and fully connected layers on Arm's DSP extension (kernels/pointwise.py).
  *
  * The input pixels of a block are sign-extended into int16 lanes once, in the order SXTB16
