@@ -162,6 +162,20 @@ class LayerView:
     def has_scratch(self) -> bool:
         return self.layer.scratch_bytes > 0
 
+    @property
+    def opaque_operands(self) -> tuple[str, ...]:
+        """The pointer parameters its function takes through MCUGEN_OPAQUE, an empty asm, on
+        entry: every operand that may point into the arena. GCC 12 (x86-64 and Arm, -O2)
+        propagates a static arena's address into a function called once (a .constprop
+        clone); its induction-variable pass may then address one of these through another
+        with no base left ("0 + ..."), which its pure-const and modref analyses take for a
+        null dereference: the clone is judged to store nothing and its call is deleted.
+        Every arena operand needs it (the output alone was not enough); the calls keep their
+        constant arguments, and rows and tables still propagate."""
+        binary = ("input2",) if self.variant.binary else ()
+        scratch = ("scratch",) if self.has_scratch else ()
+        return ("input", *binary, "output", *scratch)
+
 
 @dataclass(frozen=True)
 class MoveView:

@@ -19,16 +19,9 @@
 #else
 #define MODEL_ARENA_ALIGN
 #endif
-/* The arena's section, .bss.arena, named as -fdata-sections names a `static int8_t arena[]`
- * (the array is arena_storage, see arena_address): linker scripts place it by that name. */
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
-#define MODEL_ARENA_SECTION __attribute__((section(".bss.arena")))
-#else
-#define MODEL_ARENA_SECTION
-#endif
 
 /* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena_storage[16] MODEL_ARENA_ALIGN MODEL_ARENA_SECTION;
+static int8_t arena[16] MODEL_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -49,6 +42,16 @@ static int8_t arena_storage[16] MODEL_ARENA_ALIGN MODEL_ARENA_SECTION;
 #define MCUGEN_LAYER static __attribute__((noinline))
 #else
 #define MCUGEN_LAYER static
+#endif
+
+/* A pointer the optimizer may no longer take for a known address (codegen.LayerView
+ * .opaque_operands: GCC 12 deleted the call of a layer called once on the static arena).
+ * Not on ARMv6-M (Cortex-M0+), which has no scaled-index addressing to form such an address
+ * from, and where the constant addresses save 9-27 % of the instructions. */
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define MCUGEN_OPAQUE(pointer) __asm__("" : "+r"(pointer))
+#else
+#define MCUGEN_OPAQUE(pointer) ((void)(pointer))
 #endif
 
 /* TFLite's integer requantization, with its default double rounding (as TFLM and CMSIS-NN). */
@@ -125,6 +128,9 @@ MCUGEN_HELPER int8_t clamp_to_int8(int32_t value, int32_t low, int32_t high)
  * folded into the multiplier, plus the output zero point. */
 MCUGEN_LAYER void layer0_mean_s8(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     for (int32_t c = 0; c < 6; ++c) {
         int32_t sum = 0;
         for (int32_t p = 0; p < 20; ++p) {
@@ -150,6 +156,10 @@ static inline int8_t layer1_add_s8_element(int32_t a, int32_t b)
 
 MCUGEN_LAYER void layer1_add_s8(const int8_t *input, const int8_t *input2, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(input2);
+    MCUGEN_OPAQUE(output);
+
     /* Operand strides along H, W, C: 0 where it is broadcast. */
     output += row_begin * 30;
     for (int32_t y = row_begin; y < row_end; ++y) {
@@ -163,28 +173,11 @@ MCUGEN_LAYER void layer1_add_s8(const int8_t *input, const int8_t *input2, int8_
     }
 }
 
-/* The arena's address, hidden from the optimizer. GCC 12 (x86-64 and Arm, -O2) propagates a
- * static array's address into a layer function called once (a .constprop clone); its
- * induction-variable pass may then address one pointer through another with no base left
- * ("0 + ..."), which its pure-const and modref analyses take for a null dereference: the
- * clone is judged to store nothing and its call is deleted (GCC 14's ivopts, by its source,
- * no longer forms such addresses). The layers' other constants (rows, tables) still
- * propagate. Not on ARMv6-M (Cortex-M0+): it has no scaled-index addressing to form such an
- * address from, and the constant addresses save it 9-27 % of its instructions. */
-MCUGEN_HELPER int8_t *arena_address(int8_t *array)
-{
-#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
-    __asm__("" : "+r"(array));
-#endif
-    return array;
-}
-
 int model_invoke(const model_input_t *input, model_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;
     }
-    int8_t *const arena = arena_address(arena_storage);
     layer0_mean_s8(input, arena + 0);
     MCUGEN_LAYER_DONE(0, arena + 0, 6);
     layer1_add_s8(input, arena + 0, output, 0, 4);

@@ -19,16 +19,9 @@
 #else
 #define PERSON_DETECT_ARENA_ALIGN
 #endif
-/* The arena's section, .bss.arena, named as -fdata-sections names a `static int8_t arena[]`
- * (the array is arena_storage, see arena_address): linker scripts place it by that name. */
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
-#define PERSON_DETECT_ARENA_SECTION __attribute__((section(".bss.arena")))
-#else
-#define PERSON_DETECT_ARENA_SECTION
-#endif
 
 /* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena_storage[39616] PERSON_DETECT_ARENA_ALIGN PERSON_DETECT_ARENA_SECTION;
+static int8_t arena[39616] PERSON_DETECT_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -49,6 +42,16 @@ static int8_t arena_storage[39616] PERSON_DETECT_ARENA_ALIGN PERSON_DETECT_ARENA
 #define MCUGEN_LAYER static __attribute__((noinline))
 #else
 #define MCUGEN_LAYER static
+#endif
+
+/* A pointer the optimizer may no longer take for a known address (codegen.LayerView
+ * .opaque_operands: GCC 12 deleted the call of a layer called once on the static arena).
+ * Not on ARMv6-M (Cortex-M0+), which has no scaled-index addressing to form such an address
+ * from, and where the constant addresses save 9-27 % of the instructions. */
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define MCUGEN_OPAQUE(pointer) __asm__("" : "+r"(pointer))
+#else
+#define MCUGEN_OPAQUE(pointer) ((void)(pointer))
 #endif
 
 /* TFLite's integer requantization, with its default double rounding (as TFLM and CMSIS-NN). */
@@ -444,6 +447,9 @@ MCUGEN_ALWAYS_INLINE int8x16_t layer0_conv_s8_pixels_mve_window(const int8_t *in
 
 MCUGEN_LAYER void layer0_conv_s8_pixels_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     static const uint8_t tap_offsets[16] = { 0, 1, 2, 96, 97, 98, 192, 193, 194, 0, 0, 0, 0, 0, 0, 0 };
     const uint8x16_t taps = vldrbq_u8(tap_offsets);
     const uint32x4_t pixel_offsets = mve_vmov_lanes(0, 8, 16, 24);
@@ -558,6 +564,10 @@ slot += 3;
 
 MCUGEN_LAYER void layer1_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     int8_t *const planes = scratch;
     /* The input row each slot holds: kept in the scratch with the ring between calls, so that
      * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
@@ -698,6 +708,9 @@ MCUGEN_ALWAYS_INLINE void layer2_pw_conv_s8_pixels_mve_channels(int8x16_t x0, in
 
 MCUGEN_LAYER void layer2_pw_conv_s8_pixels_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 384;
     output += row_begin * 768;
     /* Narrowed as the results are (pixels 0-3 to the bottom halves, 4-7 to the top ones). */
@@ -777,6 +790,10 @@ slot += 0;
 
 MCUGEN_LAYER void layer3_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     int8_t *const planes = scratch;
     /* The input row each slot holds: kept in the scratch with the ring between calls, so that
      * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
@@ -919,6 +936,9 @@ MCUGEN_ALWAYS_INLINE void layer4_pw_conv_s8_pixels_mve_channels(int8x16_t x0, in
 
 MCUGEN_LAYER void layer4_pw_conv_s8_pixels_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 384;
     output += row_begin * 768;
     /* Narrowed as the results are (the first channel's pixels to the bottom halves, the second's to the top ones). */
@@ -1006,6 +1026,10 @@ slot += 3;
 
 MCUGEN_LAYER void layer5_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     int8_t *const planes = scratch;
     /* The input row each slot holds: kept in the scratch with the ring between calls, so that
      * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
@@ -1151,6 +1175,9 @@ MCUGEN_ALWAYS_INLINE void layer6_pw_conv_s8_mve_dot1x4(const int8_t *x0, const i
 
 MCUGEN_LAYER void layer6_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 24;
@@ -1252,6 +1279,10 @@ slot += 0;
 
 MCUGEN_LAYER void layer7_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     int8_t *const planes = scratch;
     /* The input row each slot holds: kept in the scratch with the ring between calls, so that
      * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
@@ -1406,6 +1437,9 @@ MCUGEN_ALWAYS_INLINE void layer8_pw_conv_s8_mve_dot1x4(const int8_t *x0, const i
 
 MCUGEN_LAYER void layer8_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 12;
@@ -1507,6 +1541,10 @@ slot += 3;
 
 MCUGEN_LAYER void layer9_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     int8_t *const planes = scratch;
     /* The input row each slot holds: kept in the scratch with the ring between calls, so that
      * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
@@ -1714,6 +1752,9 @@ MCUGEN_ALWAYS_INLINE void layer10_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
 
 MCUGEN_LAYER void layer10_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 12;
@@ -1824,6 +1865,10 @@ slot += 0;
 
 MCUGEN_LAYER void layer11_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     int8_t *const planes = scratch;
     /* The input row each slot holds: kept in the scratch with the ring between calls, so that
      * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
@@ -2014,6 +2059,9 @@ MCUGEN_ALWAYS_INLINE void layer12_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
 
 MCUGEN_LAYER void layer12_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 6;
@@ -2114,6 +2162,10 @@ slot += 3;
 
 MCUGEN_LAYER void layer13_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const uint8_t *t_rotations, const int32_t *t_channels)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     int8_t *const planes = scratch;
     /* The input row each slot holds: kept in the scratch with the ring between calls, so that
      * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
@@ -2396,6 +2448,9 @@ MCUGEN_ALWAYS_INLINE void layer14_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
 
 MCUGEN_LAYER void layer14_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_channels)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 6;
@@ -2496,6 +2551,10 @@ slot += 0;
 
 MCUGEN_LAYER void layer23_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     int8_t *const planes = scratch;
     /* The input row each slot holds: kept in the scratch with the ring between calls, so that
      * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
@@ -2778,6 +2837,9 @@ MCUGEN_ALWAYS_INLINE void layer24_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
 
 MCUGEN_LAYER void layer24_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 3;
@@ -2878,6 +2940,10 @@ slot += 3;
 
 MCUGEN_LAYER void layer25_dw_conv_s8_mve(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     int8_t *const planes = scratch;
     /* The input row each slot holds: kept in the scratch with the ring between calls, so that
      * the steps of a banded layer (consecutive row ranges) take only the rows that are new. */
@@ -3062,6 +3128,9 @@ MCUGEN_ALWAYS_INLINE void layer26_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
 
 MCUGEN_LAYER void layer26_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 3;
@@ -3101,6 +3170,9 @@ MCUGEN_LAYER void layer26_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
  * division); input and output share their quantization. */
 MCUGEN_LAYER void layer27_avgpool_s8_mve(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     for (int32_t oy = 0; oy < 1; ++oy) {
         const int32_t y0 = oy * 2 - 0;
         const int32_t y_lo = y0 < 0 ? 0 : y0;
@@ -3264,6 +3336,9 @@ MCUGEN_ALWAYS_INLINE void layer28_pw_conv_s8_mve_dot1x4(const int8_t *x0, const 
 
 MCUGEN_LAYER void layer28_pw_conv_s8_mve(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *x = input + row_begin * 256;
     output += row_begin * 2;
     int32_t p = row_begin * 1;
@@ -3305,6 +3380,9 @@ MCUGEN_LAYER void layer28_pw_conv_s8_mve(const int8_t *input, int8_t *output, in
  * 1/256, zero point -128. */
 MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     for (int32_t row = 0; row < 1; ++row) {
         const int8_t *x = input + row * 2;
         int8_t *y = output + row * 2;
@@ -3330,28 +3408,11 @@ MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
     }
 }
 
-/* The arena's address, hidden from the optimizer. GCC 12 (x86-64 and Arm, -O2) propagates a
- * static array's address into a layer function called once (a .constprop clone); its
- * induction-variable pass may then address one pointer through another with no base left
- * ("0 + ..."), which its pure-const and modref analyses take for a null dereference: the
- * clone is judged to store nothing and its call is deleted (GCC 14's ivopts, by its source,
- * no longer forms such addresses). The layers' other constants (rows, tables) still
- * propagate. Not on ARMv6-M (Cortex-M0+): it has no scaled-index addressing to form such an
- * address from, and the constant addresses save it 9-27 % of its instructions. */
-MCUGEN_HELPER int8_t *arena_address(int8_t *array)
-{
-#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
-    __asm__("" : "+r"(array));
-#endif
-    return array;
-}
-
 int person_detect_invoke(const person_detect_input_t *input, person_detect_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;
     }
-    int8_t *const arena = arena_address(arena_storage);
     layer0_conv_s8_pixels_mve(input, arena + 0, 0, 48);
     MCUGEN_LAYER_DONE(0, arena + 0, 18432);
     layer1_dw_conv_s8_mve(arena + 0, arena + 19648, arena + 18432, 0, 48);

@@ -30,16 +30,9 @@
 #else
 #define PERSON_DETECT_ARENA_ALIGN
 #endif
-/* The arena's section, .bss.arena, named as -fdata-sections names a `static int8_t arena[]`
- * (the array is arena_storage, see arena_address): linker scripts place it by that name. */
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
-#define PERSON_DETECT_ARENA_SECTION __attribute__((section(".bss.arena")))
-#else
-#define PERSON_DETECT_ARENA_SECTION
-#endif
 
 /* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena_storage[55296] PERSON_DETECT_ARENA_ALIGN PERSON_DETECT_ARENA_SECTION;
+static int8_t arena[55296] PERSON_DETECT_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -60,6 +53,16 @@ static int8_t arena_storage[55296] PERSON_DETECT_ARENA_ALIGN PERSON_DETECT_ARENA
 #define MCUGEN_LAYER static __attribute__((noinline))
 #else
 #define MCUGEN_LAYER static
+#endif
+
+/* A pointer the optimizer may no longer take for a known address (codegen.LayerView
+ * .opaque_operands: GCC 12 deleted the call of a layer called once on the static arena).
+ * Not on ARMv6-M (Cortex-M0+), which has no scaled-index addressing to form such an address
+ * from, and where the constant addresses save 9-27 % of the instructions. */
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define MCUGEN_OPAQUE(pointer) __asm__("" : "+r"(pointer))
+#else
+#define MCUGEN_OPAQUE(pointer) ((void)(pointer))
 #endif
 
 /* TFLite's integer requantization, with its default double rounding (as TFLM and CMSIS-NN). */
@@ -153,6 +156,9 @@ static const cmsis_nn_dims layer0_output_dims = {.n = 1, .h = 48, .w = 48, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer0_arm_depthwise_conv_s8(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_depthwise_conv_s8(&context, &layer0_params, &layer0_quant,
         &layer0_input_dims, input, &layer0_filter_dims, person_detect_layer0_filter,
@@ -181,6 +187,10 @@ static const cmsis_nn_dims layer1_output_dims = {.n = 1, .h = 48, .w = 48, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer1_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer1_params, &layer1_quant,
         &layer1_input_dims, input, &layer1_filter_dims, person_detect_layer1_filter,
@@ -208,6 +218,9 @@ static const cmsis_nn_dims layer2_output_dims = {.n = 1, .h = 48, .w = 48, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer2_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer2_params, &layer2_quant,
         &layer2_input_dims, input, &layer2_filter_dims, person_detect_layer2_filter,
@@ -237,6 +250,10 @@ static const cmsis_nn_dims layer3_output_dims = {.n = 1, .h = 24, .w = 24, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer3_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer3_params, &layer3_quant,
         &layer3_input_dims, input, &layer3_filter_dims, person_detect_layer3_filter,
@@ -264,6 +281,9 @@ static const cmsis_nn_dims layer4_output_dims = {.n = 1, .h = 24, .w = 24, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer4_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer4_params, &layer4_quant,
         &layer4_input_dims, input, &layer4_filter_dims, person_detect_layer4_filter,
@@ -293,6 +313,10 @@ static const cmsis_nn_dims layer5_output_dims = {.n = 1, .h = 24, .w = 24, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer5_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer5_params, &layer5_quant,
         &layer5_input_dims, input, &layer5_filter_dims, person_detect_layer5_filter,
@@ -320,6 +344,9 @@ static const cmsis_nn_dims layer6_output_dims = {.n = 1, .h = 24, .w = 24, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer6_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer6_params, &layer6_quant,
         &layer6_input_dims, input, &layer6_filter_dims, person_detect_layer6_filter,
@@ -349,6 +376,10 @@ static const cmsis_nn_dims layer7_output_dims = {.n = 1, .h = 12, .w = 12, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer7_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer7_params, &layer7_quant,
         &layer7_input_dims, input, &layer7_filter_dims, person_detect_layer7_filter,
@@ -376,6 +407,9 @@ static const cmsis_nn_dims layer8_output_dims = {.n = 1, .h = 12, .w = 12, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer8_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer8_params, &layer8_quant,
         &layer8_input_dims, input, &layer8_filter_dims, person_detect_layer8_filter,
@@ -405,6 +439,10 @@ static const cmsis_nn_dims layer9_output_dims = {.n = 1, .h = 12, .w = 12, .c = 
 
 MCUGEN_LAYER arm_cmsis_nn_status layer9_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer9_params, &layer9_quant,
         &layer9_input_dims, input, &layer9_filter_dims, person_detect_layer9_filter,
@@ -432,6 +470,9 @@ static const cmsis_nn_dims layer10_output_dims = {.n = 1, .h = 12, .w = 12, .c =
 
 MCUGEN_LAYER arm_cmsis_nn_status layer10_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer10_params, &layer10_quant,
         &layer10_input_dims, input, &layer10_filter_dims, person_detect_layer10_filter,
@@ -461,6 +502,10 @@ static const cmsis_nn_dims layer11_output_dims = {.n = 1, .h = 6, .w = 6, .c = 6
 
 MCUGEN_LAYER arm_cmsis_nn_status layer11_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer11_params, &layer11_quant,
         &layer11_input_dims, input, &layer11_filter_dims, person_detect_layer11_filter,
@@ -488,6 +533,9 @@ static const cmsis_nn_dims layer12_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer12_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer12_params, &layer12_quant,
         &layer12_input_dims, input, &layer12_filter_dims, person_detect_layer12_filter,
@@ -517,6 +565,10 @@ static const cmsis_nn_dims layer13_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer13_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer13_params, &layer13_quant,
         &layer13_input_dims, input, &layer13_filter_dims, person_detect_layer13_filter,
@@ -544,6 +596,9 @@ static const cmsis_nn_dims layer14_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer14_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer14_params, &layer14_quant,
         &layer14_input_dims, input, &layer14_filter_dims, person_detect_layer14_filter,
@@ -573,6 +628,10 @@ static const cmsis_nn_dims layer15_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer15_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer15_params, &layer15_quant,
         &layer15_input_dims, input, &layer15_filter_dims, person_detect_layer15_filter,
@@ -600,6 +659,9 @@ static const cmsis_nn_dims layer16_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer16_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer16_params, &layer16_quant,
         &layer16_input_dims, input, &layer16_filter_dims, person_detect_layer16_filter,
@@ -629,6 +691,10 @@ static const cmsis_nn_dims layer17_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer17_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer17_params, &layer17_quant,
         &layer17_input_dims, input, &layer17_filter_dims, person_detect_layer17_filter,
@@ -656,6 +722,9 @@ static const cmsis_nn_dims layer18_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer18_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer18_params, &layer18_quant,
         &layer18_input_dims, input, &layer18_filter_dims, person_detect_layer18_filter,
@@ -685,6 +754,10 @@ static const cmsis_nn_dims layer19_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer19_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer19_params, &layer19_quant,
         &layer19_input_dims, input, &layer19_filter_dims, person_detect_layer19_filter,
@@ -712,6 +785,9 @@ static const cmsis_nn_dims layer20_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer20_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer20_params, &layer20_quant,
         &layer20_input_dims, input, &layer20_filter_dims, person_detect_layer20_filter,
@@ -741,6 +817,10 @@ static const cmsis_nn_dims layer21_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer21_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer21_params, &layer21_quant,
         &layer21_input_dims, input, &layer21_filter_dims, person_detect_layer21_filter,
@@ -768,6 +848,9 @@ static const cmsis_nn_dims layer22_output_dims = {.n = 1, .h = 6, .w = 6, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer22_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer22_params, &layer22_quant,
         &layer22_input_dims, input, &layer22_filter_dims, person_detect_layer22_filter,
@@ -797,6 +880,10 @@ static const cmsis_nn_dims layer23_output_dims = {.n = 1, .h = 3, .w = 3, .c = 1
 
 MCUGEN_LAYER arm_cmsis_nn_status layer23_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer23_params, &layer23_quant,
         &layer23_input_dims, input, &layer23_filter_dims, person_detect_layer23_filter,
@@ -824,6 +911,9 @@ static const cmsis_nn_dims layer24_output_dims = {.n = 1, .h = 3, .w = 3, .c = 2
 
 MCUGEN_LAYER arm_cmsis_nn_status layer24_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer24_params, &layer24_quant,
         &layer24_input_dims, input, &layer24_filter_dims, person_detect_layer24_filter,
@@ -853,6 +943,10 @@ static const cmsis_nn_dims layer25_output_dims = {.n = 1, .h = 3, .w = 3, .c = 2
 
 MCUGEN_LAYER arm_cmsis_nn_status layer25_arm_depthwise_conv_s8_opt(const int8_t *input, int8_t *output, int8_t *scratch)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     const cmsis_nn_context context = {.buf = scratch, .size = 4464};
     return arm_depthwise_conv_s8_opt(&context, &layer25_params, &layer25_quant,
         &layer25_input_dims, input, &layer25_filter_dims, person_detect_layer25_filter,
@@ -880,6 +974,9 @@ static const cmsis_nn_dims layer26_output_dims = {.n = 1, .h = 3, .w = 3, .c = 2
 
 MCUGEN_LAYER arm_cmsis_nn_status layer26_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer26_params, &layer26_quant,
         &layer26_input_dims, input, &layer26_filter_dims, person_detect_layer26_filter,
@@ -900,6 +997,9 @@ static const cmsis_nn_dims layer27_output_dims = {.n = 1, .h = 1, .w = 1, .c = 2
 
 MCUGEN_LAYER arm_cmsis_nn_status layer27_arm_avgpool_s8(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_avgpool_s8(&context, &layer27_params, &layer27_input_dims, input,
         &layer27_filter_dims, &layer27_output_dims, output);
@@ -926,6 +1026,9 @@ static const cmsis_nn_dims layer28_output_dims = {.n = 1, .h = 1, .w = 1, .c = 2
 
 MCUGEN_LAYER arm_cmsis_nn_status layer28_arm_convolve_1x1_s8_fast(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const cmsis_nn_context context = {.buf = NULL, .size = 0};
     return arm_convolve_1x1_s8_fast(&context, &layer28_params, &layer28_quant,
         &layer28_input_dims, input, &layer28_filter_dims, person_detect_layer28_filter,
@@ -937,24 +1040,11 @@ MCUGEN_LAYER arm_cmsis_nn_status layer28_arm_convolve_1x1_s8_fast(const int8_t *
  * (TFLite's fixed-point softmax; output scale 1/256, zero point -128). */
 MCUGEN_LAYER void layer29_arm_softmax_s8(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     arm_softmax_s8(input, 1, 2, 1720564096, 20,
                    -1984, output);
-}
-
-/* The arena's address, hidden from the optimizer. GCC 12 (x86-64 and Arm, -O2) propagates a
- * static array's address into a layer function called once (a .constprop clone); its
- * induction-variable pass may then address one pointer through another with no base left
- * ("0 + ..."), which its pure-const and modref analyses take for a null dereference: the
- * clone is judged to store nothing and its call is deleted (GCC 14's ivopts, by its source,
- * no longer forms such addresses). The layers' other constants (rows, tables) still
- * propagate. Not on ARMv6-M (Cortex-M0+): it has no scaled-index addressing to form such an
- * address from, and the constant addresses save it 9-27 % of its instructions. */
-MCUGEN_HELPER int8_t *arena_address(int8_t *array)
-{
-#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
-    __asm__("" : "+r"(array));
-#endif
-    return array;
 }
 
 int person_detect_invoke(const person_detect_input_t *input, person_detect_output_t *output)
@@ -962,7 +1052,6 @@ int person_detect_invoke(const person_detect_input_t *input, person_detect_outpu
     if (input == NULL || output == NULL) {
         return 1;
     }
-    int8_t *const arena = arena_address(arena_storage);
     arm_cmsis_nn_status status;
     status = layer0_arm_depthwise_conv_s8(input, arena + 0);
     if (status != ARM_CMSIS_NN_SUCCESS) {

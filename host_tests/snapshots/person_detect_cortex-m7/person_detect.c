@@ -19,16 +19,9 @@
 #else
 #define PERSON_DETECT_ARENA_ALIGN
 #endif
-/* The arena's section, .bss.arena, named as -fdata-sections names a `static int8_t arena[]`
- * (the array is arena_storage, see arena_address): linker scripts place it by that name. */
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
-#define PERSON_DETECT_ARENA_SECTION __attribute__((section(".bss.arena")))
-#else
-#define PERSON_DETECT_ARENA_SECTION
-#endif
 
 /* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena_storage[41680] PERSON_DETECT_ARENA_ALIGN PERSON_DETECT_ARENA_SECTION;
+static int8_t arena[41680] PERSON_DETECT_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -49,6 +42,16 @@ static int8_t arena_storage[41680] PERSON_DETECT_ARENA_ALIGN PERSON_DETECT_ARENA
 #define MCUGEN_LAYER static __attribute__((noinline))
 #else
 #define MCUGEN_LAYER static
+#endif
+
+/* A pointer the optimizer may no longer take for a known address (codegen.LayerView
+ * .opaque_operands: GCC 12 deleted the call of a layer called once on the static arena).
+ * Not on ARMv6-M (Cortex-M0+), which has no scaled-index addressing to form such an address
+ * from, and where the constant addresses save 9-27 % of the instructions. */
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define MCUGEN_OPAQUE(pointer) __asm__("" : "+r"(pointer))
+#else
+#define MCUGEN_OPAQUE(pointer) ((void)(pointer))
 #endif
 
 /* TFLite's integer requantization, with its default double rounding (as TFLM and CMSIS-NN). */
@@ -908,6 +911,10 @@ MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p,
 
 MCUGEN_LAYER void layer0_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -1014,6 +1021,10 @@ MCUGEN_ALWAYS_INLINE void layer1_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p,
 
 MCUGEN_LAYER void layer1_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -1054,6 +1065,9 @@ MCUGEN_LAYER void layer1_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
  * the bias (person_detect_layer2_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer2_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[12];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 48;
@@ -1158,6 +1172,10 @@ MCUGEN_ALWAYS_INLINE void layer3_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p,
 
 MCUGEN_LAYER void layer3_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -1198,6 +1216,9 @@ MCUGEN_LAYER void layer3_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
  * the bias (person_detect_layer4_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer4_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[24];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 24;
@@ -1301,6 +1322,10 @@ MCUGEN_ALWAYS_INLINE void layer5_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p,
 
 MCUGEN_LAYER void layer5_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -1341,6 +1366,9 @@ MCUGEN_LAYER void layer5_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
  * the bias (person_detect_layer6_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer6_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[48];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 24;
@@ -1445,6 +1473,10 @@ MCUGEN_ALWAYS_INLINE void layer7_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p,
 
 MCUGEN_LAYER void layer7_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -1485,6 +1517,9 @@ MCUGEN_LAYER void layer7_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
  * the bias (person_detect_layer8_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer8_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[48];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 12;
@@ -1588,6 +1623,10 @@ MCUGEN_ALWAYS_INLINE void layer9_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p,
 
 MCUGEN_LAYER void layer9_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -1628,6 +1667,9 @@ MCUGEN_LAYER void layer9_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outpu
  * the bias (person_detect_layer10_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer10_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[96];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 12;
@@ -1732,6 +1774,10 @@ MCUGEN_ALWAYS_INLINE void layer11_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p
 
 MCUGEN_LAYER void layer11_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -1772,6 +1818,9 @@ MCUGEN_LAYER void layer11_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
  * the bias (person_detect_layer12_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer12_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[96];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 6;
@@ -1874,6 +1923,10 @@ MCUGEN_ALWAYS_INLINE void layer13_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p
 
 MCUGEN_LAYER void layer13_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end, const int32_t *t_channels)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -1914,6 +1967,9 @@ MCUGEN_LAYER void layer13_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
  * the bias (t_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer14_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_channels)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[192];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 6;
@@ -2036,6 +2092,10 @@ MCUGEN_ALWAYS_INLINE void layer23_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p
 
 MCUGEN_LAYER void layer23_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -2076,6 +2136,9 @@ MCUGEN_LAYER void layer23_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
  * the bias (person_detect_layer24_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer24_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[192];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 3;
@@ -2193,6 +2256,10 @@ MCUGEN_ALWAYS_INLINE void layer25_dw_conv_s8_pairs_dsp_channel(const pw_lanes *p
 
 MCUGEN_LAYER void layer25_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *output, int8_t *scratch, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+    MCUGEN_OPAQUE(scratch);
+
     pw_lanes *const ring = (pw_lanes *)(void *)scratch;
     int32_t slot_row[3]; /* the input row each slot holds */
     for (int32_t s = 0; s < 3; ++s) {
@@ -2233,6 +2300,9 @@ MCUGEN_LAYER void layer25_dw_conv_s8_pairs_dsp(const int8_t *input, int8_t *outp
  * the bias (person_detect_layer26_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer26_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[256];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 3;
@@ -2275,6 +2345,9 @@ int32_t p = row_begin * 3;
  * rounded half away from zero; input and output share their quantization. */
 MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     for (int32_t oy = 0; oy < 1; ++oy) {
         const int32_t y0 = oy * 2 - 0;
         for (int32_t ox = 0; ox < 1; ++ox) {
@@ -2300,6 +2373,9 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
  * the bias (person_detect_layer28_channels, doubled, with each channel's constants); the short requantization. */
 MCUGEN_LAYER void layer28_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     int32_t column_words[256];
     int8_t *const scratch = (int8_t *)column_words;
 int32_t p = row_begin * 1;
@@ -2346,6 +2422,9 @@ int32_t p = row_begin * 1;
  * 1/256, zero point -128. */
 MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     for (int32_t row = 0; row < 1; ++row) {
         const int8_t *x = input + row * 2;
         int8_t *y = output + row * 2;
@@ -2371,28 +2450,11 @@ MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
     }
 }
 
-/* The arena's address, hidden from the optimizer. GCC 12 (x86-64 and Arm, -O2) propagates a
- * static array's address into a layer function called once (a .constprop clone); its
- * induction-variable pass may then address one pointer through another with no base left
- * ("0 + ..."), which its pure-const and modref analyses take for a null dereference: the
- * clone is judged to store nothing and its call is deleted (GCC 14's ivopts, by its source,
- * no longer forms such addresses). The layers' other constants (rows, tables) still
- * propagate. Not on ARMv6-M (Cortex-M0+): it has no scaled-index addressing to form such an
- * address from, and the constant addresses save it 9-27 % of its instructions. */
-MCUGEN_HELPER int8_t *arena_address(int8_t *array)
-{
-#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
-    __asm__("" : "+r"(array));
-#endif
-    return array;
-}
-
 int person_detect_invoke(const person_detect_input_t *input, person_detect_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;
     }
-    int8_t *const arena = arena_address(arena_storage);
     layer0_dw_conv_s8_pairs_dsp(input, arena + 0, arena + 18432, 0, 48);
     MCUGEN_LAYER_DONE(0, arena + 0, 18432);
     layer1_dw_conv_s8_pairs_dsp(arena + 0, arena + 20832, arena + 18432, 0, 48);

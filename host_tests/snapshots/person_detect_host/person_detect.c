@@ -19,16 +19,9 @@
 #else
 #define PERSON_DETECT_ARENA_ALIGN
 #endif
-/* The arena's section, .bss.arena, named as -fdata-sections names a `static int8_t arena[]`
- * (the array is arena_storage, see arena_address): linker scripts place it by that name. */
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
-#define PERSON_DETECT_ARENA_SECTION __attribute__((section(".bss.arena")))
-#else
-#define PERSON_DETECT_ARENA_SECTION
-#endif
 
 /* Every intermediate activation lives here, at the offset the memory planner chose. */
-static int8_t arena_storage[36896] PERSON_DETECT_ARENA_ALIGN PERSON_DETECT_ARENA_SECTION;
+static int8_t arena[36896] PERSON_DETECT_ARENA_ALIGN;
 
 /* Helpers that must be inlined into each layer's unrolled loops (GCC's unit growth limits
  * stop inlining them in large models otherwise). MCUGEN_HELPER: the other shared helpers.
@@ -49,6 +42,16 @@ static int8_t arena_storage[36896] PERSON_DETECT_ARENA_ALIGN PERSON_DETECT_ARENA
 #define MCUGEN_LAYER static __attribute__((noinline))
 #else
 #define MCUGEN_LAYER static
+#endif
+
+/* A pointer the optimizer may no longer take for a known address (codegen.LayerView
+ * .opaque_operands: GCC 12 deleted the call of a layer called once on the static arena).
+ * Not on ARMv6-M (Cortex-M0+), which has no scaled-index addressing to form such an address
+ * from, and where the constant addresses save 9-27 % of the instructions. */
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define MCUGEN_OPAQUE(pointer) __asm__("" : "+r"(pointer))
+#else
+#define MCUGEN_OPAQUE(pointer) ((void)(pointer))
 #endif
 
 /* TFLite's integer requantization, with its default double rounding (as TFLM and CMSIS-NN). */
@@ -442,6 +445,9 @@ MCUGEN_ALWAYS_INLINE void layer0_dw_conv_s8_border(const int8_t *const *taps, co
 
 MCUGEN_LAYER void layer0_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = person_detect_layer0_bias;
     int8_t zero_points[1]; /* stands for every pixel outside the image */
     memset(zero_points, -1, sizeof zero_points);
@@ -523,6 +529,9 @@ MCUGEN_ALWAYS_INLINE void layer1_dw_conv_s8_border(const int8_t *const *taps, co
 
 MCUGEN_LAYER void layer1_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = person_detect_layer1_bias;
     int8_t zero_points[8]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
@@ -548,6 +557,9 @@ MCUGEN_LAYER void layer1_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * The input offset is folded into the bias (person_detect_layer2_channels); the short requantization. */
 MCUGEN_LAYER void layer2_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 48;
@@ -625,6 +637,9 @@ MCUGEN_ALWAYS_INLINE void layer3_dw_conv_s8_border(const int8_t *const *taps, co
 
 MCUGEN_LAYER void layer3_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = person_detect_layer3_bias;
     int8_t zero_points[16]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
@@ -650,6 +665,9 @@ MCUGEN_LAYER void layer3_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * The input offset is folded into the bias (person_detect_layer4_channels); the short requantization. */
 MCUGEN_LAYER void layer4_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 24;
@@ -727,6 +745,9 @@ MCUGEN_ALWAYS_INLINE void layer5_dw_conv_s8_border(const int8_t *const *taps, co
 
 MCUGEN_LAYER void layer5_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = person_detect_layer5_bias;
     int8_t zero_points[32]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
@@ -752,6 +773,9 @@ MCUGEN_LAYER void layer5_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * The input offset is folded into the bias (person_detect_layer6_channels); the short requantization. */
 MCUGEN_LAYER void layer6_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 24;
@@ -829,6 +853,9 @@ MCUGEN_ALWAYS_INLINE void layer7_dw_conv_s8_border(const int8_t *const *taps, co
 
 MCUGEN_LAYER void layer7_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = person_detect_layer7_bias;
     int8_t zero_points[32]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
@@ -854,6 +881,9 @@ MCUGEN_LAYER void layer7_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * The input offset is folded into the bias (person_detect_layer8_channels); the short requantization. */
 MCUGEN_LAYER void layer8_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 12;
@@ -931,6 +961,9 @@ MCUGEN_ALWAYS_INLINE void layer9_dw_conv_s8_border(const int8_t *const *taps, co
 
 MCUGEN_LAYER void layer9_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = person_detect_layer9_bias;
     int8_t zero_points[64]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
@@ -956,6 +989,9 @@ MCUGEN_LAYER void layer9_dw_conv_s8(const int8_t *input, int8_t *output, int32_t
  * The input offset is folded into the bias (person_detect_layer10_channels); the short requantization. */
 MCUGEN_LAYER void layer10_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 12;
@@ -1033,6 +1069,9 @@ MCUGEN_ALWAYS_INLINE void layer11_dw_conv_s8_border(const int8_t *const *taps, c
 
 MCUGEN_LAYER void layer11_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = person_detect_layer11_bias;
     int8_t zero_points[64]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
@@ -1058,6 +1097,9 @@ MCUGEN_LAYER void layer11_dw_conv_s8(const int8_t *input, int8_t *output, int32_
  * The input offset is folded into the bias (person_detect_layer12_channels); the short requantization. */
 MCUGEN_LAYER void layer12_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 6;
@@ -1143,6 +1185,9 @@ MCUGEN_ALWAYS_INLINE void layer13_dw_conv_s8_border(const int8_t *const *taps, c
 
 MCUGEN_LAYER void layer13_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_bias, const int32_t *t_multiplier, const int32_t *t_shift)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = t_bias;
     int8_t zero_points[128]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
@@ -1168,6 +1213,9 @@ MCUGEN_LAYER void layer13_dw_conv_s8(const int8_t *input, int8_t *output, int32_
  * The input offset is folded into the bias (t_channels); the short requantization. */
 MCUGEN_LAYER void layer14_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end, const int8_t *t_filter, const int32_t *t_channels)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 6;
@@ -1245,6 +1293,9 @@ MCUGEN_ALWAYS_INLINE void layer23_dw_conv_s8_border(const int8_t *const *taps, c
 
 MCUGEN_LAYER void layer23_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = person_detect_layer23_bias;
     int8_t zero_points[128]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
@@ -1270,6 +1321,9 @@ MCUGEN_LAYER void layer23_dw_conv_s8(const int8_t *input, int8_t *output, int32_
  * The input offset is folded into the bias (person_detect_layer24_channels); the short requantization. */
 MCUGEN_LAYER void layer24_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 384;
     output += row_begin * 768;
     int32_t p = row_begin * 3;
@@ -1320,6 +1374,9 @@ MCUGEN_ALWAYS_INLINE void layer25_dw_conv_s8_border(const int8_t *const *taps, c
 
 MCUGEN_LAYER void layer25_dw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int32_t *const bias = person_detect_layer25_bias;
     int8_t zero_points[256]; /* stands for every pixel outside the image */
     memset(zero_points, -128, sizeof zero_points);
@@ -1339,6 +1396,9 @@ MCUGEN_LAYER void layer25_dw_conv_s8(const int8_t *input, int8_t *output, int32_
  * The input offset is folded into the bias (person_detect_layer26_channels); the short requantization. */
 MCUGEN_LAYER void layer26_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 768;
     output += row_begin * 768;
     int32_t p = row_begin * 3;
@@ -1361,6 +1421,9 @@ MCUGEN_LAYER void layer26_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * rounded half away from zero; input and output share their quantization. */
 MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     for (int32_t oy = 0; oy < 1; ++oy) {
         const int32_t y0 = oy * 2 - 0;
         for (int32_t ox = 0; ox < 1; ++ox) {
@@ -1383,6 +1446,9 @@ MCUGEN_LAYER void layer27_avgpool_s8(const int8_t *input, int8_t *output)
  * The input offset is folded into the bias (person_detect_layer28_channels); the short requantization. */
 MCUGEN_LAYER void layer28_pw_conv_s8(const int8_t *input, int8_t *output, int32_t row_begin, int32_t row_end)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     const int8_t *pixel = input + row_begin * 256;
     output += row_begin * 2;
     int32_t p = row_begin * 1;
@@ -1408,6 +1474,9 @@ MCUGEN_LAYER void layer28_pw_conv_s8(const int8_t *input, int8_t *output, int32_
  * 1/256, zero point -128. */
 MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
 {
+    MCUGEN_OPAQUE(input);
+    MCUGEN_OPAQUE(output);
+
     for (int32_t row = 0; row < 1; ++row) {
         const int8_t *x = input + row * 2;
         int8_t *y = output + row * 2;
@@ -1433,28 +1502,11 @@ MCUGEN_LAYER void layer29_softmax_s8(const int8_t *input, int8_t *output)
     }
 }
 
-/* The arena's address, hidden from the optimizer. GCC 12 (x86-64 and Arm, -O2) propagates a
- * static array's address into a layer function called once (a .constprop clone); its
- * induction-variable pass may then address one pointer through another with no base left
- * ("0 + ..."), which its pure-const and modref analyses take for a null dereference: the
- * clone is judged to store nothing and its call is deleted (GCC 14's ivopts, by its source,
- * no longer forms such addresses). The layers' other constants (rows, tables) still
- * propagate. Not on ARMv6-M (Cortex-M0+): it has no scaled-index addressing to form such an
- * address from, and the constant addresses save it 9-27 % of its instructions. */
-MCUGEN_HELPER int8_t *arena_address(int8_t *array)
-{
-#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
-    __asm__("" : "+r"(array));
-#endif
-    return array;
-}
-
 int person_detect_invoke(const person_detect_input_t *input, person_detect_output_t *output)
 {
     if (input == NULL || output == NULL) {
         return 1;
     }
-    int8_t *const arena = arena_address(arena_storage);
     layer0_dw_conv_s8(input, arena + 0, 0, 48);
     MCUGEN_LAYER_DONE(0, arena + 0, 18432);
     layer1_dw_conv_s8(arena + 0, arena + 18464, 0, 48);
