@@ -205,13 +205,15 @@ def test_a_layer_called_once_over_its_input_keeps_its_call(tmp_path):
 
 @pytest.mark.slow
 def test_a_budget_keeps_the_fast_variant_where_its_ring_fits():
-    """At --max-ram 20K person_detect runs in bands only with lean depthwise layers somewhere
-    (their fast variant's ring of rows costs arena); the layers whose ring still fits keep
-    the fast variant (smaller and faster code), and the arena still fits."""
+    """At --max-ram 18K person_detect runs in bands only with a lean depthwise layer
+    somewhere (their fast variant's ring of rows costs arena); the layers whose ring still
+    fits keep the fast variant (smaller and faster code), and the arena still fits. (At 20K
+    every depthwise layer now keeps a ring variant: the search leaves them the RAM of its
+    smallest-arena schedule.)"""
     graph = load_tflite(PERSON_DETECT.read_bytes(), "pd")
     compiled = compile_graph(graph, name="pd", target=load_target("cortex-m7"), source="pd",
-                             memory_check=False, max_ram=20 * 1024)
-    assert compiled.schedule.banded and compiled.plan.arena_size <= 20 * 1024
+                             memory_check=False, max_ram=18 * 1024)
+    assert compiled.schedule.banded and compiled.plan.arena_size <= 18 * 1024
     depthwise = [layer.variant for layer in compiled.layers
                  if type(layer.op).__name__ == "DepthwiseConv2D"]
     fast = [variant for variant in depthwise if variant.trades_ram]

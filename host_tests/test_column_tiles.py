@@ -18,7 +18,8 @@ import ir_graphs as g
 from conftest import standard_inputs
 from hostc import build_shared, run_sanitized
 from mcugen import estimate, row_bands, tiles
-from mcugen.compile import compile_graph, prepare
+from mcugen.compile import (SCRATCH_TIERS, choose_layers_and_schedule, compile_graph, prepare,
+                            search_cost, variant_cost)
 from mcugen.errors import McugenError
 from mcugen.kernels import lower_layers
 from mcugen.qemu import build_firmware, run_firmware
@@ -104,6 +105,44 @@ def test_tiles_reach_a_budget_that_row_bands_cannot():
                for p in schedule.search)
     # The schedule was replayed (row_bands.verify) when it was made; again here.
     row_bands.verify(schedule, result.graph, result.layers)
+
+
+def estimated_cost(result, target) -> float:
+    """What the search weighs a result by: its schedule's estimated extra instructions (the
+    halos' included) and its variants' beyond the fastest ones."""
+    fast = lower_layers(result.graph, target, "model")
+    return search_cost(result.schedule) + variant_cost(result.graph, result.layers, fast)
+
+
+def test_row_bands_that_fit_only_with_slower_kernels_give_way_to_cheaper_tiles():
+    """At 9,000 B on the M7 row bands fit, but only with lean depthwise kernels (no ring of
+    widened rows); the tiles fit with their rings, and cost less even with their halos, so
+    the search takes them (before, any row-band schedule that fit was taken: VWW at 14K on
+    M7 ran in row bands with every lean kernel, 6,690,331 instructions; in tiles 6,160,491)."""
+    core = load_target("cortex-m7")
+    graph = prepare(chain())
+    fast = lower_layers(graph, core, "model")
+    banded_layers, (banded, _, plan, _) = choose_layers_and_schedule(
+        graph, fast, 9_000, None, lambda: lower_layers(graph, core, "model", lean=True),
+        lambda: tuple(lower_layers(graph, core, "model", small_scratch=tier)
+                      for tier in SCRATCH_TIERS))
+    assert plan.arena_size <= 9_000 and banded.banded and not banded.tiles
+    banded_cost = search_cost(banded) + variant_cost(graph, banded_layers, fast)
+    assert variant_cost(graph, banded_layers, fast) > 0
+    result = compiled(9_000, core)
+    assert result.schedule.tiles and result.plan.arena_size <= 9_000
+    assert estimated_cost(result, core) < banded_cost
+
+
+def test_more_ram_never_costs_more():
+    """Budget by budget on the M7, the schedule and variants chosen cost no more (by the
+    search's estimate) than those of a smaller budget: the search weighs the RAM a
+    schedule leaves to faster variants (VWW on M7, instructions at 12K to 16K, before: 6.25,
+    6.63, 6.69, 6.21, 6.02 M; after: 6.25, 6.19, 6.16, 6.12, 6.02 M)."""
+    core = load_target("cortex-m7")
+    costs = [estimated_cost(compiled(budget, core), core)
+             for budget in range(5_000, 12_001, 500)]
+    assert all(later <= earlier for earlier, later in zip(costs, costs[1:])), costs
 
 
 def test_the_smallest_reachable_arena_counts_the_tiles_and_the_early_bound_stays_below():

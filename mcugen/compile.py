@@ -99,35 +99,63 @@ SCRATCH_TIERS = (1, 2)
 def choose_graph_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
                               fit_ram: int | None,
                               lower: Callable[..., tuple[Layer, ...]]):
-    """The graph, its layers and their schedule: choose_layers_and_schedule's; where no
-    row-band schedule fits the budget, the cheapest that fits with the model's first layers
-    in column tiles (tiles.py), by the same search and cost model plus the halos' MACs."""
+    """The graph, its layers and their schedule: choose_layers_and_schedule's where it fits
+    the budget with the fastest variants. Otherwise also the cheapest that fits with the
+    model's first layers in column tiles (tiles.py), by the same search and cost model plus
+    the halos' MACs; of the two that fit, the cheaper, each with the cost of the slower
+    variants it needs (variant_cost): VWW at --max-ram 14K fits in row bands only with the
+    lean kernels (6,690,331 instructions on M7), in tiles with faster ones (6,160,491)."""
     budget = max_ram if max_ram is not None else fit_ram
     try:
         chosen = choose_layers_and_schedule(graph, layers, max_ram, fit_ram,
                                             lambda: lower(graph, True),
                                             lambda: tuple(lower(graph, False, tier)
                                                           for tier in SCRATCH_TIERS))
-        if budget is None or chosen[1][2].arena_size <= budget:
-            return (graph, *chosen)
+        fits = budget is None or chosen[1][2].arena_size <= budget
         failure = None
     except row_bands.NoScheduleFits as error:
-        chosen, failure = None, error
+        chosen, fits, failure = None, False, error
+    if budget is None or (fits and variant_cost(graph, chosen[0], layers) == 0):
+        return (graph, *chosen)
     tiled = _tiled_choice(graph, layers, budget, max_ram, fit_ram, lower)
     if isinstance(tiled, tuple):
-        return tiled
+        tiled_cost, tiled_choice = tiled
+        banded_cost = search_cost(chosen[1][0]) + variant_cost(graph, chosen[0], layers) \
+            if fits else None
+        if banded_cost is None or tiled_cost < banded_cost:
+            return tiled_choice
+        return (graph, *chosen)
     if failure is not None:
         raise row_bands.NoScheduleFits(budget, min(failure.smallest, tiled))
     return (graph, *chosen)
 
 
+def search_cost(schedule: Schedule) -> float:
+    """The extra instructions the search estimated for the schedule it chose: a tiled one's
+    include its halos' (tiles.COST_PER_MAC a MAC), which are all a tiled graph layer by layer
+    costs (its search did not run); 0 layer by layer."""
+    chosen = [p.extra_instructions for p in schedule.search if p.chosen]
+    return chosen[0] if chosen else schedule.extra_macs * tiles.COST_PER_MAC
+
+
+def variant_cost(graph: Graph, layers: tuple[Layer, ...], fast: tuple[Layer, ...]) -> float:
+    """The instructions the layers' variants are estimated to cost beyond the fastest ones
+    (`fast`, as selection makes them without a budget): Variant.slower_per_mac per MAC."""
+    return sum(count_macs(op, graph) * max(0.0, layer.variant.slower_per_mac(op, graph)
+                                           - quick.variant.slower_per_mac(op, graph))
+               for op, layer, quick in zip(graph.ops, layers, fast))
+
+
 def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram: int | None,
                   fit_ram: int | None, lower: Callable[..., tuple[Layer, ...]]):
-    """The cheapest schedule (row_bands' cost plus tiles.COST_PER_MAC per halo MAC) that
-    fits the budget with layers [0, end) in column tiles, for each end where the row-band
-    search may end a segment and the halos cost at most estimate.MAX_HALO_SHARE of the
-    model's MACs; cheapest halos first, until no dearer halo can win. None fitting: the smallest
-    arena they reach (a number, not a tuple)."""
+    """The cheapest schedule that fits the budget with layers [0, end) in column tiles, for
+    each end where the row-band search may end a segment and the halos cost at most
+    estimate.MAX_HALO_SHARE of the model's MACs, with its cost: row_bands' cost, plus
+    tiles.COST_PER_MAC per halo MAC, plus the slower variants' (variant_cost) once each
+    layer has the fastest variant that fits (_faster_where_it_fits). Per end, the search's
+    schedule for the budget and the one of the smallest arena it reaches (which leaves the
+    faster variants more room); cheapest halos first, until no dearer halo can win. None
+    fitting: the smallest arena they reach (a number, not a tuple)."""
     limit = row_bands.longest_prefix(graph, layers)
     # The ends the early arena bound knows (estimate.tiled_ends: halos of at most
     # MAX_HALO_SHARE of the MACs), where the row-band search may end a segment.
@@ -143,28 +171,54 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
     for halo, end, tiled in sorted(options, key=lambda o: o[:2]):
         if best is not None and best[0] <= halo * tiles.COST_PER_MAC:
             break
-        tiled_layers = lower(tiled, True)
-        try:
-            schedule, buffers, plan, _ = choose_schedule(tiled, tiled_layers, budget, None,
-                                                         thorough=True)
-        except row_bands.NoScheduleFits as error:
-            smallest = min(error.smallest, smallest)
+        lean = lower(tiled, True)
+        schedules, reached = _searched_schedules(tiled, lean, budget)
+        smallest = min(reached, smallest)
+        if not schedules:
             continue
-        smallest = min(plan.arena_size, smallest)
-        # The tiled graph layer by layer (its search did not run) costs the halos alone.
-        cost = sum(p.extra_instructions for p in schedule.search if p.chosen) \
-            + halo * tiles.COST_PER_MAC
-        if plan.arena_size <= budget and (best is None or cost < best[0]):
-            best = (cost, (tiled, tiled_layers, schedule, buffers, plan, end, halo))
+        fast = lower(tiled, False)
+        tiers = (fast, *(lower(tiled, False, tier) for tier in SCRATCH_TIERS))
+        for schedule, buffers, plan in schedules:
+            searched = search_cost(schedule) + halo * tiles.COST_PER_MAC
+            chosen, schedule, buffers, plan = _faster_where_it_fits(
+                tiled, lean, tiers, schedule, buffers, plan, budget)
+            cost = searched + variant_cost(tiled, chosen, fast)
+            if best is None or cost < best[0]:
+                best = (cost, (tiled, chosen, schedule, buffers, plan, end, halo))
     if best is None:
         return smallest
-    tiled, tiled_layers, schedule, buffers, plan, end, halo = best[1]
-    tiled_layers, schedule, buffers, plan = _faster_where_it_fits(
-        tiled, tiled_layers,
-        (lower(tiled, False), *(lower(tiled, False, tier) for tier in SCRATCH_TIERS)), schedule,
-        buffers, plan, budget)
-    return tiled, tiled_layers, (_tiled_schedule(schedule, end, halo, max_ram, fit_ram),
-                                 buffers, plan, whole)
+    cost, (tiled, tiled_layers, schedule, buffers, plan, end, halo) = best
+    return cost, (tiled, tiled_layers, (_tiled_schedule(schedule, end, halo, max_ram, fit_ram),
+                                        buffers, plan, whole))
+
+
+def _searched_schedules(graph: Graph, layers: tuple[Layer, ...], budget: int
+                        ) -> tuple[list[tuple[Schedule, list[Buffer], Plan]], int]:
+    """The search's schedules that fit the budget: the cheapest, and the one of the smallest
+    arena it reaches where that is another (_smallest_schedule); with that smallest arena."""
+    try:
+        schedule, buffers, plan, _ = choose_schedule(graph, layers, budget, None, thorough=True)
+    except row_bands.NoScheduleFits as error:
+        return [], error.smallest
+    found = [(schedule, buffers, plan)]
+    smallest = _smallest_schedule(graph, layers, plan.arena_size, thorough=True)
+    if smallest is not None:
+        found.append(smallest[:3])
+    return found, min(plan.arena_size for _, _, plan in found)
+
+
+def _smallest_schedule(graph: Graph, layers: tuple[Layer, ...], arena: int,
+                       thorough: bool = False):
+    """choose_schedule's result for the smallest arena the search reaches, where that is
+    below `arena` (else None): a budget's cheapest schedule spends the RAM on fewer steps,
+    this one leaves it to the faster variants (VWW at 13K on M7: row bands of two rows and
+    6,627,030 instructions, of one row and 6,194,881)."""
+    try:
+        choose_schedule(graph, layers, 0, None, thorough=thorough)
+    except row_bands.NoScheduleFits as error:
+        if error.smallest < arena:
+            return choose_schedule(graph, layers, error.smallest, None, thorough=thorough)
+    return None
 
 
 def _faster_where_it_fits(graph: Graph, lean: tuple[Layer, ...],
@@ -239,12 +293,34 @@ def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram:
     schedule, buffers, plan, _ = choose_schedule(graph, lean_layers, max_ram, fit_ram)
     if plan.arena_size > budget:  # nothing fits: the memory check or the error says so
         return lean_layers, (schedule, buffers, plan, whole)
-    mixed = fast_where_they_fit(graph, layers, lean_layers, schedule, budget,
-                                small() if small is not None else ())
+    schedule, mixed = _cheapest_with_variants(graph, layers, lean_layers, schedule, plan,
+                                              budget, small() if small is not None else ())
     if schedule.banded:
         schedule = row_bands.looped(row_bands.rebanded(schedule, graph, mixed), graph, mixed)
     buffers = arena_buffers(graph, mixed, schedule)
     return mixed, (schedule, buffers, plan_memory(buffers), whole)
+
+
+def _cheapest_with_variants(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer, ...],
+                            schedule: Schedule, plan: Plan, budget: int,
+                            small: tuple[tuple[Layer, ...], ...]
+                            ) -> tuple[Schedule, tuple[Layer, ...]]:
+    """The lean layers' schedule for the budget, or the one of the smallest arena the search
+    reaches (_smallest_schedule), each with the fast variants that fit back
+    (fast_where_they_fit): the one whose search cost and variants' cost (variant_cost) are
+    the smaller."""
+    options = [schedule]
+    if schedule.banded:
+        smallest = _smallest_schedule(graph, lean, plan.arena_size)
+        if smallest is not None:
+            options.append(dataclasses.replace(smallest[0], reason=schedule.reason))
+    best = None
+    for option in options:
+        mixed = fast_where_they_fit(graph, fast, lean, option, budget, small)
+        cost = search_cost(option) + variant_cost(graph, mixed, fast)
+        if best is None or cost < best[0]:
+            best = (cost, option, mixed)
+    return best[1], best[2]
 
 
 def fast_where_they_fit(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer, ...],

@@ -319,11 +319,18 @@ def _dsp_applies(op: DepthwiseConv2D, graph: Graph, target: Target) -> bool:
     return not is_wide(weights) or plan.packed
 
 
+def _slower_than_pairs(op: DepthwiseConv2D, graph: Graph) -> float:
+    """Its instructions per MAC beyond dw_conv_s8_pairs_dsp's (VWW on Cortex-M7: 1.34-1.92
+    at stride 1, 0.73-0.87 at stride 2, where the ring variant widens each row for fewer
+    outputs)."""
+    return 1.7 if op.stride == (1, 1) else 0.8
+
+
 DW_CONV_S8_DSP = Variant(
     "dw_conv_s8_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_dsp", Order.RASTER,
     _lower_dsp, applies=_dsp_applies, scratch_bytes=_dsp_scratch,
     helpers=("window_helpers", "pw_conv_s8_dsp_helpers", "dw_conv_s8_dsp_helpers"),
-    row_ranges=True, legacy=True)
+    row_ranges=True, legacy=True, slower_per_mac=_slower_than_pairs)
 DW_CONV_S8 = Variant(
     "dw_conv_s8", (DepthwiseConv2D,), Isa.PORTABLE, "dw_conv_s8", Order.RASTER, _lower,
     helpers=("window_helpers", "dw_conv_s8_helpers"), row_ranges=True, legacy=True,

@@ -47,7 +47,7 @@ from .depthwise import accumulator_bound
 from .lowering import (FeatureMap, Window, conv_window, feature_map, folded_bias, model_bias,
                        requantization, weight_values)
 from .requantize import ShortRequantization, dsp_short_function, short_requantization
-from .variant import ConstArray, Isa, LayerNames, Order, Variant
+from .variant import ConstArray, Isa, LayerNames, Order, Variant, per_mac
 
 LANES = 2  # int16 columns per word
 CHANNEL_HEADER = 4  # the record's words before the weights: 2 bias, multiplier, K, e
@@ -59,6 +59,10 @@ STRD_OFFSET_MAX = 1020  # bytes: LDRD's and STRD's immediate offset
 # The blocks variants' planes, by scratch tier (Variant.small_scratch): four (one dw_widen4
 # per column pair), then two (dw_widen1 per channel and pair: slower, half the scratch).
 CHANNEL_BLOCKS = {1: 4, 2: 2}
+# Their instructions per MAC beyond the ring variant's (Variant.slower_per_mac), VWW on
+# Cortex-M7: tier 1 on its 12x12x64 layer whole (0.37), tier 2 on its 24x24x32 layer in
+# bands of a row (0.69).
+SLOWER_PER_MAC = {1: 0.4, 2: 0.7}
 
 
 @dataclass(frozen=True)
@@ -387,7 +391,8 @@ def _blocks_variant(name: str, tier: int) -> Variant:
         _lower_blocks(block), applies=_applies_blocks(block),
         scratch_bytes=_blocks_scratch_bytes(block),
         helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
-        legacy=True, trades_ram=True, small_scratch=tier)
+        legacy=True, trades_ram=True, small_scratch=tier,
+        slower_per_mac=per_mac(SLOWER_PER_MAC[tier]))
 
 
 DW_CONV_S8_PAIRS_BLOCKS_DSP = _blocks_variant("dw_conv_s8_pairs_blocks_dsp", 1)

@@ -129,6 +129,7 @@ class LayerNames:
 Lowering = Callable[[Op, Graph, Target, LayerNames], Any]
 Precondition = Callable[[Op, Graph, Target], bool]
 ScratchSize = Callable[[Op, Graph, Target], int]
+SpeedCost = Callable[[Op, Graph], float]
 
 
 def always(op: Op, graph: Graph, target: Target) -> bool:
@@ -137,6 +138,15 @@ def always(op: Op, graph: Graph, target: Target) -> bool:
 
 def no_scratch(op: Op, graph: Graph, target: Target) -> int:
     return 0
+
+
+def no_cost(op: Op, graph: Graph) -> float:
+    return 0.0
+
+
+def per_mac(cost: float) -> SpeedCost:
+    """The same instructions per MAC for every op."""
+    return lambda op, graph: cost
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,12 @@ class Variant:
     # step reads from its input's buffer only the rows after those, so the band buffer need
     # not hold them (row_bands.buffer_rows).
     keeps_input_rows: bool = False
+    # What choosing it to save RAM costs in speed: the instructions per MAC it spends beyond
+    # its op's fastest variant on the same core, for the variants a RAM budget chooses
+    # between (a trades_ram variant's lean alternative, the small_scratch tiers); 0 for the
+    # others. Measured on Cortex-M7 (QEMU, VWW's layers against the trades_ram variant's);
+    # compile.variant_cost weighs schedules with it.
+    slower_per_mac: SpeedCost = no_cost
 
     def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
         return (isinstance(op, self.ops) and self.isa in target_isas(target)
