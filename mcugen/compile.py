@@ -115,16 +115,15 @@ def choose_graph_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: 
         failure = None
     except row_bands.NoScheduleFits as error:
         chosen, fits, failure = None, False, error
-    if budget is None or (fits and variant_cost(graph, chosen[0], layers) == 0):
-        return (graph, *chosen)
+    if fits:
+        slower = 0.0 if budget is None else variant_cost(graph, chosen[0], layers)
+        if slower == 0:
+            return (graph, *chosen)
+        banded_cost = search_cost(chosen[1][0]) + slower
     tiled = _tiled_choice(graph, layers, budget, max_ram, fit_ram, lower)
     if isinstance(tiled, tuple):
         tiled_cost, tiled_choice = tiled
-        banded_cost = search_cost(chosen[1][0]) + variant_cost(graph, chosen[0], layers) \
-            if fits else None
-        if banded_cost is None or tiled_cost < banded_cost:
-            return tiled_choice
-        return (graph, *chosen)
+        return tiled_choice if not fits or tiled_cost < banded_cost else (graph, *chosen)
     if failure is not None:
         raise row_bands.NoScheduleFits(budget, min(failure.smallest, tiled))
     return (graph, *chosen)
