@@ -6,6 +6,7 @@ padding, dilation, depth multipliers 1, 2, 4, 8, per-tensor and per-channel weig
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,7 @@ from mcugen import ir
 from mcugen.compile import CompiledModel, compile_graph, prepare
 from mcugen.kernels import MCUGEN_VARIANTS
 from mcugen.kernels.depthwise_pairs import DepthwisePairsParams, record_lanes
-from mcugen.kernels.variant import Isa
+from mcugen.kernels.variant import Isa, checked_params
 from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
 from mcugen.targets import load_target
@@ -384,6 +385,23 @@ def test_the_cases_cover_every_variant():
                for layer in compile_case(case, target,
                                          "model" if target is HOST else case).layers}
     assert covered >= {v.name for v in MCUGEN_VARIANTS}
+
+
+def test_a_lowering_must_give_a_frozen_record_with_its_block():
+    @dataclasses.dataclass
+    class Mutable:
+        block_pixels: int = 1
+
+    @dataclasses.dataclass(frozen=True)
+    class NoBlock:
+        output: int = 0
+
+    with pytest.raises(TypeError, match="not a frozen dataclass"):
+        checked_params(Mutable(), "v", raster=False)
+    with pytest.raises(TypeError, match="block_pixels >= 1"):
+        checked_params(NoBlock(), "v", raster=True)
+    record = NoBlock()
+    assert checked_params(record, "v", raster=False) is record
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -26,7 +26,7 @@ from .ir import Graph, TableLookup
 from .kernels import Layer
 from .kernels.cmsis_nn import CmsisPath
 from .kernels.quantize import AffineQuantize, affine_quantize
-from .kernels.variant import ConstArray, Isa, LayerNames, const_arrays
+from .kernels.variant import ConstArray, Isa, LayerNames, Params, const_arrays
 from .planner import ALIGNMENT, Plan
 from .resources import templates_dir
 from .schedule import (Repeat, Schedule, Shift, Step, advanced, column_layers, moves_rows,
@@ -126,7 +126,7 @@ class LayerView:
     layer: Layer
     comment: str
     names: LayerNames  # of the function that runs the layer
-    params: Any  # the layer's parameter record, tables named as the function's parameters
+    params: Params  # the layer's parameter record, tables named as the function's parameters
     tables: tuple[TableArgument, ...]
     label: str  # "Layer 3", or "Layers 3, 5, 7" for a function they share
     defines_function: bool
@@ -437,7 +437,7 @@ def layer_comment(layer: Layer, graph: Graph) -> str:
 PASSED_AS_OPERANDS = frozenset({"operand2"})
 
 
-def table_arguments(layer: Layer) -> tuple[Any, tuple[TableArgument, ...]]:
+def table_arguments(layer: Layer) -> tuple[Params, tuple[TableArgument, ...]]:
     """The layer's parameters with each of its tables renamed to a parameter of its function,
     and the tables to pass. A library's layers keep their tables by name (their static
     structs point at them)."""
@@ -454,8 +454,8 @@ def table_arguments(layer: Layer) -> tuple[Any, tuple[TableArgument, ...]]:
     return _renamed_tables(layer.params, renames), tuple(arguments)
 
 
-def scalar_arguments(params: Any, data_scalars: tuple[str, ...]
-                     ) -> tuple[Any, tuple[ScalarArgument, ...]]:
+def scalar_arguments(params: Params, data_scalars: tuple[str, ...]
+                     ) -> tuple[Params, tuple[ScalarArgument, ...]]:
     """The parameters with each data scalar (Variant.data_scalars, paths of fields) replaced
     by a parameter of its function, d_<its path>, and the values to pass."""
     scalars = []

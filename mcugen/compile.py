@@ -85,8 +85,8 @@ def compile_graph(graph: Graph, *, name: str, target: Target, source: str,
     report = build_report(graph, layers, schedule, buffers, plan, target, model=name,
                           source=source, whole_arena=whole_arena,
                           dead_channels=summarize(source_graph, graph).as_dict())
-    if memory_check:
-        check_memory(report, target)
+    if memory_check:  # with ram_regions, plan_regions has checked each region
+        target.check_fits(report.const_bytes, 0 if ram_regions else report.arena_bytes)
     return CompiledModel(graph, layers, schedule, tuple(buffers), plan, view,
                          render_sources(view), report)
 
@@ -151,7 +151,7 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
     each end where the row-band search may end a segment and the halos cost at most
     estimate.MAX_HALO_SHARE of the model's MACs, with its cost: row_bands' cost, plus
     tiles.COST_PER_MAC per halo MAC, plus the slower variants' (variant_cost) once each
-    layer has the fastest variant that fits (_faster_where_it_fits). Per end, the search's
+    layer has the fastest variant that fits (faster_where_they_fit). Per end, the search's
     schedule for the budget and the one of the smallest arena it reaches (which leaves the
     faster variants more room); cheapest halos first, until no dearer halo can win. None
     fitting: the smallest arena they reach (a number, not a tuple)."""
@@ -179,8 +179,8 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
         tiers = (fast, *(lower(tiled, False, tier) for tier in SCRATCH_TIERS))
         for schedule, buffers, plan in schedules:
             searched = search_cost(schedule) + halo * tiles.COST_PER_MAC
-            chosen, schedule, buffers, plan = _faster_where_it_fits(
-                tiled, lean, tiers, schedule, buffers, plan, budget)
+            chosen, schedule, buffers, plan = faster_where_they_fit(
+                tiled, lean, tiers, schedule, buffers, plan, budget, thorough=True)
             cost = searched + variant_cost(tiled, chosen, fast)
             if best is None or cost < best[0]:
                 best = (cost, (tiled, chosen, schedule, buffers, plan, end, halo))
@@ -220,17 +220,19 @@ def _smallest_schedule(graph: Graph, layers: tuple[Layer, ...], arena: int,
     return None
 
 
-def _faster_where_it_fits(graph: Graph, lean: tuple[Layer, ...],
+def faster_where_they_fit(graph: Graph, lean: tuple[Layer, ...],
                           tiers: tuple[tuple[Layer, ...], ...], schedule: Schedule,
-                          buffers: list[Buffer], plan: Plan, budget: int):
-    """The lean variants only where the arena needs them: each layer whose fast variant
-    trades arena RAM for speed (Variant.trades_ram) takes it back, most MACs first, when the
-    schedule's arena still fits the budget with its scratch; the tiers' layers in their order
-    (the fastest, then the small-scratch ones), the first that fits. (Tier by tier instead,
-    VWW at 12K took the small layers' rings first: 7,094,026 instructions, not 7,021,435.)
-    Each trial's band buffers are its layers' (row_bands.rebanded: a ring needs fewer rows of
-    its input), planned afresh or around the plan so far (planner.plan_around), the smaller;
-    the schedule returned is the chosen layers', with its loops."""
+                          buffers: list[Buffer], plan: Plan, budget: int,
+                          thorough: bool = False):
+    """The lean layers, each given back a faster variant where the schedule's arena still
+    fits the budget with it: most MACs first (what a variant saves grows with them), the
+    tiers' layers in their order (the fastest, then the small-scratch ones), the first that
+    fits. (Smallest scratch first instead, VWW at 12K took the small layers' rings first:
+    7,094,026 instructions, not 7,021,435.) Each trial's band buffers are its layers'
+    (row_bands.rebanded: a ring needs fewer rows of its input), planned afresh or around the
+    plan so far (planner.plan_around), the smaller; thorough: afresh with the planner's local
+    search too (column tiles' many band buffers). Returns the layers, their schedule (with
+    its loops), buffers and plan."""
     layers, banded = lean, schedule
     swaps = sorted((i for i in range(len(lean))
                     if any(tier[i].variant is not lean[i].variant for tier in tiers)),
@@ -242,7 +244,7 @@ def _faster_where_it_fits(graph: Graph, lean: tuple[Layer, ...],
             trial = layers[:index] + (tier[index],) + layers[index + 1:]
             trial_schedule = row_bands.rebanded(schedule, graph, trial)
             trial_buffers = arena_buffers(graph, trial, trial_schedule)
-            trial_plan = min(plan_memory(trial_buffers),
+            trial_plan = min(plan_memory(trial_buffers, search=thorough),
                              plan_around(trial_buffers, buffers, plan),
                              key=lambda p: p.arena_size)
             if trial_plan.arena_size <= budget:
@@ -292,57 +294,34 @@ def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram:
     schedule, buffers, plan, _ = choose_schedule(graph, lean_layers, max_ram, fit_ram)
     if plan.arena_size > budget:  # nothing fits: the memory check or the error says so
         return lean_layers, (schedule, buffers, plan, whole)
-    schedule, mixed = _cheapest_with_variants(graph, layers, lean_layers, schedule, plan,
-                                              budget, small() if small is not None else ())
-    if schedule.banded:
-        schedule = row_bands.looped(row_bands.rebanded(schedule, graph, mixed), graph, mixed)
-    buffers = arena_buffers(graph, mixed, schedule)
-    return mixed, (schedule, buffers, plan_memory(buffers), whole)
+    mixed, schedule, buffers, plan = _cheapest_with_variants(
+        graph, layers, lean_layers, (schedule, buffers, plan), budget,
+        small() if small is not None else ())
+    return mixed, (schedule, buffers, min(plan, plan_memory(buffers),
+                                          key=lambda p: p.arena_size), whole)
 
 
 def _cheapest_with_variants(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer, ...],
-                            schedule: Schedule, plan: Plan, budget: int,
-                            small: tuple[tuple[Layer, ...], ...]
-                            ) -> tuple[Schedule, tuple[Layer, ...]]:
-    """The lean layers' schedule for the budget, or the one of the smallest arena the search
-    reaches (_smallest_schedule), each with the fast variants that fit back
-    (fast_where_they_fit): the one whose search cost and variants' cost (variant_cost) are
-    the smaller."""
-    options = [schedule]
+                            chosen: tuple[Schedule, list[Buffer], Plan], budget: int,
+                            small: tuple[tuple[Layer, ...], ...]):
+    """The lean layers' schedule for the budget (`chosen`, with its buffers and plan), or the
+    one of the smallest arena the search reaches (_smallest_schedule), each with the faster
+    variants that fit back (faster_where_they_fit): the one whose search cost and variants'
+    cost (variant_cost) are the smaller, as faster_where_they_fit returns it."""
+    schedule = chosen[0]
+    options = [chosen]
     if schedule.banded:
-        smallest = _smallest_schedule(graph, lean, plan.arena_size)
+        smallest = _smallest_schedule(graph, lean, chosen[2].arena_size)
         if smallest is not None:
-            options.append(dataclasses.replace(smallest[0], reason=schedule.reason))
+            options.append((dataclasses.replace(smallest[0], reason=schedule.reason),
+                            *smallest[1:3]))
     best = None
     for option in options:
-        mixed = fast_where_they_fit(graph, fast, lean, option, budget, small)
-        cost = search_cost(option) + variant_cost(graph, mixed, fast)
+        fitted = faster_where_they_fit(graph, lean, (fast, *small), *option, budget)
+        cost = search_cost(option[0]) + variant_cost(graph, fitted[0], fast)
         if best is None or cost < best[0]:
-            best = (cost, option, mixed)
-    return best[1], best[2]
-
-
-def fast_where_they_fit(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer, ...],
-                        schedule: Schedule, budget: int,
-                        small: tuple[tuple[Layer, ...], ...] = ()) -> tuple[Layer, ...]:
-    """The lean layers with each fast variant back, the smallest scratch first, while the
-    schedule's arena still fits the budget; where the fast one does not fit, the small-scratch
-    variants (Variant.small_scratch, tier by tier) the layer has, the first that fits. Each
-    trial with its own band buffers (row_bands.rebanded)."""
-    mixed = list(lean)
-    for index in sorted((i for i, layer in enumerate(fast) if layer.variant.trades_ram),
-                        key=lambda i: fast[i].scratch_bytes):
-        tiers = [fast[index], *(tier[index] for tier in small
-                                if tier[index].variant.small_scratch)]
-        for layer in tiers:
-            trial = (*mixed[:index], layer, *mixed[index + 1:])
-            # Planned without the search, as the schedules are: the final plan is no larger.
-            if plan_memory(arena_buffers(graph, trial,
-                                         row_bands.rebanded(schedule, graph, trial)),
-                           search=False).arena_size <= budget:
-                mixed[index] = layer
-                break
-    return tuple(mixed)
+            best = (cost, fitted)
+    return best[1]
 
 
 def choose_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: int | None,
@@ -390,16 +369,3 @@ def region_capacities(target: Target) -> list[tuple[str, int]]:
                           f"{'one RAM region' if regions else 'no RAM regions'} for the arena; "
                           f"a part with several does (see mcugen targets)")
     return [(r.name, r.bytes) for r in regions]
-
-
-def check_memory(report: Report, target: Target) -> None:
-    if report.const_bytes > target.flash_bytes:
-        raise McugenError(
-            f"the model needs {report.const_bytes} bytes of flash for its weights but "
-            f"{target.name} has {target.flash_bytes}; use a smaller alpha, another target, "
-            f"or --no-memory-check")
-    if report.arena_bytes > target.ram_bytes:
-        raise McugenError(
-            f"the model needs a {report.arena_bytes}-byte arena but {target.name} has "
-            f"{target.ram_bytes} bytes of RAM; use a smaller resolution, another target, "
-            f"or --no-memory-check")

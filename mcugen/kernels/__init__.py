@@ -11,7 +11,6 @@ decides which code runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import McugenError
 from ..ir import Graph, Op
@@ -19,7 +18,7 @@ from ..targets import Target
 from . import (cmsis_nn, conv, conv_mve, conv_rows, data_movement, depthwise,
                depthwise_mve, depthwise_pairs, elementwise, elementwise_mve, fully_connected,
                pointwise, pointwise_mve, pooling, pooling_mve, quantize, reduce, softmax)
-from .variant import Access, LayerNames, Order, Variant
+from .variant import Access, LayerNames, Order, Params, Variant, checked_params
 
 # Ours, family by family, each family best first; the Helium (MVE) variants, in modules of
 # their own (*_mve.py), come before the others of their family.
@@ -64,7 +63,7 @@ class Layer:
     op: Op
     variant: Variant
     names: LayerNames
-    params: Any  # the variant's frozen parameter record
+    params: Params  # the variant's frozen parameter record
     scratch_bytes: int
 
     @property
@@ -92,7 +91,8 @@ def lower_layers(graph: Graph, target: Target, model_name: str,
     for index, op in enumerate(graph.ops):
         variant = select_variant(op, graph, target, kernel_set, lean, small_scratch)
         names = LayerNames(model_name, index, variant.name)
-        layers.append(Layer(index, op, variant, names,
-                            variant.lower(op, graph, target, names),
+        params = checked_params(variant.lower(op, graph, target, names), variant.name,
+                                variant.access is Order.RASTER)
+        layers.append(Layer(index, op, variant, names, params,
                             variant.scratch_bytes(op, graph, target)))
     return tuple(layers)

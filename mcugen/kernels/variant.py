@@ -11,9 +11,9 @@ over these records; the report names the variant of every layer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import Field, dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -126,7 +126,30 @@ class LayerNames:
         return f"layer{self.index}_{role}"
 
 
-Lowering = Callable[[Op, Graph, Target, LayerNames], Any]
+class Params(Protocol):
+    """A variant's parameter record: a frozen dataclass of typed fields (FeatureMaps, Windows,
+    ConstArrays, numbers, nested records) that its template renders and that const_arrays and
+    mcugen/sharing.py walk field by field; a RASTER variant's also holds its ``block_pixels``
+    (kernels.Layer.access). checked_params holds a lowering to it."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+
+def checked_params(record: object, variant: str, raster: bool) -> Params:
+    """The lowering's record, once checked to be what the compiler relies on (Params)."""
+    if not is_dataclass(record) or isinstance(record, type) or \
+            not type(record).__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise TypeError(f"{variant}: its lowering gave {type(record).__name__}, not a frozen "
+                        f"dataclass")
+    if raster:
+        block = getattr(record, "block_pixels", None)
+        if not isinstance(block, int) or block < 1:
+            raise TypeError(f"{variant}: a raster variant's record needs block_pixels >= 1, "
+                            f"not {block!r}")
+    return record  # type: ignore[return-value]
+
+
+Lowering = Callable[[Op, Graph, Target, LayerNames], Params]
 Precondition = Callable[[Op, Graph, Target], bool]
 ScratchSize = Callable[[Op, Graph, Target], int]
 SpeedCost = Callable[[Op, Graph], float]
@@ -201,7 +224,7 @@ class Variant:
                 and self.applies(op, graph, target))
 
 
-def const_arrays(record: Any) -> list[ConstArray]:
+def const_arrays(record: object) -> list[ConstArray]:
     """Every ConstArray in a parameter record, in field order, nested records included."""
     if isinstance(record, ConstArray):
         return [record]
