@@ -177,10 +177,10 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
             continue
         fast = lower(tiled, False)
         tiers = (fast, *(lower(tiled, False, tier) for tier in SCRATCH_TIERS))
-        for schedule, buffers, plan in schedules:
-            searched = search_cost(schedule) + halo * tiles.COST_PER_MAC
+        for option in schedules:
+            searched = search_cost(option[0]) + halo * tiles.COST_PER_MAC
             chosen, schedule, buffers, plan = faster_where_they_fit(
-                tiled, lean, tiers, schedule, buffers, plan, budget, thorough=True)
+                tiled, lean, tiers, *option, budget, thorough=True)
             cost = searched + variant_cost(tiled, chosen, fast)
             if best is None or cost < best[0]:
                 best = (cost, (tiled, chosen, schedule, buffers, plan, end, halo))
@@ -193,31 +193,41 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
 
 def _searched_schedules(graph: Graph, layers: tuple[Layer, ...], budget: int
                         ) -> tuple[list[tuple[Schedule, list[Buffer], Plan]], int]:
-    """The search's schedules that fit the budget: the cheapest, and the one of the smallest
-    arena it reaches where that is another (_smallest_schedule); with that smallest arena."""
+    """The search's schedules that fit the budget (frontier_schedules, planned thoroughly),
+    with the smallest arena they reach."""
     try:
-        schedule, buffers, plan, _ = choose_schedule(graph, layers, budget, None, thorough=True)
+        found = frontier_schedules(graph, layers, budget, thorough=True)
     except row_bands.NoScheduleFits as error:
         return [], error.smallest
-    found = [(schedule, buffers, plan)]
-    smallest = _smallest_schedule(graph, layers, plan.arena_size, thorough=True)
-    if smallest is not None:
-        found.append(smallest[:3])
     return found, min(plan.arena_size for _, _, plan in found)
 
 
-def _smallest_schedule(graph: Graph, layers: tuple[Layer, ...], arena: int,
-                       thorough: bool = False):
-    """choose_schedule's result for the smallest arena the search reaches, where that is
-    below `arena` (else None): a budget's cheapest schedule spends the RAM on fewer steps,
-    this one leaves it to the faster variants (VWW at 13K on M7: row bands of two rows and
-    6,627,030 instructions, of one row and 6,194,881)."""
-    try:
-        choose_schedule(graph, layers, 0, None, thorough=thorough)
-    except row_bands.NoScheduleFits as error:
-        if error.smallest < arena:
-            return choose_schedule(graph, layers, error.smallest, None, thorough=thorough)
-    return None
+# At most this many schedules of a search's frontier are weighed (each with its variants).
+FRONTIER_SCHEDULES = 8
+
+
+def frontier_schedules(graph: Graph, layers: tuple[Layer, ...], budget: int,
+                       thorough: bool = False, first=None
+                       ) -> list[tuple[Schedule, list[Buffer], Plan]]:
+    """The search's cheapest schedule for the budget (`first`, where the caller has it),
+    then its cheapest for an arena below that one's, and so on down to the smallest arena
+    it reaches: the schedules a smaller budget would choose. A budget's cheapest schedule
+    spends its RAM on fewer steps, a smaller one leaves RAM to the faster variants, so the
+    cheapest with its variants may be any of them (VWW at 13K on M7: row bands of two rows
+    and 6,627,030 instructions, of one row and 6,194,881); weighing them all, more RAM never
+    costs more by the estimate (person_detect at 20K took a schedule dearer than 19K's). The
+    first may be layer by layer: a budget it fits with the lean variants may still do better
+    in bands with faster ones. Raises NoScheduleFits where none fits the budget."""
+    found = [first if first is not None else
+             choose_schedule(graph, layers, budget, None, thorough=thorough)[:3]]
+    while len(found) < FRONTIER_SCHEDULES:
+        try:
+            below = choose_schedule(graph, layers, found[-1][2].arena_size - 1, None,
+                                    thorough=thorough)
+        except row_bands.NoScheduleFits:
+            break
+        found.append(below[:3])
+    return found
 
 
 def faster_where_they_fit(graph: Graph, lean: tuple[Layer, ...],
@@ -304,17 +314,14 @@ def choose_layers_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram:
 def _cheapest_with_variants(graph: Graph, fast: tuple[Layer, ...], lean: tuple[Layer, ...],
                             chosen: tuple[Schedule, list[Buffer], Plan], budget: int,
                             small: tuple[tuple[Layer, ...], ...]):
-    """The lean layers' schedule for the budget (`chosen`, with its buffers and plan), or the
-    one of the smallest arena the search reaches (_smallest_schedule), each with the faster
-    variants that fit back (faster_where_they_fit): the one whose search cost and variants'
-    cost (variant_cost) are the smaller, as faster_where_they_fit returns it."""
-    schedule = chosen[0]
-    options = [chosen]
-    if schedule.banded:
-        smallest = _smallest_schedule(graph, lean, chosen[2].arena_size)
-        if smallest is not None:
-            options.append((dataclasses.replace(smallest[0], reason=schedule.reason),
-                            *smallest[1:3]))
+    """Of the lean layers' schedule for the budget (`chosen`, with its buffers and plan) and
+    the others of the search's frontier (frontier_schedules), each with the faster variants
+    that fit back (faster_where_they_fit): the one whose search cost and variants' cost
+    (variant_cost) are the smallest, as faster_where_they_fit returns it."""
+    reason = chosen[0].reason
+    options = [(dataclasses.replace(schedule, reason=reason), buffers, plan)
+               for schedule, buffers, plan in frontier_schedules(graph, lean, chosen[2].arena_size,
+                                                                 first=chosen)]
     best = None
     for option in options:
         fitted = faster_where_they_fit(graph, lean, (fast, *small), *option, budget)
