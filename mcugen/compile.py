@@ -151,10 +151,10 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
     each end where the row-band search may end a segment and the halos cost at most
     estimate.MAX_HALO_SHARE of the model's MACs, with its cost: row_bands' cost, plus
     tiles.COST_PER_MAC per halo MAC, plus the slower variants' (variant_cost) once each
-    layer has the fastest variant that fits (faster_where_they_fit). Per end, the search's
-    schedule for the budget and the one of the smallest arena it reaches (which leaves the
-    faster variants more room); cheapest halos first, until no dearer halo can win. None
-    fitting: the smallest arena they reach (a number, not a tuple)."""
+    layer has the fastest variant that fits (faster_where_they_fit). Per end, the schedules
+    of the search's frontier (frontier_schedules: those of smaller arenas leave the faster
+    variants more room); cheapest halos first, until no dearer halo can win. None fitting:
+    the smallest arena they reach (a number, not a tuple)."""
     limit = row_bands.longest_prefix(graph, layers)
     # The ends the early arena bound knows (estimate.tiled_ends: halos of at most
     # MAX_HALO_SHARE of the MACs), where the row-band search may end a segment.
