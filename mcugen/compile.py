@@ -207,7 +207,8 @@ FRONTIER_SCHEDULES = 8
 
 
 def frontier_schedules(graph: Graph, layers: tuple[Layer, ...], budget: int,
-                       thorough: bool = False, first=None
+                       thorough: bool = False,
+                       first: tuple[Schedule, list[Buffer], Plan] | None = None
                        ) -> list[tuple[Schedule, list[Buffer], Plan]]:
     """The search's cheapest schedule for the budget (`first`, where the caller has it),
     then its cheapest for an arena below that one's, and so on down to the smallest arena
