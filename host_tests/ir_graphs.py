@@ -109,6 +109,51 @@ def depthwise(seed: int, h: int, w: int, cin: int, multiplier: int = 1, kernel=(
     return _graph("depthwise", tensors, op)
 
 
+def pointwise_depthwise(seed: int, h: int, w: int, cin: int, mid: int, stride=(2, 2),
+                        padding=Padding(0, 1, 0, 1), zero_points=(-3, 6, 5),
+                        legacy_zero_points: tuple[int, int] | None = None,
+                        project: int = 0) -> Graph:
+    """A 1x1 convolution cin -> mid, then a 3x3 depthwise on its output alone (a MobileNet's
+    expansion and its depthwise): what the planar layout pairs (kernels/depthwise_planar.py).
+    legacy_zero_points: a uint8 model's, the two layers' weight zero points; project: then a
+    1x1 convolution mid -> project (the depthwise's output inside the arena too)."""
+    rng = np.random.default_rng(seed)
+    legacy = legacy_zero_points is not None
+    if legacy:
+        pw_w = _legacy_weights(rng, "pw_w", (mid, 1, 1, cin), legacy_zero_points[0])
+        dw_w = _legacy_weights(rng, "dw_w", (1, 3, 3, mid), legacy_zero_points[1])
+    else:
+        pw_w = _weights(rng, "pw_w", (mid, 1, 1, cin), mid, 0, True)
+        dw_w = _weights(rng, "dw_w", (1, 3, 3, mid), mid, 3, True)
+    pw_b = dataclasses.replace(_bias(rng, mid, IN_SCALE * float(np.mean(pw_w.q.scale))),
+                               name="pw_b")
+    mid_scale = _output_scale(pw_w, cin)
+    dw_b = dataclasses.replace(_bias(rng, mid, mid_scale * float(np.mean(dw_w.q.scale))),
+                               name="dw_b")
+    oh = conv_output_size(h, 3, stride[0], 1, padding.top, padding.bottom)
+    ow = conv_output_size(w, 3, stride[1], 1, padding.left, padding.right)
+    dw_out = "d" if project else "y"
+    dw_scale = _output_scale(dw_w, 9) * mid_scale / IN_SCALE
+    tensors = [_activation("x", (1, h, w, cin), IN_SCALE, zero_points[0]), pw_w, pw_b,
+               _activation("p", (1, h, w, mid), mid_scale, zero_points[1]), dw_w, dw_b,
+               _activation(dw_out, (1, oh, ow, mid), dw_scale, zero_points[2])]
+    ops = [Conv2D("x", "pw_w", "pw_b", "p", (1, 1), (1, 1), Padding(), Activation.RELU6,
+                  legacy=legacy),
+           DepthwiseConv2D("p", "dw_w", "dw_b", dw_out, stride, (1, 1), padding, 1,
+                           Activation.RELU, legacy=legacy)]
+    if project:
+        last_w = _weights(rng, "last_w", (project, 1, 1, mid), project, 0, True)
+        last_b = dataclasses.replace(_bias(rng, project, dw_scale * float(np.mean(
+            last_w.q.scale))), name="last_b")
+        tensors += [last_w, last_b, _activation("y", (1, oh, ow, project),
+                                                _output_scale(last_w, mid) * dw_scale /
+                                                IN_SCALE, 1)]
+        ops.append(Conv2D("d", "last_w", "last_b", "y", (1, 1), (1, 1), Padding(),
+                          Activation.NONE))
+    return Graph("pointwise_depthwise", {t.name: t for t in tensors}, tuple(ops), ("x",),
+                 ("y",))
+
+
 def fully_connected(seed: int, rows: int, depth: int, outputs: int, per_channel=True,
                     activation=Activation.NONE, zero_points=(7, -9),
                     legacy_zero_point: int | None = None) -> Graph:

@@ -203,17 +203,18 @@ def test_each_tile_s_first_convolution_takes_the_widened_rows_where_their_scratc
         assert tuple(taken) == rows_in, budget
 
 
-def test_a_depthwise_whose_ring_does_not_fit_takes_the_small_scratch_pairs_variant():
-    """At 6,000 B the first tile's second depthwise layer cannot have dw_conv_s8_pairs_dsp's
-    ring (every channel's plane), but four channels' planes fit: it takes
-    dw_conv_s8_pairs_blocks_dsp, not the lean dw_conv_s8_dsp, where the first keeps its ring
-    (VWW at 12K on M7, with its two-channel tier: 7,268,752 -> 7,021,435 instructions; this
-    firmware runs in QEMU below)."""
+def test_a_tile_s_stride_2_depthwise_reads_planar_rows_without_scratch():
+    """At 6,000 B the first tile's first depthwise layer keeps dw_conv_s8_pairs_dsp's ring,
+    and its stride-2 depthwise, whose ring would not fit, reads the channel-planar rows its
+    1x1 producer writes (dw_conv_s8_planar_dsp: no scratch, where it took four channels'
+    planes, dw_conv_s8_pairs_blocks_dsp, before; VWW at 12K on M7: 6,245,823 -> 6,160,923
+    instructions; this firmware runs in QEMU below)."""
     result = compiled(6_000, load_target("cortex-m7"))
     assert result.plan.arena_size <= 6_000 and result.schedule.tiles
     names = {layer.index: layer.variant.name for layer in result.layers}
-    assert (names[1], names[3]) == ("dw_conv_s8_pairs_dsp", "dw_conv_s8_pairs_blocks_dsp")
-    assert result.layers[3].scratch_bytes < result.layers[1].scratch_bytes
+    assert (names[1], names[2], names[3]) == (
+        "dw_conv_s8_pairs_dsp", "pw_conv_s8_planar_dsp", "dw_conv_s8_planar_dsp")
+    assert result.layers[3].scratch_bytes == 0 < result.layers[1].scratch_bytes
 
 
 def test_a_ring_depthwise_s_input_band_holds_only_the_rows_new_to_its_ring():

@@ -220,6 +220,24 @@ CASES = {
                                                activation=ir.Activation.NONE),
     # Its ring filled with a vector of plane offsets per group of eight channels, up to six
     # groups (the ring functions then stay calls): five groups, the last partial; six, stride 2.
+    # A 1x1 convolution writing channel-planar rows for its stride-2 depthwise reader
+    # (kernels/depthwise_planar.py): SAME on an even width (a zero-point column after), on an
+    # odd one (one before and after), stride 1 down, the narrowest input (a word), padding
+    # beyond the window, a uint8 model's; three pixels a block and two (deep inputs).
+    "planar_s2_same_even_c8": lambda: g.pointwise_depthwise(150, 8, 12, 5, 8),
+    "planar_s2_pad1_odd_c12": lambda: g.pointwise_depthwise(151, 9, 13, 7, 12,
+                                                            padding=ir.Padding(1, 1, 1, 1)),
+    "planar_s1x2_c6": lambda: g.pointwise_depthwise(152, 5, 11, 4, 6, stride=(1, 2),
+                                                    padding=ir.Padding(1, 1, 1, 1)),
+    "planar_s2_narrow_c5": lambda: g.pointwise_depthwise(153, 6, 4, 3, 5),
+    "planar_s2_pad_beyond_c4": lambda: g.pointwise_depthwise(154, 7, 9, 6, 4,
+                                                             padding=ir.Padding(2, 3, 3, 2)),
+    "planar_s2_deep_c9": lambda: g.pointwise_depthwise(155, 6, 10, 200, 9),
+    "u8_planar_s2_c7": lambda: g.pointwise_depthwise(156, 7, 10, 6, 7,
+                                                     legacy_zero_points=(21, -40)),
+    "planar_s2_banded_c24": lambda: g.pointwise_depthwise(157, 16, 23, 8, 24,
+                                                          padding=ir.Padding(1, 1, 1, 1),
+                                                          project=6),
     "dw_ring_groups5_c37": lambda: g.depthwise(145, 5, 9, 37),
     "dw_ring_groups6_s2_c48": lambda: g.depthwise(146, 8, 10, 48, stride=(2, 2),
                                                   padding=SAME_S2),
@@ -318,8 +336,10 @@ CASES = {
 }
 
 # Cases compiled with an arena budget (--max-ram, bytes): where the DSP depthwise ring's
-# scratch does not fit it, its small-scratch variant takes the layer.
-BUDGETS = {"dw_blocks_3x3_c12_odd_width": 512, "dw_blocks_3x3_s2_pad_beyond_c8": 512,
+# scratch does not fit it, its small-scratch variant takes the layer; the planar pair in
+# row bands of two rows.
+BUDGETS = {"planar_s2_banded_c24": 5120,
+           "dw_blocks_3x3_c12_odd_width": 512, "dw_blocks_3x3_s2_pad_beyond_c8": 512,
            "dw_blocks_5x5_m2_c8": 512, "dw_blocks_3x3_long_rows_c8": 2048,
            "u8_dw_blocks_3x3_c8": 256, "dw_blocks2_3x3_pad_beyond_c6": 256,
            "dw_blocks2_5x3_s2_c4": 256}

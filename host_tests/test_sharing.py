@@ -167,7 +167,10 @@ def person_detect_graph():
 def test_person_detect_shares_exactly_its_equal_layers(person_detect_graph, target):
     compiled = compile_graph(person_detect_graph, name="person_detect",
                              target=load_target(target), source="person_detect")
-    assert len(compiled.view.functions) == 22, [v.label for v in compiled.view.functions]
+    # On the DSP extension the pointwise layers before the four stride-2 depthwise layers
+    # write channel-planar rows (kernels/depthwise_planar.py): a function of their own.
+    functions = 23 if target == "cortex-m7" else 22
+    assert len(compiled.view.functions) == functions, [v.label for v in compiled.view.functions]
     assert_each_layer_calls_its_own_code(compiled)
     assert_equal_code_is_shared(compiled)
 

@@ -3,7 +3,8 @@
 It holds N input vectors and, for each, the CRC-32 of every layer's output as the oracle
 computed it (mcugen/oracle.py: TFLM, or TensorFlow Lite's reference kernels where TFLM cannot
 run the model). `NAME_selftest()` runs the vectors through NAME_invoke, checksums each layer's
-output as the layer writes it (a banded layer's rows in order: the CRC of the whole tensor)
+output as the layer writes it (a banded layer's rows in order: the CRC of the whole tensor;
+rows a layer writes channel-planar, kernels.as_written, in that order)
 and returns 0, or the index + 1 of the first layer whose checksum differs.
 
 The checksum is CRC-32 (the polynomial of zlib, Ethernet and PNG, reflected, initial and final
@@ -30,6 +31,7 @@ import numpy as np
 from .compile import CompiledModel
 from .errors import McugenError
 from .ir import TYPE_RANGES, Graph
+from .kernels import as_written
 from .oracle import OracleTensors, oracle_tensors
 from .reference import run_reference
 
@@ -159,7 +161,7 @@ def build_selftest(compiled: CompiledModel, tflite: bytes, count: int,
                         f"bug in mcugen, please report it")
                 from_oracle += 1
                 ours = theirs
-            checksums.append(zlib.crc32(np.ascontiguousarray(ours).tobytes()))
+            checksums.append(zlib.crc32(as_written(layer, np.asarray(ours)).tobytes()))
         vectors.append(SelftestVector(kind, x, tuple(checksums)))
     return Selftest(tuple(vectors), oracle.description, from_oracle, len(compiled.layers))
 

@@ -12,20 +12,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import McugenError
-from ..ir import Graph, Op
+from ..ir import Graph, Op, op_inputs
 from ..targets import Target
 from . import (cmsis_nn, conv, conv_mve, conv_rows, data_movement, depthwise,
-               depthwise_mve, depthwise_pairs, elementwise, elementwise_mve, fully_connected,
-               pointwise, pointwise_mve, pooling, pooling_mve, quantize, reduce, softmax)
-from .variant import Access, LayerNames, Order, Params, Variant, checked_params
+               depthwise_mve, depthwise_pairs, depthwise_planar, elementwise, elementwise_mve,
+               fully_connected, pointwise, pointwise_mve, pooling, pooling_mve, quantize,
+               reduce, softmax)
+from .variant import Access, Isa, LayerNames, Order, Params, Variant, checked_params, target_isas
 
 # Ours, family by family, each family best first; the Helium (MVE) variants, in modules of
 # their own (*_mve.py), come before the others of their family.
 MCUGEN_VARIANTS: tuple[Variant, ...] = (
     *pointwise_mve.VARIANTS, *pointwise.VARIANTS, *conv_mve.VARIANTS, *conv_rows.VARIANTS,
     *conv.VARIANTS,
-    *depthwise_mve.VARIANTS, *depthwise_pairs.VARIANTS, *depthwise.VARIANTS,
+    *depthwise_mve.VARIANTS, *depthwise_planar.VARIANTS, *depthwise_pairs.VARIANTS,
+    *depthwise.VARIANTS,
     *fully_connected.VARIANTS, *pooling_mve.VARIANTS, *pooling.VARIANTS, *softmax.VARIANTS,
     *elementwise_mve.VARIANTS, *elementwise.VARIANTS, *data_movement.VARIANTS,
     *quantize.VARIANTS, *reduce.VARIANTS)
@@ -87,12 +91,55 @@ class Layer:
 def lower_layers(graph: Graph, target: Target, model_name: str,
                  kernel_set: str = "mcugen", lean: bool = False,
                  small_scratch: int = 0) -> tuple[Layer, ...]:
+    variants = [select_variant(op, graph, target, kernel_set, lean, small_scratch)
+                for op in graph.ops]
+    for writer, reader in planar_rows(graph, target, variants):
+        variants[writer] = pointwise.PW_CONV_S8_PLANAR_DSP
+        variants[reader] = depthwise_planar.DW_CONV_S8_PLANAR_DSP
     layers = []
-    for index, op in enumerate(graph.ops):
-        variant = select_variant(op, graph, target, kernel_set, lean, small_scratch)
+    for index, (op, variant) in enumerate(zip(graph.ops, variants)):
         names = LayerNames(model_name, index, variant.name)
         params = checked_params(variant.lower(op, graph, target, names), variant.name,
                                 variant.access is Order.RASTER)
         layers.append(Layer(index, op, variant, names, params,
                             variant.scratch_bytes(op, graph, target)))
     return tuple(layers)
+
+
+def as_written(layer: Layer, values: np.ndarray) -> np.ndarray:
+    """A layer's output (NHWC values) in the order its C writes the bytes: rows channel-planar
+    where planar_rows chose them (kernels/depthwise_planar.py), else as they are."""
+    if not getattr(layer.params, "planar_output", False):
+        return values
+    h, w, c = layer.params.output.h, layer.params.output.w, layer.params.output.c
+    return np.ascontiguousarray(values.reshape(h, w, c).transpose(0, 2, 1))
+
+
+def planar_rows(graph: Graph, target: Target, variants: list[Variant]
+                ) -> list[tuple[int, int]]:
+    """The layouts selection chooses besides NHWC: (writer, reader) layers whose tensor goes
+    channel-planar (kernels/depthwise_planar.py), where the DSP pointwise kernel writes it,
+    a depthwise layer that DW_CONV_S8_PLANAR_DSP computes is its only reader, and that
+    layer's variant is ours and not Helium's (the CMSIS-NN build keeps the library's). The
+    same in every selection of a graph (lean, small scratch: the writer is chosen alike in
+    each), so that a budget's mix of them always agrees on the layout."""
+    if Isa.DSP not in target_isas(target):
+        return []
+    readers: dict[str, int] = {}
+    for op in graph.ops:
+        for name in dict.fromkeys(op_inputs(op)):
+            readers[name] = readers.get(name, 0) + 1
+    writers = {op.output: index for index, op in enumerate(graph.ops)
+               if hasattr(op, "output")}
+    pairs = []
+    for index, (op, variant) in enumerate(zip(graph.ops, variants)):
+        if variant.library or variant.isa is Isa.MVE or \
+                not depthwise_planar.takes(op, graph, target):
+            continue
+        writer = writers.get(op.input)
+        if writer is None or variants[writer] is not pointwise.PW_CONV_S8_DSP or \
+                readers[op.input] != 1 or op.input in graph.outputs or \
+                not depthwise_planar.writes_planar(graph.ops[writer], graph):
+            continue
+        pairs.append((writer, index))
+    return pairs

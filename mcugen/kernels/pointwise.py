@@ -187,10 +187,18 @@ class PointwiseDspParams:
     shared_column: SharedColumn | None = None
     shared_pair: SharedPair | None = None  # the same for a call's last two pixels
     shared_odd_row: SharedOddRow | None = None  # a block's odd last row by this function
+    # Rows written channel-planar for a depthwise reader (kernels/depthwise_planar.py): a
+    # row's pixels go in blocks of matrix.block_columns, and the planner's block is the row.
+    planar_output: bool = False
 
     @property
     def whole_blocks(self) -> bool:
         return rows_in_whole_blocks(self.output, self.block_pixels)
+
+    @property
+    def row_left(self) -> int:
+        """The pixels a row leaves over after whole blocks (planar output, by rows)."""
+        return self.output.w % self.matrix.block_columns
 
 
 def rows_in_whole_blocks(output: FeatureMap, block_pixels: int) -> bool:
@@ -370,6 +378,20 @@ def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
     return replace(params, shared_column=SharedColumn(DSP_SHORT), shared_pair=pair)
 
 
+def _lower_dsp_planar(op: Conv2D, graph: Graph, target: Target, names: LayerNames
+                      ) -> PointwiseDspParams:
+    """The DSP variant writing its rows channel-planar (kernels/depthwise_planar.py), each
+    row's pixels from its own first (no shared tails: they write NHWC)."""
+    params = matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
+                               feature_map(graph.tensor(op.output)), op, graph, names, target)
+    return replace(params, planar_output=True, block_pixels=params.output.w)
+
+
+def _chosen_with_its_reader(op: Op, graph: Graph, target: Target) -> bool:
+    """Chosen with its depthwise reader by kernels.planar_rows, never by first match."""
+    return False
+
+
 def _dsp_scratch(op: Conv2D, graph: Graph, target: Target) -> int:
     depth = graph.tensor(op.filter).shape[3]
     return dsp_scratch_bytes(depth, pw_block_pixels(depth))
@@ -379,6 +401,10 @@ PW_CONV_S8_DSP = Variant(
     "pw_conv_s8_dsp", (Conv2D,), Isa.DSP, "pw_conv_s8_dsp", Order.RASTER, _lower_dsp,
     applies=is_pointwise, scratch_bytes=_dsp_scratch, helpers=("pw_conv_s8_dsp_helpers",),
     row_ranges=True, legacy=True)
+PW_CONV_S8_PLANAR_DSP = Variant(
+    "pw_conv_s8_planar_dsp", (Conv2D,), Isa.DSP, "pw_conv_s8_dsp", Order.RASTER,
+    _lower_dsp_planar, applies=_chosen_with_its_reader, scratch_bytes=_dsp_scratch,
+    helpers=("pw_conv_s8_dsp_helpers",), row_ranges=True, legacy=True)
 # Two pixels by two channels keep ten values in registers: ARMv7-M has the registers (and MLA);
 # ARMv6-M's eight low registers take one pixel by two channels.
 PW_CONV_S8_ARMV7M = Variant(
@@ -390,4 +416,4 @@ PW_CONV_S8 = Variant(
     applies=is_pointwise, helpers=("matrix_helpers",), row_ranges=True, legacy=True,
     columns=True)
 
-VARIANTS = (PW_CONV_S8_DSP, PW_CONV_S8_ARMV7M, PW_CONV_S8)
+VARIANTS = (PW_CONV_S8_DSP, PW_CONV_S8_PLANAR_DSP, PW_CONV_S8_ARMV7M, PW_CONV_S8)

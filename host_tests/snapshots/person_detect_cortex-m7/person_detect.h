@@ -30,7 +30,7 @@ typedef int8_t person_detect_output_t;
 #define PERSON_DETECT_INPUT_ZERO_POINT (-1)
 #define PERSON_DETECT_OUTPUT_SCALE 0.00390625f
 #define PERSON_DETECT_OUTPUT_ZERO_POINT (-128)
-#define PERSON_DETECT_ARENA_SIZE 41680
+#define PERSON_DETECT_ARENA_SIZE 38032
 
 #ifdef __cplusplus
 extern "C" {

@@ -689,7 +689,7 @@ MCUGEN_LAYER void layer0_pw_conv_s8_dsp(const int8_t *input, int8_t *output, int
 
     int32_t column_words[18];
     int8_t *const scratch = (int8_t *)column_words;
-int32_t p = row_begin * 7;
+    int32_t p = row_begin * 7;
     const int32_t end = row_end * 7;
     const int8_t *pixel = input + p * 11;
     output += p * 17;

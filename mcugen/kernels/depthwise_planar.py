@@ -1,0 +1,215 @@
+"""Depthwise 3x3 convolutions at stride 2 across, on Arm's DSP extension, reading input rows
+that their pointwise producer wrote channel-planar.
+
+SMLAD multiplies two int16 lanes by two and adds both products: two MACs an instruction where
+its lanes hold two taps of one channel. NHWC puts a channel's columns C bytes apart, so the
+other DSP variants gather them (the ring and blocks variants widen and transpose rows into
+arena scratch, the lean one multiplies one lane at a time). Here the input needs no gathering:
+where a 1x1 convolution on the DSP kernel is the only writer and this layer the only reader of
+a tensor, the pointwise layer writes each row of it channel-planar (kernels/__init__.py,
+``planar_rows``): row y, channel c, column x at byte (y * C + c) * W + x, the same bytes per
+row as NHWC, so band buffers, row views and the planner's row spans are unchanged. One word
+then holds four adjacent columns of one channel, and SXTB16 splits it into the even columns
+(x, x + 2) and the odd ones (x + 1, x + 3) as int16 lanes.
+
+At stride 2, output column j reads input columns 2j - pad_left .. 2j - pad_left + 2. Two
+adjacent outputs read five columns x .. x + 4: a word (x .. x + 3) and a byte (x + 4). Per
+kernel row, with W02 = (w0, w2) and w1 lanes of a weight word:
+
+    out0 += SMLAD(even, W02) + odd.bottom * w1           (x w0 + x+2 w2, x+1 w1)
+    out1 += even.top * w0 + odd.top * w1 + byte * w2     (x+2, x+3, x+4)
+
+seven instructions for six MACs after the word's load and two SXTB16 and the byte's load,
+with no scratch at all (the lean variant spends about eight on four MACs per tap of four
+channels, the blocks variant re-widens three rows per output row). Columns outside the image
+read the input zero point, whose products the bias already cancels (the input offset is folded
+into it): the blocks that reach them (a row's first and last, at most) compose their word from
+bytes and zero points at generation-time columns; rows outside it read a row of zero points on
+the stack. Each channel's record (nine words): doubled bias, the short requantization's
+multiplier, K and e, then W02 of each kernel row and its w1 (kernel rows 0 and 1 in one word,
+row 2 alone), all doubled, so that the accumulators come out doubled as the short
+requantization (kernels/requantize.py) takes them.
+
+Per output row, channel by channel, the whole row: a row's writes come after its reads, so
+the planner takes the output row as the block (its planar input occupies the rows' bytes as
+NHWC would).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import Conv2D, DepthwiseConv2D, Graph, Op
+from ..targets import Target
+from .depthwise import accumulator_bound
+from .lowering import (FeatureMap, Window, conv_window, feature_map, folded_bias, model_bias,
+                       requantization, weight_values)
+from .requantize import ShortRequantization, dsp_short_function, short_requantization
+from .variant import ConstArray, Isa, LayerNames, Order, Variant
+
+CHANNEL_HEADER = 4  # the record's words before the weights: 2 bias, multiplier, K, e
+WEIGHT_WORDS = 5  # W02 of kernel rows 0, 1, 2; (w1 of rows 0, 1); (w1 of row 2, 0)
+WORD_COLUMNS = 4  # input columns a word loads
+# The short requantization with K added by SMMLAR (templates/kernels/
+# dw_conv_s8_pairs_dsp_helpers.c.j2), where the sign correction is skipped.
+DW_SHORT_CLAMPED = "dw_requantize_doubled_clamped"
+
+
+@dataclass(frozen=True)
+class ColumnBlock:
+    """Output columns [column, column + outputs) of a row (a pair, or an odd last one) whose
+    loads reach outside the image: per column of its word (input columns first .. first + 3)
+    and of its byte (first + 4, pairs only), the input column it reads, None for the zero
+    point."""
+
+    column: int
+    outputs: int
+    word: tuple[int | None, ...]
+    byte: int | None
+
+
+@dataclass(frozen=True)
+class DepthwisePlanarParams:
+    input: FeatureMap  # channel-planar rows
+    output: FeatureMap  # NHWC
+    window: Window
+    depth_multiplier: int
+    zero_point: int  # the input's: what padding holds
+    channels: ConstArray  # per output channel: 2 bias, multiplier, K, e, then weight words
+    short: ShortRequantization
+    requantize: str  # the C function of the short sequence
+    head: tuple[ColumnBlock, ...]  # blocks before the interior pairs
+    inside_from: int  # interior pairs: output columns [inside_from, inside_to), two a time
+    inside_to: int
+    tail: tuple[ColumnBlock, ...]  # blocks after them
+    pads_rows: bool  # some output row reads a row outside the image
+    block_pixels: int = 1
+
+    @property
+    def channel_words(self) -> int:
+        return CHANNEL_HEADER + WEIGHT_WORDS
+
+    @property
+    def inside_first(self) -> int:
+        """The input column the first interior pair starts at."""
+        return self.window.stride_w * self.inside_from - self.window.pad_left
+
+    @property
+    def inside_end(self) -> int:
+        """The input column one interior pair past the last starts at."""
+        return self.window.stride_w * self.inside_to - self.window.pad_left
+
+
+def _geometry(op: Op, graph: Graph) -> tuple[FeatureMap, FeatureMap, Window]:
+    return (feature_map(graph.tensor(op.input)), feature_map(graph.tensor(op.output)),
+            conv_window(op, graph))
+
+
+def _short(op: DepthwiseConv2D, graph: Graph, names: LayerNames
+           ) -> ShortRequantization | None:
+    weights = weight_values(graph.tensor(op.filter))[0]
+    x, y, g = _geometry(op, graph)
+    bias = model_bias(op, graph, y.c)
+    out = requantization(op, graph, names, y.c)
+    weight_max = max(128, int(np.abs(weights).max(initial=0)))
+    return short_requantization(out, accumulator_bound(g, bias, weight_max))
+
+
+def takes(op: Op, graph: Graph, target: Target) -> bool:
+    """The shapes it computes: 3x3, stride 2 across (any stride down), no dilation, depth
+    multiplier 1, an input at least a word wide, the short requantization."""
+    if not isinstance(op, DepthwiseConv2D) or op.depth_multiplier != 1:
+        return False
+    x, y, g = _geometry(op, graph)
+    if (g.k_h, g.k_w, g.stride_w, g.dil_h, g.dil_w) != (3, 3, 2, 1, 1) or x.w < WORD_COLUMNS:
+        return False
+    return _short(op, graph, LayerNames("", 0, "")) is not None
+
+
+def writes_planar(op: Op, graph: Graph) -> bool:
+    """Whether a layer's output may be channel-planar for this variant: a 1x1 convolution
+    (the DSP pointwise kernel writes it, templates/kernels/pw_conv_s8_dsp.c.j2)."""
+    return isinstance(op, Conv2D) and graph.tensor(op.filter).shape[1:3] == (1, 1)
+
+
+def _column_blocks(x: FeatureMap, y: FeatureMap, g: Window):
+    """The head blocks, the interior pairs' output columns and the tail blocks of a row."""
+    def source(column: int) -> int | None:
+        return column if 0 <= column < x.w else None
+
+    def block(column: int, outputs: int) -> ColumnBlock:
+        first = g.stride_w * column - g.pad_left
+        word = tuple(source(first + i) for i in range(WORD_COLUMNS))
+        return ColumnBlock(column, outputs, word,
+                           source(first + WORD_COLUMNS) if outputs == 2 else None)
+
+    def inside(column: int) -> bool:
+        first = g.stride_w * column - g.pad_left
+        return first >= 0 and first + WORD_COLUMNS < x.w
+
+    pairs = list(range(0, y.w - 1, 2))
+    interior = [c for c in pairs if inside(c)]
+    start = interior[0] if interior else y.w
+    stop = interior[-1] + 2 if interior else y.w
+    # The interior is contiguous: a pair's columns grow with it, and only the first pairs
+    # may start left of the image, only the last ones reach past it.
+    assert interior == list(range(start, stop, 2)), interior
+    head = tuple(block(c, 2) for c in pairs if c < start)
+    tail = [block(c, 2) for c in pairs if c >= stop]
+    if y.w % 2:
+        tail.append(block(y.w - 1, 1))
+    return head, start, stop, tuple(tail)
+
+
+def weight_words(weights: np.ndarray) -> np.ndarray:
+    """[Cout][5] int32 words of doubled int16 weights (low lane first) from the weights
+    [3, 3, Cout] (w - zero point): W02 of rows 0, 1, 2, then (w1 row 0, w1 row 1) and
+    (w1 row 2, 0)."""
+    doubled = 2 * weights.astype(np.int64)  # |2 (w - z)| <= 510: an int16 lane
+
+    def word(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        return (low & 0xFFFF) | ((high & 0xFFFF) << 16)
+
+    zero = np.zeros(weights.shape[2], np.int64)
+    words = [word(doubled[ky, 0], doubled[ky, 2]) for ky in range(3)]
+    words += [word(doubled[0, 1], doubled[1, 1]), word(doubled[2, 1], zero)]
+    return np.stack(words, axis=1).astype(np.uint32).view(np.int32)
+
+
+def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
+           names: LayerNames) -> DepthwisePlanarParams:
+    x, y, g = _geometry(op, graph)
+    weights = weight_values(graph.tensor(op.filter))[0]  # [KH, KW, Cout], w - zero point
+    short = _short(op, graph, names)
+    assert short is not None, "planar_rows checked the short requantization"
+    zero_point = graph.tensor(op.input).zero_point
+    folded = folded_bias(model_bias(op, graph, y.c), weights.reshape(-1, y.c).T,
+                         zero_point).astype(np.int64)
+    header = np.stack([2 * folded, short.multiplier, short.rounding, short.exponent], axis=1)
+    records = np.concatenate([header, weight_words(weights).astype(np.int64)], axis=1)
+    head, inside_from, inside_to, tail = _column_blocks(x, y, g)
+    rows = [oy * g.stride_h - g.pad_top + ky for oy in range(y.h) for ky in range(g.k_h)]
+    return DepthwisePlanarParams(
+        input=x, output=y, window=g, depth_multiplier=1, zero_point=zero_point,
+        channels=ConstArray(names.table("channels"), "int32_t",
+                            records.reshape(-1)).as_int32(),
+        short=short, requantize=DW_SHORT_CLAMPED if short.skip_sign_correction
+        else dsp_short_function(short),
+        head=head, inside_from=inside_from, inside_to=inside_to, tail=tail,
+        pads_rows=min(rows) < 0 or max(rows) >= x.h, block_pixels=y.w)
+
+
+def _never(op: Op, graph: Graph, target: Target) -> bool:
+    """Chosen by planar_rows (kernels/__init__.py) with its producer, never by first match."""
+    return False
+
+
+DW_CONV_S8_PLANAR_DSP = Variant(
+    "dw_conv_s8_planar_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_planar_dsp",
+    Order.RASTER, _lower, applies=_never,
+    helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
+    legacy=True)
+
+VARIANTS = (DW_CONV_S8_PLANAR_DSP,)
