@@ -223,7 +223,8 @@ CASES = {
     # A 1x1 convolution writing channel-planar rows for its stride-2 depthwise reader
     # (kernels/depthwise_planar.py): SAME on an even width (a zero-point column after), on an
     # odd one (one before and after), stride 1 down, the narrowest input (a word), padding
-    # beyond the window, a uint8 model's; three pixels a block and two (deep inputs).
+    # beyond the window, a uint8 model's; three pixels a block and two (deep inputs), blocks
+    # across a row's end (widths not a whole number of blocks, calls of several rows).
     "planar_s2_same_even_c8": lambda: g.pointwise_depthwise(150, 8, 12, 5, 8),
     "planar_s2_pad1_odd_c12": lambda: g.pointwise_depthwise(151, 9, 13, 7, 12,
                                                             padding=ir.Padding(1, 1, 1, 1)),
@@ -232,7 +233,7 @@ CASES = {
     "planar_s2_narrow_c5": lambda: g.pointwise_depthwise(153, 6, 4, 3, 5),
     "planar_s2_pad_beyond_c4": lambda: g.pointwise_depthwise(154, 7, 9, 6, 4,
                                                              padding=ir.Padding(2, 3, 3, 2)),
-    "planar_s2_deep_c9": lambda: g.pointwise_depthwise(155, 6, 10, 200, 9),
+    "planar_s2_deep_c9": lambda: g.pointwise_depthwise(155, 6, 11, 200, 9),
     "u8_planar_s2_c7": lambda: g.pointwise_depthwise(156, 7, 10, 6, 7,
                                                      legacy_zero_points=(21, -40)),
     "planar_s2_banded_c24": lambda: g.pointwise_depthwise(157, 16, 23, 8, 24,

@@ -187,8 +187,8 @@ class PointwiseDspParams:
     shared_column: SharedColumn | None = None
     shared_pair: SharedPair | None = None  # the same for a call's last two pixels
     shared_odd_row: SharedOddRow | None = None  # a block's odd last row by this function
-    # Rows written channel-planar for a depthwise reader (kernels/depthwise_planar.py): a
-    # row's pixels go in blocks of matrix.block_columns, and the planner's block is the row.
+    # Rows written channel-planar for a depthwise reader (kernels/depthwise_planar.py): the
+    # pixels go in blocks of matrix.block_columns, and the planner's block is the row.
     planar_output: bool = False
 
     @property
@@ -196,9 +196,10 @@ class PointwiseDspParams:
         return rows_in_whole_blocks(self.output, self.block_pixels)
 
     @property
-    def row_left(self) -> int:
-        """The pixels a row leaves over after whole blocks (planar output, by rows)."""
-        return self.output.w % self.matrix.block_columns
+    def straddles(self) -> bool:
+        """Whether a block of a call of several rows may end in the next row (planar output:
+        its outputs then go to two rows, the template's `straddle`)."""
+        return self.planar_output and self.output.w % self.matrix.block_columns != 0
 
 
 def rows_in_whole_blocks(output: FeatureMap, block_pixels: int) -> bool:
@@ -380,8 +381,8 @@ def _lower_dsp(op: Conv2D, graph: Graph, target: Target, names: LayerNames
 
 def _lower_dsp_planar(op: Conv2D, graph: Graph, target: Target, names: LayerNames
                       ) -> PointwiseDspParams:
-    """The DSP variant writing its rows channel-planar (kernels/depthwise_planar.py), each
-    row's pixels from its own first (no shared tails: they write NHWC)."""
+    """The DSP variant writing its rows channel-planar (kernels/depthwise_planar.py), its own
+    tails (the shared ones write NHWC)."""
     params = matrix_dsp_params(graph.tensor(op.filter), feature_map(graph.tensor(op.input)),
                                feature_map(graph.tensor(op.output)), op, graph, names, target)
     return replace(params, planar_output=True, block_pixels=params.output.w)

@@ -1070,13 +1070,15 @@ MCUGEN_LAYER void layer2_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *outp
 
     int32_t column_words[12];
     int8_t *const scratch = (int8_t *)column_words;
-    int8_t *const rows = output;
-    for (int32_t row = row_begin; row < row_end; ++row) {
-        const int8_t *pixel = input + row * 384;
-        output = rows + row * 768;
-        int32_t p = 0;
-        for (; p + 2 < 48; p += 3, pixel += 24, output += 3) {
-            pw_extend3(scratch, pixel, 8, 1);
+    int8_t *row_out = output + row_begin * 768;
+    const int8_t *pixel = input + row_begin * 384;
+    int32_t p = row_begin * 48;
+    const int32_t end = row_end * 48;
+    int32_t column = 0; /* pixel p's in its row */
+    for (; p + 2 < end; p += 3, pixel += 24) {
+        pw_extend3(scratch, pixel, 8, 1);
+        output = row_out + column;
+        {
         const int8_t *w = person_detect_layer2_filter;
         const int32_t *k = person_detect_layer2_channels;
         int32_t oc = 0;
@@ -1098,8 +1100,12 @@ MCUGEN_LAYER void layer2_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *outp
             output[(oc) * 48 + 2] = y20;
             output[(oc + 1) * 48 + 2] = y21;
         }
-}
-        (void)p;
+        }
+        column += 3;
+        if (column == 48) {
+            column = 0;
+            row_out += 768;
+        }
     }
 }
 
@@ -1381,13 +1387,15 @@ MCUGEN_LAYER void layer6_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *outp
 
     int32_t column_words[48];
     int8_t *const scratch = (int8_t *)column_words;
-    int8_t *const rows = output;
-    for (int32_t row = row_begin; row < row_end; ++row) {
-        const int8_t *pixel = input + row * 768;
-        output = rows + row * 768;
-        int32_t p = 0;
-        for (; p + 2 < 24; p += 3, pixel += 96, output += 3) {
-            pw_extend3(scratch, pixel, 32, 1);
+    int8_t *row_out = output + row_begin * 768;
+    const int8_t *pixel = input + row_begin * 768;
+    int32_t p = row_begin * 24;
+    const int32_t end = row_end * 24;
+    int32_t column = 0; /* pixel p's in its row */
+    for (; p + 2 < end; p += 3, pixel += 96) {
+        pw_extend3(scratch, pixel, 32, 1);
+        output = row_out + column;
+        {
         const int8_t *w = person_detect_layer6_filter;
         const int32_t *k = person_detect_layer6_channels;
         int32_t oc = 0;
@@ -1409,8 +1417,12 @@ MCUGEN_LAYER void layer6_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *outp
             output[(oc) * 24 + 2] = y20;
             output[(oc + 1) * 24 + 2] = y21;
         }
-}
-        (void)p;
+        }
+        column += 3;
+        if (column == 24) {
+            column = 0;
+            row_out += 768;
+        }
     }
 }
 
@@ -1692,13 +1704,15 @@ MCUGEN_LAYER void layer10_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *out
 
     int32_t column_words[96];
     int8_t *const scratch = (int8_t *)column_words;
-    int8_t *const rows = output;
-    for (int32_t row = row_begin; row < row_end; ++row) {
-        const int8_t *pixel = input + row * 768;
-        output = rows + row * 768;
-        int32_t p = 0;
-        for (; p + 2 < 12; p += 3, pixel += 192, output += 3) {
-            pw_extend3(scratch, pixel, 64, 1);
+    int8_t *row_out = output + row_begin * 768;
+    const int8_t *pixel = input + row_begin * 768;
+    int32_t p = row_begin * 12;
+    const int32_t end = row_end * 12;
+    int32_t column = 0; /* pixel p's in its row */
+    for (; p + 2 < end; p += 3, pixel += 192) {
+        pw_extend3(scratch, pixel, 64, 1);
+        output = row_out + column;
+        {
         const int8_t *w = person_detect_layer10_filter;
         const int32_t *k = person_detect_layer10_channels;
         int32_t oc = 0;
@@ -1720,8 +1734,12 @@ MCUGEN_LAYER void layer10_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *out
             output[(oc) * 12 + 2] = y20;
             output[(oc + 1) * 12 + 2] = y21;
         }
-}
-        (void)p;
+        }
+        column += 3;
+        if (column == 12) {
+            column = 0;
+            row_out += 768;
+        }
     }
 }
 
@@ -2044,13 +2062,15 @@ MCUGEN_LAYER void layer22_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *out
 
     int32_t column_words[192];
     int8_t *const scratch = (int8_t *)column_words;
-    int8_t *const rows = output;
-    for (int32_t row = row_begin; row < row_end; ++row) {
-        const int8_t *pixel = input + row * 768;
-        output = rows + row * 768;
-        int32_t p = 0;
-        for (; p + 2 < 6; p += 3, pixel += 384, output += 3) {
-            pw_extend3(scratch, pixel, 128, 1);
+    int8_t *row_out = output + row_begin * 768;
+    const int8_t *pixel = input + row_begin * 768;
+    int32_t p = row_begin * 6;
+    const int32_t end = row_end * 6;
+    int32_t column = 0; /* pixel p's in its row */
+    for (; p + 2 < end; p += 3, pixel += 384) {
+        pw_extend3(scratch, pixel, 128, 1);
+        output = row_out + column;
+        {
         const int8_t *w = person_detect_layer22_filter;
         const int32_t *k = person_detect_layer22_channels;
         int32_t oc = 0;
@@ -2072,8 +2092,12 @@ MCUGEN_LAYER void layer22_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *out
             output[(oc) * 6 + 2] = y20;
             output[(oc + 1) * 6 + 2] = y21;
         }
-}
-        (void)p;
+        }
+        column += 3;
+        if (column == 6) {
+            column = 0;
+            row_out += 768;
+        }
     }
 }
 
