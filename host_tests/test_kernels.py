@@ -22,6 +22,7 @@ from mcugen import ir
 from mcugen.compile import CompiledModel, compile_graph, prepare
 from mcugen.kernels import MCUGEN_VARIANTS
 from mcugen.kernels.depthwise_pairs import DepthwisePairsParams, record_lanes
+from mcugen.kernels.depthwise_planar import CHANNEL_HEADER, DepthwisePlanarParams
 from mcugen.kernels.variant import Isa, checked_params
 from mcugen.qemu import build_firmware, run_firmware
 from mcugen.reference import run_reference
@@ -223,7 +224,8 @@ CASES = {
     # A 1x1 convolution writing channel-planar rows for its stride-2 depthwise reader
     # (kernels/depthwise_planar.py): SAME on an even width (a zero-point column after), on an
     # odd one (one before and after), stride 1 down, the narrowest input (a word), padding
-    # beyond the window, a uint8 model's; three pixels a block and two (deep inputs), blocks
+    # beyond the window, a uint8 model's (its depthwise's weights beyond int8; a pointwise
+    # layer's that are keeps NHWC); three pixels a block and two (deep inputs), blocks
     # across a row's end (widths not a whole number of blocks, calls of several rows).
     "planar_s2_same_even_c8": lambda: g.pointwise_depthwise(150, 8, 12, 5, 8),
     "planar_s2_pad1_odd_c12": lambda: g.pointwise_depthwise(151, 9, 13, 7, 12,
@@ -235,7 +237,7 @@ CASES = {
                                                              padding=ir.Padding(2, 3, 3, 2)),
     "planar_s2_deep_c9": lambda: g.pointwise_depthwise(155, 6, 11, 200, 9),
     "u8_planar_s2_c7": lambda: g.pointwise_depthwise(156, 7, 10, 6, 7,
-                                                     legacy_zero_points=(21, -40)),
+                                                     legacy_zero_points=(0, -40)),
     "planar_s2_banded_c24": lambda: g.pointwise_depthwise(157, 16, 23, 8, 24,
                                                           padding=ir.Padding(1, 1, 1, 1),
                                                           project=6),
@@ -506,6 +508,12 @@ def test_mve_variants_are_bit_exact_in_qemu(tmp_path):
                for name in names), ran
 
 
+def planar_lanes(params: DepthwisePlanarParams) -> np.ndarray:
+    """The doubled weight lanes of a planar depthwise's records (int16)."""
+    words = params.channels.values.reshape(-1, params.channel_words)[:, CHANNEL_HEADER:]
+    return words.astype(np.int32).view(np.int16)
+
+
 def test_uint8_cases_take_the_fast_variants_and_their_weight_offsets():
     """A uint8 model's layers are not a slow side path: on M7 and M55 they take the DSP and
     Helium kernels, with weights int8 cannot hold (the cases' extremes) handled exactly. (Its
@@ -513,12 +521,14 @@ def test_uint8_cases_take_the_fast_variants_and_their_weight_offsets():
     for case in (c for c in CASES if c.startswith("u8_") and "avgpool" not in c
                  and "fc" not in c):
         for target, suffix in ((M7, "_dsp"), (M55, "_mve")):
-            layer = compile_case(case, target).layers[0]
+            layer = compile_case(case, target).layers[-1]
             assert layer.variant.name.endswith(suffix), (case, target.name, layer.variant.name)
-        params = compile_case(case, M7).layers[0].params
+        params = compile_case(case, M7).layers[-1].params
         wide = getattr(params, "prepacked", None) is not None or (
             isinstance(params, DepthwisePairsParams)
-            and int(np.abs(record_lanes(params)).max()) > 2 * 128)  # doubled w - z
+            and int(np.abs(record_lanes(params)).max()) > 2 * 128) or (  # doubled w - z
+            isinstance(params, DepthwisePlanarParams)
+            and int(np.abs(planar_lanes(params)).max()) > 2 * 128)
         offset = getattr(getattr(params, "matrix", params), "offset", 0)
         assert wide or offset, case
 
