@@ -155,6 +155,12 @@ class LayerView:
         return frozenset(rows * width % block_pixels for rows in self.call_rows) - {0}
 
     @property
+    def spans_rows(self) -> bool:
+        """Whether a call of its function may compute several rows (when not known, yes): a
+        planar pointwise layer's blocks can then end in the next row (its `straddle` code)."""
+        return not self.call_rows or max(self.call_rows) > 1
+
+    @property
     def variant(self):
         return self.layer.variant
 
