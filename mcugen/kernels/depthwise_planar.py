@@ -205,14 +205,14 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
         pads_rows=min(rows) < 0 or max(rows) >= x.h, block_pixels=y.w)
 
 
-def _never(op: Op, graph: Graph, target: Target) -> bool:
-    """Chosen by planar_rows (kernels/__init__.py) with its producer, never by first match."""
+def _chosen_with_its_writer(op: Op, graph: Graph, target: Target) -> bool:
+    """Chosen with its pointwise writer by kernels.planar_rows, never by first match."""
     return False
 
 
 DW_CONV_S8_PLANAR_DSP = Variant(
     "dw_conv_s8_planar_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_planar_dsp",
-    Order.RASTER, _lower, applies=_never,
+    Order.RASTER, _lower, applies=_chosen_with_its_writer,
     helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
     legacy=True)
 
