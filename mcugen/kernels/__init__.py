@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import McugenError
-from ..ir import Graph, Op, op_inputs
+from ..ir import Graph, Op
 from ..targets import Target
 from . import (cmsis_nn, conv, conv_mve, conv_rows, data_movement, depthwise,
                depthwise_mve, depthwise_pairs, depthwise_planar, elementwise, elementwise_mve,
@@ -125,12 +125,7 @@ def planar_rows(graph: Graph, target: Target, variants: list[Variant]
     each), so that a budget's mix of them always agrees on the layout."""
     if Isa.DSP not in target_isas(target):
         return []
-    readers: dict[str, int] = {}
-    for op in graph.ops:
-        for name in dict.fromkeys(op_inputs(op)):
-            readers[name] = readers.get(name, 0) + 1
-    writers = {op.output: index for index, op in enumerate(graph.ops)
-               if hasattr(op, "output")}
+    writers = graph.producers()
     pairs = []
     for index, (op, variant) in enumerate(zip(graph.ops, variants)):
         if variant.library or variant.isa is Isa.MVE or \
@@ -138,7 +133,7 @@ def planar_rows(graph: Graph, target: Target, variants: list[Variant]
             continue
         writer = writers.get(op.input)
         if writer is None or variants[writer] is not pointwise.PW_CONV_S8_DSP or \
-                readers[op.input] != 1 or op.input in graph.outputs or \
+                graph.consumers(op.input) != [index] or op.input in graph.outputs or \
                 not depthwise_planar.writes_planar(graph.ops[writer], graph):
             continue
         pairs.append((writer, index))
