@@ -241,6 +241,21 @@ CASES = {
     "planar_s2_banded_c24": lambda: g.pointwise_depthwise(157, 16, 23, 8, 24,
                                                           padding=ir.Padding(1, 1, 1, 1),
                                                           project=6),
+    # At stride 1 across, where a budget leaves the ring out: SAME, the narrowest input, VALID
+    # (no border block), padding beyond the window (words shifted by two columns), stride 2
+    # down in row bands of two rows.
+    "planar_s1_same_c16": lambda: g.pointwise_depthwise(158, 8, 13, 6, 16, stride=(1, 1),
+                                                        padding=ir.Padding(1, 1, 1, 1)),
+    "planar_s1_narrow_c6": lambda: g.pointwise_depthwise(159, 5, 4, 5, 6, stride=(1, 1),
+                                                         padding=ir.Padding(1, 1, 1, 1)),
+    "planar_s1_valid_c8": lambda: g.pointwise_depthwise(160, 6, 9, 7, 8, stride=(1, 1),
+                                                        padding=ir.Padding(0, 0, 0, 0)),
+    "planar_s1_pad_beyond_c5": lambda: g.pointwise_depthwise(161, 6, 7, 4, 5, stride=(1, 1),
+                                                             padding=ir.Padding(2, 2, 2, 3)),
+    "planar_s2x1_banded_c24": lambda: g.pointwise_depthwise(162, 16, 22, 8, 24,
+                                                            stride=(2, 1),
+                                                            padding=ir.Padding(1, 1, 1, 1),
+                                                            project=6),
     "dw_ring_groups5_c37": lambda: g.depthwise(145, 5, 9, 37),
     "dw_ring_groups6_s2_c48": lambda: g.depthwise(146, 8, 10, 48, stride=(2, 2),
                                                   padding=SAME_S2),
@@ -339,9 +354,11 @@ CASES = {
 }
 
 # Cases compiled with an arena budget (--max-ram, bytes): where the DSP depthwise ring's
-# scratch does not fit it, its small-scratch variant takes the layer; the planar pair in
-# row bands of two rows.
-BUDGETS = {"planar_s2_banded_c24": 5120,
+# scratch does not fit it, its small-scratch variant takes the layer, or at stride 1 after a
+# 1x1 convolution the planar pair; the planar pairs in row bands of two rows.
+BUDGETS = {"planar_s2_banded_c24": 5120, "planar_s1_same_c16": 2400, "planar_s1_narrow_c6": 256,
+           "planar_s1_valid_c8": 672, "planar_s1_pad_beyond_c5": 432,
+           "planar_s2x1_banded_c24": 7100,
            "dw_blocks_3x3_c12_odd_width": 512, "dw_blocks_3x3_s2_pad_beyond_c8": 512,
            "dw_blocks_5x5_m2_c8": 512, "dw_blocks_3x3_long_rows_c8": 2048,
            "u8_dw_blocks_3x3_c8": 256, "dw_blocks2_3x3_pad_beyond_c6": 256,
@@ -408,6 +425,17 @@ def test_the_cases_cover_every_variant():
                for layer in compile_case(case, target,
                                          "model" if target is HOST else case).layers}
     assert covered >= {v.name for v in MCUGEN_VARIANTS}
+
+
+def test_a_budget_without_room_for_the_ring_reads_stride_1_rows_planar():
+    # kernels.planar_rows: at stride 1 the pair only where the ring's scratch does not fit,
+    # on the M7 (the cases' budgets); without a budget the ring and NHWC rows.
+    for case in [c for c in CASES if c.startswith(("planar_s1_", "planar_s2x1_"))]:
+        budgeted = [layer.variant.name for layer in compile_case(case, M7, case).layers[:2]]
+        assert budgeted == ["pw_conv_s8_planar_dsp", "dw_conv_s8_planar_dsp"], case
+        free = compile_graph(CASES[case](), name="m", target=M7, source=case).layers[:2]
+        assert [layer.variant.name for layer in free] == \
+            ["pw_conv_s8_dsp", "dw_conv_s8_pairs_dsp"], case
 
 
 def test_a_lowering_must_give_a_frozen_record_with_its_block():

@@ -16,7 +16,7 @@ from . import estimate, ir, row_bands, tiles
 from .codegen import ModelView, build_model_view, check_arena_kind, render_sources
 from .errors import McugenError
 from .ir import Graph
-from .kernels import Layer, lower_layers
+from .kernels import Layer, check_layouts, layout_group, lower_layers
 from .kernels.cmsis_nn import cmsis_path
 from .passes.dead_channels import remove_dead_channels, summarize
 from .passes.fold_pad import fold_pad
@@ -251,20 +251,25 @@ def faster_where_they_fit(graph: Graph, lean: tuple[Layer, ...],
     7,094,026 instructions, not 7,021,435.) Each trial's band buffers are its layers'
     (row_bands.rebanded: a ring needs fewer rows of its input), planned afresh or around the
     plan so far (planner.plan_around), the smaller; thorough: afresh with the planner's local
-    search too (column tiles' many band buffers); passes: then again over the layers still
-    lean (FIT_BACK_PASSES). Returns the layers, their schedule (with its loops), buffers and
+    search too (column tiles' many band buffers); passes: then again over the layers not yet
+    at their fastest tier (FIT_BACK_PASSES). A trial takes a layer's layout partners
+    (kernels.layout_group) from the same tier. Returns the layers, their schedule (with its loops), buffers and
     plan."""
     layers, banded = lean, schedule
     waiting = sorted((i for i in range(len(lean))
                       if any(tier[i].variant is not lean[i].variant for tier in tiers)),
-                     key=lambda i: (-count_macs(graph.ops[i], graph), i))
+                     key=lambda i: (-_most_saved(graph, lean, tiers, i), i))
     for _ in range(passes):
-        left = []
+        left, changed = [], False
         for index in waiting:
             for tier in tiers:
                 if tier[index].variant is lean[index].variant:
                     continue
-                trial = layers[:index] + (tier[index],) + layers[index + 1:]
+                if tier[index].variant is layers[index].variant:
+                    break  # no faster tier fitted (the tiers go fastest first)
+                # A planar pair's two layers come from one selection (kernels.layout_group).
+                group = layout_group(graph, (layers, tier), index)
+                trial = tuple(tier[i] if i in group else layer for i, layer in enumerate(layers))
                 trial_schedule = row_bands.rebanded(schedule, graph, trial)
                 trial_buffers = arena_buffers(graph, trial, trial_schedule)
                 trial_plan = min(plan_memory(trial_buffers, search=thorough),
@@ -273,15 +278,27 @@ def faster_where_they_fit(graph: Graph, lean: tuple[Layer, ...],
                 if trial_plan.arena_size <= budget:
                     layers, banded = trial, trial_schedule
                     buffers, plan = trial_buffers, trial_plan
+                    changed = True
                     break
-            else:
+            if layers[index].variant is not tiers[0][index].variant:
                 left.append(index)
-        if len(left) == len(waiting):
+        if not changed:
             break
         waiting = left
+    check_layouts(graph, layers)
     if banded is not schedule:
         banded = row_bands.looped(banded, graph, layers)
     return layers, banded, buffers, plan
+
+
+def _most_saved(graph: Graph, lean: tuple[Layer, ...], tiers: tuple[tuple[Layer, ...], ...],
+                index: int) -> float:
+    """The instructions the fastest of a layer's tiers saves against its lean variant, by
+    Variant.slower_per_mac."""
+    op = graph.ops[index]
+    lean_cost = lean[index].variant.slower_per_mac(op, graph)
+    return count_macs(op, graph) * max(lean_cost - tier[index].variant.slower_per_mac(op, graph)
+                                       for tier in tiers)
 
 
 def _tiled_schedule(schedule: Schedule, end: int, halo: int, max_ram: int | None,

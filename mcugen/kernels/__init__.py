@@ -120,16 +120,21 @@ def planar_rows(graph: Graph, target: Target, variants: list[Variant]
     """The layouts selection chooses besides NHWC: (writer, reader) layers whose tensor goes
     channel-planar (kernels/depthwise_planar.py), where the DSP pointwise kernel writes it,
     a depthwise layer that DW_CONV_S8_PLANAR_DSP computes is its only reader, and that
-    layer's variant is ours and not Helium's (the CMSIS-NN build keeps the library's). The
-    same in every selection of a graph (lean, small scratch: the writer is chosen alike in
-    each), so that a budget's mix of them always agrees on the layout."""
+    layer's variant is ours and not Helium's (the CMSIS-NN build keeps the library's). At
+    stride 2 the same in every selection of a graph (lean, small scratch: the writer is
+    chosen alike in each); at stride 1 only where selection did not choose the ring variant,
+    which is faster still (kernels/depthwise_planar.py): the small-scratch and lean
+    selections. A budget's mix of selections takes both layers of a pair from the same one
+    (layout_group)."""
     if Isa.DSP not in target_isas(target):
         return []
     writers = graph.producers()
     pairs = []
     for index, (op, variant) in enumerate(zip(graph.ops, variants)):
         if variant.library or variant.isa is Isa.MVE or \
-                not depthwise_planar.takes(op, graph, target):
+                not depthwise_planar.takes(op, graph, target) or \
+                variant is depthwise_pairs.DW_CONV_S8_PAIRS_DSP and \
+                depthwise_planar.faster_in_a_ring(op, graph):
             continue
         writer = writers.get(op.input)
         if writer is None or variants[writer] is not pointwise.PW_CONV_S8_DSP or \
@@ -138,3 +143,40 @@ def planar_rows(graph: Graph, target: Target, variants: list[Variant]
             continue
         pairs.append((writer, index))
     return pairs
+
+
+def _layout_partners(graph: Graph, layers: tuple[Layer, ...], index: int) -> list[int]:
+    """The layers that must agree with layer `index` on a tensor's layout: the writer of a
+    planar reader's input, the reader of a planar writer's output."""
+    layer = layers[index]
+    if layer.variant is depthwise_planar.DW_CONV_S8_PLANAR_DSP:
+        return [graph.producers()[layer.op.input]]
+    if getattr(layer.params, "planar_output", False):
+        return graph.consumers(layer.op.output)
+    return []
+
+
+def layout_group(graph: Graph, selections: tuple[tuple[Layer, ...], ...],
+                 index: int) -> list[int]:
+    """Layer `index` and every layer whose tensor layout goes with it in any of the
+    selections (planar_rows' pairs), transitively: a mix of selections that takes all of
+    them from one selection agrees on every layout."""
+    group, waiting = {index}, [index]
+    while waiting:
+        member = waiting.pop()
+        for layers in selections:
+            for partner in _layout_partners(graph, layers, member):
+                if partner not in group:
+                    group.add(partner)
+                    waiting.append(partner)
+    return sorted(group)
+
+
+def check_layouts(graph: Graph, layers: tuple[Layer, ...]) -> None:
+    """Every planar reader's input written planar and every planar writer's output read so,
+    whatever mix of selections the layers come from."""
+    for layer in layers:
+        partners = _layout_partners(graph, layers, layer.index)
+        for partner in partners:
+            assert layer.index in _layout_partners(graph, layers, partner), \
+                f"layers {layer.index} and {partner} disagree on their tensor's layout"

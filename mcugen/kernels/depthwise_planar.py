@@ -1,5 +1,5 @@
-"""Depthwise 3x3 convolutions at stride 2 across, on Arm's DSP extension, reading input rows
-that their pointwise producer wrote channel-planar.
+"""Depthwise 3x3 convolutions at stride 1 or 2 across, on Arm's DSP extension, reading input
+rows that their pointwise producer wrote channel-planar.
 
 SMLAD multiplies two int16 lanes by two and adds both products: two MACs an instruction where
 its lanes hold two taps of one channel. NHWC puts a channel's columns C bytes apart, so the
@@ -21,10 +21,18 @@ kernel row, with W02 = (w0, w2) and w1 lanes of a weight word:
 
 seven instructions for six MACs after the word's load and two SXTB16 and the byte's load,
 with no scratch at all (the lean variant spends about eight on four MACs per tap of four
-channels, the blocks variant re-widens three rows per output row). Columns outside the image
+channels, the blocks variant re-widens three rows per output row). At stride 1 two adjacent
+outputs read four columns, the word alone:
+
+    out0 += SMLAD(even, W02) + odd.bottom * w1           (x w0 + x+2 w2, x+1 w1)
+    out1 += SMLAD(odd, W02) + even.top * w1              (x+1 w0 + x+3 w2, x+2 w1)
+
+four instructions for six MACs. There the ring variant (kernels/depthwise_pairs.py), which
+widens each input row once, is faster still, so planar_rows chooses stride 1 only where
+selection left the ring out (a budget's small-scratch and lean tiers). Columns outside the image
 read the input zero point, whose products the bias already cancels (the input offset is folded
-into it): the blocks that reach them (a row's first and last, at most) compose their word from
-bytes and zero points at generation-time columns; rows outside it read a row of zero points on
+into it): the blocks that reach them (a row's first and last, at most) load the row's first or
+last word, shift it into place and fill the emptied bytes with the zero point; rows outside it read a row of zero points on
 the stack. Each channel's record (nine words): doubled bias, the short requantization's
 multiplier, K and e, then W02 of each kernel row and its w1 (kernel rows 0 and 1 in one word,
 row 2 alone), all doubled, so that the accumulators come out doubled as the short
@@ -52,6 +60,7 @@ from .variant import ConstArray, Isa, LayerNames, Order, Variant
 CHANNEL_HEADER = 4  # the record's words before the weights: 2 bias, multiplier, K, e
 WEIGHT_WORDS = 5  # W02 of kernel rows 0, 1, 2; (w1 of rows 0, 1); (w1 of row 2, 0)
 WORD_COLUMNS = 4  # input columns a word loads
+STRIDES = (1, 2)  # across
 # The short requantization with K added by SMMLAR (templates/kernels/
 # dw_conv_s8_pairs_dsp_helpers.c.j2), where the sign correction is skipped.
 DW_SHORT_CLAMPED = "dw_requantize_doubled_clamped"
@@ -61,13 +70,24 @@ DW_SHORT_CLAMPED = "dw_requantize_doubled_clamped"
 class ColumnBlock:
     """Output columns [column, column + outputs) of a row (a pair, or an odd last one) whose
     loads reach outside the image: per column of its word (input columns first .. first + 3)
-    and of its byte (first + 4, pairs only), the input column it reads, None for the zero
-    point."""
+    and of its byte (first + 4, pairs at stride 2 only), the input column it reads, None for
+    the zero point."""
 
     column: int
     outputs: int
     word: tuple[int | None, ...]
     byte: int | None
+    # The word is loaded from the row at load_at, the image columns nearest it (the row is at
+    # least a word wide, and the word's image columns are one run), then shifted into place
+    # (shift), the emptied bytes filled with the zero point (fill).
+    first: int  # the input column of the word's first byte
+    load_at: int
+    fill: int  # uint32
+
+    @property
+    def shift(self) -> int:
+        """Bits the loaded word moves up (positive: columns left of the image) or down."""
+        return 8 * (self.load_at - self.first)
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,11 @@ class DepthwisePlanarParams:
     @property
     def channel_words(self) -> int:
         return CHANNEL_HEADER + WEIGHT_WORDS
+
+    @property
+    def pair_reads_byte(self) -> bool:
+        """Whether a pair reads a fifth column after its word (stride 2)."""
+        return self.window.stride_w + self.window.k_w > WORD_COLUMNS
 
     @property
     def inside_first(self) -> int:
@@ -118,14 +143,30 @@ def _short(op: DepthwiseConv2D, graph: Graph, names: LayerNames
 
 
 def takes(op: Op, graph: Graph, target: Target) -> bool:
-    """The shapes it computes: 3x3, stride 2 across (any stride down), no dilation, depth
-    multiplier 1, an input at least a word wide, the short requantization."""
+    """The shapes it computes: 3x3, stride 1 or 2 across (any stride down), no dilation,
+    depth multiplier 1, an input at least a word wide, the short requantization."""
     if not isinstance(op, DepthwiseConv2D) or op.depth_multiplier != 1:
         return False
     x, y, g = _geometry(op, graph)
-    if (g.k_h, g.k_w, g.stride_w, g.dil_h, g.dil_w) != (3, 3, 2, 1, 1) or x.w < WORD_COLUMNS:
+    if (g.k_h, g.k_w, g.dil_h, g.dil_w) != (3, 3, 1, 1) or g.stride_w not in STRIDES or \
+            x.w < WORD_COLUMNS:
         return False
     return _short(op, graph, LayerNames("", 0, "")) is not None
+
+
+def faster_in_a_ring(op: Op, graph: Graph) -> bool:
+    """Whether the ring variant (kernels/depthwise_pairs.py), where it fits, computes the
+    layer faster: at stride 1 it widens each input row once and takes four instructions for
+    six MACs as this variant does, without the words' SXTB16 (VWW on the Cortex-M7, layer 5:
+    2.0 instructions a MAC against 2.2)."""
+    return conv_window(op, graph).stride_w == 1
+
+
+def _slower_than_a_ring(op: Op, graph: Graph) -> float:
+    """Its instructions per MAC beyond the ring variant's where that one is faster
+    (faster_in_a_ring; VWW on the Cortex-M7 at --max-ram 12K: 0.12 on 24x13 rows of 32
+    channels, 0.33 on 12x12 rows of 64), 0 at stride 2, where it is the fastest."""
+    return 0.2 if faster_in_a_ring(op, graph) else 0.0
 
 
 def writes_planar(op: Op, graph: Graph) -> bool:
@@ -138,20 +179,27 @@ def writes_planar(op: Op, graph: Graph) -> bool:
         split_weights(graph.tensor(op.filter)).offset == 0
 
 
-def _column_blocks(x: FeatureMap, y: FeatureMap, g: Window):
+def _column_blocks(x: FeatureMap, y: FeatureMap, g: Window, zero_point: int):
     """The head blocks, the interior pairs' output columns and the tail blocks of a row."""
+    zero = zero_point % 256
     def source(column: int) -> int | None:
         return column if 0 <= column < x.w else None
+
+    # A pair reads its word and, at stride 2, the byte after it.
+    pair_reads = g.stride_w + g.k_w
 
     def block(column: int, outputs: int) -> ColumnBlock:
         first = g.stride_w * column - g.pad_left
         word = tuple(source(first + i) for i in range(WORD_COLUMNS))
+        reads_byte = outputs == 2 and pair_reads > WORD_COLUMNS
+        fill = sum(zero << 8 * i for i, c in enumerate(word) if c is None)
         return ColumnBlock(column, outputs, word,
-                           source(first + WORD_COLUMNS) if outputs == 2 else None)
+                           source(first + WORD_COLUMNS) if reads_byte else None,
+                           first, min(max(first, 0), x.w - WORD_COLUMNS), fill)
 
     def inside(column: int) -> bool:
         first = g.stride_w * column - g.pad_left
-        return first >= 0 and first + WORD_COLUMNS < x.w
+        return first >= 0 and first + pair_reads <= x.w
 
     pairs = list(range(0, y.w - 1, 2))
     interior = [c for c in pairs if inside(c)]
@@ -193,7 +241,7 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
                          zero_point).astype(np.int64)
     header = np.stack([2 * folded, short.multiplier, short.rounding, short.exponent], axis=1)
     records = np.concatenate([header, weight_words(weights).astype(np.int64)], axis=1)
-    head, inside_from, inside_to, tail = _column_blocks(x, y, g)
+    head, inside_from, inside_to, tail = _column_blocks(x, y, g, zero_point)
     rows = [oy * g.stride_h - g.pad_top + ky for oy in range(y.h) for ky in range(g.k_h)]
     return DepthwisePlanarParams(
         input=x, output=y, window=g, depth_multiplier=1, zero_point=zero_point,
@@ -212,7 +260,7 @@ def _chosen_with_its_writer(op: Op, graph: Graph, target: Target) -> bool:
 
 DW_CONV_S8_PLANAR_DSP = Variant(
     "dw_conv_s8_planar_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_planar_dsp",
-    Order.RASTER, _lower, applies=_chosen_with_its_writer,
+    Order.RASTER, _lower, applies=_chosen_with_its_writer, slower_per_mac=_slower_than_a_ring,
     helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
     legacy=True)
 

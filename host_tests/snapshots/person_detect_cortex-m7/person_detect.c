@@ -1113,8 +1113,9 @@ MCUGEN_LAYER void layer2_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *outp
  * The input rows are channel-planar (its pointwise producer wrote them so): per row, per
  * channel, 48 columns. Per output row, channel by channel, two output columns at a time: a
  * word of four input columns of the channel, SXTB16 into even and odd columns, SMLAD on two taps
- * a word; columns 0..21 read inside the image, the others compose their words
- * from bytes and the input zero point -128 (the input offset is folded into the bias). Each
+ * a word; columns 0..21 read inside the image, the others shift the row's first or
+ * last word into place and fill the rest with the input zero point -128 (the input offset is
+ * folded into the bias). Each
  * channel's record (9 words): doubled bias, the short requantization's multiplier, K and e,
  * then W02 of each kernel row and w1 of rows 0 and 1, then of row 2, doubled. */
 
@@ -1430,8 +1431,9 @@ MCUGEN_LAYER void layer6_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *outp
  * The input rows are channel-planar (its pointwise producer wrote them so): per row, per
  * channel, 24 columns. Per output row, channel by channel, two output columns at a time: a
  * word of four input columns of the channel, SXTB16 into even and odd columns, SMLAD on two taps
- * a word; columns 0..9 read inside the image, the others compose their words
- * from bytes and the input zero point -128 (the input offset is folded into the bias). Each
+ * a word; columns 0..9 read inside the image, the others shift the row's first or
+ * last word into place and fill the rest with the input zero point -128 (the input offset is
+ * folded into the bias). Each
  * channel's record (9 words): doubled bias, the short requantization's multiplier, K and e,
  * then W02 of each kernel row and w1 of rows 0 and 1, then of row 2, doubled. */
 
@@ -1747,8 +1749,9 @@ MCUGEN_LAYER void layer10_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *out
  * The input rows are channel-planar (its pointwise producer wrote them so): per row, per
  * channel, 12 columns. Per output row, channel by channel, two output columns at a time: a
  * word of four input columns of the channel, SXTB16 into even and odd columns, SMLAD on two taps
- * a word; columns 0..3 read inside the image, the others compose their words
- * from bytes and the input zero point -128 (the input offset is folded into the bias). Each
+ * a word; columns 0..3 read inside the image, the others shift the row's first or
+ * last word into place and fill the rest with the input zero point -128 (the input offset is
+ * folded into the bias). Each
  * channel's record (9 words): doubled bias, the short requantization's multiplier, K and e,
  * then W02 of each kernel row and w1 of rows 0 and 1, then of row 2, doubled. */
 
@@ -2105,8 +2108,9 @@ MCUGEN_LAYER void layer22_pw_conv_s8_planar_dsp(const int8_t *input, int8_t *out
  * The input rows are channel-planar (its pointwise producer wrote them so): per row, per
  * channel, 6 columns. Per output row, channel by channel, two output columns at a time: a
  * word of four input columns of the channel, SXTB16 into even and odd columns, SMLAD on two taps
- * a word; columns 0..1 read inside the image, the others compose their words
- * from bytes and the input zero point -128 (the input offset is folded into the bias). Each
+ * a word; columns 0..1 read inside the image, the others shift the row's first or
+ * last word into place and fill the rest with the input zero point -128 (the input offset is
+ * folded into the bias). Each
  * channel's record (9 words): doubled bias, the short requantization's multiplier, K and e,
  * then W02 of each kernel row and w1 of rows 0 and 1, then of row 2, doubled. */
 
@@ -2153,19 +2157,19 @@ MCUGEN_ALWAYS_INLINE void layer23_dw_conv_s8_planar_dsp_channel(const int8_t *r0
     {
         int32_t a0 = bias;
         {
-            const int32_t v = (int32_t)((uint32_t)(uint8_t)r0[4] | (uint32_t)(uint8_t)r0[5] << 8 | 128u << 16 | 128u << 24);
+            const int32_t v = (int32_t)((uint32_t)load_s8x4(r0 + 2) >> 16 | 0x80800000u);
             const int32_t even = (int32_t)__sxtb16(v), odd = sxtb16_odd(v);
             a0 = __smlad(even, w02_0, a0);
             a0 = __smlabb(odd, w1_01, a0);
         }
         {
-            const int32_t v = (int32_t)((uint32_t)(uint8_t)r1[4] | (uint32_t)(uint8_t)r1[5] << 8 | 128u << 16 | 128u << 24);
+            const int32_t v = (int32_t)((uint32_t)load_s8x4(r1 + 2) >> 16 | 0x80800000u);
             const int32_t even = (int32_t)__sxtb16(v), odd = sxtb16_odd(v);
             a0 = __smlad(even, w02_1, a0);
             a0 = __smlabt(odd, w1_01, a0);
         }
         {
-            const int32_t v = (int32_t)((uint32_t)(uint8_t)r2[4] | (uint32_t)(uint8_t)r2[5] << 8 | 128u << 16 | 128u << 24);
+            const int32_t v = (int32_t)((uint32_t)load_s8x4(r2 + 2) >> 16 | 0x80800000u);
             const int32_t even = (int32_t)__sxtb16(v), odd = sxtb16_odd(v);
             a0 = __smlad(even, w02_2, a0);
             a0 = __smlabb(odd, w1_2, a0);
