@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from mcugen.ir import (Activation, Add, AveragePool2D, ConcatColumns, Conv2D, DepthwiseConv2D,
+                       SliceColumns,
                        Dequantize, FullyConnected, Graph, HardSwish, Mean, Mul, Pad, Padding,
                        QParams, Quantize, Reshape, Softmax, Tensor, Transpose)
 from mcugen.geometry import Window
@@ -320,6 +321,15 @@ def concat_columns(shape: tuple[int, ...]) -> Graph:
     tensors = [_activation("x", shape, IN_SCALE, 1), _activation("y", (n, h, 2 * w, c),
                                                                  IN_SCALE, 1)]
     return _graph("concat_columns", tensors, ConcatColumns("x", "x", "y"))
+
+
+def slice_columns(shape: tuple[int, ...], begin: int, width: int) -> Graph:
+    """Columns [begin, begin + width) of the graph input (a column tile keeps its halo with
+    this op)."""
+    n, h, _, c = shape
+    tensors = [_activation("x", shape, IN_SCALE, 1), _activation("y", (n, h, width, c),
+                                                                 IN_SCALE, 1)]
+    return _graph("slice_columns", tensors, SliceColumns("x", "y", begin))
 
 
 def _typed(name: str, shape: tuple[int, ...], dtype: str,

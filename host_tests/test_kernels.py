@@ -18,7 +18,7 @@ import ir_graphs as g
 from conftest import standard_inputs, typed_inputs
 from firmware_batch import run_batch
 from hostc import build_shared, run_sanitized
-from mcugen import ir
+from mcugen import ir, tiles
 from mcugen.compile import CompiledModel, compile_graph, prepare
 from mcugen.kernels import MCUGEN_VARIANTS
 from mcugen.kernels.depthwise_pairs import DepthwisePairsParams, record_lanes
@@ -330,6 +330,7 @@ CASES = {
     "transpose_nchw": lambda: g.transpose(81, (1, 3, 4, 5), (0, 3, 1, 2)),
     "reshape_copy": lambda: g.reshape(82, (1, 2, 3, 5), (1, 30)),
     "concat_columns_c3": lambda: g.concat_columns((1, 4, 5, 3)),
+    "slice_columns_c5": lambda: g.slice_columns((1, 4, 9, 5), 3, 4),
     # QUANTIZE and DEQUANTIZE: every conversion, on edge values (conftest.typed_inputs); odd
     # sizes for the word loop's tail; the float side in the arena.
     "quantize_float_int8": lambda: g.quantize((1, 5, 7, 9), "float32", None, "int8",
@@ -351,6 +352,14 @@ CASES = {
     "dequantize_int8": lambda: g.dequantize((1, 4, 8, 9), "int8", (0.0237, -7)),
     "dequantize_uint8": lambda: g.dequantize((1, 4, 8, 9), "uint8", (0.0411, 131)),
     "dequantize_requantize": lambda: g.dequantize_requantize((1, 5, 7, 9)),
+}
+
+# Cases only the DSP cores compute, compiled for the M7 alone (coverage, QEMU): a column
+# tile's cached halo (tiles.py), whose slice and depthwise read channel-planar rows: VWW's
+# start in small in two tiles, layer by layer.
+DSP_CASES = {
+    "tiles_cached_halo_c16": lambda: tiles.column_tiles(prepare(g.conv_chain(7, h=10, w=22)),
+                                                        4, cached=True),
 }
 
 # Cases compiled with an arena budget (--max-ram, bytes): where the DSP depthwise ring's
@@ -380,7 +389,8 @@ def compile_case(case: str, target, name: str = "model") -> CompiledModel:
     a batch of cases (firmware_batch.py), named after the case."""
     key = (case, target.name, name)
     if key not in _compiled:
-        _compiled[key] = compile_graph(CASES[case](), name=name, target=target,
+        build = CASES[case] if case in CASES else DSP_CASES[case]
+        _compiled[key] = compile_graph(build(), name=name, target=target,
                                        source=case, max_ram=BUDGETS.get(case))
     return _compiled[key]
 
@@ -424,6 +434,8 @@ def test_the_cases_cover_every_variant():
     covered = {layer.variant.name for case in CASES for target in (HOST, M3, M7, M55)
                for layer in compile_case(case, target,
                                          "model" if target is HOST else case).layers}
+    covered |= {layer.variant.name for case in DSP_CASES
+                for layer in compile_case(case, M7, case).layers}
     assert covered >= {v.name for v in MCUGEN_VARIANTS}
 
 
@@ -487,7 +499,8 @@ def test_every_case_is_clean_under_sanitizers(tmp_path):
 def run_in_qemu(target, tmp_path: Path) -> dict[str, set[str]]:
     """Every case on the target's board, all in one firmware (firmware_batch.py); returns
     the variants that ran, per case."""
-    compiled = {case: compile_case(case, target, name=case) for case in sorted(CASES)}
+    cases = sorted(CASES) + (sorted(DSP_CASES) if target is M7 else [])
+    compiled = {case: compile_case(case, target, name=case) for case in cases}
     inputs = {case: case_inputs(model) for case, model in compiled.items()}
     runs = run_batch(compiled, inputs, target, tmp_path)
     for case, model in compiled.items():
@@ -530,6 +543,7 @@ def test_mve_variants_are_bit_exact_in_qemu(tmp_path):
     # Every shape of the cases goes through Helium: channel counts that are not multiples of
     # 16 or 4, odd pixel counts, depth multipliers, one-pixel maps.
     portable_only = {"softmax_s8", "pad_s8", "transpose_s8", "copy_s8", "concat_columns_s8",
+                     "slice_columns_s8",
                      "quantize_float", "requantize_shift", "requantize_table", "dequantize_float", "mean_axes_s8"}
     assert all(name.endswith("_mve") or name in portable_only
                for case, names in ran.items() if not case.startswith(("u8_avgpool", "u8_fc"))

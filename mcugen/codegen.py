@@ -719,8 +719,10 @@ def _step_view(step: Step, view: LayerView, graph: Graph, plan: Plan,
     input2 = None
     if layer.variant.binary:
         operand2 = getattr(layer.params, "operand2", None)  # the layer's own, by name
+        # A second activation: ADD's, MUL's, CONCATENATION's; a depthwise's cached halo.
+        second = op.input2 if hasattr(op, "input2") else op.halo
         input2 = Pointer("table", table=operand2.name) if operand2 is not None \
-            else _pointer(op.input2, graph, plan)
+            else _pointer(second, graph, plan)
     scratch = _arena_pointer(scratch_id(layer.index), plan) \
         if layer.scratch_bytes else None
     output = _pointer(op.output, graph, plan)

@@ -163,14 +163,19 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
     options = []
     for end in row_bands.cut_points(graph, layers):
         if 2 <= end <= limit and end in worth:
-            tiled = tiles.column_tiles(graph, end)
-            options.append((tiles.halo_macs(graph, tiled), end, tiled))
+            # Recomputed halos, and where the chain's last op can read it, a cached one.
+            for cached in (False, True)[:1 + (tiles.cached_halo_width(graph, end) > 0)]:
+                tiled = tiles.column_tiles(graph, end, cached=cached)
+                options.append((tiles.halo_macs(graph, tiled), end, tiled))
     whole = plan_memory(arena_buffers(graph, layers, layer_by_layer(layers))).arena_size
     best, smallest = None, whole
     for halo, end, tiled in sorted(options, key=lambda o: o[:2]):
         if best is not None and best[0] <= halo * tiles.COST_PER_MAC:
             break
-        lean = lower(tiled, True)
+        try:
+            lean = lower(tiled, True)
+        except McugenError:  # a cached halo where no kernel reads one (kernels.planar_rows)
+            continue
         schedules, reached = _searched_schedules(tiled, lean, budget)
         smallest = min(reached, smallest)
         if not schedules:
@@ -188,7 +193,8 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
     cost, (tiled, lean, tiers, option, end, halo) = best
     tiled_layers, schedule, buffers, plan = faster_where_they_fit(
         tiled, lean, tiers, *option, budget, thorough=True, passes=FIT_BACK_PASSES)
-    return cost, (tiled, tiled_layers, (_tiled_schedule(schedule, end, halo, max_ram, fit_ram),
+    return cost, (tiled, tiled_layers, (_tiled_schedule(tiled, schedule, end, halo, max_ram,
+                                                        fit_ram),
                                         buffers, plan, whole))
 
 
@@ -301,11 +307,13 @@ def _most_saved(graph: Graph, lean: tuple[Layer, ...], tiers: tuple[tuple[Layer,
                                        for tier in tiers)
 
 
-def _tiled_schedule(schedule: Schedule, end: int, halo: int, max_ram: int | None,
-                    fit_ram: int | None) -> Schedule:
+def _tiled_schedule(graph: Graph, schedule: Schedule, end: int, halo: int,
+                    max_ram: int | None, fit_ram: int | None) -> Schedule:
     """The schedule found for a tiled graph, saying so (and its search's points with the
     halos' cost)."""
     label = f"layers 0-{end - 1} in {tiles.TILES} column tiles"
+    if any(isinstance(op, ir.SliceColumns) for op in graph.ops):
+        label += ", the halo cached"
     return dataclasses.replace(
         schedule, tiles=label, extra_macs=halo,
         reason=f"--max-ram {max_ram:,} B" if max_ram is not None else

@@ -17,8 +17,8 @@ in one of four ways:
   laid out in (an NCHW input before its TRANSPOSE to NHWC): the input is read as it is, only
   the output is computed in rows. At a model's start the input is the caller's buffer,
   outside the arena, so a layout op there costs the arena nothing;
-- side by side (CONCATENATION of columns, ir.ConcatColumns): rows row for row, each
-  operand's own columns;
+- side by side (CONCATENATION of columns, ir.ConcatColumns; SLICE_COLUMNS, ir.SliceColumns):
+  rows row for row, each operand's own columns;
 - pixel for pixel (elementwise ops): output pixel (r, c) reads pixel (r, c) of each operand.
 """
 
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .ir import (AveragePool2D, ConcatColumns, Conv2D, DepthwiseConv2D, Graph, Op, Pad, Padding,
-                 Reshape, Transpose)
+                 Reshape, SliceColumns, Transpose)
 
 # Ops whose output rows read their whole input (layout ops).
 WHOLE_INPUT_OPS = (Transpose, Reshape)
@@ -194,6 +194,8 @@ def input_columns(op: Op, graph: Graph, begin: int, end: int, operand: int = 0
     width = columns(source)
     if reads_whole_input(op):
         return 0, width
+    if operand == 1 and getattr(op, "halo", None) is not None:
+        return 0, width  # a column tile's cached halo: read whole, as its padding columns
     found = windows(op, graph)
     if found is not None:
         return found[1].reads(begin, end, width)
@@ -201,6 +203,8 @@ def input_columns(op: Op, graph: Graph, begin: int, end: int, operand: int = 0
         offset = 0 if operand == 0 else columns(graph.tensor(op.input).shape)
         first, last = min(max(begin - offset, 0), width), min(max(end - offset, 0), width)
         return first, max(first, last)
+    if isinstance(op, SliceColumns):
+        return op.begin + begin, op.begin + max(begin, end)
     return min(begin, width), min(max(begin, end), width)  # pixel for pixel (or broadcast)
 
 
@@ -212,7 +216,8 @@ def input_region(op: Op, graph: Graph, region: Region, operand: int = 0) -> Regi
 
 
 def _operand(op: Op, operand: int) -> str:
-    names = [getattr(op, field) for field in op.INPUTS if field in ("input", "input2")]
+    names = [getattr(op, field) for field in op.INPUTS if field in ("input", "input2", "halo")
+             and getattr(op, field) is not None]
     return names[operand]
 
 

@@ -128,7 +128,7 @@ class Conv2D:
 @dataclass(frozen=True)
 class DepthwiseConv2D:
     OP: ClassVar[str] = "DEPTHWISE_CONV_2D"
-    INPUTS: ClassVar[tuple[str, ...]] = ("input", "filter", "bias")
+    INPUTS: ClassVar[tuple[str, ...]] = ("input", "filter", "bias", "halo")
     OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
     input: str
     filter: str
@@ -145,6 +145,10 @@ class DepthwiseConv2D:
     # From a uint8 model (TFLite's legacy kernels): per-tensor asymmetric weights (a nonzero
     # weight zero point) and the per-tensor multiplier from the float32 scale product.
     legacy: bool = False
+    # A column tile's cached halo (tiles.py): the padding's left columns hold this tensor's
+    # columns (its width is padding.left, its rows the input's) instead of the zero point.
+    # Not read from a model.
+    halo: str | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +338,20 @@ class ConcatColumns:
 
 
 @dataclass(frozen=True)
+class SliceColumns:
+    """Columns [begin, begin + the output's width) of an image (a strided slice of axis 2,
+    which copies bytes). Not read from a model: tiles.py keeps a column tile's halo with it
+    (DepthwiseConv2D.halo)."""
+
+    OP: ClassVar[str] = "SLICE_COLUMNS"
+    INPUTS: ClassVar[tuple[str, ...]] = ("input",)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
+    input: str
+    output: str
+    begin: int
+
+
+@dataclass(frozen=True)
 class TableLookup:
     """An int8 -> int8 function given by its 256 values (output = table[x + 128]).
 
@@ -377,10 +395,12 @@ class Dequantize:
 
 
 Op = Union[Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax,
-           Add, Mul, HardSwish, Relu, Transpose, TableLookup, Quantize, Dequantize, ConcatColumns]
+           Add, Mul, HardSwish, Relu, Transpose, TableLookup, Quantize, Dequantize, ConcatColumns,
+           SliceColumns]
 OP_TYPES: tuple[type, ...] = (
     Conv2D, DepthwiseConv2D, Pad, AveragePool2D, Mean, FullyConnected, Reshape, Softmax,
     Add, Mul, HardSwish, Relu, Transpose, TableLookup, Quantize, Dequantize, ConcatColumns,
+    SliceColumns,
 )
 ELEMENTWISE_BINARY = (Add, Mul)
 # The element types of activations: int8 everywhere, uint8 and float32 only on the side of a
@@ -528,6 +548,11 @@ def _verify_shapes(graph: Graph, op: Op, where: str) -> None:
         if (n, on) != (1, 1) or (oh, ow) != output_size(op, graph) or not channels_ok:
             raise McugenError(f"{where}: shapes {t[op.input].shape} * {f} -> "
                               f"{t[op.output].shape} do not agree")
+        halo = getattr(op, "halo", None)
+        if halo is not None and (t[halo].shape != (1, h, op.padding.left, c) or
+                                 t[halo].q != t[op.input].q):
+            raise McugenError(f"{where}: halo {t[halo].shape} is not the input's left padding "
+                              f"({op.padding.left} columns of {t[op.input].shape})")
     elif isinstance(op, Pad):
         n, h, w, c = t[op.input].shape
         if t[op.output].shape != (n, *output_size(op, graph), c):
@@ -549,6 +574,12 @@ def _verify_shapes(graph: Graph, op: Op, where: str) -> None:
                 t[op.input].q != t[op.output].q or t[op.input2].q != t[op.output].q:
             raise McugenError(f"{where}: {t[op.input].shape} and {t[op.input2].shape} do not "
                               f"join to {t[op.output].shape} with one quantization")
+    elif isinstance(op, SliceColumns):
+        (n, h, w, c), (n2, h2, w2, c2) = t[op.input].shape, t[op.output].shape
+        if (n, h, c) != (n2, h2, c2) or not 0 <= op.begin <= op.begin + w2 <= w or \
+                t[op.input].q != t[op.output].q:
+            raise McugenError(f"{where}: columns {op.begin}-{op.begin + w2 - 1} of "
+                              f"{t[op.input].shape} are not {t[op.output].shape}")
     elif isinstance(op, Transpose):
         shape = t[op.input].shape
         if sorted(op.perm) != list(range(len(shape))) or \

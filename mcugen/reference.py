@@ -12,6 +12,8 @@ is tested here is exactly what code generation emits.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Callable
 
 import numpy as np
@@ -39,14 +41,16 @@ def run_reference(graph: ir.Graph, input: np.ndarray, keep_all: bool = False
     for index, op in enumerate(graph.ops):
         kernel = op_kernel(op, index)
         out = graph.tensor(op.output)
-        operands = [values[op.input]] + ([values[op.input2]] if hasattr(op, "input2") else [])
+        operands = [values[op.input]] + ([values[op.input2]] if hasattr(op, "input2") else []) \
+            + ([values[op.halo]] if getattr(op, "halo", None) is not None else [])
         result = kernel(op, graph, *operands)
         values[out.name] = result.astype(out.dtype).reshape(out.shape)
     return values if keep_all else values[graph.output.name]
 
 
 def op_kernel(op: ir.Op, index: int = 0) -> Callable[..., np.ndarray]:
-    """The reference kernel of ``op``: ``kernel(op, graph, input[, input2]) -> output``."""
+    """The reference kernel of ``op``: ``kernel(op, graph, input[, input2 or halo]) ->
+    output``."""
     kernel = _KERNELS.get(type(op))
     if kernel is None:
         raise McugenError(f"op {index} ({op.OP}): the reference interpreter has no kernel")
@@ -143,13 +147,19 @@ def conv2d(op: ir.Conv2D, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
     return _requantize(acc, op.requant, y_t.zero_point, op.act_min, op.act_max)[None]
 
 
-def depthwise_conv2d(op: ir.DepthwiseConv2D, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+def depthwise_conv2d(op: ir.DepthwiseConv2D, graph: ir.Graph, x: np.ndarray,
+                     halo: np.ndarray | None = None) -> np.ndarray:
     """reference_integer_ops::DepthwiseConvPerChannel: output channel ``c * multiplier + m``
-    reads input channel ``c``."""
+    reads input channel ``c``. A column tile's halo (ir.DepthwiseConv2D.halo) is the left
+    padding's columns: the image continued, not the zero point."""
     x_t, y_t = graph.tensor(op.input), graph.tensor(op.output)
     weights = _weights(graph, op.filter)[0]  # [KH, KW, Cout]
     kh, kw, cout = weights.shape
-    windows = _windows(x[0], (kh, kw), op.stride, op.dilation, op.padding, x_t.zero_point,
+    padding = op.padding
+    if halo is not None:
+        x = np.concatenate([halo, x], axis=2)
+        padding = dataclasses.replace(padding, left=0)
+    windows = _windows(x[0], (kh, kw), op.stride, op.dilation, padding, x_t.zero_point,
                        y_t.shape[1:3])
     inputs = np.repeat(windows.astype(np.int64) - x_t.zero_point, op.depth_multiplier, axis=-1)
     acc = np.einsum("yxhwc,hwc->yxc", inputs, weights)
@@ -366,6 +376,12 @@ def concat_columns(op: ir.ConcatColumns, graph: ir.Graph, x: np.ndarray,
     return np.concatenate([x, x2], axis=2)
 
 
+def slice_columns(op: ir.SliceColumns, graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+    """reference_ops::StridedSlice of axis 2, stride 1: the bytes of the columns."""
+    width = graph.tensor(op.output).shape[2]
+    return x[:, :, op.begin:op.begin + width]
+
+
 _KERNELS: dict[type, Callable[..., np.ndarray]] = {
     ir.Conv2D: conv2d,
     ir.DepthwiseConv2D: depthwise_conv2d,
@@ -384,4 +400,5 @@ _KERNELS: dict[type, Callable[..., np.ndarray]] = {
     ir.Quantize: quantize,
     ir.Dequantize: dequantize,
     ir.ConcatColumns: concat_columns,
+    ir.SliceColumns: slice_columns,
 }

@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import McugenError
 from .geometry import columns, input_columns, input_rows, reads_whole_input, rows
-from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Reshape,
+from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Reshape, SliceColumns,
                  TableLookup, Transpose, op_inputs)
 from .kernels import Layer
 from .planner import Buffer, live_peak
@@ -43,7 +43,7 @@ from .schedule import (Repeat, Schedule, SearchPoint, Shift, Step, arena_buffers
 # reads). Global ops (MEAN, fully connected, softmax, squeeze-and-excitation's broadcast MUL)
 # end the prefix; layout ops (TRANSPOSE, RESHAPE) read their whole input, so they do not.
 BANDED_OPS = (Conv2D, DepthwiseConv2D, Pad, Add, Mul, TableLookup, Quantize, Transpose,
-              Reshape)
+              Reshape, SliceColumns)
 
 
 def activation_inputs(op: Op, graph: Graph) -> tuple[str, ...]:
@@ -130,6 +130,21 @@ class _Order:
             self.steps.append((index, begin, end))
             self.done[tensor] = end
 
+    def ready(self, tensor: str) -> int:
+        """The rows of the tensor its inputs' rows computed so far already give (its inputs
+        made before the segment are whole)."""
+        index = self.producer[tensor]
+        op = self.layers[index].op
+        height = self.graph.tensor(tensor).shape[1]
+        rows = self.done[tensor]
+        while rows < height:
+            _, needed = input_rows(op, self.graph, rows, rows + 1)
+            if any(self.done.get(name, needed) < needed
+                   for name in activation_inputs(op, self.graph)):
+                break
+            rows += 1
+        return rows
+
 
 def row_band_schedule(graph: Graph, layers: tuple[Layer, ...],
                       segments: tuple[tuple[int, int], ...], band_rows: int,
@@ -183,8 +198,14 @@ def _segment_steps_found(graph: Graph, layers: tuple[Layer, ...], begin: int, en
                           if name not in later_reads and name not in graph.outputs)
     order = _Order(graph, layers, producer, band_rows, {name: 0 for name in producer}, [])
     last_output = layers[end - 1].op.output
+    # Whole tensors read after the segment besides its last output (a column tile's cached
+    # halo, tiles.py): each row as soon as its inputs' rows are there, while their band
+    # buffers still hold them.
+    side = [name for name in producer if name not in bands and name != last_output]
     for row in range(1, graph.tensor(last_output).shape[1] + 1):
         order.ensure(last_output, row)
+        for name in side:
+            order.ensure(name, order.ready(name))
     for name in producer:  # whole tensors read after the segment
         order.ensure(name, graph.tensor(name).shape[1])
     return _band_steps(graph, layers, order.steps, bands)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .geometry import Region, windows
-from .ir import Graph, Op, Pad, op_inputs, op_outputs
+from .ir import Graph, Op, Pad, SliceColumns, op_inputs, op_outputs
 from .kernels import Layer
 from .kernels.variant import Order
 from .planner import Buffer, Overlap, streaming_distance
@@ -443,9 +443,16 @@ def column_layers(schedule: Schedule, layers: tuple[Layer, ...]) -> frozenset[in
     return found
 
 
+SCRATCH_PREFIX = "<scratch of layer "
+
+
 def scratch_id(index: int) -> str:
     """The planner's id for layer index's scratch buffer (no tensor is named like this)."""
-    return f"<scratch of layer {index}>"
+    return f"{SCRATCH_PREFIX}{index}>"
+
+
+def is_scratch_id(buffer: str) -> bool:
+    return buffer.startswith(SCRATCH_PREFIX)
 
 
 def arena_buffers(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
@@ -486,8 +493,10 @@ def arena_buffers(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule
                 Overlap(other=source, distance=distance)
                 for source, distance in _overwritable_inputs(layer, graph)
                 if source not in external and last[source] == positions[-1])
+            # A column tile's cached halo (tiles.py) is small and lives through the second
+            # tile: the planner also places it into the gaps of the others' plan.
             buffers.append(Buffer(name, graph.tensor(name).nbytes, first[name], last[name],
-                                  overlaps))
+                                  overlaps, placed_last=isinstance(op, SliceColumns)))
         if layer.scratch_bytes:
             buffers.append(Buffer(scratch_id(layer.index), layer.scratch_bytes, positions[0],
                                   positions[-1], fill_in=True))

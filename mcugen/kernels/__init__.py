@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import McugenError
-from ..ir import Graph, Op
+from ..ir import Graph, Op, SliceColumns
 from ..targets import Target
 from . import (cmsis_nn, conv, conv_mve, conv_rows, data_movement, depthwise,
                depthwise_mve, depthwise_pairs, depthwise_planar, elementwise, elementwise_mve,
@@ -93,9 +93,8 @@ def lower_layers(graph: Graph, target: Target, model_name: str,
                  small_scratch: int = 0) -> tuple[Layer, ...]:
     variants = [select_variant(op, graph, target, kernel_set, lean, small_scratch)
                 for op in graph.ops]
-    for writer, reader in planar_rows(graph, target, variants):
-        variants[writer] = pointwise.PW_CONV_S8_PLANAR_DSP
-        variants[reader] = depthwise_planar.DW_CONV_S8_PLANAR_DSP
+    for index, variant in planar_rows(graph, target, variants).items():
+        variants[index] = variant
     layers = []
     for index, (op, variant) in enumerate(zip(graph.ops, variants)):
         names = LayerNames(model_name, index, variant.name)
@@ -115,21 +114,35 @@ def as_written(layer: Layer, values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(h, w, c).transpose(0, 2, 1))
 
 
-def planar_rows(graph: Graph, target: Target, variants: list[Variant]
-                ) -> list[tuple[int, int]]:
-    """The layouts selection chooses besides NHWC: (writer, reader) layers whose tensor goes
-    channel-planar (kernels/depthwise_planar.py), where the DSP pointwise kernel writes it,
-    a depthwise layer that DW_CONV_S8_PLANAR_DSP computes is its only reader, and that
-    layer's variant is ours and not Helium's (the CMSIS-NN build keeps the library's). At
-    stride 2 the same in every selection of a graph (lean, small scratch: the writer is
-    chosen alike in each); at stride 1 only where selection did not choose the ring variant,
-    which is faster still (kernels/depthwise_planar.py): the small-scratch and lean
-    selections. A budget's mix of selections takes both layers of a pair from the same one
-    (layout_group)."""
-    if Isa.DSP not in target_isas(target):
-        return []
+def planar_rows(graph: Graph, target: Target, variants: list[Variant]) -> dict[int, Variant]:
+    """The layouts selection chooses besides NHWC, as the variants they give layers:
+    channel-planar rows (kernels/depthwise_planar.py) of a tensor the DSP pointwise kernel
+    writes and a depthwise layer that DW_CONV_S8_PLANAR_DSP computes reads, where that
+    layer's variant is ours and not Helium's (the CMSIS-NN build keeps the library's) and
+    its other readers are column slices (a column tile's halo, tiles.py), which then copy
+    planar rows. At stride 2 the same in every selection of a graph (lean, small scratch:
+    the writer is chosen alike in each); at stride 1 only where selection did not choose the
+    ring variant, which is faster still (kernels/depthwise_planar.py): the small-scratch and
+    lean selections. A budget's mix of selections takes a layout's layers from the same one
+    (layout_group). A depthwise layer with a cached halo reads it and its input planar
+    (DW_CONV_S8_PLANAR_HALO_DSP, its only variant): McugenError where they cannot be."""
+    chosen: dict[int, Variant] = {}
+    if Isa.DSP in target_isas(target):
+        _planar_pairs(graph, target, variants, chosen)
+    for index, op in enumerate(graph.ops):
+        halo = getattr(op, "halo", None)
+        if halo is None:
+            continue
+        slicer = graph.producers().get(halo)
+        if index not in chosen or chosen.get(slicer) is not data_movement.SLICE_COLUMNS_S8_PLANAR:
+            raise McugenError(f"layer {index}: a column tile's cached halo needs channel-planar "
+                              "rows, which its writers cannot give here")
+    return chosen
+
+
+def _planar_pairs(graph: Graph, target: Target, variants: list[Variant],
+                  chosen: dict[int, Variant]) -> None:
     writers = graph.producers()
-    pairs = []
     for index, (op, variant) in enumerate(zip(graph.ops, variants)):
         if variant.library or variant.isa is Isa.MVE or \
                 not depthwise_planar.takes(op, graph, target) or \
@@ -137,20 +150,31 @@ def planar_rows(graph: Graph, target: Target, variants: list[Variant]
                 depthwise_planar.faster_in_a_ring(op, graph):
             continue
         writer = writers.get(op.input)
+        slices = [i for i in graph.consumers(op.input)
+                  if i != index and isinstance(graph.ops[i], SliceColumns)]
         if writer is None or variants[writer] is not pointwise.PW_CONV_S8_DSP or \
-                graph.consumers(op.input) != [index] or op.input in graph.outputs or \
+                sorted([index, *slices]) != graph.consumers(op.input) or \
+                op.input in graph.outputs or \
                 not depthwise_planar.writes_planar(graph.ops[writer], graph):
             continue
-        pairs.append((writer, index))
-    return pairs
+        chosen[writer] = pointwise.PW_CONV_S8_PLANAR_DSP
+        chosen[index] = depthwise_planar.DW_CONV_S8_PLANAR_HALO_DSP \
+            if variant.reads_halo else depthwise_planar.DW_CONV_S8_PLANAR_DSP
+        for cut in slices:
+            chosen[cut] = data_movement.SLICE_COLUMNS_S8_PLANAR
 
 
 def _layout_partners(graph: Graph, layers: tuple[Layer, ...], index: int) -> list[int]:
     """The layers that must agree with layer `index` on a tensor's layout: the writer of a
-    planar reader's input, the reader of a planar writer's output."""
+    planar reader's input (and of its halo), the readers of a planar writer's output."""
     layer = layers[index]
-    if layer.variant is depthwise_planar.DW_CONV_S8_PLANAR_DSP:
-        return [graph.producers()[layer.op.input]]
+    producers = graph.producers()
+    if layer.variant in (depthwise_planar.DW_CONV_S8_PLANAR_DSP,
+                         depthwise_planar.DW_CONV_S8_PLANAR_HALO_DSP):
+        halo = [producers[layer.op.halo]] if layer.op.halo is not None else []
+        return [producers[layer.op.input], *halo]
+    if layer.variant is data_movement.SLICE_COLUMNS_S8_PLANAR:
+        return [producers[layer.op.input], *graph.consumers(layer.op.output)]
     if getattr(layer.params, "planar_output", False):
         return graph.consumers(layer.op.output)
     return []

@@ -1,15 +1,17 @@
 """Ops that only move bytes: PAD (zero-point padding over H and W), a RESHAPE that could not
-be elided (a copy), TRANSPOSE, and the CONCATENATION that joins column tiles (tiles.py). Portable C. Each computes any range of its output's rows
+be elided (a copy), TRANSPOSE, the CONCATENATION that joins column tiles and the column slice
+that keeps a tile's halo (tiles.py). Portable C. Each computes any range of its output's rows
 (geometry.py: PAD reads the rows it shifts, the others their whole input), so that a model
 that starts with one runs in row bands from its first layer."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import ConcatColumns, Graph, Pad, Reshape, Transpose
+from ..ir import ConcatColumns, Graph, Pad, Reshape, SliceColumns, Transpose
 from ..targets import Target
 from .elementwise import as_4d
 from .lowering import FeatureMap, feature_map
@@ -92,6 +94,35 @@ def _lower_concat_columns(op: ConcatColumns, graph: Graph, target: Target,
     return ConcatColumnsParams(rows=h, row_bytes=w * c, row_bytes2=w2 * c)
 
 
+@dataclass(frozen=True)
+class SliceColumnsParams:
+    """Per row, the input's columns [begin, begin + output.w): NHWC, a run of bytes; with
+    planar rows (the input written channel-planar, kernels/depthwise_planar.py), that run of
+    each channel's columns, and the output planar too."""
+
+    input: FeatureMap
+    output: FeatureMap
+    begin: int
+    planar_output: bool = False
+
+
+def _lower_slice_columns(op: SliceColumns, graph: Graph, target: Target,
+                         names: LayerNames) -> SliceColumnsParams:
+    return SliceColumnsParams(input=feature_map(graph.tensor(op.input)),
+                              output=feature_map(graph.tensor(op.output)), begin=op.begin)
+
+
+def _lower_slice_columns_planar(op: SliceColumns, graph: Graph, target: Target,
+                                names: LayerNames) -> SliceColumnsParams:
+    return dataclasses.replace(_lower_slice_columns(op, graph, target, names),
+                               planar_output=True)
+
+
+def _chosen_with_its_input(op, graph: Graph, target: Target) -> bool:
+    """Chosen where its input is planar, by kernels.planar_rows, never by first match."""
+    return False
+
+
 PAD_S8 = Variant("pad_s8", (Pad,), Isa.PORTABLE, "pad_s8", Order.RASTER, _lower_pad,
                  row_ranges=True)
 COPY_S8 = Variant("copy_s8", (Reshape,), Isa.PORTABLE, "copy_s8", Order.SEPARATE, _lower_copy,
@@ -103,4 +134,13 @@ CONCAT_COLUMNS_S8 = Variant("concat_columns_s8", (ConcatColumns,), Isa.PORTABLE,
                             "concat_columns_s8", Order.SEPARATE, _lower_concat_columns,
                             binary=True)
 
-VARIANTS = (PAD_S8, COPY_S8, TRANSPOSE_S8, CONCAT_COLUMNS_S8)
+SLICE_COLUMNS_S8 = Variant("slice_columns_s8", (SliceColumns,), Isa.PORTABLE,
+                          "slice_columns_s8", Order.SEPARATE, _lower_slice_columns,
+                          row_ranges=True)
+SLICE_COLUMNS_S8_PLANAR = Variant("slice_columns_s8_planar", (SliceColumns,), Isa.PORTABLE,
+                                  "slice_columns_s8", Order.SEPARATE,
+                                  _lower_slice_columns_planar,
+                                  applies=_chosen_with_its_input, row_ranges=True)
+
+VARIANTS = (PAD_S8, COPY_S8, TRANSPOSE_S8, CONCAT_COLUMNS_S8, SLICE_COLUMNS_S8_PLANAR,
+            SLICE_COLUMNS_S8)

@@ -79,10 +79,18 @@ class ColumnBlock:
     byte: int | None
     # The word is loaded from the row at load_at, the image columns nearest it (the row is at
     # least a word wide, and the word's image columns are one run), then shifted into place
-    # (shift), the emptied bytes filled with the zero point (fill).
+    # (shift), the emptied bytes filled with the zero point (fill) or, for a column tile's
+    # cached halo (ir.DepthwiseConv2D.halo), with bytes of the halo's row: (byte of the word,
+    # halo column) in `halo`.
     first: int  # the input column of the word's first byte
     load_at: int
     fill: int  # uint32
+    halo: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def loads(self) -> bool:
+        """Whether the word reads any column of the row (else it is fill and halo alone)."""
+        return any(column is not None for column in self.word)
 
     @property
     def shift(self) -> int:
@@ -106,6 +114,9 @@ class DepthwisePlanarParams:
     tail: tuple[ColumnBlock, ...]  # blocks after them
     pads_rows: bool  # some output row reads a row outside the image
     block_pixels: int = 1
+    # The left padding's columns read from a column tile's cached halo (its second operand,
+    # channel-planar rows of halo_width columns), not the zero point; 0: none.
+    halo_width: int = 0
 
     @property
     def channel_words(self) -> int:
@@ -179,11 +190,20 @@ def writes_planar(op: Op, graph: Graph) -> bool:
         split_weights(graph.tensor(op.filter)).offset == 0
 
 
-def _column_blocks(x: FeatureMap, y: FeatureMap, g: Window, zero_point: int):
-    """The head blocks, the interior pairs' output columns and the tail blocks of a row."""
+def _column_blocks(x: FeatureMap, y: FeatureMap, g: Window, zero_point: int,
+                   halo_width: int = 0):
+    """The head blocks, the interior pairs' output columns and the tail blocks of a row; the
+    halo's columns, where there is one, are the left padding's (their input columns -1,
+    -2, ... are its last, next to last, ...)."""
     zero = zero_point % 256
+    # A pair's byte (stride 2) is its fifth column: never in a halo of at most four.
+    assert halo_width <= WORD_COLUMNS, halo_width
+
     def source(column: int) -> int | None:
         return column if 0 <= column < x.w else None
+
+    def halo_source(column: int) -> int | None:
+        return column + halo_width if -halo_width <= column < 0 else None
 
     # A pair reads its word and, at stride 2, the byte after it.
     pair_reads = g.stride_w + g.k_w
@@ -192,10 +212,13 @@ def _column_blocks(x: FeatureMap, y: FeatureMap, g: Window, zero_point: int):
         first = g.stride_w * column - g.pad_left
         word = tuple(source(first + i) for i in range(WORD_COLUMNS))
         reads_byte = outputs == 2 and pair_reads > WORD_COLUMNS
-        fill = sum(zero << 8 * i for i, c in enumerate(word) if c is None)
+        halo = tuple((i, halo_source(first + i)) for i in range(WORD_COLUMNS)
+                     if halo_source(first + i) is not None)
+        fill = sum(zero << 8 * i for i, c in enumerate(word)
+                   if c is None and halo_source(first + i) is None)
         return ColumnBlock(column, outputs, word,
                            source(first + WORD_COLUMNS) if reads_byte else None,
-                           first, min(max(first, 0), x.w - WORD_COLUMNS), fill)
+                           first, min(max(first, 0), x.w - WORD_COLUMNS), fill, halo)
 
     def inside(column: int) -> bool:
         first = g.stride_w * column - g.pad_left
@@ -241,7 +264,8 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
                          zero_point).astype(np.int64)
     header = np.stack([2 * folded, short.multiplier, short.rounding, short.exponent], axis=1)
     records = np.concatenate([header, weight_words(weights).astype(np.int64)], axis=1)
-    head, inside_from, inside_to, tail = _column_blocks(x, y, g, zero_point)
+    halo_width = g.pad_left if op.halo is not None else 0
+    head, inside_from, inside_to, tail = _column_blocks(x, y, g, zero_point, halo_width)
     rows = [oy * g.stride_h - g.pad_top + ky for oy in range(y.h) for ky in range(g.k_h)]
     return DepthwisePlanarParams(
         input=x, output=y, window=g, depth_multiplier=1, zero_point=zero_point,
@@ -250,7 +274,7 @@ def _lower(op: DepthwiseConv2D, graph: Graph, target: Target,
         short=short, requantize=DW_SHORT_CLAMPED if short.skip_sign_correction
         else dsp_short_function(short),
         head=head, inside_from=inside_from, inside_to=inside_to, tail=tail,
-        pads_rows=min(rows) < 0 or max(rows) >= x.h, block_pixels=y.w)
+        pads_rows=min(rows) < 0 or max(rows) >= x.h, block_pixels=y.w, halo_width=halo_width)
 
 
 def _chosen_with_its_writer(op: Op, graph: Graph, target: Target) -> bool:
@@ -264,4 +288,19 @@ DW_CONV_S8_PLANAR_DSP = Variant(
     helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
     legacy=True)
 
-VARIANTS = (DW_CONV_S8_PLANAR_DSP,)
+
+def _takes_with_halo(op: Op, graph: Graph, target: Target) -> bool:
+    """A column tile's last layer with its cached halo (tiles.py): the only variant that takes
+    one, which kernels.planar_rows then requires its writer, and its halo's slice, to make
+    planar."""
+    return takes(op, graph, target)
+
+
+# Its halo is its second operand (binary: the layer function's input2).
+DW_CONV_S8_PLANAR_HALO_DSP = Variant(
+    "dw_conv_s8_planar_halo_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_planar_dsp",
+    Order.RASTER, _lower, applies=_takes_with_halo,
+    helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
+    legacy=True, binary=True, reads_halo=True)
+
+VARIANTS = (DW_CONV_S8_PLANAR_HALO_DSP, DW_CONV_S8_PLANAR_DSP)

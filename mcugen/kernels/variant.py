@@ -217,10 +217,14 @@ class Variant:
     # others. Measured on Cortex-M7 (QEMU, VWW's layers against the trades_ram variant's);
     # compile.variant_cost weighs schedules with it.
     slower_per_mac: SpeedCost = no_cost
+    # Reads a column tile's cached halo as the left padding's columns (ir.DepthwiseConv2D.halo,
+    # its second operand): the others never take such an op.
+    reads_halo: bool = False
 
     def accepts(self, op: Op, graph: Graph, target: Target) -> bool:
         return (isinstance(op, self.ops) and self.isa in target_isas(target)
                 and (self.legacy or not getattr(op, "legacy", False))
+                and (getattr(op, "halo", None) is not None) == self.reads_halo
                 and self.applies(op, graph, target))
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from .. import quant
 from ..errors import McugenError
 from ..ir import (Activation, Add, AddRescale, AveragePool2D, ConcatColumns, Conv2D,
+                  SliceColumns,
                   DepthwiseConv2D, Dequantize, FullyConnected, Graph, HardSwish, Mean, Mul, Op,
                   Pad, Quantize, Relu, Requant, Reshape, Softmax, TableLookup, Tensor, Transpose,
                   op_inputs)
@@ -228,5 +229,5 @@ _RULES = {
     AveragePool2D: _average_pool, Mean: _mean, Softmax: _softmax, Add: _add, Mul: _mul,
     Relu: _relu, HardSwish: _hard_swish, Transpose: _same_quantization,
     Pad: _unchanged, Reshape: _unchanged, TableLookup: _unchanged, Quantize: _quantize,
-    Dequantize: _unchanged, ConcatColumns: _concatenation,
+    Dequantize: _unchanged, ConcatColumns: _concatenation, SliceColumns: _same_quantization,
 }
