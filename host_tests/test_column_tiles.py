@@ -1,5 +1,5 @@
-"""Column tiles (issue 20, item 4: 2-D tiles with recomputed halos, mcugen/tiles.py): a chain
-of convolutions at a model's start rewritten as two column tiles computes what the chain
+"""Column tiles (issue 20, item 4: 2-D tiles with recomputed or cached halos, mcugen/tiles.py):
+a chain of convolutions at a model's start rewritten as two column tiles computes what the chain
 computes; where row bands cannot reach a budget, the schedule search takes the tiles (the
 band buffers of a tile are about half as wide), replays them, and the C is bit-exact with the
 NumPy reference of the untiled model on the host (also under ASan and UBSan) and in QEMU.

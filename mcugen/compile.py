@@ -131,8 +131,8 @@ def choose_graph_and_schedule(graph: Graph, layers: tuple[Layer, ...], max_ram: 
 
 def search_cost(schedule: Schedule) -> float:
     """The extra instructions the search estimated for the schedule it chose: a tiled one's
-    include its halos' (tiles.COST_PER_MAC a MAC), which are all a tiled graph layer by layer
-    costs (its search did not run); 0 layer by layer."""
+    include its halos' (tiles.halo_cost), which are all a tiled graph layer by layer costs
+    (its search did not run: COST_PER_MAC a halo MAC); 0 layer by layer."""
     chosen = [p.extra_instructions for p in schedule.search if p.chosen]
     return chosen[0] if chosen else schedule.extra_macs * tiles.COST_PER_MAC
 
@@ -149,8 +149,9 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
                   fit_ram: int | None, lower: Callable[..., tuple[Layer, ...]]):
     """The cheapest schedule that fits the budget with layers [0, end) in column tiles, for
     each end where the row-band search may end a segment and the halos cost at most
-    estimate.MAX_HALO_SHARE of the model's MACs, with its cost: row_bands' cost, plus
-    tiles.COST_PER_MAC per halo MAC, plus the slower variants' (variant_cost) once each
+    estimate.MAX_HALO_SHARE of the model's MACs, recomputed or cached, with its cost:
+    row_bands' cost, plus the halo's (tiles.halo_cost), plus the slower variants'
+    (variant_cost) once each
     layer has the fastest variant that fits (faster_where_they_fit). Per end, the schedules
     of the search's frontier (frontier_schedules: those of smaller arenas leave the faster
     variants more room); cheapest halos first, until no dearer halo can win. None fitting:
@@ -166,11 +167,11 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
             # Recomputed halos, and where the chain's last op can read it, a cached one.
             for cached in (False, True)[:1 + (tiles.cached_halo_width(graph, end) > 0)]:
                 tiled = tiles.column_tiles(graph, end, cached=cached)
-                options.append((tiles.halo_macs(graph, tiled), end, tiled))
+                options.append((tiles.halo_cost(graph, end, tiled), end, tiled))
     whole = plan_memory(arena_buffers(graph, layers, layer_by_layer(layers))).arena_size
     best, smallest = None, whole
-    for halo, end, tiled in sorted(options, key=lambda o: o[:2]):
-        if best is not None and best[0] <= halo * tiles.COST_PER_MAC:
+    for halo_cost, end, tiled in sorted(options, key=lambda o: o[:2]):
+        if best is not None and best[0] <= halo_cost:
             break
         try:
             lean = lower(tiled, True)
@@ -183,18 +184,18 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
         fast = lower(tiled, False)
         tiers = (fast, *(lower(tiled, False, tier) for tier in SCRATCH_TIERS))
         for option in schedules:
-            searched = search_cost(option[0]) + halo * tiles.COST_PER_MAC
+            searched = search_cost(option[0]) + halo_cost
             chosen = faster_where_they_fit(tiled, lean, tiers, *option, budget, thorough=True)
             cost = searched + variant_cost(tiled, chosen[0], fast)
             if best is None or cost < best[0]:
-                best = (cost, (tiled, lean, tiers, option, end, halo))
+                best = (cost, (tiled, lean, tiers, option, end, halo_cost))
     if best is None:
         return smallest
-    cost, (tiled, lean, tiers, option, end, halo) = best
+    cost, (tiled, lean, tiers, option, end, halo_cost) = best
     tiled_layers, schedule, buffers, plan = faster_where_they_fit(
         tiled, lean, tiers, *option, budget, thorough=True, passes=FIT_BACK_PASSES)
-    return cost, (tiled, tiled_layers, (_tiled_schedule(tiled, schedule, end, halo, max_ram,
-                                                        fit_ram),
+    return cost, (tiled, tiled_layers, (_tiled_schedule(graph, tiled, schedule, end, halo_cost,
+                                                        max_ram, fit_ram),
                                         buffers, plan, whole))
 
 
@@ -307,20 +308,20 @@ def _most_saved(graph: Graph, lean: tuple[Layer, ...], tiers: tuple[tuple[Layer,
                                        for tier in tiers)
 
 
-def _tiled_schedule(graph: Graph, schedule: Schedule, end: int, halo: int,
-                    max_ram: int | None, fit_ram: int | None) -> Schedule:
+def _tiled_schedule(graph: Graph, tiled: Graph, schedule: Schedule, end: int,
+                    halo_cost: float, max_ram: int | None, fit_ram: int | None) -> Schedule:
     """The schedule found for a tiled graph, saying so (and its search's points with the
-    halos' cost)."""
+    halos' cost, tiles.halo_cost)."""
     label = f"layers 0-{end - 1} in {tiles.TILES} column tiles"
-    if any(isinstance(op, ir.SliceColumns) for op in graph.ops):
+    if any(isinstance(op, ir.SliceColumns) for op in tiled.ops):
         label += ", the halo cached"
     return dataclasses.replace(
-        schedule, tiles=label, extra_macs=halo,
+        schedule, tiles=label, extra_macs=tiles.halo_macs(graph, tiled),
         reason=f"--max-ram {max_ram:,} B" if max_ram is not None else
         f"layer by layer does not fit the target's {fit_ram:,} B",
         search=tuple(dataclasses.replace(
             p, description=f"the model's {label}, then {p.description}",
-            extra_instructions=p.extra_instructions + halo * tiles.COST_PER_MAC)
+            extra_instructions=p.extra_instructions + halo_cost)
             for p in schedule.search))
 
 
