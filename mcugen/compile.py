@@ -251,17 +251,17 @@ def faster_where_they_fit(graph: Graph, lean: tuple[Layer, ...],
                           tiers: tuple[tuple[Layer, ...], ...], schedule: Schedule,
                           buffers: list[Buffer], plan: Plan, budget: int,
                           thorough: bool = False, passes: int = 1):
-    """The lean layers, each given back a faster variant where the schedule's arena still
-    fits the budget with it: most MACs first (what a variant saves grows with them), the
-    tiers' layers in their order (the fastest, then the small-scratch ones), the first that
-    fits. (Smallest scratch first instead, VWW at 12K took the small layers' rings first:
-    7,094,026 instructions, not 7,021,435.) Each trial's band buffers are its layers'
-    (row_bands.rebanded: a ring needs fewer rows of its input), planned afresh or around the
-    plan so far (planner.plan_around), the smaller; thorough: afresh with the planner's local
-    search too (column tiles' many band buffers); passes: then again over the layers not yet
-    at their fastest tier (FIT_BACK_PASSES). A trial takes a layer's layout partners
-    (kernels.layout_group) from the same tier. Returns the layers, their schedule (with its loops), buffers and
-    plan."""
+    """The lean layers, each given back a faster variant where the schedule's arena still fits the
+    budget with it: the largest saving first (_most_saved: a layer's MACs at its variants'
+    Variant.slower_per_mac), the tiers' layers in their order (the fastest, then the
+    small-scratch ones), the first that fits. (Smallest scratch first instead, VWW at 12K took
+    the small layers' rings first: 7,094,026 instructions, not 7,021,435.) Each trial's band
+    buffers are its layers' (row_bands.rebanded: a ring needs fewer rows of its input), planned
+    afresh or around the plan so far (planner.plan_around), the smaller; thorough: afresh with
+    the planner's local search too (column tiles' many band buffers); passes: then again over
+    the layers not yet at their fastest tier (FIT_BACK_PASSES). A trial takes a layer's layout
+    partners (kernels.layout_group) from the same tier. Returns the layers, their schedule
+    (with its loops), buffers and plan."""
     layers, banded = lean, schedule
     waiting = sorted((i for i in range(len(lean))
                       if any(tier[i].variant is not lean[i].variant for tier in tiers)),

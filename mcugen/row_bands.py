@@ -32,8 +32,8 @@ import numpy as np
 
 from .errors import McugenError
 from .geometry import columns, input_columns, input_rows, reads_whole_input, rows
-from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Reshape, SliceColumns,
-                 TableLookup, Transpose, op_inputs)
+from .ir import (Add, Conv2D, DepthwiseConv2D, Graph, Mul, Op, Pad, Quantize, Reshape,
+                 SliceColumns, TableLookup, Transpose, op_inputs)
 from .kernels import Layer
 from .planner import Buffer, live_peak
 from .schedule import (Repeat, Schedule, SearchPoint, Shift, Step, arena_buffers, c_statements,

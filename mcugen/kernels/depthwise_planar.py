@@ -29,14 +29,14 @@ outputs read four columns, the word alone:
 
 four instructions for six MACs. There the ring variant (kernels/depthwise_pairs.py), which
 widens each input row once, is faster still, so planar_rows chooses stride 1 only where
-selection left the ring out (a budget's small-scratch and lean tiers). Columns outside the image
-read the input zero point, whose products the bias already cancels (the input offset is folded
-into it): the blocks that reach them (a row's first and last, at most) load the row's first or
-last word, shift it into place and fill the emptied bytes with the zero point; rows outside it read a row of zero points on
-the stack. Each channel's record (nine words): doubled bias, the short requantization's
-multiplier, K and e, then W02 of each kernel row and its w1 (kernel rows 0 and 1 in one word,
-row 2 alone), all doubled, so that the accumulators come out doubled as the short
-requantization (kernels/requantize.py) takes them.
+selection left the ring out (a budget's small-scratch and lean tiers). Columns outside the
+image read the input zero point, whose products the bias already cancels (the input offset is
+folded into it): the blocks that reach them (a row's first and last, at most) load the row's
+first or last word, shift it into place and fill the emptied bytes with the zero point; rows
+outside it read a row of zero points on the stack. Each channel's record (nine words): doubled
+bias, the short requantization's multiplier, K and e, then W02 of each kernel row and its w1
+(kernel rows 0 and 1 in one word, row 2 alone), all doubled, so that the accumulators come out
+doubled as the short requantization (kernels/requantize.py) takes them.
 
 Per output row, channel by channel, the whole row: a row's writes come after its reads, so
 the planner takes the output row as the block (its planar input occupies the rows' bytes as
