@@ -266,14 +266,10 @@ def faster_where_they_fit(graph: Graph, lean: tuple[Layer, ...],
     waiting = sorted((i for i in range(len(lean))
                       if any(tier[i].variant is not lean[i].variant for tier in tiers)),
                      key=lambda i: (-_most_saved(graph, lean, tiers, i), i))
-    # The fastest variants first, every layer, then each layer's tiers in order: a layer's
-    # small-scratch variant taken early had kept others from their faster one (VWW at 20K,
-    # with stride 1 on planar rows only in the small-scratch selections: the last layers'
-    # planar pairs where their rings fit, code 25,840 -> 27,584 B).
-    for number, trying in enumerate([tiers[:1], *([tiers] * passes)]):
+    for _ in range(passes):
         left, changed = [], False
         for index in waiting:
-            for tier in trying:
+            for tier in tiers:
                 if tier[index].variant is lean[index].variant:
                     continue
                 if tier[index].variant is layers[index].variant:
@@ -293,7 +289,7 @@ def faster_where_they_fit(graph: Graph, lean: tuple[Layer, ...],
                     break
             if layers[index].variant is not tiers[0][index].variant:
                 left.append(index)
-        if not changed and number > 0:
+        if not changed:
             break
         waiting = left
     check_layouts(graph, layers)

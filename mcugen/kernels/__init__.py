@@ -93,7 +93,7 @@ def lower_layers(graph: Graph, target: Target, model_name: str,
                  small_scratch: int = 0) -> tuple[Layer, ...]:
     variants = [select_variant(op, graph, target, kernel_set, lean, small_scratch)
                 for op in graph.ops]
-    for index, variant in planar_rows(graph, target, variants, lean).items():
+    for index, variant in planar_rows(graph, target, variants).items():
         variants[index] = variant
     layers = []
     for index, (op, variant) in enumerate(zip(graph.ops, variants)):
@@ -114,23 +114,21 @@ def as_written(layer: Layer, values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(h, w, c).transpose(0, 2, 1))
 
 
-def planar_rows(graph: Graph, target: Target, variants: list[Variant],
-                lean: bool = False) -> dict[int, Variant]:
+def planar_rows(graph: Graph, target: Target, variants: list[Variant]) -> dict[int, Variant]:
     """The layouts selection chooses besides NHWC, as the variants they give layers:
     channel-planar rows (kernels/depthwise_planar.py) of a tensor the DSP pointwise kernel
     writes and a depthwise layer that DW_CONV_S8_PLANAR_DSP computes reads, where that
     layer's variant is ours and not Helium's (the CMSIS-NN build keeps the library's) and
     its other readers are column slices (a column tile's halo, tiles.py), which then copy
     planar rows. At stride 2 the same in every selection of a graph (lean, small scratch:
-    the writer is chosen alike in each); at stride 1 only in the small-scratch selections
-    where they did not choose the ring variant, which is faster still
-    (kernels/depthwise_planar.py): not in the lean one, which finds the smallest arena, and
-    where planar rows cost RAM (VWW: 10,928 -> 11,856 B; their access blocks are whole rows).
-    A budget's mix of selections takes a layout's layers from the same one (layout_group). A depthwise layer with a cached halo reads it and its input planar
+    the writer is chosen alike in each); at stride 1 only where selection did not choose the
+    ring variant, which is faster still (kernels/depthwise_planar.py): the small-scratch and
+    lean selections. A budget's mix of selections takes a layout's layers from the same one
+    (layout_group). A depthwise layer with a cached halo reads it and its input planar
     (DW_CONV_S8_PLANAR_HALO_DSP, its only variant): McugenError where they cannot be."""
     chosen: dict[int, Variant] = {}
     if Isa.DSP in target_isas(target):
-        _planar_pairs(graph, target, variants, lean, chosen)
+        _planar_pairs(graph, target, variants, chosen)
     for index, op in enumerate(graph.ops):
         halo = getattr(op, "halo", None)
         if halo is None:
@@ -142,14 +140,14 @@ def planar_rows(graph: Graph, target: Target, variants: list[Variant],
     return chosen
 
 
-def _planar_pairs(graph: Graph, target: Target, variants: list[Variant], lean: bool,
+def _planar_pairs(graph: Graph, target: Target, variants: list[Variant],
                   chosen: dict[int, Variant]) -> None:
     writers = graph.producers()
     for index, (op, variant) in enumerate(zip(graph.ops, variants)):
         if variant.library or variant.isa is Isa.MVE or \
                 not depthwise_planar.takes(op, graph, target) or \
-                depthwise_planar.faster_in_a_ring(op, graph) and \
-                (lean or variant is depthwise_pairs.DW_CONV_S8_PAIRS_DSP):
+                variant is depthwise_pairs.DW_CONV_S8_PAIRS_DSP and \
+                depthwise_planar.faster_in_a_ring(op, graph):
             continue
         writer = writers.get(op.input)
         slices = [i for i in graph.consumers(op.input)
