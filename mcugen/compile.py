@@ -165,9 +165,12 @@ def _tiled_choice(graph: Graph, layers: tuple[Layer, ...], budget: int, max_ram:
     for end in row_bands.cut_points(graph, layers):
         if 2 <= end <= limit and end in worth:
             # Recomputed halos, and where the chain's last op can read it, a cached one.
-            for cached in (False, True)[:1 + (tiles.cached_halo_width(graph, end) > 0)]:
-                tiled = tiles.column_tiles(graph, end, cached=cached)
-                options.append((tiles.halo_cost(graph, end, tiled), end, tiled))
+            recomputed = tiles.column_tiles(graph, end)
+            forms = [recomputed] + ([tiles.column_tiles(graph, end, cached=True)]
+                                    if tiles.cached_halo_width(graph, end) > 0 else [])
+            recomputed_macs = tiles.halo_macs(graph, recomputed)
+            options += [(tiles.halo_cost(recomputed_macs, tiles.halo_macs(graph, tiled)), end,
+                         tiled) for tiled in forms]
     whole = plan_memory(arena_buffers(graph, layers, layer_by_layer(layers))).arena_size
     best, smallest = None, whole
     for halo_cost, end, tiled in sorted(options, key=lambda o: o[:2]):

@@ -12,7 +12,7 @@ from .ir import Conv2D, DepthwiseConv2D, FullyConnected, Graph, Op, TableLookup,
 from .kernels import Layer
 from .kernels.variant import const_arrays
 from .planner import Buffer, Plan, format_plan
-from .schedule import Schedule, is_scratch_id, row_bytes
+from .schedule import Schedule, row_bytes
 from .targets import Target
 
 
@@ -271,7 +271,7 @@ def build_report(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule,
         memory_plan=format_regions(buffers, plan),
         buffers=[BufferStats(b.id, plan.offsets[b.id], b.size, b.first, b.last,
                              None if plan.regions is None else plan.regions[plan.region(b.id)][0],
-                             "scratch" if is_scratch_id(b.id) else
+                             "scratch" if b.fill_in else
                              "band" if b.id in schedule.bands else "activation")
                  for b in buffers if b.id in plan.offsets],
         regions=None if plan.regions is None else [

@@ -443,16 +443,9 @@ def column_layers(schedule: Schedule, layers: tuple[Layer, ...]) -> frozenset[in
     return found
 
 
-SCRATCH_PREFIX = "<scratch of layer "
-
-
 def scratch_id(index: int) -> str:
     """The planner's id for layer index's scratch buffer (no tensor is named like this)."""
-    return f"{SCRATCH_PREFIX}{index}>"
-
-
-def is_scratch_id(buffer: str) -> bool:
-    return buffer.startswith(SCRATCH_PREFIX)
+    return f"<scratch of layer {index}>"
 
 
 def arena_buffers(graph: Graph, layers: tuple[Layer, ...], schedule: Schedule

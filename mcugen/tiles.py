@@ -173,14 +173,11 @@ def _tile_chain(graph: Graph, end: int, tile: int, begin: int, stop: int,
     return chain
 
 
-def halo_cost(graph: Graph, end: int, tiled: Graph) -> float:
-    """The instructions the cost model gives a tiling of ops [0, end) beyond its steps:
-    COST_PER_MAC per MAC of the halo recomputed (its MACs, and the tiles' narrower rows),
-    less CACHED_SAVING_PER_MAC per MAC a cached halo spares."""
-    halo = halo_macs(graph, tiled)
-    if not any(isinstance(op, SliceColumns) for op in tiled.ops):
-        return halo * COST_PER_MAC
-    recomputed = halo_macs(graph, column_tiles(graph, end))
+def halo_cost(recomputed: int, halo: int) -> float:
+    """The instructions the cost model gives a tiling beyond its steps, from the halo MACs of
+    its recomputed form and its own (the same, or fewer where the halo is cached):
+    COST_PER_MAC per recomputed halo MAC (its MACs, and the tiles' narrower rows), less
+    CACHED_SAVING_PER_MAC per MAC a cached halo spares."""
     return recomputed * COST_PER_MAC - (recomputed - halo) * CACHED_SAVING_PER_MAC
 
 

@@ -129,11 +129,12 @@ def planar_rows(graph: Graph, target: Target, variants: list[Variant]) -> dict[i
     chosen: dict[int, Variant] = {}
     if Isa.DSP in target_isas(target):
         _planar_pairs(graph, target, variants, chosen)
+    writers = graph.producers()
     for index, op in enumerate(graph.ops):
         halo = getattr(op, "halo", None)
         if halo is None:
             continue
-        slicer = graph.producers().get(halo)
+        slicer = writers.get(halo)
         if index not in chosen or chosen.get(slicer) is not data_movement.SLICE_COLUMNS_S8_PLANAR:
             raise McugenError(f"layer {index}: a column tile's cached halo needs channel-planar "
                               "rows, which its writers cannot give here")
@@ -164,11 +165,12 @@ def _planar_pairs(graph: Graph, target: Target, variants: list[Variant],
             chosen[cut] = data_movement.SLICE_COLUMNS_S8_PLANAR
 
 
-def _layout_partners(graph: Graph, layers: tuple[Layer, ...], index: int) -> list[int]:
+def _layout_partners(graph: Graph, producers: dict[str, int], layers: tuple[Layer, ...],
+                     index: int) -> list[int]:
     """The layers that must agree with layer `index` on a tensor's layout: the writer of a
-    planar reader's input (and of its halo), the readers of a planar writer's output."""
+    planar reader's input (and of its halo), the readers of a planar writer's output;
+    producers: graph.producers()."""
     layer = layers[index]
-    producers = graph.producers()
     if layer.variant in (depthwise_planar.DW_CONV_S8_PLANAR_DSP,
                          depthwise_planar.DW_CONV_S8_PLANAR_HALO_DSP):
         halo = [producers[layer.op.halo]] if layer.op.halo is not None else []
@@ -185,11 +187,12 @@ def layout_group(graph: Graph, selections: tuple[tuple[Layer, ...], ...],
     """Layer `index` and every layer whose tensor layout goes with it in any of the
     selections (planar_rows' pairs), transitively: a mix of selections that takes all of
     them from one selection agrees on every layout."""
+    producers = graph.producers()
     group, waiting = {index}, [index]
     while waiting:
         member = waiting.pop()
         for layers in selections:
-            for partner in _layout_partners(graph, layers, member):
+            for partner in _layout_partners(graph, producers, layers, member):
                 if partner not in group:
                     group.add(partner)
                     waiting.append(partner)
@@ -199,8 +202,9 @@ def layout_group(graph: Graph, selections: tuple[tuple[Layer, ...], ...],
 def check_layouts(graph: Graph, layers: tuple[Layer, ...]) -> None:
     """Every planar reader's input written planar and every planar writer's output read so,
     whatever mix of selections the layers come from."""
+    producers = graph.producers()
     for layer in layers:
-        partners = _layout_partners(graph, layers, layer.index)
+        partners = _layout_partners(graph, producers, layers, layer.index)
         for partner in partners:
-            assert layer.index in _layout_partners(graph, layers, partner), \
+            assert layer.index in _layout_partners(graph, producers, layers, partner), \
                 f"layers {layer.index} and {partner} disagree on their tensor's layout"

@@ -289,17 +289,13 @@ DW_CONV_S8_PLANAR_DSP = Variant(
     legacy=True)
 
 
-def _takes_with_halo(op: Op, graph: Graph, target: Target) -> bool:
-    """A column tile's last layer with its cached halo (tiles.py): the only variant that takes
-    one, which kernels.planar_rows then requires its writer, and its halo's slice, to make
-    planar."""
-    return takes(op, graph, target)
-
-
-# Its halo is its second operand (binary: the layer function's input2).
+# A column tile's last layer with its cached halo (tiles.py), its second operand (binary: the
+# layer function's input2): the only variant that takes one (Variant.reads_halo), so first
+# match chooses it, and kernels.planar_rows then requires its writer, and its halo's slice,
+# to make planar rows.
 DW_CONV_S8_PLANAR_HALO_DSP = Variant(
     "dw_conv_s8_planar_halo_dsp", (DepthwiseConv2D,), Isa.DSP, "dw_conv_s8_planar_dsp",
-    Order.RASTER, _lower, applies=_takes_with_halo,
+    Order.RASTER, _lower, applies=takes,
     helpers=("pw_conv_s8_dsp_helpers", "dw_conv_s8_pairs_dsp_helpers"), row_ranges=True,
     legacy=True, binary=True, reads_halo=True)
 
